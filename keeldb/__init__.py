@@ -1,0 +1,21 @@
+"""KeelDB: a self-hosted database that speaks the DynamoDB API.
+
+The package root only re-exports the embedded server entry point; every layer lives in
+its own sub-package (see docs/architecture in the repository).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def embedded(*args: Any, **kwargs: Any) -> Any:
+    """Start an in-process KeelDB server; see `keeldb.embedded.embedded`."""
+    from keeldb.embedded import embedded as _embedded
+
+    return _embedded(*args, **kwargs)
+
+
+__all__ = ["embedded", "__version__"]

@@ -1,0 +1,1 @@
+"""Ring, partition map, placement, membership and routing (multi-node deployments)."""

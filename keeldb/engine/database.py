@@ -1,0 +1,106 @@
+"""The node's database: one object that takes DynamoDB operations and redo records.
+
+`dispatch(operation, body)` is the only entry point of the front end: it validates the
+request, evaluates it against the latest view, appends a redo record to the replicated log
+and waits for it to commit. `apply(entries)` is the only way state changes: the log calls
+it, in log order, with committed redo records, at run time and during recovery alike.
+
+Operations and redo kinds register themselves from their modules (`catalog`, `items`) with
+the `operation` and `redo_kind` decorators, so that each module owns its own requests and
+records. This module never opens files or sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgpack
+
+from keeldb.model.errors import UnknownOperationException
+from keeldb.storage.protocols import Entry, ReplicatedLog, Store
+
+Body = dict[str, Any]
+OperationFn = Callable[["Database", Body], Awaitable[Body]]
+# An applier receives the database, the entry's LSN and the decoded redo record, and makes
+# the entry's whole effect one atomic store write recorded at that LSN.
+ApplierFn = Callable[["Database", int, dict[str, Any]], None]
+
+OPERATIONS: dict[str, OperationFn] = {}
+APPLIERS: dict[str, ApplierFn] = {}
+
+
+def operation(name: str) -> Callable[[OperationFn], OperationFn]:
+    """Register the handler of one DynamoDB operation (e.g. "PutItem")."""
+
+    def register(fn: OperationFn) -> OperationFn:
+        assert name not in OPERATIONS, name
+        OPERATIONS[name] = fn
+        return fn
+
+    return register
+
+
+def redo_kind(kind: str) -> Callable[[ApplierFn], ApplierFn]:
+    """Register how one kind of redo record is applied to the store."""
+
+    def register(fn: ApplierFn) -> ApplierFn:
+        assert kind not in APPLIERS, kind
+        APPLIERS[kind] = fn
+        return fn
+
+    return register
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """Redo records are msgpack maps with a "kind" key naming their applier."""
+    assert record["kind"] in APPLIERS, record["kind"]
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    record: dict[str, Any] = msgpack.unpackb(data, raw=False)
+    return record
+
+
+class Database:
+    """Holds the store, the log and the in-memory views built on top of them."""
+
+    def __init__(
+        self, store: Store, *, region: str = "us-east-1", account_id: str = "000000000000"
+    ) -> None:
+        # Importing the operation modules registers their operations and redo kinds.
+        from keeldb.engine import catalog, items  # noqa: F401
+
+        self.store = store
+        self.region = region
+        self.account_id = account_id
+        self._log: ReplicatedLog | None = None
+        # Per-module state (the catalog's table cache, pending after-images ...) hangs here,
+        # keyed by module name, so that modules do not import each other's internals.
+        self.state: dict[str, Any] = {}
+
+    @property
+    def log(self) -> ReplicatedLog:
+        assert self._log is not None, "attach_log() first"
+        return self._log
+
+    def attach_log(self, log: ReplicatedLog) -> None:
+        """The log is built with `self.apply` as its callback, so it is attached after."""
+        assert self._log is None
+        self._log = log
+
+    async def dispatch(self, operation_name: str, body: Body) -> Body:
+        handler = OPERATIONS.get(operation_name)
+        if handler is None:
+            raise UnknownOperationException("")
+        return await handler(self, body)
+
+    async def propose(self, record: dict[str, Any]) -> int:
+        """Append one redo record and wait until it is committed and applied."""
+        return await self.log.append(encode_record(record))
+
+    def apply(self, entries: Sequence[Entry]) -> None:
+        for lsn, data in entries:
+            record = decode_record(data)
+            APPLIERS[record["kind"]](self, lsn, record)

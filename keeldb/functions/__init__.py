@@ -1,0 +1,1 @@
+"""The Lambda-compatible function service and its sandboxes."""

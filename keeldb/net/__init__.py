@@ -1,0 +1,1 @@
+"""Network IO that drives the sans-IO cores between nodes."""

@@ -1,0 +1,1 @@
+"""Change streams derived from committed log records."""
