@@ -117,3 +117,8 @@ class InternalServerError(ClientError):
 
     type_name = "InternalServerError"
     status = 500
+
+
+class IncompleteSignatureException(ClientError):
+    type_name = "IncompleteSignatureException"
+    namespace = CORAL_SERVICE_NAMESPACE
