@@ -1,0 +1,289 @@
+"""Order-preserving encoding of key values and the physical layout of store keys.
+
+This module owns the bytes under which items are stored. For two key values of one type,
+their encodings compare (as unsigned bytes) exactly as DynamoDB orders the values: S by UTF-8
+bytes, N by numeric value, B by unsigned bytes. Every encoding is prefix-free, so that
+encodings concatenate into composite keys whose byte order is the tuple order.
+
+A store key is `table_prefix(table) + index id + hash(partition key) + partition key
+[+ sort key]` (ARCHITECTURE.md, "Physical key order in the store"): a partition (a hash range
+of one table) is then one contiguous key range, and Scan walks items in hash order as DynamoDB
+does. The hash is a keyed-free blake2b, identical on every machine and in every process;
+never Python's `hash()`, which is salted per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from keeldb.model.limits import NUMBER_EXPONENT_MAX, NUMBER_EXPONENT_MIN
+from keeldb.model.numbers import normalize_number, to_decimal
+from keeldb.model.values import decode_binary, encode_binary
+
+PARTITION_HASH_BYTES = 8  # Enough to spread partitions evenly; fixed so ranges are simple.
+INDEX_ID_BYTES = 2  # Index ids 0 (base table) .. 65535: far above 5 LSIs + 20 GSIs.
+INDEX_ID_MAX = (1 << (8 * INDEX_ID_BYTES)) - 1
+
+# Bytes strings and binaries: 0x00 is escaped as 0x00 0xFF and the value ends with
+# 0x00 0x01, which sorts below any escaped or plain continuation.
+_ESCAPE = b"\x00\xff"
+_TERMINATOR = b"\x00\x01"
+
+# Numbers: one tag byte orders negatives < zero < positives; then the adjusted exponent as
+# one byte; then the significant digits two per byte (each byte 1..100), then a terminator.
+# For negatives the exponent and digit bytes are complemented and the terminator is high,
+# so that larger magnitudes sort first.
+_TAG_NEGATIVE = 0x20
+_TAG_ZERO = 0x40
+_TAG_POSITIVE = 0x60
+_EXPONENT_SPAN = NUMBER_EXPONENT_MAX - NUMBER_EXPONENT_MIN  # 255: one byte exactly.
+assert _EXPONENT_SPAN <= 0xFF
+_DIGIT_PAIR_MAX = 100  # A pair "ab" is stored as 1 + 10a + b, in 1..100.
+_POSITIVE_END = 0x00
+_NEGATIVE_END = 0xFF
+
+_TABLE_TAG = b"t"
+
+
+def _escape(raw: bytes) -> bytes:
+    return raw.replace(b"\x00", _ESCAPE) + _TERMINATOR
+
+
+def _unescape(data: bytes, start: int) -> tuple[bytes, int]:
+    """The raw bytes of an escaped field starting at `start`, and the offset after it."""
+    out = bytearray()
+    i = start
+    while True:
+        zero = data.find(b"\x00", i)
+        if zero < 0 or zero + 1 >= len(data):
+            raise ValueError("unterminated escaped field")
+        out += data[i:zero]
+        marker = data[zero + 1]
+        if marker == 0x01:
+            return bytes(out), zero + 2
+        if marker != 0xFF:
+            raise ValueError("bad escape in key field")
+        out.append(0)
+        i = zero + 2
+
+
+def _encode_number(text: str) -> bytes:
+    sign, digits, exponent = to_decimal(normalize_number(text)).as_tuple()
+    assert isinstance(exponent, int)
+    if digits == (0,):
+        return bytes([_TAG_ZERO])
+    adjusted = exponent + len(digits) - 1
+    exponent_byte = adjusted - NUMBER_EXPONENT_MIN
+    assert 0 <= exponent_byte <= _EXPONENT_SPAN
+    padded = list(digits) + [0] * (len(digits) % 2)
+    pairs = [1 + 10 * padded[i] + padded[i + 1] for i in range(0, len(padded), 2)]
+    if sign:
+        body = [_EXPONENT_SPAN - exponent_byte] + [_DIGIT_PAIR_MAX + 1 - p for p in pairs]
+        return bytes([_TAG_NEGATIVE, *body, _NEGATIVE_END])
+    return bytes([_TAG_POSITIVE, exponent_byte, *pairs, _POSITIVE_END])
+
+
+def _decode_number(data: bytes, start: int) -> tuple[str, int]:
+    tag = data[start]
+    if tag == _TAG_ZERO:
+        return "0", start + 1
+    if tag not in (_TAG_POSITIVE, _TAG_NEGATIVE):
+        raise ValueError("bad number tag")
+    negative = tag == _TAG_NEGATIVE
+    end_byte = _NEGATIVE_END if negative else _POSITIVE_END
+    end = data.index(end_byte, start + 2)
+    exponent_byte = data[start + 1]
+    pairs = list(data[start + 2 : end])
+    if negative:
+        exponent_byte = _EXPONENT_SPAN - exponent_byte
+        pairs = [_DIGIT_PAIR_MAX + 1 - p for p in pairs]
+    digits = "".join(f"{p - 1:02d}" for p in pairs).rstrip("0")
+    adjusted = exponent_byte + NUMBER_EXPONENT_MIN
+    text = f"{'-' if negative else ''}{digits[0]}.{digits[1:] or '0'}E{adjusted:+d}"
+    return normalize_number(text), end + 1
+
+
+def encode_key_value(value: dict[str, Any]) -> bytes:
+    """Order-preserving, prefix-free bytes of one S, N or B key value."""
+    assert len(value) == 1, value
+    if "S" in value:
+        return _escape(value["S"].encode("utf-8"))
+    if "N" in value:
+        return _encode_number(value["N"])
+    assert "B" in value, value
+    return _escape(decode_binary(value["B"]))
+
+
+def decode_key_value_at(data: bytes, start: int, type_: str) -> tuple[dict[str, Any], int]:
+    """The key value of type `type_` encoded at `start`, and the offset after it."""
+    if type_ == "N":
+        text, end = _decode_number(data, start)
+        return {"N": text}, end
+    raw, end = _unescape(data, start)
+    if type_ == "S":
+        return {"S": raw.decode("utf-8")}, end
+    assert type_ == "B", type_
+    return {"B": encode_binary(raw)}, end
+
+
+def decode_key_value(data: bytes, type_: str) -> dict[str, Any]:
+    """The inverse of `encode_key_value` for a value of type `type_`."""
+    value, end = decode_key_value_at(data, 0, type_)
+    if end != len(data):
+        raise ValueError("trailing bytes after key value")
+    return value
+
+
+def partition_hash(value: dict[str, Any]) -> bytes:
+    """8 bytes that place a partition key on the ring; the same on every machine."""
+    assert len(value) == 1, value
+    (type_,) = value
+    digest = hashlib.blake2b(
+        type_.encode("ascii") + b":" + encode_key_value(value), digest_size=PARTITION_HASH_BYTES
+    )
+    return digest.digest()
+
+
+def table_prefix(table_id: str) -> bytes:
+    """The prefix of every store key of one table (all its indexes)."""
+    return _TABLE_TAG + _escape(table_id.encode("utf-8"))
+
+
+def index_prefix(table_id: str, index_id: int) -> bytes:
+    """The prefix of every store key of one index of a table (0 is the base table)."""
+    assert 0 <= index_id <= INDEX_ID_MAX, index_id
+    return table_prefix(table_id) + index_id.to_bytes(INDEX_ID_BYTES, "big")
+
+
+def partition_prefix(table_id: str, index_id: int, hash_value: dict[str, Any]) -> bytes:
+    """The prefix of every store key with this partition key value in one index."""
+    return (
+        index_prefix(table_id, index_id) + partition_hash(hash_value) + encode_key_value(hash_value)
+    )
+
+
+def item_key(
+    table_id: str, index_id: int, hash_value: dict[str, Any], range_value: dict[str, Any] | None
+) -> bytes:
+    """The store key of one item in a table or index."""
+    key = partition_prefix(table_id, index_id, hash_value)
+    if range_value is not None:
+        key += encode_key_value(range_value)
+    return key
+
+
+def index_item_key(
+    table_id: str,
+    index_id: int,
+    hash_value: dict[str, Any],
+    range_value: dict[str, Any] | None,
+    base_hash_value: dict[str, Any],
+    base_range_value: dict[str, Any] | None,
+) -> bytes:
+    """The store key of an item's entry in a secondary index.
+
+    Index keys need not be unique, so the base table's key follows the index key: entries
+    with equal index keys are ordered by the base key, and each item has exactly one entry.
+    """
+    key = item_key(table_id, index_id, hash_value, range_value)
+    key += encode_key_value(base_hash_value)
+    if base_range_value is not None:
+        key += encode_key_value(base_range_value)
+    return key
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest byte string greater than every string that starts with `prefix`."""
+    stripped = prefix.rstrip(b"\xff")
+    assert stripped, "a prefix of only 0xFF bytes has no end"
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def key_after(key: bytes) -> bytes:
+    """The smallest byte string greater than `key` (for exclusive starts)."""
+    return key + b"\x00"
+
+
+def table_bounds(table_id: str) -> tuple[bytes, bytes]:
+    """[start, end) of every store key of one table, all indexes included."""
+    start = table_prefix(table_id)
+    return start, prefix_end(start)
+
+
+def index_bounds(table_id: str, index_id: int) -> tuple[bytes, bytes]:
+    """[start, end) of every store key of one index of a table (0 is the base table)."""
+    start = index_prefix(table_id, index_id)
+    return start, prefix_end(start)
+
+
+def partition_bounds(
+    table_id: str, index_id: int, hash_value: dict[str, Any]
+) -> tuple[bytes, bytes]:
+    """[start, end) of every item with one partition key value in one index."""
+    start = partition_prefix(table_id, index_id, hash_value)
+    return start, prefix_end(start)
+
+
+def sort_key_prefix(value: dict[str, Any]) -> bytes:
+    """The bytes every encoded S or B sort key that begins with `value` starts with."""
+    assert len(value) == 1, value
+    if "S" in value:
+        raw = value["S"].encode("utf-8")
+    else:
+        raw = decode_binary(value["B"])
+    return raw.replace(b"\x00", _ESCAPE)
+
+
+def sort_key_bounds(
+    table_id: str,
+    index_id: int,
+    hash_value: dict[str, Any],
+    operator: str,
+    values: tuple[dict[str, Any], ...] = (),
+) -> tuple[bytes, bytes]:
+    """[start, end) of the items of one partition whose sort key satisfies a key condition.
+
+    `operator` is one of "=", "<", "<=", ">", ">=", "BETWEEN", "begins_with" (with one value,
+    two for BETWEEN) or "" for the whole partition. Encodings are prefix-free, so the items
+    whose sort key equals v lie in [p + enc(v), prefix_end(p + enc(v))).
+    """
+    start, end = partition_bounds(table_id, index_id, hash_value)
+    if operator == "":
+        return start, end
+
+    def at(value: dict[str, Any]) -> bytes:
+        return start + encode_key_value(value)
+
+    if operator == "=":
+        return at(values[0]), prefix_end(at(values[0]))
+    if operator == "<":
+        return start, at(values[0])
+    if operator == "<=":
+        return start, prefix_end(at(values[0]))
+    if operator == ">":
+        return prefix_end(at(values[0])), end
+    if operator == ">=":
+        return at(values[0]), end
+    if operator == "BETWEEN":
+        return at(values[0]), prefix_end(at(values[1]))
+    assert operator == "begins_with", operator
+    lower = start + sort_key_prefix(values[0])
+    if lower == start:
+        return start, end  # begins_with "" matches every sort key.
+    return lower, prefix_end(lower)
+
+
+def decode_item_key(
+    key: bytes, table_id: str, index_id: int, hash_type: str, range_type: str | None
+) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
+    """(partition key, sort key or None, offset after them) read back from a store key."""
+    prefix = index_prefix(table_id, index_id)
+    if not key.startswith(prefix):
+        raise ValueError("store key of another table or index")
+    offset = len(prefix) + PARTITION_HASH_BYTES
+    hash_value, offset = decode_key_value_at(key, offset, hash_type)
+    range_value = None
+    if range_type is not None:
+        range_value, offset = decode_key_value_at(key, offset, range_type)
+    return hash_value, range_value, offset

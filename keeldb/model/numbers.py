@@ -1,0 +1,133 @@
+"""DynamoDB numbers: parsing, canonical form, arithmetic and ordering.
+
+This module owns the rules of the N type: decimals of up to 38 significant digits whose
+magnitude lies between 1E-130 and 9.9999999999999999999999999999999999999E+125 (or zero), kept
+as canonical decimal strings in plain notation ("1.50" -> "1.5", "-0" -> "0", "1E+2" -> "100"),
+which is how DynamoDB returns them. Every result is computed exactly: it never rounds, and it
+never touches the global `decimal` context (other code, in other threads, may change that).
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Context, Decimal, Inexact, InvalidOperation
+
+from keeldb.model.errors import ValidationException
+from keeldb.model.limits import NUMBER_DIGITS_MAX, NUMBER_EXPONENT_MAX, NUMBER_EXPONENT_MIN
+
+NOT_A_NUMBER_MESSAGE = "The parameter cannot be converted to a numeric value"
+PRECISION_MESSAGE = "Attempting to store more than 38 significant digits in a Number"
+OVERFLOW_MESSAGE = (
+    "Number overflow. Attempting to store a number with magnitude larger than supported range"
+)
+UNDERFLOW_MESSAGE = (
+    "Number underflow. Attempting to store a number with magnitude smaller than supported range"
+)
+
+# The text forms a number may take on the wire: an optional sign, digits with an optional
+# decimal point (at least one digit somewhere), and an optional exponent. Python's Decimal
+# would also take "NaN", "Infinity", underscores and surrounding blanks: DynamoDB does not.
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+# Exact arithmetic on two stored numbers needs at most the digits between the largest and the
+# smallest exponent (125 - (-130)) plus the 38 of a coefficient, plus one for a carry.
+_EXACT_DIGITS_MAX = (NUMBER_EXPONENT_MAX - NUMBER_EXPONENT_MIN) + 2 * NUMBER_DIGITS_MAX + 2
+_CONTEXT = Context(
+    prec=_EXACT_DIGITS_MAX,
+    Emax=10 * _EXACT_DIGITS_MAX,
+    Emin=-10 * _EXACT_DIGITS_MAX,
+    traps=[InvalidOperation, Inexact],
+)
+
+
+def _parse(text: object) -> Decimal:
+    """The exact Decimal a wire text denotes, or DynamoDB's "not a number" error."""
+    if not isinstance(text, str) or _NUMBER_RE.match(text) is None:
+        shown = text if isinstance(text, str) else ""
+        raise ValidationException(f"{NOT_A_NUMBER_MESSAGE}: {shown}")
+    # Decimal(str) is exact whatever the context; no rounding can happen here.
+    return Decimal(text)
+
+
+def _canonical(value: Decimal) -> tuple[int, tuple[int, ...], int]:
+    """(sign, digits without leading or trailing zeros, exponent of the last digit).
+
+    Zero is (0, (), 0). Raises DynamoDB's precision, overflow and underflow errors.
+    """
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    first = 0
+    while first < len(digits) and digits[first] == 0:
+        first += 1
+    if first == len(digits):
+        return (0, (), 0)
+    last = len(digits)
+    while digits[last - 1] == 0:
+        last -= 1
+    exponent += len(digits) - last
+    digits = digits[first:last]
+    # The adjusted exponent: the power of ten of the leading digit (d.ddd x 10^adjusted).
+    adjusted = exponent + len(digits) - 1
+    # DynamoDB checks the range before the precision: "1.000...0001e200" is an overflow.
+    if adjusted > NUMBER_EXPONENT_MAX:
+        raise ValidationException(OVERFLOW_MESSAGE)
+    if adjusted < NUMBER_EXPONENT_MIN:
+        raise ValidationException(UNDERFLOW_MESSAGE)
+    if len(digits) > NUMBER_DIGITS_MAX:
+        raise ValidationException(PRECISION_MESSAGE)
+    return (sign, tuple(digits), exponent)
+
+
+def _format(sign: int, digits: tuple[int, ...], exponent: int) -> str:
+    """Plain decimal notation, never an exponent, as DynamoDB returns numbers."""
+    if not digits:
+        return "0"
+    text = "".join(map(str, digits))
+    if exponent >= 0:
+        text = text + "0" * exponent
+    else:
+        point = len(text) + exponent
+        if point > 0:
+            text = text[:point] + "." + text[point:]
+        else:
+            text = "0." + "0" * (-point) + text
+    return "-" + text if sign else text
+
+
+def normalize_number(text: str) -> str:
+    """DynamoDB's canonical text of a number given on the wire, or its ValidationException."""
+    return _format(*_canonical(_parse(text)))
+
+
+def to_decimal(text: str) -> Decimal:
+    """The exact value of a number's text (canonical or not), checked against DynamoDB's rules."""
+    value = _parse(text)
+    _canonical(value)
+    return value
+
+
+def from_decimal(value: Decimal) -> str:
+    """The canonical text of a Decimal computed elsewhere, or DynamoDB's range/precision error."""
+    if not value.is_finite():
+        raise ValidationException(f"{NOT_A_NUMBER_MESSAGE}: {value}")
+    return _format(*_canonical(value))
+
+
+def add_numbers(a: str, b: str) -> str:
+    """a + b, exactly, as UpdateExpression `+` and ADD compute it; errors as DynamoDB reports."""
+    total = _CONTEXT.add(to_decimal(a), to_decimal(b))
+    return from_decimal(total)
+
+
+def subtract_numbers(a: str, b: str) -> str:
+    """a - b, exactly, as UpdateExpression `-` computes it; errors as DynamoDB reports."""
+    difference = _CONTEXT.subtract(to_decimal(a), to_decimal(b))
+    return from_decimal(difference)
+
+
+def compare_numbers(a: str, b: str) -> int:
+    """-1, 0 or 1 as a is less than, equal to or greater than b, by value."""
+    # Decimal comparison is exact and needs no context.
+    x = to_decimal(a)
+    y = to_decimal(b)
+    return (x > y) - (x < y)

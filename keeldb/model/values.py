@@ -1,0 +1,346 @@
+"""Attribute values: validation of the wire form, equality, ordering and DynamoDB's item size.
+
+This module owns what a valid attribute value is. Values stay in DynamoDB's JSON shape
+(`{"S": "x"}`, `{"N": "1.5"}`, `{"B": "<base64>"}`, `{"L": [...]}`, `{"M": {...}}`,
+`{"SS": [...]}` ...); `validate_value` turns a value as received into its canonical stored
+form (numbers normalised, binaries re-encoded canonically) or raises the error DynamoDB
+raises, with DynamoDB's message, word for word. It never decides anything about keys or
+tables (that is `keys` and the engine) and never does IO.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from decimal import Decimal
+from typing import Any
+
+from keeldb.model.errors import SerializationException, ValidationException
+from keeldb.model.limits import NESTING_DEPTH_MAX
+from keeldb.model.numbers import NOT_A_NUMBER_MESSAGE, normalize_number, to_decimal
+
+# The ten data types, in the order DynamoDB's AttributeValue shape lists them.
+TYPES = ("S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL")
+SCALAR_TYPES = frozenset({"S", "N", "B", "BOOL", "NULL"})
+SET_TYPES = frozenset({"SS", "NS", "BS"})
+KEY_TYPES = frozenset({"S", "N", "B"})
+
+INVALID = "One or more parameter values were invalid: "
+EMPTY_VALUE_MESSAGE = (
+    "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
+)
+MULTIPLE_TYPES_MESSAGE = (
+    "Supplied AttributeValue has more than one datatypes set, "
+    "must contain exactly one of the supported datatypes"
+)
+NULL_NOT_TRUE_MESSAGE = INVALID + "Null attribute value types must have the value of true"
+# DynamoDB's own wording, double space and grammar included.
+EMPTY_SET_MESSAGES = {
+    "SS": INVALID + "An string set  may not be empty",
+    "NS": INVALID + "An number set  may not be empty",
+    "BS": INVALID + "Binary sets should not be empty",
+}
+NUMBER_SET_DUPLICATES_MESSAGE = "Input collection contains duplicates"
+NESTING_MESSAGE = (
+    "Nesting Levels have exceeded supported limits: "
+    "Attributes in the item have nested levels beyond supported limit"
+)
+
+_BASE64_ALPHABET_RE = re.compile(r"[^A-Za-z0-9+/=]|=[^=]")
+
+
+# --- Wire-shape errors --------------------------------------------------------------------
+# A member of the wrong JSON type is refused by DynamoDB's deserializer before validation,
+# as a SerializationException whose message names the Java class it could not convert.
+
+
+def _java_class(value: object) -> str:
+    if isinstance(value, bool):
+        return "java.lang.Boolean"
+    if isinstance(value, int):
+        if -32768 <= value <= 32767:
+            return "java.lang.Short"
+        if -2147483648 <= value <= 2147483647:
+            return "java.lang.Integer"
+        return "java.lang.Long"
+    if isinstance(value, float):
+        return "java.lang.Double"
+    return "java.lang.String"
+
+
+def _shape_error(value: object, expected: str) -> SerializationException:
+    """The deserializer's complaint about `value` where `expected` ("String", "Boolean",
+    "Blob", "List", "Map" or "Structure") was due."""
+    if isinstance(value, list):
+        if expected == "List":
+            raise AssertionError("a list is the expected shape")
+        return SerializationException("Start of list found where not expected")
+    if isinstance(value, dict):
+        return SerializationException("Start of structure or map found where not expected.")
+    if expected == "List":
+        return SerializationException("Expected list or null")
+    if expected == "Map":
+        return SerializationException("Expected map or null")
+    if expected == "Structure":
+        return SerializationException("Expected null")
+    if expected == "Boolean":
+        return SerializationException(f"'{str(value).upper()}' can not be converted to an Boolean")
+    article = "a" if expected == "Blob" else "an"
+    return SerializationException(
+        f"class {_java_class(value)} can not be converted to {article} {expected}"
+    )
+
+
+def _check_string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _shape_error(value, "String")
+    return value
+
+
+def _check_list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise _shape_error(value, "List")
+    return value
+
+
+def canonical_binary(text: object) -> str:
+    """The canonical base64 text of a binary given on the wire, or the deserializer's error."""
+    if not isinstance(text, str):
+        raise _shape_error(text, "Blob")
+    prefix = f"'{text}' can not be converted to a Blob: "
+    if len(text) % 4:
+        raise SerializationException(
+            prefix + f"Base64 encoded length is expected a multiple of 4 bytes but found: {len(text)}"
+        )
+    bad = _BASE64_ALPHABET_RE.search(text)
+    if bad is not None:
+        raise SerializationException(prefix + f"Invalid Base64 character: '{bad.group(0)[0]}'")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise SerializationException(prefix + "Invalid Base64 character: '='") from None
+    canonical = base64.b64encode(raw).decode("ascii")
+    if canonical != text:
+        # Unused bits in the last character are set: DynamoDB's decoder refuses those.
+        raise SerializationException(prefix + "Invalid last non-pad Base64 character dectected")
+    return canonical
+
+
+def decode_binary(b64: str) -> bytes:
+    """The raw bytes of a canonical (validated) base64 text."""
+    return base64.b64decode(b64)
+
+
+def encode_binary(raw: bytes) -> str:
+    """The canonical base64 text of raw bytes."""
+    return base64.b64encode(raw).decode("ascii")
+
+
+# --- Validation ---------------------------------------------------------------------------
+
+
+def _number_text(text: object) -> str:
+    if isinstance(text, str) and text == "":
+        # DynamoDB gives no value in the message when the string is empty.
+        raise ValidationException(NOT_A_NUMBER_MESSAGE)
+    return normalize_number(_check_string(text))
+
+
+def _validate_member(type_: str, member: Any, depth: int) -> Any:
+    """The canonical form of one present member of an AttributeValue."""
+    if type_ == "S":
+        return _check_string(member)
+    if type_ == "N":
+        return _number_text(member)
+    if type_ == "B":
+        return canonical_binary(member)
+    if type_ == "BOOL":
+        if not isinstance(member, bool):
+            raise _shape_error(member, "Boolean")
+        return member
+    if type_ == "NULL":
+        if not isinstance(member, bool):
+            raise _shape_error(member, "Boolean")
+        if member is not True:
+            raise ValidationException(NULL_NOT_TRUE_MESSAGE)
+        return True
+    if type_ in SET_TYPES:
+        return _validate_set(type_, _check_list(member))
+    if type_ == "L":
+        return [validate_value(element, depth=depth + 1) for element in _check_list(member)]
+    assert type_ == "M", type_
+    if not isinstance(member, dict):
+        raise _shape_error(member, "Map")
+    out: dict[str, Any] = {}
+    for name, element in member.items():
+        if element is None:
+            continue  # A null map value is absent, as DynamoDB's deserializer reads it.
+        out[name] = validate_value(element, depth=depth + 1)
+    return out
+
+
+def _show(members: list[Any]) -> str:
+    return "[" + ", ".join(str(m) for m in members) + "]"
+
+
+def _validate_set(type_: str, members: list[Any]) -> list[Any]:
+    if not members:
+        raise ValidationException(EMPTY_SET_MESSAGES[type_])
+    if type_ == "SS":
+        strings = [_check_string(m) for m in members]
+        if len(set(strings)) != len(strings):
+            raise ValidationException(
+                INVALID + f"Input collection {_show(strings)} contains duplicates."
+            )
+        return strings
+    if type_ == "BS":
+        binaries = [canonical_binary(m) for m in members]
+        if len(set(binaries)) != len(binaries):
+            raise ValidationException(
+                INVALID + f"Input collection {_show(members)}of type BS contains duplicates."
+            )
+        return binaries
+    numbers = [_number_text(m) for m in members]
+    # Canonical texts are equal exactly when the values are: 1 and 1.0 are duplicates.
+    if len(set(numbers)) != len(numbers):
+        raise ValidationException(NUMBER_SET_DUPLICATES_MESSAGE)
+    return numbers
+
+
+def validate_value(value: Any, *, depth: int = 0) -> dict[str, Any]:
+    """The canonical form of one attribute value as received, or DynamoDB's error for it.
+
+    `depth` is the number of lists and maps around the value: a top-level attribute is at
+    depth 0, which DynamoDB counts as nesting level 1, and level 32 is the deepest allowed.
+    """
+    if not isinstance(value, dict):
+        raise _shape_error(value, "Structure")
+    if depth >= NESTING_DEPTH_MAX:
+        raise ValidationException(NESTING_MESSAGE)
+    # Members DynamoDB does not know, and members set to null, are absent.
+    present = [t for t in TYPES if value.get(t) is not None]
+    if not present:
+        raise ValidationException(EMPTY_VALUE_MESSAGE)
+    # Each member is checked before the count, as DynamoDB does: {"S": "a", "N": "x"}
+    # is reported as a bad number, not as two data types.
+    canonical = {t: _validate_member(t, value[t], depth) for t in present}
+    if len(present) > 1:
+        raise ValidationException(MULTIPLE_TYPES_MESSAGE)
+    return canonical
+
+
+def validate_item(item: Any) -> dict[str, dict[str, Any]]:
+    """The canonical form of an item (attribute name -> value) as received."""
+    if not isinstance(item, dict):
+        raise _shape_error(item, "Map")
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in item.items():
+        if value is None:
+            continue  # A null map value is absent, as DynamoDB's deserializer reads it.
+        out[name] = validate_value(value)
+    return out
+
+
+# --- Reading values -----------------------------------------------------------------------
+
+
+def value_type(value: dict[str, Any]) -> str:
+    """The data type of a canonical value: "S", "N", "B", "BOOL", "NULL", "L", "M", "SS" ..."""
+    assert len(value) == 1, value
+    (type_,) = value
+    assert type_ in TYPES, type_
+    return type_
+
+
+def values_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """DynamoDB equality: numbers by value, sets as sets, lists in order, maps by keys."""
+    type_a = value_type(a)
+    if type_a != value_type(b):
+        return False
+    x, y = a[type_a], b[type_a]
+    if type_a == "N":
+        return to_decimal(x) == to_decimal(y)
+    if type_a == "NS":
+        return {to_decimal(n) for n in x} == {to_decimal(n) for n in y}
+    if type_a in ("SS", "BS"):
+        return set(x) == set(y)
+    if type_a == "B":
+        return bool(decode_binary(x) == decode_binary(y))
+    if type_a == "L":
+        return len(x) == len(y) and all(values_equal(p, q) for p, q in zip(x, y))
+    if type_a == "M":
+        return x.keys() == y.keys() and all(values_equal(x[k], y[k]) for k in x)
+    return bool(x == y)
+
+
+def compare_values(a: dict[str, Any], b: dict[str, Any]) -> int | None:
+    """-1, 0 or 1 for two values of one ordered type (S by UTF-8 bytes, N by value, B by
+    unsigned bytes); None when DynamoDB cannot order them (types differ or are unordered)."""
+    type_a = value_type(a)
+    if type_a != value_type(b) or type_a not in KEY_TYPES:
+        return None
+    x: Any
+    y: Any
+    if type_a == "N":
+        x, y = to_decimal(a["N"]), to_decimal(b["N"])
+    elif type_a == "S":
+        x, y = a["S"].encode("utf-8"), b["S"].encode("utf-8")
+    else:
+        x, y = decode_binary(a["B"]), decode_binary(b["B"])
+    return (x > y) - (x < y)
+
+
+# --- Size ---------------------------------------------------------------------------------
+# "DynamoDB item sizes and formats" (Developer Guide, CapacityUnitCalculations.html): the size
+# of an item is the sum of its attribute names' UTF-8 lengths and its values' sizes.
+
+
+def number_size(text: str) -> int:
+    """Bytes a number takes: one per two significant digits, rounded up, plus one.
+
+    Leading and trailing zeros are trimmed before counting, as the guide says; zero is 1.
+    """
+    digits = to_decimal(text).as_tuple().digits
+    significant = "".join(map(str, digits)).strip("0")
+    if not significant:
+        return 1
+    return (len(significant) + 1) // 2 + 1
+
+
+def value_size(value: dict[str, Any]) -> int:
+    """Bytes one canonical value counts for in DynamoDB's item size."""
+    type_ = value_type(value)
+    member = value[type_]
+    if type_ == "S":
+        return len(member.encode("utf-8"))
+    if type_ == "N":
+        return number_size(member)
+    if type_ == "B":
+        return len(decode_binary(member))
+    if type_ in ("BOOL", "NULL"):
+        return 1
+    if type_ == "SS":
+        return sum(len(s.encode("utf-8")) for s in member)
+    if type_ == "NS":
+        return sum(number_size(n) for n in member)
+    if type_ == "BS":
+        return sum(len(decode_binary(b)) for b in member)
+    # Lists and maps: 3 bytes of overhead, plus 1 byte per element, plus the elements (with
+    # their names, for a map).
+    if type_ == "L":
+        return 3 + sum(1 + value_size(element) for element in member)
+    assert type_ == "M", type_
+    return 3 + sum(
+        1 + len(name.encode("utf-8")) + value_size(element) for name, element in member.items()
+    )
+
+
+def item_size(item: dict[str, dict[str, Any]]) -> int:
+    """Bytes an item counts for against the 400 KB limit and in capacity units."""
+    return sum(len(name.encode("utf-8")) + value_size(value) for name, value in item.items())
+
+
+def decimal_of(value: dict[str, Any]) -> Decimal:
+    """The exact value of a canonical N value."""
+    return to_decimal(value["N"])
