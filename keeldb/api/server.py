@@ -1,0 +1,446 @@
+"""The HTTP front end: DynamoDB's JSON 1.0 protocol over HTTP/1.1 keep-alive.
+
+Owns: the wire protocol (httptools parsing, keep-alive, pipelining, request size bound,
+`Expect: 100-continue`), routing `X-Amz-Target: DynamoDB_20120810.<Operation>` to the
+database's `dispatch`, SigV4 checks when credentials are configured, and the one place where
+a `ClientError` becomes an HTTP response (`{"__type": ..., "message": ...}` with its status,
+`x-amz-crc32`, `x-amzn-RequestId`).
+
+It must never evaluate a request itself, touch storage, or hop threads per request: a request
+is parsed, dispatched on the event loop and answered with one `transport.write`. An exception
+that is not a `ClientError` is our bug: it is logged with its traceback and answered with a
+500 InternalServerError, and the connection and server carry on.
+
+The wire behaviour (health check text, 404 for non-POST or an unknown content type,
+SerializationException and UnknownOperationException without a message, check order) follows
+what DynamoDB answers, as recorded by dynalite's conformance tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import os
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Container
+from email.utils import formatdate
+from typing import Any
+
+import httptools
+import orjson
+
+from keeldb.api.sigv4 import Verifier
+from keeldb.model.errors import (
+    ClientError,
+    InternalServerError,
+    SerializationException,
+    UnknownOperationException,
+)
+
+log = logging.getLogger("keeldb.api")
+
+Dispatch = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+TARGET_PREFIX = "DynamoDB_20120810"
+JSON_CONTENT_TYPES = ("application/x-amz-json-1.0", "application/json")
+# DynamoDB refuses request bodies above 16 MB with a bare 413 (the BatchWriteItem page limit
+# is 16 MB, so no valid request is larger).
+REQUEST_BYTES_MAX = 16 * 1024 * 1024
+# Request line plus headers; a longer head is garbage or an attack, not a DynamoDB client.
+REQUEST_HEAD_BYTES_MAX = 64 * 1024
+# Pipelined requests queued on one connection before we stop reading from it, so that a
+# client that sends without reading cannot grow our memory without bound.
+PIPELINE_REQUESTS_MAX = 64
+# How long a clean shutdown waits for in-flight requests before closing their connections.
+SHUTDOWN_SECONDS_MAX = 10.0
+
+HEALTH_TEMPLATE = "healthy: dynamodb.{region}.amazonaws.com "
+NOT_FOUND_BODY = b"<UnknownOperationException/>\n"
+INTERNAL_ERROR_MESSAGE = "Internal server error"
+
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
+}
+
+
+class RequestIds:
+    """52-character [0-9A-Z] request ids, like DynamoDB's: a random per-process prefix and a
+    counter, so each id is unique without asking the OS for randomness per request."""
+
+    def __init__(self) -> None:
+        alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        self._prefix = "".join(alphabet[b % 36] for b in os.urandom(32))
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):020d}"
+
+
+class DateCache:
+    """The `Date` header, formatted at most once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def header(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True).encode("ascii")
+        return self._value
+
+
+class Request:
+    __slots__ = ("method", "url", "headers", "body", "keep_alive")
+
+    def __init__(
+        self, method: str, url: bytes, headers: dict[str, str], body: bytes, keep_alive: bool
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+
+
+class ApiServer:
+    """Serves one database's `dispatch` over HTTP; `start()` binds, `close()` drains."""
+
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        operations: Container[str],
+        *,
+        verifier: Verifier | None = None,
+        region: str = "us-east-1",
+        request_bytes_max: int = REQUEST_BYTES_MAX,
+    ) -> None:
+        self.dispatch = dispatch
+        self.operations = operations
+        self.verifier = verifier
+        self.region = region
+        self.request_bytes_max = request_bytes_max
+        self.request_ids = RequestIds()
+        self.dates = DateCache()
+        self.health_body = HEALTH_TEMPLATE.format(region=region).encode("ascii")
+        self.connections: set[HttpProtocol] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._closing = False
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind and start accepting; return the bound port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
+        )
+        sockname = self._server.sockets[0].getsockname()
+        return int(sockname[1])
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests finish, then close every connection."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + SHUTDOWN_SECONDS_MAX
+        while any(c.busy for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # -- one request ------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> tuple[bytes, bool]:
+        """Answer one request: (the whole response bytes, close the connection after)."""
+        request_id = self.request_ids.next()
+        close = not request.keep_alive or self._closing
+        headers = request.headers
+        extra = b""
+        origin = headers.get("origin")
+        if origin is not None:
+            extra = b"Access-Control-Allow-Origin: *\r\n"
+            if request.method == "OPTIONS":
+                return self._cors_preflight(request, request_id, close), close
+
+        if request.method == "GET":
+            return self._response(200, self.health_body, None, request_id, close, extra), close
+
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip()
+        if request.method != "POST" or (
+            request.body and content_type not in JSON_CONTENT_TYPES
+        ):
+            return self._response(404, NOT_FOUND_BODY, None, request_id, close, extra), close
+        response_type = (
+            "application/x-amz-json-1.0"
+            if content_type == "application/x-amz-json-1.0"
+            else "application/json"
+        )
+        try:
+            body = await self._evaluate(request)
+            status = 200
+        except ClientError as error:
+            status = error.status
+            body = error.body()
+            if not error.message:
+                # DynamoDB sends these protocol errors with a type and no message at all.
+                del body["message"]
+        except Exception:
+            log.exception("internal error in %s", headers.get("x-amz-target"))
+            error = InternalServerError(INTERNAL_ERROR_MESSAGE)
+            status = error.status
+            body = error.body()
+        try:
+            payload = orjson.dumps(body)
+        except TypeError:
+            log.exception("response of %s is not serialisable", headers.get("x-amz-target"))
+            status = 500
+            payload = orjson.dumps(InternalServerError(INTERNAL_ERROR_MESSAGE).body())
+        return self._response(status, payload, response_type, request_id, close, extra), close
+
+    async def _evaluate(self, request: Request) -> dict[str, Any]:
+        data = _parse_json(request.body) if request.body else None
+        target = request.headers.get("x-amz-target", "")
+        service, dot, operation = target.partition(".")
+        if (
+            not dot
+            or service != TARGET_PREFIX
+            or "." in operation
+            or operation not in self.operations
+        ):
+            raise UnknownOperationException("")
+        if self.verifier is not None:
+            path, _, query = request.url.decode("latin-1").partition("?")
+            self.verifier.verify(request.method, path, query, request.headers, request.body)
+        if data is None:
+            raise SerializationException("")
+        if not isinstance(data, dict):
+            raise SerializationException("")
+        return await self.dispatch(operation, data)
+
+    def _response(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str | None,
+        request_id: str,
+        close: bool,
+        extra: bytes = b"",
+    ) -> bytes:
+        head = [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status].encode("ascii")),
+            b"x-amzn-RequestId: %s\r\n" % request_id.encode("ascii"),
+            b"x-amz-crc32: %d\r\n" % zlib.crc32(body),
+        ]
+        if content_type is not None:
+            head.append(b"Content-Type: %s\r\n" % content_type.encode("ascii"))
+        head.append(b"Content-Length: %d\r\n" % len(body))
+        head.append(b"Date: %s\r\n" % self.dates.header())
+        if extra:
+            head.append(extra)
+        if close:
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        head.append(body)
+        return b"".join(head)
+
+    def _cors_preflight(self, request: Request, request_id: str, close: bool) -> bytes:
+        lines = [b"Access-Control-Allow-Origin: *\r\n"]
+        allow_headers = request.headers.get("access-control-request-headers")
+        if allow_headers is not None:
+            lines.append(b"Access-Control-Allow-Headers: %s\r\n" % allow_headers.encode("latin-1"))
+        allow_method = request.headers.get("access-control-request-method")
+        if allow_method is not None:
+            lines.append(b"Access-Control-Allow-Methods: %s\r\n" % allow_method.encode("latin-1"))
+        lines.append(b"Access-Control-Max-Age: 172800\r\n")
+        return self._response(200, b"", None, request_id, close, b"".join(lines))
+
+    def bare_response(self, status: int, close: bool) -> bytes:
+        """A response with no body, for requests refused before they were read whole."""
+        return self._response(status, b"", None, self.request_ids.next(), close)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise SerializationException("") from None
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection: parses requests with httptools and answers them in order."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_event_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = bytearray()
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0
+        self._body = bytearray()
+        self._refused = False
+        # Requests read whole and waiting for their turn; a `bytes` entry is a response
+        # already decided (a refusal), sent in order and followed by closing.
+        self._pending: collections.deque[Request | bytes] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._reading_paused = False
+        self._writable: asyncio.Future[None] | None = None
+        self._lost = False
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = transport  # type: ignore[assignment]
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._server.connections.discard(self)
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400)
+        except httptools.HttpParserError:
+            if not self._refused:
+                self._refuse(400)
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def close(self) -> None:
+        if self._transport is not None and not self._lost:
+            self._transport.close()
+
+    # -- httptools callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = bytearray()
+        self._headers = {}
+        self._head_bytes = 0
+        self._body = bytearray()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > REQUEST_HEAD_BYTES_MAX:
+            self._refuse(400)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > REQUEST_HEAD_BYTES_MAX:
+            self._refuse(400)
+            return
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = self._headers.get(key)
+        self._headers[key] = text if previous is None else previous + "," + text
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._server.request_bytes_max:
+            self._refuse(413)
+            return
+        if self._headers.get("expect", "").lower() == "100-continue":
+            assert self._transport is not None
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
+        self._body += body
+        if len(self._body) > self._server.request_bytes_max:
+            self._refuse(413)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        parser = self._parser
+        request = Request(
+            parser.get_method().decode("ascii", "replace"),
+            bytes(self._url),
+            self._headers,
+            bytes(self._body),
+            parser.should_keep_alive(),
+        )
+        self._pending.append(request)
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+        elif len(self._pending) >= PIPELINE_REQUESTS_MAX and not self._reading_paused:
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._reading_paused = True
+
+    # -- answering --------------------------------------------------------------------
+
+    def _refuse(self, status: int) -> None:
+        """Answer (after the requests before it) with a bare status and close: the stream
+        can no longer be trusted to be in step with the parser."""
+        if self._refused:
+            return
+        self._refused = True
+        self._pending.append(self._server.bare_response(status, close=True))
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        try:
+            while self._pending:
+                item = self._pending.popleft()
+                if isinstance(item, bytes):
+                    if not self._lost:
+                        transport.write(item)
+                        transport.close()
+                    return
+                response, close = await self._server.handle(item)
+                if self._lost:
+                    # The client left; the request's effect stands, its answer is dropped.
+                    continue
+                transport.write(response)
+                if close:
+                    transport.close()
+                    return
+                if self._reading_paused and len(self._pending) < PIPELINE_REQUESTS_MAX // 2:
+                    self._reading_paused = False
+                    transport.resume_reading()
+                if self._writable is not None and not self._writable.done():
+                    await self._writable
+        except Exception:
+            # Only a bug of ours can get here (handle() answers every failure itself).
+            log.exception("connection handler failed")
+            transport.close()
+        finally:
+            self._task = None

@@ -1,0 +1,348 @@
+"""AWS Signature Version 4 verification for requests signed with an Authorization header.
+
+Owns: parsing the Authorization header, rebuilding the canonical request and the string to
+sign exactly as the AWS SDKs do, deriving the signing key, and reporting every failure with
+the error type and message DynamoDB uses. Also owns the credentials file format.
+
+It must never see the network or the database: it takes the parts of a request (method,
+raw path, raw query, lower-cased headers, body bytes) and either returns the access key id
+that signed it or raises a `ClientError`.
+
+Reference: "Create a signed AWS API request" and "Elements of an AWS API request signature"
+in the IAM user guide; the check order and messages follow what DynamoDB answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import posixpath
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from keeldb.model.errors import (
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    UnrecognizedClientException,
+)
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+SERVICE = "dynamodb"
+TERMINATOR = "aws4_request"
+# AWS rejects a signature whose date is more than 15 minutes away from the server's clock
+# ("Signature expired" / "Signature not yet current").
+SIGNATURE_SKEW_SECONDS_MAX = 15 * 60
+# Derived signing keys are cached per (secret, day, region): they change once a day, and
+# deriving one costs four HMACs. The bound keeps a flood of distinct scopes from growing it.
+SIGNING_KEY_CACHE_ENTRIES_MAX = 1024
+
+MISSING_TOKEN_MESSAGE = "Request is missing Authentication Token"
+UNKNOWN_KEY_MESSAGE = "The security token included in the request is invalid."
+BAD_TOKEN_MESSAGE = "The security token included in the request is invalid"
+SIGNATURE_MISMATCH_MESSAGE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+
+_BASIC_DATE = re.compile(r"\d{8}T\d{6}Z")
+_BASIC_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    access_key_id: str
+    secret_access_key: str
+    # A session token, when the credential is a temporary one; None for a long-term key.
+    session_token: str | None = None
+
+
+def load_credentials(path: str | Path) -> dict[str, Credential]:
+    """Read a credentials file.
+
+    Format: one credential per line, `ACCESS_KEY_ID SECRET_ACCESS_KEY [SESSION_TOKEN]`,
+    separated by whitespace. Blank lines and lines starting with `#` are ignored. A
+    malformed line is reported with its number, since starting without it would silently
+    lock a client out.
+    """
+    credentials: dict[str, Credential] = {}
+    text = Path(path).read_text(encoding="utf-8")
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) not in (2, 3):
+            raise ValueError(
+                f"{path}:{number}: expected 'ACCESS_KEY_ID SECRET_ACCESS_KEY [SESSION_TOKEN]'"
+            )
+        if fields[0] in credentials:
+            raise ValueError(f"{path}:{number}: access key id {fields[0]!r} appears twice")
+        token = fields[2] if len(fields) == 3 else None
+        credentials[fields[0]] = Credential(fields[0], fields[1], token)
+    return credentials
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+
+
+def signing_key(secret_access_key: str, day: str, region: str, service: str) -> bytes:
+    """The HMAC chain of SigV4: secret -> date -> region -> service -> "aws4_request"."""
+    k_date = _hmac(("AWS4" + secret_access_key).encode("utf-8"), day)
+    k_region = _hmac(k_date, region)
+    k_service = _hmac(k_region, service)
+    return _hmac(k_service, TERMINATOR)
+
+
+def canonical_uri(raw_path: str) -> str:
+    """The path as the SDKs canonicalise it: dot segments removed, then URI-encoded again
+    (for every service but S3 the already-encoded path is encoded a second time)."""
+    path = raw_path or "/"
+    normalized = posixpath.normpath(path)
+    if normalized.startswith("//"):
+        normalized = "/" + normalized.lstrip("/")
+    if path.endswith("/") and normalized != "/":
+        normalized += "/"
+    return quote(normalized, safe="/~")
+
+
+def canonical_query(raw_query: str) -> str:
+    """Query pairs sorted by their encoded key, then value, as sent (already encoded)."""
+    if not raw_query:
+        return ""
+    pairs = []
+    for pair in raw_query.split("&"):
+        key, _, value = pair.partition("=")
+        pairs.append((key, value))
+    return "&".join(f"{key}={value}" for key, value in sorted(pairs))
+
+
+def _trim_all(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _format_basic(moment: datetime) -> str:
+    return moment.strftime(_BASIC_FORMAT)
+
+
+def _parse_authorization(header: str) -> dict[str, str]:
+    """`AWS4-HMAC-SHA256 Credential=a/b/c/d/e, SignedHeaders=x;y, Signature=z` -> dict.
+
+    The algorithm is stored under the key "" so that callers can check it last, as AWS does.
+    """
+    algorithm, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {"": algorithm}
+    for part in re.split(r"[,\s]+", rest):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        if eq:
+            params[key] = value
+    return params
+
+
+class Verifier:
+    """Verifies SigV4 Authorization headers against a fixed set of credentials."""
+
+    def __init__(
+        self,
+        credentials: Mapping[str, Credential],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credentials = dict(credentials)
+        self._clock = clock
+        self._keys: dict[tuple[str, str, str], bytes] = {}
+
+    @property
+    def key_count(self) -> int:
+        return len(self._credentials)
+
+    def verify(
+        self,
+        method: str,
+        raw_path: str,
+        raw_query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> str:
+        """Return the access key id that signed the request, or raise the client error.
+
+        `headers` maps lower-cased header names to their values (repeated headers already
+        joined with ","). Checks run in DynamoDB's order, so that a request with several
+        faults gets the same error it would get from DynamoDB.
+        """
+        authorization = headers.get("authorization")
+        query_auth = "X-Amz-Algorithm" in _query_keys(raw_query)
+        if authorization is not None and query_auth:
+            raise InvalidSignatureException(
+                "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' "
+                "as HTTP header."
+            )
+        if authorization is None or not authorization.strip().startswith("AWS4-"):
+            # Presigned (query-string) requests are not accepted by this front end.
+            raise MissingAuthenticationTokenException(MISSING_TOKEN_MESSAGE)
+
+        params = _parse_authorization(authorization)
+        amz_date = headers.get("x-amz-date")
+        http_date = headers.get("date")
+        missing = ""
+        for name in ("Credential", "Signature", "SignedHeaders"):
+            if not params.get(name):
+                missing += f"Authorization header requires '{name}' parameter. "
+        if amz_date is None and http_date is None:
+            missing += (
+                "Authorization header requires existence of either a 'X-Amz-Date' or a "
+                "'Date' header. "
+            )
+        if missing:
+            raise IncompleteSignatureException(missing + "Authorization=" + authorization)
+
+        timestamp = self._check_date(amz_date, http_date)
+
+        signed_names = params["SignedHeaders"].split(";")
+        if "host" not in (name.lower() for name in signed_names):
+            raise InvalidSignatureException(
+                "'Host' must be a 'SignedHeader' in the AWS Authorization."
+            )
+        if params[""] != ALGORITHM:
+            raise IncompleteSignatureException(
+                f"Unsupported AWS 'algorithm': '{params['']}' (only {ALGORITHM} for now). "
+            )
+
+        credential = params["Credential"].rstrip("/")
+        scope = credential.split("/")
+        if len(scope) != 5:
+            raise IncompleteSignatureException(
+                "Credential must have exactly 5 slash-delimited elements, e.g. "
+                f"keyid/date/region/service/term, got '{credential}'"
+            )
+        key_id, day, region, service, terminator = scope
+        problems = ""
+        if not region:
+            problems += f"Credential should be scoped to a valid region, not '{region}'. "
+        if service != SERVICE:
+            problems += f"Credential should be scoped to correct service: '{SERVICE}'. "
+        if terminator != TERMINATOR:
+            problems += (
+                f"Credential should be scoped with a valid terminator: '{TERMINATOR}', "
+                f"not '{terminator}'. "
+            )
+        if day != timestamp[:8]:
+            problems += (
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
+                f"date from HTTP: '{day}' != '{timestamp[:8]}', from '{timestamp}'."
+            )
+        if problems:
+            raise InvalidSignatureException(problems.rstrip())
+
+        known = self._credentials.get(key_id)
+        if known is None:
+            raise UnrecognizedClientException(UNKNOWN_KEY_MESSAGE)
+
+        payload_hash = hashlib.sha256(body).hexdigest()
+        declared_hash = headers.get("x-amz-content-sha256")
+        canonical_headers = "".join(
+            f"{name.lower()}:{_trim_all(headers.get(name.lower(), ''))}\n"
+            for name in signed_names
+        )
+        canonical_request = "\n".join(
+            (
+                method.upper(),
+                canonical_uri(raw_path),
+                canonical_query(raw_query),
+                canonical_headers,
+                params["SignedHeaders"],
+                declared_hash if declared_hash is not None else payload_hash,
+            )
+        )
+        string_to_sign = "\n".join(
+            (
+                ALGORITHM,
+                timestamp,
+                f"{day}/{region}/{service}/{terminator}",
+                hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+            )
+        )
+        key = self._signing_key(known.secret_access_key, day, region)
+        expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, params["Signature"]):
+            raise InvalidSignatureException(SIGNATURE_MISMATCH_MESSAGE)
+        if declared_hash is not None and not hmac.compare_digest(declared_hash, payload_hash):
+            # A correctly signed hash that is not the body's: the body was altered.
+            raise InvalidSignatureException(SIGNATURE_MISMATCH_MESSAGE)
+
+        token = headers.get("x-amz-security-token")
+        if token is not None and (
+            known.session_token is None or not hmac.compare_digest(token, known.session_token)
+        ):
+            raise UnrecognizedClientException(BAD_TOKEN_MESSAGE)
+        if token is None and known.session_token is not None:
+            raise UnrecognizedClientException(BAD_TOKEN_MESSAGE)
+        return key_id
+
+    def _check_date(self, amz_date: str | None, http_date: str | None) -> str:
+        """The request's timestamp in ISO-8601 basic format, within the allowed skew."""
+        if amz_date is not None:
+            if not _BASIC_DATE.fullmatch(amz_date):
+                raise IncompleteSignatureException(_bad_date_message(amz_date))
+            try:
+                moment = datetime.strptime(amz_date, _BASIC_FORMAT).replace(tzinfo=UTC)
+            except ValueError:
+                raise IncompleteSignatureException(_bad_date_message(amz_date)) from None
+        else:
+            assert http_date is not None
+            try:
+                moment = parsedate_to_datetime(http_date)
+            except (TypeError, ValueError):
+                raise IncompleteSignatureException(_bad_date_message(http_date)) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+        timestamp = _format_basic(moment.astimezone(UTC))
+        now = self._clock()
+        seconds = moment.timestamp()
+        now_text = _format_basic(datetime.fromtimestamp(now, UTC))
+        if seconds < now - SIGNATURE_SKEW_SECONDS_MAX:
+            earliest = _format_basic(datetime.fromtimestamp(now - SIGNATURE_SKEW_SECONDS_MAX, UTC))
+            raise InvalidSignatureException(
+                f"Signature expired: {timestamp} is now earlier than {earliest} "
+                f"({now_text} - 15 min.)"
+            )
+        if seconds > now + SIGNATURE_SKEW_SECONDS_MAX:
+            latest = _format_basic(datetime.fromtimestamp(now + SIGNATURE_SKEW_SECONDS_MAX, UTC))
+            raise InvalidSignatureException(
+                f"Signature not yet current: {timestamp} is still later than {latest} "
+                f"({now_text} + 15 min.)"
+            )
+        return timestamp
+
+    def _signing_key(self, secret: str, day: str, region: str) -> bytes:
+        cache_key = (secret, day, region)
+        key = self._keys.get(cache_key)
+        if key is None:
+            if len(self._keys) >= SIGNING_KEY_CACHE_ENTRIES_MAX:
+                self._keys.clear()
+            key = signing_key(secret, day, region, SERVICE)
+            self._keys[cache_key] = key
+        return key
+
+
+def _bad_date_message(value: str) -> str:
+    return (
+        f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
+        "See http://en.wikipedia.org/wiki/ISO_8601"
+    )
+
+
+def _query_keys(raw_query: str) -> set[str]:
+    if not raw_query:
+        return set()
+    return {pair.partition("=")[0] for pair in raw_query.split("&")}

@@ -1,0 +1,105 @@
+"""The `keeldb` command line: `keeldb serve` runs one node until SIGTERM or SIGINT.
+
+Owns: argument parsing, logging set-up, the event loop (uvloop), signal handling and the
+startup line ("KeelDB listening on http://HOST:PORT (data: DIR; ...)"), which is printed and
+flushed once the node accepts connections, since scripts and tests wait for it.
+
+It must never contain database or protocol logic: it builds a `NodeConfig` and runs a `Node`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvloop
+
+from keeldb import __version__
+from keeldb.api.sigv4 import load_credentials
+from keeldb.node import Node, NodeConfig
+
+log = logging.getLogger("keeldb.cli")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keeldb", description="A self-hosted database that speaks the DynamoDB API."
+    )
+    parser.add_argument("--version", action="version", version=f"keeldb {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a single KeelDB node")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
+    serve.add_argument(
+        "--data-dir", type=Path, default=Path("keeldb-data"), help="where the node keeps its data"
+    )
+    serve.add_argument(
+        "--in-memory", action="store_true", help="keep all data in memory (lost at exit)"
+    )
+    serve.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="verify SigV4 signatures against this file: one 'ACCESS_KEY_ID SECRET_ACCESS_KEY' "
+        "per line ('#' starts a comment); without it any well-formed request is accepted",
+    )
+    serve.add_argument("--region", default="us-east-1", help="region this node reports")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    return parser
+
+
+async def serve(config: NodeConfig) -> None:
+    node = await Node.start(config)
+    print(node.describe(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await node.close()
+    print("KeelDB stopped", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    assert args.command == "serve"
+    credentials = None
+    if args.credentials is not None:
+        try:
+            credentials = load_credentials(args.credentials)
+        except (OSError, ValueError) as error:
+            print(f"keeldb: cannot read credentials: {error}", file=sys.stderr)
+            return 2
+        if not credentials:
+            print(f"keeldb: no credentials in {args.credentials}", file=sys.stderr)
+            return 2
+    config = NodeConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=None if args.in_memory else args.data_dir,
+        credentials=credentials,
+        region=args.region,
+    )
+    try:
+        uvloop.run(serve(config))
+    except OSError as error:
+        print(f"keeldb: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0
