@@ -17,7 +17,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from keeldb.model.limits import NUMBER_EXPONENT_MAX, NUMBER_EXPONENT_MIN
+from keeldb.model.errors import ValidationException
+from keeldb.model.limits import (
+    NUMBER_EXPONENT_MAX,
+    NUMBER_EXPONENT_MIN,
+    PARTITION_KEY_BYTES_MAX,
+    SORT_KEY_BYTES_MAX,
+)
 from keeldb.model.numbers import normalize_number, to_decimal
 from keeldb.model.values import decode_binary, encode_binary
 
@@ -113,6 +119,53 @@ def encode_key_value(value: dict[str, Any]) -> bytes:
         return _encode_number(value["N"])
     assert "B" in value, value
     return _escape(decode_binary(value["B"]))
+
+
+_NOT_VALID = "One or more parameter values are not valid. "
+_SECONDARY_NOT_SUPPORTED = "A value specified for a secondary index key is not supported. "
+HASH_KEY_TOO_LARGE_MESSAGE = (
+    "One or more parameter values were invalid: "
+    "Size of hashkey has exceeded the maximum size limit of2048 bytes"  # sic: no space
+)
+RANGE_KEY_TOO_LARGE_MESSAGE = (
+    "One or more parameter values were invalid: "
+    "Aggregated size of all range keys has exceeded the size limit of 1024 bytes"
+)
+
+
+def key_value_bytes(value: dict[str, Any]) -> int:
+    """The length that counts against the key size limits: UTF-8 bytes of S, raw bytes of B.
+    Numbers have no key size limit of their own (38 digits always fit)."""
+    if "S" in value:
+        return len(value["S"].encode("utf-8"))
+    if "B" in value:
+        return len(decode_binary(value["B"]))
+    return 0
+
+
+def check_key_value(
+    name: str, value: dict[str, Any], *, is_hash: bool, index_name: str | None = None
+) -> None:
+    """Raise DynamoDB's error when a (canonical, correctly typed) key value cannot be a key:
+    an empty S or B, or a partition key over 2048 bytes, or a sort key over 1024 bytes.
+
+    `index_name` names the secondary index whose key this is; None for the table's own key.
+    """
+    if "S" in value or "B" in value:
+        size = key_value_bytes(value)
+        if size == 0:
+            kind = "string" if "S" in value else "binary"
+            empty = f"The AttributeValue for a key attribute cannot contain an empty {kind} value."
+            if index_name is None:
+                raise ValidationException(f"{_NOT_VALID}{empty} Key: {name}")
+            raise ValidationException(
+                f"{_NOT_VALID}{_SECONDARY_NOT_SUPPORTED}{empty} "
+                f"IndexName: {index_name}, IndexKey: {name}"
+            )
+        if is_hash and size > PARTITION_KEY_BYTES_MAX:
+            raise ValidationException(HASH_KEY_TOO_LARGE_MESSAGE)
+        if not is_hash and size > SORT_KEY_BYTES_MAX:
+            raise ValidationException(RANGE_KEY_TOO_LARGE_MESSAGE)
 
 
 def decode_key_value_at(data: bytes, start: int, type_: str) -> tuple[dict[str, Any], int]:

@@ -1,8 +1,10 @@
 """Every limit of DynamoDB's data model and request shapes, named with the unit last.
 
-This module owns the numbers; it holds no logic. The values come from AWS's "Service,
-account, and table quotas in Amazon DynamoDB" page (Developer Guide, ServiceQuotas.html) and
-the API reference of each operation; each constant says why it exists. Code that enforces a
+This module owns the numbers; it holds no logic. The values come from AWS's DynamoDB Developer
+Guide pages "Quotas in Amazon DynamoDB" (ServiceQuotas.html) and "Constraints in Amazon
+DynamoDB" (Constraints.html: keys, naming rules, data types, items, attributes, expression
+parameters, transactions, API-specific constraints), and from the member constraints of the API
+reference; each constant says why it exists. Code that enforces a
 limit imports it from here and never repeats the literal.
 """
 
@@ -54,8 +56,8 @@ EXPRESSION_BYTES_MAX = 4 * 1024  # Any single expression string: 4 KB.
 # ExpressionAttributeNames and ExpressionAttributeValues together: 2 MB in total (the quotas
 # page); each substitution token's name (e.g. "#name", ":value") up to 255 bytes.
 EXPRESSION_ATTRIBUTE_MAPS_BYTES_MAX = 2 * 1024 * 1024
-EXPRESSION_ATTRIBUTE_NAME_BYTES_MAX = 255  # Length of one "#name" / ":value" placeholder.
-EXPRESSION_OPERATORS_MAX = 300  # Operators or functions in one expression.
+EXPRESSION_ATTRIBUTE_NAME_BYTES_MAX = 255  # One "#name" or ":value" placeholder, in bytes.
+EXPRESSION_OPERATORS_MAX = 300  # Operators or functions in one UpdateExpression.
 EXPRESSION_IN_OPERANDS_MAX = 100  # Operands of an IN comparator.
 
 # --- Requests ("API-specific limits") ---

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from keeldb.model.errors import SerializationException, ValidationException
-from keeldb.model.limits import NESTING_DEPTH_MAX
+from keeldb.model.limits import ITEM_BYTES_MAX, NESTING_DEPTH_MAX
 from keeldb.model.numbers import NOT_A_NUMBER_MESSAGE, normalize_number, to_decimal
 
 # The ten data types, in the order DynamoDB's AttributeValue shape lists them.
@@ -47,6 +47,10 @@ NESTING_MESSAGE = (
     "Attributes in the item have nested levels beyond supported limit"
 )
 
+# Strings must be Unicode text: a lone surrogate escape has no UTF-8 form, so it could be
+# neither sized nor returned. DynamoDB's own wording for this case is not documented.
+INVALID_UTF8_MESSAGE = "Invalid UTF-8: a string contains a lone surrogate code point"
+
 _BASE64_ALPHABET_RE = re.compile(r"[^A-Za-z0-9+/=]|=[^=]")
 
 
@@ -55,17 +59,17 @@ _BASE64_ALPHABET_RE = re.compile(r"[^A-Za-z0-9+/=]|=[^=]")
 # as a SerializationException whose message names the Java class it could not convert.
 
 
+# DynamoDB's JSON reader turns every JSON number into this class before conversion.
+_JSON_NUMBER_CLASS = "com.amazon.coral.value.json.numbers.TruncatingBigNumber"
+# Strings the reader accepts where a boolean is due, as it reads them case-insensitively.
+_BOOLEAN_SPELLINGS = {"TRUE": True, "1": True, "YES": True, "FALSE": False, "0": False, "NO": False}
+
+
 def _java_class(value: object) -> str:
     if isinstance(value, bool):
         return "java.lang.Boolean"
-    if isinstance(value, int):
-        if -32768 <= value <= 32767:
-            return "java.lang.Short"
-        if -2147483648 <= value <= 2147483647:
-            return "java.lang.Integer"
-        return "java.lang.Long"
-    if isinstance(value, float):
-        return "java.lang.Double"
+    if isinstance(value, (int, float)):
+        return _JSON_NUMBER_CLASS
     return "java.lang.String"
 
 
@@ -95,7 +99,22 @@ def _shape_error(value: object, expected: str) -> SerializationException:
 def _check_string(value: object) -> str:
     if not isinstance(value, str):
         raise _shape_error(value, "String")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SerializationException(INVALID_UTF8_MESSAGE) from None
     return value
+
+
+def _check_boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.upper() in _BOOLEAN_SPELLINGS:
+        return _BOOLEAN_SPELLINGS[value.upper()]
+    if isinstance(value, (int, float)):
+        raise SerializationException(f"class {_JSON_NUMBER_CLASS} can not be converted to an Boolean")
+    raise _shape_error(value, "Boolean")
 
 
 def _check_list(value: object) -> list[Any]:
@@ -156,13 +175,9 @@ def _validate_member(type_: str, member: Any, depth: int) -> Any:
     if type_ == "B":
         return canonical_binary(member)
     if type_ == "BOOL":
-        if not isinstance(member, bool):
-            raise _shape_error(member, "Boolean")
-        return member
+        return _check_boolean(member)
     if type_ == "NULL":
-        if not isinstance(member, bool):
-            raise _shape_error(member, "Boolean")
-        if member is not True:
+        if _check_boolean(member) is not True:
             raise ValidationException(NULL_NOT_TRUE_MESSAGE)
         return True
     if type_ in SET_TYPES:
@@ -176,7 +191,7 @@ def _validate_member(type_: str, member: Any, depth: int) -> Any:
     for name, element in member.items():
         if element is None:
             continue  # A null map value is absent, as DynamoDB's deserializer reads it.
-        out[name] = validate_value(element, depth=depth + 1)
+        out[_check_string(name)] = validate_value(element, depth=depth + 1)
     return out
 
 
@@ -238,7 +253,7 @@ def validate_item(item: Any) -> dict[str, dict[str, Any]]:
     for name, value in item.items():
         if value is None:
             continue  # A null map value is absent, as DynamoDB's deserializer reads it.
-        out[name] = validate_value(value)
+        out[_check_string(name)] = validate_value(value)
     return out
 
 
@@ -297,15 +312,22 @@ def compare_values(a: dict[str, Any], b: dict[str, Any]) -> int | None:
 
 
 def number_size(text: str) -> int:
-    """Bytes a number takes: one per two significant digits, rounded up, plus one.
+    """Bytes a number takes in DynamoDB's item size.
 
-    Leading and trailing zeros are trimmed before counting, as the guide says; zero is 1.
+    The guide gives "approximately 1 byte per two significant digits, plus 1 byte". Exactly,
+    DynamoDB stores a number as an exponent byte and base-100 digit pairs aligned on the
+    decimal point (leading and trailing zeros trimmed), plus one terminator byte when it is
+    negative: so "1.5" (pairs 01|50) takes 3 bytes where "15" (pair 15) takes 2. Zero is 1.
     """
-    digits = to_decimal(text).as_tuple().digits
-    significant = "".join(map(str, digits)).strip("0")
-    if not significant:
+    value = to_decimal(text)
+    if not value:
         return 1
-    return (len(significant) + 1) // 2 + 1
+    sign, digits, _ = value.as_tuple()
+    count = len("".join(map(str, digits)).strip("0"))
+    # The leading pair is "0d" when the adjusted exponent (the power of ten of the leading
+    # digit) is even, which costs one more byte exactly when the digit count is even too.
+    pad = 1 if count % 2 == 0 and value.adjusted() % 2 == 0 else 0
+    return 1 + (count + 1) // 2 + pad + (1 if sign else 0)
 
 
 def value_size(value: dict[str, Any]) -> int:
@@ -344,3 +366,18 @@ def item_size(item: dict[str, dict[str, Any]]) -> int:
 def decimal_of(value: dict[str, Any]) -> Decimal:
     """The exact value of a canonical N value."""
     return to_decimal(value["N"])
+
+
+ITEM_TOO_LARGE_MESSAGE = "Item size has exceeded the maximum allowed size"
+ITEM_UPDATE_TOO_LARGE_MESSAGE = "Item size to update has exceeded the maximum allowed size"
+
+
+def check_item_size(item: dict[str, dict[str, Any]], *, update: bool = False) -> int:
+    """The item's size, or DynamoDB's error when it is over the 400 KB item limit.
+
+    `update` selects the message UpdateItem gives when its result would be too large.
+    """
+    size = item_size(item)
+    if size > ITEM_BYTES_MAX:
+        raise ValidationException(ITEM_UPDATE_TOO_LARGE_MESSAGE if update else ITEM_TOO_LARGE_MESSAGE)
+    return size
