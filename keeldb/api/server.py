@@ -54,6 +54,9 @@ REQUEST_HEAD_BYTES_MAX = 64 * 1024
 # Pipelined requests queued on one connection before we stop reading from it, so that a
 # client that sends without reading cannot grow our memory without bound.
 PIPELINE_REQUESTS_MAX = 64
+# How long a refused connection keeps reading (and dropping) what the client still sends, so
+# that the refusal reaches the client instead of being lost to a connection reset.
+LINGER_SECONDS_MAX = 2.0
 # How long a clean shutdown waits for in-flight requests before closing their connections.
 SHUTDOWN_SECONDS_MAX = 10.0
 
@@ -300,6 +303,7 @@ class HttpProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
         self._lost = False
+        self._eof = False
 
     @property
     def busy(self) -> bool:
@@ -414,6 +418,22 @@ class HttpProtocol(asyncio.Protocol):
         if self._task is None:
             self._task = self._loop.create_task(self._serve())
 
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after a refusal without destroying the answer: closing with unread input
+        makes the kernel send a reset that can overtake the response, so the write side is
+        shut first and what the client still sends is read and dropped for a while."""
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._loop.call_later(LINGER_SECONDS_MAX, self.close)
+        else:
+            transport.close()
+
+    def eof_received(self) -> bool:
+        # The client finished sending. Requests it sent before are still answered: keep the
+        # connection half-open until they are, then `_serve` closes it.
+        self._eof = True
+        return self._task is not None and not self._refused
+
     async def _serve(self) -> None:
         transport = self._transport
         assert transport is not None
@@ -423,14 +443,14 @@ class HttpProtocol(asyncio.Protocol):
                 if isinstance(item, bytes):
                     if not self._lost:
                         transport.write(item)
-                        transport.close()
+                        self._linger(transport)
                     return
                 response, close = await self._server.handle(item)
                 if self._lost:
                     # The client left; the request's effect stands, its answer is dropped.
                     continue
                 transport.write(response)
-                if close:
+                if close or (self._eof and not self._pending):
                     transport.close()
                     return
                 if self._reading_paused and len(self._pending) < PIPELINE_REQUESTS_MAX // 2:

@@ -469,3 +469,25 @@ def test_the_server_survives_a_client_that_leaves_mid_request(running: Running) 
         sock.sendall(post("DynamoDB_20120810.Echo", b"{}")[:40])
     response = exchange(running.port, post("DynamoDB_20120810.Echo", b"{}"))
     assert response.status == 200
+
+
+def test_requests_sent_before_a_half_close_are_still_answered(running: Running) -> None:
+    with connect(running.port) as sock:
+        sock.sendall(post("DynamoDB_20120810.Slow", b'{"seconds": 0.05}'))
+        sock.sendall(post("DynamoDB_20120810.Echo", b'{"after": 1}'))
+        sock.shutdown(socket.SHUT_WR)
+        reader = Reader(sock)
+        assert reader.read().json() == {"Slept": True}
+        assert reader.read().json() == {"Echo": {"after": 1}}
+        assert reader.closed()
+
+
+def test_an_oversize_body_sent_in_full_still_gets_its_413(running: Running) -> None:
+    body = b"x" * (3 * 1024 * 1024)
+    with connect(running.port) as sock:
+        try:
+            sock.sendall(post("DynamoDB_20120810.Echo", body))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reader = Reader(sock)
+        assert reader.read().status == 413
