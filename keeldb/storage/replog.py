@@ -1,0 +1,379 @@
+"""`LocalLog`: the `ReplicatedLog` of a replica group of one, with group commit.
+
+This module owns the single-member write path: queueing records, writing and fsyncing them
+in groups, applying committed entries to the store in LSN order, recovery at open, and
+periodic checkpoints. It never interprets records (the apply callback does) and never
+acknowledges a record before the fsync that covers it has returned.
+
+How a node wires it (the store first, since the database that provides `apply` needs it)::
+
+    store = LmdbStore(data_dir / "store")
+    db = Database(store)
+    log = await LocalLog.open(data_dir / "wal", store, db.apply)
+    db.attach_log(log)
+    ...
+    await log.close()   # final fsync and checkpoint
+    store.close()
+
+Group commit: `append` puts a record in a queue and waits. One flusher task takes everything
+queued (up to BATCH_RECORDS_MAX records or BATCH_BYTES_MAX bytes), writes it and fsyncs once
+in a worker thread, so that the event loop keeps parsing requests and queueing the next group
+while the disk works. Back on the loop thread it calls `apply` once with the whole group in
+LSN order, inside one store transaction when the store offers `batch()`, then wakes every
+waiter. Many concurrent writers therefore share one fsync.
+
+Checkpoint: every CHECKPOINT_INTERVAL_SECONDS (if anything was applied) or after
+CHECKPOINT_WAL_BYTES of log, and at close, the flusher makes the store durable
+(`store.sync()`) and then removes the log segments wholly below the store's applied LSN.
+The order matters: segments are removed only once the state they produced is on disk.
+
+An fsync failure is fatal (see `WriteAheadLog.sync`): every waiter gets `LogFailedError`
+and `on_fatal` is called, which by default ends the process so that a restart recovers from
+what is really on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from keeldb.storage.protocols import ApplyFn, Entry, Store
+from keeldb.storage.wal import (
+    RECORD_HEADER_BYTES,
+    CorruptLogError,
+    FsyncFailedError,
+    WriteAheadLog,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_RECORDS_MAX = 4096  # records written and fsynced together, at most
+BATCH_BYTES_MAX = 8 * 1024 * 1024  # payload bytes in one group, at most (a group can exceed
+# it by one record, so a single large record is never starved)
+REPLAY_BATCH_RECORDS = 1024  # entries handed to `apply` at a time during recovery
+CHECKPOINT_INTERVAL_SECONDS = 60.0  # a checkpoint at least this often while writes arrive
+CHECKPOINT_WAL_BYTES = 128 * 1024 * 1024  # ... and whenever this much log was written since
+EXIT_FSYNC_FAILED = 70  # exit status when the log cannot be made durable (EX_SOFTWARE)
+
+FatalFn = Callable[[BaseException], None]
+
+
+class LogFailedError(Exception):
+    """The log can no longer make records durable: an operating error.
+
+    Raised to the writers whose records were in flight, and to every later `append`.
+    """
+
+
+def exit_process(error: BaseException) -> None:
+    """The default reaction to a fatal log error: stop the process at once."""
+    sys.stderr.write(f"keeldb: fatal storage error, stopping: {error!r}\n")
+    sys.stderr.flush()
+    os._exit(EXIT_FSYNC_FAILED)
+
+
+class LocalLog:
+    """A durable, ordered log of one member: an entry commits when its fsync returns."""
+
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        store: Store,
+        apply: ApplyFn,
+        *,
+        on_fatal: FatalFn,
+        checkpoint_interval_seconds: float,
+        checkpoint_wal_bytes: int,
+    ) -> None:
+        """Use `open`; this constructor does no recovery."""
+        self._wal = wal
+        self._store = store
+        self._apply = apply
+        self._on_fatal = on_fatal
+        self._checkpoint_interval_seconds = checkpoint_interval_seconds
+        self._checkpoint_wal_bytes = checkpoint_wal_bytes
+        self._queue: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._wakeup = asyncio.Event()
+        self._committed_lsn = wal.last_lsn()
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._bytes_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpointed_lsn = store.applied_lsn()
+        # One thread for all disk work of this log, so its operations stay in order.
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeldb-wal")
+        self._flusher: asyncio.Task[None] | None = None
+        self._checkpoint_waiters: list[asyncio.Future[None]] = []
+        self.fsync_count = 0  # group commits so far: one fsync each
+        self.appended_count = 0  # records committed so far
+
+    @classmethod
+    async def open(
+        cls,
+        wal_dir: Path,
+        store: Store,
+        apply: ApplyFn,
+        *,
+        on_fatal: FatalFn = exit_process,
+        checkpoint_interval_seconds: float = CHECKPOINT_INTERVAL_SECONDS,
+        checkpoint_wal_bytes: int = CHECKPOINT_WAL_BYTES,
+        segment_bytes: int | None = None,
+    ) -> LocalLog:
+        """Open the log in `wal_dir`, replay what the store lacks through `apply`, start."""
+        loop = asyncio.get_running_loop()
+        applied_lsn = store.applied_lsn()
+
+        def open_wal() -> WriteAheadLog:
+            if segment_bytes is None:
+                return WriteAheadLog(wal_dir, start_lsn=applied_lsn)
+            return WriteAheadLog(wal_dir, start_lsn=applied_lsn, segment_bytes=segment_bytes)
+
+        wal = await loop.run_in_executor(None, open_wal)
+        try:
+            if wal.last_lsn() < applied_lsn:
+                raise CorruptLogError(
+                    f"{wal_dir}: the log ends at record {wal.last_lsn()} but the store has "
+                    f"applied up to {applied_lsn}: acknowledged records are missing"
+                )
+            self = cls(
+                wal,
+                store,
+                apply,
+                on_fatal=on_fatal,
+                checkpoint_interval_seconds=checkpoint_interval_seconds,
+                checkpoint_wal_bytes=checkpoint_wal_bytes,
+            )
+            replayed = self._recover(applied_lsn)
+        except BaseException:
+            wal.close()
+            raise
+        if replayed:
+            log.info("replayed %d log records after LSN %d", replayed, applied_lsn)
+        self._flusher = asyncio.create_task(self._flush_forever(), name="keeldb-log-flusher")
+        return self
+
+    def _recover(self, applied_lsn: int) -> int:
+        """Apply every logged entry the store has not applied yet, in order."""
+        replayed = 0
+        for chunk in _chunks(self._wal.replay(applied_lsn), REPLAY_BATCH_RECORDS):
+            with self._store_batch():
+                self._apply(chunk)
+            replayed += len(chunk)
+            self._bytes_since_checkpoint += sum(len(p) + RECORD_HEADER_BYTES for _, p in chunk)
+        assert self._store.applied_lsn() <= self._wal.last_lsn()
+        return replayed
+
+    def _store_batch(self) -> AbstractContextManager[object]:
+        batch = getattr(self._store, "batch", None)
+        if batch is None:
+            return nullcontext()
+        context: AbstractContextManager[object] = batch()
+        return context
+
+    # --- the ReplicatedLog interface -----------------------------------------------------
+
+    async def append(self, record: bytes) -> int:
+        if self._failure is not None:
+            raise LogFailedError("the log has failed") from self._failure
+        if self._closing:
+            raise LogFailedError("the log is closed")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((record, future))
+        self._wakeup.set()
+        return await future
+
+    def committed_lsn(self) -> int:
+        return self._committed_lsn
+
+    async def close(self) -> None:
+        """Commit what is queued, checkpoint, and stop. Idempotent."""
+        if self._flusher is None:
+            return
+        self._closing = True
+        self._wakeup.set()
+        flusher, self._flusher = self._flusher, None
+        await flusher
+        loop = asyncio.get_running_loop()
+        if self._failure is None:
+            try:
+                await loop.run_in_executor(self._disk, self._checkpoint_on_disk)
+            except FsyncFailedError as error:
+                self._fail(error)
+        await loop.run_in_executor(self._disk, self._wal.close)
+        self._disk.shutdown(wait=True)
+
+    async def checkpoint(self) -> None:
+        """Make the store durable now and drop the log below it (tests, backups).
+
+        The flusher runs it between two groups, never while a group is being applied.
+        """
+        if self._failure is not None:
+            raise LogFailedError("the log has failed") from self._failure
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._checkpoint_waiters.append(done)
+        self._wakeup.set()
+        await done
+
+    # --- the flusher ---------------------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue and not self._checkpoint_waiters:
+                if self._closing or self._failure is not None:
+                    return
+                try:
+                    await asyncio.wait_for(
+                        self._wakeup.wait(), timeout=self._checkpoint_interval_seconds
+                    )
+                except TimeoutError:
+                    pass
+                self._wakeup.clear()
+            if self._failure is not None:
+                self._fail_queued(self._failure)
+                return
+            if self._queue:
+                await self._commit_group(loop)
+            requested, self._checkpoint_waiters = self._checkpoint_waiters, []
+            if self._failure is None and (requested or self._checkpoint_due()):
+                try:
+                    await loop.run_in_executor(self._disk, self._checkpoint_on_disk)
+                except FsyncFailedError as error:
+                    self._fail(error)
+            for done in requested:
+                if done.done():
+                    continue
+                if self._failure is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(LogFailedError(f"the log failed: {self._failure}"))
+
+    def _take_group(self) -> list[tuple[bytes, asyncio.Future[int]]]:
+        count = 0
+        group_bytes = 0
+        for record, _ in self._queue:
+            if count == BATCH_RECORDS_MAX or (count and group_bytes + len(record) > BATCH_BYTES_MAX):
+                break
+            count += 1
+            group_bytes += len(record)
+        group = self._queue[:count]
+        del self._queue[:count]
+        return group
+
+    async def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = self._take_group()
+        payloads = [record for record, _ in group]
+        lsn_before = self._wal.last_lsn()
+        try:
+            last_lsn = await loop.run_in_executor(self._disk, self._write_and_sync, payloads)
+        except FsyncFailedError as error:
+            self._fail(error, group)
+            return
+        except OSError as error:
+            # A write failed (a full disk, say) and nothing of the group was kept: these
+            # writers get the error, later groups may succeed.
+            if self._wal.last_lsn() != lsn_before:
+                self._fail(error, group)
+                return
+            log.error("log write failed: %r", error)
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(LogFailedError(f"log write failed: {error}"))
+            return
+        first_lsn = last_lsn - len(payloads) + 1
+        assert first_lsn == lsn_before + 1
+        entries: list[Entry] = [(first_lsn + i, p) for i, p in enumerate(payloads)]
+        try:
+            with self._store_batch():
+                self._apply(entries)
+        except BaseException as error:
+            # Applying a committed entry must not fail; if it does, the replica's state no
+            # longer follows its log and it must stop (a restart replays the entries).
+            self._fail(error, group)
+            return
+        assert self._store.applied_lsn() <= last_lsn
+        self._committed_lsn = last_lsn
+        self.fsync_count += 1
+        self.appended_count += len(entries)
+        self._bytes_since_checkpoint += sum(len(p) + RECORD_HEADER_BYTES for p in payloads)
+        for (_, future), (lsn, _) in zip(group, entries, strict=True):
+            if not future.done():
+                future.set_result(lsn)
+
+    def _write_and_sync(self, payloads: list[bytes]) -> int:
+        """Runs in the disk thread: write the group, then one fsync for all of it."""
+        last_lsn = self._wal.append(payloads)
+        self._wal.sync()
+        return last_lsn
+
+    def _checkpoint_due(self) -> bool:
+        if self._store.applied_lsn() == self._checkpointed_lsn:
+            return False
+        if self._bytes_since_checkpoint >= self._checkpoint_wal_bytes:
+            return True
+        elapsed = time.monotonic() - self._last_checkpoint
+        return elapsed >= self._checkpoint_interval_seconds
+
+    def _checkpoint_on_disk(self) -> None:
+        """Runs in the disk thread, between groups: store durable first, then drop the log.
+
+        No group is applied meanwhile (the flusher waits for this), so the applied LSN read
+        here is exactly what `store.sync()` makes durable.
+        """
+        applied_lsn = self._store.applied_lsn()
+        self._store.sync()
+        removed = self._wal.truncate_before(applied_lsn + 1)
+        self._checkpointed_lsn = applied_lsn
+        self._bytes_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        if removed:
+            log.info("checkpoint at LSN %d removed %d log segments", applied_lsn, removed)
+
+    def _fail(
+        self,
+        error: BaseException,
+        group: Sequence[tuple[bytes, asyncio.Future[int]]] = (),
+    ) -> None:
+        if self._failure is None:
+            self._failure = error
+            log.critical("the log failed and stops accepting records: %r", error)
+        failed = LogFailedError(f"the log failed: {error}")
+        failed.__cause__ = error
+        for _, future in group:
+            if not future.done():
+                future.set_exception(failed)
+        self._fail_queued(error)
+        self._on_fatal(error)
+
+    def _fail_queued(self, error: BaseException) -> None:
+        waiting, self._checkpoint_waiters = self._checkpoint_waiters, []
+        for done in waiting:
+            if not done.done():
+                done.set_exception(LogFailedError(f"the log failed: {error}"))
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                failed = LogFailedError(f"the log failed: {error}")
+                failed.__cause__ = error
+                future.set_exception(failed)
+
+    def wal_segment_paths(self) -> list[Path]:
+        return self._wal.segment_paths()
+
+
+def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    chunk: list[Entry] = []
+    for entry in entries:
+        chunk.append(entry)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,443 @@
+"""The node's write-ahead log: append-only segment files of checksummed, numbered records.
+
+This module owns the on-disk log format (see docs/storage.md), the fsync points of the log,
+the detection and removal of a torn tail after a crash, and the removal of whole segments
+below a checkpoint. It never interprets the payloads it stores, never decides when a
+checkpoint is safe (the caller does, after making the store durable), and never retries a
+failed fsync.
+
+Layout of a log directory::
+
+    00000000000000000001.wal    one segment, named by the LSN of its first record
+    00000000000000081234.wal    ...
+
+A segment starts with a header, then holds records back to back::
+
+    segment header  magic "KEELWAL1" (8) | first lsn u64 | crc32 of the previous 16 bytes u32
+    record          length u32 | crc32 u32 | lsn u64 | payload (length bytes)
+
+All integers are little-endian. A record's crc32 covers its length, its lsn and its payload,
+so a record that was moved, cut short or overwritten does not verify. LSNs are consecutive
+across the whole log, starting at 1.
+
+After a crash the last segment may end with a torn record (the process died or the power
+failed while writing it): opening the log finds the first record that does not verify,
+checks that no valid record follows it (if one does, acknowledged data is damaged and the
+log refuses to open with `CorruptLogError`), then cuts the file back to the last good
+record. A torn record was never synced, so it was never acknowledged, and it is never
+applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import sys
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 64 * 1024 * 1024  # A segment is closed once the next record would cross this.
+RECORD_BYTES_MAX = 16 * 1024 * 1024  # Payload limit: a transaction of 100 items of 400 KB
+# with before and after images fits in 80 MB, but DynamoDB caps a transaction at 4 MB of
+# request data, so 16 MiB leaves room for the images and refuses runaway records.
+TAIL_SEARCH_LSNS = 64  # After a bad record, how many following LSNs are looked for to tell
+# a torn tail (nothing valid follows) from damage in the middle (a valid record follows).
+
+SEGMENT_MAGIC = b"KEELWAL1"
+SEGMENT_HEADER = struct.Struct("<8sQI")  # magic, first lsn, crc32 of magic + first lsn
+SEGMENT_HEADER_BYTES = SEGMENT_HEADER.size
+RECORD_HEADER = struct.Struct("<IIQ")  # payload length, crc32, lsn
+RECORD_HEADER_BYTES = RECORD_HEADER.size
+_CRC_FIELDS = struct.Struct("<IQ")  # the header fields covered by the crc: length, lsn
+_LSN = struct.Struct("<Q")
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
+
+
+class CorruptLogError(Exception):
+    """The log holds damaged data that may have been acknowledged: an operating error.
+
+    Raised instead of skipping the damage, so that no acknowledged write is silently lost;
+    the node must stop and be repaired (from a replica, or by an operator's decision).
+    """
+
+
+class FsyncFailedError(Exception):
+    """An fsync of the log failed: the process must stop (see `WriteAheadLog.sync`)."""
+
+
+class RecordTooLargeError(ValueError):
+    """A payload larger than RECORD_BYTES_MAX was offered to the log."""
+
+
+FsyncFn = Callable[[int], None]
+
+
+def _default_fsync(fd: int) -> None:
+    # fdatasync also writes the file size, which is all an append needs; macOS lacks it.
+    if sys.platform == "linux":
+        os.fdatasync(fd)
+    else:
+        os.fsync(fd)
+
+
+def record_crc(length: int, lsn: int, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(length, lsn)))
+
+
+def encode_record(lsn: int, payload: bytes) -> bytes:
+    """One framed record, as it is written to a segment."""
+    length = len(payload)
+    return RECORD_HEADER.pack(length, record_crc(length, lsn, payload), lsn) + payload
+
+
+def encode_segment_header(first_lsn: int) -> bytes:
+    crc = zlib.crc32(SEGMENT_MAGIC + _LSN.pack(first_lsn))
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, first_lsn, crc)
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"{first_lsn:020d}.wal"
+
+
+def _decode_segment_header(data: bytes | memoryview) -> int | None:
+    """The first LSN the header announces, or None if the header does not verify."""
+    if len(data) < SEGMENT_HEADER_BYTES:
+        return None
+    magic, first_lsn, crc = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC or crc != zlib.crc32(SEGMENT_MAGIC + _LSN.pack(first_lsn)):
+        return None
+    return int(first_lsn)
+
+
+def _record_at(data: bytes | memoryview, offset: int, lsn: int) -> int | None:
+    """The end offset of a valid record with this LSN starting at `offset`, else None."""
+    if offset + RECORD_HEADER_BYTES > len(data):
+        return None
+    length, crc, found_lsn = RECORD_HEADER.unpack_from(data, offset)
+    if found_lsn != lsn or length > RECORD_BYTES_MAX:
+        return None
+    end = offset + RECORD_HEADER_BYTES + length
+    if end > len(data):
+        return None
+    payload = memoryview(data)[offset + RECORD_HEADER_BYTES : end]
+    if record_crc(length, lsn, payload) != crc:
+        return None
+    return end
+
+
+def _valid_record_after(data: bytes, offset: int, expected_lsn: int) -> int | None:
+    """The LSN of a valid record somewhere after a bad one at `offset`, if there is one.
+
+    The bad record's length field cannot be trusted, so candidates are found by looking for
+    the encoding of each of the next few LSNs and checking the record that would surround it.
+    """
+    for lsn in range(expected_lsn, expected_lsn + TAIL_SEARCH_LSNS):
+        needle = _LSN.pack(lsn)
+        lsn_offset = 8  # where the lsn sits inside a record header
+        position = data.find(needle, offset + 1 + lsn_offset)
+        while position != -1:
+            if _record_at(data, position - lsn_offset, lsn) is not None:
+                return lsn
+            position = data.find(needle, position + 1)
+    return None
+
+
+def fsync_directory(path: Path, fsync: FsyncFn = os.fsync) -> None:
+    """Make a file's creation, removal or renaming in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    """An append-only log of opaque payloads in segment files; one writer, one thread at a time.
+
+    `append` only writes (the data reaches the OS page cache, which survives kill -9 but not
+    power loss); `sync` makes everything appended so far durable. A caller acknowledges a
+    record only after a `sync` that followed its `append`.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        start_lsn: int = 0,
+        segment_bytes: int = SEGMENT_BYTES,
+        fsync: FsyncFn = _default_fsync,
+    ) -> None:
+        """Open (or create) the log in `directory`, cutting off a torn tail.
+
+        `start_lsn` is the LSN the log continues from when the directory holds no segment
+        (a new node, or a store restored from a snapshot): its first record gets
+        `start_lsn + 1`. It is ignored when segments exist.
+        """
+        assert segment_bytes > SEGMENT_HEADER_BYTES
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._fsync = fsync
+        self._failed = False
+        self._fd = -1
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._segments = self._list_segments()  # first LSNs, ascending
+        if not self._segments:
+            self._create_segment(start_lsn + 1)
+        self._open_last_segment()
+
+    # --- opening -------------------------------------------------------------------------
+
+    def _list_segments(self) -> list[int]:
+        found = []
+        for entry in os.listdir(self.directory):
+            match = _SEGMENT_NAME.match(entry)
+            if match is not None:
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def _path(self, first_lsn: int) -> Path:
+        return self.directory / segment_name(first_lsn)
+
+    def _create_segment(self, first_lsn: int) -> None:
+        """Create a segment, durable with its header before any record goes into it."""
+        path = self._path(first_lsn)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, encode_segment_header(first_lsn))
+            self._sync_fd(fd)
+        finally:
+            os.close(fd)
+        self._sync_directory()
+        if not self._segments or self._segments[-1] != first_lsn:
+            self._segments.append(first_lsn)
+
+    def _open_last_segment(self) -> None:
+        first_lsn = self._segments[-1]
+        path = self._path(first_lsn)
+        data = path.read_bytes()
+        header_lsn = _decode_segment_header(data)
+        if header_lsn is None:
+            if len(data) <= SEGMENT_HEADER_BYTES:
+                # The segment was being created when the node stopped: its header was never
+                # synced, so no record was ever written after it. Create it again.
+                log.warning("recreating torn segment header of %s", path)
+                self._create_segment(first_lsn)
+                data = path.read_bytes()
+            else:
+                raise CorruptLogError(f"{path}: segment header does not verify")
+        elif header_lsn != first_lsn:
+            raise CorruptLogError(f"{path}: header says first LSN {header_lsn}")
+        offset = SEGMENT_HEADER_BYTES
+        lsn = first_lsn
+        while True:
+            end = _record_at(data, offset, lsn)
+            if end is None:
+                break
+            offset = end
+            lsn += 1
+        if offset < len(data):
+            later = _valid_record_after(data, offset, lsn)
+            if later is not None:
+                raise CorruptLogError(
+                    f"{path}: record {lsn} at byte {offset} does not verify, "
+                    f"but a valid record {later} follows it"
+                )
+            log.warning(
+                "%s: discarding a torn tail of %d bytes after record %d",
+                path,
+                len(data) - offset,
+                lsn - 1,
+            )
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.ftruncate(fd, offset)
+                self._sync_fd(fd)
+            finally:
+                os.close(fd)
+        self._fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        self._segment_first_lsn = first_lsn
+        self._segment_size = offset
+        self._last_lsn = lsn - 1
+
+    # --- writing -------------------------------------------------------------------------
+
+    def last_lsn(self) -> int:
+        """The LSN of the last record appended (0 if none ever was)."""
+        return self._last_lsn
+
+    def first_lsn(self) -> int:
+        """The LSN of the oldest record still held (or the next LSN, if none is held)."""
+        return self._segments[0]
+
+    def append(self, payloads: Sequence[bytes]) -> int:
+        """Write records with the next LSNs (not yet durable) and return the last LSN."""
+        assert not self._failed, "the log failed an fsync and must not be used"
+        for payload in payloads:
+            if len(payload) > RECORD_BYTES_MAX:
+                raise RecordTooLargeError(
+                    f"record of {len(payload)} bytes exceeds {RECORD_BYTES_MAX} bytes"
+                )
+        pending: list[bytes] = []
+        pending_bytes = 0
+        for payload in payloads:
+            frame_bytes = RECORD_HEADER_BYTES + len(payload)
+            segment_has_records = self._segment_size > SEGMENT_HEADER_BYTES or pending
+            if (
+                segment_has_records
+                and self._segment_size + pending_bytes + frame_bytes > self.segment_bytes
+            ):
+                self._write(pending, pending_bytes)
+                pending, pending_bytes = [], 0
+                self._rotate()
+            lsn = self._last_lsn + len(pending) + 1
+            pending.append(encode_record(lsn, payload))
+            pending_bytes += frame_bytes
+        self._write(pending, pending_bytes)
+        return self._last_lsn
+
+    def _write(self, frames: list[bytes], frames_bytes: int) -> None:
+        if not frames:
+            return
+        try:
+            _write_all(self._fd, b"".join(frames))
+        except OSError:
+            # A full disk or an IO error may leave part of the batch in the file. Cut it off,
+            # so the next batch does not land after a damaged record; the caller reports
+            # the failure and no LSN was used.
+            try:
+                os.ftruncate(self._fd, self._segment_size)
+            except OSError:
+                self._failed = True
+            raise
+        self._segment_size += frames_bytes
+        self._last_lsn += len(frames)
+
+    def _rotate(self) -> None:
+        """Close the current segment durably, then start the next one.
+
+        Syncing the full segment before creating the next means that any record in a
+        segment other than the last was synced: damage there is never a torn tail.
+        """
+        self.sync()
+        os.close(self._fd)
+        self._fd = -1
+        self._create_segment(self._last_lsn + 1)
+        self._fd = os.open(self._path(self._last_lsn + 1), os.O_RDWR | os.O_APPEND)
+        self._segment_first_lsn = self._last_lsn + 1
+        self._segment_size = SEGMENT_HEADER_BYTES
+
+    def sync(self) -> None:
+        """Make every appended record durable. An fsync failure is fatal.
+
+        A failed fsync must never be retried: after an fsync error Linux may mark the dirty
+        pages clean and drop the error, so a second fsync "succeeds" while the data never
+        reached the disk. PostgreSQL learned this in 2018 ("fsyncgate") and since then
+        PANICs on an fsync failure and recovers from its log on restart. We do the same: the
+        log refuses all further use and the caller stops the process; a restart replays what
+        is really on disk.
+        """
+        assert not self._failed, "the log failed an fsync and must not be used"
+        self._sync_fd(self._fd)
+
+    def _sync_fd(self, fd: int) -> None:
+        try:
+            self._fsync(fd)
+        except OSError as error:
+            self._failed = True
+            raise FsyncFailedError(f"fsync of the log in {self.directory} failed") from error
+
+    def _sync_directory(self) -> None:
+        try:
+            fsync_directory(self.directory, self._fsync)
+        except OSError as error:
+            self._failed = True
+            raise FsyncFailedError(f"fsync of directory {self.directory} failed") from error
+
+    def truncate_before(self, lsn: int) -> int:
+        """Remove whole segments whose records all have LSNs below `lsn`; return how many.
+
+        Only call this once the state those records produced is durable elsewhere (a
+        checkpoint). The segment being written is never removed.
+        """
+        assert not self._failed, "the log failed an fsync and must not be used"
+        removed = 0
+        while len(self._segments) > 1 and self._segments[1] <= lsn:
+            (self._path(self._segments[0])).unlink()
+            del self._segments[0]
+            removed += 1
+        if removed:
+            self._sync_directory()
+        return removed
+
+    # --- reading -------------------------------------------------------------------------
+
+    def replay(self, after_lsn: int) -> Iterator[tuple[int, bytes]]:
+        """Every record with an LSN above `after_lsn`, in order, each checksum verified.
+
+        Raises CorruptLogError if a record does not verify or one is missing; a torn tail
+        was already cut off when the log was opened, so any damage found here is real.
+        """
+        assert not self._failed, "the log failed an fsync and must not be used"
+        if after_lsn >= self._last_lsn:
+            return
+        if after_lsn + 1 < self._segments[0]:
+            raise CorruptLogError(
+                f"{self.directory}: replay needs record {after_lsn + 1}, "
+                f"but the log starts at {self._segments[0]}"
+            )
+        start = 0
+        for index, first_lsn in enumerate(self._segments):
+            if first_lsn <= after_lsn + 1:
+                start = index
+        expected_lsn = self._segments[start]
+        for index in range(start, len(self._segments)):
+            first_lsn = self._segments[index]
+            path = self._path(first_lsn)
+            if first_lsn != expected_lsn:
+                raise CorruptLogError(
+                    f"{path}: starts at record {first_lsn}, expected {expected_lsn}"
+                )
+            data = path.read_bytes()
+            is_last = index == len(self._segments) - 1
+            if is_last:
+                # Records appended since opening are in the file; nothing lies beyond them.
+                data = data[: self._segment_size]
+            if _decode_segment_header(data) != first_lsn:
+                raise CorruptLogError(f"{path}: segment header does not verify")
+            offset = SEGMENT_HEADER_BYTES
+            while offset < len(data):
+                end = _record_at(data, offset, expected_lsn)
+                if end is None:
+                    raise CorruptLogError(
+                        f"{path}: record {expected_lsn} at byte {offset} does not verify"
+                    )
+                if expected_lsn > after_lsn:
+                    yield expected_lsn, data[offset + RECORD_HEADER_BYTES : end]
+                offset = end
+                expected_lsn += 1
+        if expected_lsn != self._last_lsn + 1:
+            raise CorruptLogError(
+                f"{self.directory}: log ends at record {expected_lsn - 1}, "
+                f"expected {self._last_lsn}"
+            )
+
+    def segment_paths(self) -> list[Path]:
+        return [self._path(first_lsn) for first_lsn in self._segments]
+
+    def close(self) -> None:
+        """Close the segment file; appended records not yet synced may be lost on power loss."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
