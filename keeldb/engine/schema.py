@@ -116,7 +116,7 @@ class Table:
     # stream, as in DynamoDB), None if it never had one.
     stream_label: str | None = None
     deletion_protection: bool = False
-    table_class: str = "STANDARD"
+    table_class: str | None = None  # TableClass, if ever given (DynamoDB omits it otherwise)
     sse_enabled: bool = False
     sse_type: str | None = None  # "KMS" when SSESpecification enabled KMS encryption
     kms_master_key_id: str | None = None

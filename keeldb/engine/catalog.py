@@ -1,0 +1,1598 @@
+"""The control plane: the catalog of tables and the DynamoDB operations that read and change it.
+
+This module owns:
+
+- the catalog's durable form: one store entry per table, under `CATALOG_PREFIX`, holding the
+  table's `Table.to_record()` packed with msgpack;
+- the catalog's redo records ("create_table", "update_table", "delete_table") and their
+  appliers, each of which makes its record's whole effect one atomic store write;
+- the in-memory cache of tables (`Database.state["catalog"]`), loaded from the store the
+  first time a database touches its catalog and then kept in step by the appliers;
+- CreateTable, DescribeTable, ListTables, DeleteTable, UpdateTable, TagResource,
+  UntagResource, ListTagsOfResource, DescribeEndpoints and DescribeLimits, with DynamoDB's
+  validation order and messages: first the request-model layer (member types, then every
+  constraint violation reported at once as "N validation errors detected: ..."), then the
+  service layer (one "One or more parameter values were invalid: ..." message at a time);
+- `get_table` / `get_table_by_arn`, through which item operations find their table.
+
+Every value a record carries (creation time, TableId, stream label ...) is decided while the
+request is validated; an applier never reads a clock, never draws a UUID and never fails on
+client input. This module never opens files or sockets and never answers for items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from keeldb.engine.database import Body, Database, operation, redo_kind
+from keeldb.engine.schema import (
+    BILLING_PAY_PER_REQUEST,
+    BILLING_PROVISIONED,
+    STATUS_ACTIVE,
+    STATUS_CREATING,
+    STATUS_DELETING,
+    STATUS_UPDATING,
+    KeyAttribute,
+    SecondaryIndex,
+    Table,
+)
+from keeldb.model.errors import (
+    LimitExceededException,
+    ResourceInUseException,
+    ResourceNotFoundException,
+    SerializationException,
+    ValidationException,
+)
+from keeldb.model.keys import table_bounds, table_prefix
+from keeldb.model.limits import (
+    GLOBAL_SECONDARY_INDEXES_MAX,
+    INDEX_NAME_LENGTH_MAX,
+    INDEX_NAME_LENGTH_MIN,
+    LIST_TABLES_LIMIT_MAX,
+    LOCAL_SECONDARY_INDEXES_MAX,
+    PROJECTED_ATTRIBUTES_MAX,
+    TABLE_NAME_LENGTH_MAX,
+    TABLE_NAME_LENGTH_MIN,
+    TABLE_NAME_PATTERN,
+    TABLE_NAME_RE,
+    TABLES_PER_REGION_MAX,
+    TAG_KEY_LENGTH_MAX,
+    TAG_VALUE_LENGTH_MAX,
+    TAGS_PER_RESOURCE_MAX,
+)
+
+STATE_KEY = "catalog"  # this module's entry in `Database.state`
+# Optional entries of `Database.state` that the embedding process may set:
+CLOCK_STATE_KEY = "clock"  # a zero-argument callable returning seconds since the epoch
+ENDPOINT_STATE_KEY = "endpoint_address"  # "host:port" that DescribeEndpoints reports
+
+# The catalog's entries start with the byte "c"; every item key starts with
+# `keeldb.model.keys.table_prefix`, whose first byte is "t". The two ranges can never meet,
+# and the assertion below keeps it so if either side changes.
+CATALOG_PREFIX = b"c"
+assert not table_prefix("00000000-0000-0000-0000-000000000000").startswith(CATALOG_PREFIX)
+
+# --- Limits (names carry their unit last; each says where it comes from) --------------------
+
+VALIDATION_ERRORS_MAX = 10  # DynamoDB lists at most ten constraint violations per message.
+TABLE_ARN_LENGTH_MAX = 1024  # TableName also accepts a table ARN of up to 1024 characters.
+RESOURCE_ARN_LENGTH_MAX = 1283  # ResourceArn of TagResource and friends.
+ATTRIBUTE_NAME_LENGTH_MIN = 1  # KeySchemaElement / AttributeDefinition AttributeName.
+ATTRIBUTE_NAME_LENGTH_MAX = 255
+KEY_SCHEMA_ELEMENTS_MAX = 2  # one HASH and at most one RANGE element
+NON_KEY_ATTRIBUTES_PER_INDEX_MAX = 20  # Projection.NonKeyAttributes list length (model)
+CAPACITY_UNITS_MAX = 1_000_000_000_000  # Above this DynamoDB answers "... is out of bounds".
+DECREASES_PER_DAY_FREE = 4  # Provisioned-throughput decreases allowed any time in a UTC day,
+DECREASE_INTERVAL_SECONDS = 3600  # then one more per hour after the last decrease.
+SECONDS_PER_DAY = 86400
+TAGS_PAGE_SIZE = 10  # Tags per ListTagsOfResource page; the rest come with NextToken.
+ENDPOINT_CACHE_MINUTES = 1440  # DescribeEndpoints' CachePeriodInMinutes, as DynamoDB's.
+# DescribeLimits: DynamoDB's default quotas for provisioned capacity.
+ACCOUNT_READ_CAPACITY_UNITS_MAX = 80000
+ACCOUNT_WRITE_CAPACITY_UNITS_MAX = 80000
+TABLE_READ_CAPACITY_UNITS_MAX = 40000
+TABLE_WRITE_CAPACITY_UNITS_MAX = 40000
+
+INVALID = "One or more parameter values were invalid: "
+BILLING_MODES = [BILLING_PROVISIONED, BILLING_PAY_PER_REQUEST]
+KEY_TYPES = ["HASH", "RANGE"]
+KEY_ATTRIBUTE_TYPES = ["B", "N", "S"]
+PROJECTION_TYPES = ["ALL", "INCLUDE", "KEYS_ONLY"]
+STREAM_VIEW_TYPES = ["NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY"]
+SSE_TYPES = ["AES256", "KMS"]
+TABLE_CLASSES = ["STANDARD", "STANDARD_INFREQUENT_ACCESS"]
+# Tag keys and values: letters, white space and numbers, plus + - = . _ : / @ (Tagging
+# restrictions in DynamoDB).
+TAG_TEXT_RE = re.compile(r"[\w\s+\-=._:/@]*\Z")
+UPDATE_TABLE_MEMBERS = (
+    "ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates, "
+    "SSESpecification, ReplicaUpdates, MultiAccountReplicaReady, ReplicaTransitRoleArn, "
+    "MultiRegionConsistency, DeletionProtectionEnabled, OnDemandThroughput, WarmThroughput "
+    "or TableClass"
+)
+
+# --- The catalog: cache, durable form, public lookups ---------------------------------------
+
+
+@dataclass(slots=True)
+class CatalogState:
+    tables: dict[str, Table]  # by table name
+    # Catalog changes are validated against the latest view and proposed one at a time, so
+    # that two concurrent changes of one table can never both pass validation.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def catalog_key(name: str) -> bytes:
+    return CATALOG_PREFIX + name.encode("utf-8")
+
+
+def _catalog(db: Database) -> CatalogState:
+    state: CatalogState | None = db.state.get(STATE_KEY)
+    if state is None:
+        tables: dict[str, Table] = {}
+        end = CATALOG_PREFIX[:-1] + bytes([CATALOG_PREFIX[-1] + 1])
+        for _key, value in db.store.scan(CATALOG_PREFIX, end):
+            table = Table.from_record(msgpack.unpackb(value, raw=False))
+            tables[table.name] = table
+        state = CatalogState(tables)
+        db.state[STATE_KEY] = state
+    return state
+
+
+def table_arn(db: Database, name: str) -> str:
+    return f"arn:aws:dynamodb:{db.region}:{db.account_id}:table/{name}"
+
+
+def find_table(db: Database, name: str) -> Table | None:
+    """The table called `name` (or whose ARN is `name`), or None."""
+    if name.startswith("arn:"):
+        parsed = _parse_table_arn(db, name)
+        if parsed is None:
+            return None
+        name = parsed
+    return _catalog(db).tables.get(name)
+
+
+def get_table(db: Database, name: str) -> Table:
+    """The table item operations act on; DynamoDB's error when it does not exist."""
+    table = find_table(db, name)
+    if table is None:
+        raise ResourceNotFoundException("Requested resource not found")
+    return table
+
+
+def get_table_by_arn(db: Database, arn: str) -> Table:
+    table = find_table(db, arn) if arn.startswith("arn:") else None
+    if table is None:
+        raise ResourceNotFoundException("Requested resource not found")
+    return table
+
+
+def get_table_by_id(db: Database, table_id: str) -> Table | None:
+    """The live table with this TableId (a deleted and re-created table has a new one)."""
+    for table in _catalog(db).tables.values():
+        if table.table_id == table_id:
+            return table
+    return None
+
+
+def list_tables(db: Database) -> list[Table]:
+    """Every table, sorted by name."""
+    tables = _catalog(db).tables
+    return [tables[name] for name in sorted(tables)]
+
+
+def _parse_table_arn(db: Database, arn: str) -> str | None:
+    """The table name of one of this node's table ARNs, or None."""
+    prefix = f"arn:aws:dynamodb:{db.region}:{db.account_id}:table/"
+    if not arn.startswith(prefix):
+        return None
+    name = arn[len(prefix) :]
+    if "/" in name or not name:
+        return None
+    return name
+
+
+def _now(db: Database) -> float:
+    clock: Callable[[], float] | None = db.state.get(CLOCK_STATE_KEY)
+    return clock() if clock is not None else time.time()
+
+
+def _table_stats(db: Database, table: Table) -> tuple[int, int]:
+    """(ItemCount, TableSizeBytes), kept by the item store."""
+    from keeldb.engine import item_store
+
+    stats: Callable[[Database, Table], tuple[int, int]] | None = getattr(
+        item_store, "table_stats", None
+    )
+    if stats is None:
+        return 0, 0
+    return stats(db, table)
+
+
+# --- Redo records and their appliers --------------------------------------------------------
+
+
+def _already_applied(db: Database, lsn: int) -> bool:
+    # Recovery may hand an applier a record the store already reflects; applying it twice
+    # would be wrong for a create, so such a record is skipped.
+    return lsn <= db.store.applied_lsn()
+
+
+@redo_kind("create_table")
+def apply_create_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    if _already_applied(db, lsn):
+        return
+    table = Table.from_record(record["table"])
+    tables = _catalog(db).tables
+    assert table.name not in tables, table.name
+    db.store.write([(catalog_key(table.name), msgpack.packb(record["table"]))], [], lsn)
+    tables[table.name] = table
+
+
+@redo_kind("update_table")
+def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    if _already_applied(db, lsn):
+        return
+    tables = _catalog(db).tables
+    current = tables.get(record["name"])
+    if current is None or current.table_id != record["table_id"]:
+        # The table was deleted (and maybe re-created) after this change was validated:
+        # the change belongs to a table that no longer exists. Only the LSN moves.
+        db.store.write([], [], lsn)
+        return
+    merged = current.to_record()
+    merged.update(record["changes"])
+    table = Table.from_record(merged)
+    db.store.write([(catalog_key(table.name), msgpack.packb(merged))], [], lsn)
+    tables[table.name] = table
+
+
+@redo_kind("delete_table")
+def apply_delete_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    if _already_applied(db, lsn):
+        return
+    tables = _catalog(db).tables
+    current = tables.get(record["name"])
+    if current is None or current.table_id != record["table_id"]:
+        db.store.write([], [], lsn)
+        return
+    start, end = table_bounds(current.table_id)
+    # Two store calls, made crash-safe by their LSNs: the range delete records lsn - 1 (every
+    # earlier record is applied, this one not yet), so a crash between the calls replays this
+    # record, whose range delete is idempotent; the catalog entry goes with the record's LSN.
+    db.store.delete_range(start, end, lsn - 1)
+    db.store.write([], [catalog_key(current.name)], lsn)
+    del tables[current.name]
+
+
+async def _propose(db: Database, record: dict[str, Any]) -> None:
+    await db.propose(record)
+
+
+# --- The request-model layer ----------------------------------------------------------------
+
+# Member shapes for the type check that precedes validation: "S" string, "L" long, "Z"
+# boolean, [shape] a list, {member: shape} a structure.
+Shape = Any
+
+KEY_SCHEMA_SHAPE: Shape = [{"AttributeName": "S", "KeyType": "S"}]
+THROUGHPUT_SHAPE: Shape = {"ReadCapacityUnits": "L", "WriteCapacityUnits": "L"}
+PROJECTION_SHAPE: Shape = {"ProjectionType": "S", "NonKeyAttributes": ["S"]}
+TAGS_SHAPE: Shape = [{"Key": "S", "Value": "S"}]
+STREAM_SHAPE: Shape = {"StreamEnabled": "Z", "StreamViewType": "S"}
+SSE_SHAPE: Shape = {"Enabled": "Z", "SSEType": "S", "KMSMasterKeyId": "S"}
+ATTRIBUTE_DEFINITIONS_SHAPE: Shape = [{"AttributeName": "S", "AttributeType": "S"}]
+INDEX_SHAPE: Shape = {
+    "IndexName": "S",
+    "KeySchema": KEY_SCHEMA_SHAPE,
+    "Projection": PROJECTION_SHAPE,
+    "ProvisionedThroughput": THROUGHPUT_SHAPE,
+}
+CREATE_TABLE_SHAPE: Shape = {
+    "AttributeDefinitions": ATTRIBUTE_DEFINITIONS_SHAPE,
+    "TableName": "S",
+    "KeySchema": KEY_SCHEMA_SHAPE,
+    "LocalSecondaryIndexes": [INDEX_SHAPE],
+    "GlobalSecondaryIndexes": [INDEX_SHAPE],
+    "BillingMode": "S",
+    "ProvisionedThroughput": THROUGHPUT_SHAPE,
+    "StreamSpecification": STREAM_SHAPE,
+    "SSESpecification": SSE_SHAPE,
+    "Tags": TAGS_SHAPE,
+    "TableClass": "S",
+    "DeletionProtectionEnabled": "Z",
+}
+UPDATE_TABLE_SHAPE: Shape = {
+    "TableName": "S",
+    "AttributeDefinitions": ATTRIBUTE_DEFINITIONS_SHAPE,
+    "BillingMode": "S",
+    "ProvisionedThroughput": THROUGHPUT_SHAPE,
+    "GlobalSecondaryIndexUpdates": [
+        {
+            "Create": INDEX_SHAPE,
+            "Update": {"IndexName": "S", "ProvisionedThroughput": THROUGHPUT_SHAPE},
+            "Delete": {"IndexName": "S"},
+        }
+    ],
+    "StreamSpecification": STREAM_SHAPE,
+    "SSESpecification": SSE_SHAPE,
+    "TableClass": "S",
+    "DeletionProtectionEnabled": "Z",
+}
+TABLE_NAME_SHAPE: Shape = {"TableName": "S"}
+LIST_TABLES_SHAPE: Shape = {"ExclusiveStartTableName": "S", "Limit": "L"}
+TAG_RESOURCE_SHAPE: Shape = {"ResourceArn": "S", "Tags": TAGS_SHAPE}
+UNTAG_RESOURCE_SHAPE: Shape = {"ResourceArn": "S", "TagKeys": ["S"]}
+LIST_TAGS_SHAPE: Shape = {"ResourceArn": "S", "NextToken": "S"}
+
+_TYPE_NAMES = {"S": "String", "L": "Long", "Z": "Boolean"}
+
+
+def _wrong_type(value: Any, target: str) -> SerializationException:
+    """DynamoDB's deserializer's complaint about a JSON value of the wrong type."""
+    if isinstance(value, list):
+        return SerializationException("Start of list found where not expected")
+    if isinstance(value, dict):
+        return SerializationException("Start of structure or map found where not expected.")
+    if value is True:
+        kind = "TRUE_VALUE"
+    elif value is False:
+        kind = "FALSE_VALUE"
+    elif isinstance(value, int | float):
+        kind = "NUMBER_VALUE"
+    else:
+        kind = "STRING_VALUE"
+    return SerializationException(f"{kind} can not be converted to a {target}")
+
+
+def _check_types(value: Any, shape: Shape) -> Any:
+    """`value` with JSON nulls dropped and longs made ints; SerializationException for a
+    member of the wrong type. Members the shape does not know are dropped, as DynamoDB's
+    deserializer ignores them."""
+    if value is None:
+        return None
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise _wrong_type(value, "Structure")
+        out = {}
+        for member, member_shape in shape.items():
+            checked = _check_types(value.get(member), member_shape)
+            if checked is not None:
+                out[member] = checked
+        return out
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            raise _wrong_type(value, "List")
+        return [_check_types(element, shape[0]) for element in value]
+    if shape == "S":
+        if not isinstance(value, str):
+            raise _wrong_type(value, "String")
+        return value
+    if shape == "Z":
+        if not isinstance(value, bool):
+            raise _wrong_type(value, "Boolean")
+        return value
+    assert shape == "L", shape
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong_type(value, "Long")
+    # A Long member given a fraction keeps its integer part, as a JSON long parser does.
+    return int(value)
+
+
+def _render(value: Any) -> str:
+    """A value as DynamoDB's constraint messages quote it."""
+    if value is None:
+        return "null"
+    return f"'{_text(value)}'"
+
+
+def _text(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k[:1].lower()}{k[1:]}={_text(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    return str(value)
+
+
+class Violations:
+    """Constraint violations of one request, reported together as DynamoDB does."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, value: Any, path: str, constraint: str) -> None:
+        if len(self.messages) < VALIDATION_ERRORS_MAX:
+            self.messages.append(
+                f"Value {_render(value)} at '{path}' failed to satisfy constraint: {constraint}"
+            )
+
+    def not_null(self, value: Any, path: str) -> bool:
+        """Record a violation if `value` is missing; True if it is present."""
+        if value is None:
+            self.add(None, path, "Member must not be null")
+            return False
+        return True
+
+    def length(self, value: Any, path: str, low: int | None, high: int | None) -> None:
+        if value is None:
+            return
+        if low is not None and len(value) < low:
+            self.add(value, path, f"Member must have length greater than or equal to {low}")
+        if high is not None and len(value) > high:
+            self.add(value, path, f"Member must have length less than or equal to {high}")
+
+    def pattern(self, value: str | None, path: str) -> None:
+        if value is not None and not TABLE_NAME_RE.match(value):
+            self.add(
+                value, path, f"Member must satisfy regular expression pattern: {TABLE_NAME_PATTERN}"
+            )
+
+    def enum(self, value: str | None, path: str, allowed: Sequence[str]) -> None:
+        if value is not None and value not in allowed:
+            self.add(value, path, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+
+    def at_least(self, value: int | None, path: str, low: int) -> None:
+        if value is not None and value < low:
+            self.add(value, path, f"Member must have value greater than or equal to {low}")
+
+    def at_most(self, value: int | None, path: str, high: int) -> None:
+        if value is not None and value > high:
+            self.add(value, path, f"Member must have value less than or equal to {high}")
+
+    def raise_if_any(self) -> None:
+        count = len(self.messages)
+        if count:
+            noun = "error" if count == 1 else "errors"
+            raise ValidationException(
+                f"{count} validation {noun} detected: " + "; ".join(self.messages)
+            )
+
+
+def _member(path: str, index: int) -> str:
+    return f"{path}.{index + 1}.member"
+
+
+def _check_table_name(v: Violations, name: str | None) -> None:
+    """A table name as CreateTable takes it: 3-255 characters of [a-zA-Z0-9_.-]."""
+    if v.not_null(name, "tableName"):
+        v.length(name, "tableName", TABLE_NAME_LENGTH_MIN, TABLE_NAME_LENGTH_MAX)
+        v.pattern(name, "tableName")
+
+
+def _check_table_reference(v: Violations, name: str | None, path: str = "tableName") -> None:
+    """A table name or a table ARN, as the operations on an existing table take it."""
+    if not v.not_null(name, path):
+        return
+    assert name is not None
+    if name.startswith("arn:"):
+        v.length(name, path, 1, TABLE_ARN_LENGTH_MAX)
+        return
+    v.length(name, path, TABLE_NAME_LENGTH_MIN, TABLE_NAME_LENGTH_MAX)
+    v.pattern(name, path)
+
+
+def _check_throughput(v: Violations, throughput: dict[str, Any] | None, path: str) -> None:
+    if throughput is None:
+        return
+    for member in ("WriteCapacityUnits", "ReadCapacityUnits"):
+        sub = f"{path}.{member[:1].lower()}{member[1:]}"
+        value = throughput.get(member)
+        if v.not_null(value, sub):
+            v.at_least(value, sub, 1)
+
+
+def _key_schema_text(elements: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"KeySchemaElement(attributeName={e.get('AttributeName')}, keyType={e.get('KeyType')})"
+        for e in elements
+    ]
+
+
+def _check_key_schema(v: Violations, schema: list[dict[str, Any]] | None, path: str) -> None:
+    if not v.not_null(schema, path):
+        return
+    assert schema is not None
+    if len(schema) < 1:
+        v.add([], path, "Member must have length greater than or equal to 1")
+    if len(schema) > KEY_SCHEMA_ELEMENTS_MAX:
+        v.add(
+            _key_schema_text(schema),
+            path,
+            f"Member must have length less than or equal to {KEY_SCHEMA_ELEMENTS_MAX}",
+        )
+    for i, element in enumerate(schema):
+        member = _member(path, i)
+        name = element.get("AttributeName")
+        if v.not_null(name, f"{member}.attributeName"):
+            v.length(
+                name, f"{member}.attributeName", ATTRIBUTE_NAME_LENGTH_MIN, ATTRIBUTE_NAME_LENGTH_MAX
+            )
+        key_type = element.get("KeyType")
+        if v.not_null(key_type, f"{member}.keyType"):
+            v.enum(key_type, f"{member}.keyType", KEY_TYPES)
+
+
+def _check_attribute_definitions(
+    v: Violations, definitions: list[dict[str, Any]] | None, *, required: bool
+) -> None:
+    if definitions is None:
+        if required:
+            v.not_null(None, "attributeDefinitions")
+        return
+    for i, definition in enumerate(definitions):
+        member = _member("attributeDefinitions", i)
+        name = definition.get("AttributeName")
+        if v.not_null(name, f"{member}.attributeName"):
+            v.length(
+                name, f"{member}.attributeName", ATTRIBUTE_NAME_LENGTH_MIN, ATTRIBUTE_NAME_LENGTH_MAX
+            )
+        attribute_type = definition.get("AttributeType")
+        if v.not_null(attribute_type, f"{member}.attributeType"):
+            v.enum(attribute_type, f"{member}.attributeType", KEY_ATTRIBUTE_TYPES)
+
+
+def _check_index_model(
+    v: Violations, index: dict[str, Any], path: str, *, is_global: bool
+) -> None:
+    name = index.get("IndexName")
+    if v.not_null(name, f"{path}.indexName"):
+        v.pattern(name, f"{path}.indexName")
+        v.length(name, f"{path}.indexName", INDEX_NAME_LENGTH_MIN, INDEX_NAME_LENGTH_MAX)
+    _check_key_schema(v, index.get("KeySchema"), f"{path}.keySchema")
+    projection = index.get("Projection")
+    if v.not_null(projection, f"{path}.projection"):
+        assert projection is not None
+        v.enum(
+            projection.get("ProjectionType"), f"{path}.projection.projectionType", PROJECTION_TYPES
+        )
+        v.length(
+            projection.get("NonKeyAttributes"),
+            f"{path}.projection.nonKeyAttributes",
+            1,
+            NON_KEY_ATTRIBUTES_PER_INDEX_MAX,
+        )
+    if is_global:
+        _check_throughput(v, index.get("ProvisionedThroughput"), f"{path}.provisionedThroughput")
+
+
+def _check_stream_model(v: Violations, spec: dict[str, Any] | None) -> None:
+    if spec is None:
+        return
+    v.not_null(spec.get("StreamEnabled"), "streamSpecification.streamEnabled")
+    v.enum(spec.get("StreamViewType"), "streamSpecification.streamViewType", STREAM_VIEW_TYPES)
+
+
+def _check_sse_model(v: Violations, spec: dict[str, Any] | None) -> None:
+    if spec is not None:
+        v.enum(spec.get("SSEType"), "sSESpecification.sSEType", SSE_TYPES)
+
+
+def _check_tags_model(v: Violations, tags: list[dict[str, Any]] | None, path: str) -> None:
+    if tags is None:
+        return
+    for i, tag in enumerate(tags):
+        member = _member(path, i)
+        key = tag.get("Key")
+        if v.not_null(key, f"{member}.key"):
+            v.length(key, f"{member}.key", 1, TAG_KEY_LENGTH_MAX)
+        value = tag.get("Value")
+        if v.not_null(value, f"{member}.value"):
+            v.length(value, f"{member}.value", 0, TAG_VALUE_LENGTH_MAX)
+
+
+# --- The service layer: rules shared by several operations ---------------------------------
+
+
+def _check_capacity_bounds(throughput: dict[str, Any]) -> None:
+    for member in ("ReadCapacityUnits", "WriteCapacityUnits"):
+        value = throughput[member]
+        if value > CAPACITY_UNITS_MAX:
+            raise ValidationException(f"Given value {value} for {member} is out of bounds")
+
+
+def _check_tags(tags: list[dict[str, Any]], existing: dict[str, str]) -> dict[str, str]:
+    """The resource's tags after adding `tags` to `existing`; DynamoDB's rules on both."""
+    seen: set[str] = set()
+    for tag in tags:
+        key, value = tag["Key"], tag["Value"]
+        if not TAG_TEXT_RE.match(key):
+            raise ValidationException(f"The Tag Key provided is invalid, Key: {key}")
+        if key.lower().startswith("aws:"):
+            raise ValidationException(f"Tag Key cannot be prefixed with aws:, Key: {key}")
+        if not TAG_TEXT_RE.match(value):
+            raise ValidationException(f"The Tag Value provided is invalid, Value: {value}")
+        if key in seen:
+            raise ValidationException(
+                f"Duplicate Tag Keys provided as input: Duplicate Tag Key found {key}"
+            )
+        seen.add(key)
+    merged = dict(existing)
+    for tag in tags:
+        merged[tag["Key"]] = tag["Value"]
+    if len(merged) > TAGS_PER_RESOURCE_MAX:
+        raise ValidationException(
+            "Number of Tags exceed the current limit for the provided ResourceArn"
+        )
+    return merged
+
+
+def _stream_label(now: float, previous: str | None) -> str:
+    """A new LatestStreamLabel: the creation time in ISO 8601 with milliseconds, as
+    DynamoDB's; moved on by a millisecond if it would repeat the previous label."""
+    millis = int(now * 1000)
+    while True:
+        stamp = datetime.datetime.fromtimestamp(millis / 1000, tz=datetime.UTC)
+        label = stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}"
+        if previous is None or label > previous:
+            return label
+        millis += 1
+
+
+def _utc_day(now: float) -> int:
+    return int(now // SECONDS_PER_DAY)
+
+
+def _decreases_today(table: Table, now: float) -> int:
+    return table.decreases_count if table.decreases_day == _utc_day(now) else 0
+
+
+# --- Descriptions ---------------------------------------------------------------------------
+
+
+def _key_schema(hash_key: KeyAttribute, range_key: KeyAttribute | None) -> list[Body]:
+    schema: list[Body] = [{"AttributeName": hash_key.name, "KeyType": "HASH"}]
+    if range_key is not None:
+        schema.append({"AttributeName": range_key.name, "KeyType": "RANGE"})
+    return schema
+
+
+def _projection(index: SecondaryIndex) -> Body:
+    projection: Body = {"ProjectionType": index.projection_type}
+    if index.non_key_attributes:
+        projection["NonKeyAttributes"] = list(index.non_key_attributes)
+    return projection
+
+
+def _throughput(table: Table, now: float) -> Body:
+    throughput: Body = {}
+    if table.last_increase_at is not None:
+        throughput["LastIncreaseDateTime"] = table.last_increase_at
+    if table.last_decrease_at is not None:
+        throughput["LastDecreaseDateTime"] = table.last_decrease_at
+    throughput["NumberOfDecreasesToday"] = _decreases_today(table, now)
+    throughput["ReadCapacityUnits"] = table.read_capacity_units
+    throughput["WriteCapacityUnits"] = table.write_capacity_units
+    return throughput
+
+
+def _billing_summary(table: Table, *, with_date: bool = True) -> Body | None:
+    if table.pay_per_request_since is None:
+        return None
+    summary: Body = {"BillingMode": table.billing_mode}
+    if with_date:
+        summary["LastUpdateToPayPerRequestDateTime"] = table.pay_per_request_since
+    return summary
+
+
+def describe(
+    db: Database,
+    table: Table,
+    *,
+    status: str | None = None,
+    throughput_of: Table | None = None,
+    billing_date: bool = True,
+) -> Body:
+    """The TableDescription DynamoDB returns for `table`.
+
+    `status` overrides TableStatus (CreateTable answers CREATING, UpdateTable UPDATING);
+    `throughput_of` names the table whose ProvisionedThroughput to report (UpdateTable answers
+    with the capacity in force before the change, as DynamoDB does).
+    """
+    now = _now(db)
+    item_count, size_bytes = _table_stats(db, table)
+    desc: Body = {
+        "AttributeDefinitions": [
+            {"AttributeName": a.name, "AttributeType": a.type} for a in table.attribute_definitions
+        ],
+        "TableName": table.name,
+        "KeySchema": _key_schema(table.hash_key, table.range_key),
+        "TableStatus": status or table.status,
+        "CreationDateTime": table.created_at,
+        "ProvisionedThroughput": _throughput(throughput_of or table, now),
+        "TableSizeBytes": size_bytes,
+        "ItemCount": item_count,
+        "TableArn": table.arn,
+        "TableId": table.table_id,
+    }
+    summary = _billing_summary(table, with_date=billing_date)
+    if summary is not None:
+        desc["BillingModeSummary"] = summary
+    if table.local_indexes:
+        desc["LocalSecondaryIndexes"] = [
+            {
+                "IndexName": index.name,
+                "KeySchema": _key_schema(index.hash_key, index.range_key),
+                "Projection": _projection(index),
+                "IndexSizeBytes": 0,
+                "ItemCount": 0,
+                "IndexArn": index.arn,
+            }
+            for index in table.local_indexes
+        ]
+    if table.global_indexes:
+        desc["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": index.name,
+                "KeySchema": _key_schema(index.hash_key, index.range_key),
+                "Projection": _projection(index),
+                "IndexStatus": status if status == STATUS_CREATING else index.status,
+                "ProvisionedThroughput": {
+                    "NumberOfDecreasesToday": 0,
+                    "ReadCapacityUnits": index.read_capacity_units,
+                    "WriteCapacityUnits": index.write_capacity_units,
+                },
+                "IndexSizeBytes": 0,
+                "ItemCount": 0,
+                "IndexArn": index.arn,
+            }
+            for index in table.global_indexes
+        ]
+    if table.stream_enabled:
+        desc["StreamSpecification"] = {
+            "StreamEnabled": True,
+            "StreamViewType": table.stream_view_type,
+        }
+    if table.stream_label is not None:
+        desc["LatestStreamLabel"] = table.stream_label
+        desc["LatestStreamArn"] = table.stream_arn
+    if table.sse_enabled:
+        desc["SSEDescription"] = {
+            "Status": "ENABLED",
+            "SSEType": table.sse_type,
+            "KMSMasterKeyArn": table.kms_master_key_id,
+        }
+    if table.table_class is not None:
+        desc["TableClassSummary"] = {"TableClass": table.table_class}
+    desc["DeletionProtectionEnabled"] = table.deletion_protection
+    return desc
+
+
+# --- CreateTable ----------------------------------------------------------------------------
+
+
+def _check_create_model(body: Body) -> None:
+    v = Violations()
+    _check_attribute_definitions(v, body.get("AttributeDefinitions"), required=True)
+    _check_table_name(v, body.get("TableName"))
+    _check_throughput(v, body.get("ProvisionedThroughput"), "provisionedThroughput")
+    _check_key_schema(v, body.get("KeySchema"), "keySchema")
+    for member, path, is_global in (
+        ("LocalSecondaryIndexes", "localSecondaryIndexes", False),
+        ("GlobalSecondaryIndexes", "globalSecondaryIndexes", True),
+    ):
+        for i, index in enumerate(body.get(member) or []):
+            _check_index_model(v, index, _member(path, i), is_global=is_global)
+    v.enum(body.get("BillingMode"), "billingMode", BILLING_MODES)
+    _check_stream_model(v, body.get("StreamSpecification"))
+    _check_sse_model(v, body.get("SSESpecification"))
+    _check_tags_model(v, body.get("Tags"), "tags")
+    v.enum(body.get("TableClass"), "tableClass", TABLE_CLASSES)
+    v.raise_if_any()
+
+
+def _check_billing_at_create(body: Body) -> str:
+    """The table's billing mode; DynamoDB's rules on BillingMode and ProvisionedThroughput."""
+    mode = body.get("BillingMode")
+    throughput = body.get("ProvisionedThroughput")
+    if mode == BILLING_PAY_PER_REQUEST:
+        if throughput is not None:
+            raise ValidationException(
+                INVALID + "Neither ReadCapacityUnits nor WriteCapacityUnits can be specified "
+                "when BillingMode is PAY_PER_REQUEST"
+            )
+        return BILLING_PAY_PER_REQUEST
+    if throughput is None:
+        if mode is None:
+            # An omitted BillingMode means PROVISIONED, DynamoDB's original (and default) mode.
+            raise ValidationException("No provisioned throughput specified for the table")
+        raise ValidationException(
+            INVALID + "ReadCapacityUnits and WriteCapacityUnits must both be specified when "
+            "BillingMode is PROVISIONED"
+        )
+    _check_capacity_bounds(throughput)
+    return BILLING_PROVISIONED
+
+
+def _key_names(schema: list[dict[str, Any]]) -> list[str]:
+    return [element["AttributeName"] for element in schema]
+
+
+def _check_table_keys(body: Body, defined: dict[str, str]) -> None:
+    schema = body["KeySchema"]
+    keys = _key_names(schema)
+    names = list(defined)
+    if len(keys) == 2:
+        if any(k not in defined for k in keys) or (keys[0] == keys[1] and len(defined) == 1):
+            raise ValidationException("Invalid KeySchema: Some index key attribute have no definition")
+    elif keys[0] not in defined:
+        raise ValidationException(
+            INVALID + "Some index key attributes are not defined in AttributeDefinitions. "
+            f"Keys: [{', '.join(keys)}], AttributeDefinitions: [{', '.join(names)}]"
+        )
+    if len(keys) == 2 and keys[0] == keys[1]:
+        raise ValidationException(
+            "Both the Hash Key and the Range Key element in the KeySchema have the same name"
+        )
+    if schema[0]["KeyType"] != "HASH":
+        raise ValidationException(
+            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type"
+        )
+    if len(schema) == 2 and schema[1]["KeyType"] != "RANGE":
+        raise ValidationException(
+            "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type"
+        )
+
+
+def _check_index_keys(index: dict[str, Any], defined: dict[str, str]) -> None:
+    """The key-schema rules an index shares with its table."""
+    schema = index["KeySchema"]
+    keys = _key_names(schema)
+    if any(k not in defined for k in keys):
+        raise ValidationException(
+            INVALID + "Some index key attributes are not defined in AttributeDefinitions. "
+            f"Keys: [{', '.join(keys)}], AttributeDefinitions: [{', '.join(defined)}]"
+        )
+    if len(keys) == 2 and keys[0] == keys[1]:
+        raise ValidationException(
+            "Both the Hash Key and the Range Key element in the KeySchema have the same name"
+        )
+    if schema[0]["KeyType"] != "HASH":
+        raise ValidationException(
+            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type"
+        )
+    if len(schema) == 2 and schema[1]["KeyType"] != "RANGE":
+        raise ValidationException(
+            "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type"
+        )
+
+
+def _check_projection(index: dict[str, Any]) -> None:
+    projection = index["Projection"]
+    projection_type = projection.get("ProjectionType")
+    if projection_type is None:
+        raise ValidationException(INVALID + "Unknown ProjectionType: null")
+    non_key = projection.get("NonKeyAttributes")
+    if non_key is not None and projection_type != "INCLUDE":
+        raise ValidationException(
+            INVALID + f"ProjectionType is {projection_type}, but NonKeyAttributes is specified"
+        )
+    if non_key is None and projection_type == "INCLUDE":
+        raise ValidationException(
+            INVALID + "ProjectionType is INCLUDE, but NonKeyAttributes is not specified"
+        )
+    seen: set[str] = set()
+    for name in non_key or []:
+        if name in seen:
+            raise ValidationException(INVALID + f"Duplicate element in NonKeyAttributes: {name}")
+        seen.add(name)
+
+
+def _build_index(
+    db: Database,
+    table_name: str,
+    index: dict[str, Any],
+    defined: dict[str, str],
+    *,
+    is_global: bool,
+    billing_mode: str,
+) -> SecondaryIndex:
+    schema = index["KeySchema"]
+    hash_name = schema[0]["AttributeName"]
+    range_key = None
+    if len(schema) == 2:
+        range_name = schema[1]["AttributeName"]
+        range_key = KeyAttribute(range_name, defined[range_name])
+    throughput = index.get("ProvisionedThroughput") or {}
+    projection = index["Projection"]
+    return SecondaryIndex(
+        name=index["IndexName"],
+        hash_key=KeyAttribute(hash_name, defined[hash_name]),
+        range_key=range_key,
+        projection_type=projection["ProjectionType"],
+        non_key_attributes=tuple(projection.get("NonKeyAttributes") or ()),
+        arn=f"{table_arn(db, table_name)}/index/{index['IndexName']}",
+        is_global=is_global,
+        status=STATUS_ACTIVE,
+        read_capacity_units=throughput.get("ReadCapacityUnits", 0)
+        if billing_mode == BILLING_PROVISIONED
+        else 0,
+        write_capacity_units=throughput.get("WriteCapacityUnits", 0)
+        if billing_mode == BILLING_PROVISIONED
+        else 0,
+    )
+
+
+def _check_indexes(
+    db: Database, body: Body, defined: dict[str, str], billing_mode: str
+) -> tuple[tuple[SecondaryIndex, ...], tuple[SecondaryIndex, ...]]:
+    table_name = body["TableName"]
+    table_keys = _key_names(body["KeySchema"])
+    local = body.get("LocalSecondaryIndexes")
+    global_ = body.get("GlobalSecondaryIndexes")
+    seen_names: set[str] = set()
+    local_out: list[SecondaryIndex] = []
+    global_out: list[SecondaryIndex] = []
+    projected = 0
+    if local is not None:
+        if not local:
+            raise ValidationException(INVALID + "List of LocalSecondaryIndexes is empty")
+        if len(table_keys) != 2:
+            raise ValidationException(
+                INVALID + "Table KeySchema does not have a range key, which is required when "
+                "specifying a LocalSecondaryIndex"
+            )
+        for index in local:
+            name = index["IndexName"]
+            _check_index_keys(index, defined)
+            if len(index["KeySchema"]) != 2:
+                raise ValidationException(
+                    INVALID + f"Index KeySchema does not have a range key for index: {name}"
+                )
+            index_hash = index["KeySchema"][0]["AttributeName"]
+            if index_hash != table_keys[0]:
+                raise ValidationException(
+                    INVALID + "Index KeySchema does not have the same leading hash key as table "
+                    f"KeySchema for index: {name}. index hash key: {index_hash}, "
+                    f"table hash key: {table_keys[0]}"
+                )
+            _check_projection(index)
+            if name in seen_names:
+                raise ValidationException(INVALID + f"Duplicate index name: {name}")
+            seen_names.add(name)
+            projected += len(index["Projection"].get("NonKeyAttributes") or ())
+            local_out.append(
+                _build_index(
+                    db, table_name, index, defined, is_global=False, billing_mode=billing_mode
+                )
+            )
+        if len(local) > LOCAL_SECONDARY_INDEXES_MAX:
+            raise ValidationException(
+                INVALID + "Number of LocalSecondaryIndexes exceeds per-table limit of "
+                f"{LOCAL_SECONDARY_INDEXES_MAX}"
+            )
+    if global_ is not None:
+        if not global_:
+            raise ValidationException(INVALID + "List of GlobalSecondaryIndexes is empty")
+        for index in global_:
+            name = index["IndexName"]
+            _check_index_keys(index, defined)
+            _check_projection(index)
+            if name in seen_names:
+                raise ValidationException(INVALID + f"Duplicate index name: {name}")
+            seen_names.add(name)
+            throughput = index.get("ProvisionedThroughput")
+            if billing_mode == BILLING_PAY_PER_REQUEST and throughput is not None:
+                raise ValidationException(
+                    INVALID + f"ProvisionedThroughput should not be specified for index: {name} "
+                    "when BillingMode is PAY_PER_REQUEST"
+                )
+            if billing_mode == BILLING_PROVISIONED:
+                if throughput is None:
+                    raise ValidationException(
+                        INVALID + f"ProvisionedThroughput is not specified for index: {name}"
+                    )
+                _check_capacity_bounds(throughput)
+            projected += len(index["Projection"].get("NonKeyAttributes") or ())
+            global_out.append(
+                _build_index(
+                    db, table_name, index, defined, is_global=True, billing_mode=billing_mode
+                )
+            )
+        if len(global_) > GLOBAL_SECONDARY_INDEXES_MAX:
+            raise ValidationException(
+                INVALID + "GlobalSecondaryIndex count exceeds the per-table limit of "
+                f"{GLOBAL_SECONDARY_INDEXES_MAX}"
+            )
+    if projected > PROJECTED_ATTRIBUTES_MAX:
+        raise ValidationException(
+            INVALID + "Number of projected attributes in all indexes exceeds the per-table "
+            f"limit of {PROJECTED_ATTRIBUTES_MAX}"
+        )
+    used = set(table_keys)
+    for index in local_out + global_out:
+        used.update(index.key_names)
+    if (local is not None or global_ is not None) and used != set(defined):
+        raise ValidationException(
+            INVALID + "Some AttributeDefinitions are not used. "
+            f"AttributeDefinitions: [{', '.join(defined)}], "
+            f"keys used: [{', '.join(k for k in defined if k in used)}]"
+        )
+    return tuple(local_out), tuple(global_out)
+
+
+def _check_stream_at_create(spec: dict[str, Any] | None) -> tuple[bool, str | None]:
+    if spec is None:
+        return False, None
+    enabled = spec["StreamEnabled"]
+    view_type = spec.get("StreamViewType")
+    if enabled and view_type is None:
+        raise ValidationException(
+            INVALID + "Table is being created with a stream enabled, UpdateViewType is required"
+        )
+    if not enabled and view_type is not None:
+        raise ValidationException(
+            INVALID
+            + "Table is being created with a stream disabled, UpdateViewType should not be "
+            "specified"
+        )
+    return enabled, view_type
+
+
+def _check_sse(db: Database, spec: dict[str, Any] | None) -> tuple[bool, str | None, str | None]:
+    """(enabled, SSEType, KMSMasterKeyArn) from an SSESpecification."""
+    if spec is None or not spec.get("Enabled", False):
+        if spec is not None and spec.get("SSEType") is not None:
+            raise ValidationException(INVALID + "SSEType can not be specified if Enabled is false")
+        if spec is not None and spec.get("KMSMasterKeyId") is not None:
+            raise ValidationException(
+                INVALID + "KMSMasterKeyId can not be specified if Enabled is false"
+            )
+        return False, None, None
+    sse_type = spec.get("SSEType", "KMS")
+    if sse_type == "AES256":
+        raise ValidationException(INVALID + "SSEType AES256 is not supported")
+    key = spec.get("KMSMasterKeyId")
+    if key is None:
+        # The AWS managed key of DynamoDB in this account and region.
+        key = f"arn:aws:kms:{db.region}:{db.account_id}:key/{uuid.uuid4()}"
+    elif not key.startswith("arn:"):
+        key = f"arn:aws:kms:{db.region}:{db.account_id}:key/{key}"
+    return True, "KMS", key
+
+
+@operation("CreateTable")
+async def create_table(db: Database, body: Body) -> Body:
+    body = _check_types(body, CREATE_TABLE_SHAPE)
+    _check_create_model(body)
+    billing_mode = _check_billing_at_create(body)
+    defined: dict[str, str] = {}
+    for definition in body["AttributeDefinitions"]:
+        name = definition["AttributeName"]
+        if name in defined:
+            raise ValidationException(f"Attribute Name is duplicated: {name}")
+        defined[name] = definition["AttributeType"]
+    _check_table_keys(body, defined)
+    has_indexes = "LocalSecondaryIndexes" in body or "GlobalSecondaryIndexes" in body
+    if not has_indexes and len(body["KeySchema"]) != len(defined):
+        raise ValidationException(
+            INVALID + "Number of attributes in KeySchema does not exactly match number of "
+            "attributes defined in AttributeDefinitions"
+        )
+    local, global_ = _check_indexes(db, body, defined, billing_mode)
+    stream_enabled, view_type = _check_stream_at_create(body.get("StreamSpecification"))
+    sse_enabled, sse_type, kms_key = _check_sse(db, body.get("SSESpecification"))
+    tags = _check_tags(body.get("Tags") or [], {})
+
+    name = body["TableName"]
+    catalog = _catalog(db)
+    async with catalog.lock:
+        if name in catalog.tables:
+            raise ResourceInUseException(f"Table already exists: {name}")
+        if len(catalog.tables) >= TABLES_PER_REGION_MAX:
+            raise LimitExceededException(
+                "Subscriber limit exceeded: Number of tables in this account and region "
+                f"exceeds the limit of {TABLES_PER_REGION_MAX}"
+            )
+        now = _now(db)
+        keys = body["KeySchema"]
+        throughput = body.get("ProvisionedThroughput") or {}
+        table = Table(
+            name=name,
+            table_id=str(uuid.uuid4()),
+            hash_key=KeyAttribute(keys[0]["AttributeName"], defined[keys[0]["AttributeName"]]),
+            range_key=KeyAttribute(keys[1]["AttributeName"], defined[keys[1]["AttributeName"]])
+            if len(keys) == 2
+            else None,
+            status=STATUS_ACTIVE,
+            created_at=now,
+            arn=table_arn(db, name),
+            attribute_definitions=tuple(KeyAttribute(n, t) for n, t in defined.items()),
+            billing_mode=billing_mode,
+            read_capacity_units=throughput.get("ReadCapacityUnits", 0),
+            write_capacity_units=throughput.get("WriteCapacityUnits", 0),
+            decreases_day=_utc_day(now),
+            pay_per_request_since=now if billing_mode == BILLING_PAY_PER_REQUEST else None,
+            stream_enabled=stream_enabled,
+            stream_view_type=view_type,
+            stream_label=_stream_label(now, None) if stream_enabled else None,
+            deletion_protection=body.get("DeletionProtectionEnabled", False),
+            table_class=body.get("TableClass"),
+            sse_enabled=sse_enabled,
+            sse_type=sse_type,
+            kms_master_key_id=kms_key,
+            tags=tuple(tags.items()),
+            local_indexes=local,
+            global_indexes=global_,
+        )
+        await _propose(db, {"kind": "create_table", "table": table.to_record()})
+    # DynamoDB answers CREATING; this node's table is usable as soon as its record commits.
+    return {"TableDescription": describe(db, table, status=STATUS_CREATING, billing_date=False)}
+
+
+# --- DescribeTable, ListTables, DeleteTable -------------------------------------------------
+
+
+def _check_table_reference_body(body: Body) -> str:
+    body = _check_types(body, TABLE_NAME_SHAPE)
+    v = Violations()
+    _check_table_reference(v, body.get("TableName"))
+    v.raise_if_any()
+    name: str = body["TableName"]
+    return name
+
+
+def _existing_table(db: Database, name: str) -> Table:
+    table = find_table(db, name)
+    if table is None:
+        raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
+    return table
+
+
+@operation("DescribeTable")
+async def describe_table(db: Database, body: Body) -> Body:
+    name = _check_table_reference_body(body)
+    return {"Table": describe(db, _existing_table(db, name))}
+
+
+@operation("ListTables")
+async def list_tables_operation(db: Database, body: Body) -> Body:
+    body = _check_types(body, LIST_TABLES_SHAPE)
+    v = Violations()
+    start = body.get("ExclusiveStartTableName")
+    v.length(start, "exclusiveStartTableName", TABLE_NAME_LENGTH_MIN, TABLE_NAME_LENGTH_MAX)
+    v.pattern(start, "exclusiveStartTableName")
+    limit = body.get("Limit")
+    v.at_least(limit, "limit", 1)
+    v.at_most(limit, "limit", LIST_TABLES_LIMIT_MAX)
+    v.raise_if_any()
+    limit = limit or LIST_TABLES_LIMIT_MAX
+    names = [t.name for t in list_tables(db)]
+    if start is not None:
+        names = [n for n in names if n > start]
+    page = names[:limit]
+    out: Body = {"TableNames": page}
+    if len(names) > limit:
+        out["LastEvaluatedTableName"] = page[-1]
+    return out
+
+
+@operation("DeleteTable")
+async def delete_table(db: Database, body: Body) -> Body:
+    name = _check_table_reference_body(body)
+    catalog = _catalog(db)
+    async with catalog.lock:
+        table = _existing_table(db, name)
+        if table.deletion_protection:
+            raise ValidationException(
+                "Resource cannot be deleted as it is currently protected against deletion. "
+                "Disable deletion protection first."
+            )
+        item_count, size_bytes = _table_stats(db, table)
+        await _propose(
+            db, {"kind": "delete_table", "name": table.name, "table_id": table.table_id}
+        )
+    # DynamoDB's DeleteTable answer leaves out the schema, the indexes and the creation time.
+    out: Body = {
+        "TableName": table.name,
+        "TableStatus": STATUS_DELETING,
+        "ProvisionedThroughput": _throughput(table, _now(db)),
+        "TableSizeBytes": size_bytes,
+        "ItemCount": item_count,
+        "TableArn": table.arn,
+        "TableId": table.table_id,
+    }
+    summary = _billing_summary(table)
+    if summary is not None:
+        out["BillingModeSummary"] = summary
+    if table.stream_enabled:
+        out["StreamSpecification"] = {
+            "StreamEnabled": True,
+            "StreamViewType": table.stream_view_type,
+        }
+    if table.stream_label is not None:
+        out["LatestStreamLabel"] = table.stream_label
+        out["LatestStreamArn"] = table.stream_arn
+    out["DeletionProtectionEnabled"] = False
+    return {"TableDescription": out}
+
+
+# --- UpdateTable ----------------------------------------------------------------------------
+
+
+def _check_update_model(body: Body) -> None:
+    v = Violations()
+    _check_table_reference(v, body.get("TableName"))
+    _check_attribute_definitions(v, body.get("AttributeDefinitions"), required=False)
+    v.enum(body.get("BillingMode"), "billingMode", BILLING_MODES)
+    _check_throughput(v, body.get("ProvisionedThroughput"), "provisionedThroughput")
+    for i, update in enumerate(body.get("GlobalSecondaryIndexUpdates") or []):
+        member = _member("globalSecondaryIndexUpdates", i)
+        if "Create" in update:
+            _check_index_model(v, update["Create"], f"{member}.create", is_global=True)
+        if "Update" in update:
+            sub = update["Update"]
+            name = sub.get("IndexName")
+            if v.not_null(name, f"{member}.update.indexName"):
+                v.length(
+                    name, f"{member}.update.indexName", INDEX_NAME_LENGTH_MIN, INDEX_NAME_LENGTH_MAX
+                )
+                v.pattern(name, f"{member}.update.indexName")
+            _check_throughput(
+                v, sub.get("ProvisionedThroughput"), f"{member}.update.provisionedThroughput"
+            )
+        if "Delete" in update:
+            name = update["Delete"].get("IndexName")
+            if v.not_null(name, f"{member}.delete.indexName"):
+                v.length(
+                    name, f"{member}.delete.indexName", INDEX_NAME_LENGTH_MIN, INDEX_NAME_LENGTH_MAX
+                )
+                v.pattern(name, f"{member}.delete.indexName")
+    _check_stream_model(v, body.get("StreamSpecification"))
+    _check_sse_model(v, body.get("SSESpecification"))
+    v.enum(body.get("TableClass"), "tableClass", TABLE_CLASSES)
+    v.raise_if_any()
+
+
+def _check_update_request(body: Body) -> None:
+    """UpdateTable's rules on the request alone, before the table is looked up."""
+    asked = [
+        m
+        for m in (
+            "ProvisionedThroughput",
+            "BillingMode",
+            "StreamSpecification",
+            "GlobalSecondaryIndexUpdates",
+            "SSESpecification",
+            "DeletionProtectionEnabled",
+            "TableClass",
+        )
+        if m in body
+    ]
+    if not asked or asked == ["GlobalSecondaryIndexUpdates"] and not body[asked[0]]:
+        raise ValidationException(f"At least one of {UPDATE_TABLE_MEMBERS} is required")
+    others = [m for m in asked if m != "SSESpecification"]
+    if "SSESpecification" in asked and others:
+        raise ValidationException(
+            INVALID + "Server-Side Encryption modification must be the only operation in the "
+            "request"
+        )
+    if "TableClass" in asked and len(asked) > 1:
+        raise ValidationException(
+            INVALID + "TableClass modification must be the only operation in the request"
+        )
+    if "DeletionProtectionEnabled" in asked and len(asked) > 1:
+        raise ValidationException(
+            INVALID + "DeletionProtection modification must be the only operation in the request"
+        )
+    changes_iops = "ProvisionedThroughput" in body or body.get("BillingMode") == (
+        BILLING_PROVISIONED
+    )
+    if "StreamSpecification" in body and changes_iops:
+        raise ValidationException(
+            INVALID + "You cannot modify stream status while updating table IOPS"
+        )
+    updates = body.get("GlobalSecondaryIndexUpdates")
+    if updates:
+        for update in updates:
+            actions = [a for a in ("Create", "Update", "Delete") if a in update]
+            if not actions:
+                raise ValidationException(
+                    INVALID + "One of GlobalSecondaryIndexUpdate.Update, "
+                    "GlobalSecondaryIndexUpdate.Create, GlobalSecondaryIndexUpdate.Delete must "
+                    "not be null"
+                )
+            if len(actions) > 1:
+                raise ValidationException(
+                    INVALID + "Only one global secondary index action is allowed per "
+                    "GlobalSecondaryIndexUpdate object"
+                )
+        # Creating, updating and deleting global secondary indexes on an existing table is
+        # not available on this server; tables get their indexes at CreateTable.
+        raise ValidationException(
+            INVALID + "GlobalSecondaryIndexUpdates are not supported by this server: define "
+            "global secondary indexes when the table is created"
+        )
+
+
+def _throughput_changes(body: Body, table: Table, now: float) -> dict[str, Any]:
+    """The record fields an UpdateTable of BillingMode / ProvisionedThroughput changes."""
+    mode = body.get("BillingMode")
+    throughput = body.get("ProvisionedThroughput")
+    target = mode or table.billing_mode
+    if target == BILLING_PAY_PER_REQUEST:
+        if throughput is not None:
+            raise ValidationException(
+                INVALID + "Neither ReadCapacityUnits nor WriteCapacityUnits can be specified "
+                "when BillingMode is PAY_PER_REQUEST"
+            )
+        if table.billing_mode == BILLING_PAY_PER_REQUEST:
+            return {}  # DynamoDB accepts the same mode again, and changes nothing.
+        return {
+            "billing_mode": BILLING_PAY_PER_REQUEST,
+            "read_capacity_units": 0,
+            "write_capacity_units": 0,
+            "pay_per_request_since": now,
+        }
+    if throughput is None:
+        if mode is None:
+            return {}
+        raise ValidationException(
+            INVALID + "ProvisionedThroughput must be specified when BillingMode is PROVISIONED"
+        )
+    _check_capacity_bounds(throughput)
+    read = throughput["ReadCapacityUnits"]
+    write = throughput["WriteCapacityUnits"]
+    if table.billing_mode == BILLING_PAY_PER_REQUEST:
+        # A switch to PROVISIONED sets the capacity; it is neither an increase nor a decrease.
+        return {
+            "billing_mode": BILLING_PROVISIONED,
+            "read_capacity_units": read,
+            "write_capacity_units": write,
+        }
+    current_read, current_write = table.read_capacity_units, table.write_capacity_units
+    if read == current_read and write == current_write:
+        raise ValidationException(
+            "The provisioned throughput for the table will not change. The requested value "
+            f"equals the current value. Current ReadCapacityUnits provisioned for the table: "
+            f"{current_read}. Requested ReadCapacityUnits: {read}. Current WriteCapacityUnits "
+            f"provisioned for the table: {current_write}. Requested WriteCapacityUnits: {write}. "
+            "Refer to the Amazon DynamoDB Developer Guide for current limits and how to request "
+            "higher limits."
+        )
+    changes: dict[str, Any] = {"read_capacity_units": read, "write_capacity_units": write}
+    if read > current_read or write > current_write:
+        changes["last_increase_at"] = now
+    if read < current_read or write < current_write:
+        done_today = _decreases_today(table, now)
+        last = table.last_decrease_at
+        if (
+            done_today >= DECREASES_PER_DAY_FREE
+            and last is not None
+            and now - last < DECREASE_INTERVAL_SECONDS
+        ):
+            raise LimitExceededException(
+                "Subscriber limit exceeded: Provisioned throughput decreases are limited within a "
+                f"given UTC day. After the first {DECREASES_PER_DAY_FREE} decreases, each "
+                "subsequent decrease in the same UTC day can be performed at most once every "
+                f"{DECREASE_INTERVAL_SECONDS} seconds. Number of decreases today: {done_today}. "
+                f"Last decrease at {_iso(last)}. Next decrease can be made at "
+                f"{_iso(last + DECREASE_INTERVAL_SECONDS)}"
+            )
+        changes["last_decrease_at"] = now
+        changes["decreases_day"] = _utc_day(now)
+        changes["decreases_count"] = done_today + 1
+    return changes
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime(
+        "%A, %B %d, %Y %H:%M:%S UTC"
+    )
+
+
+def _stream_changes(spec: dict[str, Any], table: Table, now: float) -> dict[str, Any]:
+    enabled = spec["StreamEnabled"]
+    view_type = spec.get("StreamViewType")
+    if enabled and view_type is None:
+        raise ValidationException(
+            INVALID + "If stream is being enabled then UpdateViewType is required"
+        )
+    if not enabled and view_type is not None:
+        raise ValidationException(
+            INVALID + "If stream is being disabled, then UpdateViewType must not be specified"
+        )
+    if enabled and table.stream_enabled:
+        raise ValidationException(f"Table already has an enabled stream: TableName: {table.name}")
+    if not enabled and not table.stream_enabled:
+        raise ValidationException(f"Table has no stream to disable: TableName: {table.name}")
+    if not enabled:
+        return {"stream_enabled": False, "stream_view_type": None}
+    return {
+        "stream_enabled": True,
+        "stream_view_type": view_type,
+        "stream_label": _stream_label(now, table.stream_label),
+    }
+
+
+def _sse_changes(db: Database, spec: dict[str, Any], table: Table) -> dict[str, Any]:
+    if not spec.get("Enabled", False) and not table.sse_enabled:
+        raise ValidationException(INVALID + "Table is already encrypted by default")
+    enabled, sse_type, key = _check_sse(db, spec)
+    if enabled and table.sse_enabled and spec.get("KMSMasterKeyId") in (
+        None,
+        table.kms_master_key_id,
+    ):
+        raise ValidationException(
+            INVALID + "Table is already encrypted with given KMSMasterKeyId. Use "
+            "KMSMasterKeyId parameter if you want to change Master Key"
+        )
+    return {"sse_enabled": enabled, "sse_type": sse_type, "kms_master_key_id": key}
+
+
+@operation("UpdateTable")
+async def update_table(db: Database, body: Body) -> Body:
+    body = _check_types(body, UPDATE_TABLE_SHAPE)
+    _check_update_model(body)
+    _check_update_request(body)
+    name = body["TableName"]
+    catalog = _catalog(db)
+    async with catalog.lock:
+        table = _existing_table(db, name)
+        now = _now(db)
+        changes: dict[str, Any] = {}
+        if "BillingMode" in body or "ProvisionedThroughput" in body:
+            changes.update(_throughput_changes(body, table, now))
+        if "StreamSpecification" in body:
+            changes.update(_stream_changes(body["StreamSpecification"], table, now))
+        if "SSESpecification" in body:
+            changes.update(_sse_changes(db, body["SSESpecification"], table))
+        if "DeletionProtectionEnabled" in body:
+            changes["deletion_protection"] = body["DeletionProtectionEnabled"]
+        if "TableClass" in body:
+            changes["table_class"] = body["TableClass"]
+        if changes:
+            await _propose(
+                db,
+                {
+                    "kind": "update_table",
+                    "name": table.name,
+                    "table_id": table.table_id,
+                    "changes": changes,
+                },
+            )
+        merged = table.to_record()
+        merged.update(changes)
+        updated = Table.from_record(merged)
+    # The answer reports UPDATING with the capacity that was in force before the change.
+    return {"TableDescription": describe(db, updated, status=STATUS_UPDATING, throughput_of=table)}
+
+
+# --- Tags -----------------------------------------------------------------------------------
+
+
+def _tagged_table(db: Database, arn: str) -> Table:
+    """The table an ARN of TagResource and friends names; DynamoDB's errors otherwise."""
+    if not arn.startswith("arn:"):
+        raise ValidationException(INVALID + f"ARNs must start with 'arn:': {arn}")
+    parts = arn.split(":", 5)
+    if len(parts) < 6 or parts[2] != "dynamodb":
+        raise ValidationException(INVALID + f"Provided Arn is not a DynamoDB resource arn: {arn}")
+    resource = parts[5]
+    if not resource.startswith("table/") or "/index/" in resource:
+        raise ValidationException(
+            INVALID + "Invalid resource arn provided, only table or stream is accepted. "
+            f"Provided resource arn: {arn}"
+        )
+    if parts[3] != db.region or parts[4] != db.account_id:
+        raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")
+    name = resource[len("table/") :].split("/", 1)[0]
+    table = _catalog(db).tables.get(name)
+    if table is None:
+        # "ResourcArn" is DynamoDB's own spelling in this message.
+        raise ResourceNotFoundException(f"Requested resource not found: ResourcArn: {arn} not found")
+    return table
+
+
+def _check_resource_arn(v: Violations, arn: str | None) -> None:
+    if v.not_null(arn, "resourceArn"):
+        v.length(arn, "resourceArn", 1, RESOURCE_ARN_LENGTH_MAX)
+
+
+async def _set_tags(db: Database, table: Table, tags: dict[str, str]) -> None:
+    await _propose(
+        db,
+        {
+            "kind": "update_table",
+            "name": table.name,
+            "table_id": table.table_id,
+            "changes": {"tags": [[k, v] for k, v in tags.items()]},
+        },
+    )
+
+
+@operation("TagResource")
+async def tag_resource(db: Database, body: Body) -> Body:
+    body = _check_types(body, TAG_RESOURCE_SHAPE)
+    v = Violations()
+    _check_resource_arn(v, body.get("ResourceArn"))
+    v.not_null(body.get("Tags"), "tags")
+    _check_tags_model(v, body.get("Tags"), "tags")
+    v.raise_if_any()
+    if not body["Tags"]:
+        raise ValidationException("Atleast one Tag needs to be provided as Input.")
+    catalog = _catalog(db)
+    async with catalog.lock:
+        table = _tagged_table(db, body["ResourceArn"])
+        tags = _check_tags(body["Tags"], dict(table.tags))
+        await _set_tags(db, table, tags)
+    return {}
+
+
+@operation("UntagResource")
+async def untag_resource(db: Database, body: Body) -> Body:
+    body = _check_types(body, UNTAG_RESOURCE_SHAPE)
+    v = Violations()
+    _check_resource_arn(v, body.get("ResourceArn"))
+    keys = body.get("TagKeys")
+    if v.not_null(keys, "tagKeys"):
+        assert keys is not None
+        for i, key in enumerate(keys):
+            v.length(key, f"tagKeys.{i + 1}.member", 1, TAG_KEY_LENGTH_MAX)
+    v.raise_if_any()
+    assert keys is not None
+    if not keys:
+        raise ValidationException("Atleast one Tag Key needs to be provided as Input.")
+    catalog = _catalog(db)
+    async with catalog.lock:
+        table = _tagged_table(db, body["ResourceArn"])
+        for key in keys:
+            if not TAG_TEXT_RE.match(key):
+                raise ValidationException(f"The Tag Key provided is invalid, Key: {key}")
+        remaining = {k: val for k, val in table.tags if k not in set(keys)}
+        if len(remaining) != len(table.tags):
+            await _set_tags(db, table, remaining)
+    return {}
+
+
+@operation("ListTagsOfResource")
+async def list_tags_of_resource(db: Database, body: Body) -> Body:
+    body = _check_types(body, LIST_TAGS_SHAPE)
+    v = Violations()
+    _check_resource_arn(v, body.get("ResourceArn"))
+    v.raise_if_any()
+    table = _tagged_table(db, body["ResourceArn"])
+    start = 0
+    token = body.get("NextToken")
+    if token is not None:
+        if not token.isdigit() or int(token) > len(table.tags):
+            raise ValidationException(f"Invalid NextToken: {token}")
+        start = int(token)
+    page = table.tags[start : start + TAGS_PAGE_SIZE]
+    out: Body = {"Tags": [{"Key": k, "Value": val} for k, val in page]}
+    if start + TAGS_PAGE_SIZE < len(table.tags):
+        out["NextToken"] = str(start + TAGS_PAGE_SIZE)
+    return out
+
+
+# --- DescribeEndpoints, DescribeLimits ------------------------------------------------------
+
+
+@operation("DescribeEndpoints")
+async def describe_endpoints(db: Database, body: Body) -> Body:
+    address = db.state.get(ENDPOINT_STATE_KEY) or f"dynamodb.{db.region}.amazonaws.com"
+    return {"Endpoints": [{"Address": address, "CachePeriodInMinutes": ENDPOINT_CACHE_MINUTES}]}
+
+
+@operation("DescribeLimits")
+async def describe_limits(db: Database, body: Body) -> Body:
+    return {
+        "AccountMaxReadCapacityUnits": ACCOUNT_READ_CAPACITY_UNITS_MAX,
+        "AccountMaxWriteCapacityUnits": ACCOUNT_WRITE_CAPACITY_UNITS_MAX,
+        "TableMaxReadCapacityUnits": TABLE_READ_CAPACITY_UNITS_MAX,
+        "TableMaxWriteCapacityUnits": TABLE_WRITE_CAPACITY_UNITS_MAX,
+    }
