@@ -1,0 +1,390 @@
+"""The request-level checks of the item operations (PutItem, GetItem, UpdateItem, DeleteItem)
+that need no table: JSON member types, member constraints, and which parameters may be
+combined.
+
+DynamoDB checks a request in three passes, and so do we, in the same order:
+
+1. deserialisation: a member of the wrong JSON type is a `SerializationException` with the
+   message the service's Java deserialiser produces (unknown members are ignored, members
+   that are JSON null count as absent);
+2. member constraints (required members, the table name pattern and length, enumerations):
+   every violation is collected into one `ValidationException` that begins "N validation
+   error(s) detected: ", in the order DynamoDB lists the members of each operation;
+3. the operation's own rules (expression and non-expression parameters cannot be mixed,
+   ExpressionAttributeNames/Values only with expressions ...).
+
+This module owns those three passes. It never looks up a table, never reads the store and
+never evaluates an expression: that comes after, in `keeldb.engine.items`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from keeldb.model.errors import SerializationException, ValidationException
+
+# The table name constraint of every DynamoDB operation (API reference, "TableName").
+TABLE_NAME_PATTERN = "[a-zA-Z0-9_.-]+"
+TABLE_NAME_LENGTH_MIN = 3
+TABLE_NAME_LENGTH_MAX = 255  # a name or an ARN of up to 1024 is accepted only by newer APIs
+# DynamoDB stops listing constraint violations after ten.
+CONSTRAINT_ERRORS_MAX = 10
+
+_TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
+
+RETURN_CONSUMED_CAPACITY = ("INDEXES", "TOTAL", "NONE")
+RETURN_VALUES = ("ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW")
+RETURN_ITEM_COLLECTION_METRICS = ("SIZE", "NONE")
+RETURN_VALUES_ON_CONDITION_CHECK_FAILURE = ("ALL_OLD", "NONE")
+CONDITIONAL_OPERATOR = ("AND", "OR")
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1: JSON member types
+# ---------------------------------------------------------------------------------------------
+
+_NUMBER_NAME = "com.amazon.coral.value.json.numbers.TruncatingBigNumber"
+
+
+def _serialization(message: str) -> SerializationException:
+    return SerializationException(message)
+
+
+def _not_expected(value: Any) -> SerializationException:
+    if isinstance(value, list):
+        return _serialization("Start of list found where not expected")
+    return _serialization("Start of structure or map found where not expected.")
+
+
+def _as_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise _serialization("class java.lang.Boolean can not be converted to an String")
+    if isinstance(value, (int, float)):
+        raise _serialization(f"class {_NUMBER_NAME} can not be converted to an String")
+    raise _not_expected(value)
+
+
+def _as_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        raise _serialization(f"class {_NUMBER_NAME} can not be converted to an Boolean")
+    if isinstance(value, str):
+        # The service's deserialiser reads a few spellings of a boolean from a string.
+        upper = value.upper()
+        if upper in ("TRUE", "1", "YES"):
+            return True
+        if upper in ("FALSE", "0", "NO"):
+            return False
+        raise _serialization(f"'{upper}' can not be converted to an Boolean")
+    raise _not_expected(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        raise _serialization("Start of structure or map found where not expected.")
+    raise _serialization("Expected list or null")
+
+
+def _as_map(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        raise _serialization("Start of list found where not expected")
+    raise _serialization("Expected map or null")
+
+
+def _as_structure(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        raise _serialization("Start of list found where not expected")
+    raise _serialization("Expected null")
+
+
+def attribute_map(value: Any) -> dict[str, Any]:
+    """A map of attribute values (Item, Key, ExpressionAttributeValues): only the map itself is
+    checked here; each value's own shape and content is `keeldb.model.values`' to check."""
+    return {k: v for k, v in _as_map(value).items() if v is not None}
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    return {k: _as_string(v) for k, v in _as_map(value).items() if v is not None}
+
+
+def _string_list(value: Any) -> list[str]:
+    return [_as_string(v) for v in _as_list(value) if v is not None]
+
+
+def _legacy_map(value: Any) -> dict[str, Any]:
+    """Expected and AttributeUpdates: a map of structures, kept as given (they are rejected
+    later by name, with a message saying so)."""
+    return {k: _as_structure(v) for k, v in _as_map(value).items() if v is not None}
+
+
+Reader = Callable[[Any], Any]
+
+_READERS: dict[str, Reader] = {
+    "TableName": _as_string,
+    "Item": attribute_map,
+    "Key": attribute_map,
+    "Expected": _legacy_map,
+    "AttributeUpdates": _legacy_map,
+    "AttributesToGet": _string_list,
+    "ConditionalOperator": _as_string,
+    "ConsistentRead": _as_boolean,
+    "ReturnValues": _as_string,
+    "ReturnConsumedCapacity": _as_string,
+    "ReturnItemCollectionMetrics": _as_string,
+    "ReturnValuesOnConditionCheckFailure": _as_string,
+    "ConditionExpression": _as_string,
+    "UpdateExpression": _as_string,
+    "ProjectionExpression": _as_string,
+    "ExpressionAttributeNames": _string_map,
+    "ExpressionAttributeValues": attribute_map,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Pass 2: member constraints
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    name: str  # as in the request, e.g. "ReturnValues"
+    required: bool = False
+    enum: tuple[str, ...] = ()
+    table_name: bool = False
+
+    @property
+    def wire_name(self) -> str:
+        # DynamoDB names members in constraint messages with a lower-case first letter.
+        return self.name[0].lower() + self.name[1:]
+
+
+def _table_name() -> Member:
+    return Member("TableName", required=True, table_name=True)
+
+
+_RCC = Member("ReturnConsumedCapacity", enum=RETURN_CONSUMED_CAPACITY)
+_RV = Member("ReturnValues", enum=RETURN_VALUES)
+_RICM = Member("ReturnItemCollectionMetrics", enum=RETURN_ITEM_COLLECTION_METRICS)
+_RVOCCF = Member(
+    "ReturnValuesOnConditionCheckFailure", enum=RETURN_VALUES_ON_CONDITION_CHECK_FAILURE
+)
+_COND_OP = Member("ConditionalOperator", enum=CONDITIONAL_OPERATOR)
+
+# Members in the order DynamoDB reports their violations, per operation.
+MEMBERS: dict[str, tuple[Member, ...]] = {
+    "PutItem": (
+        _RCC,
+        _table_name(),
+        Member("Item", required=True),
+        _COND_OP,
+        _RV,
+        _RICM,
+        _RVOCCF,
+    ),
+    "GetItem": (_RCC, _table_name(), Member("Key", required=True)),
+    "UpdateItem": (
+        _RCC,
+        _table_name(),
+        _RICM,
+        _RV,
+        Member("Key", required=True),
+        _COND_OP,
+        _RVOCCF,
+    ),
+    "DeleteItem": (
+        _RCC,
+        _table_name(),
+        _RV,
+        _RICM,
+        Member("Key", required=True),
+        _COND_OP,
+        _RVOCCF,
+    ),
+}
+
+# The members each operation knows; anything else in a request is ignored, as DynamoDB does.
+KNOWN: dict[str, tuple[str, ...]] = {
+    "PutItem": (
+        "TableName",
+        "Item",
+        "Expected",
+        "ConditionalOperator",
+        "ReturnValues",
+        "ReturnConsumedCapacity",
+        "ReturnItemCollectionMetrics",
+        "ReturnValuesOnConditionCheckFailure",
+        "ConditionExpression",
+        "ExpressionAttributeNames",
+        "ExpressionAttributeValues",
+    ),
+    "GetItem": (
+        "TableName",
+        "Key",
+        "AttributesToGet",
+        "ConsistentRead",
+        "ReturnConsumedCapacity",
+        "ProjectionExpression",
+        "ExpressionAttributeNames",
+    ),
+    "UpdateItem": (
+        "TableName",
+        "Key",
+        "AttributeUpdates",
+        "Expected",
+        "ConditionalOperator",
+        "ReturnValues",
+        "ReturnConsumedCapacity",
+        "ReturnItemCollectionMetrics",
+        "ReturnValuesOnConditionCheckFailure",
+        "UpdateExpression",
+        "ConditionExpression",
+        "ExpressionAttributeNames",
+        "ExpressionAttributeValues",
+    ),
+    "DeleteItem": (
+        "TableName",
+        "Key",
+        "Expected",
+        "ConditionalOperator",
+        "ReturnValues",
+        "ReturnConsumedCapacity",
+        "ReturnItemCollectionMetrics",
+        "ReturnValuesOnConditionCheckFailure",
+        "ConditionExpression",
+        "ExpressionAttributeNames",
+        "ExpressionAttributeValues",
+    ),
+}
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return f"'{value}'"
+
+
+def _violation(member: Member, value: Any, constraint: str) -> str:
+    return (
+        f"Value {_show(value)} at '{member.wire_name}' failed to satisfy constraint: "
+        f"Member must {constraint}"
+    )
+
+
+def constraint_violations(members: Sequence[Member], body: dict[str, Any]) -> list[str]:
+    errors: list[str] = []
+    for member in members:
+        value = body.get(member.name)
+        if value is None:
+            if member.required:
+                errors.append(_violation(member, None, "not be null"))
+            continue
+        if member.table_name:
+            if not _TABLE_NAME_RE.fullmatch(value):
+                errors.append(
+                    _violation(
+                        member, value, f"satisfy regular expression pattern: {TABLE_NAME_PATTERN}"
+                    )
+                )
+            if len(value) < TABLE_NAME_LENGTH_MIN:
+                errors.append(
+                    _violation(
+                        member,
+                        value,
+                        f"have length greater than or equal to {TABLE_NAME_LENGTH_MIN}",
+                    )
+                )
+            if len(value) > TABLE_NAME_LENGTH_MAX:
+                errors.append(
+                    _violation(
+                        member, value, f"have length less than or equal to {TABLE_NAME_LENGTH_MAX}"
+                    )
+                )
+        if member.enum and value not in member.enum:
+            errors.append(
+                _violation(member, value, f"satisfy enum value set: [{', '.join(member.enum)}]")
+            )
+    return errors[:CONSTRAINT_ERRORS_MAX]
+
+
+def constraint_error(errors: Sequence[str]) -> ValidationException:
+    assert errors
+    noun = "error" if len(errors) == 1 else "errors"
+    return ValidationException(f"{len(errors)} validation {noun} detected: " + "; ".join(errors))
+
+
+def read_request(operation: str, body: Any) -> dict[str, Any]:
+    """Passes 1 and 2: the request with typed members (unknown and null members dropped), or
+    the SerializationException / ValidationException DynamoDB answers."""
+    if not isinstance(body, dict):
+        raise _serialization("Start of list found where not expected")
+    request: dict[str, Any] = {}
+    for name in KNOWN[operation]:
+        value = body.get(name)
+        if value is not None:
+            request[name] = _READERS[name](value)
+    errors = constraint_violations(MEMBERS[operation], request)
+    if errors:
+        raise constraint_error(errors)
+    return request
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 3 (the part that needs no attribute values): expression and legacy parameters
+# ---------------------------------------------------------------------------------------------
+
+# The legacy (non-expression) parameter each expression parameter replaces.
+LEGACY_REPLACEMENT = {
+    "Expected": "ConditionExpression",
+    "ConditionalOperator": "ConditionExpression",
+    "AttributeUpdates": "UpdateExpression",
+    "AttributesToGet": "ProjectionExpression",
+}
+
+
+def check_expression_parameters(
+    request: dict[str, Any], expressions: Sequence[str], legacy: Sequence[str]
+) -> None:
+    """DynamoDB's rules on which parameters may appear together, then our own refusal of the
+    legacy parameters, which this server does not implement."""
+    used = [name for name in expressions if name in request]
+    if used:
+        mixed = [name for name in legacy if name in request]
+        if mixed:
+            raise ValidationException(
+                "Can not use both expression and non-expression parameters in the same "
+                f"request: Non-expression parameters: {{{', '.join(mixed)}}} "
+                f"Expression parameters: {{{', '.join(used)}}}"
+            )
+    if "ExpressionAttributeNames" in request and not used:
+        raise ValidationException(
+            "ExpressionAttributeNames can only be specified when using expressions"
+        )
+    value_expressions = [name for name in expressions if name != "ProjectionExpression"]
+    if (
+        value_expressions
+        and "ExpressionAttributeValues" in request
+        and not any(name in request for name in value_expressions)
+    ):
+        verb = "are" if len(value_expressions) > 1 else "is"
+        raise ValidationException(
+            "ExpressionAttributeValues can only be specified when using expressions: "
+            f"{' and '.join(value_expressions)} {verb} null"
+        )
+    for name in legacy:
+        if name in request:
+            raise ValidationException(
+                f"The legacy parameter {name} is not supported by this server; "
+                f"use {LEGACY_REPLACEMENT[name]} instead"
+            )

@@ -1,0 +1,213 @@
+"""Where items live in the store, and the two views of them the item operations read.
+
+This module owns:
+
+- the stored form of an item: the key is `keeldb.model.keys.item_key(table_id, 0, hash,
+  range)`, so a table's items are one contiguous range in DynamoDB's physical order; the value
+  is the item's canonical wire-form dict packed with msgpack (`encode_item` / `decode_item`,
+  which Query and Scan use too);
+- the per-table statistics (ItemCount, TableSizeBytes) kept in the store under a key inside
+  the table's prefix (`stats_key`), updated in the same atomic write as the item they count,
+  so that they are exact after any crash and vanish with DeleteTable's range delete;
+- the pending overlay: after-images that were proposed to the log but are not applied yet,
+  per storage key, oldest first. A write evaluates its condition and update on the LATEST view
+  (the newest pending after-image, else the committed item), so that writes to one item are
+  evaluated in log order as a Multi-Paxos or Raft leader must; a read sees committed state
+  only. An entry leaves the overlay when its record is applied, or when its proposal fails;
+- the appliers of the "put" and "delete" redo records: each turns one record into exactly one
+  `store.write(puts, deletes, applied_lsn)`, deterministically and without validation (the
+  record was validated before it was proposed).
+
+It never validates a request, never evaluates an expression and never answers a client.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from keeldb.model.keys import INDEX_ID_MAX, index_prefix, item_key
+from keeldb.model.values import item_size
+
+if TYPE_CHECKING:
+    from keeldb.engine.database import Database
+    from keeldb.engine.schema import Table
+
+Item = dict[str, dict[str, Any]]
+
+STATE_KEY = "items"  # this module's entry in `Database.state`
+# The last index id is reserved for a table's own records (its statistics): inside the
+# table's range, so DeleteTable's range delete removes them, and outside the base table's and
+# every secondary index's range, so Query and Scan never meet them.
+META_INDEX_ID = INDEX_ID_MAX
+STATS_SUFFIX = b"stats"
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """One proposed, not yet applied, write of an item: its after-image (None: deleted)."""
+
+    image: Item | None
+
+
+@dataclass(slots=True)
+class ItemsState:
+    # storage key -> writes proposed and not applied yet, oldest first (log order).
+    pending: dict[bytes, deque[PendingWrite]] = field(default_factory=dict)
+    # Capacity consumed per table name since the process started, failed conditional writes
+    # included (DynamoDB meters those too); the basis for admission control and metrics.
+    read_units: dict[str, float] = field(default_factory=dict)
+    write_units: dict[str, float] = field(default_factory=dict)
+
+
+def items_state(db: Database) -> ItemsState:
+    state = db.state.get(STATE_KEY)
+    if state is None:
+        state = db.state[STATE_KEY] = ItemsState()
+    assert isinstance(state, ItemsState)
+    return state
+
+
+# --- Stored form ----------------------------------------------------------------------------
+
+
+def encode_item(item: Item) -> bytes:
+    data: bytes = msgpack.packb(item, use_bin_type=True)
+    return data
+
+
+def decode_item(data: bytes) -> Item:
+    item: Item = msgpack.unpackb(data, raw=False)
+    return item
+
+
+def storage_key(table: Table, key: Item) -> bytes:
+    """The store key of the item whose primary key attributes are in `key` (validated)."""
+    hash_value = key[table.hash_key.name]
+    range_value = None if table.range_key is None else key[table.range_key.name]
+    return item_key(table.table_id, 0, hash_value, range_value)
+
+
+def stats_key(table_id: str) -> bytes:
+    return index_prefix(table_id, META_INDEX_ID) + STATS_SUFFIX
+
+
+def _read_stats(db: Database, key: bytes) -> tuple[int, int]:
+    data = db.store.get(key)
+    if data is None:
+        return 0, 0
+    count, size = msgpack.unpackb(data)
+    return int(count), int(size)
+
+
+def table_stats(db: Database, table: Table) -> tuple[int, int]:
+    """(ItemCount, TableSizeBytes) of a table's committed items, for DescribeTable."""
+    return _read_stats(db, stats_key(table.table_id))
+
+
+# --- Views ----------------------------------------------------------------------------------
+
+
+def committed_item(db: Database, key: bytes) -> Item | None:
+    data = db.store.get(key)
+    return None if data is None else decode_item(data)
+
+
+def latest_item(db: Database, key: bytes) -> Item | None:
+    """The newest after-image of an item: pending if a write is in flight, else committed."""
+    queue = items_state(db).pending.get(key)
+    if queue:
+        return queue[-1].image
+    return committed_item(db, key)
+
+
+async def propose_write(
+    db: Database, key: bytes, image: Item | None, record: dict[str, Any]
+) -> int:
+    """Append `record` (the write of `image` at `key`) to the log and wait until it is applied.
+
+    The after-image joins the overlay before the first await, so that a write to the same item
+    that arrives while this one is in flight evaluates on it. It leaves the overlay when the
+    record is applied; if the proposal fails, it leaves now, so no stale image survives. A
+    cancelled caller leaves it in place: the record may be in the log already, and its
+    applier removes it.
+    """
+    pending = items_state(db).pending
+    write = PendingWrite(image)
+    queue = pending.get(key)
+    if queue is None:
+        queue = pending[key] = deque()
+    queue.append(write)
+    try:
+        return await db.propose(record)
+    except Exception:
+        queue = pending.get(key)
+        if queue is not None:
+            try:
+                queue.remove(write)
+            except ValueError:
+                pass
+            if not queue:
+                del pending[key]
+        raise
+
+
+def _settle(db: Database, key: bytes) -> None:
+    """The oldest pending write of `key` has been applied: it leaves the overlay."""
+    pending = items_state(db).pending
+    queue = pending.get(key)
+    if queue is None:
+        return  # Replayed at recovery, or proposed by another member: nothing in flight here.
+    queue.popleft()
+    if not queue:
+        del pending[key]
+
+
+# --- Appliers -------------------------------------------------------------------------------
+
+
+def apply_item_write(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    """Apply one "put" or "delete" record as one atomic store write with the statistics."""
+    from keeldb.engine import catalog
+
+    key: bytes = record["key"]
+    try:
+        if lsn <= db.store.applied_lsn():
+            return  # Replayed at recovery, and already in the store.
+        if catalog.get_table_by_id(db, record["table"]) is None:
+            # The table was deleted after this write was validated: the write belongs to a
+            # table that no longer exists. Only the LSN moves.
+            db.store.write([], [], applied_lsn=lsn)
+            return
+        db.store.write(*_item_write(db, key, record), applied_lsn=lsn)
+    finally:
+        _settle(db, key)
+
+
+def _item_write(
+    db: Database, key: bytes, record: dict[str, Any]
+) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+    """The puts and deletes of one item write, the statistics record included."""
+    image: Item | None = record.get("item")
+    skey = stats_key(record["table"])
+    old = db.store.get(key)
+    count, size = _read_stats(db, skey)
+    if old is not None:
+        count -= 1
+        size -= item_size(decode_item(old))
+    puts: list[tuple[bytes, bytes]] = []
+    deletes: list[bytes] = []
+    if image is None:
+        if old is not None:
+            deletes.append(key)
+    else:
+        puts.append((key, encode_item(image)))
+        count += 1
+        size += item_size(image)
+    assert count >= 0, count
+    assert size >= 0, size
+    puts.append((skey, msgpack.packb([count, size])))
+    return puts, deletes

@@ -1,0 +1,454 @@
+"""The item operations: PutItem, GetItem, UpdateItem and DeleteItem.
+
+This module owns what each of the four requests means and in which order its checks run.
+A write goes:
+
+    check the request (`item_requests`: member types, member constraints, which parameters
+    may be combined) -> check the attribute values (`keeldb.model.values`), ReturnValues and
+    the item size -> parse the expressions (`keeldb.expressions`) -> find the table (the
+    catalog) -> check the key against the table's key schema -> read the item's LATEST view
+    (`item_store`: the newest proposed after-image, else the committed item) -> evaluate the
+    condition, then the update -> build a redo record ("put" with the after-image, or
+    "delete"; never an operation to re-run) -> `db.propose(record)`, which returns once the
+    record is committed and applied -> answer.
+
+The order of the checks is DynamoDB's, so that a request with several faults gets the same
+error from us as from DynamoDB: everything that needs no table comes before the table lookup
+(a malformed request for a missing table is a ValidationException, a well-formed one a
+ResourceNotFoundException), and key checks come after it. Between reading the latest view and
+appending the record there is no await, so the condition of a write is evaluated against
+exactly the state that precedes it in the log. GetItem reads committed state only.
+
+It never touches the store's bytes directly (that is `item_store`), never parses an
+expression itself, and never does IO.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from keeldb.engine.database import Database, operation, redo_kind
+from keeldb.engine.item_requests import check_expression_parameters, read_request
+from keeldb.engine.item_store import (
+    Item,
+    apply_item_write,
+    committed_item,
+    decode_item,
+    items_state,
+    latest_item,
+    propose_write,
+    storage_key,
+    table_stats,
+)
+from keeldb.model.capacity import read_units, write_units
+from keeldb.model.errors import (
+    ConditionalCheckFailedException,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from keeldb.model.keys import partition_bounds
+from keeldb.model.limits import ITEM_BYTES_MAX, PARTITION_KEY_BYTES_MAX, SORT_KEY_BYTES_MAX
+from keeldb.model.values import decode_binary, item_size, validate_item, value_type
+
+if TYPE_CHECKING:
+    from keeldb.engine.schema import KeyAttribute, SecondaryIndex, Table
+
+__all__ = ["table_stats", "find_table"]
+
+Body = dict[str, Any]
+
+INVALID = "One or more parameter values were invalid: "
+NOT_VALID = "One or more parameter values are not valid. "
+KEY_SCHEMA_MESSAGE = "The provided key element does not match the schema"
+TABLE_NOT_FOUND_MESSAGE = "Requested resource not found"
+ITEM_TOO_BIG_MESSAGE = "Item size has exceeded the maximum allowed size"
+UPDATED_ITEM_TOO_BIG_MESSAGE = "Item size to update has exceeded the maximum allowed size"
+PUT_DELETE_RETURN_VALUES_MESSAGE = "ReturnValues can only be ALL_OLD or NONE"
+HASH_KEY_TOO_BIG_MESSAGE = (
+    INVALID
+    + f"Size of hashkey has exceeded the maximum size limit of{PARTITION_KEY_BYTES_MAX} bytes"
+)
+RANGE_KEY_TOO_BIG_MESSAGE = (
+    INVALID
+    + f"Aggregated size of all range keys has exceeded the size limit of {SORT_KEY_BYTES_MAX} bytes"
+)
+GIGABYTE_BYTES = 1024**3  # SizeEstimateRangeGB is in GB
+
+# Tables in these states answer item operations; CREATING and DELETING ones do not exist yet,
+# or no more, for the data plane (DynamoDB answers "Requested resource not found").
+SERVING_STATUSES = frozenset({"ACTIVE", "UPDATING"})
+
+
+# --- Tables and keys ------------------------------------------------------------------------
+
+
+def find_table(db: Database, name: str) -> Table:
+    """The table an item operation addresses, or DynamoDB's ResourceNotFoundException."""
+    from keeldb.engine import catalog
+
+    table = catalog.find_table(db, name)
+    if table is None or table.status not in SERVING_STATUSES:
+        raise ResourceNotFoundException(TABLE_NOT_FOUND_MESSAGE)
+    return table
+
+
+def _key_attributes(table: Table) -> list[tuple[KeyAttribute, bool]]:
+    """The table's key attributes with whether each is the partition (hash) key."""
+    attributes = [(table.hash_key, True)]
+    if table.range_key is not None:
+        attributes.append((table.range_key, False))
+    return attributes
+
+
+def _raw_length(value: dict[str, Any], type_: str) -> int | None:
+    """Bytes of an S or B value; None for a number (numbers have no key size limit)."""
+    if type_ == "S":
+        return len(value["S"].encode("utf-8"))
+    if type_ == "B":
+        return len(decode_binary(value["B"]))
+    return None
+
+
+def _check_key_value(attribute: KeyAttribute, value: dict[str, Any], is_hash: bool) -> None:
+    length = _raw_length(value, attribute.type)
+    if length is None:
+        return
+    if length == 0:
+        kind = "string" if attribute.type == "S" else "binary"
+        raise ValidationException(
+            NOT_VALID + "The AttributeValue for a key attribute cannot contain an empty "
+            f"{kind} value. Key: {attribute.name}"
+        )
+    if is_hash and length > PARTITION_KEY_BYTES_MAX:
+        raise ValidationException(HASH_KEY_TOO_BIG_MESSAGE)
+    if not is_hash and length > SORT_KEY_BYTES_MAX:
+        raise ValidationException(RANGE_KEY_TOO_BIG_MESSAGE)
+
+
+def check_key(table: Table, key: Item) -> Item:
+    """A Key parameter must name exactly the table's key attributes, with their types."""
+    attributes = _key_attributes(table)
+    if len(key) != len(attributes):
+        raise ValidationException(KEY_SCHEMA_MESSAGE)
+    for attribute, is_hash in attributes:
+        value = key.get(attribute.name)
+        if value is None or attribute.type not in value:
+            raise ValidationException(KEY_SCHEMA_MESSAGE)
+    for attribute, is_hash in attributes:
+        _check_key_value(attribute, key[attribute.name], is_hash)
+    return key
+
+
+def _indexes(table: Table) -> tuple[SecondaryIndex, ...]:
+    return table.global_indexes + table.local_indexes
+
+
+def check_item_key(table: Table, item: Item) -> Item:
+    """A PutItem's Item must hold the key attributes with their types; index key attributes,
+    when present, must have the types of their definitions. Returns the item's key."""
+    key: Item = {}
+    for attribute, is_hash in _key_attributes(table):
+        value = item.get(attribute.name)
+        if value is None:
+            raise ValidationException(INVALID + f"Missing the key {attribute.name} in the item")
+        if attribute.type not in value:
+            raise ValidationException(
+                INVALID + f"Type mismatch for key {attribute.name} expected: {attribute.type} "
+                f"actual: {value_type(value)}"
+            )
+        _check_key_value(attribute, value, is_hash)
+        key[attribute.name] = value
+    check_index_keys(table, item, by_update=False)
+    return key
+
+
+def check_index_keys(table: Table, item: Item, *, by_update: bool) -> None:
+    """Attributes that key a secondary index must have the type the index was defined with,
+    and must not be empty (items without them are simply absent from the index)."""
+    for index in _indexes(table):
+        for attribute in (index.hash_key, index.range_key):
+            if attribute is None or attribute.name in table.key_names:
+                continue
+            value = item.get(attribute.name)
+            if value is None:
+                continue
+            expected = attribute.type
+            if expected not in value:
+                raise ValidationException(
+                    INVALID + f"Type mismatch for Index Key {attribute.name} Expected: "
+                    f"{expected} Actual: {value_type(value)} IndexName: {index.name}"
+                )
+            if _raw_length(value, expected) == 0:
+                kind = "string" if expected == "S" else "binary"
+                if by_update:
+                    raise ValidationException(
+                        NOT_VALID + "The update expression attempted to update a secondary "
+                        "index key to a value that is not supported. The AttributeValue for a "
+                        f"key attribute cannot contain an empty {kind} value."
+                    )
+                raise ValidationException(
+                    NOT_VALID + "A value specified for a secondary index key is not supported. "
+                    f"The AttributeValue for a key attribute cannot contain an empty {kind} "
+                    f"value. IndexName: {index.name}, IndexKey: {attribute.name}"
+                )
+
+
+# --- Expressions ----------------------------------------------------------------------------
+
+
+class _Parsed:
+    __slots__ = ("condition", "update", "projection")
+
+    def __init__(self) -> None:
+        self.condition: Any = None
+        self.update: Any = None
+        self.projection: Any = None
+
+
+def _parse_expressions(request: Body) -> _Parsed:
+    """Parse the request's expressions in DynamoDB's order (update, condition, projection),
+    then refuse unused names and values."""
+    parsed = _Parsed()
+    names = request.get("ExpressionAttributeNames")
+    values = request.get("ExpressionAttributeValues")
+    if (
+        names is None
+        and values is None
+        and "UpdateExpression" not in request
+        and "ConditionExpression" not in request
+        and "ProjectionExpression" not in request
+    ):
+        return parsed
+    from keeldb.expressions import ExpressionContext
+
+    context = ExpressionContext(names, values)
+    if "UpdateExpression" in request:
+        parsed.update = context.update(request["UpdateExpression"])
+    if "ConditionExpression" in request:
+        parsed.condition = context.condition(request["ConditionExpression"])
+    if "ProjectionExpression" in request:
+        parsed.projection = context.projection(request["ProjectionExpression"])
+    context.check_unused()
+    return parsed
+
+
+# --- Answers --------------------------------------------------------------------------------
+
+
+def _consumed(request: Body, table: Table, units: float) -> dict[str, Any] | None:
+    mode = request.get("ReturnConsumedCapacity", "NONE")
+    if mode == "NONE":
+        return None
+    consumed: dict[str, Any] = {"TableName": table.name, "CapacityUnits": units}
+    if mode == "INDEXES":
+        consumed["Table"] = {"CapacityUnits": units}
+    return consumed
+
+
+def _collection_metrics(
+    db: Database, request: Body, table: Table, key: Item
+) -> dict[str, Any] | None:
+    """ItemCollectionMetrics: only asked for with SIZE, and only reported for a table with
+    local secondary indexes (the item collection limit exists only there)."""
+    if request.get("ReturnItemCollectionMetrics", "NONE") != "SIZE" or not table.local_indexes:
+        return None
+    hash_value = key[table.hash_key.name]
+    start, end = partition_bounds(table.table_id, 0, hash_value)
+    size = sum(item_size(decode_item(data)) for _, data in db.store.scan(start, end))
+    low = float(size // GIGABYTE_BYTES)
+    return {
+        "ItemCollectionKey": {table.hash_key.name: hash_value},
+        "SizeEstimateRangeGB": [low, low + 1.0],
+    }
+
+
+def _meter_write(db: Database, table: Table, units: float) -> None:
+    meter = items_state(db).write_units
+    meter[table.name] = meter.get(table.name, 0.0) + units
+
+
+def _meter_read(db: Database, table: Table, units: float) -> None:
+    meter = items_state(db).read_units
+    meter[table.name] = meter.get(table.name, 0.0) + units
+
+
+def _write_response(
+    db: Database,
+    request: Body,
+    table: Table,
+    key: Item,
+    units: float,
+    attributes: Item | None,
+) -> Body:
+    response: Body = {}
+    if attributes:
+        response["Attributes"] = attributes
+    consumed = _consumed(request, table, units)
+    if consumed is not None:
+        response["ConsumedCapacity"] = consumed
+    metrics = _collection_metrics(db, request, table, key)
+    if metrics is not None:
+        response["ItemCollectionMetrics"] = metrics
+    return response
+
+
+def _check_condition(
+    db: Database, request: Body, table: Table, parsed: _Parsed, old: Item | None, units: float
+) -> None:
+    """Raise ConditionalCheckFailedException if the condition is false on the latest view. The
+    failed write still consumes write capacity, as in DynamoDB."""
+    if parsed.condition is None or parsed.condition.evaluate(old):
+        return
+    _meter_write(db, table, units)
+    item = None
+    if request.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and old is not None:
+        item = old
+    raise ConditionalCheckFailedException(item=item)
+
+
+def _key_of(table: Table, item: Item) -> Item:
+    return {name: item[name] for name in table.key_names}
+
+
+# --- Operations -----------------------------------------------------------------------------
+
+
+@operation("PutItem")
+async def put_item(db: Database, body: Body) -> Body:
+    request = read_request("PutItem", body)
+    check_expression_parameters(
+        request, ("ConditionExpression",), ("Expected", "ConditionalOperator")
+    )
+    item = validate_item(request["Item"])
+    if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
+        raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
+    size = item_size(item)
+    if size > ITEM_BYTES_MAX:
+        raise ValidationException(ITEM_TOO_BIG_MESSAGE)
+    parsed = _parse_expressions(request)
+    table = find_table(db, request["TableName"])
+    key = check_item_key(table, item)
+    skey = storage_key(table, key)
+
+    old = latest_item(db, skey)
+    units = write_units(max(size, 0 if old is None else item_size(old)))
+    _check_condition(db, request, table, parsed, old, units)
+    record = {"kind": "put", "table": table.table_id, "key": skey, "item": item}
+    await propose_write(db, skey, item, record)
+    _meter_write(db, table, units)
+    attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
+    return _write_response(db, request, table, key, units, attributes)
+
+
+@operation("GetItem")
+async def get_item(db: Database, body: Body) -> Body:
+    request = read_request("GetItem", body)
+    check_expression_parameters(request, ("ProjectionExpression",), ("AttributesToGet",))
+    key = validate_item(request["Key"])
+    parsed = _parse_expressions(request)
+    table = find_table(db, request["TableName"])
+    check_key(table, key)
+
+    item = committed_item(db, storage_key(table, key))
+    consistent = bool(request.get("ConsistentRead", False))
+    units = read_units(0 if item is None else item_size(item), consistent=consistent)
+    _meter_read(db, table, units)
+    response: Body = {}
+    if item is not None:
+        response["Item"] = item if parsed.projection is None else parsed.projection.apply(item)
+    consumed = _consumed(request, table, units)
+    if consumed is not None:
+        response["ConsumedCapacity"] = consumed
+    return response
+
+
+@operation("UpdateItem")
+async def update_item(db: Database, body: Body) -> Body:
+    request = read_request("UpdateItem", body)
+    check_expression_parameters(
+        request,
+        ("UpdateExpression", "ConditionExpression"),
+        ("AttributeUpdates", "Expected", "ConditionalOperator"),
+    )
+    key = validate_item(request["Key"])
+    parsed = _parse_expressions(request)
+    table = find_table(db, request["TableName"])
+    check_key(table, key)
+    if parsed.update is not None:
+        updated = parsed.update.top_level_attributes()
+        for name in table.key_names:
+            if name in updated:
+                raise ValidationException(
+                    INVALID + f"Cannot update attribute {name}. This attribute is part of the key"
+                )
+    skey = storage_key(table, key)
+
+    old = latest_item(db, skey)
+    old_size = 0 if old is None else item_size(old)
+    _check_condition(db, request, table, parsed, old, write_units(old_size))
+    base: Item = dict(old) if old is not None else dict(key)
+    effect: Any = None
+    if parsed.update is None:
+        new = base
+    else:
+        new, effect = parsed.update.apply(base)
+    size = item_size(new)
+    if size > ITEM_BYTES_MAX:
+        raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
+    check_index_keys(table, new, by_update=True)
+    units = write_units(max(size, old_size))
+    record = {"kind": "put", "table": table.table_id, "key": skey, "item": new}
+    await propose_write(db, skey, new, record)
+    _meter_write(db, table, units)
+    attributes = _update_return_values(request.get("ReturnValues", "NONE"), old, new, effect)
+    return _write_response(db, request, table, key, units, attributes)
+
+
+def _update_return_values(mode: str, old: Item | None, new: Item, effect: Any) -> Item | None:
+    if mode == "ALL_OLD":
+        return old
+    if mode == "ALL_NEW":
+        return new
+    if mode == "UPDATED_OLD":
+        return None if old is None or effect is None else effect.updated(old)
+    if mode == "UPDATED_NEW":
+        return None if effect is None else effect.updated(new)
+    return None
+
+
+@operation("DeleteItem")
+async def delete_item(db: Database, body: Body) -> Body:
+    request = read_request("DeleteItem", body)
+    check_expression_parameters(
+        request, ("ConditionExpression",), ("Expected", "ConditionalOperator")
+    )
+    key = validate_item(request["Key"])
+    if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
+        raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
+    parsed = _parse_expressions(request)
+    table = find_table(db, request["TableName"])
+    check_key(table, key)
+    skey = storage_key(table, key)
+
+    old = latest_item(db, skey)
+    units = write_units(0 if old is None else item_size(old))
+    _check_condition(db, request, table, parsed, old, units)
+    # A delete of a missing item is still a write: it is logged, ordered and charged.
+    record = {"kind": "delete", "table": table.table_id, "key": skey}
+    await propose_write(db, skey, None, record)
+    _meter_write(db, table, units)
+    attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
+    return _write_response(db, request, table, key, units, attributes)
+
+
+# --- Appliers -------------------------------------------------------------------------------
+
+
+@redo_kind("put")
+def apply_put(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    apply_item_write(db, lsn, record)
+
+
+@redo_kind("delete")
+def apply_delete(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    apply_item_write(db, lsn, record)
