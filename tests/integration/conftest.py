@@ -8,6 +8,8 @@
 - `table_factory`: `table_factory(hash_key="pk", hash_type="S", range_key=None,
   range_type="S", **create_table_args) -> table name`; creates a uniquely named table, waits
   until it is ACTIVE and deletes it after the test.
+- `client_factory`: `client_factory(endpoint, **boto3_client_args)` -> a boto3 client with
+  the same defaults as `ddb` (override credentials, region, config ...).
 - `server_factory`: `server_factory(*extra_args, data_dir=None) -> ServerProcess` starts
   another server (with other flags) that is stopped after the test.
 """
@@ -142,6 +144,11 @@ def endpoint(server: ServerProcess) -> str:
 @pytest.fixture(scope="session")
 def ddb(endpoint: str) -> Any:
     return make_client(endpoint)
+
+
+@pytest.fixture(scope="session")
+def client_factory() -> Callable[..., Any]:
+    return make_client
 
 
 @pytest.fixture(scope="session")
