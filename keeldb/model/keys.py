@@ -104,7 +104,11 @@ def _decode_number(data: bytes, start: int) -> tuple[str, int]:
     if negative:
         exponent_byte = _EXPONENT_SPAN - exponent_byte
         pairs = [_DIGIT_PAIR_MAX + 1 - p for p in pairs]
+    if not pairs or not all(1 <= p <= _DIGIT_PAIR_MAX for p in pairs):
+        raise ValueError("bad number digits")
     digits = "".join(f"{p - 1:02d}" for p in pairs).rstrip("0")
+    if not digits:
+        raise ValueError("bad number digits")
     adjusted = exponent_byte + NUMBER_EXPONENT_MIN
     text = f"{'-' if negative else ''}{digits[0]}.{digits[1:] or '0'}E{adjusted:+d}"
     return normalize_number(text), end + 1
