@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import sys
 import tempfile
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -132,3 +135,15 @@ def embedded(
         finally:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing `keeldb.embedded` binds the attribute `embedded` of the `keeldb` package to
+    this module, hiding the function of the same name that the package root exports. Making
+    the module callable keeps `keeldb.embedded(...)` working either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager[str]:
+        return embedded(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

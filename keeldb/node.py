@@ -20,7 +20,9 @@ from keeldb.api.server import ApiServer
 from keeldb.api.sigv4 import Credential, Verifier
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
+from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.memory import MemoryLog, MemoryStore
+from keeldb.storage.replog import LocalLog
 
 log = logging.getLogger("keeldb.node")
 
@@ -103,17 +105,6 @@ async def _open_storage(config: NodeConfig) -> tuple[Any, Any, Database]:
         memory_log = MemoryLog(database.apply, start_lsn=memory_store.applied_lsn())
         database.attach_log(memory_log)
         return memory_store, memory_log, database
-
-    try:
-        from keeldb.storage.lmdb_store import LmdbStore
-        from keeldb.storage.replog import LocalLog
-    except ImportError:
-        # The durable store and log are not part of this build yet: serve from memory and
-        # say so loudly, rather than refusing to start.
-        log.warning("durable storage unavailable: data in %s will NOT persist", config.data_dir)
-        return await _open_storage(
-            NodeConfig(config.host, config.port, None, config.credentials, config.region)
-        )
 
     data_dir = Path(config.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
