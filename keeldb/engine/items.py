@@ -162,12 +162,17 @@ def check_item_key(table: Table, item: Item) -> Item:
     return key
 
 
-def check_index_keys(table: Table, item: Item, *, by_update: bool) -> None:
+def check_index_keys(
+    table: Table, item: Item, *, by_update: bool, names: frozenset[str] | None = None
+) -> None:
     """Attributes that key a secondary index must have the type the index was defined with,
-    and must not be empty (items without them are simply absent from the index)."""
+    and must not be empty (items without them are simply absent from the index). An update
+    checks only the attributes it writes (`names`)."""
     for index in _indexes(table):
         for attribute in (index.hash_key, index.range_key):
             if attribute is None or attribute.name in table.key_names:
+                continue
+            if names is not None and attribute.name not in names:
                 continue
             value = item.get(attribute.name)
             if value is None:
@@ -374,8 +379,9 @@ async def update_item(db: Database, body: Body) -> Body:
     parsed = _parse_expressions(request)
     table = find_table(db, request["TableName"])
     check_key(table, key)
+    updated: frozenset[str] = frozenset()
     if parsed.update is not None:
-        updated = parsed.update.top_level_attributes()
+        updated = frozenset(parsed.update.top_level_attributes())
         for name in table.key_names:
             if name in updated:
                 raise ValidationException(
@@ -395,7 +401,7 @@ async def update_item(db: Database, body: Body) -> Body:
     size = item_size(new)
     if size > ITEM_BYTES_MAX:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
-    check_index_keys(table, new, by_update=True)
+    check_index_keys(table, new, by_update=True, names=updated)
     units = write_units(max(size, old_size))
     record = {"kind": "put", "table": table.table_id, "key": skey, "item": new}
     await propose_write(db, skey, new, record)

@@ -708,3 +708,99 @@ def test_a_failed_proposal_leaves_no_pending_image() -> None:
         harness("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}})
     assert items_state(harness.db).pending == {}
     harness.close()
+
+
+# --- Secondary index keys and item collections --------------------------------------------------
+
+
+@pytest.fixture
+def indexed(h: Harness) -> Harness:
+    h.create(
+        "indexed", range_key="sk",
+        more_definitions=[{"AttributeName": "g", "AttributeType": "S"},
+                          {"AttributeName": "l", "AttributeType": "N"}],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "by-g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "ALL"}}],
+        LocalSecondaryIndexes=[{
+            "IndexName": "by-l", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
+                                               {"AttributeName": "l", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"}}],
+    )
+    return h
+
+
+def test_index_key_of_the_wrong_type_is_refused(indexed: Harness) -> None:
+    err = indexed.error("PutItem", {"TableName": "indexed",
+                                    "Item": {"pk": s("a"), "sk": s("b"), "g": n("1")}})
+    assert err.message == ("One or more parameter values were invalid: Type mismatch for Index "
+                           "Key g Expected: S Actual: N IndexName: by-g")
+    err = indexed.error("PutItem", {"TableName": "indexed",
+                                    "Item": {"pk": s("a"), "sk": s("b"), "l": s("x")}})
+    assert err.message == ("One or more parameter values were invalid: Type mismatch for Index "
+                           "Key l Expected: N Actual: S IndexName: by-l")
+
+
+def test_empty_index_key_is_refused_but_a_missing_one_is_fine(indexed: Harness) -> None:
+    err = indexed.error("PutItem", {"TableName": "indexed",
+                                    "Item": {"pk": s("a"), "sk": s("b"), "g": s("")}})
+    assert err.message == (
+        "One or more parameter values are not valid. A value specified for a secondary index "
+        "key is not supported. The AttributeValue for a key attribute cannot contain an empty "
+        "string value. IndexName: by-g, IndexKey: g"
+    )
+    indexed("PutItem", {"TableName": "indexed", "Item": {"pk": s("a"), "sk": s("b")}})
+
+
+def test_update_of_an_index_key_to_the_wrong_type_is_refused(indexed: Harness) -> None:
+    err = indexed.error("UpdateItem", {"TableName": "indexed", "Key": {"pk": s("a"), "sk": s("b")},
+                                       "UpdateExpression": "SET g = :v",
+                                       "ExpressionAttributeValues": {":v": n("1")}})
+    assert err.message == ("One or more parameter values were invalid: Type mismatch for Index "
+                           "Key g Expected: S Actual: N IndexName: by-g")
+
+
+def test_item_collection_metrics_are_reported_for_tables_with_local_indexes(indexed: Harness) -> None:
+    answer = indexed("PutItem", {"TableName": "indexed", "Item": {"pk": s("a"), "sk": s("b")},
+                                 "ReturnItemCollectionMetrics": "SIZE"})
+    assert answer == {"ItemCollectionMetrics": {"ItemCollectionKey": {"pk": s("a")},
+                                                "SizeEstimateRangeGB": [0.0, 1.0]}}
+    answer = indexed("DeleteItem", {"TableName": "indexed", "Key": {"pk": s("a"), "sk": s("b")},
+                                    "ReturnItemCollectionMetrics": "NONE"})
+    assert answer == {}
+
+
+# --- Deleted tables -----------------------------------------------------------------------------
+
+
+def test_a_write_applied_after_its_table_was_deleted_leaves_nothing_behind(h: Harness) -> None:
+    from keeldb.engine.database import encode_record
+    from keeldb.engine.item_store import storage_key
+
+    table = h.table("hash")
+    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("a")},
+              "key": storage_key(table, {"pk": s("a")})}
+    h("DeleteTable", {"TableName": "hash"})
+    lsn = h.store.applied_lsn() + 1
+    h.db.apply([(lsn, encode_record(record))])
+    assert h.store.applied_lsn() == lsn
+    assert list(h.store.scan(*_table_range(table.table_id))) == []
+
+
+def test_a_replayed_record_is_not_applied_twice(h: Harness) -> None:
+    from keeldb.engine.database import encode_record
+    from keeldb.engine.item_store import storage_key
+
+    table = h.table("hash")
+    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}})
+    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("b")},
+              "key": storage_key(table, {"pk": s("b")})}
+    h.db.apply([(h.store.applied_lsn(), encode_record(record))])
+    assert get(h, "hash", {"pk": s("b")}) is None
+    assert table_stats(h.db, table) == (1, 3)
+
+
+def _table_range(table_id: str) -> tuple[bytes, bytes]:
+    from keeldb.model.keys import table_bounds
+
+    return table_bounds(table_id)
