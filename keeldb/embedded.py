@@ -85,7 +85,7 @@ class EmbeddedServer:
         self._stop = stop
         try:
             self._node = await Node.start(self._config)
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - handed to the starting thread
             self._error = error
             self._ready.set()
             return

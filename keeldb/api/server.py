@@ -103,7 +103,7 @@ class DateCache:
 
 
 class Request:
-    __slots__ = ("method", "url", "headers", "body", "keep_alive")
+    __slots__ = ("body", "headers", "keep_alive", "method", "url")
 
     def __init__(
         self, method: str, url: bytes, headers: dict[str, str], body: bytes, keep_alive: bool
@@ -183,9 +183,7 @@ class ApiServer:
             return self._response(200, self.health_body, None, request_id, close, extra), close
 
         content_type = headers.get("content-type", "").split(";", 1)[0].strip()
-        if request.method != "POST" or (
-            request.body and content_type not in JSON_CONTENT_TYPES
-        ):
+        if request.method != "POST" or (request.body and content_type not in JSON_CONTENT_TYPES):
             return self._response(404, NOT_FOUND_BODY, None, request_id, close, extra), close
         response_type = (
             "application/x-amz-json-1.0"
@@ -203,9 +201,9 @@ class ApiServer:
                 del body["message"]
         except Exception:
             log.exception("internal error in %s", headers.get("x-amz-target"))
-            error = InternalServerError(INTERNAL_ERROR_MESSAGE)
-            status = error.status
-            body = error.body()
+            internal = InternalServerError(INTERNAL_ERROR_MESSAGE)
+            status = internal.status
+            body = internal.body()
         try:
             payload = orjson.dumps(body)
         except TypeError:

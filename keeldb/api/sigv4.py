@@ -251,8 +251,7 @@ class Verifier:
         payload_hash = hashlib.sha256(body).hexdigest()
         declared_hash = headers.get("x-amz-content-sha256")
         canonical_headers = "".join(
-            f"{name.lower()}:{_trim_all(headers.get(name.lower(), ''))}\n"
-            for name in signed_names
+            f"{name.lower()}:{_trim_all(headers.get(name.lower(), ''))}\n" for name in signed_names
         )
         canonical_request = "\n".join(
             (

@@ -83,9 +83,8 @@ class ServerProcess:
         raise TimeoutError(f"keeldb serve not ready in {START_SECONDS_MAX} s:\n{self.output()}")
 
     def output(self) -> str:
-        return (
-            self.stdout_path.read_text(errors="replace")
-            + self.stderr_path.read_text(errors="replace")
+        return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(
+            errors="replace"
         )
 
     def stop(self, signum: int = signal.SIGTERM) -> int:

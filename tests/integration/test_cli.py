@@ -37,9 +37,7 @@ def test_in_memory_mode_says_so(server_factory: Callable[..., Any]) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_server_cleanly(
-    server_factory: Callable[..., Any], signum: int
-) -> None:
+def test_a_signal_stops_the_server_cleanly(server_factory: Callable[..., Any], signum: int) -> None:
     server = server_factory("--in-memory")
     assert server.stop(signum) == 0
     assert "KeelDB stopped" in server.output()
@@ -58,6 +56,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "keeldb", *args],
         capture_output=True,
+        check=False,
         text=True,
         timeout=RUN_SECONDS_MAX,
         cwd=cwd,
@@ -68,7 +67,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_a_malformed_credentials_file_stops_the_start(tmp_path: Path) -> None:
     path = tmp_path / "credentials"
     path.write_text("only-a-key-id\n")
-    result = run_cli("serve", "--port", "0", "--in-memory", "--credentials", str(path), cwd=tmp_path)
+    result = run_cli(
+        "serve", "--port", "0", "--in-memory", "--credentials", str(path), cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "cannot read credentials" in result.stderr
     assert "credentials:1" in result.stderr
@@ -136,6 +137,7 @@ def test_the_aws_cli_lists_tables(
     result = subprocess.run(
         ["aws", "dynamodb", "list-tables", "--endpoint-url", endpoint, "--output", "json"],
         capture_output=True,
+        check=False,
         text=True,
         timeout=RUN_SECONDS_MAX * 2,
         env=env,

@@ -68,9 +68,7 @@ def test_unknown_operation_and_missing_target(endpoint: str) -> None:
     for target in (None, TARGET + "ListTable", "DynamoDB_20120810", "Other_20120810.ListTables"):
         status, headers, body = call(conn, target, b"{}")
         assert status == 400
-        assert json.loads(body) == {
-            "__type": "com.amazon.coral.service#UnknownOperationException"
-        }
+        assert json.loads(body) == {"__type": "com.amazon.coral.service#UnknownOperationException"}
         assert int(headers["x-amz-crc32"]) == zlib.crc32(body)
     conn.close()
 
@@ -108,7 +106,10 @@ def test_a_request_over_16_mb_is_refused_with_413(endpoint: str) -> None:
             "POST",
             "/",
             body=body,
-            headers={"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": TARGET + "ListTables"},
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": TARGET + "ListTables",
+            },
         )
     except (BrokenPipeError, ConnectionResetError):
         pass  # the server may answer and close before the whole body is sent
@@ -150,7 +151,7 @@ def test_concurrent_clients_all_get_answers(endpoint: str) -> None:
                 assert status == 200
                 assert int(headers["x-amz-crc32"]) == zlib.crc32(body)
             conn.close()
-        except BaseException as error:  # reported below, in the test's thread
+        except BaseException as error:  # noqa: BLE001 - reported in the test's thread
             failures.append(error)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]

@@ -9,7 +9,7 @@ import socket
 import threading
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import uvloop
@@ -23,7 +23,7 @@ TIMEOUT_SECONDS = 10
 class FakeEngine:
     """Answers a few operations the way an engine would, including failing."""
 
-    operations = {"Echo", "Fail", "Boom", "Slow", "Odd", "Condition", "Count"}
+    operations: ClassVar[set[str]] = {"Echo", "Fail", "Boom", "Slow", "Odd", "Condition", "Count"}
 
     def __init__(self) -> None:
         self.calls = 0
@@ -284,7 +284,13 @@ def test_nan_is_not_json(running: Running) -> None:
 
 @pytest.mark.parametrize(
     "target",
-    [None, "whatever", "DynamoDB_20120810.ListTable", "DynamoDB_20111205.Echo", "DynamoDB_20120810"],
+    [
+        None,
+        "whatever",
+        "DynamoDB_20120810.ListTable",
+        "DynamoDB_20111205.Echo",
+        "DynamoDB_20120810",
+    ],
 )
 def test_missing_or_unknown_target_is_an_unknown_operation(
     running: Running, target: str | None
