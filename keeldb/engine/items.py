@@ -392,7 +392,8 @@ async def update_item(db: Database, body: Body) -> Body:
     old = latest_item(db, skey)
     old_size = 0 if old is None else item_size(old)
     _check_condition(db, request, table, parsed, old, write_units(old_size))
-    base: Item = dict(old) if old is not None else dict(key)
+    # The update builds a new item and never changes `base` (which may be a pending image).
+    base: Item = old if old is not None else dict(key)
     effect: Any = None
     if parsed.update is None:
         new = base
@@ -416,9 +417,9 @@ def _update_return_values(mode: str, old: Item | None, new: Item, effect: Any) -
     if mode == "ALL_NEW":
         return new
     if mode == "UPDATED_OLD":
-        return None if old is None or effect is None else effect.updated(old)
+        return None if old is None or effect is None else effect.updated_old()
     if mode == "UPDATED_NEW":
-        return None if effect is None else effect.updated(new)
+        return None if effect is None else effect.updated_new()
     return None
 
 
