@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 MAP_BYTES_INITIAL = 1 << 40  # 1 TiB of address space; the file only grows as data is written.
 MAP_BYTES_GROWTH_FACTOR = 2  # On MapFullError the map doubles.
@@ -57,7 +57,7 @@ _LSN = struct.Struct("<Q")
 _BUCKET_MARKER = b"\x00"
 
 
-def _is_bucket(lmdb_key: bytes) -> bool:
+def _is_bucket(lmdb_key: bytes | memoryview) -> bool:
     return len(lmdb_key) == LMDB_KEY_INLINE_BYTES + 1
 
 
@@ -69,7 +69,7 @@ def _lmdb_key(key: bytes) -> bytes:
     return key if len(key) <= LMDB_KEY_INLINE_BYTES else _bucket_key(key)
 
 
-def _decode_bucket(value: bytes) -> list[list[bytes]]:
+def _decode_bucket(value: bytes | memoryview) -> list[list[bytes]]:
     pairs: list[list[bytes]] = msgpack.unpackb(value, use_list=True)
     return pairs
 
@@ -199,7 +199,7 @@ class LmdbStore:
         else:
             target = _lmdb_key(high)
             if cursor.set_range(target):
-                if cursor.key() > target:
+                if bytes(cursor.key()) > target:
                     positioned = cursor.prev()
                 else:
                     positioned = True
@@ -218,7 +218,9 @@ class LmdbStore:
         return out
 
     @staticmethod
-    def _expand(lmdb_key: bytes, raw: bytes, *, reverse: bool) -> list[tuple[bytes, bytes]]:
+    def _expand(
+        lmdb_key: bytes | memoryview, raw: bytes | memoryview, *, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
         if not _is_bucket(lmdb_key):
             return [(bytes(lmdb_key), bytes(raw))]
         prefix = bytes(lmdb_key[:LMDB_KEY_INLINE_BYTES])

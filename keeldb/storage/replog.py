@@ -259,7 +259,9 @@ class LocalLog:
         count = 0
         group_bytes = 0
         for record, _ in self._queue:
-            if count == BATCH_RECORDS_MAX or (count and group_bytes + len(record) > BATCH_BYTES_MAX):
+            if count == BATCH_RECORDS_MAX or (
+                count and group_bytes + len(record) > BATCH_BYTES_MAX
+            ):
                 break
             count += 1
             group_bytes += len(record)
@@ -293,7 +295,7 @@ class LocalLog:
         try:
             with self._store_batch():
                 self._apply(entries)
-        except BaseException as error:
+        except Exception as error:  # noqa: BLE001 - any failure of apply stops the log
             # Applying a committed entry must not fail; if it does, the replica's state no
             # longer follows its log and it must stop (a restart replays the entries).
             self._fail(error, group)

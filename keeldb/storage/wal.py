@@ -108,16 +108,22 @@ def _decode_segment_header(data: bytes | memoryview) -> int | None:
     """The first LSN the header announces, or None if the header does not verify."""
     if len(data) < SEGMENT_HEADER_BYTES:
         return None
+    magic: bytes
+    first_lsn: int
+    crc: int
     magic, first_lsn, crc = SEGMENT_HEADER.unpack_from(data, 0)
     if magic != SEGMENT_MAGIC or crc != zlib.crc32(SEGMENT_MAGIC + _LSN.pack(first_lsn)):
         return None
-    return int(first_lsn)
+    return first_lsn
 
 
 def _record_at(data: bytes | memoryview, offset: int, lsn: int) -> int | None:
     """The end offset of a valid record with this LSN starting at `offset`, else None."""
     if offset + RECORD_HEADER_BYTES > len(data):
         return None
+    length: int
+    crc: int
+    found_lsn: int
     length, crc, found_lsn = RECORD_HEADER.unpack_from(data, offset)
     if found_lsn != lsn or length > RECORD_BYTES_MAX:
         return None

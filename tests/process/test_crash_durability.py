@@ -259,7 +259,7 @@ class Writer(threading.Thread):
         client = Client(self.port)
         try:
             self._write(client)
-        except BaseException as error:  # reported by the test thread
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
             self.error = error
         finally:
             client.close()
@@ -411,7 +411,7 @@ def test_a_torn_final_log_record_is_discarded_and_the_rest_recovered(tmp_path: P
     """The store lags the log (as after power loss); the log's last segment is then cut at a
     random byte or given a garbage tail. Recovery must replay every whole record and no more:
     the items are a prefix of the sequential puts, exactly as long as the whole records."""
-    rng = random.Random(int(os.environ.get("KEELDB_CRASH_SEED", 5)))
+    rng = random.Random(int(os.environ.get("KEELDB_CRASH_SEED", "5")))
     base = tmp_path / "base"
     server = ServerProcess(base, tmp_path / "server.log")
     puts = 40
@@ -437,7 +437,9 @@ def test_a_torn_final_log_record_is_discarded_and_the_rest_recovered(tmp_path: P
     # The puts are the last `puts` records (one redo record per put, plus none after them).
     first_put_end_index = len(ends) - puts
     assert first_put_end_index >= 0
-    put_region_start = ends[first_put_end_index - 1] if first_put_end_index else SEGMENT_HEADER_BYTES
+    put_region_start = (
+        ends[first_put_end_index - 1] if first_put_end_index else SEGMENT_HEADER_BYTES
+    )
     cases: list[tuple[str, bytes]] = []
     for _ in range(4):
         cut = rng.randrange(put_region_start, len(full))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +28,9 @@ class KeyValueApplier:
             self.store.write([(key, value)], [], applied_lsn=lsn)
 
 
-async def open_node(data_dir: Path, **kwargs: object) -> tuple[LmdbStore, KeyValueApplier, LocalLog]:
+async def open_node(
+    data_dir: Path, **kwargs: object
+) -> tuple[LmdbStore, KeyValueApplier, LocalLog]:
     store = LmdbStore(data_dir / "store")
     applier = KeyValueApplier(store)
     log = await LocalLog.open(data_dir / "wal", store, applier, **kwargs)  # type: ignore[arg-type]
@@ -42,7 +43,7 @@ def run(coroutine: object) -> object:
 
 def test_append_returns_lsn_after_the_entry_is_applied(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store, applier, log = await open_node(tmp_path)
+        store, _, log = await open_node(tmp_path)
         assert await log.append(b"a=1") == 1
         assert store.get(b"a") == b"1"
         assert await log.append(b"a=2") == 2
@@ -153,7 +154,7 @@ def test_checkpoint_removes_old_segments_and_recovery_still_works(tmp_path: Path
         store.close()
 
     async def second_life() -> None:
-        store, applier, log = await open_node(tmp_path, segment_bytes=400)
+        store, _, log = await open_node(tmp_path, segment_bytes=400)
         assert store.applied_lsn() == 110
         assert store.get(b"key1") == b"value106"
         assert await log.append(b"after=1") == 111
@@ -211,7 +212,7 @@ def test_a_failed_fsync_fails_the_writers_and_stops_the_log(tmp_path: Path) -> N
     fatal: list[BaseException] = []
 
     async def scenario() -> None:
-        store, applier, log = await open_node(tmp_path, on_fatal=fatal.append)
+        store, _, log = await open_node(tmp_path, on_fatal=fatal.append)
         assert await log.append(b"a=1") == 1
 
         def broken_disk(fd: int) -> None:
@@ -273,7 +274,7 @@ asyncio.run(main())
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 70
     assert "still running" not in result.stdout

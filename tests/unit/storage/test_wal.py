@@ -113,7 +113,9 @@ def test_torn_tail_at_every_byte_offset_is_cut_back_to_the_last_whole_record(
         wal.sync()
         wal.close()
         assert read_all(case)[-1] == (whole + 1, b"next")
-        assert (case / segment_name(1)).stat().st_size == boundaries[whole] + RECORD_HEADER_BYTES + 4
+        assert (case / segment_name(1)).stat().st_size == boundaries[
+            whole
+        ] + RECORD_HEADER_BYTES + 4
 
 
 @pytest.mark.parametrize(
@@ -178,7 +180,7 @@ def test_crc_mismatch_in_an_older_segment_raises_on_replay(tmp_path: Path) -> No
         wal.append([b"payload-%02d" % i])
     wal.sync()
     wal.close()
-    first = sorted(tmp_path.glob("*.wal"))[0]
+    first = min(tmp_path.glob("*.wal"))
     data = bytearray(first.read_bytes())
     data[SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 2] ^= 0x01
     first.write_bytes(bytes(data))
@@ -222,7 +224,7 @@ def test_truncate_before_removes_only_whole_segments_below_the_lsn(tmp_path: Pat
     removed = wal.truncate_before(firsts[2] + 1)
     assert removed == 2
     assert wal.first_lsn() == firsts[2]
-    assert [lsn for lsn, _ in wal.replay(firsts[2] - 1)][0] == firsts[2]
+    assert next(lsn for lsn, _ in wal.replay(firsts[2] - 1)) == firsts[2]
     with pytest.raises(CorruptLogError, match="replay needs record 1"):
         list(wal.replay(0))
     # The segment being written is never removed.
