@@ -497,8 +497,12 @@ def _check_throughput(v: Violations, throughput: dict[str, Any] | None, path: st
 
 
 def _key_schema_text(elements: list[dict[str, Any]]) -> list[str]:
+    def text(value: str | None) -> str:
+        return "null" if value is None else value  # as Java prints a missing member
+
     return [
-        f"KeySchemaElement(attributeName={e.get('AttributeName')}, keyType={e.get('KeyType')})"
+        f"KeySchemaElement(attributeName={text(e.get('AttributeName'))}, "
+        f"keyType={text(e.get('KeyType'))})"
         for e in elements
     ]
 
@@ -520,7 +524,10 @@ def _check_key_schema(v: Violations, schema: list[dict[str, Any]] | None, path: 
         name = element.get("AttributeName")
         if v.not_null(name, f"{member}.attributeName"):
             v.length(
-                name, f"{member}.attributeName", ATTRIBUTE_NAME_LENGTH_MIN, ATTRIBUTE_NAME_LENGTH_MAX
+                name,
+                f"{member}.attributeName",
+                ATTRIBUTE_NAME_LENGTH_MIN,
+                ATTRIBUTE_NAME_LENGTH_MAX,
             )
         key_type = element.get("KeyType")
         if v.not_null(key_type, f"{member}.keyType"):
@@ -539,16 +546,17 @@ def _check_attribute_definitions(
         name = definition.get("AttributeName")
         if v.not_null(name, f"{member}.attributeName"):
             v.length(
-                name, f"{member}.attributeName", ATTRIBUTE_NAME_LENGTH_MIN, ATTRIBUTE_NAME_LENGTH_MAX
+                name,
+                f"{member}.attributeName",
+                ATTRIBUTE_NAME_LENGTH_MIN,
+                ATTRIBUTE_NAME_LENGTH_MAX,
             )
         attribute_type = definition.get("AttributeType")
         if v.not_null(attribute_type, f"{member}.attributeType"):
             v.enum(attribute_type, f"{member}.attributeType", KEY_ATTRIBUTE_TYPES)
 
 
-def _check_index_model(
-    v: Violations, index: dict[str, Any], path: str, *, is_global: bool
-) -> None:
+def _check_index_model(v: Violations, index: dict[str, Any], path: str, *, is_global: bool) -> None:
     name = index.get("IndexName")
     if v.not_null(name, f"{path}.indexName"):
         v.pattern(name, f"{path}.indexName")
@@ -828,7 +836,9 @@ def _check_table_keys(body: Body, defined: dict[str, str]) -> None:
     names = list(defined)
     if len(keys) == 2:
         if any(k not in defined for k in keys) or (keys[0] == keys[1] and len(defined) == 1):
-            raise ValidationException("Invalid KeySchema: Some index key attribute have no definition")
+            raise ValidationException(
+                "Invalid KeySchema: Some index key attribute have no definition"
+            )
     elif keys[0] not in defined:
         raise ValidationException(
             INVALID + "Some index key attributes are not defined in AttributeDefinitions. "
@@ -1036,8 +1046,7 @@ def _check_stream_at_create(spec: dict[str, Any] | None) -> tuple[bool, str | No
         )
     if not enabled and view_type is not None:
         raise ValidationException(
-            INVALID
-            + "Table is being created with a stream disabled, UpdateViewType should not be "
+            INVALID + "Table is being created with a stream disabled, UpdateViewType should not be "
             "specified"
         )
     return enabled, view_type
@@ -1193,9 +1202,7 @@ async def delete_table(db: Database, body: Body) -> Body:
                 "Disable deletion protection first."
             )
         item_count, size_bytes = _table_stats(db, table)
-        await _propose(
-            db, {"kind": "delete_table", "name": table.name, "table_id": table.table_id}
-        )
+        await _propose(db, {"kind": "delete_table", "name": table.name, "table_id": table.table_id})
     # DynamoDB's DeleteTable answer leaves out the schema, the indexes and the creation time.
     out: Body = {
         "TableName": table.name,
@@ -1423,9 +1430,14 @@ def _sse_changes(db: Database, spec: dict[str, Any], table: Table) -> dict[str, 
     if not spec.get("Enabled", False) and not table.sse_enabled:
         raise ValidationException(INVALID + "Table is already encrypted by default")
     enabled, sse_type, key = _check_sse(db, spec)
-    if enabled and table.sse_enabled and spec.get("KMSMasterKeyId") in (
-        None,
-        table.kms_master_key_id,
+    if (
+        enabled
+        and table.sse_enabled
+        and spec.get("KMSMasterKeyId")
+        in (
+            None,
+            table.kms_master_key_id,
+        )
     ):
         raise ValidationException(
             INVALID + "Table is already encrypted with given KMSMasterKeyId. Use "
@@ -1494,7 +1506,9 @@ def _tagged_table(db: Database, arn: str) -> Table:
     table = _catalog(db).tables.get(name)
     if table is None:
         # "ResourcArn" is DynamoDB's own spelling in this message.
-        raise ResourceNotFoundException(f"Requested resource not found: ResourcArn: {arn} not found")
+        raise ResourceNotFoundException(
+            f"Requested resource not found: ResourcArn: {arn} not found"
+        )
     return table
 
 
