@@ -188,7 +188,7 @@ class ItemOperations(RuleBasedStateMachine):
 
 
 ItemOperations.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=100,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
