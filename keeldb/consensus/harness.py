@@ -353,15 +353,21 @@ class Harness:
 
     # ------------------------------------------------------------------ clients
 
-    def propose(self, node_id: int, command: bytes) -> ProposalId | None:
+    def propose(self, node_id: int, command: bytes, *, process: bool = True) -> ProposalId | None:
         replica = self.replica(node_id)
         pid = replica.propose(command)
         if pid is not None:
             self.labels[(NodeId(node_id), pid)] = command.decode("utf-8", "replace")
-        self.process_all()
+        if process:
+            self.process_all()
         return pid
 
-    def campaign(self, node_id: int, ticks_max: int = 1000) -> None:
+    def campaign(self, node_id: int) -> None:
+        """Make `node_id` start phase 1 now (skipping the pre-check)."""
+        assert self.replica(node_id).campaign(), f"node {node_id} may not lead"
+        self.process_all()
+
+    def timeout(self, node_id: int, ticks_max: int = 1000) -> None:
         """Tick only `node_id` until its election timer fires and it starts probing."""
         replica = self.replica(node_id)
         for _ in range(ticks_max):
@@ -369,7 +375,7 @@ class Harness:
                 break
             replica.tick()
             self.process_all()
-        assert replica.role is not Role.FOLLOWER, f"node {node_id} never campaigned"
+        assert replica.role is not Role.FOLLOWER, f"node {node_id} never timed out"
 
     def elect(self, node_id: int) -> None:
         """Make `node_id` leader with every message delivered."""

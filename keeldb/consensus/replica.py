@@ -553,6 +553,19 @@ class Replica:
         self._fill_pipeline()
         return pid
 
+    def campaign(self) -> bool:
+        """Start phase 1 now, skipping the pre-check: for leadership transfer (the driver
+        asks the chosen successor to campaign) and for tests. False when this replica may
+        not lead (log-only, or not a member)."""
+        if not self.latest_config.can_lead(self._id) or not self.config.can_lead(self._id):
+            return False
+        if self._role is Role.LEADER:
+            return True
+        if self._role is Role.CANDIDATE:
+            self._clear_proposer()
+        self._campaign()
+        return True
+
     def _reconfig_in_progress(self) -> bool:
         if self._reconfig_slot is not None:
             return True

@@ -144,7 +144,10 @@ class Interpreter:
         handler = getattr(self, "cmd_" + name.replace("-", "_"), None)
         if handler is None:
             raise ScriptError(f"unknown command {name!r}")
-        out: list[str] = handler(args)
+        try:
+            out: list[str] = handler(args)
+        except AgreementError as exc:  # a deliberately broken variant shows its violation
+            out = [f"VIOLATION: {exc}"]
         if self.harness is not None:
             events = self.harness.take_events()
             out = events + out
@@ -193,6 +196,10 @@ class Interpreter:
 
     def cmd_campaign(self, args: list[str]) -> list[str]:
         self.h.campaign(int(args[0]))
+        return []
+
+    def cmd_timeout(self, args: list[str]) -> list[str]:
+        self.h.timeout(int(args[0]))
         return []
 
     def cmd_elect(self, args: list[str]) -> list[str]:
@@ -268,10 +275,11 @@ class Interpreter:
         commands = args[1:]
         out = []
         for command in commands:
-            pid = self.h.propose(node, command.encode())
+            pid = self.h.propose(node, command.encode(), process=False)
             if pid is None:
                 hint = self.h.replica(node).leader_hint
                 out.append(f"{node}: refused {command} (leader hint {hint})")
+        self.h.process_all()
         return out
 
     def cmd_reconfig(self, args: list[str]) -> list[str]:
@@ -339,9 +347,6 @@ def run_script(text: str) -> str:
     interp = Interpreter()
     out_blocks = []
     for block in blocks:
-        try:
-            output = interp.execute(block.command)
-        except AgreementError as exc:  # a deliberately broken variant shows its violation
-            output = [f"VIOLATION: {exc}"]
+        output = interp.execute(block.command)
         out_blocks.append(Block(block.comments, block.command, output or ["ok"]))
     return render(out_blocks, trailing)
