@@ -4,8 +4,9 @@ This module owns:
 
 - the stored form of an item: the key is `keeldb.model.keys.item_key(table_id, 0, hash,
   range)`, so a table's items are one contiguous range in DynamoDB's physical order; the value
-  is the item's canonical wire-form dict packed with msgpack (`encode_item` / `decode_item`,
-  which Query and Scan use too);
+  is a msgpack array [item size in bytes, the item's canonical wire-form dict]
+  (`encode_item` / `decode_item` / `decode_stored`, which Query and Scan use too), so that
+  neither the appliers nor capacity arithmetic recompute a size that was computed once;
 - the per-table statistics (ItemCount, TableSizeBytes) kept in the store under a key inside
   the table's prefix (`stats_key`), updated in the same atomic write as the item they count,
   so that they are exact after any crash and vanish with DeleteTable's range delete;
@@ -48,9 +49,11 @@ STATS_SUFFIX = b"stats"
 
 @dataclass(slots=True)
 class PendingWrite:
-    """One proposed, not yet applied, write of an item: its after-image (None: deleted)."""
+    """One proposed, not yet applied, write of an item: its after-image (None: deleted) and
+    that image's size in bytes (0 for a delete)."""
 
     image: Item | None
+    size: int
 
 
 @dataclass(slots=True)
@@ -74,14 +77,21 @@ def items_state(db: Database) -> ItemsState:
 # --- Stored form ----------------------------------------------------------------------------
 
 
-def encode_item(item: Item) -> bytes:
-    data: bytes = msgpack.packb(item, use_bin_type=True)
+def encode_item(item: Item, size: int) -> bytes:
+    """The stored value of an item whose DynamoDB size is `size` bytes."""
+    assert size >= 0, size
+    data: bytes = msgpack.packb([size, item], use_bin_type=True)
     return data
 
 
+def decode_stored(data: bytes) -> tuple[Item, int]:
+    """(item, its size in bytes) from a stored value."""
+    size, item = msgpack.unpackb(data, raw=False)
+    return item, size
+
+
 def decode_item(data: bytes) -> Item:
-    item: Item = msgpack.unpackb(data, raw=False)
-    return item
+    return decode_stored(data)[0]
 
 
 def storage_key(table: Table, key: Item) -> bytes:
@@ -111,21 +121,26 @@ def table_stats(db: Database, table: Table) -> tuple[int, int]:
 # --- Views ----------------------------------------------------------------------------------
 
 
-def committed_item(db: Database, key: bytes) -> Item | None:
+def committed_item(db: Database, key: bytes) -> tuple[Item | None, int]:
+    """The committed item at `key` and its size (None and 0 if there is none)."""
     data = db.store.get(key)
-    return None if data is None else decode_item(data)
+    if data is None:
+        return None, 0
+    return decode_stored(data)
 
 
-def latest_item(db: Database, key: bytes) -> Item | None:
-    """The newest after-image of an item: pending if a write is in flight, else committed."""
+def latest_item(db: Database, key: bytes) -> tuple[Item | None, int]:
+    """The newest after-image of an item and its size: pending if a write is in flight, else
+    committed."""
     queue = items_state(db).pending.get(key)
     if queue:
-        return queue[-1].image
+        write = queue[-1]
+        return write.image, write.size
     return committed_item(db, key)
 
 
 async def propose_write(
-    db: Database, key: bytes, image: Item | None, record: dict[str, Any]
+    db: Database, key: bytes, image: Item | None, size: int, record: dict[str, Any]
 ) -> int:
     """Append `record` (the write of `image` at `key`) to the log and wait until it is applied.
 
@@ -136,7 +151,7 @@ async def propose_write(
     applier removes it.
     """
     pending = items_state(db).pending
-    write = PendingWrite(image)
+    write = PendingWrite(image, size)
     queue = pending.get(key)
     if queue is None:
         queue = pending[key] = deque()
@@ -197,16 +212,17 @@ def _item_write(
     count, size = _read_stats(db, skey)
     if old is not None:
         count -= 1
-        size -= item_size(decode_item(old))
+        size -= decode_stored(old)[1]
     puts: list[tuple[bytes, bytes]] = []
     deletes: list[bytes] = []
     if image is None:
         if old is not None:
             deletes.append(key)
     else:
-        puts.append((key, encode_item(image)))
+        image_size: int = record["size"]
+        puts.append((key, encode_item(image, image_size)))
         count += 1
-        size += item_size(image)
+        size += image_size
     assert count >= 0, count
     assert size >= 0, size
     puts.append((skey, msgpack.packb([count, size])))

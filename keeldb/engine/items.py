@@ -33,7 +33,7 @@ from keeldb.engine.item_store import (
     Item,
     apply_item_write,
     committed_item,
-    decode_item,
+    decode_stored,
     items_state,
     latest_item,
     propose_write,
@@ -259,7 +259,7 @@ def _collection_metrics(
         return None
     hash_value = key[table.hash_key.name]
     start, end = partition_bounds(table.table_id, 0, hash_value)
-    size = sum(item_size(decode_item(data)) for _, data in db.store.scan(start, end))
+    size = sum(decode_stored(data)[1] for _, data in db.store.scan(start, end))
     low = float(size // GIGABYTE_BYTES)
     return {
         "ItemCollectionKey": {table.hash_key.name: hash_value},
@@ -335,11 +335,11 @@ async def put_item(db: Database, body: Body) -> Body:
     key = check_item_key(table, item)
     skey = storage_key(table, key)
 
-    old = latest_item(db, skey)
-    units = write_units(max(size, 0 if old is None else item_size(old)))
+    old, old_size = latest_item(db, skey)
+    units = write_units(max(size, old_size))
     _check_condition(db, request, table, parsed, old, units)
-    record = {"kind": "put", "table": table.table_id, "key": skey, "item": item}
-    await propose_write(db, skey, item, record)
+    record = {"kind": "put", "table": table.table_id, "key": skey, "item": item, "size": size}
+    await propose_write(db, skey, item, size, record)
     _meter_write(db, table, units)
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
     return _write_response(db, request, table, key, units, attributes)
@@ -354,9 +354,9 @@ async def get_item(db: Database, body: Body) -> Body:
     table = find_table(db, request["TableName"])
     check_key(table, key)
 
-    item = committed_item(db, storage_key(table, key))
+    item, size = committed_item(db, storage_key(table, key))
     consistent = bool(request.get("ConsistentRead", False))
-    units = read_units(0 if item is None else item_size(item), consistent=consistent)
+    units = read_units(size, consistent=consistent)
     _meter_read(db, table, units)
     response: Body = {}
     if item is not None:
@@ -389,8 +389,7 @@ async def update_item(db: Database, body: Body) -> Body:
                 )
     skey = storage_key(table, key)
 
-    old = latest_item(db, skey)
-    old_size = 0 if old is None else item_size(old)
+    old, old_size = latest_item(db, skey)
     _check_condition(db, request, table, parsed, old, write_units(old_size))
     # The update builds a new item and never changes `base` (which may be a pending image).
     base: Item = old if old is not None else dict(key)
@@ -404,8 +403,8 @@ async def update_item(db: Database, body: Body) -> Body:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
     check_index_keys(table, new, by_update=True, names=updated)
     units = write_units(max(size, old_size))
-    record = {"kind": "put", "table": table.table_id, "key": skey, "item": new}
-    await propose_write(db, skey, new, record)
+    record = {"kind": "put", "table": table.table_id, "key": skey, "item": new, "size": size}
+    await propose_write(db, skey, new, size, record)
     _meter_write(db, table, units)
     attributes = _update_return_values(request.get("ReturnValues", "NONE"), old, new, effect)
     return _write_response(db, request, table, key, units, attributes)
@@ -437,12 +436,12 @@ async def delete_item(db: Database, body: Body) -> Body:
     check_key(table, key)
     skey = storage_key(table, key)
 
-    old = latest_item(db, skey)
-    units = write_units(0 if old is None else item_size(old))
+    old, old_size = latest_item(db, skey)
+    units = write_units(old_size)
     _check_condition(db, request, table, parsed, old, units)
     # A delete of a missing item is still a write: it is logged, ordered and charged.
     record = {"kind": "delete", "table": table.table_id, "key": skey}
-    await propose_write(db, skey, None, record)
+    await propose_write(db, skey, None, 0, record)
     _meter_write(db, table, units)
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
     return _write_response(db, request, table, key, units, attributes)

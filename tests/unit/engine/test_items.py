@@ -778,7 +778,7 @@ def test_a_write_applied_after_its_table_was_deleted_leaves_nothing_behind(h: Ha
     from keeldb.engine.item_store import storage_key
 
     table = h.table("hash")
-    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("a")},
+    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("a")}, "size": 3,
               "key": storage_key(table, {"pk": s("a")})}
     h("DeleteTable", {"TableName": "hash"})
     lsn = h.store.applied_lsn() + 1
@@ -793,7 +793,7 @@ def test_a_replayed_record_is_not_applied_twice(h: Harness) -> None:
 
     table = h.table("hash")
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}})
-    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("b")},
+    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("b")}, "size": 3,
               "key": storage_key(table, {"pk": s("b")})}
     h.db.apply([(h.store.applied_lsn(), encode_record(record))])
     assert get(h, "hash", {"pk": s("b")}) is None
