@@ -26,7 +26,10 @@ AGREEMENT = "agreement"
 DURABILITY = "durability"
 LINEARIZABILITY = "linearizability"
 LIVENESS = "liveness"
-CHECKERS = (AGREEMENT, DURABILITY, LINEARIZABILITY, LIVENESS)
+# Not a checker of its own: an assertion (or any exception) inside the core or the world
+# stopped the run, which is a failure of that seed like any violation.
+EXCEPTION = "exception"
+CHECKERS = (AGREEMENT, DURABILITY, LINEARIZABILITY, LIVENESS, EXCEPTION)
 
 
 @dataclass(frozen=True, slots=True)

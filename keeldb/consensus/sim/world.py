@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import heapq
 import random
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keeldb.consensus.replica import DurableState, Mutation, Options, Ready, Replica
 from keeldb.consensus.sim.checkers import (
+    DURABILITY,
+    EXCEPTION,
     AgreementChecker,
     DurabilityChecker,
     HistoryRecorder,
@@ -230,6 +233,7 @@ class World:
         self.stop_issuing_us = config.fault_us + config.quiesce_us
         self.prepare_ballots: set[tuple[int, int]] = set()
         self.clients: list[ClientState] = []
+        self.crashed: Violation | None = None
         for node_id in self.group_config.node_ids:
             self._add_node(node_id, self.group_config)
         for failed in config.failed_nodes:
@@ -275,14 +279,20 @@ class World:
             "heal": self._on_heal,
         }
         events = 0
-        while self.queue:
-            at, _, kind, payload = heapq.heappop(self.queue)
-            self.now = at
-            if kind == "end":
-                break
-            events += 1
-            assert events < EVENTS_MAX
-            handlers[kind](payload)
+        try:
+            while self.queue:
+                at, _, kind, payload = heapq.heappop(self.queue)
+                self.now = at
+                if kind == "end":
+                    break
+                events += 1
+                assert events < EVENTS_MAX
+                handlers[kind](payload)
+        except Exception as error:  # noqa: BLE001 - any exception here is a finding
+            # An assertion in the core or the world stopped the run: report it as a
+            # failure of this seed (with where it fired) instead of ending all seeds.
+            self.crashed = Violation(EXCEPTION, self.now, _describe_exception(error))
+            self.log(f"stopped by {self.crashed.message}")
         return self._finish(events)
 
     # ------------------------------------------------------------------ nodes
@@ -444,7 +454,10 @@ class World:
             del first
 
     def _apply(self, node: SimNode, slot: int, entry: Entry) -> None:
-        assert slot == node.applied_slot + 1, (node.node_id, slot, node.applied_slot)
+        if node.kv is not None:
+            # A state-keeping replica applies every slot once, in order (a log-only one
+            # hands out nothing while it is log-only, so it may start anywhere).
+            assert slot == node.applied_slot + 1, (node.node_id, slot, node.applied_slot)
         node.applied_slot = slot
         self.agreement.observe(self.now, slot, entry, f"n{node.node_id}")
         if entry.kind is EntryKind.CONFIG:
@@ -763,6 +776,8 @@ class World:
         result.end_us = self.now
         result.events = events
         verdicts = result.verdicts
+        if self.crashed is not None:
+            verdicts.violations.append(self.crashed)
         verdicts.violations.extend(self.agreement.violations)
         # Durability: every caught-up replica holding state has every acknowledged command.
         up = [n for n in self._nodes_sorted() if n.up and n.kv is not None
@@ -787,6 +802,12 @@ class World:
         if self.cfg.keep_trace:
             result.trace_lines = self.trace.lines
         return result
+
+
+def _describe_exception(error: Exception) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = ", ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[-3:])
+    return f"{type(error).__name__}: {error} (at {where})"
 
 
 def run(config: RunConfig) -> RunResult:
