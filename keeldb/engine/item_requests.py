@@ -13,7 +13,11 @@ DynamoDB checks a request in three passes, and so do we, in the same order:
 3. the operation's own rules (expression and non-expression parameters cannot be mixed,
    ExpressionAttributeNames/Values only with expressions ...).
 
-This module owns those three passes. It never looks up a table, never reads the store and
+The write operations (PutItem, UpdateItem, DeleteItem) report the errors of request
+validation (pass 3, attribute values and expressions) inside the "1 validation error
+detected: " envelope, as DynamoDB does today; `enveloped` applies it.
+
+This module owns those three passes and the envelope. It never looks up a table, never reads the store and
 never evaluates an expression: that comes after, in `keeldb.engine.items`.
 """
 
@@ -354,10 +358,18 @@ LEGACY_REPLACEMENT = {
 
 
 def check_expression_parameters(
-    request: dict[str, Any], expressions: Sequence[str], legacy: Sequence[str]
+    request: dict[str, Any],
+    expressions: Sequence[str],
+    legacy: Sequence[str],
+    *,
+    name_null_expressions: bool = True,
 ) -> None:
     """DynamoDB's rules on which parameters may appear together, then our own refusal of the
-    legacy parameters, which this server does not implement."""
+    legacy parameters, which this server does not implement.
+
+    `name_null_expressions`: whether the "ExpressionAttributeValues can only be specified"
+    message ends by naming the missing expressions (PutItem and UpdateItem do; DeleteItem
+    does not)."""
     used = [name for name in expressions if name in request]
     if used:
         mixed = [name for name in legacy if name in request]
@@ -377,14 +389,48 @@ def check_expression_parameters(
         and "ExpressionAttributeValues" in request
         and not any(name in request for name in value_expressions)
     ):
-        verb = "are" if len(value_expressions) > 1 else "is"
-        raise ValidationException(
-            "ExpressionAttributeValues can only be specified when using expressions: "
-            f"{' and '.join(value_expressions)} {verb} null"
-        )
+        message = "ExpressionAttributeValues can only be specified when using expressions"
+        if name_null_expressions:
+            verb = "are" if len(value_expressions) > 1 else "is"
+            message += f": {' and '.join(value_expressions)} {verb} null"
+        raise ValidationException(message)
     for name in legacy:
         if name in request:
             raise ValidationException(
                 f"The legacy parameter {name} is not supported by this server; "
                 f"use {LEGACY_REPLACEMENT[name]} instead"
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# The envelope of request-validation errors of the write operations
+# ---------------------------------------------------------------------------------------------
+
+ENVELOPE = "1 validation error detected: "
+_COUNTED_RE = re.compile(r"\d+ validation errors? detected: ")
+# Value errors DynamoDB's write operations report without the envelope.
+_BARE_PREFIXES = ("Supplied AttributeValue ",)
+_NULL_NOT_TRUE = (
+    "One or more parameter values were invalid: Null attribute value types must have the value "
+    "of true"
+)
+
+
+def enveloped(error: ValidationException) -> ValidationException:
+    """A request-validation error of PutItem, UpdateItem or DeleteItem as DynamoDB reports it
+    today: inside the "1 validation error detected: " envelope.
+
+    DynamoDB splits its errors by family: request validation (attribute values, ReturnValues,
+    which parameters go together, every expression error) is enveloped; data-plane, structural
+    and limit errors (keys against the schema, item size, update paths) are not, and neither
+    are an empty or multi-typed AttributeValue. A NULL that is not true is reported with the
+    value's own message, even inside ExpressionAttributeValues.
+    """
+    message = error.message
+    if _COUNTED_RE.match(message) or message.startswith(_BARE_PREFIXES):
+        return error
+    if message.startswith("ExpressionAttributeValues contains invalid value: ") and (
+        _NULL_NOT_TRUE in message
+    ):
+        message = _NULL_NOT_TRUE
+    return ValidationException(ENVELOPE + message)

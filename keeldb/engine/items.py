@@ -12,8 +12,9 @@ A write goes:
     "delete"; never an operation to re-run) -> `db.propose(record)`, which returns once the
     record is committed and applied -> answer.
 
-The order of the checks is DynamoDB's, so that a request with several faults gets the same
-error from us as from DynamoDB: everything that needs no table comes before the table lookup
+The order of the checks is DynamoDB's, and so is the form of each message (the write
+operations envelope request-validation errors, `item_requests.enveloped`), so that a request
+with several faults gets the same error from us as from DynamoDB: everything that needs no table comes before the table lookup
 (a malformed request for a missing table is a ValidationException, a well-formed one a
 ResourceNotFoundException), and key checks come after it. Between reading the latest view and
 appending the record there is no await, so the condition of a write is evaluated against
@@ -28,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from keeldb.engine.database import Database, operation, redo_kind
-from keeldb.engine.item_requests import check_expression_parameters, read_request
+from keeldb.engine.item_requests import check_expression_parameters, enveloped, read_request
 from keeldb.engine.item_store import (
     Item,
     apply_item_write,
@@ -321,16 +322,22 @@ def _key_of(table: Table, item: Item) -> Item:
 @operation("PutItem")
 async def put_item(db: Database, body: Body) -> Body:
     request = read_request("PutItem", body)
-    check_expression_parameters(
-        request, ("ConditionExpression",), ("Expected", "ConditionalOperator")
-    )
-    item = validate_item(request["Item"])
-    if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
-        raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
+    try:
+        check_expression_parameters(
+            request, ("ConditionExpression",), ("Expected", "ConditionalOperator")
+        )
+        item = validate_item(request["Item"])
+        if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
+            raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
+    except ValidationException as error:
+        raise enveloped(error) from None
     size = item_size(item)
     if size > ITEM_BYTES_MAX:
         raise ValidationException(ITEM_TOO_BIG_MESSAGE)
-    parsed = _parse_expressions(request)
+    try:
+        parsed = _parse_expressions(request)
+    except ValidationException as error:
+        raise enveloped(error) from None
     table = find_table(db, request["TableName"])
     key = check_item_key(table, item)
     skey = storage_key(table, key)
@@ -370,13 +377,16 @@ async def get_item(db: Database, body: Body) -> Body:
 @operation("UpdateItem")
 async def update_item(db: Database, body: Body) -> Body:
     request = read_request("UpdateItem", body)
-    check_expression_parameters(
-        request,
-        ("UpdateExpression", "ConditionExpression"),
-        ("AttributeUpdates", "Expected", "ConditionalOperator"),
-    )
-    key = validate_item(request["Key"])
-    parsed = _parse_expressions(request)
+    try:
+        check_expression_parameters(
+            request,
+            ("UpdateExpression", "ConditionExpression"),
+            ("AttributeUpdates", "Expected", "ConditionalOperator"),
+        )
+        key = validate_item(request["Key"])
+        parsed = _parse_expressions(request)
+    except ValidationException as error:
+        raise enveloped(error) from None
     table = find_table(db, request["TableName"])
     check_key(table, key)
     updated: frozenset[str] = frozenset()
@@ -425,13 +435,19 @@ def _update_return_values(mode: str, old: Item | None, new: Item, effect: Any) -
 @operation("DeleteItem")
 async def delete_item(db: Database, body: Body) -> Body:
     request = read_request("DeleteItem", body)
-    check_expression_parameters(
-        request, ("ConditionExpression",), ("Expected", "ConditionalOperator")
-    )
-    key = validate_item(request["Key"])
-    if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
-        raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
-    parsed = _parse_expressions(request)
+    try:
+        check_expression_parameters(
+            request,
+            ("ConditionExpression",),
+            ("Expected", "ConditionalOperator"),
+            name_null_expressions=False,
+        )
+        key = validate_item(request["Key"])
+        if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
+            raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
+        parsed = _parse_expressions(request)
+    except ValidationException as error:
+        raise enveloped(error) from None
     table = find_table(db, request["TableName"])
     check_key(table, key)
     skey = storage_key(table, key)

@@ -84,7 +84,9 @@ def test_oversized_item_and_keys_are_refused(ddb: Any, table_factory: Any) -> No
 def test_put_return_values_other_than_all_old_are_refused(ddb: Any, table_factory: Any) -> None:
     table = table_factory()
     code, message, _ = error_of(ddb.put_item, TableName=table, Item={"pk": {"S": "a"}}, ReturnValues="ALL_NEW")
-    assert (code, message) == ("ValidationException", "ReturnValues can only be ALL_OLD or NONE")
+    assert (code, message) == (
+        "ValidationException", "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
+    )
 
 
 def test_conditional_check_failure_carries_the_old_item_when_asked(ddb: Any, table_factory: Any) -> None:
@@ -119,7 +121,8 @@ def test_legacy_parameters_are_refused_not_ignored(ddb: Any, table_factory: Any)
     code, message, _ = error_of(ddb.put_item, TableName=table, Item={"pk": {"S": "a"}},
                                 Expected={"pk": {"Exists": False}},
                                 ConditionExpression="attribute_not_exists(pk)")
-    assert message == ("Can not use both expression and non-expression parameters in the same "
+    assert message == ("1 validation error detected: "
+                       "Can not use both expression and non-expression parameters in the same "
                        "request: Non-expression parameters: {Expected} Expression parameters: "
                        "{ConditionExpression}")
     assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "a"}})
@@ -151,5 +154,5 @@ def test_unused_expression_values_get_dynamodb_message(ddb: Any, table_factory: 
     code, message, _ = error_of(ddb.update_item, TableName=table, Key={"pk": {"S": "a"}},
                                 UpdateExpression="SET v = :v",
                                 ExpressionAttributeValues={":v": {"S": "1"}, ":w": {"S": "2"}})
-    assert (code, message) == ("ValidationException", "Value provided in ExpressionAttributeValues "
-                               "unused in expressions: keys: {:w}")
+    assert (code, message) == ("ValidationException", "1 validation error detected: Value provided "
+                               "in ExpressionAttributeValues unused in expressions: keys: {:w}")

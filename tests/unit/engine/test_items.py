@@ -317,9 +317,9 @@ def test_short_table_name_fails_pattern_and_length(h: Harness) -> None:
 def test_put_and_delete_accept_only_all_old_or_none_return_values(h: Harness) -> None:
     for mode in ("UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"):
         err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnValues": mode})
-        assert err.message == "ReturnValues can only be ALL_OLD or NONE"
+        assert err.message == "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
         err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ReturnValues": mode})
-        assert err.message == "ReturnValues can only be ALL_OLD or NONE"
+        assert err.message == "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
 
 
 def test_wrong_json_type_is_a_serialization_exception(h: Harness) -> None:
@@ -345,18 +345,73 @@ def test_unknown_members_are_ignored_and_null_members_are_absent(h: Harness) -> 
 
 
 def test_invalid_attribute_values_get_dynamodb_messages(h: Harness) -> None:
+    envelope = "1 validation error detected: "
     cases = [
         ({}, "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"),
-        ({"SS": []}, "One or more parameter values were invalid: An string set  may not be empty"),
-        ({"SS": ["a", "a"]}, "One or more parameter values were invalid: Input collection [a, a] contains duplicates."),
-        ({"N": "x"}, "The parameter cannot be converted to a numeric value: x"),
-        ({"N": "1e126"}, "Number overflow. Attempting to store a number with magnitude larger than supported range"),
+        ({"SS": []}, envelope + "One or more parameter values were invalid: An string set  may not be empty"),
+        ({"SS": ["a", "a"]}, envelope + "One or more parameter values were invalid: Input collection [a, a] contains duplicates."),
+        ({"NULL": False}, envelope + "One or more parameter values were invalid: Null attribute value types must have the value of true"),
+        ({"N": "x"}, envelope + "The parameter cannot be converted to a numeric value: x"),
+        ({"N": "1e126"}, envelope + "Number overflow. Attempting to store a number with magnitude larger than supported range"),
         ({"S": "a", "N": "1"}, "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes"),
     ]
     for value, message in cases:
         err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": value}})
         assert isinstance(err, ValidationException)
         assert err.message == message
+
+
+def test_get_item_reports_key_value_errors_without_the_envelope(h: Harness) -> None:
+    err = h.error("GetItem", {"TableName": "hash", "Key": {"pk": {"NULL": False}}})
+    assert err.message == (
+        "One or more parameter values were invalid: Null attribute value types must have the "
+        "value of true"
+    )
+
+
+def test_null_false_in_expression_values_is_reported_with_its_own_message(h: Harness) -> None:
+    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
+                                 "UpdateExpression": "SET f = :n",
+                                 "ExpressionAttributeValues": {":n": {"NULL": False}}})
+    assert err.message == (
+        "1 validation error detected: One or more parameter values were invalid: Null "
+        "attribute value types must have the value of true"
+    )
+    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
+                                 "UpdateExpression": "SET t = :t",
+                                 "ExpressionAttributeValues": {":t": {"SS": ["a", "b", "a"]}}})
+    assert err.message == (
+        "1 validation error detected: ExpressionAttributeValues contains invalid value: One or "
+        "more parameter values were invalid: Input collection [a, b, a] contains duplicates. "
+        "for key :t"
+    )
+
+
+def test_expression_errors_of_writes_are_enveloped(h: Harness) -> None:
+    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ConditionExpression": ""})
+    assert err.message == (
+        "1 validation error detected: Invalid ConditionExpression: The expression can not be empty;"
+    )
+    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")}, "UpdateExpression": "a" * 4200})
+    assert err.message == (
+        "1 validation error detected: Invalid UpdateExpression: Expression size has exceeded "
+        "the maximum allowed size; expression size: 4200"
+    )
+    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")},
+                                 "ConditionExpression": "attribute_exists(a)",
+                                 "ExpressionAttributeNames": {}})
+    assert err.message == "1 validation error detected: ExpressionAttributeNames must not be empty"
+
+
+def test_data_plane_errors_of_writes_are_not_enveloped(h: Harness) -> None:
+    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
+                                 "UpdateExpression": "SET a = nosuch"})
+    assert err.message == "The provided expression refers to an attribute that does not exist in the item"
+    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "m": {"M": {"a": s("v")}}}})
+    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
+                                 "UpdateExpression": "SET m.a.b.c = :v",
+                                 "ExpressionAttributeValues": {":v": s("v")}})
+    assert err.message == "The document path provided in the update expression is invalid for update"
 
 
 def test_legacy_parameters_are_refused_with_a_clear_message(h: Harness) -> None:
@@ -381,6 +436,7 @@ def test_mixing_legacy_and_expression_parameters_gets_dynamodb_message(h: Harnes
         "ExpressionAttributeValues": {":x": s("1")},
     })
     assert err.message == (
+        "1 validation error detected: "
         "Can not use both expression and non-expression parameters in the same request: "
         "Non-expression parameters: {AttributeUpdates, Expected} "
         "Expression parameters: {UpdateExpression, ConditionExpression}"
@@ -388,20 +444,26 @@ def test_mixing_legacy_and_expression_parameters_gets_dynamodb_message(h: Harnes
 
 
 def test_expression_attribute_maps_without_expressions_are_refused(h: Harness) -> None:
+    envelope = "1 validation error detected: "
     err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
                               "ExpressionAttributeNames": {"#a": "a"}})
-    assert err.message == "ExpressionAttributeNames can only be specified when using expressions"
+    assert err.message == envelope + "ExpressionAttributeNames can only be specified when using expressions"
     err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
                                  "ExpressionAttributeValues": {":a": s("a")}})
-    assert err.message == (
+    assert err.message == envelope + (
         "ExpressionAttributeValues can only be specified when using expressions: "
         "UpdateExpression and ConditionExpression are null"
     )
     err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
                               "ExpressionAttributeValues": {":a": s("a")}})
-    assert err.message == (
+    assert err.message == envelope + (
         "ExpressionAttributeValues can only be specified when using expressions: "
         "ConditionExpression is null"
+    )
+    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")},
+                                 "ExpressionAttributeValues": {":a": s("a")}})
+    assert err.message == envelope + (
+        "ExpressionAttributeValues can only be specified when using expressions"
     )
 
 
@@ -410,6 +472,7 @@ def test_unused_expression_attribute_values_are_refused(h: Harness) -> None:
                               "ConditionExpression": "attribute_not_exists(pk)",
                               "ExpressionAttributeValues": {":unused": s("a")}})
     assert err.message == (
+        "1 validation error detected: "
         "Value provided in ExpressionAttributeValues unused in expressions: keys: {:unused}"
     )
 

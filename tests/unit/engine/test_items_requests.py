@@ -116,3 +116,24 @@ def test_legacy_parameter_alone_names_its_replacement() -> None:
         "The legacy parameter AttributeUpdates is not supported by this server; "
         "use UpdateExpression instead"
     )
+
+
+def test_envelope_wraps_request_validation_messages_once() -> None:
+    from keeldb.engine.item_requests import enveloped
+
+    assert enveloped(ValidationException("ReturnValues can only be ALL_OLD or NONE")).message == (
+        "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
+    )
+    counted = "2 validation errors detected: a; b"
+    assert enveloped(ValidationException(counted)).message == counted
+
+
+def test_envelope_leaves_empty_and_multi_typed_values_bare() -> None:
+    from keeldb.engine.item_requests import enveloped
+
+    for message in (
+        "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes",
+        "Supplied AttributeValue has more than one datatypes set, must contain exactly one of "
+        "the supported datatypes",
+    ):
+        assert enveloped(ValidationException(message)).message == message
