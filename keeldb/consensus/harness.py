@@ -367,15 +367,16 @@ class Harness:
         assert self.replica(node_id).campaign(), f"node {node_id} may not lead"
         self.process_all()
 
-    def timeout(self, node_id: int, ticks_max: int = 1000) -> None:
-        """Tick only `node_id` until its election timer fires and it starts probing."""
+    def timeout(self, node_id: int, ticks_max: int = 100) -> bool:
+        """Tick only `node_id` until its election timer fires and it leaves the follower
+        role; False if it never does within `ticks_max` ticks."""
         replica = self.replica(node_id)
         for _ in range(ticks_max):
             if replica.role is not Role.FOLLOWER:
-                break
+                return True
             replica.tick()
             self.process_all()
-        assert replica.role is not Role.FOLLOWER, f"node {node_id} never timed out"
+        return replica.role is not Role.FOLLOWER
 
     def elect(self, node_id: int) -> None:
         """Make `node_id` leader with every message delivered."""

@@ -757,13 +757,13 @@ class Replica:
         self._recovery_end = SLOT_NONE
         self._backlog_max = SLOT_NONE
         self._reset_election_deadline()
+        for peer in self._peers():
+            self._send_prepare(peer)
         own = self._make_promise(self._id, ballot, self._prepare_from)
         if Mutation.ACK_BEFORE_PERSIST in self._mut:
             self._on_promise(own)
         else:
             self._rd.self_promise = own
-        for peer in self._peers():
-            self._send_prepare(peer)
 
     def _send_prepare(self, peer: NodeId) -> None:
         self._prepare_sent_tick[peer] = self._now

@@ -199,7 +199,9 @@ class Interpreter:
         return []
 
     def cmd_timeout(self, args: list[str]) -> list[str]:
-        self.h.timeout(int(args[0]))
+        node = int(args[0])
+        if not self.h.timeout(node):
+            return [f"{node}: still a follower after 100 ticks"]
         return []
 
     def cmd_elect(self, args: list[str]) -> list[str]:
@@ -271,6 +273,12 @@ class Interpreter:
     # ------------------------------------------------------------------ clients
 
     def cmd_propose(self, args: list[str]) -> list[str]:
+        """`propose N cmd...`, or `propose leader cmd...` for whichever replica leads."""
+        if args[0] == "leader":
+            leaders = self.h.leaders()
+            if len(leaders) != 1:
+                return [f"no single leader: {leaders}"]
+            args = [str(leaders[0])] + args[1:]
         node = int(args[0])
         commands = args[1:]
         out = []
@@ -302,6 +310,24 @@ class Interpreter:
         if replica.read_lease():
             return [f"{node}: lease read ok [{state}]"]
         return [f"{node}: lease read refused"]
+
+    def cmd_reads(self, args: list[str]) -> list[str]:
+        """Which replicas may answer a strongly consistent read now; more than one at once
+        breaks linearizability."""
+        ok = []
+        parts = []
+        for node_id, node in self.h.nodes.items():
+            if node.replica is None:
+                parts.append(f"{node_id}:down")
+                continue
+            allowed = node.replica.read_lease()
+            parts.append(f"{node_id}:{'yes' if allowed else 'no'}")
+            if allowed:
+                ok.append(node_id)
+        line = "lease reads " + " ".join(parts)
+        if len(ok) > 1:
+            line += f"  VIOLATION: {len(ok)} replicas serve lease reads at once"
+        return [line]
 
     def cmd_snapshot(self, args: list[str]) -> list[str]:
         node = int(args[0])

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from math import ceil, floor
 
 
 @dataclass(slots=True)
 class DriftingClock:
     rng: random.Random
     tick_us: int
-    drift_max: float  # relative, e.g. 0.01 means rates within 1 percent of nominal
-    rate: float = 1.0
+    drift_max: float  # relative, e.g. 0.05: the clock runs at 95..105 percent of real time
+    rate: float = 1.0  # ticks per nominal tick period
 
     def __post_init__(self) -> None:
         assert self.tick_us > 0
@@ -30,8 +31,11 @@ class DriftingClock:
             self.rate = self.rng.uniform(1.0 - self.drift_max, 1.0 + self.drift_max)
 
     def next_interval_us(self) -> int:
-        """Simulated microseconds until this node's next tick."""
+        """Simulated microseconds until this node's next tick: the nominal interval divided
+        by the clock's rate, kept inside the bound after rounding to whole microseconds."""
         step = self.drift_max / 10
         self.rate += self.rng.uniform(-step, step)
         self.rate = min(1.0 + self.drift_max, max(1.0 - self.drift_max, self.rate))
-        return max(1, round(self.tick_us * self.rate))
+        shortest = ceil(self.tick_us / (1.0 + self.drift_max))
+        longest = floor(self.tick_us / (1.0 - self.drift_max))
+        return min(longest, max(shortest, round(self.tick_us / self.rate)))
