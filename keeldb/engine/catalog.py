@@ -101,6 +101,16 @@ ACCOUNT_READ_CAPACITY_UNITS_MAX = 80000
 ACCOUNT_WRITE_CAPACITY_UNITS_MAX = 80000
 TABLE_READ_CAPACITY_UNITS_MAX = 40000
 TABLE_WRITE_CAPACITY_UNITS_MAX = 40000
+# The throughput an on-demand table is ready for from the start, which DescribeTable reports
+# as its WarmThroughput (DynamoDB's initial on-demand throughput).
+WARM_READ_UNITS_ON_DEMAND = 12000
+WARM_WRITE_UNITS_ON_DEMAND = 4000
+TABLE_CLASS_UPDATES_MAX = 2  # TableClass changes allowed per table ...
+TABLE_CLASS_UPDATE_WINDOW_SECONDS = 30 * 86400  # ... in any 30 days.
+REFER_TO_GUIDE = (
+    "Refer to the Amazon DynamoDB Developer Guide for current limits and how to request higher "
+    "limits."
+)
 
 INVALID = "One or more parameter values were invalid: "
 BILLING_MODES = [BILLING_PROVISIONED, BILLING_PAY_PER_REQUEST]
@@ -126,6 +136,8 @@ UPDATE_TABLE_MEMBERS = (
 @dataclass(slots=True)
 class CatalogState:
     tables: dict[str, Table]  # by table name
+    # The same tables by TableId: every applied item write looks its table up here.
+    by_id: dict[str, Table] = field(default_factory=dict)
     # Catalog changes are validated against the latest view and proposed one at a time, so
     # that two concurrent changes of one table can never both pass validation.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -143,7 +155,7 @@ def _catalog(db: Database) -> CatalogState:
         for _key, value in db.store.scan(CATALOG_PREFIX, end):
             table = Table.from_record(msgpack.unpackb(value, raw=False))
             tables[table.name] = table
-        state = CatalogState(tables)
+        state = CatalogState(tables, {t.table_id: t for t in tables.values()})
         db.state[STATE_KEY] = state
     return state
 
@@ -179,10 +191,7 @@ def get_table_by_arn(db: Database, arn: str) -> Table:
 
 def get_table_by_id(db: Database, table_id: str) -> Table | None:
     """The live table with this TableId (a deleted and re-created table has a new one)."""
-    for table in _catalog(db).tables.values():
-        if table.table_id == table_id:
-            return table
-    return None
+    return _catalog(db).by_id.get(table_id)
 
 
 def list_tables(db: Database) -> list[Table]:
@@ -233,18 +242,20 @@ def apply_create_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     if _already_applied(db, lsn):
         return
     table = Table.from_record(record["table"])
-    tables = _catalog(db).tables
-    assert table.name not in tables, table.name
+    state = _catalog(db)
+    assert table.name not in state.tables, table.name
+    assert table.table_id not in state.by_id, table.table_id
     db.store.write([(catalog_key(table.name), msgpack.packb(record["table"]))], [], lsn)
-    tables[table.name] = table
+    state.tables[table.name] = table
+    state.by_id[table.table_id] = table
 
 
 @redo_kind("update_table")
 def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     if _already_applied(db, lsn):
         return
-    tables = _catalog(db).tables
-    current = tables.get(record["name"])
+    state = _catalog(db)
+    current = state.tables.get(record["name"])
     if current is None or current.table_id != record["table_id"]:
         # The table was deleted (and maybe re-created) after this change was validated:
         # the change belongs to a table that no longer exists. Only the LSN moves.
@@ -253,16 +264,18 @@ def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     merged = current.to_record()
     merged.update(record["changes"])
     table = Table.from_record(merged)
+    assert table.table_id == current.table_id
     db.store.write([(catalog_key(table.name), msgpack.packb(merged))], [], lsn)
-    tables[table.name] = table
+    state.tables[table.name] = table
+    state.by_id[table.table_id] = table
 
 
 @redo_kind("delete_table")
 def apply_delete_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     if _already_applied(db, lsn):
         return
-    tables = _catalog(db).tables
-    current = tables.get(record["name"])
+    state = _catalog(db)
+    current = state.tables.get(record["name"])
     if current is None or current.table_id != record["table_id"]:
         db.store.write([], [], lsn)
         return
@@ -272,7 +285,8 @@ def apply_delete_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     # record, whose range delete is idempotent; the catalog entry goes with the record's LSN.
     db.store.delete_range(start, end, lsn - 1)
     db.store.write([], [catalog_key(current.name)], lsn)
-    del tables[current.name]
+    del state.tables[current.name]
+    del state.by_id[current.table_id]
 
 
 async def _propose(db: Database, record: dict[str, Any]) -> None:
@@ -613,6 +627,59 @@ def _check_capacity_bounds(throughput: dict[str, Any]) -> None:
             raise ValidationException(f"Given value {value} for {member} is out of bounds")
 
 
+def _check_capacity_quota(
+    db: Database, throughput: dict[str, Any], index: str | None = None
+) -> None:
+    """The per-table (and per-index) provisioned capacity quota that DescribeLimits reports."""
+    for member, limit in (
+        ("ReadCapacityUnits", TABLE_READ_CAPACITY_UNITS_MAX),
+        ("WriteCapacityUnits", TABLE_WRITE_CAPACITY_UNITS_MAX),
+    ):
+        value = throughput[member]
+        if value <= limit:
+            continue
+        if index is None:
+            raise LimitExceededException(
+                f"The requested {member}, {value}, is above the per table maximum for the "
+                f"account in {db.region}. Per table maximum: {limit}. {REFER_TO_GUIDE}"
+            )
+        raise LimitExceededException(
+            f"The requested {member} for index {index}, {value}, is above the per index maximum "
+            f"for the account in {db.region}. Per index maximum: {limit}. {REFER_TO_GUIDE}"
+        )
+
+
+def _reserved_capacity(tables: dict[str, Table]) -> tuple[int, int]:
+    """Read and write units the account's provisioned tables and their indexes reserve."""
+    read = write = 0
+    for table in tables.values():
+        if table.billing_mode != BILLING_PROVISIONED:
+            continue
+        read += table.read_capacity_units
+        write += table.write_capacity_units
+        for index in table.global_indexes:
+            read += index.read_capacity_units
+            write += index.write_capacity_units
+    return read, write
+
+
+def _check_account_capacity(db: Database, table: Table) -> None:
+    if table.billing_mode != BILLING_PROVISIONED:
+        return
+    reserved_read, reserved_write = _reserved_capacity(_catalog(db).tables)
+    wanted_read, wanted_write = _reserved_capacity({table.name: table})
+    for member, reserved, wanted, limit in (
+        ("ReadCapacityUnits", reserved_read, wanted_read, ACCOUNT_READ_CAPACITY_UNITS_MAX),
+        ("WriteCapacityUnits", reserved_write, wanted_write, ACCOUNT_WRITE_CAPACITY_UNITS_MAX),
+    ):
+        if reserved + wanted > limit:
+            raise LimitExceededException(
+                f"This request would have caused the {member} limit to be exceeded for the "
+                f"account in {db.region}. Current {member} reserved by the account: {reserved}. "
+                f"Limit: {limit}. Requested: {wanted}. {REFER_TO_GUIDE}"
+            )
+
+
 def _check_tags(tags: list[dict[str, Any]], existing: dict[str, str]) -> dict[str, str]:
     """The resource's tags after adding `tags` to `existing`; DynamoDB's rules on both."""
     seen: set[str] = set()
@@ -703,13 +770,15 @@ def describe(
     *,
     status: str | None = None,
     throughput_of: Table | None = None,
-    billing_date: bool = True,
+    creating: bool = False,
 ) -> Body:
     """The TableDescription DynamoDB returns for `table`.
 
     `status` overrides TableStatus (CreateTable answers CREATING, UpdateTable UPDATING);
-    `throughput_of` names the table whose ProvisionedThroughput to report (UpdateTable answers
-    with the capacity in force before the change, as DynamoDB does).
+    `throughput_of` names the table whose ProvisionedThroughput and WarmThroughput to report
+    (UpdateTable answers with the capacity in force before the change, as DynamoDB does);
+    `creating` leaves out what CreateTable's answer lacks (the billing-mode date and the warm
+    throughput).
     """
     now = _now(db)
     item_count, size_bytes = _table_stats(db, table)
@@ -727,7 +796,7 @@ def describe(
         "TableArn": table.arn,
         "TableId": table.table_id,
     }
-    summary = _billing_summary(table, with_date=billing_date)
+    summary = _billing_summary(table, with_date=not creating)
     if summary is not None:
         desc["BillingModeSummary"] = summary
     if table.local_indexes:
@@ -777,6 +846,13 @@ def describe(
     if table.table_class is not None:
         desc["TableClassSummary"] = {"TableClass": table.table_class}
     desc["DeletionProtectionEnabled"] = table.deletion_protection
+    if not creating:
+        warm = throughput_of or table
+        desc["WarmThroughput"] = {
+            "ReadUnitsPerSecond": warm.warm_read_units,
+            "WriteUnitsPerSecond": warm.warm_write_units,
+            "Status": "ACTIVE",
+        }
     return desc
 
 
@@ -1007,6 +1083,7 @@ def _check_indexes(
                         INVALID + f"ProvisionedThroughput is not specified for index: {name}"
                     )
                 _check_capacity_bounds(throughput)
+                _check_capacity_quota(db, throughput, name)
             projected += len(index["Projection"].get("NonKeyAttributes") or ())
             global_out.append(
                 _build_index(
@@ -1092,6 +1169,8 @@ async def create_table(db: Database, body: Body) -> Body:
             INVALID + "Number of attributes in KeySchema does not exactly match number of "
             "attributes defined in AttributeDefinitions"
         )
+    if billing_mode == BILLING_PROVISIONED:
+        _check_capacity_quota(db, body["ProvisionedThroughput"])
     local, global_ = _check_indexes(db, body, defined, billing_mode)
     stream_enabled, view_type = _check_stream_at_create(body.get("StreamSpecification"))
     sse_enabled, sse_type, kms_key = _check_sse(db, body.get("SSESpecification"))
@@ -1124,6 +1203,8 @@ async def create_table(db: Database, body: Body) -> Body:
             billing_mode=billing_mode,
             read_capacity_units=throughput.get("ReadCapacityUnits", 0),
             write_capacity_units=throughput.get("WriteCapacityUnits", 0),
+            warm_read_units=throughput.get("ReadCapacityUnits", WARM_READ_UNITS_ON_DEMAND),
+            warm_write_units=throughput.get("WriteCapacityUnits", WARM_WRITE_UNITS_ON_DEMAND),
             decreases_day=_utc_day(now),
             pay_per_request_since=now if billing_mode == BILLING_PAY_PER_REQUEST else None,
             stream_enabled=stream_enabled,
@@ -1138,9 +1219,10 @@ async def create_table(db: Database, body: Body) -> Body:
             local_indexes=local,
             global_indexes=global_,
         )
+        _check_account_capacity(db, table)
         await _propose(db, {"kind": "create_table", "table": table.to_record()})
     # DynamoDB answers CREATING; this node's table is usable as soon as its record commits.
-    return {"TableDescription": describe(db, table, status=STATUS_CREATING, billing_date=False)}
+    return {"TableDescription": describe(db, table, status=STATUS_CREATING, creating=True)}
 
 
 # --- DescribeTable, ListTables, DeleteTable -------------------------------------------------
@@ -1326,7 +1408,7 @@ def _check_update_request(body: Body) -> None:
         )
 
 
-def _throughput_changes(body: Body, table: Table, now: float) -> dict[str, Any]:
+def _throughput_changes(db: Database, body: Body, table: Table, now: float) -> dict[str, Any]:
     """The record fields an UpdateTable of BillingMode / ProvisionedThroughput changes."""
     mode = body.get("BillingMode")
     throughput = body.get("ProvisionedThroughput")
@@ -1344,6 +1426,8 @@ def _throughput_changes(body: Body, table: Table, now: float) -> dict[str, Any]:
             "read_capacity_units": 0,
             "write_capacity_units": 0,
             "pay_per_request_since": now,
+            "warm_read_units": max(table.warm_read_units, WARM_READ_UNITS_ON_DEMAND),
+            "warm_write_units": max(table.warm_write_units, WARM_WRITE_UNITS_ON_DEMAND),
         }
     if throughput is None:
         if mode is None:
@@ -1352,14 +1436,20 @@ def _throughput_changes(body: Body, table: Table, now: float) -> dict[str, Any]:
             INVALID + "ProvisionedThroughput must be specified when BillingMode is PROVISIONED"
         )
     _check_capacity_bounds(throughput)
+    _check_capacity_quota(db, throughput)
     read = throughput["ReadCapacityUnits"]
     write = throughput["WriteCapacityUnits"]
+    warm = {
+        "warm_read_units": max(table.warm_read_units, read),
+        "warm_write_units": max(table.warm_write_units, write),
+    }
     if table.billing_mode == BILLING_PAY_PER_REQUEST:
         # A switch to PROVISIONED sets the capacity; it is neither an increase nor a decrease.
         return {
             "billing_mode": BILLING_PROVISIONED,
             "read_capacity_units": read,
             "write_capacity_units": write,
+            **warm,
         }
     current_read, current_write = table.read_capacity_units, table.write_capacity_units
     if read == current_read and write == current_write:
@@ -1371,24 +1461,23 @@ def _throughput_changes(body: Body, table: Table, now: float) -> dict[str, Any]:
             "Refer to the Amazon DynamoDB Developer Guide for current limits and how to request "
             "higher limits."
         )
-    changes: dict[str, Any] = {"read_capacity_units": read, "write_capacity_units": write}
+    changes: dict[str, Any] = {"read_capacity_units": read, "write_capacity_units": write, **warm}
     if read > current_read or write > current_write:
         changes["last_increase_at"] = now
     if read < current_read or write < current_write:
         done_today = _decreases_today(table, now)
         last = table.last_decrease_at
-        if (
-            done_today >= DECREASES_PER_DAY_FREE
-            and last is not None
-            and now - last < DECREASE_INTERVAL_SECONDS
-        ):
+        next_allowed = 0.0 if last is None else last + DECREASE_INTERVAL_SECONDS
+        # A new UTC day starts a new allowance, whichever comes first.
+        next_allowed = min(next_allowed, (_utc_day(now) + 1) * SECONDS_PER_DAY)
+        if done_today >= DECREASES_PER_DAY_FREE and now < next_allowed:
             raise LimitExceededException(
                 "Subscriber limit exceeded: Provisioned throughput decreases are limited within a "
                 f"given UTC day. After the first {DECREASES_PER_DAY_FREE} decreases, each "
                 "subsequent decrease in the same UTC day can be performed at most once every "
                 f"{DECREASE_INTERVAL_SECONDS} seconds. Number of decreases today: {done_today}. "
-                f"Last decrease at {_iso(last)}. Next decrease can be made at "
-                f"{_iso(last + DECREASE_INTERVAL_SECONDS)}"
+                f"Last decrease at {_human_time(last)}. Next decrease can be made at "
+                f"{_human_time(next_allowed)}"
             )
         changes["last_decrease_at"] = now
         changes["decreases_day"] = _utc_day(now)
@@ -1396,10 +1485,13 @@ def _throughput_changes(body: Body, table: Table, now: float) -> dict[str, Any]:
     return changes
 
 
-def _iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime(
-        "%A, %B %d, %Y %H:%M:%S UTC"
-    )
+def _human_time(seconds: float) -> str:
+    """A time as DynamoDB's limit messages write it: "Thursday, October 8, 2026 at 11:20:48
+    PM Coordinated Universal Time"."""
+    t = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    hour = t.hour % 12 or 12
+    noon = "AM" if t.hour < 12 else "PM"
+    return f"{t:%A}, {t:%B} {t.day}, {t.year} at {hour}:{t:%M:%S} {noon} Coordinated Universal Time"
 
 
 def _stream_changes(spec: dict[str, Any], table: Table, now: float) -> dict[str, Any]:
@@ -1458,7 +1550,7 @@ async def update_table(db: Database, body: Body) -> Body:
         now = _now(db)
         changes: dict[str, Any] = {}
         if "BillingMode" in body or "ProvisionedThroughput" in body:
-            changes.update(_throughput_changes(body, table, now))
+            changes.update(_throughput_changes(db, body, table, now))
         if "StreamSpecification" in body:
             changes.update(_stream_changes(body["StreamSpecification"], table, now))
         if "SSESpecification" in body:
@@ -1466,7 +1558,17 @@ async def update_table(db: Database, body: Body) -> Body:
         if "DeletionProtectionEnabled" in body:
             changes["deletion_protection"] = body["DeletionProtectionEnabled"]
         if "TableClass" in body:
+            recent = [
+                t for t in table.table_class_updates if now - t < TABLE_CLASS_UPDATE_WINDOW_SECONDS
+            ]
+            if len(recent) >= TABLE_CLASS_UPDATES_MAX:
+                raise LimitExceededException(
+                    "Subscriber limit exceeded: Updates to TableClass are limited to "
+                    f"{TABLE_CLASS_UPDATES_MAX} times in "
+                    f"{TABLE_CLASS_UPDATE_WINDOW_SECONDS // SECONDS_PER_DAY} day(s)."
+                )
             changes["table_class"] = body["TableClass"]
+            changes["table_class_updates"] = [*recent, now]
         if changes:
             await _propose(
                 db,
@@ -1480,8 +1582,10 @@ async def update_table(db: Database, body: Body) -> Body:
         merged = table.to_record()
         merged.update(changes)
         updated = Table.from_record(merged)
-    # The answer reports UPDATING with the capacity that was in force before the change.
-    return {"TableDescription": describe(db, updated, status=STATUS_UPDATING, throughput_of=table)}
+    # The answer reports UPDATING with the capacity in force before the change, except that a
+    # switch to PAY_PER_REQUEST already shows the on-demand zeros, as DynamoDB's answer does.
+    shown = updated if updated.billing_mode == BILLING_PAY_PER_REQUEST else table
+    return {"TableDescription": describe(db, updated, status=STATUS_UPDATING, throughput_of=shown)}
 
 
 # --- Tags -----------------------------------------------------------------------------------

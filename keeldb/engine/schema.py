@@ -121,6 +121,12 @@ class Table:
     sse_type: str | None = None  # "KMS" when SSESpecification enabled KMS encryption
     kms_master_key_id: str | None = None
     tags: tuple[tuple[str, str], ...] = ()  # in the order they were first set
+    # WarmThroughput: the highest capacity the table was ever ready for (12000/4000 once it
+    # was PAY_PER_REQUEST, else the highest provisioned units); it never decreases.
+    warm_read_units: int = 0
+    warm_write_units: int = 0
+    # When TableClass was changed by UpdateTable (DynamoDB allows 2 changes in 30 days).
+    table_class_updates: tuple[float, ...] = ()
     local_indexes: tuple[SecondaryIndex, ...] = ()
     global_indexes: tuple[SecondaryIndex, ...] = ()
     # Extension room for later features (TTL settings, replicas ...) that want to ride on
@@ -178,6 +184,9 @@ class Table:
             "sse_type": self.sse_type,
             "kms_master_key_id": self.kms_master_key_id,
             "tags": [[k, v] for k, v in self.tags],
+            "warm_read_units": self.warm_read_units,
+            "warm_write_units": self.warm_write_units,
+            "table_class_updates": list(self.table_class_updates),
             "local_indexes": [i.to_record() for i in self.local_indexes],
             "global_indexes": [i.to_record() for i in self.global_indexes],
             "extra": self.extra,
@@ -214,6 +223,9 @@ class Table:
             sse_type=record["sse_type"],
             kms_master_key_id=record["kms_master_key_id"],
             tags=tuple((k, v) for k, v in record["tags"]),
+            warm_read_units=record.get("warm_read_units", 0),
+            warm_write_units=record.get("warm_write_units", 0),
+            table_class_updates=tuple(record.get("table_class_updates", ())),
             local_indexes=tuple(SecondaryIndex.from_record(i) for i in record["local_indexes"]),
             global_indexes=tuple(SecondaryIndex.from_record(i) for i in record["global_indexes"]),
             extra=dict(record["extra"]),

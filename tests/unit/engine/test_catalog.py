@@ -976,7 +976,14 @@ def test_decreases_are_counted_per_utc_day_and_limited(node: Node) -> None:
         },
     )
     assert isinstance(err, LimitExceededException)
-    assert err.message.startswith("Subscriber limit exceeded: Provisioned throughput decreases")
+    assert err.message == (
+        "Subscriber limit exceeded: Provisioned throughput decreases are limited within a given "
+        "UTC day. After the first 4 decreases, each subsequent decrease in the same UTC day can "
+        "be performed at most once every 3600 seconds. Number of decreases today: 4. Last "
+        "decrease at Friday, January 15, 2027 at 8:00:04 AM Coordinated Universal Time. Next "
+        "decrease can be made at Friday, January 15, 2027 at 9:00:04 AM Coordinated Universal "
+        "Time"
+    )
     assert node.describe()["ProvisionedThroughput"]["ReadCapacityUnits"] == 96
     # An hour after the last decrease one more is allowed; the next UTC day starts afresh.
     node.clock.now = NOW + 4 + 3600
@@ -989,6 +996,146 @@ def test_decreases_are_counted_per_utc_day_and_limited(node: Node) -> None:
     )
     node.clock.now = NOW + 86400
     assert node.describe()["ProvisionedThroughput"]["NumberOfDecreasesToday"] == 0
+
+
+def test_the_next_utc_day_comes_before_the_hourly_wait_ends(node: Node) -> None:
+    node.create_provisioned(read=100, write=100)
+    late = NOW + 15 * 3600 + 30 * 60  # 23:30 UTC
+    for n in range(1, 5):
+        node.clock.now = late + n
+        node.call(
+            "UpdateTable",
+            {
+                "TableName": "things",
+                "ProvisionedThroughput": {"ReadCapacityUnits": 100, "WriteCapacityUnits": 100 - n},
+            },
+        )
+    node.clock.now = late + 60
+    err = node.error(
+        "UpdateTable",
+        {
+            "TableName": "things",
+            "ProvisionedThroughput": {"ReadCapacityUnits": 100, "WriteCapacityUnits": 10},
+        },
+    )
+    assert err.message.endswith(
+        "Next decrease can be made at Saturday, January 16, 2027 at 12:00:00 AM Coordinated "
+        "Universal Time"
+    )
+    node.clock.now = NOW + 16 * 3600  # midnight
+    node.call(
+        "UpdateTable",
+        {
+            "TableName": "things",
+            "ProvisionedThroughput": {"ReadCapacityUnits": 100, "WriteCapacityUnits": 10},
+        },
+    )
+    assert node.describe()["ProvisionedThroughput"]["NumberOfDecreasesToday"] == 1
+
+
+def test_warm_throughput_tracks_the_highest_capacity(node: Node) -> None:
+    node.create()
+    assert node.describe()["WarmThroughput"] == {
+        "ReadUnitsPerSecond": 12000,
+        "WriteUnitsPerSecond": 4000,
+        "Status": "ACTIVE",
+    }
+    node.create_provisioned("prov", read=3, write=7)
+    assert node.describe("prov")["WarmThroughput"]["ReadUnitsPerSecond"] == 3
+    node.call(
+        "UpdateTable",
+        {
+            "TableName": "prov",
+            "ProvisionedThroughput": {"ReadCapacityUnits": 9, "WriteCapacityUnits": 1},
+        },
+    )
+    warm = node.describe("prov")["WarmThroughput"]
+    assert (warm["ReadUnitsPerSecond"], warm["WriteUnitsPerSecond"]) == (9, 7)
+    node.call("UpdateTable", {"TableName": "prov", "BillingMode": "PAY_PER_REQUEST"})
+    node.call(
+        "UpdateTable",
+        {
+            "TableName": "prov",
+            "BillingMode": "PROVISIONED",
+            "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
+        },
+    )
+    warm = node.describe("prov")["WarmThroughput"]
+    assert (warm["ReadUnitsPerSecond"], warm["WriteUnitsPerSecond"]) == (12000, 4000)
+
+
+def test_capacity_above_the_per_table_quota_is_a_limit(node: Node) -> None:
+    expect(
+        node,
+        "CreateTable",
+        table_body(
+            BillingMode=None,
+            ProvisionedThroughput={"ReadCapacityUnits": 40001, "WriteCapacityUnits": 1},
+        ),
+        LimitExceededException,
+        "The requested ReadCapacityUnits, 40001, is above the per table maximum for the account "
+        "in us-east-1. Per table maximum: 40000. Refer to the Amazon DynamoDB Developer Guide "
+        "for current limits and how to request higher limits.",
+    )
+    node.create_provisioned(read=1, write=1)
+    expect(
+        node,
+        "UpdateTable",
+        {
+            "TableName": "things",
+            "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 40001},
+        },
+        LimitExceededException,
+        "The requested WriteCapacityUnits, 40001, is above the per table maximum for the account "
+        "in us-east-1. Per table maximum: 40000. Refer to the Amazon DynamoDB Developer Guide "
+        "for current limits and how to request higher limits.",
+    )
+
+
+def test_account_capacity_is_shared_by_all_provisioned_tables(node: Node) -> None:
+    node.create_provisioned("one", read=40000, write=10)
+    node.create_provisioned("two", read=40000, write=10)
+    node.create("on-demand")  # on-demand tables reserve nothing
+    err = node.error(
+        "CreateTable",
+        table_body(
+            TableName="three",
+            BillingMode=None,
+            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+        ),
+    )
+    assert isinstance(err, LimitExceededException)
+    assert err.message == (
+        "This request would have caused the ReadCapacityUnits limit to be exceeded for the "
+        "account in us-east-1. Current ReadCapacityUnits reserved by the account: 80000. Limit: "
+        "80000. Requested: 5. Refer to the Amazon DynamoDB Developer Guide for current limits "
+        "and how to request higher limits."
+    )
+    node.call("DeleteTable", {"TableName": "two"})
+    node.call(
+        "CreateTable",
+        table_body(
+            TableName="three",
+            BillingMode=None,
+            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+        ),
+    )
+
+
+def test_table_class_changes_twice_in_thirty_days(node: Node) -> None:
+    node.create()
+    for table_class in ["STANDARD_INFREQUENT_ACCESS", "STANDARD"]:
+        node.call("UpdateTable", {"TableName": "things", "TableClass": table_class})
+    expect(
+        node,
+        "UpdateTable",
+        {"TableName": "things", "TableClass": "STANDARD_INFREQUENT_ACCESS"},
+        LimitExceededException,
+        "Subscriber limit exceeded: Updates to TableClass are limited to 2 times in 30 day(s).",
+    )
+    node.clock.now = NOW + 30 * 86400
+    node.call("UpdateTable", {"TableName": "things", "TableClass": "STANDARD_INFREQUENT_ACCESS"})
+    assert node.describe()["TableClassSummary"]["TableClass"] == "STANDARD_INFREQUENT_ACCESS"
 
 
 def test_switch_to_pay_per_request_and_back(node: Node) -> None:
@@ -1421,3 +1568,97 @@ def test_catalog_keys_never_fall_inside_a_table_range() -> None:
         key = catalog.catalog_key(name)
         for _ in range(20):
             assert not key.startswith(table_prefix(str(uuid.uuid4()))[:1])
+
+
+# --- Concurrency ----------------------------------------------------------------------------
+
+
+class SlowLog:
+    """A `ReplicatedLog` fake whose appends commit only after other tasks have run, as a
+    replicated log's do: requests interleave between proposing and committing."""
+
+    def __init__(self, apply: Any) -> None:
+        self._apply = apply
+        self._lsn = 0
+
+    async def append(self, record: bytes) -> int:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self._lsn += 1
+        self._apply([(self._lsn, record)])
+        return self._lsn
+
+    def committed_lsn(self) -> int:
+        return self._lsn
+
+    async def close(self) -> None:
+        return None
+
+
+def slow_database() -> Database:
+    db = Database(MemoryStore())
+    db.attach_log(SlowLog(db.apply))
+    return db
+
+
+def test_concurrent_creates_of_one_name_let_exactly_one_win() -> None:
+    db = slow_database()
+
+    async def race() -> list[Any]:
+        bodies = [table_body() for _ in range(10)]
+        return await asyncio.gather(
+            *(db.dispatch("CreateTable", b) for b in bodies), return_exceptions=True
+        )
+
+    results = asyncio.run(race())
+    wins = [r for r in results if isinstance(r, dict)]
+    losses = [r for r in results if isinstance(r, ResourceInUseException)]
+    assert len(wins) == 1
+    assert len(losses) == 9
+    assert len(catalog.list_tables(db)) == 1
+
+
+def test_concurrent_tag_changes_lose_no_tag() -> None:
+    db = slow_database()
+
+    async def run() -> list[dict[str, Any]]:
+        created = await db.dispatch("CreateTable", table_body())
+        arn = created["TableDescription"]["TableArn"]
+        await asyncio.gather(
+            *(
+                db.dispatch(
+                    "TagResource", {"ResourceArn": arn, "Tags": [{"Key": f"k{i}", "Value": "v"}]}
+                )
+                for i in range(20)
+            ),
+            db.dispatch("UpdateTable", {"TableName": "things", "DeletionProtectionEnabled": True}),
+        )
+        tags: list[dict[str, Any]] = []
+        body: dict[str, Any] = {"ResourceArn": arn}
+        while True:
+            page = await db.dispatch("ListTagsOfResource", body)
+            tags.extend(page["Tags"])
+            if "NextToken" not in page:
+                return tags
+            body["NextToken"] = page["NextToken"]
+
+    tags = asyncio.run(run())
+    assert sorted(t["Key"] for t in tags) == sorted(f"k{i}" for i in range(20))
+    assert catalog.get_table(db, "things").deletion_protection is True
+
+
+def test_concurrent_delete_and_update_leave_no_table_behind() -> None:
+    db = slow_database()
+
+    async def run() -> list[Any]:
+        await db.dispatch("CreateTable", table_body())
+        return await asyncio.gather(
+            db.dispatch("DeleteTable", {"TableName": "things"}),
+            db.dispatch("UpdateTable", {"TableName": "things", "DeletionProtectionEnabled": True}),
+            return_exceptions=True,
+        )
+
+    deleted, updated = asyncio.run(run())
+    assert deleted["TableDescription"]["TableStatus"] == "DELETING"
+    assert isinstance(updated, ResourceNotFoundException)
+    assert catalog.list_tables(db) == []
