@@ -46,6 +46,7 @@ from keeldb.engine.schema import (
     Table,
 )
 from keeldb.model.errors import (
+    AccessDeniedException,
     LimitExceededException,
     ResourceInUseException,
     ResourceNotFoundException,
@@ -609,12 +610,10 @@ def _check_tags_model(v: Violations, tags: list[dict[str, Any]] | None, path: st
         return
     for i, tag in enumerate(tags):
         member = _member(path, i)
-        key = tag.get("Key")
-        if v.not_null(key, f"{member}.key"):
-            v.length(key, f"{member}.key", 1, TAG_KEY_LENGTH_MAX)
-        value = tag.get("Value")
-        if v.not_null(value, f"{member}.value"):
-            v.length(value, f"{member}.value", 0, TAG_VALUE_LENGTH_MAX)
+        # Lengths are checked with the characters, by the service (`_check_tags`): DynamoDB
+        # answers a 129-character key with "The Tag Key provided is invalid".
+        v.not_null(tag.get("Key"), f"{member}.key")
+        v.not_null(tag.get("Value"), f"{member}.value")
 
 
 # --- The service layer: rules shared by several operations ---------------------------------
@@ -685,11 +684,11 @@ def _check_tags(tags: list[dict[str, Any]], existing: dict[str, str]) -> dict[st
     seen: set[str] = set()
     for tag in tags:
         key, value = tag["Key"], tag["Value"]
-        if not TAG_TEXT_RE.match(key):
+        if not key or len(key) > TAG_KEY_LENGTH_MAX or not TAG_TEXT_RE.match(key):
             raise ValidationException(f"The Tag Key provided is invalid, Key: {key}")
         if key.lower().startswith("aws:"):
             raise ValidationException(f"Tag Key cannot be prefixed with aws:, Key: {key}")
-        if not TAG_TEXT_RE.match(value):
+        if len(value) > TAG_VALUE_LENGTH_MAX or not TAG_TEXT_RE.match(value):
             raise ValidationException(f"The Tag Value provided is invalid, Value: {value}")
         if key in seen:
             raise ValidationException(
@@ -1237,8 +1236,25 @@ def _check_table_reference_body(body: Body) -> str:
     return name
 
 
+def _checked_arn_name(db: Database, arn: str) -> str:
+    """The table name of a table ARN given as TableName; DynamoDB's errors for other ARNs."""
+    parts = arn.split(":", 5)
+    if len(parts) < 6 or parts[1] != "aws":
+        raise ValidationException(f"1 validation error detected: Invalid AWS partition in '{arn}'")
+    if parts[3] != db.region:
+        raise ValidationException(f"1 validation error detected: Invalid AWS region in '{arn}'")
+    if parts[4] != db.account_id:
+        raise AccessDeniedException("Access is denied")
+    resource = parts[5]
+    if parts[2] != "dynamodb" or not resource.startswith("table/") or "/" in resource[6:]:
+        raise ValidationException(f"1 validation error detected: Invalid resource type in '{arn}'")
+    return resource[len("table/") :]
+
+
 def _existing_table(db: Database, name: str) -> Table:
-    table = find_table(db, name)
+    """The table DescribeTable, UpdateTable or DeleteTable names, by name or by ARN."""
+    key = _checked_arn_name(db, name) if name.startswith("arn:") else name
+    table = _catalog(db).tables.get(key)
     if table is None:
         raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
     return table
@@ -1604,14 +1620,15 @@ def _tagged_table(db: Database, arn: str) -> Table:
             INVALID + "Invalid resource arn provided, only table or stream is accepted. "
             f"Provided resource arn: {arn}"
         )
-    if parts[3] != db.region or parts[4] != db.account_id:
+    if parts[4] != db.account_id:
+        raise AccessDeniedException("Access is denied")
+    if parts[3] != db.region:
         raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")
     name = resource[len("table/") :].split("/", 1)[0]
     table = _catalog(db).tables.get(name)
     if table is None:
-        # "ResourcArn" is DynamoDB's own spelling in this message.
         raise ResourceNotFoundException(
-            f"Requested resource not found: ResourcArn: {arn} not found"
+            f"Requested resource not found: ResourceArn: {arn} not found"
         )
     return table
 

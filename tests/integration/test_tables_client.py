@@ -366,7 +366,7 @@ def test_tags_round_trip_and_paginate(ddb: Any, names: Callable[[str], str]) -> 
     code, message, _ = error_of(ddb.list_tags_of_resource, ResourceArn=arn + "x")
     assert (code, message) == (
         "ResourceNotFoundException",
-        f"Requested resource not found: ResourcArn: {arn}x not found",
+        f"Requested resource not found: ResourceArn: {arn}x not found",
     )
 
 

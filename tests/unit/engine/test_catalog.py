@@ -13,6 +13,7 @@ import pytest
 from keeldb.engine import catalog
 from keeldb.engine.database import Database
 from keeldb.model.errors import (
+    AccessDeniedException,
     ClientError,
     LimitExceededException,
     ResourceInUseException,
@@ -775,6 +776,56 @@ def test_describe_table_by_arn(node: Node) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("arn", "error", "message"),
+    [
+        (
+            "arn:aws:dynamodb:eu-west-1:000000000000:table/things",
+            ValidationException,
+            "1 validation error detected: Invalid AWS region in "
+            "'arn:aws:dynamodb:eu-west-1:000000000000:table/things'",
+        ),
+        (
+            "arn:aws:dynamodb:us-east-1:111122223333:table/things",
+            AccessDeniedException,
+            "Access is denied",
+        ),
+        (
+            ARN_PREFIX + "things/index/abc",
+            ValidationException,
+            f"1 validation error detected: Invalid resource type in '{ARN_PREFIX}things/index/abc'",
+        ),
+        (
+            ARN_PREFIX + "ghost",
+            ResourceNotFoundException,
+            f"Requested resource not found: Table: {ARN_PREFIX}ghost not found",
+        ),
+    ],
+)
+def test_table_arns_of_other_places_are_refused(
+    node: Node, arn: str, error: type[ClientError], message: str
+) -> None:
+    node.create()
+    for op, extra in [
+        ("DescribeTable", {}),
+        ("DeleteTable", {}),
+        ("UpdateTable", {"DeletionProtectionEnabled": True}),
+    ]:
+        expect(node, op, {"TableName": arn, **extra}, error, message)
+    assert node.describe()["DeletionProtectionEnabled"] is False
+
+
+def test_update_and_delete_table_by_arn(node: Node) -> None:
+    node.create()
+    node.call(
+        "UpdateTable", {"TableName": ARN_PREFIX + "things", "DeletionProtectionEnabled": True}
+    )
+    assert node.describe()["DeletionProtectionEnabled"] is True
+    node.call("UpdateTable", {"TableName": "things", "DeletionProtectionEnabled": False})
+    answer = node.call("DeleteTable", {"TableName": ARN_PREFIX + "things"})
+    assert answer["TableDescription"]["TableName"] == "things"
+
+
 def test_describe_table_requires_a_name(node: Node) -> None:
     expect(
         node,
@@ -1362,13 +1413,20 @@ def test_list_tags_pages_with_next_token(node: Node) -> None:
         ),
         (
             [{"Key": "", "Value": "1"}],
-            "1 validation error detected: Value '' at 'tags.1.member.key' failed to satisfy "
-            "constraint: Member must have length greater than or equal to 1",
+            "The Tag Key provided is invalid, Key: ",
+        ),
+        (
+            [{"Key": "k" * 129, "Value": "1"}],
+            f"The Tag Key provided is invalid, Key: {'k' * 129}",
         ),
         (
             [{"Key": "k", "Value": "v" * 257}],
-            f"1 validation error detected: Value '{'v' * 257}' at 'tags.1.member.value' failed "
-            "to satisfy constraint: Member must have length less than or equal to 256",
+            f"The Tag Value provided is invalid, Value: {'v' * 257}",
+        ),
+        (
+            [{"Key": "k"}],
+            "1 validation error detected: Value null at 'tags.1.member.value' failed to satisfy "
+            "constraint: Member must not be null",
         ),
     ],
 )
@@ -1427,9 +1485,14 @@ def test_fifty_tags_at_most(node: Node) -> None:
             "arn:aws:dynamodb:eu-west-1:000000000000:table/things",
         ),
         (
+            "arn:aws:dynamodb:us-east-1:111122223333:table/things",
+            AccessDeniedException,
+            "Access is denied",
+        ),
+        (
             ARN_PREFIX + "thingsx",
             ResourceNotFoundException,
-            f"Requested resource not found: ResourcArn: {ARN_PREFIX}thingsx not found",
+            f"Requested resource not found: ResourceArn: {ARN_PREFIX}thingsx not found",
         ),
     ],
 )
