@@ -194,3 +194,114 @@ ItemOperations.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_item_operations_match_a_dict_model = ItemOperations.TestCase
+
+
+# --- Concurrent writes: the answers of one-after-another execution, in arrival order ----------
+
+from hypothesis import given  # noqa: E402
+
+
+class HeldLog:
+    """A log whose appends wait, in order, until `release()` commits and applies them."""
+
+    def __init__(self, apply: Any, start_lsn: int) -> None:
+        self._apply = apply
+        self._lsn = start_lsn
+        self._held: list[tuple[int, bytes, asyncio.Future[int]]] = []
+
+    async def append(self, record: bytes) -> int:
+        self._lsn += 1
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._held.append((self._lsn, record, future))
+        return await future
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for lsn, record, future in held:
+            self._apply([(lsn, record)])
+            future.set_result(lsn)
+
+    def committed_lsn(self) -> int:
+        return self._lsn
+
+    async def close(self) -> None:
+        return None
+
+
+write_ops = st.one_of(
+    st.tuples(st.just("put"), keys, st.none() | numbers, conditions, numbers),
+    st.tuples(st.just("update"), keys, st.sampled_from(["add", "inc", "set"]), numbers, conditions, numbers),
+    st.tuples(st.just("delete"), keys, conditions, numbers),
+)
+
+
+def _write_request(op: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+    kind, pk = op[0], op[1]
+    key = {"pk": {"S": pk}, "sk": {"N": "1"}}
+    if kind == "put":
+        _, _, v, cond, c = op
+        item = dict(key)
+        if v is not None:
+            item["v"] = {"N": str(v)}
+        body = {"TableName": TABLE, "Item": item, "ReturnValues": "ALL_OLD"}
+        return "PutItem", _merge(body, _condition(cond, c)[0])
+    if kind == "update":
+        _, _, action, x, cond, c = op
+        expression = {"add": "ADD v :x", "inc": "SET v = v + :x", "set": "SET v = :x"}[action]
+        body = {"TableName": TABLE, "Key": key, "UpdateExpression": expression,
+                "ExpressionAttributeValues": {":x": {"N": str(x)}}, "ReturnValues": "ALL_NEW"}
+        return "UpdateItem", _merge(body, _condition(cond, c)[0])
+    _, _, cond, c = op
+    body = {"TableName": TABLE, "Key": key, "ReturnValues": "ALL_OLD"}
+    return "DeleteItem", _merge(body, _condition(cond, c)[0])
+
+
+def _outcome(result: Any) -> Any:
+    if isinstance(result, BaseException):
+        return (type(result).__name__, getattr(result, "message", str(result)))
+    return result
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(write_ops, min_size=1, max_size=12),
+       releases=st.sets(st.integers(min_value=0, max_value=11)))
+def test_overlapping_writes_answer_as_if_run_one_after_another(
+    ops: list[tuple[Any, ...]], releases: set[int]
+) -> None:
+    sequential = ItemOperations()
+    concurrent = ItemOperations()
+    try:
+        expected = []
+        for op in ops:
+            try:
+                expected.append(sequential.call(*_write_request(op)))
+            except Exception as error:  # noqa: BLE001 - the outcome is compared, error or not
+                expected.append(error)
+
+        db = concurrent.db
+        held = HeldLog(db.apply, db.log.committed_lsn())
+        db._log = held  # noqa: SLF001 - a test's log that holds appends
+
+        async def run() -> list[Any]:
+            tasks = []
+            for index, op in enumerate(ops):
+                tasks.append(asyncio.ensure_future(db.dispatch(*_write_request(op))))
+                await asyncio.sleep(0)  # the write runs up to its append
+                if index in releases:
+                    held.release()
+            held.release()
+            return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+        got = concurrent.loop.run_until_complete(run())
+        assert [_outcome(r) for r in got] == [_outcome(r) for r in expected]
+        assert items_state(db).pending == {}
+        for pk in {op[1] for op in ops}:
+            key = {"pk": {"S": pk}, "sk": {"N": "1"}}
+            body = {"TableName": TABLE, "Key": key, "ConsistentRead": True}
+            assert concurrent.call("GetItem", body) == sequential.call("GetItem", body)
+        assert table_stats(db, find_table(db, TABLE)) == table_stats(
+            sequential.db, find_table(sequential.db, TABLE)
+        )
+    finally:
+        sequential.teardown()
+        concurrent.teardown()
