@@ -272,7 +272,9 @@ class Replica:
         self._incarnation = 0
         # (first slot governed, config), sorted by first slot.
         self._configs: list[tuple[Slot, Config]] = [(Slot(1), config)]
-        self._member_sets: dict[int, frozenset[NodeId]] = {}
+        # Member sets by configuration identity; each value keeps its configuration alive so
+        # the id cannot be reused by another object.
+        self._member_sets: dict[int, tuple[Config, frozenset[NodeId]]] = {}
 
         # What the next Ready carries.
         self._rd = Ready()
@@ -293,6 +295,8 @@ class Replica:
         # Proposer (candidate and leader) state for our current ballot.
         self._ballot = BALLOT_ZERO
         self._promises: dict[NodeId, Promise] = {}
+        # Configurations (by identity, kept alive here) our promises cover for our ballot.
+        self._covered_keys: dict[int, Config] = {}
         self._prepare_from = Slot(1)
         self._prepare_sent_tick: dict[NodeId, int] = {}
         self._next_slot = Slot(1)
@@ -414,6 +418,8 @@ class Replica:
     # ---------------------------------------------------------------- config helpers
 
     def _config_at(self, slot: Slot) -> Config:
+        if len(self._configs) == 1:
+            return self._configs[0][1]
         chosen = self._configs[0][1]
         for first, config in self._configs:
             if first <= slot:
@@ -423,12 +429,11 @@ class Replica:
         return chosen
 
     def _members(self, config: Config) -> frozenset[NodeId]:
-        key = id(config)
-        cached = self._member_sets.get(key)
+        cached = self._member_sets.get(id(config))
         if cached is None:
-            cached = frozenset(config.node_ids)
-            self._member_sets[key] = cached
-        return cached
+            cached = (config, frozenset(config.node_ids))
+            self._member_sets[id(config)] = cached
+        return cached[1]
 
     def _q1(self, config: Config) -> int:
         if Mutation.QUORUM_INTERSECTION_BROKEN in self._mut:
@@ -530,8 +535,9 @@ class Replica:
         if len(self._queue) >= self._opts.proposal_queue_max:
             return None
         pid = self._new_proposal_id()
+        # Slots are assigned when the driver next asks for a Ready, so that every command
+        # proposed in between travels in the same Accept batches.
         self._queue.append(Entry(EntryKind.COMMAND, command, self._id, pid))
-        self._fill_pipeline()
         return pid
 
     def propose_reconfig(self, new_config: Config) -> ProposalId | None:
@@ -600,11 +606,13 @@ class Replica:
             del self._log[s]
 
     def has_ready(self) -> bool:
+        self._fill_pipeline()
         self._flush_accepts()
         return not self._rd.is_empty()
 
     def ready(self) -> Ready:
         assert self._rd_out is None, "advance() the previous Ready first"
+        self._fill_pipeline()
         self._flush_accepts()
         rd = self._rd
         if self._snapshot is None:
@@ -699,6 +707,7 @@ class Replica:
         self._queue.clear()
         self._ballot = BALLOT_ZERO
         self._promises = {}
+        self._covered_keys = {}
         self._prepare_sent_tick = {}
         self._backlog = {}
         self._backlog_max = SLOT_NONE
@@ -751,6 +760,7 @@ class Replica:
         self._leader = None
         self._ballot = ballot
         self._promises = {}
+        self._covered_keys = {}
         self._prepare_sent_tick = {}
         self._prepare_from = Slot(self._commit + 1)
         self._writable_at = self._now
@@ -879,9 +889,15 @@ class Replica:
         return needed
 
     def _covered(self, config: Config) -> bool:
+        key = id(config)
+        if key in self._covered_keys:
+            return True  # promises for our ballot only ever accumulate
         members = self._members(config)
         count = sum(1 for n in self._promises if n in members)
-        return count >= self._q1(config)
+        if count >= self._q1(config):
+            self._covered_keys[key] = config
+            return True
+        return False
 
     def _phase1_complete(self) -> bool:
         recovered, top = self._recover(Slot(self._commit + 1))
