@@ -229,6 +229,18 @@ def _table_stats(db: Database, table: Table) -> tuple[int, int]:
     return stats(db, table)
 
 
+def _index_stats(db: Database, table: Table, index: SecondaryIndex) -> tuple[int, int]:
+    """(ItemCount, IndexSizeBytes) of a secondary index, once the item store keeps them."""
+    from keeldb.engine import item_store
+
+    stats: Callable[[Database, Table, SecondaryIndex], tuple[int, int]] | None = getattr(
+        item_store, "index_stats", None
+    )
+    if stats is None:
+        return 0, 0
+    return stats(db, table, index)
+
+
 # --- Redo records and their appliers --------------------------------------------------------
 
 
@@ -799,35 +811,39 @@ def describe(
     if summary is not None:
         desc["BillingModeSummary"] = summary
     if table.local_indexes:
-        desc["LocalSecondaryIndexes"] = [
-            {
-                "IndexName": index.name,
-                "KeySchema": _key_schema(index.hash_key, index.range_key),
-                "Projection": _projection(index),
-                "IndexSizeBytes": 0,
-                "ItemCount": 0,
-                "IndexArn": index.arn,
-            }
-            for index in table.local_indexes
-        ]
+        desc["LocalSecondaryIndexes"] = []
+        for index in table.local_indexes:
+            count, size = _index_stats(db, table, index)
+            desc["LocalSecondaryIndexes"].append(
+                {
+                    "IndexName": index.name,
+                    "KeySchema": _key_schema(index.hash_key, index.range_key),
+                    "Projection": _projection(index),
+                    "IndexSizeBytes": size,
+                    "ItemCount": count,
+                    "IndexArn": index.arn,
+                }
+            )
     if table.global_indexes:
-        desc["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": index.name,
-                "KeySchema": _key_schema(index.hash_key, index.range_key),
-                "Projection": _projection(index),
-                "IndexStatus": status if status == STATUS_CREATING else index.status,
-                "ProvisionedThroughput": {
-                    "NumberOfDecreasesToday": 0,
-                    "ReadCapacityUnits": index.read_capacity_units,
-                    "WriteCapacityUnits": index.write_capacity_units,
-                },
-                "IndexSizeBytes": 0,
-                "ItemCount": 0,
-                "IndexArn": index.arn,
-            }
-            for index in table.global_indexes
-        ]
+        desc["GlobalSecondaryIndexes"] = []
+        for index in table.global_indexes:
+            count, size = _index_stats(db, table, index)
+            desc["GlobalSecondaryIndexes"].append(
+                {
+                    "IndexName": index.name,
+                    "KeySchema": _key_schema(index.hash_key, index.range_key),
+                    "Projection": _projection(index),
+                    "IndexStatus": status if status == STATUS_CREATING else index.status,
+                    "ProvisionedThroughput": {
+                        "NumberOfDecreasesToday": 0,
+                        "ReadCapacityUnits": index.read_capacity_units,
+                        "WriteCapacityUnits": index.write_capacity_units,
+                    },
+                    "IndexSizeBytes": size,
+                    "ItemCount": count,
+                    "IndexArn": index.arn,
+                }
+            )
     if table.stream_enabled:
         desc["StreamSpecification"] = {
             "StreamEnabled": True,
