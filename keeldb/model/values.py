@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from keeldb.model.errors import SerializationException, ValidationException
-from keeldb.model.limits import ITEM_BYTES_MAX, NESTING_DEPTH_MAX
+from keeldb.model.limits import ATTRIBUTE_NAME_BYTES_MAX, ITEM_BYTES_MAX, NESTING_DEPTH_MAX
 from keeldb.model.numbers import NOT_A_NUMBER_MESSAGE, normalize_number, to_decimal
 
 # The ten data types, in the order DynamoDB's AttributeValue shape lists them.
@@ -42,6 +42,11 @@ EMPTY_SET_MESSAGES = {
     "BS": INVALID + "Binary sets should not be empty",
 }
 NUMBER_SET_DUPLICATES_MESSAGE = "Input collection contains duplicates"
+NULL_STRING_IN_SET_MESSAGE = INVALID + "An string set may not have a null string as a member"
+NULL_VALUE_MESSAGE = "The supplied Item contains a null AttributeValue"
+# Attribute names (of an item, and of a map's entries): 1 to 65535 bytes of UTF-8.
+EMPTY_NAME_MESSAGE = "Empty attribute name"
+NAME_TOO_LARGE_MESSAGE = "Attribute name is too large, must be less than 65536 bytes"
 NESTING_MESSAGE = (
     "Nesting Levels have exceeded supported limits: "
     "Attributes in the item have nested levels beyond supported limit"
@@ -160,7 +165,7 @@ def encode_binary(raw: bytes) -> str:
 
 
 def _number_text(text: object) -> str:
-    if isinstance(text, str) and text == "":
+    if text is None or text == "":
         # DynamoDB gives no value in the message when the string is empty.
         raise ValidationException(NOT_A_NUMBER_MESSAGE)
     return normalize_number(_check_string(text))
@@ -183,7 +188,11 @@ def _validate_member(type_: str, member: Any, depth: int) -> Any:
     if type_ in SET_TYPES:
         return _validate_set(type_, _check_list(member))
     if type_ == "L":
-        return [validate_value(element, depth=depth + 1) for element in _check_list(member)]
+        # A null element is an AttributeValue with no data type in it.
+        return [
+            validate_value({} if element is None else element, depth=depth + 1)
+            for element in _check_list(member)
+        ]
     assert type_ == "M", type_
     if not isinstance(member, dict):
         raise _shape_error(member, "Map")
@@ -191,8 +200,19 @@ def _validate_member(type_: str, member: Any, depth: int) -> Any:
     for name, element in member.items():
         if element is None:
             continue  # A null map value is absent, as DynamoDB's deserializer reads it.
-        out[_check_string(name)] = validate_value(element, depth=depth + 1)
+        out[check_attribute_name(name)] = validate_value(element, depth=depth + 1)
     return out
+
+
+def check_attribute_name(name: Any) -> str:
+    """An attribute name of an item or a map, or DynamoDB's error: 1 to 65535 UTF-8 bytes."""
+    text = _check_string(name)
+    if not text:
+        raise ValidationException(EMPTY_NAME_MESSAGE)
+    # Every character takes at most 4 bytes: only long names need encoding to be measured.
+    if len(text) * 4 > ATTRIBUTE_NAME_BYTES_MAX and len(text.encode("utf-8")) > ATTRIBUTE_NAME_BYTES_MAX:
+        raise ValidationException(NAME_TOO_LARGE_MESSAGE)
+    return text
 
 
 def _show(members: list[Any]) -> str:
@@ -203,6 +223,8 @@ def _validate_set(type_: str, members: list[Any]) -> list[Any]:
     if not members:
         raise ValidationException(EMPTY_SET_MESSAGES[type_])
     if type_ == "SS":
+        if any(m is None for m in members):
+            raise ValidationException(NULL_STRING_IN_SET_MESSAGE)
         strings = [_check_string(m) for m in members]
         if len(set(strings)) != len(strings):
             raise ValidationException(
@@ -210,6 +232,8 @@ def _validate_set(type_: str, members: list[Any]) -> list[Any]:
             )
         return strings
     if type_ == "BS":
+        if any(m is None for m in members):
+            raise ValidationException(NULL_VALUE_MESSAGE)
         binaries = [canonical_binary(m) for m in members]
         if len(set(binaries)) != len(binaries):
             raise ValidationException(
@@ -253,7 +277,7 @@ def validate_item(item: Any) -> dict[str, dict[str, Any]]:
     for name, value in item.items():
         if value is None:
             continue  # A null map value is absent, as DynamoDB's deserializer reads it.
-        out[_check_string(name)] = validate_value(value)
+        out[check_attribute_name(name)] = validate_value(value)
     return out
 
 

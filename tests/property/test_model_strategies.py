@@ -69,6 +69,7 @@ def b64(raw: bytes) -> str:
 
 
 strings = st.text(max_size=20)
+names = st.text(min_size=1, max_size=20)  # attribute names are never empty
 binaries = st.binary(max_size=20)
 
 
@@ -93,7 +94,7 @@ def attribute_values() -> st.SearchStrategy[dict[str, Any]]:
         scalar_values(),
         lambda children: st.one_of(
             st.lists(children, max_size=4).map(lambda v: {"L": v}),
-            st.dictionaries(strings, children, max_size=4).map(lambda v: {"M": v}),
+            st.dictionaries(names, children, max_size=4).map(lambda v: {"M": v}),
         ),
         max_leaves=12,
     )

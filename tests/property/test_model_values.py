@@ -16,7 +16,7 @@ from keeldb.model.errors import ClientError
 from keeldb.model.values import item_size, number_size, validate_item, validate_value, values_equal
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_model_strategies import attribute_values, decimals, number_texts, strings  # noqa: E402
+from test_model_strategies import attribute_values, decimals, names, number_texts  # noqa: E402
 
 
 def reference_number_size(text: str) -> int:
@@ -60,7 +60,7 @@ def test_number_size_matches_the_digit_pair_reference(text: str) -> None:
 
 
 @settings(max_examples=60)
-@given(st.dictionaries(strings, attribute_values(), max_size=5))
+@given(st.dictionaries(names, attribute_values(), max_size=5))
 def test_item_size_matches_the_reference(item: dict[str, dict[str, Any]]) -> None:
     expected = sum(len(name.encode("utf-8")) + reference_size(v) for name, v in item.items())
     assert item_size(item) == expected

@@ -370,3 +370,30 @@ def test_check_item_size_accepts_exactly_400_kb_and_refuses_one_byte_more() -> N
     with pytest.raises(ValidationException) as caught:
         check_item_size(over, update=True)
     assert caught.value.message == "Item size to update has exceeded the maximum allowed size"
+
+
+# --- attribute names and null members ------------------------------------------------------------
+
+
+def test_attribute_names_must_be_1_to_65535_utf8_bytes() -> None:
+    assert validate_item({"a" * 65535: {"S": "x"}}) == {"a" * 65535: {"S": "x"}}
+    with pytest.raises(ValidationException) as caught:
+        validate_item({"": {"S": "x"}})
+    assert caught.value.message == "Empty attribute name"
+    with pytest.raises(ValidationException) as caught:
+        validate_item({"é" * 32768: {"S": "x"}})
+    assert caught.value.message == "Attribute name is too large, must be less than 65536 bytes"
+    with pytest.raises(ValidationException) as caught:
+        validate_value({"M": {"": {"S": "x"}}})
+    assert caught.value.message == "Empty attribute name"
+
+
+def test_null_members_of_sets_and_lists_are_refused() -> None:
+    assert _validation_message({"SS": ["a", None]}) == (
+        INVALID + "An string set may not have a null string as a member"
+    )
+    assert _validation_message({"NS": ["1", None]}) == "The parameter cannot be converted to a numeric value"
+    assert _validation_message({"BS": ["YQ==", None]}) == "The supplied Item contains a null AttributeValue"
+    assert _validation_message({"L": [None]}) == (
+        "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
+    )
