@@ -192,7 +192,8 @@ def apply_item_write(db: Database, lsn: int, record: dict[str, Any]) -> None:
     try:
         if lsn <= db.store.applied_lsn():
             return  # Replayed at recovery, and already in the store.
-        if catalog.get_table_by_id(db, record["table"]) is None:
+        table = catalog.find_table(db, record["name"])
+        if table is None or table.table_id != record["table"]:
             # The table was deleted after this write was validated: the write belongs to a
             # table that no longer exists. Only the LSN moves.
             db.store.write([], [], applied_lsn=lsn)

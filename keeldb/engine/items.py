@@ -312,8 +312,17 @@ def _check_condition(
     raise ConditionalCheckFailedException(item=item)
 
 
-def _key_of(table: Table, item: Item) -> Item:
-    return {name: item[name] for name in table.key_names}
+def _put_record(table: Table, key: bytes, item: Item, size: int) -> dict[str, Any]:
+    """The redo record of a write of `item` (`size` bytes) at store key `key`: the after-image
+    itself, never the request that produced it."""
+    return {
+        "kind": "put",
+        "table": table.table_id,
+        "name": table.name,
+        "key": key,
+        "item": item,
+        "size": size,
+    }
 
 
 # --- Operations -----------------------------------------------------------------------------
@@ -345,7 +354,7 @@ async def put_item(db: Database, body: Body) -> Body:
     old, old_size = latest_item(db, skey)
     units = write_units(max(size, old_size))
     _check_condition(db, request, table, parsed, old, units)
-    record = {"kind": "put", "table": table.table_id, "key": skey, "item": item, "size": size}
+    record = _put_record(table, skey, item, size)
     await propose_write(db, skey, item, size, record)
     _meter_write(db, table, units)
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
@@ -413,7 +422,7 @@ async def update_item(db: Database, body: Body) -> Body:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
     check_index_keys(table, new, by_update=True, names=updated)
     units = write_units(max(size, old_size))
-    record = {"kind": "put", "table": table.table_id, "key": skey, "item": new, "size": size}
+    record = _put_record(table, skey, new, size)
     await propose_write(db, skey, new, size, record)
     _meter_write(db, table, units)
     attributes = _update_return_values(request.get("ReturnValues", "NONE"), old, new, effect)
@@ -456,7 +465,7 @@ async def delete_item(db: Database, body: Body) -> Body:
     units = write_units(old_size)
     _check_condition(db, request, table, parsed, old, units)
     # A delete of a missing item is still a write: it is logged, ordered and charged.
-    record = {"kind": "delete", "table": table.table_id, "key": skey}
+    record = {"kind": "delete", "table": table.table_id, "name": table.name, "key": skey}
     await propose_write(db, skey, None, 0, record)
     _meter_write(db, table, units)
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None

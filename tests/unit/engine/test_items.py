@@ -841,7 +841,7 @@ def test_a_write_applied_after_its_table_was_deleted_leaves_nothing_behind(h: Ha
     from keeldb.engine.item_store import storage_key
 
     table = h.table("hash")
-    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("a")}, "size": 3,
+    record = {"kind": "put", "table": table.table_id, "name": "hash", "item": {"pk": s("a")}, "size": 3,
               "key": storage_key(table, {"pk": s("a")})}
     h("DeleteTable", {"TableName": "hash"})
     lsn = h.store.applied_lsn() + 1
@@ -856,7 +856,7 @@ def test_a_replayed_record_is_not_applied_twice(h: Harness) -> None:
 
     table = h.table("hash")
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}})
-    record = {"kind": "put", "table": table.table_id, "item": {"pk": s("b")}, "size": 3,
+    record = {"kind": "put", "table": table.table_id, "name": "hash", "item": {"pk": s("b")}, "size": 3,
               "key": storage_key(table, {"pk": s("b")})}
     h.db.apply([(h.store.applied_lsn(), encode_record(record))])
     assert get(h, "hash", {"pk": s("b")}) is None
@@ -867,3 +867,20 @@ def _table_range(table_id: str) -> tuple[bytes, bytes]:
     from keeldb.model.keys import table_bounds
 
     return table_bounds(table_id)
+
+
+def test_a_write_for_a_deleted_table_does_not_land_in_its_namesake(h: Harness) -> None:
+    from keeldb.engine.database import encode_record
+    from keeldb.engine.item_store import storage_key
+
+    old = h.table("hash")
+    record = {"kind": "put", "table": old.table_id, "name": "hash", "item": {"pk": s("a")},
+              "size": 3, "key": storage_key(old, {"pk": s("a")})}
+    h("DeleteTable", {"TableName": "hash"})
+    h.create("hash")
+    new = h.table("hash")
+    assert new.table_id != old.table_id
+    h.db.apply([(h.store.applied_lsn() + 1, encode_record(record))])
+    assert get(h, "hash", {"pk": s("a")}) is None
+    assert table_stats(h.db, new) == (0, 0)
+    assert list(h.store.scan(*_table_range(old.table_id))) == []
