@@ -199,6 +199,27 @@ def check_index_keys(
                 )
 
 
+def _check_scalar_key_paths(table: Table, paths: Any) -> None:
+    """Key attributes, of the table and of its indexes, are scalars: a document path that
+    goes into one (`pk.a`, `gk[0]`) is refused before any item is read."""
+    nested = {path[0] for path in paths if len(path) > 1}
+    if not nested:
+        return
+    for name in table.key_names:
+        if name in nested:
+            raise ValidationException(
+                "Key attributes must be scalars; list random access '[]' and map lookup '.' "
+                f"are not allowed: Key: {name}"
+            )
+    for index in _indexes(table):
+        for name in index.key_names:
+            if name in nested:
+                raise ValidationException(
+                    "Key attributes must be scalars; list random access '[]' and map lookup "
+                    f"'.' are not allowed: IndexKey: {name}"
+                )
+
+
 # --- Expressions ----------------------------------------------------------------------------
 
 
@@ -369,6 +390,8 @@ async def get_item(db: Database, body: Body) -> Body:
     parsed = _parse_expressions(request)
     table = find_table(db, request["TableName"])
     check_key(table, key)
+    if parsed.projection is not None:
+        _check_scalar_key_paths(table, parsed.projection.paths)
 
     item, size = committed_item(db, storage_key(table, key))
     consistent = bool(request.get("ConsistentRead", False))
@@ -406,6 +429,7 @@ async def update_item(db: Database, body: Body) -> Body:
                 raise ValidationException(
                     INVALID + f"Cannot update attribute {name}. This attribute is part of the key"
                 )
+        _check_scalar_key_paths(table, parsed.update.paths)
     skey = storage_key(table, key)
 
     old, old_size = latest_item(db, skey)

@@ -884,3 +884,20 @@ def test_a_write_for_a_deleted_table_does_not_land_in_its_namesake(h: Harness) -
     assert get(h, "hash", {"pk": s("a")}) is None
     assert table_stats(h.db, new) == (0, 0)
     assert list(h.store.scan(*_table_range(old.table_id))) == []
+
+
+def test_document_paths_into_key_attributes_are_refused(indexed: Harness) -> None:
+    key = {"pk": s("a"), "sk": s("b")}
+    err = indexed.error("UpdateItem", {"TableName": "indexed", "Key": key,
+                                       "UpdateExpression": "SET g.x = :v",
+                                       "ExpressionAttributeValues": {":v": s("1")}})
+    assert err.message == ("Key attributes must be scalars; list random access '[]' and map "
+                           "lookup '.' are not allowed: IndexKey: g")
+    err = indexed.error("GetItem", {"TableName": "indexed", "Key": key,
+                                    "ProjectionExpression": "pk.x"})
+    assert err.message == ("Key attributes must be scalars; list random access '[]' and map "
+                           "lookup '.' are not allowed: Key: pk")
+    err = indexed.error("UpdateItem", {"TableName": "indexed", "Key": key,
+                                       "UpdateExpression": "SET pk.x = :v",
+                                       "ExpressionAttributeValues": {":v": s("1")}})
+    assert "Cannot update attribute pk. This attribute is part of the key" in err.message
