@@ -285,10 +285,7 @@ def partition_bounds(
 def sort_key_prefix(value: dict[str, Any]) -> bytes:
     """The bytes every encoded S or B sort key that begins with `value` starts with."""
     assert len(value) == 1, value
-    if "S" in value:
-        raw = value["S"].encode("utf-8")
-    else:
-        raw = decode_binary(value["B"])
+    raw: bytes = value["S"].encode("utf-8") if "S" in value else decode_binary(value["B"])
     return raw.replace(b"\x00", _ESCAPE)
 
 

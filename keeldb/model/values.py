@@ -118,7 +118,9 @@ def _check_boolean(value: object) -> bool:
     if isinstance(value, str) and value.upper() in _BOOLEAN_SPELLINGS:
         return _BOOLEAN_SPELLINGS[value.upper()]
     if isinstance(value, (int, float)):
-        raise SerializationException(f"class {_JSON_NUMBER_CLASS} can not be converted to an Boolean")
+        raise SerializationException(
+            f"class {_JSON_NUMBER_CLASS} can not be converted to an Boolean"
+        )
     raise _shape_error(value, "Boolean")
 
 
@@ -135,7 +137,8 @@ def canonical_binary(text: object) -> str:
     prefix = f"'{text}' can not be converted to a Blob: "
     if len(text) % 4:
         raise SerializationException(
-            prefix + f"Base64 encoded length is expected a multiple of 4 bytes but found: {len(text)}"
+            prefix
+            + f"Base64 encoded length is expected a multiple of 4 bytes but found: {len(text)}"
         )
     bad = _BASE64_ALPHABET_RE.search(text)
     if bad is not None:
@@ -210,7 +213,10 @@ def check_attribute_name(name: Any) -> str:
     if not text:
         raise ValidationException(EMPTY_NAME_MESSAGE)
     # Every character takes at most 4 bytes: only long names need encoding to be measured.
-    if len(text) * 4 > ATTRIBUTE_NAME_BYTES_MAX and len(text.encode("utf-8")) > ATTRIBUTE_NAME_BYTES_MAX:
+    if (
+        len(text) * 4 > ATTRIBUTE_NAME_BYTES_MAX
+        and len(text.encode("utf-8")) > ATTRIBUTE_NAME_BYTES_MAX
+    ):
         raise ValidationException(NAME_TOO_LARGE_MESSAGE)
     return text
 
@@ -319,15 +325,17 @@ def compare_values(a: dict[str, Any], b: dict[str, Any]) -> int | None:
     type_a = value_type(a)
     if type_a != value_type(b) or type_a not in KEY_TYPES:
         return None
-    x: Any
-    y: Any
     if type_a == "N":
-        x, y = to_decimal(a["N"]), to_decimal(b["N"])
-    elif type_a == "S":
-        x, y = a["S"].encode("utf-8"), b["S"].encode("utf-8")
-    else:
-        x, y = decode_binary(a["B"]), decode_binary(b["B"])
-    return (x > y) - (x < y)
+        m, n = to_decimal(a["N"]), to_decimal(b["N"])
+        return int(m > n) - int(m < n)
+    if type_a == "S":
+        # Code point order is UTF-8 byte order (for text without lone surrogates, which
+        # validation refuses), so the strings compare directly, without encoding them.
+        s: str = a["S"]
+        t: str = b["S"]
+        return int(s > t) - int(s < t)
+    x, y = decode_binary(a["B"]), decode_binary(b["B"])
+    return int(x > y) - int(x < y)
 
 
 # --- Size ---------------------------------------------------------------------------------
@@ -403,5 +411,7 @@ def check_item_size(item: dict[str, dict[str, Any]], *, update: bool = False) ->
     """
     size = item_size(item)
     if size > ITEM_BYTES_MAX:
-        raise ValidationException(ITEM_UPDATE_TOO_LARGE_MESSAGE if update else ITEM_TOO_LARGE_MESSAGE)
+        raise ValidationException(
+            ITEM_UPDATE_TOO_LARGE_MESSAGE if update else ITEM_TOO_LARGE_MESSAGE
+        )
     return size

@@ -20,7 +20,7 @@ from keeldb.model.keys import (
 from keeldb.model.numbers import normalize_number
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_model_strategies import b64, decimals, number_texts  # noqa: E402
+from test_model_strategies import b64, decimals, number_texts
 
 
 def _sign(x: int) -> int:
@@ -99,7 +99,9 @@ def test_begins_with_bounds_select_exactly_the_prefixed_sort_keys(
     rows = sorted((item_key("t", 0, {"S": partition}, {"S": s}), s) for s in set(sort_keys))
     start, end = sort_key_bounds("t", 0, {"S": partition}, "begins_with", ({"S": prefix},))
     found = [s for key, s in rows if start <= key < end]
-    assert found == sorted((s for s in set(sort_keys) if s.startswith(prefix)), key=lambda s: s.encode())
+    assert found == sorted(
+        (s for s in set(sort_keys) if s.startswith(prefix)), key=lambda s: s.encode()
+    )
     whole = partition_bounds("t", 0, {"S": partition})
     assert whole[0] <= start <= end <= whole[1]
 

@@ -23,7 +23,7 @@ from keeldb.model.numbers import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_model_strategies import decimals, number_texts  # noqa: E402
+from test_model_strategies import decimals, number_texts
 
 EXACT = Context(prec=1000)
 
@@ -54,7 +54,9 @@ def test_normalize_number_is_idempotent(text: str) -> None:
 
 
 @given(decimals(), st.data())
-def test_every_spelling_of_a_value_has_the_same_canonical_text(value: Decimal, data: st.DataObject) -> None:
+def test_every_spelling_of_a_value_has_the_same_canonical_text(
+    value: Decimal, data: st.DataObject
+) -> None:
     first = normalize_number(data.draw(number_texts(value)))
     second = normalize_number(data.draw(number_texts(value)))
     assert first == second
@@ -96,7 +98,10 @@ def test_any_text_either_normalises_to_its_value_or_gets_the_rule_it_breaks(text
 
 @given(decimals(), decimals())
 def test_add_and_subtract_agree_with_exact_decimal_arithmetic(a: Decimal, b: Decimal) -> None:
-    for operation, exact in ((add_numbers, EXACT.add(a, b)), (subtract_numbers, EXACT.subtract(a, b))):
+    for operation, exact in (
+        (add_numbers, EXACT.add(a, b)),
+        (subtract_numbers, EXACT.subtract(a, b)),
+    ):
         expected = _expected_error(exact)
         try:
             result = operation(format(a, "f"), format(b, "f"))

@@ -32,7 +32,9 @@ def decimals(draw: st.DrawFn) -> Decimal:
     adjusted = draw(
         st.one_of(
             st.integers(EXPONENT_MIN, EXPONENT_MAX),
-            st.sampled_from([EXPONENT_MIN, EXPONENT_MIN + 1, -1, 0, 1, EXPONENT_MAX - 1, EXPONENT_MAX]),
+            st.sampled_from(
+                [EXPONENT_MIN, EXPONENT_MIN + 1, -1, 0, 1, EXPONENT_MAX - 1, EXPONENT_MAX]
+            ),
         )
     )
     sign = "-" if draw(st.booleans()) else ""
@@ -81,7 +83,9 @@ def scalar_values() -> st.SearchStrategy[dict[str, Any]]:
         st.booleans().map(lambda b: {"BOOL": b}),
         st.just({"NULL": True}),
         st.lists(strings, min_size=1, max_size=5, unique=True).map(lambda v: {"SS": v}),
-        st.lists(binaries, min_size=1, max_size=5, unique=True).map(lambda v: {"BS": [b64(b) for b in v]}),
+        st.lists(binaries, min_size=1, max_size=5, unique=True).map(
+            lambda v: {"BS": [b64(b) for b in v]}
+        ),
         st.lists(decimals(), min_size=1, max_size=5, unique=True).map(
             lambda v: {"NS": [canonical_text(d) for d in v]}
         ),
@@ -111,7 +115,9 @@ def test_generated_numbers_lie_in_dynamodbs_range(value: Decimal) -> None:
 
 
 @given(decimals(), st.data())
-def test_generated_spellings_denote_the_value_they_spell(value: Decimal, data: st.DataObject) -> None:
+def test_generated_spellings_denote_the_value_they_spell(
+    value: Decimal, data: st.DataObject
+) -> None:
     assert Decimal(data.draw(number_texts(value))) == value
 
 

@@ -16,7 +16,7 @@ from keeldb.model.errors import ClientError
 from keeldb.model.values import item_size, number_size, validate_item, validate_value, values_equal
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_model_strategies import attribute_values, decimals, names, number_texts  # noqa: E402
+from test_model_strategies import attribute_values, decimals, names, number_texts
 
 
 def reference_number_size(text: str) -> int:
@@ -34,7 +34,7 @@ def reference_number_size(text: str) -> int:
 
 
 def reference_size(value: dict[str, Any]) -> int:
-    (kind, member), = value.items()
+    ((kind, member),) = value.items()
     if kind == "S":
         return len(member.encode("utf-8"))
     if kind == "N":
@@ -51,7 +51,9 @@ def reference_size(value: dict[str, Any]) -> int:
         return sum(len(base64.b64decode(b)) for b in member)
     if kind == "L":
         return 3 + len(member) + sum(reference_size(v) for v in member)
-    return 3 + len(member) + sum(len(k.encode("utf-8")) + reference_size(v) for k, v in member.items())
+    return (
+        3 + len(member) + sum(len(k.encode("utf-8")) + reference_size(v) for k, v in member.items())
+    )
 
 
 @given(number_texts())
@@ -74,7 +76,7 @@ def test_canonical_values_are_fixed_points_of_validation(value: dict[str, Any]) 
 
 def _respelled(value: dict[str, Any], rnd: Any) -> dict[str, Any]:
     """The same value written differently: sets and maps reordered, numbers re-spelled."""
-    (kind, member), = value.items()
+    ((kind, member),) = value.items()
     if kind == "N":
         return {"N": format(Decimal(member), "E")}
     if kind in ("SS", "NS", "BS"):
@@ -100,9 +102,23 @@ def test_values_equal_holds_for_any_respelling_of_a_value(value: dict[str, Any],
 
 
 small_values = st.sampled_from(
-    [{"N": "1"}, {"N": "1.0"}, {"N": "2"}, {"S": "1"}, {"SS": ["a", "b"]}, {"SS": ["b", "a"]},
-     {"SS": ["a"]}, {"L": [{"N": "1"}]}, {"L": [{"N": "1.00"}]}, {"L": []}, {"M": {}},
-     {"M": {"a": {"N": "1"}}}, {"BOOL": True}, {"NULL": True}, {"B": "YQ=="}]
+    [
+        {"N": "1"},
+        {"N": "1.0"},
+        {"N": "2"},
+        {"S": "1"},
+        {"SS": ["a", "b"]},
+        {"SS": ["b", "a"]},
+        {"SS": ["a"]},
+        {"L": [{"N": "1"}]},
+        {"L": [{"N": "1.00"}]},
+        {"L": []},
+        {"M": {}},
+        {"M": {"a": {"N": "1"}}},
+        {"BOOL": True},
+        {"NULL": True},
+        {"B": "YQ=="},
+    ]
 )
 
 
@@ -112,7 +128,9 @@ def test_values_equal_is_symmetric(a: dict[str, Any], b: dict[str, Any]) -> None
 
 
 @given(st.lists(decimals(), min_size=1, max_size=6, unique=True), st.randoms())
-def test_number_sets_are_equal_whatever_the_order_and_spelling(members: list[Decimal], rnd: Any) -> None:
+def test_number_sets_are_equal_whatever_the_order_and_spelling(
+    members: list[Decimal], rnd: Any
+) -> None:
     plain = [format(d, "f") for d in members]
     shuffled = [format(d, "E") for d in members]
     rnd.shuffle(shuffled)
@@ -121,8 +139,14 @@ def test_number_sets_are_equal_whatever_the_order_and_spelling(members: list[Dec
 
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL", "x"]), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL", "x"]),
+            children,
+            max_size=3,
+        )
+    ),
     max_leaves=10,
 )
 

@@ -26,7 +26,9 @@ def test_reads_cost_one_unit_per_4_kb_rounded_up_and_half_when_eventually_consis
     assert read_units(size, consistent=False) == eventual
 
 
-@pytest.mark.parametrize(("size", "units"), [(0, 1.0), (1, 1.0), (1024, 1.0), (1025, 2.0), (400 * 1024, 400.0)])
+@pytest.mark.parametrize(
+    ("size", "units"), [(0, 1.0), (1, 1.0), (1024, 1.0), (1025, 2.0), (400 * 1024, 400.0)]
+)
 def test_writes_cost_one_unit_per_1_kb_rounded_up(size: int, units: float) -> None:
     assert write_units(size) == units
 

@@ -71,9 +71,37 @@ NUMBERS = [
     "1e125",
     "9.9999999999999999999999999999999999999E+125",
 ]
-STRINGS = ["", "\x00", "\x00\x00", "\x00\x01", "\x01", "A", "Z", "a", "a\x00", "a\x00b", "a\x01", "ab", "b",
-           "é", "\uffff", "\U00010000", "\U0010ffff"]
-BINARIES = [b"", b"\x00", b"\x00\x00", b"\x00\xff", b"\x01", b"\x7f", b"\x80", b"\xff", b"\xff\x00", b"\xff\xff"]
+STRINGS = [
+    "",
+    "\x00",
+    "\x00\x00",
+    "\x00\x01",
+    "\x01",
+    "A",
+    "Z",
+    "a",
+    "a\x00",
+    "a\x00b",
+    "a\x01",
+    "ab",
+    "b",
+    "é",
+    "\uffff",
+    "\U00010000",
+    "\U0010ffff",
+]
+BINARIES = [
+    b"",
+    b"\x00",
+    b"\x00\x00",
+    b"\x00\xff",
+    b"\x01",
+    b"\x7f",
+    b"\x80",
+    b"\xff",
+    b"\xff\x00",
+    b"\xff\xff",
+]
 
 
 def test_numbers_encode_in_numeric_order() -> None:
@@ -99,7 +127,9 @@ def test_binaries_encode_in_unsigned_byte_order() -> None:
 
 @pytest.mark.parametrize(
     ("value", "type_"),
-    [({"N": n}, "N") for n in NUMBERS] + [({"S": s}, "S") for s in STRINGS] + [(_b(b), "B") for b in BINARIES],
+    [({"N": n}, "N") for n in NUMBERS]
+    + [({"S": s}, "S") for s in STRINGS]
+    + [(_b(b), "B") for b in BINARIES],
 )
 def test_decode_key_value_inverts_encode_key_value(value: dict[str, Any], type_: str) -> None:
     decoded = decode_key_value(encode_key_value(value), type_)
@@ -160,7 +190,9 @@ def test_item_key_layout_is_table_index_hash_partition_key_sort_key() -> None:
     assert rest[:2] == (3).to_bytes(2, "big")
     assert rest[2:10] == partition_hash(pk)
     assert rest[10:] == encode_key_value(pk) + encode_key_value(sk)
-    assert item_key("t1", 0, pk, None) == prefix + b"\x00\x00" + partition_hash(pk) + encode_key_value(pk)
+    assert item_key("t1", 0, pk, None) == prefix + b"\x00\x00" + partition_hash(
+        pk
+    ) + encode_key_value(pk)
 
 
 def test_table_prefixes_do_not_overlap_even_when_ids_are_prefixes() -> None:
@@ -195,11 +227,16 @@ def test_prefix_end_and_key_after() -> None:
 def _partition_items(sort_values: list[dict[str, Any]]) -> list[tuple[bytes, dict[str, Any]]]:
     rows = [(item_key("t", 0, {"S": "p"}, v), v) for v in sort_values]
     # Neighbouring partitions, which no bound may include.
-    rows += [(item_key("t", 0, {"S": other}, sort_values[0]), {"other": True}) for other in ("o", "q", "p\x00")]
+    rows += [
+        (item_key("t", 0, {"S": other}, sort_values[0]), {"other": True})
+        for other in ("o", "q", "p\x00")
+    ]
     return sorted(rows, key=lambda row: row[0])
 
 
-def _in_range(rows: list[tuple[bytes, dict[str, Any]]], bounds: tuple[bytes, bytes]) -> list[dict[str, Any]]:
+def _in_range(
+    rows: list[tuple[bytes, dict[str, Any]]], bounds: tuple[bytes, bytes]
+) -> list[dict[str, Any]]:
     start, end = bounds
     return [value for key, value in rows if start <= key < end]
 
@@ -221,7 +258,9 @@ STRING_SORT_KEYS = [{"S": s} for s in ("a", "a\x00", "ab", "abc", "abd", "ac", "
         ("", (), lambda n: True),
     ],
 )
-def test_sort_key_bounds_for_numbers_match_a_brute_force_filter(operator: str, operands: tuple[dict[str, Any], ...], keep: Any) -> None:
+def test_sort_key_bounds_for_numbers_match_a_brute_force_filter(
+    operator: str, operands: tuple[dict[str, Any], ...], keep: Any
+) -> None:
     rows = _partition_items(NUMBER_SORT_KEYS)
     found = _in_range(rows, sort_key_bounds("t", 0, {"S": "p"}, operator, operands))
     assert found == [v for v in NUMBER_SORT_KEYS if keep(Decimal(v["N"]))]
@@ -239,7 +278,9 @@ def test_sort_key_bounds_for_numbers_match_a_brute_force_filter(operator: str, o
         ("<", ({"S": "ab"},), lambda s: s.encode() < b"ab"),
     ],
 )
-def test_sort_key_bounds_for_strings_match_a_brute_force_filter(operator: str, operands: tuple[dict[str, Any], ...], keep: Any) -> None:
+def test_sort_key_bounds_for_strings_match_a_brute_force_filter(
+    operator: str, operands: tuple[dict[str, Any], ...], keep: Any
+) -> None:
     rows = _partition_items(STRING_SORT_KEYS)
     found = _in_range(rows, sort_key_bounds("t", 0, {"S": "p"}, operator, operands))
     assert found == [v for v in STRING_SORT_KEYS if keep(v["S"])]

@@ -45,7 +45,10 @@ SMALLEST_PLAIN = "0." + "0" * 129 + "1"
         ("+3", "3"),
         ("123456789012345678901234567890.12345678", "123456789012345678901234567890.12345678"),
         ("1" + "0" * 50, "1" + "0" * 50),
-        ("12345678901234567890123456789012345678e10", "12345678901234567890123456789012345678" + "0" * 10),
+        (
+            "12345678901234567890123456789012345678e10",
+            "12345678901234567890123456789012345678" + "0" * 10,
+        ),
         (LARGEST, LARGEST_PLAIN),
         ("-" + LARGEST, "-" + LARGEST_PLAIN),
         (SMALLEST, SMALLEST_PLAIN),
@@ -53,7 +56,9 @@ SMALLEST_PLAIN = "0." + "0" * 129 + "1"
         ("0.1e-129", SMALLEST_PLAIN),
     ],
 )
-def test_normalize_number_returns_dynamodb_canonical_plain_notation(text: str, canonical: str) -> None:
+def test_normalize_number_returns_dynamodb_canonical_plain_notation(
+    text: str, canonical: str
+) -> None:
     assert normalize_number(text) == canonical
 
 
@@ -62,8 +67,27 @@ def test_canonical_numbers_never_use_an_exponent() -> None:
         assert "e" not in normalize_number(text).lower()
 
 
-@pytest.mark.parametrize("text", ["b", "1.2.3", "1e", "e5", "--1", "1-", "NaN", "Infinity", "-inf",
-                                  "1_000", " 1", "1 ", "0x10", "١", "1e+", "."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "b",
+        "1.2.3",
+        "1e",
+        "e5",
+        "--1",
+        "1-",
+        "NaN",
+        "Infinity",
+        "-inf",
+        "1_000",
+        " 1",
+        "1 ",
+        "0x10",
+        "١",
+        "1e+",
+        ".",
+    ],
+)
 def test_text_that_is_no_number_is_refused_with_the_text_in_the_message(text: str) -> None:
     with pytest.raises(ValidationException) as caught:
         normalize_number(text)
@@ -72,10 +96,16 @@ def test_text_that_is_no_number_is_refused_with_the_text_in_the_message(text: st
 
 
 def test_more_than_38_significant_digits_is_refused() -> None:
-    for text in ("123456789012345678901234567890123456789", "-1.23456789012345678901234567890123456789"):
+    for text in (
+        "123456789012345678901234567890123456789",
+        "-1.23456789012345678901234567890123456789",
+    ):
         with pytest.raises(ValidationException) as caught:
             normalize_number(text)
-        assert caught.value.message == "Attempting to store more than 38 significant digits in a Number"
+        assert (
+            caught.value.message
+            == "Attempting to store more than 38 significant digits in a Number"
+        )
 
 
 def test_38_significant_digits_are_accepted_and_zeros_around_them_do_not_count() -> None:

@@ -55,10 +55,15 @@ def _serialization_message(value: Any) -> str:
         ({"BS": ["YQ==", ""]}, {"BS": ["YQ==", ""]}),
         ({"L": []}, {"L": []}),
         ({"M": {}}, {"M": {}}),
-        ({"L": [{"N": "01"}, {"M": {"k": {"N": "1E+1"}}}]}, {"L": [{"N": "1"}, {"M": {"k": {"N": "10"}}}]}),
+        (
+            {"L": [{"N": "01"}, {"M": {"k": {"N": "1E+1"}}}]},
+            {"L": [{"N": "1"}, {"M": {"k": {"N": "10"}}}]},
+        ),
     ],
 )
-def test_valid_values_come_back_in_canonical_form(value: dict[str, Any], canonical: dict[str, Any]) -> None:
+def test_valid_values_come_back_in_canonical_form(
+    value: dict[str, Any], canonical: dict[str, Any]
+) -> None:
     assert validate_value(value) == canonical
 
 
@@ -78,7 +83,9 @@ def test_validate_item_validates_every_attribute_and_drops_null_ones() -> None:
 # --- DynamoDB's messages ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [{}, {"a": ""}, {"S": None}, {"M": {"a": {}}}, {"L": [{}]}, {"L": [{"a": {}}]}])
+@pytest.mark.parametrize(
+    "value", [{}, {"a": ""}, {"S": None}, {"M": {"a": {}}}, {"L": [{}]}, {"L": [{"a": {}}]}]
+)
 def test_a_value_with_no_data_type_is_empty(value: dict[str, Any]) -> None:
     assert _validation_message(value) == (
         "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
@@ -96,13 +103,22 @@ def test_each_member_is_checked_before_the_number_of_data_types() -> None:
     assert _validation_message({"S": "a", "N": "b"}) == (
         "The parameter cannot be converted to a numeric value: b"
     )
-    assert _validation_message({"S": "", "N": ""}) == "The parameter cannot be converted to a numeric value"
+    assert (
+        _validation_message({"S": "", "N": ""})
+        == "The parameter cannot be converted to a numeric value"
+    )
 
 
 def test_an_empty_number_text_gives_no_value_in_the_message() -> None:
     assert _validation_message({"N": ""}) == "The parameter cannot be converted to a numeric value"
-    assert _validation_message({"NS": ["1", ""]}) == "The parameter cannot be converted to a numeric value"
-    assert _validation_message({"NS": ["1", "b"]}) == "The parameter cannot be converted to a numeric value: b"
+    assert (
+        _validation_message({"NS": ["1", ""]})
+        == "The parameter cannot be converted to a numeric value"
+    )
+    assert (
+        _validation_message({"NS": ["1", "b"]})
+        == "The parameter cannot be converted to a numeric value: b"
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,7 +132,9 @@ def test_an_empty_number_text_gives_no_value_in_the_message() -> None:
         ({"BS": ["Yg==", "Yg=="]}, "Input collection [Yg==, Yg==]of type BS contains duplicates."),
     ],
 )
-def test_invalid_values_get_dynamodb_parameter_messages(value: dict[str, Any], message: str) -> None:
+def test_invalid_values_get_dynamodb_parameter_messages(
+    value: dict[str, Any], message: str
+) -> None:
     assert _validation_message(value) == INVALID + message
 
 
@@ -170,21 +188,36 @@ def test_nesting_deeper_than_32_levels_is_refused() -> None:
         ("x", "Expected null"),
         (5, "Expected null"),
         ([], "Start of list found where not expected"),
-        ({"S": 5}, "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String"),
+        (
+            {"S": 5},
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+        ),
         ({"S": True}, "class java.lang.Boolean can not be converted to an String"),
         ({"S": []}, "Start of list found where not expected"),
         ({"S": {}}, "Start of structure or map found where not expected."),
-        ({"N": 5}, "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String"),
-        ({"B": 5}, "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to a Blob"),
+        (
+            {"N": 5},
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+        ),
+        (
+            {"B": 5},
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to a Blob",
+        ),
         ({"B": False}, "class java.lang.Boolean can not be converted to a Blob"),
         ({"BOOL": "maybe"}, "'MAYBE' can not be converted to an Boolean"),
-        ({"BOOL": 1}, "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an Boolean"),
+        (
+            {"BOOL": 1},
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an Boolean",
+        ),
         ({"L": "x"}, "Expected list or null"),
         ({"L": {}}, "Start of structure or map found where not expected."),
         ({"SS": "a"}, "Expected list or null"),
         ({"M": "x"}, "Expected map or null"),
         ({"M": []}, "Start of list found where not expected"),
-        ({"SS": [1]}, "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String"),
+        (
+            {"SS": [1]},
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+        ),
     ],
 )
 def test_members_of_the_wrong_json_type_are_serialization_errors(value: Any, message: str) -> None:
@@ -243,14 +276,20 @@ def test_value_type_names_the_single_data_type() -> None:
         ({"L": [{"N": "1"}, {"S": "x"}]}, {"L": [{"N": "1.0"}, {"S": "x"}]}, True),
         ({"L": [{"N": "1"}, {"S": "x"}]}, {"L": [{"S": "x"}, {"N": "1"}]}, False),
         ({"L": [{"N": "1"}]}, {"L": [{"N": "1"}, {"N": "1"}]}, False),
-        ({"M": {"a": {"N": "1"}, "b": {"S": "x"}}}, {"M": {"b": {"S": "x"}, "a": {"N": "1"}}}, True),
+        (
+            {"M": {"a": {"N": "1"}, "b": {"S": "x"}}},
+            {"M": {"b": {"S": "x"}, "a": {"N": "1"}}},
+            True,
+        ),
         ({"M": {"a": {"N": "1"}}}, {"M": {"b": {"N": "1"}}}, False),
         ({"BOOL": True}, {"BOOL": True}, True),
         ({"BOOL": True}, {"BOOL": False}, False),
         ({"NULL": True}, {"NULL": True}, True),
     ],
 )
-def test_values_equal_follows_dynamodb_equality(a: dict[str, Any], b: dict[str, Any], equal: bool) -> None:
+def test_values_equal_follows_dynamodb_equality(
+    a: dict[str, Any], b: dict[str, Any], equal: bool
+) -> None:
     assert values_equal(a, b) is equal
     assert values_equal(b, a) is equal
 
@@ -271,7 +310,9 @@ def test_values_equal_follows_dynamodb_equality(a: dict[str, Any], b: dict[str, 
         ({"B": ""}, {"B": "AA=="}, -1),
     ],
 )
-def test_compare_values_orders_s_by_utf8_n_by_value_b_unsigned(a: dict[str, Any], b: dict[str, Any], order: int) -> None:
+def test_compare_values_orders_s_by_utf8_n_by_value_b_unsigned(
+    a: dict[str, Any], b: dict[str, Any], order: int
+) -> None:
     assert compare_values(a, b) == order
     assert compare_values(b, a) == -order
 
@@ -287,7 +328,9 @@ def test_compare_values_orders_s_by_utf8_n_by_value_b_unsigned(a: dict[str, Any]
         ({"M": {}}, {"M": {}}),
     ],
 )
-def test_compare_values_is_none_for_values_dynamodb_cannot_order(a: dict[str, Any], b: dict[str, Any]) -> None:
+def test_compare_values_is_none_for_values_dynamodb_cannot_order(
+    a: dict[str, Any], b: dict[str, Any]
+) -> None:
     assert compare_values(a, b) is None
 
 
@@ -392,8 +435,14 @@ def test_null_members_of_sets_and_lists_are_refused() -> None:
     assert _validation_message({"SS": ["a", None]}) == (
         INVALID + "An string set may not have a null string as a member"
     )
-    assert _validation_message({"NS": ["1", None]}) == "The parameter cannot be converted to a numeric value"
-    assert _validation_message({"BS": ["YQ==", None]}) == "The supplied Item contains a null AttributeValue"
+    assert (
+        _validation_message({"NS": ["1", None]})
+        == "The parameter cannot be converted to a numeric value"
+    )
+    assert (
+        _validation_message({"BS": ["YQ==", None]})
+        == "The supplied Item contains a null AttributeValue"
+    )
     assert _validation_message({"L": [None]}) == (
         "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
     )
