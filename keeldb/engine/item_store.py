@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from keeldb.model.keys import INDEX_ID_MAX, index_prefix, item_key
-from keeldb.model.values import item_size
 
 if TYPE_CHECKING:
     from keeldb.engine.database import Database

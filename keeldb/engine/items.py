@@ -54,7 +54,7 @@ from keeldb.model.values import decode_binary, item_size, validate_item, value_t
 if TYPE_CHECKING:
     from keeldb.engine.schema import KeyAttribute, SecondaryIndex, Table
 
-__all__ = ["table_stats", "find_table"]
+__all__ = ["find_table", "table_stats"]
 
 Body = dict[str, Any]
 
@@ -224,7 +224,7 @@ def _check_scalar_key_paths(table: Table, paths: Any) -> None:
 
 
 class _Parsed:
-    __slots__ = ("condition", "update", "projection")
+    __slots__ = ("condition", "projection", "update")
 
     def __init__(self) -> None:
         self.condition: Any = None

@@ -36,13 +36,18 @@ def _condition(kind: str, value: int) -> tuple[dict[str, Any], Any]:
         return {"ConditionExpression": "attribute_exists(pk)"}, lambda item: item is not None
     if kind == "not_exists":
         return (
-            {"ConditionExpression": "attribute_not_exists(#p)",
-             "ExpressionAttributeNames": {"#p": "pk"}},
+            {
+                "ConditionExpression": "attribute_not_exists(#p)",
+                "ExpressionAttributeNames": {"#p": "pk"},
+            },
             lambda item: item is None,
         )
     if kind == "v_is":
         return (
-            {"ConditionExpression": "v = :c", "ExpressionAttributeValues": {":c": {"N": str(value)}}},
+            {
+                "ConditionExpression": "v = :c",
+                "ExpressionAttributeValues": {":c": {"N": str(value)}},
+            },
             lambda item: item is not None and "v" in item and int(item["v"]["N"]) == value,
         )
     assert kind == "v_below"
@@ -69,14 +74,21 @@ class ItemOperations(RuleBasedStateMachine):
         self.store = MemoryStore()
         self.db = Database(self.store)
         self.db.attach_log(MemoryLog(self.db.apply))
-        self.call("CreateTable", {
-            "TableName": TABLE,
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
-                          {"AttributeName": "sk", "KeyType": "RANGE"}],
-            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
-                                     {"AttributeName": "sk", "AttributeType": "N"}],
-            "BillingMode": "PAY_PER_REQUEST",
-        })
+        self.call(
+            "CreateTable",
+            {
+                "TableName": TABLE,
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "N"},
+                ],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
+        )
         self.model: dict[tuple[str, str], Item] = {}
 
     def teardown(self) -> None:
@@ -89,8 +101,14 @@ class ItemOperations(RuleBasedStateMachine):
     def key(pk: str, sk: str) -> Item:
         return {"pk": {"S": pk}, "sk": {"N": sk}}
 
-    @rule(pk=keys, sk=sort_keys, v=st.none() | numbers, w=st.none() | words,
-          cond=conditions, c=numbers)
+    @rule(
+        pk=keys,
+        sk=sort_keys,
+        v=st.none() | numbers,
+        w=st.none() | words,
+        cond=conditions,
+        c=numbers,
+    )
     def put(self, pk: str, sk: str, v: int | None, w: str | None, cond: str, c: int) -> None:
         item = self.key(pk, sk)
         if v is not None:
@@ -110,32 +128,54 @@ class ItemOperations(RuleBasedStateMachine):
         assert answer.get("Attributes") == old
         self.model[(pk, sk)] = item
 
-    @rule(pk=keys, sk=sort_keys, action=st.sampled_from(["set_v", "add_v", "inc_v", "remove_w", "set_w", "none"]),
-          x=numbers, w=words, cond=conditions, c=numbers)
+    @rule(
+        pk=keys,
+        sk=sort_keys,
+        action=st.sampled_from(["set_v", "add_v", "inc_v", "remove_w", "set_w", "none"]),
+        x=numbers,
+        w=words,
+        cond=conditions,
+        c=numbers,
+    )
     def update(self, pk: str, sk: str, action: str, x: int, w: str, cond: str, c: int) -> None:
         condition, holds = _condition(cond, c)
         old = self.model.get((pk, sk))
-        request: dict[str, Any] = {"TableName": TABLE, "Key": self.key(pk, sk), "ReturnValues": "ALL_NEW"}
+        request: dict[str, Any] = {
+            "TableName": TABLE,
+            "Key": self.key(pk, sk),
+            "ReturnValues": "ALL_NEW",
+        }
         new: Item = dict(old) if old is not None else self.key(pk, sk)
         error = None
         if action == "set_v":
-            request.update(UpdateExpression="SET v = :x", ExpressionAttributeValues={":x": {"N": str(x)}})
+            request.update(
+                UpdateExpression="SET v = :x", ExpressionAttributeValues={":x": {"N": str(x)}}
+            )
             new["v"] = {"N": str(x)}
         elif action == "add_v":
-            request.update(UpdateExpression="ADD v :x", ExpressionAttributeValues={":x": {"N": str(x)}})
+            request.update(
+                UpdateExpression="ADD v :x", ExpressionAttributeValues={":x": {"N": str(x)}}
+            )
             new["v"] = {"N": str(int(new.get("v", {"N": "0"})["N"]) + x)}
         elif action == "inc_v":
-            request.update(UpdateExpression="SET v = v + :x", ExpressionAttributeValues={":x": {"N": str(x)}})
+            request.update(
+                UpdateExpression="SET v = v + :x", ExpressionAttributeValues={":x": {"N": str(x)}}
+            )
             if "v" in new:
                 new["v"] = {"N": str(int(new["v"]["N"]) + x)}
             else:
-                error = "The provided expression refers to an attribute that does not exist in the item"
+                error = (
+                    "The provided expression refers to an attribute that does not exist in the item"
+                )
         elif action == "remove_w":
             request.update(UpdateExpression="REMOVE w")
             new.pop("w", None)
         elif action == "set_w":
-            request.update(UpdateExpression="SET #w = :w", ExpressionAttributeNames={"#w": "w"},
-                           ExpressionAttributeValues={":w": {"S": w}})
+            request.update(
+                UpdateExpression="SET #w = :w",
+                ExpressionAttributeNames={"#w": "w"},
+                ExpressionAttributeValues={":w": {"S": w}},
+            )
             new["w"] = {"S": w}
         request = _merge(request, condition)
         if not holds(old):
@@ -159,7 +199,9 @@ class ItemOperations(RuleBasedStateMachine):
     def delete(self, pk: str, sk: str, cond: str, c: int) -> None:
         condition, holds = _condition(cond, c)
         old = self.model.get((pk, sk))
-        request = _merge({"TableName": TABLE, "Key": self.key(pk, sk), "ReturnValues": "ALL_OLD"}, condition)
+        request = _merge(
+            {"TableName": TABLE, "Key": self.key(pk, sk), "ReturnValues": "ALL_OLD"}, condition
+        )
         if not holds(old):
             try:
                 self.call("DeleteItem", request)
@@ -172,8 +214,9 @@ class ItemOperations(RuleBasedStateMachine):
 
     @rule(pk=keys, sk=sort_keys, consistent=st.booleans())
     def get(self, pk: str, sk: str, consistent: bool) -> None:
-        answer = self.call("GetItem", {"TableName": TABLE, "Key": self.key(pk, sk),
-                                       "ConsistentRead": consistent})
+        answer = self.call(
+            "GetItem", {"TableName": TABLE, "Key": self.key(pk, sk), "ConsistentRead": consistent}
+        )
         assert answer.get("Item") == self.model.get((pk, sk))
 
     @invariant()
@@ -198,7 +241,7 @@ test_item_operations_match_a_dict_model = ItemOperations.TestCase
 
 # --- Concurrent writes: the answers of one-after-another execution, in arrival order ----------
 
-from hypothesis import given  # noqa: E402
+from hypothesis import given
 
 
 class HeldLog:
@@ -230,7 +273,14 @@ class HeldLog:
 
 write_ops = st.one_of(
     st.tuples(st.just("put"), keys, st.none() | numbers, conditions, numbers),
-    st.tuples(st.just("update"), keys, st.sampled_from(["add", "inc", "set"]), numbers, conditions, numbers),
+    st.tuples(
+        st.just("update"),
+        keys,
+        st.sampled_from(["add", "inc", "set"]),
+        numbers,
+        conditions,
+        numbers,
+    ),
     st.tuples(st.just("delete"), keys, conditions, numbers),
 )
 
@@ -248,8 +298,13 @@ def _write_request(op: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
     if kind == "update":
         _, _, action, x, cond, c = op
         expression = {"add": "ADD v :x", "inc": "SET v = v + :x", "set": "SET v = :x"}[action]
-        body = {"TableName": TABLE, "Key": key, "UpdateExpression": expression,
-                "ExpressionAttributeValues": {":x": {"N": str(x)}}, "ReturnValues": "ALL_NEW"}
+        body = {
+            "TableName": TABLE,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": {":x": {"N": str(x)}},
+            "ReturnValues": "ALL_NEW",
+        }
         return "UpdateItem", _merge(body, _condition(cond, c)[0])
     _, _, cond, c = op
     body = {"TableName": TABLE, "Key": key, "ReturnValues": "ALL_OLD"}
@@ -263,8 +318,10 @@ def _outcome(result: Any) -> Any:
 
 
 @settings(max_examples=100, deadline=None)
-@given(ops=st.lists(write_ops, min_size=1, max_size=12),
-       releases=st.sets(st.integers(min_value=0, max_value=11)))
+@given(
+    ops=st.lists(write_ops, min_size=1, max_size=12),
+    releases=st.sets(st.integers(min_value=0, max_value=11)),
+)
 def test_overlapping_writes_answer_as_if_run_one_after_another(
     ops: list[tuple[Any, ...]], releases: set[int]
 ) -> None:
@@ -280,7 +337,7 @@ def test_overlapping_writes_answer_as_if_run_one_after_another(
 
         db = concurrent.db
         held = HeldLog(db.apply, db.log.committed_lsn())
-        db._log = held  # noqa: SLF001 - a test's log that holds appends
+        db._log = held
 
         async def run() -> list[Any]:
             tasks = []

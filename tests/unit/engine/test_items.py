@@ -45,8 +45,15 @@ class Harness:
             assert self.log.committed_lsn() == lsn
         return caught.value
 
-    def create(self, name: str, hash_key: str = "pk", range_key: str | None = None,
-               hash_type: str = "S", range_type: str = "S", **extra: Any) -> None:
+    def create(
+        self,
+        name: str,
+        hash_key: str = "pk",
+        range_key: str | None = None,
+        hash_type: str = "S",
+        range_type: str = "S",
+        **extra: Any,
+    ) -> None:
         schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
         definitions = [{"AttributeName": hash_key, "AttributeType": hash_type}]
         if range_key is not None:
@@ -99,7 +106,9 @@ def get(h: Harness, table: str, key: dict[str, Any], **more: Any) -> dict[str, A
 
 
 def test_put_then_get_returns_the_item_with_numbers_normalised(h: Harness) -> None:
-    answer = h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "x": n("1.50"), "y": n("-0")}})
+    answer = h(
+        "PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "x": n("1.50"), "y": n("-0")}}
+    )
     assert answer == {}
     assert get(h, "hash", {"pk": s("a")}) == {"pk": s("a"), "x": n("1.5"), "y": n("0")}
 
@@ -140,10 +149,20 @@ def test_put_return_values_all_old_returns_the_replaced_item(h: Harness) -> None
 
 
 def test_get_with_projection_returns_only_the_named_paths(h: Harness) -> None:
-    item = {"pk": s("a"), "x": n("1"), "m": {"M": {"a": s("1"), "b": s("2")}}, "l": {"L": [s("p"), s("q")]}}
+    item = {
+        "pk": s("a"),
+        "x": n("1"),
+        "m": {"M": {"a": s("1"), "b": s("2")}},
+        "l": {"L": [s("p"), s("q")]},
+    }
     h("PutItem", {"TableName": "hash", "Item": item})
-    got = get(h, "hash", {"pk": s("a")}, ProjectionExpression="x, m.b, #l[1]",
-              ExpressionAttributeNames={"#l": "l"})
+    got = get(
+        h,
+        "hash",
+        {"pk": s("a")},
+        ProjectionExpression="x, m.b, #l[1]",
+        ExpressionAttributeNames={"#l": "l"},
+    )
     assert got == {"x": n("1"), "m": {"M": {"b": s("2")}}, "l": {"L": [s("q")]}}
 
 
@@ -173,13 +192,16 @@ def test_missing_table_is_reported_before_key_errors(h: Harness) -> None:
     assert isinstance(err, ResourceNotFoundException)
 
 
-@pytest.mark.parametrize("key", [
-    {},
-    {"other": s("a")},
-    {"pk": n("1")},
-    {"pk": {"BOOL": True}},
-    {"pk": s("a"), "x": s("b")},
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        {},
+        {"other": s("a")},
+        {"pk": n("1")},
+        {"pk": {"BOOL": True}},
+        {"pk": s("a"), "x": s("b")},
+    ],
+)
 def test_key_not_matching_the_schema_is_refused(h: Harness, key: dict[str, Any]) -> None:
     for op in ("GetItem", "UpdateItem", "DeleteItem"):
         err = h.error(op, {"TableName": "hash", "Key": key})
@@ -195,10 +217,15 @@ def test_key_without_its_sort_key_is_refused(h: Harness) -> None:
 def test_put_without_a_key_attribute_names_the_missing_key(h: Harness) -> None:
     err = h.error("PutItem", {"TableName": "range", "Item": {"pk": s("a"), "x": s("b")}})
     assert isinstance(err, ValidationException)
-    assert err.message == "One or more parameter values were invalid: Missing the key sk in the item"
+    assert (
+        err.message == "One or more parameter values were invalid: Missing the key sk in the item"
+    )
 
 
-@pytest.mark.parametrize("value,actual", [(n("1"), "N"), ({"SS": ["a"]}, "SS"), ({"M": {}}, "M"), ({"NULL": True}, "NULL")])
+@pytest.mark.parametrize(
+    "value,actual",
+    [(n("1"), "N"), ({"SS": ["a"]}, "SS"), ({"M": {}}, "M"), ({"NULL": True}, "NULL")],
+)
 def test_put_with_a_wrongly_typed_key_names_both_types(h: Harness, value: Any, actual: str) -> None:
     err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": value}})
     assert err.message == (
@@ -207,8 +234,10 @@ def test_put_with_a_wrongly_typed_key_names_both_types(h: Harness, value: Any, a
 
 
 def test_empty_string_key_is_refused_with_the_key_name(h: Harness) -> None:
-    expected = ("One or more parameter values are not valid. The AttributeValue for a key "
-                "attribute cannot contain an empty string value. Key: pk")
+    expected = (
+        "One or more parameter values are not valid. The AttributeValue for a key "
+        "attribute cannot contain an empty string value. Key: pk"
+    )
     assert h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("")}}).message == expected
     assert h.error("GetItem", {"TableName": "hash", "Key": {"pk": s("")}}).message == expected
     assert h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("")}}).message == expected
@@ -256,7 +285,9 @@ def test_item_of_exactly_400_kb_is_stored_and_one_byte_more_is_refused(h: Harnes
     # Size = name bytes + value bytes: "pk"(2) + "a"(1) + "b"(1) + payload.
     payload = 400 * 1024 - 4
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "b": s("x" * payload)}})
-    err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "b": s("x" * (payload + 1))}})
+    err = h.error(
+        "PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "b": s("x" * (payload + 1))}}
+    )
     assert isinstance(err, ValidationException)
     assert err.message == "Item size has exceeded the maximum allowed size"
 
@@ -268,10 +299,15 @@ def test_item_size_is_checked_before_the_table_is_looked_up(h: Harness) -> None:
 
 def test_update_that_grows_an_item_past_400_kb_is_refused(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "b": s("x" * 300000)}})
-    err = h.error("UpdateItem", {
-        "TableName": "hash", "Key": {"pk": s("a")},
-        "UpdateExpression": "SET c = :c", "ExpressionAttributeValues": {":c": s("y" * 200000)},
-    })
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET c = :c",
+            "ExpressionAttributeValues": {":c": s("y" * 200000)},
+        },
+    )
     assert err.message == "Item size to update has exceeded the maximum allowed size"
 
 
@@ -289,8 +325,15 @@ def test_missing_table_name_and_item_are_both_reported(h: Harness) -> None:
 
 
 def test_bad_enums_and_table_name_are_listed_in_dynamodb_order(h: Harness) -> None:
-    err = h.error("PutItem", {"TableName": "abc;", "ReturnConsumedCapacity": "hi",
-                              "ReturnItemCollectionMetrics": "hi", "ReturnValues": "hi"})
+    err = h.error(
+        "PutItem",
+        {
+            "TableName": "abc;",
+            "ReturnConsumedCapacity": "hi",
+            "ReturnItemCollectionMetrics": "hi",
+            "ReturnValues": "hi",
+        },
+    )
     assert err.message == (
         "5 validation errors detected: "
         "Value 'hi' at 'returnConsumedCapacity' failed to satisfy constraint: Member must "
@@ -316,10 +359,18 @@ def test_short_table_name_fails_pattern_and_length(h: Harness) -> None:
 
 def test_put_and_delete_accept_only_all_old_or_none_return_values(h: Harness) -> None:
     for mode in ("UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"):
-        err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnValues": mode})
-        assert err.message == "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
-        err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ReturnValues": mode})
-        assert err.message == "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
+        err = h.error(
+            "PutItem", {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnValues": mode}
+        )
+        assert (
+            err.message == "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
+        )
+        err = h.error(
+            "DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ReturnValues": mode}
+        )
+        assert (
+            err.message == "1 validation error detected: ReturnValues can only be ALL_OLD or NONE"
+        )
 
 
 def test_wrong_json_type_is_a_serialization_exception(h: Harness) -> None:
@@ -339,21 +390,49 @@ def test_wrong_json_type_is_a_serialization_exception(h: Harness) -> None:
 
 
 def test_unknown_members_are_ignored_and_null_members_are_absent(h: Harness) -> None:
-    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "gone": None}, "Bogus": 1,
-                  "ReturnValues": None})
+    h(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a"), "gone": None},
+            "Bogus": 1,
+            "ReturnValues": None,
+        },
+    )
     assert get(h, "hash", {"pk": s("a")}) == {"pk": s("a")}
 
 
 def test_invalid_attribute_values_get_dynamodb_messages(h: Harness) -> None:
     envelope = "1 validation error detected: "
     cases = [
-        ({}, "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"),
-        ({"SS": []}, envelope + "One or more parameter values were invalid: An string set  may not be empty"),
-        ({"SS": ["a", "a"]}, envelope + "One or more parameter values were invalid: Input collection [a, a] contains duplicates."),
-        ({"NULL": False}, envelope + "One or more parameter values were invalid: Null attribute value types must have the value of true"),
+        (
+            {},
+            "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes",
+        ),
+        (
+            {"SS": []},
+            envelope + "One or more parameter values were invalid: An string set  may not be empty",
+        ),
+        (
+            {"SS": ["a", "a"]},
+            envelope
+            + "One or more parameter values were invalid: Input collection [a, a] contains duplicates.",
+        ),
+        (
+            {"NULL": False},
+            envelope
+            + "One or more parameter values were invalid: Null attribute value types must have the value of true",
+        ),
         ({"N": "x"}, envelope + "The parameter cannot be converted to a numeric value: x"),
-        ({"N": "1e126"}, envelope + "Number overflow. Attempting to store a number with magnitude larger than supported range"),
-        ({"S": "a", "N": "1"}, "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes"),
+        (
+            {"N": "1e126"},
+            envelope
+            + "Number overflow. Attempting to store a number with magnitude larger than supported range",
+        ),
+        (
+            {"S": "a", "N": "1"},
+            "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes",
+        ),
     ]
     for value, message in cases:
         err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": value}})
@@ -370,16 +449,28 @@ def test_get_item_reports_key_value_errors_without_the_envelope(h: Harness) -> N
 
 
 def test_null_false_in_expression_values_is_reported_with_its_own_message(h: Harness) -> None:
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "UpdateExpression": "SET f = :n",
-                                 "ExpressionAttributeValues": {":n": {"NULL": False}}})
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET f = :n",
+            "ExpressionAttributeValues": {":n": {"NULL": False}},
+        },
+    )
     assert err.message == (
         "1 validation error detected: One or more parameter values were invalid: Null "
         "attribute value types must have the value of true"
     )
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "UpdateExpression": "SET t = :t",
-                                 "ExpressionAttributeValues": {":t": {"SS": ["a", "b", "a"]}}})
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET t = :t",
+            "ExpressionAttributeValues": {":t": {"SS": ["a", "b", "a"]}},
+        },
+    )
     assert err.message == (
         "1 validation error detected: ExpressionAttributeValues contains invalid value: One or "
         "more parameter values were invalid: Input collection [a, b, a] contains duplicates. "
@@ -388,38 +479,81 @@ def test_null_false_in_expression_values_is_reported_with_its_own_message(h: Har
 
 
 def test_expression_errors_of_writes_are_enveloped(h: Harness) -> None:
-    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ConditionExpression": ""})
+    err = h.error(
+        "DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ConditionExpression": ""}
+    )
     assert err.message == (
         "1 validation error detected: Invalid ConditionExpression: The expression can not be empty;"
     )
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")}, "UpdateExpression": "a" * 4200})
+    err = h.error(
+        "UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")}, "UpdateExpression": "a" * 4200}
+    )
     assert err.message == (
         "1 validation error detected: Invalid UpdateExpression: Expression size has exceeded "
         "the maximum allowed size; expression size: 4200"
     )
-    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "ConditionExpression": "attribute_exists(a)",
-                                 "ExpressionAttributeNames": {}})
+    err = h.error(
+        "DeleteItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "ConditionExpression": "attribute_exists(a)",
+            "ExpressionAttributeNames": {},
+        },
+    )
     assert err.message == "1 validation error detected: ExpressionAttributeNames must not be empty"
 
 
 def test_data_plane_errors_of_writes_are_not_enveloped(h: Harness) -> None:
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "UpdateExpression": "SET a = nosuch"})
-    assert err.message == "The provided expression refers to an attribute that does not exist in the item"
+    err = h.error(
+        "UpdateItem",
+        {"TableName": "hash", "Key": {"pk": s("a")}, "UpdateExpression": "SET a = nosuch"},
+    )
+    assert (
+        err.message
+        == "The provided expression refers to an attribute that does not exist in the item"
+    )
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "m": {"M": {"a": s("v")}}}})
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "UpdateExpression": "SET m.a.b.c = :v",
-                                 "ExpressionAttributeValues": {":v": s("v")}})
-    assert err.message == "The document path provided in the update expression is invalid for update"
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET m.a.b.c = :v",
+            "ExpressionAttributeValues": {":v": s("v")},
+        },
+    )
+    assert (
+        err.message == "The document path provided in the update expression is invalid for update"
+    )
 
 
 def test_legacy_parameters_are_refused_with_a_clear_message(h: Harness) -> None:
     cases = [
-        ("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}, "Expected": {"x": {"Exists": False}}}, "Expected"),
-        ("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ConditionalOperator": "AND"}, "ConditionalOperator"),
-        ("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")}, "AttributeUpdates": {"x": {"Action": "DELETE"}}}, "AttributeUpdates"),
-        ("GetItem", {"TableName": "hash", "Key": {"pk": s("a")}, "AttributesToGet": ["x"]}, "AttributesToGet"),
+        (
+            "PutItem",
+            {"TableName": "hash", "Item": {"pk": s("a")}, "Expected": {"x": {"Exists": False}}},
+            "Expected",
+        ),
+        (
+            "DeleteItem",
+            {"TableName": "hash", "Key": {"pk": s("a")}, "ConditionalOperator": "AND"},
+            "ConditionalOperator",
+        ),
+        (
+            "UpdateItem",
+            {
+                "TableName": "hash",
+                "Key": {"pk": s("a")},
+                "AttributeUpdates": {"x": {"Action": "DELETE"}},
+            },
+            "AttributeUpdates",
+        ),
+        (
+            "GetItem",
+            {"TableName": "hash", "Key": {"pk": s("a")}, "AttributesToGet": ["x"]},
+            "AttributesToGet",
+        ),
     ]
     for op, body, name in cases:
         err = h.error(op, body)
@@ -429,12 +563,18 @@ def test_legacy_parameters_are_refused_with_a_clear_message(h: Harness) -> None:
 
 
 def test_mixing_legacy_and_expression_parameters_gets_dynamodb_message(h: Harness) -> None:
-    err = h.error("UpdateItem", {
-        "TableName": "hash", "Key": {"pk": s("a")},
-        "Expected": {"x": {"Exists": False}}, "AttributeUpdates": {},
-        "UpdateExpression": "SET x = :x", "ConditionExpression": "attribute_exists(x)",
-        "ExpressionAttributeValues": {":x": s("1")},
-    })
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "Expected": {"x": {"Exists": False}},
+            "AttributeUpdates": {},
+            "UpdateExpression": "SET x = :x",
+            "ConditionExpression": "attribute_exists(x)",
+            "ExpressionAttributeValues": {":x": s("1")},
+        },
+    )
     assert err.message == (
         "1 validation error detected: "
         "Can not use both expression and non-expression parameters in the same request: "
@@ -445,32 +585,49 @@ def test_mixing_legacy_and_expression_parameters_gets_dynamodb_message(h: Harnes
 
 def test_expression_attribute_maps_without_expressions_are_refused(h: Harness) -> None:
     envelope = "1 validation error detected: "
-    err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
-                              "ExpressionAttributeNames": {"#a": "a"}})
-    assert err.message == envelope + "ExpressionAttributeNames can only be specified when using expressions"
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "ExpressionAttributeValues": {":a": s("a")}})
+    err = h.error(
+        "PutItem",
+        {"TableName": "hash", "Item": {"pk": s("a")}, "ExpressionAttributeNames": {"#a": "a"}},
+    )
+    assert (
+        err.message
+        == envelope + "ExpressionAttributeNames can only be specified when using expressions"
+    )
+    err = h.error(
+        "UpdateItem",
+        {"TableName": "hash", "Key": {"pk": s("a")}, "ExpressionAttributeValues": {":a": s("a")}},
+    )
     assert err.message == envelope + (
         "ExpressionAttributeValues can only be specified when using expressions: "
         "UpdateExpression and ConditionExpression are null"
     )
-    err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
-                              "ExpressionAttributeValues": {":a": s("a")}})
+    err = h.error(
+        "PutItem",
+        {"TableName": "hash", "Item": {"pk": s("a")}, "ExpressionAttributeValues": {":a": s("a")}},
+    )
     assert err.message == envelope + (
         "ExpressionAttributeValues can only be specified when using expressions: "
         "ConditionExpression is null"
     )
-    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "ExpressionAttributeValues": {":a": s("a")}})
+    err = h.error(
+        "DeleteItem",
+        {"TableName": "hash", "Key": {"pk": s("a")}, "ExpressionAttributeValues": {":a": s("a")}},
+    )
     assert err.message == envelope + (
         "ExpressionAttributeValues can only be specified when using expressions"
     )
 
 
 def test_unused_expression_attribute_values_are_refused(h: Harness) -> None:
-    err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
-                              "ConditionExpression": "attribute_not_exists(pk)",
-                              "ExpressionAttributeValues": {":unused": s("a")}})
+    err = h.error(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a")},
+            "ConditionExpression": "attribute_not_exists(pk)",
+            "ExpressionAttributeValues": {":unused": s("a")},
+        },
+    )
     assert err.message == (
         "1 validation error detected: "
         "Value provided in ExpressionAttributeValues unused in expressions: keys: {:unused}"
@@ -482,8 +639,14 @@ def test_unused_expression_attribute_values_are_refused(h: Harness) -> None:
 
 def test_condition_false_fails_and_changes_nothing(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": n("1")}})
-    err = h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": n("2")},
-                              "ConditionExpression": "attribute_not_exists(pk)"})
+    err = h.error(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a"), "v": n("2")},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        },
+    )
     assert isinstance(err, ConditionalCheckFailedException)
     assert err.message == "The conditional request failed"
     assert err.item is None
@@ -492,35 +655,62 @@ def test_condition_false_fails_and_changes_nothing(h: Harness) -> None:
 
 def test_condition_true_lets_the_write_through(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": n("1")}})
-    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": n("2")},
-                  "ConditionExpression": "v = :one", "ExpressionAttributeValues": {":one": n("1.0")}})
+    h(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a"), "v": n("2")},
+            "ConditionExpression": "v = :one",
+            "ExpressionAttributeValues": {":one": n("1.0")},
+        },
+    )
     assert get(h, "hash", {"pk": s("a")}) == {"pk": s("a"), "v": n("2")}
 
 
 def test_condition_on_a_missing_item_sees_no_attributes(h: Harness) -> None:
-    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
-                  "ConditionExpression": "attribute_not_exists(pk)"})
-    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("b")},
-                                 "ConditionExpression": "attribute_exists(pk)"})
+    h(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a")},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        },
+    )
+    err = h.error(
+        "DeleteItem",
+        {"TableName": "hash", "Key": {"pk": s("b")}, "ConditionExpression": "attribute_exists(pk)"},
+    )
     assert isinstance(err, ConditionalCheckFailedException)
 
 
 def test_failed_condition_returns_the_old_item_when_asked(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": n("1")}})
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "UpdateExpression": "SET v = :v",
-                                 "ConditionExpression": "v = :v",
-                                 "ExpressionAttributeValues": {":v": n("5")},
-                                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD"})
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET v = :v",
+            "ConditionExpression": "v = :v",
+            "ExpressionAttributeValues": {":v": n("5")},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        },
+    )
     assert isinstance(err, ConditionalCheckFailedException)
     assert err.item == {"pk": s("a"), "v": n("1")}
     assert err.body()["Item"] == {"pk": s("a"), "v": n("1")}
 
 
 def test_failed_condition_on_a_missing_item_returns_no_item_even_when_asked(h: Harness) -> None:
-    err = h.error("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "ConditionExpression": "attribute_exists(pk)",
-                                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD"})
+    err = h.error(
+        "DeleteItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "ConditionExpression": "attribute_exists(pk)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        },
+    )
     assert isinstance(err, ConditionalCheckFailedException)
     assert "Item" not in err.body()
 
@@ -528,8 +718,14 @@ def test_failed_condition_on_a_missing_item_returns_no_item_even_when_asked(h: H
 def test_failed_conditional_write_still_consumes_write_capacity(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "big": s("x" * 3000)}})
     before = items_state(h.db).write_units["hash"]
-    h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
-                        "ConditionExpression": "attribute_not_exists(pk)"})
+    h.error(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a")},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        },
+    )
     assert items_state(h.db).write_units["hash"] == before + 3.0
 
 
@@ -537,8 +733,15 @@ def test_failed_conditional_write_still_consumes_write_capacity(h: Harness) -> N
 
 
 def test_update_of_a_missing_item_creates_it(h: Harness) -> None:
-    h("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                     "UpdateExpression": "SET v = :v", "ExpressionAttributeValues": {":v": n("1")}})
+    h(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET v = :v",
+            "ExpressionAttributeValues": {":v": n("1")},
+        },
+    )
     assert get(h, "hash", {"pk": s("a")}) == {"pk": s("a"), "v": n("1")}
 
 
@@ -548,19 +751,31 @@ def test_update_without_an_expression_creates_the_key_only_item(h: Harness) -> N
 
 
 def test_update_forbidden_by_its_condition_does_not_create_the_item(h: Harness) -> None:
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "UpdateExpression": "SET v = :v",
-                                 "ConditionExpression": "attribute_exists(pk)",
-                                 "ExpressionAttributeValues": {":v": n("1")}})
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET v = :v",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeValues": {":v": n("1")},
+        },
+    )
     assert isinstance(err, ConditionalCheckFailedException)
     assert get(h, "hash", {"pk": s("a")}) is None
 
 
 def test_update_of_a_key_attribute_is_refused(h: Harness) -> None:
     for expression in ("SET pk = :v", "REMOVE pk", "SET x = :v, sk = :v"):
-        err = h.error("UpdateItem", {"TableName": "range", "Key": {"pk": s("a"), "sk": s("b")},
-                                     "UpdateExpression": expression,
-                                     **({"ExpressionAttributeValues": {":v": s("z")}} if ":v" in expression else {})})
+        err = h.error(
+            "UpdateItem",
+            {
+                "TableName": "range",
+                "Key": {"pk": s("a"), "sk": s("b")},
+                "UpdateExpression": expression,
+                **({"ExpressionAttributeValues": {":v": s("z")}} if ":v" in expression else {}),
+            },
+        )
         name = "sk" if "sk" in expression else "pk"
         assert err.message == (
             f"One or more parameter values were invalid: Cannot update attribute {name}. "
@@ -571,32 +786,52 @@ def test_update_of_a_key_attribute_is_refused(h: Harness) -> None:
 def test_update_return_values_modes(h: Harness) -> None:
     key = {"pk": s("a")}
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "x": n("1"), "y": s("keep")}})
-    base = {"TableName": "hash", "Key": key, "UpdateExpression": "SET x = x + :one, z = :one",
-            "ExpressionAttributeValues": {":one": n("1")}}
+    base = {
+        "TableName": "hash",
+        "Key": key,
+        "UpdateExpression": "SET x = x + :one, z = :one",
+        "ExpressionAttributeValues": {":one": n("1")},
+    }
     assert h("UpdateItem", {**base, "ReturnValues": "ALL_OLD"}) == {
-        "Attributes": {"pk": s("a"), "x": n("1"), "y": s("keep")}}
+        "Attributes": {"pk": s("a"), "x": n("1"), "y": s("keep")}
+    }
     assert h("UpdateItem", {**base, "ReturnValues": "ALL_NEW"}) == {
-        "Attributes": {"pk": s("a"), "x": n("3"), "y": s("keep"), "z": n("1")}}
+        "Attributes": {"pk": s("a"), "x": n("3"), "y": s("keep"), "z": n("1")}
+    }
     assert h("UpdateItem", {**base, "ReturnValues": "UPDATED_OLD"}) == {
-        "Attributes": {"x": n("3"), "z": n("1")}}
+        "Attributes": {"x": n("3"), "z": n("1")}
+    }
     assert h("UpdateItem", {**base, "ReturnValues": "UPDATED_NEW"}) == {
-        "Attributes": {"x": n("5"), "z": n("1")}}
+        "Attributes": {"x": n("5"), "z": n("1")}
+    }
     assert h("UpdateItem", {**base, "ReturnValues": "NONE"}) == {}
 
 
 def test_updated_old_of_a_new_item_returns_no_attributes(h: Harness) -> None:
-    answer = h("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                              "UpdateExpression": "SET v = :v",
-                              "ExpressionAttributeValues": {":v": n("1")},
-                              "ReturnValues": "UPDATED_OLD"})
+    answer = h(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET v = :v",
+            "ExpressionAttributeValues": {":v": n("1")},
+            "ReturnValues": "UPDATED_OLD",
+        },
+    )
     assert answer == {}
 
 
 def test_update_errors_from_the_expression_leave_the_item_alone(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "t": s("text")}})
-    err = h.error("UpdateItem", {"TableName": "hash", "Key": {"pk": s("a")},
-                                 "UpdateExpression": "SET t = t + :one",
-                                 "ExpressionAttributeValues": {":one": n("1")}})
+    err = h.error(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET t = t + :one",
+            "ExpressionAttributeValues": {":one": n("1")},
+        },
+    )
     assert isinstance(err, ValidationException)
     assert err.message == "An operand in the update expression has an incorrect data type"
 
@@ -606,15 +841,24 @@ def test_update_errors_from_the_expression_leave_the_item_alone(h: Harness) -> N
 
 def test_delete_removes_the_item_and_returns_it_when_asked(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": n("1")}})
-    answer = h("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ReturnValues": "ALL_OLD"})
+    answer = h(
+        "DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ReturnValues": "ALL_OLD"}
+    )
     assert answer == {"Attributes": {"pk": s("a"), "v": n("1")}}
     assert get(h, "hash", {"pk": s("a")}) is None
 
 
 def test_delete_of_a_missing_item_is_still_a_logged_write(h: Harness) -> None:
     lsn = h.log.committed_lsn()
-    answer = h("DeleteItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ReturnValues": "ALL_OLD",
-                              "ReturnConsumedCapacity": "TOTAL"})
+    answer = h(
+        "DeleteItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "ReturnValues": "ALL_OLD",
+            "ReturnConsumedCapacity": "TOTAL",
+        },
+    )
     assert answer == {"ConsumedCapacity": {"TableName": "hash", "CapacityUnits": 1.0}}
     assert h.log.committed_lsn() == lsn + 1
 
@@ -634,20 +878,37 @@ def test_write_capacity_is_the_larger_of_old_and_new_rounded_up_to_1_kb(h: Harne
     big = {"pk": s("a"), "b": s("x" * 1500)}  # 2 + 1 + 1 + 1500 bytes: 2 units
     answer = h("PutItem", {"TableName": "hash", "Item": big, "ReturnConsumedCapacity": "TOTAL"})
     assert answer["ConsumedCapacity"] == {"TableName": "hash", "CapacityUnits": 2.0}
-    answer = h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnConsumedCapacity": "INDEXES"})
-    assert answer["ConsumedCapacity"] == {"TableName": "hash", "CapacityUnits": 2.0,
-                                          "Table": {"CapacityUnits": 2.0}}
-    answer = h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnConsumedCapacity": "TOTAL"})
+    answer = h(
+        "PutItem",
+        {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnConsumedCapacity": "INDEXES"},
+    )
+    assert answer["ConsumedCapacity"] == {
+        "TableName": "hash",
+        "CapacityUnits": 2.0,
+        "Table": {"CapacityUnits": 2.0},
+    }
+    answer = h(
+        "PutItem", {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnConsumedCapacity": "TOTAL"}
+    )
     assert answer["ConsumedCapacity"]["CapacityUnits"] == 1.0
 
 
 def test_read_capacity_is_4_kb_units_halved_for_eventual_reads(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "b": s("x" * 5000)}})
     key = {"pk": s("a")}
-    strong = h("GetItem", {"TableName": "hash", "Key": key, "ConsistentRead": True,
-                           "ReturnConsumedCapacity": "TOTAL"})
+    strong = h(
+        "GetItem",
+        {
+            "TableName": "hash",
+            "Key": key,
+            "ConsistentRead": True,
+            "ReturnConsumedCapacity": "TOTAL",
+        },
+    )
     eventual = h("GetItem", {"TableName": "hash", "Key": key, "ReturnConsumedCapacity": "TOTAL"})
-    missing = h("GetItem", {"TableName": "hash", "Key": {"pk": s("zz")}, "ReturnConsumedCapacity": "TOTAL"})
+    missing = h(
+        "GetItem", {"TableName": "hash", "Key": {"pk": s("zz")}, "ReturnConsumedCapacity": "TOTAL"}
+    )
     assert strong["ConsumedCapacity"]["CapacityUnits"] == 2.0
     assert eventual["ConsumedCapacity"]["CapacityUnits"] == 1.0
     assert missing == {"ConsumedCapacity": {"TableName": "hash", "CapacityUnits": 0.5}}
@@ -655,15 +916,27 @@ def test_read_capacity_is_4_kb_units_halved_for_eventual_reads(h: Harness) -> No
 
 def test_read_capacity_counts_the_whole_item_not_the_projection(h: Harness) -> None:
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "b": s("x" * 5000)}})
-    answer = h("GetItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ConsistentRead": True,
-                           "ProjectionExpression": "pk", "ReturnConsumedCapacity": "TOTAL"})
-    assert answer == {"Item": {"pk": s("a")},
-                      "ConsumedCapacity": {"TableName": "hash", "CapacityUnits": 2.0}}
+    answer = h(
+        "GetItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "ConsistentRead": True,
+            "ProjectionExpression": "pk",
+            "ReturnConsumedCapacity": "TOTAL",
+        },
+    )
+    assert answer == {
+        "Item": {"pk": s("a")},
+        "ConsumedCapacity": {"TableName": "hash", "CapacityUnits": 2.0},
+    }
 
 
 def test_item_collection_metrics_are_omitted_without_local_indexes(h: Harness) -> None:
-    answer = h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")},
-                           "ReturnItemCollectionMetrics": "SIZE"})
+    answer = h(
+        "PutItem",
+        {"TableName": "hash", "Item": {"pk": s("a")}, "ReturnItemCollectionMetrics": "SIZE"},
+    )
     assert answer == {}
 
 
@@ -686,8 +959,14 @@ def test_table_stats_count_items_and_bytes(h: Harness) -> None:
 def test_failed_writes_do_not_move_the_statistics(h: Harness) -> None:
     table = h.table("hash")
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}})
-    h.error("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "x": s("y")},
-                        "ConditionExpression": "attribute_not_exists(pk)"})
+    h.error(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a"), "x": s("y")},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        },
+    )
     assert table_stats(h.db, table) == (1, 3)
 
 
@@ -730,20 +1009,43 @@ def test_concurrent_writes_to_one_item_evaluate_in_log_order() -> None:
     harness.create("hash")
     # Swap in a log that holds appends, so writes overlap.
     held = HeldLog(harness.db.apply)
-    harness.db._log = held  # noqa: SLF001 - a test's fake log
+    harness.db._log = held
     db = harness.db
 
     async def scenario() -> list[Any]:
-        first = asyncio.ensure_future(db.dispatch("PutItem", {
-            "TableName": "hash", "Item": {"pk": s("a"), "v": n("1")},
-            "ConditionExpression": "attribute_not_exists(pk)"}))
+        first = asyncio.ensure_future(
+            db.dispatch(
+                "PutItem",
+                {
+                    "TableName": "hash",
+                    "Item": {"pk": s("a"), "v": n("1")},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                },
+            )
+        )
         await asyncio.sleep(0)
-        second = asyncio.ensure_future(db.dispatch("PutItem", {
-            "TableName": "hash", "Item": {"pk": s("a"), "v": n("2")},
-            "ConditionExpression": "attribute_not_exists(pk)"}))
-        third = asyncio.ensure_future(db.dispatch("UpdateItem", {
-            "TableName": "hash", "Key": {"pk": s("a")}, "UpdateExpression": "SET v = v + :one",
-            "ExpressionAttributeValues": {":one": n("10")}, "ReturnValues": "UPDATED_NEW"}))
+        second = asyncio.ensure_future(
+            db.dispatch(
+                "PutItem",
+                {
+                    "TableName": "hash",
+                    "Item": {"pk": s("a"), "v": n("2")},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                },
+            )
+        )
+        third = asyncio.ensure_future(
+            db.dispatch(
+                "UpdateItem",
+                {
+                    "TableName": "hash",
+                    "Key": {"pk": s("a")},
+                    "UpdateExpression": "SET v = v + :one",
+                    "ExpressionAttributeValues": {":one": n("10")},
+                    "ReturnValues": "UPDATED_NEW",
+                },
+            )
+        )
         await asyncio.sleep(0)
         # Reads see committed state only, while the writes are in flight.
         read = await db.dispatch("GetItem", {"TableName": "hash", "Key": {"pk": s("a")}})
@@ -757,7 +1059,8 @@ def test_concurrent_writes_to_one_item_evaluate_in_log_order() -> None:
     assert third == {"Attributes": {"v": n("11")}}
     assert items_state(db).pending == {}
     assert harness("GetItem", {"TableName": "hash", "Key": {"pk": s("a")}}) == {
-        "Item": {"pk": s("a"), "v": n("11")}}
+        "Item": {"pk": s("a"), "v": n("11")}
+    }
     harness.close()
 
 
@@ -765,7 +1068,7 @@ def test_a_failed_proposal_leaves_no_pending_image() -> None:
     harness = Harness()
     harness.create("hash")
     held = HeldLog(harness.db.apply)
-    harness.db._log = held  # noqa: SLF001 - a test's fake log
+    harness.db._log = held
     held.fail_next = True
     with pytest.raises(OSError):
         harness("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}})
@@ -779,34 +1082,54 @@ def test_a_failed_proposal_leaves_no_pending_image() -> None:
 @pytest.fixture
 def indexed(h: Harness) -> Harness:
     h.create(
-        "indexed", range_key="sk",
-        more_definitions=[{"AttributeName": "g", "AttributeType": "S"},
-                          {"AttributeName": "l", "AttributeType": "N"}],
-        GlobalSecondaryIndexes=[{
-            "IndexName": "by-g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
-            "Projection": {"ProjectionType": "ALL"}}],
-        LocalSecondaryIndexes=[{
-            "IndexName": "by-l", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
-                                               {"AttributeName": "l", "KeyType": "RANGE"}],
-            "Projection": {"ProjectionType": "KEYS_ONLY"}}],
+        "indexed",
+        range_key="sk",
+        more_definitions=[
+            {"AttributeName": "g", "AttributeType": "S"},
+            {"AttributeName": "l", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-g",
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "by-l",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "l", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
     )
     return h
 
 
 def test_index_key_of_the_wrong_type_is_refused(indexed: Harness) -> None:
-    err = indexed.error("PutItem", {"TableName": "indexed",
-                                    "Item": {"pk": s("a"), "sk": s("b"), "g": n("1")}})
-    assert err.message == ("One or more parameter values were invalid: Type mismatch for Index "
-                           "Key g Expected: S Actual: N IndexName: by-g")
-    err = indexed.error("PutItem", {"TableName": "indexed",
-                                    "Item": {"pk": s("a"), "sk": s("b"), "l": s("x")}})
-    assert err.message == ("One or more parameter values were invalid: Type mismatch for Index "
-                           "Key l Expected: N Actual: S IndexName: by-l")
+    err = indexed.error(
+        "PutItem", {"TableName": "indexed", "Item": {"pk": s("a"), "sk": s("b"), "g": n("1")}}
+    )
+    assert err.message == (
+        "One or more parameter values were invalid: Type mismatch for Index "
+        "Key g Expected: S Actual: N IndexName: by-g"
+    )
+    err = indexed.error(
+        "PutItem", {"TableName": "indexed", "Item": {"pk": s("a"), "sk": s("b"), "l": s("x")}}
+    )
+    assert err.message == (
+        "One or more parameter values were invalid: Type mismatch for Index "
+        "Key l Expected: N Actual: S IndexName: by-l"
+    )
 
 
 def test_empty_index_key_is_refused_but_a_missing_one_is_fine(indexed: Harness) -> None:
-    err = indexed.error("PutItem", {"TableName": "indexed",
-                                    "Item": {"pk": s("a"), "sk": s("b"), "g": s("")}})
+    err = indexed.error(
+        "PutItem", {"TableName": "indexed", "Item": {"pk": s("a"), "sk": s("b"), "g": s("")}}
+    )
     assert err.message == (
         "One or more parameter values are not valid. A value specified for a secondary index "
         "key is not supported. The AttributeValue for a key attribute cannot contain an empty "
@@ -816,20 +1139,46 @@ def test_empty_index_key_is_refused_but_a_missing_one_is_fine(indexed: Harness) 
 
 
 def test_update_of_an_index_key_to_the_wrong_type_is_refused(indexed: Harness) -> None:
-    err = indexed.error("UpdateItem", {"TableName": "indexed", "Key": {"pk": s("a"), "sk": s("b")},
-                                       "UpdateExpression": "SET g = :v",
-                                       "ExpressionAttributeValues": {":v": n("1")}})
-    assert err.message == ("One or more parameter values were invalid: Type mismatch for Index "
-                           "Key g Expected: S Actual: N IndexName: by-g")
+    err = indexed.error(
+        "UpdateItem",
+        {
+            "TableName": "indexed",
+            "Key": {"pk": s("a"), "sk": s("b")},
+            "UpdateExpression": "SET g = :v",
+            "ExpressionAttributeValues": {":v": n("1")},
+        },
+    )
+    assert err.message == (
+        "One or more parameter values were invalid: Type mismatch for Index "
+        "Key g Expected: S Actual: N IndexName: by-g"
+    )
 
 
-def test_item_collection_metrics_are_reported_for_tables_with_local_indexes(indexed: Harness) -> None:
-    answer = indexed("PutItem", {"TableName": "indexed", "Item": {"pk": s("a"), "sk": s("b")},
-                                 "ReturnItemCollectionMetrics": "SIZE"})
-    assert answer == {"ItemCollectionMetrics": {"ItemCollectionKey": {"pk": s("a")},
-                                                "SizeEstimateRangeGB": [0.0, 1.0]}}
-    answer = indexed("DeleteItem", {"TableName": "indexed", "Key": {"pk": s("a"), "sk": s("b")},
-                                    "ReturnItemCollectionMetrics": "NONE"})
+def test_item_collection_metrics_are_reported_for_tables_with_local_indexes(
+    indexed: Harness,
+) -> None:
+    answer = indexed(
+        "PutItem",
+        {
+            "TableName": "indexed",
+            "Item": {"pk": s("a"), "sk": s("b")},
+            "ReturnItemCollectionMetrics": "SIZE",
+        },
+    )
+    assert answer == {
+        "ItemCollectionMetrics": {
+            "ItemCollectionKey": {"pk": s("a")},
+            "SizeEstimateRangeGB": [0.0, 1.0],
+        }
+    }
+    answer = indexed(
+        "DeleteItem",
+        {
+            "TableName": "indexed",
+            "Key": {"pk": s("a"), "sk": s("b")},
+            "ReturnItemCollectionMetrics": "NONE",
+        },
+    )
     assert answer == {}
 
 
@@ -841,8 +1190,14 @@ def test_a_write_applied_after_its_table_was_deleted_leaves_nothing_behind(h: Ha
     from keeldb.engine.item_store import storage_key
 
     table = h.table("hash")
-    record = {"kind": "put", "table": table.table_id, "name": "hash", "item": {"pk": s("a")}, "size": 3,
-              "key": storage_key(table, {"pk": s("a")})}
+    record = {
+        "kind": "put",
+        "table": table.table_id,
+        "name": "hash",
+        "item": {"pk": s("a")},
+        "size": 3,
+        "key": storage_key(table, {"pk": s("a")}),
+    }
     h("DeleteTable", {"TableName": "hash"})
     lsn = h.store.applied_lsn() + 1
     h.db.apply([(lsn, encode_record(record))])
@@ -856,8 +1211,14 @@ def test_a_replayed_record_is_not_applied_twice(h: Harness) -> None:
 
     table = h.table("hash")
     h("PutItem", {"TableName": "hash", "Item": {"pk": s("a")}})
-    record = {"kind": "put", "table": table.table_id, "name": "hash", "item": {"pk": s("b")}, "size": 3,
-              "key": storage_key(table, {"pk": s("b")})}
+    record = {
+        "kind": "put",
+        "table": table.table_id,
+        "name": "hash",
+        "item": {"pk": s("b")},
+        "size": 3,
+        "key": storage_key(table, {"pk": s("b")}),
+    }
     h.db.apply([(h.store.applied_lsn(), encode_record(record))])
     assert get(h, "hash", {"pk": s("b")}) is None
     assert table_stats(h.db, table) == (1, 3)
@@ -874,8 +1235,14 @@ def test_a_write_for_a_deleted_table_does_not_land_in_its_namesake(h: Harness) -
     from keeldb.engine.item_store import storage_key
 
     old = h.table("hash")
-    record = {"kind": "put", "table": old.table_id, "name": "hash", "item": {"pk": s("a")},
-              "size": 3, "key": storage_key(old, {"pk": s("a")})}
+    record = {
+        "kind": "put",
+        "table": old.table_id,
+        "name": "hash",
+        "item": {"pk": s("a")},
+        "size": 3,
+        "key": storage_key(old, {"pk": s("a")}),
+    }
     h("DeleteTable", {"TableName": "hash"})
     h.create("hash")
     new = h.table("hash")
@@ -888,16 +1255,33 @@ def test_a_write_for_a_deleted_table_does_not_land_in_its_namesake(h: Harness) -
 
 def test_document_paths_into_key_attributes_are_refused(indexed: Harness) -> None:
     key = {"pk": s("a"), "sk": s("b")}
-    err = indexed.error("UpdateItem", {"TableName": "indexed", "Key": key,
-                                       "UpdateExpression": "SET g.x = :v",
-                                       "ExpressionAttributeValues": {":v": s("1")}})
-    assert err.message == ("Key attributes must be scalars; list random access '[]' and map "
-                           "lookup '.' are not allowed: IndexKey: g")
-    err = indexed.error("GetItem", {"TableName": "indexed", "Key": key,
-                                    "ProjectionExpression": "pk.x"})
-    assert err.message == ("Key attributes must be scalars; list random access '[]' and map "
-                           "lookup '.' are not allowed: Key: pk")
-    err = indexed.error("UpdateItem", {"TableName": "indexed", "Key": key,
-                                       "UpdateExpression": "SET pk.x = :v",
-                                       "ExpressionAttributeValues": {":v": s("1")}})
+    err = indexed.error(
+        "UpdateItem",
+        {
+            "TableName": "indexed",
+            "Key": key,
+            "UpdateExpression": "SET g.x = :v",
+            "ExpressionAttributeValues": {":v": s("1")},
+        },
+    )
+    assert err.message == (
+        "Key attributes must be scalars; list random access '[]' and map "
+        "lookup '.' are not allowed: IndexKey: g"
+    )
+    err = indexed.error(
+        "GetItem", {"TableName": "indexed", "Key": key, "ProjectionExpression": "pk.x"}
+    )
+    assert err.message == (
+        "Key attributes must be scalars; list random access '[]' and map "
+        "lookup '.' are not allowed: Key: pk"
+    )
+    err = indexed.error(
+        "UpdateItem",
+        {
+            "TableName": "indexed",
+            "Key": key,
+            "UpdateExpression": "SET pk.x = :v",
+            "ExpressionAttributeValues": {":v": s("1")},
+        },
+    )
     assert "Cannot update attribute pk. This attribute is part of the key" in err.message

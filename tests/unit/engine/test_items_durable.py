@@ -41,21 +41,32 @@ def test_items_and_statistics_survive_a_restart(tmp_path: Path) -> None:
         db, store, log = await _open(tmp_path)
         await db.dispatch("CreateTable", _table_body())
         writes = [
-            db.dispatch("PutItem", {"TableName": "durable", "Item": {"pk": {"S": f"k{i}"}, "v": {"N": str(i)}}})
+            db.dispatch(
+                "PutItem",
+                {"TableName": "durable", "Item": {"pk": {"S": f"k{i}"}, "v": {"N": str(i)}}},
+            )
             for i in range(50)
         ]
         await asyncio.gather(*writes)  # concurrent writes share fsyncs
         await db.dispatch("DeleteItem", {"TableName": "durable", "Key": {"pk": {"S": "k0"}}})
-        await db.dispatch("UpdateItem", {"TableName": "durable", "Key": {"pk": {"S": "k1"}},
-                                         "UpdateExpression": "ADD v :d",
-                                         "ExpressionAttributeValues": {":d": {"N": "10"}}})
+        await db.dispatch(
+            "UpdateItem",
+            {
+                "TableName": "durable",
+                "Key": {"pk": {"S": "k1"}},
+                "UpdateExpression": "ADD v :d",
+                "ExpressionAttributeValues": {":d": {"N": "10"}},
+            },
+        )
         await _close(store, log)
 
     async def second_life() -> tuple[Any, tuple[int, int]]:
         db, store, log = await _open(tmp_path)
         try:
             got = await db.dispatch("GetItem", {"TableName": "durable", "Key": {"pk": {"S": "k1"}}})
-            gone = await db.dispatch("GetItem", {"TableName": "durable", "Key": {"pk": {"S": "k0"}}})
+            gone = await db.dispatch(
+                "GetItem", {"TableName": "durable", "Key": {"pk": {"S": "k0"}}}
+            )
             assert gone == {}
             return got, table_stats(db, find_table(db, "durable"))
         finally:
@@ -69,12 +80,17 @@ def test_items_and_statistics_survive_a_restart(tmp_path: Path) -> None:
     assert stats == (49, expected_bytes)
 
 
-def test_replaying_the_whole_log_into_a_fresh_store_rebuilds_the_same_statistics(tmp_path: Path) -> None:
+def test_replaying_the_whole_log_into_a_fresh_store_rebuilds_the_same_statistics(
+    tmp_path: Path,
+) -> None:
     async def write() -> tuple[int, int]:
         db, store, log = await _open(tmp_path)
         await db.dispatch("CreateTable", _table_body())
         for i in range(20):
-            await db.dispatch("PutItem", {"TableName": "durable", "Item": {"pk": {"S": f"k{i % 7}"}, "n": {"N": str(i)}}})
+            await db.dispatch(
+                "PutItem",
+                {"TableName": "durable", "Item": {"pk": {"S": f"k{i % 7}"}, "n": {"N": str(i)}}},
+            )
         stats = table_stats(db, find_table(db, "durable"))
         await _close(store, log)
         return stats

@@ -12,35 +12,56 @@ from keeldb.model.errors import SerializationException, ValidationException
 
 
 def test_read_request_keeps_known_members_and_drops_unknown_and_null_ones() -> None:
-    request = read_request("GetItem", {"TableName": "abc", "Key": {"k": {"S": "v"}, "n": None},
-                                       "Bogus": {"x": 1}, "ProjectionExpression": None})
+    request = read_request(
+        "GetItem",
+        {
+            "TableName": "abc",
+            "Key": {"k": {"S": "v"}, "n": None},
+            "Bogus": {"x": 1},
+            "ProjectionExpression": None,
+        },
+    )
     assert request == {"TableName": "abc", "Key": {"k": {"S": "v"}}}
 
 
-@pytest.mark.parametrize("text,value", [("true", True), ("YES", True), ("1", True),
-                                        ("false", False), ("no", False), ("0", False)])
+@pytest.mark.parametrize(
+    "text,value",
+    [("true", True), ("YES", True), ("1", True), ("false", False), ("no", False), ("0", False)],
+)
 def test_booleans_are_read_from_the_strings_dynamodb_accepts(text: str, value: bool) -> None:
     request = read_request("GetItem", {"TableName": "abc", "Key": {}, "ConsistentRead": text})
     assert request["ConsistentRead"] is value
 
 
-@pytest.mark.parametrize("value,message", [
-    ("maybe", "'MAYBE' can not be converted to an Boolean"),
-    (1, "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an Boolean"),
-    ({}, "Start of structure or map found where not expected."),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("maybe", "'MAYBE' can not be converted to an Boolean"),
+        (
+            1,
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an Boolean",
+        ),
+        ({}, "Start of structure or map found where not expected."),
+    ],
+)
 def test_bad_booleans_are_serialization_errors(value: Any, message: str) -> None:
     with pytest.raises(SerializationException) as caught:
         read_request("GetItem", {"TableName": "abc", "Key": {}, "ConsistentRead": value})
     assert caught.value.message == message
 
 
-@pytest.mark.parametrize("value,message", [
-    (True, "class java.lang.Boolean can not be converted to an String"),
-    (1.5, "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String"),
-    (["a"], "Start of list found where not expected"),
-    ({"a": 1}, "Start of structure or map found where not expected."),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        (True, "class java.lang.Boolean can not be converted to an String"),
+        (
+            1.5,
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+        ),
+        (["a"], "Start of list found where not expected"),
+        ({"a": 1}, "Start of structure or map found where not expected."),
+    ],
+)
 def test_bad_strings_are_serialization_errors(value: Any, message: str) -> None:
     with pytest.raises(SerializationException) as caught:
         read_request("PutItem", {"TableName": "abc", "Item": {}, "ConditionExpression": value})
@@ -48,7 +69,10 @@ def test_bad_strings_are_serialization_errors(value: Any, message: str) -> None:
 
 
 def test_bad_maps_are_serialization_errors() -> None:
-    for value, message in [("x", "Expected map or null"), ([1], "Start of list found where not expected")]:
+    for value, message in [
+        ("x", "Expected map or null"),
+        ([1], "Start of list found where not expected"),
+    ]:
         with pytest.raises(SerializationException) as caught:
             read_request("UpdateItem", {"TableName": "abc", "Key": value})
         assert caught.value.message == message
@@ -61,8 +85,15 @@ def test_a_body_that_is_not_an_object_is_a_serialization_error() -> None:
 
 def test_update_item_lists_violations_in_its_own_order() -> None:
     with pytest.raises(ValidationException) as caught:
-        read_request("UpdateItem", {"TableName": "abc;", "ReturnConsumedCapacity": "hi",
-                                    "ReturnItemCollectionMetrics": "hi", "ReturnValues": "hi"})
+        read_request(
+            "UpdateItem",
+            {
+                "TableName": "abc;",
+                "ReturnConsumedCapacity": "hi",
+                "ReturnItemCollectionMetrics": "hi",
+                "ReturnValues": "hi",
+            },
+        )
     assert caught.value.message == (
         "5 validation errors detected: "
         "Value 'hi' at 'returnConsumedCapacity' failed to satisfy constraint: Member must satisfy "
@@ -89,8 +120,10 @@ def test_long_table_name_is_reported_once_with_its_limit() -> None:
 
 def test_return_values_on_condition_check_failure_is_an_enum() -> None:
     with pytest.raises(ValidationException) as caught:
-        read_request("DeleteItem", {"TableName": "abc", "Key": {},
-                                    "ReturnValuesOnConditionCheckFailure": "ALL_NEW"})
+        read_request(
+            "DeleteItem",
+            {"TableName": "abc", "Key": {}, "ReturnValuesOnConditionCheckFailure": "ALL_NEW"},
+        )
     assert caught.value.message == (
         "1 validation error detected: Value 'ALL_NEW' at 'returnValuesOnConditionCheckFailure' "
         "failed to satisfy constraint: Member must satisfy enum value set: [ALL_OLD, NONE]"
@@ -98,20 +131,26 @@ def test_return_values_on_condition_check_failure_is_an_enum() -> None:
 
 
 def test_projection_expression_alone_allows_names_but_not_values() -> None:
-    check_expression_parameters({"ProjectionExpression": "a", "ExpressionAttributeNames": {"#a": "a"}},
-                                ("ProjectionExpression",), ("AttributesToGet",))
+    check_expression_parameters(
+        {"ProjectionExpression": "a", "ExpressionAttributeNames": {"#a": "a"}},
+        ("ProjectionExpression",),
+        ("AttributesToGet",),
+    )
 
 
 def test_expression_parameters_without_legacy_ones_pass() -> None:
     check_expression_parameters(
         {"UpdateExpression": "SET a = :a", "ExpressionAttributeValues": {":a": {"S": "x"}}},
-        ("UpdateExpression", "ConditionExpression"), ("AttributeUpdates", "Expected"),
+        ("UpdateExpression", "ConditionExpression"),
+        ("AttributeUpdates", "Expected"),
     )
 
 
 def test_legacy_parameter_alone_names_its_replacement() -> None:
     with pytest.raises(ValidationException) as caught:
-        check_expression_parameters({"AttributeUpdates": {}}, ("UpdateExpression",), ("AttributeUpdates",))
+        check_expression_parameters(
+            {"AttributeUpdates": {}}, ("UpdateExpression",), ("AttributeUpdates",)
+        )
     assert caught.value.message == (
         "The legacy parameter AttributeUpdates is not supported by this server; "
         "use UpdateExpression instead"
@@ -133,7 +172,9 @@ def test_envelope_leaves_empty_and_multi_typed_values_bare() -> None:
 
     for message in (
         "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes",
-        "Supplied AttributeValue has more than one datatypes set, must contain exactly one of "
-        "the supported datatypes",
+        (
+            "Supplied AttributeValue has more than one datatypes set, must contain exactly one "
+            "of the supported datatypes"
+        ),
     ):
         assert enveloped(ValidationException(message)).message == message
