@@ -75,6 +75,7 @@ class RecordTooLargeError(ValueError):
 
 
 FsyncFn = Callable[[int], None]
+WriteFn = Callable[[int, memoryview], int]  # os.write's shape: returns the bytes written
 
 
 def _default_fsync(fd: int) -> None:
@@ -177,17 +178,20 @@ class WriteAheadLog:
         start_lsn: int = 0,
         segment_bytes: int = SEGMENT_BYTES,
         fsync: FsyncFn = _default_fsync,
+        write: WriteFn = os.write,
     ) -> None:
         """Open (or create) the log in `directory`, cutting off a torn tail.
 
         `start_lsn` is the LSN the log continues from when the directory holds no segment
         (a new node, or a store restored from a snapshot): its first record gets
-        `start_lsn + 1`. It is ignored when segments exist.
+        `start_lsn + 1`. It is ignored when segments exist. `fsync` and `write` are the
+        disk's system calls, replaceable by tests that make the disk fail.
         """
         assert segment_bytes > SEGMENT_HEADER_BYTES
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self._fsync = fsync
+        self._write_fn = write
         self._failed = False
         self._fd = -1
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -214,7 +218,7 @@ class WriteAheadLog:
         path = self._path(first_lsn)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, encode_segment_header(first_lsn))
+            _write_all(fd, encode_segment_header(first_lsn), self._write_fn)
             self._sync_fd(fd)
         finally:
             os.close(fd)
@@ -259,13 +263,14 @@ class WriteAheadLog:
                 len(data) - offset,
                 lsn - 1,
             )
-            fd = os.open(path, os.O_RDWR)
-            try:
-                os.ftruncate(fd, offset)
-                self._sync_fd(fd)
-            finally:
-                os.close(fd)
         self._fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        if offset < len(data):
+            os.ftruncate(self._fd, offset)
+        # Sync what was found even when nothing was cut: after a kill -9 the tail may still
+        # be only in the page cache, and it is about to be replayed into the store. If it
+        # stayed unsynced, a checkpoint could make the store durable past the durable end
+        # of the log, and a power loss would then leave the store ahead of its log.
+        self._sync_fd(self._fd)
         self._segment_first_lsn = first_lsn
         self._segment_size = offset
         self._last_lsn = lsn - 1
@@ -310,7 +315,7 @@ class WriteAheadLog:
         if not frames:
             return
         try:
-            _write_all(self._fd, b"".join(frames))
+            _write_all(self._fd, b"".join(frames), self._write_fn)
         except OSError:
             # A full disk or an IO error may leave part of the batch in the file. Cut it off,
             # so the next batch does not land after a damaged record; the caller reports
@@ -442,8 +447,8 @@ class WriteAheadLog:
             self._fd = -1
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, write: WriteFn) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = write(fd, view)
         view = view[written:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -279,3 +280,31 @@ asyncio.run(main())
     assert result.returncode == 70
     assert "still running" not in result.stdout
     assert "fatal storage error" in result.stderr
+
+
+def test_a_full_disk_fails_only_the_writers_of_that_group(tmp_path: Path) -> None:
+    fatal: list[BaseException] = []
+
+    class FullDisk:
+        full = False
+
+        def __call__(self, fd: int, data: memoryview) -> int:
+            if self.full:
+                raise OSError(28, "No space left on device")
+            return os.write(fd, data)
+
+    async def scenario() -> None:
+        store, _, log = await open_node(tmp_path, on_fatal=fatal.append)
+        disk = FullDisk()
+        log._wal._write_fn = disk
+        assert await log.append(b"a=1") == 1
+        disk.full = True
+        with pytest.raises(LogFailedError, match="No space left"):
+            await log.append(b"b=2")
+        disk.full = False
+        assert await log.append(b"c=3") == 2
+        assert (store.get(b"b"), store.get(b"c"), fatal) == (None, b"3", [])
+        await log.close()
+        store.close()
+
+    run(scenario())

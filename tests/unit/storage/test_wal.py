@@ -293,7 +293,7 @@ class FailingFsync:
 
 
 def test_a_failed_fsync_is_fatal_and_never_retried(tmp_path: Path) -> None:
-    fsync = FailingFsync(fail_from_call=3)  # creating the segment uses two
+    fsync = FailingFsync(fail_from_call=4)  # creating and opening the segment use three
     wal = WriteAheadLog(tmp_path, fsync=fsync)
     wal.append([b"a"])
     with pytest.raises(FsyncFailedError):
@@ -317,7 +317,12 @@ def test_sync_fsyncs_the_segment_and_creation_fsyncs_the_directory(tmp_path: Pat
     if not Path("/proc/self/fd").exists():
         pytest.skip("needs /proc to name file descriptors")
     wal = WriteAheadLog(tmp_path, fsync=recording_fsync, segment_bytes=100)
-    assert synced == [str(tmp_path / segment_name(1)), str(tmp_path)]
+    # Created: the file, then its name; opened: what the file holds is made durable.
+    assert synced == [
+        str(tmp_path / segment_name(1)),
+        str(tmp_path),
+        str(tmp_path / segment_name(1)),
+    ]
     synced.clear()
     wal.append([b"x" * 50])
     wal.sync()
@@ -357,3 +362,35 @@ def test_random_damage_never_yields_a_wrong_record(tmp_path: Path) -> None:
         assert got == truth[: len(got)]
         # Only damage in the last record may be taken for a torn tail.
         assert len(got) >= len(truth) - 1
+
+
+class FullDisk:
+    """A disk that accepts `room` more bytes, writing part of a request before failing."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, fd: int, data: memoryview) -> int:
+        if self.room == 0:
+            raise OSError(28, "No space left on device")
+        written = os.write(fd, data[: self.room])
+        self.room -= written
+        return written
+
+
+def test_a_failed_write_leaves_no_partial_record_and_uses_no_lsn(tmp_path: Path) -> None:
+    disk = FullDisk(room=10_000)
+    wal = WriteAheadLog(tmp_path, write=disk)
+    assert wal.append([b"first"]) == 1
+    wal.sync()
+    size = only_segment(tmp_path).stat().st_size
+    disk.room = 30  # the next group is cut in the middle of its second record
+    with pytest.raises(OSError, match="No space left"):
+        wal.append([b"a" * 10, b"b" * 10])
+    assert wal.last_lsn() == 1
+    assert only_segment(tmp_path).stat().st_size == size
+    disk.room = 10_000  # space is freed: the log carries on where it was
+    assert wal.append([b"second"]) == 2
+    wal.sync()
+    wal.close()
+    assert read_all(tmp_path) == [(1, b"first"), (2, b"second")]
