@@ -34,6 +34,7 @@ NOT binds tighter than AND, which binds tighter than OR, as DynamoDB documents
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from keeldb.expressions import ast
 from keeldb.expressions.lexer import (
@@ -49,7 +50,12 @@ from keeldb.expressions.lexer import (
     tokenize,
 )
 
+T = TypeVar("T")
+
 CONDITION_KEYWORDS = frozenset({"AND", "OR", "NOT", "BETWEEN", "IN"})
+# How deeply parentheses and function calls may nest. Ours, not DynamoDB's: it keeps the
+# recursion of this parser bounded (a 4 KB expression could otherwise nest 2000 levels).
+NESTING_DEPTH_MAX = 100
 
 
 @dataclass
@@ -68,6 +74,10 @@ class _Parser:
         # Spans (open, close) of parenthesised groups, in significant-token positions.
         self.groups: set[tuple[int, int]] = set()
         self.redundant = False
+        self.depth = 0
+        # Packrat memory: "(" starts both a group and an operand, and trying one and then the
+        # other at every level would take time exponential in the nesting depth.
+        self.memo: dict[tuple[str, int], tuple[object, int] | ExpressionSyntaxError] = {}
 
     # --- token helpers ---------------------------------------------------------------------
 
@@ -132,7 +142,31 @@ class _Parser:
 
     # --- conditions --------------------------------------------------------------------------
 
+    def _memoized(self, rule: str, parse: Callable[[], T]) -> T:
+        key = (rule, self.pos)
+        known = self.memo.get(key)
+        if isinstance(known, ExpressionSyntaxError):
+            raise known
+        if known is not None:
+            result, self.pos = known
+            return result  # type: ignore[return-value]
+        self.depth += 1
+        try:
+            if self.depth > NESTING_DEPTH_MAX:
+                raise self.fail()
+            result = parse()
+        except ExpressionSyntaxError as error:
+            self.memo[key] = error
+            raise
+        finally:
+            self.depth -= 1
+        self.memo[key] = (result, self.pos)
+        return result
+
     def condition(self) -> ast.Condition:
+        return self._memoized("condition", self._condition)
+
+    def _condition(self) -> ast.Condition:
         left = self.conjunction()
         while self.at_keyword("OR"):
             self.pos += 1
@@ -147,9 +181,18 @@ class _Parser:
         return left
 
     def negation(self) -> ast.Condition:
-        if self.at_keyword("NOT"):
+        nots = 0
+        while self.at_keyword("NOT"):
+            nots += 1
+            if nots > NESTING_DEPTH_MAX:
+                raise self.fail()
             self.pos += 1
-            return ast.Not(self.negation())
+        inner = self._negated()
+        for _ in range(nots):
+            inner = ast.Not(inner)
+        return inner
+
+    def _negated(self) -> ast.Condition:
         if self.at_punct("("):
             start = self.pos
             try:
@@ -207,6 +250,9 @@ class _Parser:
         raise self.fail()
 
     def operand(self) -> ast.Operand:
+        return self._memoized("operand", self._operand)
+
+    def _operand(self) -> ast.Operand:
         token = self.peek()
         if token is None:
             raise self.fail()
@@ -276,6 +322,15 @@ class _Parser:
         return left
 
     def term(self) -> ast.Operand:
+        self.depth += 1
+        try:
+            if self.depth > NESTING_DEPTH_MAX:
+                raise self.fail()
+            return self._term()
+        finally:
+            self.depth -= 1
+
+    def _term(self) -> ast.Operand:
         token = self.peek()
         if token is None:
             raise self.fail()

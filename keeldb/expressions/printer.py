@@ -32,7 +32,7 @@ def operand_text(node: ast.Operand) -> str:
     if isinstance(node, ast.ValueRef):
         return node.name
     if isinstance(node, ast.Function):
-        return f"{node.name}({', '.join(operand_text(arg) for arg in node.args)})"
+        return f"{node.name}({', '.join(_term_text(arg) for arg in node.args)})"
     if isinstance(node, ast.Arithmetic):
         return f"{_term_text(node.left)} {node.op} {_term_text(node.right)}"
     assert not isinstance(node, ast.Literal), "a resolved value has no text form"
