@@ -24,7 +24,7 @@ from keeldb.model.limits import (
     PARTITION_KEY_BYTES_MAX,
     SORT_KEY_BYTES_MAX,
 )
-from keeldb.model.numbers import normalize_number, to_decimal
+from keeldb.model.numbers import normalize_number, number_parts
 from keeldb.model.values import decode_binary, encode_binary
 
 PARTITION_HASH_BYTES = 8  # Enough to spread partitions evenly; fixed so ranges are simple.
@@ -75,16 +75,16 @@ def _unescape(data: bytes, start: int) -> tuple[bytes, int]:
 
 
 def _encode_number(text: str) -> bytes:
-    sign, digits, exponent = to_decimal(normalize_number(text)).as_tuple()
-    assert isinstance(exponent, int)
-    if digits == (0,):
+    parts = number_parts(text)
+    if parts is None:
         return bytes([_TAG_ZERO])
-    adjusted = exponent + len(digits) - 1
+    negative, digits, adjusted = parts
     exponent_byte = adjusted - NUMBER_EXPONENT_MIN
     assert 0 <= exponent_byte <= _EXPONENT_SPAN
-    padded = list(digits) + [0] * (len(digits) % 2)
-    pairs = [1 + 10 * padded[i] + padded[i + 1] for i in range(0, len(padded), 2)]
-    if sign:
+    if len(digits) % 2:
+        digits += "0"
+    pairs = [1 + int(digits[i : i + 2]) for i in range(0, len(digits), 2)]
+    if negative:
         body = [_EXPONENT_SPAN - exponent_byte] + [_DIGIT_PAIR_MAX + 1 - p for p in pairs]
         return bytes([_TAG_NEGATIVE, *body, _NEGATIVE_END])
     return bytes([_TAG_POSITIVE, exponent_byte, *pairs, _POSITIVE_END])
@@ -192,14 +192,18 @@ def decode_key_value(data: bytes, type_: str) -> dict[str, Any]:
     return value
 
 
+def _hash_encoded(type_: str, encoded: bytes) -> bytes:
+    digest = hashlib.blake2b(
+        type_.encode("ascii") + b":" + encoded, digest_size=PARTITION_HASH_BYTES
+    )
+    return digest.digest()
+
+
 def partition_hash(value: dict[str, Any]) -> bytes:
     """8 bytes that place a partition key on the ring; the same on every machine."""
     assert len(value) == 1, value
     (type_,) = value
-    digest = hashlib.blake2b(
-        type_.encode("ascii") + b":" + encode_key_value(value), digest_size=PARTITION_HASH_BYTES
-    )
-    return digest.digest()
+    return _hash_encoded(type_, encode_key_value(value))
 
 
 def table_prefix(table_id: str) -> bytes:
@@ -215,9 +219,10 @@ def index_prefix(table_id: str, index_id: int) -> bytes:
 
 def partition_prefix(table_id: str, index_id: int, hash_value: dict[str, Any]) -> bytes:
     """The prefix of every store key with this partition key value in one index."""
-    return (
-        index_prefix(table_id, index_id) + partition_hash(hash_value) + encode_key_value(hash_value)
-    )
+    assert len(hash_value) == 1, hash_value
+    (type_,) = hash_value
+    encoded = encode_key_value(hash_value)
+    return index_prefix(table_id, index_id) + _hash_encoded(type_, encoded) + encoded
 
 
 def item_key(

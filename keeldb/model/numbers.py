@@ -94,9 +94,56 @@ def _format(sign: int, digits: tuple[int, ...], exponent: int) -> str:
     return "-" + text if sign else text
 
 
+# Texts that are already canonical, recognised without building a Decimal: an integer of up
+# to 38 digits, or a decimal fraction with no needless zeros whose significant digits (counted
+# by `canonical_parts`) fit. Most numbers sent to DynamoDB are of this kind.
+_CANONICAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?\Z")
+
+
+def canonical_parts(text: str) -> tuple[bool, str, int] | None:
+    """(negative, significant digits, adjusted exponent) of a canonical number text, read
+    from the text alone; None when the text is not canonical (or is zero, which has no
+    significant digits). The adjusted exponent is the power of ten of the leading digit."""
+    if _CANONICAL_RE.match(text) is None:
+        return None
+    negative = text.startswith("-")
+    body = text[1:] if negative else text
+    whole, _, fraction = body.partition(".")
+    if whole != "0":
+        digits = (whole + fraction).rstrip("0")
+        adjusted = len(whole) - 1
+    else:
+        significant = fraction.lstrip("0")
+        if not significant:
+            return None
+        digits = significant
+        adjusted = len(significant) - len(fraction) - 1
+    if (
+        len(digits) > NUMBER_DIGITS_MAX
+        or adjusted > NUMBER_EXPONENT_MAX
+        or adjusted < NUMBER_EXPONENT_MIN
+    ):
+        return None
+    return negative, digits, adjusted
+
+
 def normalize_number(text: str) -> str:
     """DynamoDB's canonical text of a number given on the wire, or its ValidationException."""
+    if isinstance(text, str) and (text == "0" or canonical_parts(text) is not None):
+        return text  # already canonical: the common case, answered from the text alone
     return _format(*_canonical(_parse(text)))
+
+
+def number_parts(text: str) -> tuple[bool, str, int] | None:
+    """(negative, significant digits, adjusted exponent) of any valid number text; None for
+    zero. Raises DynamoDB's errors for texts that are no storable number."""
+    parts = canonical_parts(text)
+    if parts is not None:
+        return parts
+    sign, digits, exponent = _canonical(_parse(text))
+    if not digits:
+        return None
+    return bool(sign), "".join(map(str, digits)), exponent + len(digits) - 1
 
 
 def to_decimal(text: str) -> Decimal:

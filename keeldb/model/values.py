@@ -18,10 +18,11 @@ from typing import Any
 
 from keeldb.model.errors import SerializationException, ValidationException
 from keeldb.model.limits import ATTRIBUTE_NAME_BYTES_MAX, ITEM_BYTES_MAX, NESTING_DEPTH_MAX
-from keeldb.model.numbers import NOT_A_NUMBER_MESSAGE, normalize_number, to_decimal
+from keeldb.model.numbers import NOT_A_NUMBER_MESSAGE, normalize_number, number_parts, to_decimal
 
 # The ten data types, in the order DynamoDB's AttributeValue shape lists them.
 TYPES = ("S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL")
+_TYPE_SET = frozenset(TYPES)
 SCALAR_TYPES = frozenset({"S", "N", "B", "BOOL", "NULL"})
 SET_TYPES = frozenset({"SS", "NS", "BS"})
 KEY_TYPES = frozenset({"S", "N", "B"})
@@ -263,6 +264,11 @@ def validate_value(value: Any, *, depth: int = 0) -> dict[str, Any]:
         raise _shape_error(value, "Structure")
     if depth >= NESTING_DEPTH_MAX:
         raise ValidationException(NESTING_MESSAGE)
+    if len(value) == 1:
+        # The common case, one member: no need to look for the others.
+        ((type_, member),) = value.items()
+        if type_ in _TYPE_SET and member is not None:
+            return {type_: _validate_member(type_, member, depth)}
     # Members DynamoDB does not know, and members set to null, are absent.
     present = [t for t in TYPES if value.get(t) is not None]
     if not present:
@@ -351,15 +357,15 @@ def number_size(text: str) -> int:
     decimal point (leading and trailing zeros trimmed), plus one terminator byte when it is
     negative: so "1.5" (pairs 01|50) takes 3 bytes where "15" (pair 15) takes 2. Zero is 1.
     """
-    value = to_decimal(text)
-    if not value:
+    parts = number_parts(text)
+    if parts is None:
         return 1
-    sign, digits, _ = value.as_tuple()
-    count = len("".join(map(str, digits)).strip("0"))
+    negative, digits, adjusted = parts
+    count = len(digits)
     # The leading pair is "0d" when the adjusted exponent (the power of ten of the leading
     # digit) is even, which costs one more byte exactly when the digit count is even too.
-    pad = 1 if count % 2 == 0 and value.adjusted() % 2 == 0 else 0
-    return 1 + (count + 1) // 2 + pad + (1 if sign else 0)
+    pad = 1 if count % 2 == 0 and adjusted % 2 == 0 else 0
+    return 1 + (count + 1) // 2 + pad + (1 if negative else 0)
 
 
 def value_size(value: dict[str, Any]) -> int:
