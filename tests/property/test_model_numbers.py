@@ -17,8 +17,10 @@ from keeldb.model.numbers import (
     PRECISION_MESSAGE,
     UNDERFLOW_MESSAGE,
     add_numbers,
+    canonical_parts,
     compare_numbers,
     normalize_number,
+    number_parts,
     subtract_numbers,
 )
 
@@ -117,3 +119,19 @@ def test_add_and_subtract_agree_with_exact_decimal_arithmetic(a: Decimal, b: Dec
 def test_compare_numbers_agrees_with_decimal_order(a: Decimal, b: Decimal) -> None:
     expected = (a > b) - (a < b)
     assert compare_numbers(format(a, "f"), format(b, "E")) == expected
+
+
+@given(number_texts())
+def test_number_parts_read_from_the_text_agree_with_the_decimal_value(text: str) -> None:
+    value = Decimal(text)
+    parts = number_parts(text)
+    if value == 0:
+        assert parts is None
+        return
+    assert parts is not None
+    negative, digits, adjusted = parts
+    assert negative == (value < 0)
+    assert digits == "".join(map(str, value.as_tuple().digits)).strip("0")
+    assert adjusted == value.adjusted()
+    canonical = normalize_number(text)
+    assert canonical_parts(canonical) == parts

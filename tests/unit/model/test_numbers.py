@@ -13,9 +13,11 @@ from keeldb.model.numbers import (
     PRECISION_MESSAGE,
     UNDERFLOW_MESSAGE,
     add_numbers,
+    canonical_parts,
     compare_numbers,
     from_decimal,
     normalize_number,
+    number_parts,
     subtract_numbers,
     to_decimal,
 )
@@ -244,3 +246,30 @@ def test_arithmetic_ignores_the_global_decimal_context() -> None:
 def test_compare_numbers_orders_by_value(a: str, b: str, expected: int) -> None:
     assert compare_numbers(a, b) == expected
     assert compare_numbers(b, a) == -expected
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("1", (False, "1", 0)),
+        ("-12.5", (True, "125", 1)),
+        ("100", (False, "1", 2)),
+        ("0.001", (False, "1", -3)),
+        ("0", None),
+        ("1.50", None),  # not canonical
+        ("007", None),
+        ("1e2", None),
+        ("-0", None),
+        ("1" * 39, None),  # too many digits to be a stored number
+    ],
+)
+def test_canonical_parts_reads_canonical_texts_only(text: str, parts: object) -> None:
+    assert canonical_parts(text) == parts
+
+
+def test_number_parts_reads_any_valid_text() -> None:
+    assert number_parts("1.50") == (False, "15", 0)
+    assert number_parts("-1E+2") == (True, "1", 2)
+    assert number_parts("0.0") is None
+    with pytest.raises(ValidationException):
+        number_parts("1e126")
