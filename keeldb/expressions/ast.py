@@ -14,9 +14,10 @@ stands for and every `ValueRef` replaced by a `Literal` holding the attribute va
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal as TypingLiteral, TypeAlias, Union
+from typing import Any, TypeAlias
+from typing import Literal as TypingLiteral
 
-PathPart: TypeAlias = Union[str, int]
+PathPart: TypeAlias = str | int
 
 COMPARATORS = ("=", "<>", "<", "<=", ">", ">=")
 CONDITION_FUNCTIONS = (
@@ -61,7 +62,7 @@ class Function:
     """A function call: a condition function, size(), if_not_exists() or list_append()."""
 
     name: str
-    args: tuple["Operand", ...]
+    args: tuple[Operand, ...]
 
 
 ArithmeticOp: TypeAlias = TypingLiteral["+", "-"]
@@ -72,11 +73,11 @@ class Arithmetic:
     """`left + right` or `left - right` on the right-hand side of a SET action."""
 
     op: ArithmeticOp
-    left: "Operand"
-    right: "Operand"
+    left: Operand
+    right: Operand
 
 
-Operand: TypeAlias = Union[Path, ValueRef, Literal, Function, Arithmetic]
+Operand: TypeAlias = Path | ValueRef | Literal | Function | Arithmetic
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,23 +102,23 @@ class In:
 
 @dataclass(frozen=True, slots=True)
 class And:
-    left: "Condition"
-    right: "Condition"
+    left: Condition
+    right: Condition
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
-    left: "Condition"
-    right: "Condition"
+    left: Condition
+    right: Condition
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
-    operand: "Condition"
+    operand: Condition
 
 
 # A Function appears as a condition when it is one of the boolean functions.
-Condition: TypeAlias = Union[Compare, Between, In, And, Or, Not, Function]
+Condition: TypeAlias = Compare | Between | In | And | Or | Not | Function
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,7 @@ class DeleteAction:
     value: Operand
 
 
-Action: TypeAlias = Union[SetAction, RemoveAction, AddAction, DeleteAction]
+Action: TypeAlias = SetAction | RemoveAction | AddAction | DeleteAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,4 +166,4 @@ class ProjectionExpression:
     paths: tuple[Path, ...]
 
 
-Node: TypeAlias = Union[Condition, Operand, UpdateExpression, ProjectionExpression]
+Node: TypeAlias = Condition | Operand | UpdateExpression | ProjectionExpression

@@ -10,8 +10,9 @@ compiled Condition, Update, Projection and KeyCondition are pure functions of it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from keeldb.expressions import ast
 from keeldb.expressions.evaluate import UpdateEffect, apply_update, evaluate, project
@@ -166,8 +167,9 @@ class ExpressionContext:
     def _condition_tree(self, text: str, param: str) -> ast.Condition:
         def resolve(parsed: Parsed) -> ast.Condition:
             tree = parsed.tree
-            assert isinstance(tree, (ast.Compare, ast.Between, ast.In, ast.And, ast.Or, ast.Not,
-                                     ast.Function))
+            assert isinstance(
+                tree, (ast.Compare, ast.Between, ast.In, ast.And, ast.Or, ast.Not, ast.Function)
+            )
             return resolve_condition(
                 tree, self.subs, redundant_parentheses=parsed.redundant_parentheses
             )
@@ -255,7 +257,11 @@ def compile_request(
             "ExpressionAttributeNames can only be specified when using expressions"
         )
     value_params = [p for p in expression_params if p != "ProjectionExpression"]
-    if values is not None and value_params and not any(body.get(p) is not None for p in value_params):
+    if (
+        values is not None
+        and value_params
+        and not any(body.get(p) is not None for p in value_params)
+    ):
         verb = "are" if len(value_params) > 1 else "is"
         raise ValidationException(
             "ExpressionAttributeValues can only be specified when using expressions: "

@@ -387,10 +387,10 @@ def project(item: Item, paths: tuple[tuple[ast.PathPart, ...], ...]) -> Item:
                     break  # an enclosing path already takes the whole value
                 node = node.setdefault(part, {})
     out: Item = {}
-    for name in tree:
+    for name, selection in tree.items():
         assert isinstance(name, str)
         if name in item:
-            picked = _pick(item[name], tree[name])
+            picked = _pick(item[name], selection)
             if picked is not None:
                 out[name] = picked
     return out
@@ -398,7 +398,8 @@ def project(item: Item, paths: tuple[tuple[ast.PathPart, ...], ...]) -> Item:
 
 def _pick(value: Value, selection: Any) -> Value | None:
     if selection is True:
-        return _copy(value)
+        copied: Value = _copy(value)
+        return copied
     keys = list(selection)
     if isinstance(keys[0], int):
         elements = value.get("L")

@@ -33,8 +33,9 @@ NOT binds tighter than AND, which binds tighter than OR, as DynamoDB documents
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from keeldb.expressions import ast
 from keeldb.expressions.lexer import (

@@ -146,7 +146,8 @@ class _Resolver:
             else:
                 if is_reserved(part):
                     self.problems.add(
-                        "reserved", f"Attribute name is a reserved keyword; reserved keyword: {part}"
+                        "reserved",
+                        f"Attribute name is a reserved keyword; reserved keyword: {part}",
                     )
                 parts.append(part)
         return ast.Path(tuple(parts))
@@ -258,15 +259,13 @@ class _Resolver:
         if name in ("attribute_exists", "attribute_not_exists", "if_not_exists"):
             if not isinstance(args[0], ast.Path):
                 return (
-                    "Operator or function requires a document path; operator or function: "
-                    f"{name}"
+                    f"Operator or function requires a document path; operator or function: {name}"
                 )
             return None
         if name == "attribute_type":
             if not isinstance(args[0], ast.Path):
                 return (
-                    "Operator or function requires a document path; operator or function: "
-                    f"{name}"
+                    f"Operator or function requires a document path; operator or function: {name}"
                 )
             type_ = _static_type(args[1])
             if type_ != "S":
@@ -302,8 +301,8 @@ class _Resolver:
     def condition(self, node: ast.Condition) -> ast.Condition:
         if isinstance(node, (ast.And, ast.Or)):
             self.operators += 1
-            left, right = self.condition(node.left), self.condition(node.right)
-            return type(node)(left, right)
+            first, second = self.condition(node.left), self.condition(node.right)
+            return type(node)(first, second)
         if isinstance(node, ast.Not):
             self.operators += 1
             return ast.Not(self.condition(node.operand))

@@ -194,9 +194,17 @@ def conditions(draw: st.DrawFn) -> tuple[ast.Condition, dict[str, Any]]:
         if kind == "in":
             count = draw(st.integers(1, 3))
             return ast.In(operand(), tuple(operand() for _ in range(count)))
-        name = draw(st.sampled_from(
-            ["attribute_exists", "attribute_not_exists", "attribute_type", "begins_with", "contains"]
-        ))
+        name = draw(
+            st.sampled_from(
+                [
+                    "attribute_exists",
+                    "attribute_not_exists",
+                    "attribute_type",
+                    "begins_with",
+                    "contains",
+                ]
+            )
+        )
         if name.startswith("attribute_") and name != "attribute_type":
             return ast.Function(name, (draw(paths),))
         if name == "attribute_type":

@@ -36,7 +36,9 @@ paths = st.builds(
     names,
     st.lists(names | st.integers(0, 10_000), max_size=4),
 )
-values = st.builds(lambda text: ast.ValueRef(":" + text), st.text(WORD_CHARACTERS, min_size=1, max_size=5))
+values = st.builds(
+    lambda text: ast.ValueRef(":" + text), st.text(WORD_CHARACTERS, min_size=1, max_size=5)
+)
 function_names = st.sampled_from(ast.CONDITION_FUNCTIONS) | identifiers
 
 
@@ -56,7 +58,9 @@ operands = condition_operands()
 predicates = st.one_of(
     st.builds(ast.Compare, st.sampled_from(ast.COMPARATORS), operands, operands),
     st.builds(ast.Between, operands, operands, operands),
-    st.builds(lambda x, xs: ast.In(x, tuple(xs)), operands, st.lists(operands, min_size=1, max_size=4)),
+    st.builds(
+        lambda x, xs: ast.In(x, tuple(xs)), operands, st.lists(operands, min_size=1, max_size=4)
+    ),
     st.builds(
         lambda name, args: ast.Function(name, tuple(args)),
         function_names,

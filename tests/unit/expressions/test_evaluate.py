@@ -139,8 +139,16 @@ def test_attribute_exists_and_not_exists() -> None:
 
 @pytest.mark.parametrize(
     ("path", "type_"),
-    [("s", ":tS"), ("n", ":tN"), ("ss", ":tSS"), ("m", ":tM"), ("l", ":tL"), ("z", ":tNULL"),
-     ("t", ":tBOOL"), ("b", ":tB")],
+    [
+        ("s", ":tS"),
+        ("n", ":tN"),
+        ("ss", ":tSS"),
+        ("m", ":tM"),
+        ("l", ":tL"),
+        ("z", ":tNULL"),
+        ("t", ":tBOOL"),
+        ("b", ":tB"),
+    ],
 )
 def test_attribute_type_matches_the_stored_type(path: str, type_: str) -> None:
     assert holds(f"attribute_type({path}, {type_})")

@@ -51,7 +51,10 @@ def test_an_empty_expression_is_rejected_naming_its_parameter(kind: str, param: 
 
 
 def test_a_syntax_error_is_reported_with_token_and_near() -> None:
-    assert cond_message("a x b") == 'Invalid ConditionExpression: Syntax error; token: "x", near: "a x b"'
+    assert (
+        cond_message("a x b")
+        == 'Invalid ConditionExpression: Syntax error; token: "x", near: "a x b"'
+    )
     assert (
         update_message("SET a = :n :m")
         == 'Invalid UpdateExpression: Syntax error; token: ":m", near: ":n :m"'
@@ -244,8 +247,7 @@ def test_delete_takes_sets_only() -> None:
 
 def test_a_clause_may_appear_only_once() -> None:
     assert update_message("SET a = :n SET b = :m") == (
-        'Invalid UpdateExpression: The "SET" section can only be used once in an update '
-        "expression;"
+        'Invalid UpdateExpression: The "SET" section can only be used once in an update expression;'
     )
 
 

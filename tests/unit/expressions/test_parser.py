@@ -30,7 +30,9 @@ def test_every_comparator_parses_between_two_operands(op: str) -> None:
 
 def test_and_binds_tighter_than_or() -> None:
     tree = cond("a = :v OR b = :v AND c = :v")
-    assert tree == ast.Or(ast.Compare("=", A, V), ast.And(ast.Compare("=", B, V), ast.Compare("=", C, V)))
+    assert tree == ast.Or(
+        ast.Compare("=", A, V), ast.And(ast.Compare("=", B, V), ast.Compare("=", C, V))
+    )
 
 
 def test_not_binds_tighter_than_and() -> None:
@@ -40,12 +42,16 @@ def test_not_binds_tighter_than_and() -> None:
 
 def test_parentheses_override_precedence() -> None:
     tree = cond("(a = :v OR b = :v) AND c = :v")
-    assert tree == ast.And(ast.Or(ast.Compare("=", A, V), ast.Compare("=", B, V)), ast.Compare("=", C, V))
+    assert tree == ast.And(
+        ast.Or(ast.Compare("=", A, V), ast.Compare("=", B, V)), ast.Compare("=", C, V)
+    )
 
 
 def test_and_and_or_are_left_associative() -> None:
     tree = cond("a = :v AND b = :v AND c = :v")
-    assert tree == ast.And(ast.And(ast.Compare("=", A, V), ast.Compare("=", B, V)), ast.Compare("=", C, V))
+    assert tree == ast.And(
+        ast.And(ast.Compare("=", A, V), ast.Compare("=", B, V)), ast.Compare("=", C, V)
+    )
 
 
 def test_keywords_are_case_insensitive() -> None:
@@ -116,9 +122,7 @@ def test_set_parses_arithmetic_and_nested_functions() -> None:
     tree = parse_update("SET a = if_not_exists(a, :v) + :w, b = list_append(:v, b)").tree
     assert isinstance(tree, ast.UpdateExpression)
     first, second = tree.clauses[0].actions
-    assert first == ast.SetAction(
-        A, ast.Arithmetic("+", ast.Function("if_not_exists", (A, V)), W)
-    )
+    assert first == ast.SetAction(A, ast.Arithmetic("+", ast.Function("if_not_exists", (A, V)), W))
     assert second == ast.SetAction(B, ast.Function("list_append", (V, B)))
 
 

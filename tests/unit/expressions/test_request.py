@@ -10,7 +10,9 @@ from keeldb.expressions import ExpressionContext, compile_request
 from keeldb.model.errors import ValidationException
 
 
-def request_error(body: dict[str, Any], params: tuple[str, ...], legacy: tuple[str, ...] = ()) -> str:
+def request_error(
+    body: dict[str, Any], params: tuple[str, ...], legacy: tuple[str, ...] = ()
+) -> str:
     with pytest.raises(ValidationException) as caught:
         compile_request(body, params, legacy)
     return caught.value.message
@@ -64,11 +66,15 @@ def test_names_without_expressions_are_rejected() -> None:
 
 def test_values_without_value_expressions_are_rejected() -> None:
     body = {"ProjectionExpression": "a", "ExpressionAttributeValues": {":v": {"N": "1"}}}
-    assert request_error(body, ("ProjectionExpression", "FilterExpression", "KeyConditionExpression")) == (
+    assert request_error(
+        body, ("ProjectionExpression", "FilterExpression", "KeyConditionExpression")
+    ) == (
         "ExpressionAttributeValues can only be specified when using expressions: "
         "FilterExpression and KeyConditionExpression are null"
     )
-    assert request_error({"ExpressionAttributeValues": {":v": {"N": "1"}}}, ("ConditionExpression",)) == (
+    assert request_error(
+        {"ExpressionAttributeValues": {":v": {"N": "1"}}}, ("ConditionExpression",)
+    ) == (
         "ExpressionAttributeValues can only be specified when using expressions: "
         "ConditionExpression is null"
     )
@@ -92,10 +98,16 @@ def test_empty_maps_are_rejected() -> None:
 def test_malformed_placeholder_keys_are_rejected() -> None:
     with pytest.raises(ValidationException) as caught:
         ExpressionContext({"a": "a"}, None)
-    assert caught.value.message == 'ExpressionAttributeNames contains invalid key: Syntax error; key: "a"'
+    assert (
+        caught.value.message
+        == 'ExpressionAttributeNames contains invalid key: Syntax error; key: "a"'
+    )
     with pytest.raises(ValidationException) as caught:
         ExpressionContext(None, {"v": {"S": "x"}})
-    assert caught.value.message == 'ExpressionAttributeValues contains invalid key: Syntax error; key: "v"'
+    assert (
+        caught.value.message
+        == 'ExpressionAttributeValues contains invalid key: Syntax error; key: "v"'
+    )
 
 
 def test_invalid_values_are_rejected_naming_their_key() -> None:

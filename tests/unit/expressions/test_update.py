@@ -89,7 +89,11 @@ def test_list_append_joins_two_lists_in_order() -> None:
 
 def test_set_past_the_end_of_a_list_appends() -> None:
     assert run("SET l[10] = :x")["l"]["L"] == [
-        {"N": "0"}, {"N": "1"}, {"N": "2"}, {"N": "3"}, {"S": "x"}
+        {"N": "0"},
+        {"N": "1"},
+        {"N": "2"},
+        {"N": "3"},
+        {"S": "x"},
     ]
     assert run("SET l[1] = :x")["l"]["L"][1] == {"S": "x"}
 
@@ -156,10 +160,13 @@ def test_update_of_an_absent_item_starts_from_nothing() -> None:
 def test_effect_reports_touched_paths_before_and_after() -> None:
     update = ExpressionContext(None, dict(VALUES)).update("SET m.a.b = :two, x = :x REMOVE s")
     after, effect = update.apply(copy.deepcopy(BASE))
+    assert after["x"] == {"S": "x"}
     assert effect.updated_old() == {"m": {"M": {"a": {"M": {"b": {"N": "1"}}}}}, "s": {"S": "str"}}
     assert effect.updated_new() == {"m": {"M": {"a": {"M": {"b": {"N": "2"}}}}}, "x": {"S": "x"}}
 
 
 def test_top_level_attributes_names_every_written_attribute() -> None:
-    update = ExpressionContext(None, dict(VALUES)).update("SET m.a = :x, pk = :x REMOVE s ADD n :one")
+    update = ExpressionContext(None, dict(VALUES)).update(
+        "SET m.a = :x, pk = :x REMOVE s ADD n :one"
+    )
     assert update.top_level_attributes() == {"m", "pk", "s", "n"}
