@@ -33,7 +33,10 @@ from keeldb.model.errors import SerializationException, ValidationException
 # The table name constraint of every DynamoDB operation (API reference, "TableName").
 TABLE_NAME_PATTERN = "[a-zA-Z0-9_.-]+"
 TABLE_NAME_LENGTH_MIN = 3
-TABLE_NAME_LENGTH_MAX = 255  # a name or an ARN of up to 1024 is accepted only by newer APIs
+TABLE_NAME_LENGTH_MAX = 255
+# Item operations also take the table's ARN as TableName (API reference, "TableName": "You can
+# also provide the Amazon Resource Name (ARN) of the table"); an ARN has only a length limit.
+TABLE_ARN_LENGTH_MAX = 1024
 # DynamoDB stops listing constraint violations after ten.
 CONSTRAINT_ERRORS_MAX = 10
 
@@ -294,7 +297,14 @@ def constraint_violations(members: Sequence[Member], body: dict[str, Any]) -> li
             if member.required:
                 errors.append(_violation(member, None, "not be null"))
             continue
-        if member.table_name:
+        if member.table_name and value.startswith("arn:"):
+            if len(value) > TABLE_ARN_LENGTH_MAX:
+                errors.append(
+                    _violation(
+                        member, value, f"have length less than or equal to {TABLE_ARN_LENGTH_MAX}"
+                    )
+                )
+        elif member.table_name:
             if not _TABLE_NAME_RE.fullmatch(value):
                 errors.append(
                     _violation(

@@ -266,7 +266,8 @@ def _consumed(request: Body, table: Table, units: float) -> dict[str, Any] | Non
     mode = request.get("ReturnConsumedCapacity", "NONE")
     if mode == "NONE":
         return None
-    consumed: dict[str, Any] = {"TableName": table.name, "CapacityUnits": units}
+    # TableName as the request gave it: the name, or the ARN (API reference, ConsumedCapacity).
+    consumed: dict[str, Any] = {"TableName": request["TableName"], "CapacityUnits": units}
     if mode == "INDEXES":
         consumed["Table"] = {"CapacityUnits": units}
     return consumed

@@ -1285,3 +1285,17 @@ def test_document_paths_into_key_attributes_are_refused(indexed: Harness) -> Non
         },
     )
     assert "Cannot update attribute pk. This attribute is part of the key" in err.message
+
+
+def test_a_table_arn_addresses_the_table(h: Harness) -> None:
+    arn = h.table("hash").arn
+    answer = h(
+        "PutItem",
+        {"TableName": arn, "Item": {"pk": s("a")}, "ReturnConsumedCapacity": "TOTAL"},
+    )
+    assert answer == {"ConsumedCapacity": {"TableName": arn, "CapacityUnits": 1.0}}
+    assert get(h, arn, {"pk": s("a")}) == {"pk": s("a")}
+    assert get(h, "hash", {"pk": s("a")}) == {"pk": s("a")}
+    other = arn.replace(":table/hash", ":table/nope")
+    err = h.error("GetItem", {"TableName": other, "Key": {"pk": s("a")}})
+    assert isinstance(err, ResourceNotFoundException)
