@@ -32,6 +32,9 @@ _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\
 # Exact arithmetic on two stored numbers needs at most the digits between the largest and the
 # smallest exponent (125 - (-130)) plus the 38 of a coefficient, plus one for a carry.
 _EXACT_DIGITS_MAX = (NUMBER_EXPONENT_MAX - NUMBER_EXPONENT_MIN) + 2 * NUMBER_DIGITS_MAX + 2
+# Exponents written with more digits than this are decided without Decimal (whose own limit
+# is 10**18): a request body is far too small to carry enough digits to offset them.
+_EXPONENT_DIGITS_MAX = 15
 _CONTEXT = Context(
     prec=_EXACT_DIGITS_MAX,
     Emax=10 * _EXACT_DIGITS_MAX,
@@ -45,7 +48,17 @@ def _parse(text: object) -> Decimal:
     if not isinstance(text, str) or _NUMBER_RE.match(text) is None:
         shown = text if isinstance(text, str) else ""
         raise ValidationException(f"{NOT_A_NUMBER_MESSAGE}: {shown}")
-    # Decimal(str) is exact whatever the context; no rounding can happen here.
+    mantissa, _, exponent = text.replace("E", "e").partition("e")
+    if len(exponent) > _EXPONENT_DIGITS_MAX:
+        # Decimal cannot even represent such an exponent (it would signal, or return NaN if
+        # the caller's context does not trap): no mantissa written in a request can bring
+        # the number back into range, so the exponent's sign alone decides.
+        if not mantissa.strip("+-.0"):
+            return Decimal(0)
+        if exponent.startswith("-"):
+            raise ValidationException(UNDERFLOW_MESSAGE)
+        raise ValidationException(OVERFLOW_MESSAGE)
+    # Decimal(str) is exact whatever the context's precision; no rounding can happen here.
     return Decimal(text)
 
 

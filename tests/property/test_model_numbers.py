@@ -135,3 +135,22 @@ def test_number_parts_read_from_the_text_agree_with_the_decimal_value(text: str)
     assert adjusted == value.adjusted()
     canonical = normalize_number(text)
     assert canonical_parts(canonical) == parts
+
+
+@given(
+    st.sampled_from(["0", "1", "-2.5", "0.0001", "99"]),
+    st.integers(min_value=-(10**30), max_value=10**30),
+)
+def test_any_exponent_gives_the_value_or_the_range_error(mantissa: str, exponent: int) -> None:
+    text = f"{mantissa}e{exponent}"
+    value = Decimal(mantissa).scaleb(exponent, EXACT) if abs(exponent) < 10**6 else None
+    try:
+        canonical = normalize_number(text)
+    except ValidationException as error:
+        if value is not None:
+            assert error.message == _expected_error(value)
+        else:
+            assert error.message == (OVERFLOW_MESSAGE if exponent > 0 else UNDERFLOW_MESSAGE)
+        return
+    assert value is not None
+    assert Decimal(canonical) == value

@@ -273,3 +273,23 @@ def test_number_parts_reads_any_valid_text() -> None:
     assert number_parts("0.0") is None
     with pytest.raises(ValidationException):
         number_parts("1e126")
+
+
+def test_exponents_beyond_decimals_own_range_are_decided_by_their_sign() -> None:
+    for text in ("1e999999999999999999999999", "-5E+99999999999999999999"):
+        with pytest.raises(ValidationException) as caught:
+            normalize_number(text)
+        assert caught.value.message == OVERFLOW_MESSAGE
+    with pytest.raises(ValidationException) as caught:
+        normalize_number("1e-999999999999999999999999")
+    assert caught.value.message == UNDERFLOW_MESSAGE
+    assert normalize_number("0.0e999999999999999999999999") == "0"
+
+
+def test_parsing_is_unaffected_by_a_context_that_does_not_trap() -> None:
+    with decimal.localcontext() as ctx:
+        ctx.traps[decimal.InvalidOperation] = False
+        with pytest.raises(ValidationException) as caught:
+            normalize_number("1e999999999999999999999")
+        assert caught.value.message == OVERFLOW_MESSAGE
+        assert normalize_number("1e-5") == "0.00001"
