@@ -41,6 +41,8 @@ from pathlib import Path
 import lmdb
 import msgpack  # type: ignore[import-untyped]
 
+from keeldb.storage.wal import fsync_directory, make_directory_durable
+
 MAP_BYTES_INITIAL = 1 << 40  # 1 TiB of address space; the file only grows as data is written.
 MAP_BYTES_GROWTH_FACTOR = 2  # On MapFullError the map doubles.
 LMDB_KEY_INLINE_BYTES = 510  # LMDB's key limit (511, its compile-time MDB_MAXKEYSIZE) less one
@@ -90,7 +92,8 @@ class LmdbStore:
         map_bytes: int = MAP_BYTES_INITIAL,
     ) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_directory_durable(self.path)
+        is_new = not (self.path / "data.mdb").exists()
         self._env = lmdb.open(
             str(self.path),
             map_size=map_bytes,
@@ -102,6 +105,9 @@ class LmdbStore:
             readahead=False,  # random point reads dominate; readahead wastes page cache
             lock=True,
         )
+        if is_new:
+            # The new data file's name must survive power loss like its contents will.
+            fsync_directory(self.path)
         self._items = self._env.open_db(_ITEMS_DB)
         self._meta = self._env.open_db(_META_DB)
         with self._env.begin(db=self._meta) as txn:

@@ -30,6 +30,7 @@ applied.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -56,6 +57,7 @@ RECORD_HEADER_BYTES = RECORD_HEADER.size
 _CRC_FIELDS = struct.Struct("<IQ")  # the header fields covered by the crc: length, lsn
 _LSN = struct.Struct("<Q")
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
+LOCK_FILE_NAME = "LOCK"
 
 
 class CorruptLogError(Exception):
@@ -68,6 +70,10 @@ class CorruptLogError(Exception):
 
 class FsyncFailedError(Exception):
     """An fsync of the log failed: the process must stop (see `WriteAheadLog.sync`)."""
+
+
+class LogInUseError(Exception):
+    """Another process (or another open log in this one) is writing to the log directory."""
 
 
 class RecordTooLargeError(ValueError):
@@ -154,6 +160,41 @@ def _valid_record_after(data: bytes, offset: int, expected_lsn: int) -> int | No
     return None
 
 
+def make_directory_durable(path: Path, fsync: FsyncFn = os.fsync) -> None:
+    """Create `path` (and missing parents) so that the new directories survive power loss.
+
+    A directory's entry lives in its parent: each directory created is made durable by an
+    fsync of its parent, top-down. An existing directory is left alone.
+    """
+    missing: list[Path] = []
+    current = Path(path)
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue
+        fsync_directory(directory.parent, fsync)
+
+
+def _lock_directory(path: Path) -> int:
+    """Hold an exclusive lock on the log directory for as long as the log is open.
+
+    Two writers appending to the same segments would interleave records and damage the log;
+    the lock (released by the kernel when the process dies, kill -9 included) refuses the
+    second one.
+    """
+    fd = os.open(path / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LogInUseError(f"{path} is in use by another process") from None
+    return fd
+
+
 def fsync_directory(path: Path, fsync: FsyncFn = os.fsync) -> None:
     """Make a file's creation, removal or renaming in `path` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -194,11 +235,17 @@ class WriteAheadLog:
         self._write_fn = write
         self._failed = False
         self._fd = -1
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._segments = self._list_segments()  # first LSNs, ascending
-        if not self._segments:
-            self._create_segment(start_lsn + 1)
-        self._open_last_segment()
+        self._lock_fd = -1
+        make_directory_durable(self.directory, fsync)
+        self._lock_fd = _lock_directory(self.directory)
+        try:
+            self._segments = self._list_segments()  # first LSNs, ascending
+            if not self._segments:
+                self._create_segment(start_lsn + 1)
+            self._open_last_segment()
+        except BaseException:
+            self.close()
+            raise
 
     # --- opening -------------------------------------------------------------------------
 
@@ -445,6 +492,9 @@ class WriteAheadLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
 
 
 def _write_all(fd: int, data: bytes, write: WriteFn) -> None:

@@ -38,6 +38,14 @@ async def open_node(
     return store, applier, log
 
 
+def die(log: LocalLog) -> None:
+    """What kill -9 leaves behind: no close, no checkpoint, the files as they are."""
+    assert log._flusher is not None
+    log._flusher.cancel()
+    log._wal.close()  # the kernel closes a dead process's files and releases its lock
+    log._disk.shutdown(wait=False)
+
+
 def run(coroutine: object) -> object:
     return asyncio.run(coroutine)  # type: ignore[arg-type]
 
@@ -125,8 +133,7 @@ def test_recovery_skips_entries_the_store_already_applied(tmp_path: Path) -> Non
         store, _, log = await open_node(tmp_path)
         for i in range(10):
             await log.append(b"k=%d" % i)
-        # Stop without close(): no final checkpoint, the log keeps all records.
-        log._flusher.cancel()  # type: ignore[union-attr]
+        die(log)  # no final checkpoint: the log keeps all records
         store.close()
 
     async def second_life() -> None:
@@ -151,7 +158,7 @@ def test_checkpoint_removes_old_segments_and_recovery_still_works(tmp_path: Path
         assert len(log.wal_segment_paths()) == 1
         for i in range(100, 110):
             await log.append(b"key%d=value%d" % (i % 7, i))
-        log._flusher.cancel()  # type: ignore[union-attr]
+        die(log)
         store.close()
 
     async def second_life() -> None:

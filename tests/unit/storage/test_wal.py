@@ -15,6 +15,7 @@ from keeldb.storage.wal import (
     SEGMENT_HEADER_BYTES,
     CorruptLogError,
     FsyncFailedError,
+    LogInUseError,
     RecordTooLargeError,
     WriteAheadLog,
     encode_record,
@@ -394,3 +395,25 @@ def test_a_failed_write_leaves_no_partial_record_and_uses_no_lsn(tmp_path: Path)
     wal.sync()
     wal.close()
     assert read_all(tmp_path) == [(1, b"first"), (2, b"second")]
+
+
+def test_a_second_writer_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    first = WriteAheadLog(tmp_path)
+    with pytest.raises(LogInUseError):
+        WriteAheadLog(tmp_path)
+    first.close()
+    # Closing (or the process dying) releases the directory.
+    WriteAheadLog(tmp_path).close()
+
+
+def test_a_new_log_directory_is_made_durable_in_its_parents(tmp_path: Path) -> None:
+    synced: list[str] = []
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        os.fsync(fd)
+
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("needs /proc to name file descriptors")
+    WriteAheadLog(tmp_path / "data" / "wal", fsync=recording_fsync).close()
+    assert synced[:2] == [str(tmp_path), str(tmp_path / "data")]
