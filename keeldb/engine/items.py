@@ -20,6 +20,13 @@ ResourceNotFoundException), and key checks come after it. Between reading the la
 appending the record there is no await, so the condition of a write is evaluated against
 exactly the state that precedes it in the log. GetItem reads committed state only.
 
+The other data-plane operations build on this module and on `item_store`: `find_table`,
+`check_key` / `check_item_key` / `check_index_keys` (the key rules), `write_item` (one validated
+write as one redo record), and `item_store.storage_key`, `committed_item`, `latest_item`,
+`decode_stored` and `table_stats`. Index maintenance (a later change) belongs in the appliers:
+from the old and new images and the table's indexes they derive the index entries, inside the
+same atomic store write as the item, so that base and indexes can never disagree.
+
 It never touches the store's bytes directly (that is `item_store`), never parses an
 expression itself, and never does IO.
 """
@@ -54,7 +61,15 @@ from keeldb.model.values import decode_binary, item_size, validate_item, value_t
 if TYPE_CHECKING:
     from keeldb.engine.schema import KeyAttribute, SecondaryIndex, Table
 
-__all__ = ["find_table", "table_stats"]
+# What the other data-plane operations (Query, Scan, the batches) build on.
+__all__ = [
+    "check_index_keys",
+    "check_item_key",
+    "check_key",
+    "find_table",
+    "table_stats",
+    "write_item",
+]
 
 Body = dict[str, Any]
 
@@ -334,17 +349,22 @@ def _check_condition(
     raise ConditionalCheckFailedException(item=item)
 
 
-def _put_record(table: Table, key: bytes, item: Item, size: int) -> dict[str, Any]:
-    """The redo record of a write of `item` (`size` bytes) at store key `key`: the after-image
-    itself, never the request that produced it."""
-    return {
-        "kind": "put",
-        "table": table.table_id,
-        "name": table.name,
-        "key": key,
-        "item": item,
-        "size": size,
-    }
+async def write_item(
+    db: Database, table: Table, key: bytes, image: Item | None, size: int, units: float
+) -> None:
+    """Write the validated after-image `image` (`size` bytes; None: delete) at store key `key`
+    and charge `units` write units: one redo record, proposed, committed and applied.
+
+    The record holds the after-image itself, never the request that produced it. The caller
+    has read the latest view of the item and decided on it without awaiting since.
+    """
+    record: dict[str, Any] = {"table": table.table_id, "name": table.name, "key": key}
+    if image is None:
+        record["kind"] = "delete"
+    else:
+        record.update(kind="put", item=image, size=size)
+    await propose_write(db, key, image, size, record)
+    _meter_write(db, table, units)
 
 
 # --- Operations -----------------------------------------------------------------------------
@@ -376,9 +396,7 @@ async def put_item(db: Database, body: Body) -> Body:
     old, old_size = latest_item(db, skey)
     units = write_units(max(size, old_size))
     _check_condition(db, request, table, parsed, old, units)
-    record = _put_record(table, skey, item, size)
-    await propose_write(db, skey, item, size, record)
-    _meter_write(db, table, units)
+    await write_item(db, table, skey, item, size, units)
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
     return _write_response(db, request, table, key, units, attributes)
 
@@ -447,9 +465,7 @@ async def update_item(db: Database, body: Body) -> Body:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
     check_index_keys(table, new, by_update=True, names=updated)
     units = write_units(max(size, old_size))
-    record = _put_record(table, skey, new, size)
-    await propose_write(db, skey, new, size, record)
-    _meter_write(db, table, units)
+    await write_item(db, table, skey, new, size, units)
     attributes = _update_return_values(request.get("ReturnValues", "NONE"), old, new, effect)
     return _write_response(db, request, table, key, units, attributes)
 
@@ -490,9 +506,7 @@ async def delete_item(db: Database, body: Body) -> Body:
     units = write_units(old_size)
     _check_condition(db, request, table, parsed, old, units)
     # A delete of a missing item is still a write: it is logged, ordered and charged.
-    record = {"kind": "delete", "table": table.table_id, "name": table.name, "key": skey}
-    await propose_write(db, skey, None, 0, record)
-    _meter_write(db, table, units)
+    await write_item(db, table, skey, None, 0, units)
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
     return _write_response(db, request, table, key, units, attributes)
 
