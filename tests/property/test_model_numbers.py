@@ -152,5 +152,8 @@ def test_any_exponent_gives_the_value_or_the_range_error(mantissa: str, exponent
         else:
             assert error.message == (OVERFLOW_MESSAGE if exponent > 0 else UNDERFLOW_MESSAGE)
         return
-    assert value is not None
-    assert Decimal(canonical) == value
+    if value is None:
+        assert Decimal(mantissa) == 0
+        assert canonical == "0"
+    else:
+        assert Decimal(canonical) == value
