@@ -5,8 +5,8 @@ combined.
 DynamoDB checks a request in three passes, and so do we, in the same order:
 
 1. deserialisation: a member of the wrong JSON type is a `SerializationException` with the
-   message the service's Java deserialiser produces (unknown members are ignored, members
-   that are JSON null count as absent);
+   message the service's deserialiser produces ("NUMBER_VALUE can not be converted to a
+   String"; unknown members are ignored, members that are JSON null count as absent);
 2. member constraints (required members, the table name pattern and length, enumerations):
    every violation is collected into one `ValidationException` that begins "N validation
    error(s) detected: ", in the order DynamoDB lists the members of each operation;
@@ -52,8 +52,6 @@ CONDITIONAL_OPERATOR = ("AND", "OR")
 # Pass 1: JSON member types
 # ---------------------------------------------------------------------------------------------
 
-_NUMBER_NAME = "com.amazon.coral.value.json.numbers.TruncatingBigNumber"
-
 
 def _serialization(message: str) -> SerializationException:
     return SerializationException(message)
@@ -65,30 +63,31 @@ def _not_expected(value: Any) -> SerializationException:
     return _serialization("Start of structure or map found where not expected.")
 
 
+def _token(value: Any) -> str:
+    """The JSON token name the deserializer names in its complaint."""
+    if value is True:
+        return "TRUE_VALUE"
+    if value is False:
+        return "FALSE_VALUE"
+    if isinstance(value, (int, float)):
+        return "NUMBER_VALUE"
+    return "STRING_VALUE"
+
+
 def _as_string(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, bool):
-        raise _serialization("class java.lang.Boolean can not be converted to an String")
-    if isinstance(value, (int, float)):
-        raise _serialization(f"class {_NUMBER_NAME} can not be converted to an String")
-    raise _not_expected(value)
+    if isinstance(value, (list, dict)):
+        raise _not_expected(value)
+    raise _serialization(f"{_token(value)} can not be converted to a String")
 
 
 def _as_boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)):
-        raise _serialization(f"class {_NUMBER_NAME} can not be converted to an Boolean")
-    if isinstance(value, str):
-        # The service's deserialiser reads a few spellings of a boolean from a string.
-        upper = value.upper()
-        if upper in ("TRUE", "1", "YES"):
-            return True
-        if upper in ("FALSE", "0", "NO"):
-            return False
-        raise _serialization(f"'{upper}' can not be converted to an Boolean")
-    raise _not_expected(value)
+    if isinstance(value, (list, dict)):
+        raise _not_expected(value)
+    raise _serialization(f"{_token(value)} can not be converted to a Boolean")
 
 
 def _as_list(value: Any) -> list[Any]:
