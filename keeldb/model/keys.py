@@ -279,6 +279,33 @@ def index_bounds(table_id: str, index_id: int) -> tuple[bytes, bytes]:
     return start, prefix_end(start)
 
 
+HASH_SPACE = 1 << (8 * PARTITION_HASH_BYTES)  # Partition hashes are integers in [0, 2**64).
+
+
+def hash_range_bounds(table_id: str, index_id: int, low: int, high: int) -> tuple[bytes, bytes]:
+    """[start, end) of the store keys of one index whose partition hash h, read as a
+    big-endian integer, lies in low <= h < high: a range of the ring (a partition, a scan
+    segment). `high` may be HASH_SPACE, meaning the end of the ring."""
+    assert 0 <= low <= high <= HASH_SPACE, (low, high)
+    prefix = index_prefix(table_id, index_id)
+    start = prefix + low.to_bytes(PARTITION_HASH_BYTES, "big") if low else prefix
+    if high == HASH_SPACE:
+        return start, prefix_end(prefix)
+    return start, prefix + high.to_bytes(PARTITION_HASH_BYTES, "big")
+
+
+def scan_segment_bounds(
+    table_id: str, index_id: int, segment: int, total_segments: int
+) -> tuple[bytes, bytes]:
+    """[start, end) of one segment of a parallel Scan: the ring cut into `total_segments`
+    equal hash ranges, so that segments are disjoint, cover every item, and each segment is
+    still read in hash order, as DynamoDB's segments are."""
+    assert 0 <= segment < total_segments, (segment, total_segments)
+    low = segment * HASH_SPACE // total_segments
+    high = (segment + 1) * HASH_SPACE // total_segments
+    return hash_range_bounds(table_id, index_id, low, high)
+
+
 def partition_bounds(
     table_id: str, index_id: int, hash_value: dict[str, Any]
 ) -> tuple[bytes, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -10,11 +11,13 @@ import pytest
 
 from keeldb.model.errors import ValidationException
 from keeldb.model.keys import (
+    HASH_SPACE,
     PARTITION_HASH_BYTES,
     check_key_value,
     decode_item_key,
     decode_key_value,
     encode_key_value,
+    hash_range_bounds,
     index_bounds,
     index_item_key,
     item_key,
@@ -22,6 +25,7 @@ from keeldb.model.keys import (
     partition_bounds,
     partition_hash,
     prefix_end,
+    scan_segment_bounds,
     sort_key_bounds,
     table_bounds,
     table_prefix,
@@ -354,3 +358,27 @@ def test_key_size_limits_are_inclusive_and_counted_in_utf8_bytes() -> None:
         "One or more parameter values were invalid: "
         "Aggregated size of all range keys has exceeded the size limit of 1024 bytes"
     )
+
+
+def test_scan_segments_are_disjoint_and_cover_every_item_of_the_index() -> None:
+    keys = sorted(item_key("t", 0, {"N": str(n)}, {"S": "s"}) for n in range(300))
+    for total in (1, 2, 3, 7, 16):
+        bounds = [scan_segment_bounds("t", 0, segment, total) for segment in range(total)]
+        assert bounds[0][0] == index_bounds("t", 0)[0]
+        assert bounds[-1][1] == index_bounds("t", 0)[1]
+        for (_, end), (start, _) in itertools.pairwise(bounds):
+            assert end == start
+        counts = [sum(1 for k in keys if start <= k < end) for start, end in bounds]
+        assert sum(counts) == len(keys)
+        if total <= 3:
+            assert min(counts) > 0  # 300 hashed keys spread over every segment
+
+
+def test_hash_range_bounds_select_by_partition_hash() -> None:
+    values = [{"S": f"user{n}"} for n in range(50)]
+    half = HASH_SPACE // 2
+    start, end = hash_range_bounds("t", 0, 0, half)
+    for value in values:
+        key = item_key("t", 0, value, None)
+        low_half = int.from_bytes(partition_hash(value), "big") < half
+        assert (start <= key < end) == low_half
