@@ -8,8 +8,9 @@ encodings concatenate into composite keys whose byte order is the tuple order.
 A store key is `table_prefix(table) + index id + hash(partition key) + partition key
 [+ sort key]` (ARCHITECTURE.md, "Physical key order in the store"): a partition (a hash range
 of one table) is then one contiguous key range, and Scan walks items in hash order as DynamoDB
-does. The hash is a keyed-free blake2b, identical on every machine and in every process;
-never Python's `hash()`, which is salted per process.
+does. The hash is an unkeyed blake2b digest, identical on every machine and in every
+process. This module must never use Python's `hash()` (salted per process) or anything else
+that differs between replicas, and never does IO.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PARTITION_HASH_BYTES = 8  # Enough to spread partitions evenly; fixed so ranges 
 INDEX_ID_BYTES = 2  # Index ids 0 (base table) .. 65535: far above 5 LSIs + 20 GSIs.
 INDEX_ID_MAX = (1 << (8 * INDEX_ID_BYTES)) - 1
 
-# Bytes strings and binaries: 0x00 is escaped as 0x00 0xFF and the value ends with
+# Strings (as UTF-8) and binaries: 0x00 is escaped as 0x00 0xFF and the value ends with
 # 0x00 0x01, which sorts below any escaped or plain continuation.
 _ESCAPE = b"\x00\xff"
 _TERMINATOR = b"\x00\x01"
