@@ -27,7 +27,7 @@ import datetime
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -494,6 +494,14 @@ def _member(path: str, index: int) -> str:
     return f"{path}.{index + 1}.member"
 
 
+def _members(v: Violations, items: list[Any], path: str) -> Iterator[tuple[str, Any]]:
+    """(member path, element) of a request list; a null element is a violation."""
+    for i, item in enumerate(items):
+        member = _member(path, i)
+        if v.not_null(item, member):
+            yield member, item
+
+
 def _check_table_name(v: Violations, name: str | None) -> None:
     """A table name as CreateTable takes it: 3-255 characters of [a-zA-Z0-9_.-]."""
     if v.not_null(name, "tableName"):
@@ -523,12 +531,14 @@ def _check_throughput(v: Violations, throughput: dict[str, Any] | None, path: st
             v.at_least(value, sub, 1)
 
 
-def _key_schema_text(elements: list[dict[str, Any]]) -> list[str]:
+def _key_schema_text(elements: list[dict[str, Any] | None]) -> list[str]:
     def text(value: str | None) -> str:
         return "null" if value is None else value  # as Java prints a missing member
 
     return [
-        f"KeySchemaElement(attributeName={text(e.get('AttributeName'))}, "
+        "null"
+        if e is None
+        else f"KeySchemaElement(attributeName={text(e.get('AttributeName'))}, "
         f"keyType={text(e.get('KeyType'))})"
         for e in elements
     ]
@@ -546,8 +556,7 @@ def _check_key_schema(v: Violations, schema: list[dict[str, Any]] | None, path: 
             path,
             f"Member must have length less than or equal to {KEY_SCHEMA_ELEMENTS_MAX}",
         )
-    for i, element in enumerate(schema):
-        member = _member(path, i)
+    for member, element in _members(v, schema, path):
         name = element.get("AttributeName")
         if v.not_null(name, f"{member}.attributeName"):
             v.length(
@@ -568,8 +577,7 @@ def _check_attribute_definitions(
         if required:
             v.not_null(None, "attributeDefinitions")
         return
-    for i, definition in enumerate(definitions):
-        member = _member("attributeDefinitions", i)
+    for member, definition in _members(v, definitions, "attributeDefinitions"):
         name = definition.get("AttributeName")
         if v.not_null(name, f"{member}.attributeName"):
             v.length(
@@ -595,12 +603,12 @@ def _check_index_model(v: Violations, index: dict[str, Any], path: str, *, is_gl
         v.enum(
             projection.get("ProjectionType"), f"{path}.projection.projectionType", PROJECTION_TYPES
         )
+        non_key = projection.get("NonKeyAttributes")
         v.length(
-            projection.get("NonKeyAttributes"),
-            f"{path}.projection.nonKeyAttributes",
-            1,
-            NON_KEY_ATTRIBUTES_PER_INDEX_MAX,
+            non_key, f"{path}.projection.nonKeyAttributes", 1, NON_KEY_ATTRIBUTES_PER_INDEX_MAX
         )
+        for i, name in enumerate(non_key or []):
+            v.not_null(name, f"{path}.projection.nonKeyAttributes.{i + 1}.member")
     if is_global:
         _check_throughput(v, index.get("ProvisionedThroughput"), f"{path}.provisionedThroughput")
 
@@ -620,8 +628,7 @@ def _check_sse_model(v: Violations, spec: dict[str, Any] | None) -> None:
 def _check_tags_model(v: Violations, tags: list[dict[str, Any]] | None, path: str) -> None:
     if tags is None:
         return
-    for i, tag in enumerate(tags):
-        member = _member(path, i)
+    for member, tag in _members(v, tags, path):
         # Lengths are checked with the characters, by the service (`_check_tags`): DynamoDB
         # answers a 129-character key with "The Tag Key provided is invalid".
         v.not_null(tag.get("Key"), f"{member}.key")
@@ -884,8 +891,8 @@ def _check_create_model(body: Body) -> None:
         ("LocalSecondaryIndexes", "localSecondaryIndexes", False),
         ("GlobalSecondaryIndexes", "globalSecondaryIndexes", True),
     ):
-        for i, index in enumerate(body.get(member) or []):
-            _check_index_model(v, index, _member(path, i), is_global=is_global)
+        for index_path, index in _members(v, body.get(member) or [], path):
+            _check_index_model(v, index, index_path, is_global=is_global)
     v.enum(body.get("BillingMode"), "billingMode", BILLING_MODES)
     _check_stream_model(v, body.get("StreamSpecification"))
     _check_sse_model(v, body.get("SSESpecification"))
@@ -1351,8 +1358,8 @@ def _check_update_model(body: Body) -> None:
     _check_attribute_definitions(v, body.get("AttributeDefinitions"), required=False)
     v.enum(body.get("BillingMode"), "billingMode", BILLING_MODES)
     _check_throughput(v, body.get("ProvisionedThroughput"), "provisionedThroughput")
-    for i, update in enumerate(body.get("GlobalSecondaryIndexUpdates") or []):
-        member = _member("globalSecondaryIndexUpdates", i)
+    updates = body.get("GlobalSecondaryIndexUpdates") or []
+    for member, update in _members(v, updates, "globalSecondaryIndexUpdates"):
         if "Create" in update:
             _check_index_model(v, update["Create"], f"{member}.create", is_global=True)
         if "Update" in update:
@@ -1693,7 +1700,8 @@ async def untag_resource(db: Database, body: Body) -> Body:
     if v.not_null(keys, "tagKeys"):
         assert keys is not None
         for i, key in enumerate(keys):
-            v.length(key, f"tagKeys.{i + 1}.member", 1, TAG_KEY_LENGTH_MAX)
+            if v.not_null(key, f"tagKeys.{i + 1}.member"):
+                v.length(key, f"tagKeys.{i + 1}.member", 1, TAG_KEY_LENGTH_MAX)
     v.raise_if_any()
     assert keys is not None
     if not keys:

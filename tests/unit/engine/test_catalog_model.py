@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -225,3 +225,204 @@ class CatalogMachine(RuleBasedStateMachine):
 
 CatalogMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
 test_catalog_follows_its_model = CatalogMachine.TestCase
+
+
+# --- Garbage in: a client error or an answer, never a crash ---------------------------------
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**13)
+    | st.text(max_size=6)
+    | st.sampled_from(
+        [
+            "S",
+            "N",
+            "B",
+            "HASH",
+            "RANGE",
+            "pk",
+            "ALL",
+            "INCLUDE",
+            "KEYS_ONLY",
+            "PROVISIONED",
+            "PAY_PER_REQUEST",
+            "NEW_IMAGE",
+            "KMS",
+            ARN_PREFIX + "alpha",
+            "alpha",
+        ]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "AttributeName",
+                    "AttributeType",
+                    "KeyType",
+                    "IndexName",
+                    "KeySchema",
+                    "Projection",
+                    "ProjectionType",
+                    "NonKeyAttributes",
+                    "ReadCapacityUnits",
+                    "WriteCapacityUnits",
+                    "StreamEnabled",
+                    "StreamViewType",
+                    "Enabled",
+                    "SSEType",
+                    "Key",
+                    "Value",
+                    "Create",
+                    "Update",
+                    "Delete",
+                    "ProvisionedThroughput",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+MEMBERS = [
+    "TableName",
+    "AttributeDefinitions",
+    "KeySchema",
+    "LocalSecondaryIndexes",
+    "GlobalSecondaryIndexes",
+    "BillingMode",
+    "ProvisionedThroughput",
+    "StreamSpecification",
+    "SSESpecification",
+    "Tags",
+    "TableClass",
+    "DeletionProtectionEnabled",
+    "Limit",
+    "ExclusiveStartTableName",
+    "ResourceArn",
+    "TagKeys",
+    "NextToken",
+    "GlobalSecondaryIndexUpdates",
+]
+OPERATIONS = [
+    "CreateTable",
+    "DescribeTable",
+    "ListTables",
+    "DeleteTable",
+    "UpdateTable",
+    "TagResource",
+    "UntagResource",
+    "ListTagsOfResource",
+    "DescribeEndpoints",
+    "DescribeLimits",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    op=st.sampled_from(OPERATIONS),
+    body=st.dictionaries(st.sampled_from(MEMBERS), JSON, max_size=6),
+)
+def test_any_request_gets_an_answer_or_a_client_error(op: str, body: dict[str, Any]) -> None:
+    clock = Clock()
+    db = open_database(MemoryStore(), clock, None)
+    call(
+        db,
+        "CreateTable",
+        {
+            "TableName": "alpha",
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        },
+    )
+    try:
+        answer = call(db, op, body)
+    except ClientError as error:
+        assert error.message
+        return
+    assert isinstance(answer, dict)
+    # Whatever was accepted left a catalog that still describes itself.
+    snapshot(db)
+
+
+FULL_CREATE: dict[str, Any] = {
+    "TableName": "bravo",
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "N"},
+        {"AttributeName": "g", "AttributeType": "B"},
+    ],
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "LocalSecondaryIndexes": [
+        {
+            "IndexName": "by_g",
+            "KeySchema": [
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "g", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["x"]},
+        }
+    ],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": "g_first",
+            "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+            "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
+        }
+    ],
+    "BillingMode": "PROVISIONED",
+    "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
+    "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+    "SSESpecification": {"Enabled": True, "SSEType": "KMS"},
+    "Tags": [{"Key": "team", "Value": "storage"}],
+    "TableClass": "STANDARD",
+    "DeletionProtectionEnabled": False,
+}
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out += paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            out += paths(child, (*prefix, i))
+    return out
+
+
+def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    import copy
+
+    out = copy.deepcopy(value)
+    target = out
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = new
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.sampled_from(paths(FULL_CREATE)),
+    new=JSON,
+)
+def test_a_valid_create_table_with_one_member_garbled_is_answered_cleanly(
+    path: tuple[Any, ...], new: Any
+) -> None:
+    db = open_database(MemoryStore(), Clock(), None)
+    body = replaced(FULL_CREATE, path, new)
+    try:
+        call(db, "CreateTable", body)
+    except ClientError as error:
+        assert error.message
+        assert call(db, "ListTables", {})["TableNames"] == []
+        return
+    snapshot(db)
