@@ -267,9 +267,9 @@ def _write(item: Item, parts: tuple[ast.PathPart, ...], value: Value) -> None:
 
 
 def _remove(item: Item, parts: tuple[ast.PathPart, ...]) -> None:
-    container = _parent(item, parts)
-    if container is None:
-        return  # Removing what is not there changes nothing.
+    # Removing an attribute or element that is not there changes nothing, but the path up to
+    # it must lead to a map (or list), as for SET.
+    container = _parent_or_raise(item, parts)
     last = parts[-1]
     if isinstance(last, int):
         if last < len(container):
@@ -343,29 +343,41 @@ def apply_update(update: ast.UpdateExpression, item: Item | None) -> tuple[Item,
         update_value(action.value, before) if isinstance(action, ast.SetAction) else None
         for action in actions
     ]
-    removals: list[tuple[ast.PathPart, ...]] = []
-    for action, value in zip(actions, values):
+    # Writes go in path order: "If you add multiple elements in a single SET operation, the
+    # elements are sorted in order by element number" (Developer Guide, "Update
+    # expressions"). Paths never overlap, so the order matters only for appends to a list.
+    writes = sorted(
+        (
+            (action, value)
+            for action, value in zip(actions, values)
+            if not isinstance(action, ast.RemoveAction)
+        ),
+        key=lambda pair: _path_order(pair[0].path.parts),
+    )
+    for action, value in writes:
         parts = action.path.parts
         if isinstance(action, ast.SetAction):
             assert value is not None
             _write(after, parts, _copy(value))
-        elif isinstance(action, ast.RemoveAction):
-            removals.append(parts)
         elif isinstance(action, ast.AddAction):
             assert isinstance(action.value, ast.Literal)
             _add(after, parts, action.value.value)
         else:
+            assert isinstance(action, ast.DeleteAction)
             assert isinstance(action.value, ast.Literal)
             _delete(after, parts, action.value.value)
     # List indexes of REMOVE refer to the list before the update: remove from the back so
-    # that earlier removals do not shift the later ones.
-    for parts in sorted(removals, key=_removal_order, reverse=True):
-        _remove(after, parts)
+    # that earlier removals do not shift the later ones. Removing from an item that does not
+    # exist is ignored whatever the path, as DynamoDB does.
+    removals = [a.path.parts for a in actions if isinstance(a, ast.RemoveAction)]
+    if item is not None:
+        for parts in sorted(removals, key=_path_order, reverse=True):
+            _remove(after, parts)
     paths = tuple(action.path.parts for action in actions)
     return after, UpdateEffect(paths, item, after)
 
 
-def _removal_order(parts: tuple[ast.PathPart, ...]) -> tuple[tuple[int, Any], ...]:
+def _path_order(parts: tuple[ast.PathPart, ...]) -> tuple[tuple[int, Any], ...]:
     return tuple((0, p) if isinstance(p, int) else (1, p) for p in parts)
 
 

@@ -26,10 +26,14 @@ INVALID = "invalid"  # a character no token starts with
 
 EOF_TEXT = "<EOF>"
 
+# An attribute or function name written directly starts with a letter: DynamoDB's lexer
+# reads "_abc" as the token "_" followed by "abc" (a syntax error), while placeholders
+# (#name, :value) may start with any letter, digit or underscore.
+
 _TOKEN_RE = re.compile(
     r"""
     (?P<space>[ \t\r\n]+)
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<ident>[A-Za-z][A-Za-z0-9_]*)
   | (?P<name>\#[A-Za-z0-9_]+)
   | (?P<value>:[A-Za-z0-9_]+)
   | (?P<number>[0-9]+)

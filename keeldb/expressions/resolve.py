@@ -34,6 +34,7 @@ UPDATE_PROBLEM_ORDER = (
     "limits",
     "reserved",
     "unknown_function",
+    "misused_function",
     "section",
     "undefined_name",
     "undefined_value",
@@ -233,6 +234,16 @@ class _Resolver:
             return resolved
         if not self.update:
             self.check_misused(args)
+        else:
+            # DynamoDB takes if_not_exists() inside list_append() but no list_append() inside
+            # another function call.
+            for arg in args:
+                if isinstance(arg, ast.Function) and arg.name == "list_append":
+                    self.problems.add(
+                        "misused_function",
+                        "The function is not allowed to be used this way in an expression; "
+                        "function: list_append",
+                    )
         arity = FUNCTION_ARITY[node.name]
         if len(args) != arity:
             kind = "function" if self.update else "operand_count"

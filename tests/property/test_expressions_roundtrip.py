@@ -16,8 +16,8 @@ from keeldb.expressions.printer import to_text
 
 KEYWORDS = CONDITION_KEYWORDS | set(ast.CLAUSE_KINDS)
 
-LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
-WORD_CHARACTERS = LETTERS + "0123456789"
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+WORD_CHARACTERS = LETTERS + "_0123456789"
 
 
 def word(first: str, size_max: int) -> st.SearchStrategy[str]:

@@ -106,7 +106,13 @@ def reference(
             resolved.append((kind, parts, to_plain(source)))
         else:
             resolved.append((kind, parts, None))
-    for kind, parts, value in resolved:
+
+    # "If you add multiple elements in a single SET operation, the elements are sorted in
+    # order by element number" (Developer Guide): sort writes by path, numbers as numbers.
+    def order(parts: tuple[Any, ...]) -> list[tuple[int, Any]]:
+        return [(0, p) if isinstance(p, int) else (1, p) for p in parts]
+
+    for kind, parts, value in sorted(resolved, key=lambda entry: order(entry[1])):
         if kind != "SET":
             continue
         container = find(root, parts)
@@ -122,7 +128,7 @@ def reference(
             continue
         container = find(root, parts)
         if container is None:
-            continue
+            return INVALID_PATH
         last = parts[-1]
         if isinstance(last, int):
             if last < len(container):

@@ -220,6 +220,21 @@ def test_arithmetic_operands_must_be_numbers() -> None:
     )
 
 
+def test_list_append_cannot_be_nested_in_another_function() -> None:
+    assert update_message("SET a = list_append(list_append(:l, :l), :l)") == (
+        "Invalid UpdateExpression: The function is not allowed to be used this way in an "
+        "expression; function: list_append"
+    )
+    ExpressionContext(None, dict(VALUES)).update("SET a = list_append(if_not_exists(a, :l), :l)")
+
+
+def test_names_written_directly_start_with_a_letter() -> None:
+    assert update_message("SET _123 = :n") == (
+        'Invalid UpdateExpression: Syntax error; token: "_", near: "SET _123"'
+    )
+    ExpressionContext({"#_": "x"}, dict(VALUES)).update("SET #_ = :n, A123_ = :n")
+
+
 def test_list_append_operands_must_be_lists() -> None:
     assert update_message("SET a = list_append(a, :n)") == (
         "Invalid UpdateExpression: Incorrect operand type for operator or function; "

@@ -118,7 +118,33 @@ def test_remove_of_several_list_elements_uses_the_original_indexes() -> None:
 
 
 def test_remove_of_something_absent_changes_nothing() -> None:
-    assert run("REMOVE nope, l[99], m.zz.yy") == BASE
+    assert run("REMOVE nope, l[99], m.a.zz") == BASE
+
+
+def test_remove_below_a_missing_or_wrong_type_parent_is_invalid() -> None:
+    assert fails("REMOVE m.zz.yy") == INVALID_PATH
+    assert fails("REMOVE s.a") == INVALID_PATH
+    assert fails("REMOVE s[0]") == INVALID_PATH
+    assert fails("REMOVE nope[0]") == INVALID_PATH
+
+
+def test_remove_from_an_absent_item_is_ignored_whatever_the_path() -> None:
+    update = ExpressionContext(None, None).update("REMOVE x.y, z[0]")
+    after, _ = update.apply(None)
+    assert after == {}
+
+
+def test_several_appends_to_one_list_go_in_index_order() -> None:
+    after = run("SET l[84] = :x, l[37] = :one, l[17] = :two")
+    assert after["l"]["L"][4:] == [{"N": "2"}, {"N": "1"}, {"S": "x"}]
+
+
+def test_indexes_of_set_and_remove_both_refer_to_the_list_before_the_update() -> None:
+    values = {":v": {"N": "17"}}
+    item = {"a": {"L": [{"N": str(n)} for n in (2, 3, 4, 5, 6, 7)]}}
+    for text in ("REMOVE a[1] SET a[3] = :v", "SET a[3] = :v REMOVE a[1]"):
+        after, _ = ExpressionContext(None, dict(values)).update(text).apply(item)
+        assert after["a"]["L"] == [{"N": str(n)} for n in (2, 4, 17, 6, 7)]
 
 
 def test_add_to_numbers_and_missing_attributes() -> None:
