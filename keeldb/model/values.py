@@ -144,14 +144,18 @@ def canonical_binary(text: object) -> str:
     bad = _BASE64_ALPHABET_RE.search(text)
     if bad is not None:
         raise SerializationException(prefix + f"Invalid Base64 character: '{bad.group(0)[0]}'")
+    last_character_error = SerializationException(
+        prefix + "Invalid last non-pad Base64 character dectected"  # sic
+    )
     try:
         raw = base64.b64decode(text, validate=True)
     except binascii.Error:
-        raise SerializationException(prefix + "Invalid Base64 character: '='") from None
+        # Padding in the wrong place ("Y===", "===="): nothing decodes back to this text.
+        raise last_character_error from None
     canonical = base64.b64encode(raw).decode("ascii")
     if canonical != text:
-        # Unused bits in the last character are set: DynamoDB's decoder refuses those.
-        raise SerializationException(prefix + "Invalid last non-pad Base64 character dectected")
+        # Unused bits in the last character are set ("Yh=="): DynamoDB refuses those.
+        raise last_character_error
     return canonical
 
 

@@ -238,6 +238,11 @@ def test_booleans_may_be_spelled_as_strings_as_dynamodb_reads_them() -> None:
         ("YW!j", "Invalid Base64 character: '!'"),
         ("Y=Jj", "Invalid Base64 character: '='"),
         ("Yh==", "Invalid last non-pad Base64 character dectected"),
+        ("Y===", "Invalid last non-pad Base64 character dectected"),
+        ("====", "Invalid last non-pad Base64 character dectected"),
+        ("YQ=a", "Invalid Base64 character: '='"),
+        ("YW\nj", "Invalid Base64 character: '\n'"),
+        ("YW-_", "Invalid Base64 character: '-'"),
     ],
 )
 def test_invalid_base64_is_a_serialization_error(text: str, reason: str) -> None:
