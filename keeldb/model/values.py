@@ -315,7 +315,7 @@ def values_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return False
     x, y = a[type_a], b[type_a]
     if type_a == "N":
-        return to_decimal(x) == to_decimal(y)
+        return bool(x == y) or to_decimal(x) == to_decimal(y)
     if type_a == "NS":
         return {to_decimal(n) for n in x} == {to_decimal(n) for n in y}
     if type_a in ("SS", "BS"):
@@ -327,6 +327,35 @@ def values_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
     if type_a == "M":
         return x.keys() == y.keys() and all(values_equal(x[k], y[k]) for k in x)
     return bool(x == y)
+
+
+def set_union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The members of set a, then those of set b not already in a (ADD on a set).
+
+    Both sets are canonical and of one type: canonical texts are equal exactly when the
+    members are (1 and 1.0 share the text "1"), so membership is a plain set lookup.
+    """
+    type_ = value_type(a)
+    assert type_ in SET_TYPES, type_
+    assert value_type(b) == type_, (a, b)
+    members = list(a[type_])
+    seen = set(members)
+    for member in b[type_]:
+        if member not in seen:
+            seen.add(member)
+            members.append(member)
+    return {type_: members}
+
+
+def set_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """The members of set a that are not in set b (DELETE from a set); None when nothing is
+    left, since DynamoDB has no empty sets. Both sets canonical and of one type."""
+    type_ = value_type(a)
+    assert type_ in SET_TYPES, type_
+    assert value_type(b) == type_, (a, b)
+    removed = set(b[type_])
+    left = [m for m in a[type_] if m not in removed]
+    return {type_: left} if left else None
 
 
 def compare_values(a: dict[str, Any], b: dict[str, Any]) -> int | None:

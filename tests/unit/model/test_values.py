@@ -14,6 +14,8 @@ from keeldb.model.values import (
     decode_binary,
     item_size,
     number_size,
+    set_difference,
+    set_union,
     validate_item,
     validate_value,
     value_size,
@@ -451,3 +453,17 @@ def test_null_members_of_sets_and_lists_are_refused() -> None:
     assert _validation_message({"L": [None]}) == (
         "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
     )
+
+
+def test_set_union_adds_only_members_not_already_present() -> None:
+    assert set_union({"SS": ["a", "b"]}, {"SS": ["b", "c", "c"]}) == {"SS": ["a", "b", "c"]}
+    numbers = set_union(validate_value({"NS": ["1", "2"]}), validate_value({"NS": ["1.0", "3"]}))
+    assert numbers == {"NS": ["1", "2", "3"]}
+    assert set_union({"BS": ["YQ=="]}, {"BS": ["YQ==", "Yg=="]}) == {"BS": ["YQ==", "Yg=="]}
+
+
+def test_set_difference_removes_members_and_leaves_no_empty_set() -> None:
+    assert set_difference({"SS": ["a", "b"]}, {"SS": ["b", "z"]}) == {"SS": ["a"]}
+    numbers = set_difference(validate_value({"NS": ["1", "2"]}), validate_value({"NS": ["2.0"]}))
+    assert numbers == {"NS": ["1"]}
+    assert set_difference({"SS": ["a"]}, {"SS": ["a"]}) is None
