@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keeldb.model.errors import ClientError
-from keeldb.model.values import item_size, number_size, validate_item, validate_value, values_equal
+from keeldb.model.values import (
+    item_size,
+    number_size,
+    set_difference,
+    set_union,
+    validate_item,
+    validate_value,
+    values_equal,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model_strategies import attribute_values, decimals, names, number_texts
@@ -168,3 +176,24 @@ def test_any_json_item_is_either_valid_or_a_client_error(item: Any) -> None:
     except ClientError:
         return
     assert validate_item(canonical) == canonical
+
+
+@given(
+    st.lists(decimals(), min_size=1, max_size=6, unique=True),
+    st.lists(decimals(), min_size=1, max_size=6, unique=True),
+)
+def test_set_union_and_difference_agree_with_value_equality(
+    left: list[Decimal], right: list[Decimal]
+) -> None:
+    a = validate_value({"NS": [format(d, "f") for d in left]})
+    b = validate_value({"NS": [format(d, "E") for d in right]})
+    union = set_union(a, b)
+    assert {Decimal(n) for n in union["NS"]} == set(left) | set(right)
+    assert len(union["NS"]) == len(set(left) | set(right))
+    difference = set_difference(a, b)
+    expected = set(left) - set(right)
+    if expected:
+        assert difference is not None
+        assert {Decimal(n) for n in difference["NS"]} == expected
+    else:
+        assert difference is None
