@@ -70,6 +70,7 @@ UPDATE_TYPE_NAMES = {
     "M": "MAP",
 }
 SET_TYPES = ("SS", "NS", "BS")
+ORDERED_TYPES = ("S", "N", "B")
 
 
 @dataclass
@@ -230,7 +231,17 @@ class _Resolver:
         args = tuple(self.operand(arg) for arg in node.args)
         resolved = ast.Function(node.name, args)
         if node.name not in allowed:
-            self.problems.add("unknown_function", f"Invalid function name; function: {node.name}")
+            if node.name in ast.UPDATE_FUNCTIONS:
+                message = (
+                    f"The function is not allowed in a condition expression; function: {node.name}"
+                )
+            elif node.name in ast.CONDITION_FUNCTIONS:
+                message = (
+                    f"The function is not allowed in an update expression; function: {node.name}"
+                )
+            else:
+                message = f"Invalid function name; function: {node.name}"
+            self.problems.add("unknown_function", message)
             return resolved
         if not self.update:
             self.check_misused(args)
@@ -274,10 +285,8 @@ class _Resolver:
                 )
             return None
         if name == "attribute_type":
-            if not isinstance(args[0], ast.Path):
-                return (
-                    f"Operator or function requires a document path; operator or function: {name}"
-                )
+            # The first operand may be a value too (its type is then known); the second must
+            # be a value naming a type.
             type_ = _static_type(args[1])
             if type_ != "S":
                 return operand_type(type_ or ANY_TYPE_TEXT)
@@ -322,12 +331,15 @@ class _Resolver:
             left, right = self.operand(node.left), self.operand(node.right)
             self.check_misused((left, right))
             self.check_distinct(node.op, (left, right))
+            if node.op not in ("=", "<>"):
+                self._check_orderable(node.op, (left, right))
             return ast.Compare(node.op, left, right)
         if isinstance(node, ast.Between):
             self.operators += 1
             operand = self.operand(node.operand)
             low, high = self.operand(node.low), self.operand(node.high)
             self.check_misused((operand, low, high))
+            self._check_orderable("BETWEEN", (operand, low, high))
             self._check_bounds(low, high)
             return ast.Between(operand, low, high)
         if isinstance(node, ast.In):
@@ -352,6 +364,20 @@ class _Resolver:
                 )
             return resolved
         raise AssertionError(f"not a written condition: {node!r}")
+
+    def _check_orderable(self, operator: str, operands: tuple[ast.Operand, ...]) -> None:
+        """An ordering comparison refuses a value of a type without an order (only S, N and B
+        have one); a path to such a value is not an error, the comparison is just false."""
+        for operand in operands:
+            if isinstance(operand, ast.Literal):
+                type_ = value_type(operand.value)
+                if type_ not in ORDERED_TYPES:
+                    self.problems.add(
+                        "function",
+                        "Incorrect operand type for operator or function; operator or function: "
+                        f"{operator}, operand type: {type_}",
+                    )
+                    return
 
     def _check_bounds(self, low: ast.Operand, high: ast.Operand) -> None:
         if not (isinstance(low, ast.Literal) and isinstance(high, ast.Literal)):

@@ -103,7 +103,9 @@ def test_comparisons_with_a_absent_attribute_are_false_except_not_equal() -> Non
 
 def test_sets_lists_and_maps_compare_for_equality_only() -> None:
     assert holds("l[2] = :map")
-    assert not holds("l[2] < :map")
+    assert not holds("l[2] <> :map")
+    assert not holds("l[2] < m")  # paths to unordered types: false, not an error
+    assert not holds("ss >= ss[0]")
 
 
 def test_between_is_inclusive() -> None:
@@ -153,6 +155,21 @@ def test_attribute_exists_and_not_exists() -> None:
 def test_attribute_type_matches_the_stored_type(path: str, type_: str) -> None:
     assert holds(f"attribute_type({path}, {type_})")
     assert not holds(f"attribute_type({path}, {':tN' if type_ != ':tN' else ':tS'})")
+
+
+def test_attribute_type_of_a_value_is_the_values_type() -> None:
+    assert holds("attribute_type(:ten, :tN)")
+    assert not holds("attribute_type(:ten, :tS)")
+
+
+def test_contains_finds_sets_and_lists_inside_a_list() -> None:
+    item = {"e": {"L": [{"S": "hi"}, {"NS": ["1", "2"]}, {"L": [{"N": "3"}]}]}}
+    ctx = ExpressionContext(
+        None, {":set": {"NS": ["2", "1"]}, ":list": {"L": [{"N": "3.0"}]}, ":b": {"B": "AQ=="}}
+    )
+    assert ctx.condition("contains(e, :set)").evaluate(item)
+    assert ctx.condition("contains(e, :list)").evaluate(item)
+    assert not ctx.condition("contains(e, :b)").evaluate(item)
 
 
 def test_begins_with_on_strings_and_binaries() -> None:

@@ -122,8 +122,25 @@ def test_an_unknown_function_is_rejected() -> None:
     assert cond_message("frobnicate(a)") == (
         "Invalid ConditionExpression: Invalid function name; function: frobnicate"
     )
+    assert update_message("SET a = f123_hi(b)") == (
+        "Invalid UpdateExpression: Invalid function name; function: f123_hi"
+    )
+
+
+def test_function_names_are_case_sensitive() -> None:
+    assert update_message("SET a = LIST_APPEND(a, :l)") == (
+        "Invalid UpdateExpression: Invalid function name; function: LIST_APPEND"
+    )
+
+
+def test_condition_functions_are_not_allowed_in_updates_and_the_reverse() -> None:
     assert update_message("SET a = size(b)") == (
-        "Invalid UpdateExpression: Invalid function name; function: size"
+        "Invalid UpdateExpression: The function is not allowed in an update expression; "
+        "function: size"
+    )
+    assert cond_message("if_not_exists(a, a) = :n") == (
+        "Invalid ConditionExpression: The function is not allowed in a condition expression; "
+        "function: if_not_exists"
     )
 
 
@@ -205,6 +222,29 @@ def test_between_bounds_must_share_a_type_and_be_in_order() -> None:
         "than or equal to lower bound; lower bound operand: AttributeValue: {N:2}, upper bound "
         "operand: AttributeValue: {N:1}"
     )
+
+
+@pytest.mark.parametrize("op", ["<", "<=", ">", ">="])
+@pytest.mark.parametrize(("value", "type_"), [(":b", "BOOL"), (":l", "L"), (":ss", "SS")])
+def test_ordering_a_value_without_an_order_is_rejected(op: str, value: str, type_: str) -> None:
+    assert cond_message(f"a {op} {value}") == (
+        "Invalid ConditionExpression: Incorrect operand type for operator or function; "
+        f"operator or function: {op}, operand type: {type_}"
+    )
+    assert message("filter", f"size(a) {op} {value}").startswith(
+        "Invalid FilterExpression: Incorrect operand type"
+    )
+
+
+def test_between_refuses_values_without_an_order() -> None:
+    assert cond_message("a BETWEEN :b AND :b") == (
+        "Invalid ConditionExpression: Incorrect operand type for operator or function; "
+        "operator or function: BETWEEN, operand type: BOOL"
+    )
+
+
+def test_equality_takes_values_of_every_type() -> None:
+    ExpressionContext(None, dict(VALUES)).condition("a = :l OR a <> :ss OR a IN (:b, :l)")
 
 
 def test_redundant_parentheses_are_rejected() -> None:
