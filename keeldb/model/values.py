@@ -83,8 +83,7 @@ def _shape_error(value: object, expected: str) -> SerializationException:
     """The deserializer's complaint about `value` where `expected` ("String", "Boolean",
     "Blob", "List", "Map" or "Structure") was due."""
     if isinstance(value, list):
-        if expected == "List":
-            raise AssertionError("a list is the expected shape")
+        assert expected != "List", "a list is the expected shape, not an error"
         return SerializationException("Start of list found where not expected")
     if isinstance(value, dict):
         return SerializationException("Start of structure or map found where not expected.")
