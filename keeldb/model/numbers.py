@@ -5,8 +5,8 @@ magnitude lies between 1E-130 and 9.9999999999999999999999999999999999999E+125 (
 as canonical decimal strings in plain notation ("1.50" -> "1.5", "-0" -> "0", "1E+2" -> "100"),
 which is how DynamoDB returns them (1E+100 comes back as a 1 and a hundred zeros; boto3's
 resource layer, which reads numbers with a 38-digit context, is known to choke on exactly
-that). Every result is computed exactly: it never rounds, and it
-never touches the global `decimal` context (other code, in other threads, may change that).
+that). Every result is computed exactly: it never rounds, and it never touches the global
+`decimal` context (other code, in other threads, may change that).
 """
 
 from __future__ import annotations
