@@ -64,6 +64,25 @@ HEALTH_TEMPLATE = "healthy: dynamodb.{region}.amazonaws.com "
 NOT_FOUND_BODY = b"<UnknownOperationException/>\n"
 INTERNAL_ERROR_MESSAGE = "Internal server error"
 
+# The headers the front end reads when it does not verify signatures (with SigV4 every
+# header may be signed, so all are kept).
+USED_HEADERS = frozenset(
+    {
+        "content-length",
+        "content-type",
+        "x-amz-target",
+        "expect",
+        "origin",
+        "access-control-request-headers",
+        "access-control-request-method",
+    }
+)
+# Raw header names seen so far -> their lower-case form; clients send the same few names in
+# the same case, so this saves decoding and lower-casing them on every request. Bounded so
+# that a client inventing names cannot grow it.
+HEADER_NAME_CACHE_ENTRIES_MAX = 512
+_HEADER_KEYS: dict[bytes, str] = {}
+
 _REASONS = {
     100: "Continue",
     200: "OK",
@@ -291,6 +310,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = bytearray()
         self._headers: dict[str, str] = {}
+        self._keep_all_headers = server.verifier is not None
         self._head_bytes = 0
         self._body = bytearray()
         self._refused = False
@@ -362,10 +382,20 @@ class HttpProtocol(asyncio.Protocol):
         if self._head_bytes > REQUEST_HEAD_BYTES_MAX:
             self._refuse(400)
             return
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else previous + "," + text
+        key = _HEADER_KEYS.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_HEADER_KEYS) < HEADER_NAME_CACHE_ENTRIES_MAX:
+                _HEADER_KEYS[name] = key
+        # Without signature checks only a few headers matter; skipping the rest keeps the
+        # per-request cost of the SDKs' many headers (user agent, invocation id ...) low.
+        if self._keep_all_headers or key in USED_HEADERS:
+            headers = self._headers
+            text = value.decode("latin-1")
+            if key in headers:
+                headers[key] += "," + text
+            else:
+                headers[key] = text
 
     def on_headers_complete(self) -> None:
         if self._refused:
