@@ -47,9 +47,11 @@ json_values = st.recursive(
     max_leaves=8,
 )
 type_names = st.sampled_from(["S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS", "L", "M", "X"])
-attribute_values = st.recursive(
+garbage_values = st.recursive(
     st.dictionaries(
-        type_names, json_scalars | st.sampled_from(["1", "a", "AA==", "-0", "1e200"]), max_size=2
+        type_names,
+        json_scalars | st.sampled_from(["1", "a", "AA==", "-0", "1e200"]),
+        max_size=2,
     ),
     lambda inner: st.dictionaries(
         type_names,
@@ -58,6 +60,24 @@ attribute_values = st.recursive(
     ),
     max_leaves=6,
 )
+valid_values = st.recursive(
+    st.one_of(
+        st.builds(lambda t: {"S": t}, st.text(max_size=5)),
+        st.builds(lambda i: {"N": str(i)}, st.integers(-100, 100)),
+        st.builds(lambda b: {"BOOL": b}, st.booleans()),
+        st.just({"NULL": True}),
+        st.just({"B": "AAE="}),
+        st.builds(
+            lambda xs: {"SS": sorted(xs)}, st.sets(st.text(max_size=3), min_size=1, max_size=3)
+        ),
+    ),
+    lambda inner: (
+        st.builds(lambda xs: {"L": xs}, st.lists(inner, max_size=3))
+        | st.builds(lambda m: {"M": m}, st.dictionaries(st.text(max_size=3), inner, max_size=3))
+    ),
+    max_leaves=6,
+)
+attribute_values = valid_values | garbage_values
 items = st.dictionaries(
     st.sampled_from(["pk", "sk", "a", "b", "#a", ":v"]), attribute_values | json_values, max_size=4
 )
