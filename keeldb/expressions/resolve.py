@@ -25,7 +25,9 @@ CONDITION_PROBLEM_ORDER = (
     "unknown_function",
     "misused_function",
     "reserved",
+    "index_range",
     "undefined",
+    "nesting",
     "operand_count",
     "distinct",
     "function",
@@ -33,17 +35,30 @@ CONDITION_PROBLEM_ORDER = (
 UPDATE_PROBLEM_ORDER = (
     "limits",
     "reserved",
+    "index_range",
     "unknown_function",
     "misused_function",
     "section",
     "undefined_name",
     "undefined_value",
+    "nesting",
     "overlap",
     "conflict",
     "operand",
     "function",
 )
-PROJECTION_PROBLEM_ORDER = ("reserved", "undefined_name", "overlap", "conflict")
+PROJECTION_PROBLEM_ORDER = (
+    "reserved",
+    "index_range",
+    "undefined_name",
+    "nesting",
+    "overlap",
+    "conflict",
+)
+# A list index is a Java int in DynamoDB: larger ones are refused.
+LIST_INDEX_MAX = 2**31 - 1
+# "DynamoDB supports nested attributes up to 32 levels deep": a path has at most 32 parts.
+PATH_PARTS_MAX = 32
 
 FUNCTION_ARITY = {
     "attribute_exists": 1,
@@ -142,6 +157,11 @@ class _Resolver:
         parts: list[ast.PathPart] = []
         for part in path.parts:
             if isinstance(part, int):
+                if part > LIST_INDEX_MAX:
+                    self.problems.add(
+                        "index_range",
+                        f"List index is not within the allowable range; index: [{part}]",
+                    )
                 parts.append(part)
             elif part.startswith("#"):
                 parts.append(self.name(part))
@@ -152,6 +172,11 @@ class _Resolver:
                         f"Attribute name is a reserved keyword; reserved keyword: {part}",
                     )
                 parts.append(part)
+        if len(parts) > PATH_PARTS_MAX:
+            self.problems.add(
+                "nesting",
+                f"The document path has too many nesting levels; nesting levels: {len(parts)}",
+            )
         return ast.Path(tuple(parts))
 
     def name(self, placeholder: str) -> str:

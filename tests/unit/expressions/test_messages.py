@@ -104,6 +104,22 @@ def test_a_reserved_word_as_an_attribute_name_is_rejected() -> None:
     )
 
 
+def test_a_path_may_be_32_levels_deep() -> None:
+    ExpressionContext(None, None).projection("a" + ".b" * 31)
+    assert message("projection", "a" + ".b" * 32) == (
+        "Invalid ProjectionExpression: The document path has too many nesting levels; "
+        "nesting levels: 33"
+    )
+
+
+def test_a_list_index_must_fit_a_32_bit_integer() -> None:
+    ExpressionContext(None, None).projection("a[2147483647]")
+    assert message("projection", "a[2147483648]") == (
+        "Invalid ProjectionExpression: List index is not within the allowable range; "
+        "index: [2147483648]"
+    )
+
+
 def test_an_undefined_name_is_rejected() -> None:
     assert cond_message("#zz = :n") == (
         "Invalid ConditionExpression: An expression attribute name used in the document path is "
