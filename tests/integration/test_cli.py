@@ -145,3 +145,55 @@ def test_the_aws_cli_lists_tables(
     )
     assert result.returncode == 0, result.stderr
     assert name in json.loads(result.stdout)["TableNames"]
+
+
+def test_sigterm_during_writes_loses_no_acknowledged_write(
+    server_factory: Callable[..., Any], client_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    data = tmp_path / "busy"
+    first = server_factory(data_dir=data)
+    ddb = client_factory(first.url)
+    ddb.create_table(
+        TableName="busy",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def writer(number: int) -> None:
+        client = client_factory(first.url)
+        for index in range(100_000):
+            if stop.is_set():
+                return
+            key = f"w{number}-{index}"
+            try:
+                client.put_item(TableName="busy", Item={"pk": {"S": key}})
+            except Exception:  # noqa: BLE001 - the server is going away: stop writing
+                return
+            acknowledged.append(key)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(acknowledged) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first.stop(signal.SIGTERM) == 0
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(acknowledged) >= 50
+
+    second = server_factory(data_dir=data)
+    ddb = client_factory(second.url)
+    missing = [
+        key
+        for key in acknowledged
+        if "Item" not in ddb.get_item(TableName="busy", Key={"pk": {"S": key}}, ConsistentRead=True)
+    ]
+    assert missing == []
