@@ -318,6 +318,8 @@ PROJECTION_SHAPE: Shape = {"ProjectionType": "S", "NonKeyAttributes": ["S"]}
 TAGS_SHAPE: Shape = [{"Key": "S", "Value": "S"}]
 STREAM_SHAPE: Shape = {"StreamEnabled": "Z", "StreamViewType": "S"}
 SSE_SHAPE: Shape = {"Enabled": "Z", "SSEType": "S", "KMSMasterKeyId": "S"}
+ON_DEMAND_SHAPE: Shape = {"MaxReadRequestUnits": "L", "MaxWriteRequestUnits": "L"}
+WARM_SHAPE: Shape = {"ReadUnitsPerSecond": "L", "WriteUnitsPerSecond": "L"}
 ATTRIBUTE_DEFINITIONS_SHAPE: Shape = [{"AttributeName": "S", "AttributeType": "S"}]
 INDEX_SHAPE: Shape = {
     "IndexName": "S",
@@ -338,6 +340,8 @@ CREATE_TABLE_SHAPE: Shape = {
     "Tags": TAGS_SHAPE,
     "TableClass": "S",
     "DeletionProtectionEnabled": "Z",
+    "OnDemandThroughput": ON_DEMAND_SHAPE,
+    "WarmThroughput": WARM_SHAPE,
 }
 UPDATE_TABLE_SHAPE: Shape = {
     "TableName": "S",
@@ -355,6 +359,8 @@ UPDATE_TABLE_SHAPE: Shape = {
     "SSESpecification": SSE_SHAPE,
     "TableClass": "S",
     "DeletionProtectionEnabled": "Z",
+    "OnDemandThroughput": ON_DEMAND_SHAPE,
+    "WarmThroughput": WARM_SHAPE,
 }
 TABLE_NAME_SHAPE: Shape = {"TableName": "S"}
 LIST_TABLES_SHAPE: Shape = {"ExclusiveStartTableName": "S", "Limit": "L"}
@@ -620,6 +626,15 @@ def _check_stream_model(v: Violations, spec: dict[str, Any] | None) -> None:
     v.enum(spec.get("StreamViewType"), "streamSpecification.streamViewType", STREAM_VIEW_TYPES)
 
 
+def _check_units_model(
+    v: Violations, spec: dict[str, Any] | None, path: str, members: Sequence[str], low: int
+) -> None:
+    if spec is None:
+        return
+    for member in members:
+        v.at_least(spec.get(member), f"{path}.{member[:1].lower()}{member[1:]}", low)
+
+
 def _check_sse_model(v: Violations, spec: dict[str, Any] | None) -> None:
     if spec is not None:
         v.enum(spec.get("SSEType"), "sSESpecification.sSEType", SSE_TYPES)
@@ -696,6 +711,91 @@ def _check_account_capacity(db: Database, table: Table) -> None:
                 f"account in {db.region}. Current {member} reserved by the account: {reserved}. "
                 f"Limit: {limit}. Requested: {wanted}. {REFER_TO_GUIDE}"
             )
+
+
+ON_DEMAND_MEMBERS = (
+    ("MaxReadRequestUnits", "on_demand_read_units", TABLE_READ_CAPACITY_UNITS_MAX, "Read"),
+    ("MaxWriteRequestUnits", "on_demand_write_units", TABLE_WRITE_CAPACITY_UNITS_MAX, "Write"),
+)
+ON_DEMAND_CLEAR = -1  # UpdateTable's value that removes a MaxRead/WriteRequestUnits setting
+
+
+def _on_demand_changes(
+    db: Database, spec: dict[str, Any], billing_mode: str, *, updating: bool
+) -> dict[str, Any]:
+    """The record fields an OnDemandThroughput sets, merged member by member."""
+    changes: dict[str, Any] = {}
+    for member, field_name, limit, kind in ON_DEMAND_MEMBERS:
+        value = spec.get(member)
+        if value is None:
+            continue
+        if billing_mode == BILLING_PROVISIONED:
+            raise ValidationException(
+                INVALID + f"{member} for OnDemandThroughput cannot be specified when the table "
+                "BillingMode is PROVISIONED"
+            )
+        if updating and value == ON_DEMAND_CLEAR:
+            changes[field_name] = None
+            continue
+        if value < 1:
+            raise ValidationException(
+                INVALID + f"Requested {member} for OnDemandThroughput for table is outside of "
+                "valid range"
+            )
+        if value > limit:
+            raise LimitExceededException(
+                f"Subscriber limit exceeded: Requested {member} for OnDemandThroughput for table "
+                f"exceeds TableMax{kind}CapacityUnits of the account in region {db.region}"
+            )
+        changes[field_name] = value
+    return changes
+
+
+WARM_MEMBERS = (
+    ("ReadUnitsPerSecond", "warm_read_units", "ReadCapacityUnits"),
+    ("WriteUnitsPerSecond", "warm_write_units", "WriteCapacityUnits"),
+)
+
+
+def _warm_at_create(spec: dict[str, Any] | None, billing_mode: str, body: Body) -> dict[str, int]:
+    """The WarmThroughput a new table starts with: what its capacity mode gives, or more."""
+    throughput = body.get("ProvisionedThroughput") or {}
+    warm = {
+        "warm_read_units": throughput.get("ReadCapacityUnits", WARM_READ_UNITS_ON_DEMAND),
+        "warm_write_units": throughput.get("WriteCapacityUnits", WARM_WRITE_UNITS_ON_DEMAND),
+    }
+    for member, field_name, capacity_member in WARM_MEMBERS:
+        value = (spec or {}).get(member)
+        if value is None:
+            continue
+        if value < warm[field_name]:
+            if billing_mode == BILLING_PAY_PER_REQUEST:
+                raise ValidationException(
+                    INVALID + f"Requested {member} for WarmThroughput for table is lower than "
+                    "initial throughput for OnDemand. See: https://docs.aws.amazon.com/"
+                    "amazondynamodb/latest/developerguide/warm-throughput.html"
+                )
+            raise ValidationException(
+                INVALID + f"Requested {member} for WarmThroughput for table is lower than "
+                f"{capacity_member} of ProvisionedThroughput"
+            )
+        warm[field_name] = value
+    return warm
+
+
+def _warm_changes(spec: dict[str, Any], table: Table) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for member, field_name, _capacity in WARM_MEMBERS:
+        value = spec.get(member)
+        if value is None:
+            continue
+        if value < getattr(table, field_name):
+            raise ValidationException(
+                INVALID + f"Requested {member} for WarmThroughput for table is lower than current "
+                "WarmThroughput, decreasing WarmThroughput is not supported"
+            )
+        changes[field_name] = value
+    return changes
 
 
 def _check_tags(tags: list[dict[str, Any]], existing: dict[str, str]) -> dict[str, str]:
@@ -859,6 +959,13 @@ def describe(
     if table.stream_label is not None:
         desc["LatestStreamLabel"] = table.stream_label
         desc["LatestStreamArn"] = table.stream_arn
+    on_demand: Body = {}
+    if table.on_demand_read_units is not None:
+        on_demand["MaxReadRequestUnits"] = table.on_demand_read_units
+    if table.on_demand_write_units is not None:
+        on_demand["MaxWriteRequestUnits"] = table.on_demand_write_units
+    if on_demand:
+        desc["OnDemandThroughput"] = on_demand
     if table.sse_enabled:
         desc["SSEDescription"] = {
             "Status": "ENABLED",
@@ -898,6 +1005,13 @@ def _check_create_model(body: Body) -> None:
     _check_sse_model(v, body.get("SSESpecification"))
     _check_tags_model(v, body.get("Tags"), "tags")
     v.enum(body.get("TableClass"), "tableClass", TABLE_CLASSES)
+    _check_units_model(
+        v,
+        body.get("WarmThroughput"),
+        "warmThroughput",
+        ("ReadUnitsPerSecond", "WriteUnitsPerSecond"),
+        1,
+    )
     v.raise_if_any()
 
 
@@ -1196,6 +1310,10 @@ async def create_table(db: Database, body: Body) -> Body:
     local, global_ = _check_indexes(db, body, defined, billing_mode)
     stream_enabled, view_type = _check_stream_at_create(body.get("StreamSpecification"))
     sse_enabled, sse_type, kms_key = _check_sse(db, body.get("SSESpecification"))
+    on_demand = _on_demand_changes(
+        db, body.get("OnDemandThroughput") or {}, billing_mode, updating=False
+    )
+    warm = _warm_at_create(body.get("WarmThroughput"), billing_mode, body)
     tags = _check_tags(body.get("Tags") or [], {})
 
     name = body["TableName"]
@@ -1225,8 +1343,10 @@ async def create_table(db: Database, body: Body) -> Body:
             billing_mode=billing_mode,
             read_capacity_units=throughput.get("ReadCapacityUnits", 0),
             write_capacity_units=throughput.get("WriteCapacityUnits", 0),
-            warm_read_units=throughput.get("ReadCapacityUnits", WARM_READ_UNITS_ON_DEMAND),
-            warm_write_units=throughput.get("WriteCapacityUnits", WARM_WRITE_UNITS_ON_DEMAND),
+            warm_read_units=warm["warm_read_units"],
+            warm_write_units=warm["warm_write_units"],
+            on_demand_read_units=on_demand.get("on_demand_read_units"),
+            on_demand_write_units=on_demand.get("on_demand_write_units"),
             decreases_day=_utc_day(now),
             pay_per_request_since=now if billing_mode == BILLING_PAY_PER_REQUEST else None,
             stream_enabled=stream_enabled,
@@ -1383,6 +1503,13 @@ def _check_update_model(body: Body) -> None:
     _check_stream_model(v, body.get("StreamSpecification"))
     _check_sse_model(v, body.get("SSESpecification"))
     v.enum(body.get("TableClass"), "tableClass", TABLE_CLASSES)
+    _check_units_model(
+        v,
+        body.get("WarmThroughput"),
+        "warmThroughput",
+        ("ReadUnitsPerSecond", "WriteUnitsPerSecond"),
+        1,
+    )
     v.raise_if_any()
 
 
@@ -1398,6 +1525,8 @@ def _check_update_request(body: Body) -> None:
             "SSESpecification",
             "DeletionProtectionEnabled",
             "TableClass",
+            "OnDemandThroughput",
+            "WarmThroughput",
         )
         if m in body
     ]
@@ -1416,6 +1545,15 @@ def _check_update_request(body: Body) -> None:
     if "DeletionProtectionEnabled" in asked and len(asked) > 1:
         raise ValidationException(
             INVALID + "DeletionProtection modification must be the only operation in the request"
+        )
+    if "WarmThroughput" in asked and len(asked) > 1:
+        raise ValidationException(
+            INVALID + "WarmThroughput must be the only operation in the request"
+        )
+    if "OnDemandThroughput" in asked and set(asked) - {"OnDemandThroughput", "BillingMode"}:
+        raise ValidationException(
+            INVALID + "OnDemandThroughput can only be combined with BillingMode in an "
+            "UpdateTable request"
         )
     changes_iops = "ProvisionedThroughput" in body or body.get("BillingMode") == (
         BILLING_PROVISIONED
@@ -1488,6 +1626,8 @@ def _throughput_changes(db: Database, body: Body, table: Table, now: float) -> d
             "billing_mode": BILLING_PROVISIONED,
             "read_capacity_units": read,
             "write_capacity_units": write,
+            "on_demand_read_units": None,
+            "on_demand_write_units": None,
             **warm,
         }
     current_read, current_write = table.read_capacity_units, table.write_capacity_units
@@ -1594,6 +1734,13 @@ async def update_table(db: Database, body: Body) -> Body:
             changes.update(_stream_changes(body["StreamSpecification"], table, now))
         if "SSESpecification" in body:
             changes.update(_sse_changes(db, body["SSESpecification"], table))
+        if "OnDemandThroughput" in body:
+            billing_mode = body.get("BillingMode", table.billing_mode)
+            changes.update(
+                _on_demand_changes(db, body["OnDemandThroughput"], billing_mode, updating=True)
+            )
+        if "WarmThroughput" in body:
+            changes.update(_warm_changes(body["WarmThroughput"], table))
         if "DeletionProtectionEnabled" in body:
             changes["deletion_protection"] = body["DeletionProtectionEnabled"]
         if "TableClass" in body:

@@ -125,6 +125,10 @@ class Table:
     # was PAY_PER_REQUEST, else the highest provisioned units); it never decreases.
     warm_read_units: int = 0
     warm_write_units: int = 0
+    # OnDemandThroughput of a PAY_PER_REQUEST table: the most request units per second it may
+    # use; None where unset (DynamoDB then omits the member).
+    on_demand_read_units: int | None = None
+    on_demand_write_units: int | None = None
     # When TableClass was changed by UpdateTable (DynamoDB allows 2 changes in 30 days).
     table_class_updates: tuple[float, ...] = ()
     local_indexes: tuple[SecondaryIndex, ...] = ()
@@ -187,6 +191,8 @@ class Table:
             "warm_read_units": self.warm_read_units,
             "warm_write_units": self.warm_write_units,
             "table_class_updates": list(self.table_class_updates),
+            "on_demand_read_units": self.on_demand_read_units,
+            "on_demand_write_units": self.on_demand_write_units,
             "local_indexes": [i.to_record() for i in self.local_indexes],
             "global_indexes": [i.to_record() for i in self.global_indexes],
             "extra": self.extra,
@@ -226,6 +232,8 @@ class Table:
             warm_read_units=record.get("warm_read_units", 0),
             warm_write_units=record.get("warm_write_units", 0),
             table_class_updates=tuple(record.get("table_class_updates", ())),
+            on_demand_read_units=record.get("on_demand_read_units"),
+            on_demand_write_units=record.get("on_demand_write_units"),
             local_indexes=tuple(SecondaryIndex.from_record(i) for i in record["local_indexes"]),
             global_indexes=tuple(SecondaryIndex.from_record(i) for i in record["global_indexes"]),
             extra=dict(record["extra"]),

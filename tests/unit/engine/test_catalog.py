@@ -1115,6 +1115,144 @@ def test_warm_throughput_tracks_the_highest_capacity(node: Node) -> None:
     assert (warm["ReadUnitsPerSecond"], warm["WriteUnitsPerSecond"]) == (12000, 4000)
 
 
+def test_on_demand_throughput_is_set_merged_and_cleared(node: Node) -> None:
+    node.create(OnDemandThroughput={"MaxReadRequestUnits": 100})
+    assert node.describe()["OnDemandThroughput"] == {"MaxReadRequestUnits": 100}
+    node.call(
+        "UpdateTable", {"TableName": "things", "OnDemandThroughput": {"MaxWriteRequestUnits": 50}}
+    )
+    assert node.describe()["OnDemandThroughput"] == {
+        "MaxReadRequestUnits": 100,
+        "MaxWriteRequestUnits": 50,
+    }
+    node.call(
+        "UpdateTable", {"TableName": "things", "OnDemandThroughput": {"MaxReadRequestUnits": -1}}
+    )
+    assert node.describe()["OnDemandThroughput"] == {"MaxWriteRequestUnits": 50}
+    node.call(
+        "UpdateTable", {"TableName": "things", "OnDemandThroughput": {"MaxWriteRequestUnits": -1}}
+    )
+    assert "OnDemandThroughput" not in node.describe()
+
+
+@pytest.mark.parametrize(
+    ("op", "members", "error", "message"),
+    [
+        (
+            "CreateTable",
+            {
+                "BillingMode": None,
+                "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
+                "OnDemandThroughput": {"MaxReadRequestUnits": 5},
+            },
+            ValidationException,
+            "One or more parameter values were invalid: MaxReadRequestUnits for OnDemandThroughput "
+            "cannot be specified when the table BillingMode is PROVISIONED",
+        ),
+        (
+            "CreateTable",
+            {"OnDemandThroughput": {"MaxWriteRequestUnits": 0}},
+            ValidationException,
+            "One or more parameter values were invalid: Requested MaxWriteRequestUnits for "
+            "OnDemandThroughput for table is outside of valid range",
+        ),
+        (
+            "CreateTable",
+            {"OnDemandThroughput": {"MaxReadRequestUnits": -1}},
+            ValidationException,
+            "One or more parameter values were invalid: Requested MaxReadRequestUnits for "
+            "OnDemandThroughput for table is outside of valid range",
+        ),
+        (
+            "CreateTable",
+            {"OnDemandThroughput": {"MaxReadRequestUnits": 40001}},
+            LimitExceededException,
+            "Subscriber limit exceeded: Requested MaxReadRequestUnits for OnDemandThroughput for "
+            "table exceeds TableMaxReadCapacityUnits of the account in region us-east-1",
+        ),
+        (
+            "CreateTable",
+            {"WarmThroughput": {"ReadUnitsPerSecond": 11999}},
+            ValidationException,
+            "One or more parameter values were invalid: Requested ReadUnitsPerSecond for "
+            "WarmThroughput for table is lower than initial throughput for OnDemand. See: "
+            "https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/warm-throughput.html",
+        ),
+        (
+            "CreateTable",
+            {
+                "BillingMode": None,
+                "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+                "WarmThroughput": {"WriteUnitsPerSecond": 4},
+            },
+            ValidationException,
+            "One or more parameter values were invalid: Requested WriteUnitsPerSecond for "
+            "WarmThroughput for table is lower than WriteCapacityUnits of ProvisionedThroughput",
+        ),
+    ],
+)
+def test_on_demand_and_warm_throughput_rules_at_creation(
+    node: Node, op: str, members: dict[str, Any], error: type[ClientError], message: str
+) -> None:
+    expect(node, op, table_body(**members), error, message)
+    assert node.call("ListTables", {})["TableNames"] == []
+
+
+def test_warm_throughput_can_be_raised_but_never_lowered(node: Node) -> None:
+    node.create(WarmThroughput={"ReadUnitsPerSecond": 13000})
+    warm = node.describe()["WarmThroughput"]
+    assert (warm["ReadUnitsPerSecond"], warm["WriteUnitsPerSecond"]) == (13000, 4000)
+    node.call(
+        "UpdateTable", {"TableName": "things", "WarmThroughput": {"WriteUnitsPerSecond": 5000}}
+    )
+    assert node.describe()["WarmThroughput"]["WriteUnitsPerSecond"] == 5000
+    expect(
+        node,
+        "UpdateTable",
+        {"TableName": "things", "WarmThroughput": {"ReadUnitsPerSecond": 12000}},
+        ValidationException,
+        "One or more parameter values were invalid: Requested ReadUnitsPerSecond for "
+        "WarmThroughput for table is lower than current WarmThroughput, decreasing "
+        "WarmThroughput is not supported",
+    )
+    expect(
+        node,
+        "UpdateTable",
+        {
+            "TableName": "things",
+            "WarmThroughput": {"ReadUnitsPerSecond": 14000},
+            "DeletionProtectionEnabled": True,
+        },
+        ValidationException,
+        "One or more parameter values were invalid: DeletionProtection modification must be the "
+        "only operation in the request",
+    )
+    expect(
+        node,
+        "UpdateTable",
+        {
+            "TableName": "things",
+            "WarmThroughput": {"ReadUnitsPerSecond": 14000},
+            "BillingMode": "PAY_PER_REQUEST",
+        },
+        ValidationException,
+        "One or more parameter values were invalid: WarmThroughput must be the only operation in "
+        "the request",
+    )
+    expect(
+        node,
+        "UpdateTable",
+        {
+            "TableName": "things",
+            "OnDemandThroughput": {"MaxReadRequestUnits": 5},
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+        },
+        ValidationException,
+        "One or more parameter values were invalid: OnDemandThroughput can only be combined with "
+        "BillingMode in an UpdateTable request",
+    )
+
+
 def test_capacity_above_the_per_table_quota_is_a_limit(node: Node) -> None:
     expect(
         node,

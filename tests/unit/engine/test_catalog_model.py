@@ -278,6 +278,8 @@ JSON = st.recursive(
                     "Update",
                     "Delete",
                     "ProvisionedThroughput",
+                    "MaxReadRequestUnits",
+                    "ReadUnitsPerSecond",
                 ]
             ),
             children,
@@ -305,6 +307,8 @@ MEMBERS = [
     "TagKeys",
     "NextToken",
     "GlobalSecondaryIndexUpdates",
+    "OnDemandThroughput",
+    "WarmThroughput",
 ]
 OPERATIONS = [
     "CreateTable",
@@ -384,6 +388,7 @@ FULL_CREATE: dict[str, Any] = {
     "Tags": [{"Key": "team", "Value": "storage"}],
     "TableClass": "STANDARD",
     "DeletionProtectionEnabled": False,
+    "WarmThroughput": {"ReadUnitsPerSecond": 5, "WriteUnitsPerSecond": 5},
 }
 
 
