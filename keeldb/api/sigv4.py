@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from keeldb.model.errors import (
     IncompleteSignatureException,
@@ -187,8 +187,11 @@ class Verifier:
                 "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' "
                 "as HTTP header."
             )
+        if authorization is None and query_auth:
+            _check_query_parameters(raw_query)
         if authorization is None or not authorization.strip().startswith("AWS4-"):
-            # Presigned (query-string) requests are not accepted by this front end.
+            # Presigned (query-string) requests are not accepted by this front end: DynamoDB's
+            # SDKs always sign with the Authorization header.
             raise MissingAuthenticationTokenException(MISSING_TOKEN_MESSAGE)
 
         params = _parse_authorization(authorization)
@@ -339,6 +342,27 @@ def _bad_date_message(value: str) -> str:
         f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
         "See http://en.wikipedia.org/wiki/ISO_8601"
     )
+
+
+QUERY_AUTH_PARAMETERS = (
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Signature",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Date",
+)
+
+
+def _check_query_parameters(raw_query: str) -> None:
+    """A request that starts query-string signing must carry all of its parameters."""
+    values = parse_qs(raw_query, keep_blank_values=True)
+    missing = "".join(
+        f"AWS query-string parameters must include '{name}'. "
+        for name in QUERY_AUTH_PARAMETERS
+        if not values.get(name, [""])[0]
+    )
+    if missing:
+        raise IncompleteSignatureException(missing + "Re-examine the query-string parameters.")
 
 
 def _query_keys(raw_query: str) -> set[str]:

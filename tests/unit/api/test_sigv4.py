@@ -307,3 +307,32 @@ def test_a_malformed_credentials_file_is_refused_with_its_line(tmp_path: Path, t
     path.write_text(text)
     with pytest.raises(ValueError, match=r"credentials:\d"):
         load_credentials(path)
+
+
+def test_query_string_signing_must_name_every_parameter() -> None:
+    with pytest.raises(IncompleteSignatureException) as caught:
+        verifier().verify("POST", "/", "X-Amz-Algorithm", {"host": "h"}, b"")
+    assert caught.value.message == (
+        "AWS query-string parameters must include 'X-Amz-Algorithm'. "
+        "AWS query-string parameters must include 'X-Amz-Credential'. "
+        "AWS query-string parameters must include 'X-Amz-Signature'. "
+        "AWS query-string parameters must include 'X-Amz-SignedHeaders'. "
+        "AWS query-string parameters must include 'X-Amz-Date'. "
+        "Re-examine the query-string parameters."
+    )
+
+
+def test_query_string_signing_names_only_the_missing_parameter() -> None:
+    query = "X-Amz-Algorithm=a&X-Amz-Credential=b&X-Amz-Signature=c&X-Amz-Date=d"
+    with pytest.raises(IncompleteSignatureException) as caught:
+        verifier().verify("POST", "/", query, {"host": "h"}, b"")
+    assert caught.value.message == (
+        "AWS query-string parameters must include 'X-Amz-SignedHeaders'. "
+        "Re-examine the query-string parameters."
+    )
+
+
+def test_query_parameters_without_the_algorithm_are_a_missing_token() -> None:
+    query = "X-Amz-Credential=a&X-Amz-Signature=b&X-Amz-SignedHeaders=c&X-Amz-Date=d"
+    with pytest.raises(MissingAuthenticationTokenException):
+        verifier().verify("POST", "/", query, {"host": "h"}, b"")
