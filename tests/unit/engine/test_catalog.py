@@ -1311,6 +1311,17 @@ def test_account_capacity_is_shared_by_all_provisioned_tables(node: Node) -> Non
     )
 
 
+def test_the_account_holds_at_most_2500_tables(node: Node) -> None:
+    for i in range(2500):
+        node.create(f"t{i:04d}")
+    err = node.error("CreateTable", table_body(TableName="one-too-many"))
+    assert isinstance(err, LimitExceededException)
+    assert "2500" in err.message
+    node.call("DeleteTable", {"TableName": "t0000"})
+    node.create("one-too-many")
+    assert len(catalog.list_tables(node.db)) == 2500
+
+
 def test_table_class_changes_twice_in_thirty_days(node: Node) -> None:
     node.create()
     for table_class in ["STANDARD_INFREQUENT_ACCESS", "STANDARD"]:
