@@ -92,6 +92,8 @@ def _encode_number(text: str) -> bytes:
 
 
 def _decode_number(data: bytes, start: int) -> tuple[str, int]:
+    if start >= len(data):
+        raise ValueError("missing number")
     tag = data[start]
     if tag == _TAG_ZERO:
         return "0", start + 1
@@ -177,6 +179,9 @@ def decode_key_value_at(data: bytes, start: int, type_: str) -> tuple[dict[str, 
     """The key value of type `type_` encoded at `start`, and the offset after it."""
     if type_ == "N":
         text, end = _decode_number(data, start)
+        # Only the one encoding of each number is valid: anything else is corruption.
+        if _encode_number(text) != data[start:end]:
+            raise ValueError("non-canonical number encoding")
         return {"N": text}, end
     raw, end = _unescape(data, start)
     if type_ == "S":

@@ -122,3 +122,12 @@ def test_comparison_bounds_select_exactly_the_matching_number_sort_keys(
         ">=": lambda d: d >= operand,
     }[operator]
     assert found == [d for d in unique if keep(d)]
+
+
+@given(st.binary(max_size=24), st.sampled_from(["S", "N", "B"]))
+def test_decoding_arbitrary_bytes_gives_a_key_value_or_value_error(data: bytes, type_: str) -> None:
+    try:
+        value = decode_key_value(data, type_)
+    except ValueError:
+        return
+    assert encode_key_value(value) == data

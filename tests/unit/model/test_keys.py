@@ -382,3 +382,11 @@ def test_hash_range_bounds_select_by_partition_hash() -> None:
         key = item_key("t", 0, value, None)
         low_half = int.from_bytes(partition_hash(value), "big") < half
         assert (start <= key < end) == low_half
+
+
+def test_non_canonical_number_encodings_are_refused() -> None:
+    one = encode_key_value({"N": "1"})
+    assert one == bytes([0x60, 130, 11, 0])  # tag, exponent 0 + 130, pair "10", end
+    for corrupt in (bytes([0x60, 130, 11, 1, 0]), bytes([0x60, 130, 1, 11, 0]), b""):
+        with pytest.raises(ValueError):
+            decode_key_value(corrupt, "N")
