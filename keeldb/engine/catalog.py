@@ -537,7 +537,7 @@ def _check_throughput(v: Violations, throughput: dict[str, Any] | None, path: st
             v.at_least(value, sub, 1)
 
 
-def _key_schema_text(elements: list[dict[str, Any] | None]) -> list[str]:
+def _key_schema_text(elements: Sequence[dict[str, Any] | None]) -> list[str]:
     def text(value: str | None) -> str:
         return "null" if value is None else value  # as Java prints a missing member
 
@@ -1650,6 +1650,7 @@ def _throughput_changes(db: Database, body: Body, table: Table, now: float) -> d
         # A new UTC day starts a new allowance, whichever comes first.
         next_allowed = min(next_allowed, (_utc_day(now) + 1) * SECONDS_PER_DAY)
         if done_today >= DECREASES_PER_DAY_FREE and now < next_allowed:
+            assert last is not None  # decreases were counted, so the last one has a time
             raise LimitExceededException(
                 "Subscriber limit exceeded: Provisioned throughput decreases are limited within a "
                 f"given UTC day. After the first {DECREASES_PER_DAY_FREE} decreases, each "
