@@ -4,34 +4,35 @@ This module owns the numbers; it holds no logic. The values come from AWS's Dyna
 Guide pages "Quotas in Amazon DynamoDB" (ServiceQuotas.html) and "Constraints in Amazon
 DynamoDB" (Constraints.html: keys, naming rules, data types, items, attributes, expression
 parameters, transactions, API-specific constraints), and from the member constraints of the API
-reference; each constant says why it exists. Code that enforces a
-limit imports it from here and never repeats the literal.
+reference; each constant says why it exists. Code that enforces a limit imports it from here
+and never repeats the literal.
 """
 
 from __future__ import annotations
 
 import re
 
-# --- Items and attributes ("Items" and "Attributes" in the quotas page) ---
+# --- Keys, items and attributes (Constraints: "Partition keys and sort keys", "Items",
+# "Attributes", "Naming rules") ---
 
 ITEM_BYTES_MAX = 400 * 1024  # DynamoDB item limit, attribute names included (UTF-8 lengths).
-PARTITION_KEY_BYTES_MAX = 2048  # "The maximum length of a partition key value is 2048 bytes."
+PARTITION_KEY_BYTES_MAX = 2048  # A partition key value is at most 2048 bytes long.
 PARTITION_KEY_BYTES_MIN = 1  # Key values of type S and B must be at least one byte long.
-SORT_KEY_BYTES_MAX = 1024  # "The maximum length of a sort key value is 1024 bytes."
+SORT_KEY_BYTES_MAX = 1024  # A sort key value is at most 1024 bytes long.
 SORT_KEY_BYTES_MIN = 1  # Key values of type S and B must be at least one byte long.
-NESTING_DEPTH_MAX = 32  # "DynamoDB supports nested attributes up to 32 levels deep."
+NESTING_DEPTH_MAX = 32  # Nested attributes go at most 32 levels deep (the attribute is 1).
 ATTRIBUTE_NAME_BYTES_MAX = 65535  # Names of non-key attributes: up to 64 KB - 1 in UTF-8.
 KEY_ATTRIBUTE_NAME_BYTES_MAX = 255  # Names of key and index-projected attributes (schema).
 ATTRIBUTE_NAME_BYTES_MIN = 1  # An attribute name must be at least one character long.
 
-# --- Numbers ("Data types" in the quotas page) ---
+# --- Numbers (Constraints: "Data types") ---
 
-NUMBER_DIGITS_MAX = 38  # "A number can have up to 38 digits of precision."
+NUMBER_DIGITS_MAX = 38  # A number has at most 38 significant digits.
 # Positive range 1E-130 .. 9.9999999999999999999999999999999999999E+125 (and the negatives).
 NUMBER_EXPONENT_MAX = 125  # Largest adjusted (scientific) exponent of a stored number.
 NUMBER_EXPONENT_MIN = -130  # Smallest adjusted (scientific) exponent of a nonzero number.
 
-# --- Tables and indexes ("Table names", "Secondary indexes") ---
+# --- Tables and indexes (Constraints: "Naming rules"; Quotas: "Tables", "Secondary indexes") ---
 
 TABLE_NAME_LENGTH_MIN = 3  # Table names are 3 to 255 characters long.
 TABLE_NAME_LENGTH_MAX = 255  # Table names are 3 to 255 characters long.
@@ -50,17 +51,17 @@ TAG_KEY_LENGTH_MAX = 128  # Unicode characters in a tag key.
 TAG_VALUE_LENGTH_MAX = 256  # Unicode characters in a tag value.
 LIST_TABLES_LIMIT_MAX = 100  # ListTables returns at most 100 names per page.
 
-# --- Expressions ("Expression parameters") ---
+# --- Expressions (Constraints: "Expression parameters") ---
 
 EXPRESSION_BYTES_MAX = 4 * 1024  # Any single expression string: 4 KB.
-# ExpressionAttributeNames and ExpressionAttributeValues together: 2 MB in total (the quotas
-# page); each substitution token's name (e.g. "#name", ":value") up to 255 bytes.
+# ExpressionAttributeNames and ExpressionAttributeValues together: 2 MB in total; each
+# substitution token (e.g. "#name", ":value") up to 255 bytes.
 EXPRESSION_ATTRIBUTE_MAPS_BYTES_MAX = 2 * 1024 * 1024
 EXPRESSION_ATTRIBUTE_NAME_BYTES_MAX = 255  # One "#name" or ":value" placeholder, in bytes.
 EXPRESSION_OPERATORS_MAX = 300  # Operators or functions in one UpdateExpression.
 EXPRESSION_IN_OPERANDS_MAX = 100  # Operands of an IN comparator.
 
-# --- Requests ("API-specific limits") ---
+# --- Requests (Constraints: "API-specific constraints", "DynamoDB transactions") ---
 
 BATCH_WRITE_ITEMS_MAX = 25  # Put/delete requests in one BatchWriteItem call.
 BATCH_WRITE_BYTES_MAX = 16 * 1024 * 1024  # Total request size of one BatchWriteItem call.
@@ -72,7 +73,7 @@ PAGE_BYTES_MAX = 1024 * 1024  # Query and Scan stop reading after 1 MB of items 
 CLIENT_REQUEST_TOKEN_LENGTH_MAX = 36  # TransactWriteItems ClientRequestToken characters.
 SCAN_TOTAL_SEGMENTS_MAX = 1_000_000  # Parallel Scan TotalSegments upper bound.
 
-# --- Capacity ("Read/write capacity mode and throughput") ---
+# --- Capacity (Constraints: "Read/write capacity mode", capacity unit sizes) ---
 
 READ_UNIT_BYTES = 4 * 1024  # One read capacity unit reads up to 4 KB (strongly consistent).
 WRITE_UNIT_BYTES = 1024  # One write capacity unit writes up to 1 KB.
