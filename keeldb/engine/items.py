@@ -33,6 +33,7 @@ expression itself, and never does IO.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keeldb.engine.database import Database, operation, redo_kind
@@ -48,6 +49,7 @@ from keeldb.engine.item_store import (
     storage_key,
     table_stats,
 )
+from keeldb.expressions import Condition, ExpressionContext, Projection, Update, UpdateEffect
 from keeldb.model.capacity import read_units, write_units
 from keeldb.model.errors import (
     ConditionalCheckFailedException,
@@ -214,7 +216,7 @@ def check_index_keys(
                 )
 
 
-def _check_scalar_key_paths(table: Table, paths: Any) -> None:
+def _check_scalar_key_paths(table: Table, paths: tuple[tuple[str | int, ...], ...]) -> None:
     """Key attributes, of the table and of its indexes, are scalars: a document path that
     goes into one (`pk.a`, `gk[0]`) is refused before any item is read."""
     nested = {path[0] for path in paths if len(path) > 1}
@@ -238,13 +240,13 @@ def _check_scalar_key_paths(table: Table, paths: Any) -> None:
 # --- Expressions ----------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
 class _Parsed:
-    __slots__ = ("condition", "projection", "update")
+    """The compiled expressions of one request; None where the request has none."""
 
-    def __init__(self) -> None:
-        self.condition: Any = None
-        self.update: Any = None
-        self.projection: Any = None
+    condition: Condition | None = None
+    update: Update | None = None
+    projection: Projection | None = None
 
 
 def _parse_expressions(request: Body) -> _Parsed:
@@ -261,8 +263,6 @@ def _parse_expressions(request: Body) -> _Parsed:
         and "ProjectionExpression" not in request
     ):
         return parsed
-    from keeldb.expressions import ExpressionContext
-
     context = ExpressionContext(names, values)
     if "UpdateExpression" in request:
         parsed.update = context.update(request["UpdateExpression"])
@@ -455,7 +455,7 @@ async def update_item(db: Database, body: Body) -> Body:
     _check_condition(db, request, table, parsed, old, write_units(old_size))
     # The update builds a new item and never changes `base` (which may be a pending image).
     base: Item = old if old is not None else dict(key)
-    effect: Any = None
+    effect: UpdateEffect | None = None
     if parsed.update is None:
         new = base
     else:
@@ -470,7 +470,9 @@ async def update_item(db: Database, body: Body) -> Body:
     return _write_response(db, request, table, key, units, attributes)
 
 
-def _update_return_values(mode: str, old: Item | None, new: Item, effect: Any) -> Item | None:
+def _update_return_values(
+    mode: str, old: Item | None, new: Item, effect: UpdateEffect | None
+) -> Item | None:
     if mode == "ALL_OLD":
         return old
     if mode == "ALL_NEW":
