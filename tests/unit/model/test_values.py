@@ -24,6 +24,7 @@ from keeldb.model.values import (
 )
 
 INVALID = "One or more parameter values were invalid: "
+NUMBER_CLASS = "com.amazon.coral.value.json.numbers.TruncatingBigNumber"  # DynamoDB's JSON numbers
 
 
 def _validation_message(value: Any) -> str:
@@ -192,24 +193,24 @@ def test_nesting_deeper_than_32_levels_is_refused() -> None:
         ([], "Start of list found where not expected"),
         (
             {"S": 5},
-            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+            f"class {NUMBER_CLASS} can not be converted to an String",
         ),
         ({"S": True}, "class java.lang.Boolean can not be converted to an String"),
         ({"S": []}, "Start of list found where not expected"),
         ({"S": {}}, "Start of structure or map found where not expected."),
         (
             {"N": 5},
-            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+            f"class {NUMBER_CLASS} can not be converted to an String",
         ),
         (
             {"B": 5},
-            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to a Blob",
+            f"class {NUMBER_CLASS} can not be converted to a Blob",
         ),
         ({"B": False}, "class java.lang.Boolean can not be converted to a Blob"),
         ({"BOOL": "maybe"}, "'MAYBE' can not be converted to an Boolean"),
         (
             {"BOOL": 1},
-            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an Boolean",
+            f"class {NUMBER_CLASS} can not be converted to an Boolean",
         ),
         ({"L": "x"}, "Expected list or null"),
         ({"L": {}}, "Start of structure or map found where not expected."),
@@ -218,7 +219,7 @@ def test_nesting_deeper_than_32_levels_is_refused() -> None:
         ({"M": []}, "Start of list found where not expected"),
         (
             {"SS": [1]},
-            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String",
+            f"class {NUMBER_CLASS} can not be converted to an String",
         ),
     ],
 )
