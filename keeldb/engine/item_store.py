@@ -14,10 +14,15 @@ This module owns:
   per storage key, oldest first. A write evaluates its condition and update on the LATEST view
   (the newest pending after-image, else the committed item), so that writes to one item are
   evaluated in log order as a Multi-Paxos or Raft leader must; a read sees committed state
-  only. An entry leaves the overlay when its record is applied, or when its proposal fails;
+  only. An entry leaves the overlay when its record is applied, or when its proposal fails.
+  This asks two things of the log: `append` fixes a record's place in the log before its
+  first await (so proposal order is log order), and it either returns once the record is
+  applied or raises (a replica that stops leading must fail its pending proposals, or their
+  images would stay in its overlay);
 - the appliers of the "put" and "delete" redo records: each turns one record into exactly one
   `store.write(puts, deletes, applied_lsn)`, deterministically and without validation (the
-  record was validated before it was proposed).
+  record was validated before it was proposed). A record the store already holds (replayed
+  at recovery) is skipped, and one whose table was deleted meanwhile only moves the LSN.
 
 It never validates a request, never evaluates an expression and never answers a client.
 """
