@@ -196,3 +196,21 @@ def test_top_level_attributes_names_every_written_attribute() -> None:
         "SET m.a = :x, pk = :x REMOVE s ADD n :one"
     )
     assert update.top_level_attributes() == {"m", "pk", "s", "n"}
+
+
+def test_updated_values_project_nested_paths_as_dynamodb_does() -> None:
+    item = {"a": {"M": {"b": {"S": "dog"}, "c": {"L": [{"N": "1"}, {"N": "2"}, {"N": "3"}]}}}}
+
+    def effect(text: str) -> Any:
+        values = {":v": {"N": "7"}, ":w": {"S": "hi"}}
+        return ExpressionContext(None, values).update(text).apply(copy.deepcopy(item))[1]
+
+    both = effect("SET a.c[1] = :v, a.b = :w")
+    assert both.updated_old() == {"a": {"M": {"b": {"S": "dog"}, "c": {"L": [{"N": "2"}]}}}}
+    assert both.updated_new() == {"a": {"M": {"b": {"S": "hi"}, "c": {"L": [{"N": "7"}]}}}}
+    # A new sub-attribute has no old value; an element set past the end of a list is
+    # appended elsewhere, so the path names nothing afterwards.
+    assert effect("SET a.x = :v").updated_old() == {}
+    assert effect("SET a.c[100] = :v").updated_new() == {}
+    # After REMOVE of a list element the next element has moved into its place.
+    assert effect("REMOVE a.c[1]").updated_new() == {"a": {"M": {"c": {"L": [{"N": "3"}]}}}}
