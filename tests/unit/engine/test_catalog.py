@@ -614,6 +614,11 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
     assert gsi["IndexStatus"] == "ACTIVE"
     assert gsi["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["x"]}
     assert gsi["ProvisionedThroughput"]["ReadCapacityUnits"] == 0
+    assert gsi["WarmThroughput"] == {
+        "ReadUnitsPerSecond": 12000,
+        "WriteUnitsPerSecond": 4000,
+        "Status": "ACTIVE",
+    }
     table = catalog.get_table(node.db, "things")
     assert table.index("c_first") is not None
     assert table.index("c_first").hash_key.type == "N"  # type: ignore[union-attr]
