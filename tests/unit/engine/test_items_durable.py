@@ -96,7 +96,8 @@ def test_replaying_the_whole_log_into_a_fresh_store_rebuilds_the_same_statistics
         return stats
 
     async def replay() -> tuple[int, int]:
-        # A store that lost everything: the log alone rebuilds it, record by record.
+        # A store that lost everything: the log alone rebuilds it, record by record. (These few
+        # records fit in the segment being written, which a checkpoint never removes.)
         (tmp_path / "store").rename(tmp_path / "lost-store")
         store = LmdbStore(tmp_path / "store")
         db = Database(store)
