@@ -1297,3 +1297,15 @@ def test_a_table_arn_addresses_the_table(h: Harness) -> None:
     other = arn.replace(":table/hash", ":table/nope")
     err = h.error("GetItem", {"TableName": other, "Key": {"pk": s("a")}})
     assert isinstance(err, ResourceNotFoundException)
+
+
+def test_projection_matching_nothing_returns_an_empty_item(h: Harness) -> None:
+    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "x": n("1")}})
+    answer = h(
+        "GetItem", {"TableName": "hash", "Key": {"pk": s("a")}, "ProjectionExpression": "absent"}
+    )
+    assert answer == {"Item": {}}
+    missing = h(
+        "GetItem", {"TableName": "hash", "Key": {"pk": s("b")}, "ProjectionExpression": "absent"}
+    )
+    assert missing == {}
