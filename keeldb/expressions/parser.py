@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 from keeldb.expressions import ast
@@ -57,9 +58,13 @@ CONDITION_KEYWORDS = frozenset({"AND", "OR", "NOT", "BETWEEN", "IN"})
 # How deeply parentheses and function calls may nest. Ours, not DynamoDB's: it keeps the
 # recursion of this parser bounded (a 4 KB expression could otherwise nest 2000 levels).
 NESTING_DEPTH_MAX = 100
+# Written trees are immutable and depend on the text alone, so the trees of recently seen
+# texts are kept: applications send the same few expressions over and over. Only texts that
+# parse are kept (a syntax error is raised, never remembered).
+PARSE_CACHE_ENTRIES_MAX = 1024
 
 
-@dataclass
+@dataclass(frozen=True)
 class Parsed:
     """A written tree plus what the grammar noticed on the way (for the resolver)."""
 
@@ -365,6 +370,7 @@ class _Parser:
         return ast.ProjectionExpression(tuple(paths))
 
 
+@lru_cache(maxsize=PARSE_CACHE_ENTRIES_MAX)
 def parse_condition(text: str) -> Parsed:
     """The written tree of a condition (also a filter or a key condition)."""
     parser = _Parser(text)
@@ -373,6 +379,7 @@ def parse_condition(text: str) -> Parsed:
     return Parsed(tree, parser.redundant)
 
 
+@lru_cache(maxsize=PARSE_CACHE_ENTRIES_MAX)
 def parse_update(text: str) -> Parsed:
     parser = _Parser(text)
     tree = parser.update()
@@ -380,6 +387,7 @@ def parse_update(text: str) -> Parsed:
     return Parsed(tree, parser.redundant)
 
 
+@lru_cache(maxsize=PARSE_CACHE_ENTRIES_MAX)
 def parse_projection(text: str) -> Parsed:
     parser = _Parser(text)
     tree = parser.projection()

@@ -291,9 +291,9 @@ class _Resolver:
             return resolved
         if not self.update:
             self.check_distinct(node.name, args)
-        message = self._function_type_problem(node.name, args)
-        if message is not None:
-            self.problems.add("function", message)
+        problem = self._function_type_problem(node.name, args)
+        if problem is not None:
+            self.problems.add("function", problem)
         return resolved
 
     def _function_type_problem(self, name: str, args: tuple[ast.Operand, ...]) -> str | None:
