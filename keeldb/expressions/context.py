@@ -58,6 +58,11 @@ class Condition:
         """Whether the condition holds; `item` None means the item does not exist."""
         return evaluate(self.tree, item)
 
+    def top_level_attributes(self) -> set[str]:
+        """The top-level attribute names the condition reads (for Query's rule that a
+        FilterExpression may not name a key attribute)."""
+        return {str(path.parts[0]) for path in _paths_in(self.tree)}
+
 
 @dataclass(frozen=True)
 class Update:
@@ -97,6 +102,24 @@ class Projection:
 
     def top_level_attributes(self) -> set[str]:
         return {str(path[0]) for path in self.paths}
+
+
+def _paths_in(node: ast.Condition | ast.Operand) -> list[ast.Path]:
+    if isinstance(node, ast.Path):
+        return [node]
+    if isinstance(node, (ast.And, ast.Or)):
+        return _paths_in(node.left) + _paths_in(node.right)
+    if isinstance(node, ast.Not):
+        return _paths_in(node.operand)
+    if isinstance(node, ast.Compare):
+        return _paths_in(node.left) + _paths_in(node.right)
+    if isinstance(node, ast.Between):
+        return _paths_in(node.operand) + _paths_in(node.low) + _paths_in(node.high)
+    if isinstance(node, ast.In):
+        return [p for operand in (node.operand, *node.options) for p in _paths_in(operand)]
+    if isinstance(node, ast.Function):
+        return [p for arg in node.args for p in _paths_in(arg)]
+    return []
 
 
 class ExpressionContext:

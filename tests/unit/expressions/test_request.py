@@ -130,3 +130,9 @@ def test_expressions_are_compiled_in_dynamodbs_order() -> None:
         "UpdateExpression": "SET b y",
     }
     assert request_error(body, UPDATE_PARAMS).startswith("Invalid UpdateExpression: Syntax error;")
+
+
+def test_a_condition_names_the_top_level_attributes_it_reads() -> None:
+    ctx = ExpressionContext({"#k": "pk"}, {":v": {"N": "1"}})
+    condition = ctx.filter("#k = :v OR (size(a.b[0]) > :v AND NOT contains(c, d.e))")
+    assert condition.top_level_attributes() == {"pk", "a", "c", "d"}
