@@ -1309,3 +1309,47 @@ def test_projection_matching_nothing_returns_an_empty_item(h: Harness) -> None:
         "GetItem", {"TableName": "hash", "Key": {"pk": s("b")}, "ProjectionExpression": "absent"}
     )
     assert missing == {}
+
+
+def test_a_strongly_consistent_read_of_nothing_costs_one_unit(h: Harness) -> None:
+    answer = h(
+        "GetItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("none")},
+            "ConsistentRead": True,
+            "ReturnConsumedCapacity": "INDEXES",
+        },
+    )
+    assert answer == {
+        "ConsumedCapacity": {
+            "TableName": "hash",
+            "CapacityUnits": 1.0,
+            "Table": {"CapacityUnits": 1.0},
+        }
+    }
+
+
+def test_update_capacity_counts_the_larger_of_old_and_new(h: Harness) -> None:
+    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "big": s("x" * 2500)}})
+    answer = h(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "REMOVE big",
+            "ReturnConsumedCapacity": "TOTAL",
+        },
+    )
+    assert answer["ConsumedCapacity"]["CapacityUnits"] == 3.0
+    answer = h(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET big = :b",
+            "ExpressionAttributeValues": {":b": s("y" * 1100)},
+            "ReturnConsumedCapacity": "TOTAL",
+        },
+    )
+    assert answer["ConsumedCapacity"]["CapacityUnits"] == 2.0
