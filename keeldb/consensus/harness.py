@@ -97,7 +97,7 @@ class NodeState:
     pending: Ready | None = None  # a Ready whose fsync is held back
     disk_stalled: bool = False
     state: list[bytes] = field(default_factory=list)  # the state machine: applied commands
-    state_slot: Slot = Slot(0)
+    state_slot: int = 0  # the last slot applied to `state`
     acknowledged: list[ProposalId] = field(default_factory=list)
     dropped: list[ProposalId] = field(default_factory=list)
     restarts: int = 0
@@ -191,7 +191,9 @@ class Harness:
             self._event(f"{node.node_id}: install snapshot {snap.slot}")
         for slot, entry in rd.apply:
             self._check_agreement(node.node_id, slot, entry)
-            assert slot == node.state_slot + 1, f"{node.node_id} applies {slot} after {node.state_slot}"
+            assert slot == node.state_slot + 1, (
+                f"{node.node_id} applies {slot} after {node.state_slot}"
+            )
             node.state_slot = slot
             if entry.kind is EntryKind.COMMAND:
                 node.state.append(entry.command)
@@ -257,11 +259,12 @@ class Harness:
         take = [m for m in self.net if self._match(m, src, dst, kinds)]
         self.net = [m for m in self.net if not self._match(m, src, dst, kinds)]
         for msg in take:
-            self._deliver_one(msg)
+            self.deliver_message(msg)
         self.process_all()
         return len(take)
 
-    def _deliver_one(self, msg: Message) -> None:
+    def deliver_message(self, msg: Message) -> None:
+        """Deliver one message already taken out of `net` (fault injectors pick them)."""
         target = self.nodes.get(msg.dst)
         if (msg.src, msg.dst) in self.blocked:
             self._event(f"{describe(msg)} (lost: partition)")
@@ -283,7 +286,9 @@ class Harness:
             total += self.deliver()
         raise AssertionError("the network did not quiesce")
 
-    def drop(self, src: int | None = None, dst: int | None = None, kinds: tuple[str, ...] = ()) -> int:
+    def drop(
+        self, src: int | None = None, dst: int | None = None, kinds: tuple[str, ...] = ()
+    ) -> int:
         self.process_all()
         lost = [m for m in self.net if self._match(m, src, dst, kinds)]
         self.net = [m for m in self.net if not self._match(m, src, dst, kinds)]
@@ -333,7 +338,7 @@ class Harness:
         node.held = []
         node.pending = None
         node.state = []
-        node.state_slot = Slot(0)
+        node.state_slot = 0
         self._note_roles()
 
     def restart(self, node_id: int) -> None:

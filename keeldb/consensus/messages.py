@@ -22,7 +22,7 @@ from keeldb.consensus.types import Ballot, Entry, LogEntry, NodeId, Slot, Snapsh
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """"Do you still hear the leader?": sent before campaigning, so that a replica that
+    """ "Do you still hear the leader?": sent before campaigning, so that a replica that
     merely stopped receiving from the leader (one-way loss) does not depose it."""
 
     src: NodeId

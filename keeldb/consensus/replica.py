@@ -777,9 +777,7 @@ class Replica:
 
     def _send_prepare(self, peer: NodeId) -> None:
         self._prepare_sent_tick[peer] = self._now
-        self._send(
-            Prepare(self._id, peer, self._ballot, self._prepare_from), after_persist=True
-        )
+        self._send(Prepare(self._id, peer, self._ballot, self._prepare_from), after_persist=True)
 
     def _resend_prepares(self) -> None:
         for peer in sorted(self._prepare_sent_tick):
@@ -1064,9 +1062,12 @@ class Replica:
         self._commit = new_commit
         self._rd.persist.append(CommitRecord(new_commit))
         self._prune_configs()
-        if self._reconfig_slot is not None and self._reconfig_slot > 0:
-            if self._configs[-1][0] <= self._commit + 1 and self._reconfig_slot <= self._commit:
-                self._reconfig_slot = None
+        if (
+            self._reconfig_slot is not None
+            and 0 < self._reconfig_slot <= self._commit
+            and self._configs[-1][0] <= self._commit + 1
+        ):
+            self._reconfig_slot = None  # our configuration governs: the next may start
         self._hand_out_applies()
         if self._role is Role.LEADER:
             self._check_still_member()
@@ -1189,9 +1190,12 @@ class Replica:
 
     def _on_nack(self, m: Nack) -> None:
         self._max_round_seen = max(self._max_round_seen, m.promised.round)
-        if self._role in (Role.CANDIDATE, Role.LEADER) and m.ballot == self._ballot:
-            if m.promised > self._ballot:
-                self._become_follower(None)
+        if (
+            self._role in (Role.CANDIDATE, Role.LEADER)
+            and m.ballot == self._ballot
+            and m.promised > self._ballot
+        ):
+            self._become_follower(None)
 
     # ---------------------------------------------------------------- phase 2: acceptor
 

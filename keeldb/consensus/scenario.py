@@ -300,7 +300,9 @@ class Interpreter:
         self.h.process_all()
         if pid is None:
             return [f"{node}: refused reconfiguration"]
-        self.h.labels[(NodeId(node), pid)] = f"reconfig epoch {self.h.replica(node).latest_config.epoch + 1}"
+        self.h.labels[(NodeId(node), pid)] = (
+            f"reconfig epoch {self.h.replica(node).latest_config.epoch + 1}"
+        )
         return []
 
     def cmd_read(self, args: list[str]) -> list[str]:
@@ -355,9 +357,7 @@ class Interpreter:
 
     def cmd_check(self, args: list[str]) -> list[str]:
         """Agreement: every pair of live state machines agrees on their common prefix."""
-        states = {
-            n: s.state for n, s in self.h.nodes.items() if s.replica is not None
-        }
+        states = {n: s.state for n, s in self.h.nodes.items() if s.replica is not None}
         ids = sorted(states)
         for a in ids:
             for b in ids:

@@ -93,7 +93,9 @@ class Config:
                 f"{self.q1} + {self.q2} <= {n}"
             )
         if all(m.log_only for m in self.members):
-            raise ConfigError("at least one member must keep the state (log-only members never lead)")
+            raise ConfigError(
+                "at least one member must keep the state (log-only members never lead)"
+            )
         if self.epoch < 0:
             raise ConfigError("epoch must not be negative")
 

@@ -144,7 +144,7 @@ def test_restarted_acceptor_assumes_it_granted_a_full_lease_it_cannot_remember()
     again = _acceptor(DurableState.replay([]), options=opts)
     again.tick()
     again.step(Prepare(NodeId(3), ME, B2, Slot(1)))
-    promise = [x for x in again.ready().send_after_persist if isinstance(x, Promise)][0]
+    promise = next(x for x in again.ready().send_after_persist if isinstance(x, Promise))
     assert promise.lease_remaining_ticks == 7
 
 

@@ -32,14 +32,25 @@ def test_mutations_are_off_by_default() -> None:
 
 def test_ack_before_persist_sends_votes_before_the_fsync() -> None:
     r = Replica(NodeId(2), STANDARD, random.Random(0), _opts(Mutation.ACK_BEFORE_PERSIST))
-    r.step(Accept(NodeId(1), NodeId(2), Ballot(1, NodeId(1)), ((Slot(1), Entry(EntryKind.NOOP)),), Slot(0), 0))
+    r.step(
+        Accept(
+            NodeId(1),
+            NodeId(2),
+            Ballot(1, NodeId(1)),
+            ((Slot(1), Entry(EntryKind.NOOP)),),
+            Slot(0),
+            0,
+        )
+    )
     rd = r.ready()
     assert any(isinstance(m, Accepted) for m in rd.send_now)
 
 
 def test_forget_promise_on_restart_drops_the_promised_ballot() -> None:
     durable = DurableState(promised=Ballot(4, NodeId(3)))
-    broken = Replica(NodeId(2), STANDARD, random.Random(0), _opts(Mutation.FORGET_PROMISE_ON_RESTART), durable)
+    broken = Replica(
+        NodeId(2), STANDARD, random.Random(0), _opts(Mutation.FORGET_PROMISE_ON_RESTART), durable
+    )
     sound = Replica(NodeId(2), STANDARD, random.Random(0), Options(), durable)
     assert broken.ballot.round == 0
     assert sound.ballot == Ballot(4, NodeId(3))
@@ -72,7 +83,25 @@ def test_recovery_ignores_ballot_adopts_a_lower_ballot_value() -> None:
         r.campaign()
         r.advance(r.ready())
         b = r.ballot
-        r.step(Promise(NodeId(2), NodeId(1), b, (LogEntry(Slot(1), Ballot(0, NodeId(2)), cmd_low),), Slot(0), 0))
-        r.step(Promise(NodeId(3), NodeId(1), b, (LogEntry(Slot(1), Ballot(0, NodeId(3)), cmd_high),), Slot(0), 0))
+        r.step(
+            Promise(
+                NodeId(2),
+                NodeId(1),
+                b,
+                (LogEntry(Slot(1), Ballot(0, NodeId(2)), cmd_low),),
+                Slot(0),
+                0,
+            )
+        )
+        r.step(
+            Promise(
+                NodeId(3),
+                NodeId(1),
+                b,
+                (LogEntry(Slot(1), Ballot(0, NodeId(3)), cmd_high),),
+                Slot(0),
+                0,
+            )
+        )
         sent = [m for m in r.ready().send_after_persist if isinstance(m, Accept)]
         assert sent[0].entries == ((Slot(1), expected),)

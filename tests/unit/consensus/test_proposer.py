@@ -10,7 +10,6 @@ from keeldb.consensus.messages import (
     Accept,
     AcceptRecord,
     InstallSnapshot,
-    Prepare,
     Promise,
 )
 from keeldb.consensus.replica import Options, Replica, Role
@@ -65,7 +64,10 @@ def test_leader_counts_its_own_vote_only_after_it_is_durable() -> None:
     pid = r.propose(b"a")
     assert pid is not None
     rd = r.ready()
-    assert AcceptRecord(LogEntry(Slot(1), r.ballot, Entry(EntryKind.COMMAND, b"a", NodeId(1), pid))) in rd.persist
+    assert (
+        AcceptRecord(LogEntry(Slot(1), r.ballot, Entry(EntryKind.COMMAND, b"a", NodeId(1), pid)))
+        in rd.persist
+    )
     assert r.commit_slot == 0  # not before advance()
     r.advance(rd)
     assert r.commit_slot == 1
@@ -104,31 +106,51 @@ def _proposed(r: Replica) -> dict[int, Entry]:
 def test_recovery_adopts_the_highest_ballot_value_of_each_slot() -> None:
     b = Ballot(1, NodeId(1))
     low, high = Ballot(0, NodeId(5)), Ballot(0, NodeId(6))
-    r = _leader_with_promises([
-        Promise(NodeId(2), NodeId(1), b, (LogEntry(Slot(1), low, _cmd("x")),), Slot(0), 0),
-        Promise(NodeId(3), NodeId(1), b, (LogEntry(Slot(1), high, _cmd("y")),), Slot(0), 0),
-    ])
+    r = _leader_with_promises(
+        [
+            Promise(NodeId(2), NodeId(1), b, (LogEntry(Slot(1), low, _cmd("x")),), Slot(0), 0),
+            Promise(NodeId(3), NodeId(1), b, (LogEntry(Slot(1), high, _cmd("y")),), Slot(0), 0),
+        ]
+    )
     assert r.is_leader
     assert _proposed(r) == {1: _cmd("y")}
 
 
 def test_recovery_prefers_a_value_known_chosen() -> None:
     b = Ballot(1, NodeId(1))
-    r = _leader_with_promises([
-        # 2 learned slot 1 chosen ("x"), its vote stamped with an old ballot.
-        Promise(NodeId(2), NodeId(1), b, (LogEntry(Slot(1), Ballot(0, NodeId(2)), _cmd("x")),), Slot(1), 0),
-        Promise(NodeId(3), NodeId(1), b, (LogEntry(Slot(1), Ballot(0, NodeId(6)), _cmd("y")),), Slot(0), 0),
-    ])
+    r = _leader_with_promises(
+        [
+            # 2 learned slot 1 chosen ("x"), its vote stamped with an old ballot.
+            Promise(
+                NodeId(2),
+                NodeId(1),
+                b,
+                (LogEntry(Slot(1), Ballot(0, NodeId(2)), _cmd("x")),),
+                Slot(1),
+                0,
+            ),
+            Promise(
+                NodeId(3),
+                NodeId(1),
+                b,
+                (LogEntry(Slot(1), Ballot(0, NodeId(6)), _cmd("y")),),
+                Slot(0),
+                0,
+            ),
+        ]
+    )
     assert _proposed(r) == {1: _cmd("x")}
 
 
 def test_recovery_fills_gaps_with_noops() -> None:
     b = Ballot(1, NodeId(1))
     old = Ballot(0, NodeId(5))
-    r = _leader_with_promises([
-        Promise(NodeId(2), NodeId(1), b, (LogEntry(Slot(3), old, _cmd("c")),), Slot(0), 0),
-        Promise(NodeId(3), NodeId(1), b, (), Slot(0), 0),
-    ])
+    r = _leader_with_promises(
+        [
+            Promise(NodeId(2), NodeId(1), b, (LogEntry(Slot(3), old, _cmd("c")),), Slot(0), 0),
+            Promise(NodeId(3), NodeId(1), b, (), Slot(0), 0),
+        ]
+    )
     assert _proposed(r) == {1: NOOP, 2: NOOP, 3: _cmd("c")}
 
 

@@ -38,7 +38,7 @@ def _schedule(config: Config, seed: int) -> Harness:
                 keep = [m for m in h.net if rng.random() < 0.5]
                 h.net = [m for m in h.net if m not in keep] + (keep if rng.random() < 0.3 else [])
                 for msg in keep:
-                    h._deliver_one(msg)  # noqa: SLF001 - the fault injector picks messages
+                    h.deliver_message(msg)
                 h.process_all()
         elif op < 0.62:
             h.drop(src=rng.choice(ids))
