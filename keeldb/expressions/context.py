@@ -143,6 +143,11 @@ class ExpressionContext:
                     raise ValidationException(
                         f'ExpressionAttributeNames contains invalid key: Syntax error; key: "{key}"'
                     )
+                if name == "":
+                    raise ValidationException(
+                        "ExpressionAttributeNames contains invalid value: Empty attribute name "
+                        f"for key {key}"
+                    )
                 checked_names[key] = name
         checked_values: dict[str, dict[str, Any]] = {}
         if values is not None:

@@ -136,3 +136,11 @@ def test_a_condition_names_the_top_level_attributes_it_reads() -> None:
     ctx = ExpressionContext({"#k": "pk"}, {":v": {"N": "1"}})
     condition = ctx.filter("#k = :v OR (size(a.b[0]) > :v AND NOT contains(c, d.e))")
     assert condition.top_level_attributes() == {"pk", "a", "c", "d"}
+
+
+def test_an_empty_attribute_name_is_rejected_naming_its_key() -> None:
+    with pytest.raises(ValidationException) as caught:
+        ExpressionContext({"#a": "a", "#DE": ""}, None)
+    assert caught.value.message == (
+        "ExpressionAttributeNames contains invalid value: Empty attribute name for key #DE"
+    )
