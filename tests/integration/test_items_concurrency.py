@@ -14,6 +14,8 @@ WRITERS = 6
 INCREMENTS_PER_WRITER = 20
 # Every future is waited for with this bound, so a hang fails the test instead of the run.
 RESULT_SECONDS_MAX = 60.0
+# An editor that loses this many races in a row means writes are not being decided in order.
+EDIT_ATTEMPTS_MAX = 500
 
 
 def _run_all(tasks: list[Callable[[], Any]]) -> list[Any]:
@@ -87,7 +89,7 @@ def test_optimistic_locking_with_a_version_attribute_never_loses_an_update(
     def editor(client: Any, number: int) -> Callable[[], int]:
         def run() -> int:
             conflicts = 0
-            while True:
+            for _ in range(EDIT_ATTEMPTS_MAX):
                 current = client.get_item(
                     TableName=table, Key={"pk": {"S": "doc"}}, ConsistentRead=True
                 )["Item"]
@@ -109,6 +111,7 @@ def test_optimistic_locking_with_a_version_attribute_never_loses_an_update(
                 except ClientError as error:
                     assert error.response["Error"]["Code"] == "ConditionalCheckFailedException"
                     conflicts += 1
+            raise AssertionError(f"no edit went through in {EDIT_ATTEMPTS_MAX} attempts")
 
         return run
 
