@@ -83,14 +83,20 @@ USED_HEADERS = frozenset(
 HEADER_NAME_CACHE_ENTRIES_MAX = 512
 _HEADER_KEYS: dict[bytes, str] = {}
 
-_REASONS = {
-    100: "Continue",
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    413: "Request Entity Too Large",
-    500: "Internal Server Error",
+_STATUS_LINES = {
+    200: b"200 OK",
+    400: b"400 Bad Request",
+    404: b"404 Not Found",
+    413: b"413 Request Entity Too Large",
+    500: b"500 Internal Server Error",
 }
+_RESPONSE_TEMPLATE = (
+    b"HTTP/1.1 %s\r\nx-amzn-RequestId: %s\r\nx-amz-crc32: %d\r\n%sContent-Length: %d\r\n"
+    b"Date: %s\r\n%s%s\r\n%s"
+)
+_CONTENT_TYPE_AMZ_JSON = b"Content-Type: application/x-amz-json-1.0\r\n"
+_CONTENT_TYPE_JSON = b"Content-Type: application/json\r\n"
+_CONNECTION_CLOSE = b"Connection: close\r\n"
 
 
 class RequestIds:
@@ -99,11 +105,11 @@ class RequestIds:
 
     def __init__(self) -> None:
         alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        self._prefix = "".join(alphabet[b % 36] for b in os.urandom(32))
+        self._prefix = "".join(alphabet[b % 36] for b in os.urandom(32)).encode("ascii")
         self._counter = itertools.count(1)
 
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):020d}"
+    def next(self) -> bytes:
+        return b"%s%020d" % (self._prefix, next(self._counter))
 
 
 class DateCache:
@@ -199,15 +205,17 @@ class ApiServer:
                 return self._cors_preflight(request, request_id, close), close
 
         if request.method == "GET":
-            return self._response(200, self.health_body, None, request_id, close, extra), close
+            return self._response(200, self.health_body, b"", request_id, close, extra), close
 
-        content_type = headers.get("content-type", "").split(";", 1)[0].strip()
+        content_type = headers.get("content-type", "")
+        if content_type != "application/x-amz-json-1.0":
+            content_type = content_type.split(";", 1)[0].strip()
         if request.method != "POST" or (request.body and content_type not in JSON_CONTENT_TYPES):
-            return self._response(404, NOT_FOUND_BODY, None, request_id, close, extra), close
+            return self._response(404, NOT_FOUND_BODY, b"", request_id, close, extra), close
         response_type = (
-            "application/x-amz-json-1.0"
+            _CONTENT_TYPE_AMZ_JSON
             if content_type == "application/x-amz-json-1.0"
-            else "application/json"
+            else _CONTENT_TYPE_JSON
         )
         try:
             body = await self._evaluate(request)
@@ -255,29 +263,25 @@ class ApiServer:
         self,
         status: int,
         body: bytes,
-        content_type: str | None,
-        request_id: str,
+        content_type: bytes,
+        request_id: bytes,
         close: bool,
         extra: bytes = b"",
     ) -> bytes:
-        head = [
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status].encode("ascii")),
-            b"x-amzn-RequestId: %s\r\n" % request_id.encode("ascii"),
-            b"x-amz-crc32: %d\r\n" % zlib.crc32(body),
-        ]
-        if content_type is not None:
-            head.append(b"Content-Type: %s\r\n" % content_type.encode("ascii"))
-        head.append(b"Content-Length: %d\r\n" % len(body))
-        head.append(b"Date: %s\r\n" % self.dates.header())
-        if extra:
-            head.append(extra)
-        if close:
-            head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
-        head.append(body)
-        return b"".join(head)
+        """The whole response in one buffer, so that it leaves in one write."""
+        return _RESPONSE_TEMPLATE % (
+            _STATUS_LINES[status],
+            request_id,
+            zlib.crc32(body),
+            content_type,
+            len(body),
+            self.dates.header(),
+            extra,
+            _CONNECTION_CLOSE if close else b"",
+            body,
+        )
 
-    def _cors_preflight(self, request: Request, request_id: str, close: bool) -> bytes:
+    def _cors_preflight(self, request: Request, request_id: bytes, close: bool) -> bytes:
         lines = [b"Access-Control-Allow-Origin: *\r\n"]
         allow_headers = request.headers.get("access-control-request-headers")
         if allow_headers is not None:
@@ -286,11 +290,11 @@ class ApiServer:
         if allow_method is not None:
             lines.append(b"Access-Control-Allow-Methods: %s\r\n" % allow_method.encode("latin-1"))
         lines.append(b"Access-Control-Max-Age: 172800\r\n")
-        return self._response(200, b"", None, request_id, close, b"".join(lines))
+        return self._response(200, b"", b"", request_id, close, b"".join(lines))
 
     def bare_response(self, status: int, close: bool) -> bytes:
         """A response with no body, for requests refused before they were read whole."""
-        return self._response(status, b"", None, self.request_ids.next(), close)
+        return self._response(status, b"", b"", self.request_ids.next(), close)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -308,11 +312,12 @@ class HttpProtocol(asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._url = bytearray()
+        self._url = b""
         self._headers: dict[str, str] = {}
         self._keep_all_headers = server.verifier is not None
         self._head_bytes = 0
-        self._body = bytearray()
+        self._body_parts: list[bytes] = []
+        self._body_bytes = 0
         self._refused = False
         # Requests read whole and waiting for their turn; a `bytes` entry is a response
         # already decided (a refusal), sent in order and followed by closing.
@@ -366,10 +371,11 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._url = bytearray()
+        self._url = b""
         self._headers = {}
         self._head_bytes = 0
-        self._body = bytearray()
+        self._body_parts = []
+        self._body_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -411,8 +417,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._refused:
             return
-        self._body += body
-        if len(self._body) > self._server.request_bytes_max:
+        self._body_parts.append(body)
+        self._body_bytes += len(body)
+        if self._body_bytes > self._server.request_bytes_max:
             self._refuse(413)
 
     def on_message_complete(self) -> None:
@@ -421,9 +428,10 @@ class HttpProtocol(asyncio.Protocol):
         parser = self._parser
         request = Request(
             parser.get_method().decode("ascii", "replace"),
-            bytes(self._url),
+            self._url,
             self._headers,
-            bytes(self._body),
+            # One chunk (the usual case) is passed on without a copy.
+            b"".join(self._body_parts),
             parser.should_keep_alive(),
         )
         self._pending.append(request)
