@@ -519,7 +519,8 @@ def _check_add_delete_operand(kind: str, value: ast.Operand, problems: _Problems
         problems.add(
             "operand",
             "Incorrect operand type for operator or function; operator: "
-            f"{kind}, operand type: {UPDATE_TYPE_NAMES.get(type_, type_)}",
+            f"{kind}, operand type: {UPDATE_TYPE_NAMES.get(type_, type_)}, "
+            f"typeSet: ALLOWED_FOR_{kind}_OPERAND",
         )
 
 

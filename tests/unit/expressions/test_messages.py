@@ -301,18 +301,18 @@ def test_list_append_operands_must_be_lists() -> None:
 def test_add_takes_numbers_and_sets_only() -> None:
     assert update_message("ADD a :s") == (
         "Invalid UpdateExpression: Incorrect operand type for operator or function; "
-        "operator: ADD, operand type: STRING"
+        "operator: ADD, operand type: STRING, typeSet: ALLOWED_FOR_ADD_OPERAND"
     )
     assert update_message("ADD a :l") == (
         "Invalid UpdateExpression: Incorrect operand type for operator or function; "
-        "operator: ADD, operand type: LIST"
+        "operator: ADD, operand type: LIST, typeSet: ALLOWED_FOR_ADD_OPERAND"
     )
 
 
 def test_delete_takes_sets_only() -> None:
     assert update_message("DELETE a :n") == (
         "Invalid UpdateExpression: Incorrect operand type for operator or function; "
-        "operator: DELETE, operand type: NUMBER"
+        "operator: DELETE, operand type: NUMBER, typeSet: ALLOWED_FOR_DELETE_OPERAND"
     )
 
 
