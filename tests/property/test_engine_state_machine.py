@@ -219,6 +219,28 @@ class ItemOperations(RuleBasedStateMachine):
         )
         assert answer.get("Item") == self.model.get((pk, sk))
 
+    @rule(
+        pk=keys,
+        sk=sort_keys,
+        names=st.lists(st.sampled_from(["v", "w", "pk"]), min_size=1, max_size=3, unique=True),
+    )
+    def get_projected(self, pk: str, sk: str, names: list[str]) -> None:
+        placeholders = {f"#a{i}": name for i, name in enumerate(names)}
+        answer = self.call(
+            "GetItem",
+            {
+                "TableName": TABLE,
+                "Key": self.key(pk, sk),
+                "ProjectionExpression": ", ".join(placeholders),
+                "ExpressionAttributeNames": placeholders,
+            },
+        )
+        item = self.model.get((pk, sk))
+        if item is None:
+            assert answer == {}
+        else:
+            assert answer == {"Item": {name: item[name] for name in names if name in item}}
+
     @invariant()
     def statistics_match_the_model(self) -> None:
         table = find_table(self.db, TABLE)
