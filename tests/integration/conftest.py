@@ -10,6 +10,8 @@
   until it is ACTIVE and deletes it after the test.
 - `client_factory`: `client_factory(endpoint, **boto3_client_args)` -> a boto3 client with
   the same defaults as `ddb` (override credentials, region, config ...).
+- `launch_server`: `launch_server(args, log_dir) -> ServerProcess`, for fixtures of wider scope
+  that start their own server; the caller stops it (`.stop()`).
 - `server_factory`: `server_factory(*extra_args, data_dir=None) -> ServerProcess` starts
   another server (with other flags) that is stopped after the test.
 """
@@ -143,6 +145,11 @@ def endpoint(server: ServerProcess) -> str:
 @pytest.fixture(scope="session")
 def ddb(endpoint: str) -> Any:
     return make_client(endpoint)
+
+
+@pytest.fixture(scope="session")
+def launch_server() -> Callable[[list[str], Path], ServerProcess]:
+    return start_server
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,11 +20,21 @@ KEY_ID = "AKIDSIGNEDTEST"
 SECRET = "signed-test-secret"
 
 
-@pytest.fixture
-def secured(server_factory: Callable[..., Any], tmp_path: Path) -> Any:
-    path = tmp_path / "credentials"
+@pytest.fixture(scope="module")
+def secured(
+    launch_server: Callable[[list[str], Path], Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    base = tmp_path_factory.mktemp("secured")
+    path = base / "credentials"
     path.write_text(f"# test keys\n{KEY_ID} {SECRET}\n")
-    return server_factory("--in-memory", "--credentials", str(path))
+    server = launch_server(
+        ["--host", "127.0.0.1", "--port", "0", "--in-memory", "--credentials", str(path)],
+        base / "logs",
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def client(make: Any, endpoint: str, key_id: str = KEY_ID, secret: str = SECRET) -> Any:
