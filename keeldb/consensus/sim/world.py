@@ -101,15 +101,21 @@ class RunConfig:
     nemesis: bool = True
     nemesis_interval_us: int = 120_000  # mean time between fault actions
     crash_weight: int = 4
-    partition_weight: int = 4
+    partition_weight: int = 3
+    cut_leader_weight: int = 2
+    isolate_leader_weight: int = 2
     reconfig_weight: int = 1
     restart_all_weight: int = 1
     # Faults that let an unsynced tail be acknowledged matter only if a crash finds it.
     crash_before_fsync_probability: float = 0.01
+    crash_after_send_probability: float = 0.02
+    quick_restart_probability: float = 0.3
+    crash_after_ack_probability: float = 0.002
     torn_probability: float = 0.5
     fsync_min_us: int = 200
     fsync_max_us: int = 3_000
     lease_reads: bool = True
+    client_misroute_probability: float = 0.1
     log_replicas: bool = True
     snapshot_every_slots: int = 40
     # Small windows and logs, so short runs cross reconfiguration windows, compaction and
@@ -386,8 +392,12 @@ class World:
                 node.persisting = ready
                 latency = node.rng.randint(self.cfg.fsync_min_us, self.cfg.fsync_max_us)
                 self.schedule(self.now + latency, "fsync", (node.node_id, node.incarnation))
+                # Sent messages already left: the most dangerous moment for a crash is
+                # now, before the fsync, when peers may act on what was sent.
+                window = (self.cfg.crash_after_send_probability if ready.send_now
+                          else self.cfg.crash_before_fsync_probability)
                 if (self.cfg.nemesis and self.now < self.heal_us
-                        and self.nemesis_rng.random() < self.cfg.crash_before_fsync_probability):
+                        and self.nemesis_rng.random() < window):
                     # A crash that finds records written but not yet synced.
                     at = self.now + self.nemesis_rng.randint(0, latency)
                     self.schedule(at, "nemesis", ("crash", node.node_id, node.incarnation))
@@ -584,6 +594,9 @@ class World:
     def _client_send(self, client: ClientState) -> None:
         client.attempt += 1
         assert client.command is not None
+        if client.rng.random() < self.cfg.client_misroute_probability:
+            # A client with a stale routing table: it asks some other node first.
+            client.guess = client.rng.choice(self.group_config.node_ids)
         self.log(f"client {client.client_id} sends request {client.request} to n{client.guess} "
                  f"(attempt {client.attempt})")
         for at in self.network.send(self.now, ("client", client.client_id), client.guess):
@@ -632,6 +645,14 @@ class World:
             self.log(f"n{node.node_id} tells client {client_id} it does not lead (hint {hint})")
         if logged and not not_leader:
             self.durability.acknowledge(self.now, client_id, request)
+            if (self.cfg.nemesis and self.now < self.heal_us
+                    and self.nemesis_rng.random() < self.cfg.crash_after_ack_probability):
+                # Right after an acknowledgement is the moment a vote that was sent but
+                # not yet synced would be lost: crash everyone, or just the leader.
+                if self.nemesis_rng.random() < 0.5:
+                    self.schedule(self.now, "nemesis", ("crash_all",))
+                else:
+                    self.schedule(self.now, "nemesis", ("crash", node.node_id, node.incarnation))
         for at in self.network.send(self.now, node.node_id, ("client", client_id)):
             self.schedule(at, "client_reply", (node.node_id, reply))
 
@@ -708,23 +729,29 @@ class World:
         if self.now >= self.heal_us:
             return
         rng = self.nemesis_rng
+        if payload is not None and payload[0] == "crash_all":
+            self._crash_all()
+            return
         if payload is not None:
             _, node_id, incarnation = payload
             node = self.nodes[node_id]
             if node.up and node.incarnation == incarnation and self._down_count() < self._down_max():
                 self._crash(node)
-                self.schedule(self.now + rng.randint(20_000, 300_000), "restart", node_id)
+                self.schedule(self.now + self._downtime_us(), "restart", node_id)
             return
         self.schedule(self.now + self._nemesis_gap(), "nemesis", None)
-        weights = [self.cfg.crash_weight, self.cfg.partition_weight, self.cfg.reconfig_weight,
+        weights = [self.cfg.crash_weight, self.cfg.partition_weight, self.cfg.cut_leader_weight,
+                   self.cfg.isolate_leader_weight, self.cfg.reconfig_weight,
                    self.cfg.restart_all_weight]
-        action = rng.choices(["crash", "partition", "reconfig", "restart_all"], weights)[0]
+        actions = ["crash", "partition", "cut_leader", "isolate_leader", "reconfig",
+                   "restart_all"]
+        action = rng.choices(actions, weights)[0]
         if action == "crash":
             up = [n for n in self._nodes_sorted() if n.up]
             if up and self._down_count() < self._down_max():
                 node = rng.choice(up)
                 self._crash(node)
-                self.schedule(self.now + rng.randint(20_000, 400_000), "restart", node.node_id)
+                self.schedule(self.now + self._downtime_us(), "restart", node.node_id)
         elif action == "partition":
             ids = sorted(self.nodes)
             rng.shuffle(ids)
@@ -735,14 +762,52 @@ class World:
             self.log(f"partition {sorted(ids[:cut])} {'->' if one_way else '<->'} "
                      f"{sorted(ids[cut:])}")
             self.schedule(self.now + rng.randint(50_000, 500_000), "heal_partition", None)
+        elif action == "cut_leader":
+            # A partial partition: the leader loses its links to some followers while
+            # they still hear each other (and clients still reach everyone), the shape
+            # in which an old leader's lease and a new leader's reign can overlap.
+            leader = self._leader()
+            if leader is not None:
+                others = [n for n in sorted(self.nodes) if n != leader.node_id]
+                cut = rng.sample(others, rng.randint(1, max(1, len(others) // 2)))
+                one_way = rng.random() < 0.3
+                self.network.partition([leader.node_id], sorted(cut), one_way)
+                self.result.partitions += 1
+                self.log(f"cut leader n{leader.node_id} {'->' if one_way else '<->'} "
+                         f"{sorted(cut)}")
+                self.schedule(self.now + rng.randint(50_000, 400_000), "heal_partition", None)
+        elif action == "isolate_leader":
+            # Cut the leader off for about one election timeout, then heal: the healing
+            # often lands while a successor campaigns, so two leaders briefly coexist.
+            leader = self._leader()
+            if leader is not None:
+                others = [n for n in sorted(self.nodes) if n != leader.node_id]
+                self.network.partition([leader.node_id], others, one_way=False)
+                self.result.partitions += 1
+                self.log(f"isolate leader n{leader.node_id}")
+                ticks = rng.randint(self.options.election_ticks_min,
+                                    self.options.election_ticks_max + self.options.probe_ticks)
+                self.schedule(self.now + ticks * self.cfg.tick_us, "heal_partition", None)
         elif action == "reconfig":
             self._propose_reconfig()
         elif action == "restart_all":
-            for node in self._nodes_sorted():
-                if node.up:
-                    self._crash(node)
-                    self.schedule(self.now + rng.randint(1_000, 100_000), "restart",
-                                  node.node_id)
+            self._crash_all()
+
+    def _crash_all(self) -> None:
+        """Every node loses power at once (what it had not synced is gone)."""
+        self.log("crash every node")
+        for node in self._nodes_sorted():
+            if node.up:
+                self._crash(node)
+                self.schedule(self.now + self.nemesis_rng.randint(1_000, 100_000), "restart",
+                              node.node_id)
+
+    def _downtime_us(self) -> int:
+        """How long a crashed node stays down: often a quick reboot (shorter than a lease
+        or an election), sometimes long enough for the group to move on without it."""
+        if self.nemesis_rng.random() < self.cfg.quick_restart_probability:
+            return self.nemesis_rng.randint(1_000, 5 * self.cfg.tick_us)
+        return self.nemesis_rng.randint(20_000, 400_000)
 
     def _down_count(self) -> int:
         members = self.group_config.node_ids
