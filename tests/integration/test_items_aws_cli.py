@@ -10,6 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+# Each `aws` invocation starts a Python interpreter and loads botocore: seconds, not millis.
+pytestmark = pytest.mark.slow
+
 CLI_SECONDS_MAX = 60
 
 
