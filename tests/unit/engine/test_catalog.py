@@ -23,7 +23,7 @@ from keeldb.model.errors import (
 )
 from keeldb.model.keys import table_prefix
 from keeldb.storage.memory import MemoryLog, MemoryStore
-from keeldb.storage.protocols import Entry
+from keeldb.storage.protocols import Entry, Store
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 ARN_PREFIX = "arn:aws:dynamodb:us-east-1:000000000000:table/"
@@ -41,8 +41,8 @@ class FakeClock:
 class Node:
     """A database over a memory store whose log remembers every committed entry."""
 
-    def __init__(self, store: MemoryStore | None = None) -> None:
-        self.store = store if store is not None else MemoryStore()
+    def __init__(self, store: Store | None = None) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
         self.db = Database(self.store)
         self.clock = FakeClock()
         self.db.state[catalog.CLOCK_STATE_KEY] = self.clock
@@ -1879,3 +1879,29 @@ def test_concurrent_delete_and_update_leave_no_table_behind() -> None:
     assert deleted["TableDescription"]["TableStatus"] == "DELETING"
     assert isinstance(updated, ResourceNotFoundException)
     assert catalog.list_tables(db) == []
+
+
+def test_the_catalog_reads_back_from_an_lmdb_store(tmp_path: Any) -> None:
+    from keeldb.storage.lmdb_store import LmdbStore
+
+    store = LmdbStore(tmp_path / "store")
+    first = Node(store=store)
+    busy_history(first)
+    first.call("PutItem", {"TableName": "plain", "Item": {"pk": {"S": "kept"}}})
+    before = all_descriptions(first)
+    store.close()
+
+    reopened = LmdbStore(tmp_path / "store")
+    try:
+        second = Node(store=reopened)
+        second.clock.now = first.clock.now
+        assert all_descriptions(second) == before
+        got = second.call("GetItem", {"TableName": "plain", "Key": {"pk": {"S": "kept"}}})
+        assert got["Item"] == {"pk": {"S": "kept"}}
+        # The deleted table's catalog entry and items are gone from the file, not just hidden.
+        assert catalog.find_table(second.db, "doomed") is None
+        assert [k for k, _ in reopened.scan(catalog.CATALOG_PREFIX, b"d")] == [
+            catalog.catalog_key(n) for n in ["plain", "provisioned", "streamed"]
+        ]
+    finally:
+        reopened.close()
