@@ -417,8 +417,9 @@ def check_expression_parameters(
 
 ENVELOPE = "1 validation error detected: "
 _COUNTED_RE = re.compile(r"\d+ validation errors? detected: ")
-# Value errors DynamoDB's write operations report without the envelope.
-_BARE_PREFIXES = ("Supplied AttributeValue ",)
+# Request-validation errors DynamoDB's write operations report without the envelope: an empty
+# or multi-typed AttributeValue, and names or values no expression used.
+_BARE_PREFIXES = ("Supplied AttributeValue ", "Value provided in ExpressionAttribute")
 _NULL_NOT_TRUE = (
     "One or more parameter values were invalid: Null attribute value types must have the value "
     "of true"
@@ -430,10 +431,11 @@ def enveloped(error: ValidationException) -> ValidationException:
     today: inside the "1 validation error detected: " envelope.
 
     DynamoDB splits its errors by family: request validation (attribute values, ReturnValues,
-    which parameters go together, every expression error) is enveloped; data-plane, structural
-    and limit errors (keys against the schema, item size, update paths) are not, and neither
-    are an empty or multi-typed AttributeValue. A NULL that is not true is reported with the
-    value's own message, even inside ExpressionAttributeValues.
+    which parameters go together, the expressions' syntax and operands) is enveloped;
+    data-plane, structural and limit errors (keys against the schema, item size, update
+    paths) are not, and neither are an empty or multi-typed AttributeValue nor a name or
+    value no expression used. A NULL that is not true is reported with the value's own
+    message, even inside ExpressionAttributeValues.
     """
     message = error.message
     if _COUNTED_RE.match(message) or message.startswith(_BARE_PREFIXES):

@@ -627,7 +627,6 @@ def test_unused_expression_attribute_values_are_refused(h: Harness) -> None:
         },
     )
     assert err.message == (
-        "1 validation error detected: "
         "Value provided in ExpressionAttributeValues unused in expressions: keys: {:unused}"
     )
 

@@ -154,7 +154,7 @@ def test_envelope_wraps_request_validation_messages_once() -> None:
     assert enveloped(ValidationException(counted)).message == counted
 
 
-def test_envelope_leaves_empty_and_multi_typed_values_bare() -> None:
+def test_envelope_leaves_empty_and_multi_typed_values_and_unused_names_bare() -> None:
     from keeldb.engine.item_requests import enveloped
 
     for message in (
@@ -163,5 +163,6 @@ def test_envelope_leaves_empty_and_multi_typed_values_bare() -> None:
             "Supplied AttributeValue has more than one datatypes set, must contain exactly one "
             "of the supported datatypes"
         ),
+        "Value provided in ExpressionAttributeNames unused in expressions: keys: {#a}",
     ):
         assert enveloped(ValidationException(message)).message == message
