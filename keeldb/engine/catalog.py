@@ -1294,7 +1294,9 @@ def _check_sse(db: Database, spec: dict[str, Any] | None) -> tuple[bool, str | N
         # The AWS managed key of DynamoDB in this account and region.
         key = f"arn:aws:kms:{db.region}:{db.account_id}:key/{uuid.uuid4()}"
     elif not key.startswith("arn:"):
-        key = f"arn:aws:kms:{db.region}:{db.account_id}:key/{key}"
+        # A key id or an alias name: report it as the ARN it stands for in this account.
+        kind = "" if key.startswith("alias/") else "key/"
+        key = f"arn:aws:kms:{db.region}:{db.account_id}:{kind}{key}"
     return True, "KMS", key
 
 

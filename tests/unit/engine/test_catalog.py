@@ -541,6 +541,10 @@ def test_sse_specification_is_accepted(node: Node) -> None:
     assert sse["Status"] == "ENABLED"
     assert sse["SSEType"] == "KMS"
     assert sse["KMSMasterKeyArn"].startswith("arn:aws:kms:us-east-1:000000000000:key/")
+    node.create("aliased", SSESpecification={"Enabled": True, "KMSMasterKeyId": "alias/mine"})
+    assert node.describe("aliased")["SSEDescription"]["KMSMasterKeyArn"] == (
+        "arn:aws:kms:us-east-1:000000000000:alias/mine"
+    )
     node.create("other", SSESpecification={"Enabled": False})
     assert "SSEDescription" not in node.describe("other")
 
