@@ -839,10 +839,20 @@ class Replica:
             if self._phase1_complete():
                 self._become_leader()
         else:
-            wait = self._opts.lease_wait_ticks(m.lease_remaining_ticks)
-            self._writable_at = max(self._writable_at, self._now + wait)
-            # A promise from a newly added configuration's member: recover anything it
-            # voted for in slots we have not proposed yet.
+            # A late promise, or one from a member of a newly chosen configuration. Only the
+            # latter can carry a lease we have not already waited out: our first phase-1
+            # quorum met the old leader's lease quorum in every configuration then covered.
+            covered_before = set(self._covered_keys)
+            for config in self._live_configs():
+                if id(config) in covered_before or not self._covered(config):
+                    continue
+                members = self._members(config)
+                owed = max(
+                    p.lease_remaining_ticks for n, p in self._promises.items() if n in members
+                )
+                wait = self._opts.lease_wait_ticks(owed)
+                self._writable_at = max(self._writable_at, self._now + wait)
+            # Recover anything it voted for in slots we have not proposed yet.
             self._recompute_backlog()
             self._fill_pipeline()
 

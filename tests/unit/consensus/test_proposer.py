@@ -301,3 +301,29 @@ def test_a_proposal_whose_slot_went_to_another_value_is_reported_dropped() -> No
     assert h.chosen[Slot(1)].command == b"winner"
     assert pid in h.nodes[NodeId(1)].dropped
     assert pid not in h.nodes[NodeId(1)].acknowledged
+
+
+def test_a_group_of_one_elects_itself_and_commits_alone() -> None:
+    h = Harness(Config.single(1))
+    assert h.timeout(1)
+    h.deliver_all()
+    assert h.replica(1).is_leader
+    h.propose(1, b"a")
+    h.process_all()
+    assert h.nodes[NodeId(1)].state == [b"a"]
+    assert h.replica(1).read_lease()
+
+
+def test_a_late_promise_does_not_suspend_a_serving_leader() -> None:
+    five = Config(AURORA.members[:5], q1=3, q2=3)
+    h = Harness(five)
+    h.campaign(1)
+    h.drop(1, 5)
+    h.deliver_all()
+    assert h.replica(1).read_lease()
+    h.take_events()
+    for _ in range(4):  # the Prepare to 5 is sent again; its Promise owes a lease
+        h.tick()
+        h.deliver_all()
+        assert h.replica(1).read_lease()
+    assert any(e.startswith("5->1 Promise") and "lease_left=0" not in e for e in h.take_events())

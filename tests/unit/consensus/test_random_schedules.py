@@ -3,7 +3,7 @@ proposals stay chosen, and the group recovers once the faults stop.
 
 A small, fast cousin of the simulator in keeldb.consensus.sim: it drives the harness's
 explicit operations (deliver, drop, duplicate, tick, crash with a held-back fsync, restart,
-partition) from one seed.
+partition, forced campaigns as in a leadership transfer) from one seed.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def _schedule(config: Config, seed: int) -> Harness:
     ids = list(config.node_ids)
     counter = 0
     for _ in range(STEPS):
+        _check_leases(h)
         op = rng.random()
         if op < 0.25:
             for leader in h.leaders():
@@ -55,7 +56,11 @@ def _schedule(config: Config, seed: int) -> Harness:
                 if h.nodes[node].replica is None:
                     h.restart(node)
                     break
-        elif op < 0.95:
+        elif op < 0.92:
+            node = rng.choice(ids)  # a leadership transfer: the driver asks it to campaign
+            if h.nodes[node].replica is not None:
+                h.campaign(node)
+        elif op < 0.96:
             cut = rng.sample(ids, rng.randint(1, len(ids) - 1))
             h.partition(cut, [n for n in ids if n not in cut])
         else:
@@ -64,6 +69,19 @@ def _schedule(config: Config, seed: int) -> Harness:
                 if h.nodes[node].disk_stalled and h.nodes[node].replica is not None:
                     h.unstall_disk(node)
     return h
+
+
+def _check_leases(h: Harness) -> None:
+    """Every clock here runs at the same rate (all replicas tick together), so at any moment
+    at most one replica may hold a lease, and its state holds every acknowledged value."""
+    holders = [
+        n for n, node in h.nodes.items() if node.replica is not None and node.replica.read_lease()
+    ]
+    assert len(holders) <= 1, f"two lease holders at once: {holders}"
+    if holders:
+        state = set(h.nodes[holders[0]].state)
+        missing = set(_acknowledged_values(h)) - state
+        assert not missing, f"lease holder {holders[0]} misses acknowledged {sorted(missing)}"
 
 
 def _acknowledged_values(h: Harness) -> dict[bytes, NodeId]:
