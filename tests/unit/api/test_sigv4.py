@@ -11,6 +11,8 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keeldb.api import sigv4
 from keeldb.api.sigv4 import Credential, Verifier, load_credentials
@@ -336,3 +338,36 @@ def test_query_parameters_without_the_algorithm_are_a_missing_token() -> None:
     query = "X-Amz-Credential=a&X-Amz-Signature=b&X-Amz-SignedHeaders=c&X-Amz-Date=d"
     with pytest.raises(MissingAuthenticationTokenException):
         verifier().verify("POST", "/", query, {"host": "h"}, b"")
+
+
+header_values = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=0, max_size=30
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    body=st.binary(max_size=200),
+    target=header_values,
+    extra=header_values,
+    flip=st.integers(min_value=0),
+)
+def test_botocore_signatures_verify_and_any_body_change_is_caught(
+    body: bytes, target: str, extra: str, flip: int
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        request = AWSRequest(
+            method="POST",
+            url="http://127.0.0.1:8000/",
+            data=body,
+            headers={"Host": "127.0.0.1:8000", "X-Amz-Target": target, "X-Extra": extra},
+        )
+        patch.setattr("botocore.auth.get_current_datetime", lambda: SIGNED_AT.replace(tzinfo=None))
+        SigV4Auth(Credentials(KEY_ID, SECRET), "dynamodb", "us-east-1").add_auth(request)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    assert verifier().verify("POST", "/", "", headers, body) == KEY_ID
+    if body:
+        index = flip % len(body)
+        changed = body[:index] + bytes([body[index] ^ 1]) + body[index + 1 :]
+        with pytest.raises(InvalidSignatureException):
+            verifier().verify("POST", "/", "", headers, changed)
