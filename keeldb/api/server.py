@@ -211,7 +211,11 @@ class ApiServer:
         if content_type != "application/x-amz-json-1.0":
             content_type = content_type.split(";", 1)[0].strip()
         if request.method != "POST" or (request.body and content_type not in JSON_CONTENT_TYPES):
-            return self._response(404, NOT_FOUND_BODY, b"", request_id, close, extra), close
+            response = self._response(404, NOT_FOUND_BODY, b"", request_id, close, extra)
+            if request.method == "HEAD":
+                # A response to HEAD has the headers of the full answer and no body.
+                response = response[: -len(NOT_FOUND_BODY)]
+            return response, close
         response_type = (
             _CONTENT_TYPE_AMZ_JSON
             if content_type == "application/x-amz-json-1.0"

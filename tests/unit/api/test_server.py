@@ -497,3 +497,19 @@ def test_an_oversize_body_sent_in_full_still_gets_its_413(running: Running) -> N
             pass
         reader = Reader(sock)
         assert reader.read().status == 413
+
+
+def test_head_gets_the_404_headers_without_a_body(running: Running) -> None:
+    with connect(running.port) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+        sock.sendall(post("DynamoDB_20120810.Echo", b'{"next": 1}'))
+        reader = Reader(sock)
+        head = reader.buffer
+        while b"\r\n\r\n" not in head:
+            reader._fill()
+            head = reader.buffer
+        status_and_headers, _, rest = head.partition(b"\r\n\r\n")
+        assert status_and_headers.startswith(b"HTTP/1.1 404 ")
+        assert b"Content-Length: 29" in status_and_headers
+        reader.buffer = rest
+        assert reader.read().json() == {"Echo": {"next": 1}}
