@@ -276,11 +276,17 @@ class Verifier:
         )
         key = self._signing_key(known.secret_access_key, day, region)
         expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, params["Signature"]):
-            raise InvalidSignatureException(SIGNATURE_MISMATCH_MESSAGE)
-        if declared_hash is not None and not hmac.compare_digest(declared_hash, payload_hash):
+        if not hmac.compare_digest(expected, params["Signature"]) or (
             # A correctly signed hash that is not the body's: the body was altered.
-            raise InvalidSignatureException(SIGNATURE_MISMATCH_MESSAGE)
+            declared_hash is not None and not hmac.compare_digest(declared_hash, payload_hash)
+        ):
+            # Like DynamoDB, show what was expected, so that a client author can find the
+            # difference; it holds nothing the client did not send.
+            raise InvalidSignatureException(
+                f"{SIGNATURE_MISMATCH_MESSAGE}\n\n"
+                f"The Canonical String for this request should have been\n'{canonical_request}'"
+                f"\n\nThe String-to-Sign should have been\n'{string_to_sign}'\n"
+            )
 
         token = headers.get("x-amz-security-token")
         if token is not None and (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,21 @@ def test_a_tampered_body_is_an_invalid_signature(signed: Signer) -> None:
     path, query, headers, body = signed()
     with pytest.raises(InvalidSignatureException) as caught:
         verifier().verify("POST", path, query, headers, body.replace(b"Music", b"Musik"))
-    assert caught.value.message == sigv4.SIGNATURE_MISMATCH_MESSAGE
+    altered = hashlib.sha256(body.replace(b"Music", b"Musik")).hexdigest()
+    assert caught.value.message == (
+        f"{sigv4.SIGNATURE_MISMATCH_MESSAGE}\n\n"
+        "The Canonical String for this request should have been\n"
+        "'POST\n/\n\n"
+        "content-type:application/x-amz-json-1.0\n"
+        "host:127.0.0.1:8000\n"
+        "x-amz-date:20260304T050607Z\n"
+        "x-amz-target:DynamoDB_20120810.DescribeTable\n\n"
+        "content-type;host;x-amz-date;x-amz-target\n"
+        f"{altered}'\n\n"
+        "The String-to-Sign should have been\n"
+        "'AWS4-HMAC-SHA256\n20260304T050607Z\n20260304/us-east-1/dynamodb/aws4_request\n"
+        f"{hashlib.sha256(caught.value.message.split(chr(39))[1].encode()).hexdigest()}'\n"
+    )
 
 
 def test_a_tampered_signed_header_is_an_invalid_signature(signed: Signer) -> None:
