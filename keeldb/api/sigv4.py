@@ -42,6 +42,8 @@ SIGNATURE_SKEW_SECONDS_MAX = 15 * 60
 # Derived signing keys are cached per (secret, day, region): they change once a day, and
 # deriving one costs four HMACs. The bound keeps a flood of distinct scopes from growing it.
 SIGNING_KEY_CACHE_ENTRIES_MAX = 1024
+# Parsed X-Amz-Date values kept (a few seconds' worth in normal traffic).
+DATE_CACHE_ENTRIES_MAX = 1024
 
 MISSING_TOKEN_MESSAGE = "Request is missing Authentication Token"
 UNKNOWN_KEY_MESSAGE = "The security token included in the request is invalid."
@@ -161,6 +163,8 @@ class Verifier:
         self._credentials = dict(credentials)
         self._clock = clock
         self._keys: dict[tuple[str, str, str], bytes] = {}
+        # X-Amz-Date values -> seconds: SDK clients sign many requests per second.
+        self._basic_dates: dict[str, float] = {}
 
     @property
     def key_count(self) -> int:
@@ -300,12 +304,13 @@ class Verifier:
     def _check_date(self, amz_date: str | None, http_date: str | None) -> str:
         """The request's timestamp in ISO-8601 basic format, within the allowed skew."""
         if amz_date is not None:
-            if not _BASIC_DATE.fullmatch(amz_date):
-                raise IncompleteSignatureException(_bad_date_message(amz_date))
-            try:
-                moment = datetime.strptime(amz_date, _BASIC_FORMAT).replace(tzinfo=UTC)
-            except ValueError:
-                raise IncompleteSignatureException(_bad_date_message(amz_date)) from None
+            timestamp = amz_date
+            seconds = self._basic_dates.get(amz_date)
+            if seconds is None:
+                seconds = _parse_basic(amz_date)
+                if len(self._basic_dates) >= DATE_CACHE_ENTRIES_MAX:
+                    self._basic_dates.clear()
+                self._basic_dates[amz_date] = seconds
         else:
             assert http_date is not None
             try:
@@ -314,21 +319,20 @@ class Verifier:
                 raise IncompleteSignatureException(_bad_date_message(http_date)) from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-        timestamp = _format_basic(moment.astimezone(UTC))
+            seconds = moment.timestamp()
+            timestamp = _format_basic(moment.astimezone(UTC))
         now = self._clock()
-        seconds = moment.timestamp()
-        now_text = _format_basic(datetime.fromtimestamp(now, UTC))
         if seconds < now - SIGNATURE_SKEW_SECONDS_MAX:
-            earliest = _format_basic(datetime.fromtimestamp(now - SIGNATURE_SKEW_SECONDS_MAX, UTC))
             raise InvalidSignatureException(
-                f"Signature expired: {timestamp} is now earlier than {earliest} "
-                f"({now_text} - 15 min.)"
+                f"Signature expired: {timestamp} is now earlier than "
+                f"{_format_seconds(now - SIGNATURE_SKEW_SECONDS_MAX)} "
+                f"({_format_seconds(now)} - 15 min.)"
             )
         if seconds > now + SIGNATURE_SKEW_SECONDS_MAX:
-            latest = _format_basic(datetime.fromtimestamp(now + SIGNATURE_SKEW_SECONDS_MAX, UTC))
             raise InvalidSignatureException(
-                f"Signature not yet current: {timestamp} is still later than {latest} "
-                f"({now_text} + 15 min.)"
+                f"Signature not yet current: {timestamp} is still later than "
+                f"{_format_seconds(now + SIGNATURE_SKEW_SECONDS_MAX)} "
+                f"({_format_seconds(now)} + 15 min.)"
             )
         return timestamp
 
@@ -341,6 +345,29 @@ class Verifier:
             key = signing_key(secret, day, region, SERVICE)
             self._keys[cache_key] = key
         return key
+
+
+def _parse_basic(value: str) -> float:
+    """Seconds since the epoch of an ISO-8601 basic-format UTC time (20130609T095204Z)."""
+    if not _BASIC_DATE.fullmatch(value):
+        raise IncompleteSignatureException(_bad_date_message(value))
+    try:
+        moment = datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        raise IncompleteSignatureException(_bad_date_message(value)) from None
+    return moment.timestamp()
+
+
+def _format_seconds(seconds: float) -> str:
+    return _format_basic(datetime.fromtimestamp(seconds, UTC))
 
 
 def _bad_date_message(value: str) -> str:
