@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -513,3 +514,22 @@ def test_head_gets_the_404_headers_without_a_body(running: Running) -> None:
         assert b"Content-Length: 29" in status_and_headers
         reader.buffer = rest
         assert reader.read().json() == {"Echo": {"next": 1}}
+
+
+def test_a_client_that_reads_late_gets_every_answer_of_a_long_pipeline(running: Running) -> None:
+    # Large answers fill the socket buffers, so the server must stop reading and writing
+    # and resume both once the client drains its side, without losing or reordering any.
+    padding = "p" * 64 * 1024
+    count = 150
+    requests = b"".join(
+        post("DynamoDB_20120810.Echo", json.dumps({"i": index, "pad": padding}).encode())
+        for index in range(count)
+    )
+    with connect(running.port) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(requests,))
+        sender.start()
+        time.sleep(0.3)
+        reader = Reader(sock)
+        answers = [reader.read().json()["Echo"]["i"] for _ in range(count)]
+        sender.join(TIMEOUT_SECONDS)
+    assert answers == list(range(count))
