@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         uvloop.run(serve(config))
     except OSError as error:
-        print(f"keeldb: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        # The address is taken, or the data directory cannot be used: the error names which.
+        print(f"keeldb: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

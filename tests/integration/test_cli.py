@@ -90,7 +90,17 @@ def test_a_port_in_use_is_reported(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run_cli("serve", "--port", str(port), "--in-memory", cwd=tmp_path)
     assert result.returncode == 1
-    assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
+    assert "keeldb: cannot start:" in result.stderr
+    assert str(port) in result.stderr
+
+
+def test_an_unusable_data_dir_is_reported(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli("serve", "--port", "0", "--data-dir", str(blocker / "data"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "keeldb: cannot start:" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_help_lists_the_serve_flags(tmp_path: Path) -> None:
