@@ -812,6 +812,10 @@ class Replica:
         return Promise(self._id, dst, ballot, entries, self._commit, remaining, snapshot)
 
     def _on_prepare(self, m: Prepare) -> None:
+        if not any(c.can_lead(m.src) for _, c in self._configs):
+            # A replica removed by a reconfiguration it missed (or a log-only member) may not
+            # lead; refusing to promise is always safe and keeps it from deposing the leader.
+            return
         if m.ballot < self._promised:
             self._send(Nack(self._id, m.src, m.ballot, self._promised), after_persist=False)
             return

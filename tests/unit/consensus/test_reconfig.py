@@ -103,3 +103,16 @@ def test_a_snapshot_carries_the_configuration_so_restarts_agree_on_membership() 
     h.restart(2)
     assert h.replica(2).entry_at(Slot(1)) is None  # the configuration entry is compacted
     assert h.replica(2).config.node_ids == (1, 2, 4)
+
+
+def test_a_removed_member_that_missed_its_removal_cannot_depose_the_leader() -> None:
+    h = _group()
+    h.partition([3], [1, 2, 4])
+    h.replica(1).propose_reconfig(Config.standard([1, 2, 4]))
+    h.run(3)
+    assert h.replica(1).config.node_ids == (1, 2, 4)
+    h.heal()
+    h.campaign(3)  # 3 still believes in the old configuration
+    h.deliver_all()
+    assert h.leaders() == [NodeId(1)]
+    assert h.replica(1).ballot.round == 1
