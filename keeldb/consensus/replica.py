@@ -887,7 +887,7 @@ class Replica:
                     best[le.slot] = (False, le.ballot, le.entry)
         return {s: v[2] for s, v in best.items()}, top
 
-    def _needed_configs(self, recovered: dict[Slot, Entry], top: Slot) -> list[Config]:
+    def _needed_configs(self, recovered: dict[Slot, Entry]) -> list[Config]:
         """Configurations whose phase-1 quorum we need before leading: the one governing the
         next slot, every later one already chosen, and every one a recovered configuration
         entry would introduce (such a slot may have been chosen without our knowing)."""
@@ -897,7 +897,6 @@ class Replica:
             if slot > self._commit and entry.kind is EntryKind.CONFIG:
                 assert entry.config is not None
                 needed.append(entry.config)
-        del top
         return needed
 
     def _covered(self, config: Config) -> bool:
@@ -912,9 +911,9 @@ class Replica:
         return False
 
     def _phase1_complete(self) -> bool:
-        recovered, top = self._recover(Slot(self._commit + 1))
+        recovered, _ = self._recover(Slot(self._commit + 1))
         complete = True
-        for config in self._needed_configs(recovered, top):
+        for config in self._needed_configs(recovered):
             if not self._covered(config):
                 complete = False
                 for peer in config.node_ids:
