@@ -1784,7 +1784,8 @@ async def update_table(db: Database, body: Body) -> Body:
         updated = Table.from_record(merged)
     # The answer reports UPDATING with the capacity in force before the change, except that a
     # switch to PAY_PER_REQUEST already shows the on-demand zeros, as DynamoDB's answer does.
-    shown = updated if updated.billing_mode == BILLING_PAY_PER_REQUEST else table
+    to_on_demand = table.billing_mode != updated.billing_mode == BILLING_PAY_PER_REQUEST
+    shown = updated if to_on_demand else table
     return {"TableDescription": describe(db, updated, status=STATUS_UPDATING, throughput_of=shown)}
 
 
