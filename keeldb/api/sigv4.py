@@ -275,14 +275,16 @@ class Verifier:
                 ALGORITHM,
                 timestamp,
                 f"{day}/{region}/{service}/{terminator}",
-                hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+                # Header values were decoded as latin-1, so latin-1 gives back the very bytes
+                # the client signed (UTF-8 or not).
+                hashlib.sha256(canonical_request.encode("latin-1")).hexdigest(),
             )
         )
         key = self._signing_key(known.secret_access_key, day, region)
-        expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, params["Signature"]) or (
+        expected = hmac.new(key, string_to_sign.encode("latin-1"), hashlib.sha256).hexdigest()
+        if not _same(expected, params["Signature"]) or (
             # A correctly signed hash that is not the body's: the body was altered.
-            declared_hash is not None and not hmac.compare_digest(declared_hash, payload_hash)
+            declared_hash is not None and not _same(declared_hash, payload_hash)
         ):
             # Like DynamoDB, show what was expected, so that a client author can find the
             # difference; it holds nothing the client did not send.
@@ -294,7 +296,7 @@ class Verifier:
 
         token = headers.get("x-amz-security-token")
         if token is not None and (
-            known.session_token is None or not hmac.compare_digest(token, known.session_token)
+            known.session_token is None or not _same(token, known.session_token)
         ):
             raise UnrecognizedClientException(BAD_TOKEN_MESSAGE)
         if token is None and known.session_token is not None:
@@ -315,12 +317,13 @@ class Verifier:
             assert http_date is not None
             try:
                 moment = parsedate_to_datetime(http_date)
-            except (TypeError, ValueError):
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                seconds = moment.timestamp()
+                timestamp = _format_basic(moment.astimezone(UTC))
+            except (TypeError, ValueError, OverflowError):
+                # Unparseable, or a year outside what a date can hold.
                 raise IncompleteSignatureException(_bad_date_message(http_date)) from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            seconds = moment.timestamp()
-            timestamp = _format_basic(moment.astimezone(UTC))
         now = self._clock()
         if seconds < now - SIGNATURE_SKEW_SECONDS_MAX:
             raise InvalidSignatureException(
@@ -345,6 +348,13 @@ class Verifier:
             key = signing_key(secret, day, region, SERVICE)
             self._keys[cache_key] = key
         return key
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison; compared as bytes, since a client may send any octets."""
+    return hmac.compare_digest(
+        given.encode("latin-1", "replace"), expected.encode("latin-1", "replace")
+    )
 
 
 def _parse_basic(value: str) -> float:

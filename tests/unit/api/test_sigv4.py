@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from keeldb.api import sigv4
 from keeldb.api.sigv4 import Credential, Verifier, load_credentials
 from keeldb.model.errors import (
+    ClientError,
     IncompleteSignatureException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
@@ -386,3 +387,104 @@ def test_botocore_signatures_verify_and_any_body_change_is_caught(
         changed = body[:index] + bytes([body[index] ^ 1]) + body[index + 1 :]
         with pytest.raises(InvalidSignatureException):
             verifier().verify("POST", "/", "", headers, changed)
+
+
+def test_a_signature_with_non_ascii_octets_is_an_invalid_signature(signed: Signer) -> None:
+    path, query, headers, body = signed()
+    headers["authorization"] = headers["authorization"].rsplit("=", 1)[0] + "=\xe9\xff"
+    with pytest.raises(InvalidSignatureException, match="does not match"):
+        verifier().verify("POST", path, query, headers, body)
+
+
+def test_a_non_ascii_header_value_signed_by_botocore_verifies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request = AWSRequest(
+        method="POST",
+        url="http://127.0.0.1:8000/",
+        data=BODY,
+        headers={"Host": "127.0.0.1:8000", "X-Note": "caf\u00e9"},
+    )
+    monkeypatch.setattr(
+        "botocore.auth.get_current_datetime", lambda: SIGNED_AT.replace(tzinfo=None)
+    )
+    SigV4Auth(Credentials(KEY_ID, SECRET), "dynamodb", "us-east-1").add_auth(request)
+    # On the wire the value is UTF-8; the front end decodes header octets as latin-1.
+    headers = {
+        name.lower(): value.encode("utf-8").decode("latin-1")
+        for name, value in request.headers.items()
+    }
+    assert verifier().verify("POST", "/", "", headers, BODY) == KEY_ID
+
+
+pieces = st.sampled_from(
+    [
+        "AWS4-HMAC-SHA256",
+        "AWS4-",
+        " ",
+        ",",
+        "=",
+        "/",
+        ";",
+        "Credential=",
+        "SignedHeaders=",
+        "Signature=",
+        KEY_ID,
+        "20260304",
+        "us-east-1",
+        "dynamodb",
+        "aws4_request",
+        "host",
+        "x-amz-date",
+        "\xe9",
+    ]
+)
+garbage = st.one_of(st.text(max_size=40), st.lists(pieces, max_size=16).map("".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    authorization=st.one_of(st.none(), garbage),
+    amz_date=st.one_of(st.none(), garbage, st.just("20260304T050607Z")),
+    date=st.one_of(st.none(), garbage),
+    token=st.one_of(st.none(), garbage),
+    query=st.one_of(st.just(""), garbage),
+    path=st.one_of(st.just("/"), garbage),
+)
+def test_any_headers_either_verify_or_raise_a_client_error(
+    authorization: str | None,
+    amz_date: str | None,
+    date: str | None,
+    token: str | None,
+    query: str,
+    path: str,
+) -> None:
+    headers = {"host": "h"}
+    for name, value in (
+        ("authorization", authorization),
+        ("x-amz-date", amz_date),
+        ("date", date),
+        ("x-amz-security-token", token),
+    ):
+        if value is not None:
+            headers[name] = value
+    try:
+        verifier().verify("POST", path, query, headers, b"{}")
+    except ClientError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "1 Jan 99999999999999999999 00:00:00 GMT",
+        "Mon, 31 Dec 9999 23:59:59 -2359",
+        "Mon, 01 Jan 2020 25:61:61 GMT",
+        "yesterday",
+    ],
+)
+def test_an_impossible_date_header_is_reported_as_not_iso_8601(date: str) -> None:
+    header = _header(f"{KEY_ID}/20260304/us-east-1/dynamodb/aws4_request")
+    with pytest.raises(IncompleteSignatureException) as caught:
+        verifier().verify("POST", "/", "", {"authorization": header, "date": date}, b"")
+    assert caught.value.message.startswith("Date must be in ISO-8601 'basic format'. Got '")
