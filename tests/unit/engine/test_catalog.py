@@ -1354,6 +1354,7 @@ def test_switch_to_pay_per_request_and_back(node: Node) -> None:
     node.clock.now = NOW + 5
     answer = node.call("UpdateTable", {"TableName": "things", "BillingMode": "PAY_PER_REQUEST"})
     assert answer["TableDescription"]["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert answer["TableDescription"]["ProvisionedThroughput"]["ReadCapacityUnits"] == 0
     described = node.describe()
     assert described["BillingModeSummary"] == {
         "BillingMode": "PAY_PER_REQUEST",
