@@ -1,0 +1,590 @@
+"""What Query and Scan share: reading their requests, choosing what they read (the base table
+or one of its secondary indexes), walking one page of a key range, and answering with
+DynamoDB's Count, ScannedCount, LastEvaluatedKey and ConsumedCapacity.
+
+A read is described by a `Source`: the store key range of the base table or of one index,
+and that index's key schema. Reading an index is then only a matter of choosing the range and
+the schema: the walk, the filter, the projection, the page limits and the capacity arithmetic
+are the same. Index entries are expected at `keeldb.model.keys.index_item_key(table_id,
+index_id, index hash, index range, table hash, table range)` with the stored form of
+`item_store.encode_item` (size, projected item), which is how the index maintenance writes
+them; `Source.index_id` is the one place that maps an index to its id in the store.
+
+A page stops when `Limit` items have been read or when the items read reach 1 MB
+(`PAGE_BYTES_MAX`); both count items read, before the filter, as DynamoDB does. A stopped page
+carries a LastEvaluatedKey made of the last item read: its table key and, for an index, its
+index key. Every read sees committed state only (the store), so a strongly consistent read
+and an eventually consistent one return the same items on a single node; they differ only
+in the capacity they consume.
+
+This module never writes to the store, never proposes a record and never does IO.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from keeldb.engine.item_store import decode_stored, items_state, storage_key
+from keeldb.engine.items import check_key
+from keeldb.model.errors import SerializationException, ValidationException
+from keeldb.model.keys import index_item_key, key_after
+from keeldb.model.limits import PAGE_BYTES_MAX, READ_UNIT_BYTES
+from keeldb.model.values import validate_value
+
+if TYPE_CHECKING:
+    from keeldb.engine.database import Database
+    from keeldb.engine.schema import KeyAttribute, SecondaryIndex, Table
+    from keeldb.expressions import Condition, Projection
+
+Body = dict[str, Any]
+Item = dict[str, dict[str, Any]]
+
+# --- Request members ----------------------------------------------------------------------
+
+TABLE_NAME_PATTERN = "[a-zA-Z0-9_.-]+"
+NAME_LENGTH_MIN = 3  # Table and index names are 3 to 255 characters long.
+NAME_LENGTH_MAX = 255
+TABLE_ARN_LENGTH_MAX = 1024  # TableName may be the table's ARN; an ARN has only this bound.
+CONSTRAINT_ERRORS_MAX = 10  # DynamoDB lists at most ten constraint violations.
+LIMIT_MIN = 1  # Query and Scan Limit: at least one item (API reference, "Limit").
+SEGMENT_MAX = 999_999  # Segment is zero-based and below TotalSegments' maximum.
+TOTAL_SEGMENTS_MAX = 1_000_000  # API reference, Scan "TotalSegments".
+
+SELECT_VALUES = ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "COUNT")
+RETURN_CONSUMED_CAPACITY = ("INDEXES", "TOTAL", "NONE")
+CONDITIONAL_OPERATOR = ("AND", "OR")
+
+NAME_RE = re.compile(TABLE_NAME_PATTERN)
+
+
+def _serialization(message: str) -> SerializationException:
+    return SerializationException(message)
+
+
+def _token(value: Any) -> str:
+    if value is True:
+        return "TRUE_VALUE"
+    if value is False:
+        return "FALSE_VALUE"
+    if isinstance(value, (int, float)):
+        return "NUMBER_VALUE"
+    return "STRING_VALUE"
+
+
+def _not_expected(value: Any) -> SerializationException:
+    if isinstance(value, list):
+        return _serialization("Start of list found where not expected")
+    return _serialization("Start of structure or map found where not expected.")
+
+
+def as_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        raise _not_expected(value)
+    raise _serialization(f"{_token(value)} can not be converted to a String")
+
+
+def as_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (list, dict)):
+        raise _not_expected(value)
+    raise _serialization(f"{_token(value)} can not be converted to a Boolean")
+
+
+def as_integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, (list, dict)):
+            raise _not_expected(value)
+        raise _serialization(f"{_token(value)} can not be converted to an Integer")
+    return int(value)
+
+
+def as_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        raise _serialization("Start of structure or map found where not expected.")
+    raise _serialization("Expected list or null")
+
+
+def as_map(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        raise _serialization("Start of list found where not expected")
+    raise _serialization("Expected map or null")
+
+
+def as_structure(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        raise _serialization("Start of list found where not expected")
+    raise _serialization("Expected null")
+
+
+def attribute_map(value: Any) -> dict[str, Any]:
+    """A map of attribute values: only the map is checked here, each value later."""
+    return {k: v for k, v in as_map(value).items() if v is not None}
+
+
+def string_map(value: Any) -> dict[str, str]:
+    return {k: as_string(v) for k, v in as_map(value).items() if v is not None}
+
+
+def string_list(value: Any) -> list[str]:
+    return [as_string(v) for v in as_list(value) if v is not None]
+
+
+def legacy_map(value: Any) -> dict[str, Any]:
+    """KeyConditions, QueryFilter, ScanFilter: kept as given (they are refused by name)."""
+    return {k: as_structure(v) for k, v in as_map(value).items() if v is not None}
+
+
+Reader = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One request member: how to read it and the constraints DynamoDB's model puts on it."""
+
+    name: str
+    reader: Reader
+    required: bool = False
+    enum: tuple[str, ...] = ()
+    table_name: bool = False  # the table-name pattern and length (ARNs allowed)
+    index_name: bool = False  # the same pattern and length, no ARN
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @property
+    def wire_name(self) -> str:
+        # Constraint messages name members with a lower-case first letter.
+        return self.name[0].lower() + self.name[1:]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    return f"'{value}'"
+
+
+def _violation(member: Member, value: Any, constraint: str) -> str:
+    return (
+        f"Value {_show(value)} at '{member.wire_name}' failed to satisfy constraint: "
+        f"Member must {constraint}"
+    )
+
+
+def _name_violations(member: Member, value: str, errors: list[str]) -> None:
+    if member.table_name and value.startswith("arn:"):
+        if len(value) > TABLE_ARN_LENGTH_MAX:
+            errors.append(
+                _violation(
+                    member, value, f"have length less than or equal to {TABLE_ARN_LENGTH_MAX}"
+                )
+            )
+        return
+    if not NAME_RE.fullmatch(value):
+        errors.append(
+            _violation(member, value, f"satisfy regular expression pattern: {TABLE_NAME_PATTERN}")
+        )
+    if len(value) < NAME_LENGTH_MIN:
+        errors.append(
+            _violation(member, value, f"have length greater than or equal to {NAME_LENGTH_MIN}")
+        )
+    if len(value) > NAME_LENGTH_MAX:
+        errors.append(
+            _violation(member, value, f"have length less than or equal to {NAME_LENGTH_MAX}")
+        )
+
+
+def constraint_error(errors: Sequence[str]) -> ValidationException:
+    assert errors
+    noun = "error" if len(errors) == 1 else "errors"
+    return ValidationException(f"{len(errors)} validation {noun} detected: " + "; ".join(errors))
+
+
+def read_members(body: Any, members: Sequence[Member]) -> Body:
+    """The request with typed members (unknown and null members dropped), or the
+    SerializationException / ValidationException DynamoDB answers: member types first, then
+    every constraint violation at once."""
+    if not isinstance(body, dict):
+        raise _serialization("Start of list found where not expected")
+    request: Body = {}
+    for member in members:
+        value = body.get(member.name)
+        if value is not None:
+            request[member.name] = member.reader(value)
+    errors: list[str] = []
+    for member in members:
+        value = request.get(member.name)
+        if value is None:
+            if member.required:
+                errors.append(_violation(member, None, "not be null"))
+            continue
+        if member.table_name or member.index_name:
+            _name_violations(member, value, errors)
+        if member.enum and value not in member.enum:
+            errors.append(
+                _violation(member, value, f"satisfy enum value set: [{', '.join(member.enum)}]")
+            )
+        if member.minimum is not None and value < member.minimum:
+            errors.append(
+                _violation(member, value, f"have value greater than or equal to {member.minimum}")
+            )
+        if member.maximum is not None and value > member.maximum:
+            errors.append(
+                _violation(member, value, f"have value less than or equal to {member.maximum}")
+            )
+    if errors:
+        raise constraint_error(errors[:CONSTRAINT_ERRORS_MAX])
+    return request
+
+
+# --- Legacy parameters ----------------------------------------------------------------------
+
+# The expression parameter that replaces each legacy (non-expression) parameter.
+LEGACY_REPLACEMENT = {
+    "KeyConditions": "KeyConditionExpression",
+    "QueryFilter": "FilterExpression",
+    "ScanFilter": "FilterExpression",
+    "ConditionalOperator": "FilterExpression",
+    "AttributesToGet": "ProjectionExpression",
+}
+
+
+def check_legacy(request: Body, expressions: Sequence[str], legacy: Sequence[str]) -> None:
+    """DynamoDB's rule that legacy and expression parameters are not mixed, then our refusal
+    of the legacy parameters themselves (their translation into expressions plugs in here,
+    before `keeldb.expressions.compile_request` sees the request)."""
+    given_legacy = [name for name in legacy if name in request]
+    if not given_legacy:
+        return
+    given = [name for name in expressions if name in request]
+    if given:
+        raise ValidationException(
+            "Can not use both expression and non-expression parameters in the same request: "
+            f"Non-expression parameters: {{{', '.join(given_legacy)}}} "
+            f"Expression parameters: {{{', '.join(given)}}}"
+        )
+    name = given_legacy[0]
+    raise ValidationException(
+        f"The legacy parameter {name} is not supported by this server; "
+        f"use {LEGACY_REPLACEMENT[name]} instead"
+    )
+
+
+def check_start_key_values(request: Body) -> Item | None:
+    """ExclusiveStartKey's attribute values, checked before the table is looked up."""
+    start = request.get("ExclusiveStartKey")
+    if start is None:
+        return None
+    checked: Item = {}
+    for name, value in start.items():
+        try:
+            checked[name] = validate_value(value)
+        except ValidationException as error:
+            raise ValidationException(
+                f"The provided starting key is invalid: {error.message}"
+            ) from None
+    return checked
+
+
+# --- Select ---------------------------------------------------------------------------------
+
+
+def check_select(select: str | None, has_projection: bool, has_index: bool) -> None:
+    """DynamoDB's rules on combining Select with ProjectionExpression and IndexName."""
+    if has_projection:
+        if select == "ALL_ATTRIBUTES":
+            raise ValidationException(
+                "Cannot specify the ProjectionExpression when choosing to get ALL_ATTRIBUTES"
+            )
+        if select == "ALL_PROJECTED_ATTRIBUTES":
+            raise ValidationException(
+                "Cannot specify the ProjectionExpression when choosing to get "
+                "ALL_PROJECTED_ATTRIBUTES"
+            )
+        if select == "COUNT":
+            raise ValidationException(
+                "Cannot specify the ProjectionExpression when choosing to get only the Count"
+            )
+    elif select == "SPECIFIC_ATTRIBUTES":
+        raise ValidationException(
+            "Must specify the AttributesToGet or ProjectionExpression when choosing to get "
+            "SPECIFIC_ATTRIBUTES"
+        )
+    if select == "ALL_PROJECTED_ATTRIBUTES" and not has_index:
+        raise ValidationException(
+            "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName"
+        )
+
+
+# --- Sources --------------------------------------------------------------------------------
+
+
+def index_id(table: Table, index: SecondaryIndex) -> int:
+    """The id under which an index's entries are stored (0 is the base table).
+
+    The index's own `index_id` when the catalog records one; otherwise its position among the
+    table's indexes, local first, counting from 1.
+    """
+    recorded = getattr(index, "index_id", None)
+    if isinstance(recorded, int):
+        return recorded
+    indexes = table.local_indexes + table.global_indexes
+    for position, candidate in enumerate(indexes, start=1):
+        if candidate.name == index.name:
+            return position
+    raise AssertionError(f"index {index.name} is not an index of {table.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What a Query or Scan reads: the base table, or one of its secondary indexes."""
+
+    table: Table
+    index: SecondaryIndex | None
+    index_id: int
+    hash_key: KeyAttribute
+    range_key: KeyAttribute | None
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        if self.range_key is None:
+            return (self.hash_key.name,)
+        return (self.hash_key.name, self.range_key.name)
+
+    @property
+    def start_key_names(self) -> tuple[str, ...]:
+        """The attributes of a LastEvaluatedKey: the table's key, then the index's."""
+        names = list(self.table.key_names)
+        names.extend(name for name in self.key_names if name not in names)
+        return tuple(names)
+
+    @property
+    def is_global(self) -> bool:
+        return self.index is not None and self.index.is_global
+
+    @property
+    def projects_all(self) -> bool:
+        return self.index is None or self.index.projection_type == "ALL"
+
+    def projected_names(self) -> frozenset[str] | None:
+        """The attributes an index entry holds; None when it holds the whole item."""
+        if self.projects_all:
+            return None
+        assert self.index is not None
+        names = set(self.start_key_names)
+        if self.index.projection_type == "INCLUDE":
+            names.update(self.index.non_key_attributes)
+        return frozenset(names)
+
+    def store_key(self, key: Item) -> bytes:
+        """The store key of the entry whose key attributes (`start_key_names`) are in `key`."""
+        if self.index is None:
+            return storage_key(self.table, key)
+        table = self.table
+        return index_item_key(
+            table.table_id,
+            self.index_id,
+            key[self.hash_key.name],
+            None if self.range_key is None else key[self.range_key.name],
+            key[table.hash_key.name],
+            None if table.range_key is None else key[table.range_key.name],
+        )
+
+
+def source_for(table: Table, index_name: str | None) -> Source:
+    """The base table, or the named index ("The table does not have the specified index")."""
+    if index_name is None:
+        return Source(table, None, 0, table.hash_key, table.range_key)
+    index = table.index(index_name)
+    if index is None:
+        raise ValidationException(f"The table does not have the specified index: {index_name}")
+    return Source(table, index, index_id(table, index), index.hash_key, index.range_key)
+
+
+def check_index_read(source: Source, request: Body) -> None:
+    """A global index is read eventually consistently only (its entries are propagated
+    asynchronously in DynamoDB), so a ConsistentRead on one is refused."""
+    if source.is_global and request.get("ConsistentRead"):
+        raise ValidationException("Consistent reads are not supported on global secondary indexes")
+
+
+def fetch_from_table(source: Source, select: str | None, projection: Projection | None) -> bool:
+    """Whether a read of a local index must fetch each item from the base table: when the
+    request wants attributes the index does not hold. A global index never fetches: asking
+    it for everything is refused instead."""
+    projected = source.projected_names()
+    if projected is None:
+        return False
+    assert source.index is not None
+    if select == "ALL_ATTRIBUTES":
+        if source.is_global:
+            raise ValidationException(
+                "One or more parameter values were invalid: Select type ALL_ATTRIBUTES is not "
+                f"supported for global secondary index {source.index.name} because its "
+                "projection type is not ALL"
+            )
+        return True
+    if projection is not None and not source.is_global:
+        return not projection.top_level_attributes() <= projected
+    return False
+
+
+def check_start_key_schema(source: Source, start: Item, *, scan: bool) -> Item:
+    """ExclusiveStartKey against the schema, with DynamoDB's messages: exactly the table's
+    key attributes (and, for an index, the index's), each of its defined type."""
+    names = source.start_key_names
+    if len(start) != len(names):
+        if scan and source.index is None:
+            raise ValidationException(
+                "The provided starting key is invalid: "
+                "The provided key element does not match the schema"
+            )
+        raise ValidationException("The provided starting key is invalid")
+    if source.index is not None or not scan:
+        for attribute in (source.hash_key, source.range_key):
+            if attribute is None:
+                continue
+            value = start.get(attribute.name)
+            if value is None:
+                raise ValidationException("The provided starting key is invalid")
+            if attribute.type not in value:
+                raise ValidationException("The provided key element does not match the schema")
+    table = source.table
+    table_key = {name: start[name] for name in table.key_names if name in start}
+    try:
+        check_key(table, table_key)
+    except ValidationException as error:
+        raise ValidationException(
+            f"The provided starting key is invalid: {error.message}"
+        ) from None
+    return start
+
+
+def check_scalar_key_paths(table: Table, projection: Projection | None) -> None:
+    """Key attributes are scalars: a projection path into one (`pk.a`, `sk[0]`) is refused."""
+    if projection is None:
+        return
+    nested = {path[0] for path in projection.paths if len(path) > 1}
+    for name in table.key_names:
+        if name in nested:
+            raise ValidationException(
+                "Key attributes must be scalars; list random access '[]' and map lookup '.' "
+                f"are not allowed: Key: {name}"
+            )
+    for index in table.local_indexes + table.global_indexes:
+        for name in index.key_names:
+            if name in nested:
+                raise ValidationException(
+                    "Key attributes must be scalars; list random access '[]' and map lookup "
+                    f"'.' are not allowed: IndexKey: {name}"
+                )
+
+
+def start_after(source: Source, start: Item | None) -> bytes | None:
+    """The store key just after ExclusiveStartKey's entry (None without one)."""
+    if start is None:
+        return None
+    return key_after(source.store_key(start))
+
+
+# --- Pages ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a Query or Scan, before it is rendered as a response."""
+
+    items: list[Item]  # matched (filtered) items, projected; empty for Select COUNT
+    count: int  # items that matched the filter
+    scanned_count: int  # items read
+    last_key: Item | None  # LastEvaluatedKey: set when the page stopped early
+    source_bytes: int  # sizes of the entries read from the source (table or index)
+    fetched_bytes: int  # sizes of the items fetched from the base table for a local index
+
+
+def read_page(
+    db: Database,
+    source: Source,
+    entries: Iterator[tuple[bytes, bytes]],
+    *,
+    limit: int | None,
+    filter_: Condition | None,
+    projection: Projection | None,
+    count_only: bool,
+    fetch: bool,
+) -> Page:
+    """Walk `entries` (a store range of `source`, in the order to return them) until `limit`
+    items or `PAGE_BYTES_MAX` bytes have been read, filtering and projecting each."""
+    assert limit is None or limit >= LIMIT_MIN, limit
+    page = Page([], 0, 0, None, 0, 0)
+    last: Item | None = None
+    for _key, data in entries:
+        item, size = decode_stored(data)
+        page.scanned_count += 1
+        page.source_bytes += size
+        last = item
+        if fetch:
+            base_key = {name: item[name] for name in source.table.key_names}
+            stored = db.store.get(storage_key(source.table, base_key))
+            if stored is not None:
+                item, base_size = decode_stored(stored)
+                page.fetched_bytes += base_size
+        if filter_ is None or filter_.evaluate(item):
+            page.count += 1
+            if not count_only:
+                page.items.append(item if projection is None else projection.apply(item))
+        full = limit is not None and page.scanned_count >= limit
+        if full or page.source_bytes >= PAGE_BYTES_MAX:
+            page.last_key = {name: last[name] for name in source.start_key_names}
+            break
+    return page
+
+
+def _read_units(size_bytes: int, consistent: bool, *, minimum: bool) -> float:
+    # Query and Scan round the summed size of the page up to 4 KB once, not item by item
+    # (Developer Guide, "Read consumption for Query/Scan"); a page that reads nothing still
+    # consumes one unit's worth. Eventually consistent reads cost half.
+    units = -(-size_bytes // READ_UNIT_BYTES)
+    if minimum:
+        units = max(1, units)
+    return units if consistent else units / 2.0
+
+
+def respond(db: Database, request: Body, source: Source, page: Page) -> Body:
+    """The response of one page, with capacity metered and reported as asked."""
+    consistent = bool(request.get("ConsistentRead", False))
+    source_units = _read_units(page.source_bytes, consistent, minimum=True)
+    fetched_units = _read_units(page.fetched_bytes, consistent, minimum=False)
+    total = source_units + fetched_units
+    meter = items_state(db).read_units
+    meter[source.table.name] = meter.get(source.table.name, 0.0) + total
+
+    response: Body = {}
+    if request.get("Select") != "COUNT":
+        response["Items"] = page.items
+    response["Count"] = page.count
+    response["ScannedCount"] = page.scanned_count
+    if page.last_key is not None:
+        response["LastEvaluatedKey"] = page.last_key
+    mode = request.get("ReturnConsumedCapacity", "NONE")
+    if mode != "NONE":
+        consumed: Body = {"TableName": request["TableName"], "CapacityUnits": total}
+        if mode == "INDEXES":
+            if source.index is None:
+                consumed["Table"] = {"CapacityUnits": total}
+            else:
+                consumed["Table"] = {"CapacityUnits": fetched_units}
+                group = "GlobalSecondaryIndexes" if source.is_global else "LocalSecondaryIndexes"
+                consumed[group] = {source.index.name: {"CapacityUnits": source_units}}
+        response["ConsumedCapacity"] = consumed
+    return response
