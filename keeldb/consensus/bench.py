@@ -103,3 +103,21 @@ def run_workload(
         if proposed >= entries:
             group.pump()
     return WorkloadResult(group.acked, group.delivered, group.persisted)
+
+
+def main() -> None:
+    """Print the deterministic cost of the workload (messages and records per entry); the
+    rate in entries per CPU second is measured by benchmarks/consensus_bench.py."""
+    entries = 20_000
+    for profile in ("standard", "aurora"):
+        result = run_workload(profile, entries)
+        print(
+            f"{profile:9s} {result.entries_committed:,} entries: "
+            f"{result.messages_delivered / result.entries_committed:.3f} messages and "
+            f"{result.records_persisted / result.entries_committed:.3f} records per entry "
+            f"(rate: python benchmarks/consensus_bench.py)"
+        )
+
+
+if __name__ == "__main__":
+    main()
