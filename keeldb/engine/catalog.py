@@ -5,7 +5,9 @@ This module owns:
 - the catalog's durable form: one store entry per table, under `CATALOG_PREFIX`, holding the
   table's `Table.to_record()` packed with msgpack;
 - the catalog's redo records ("create_table", "update_table", "delete_table") and their
-  appliers, each of which makes its record's whole effect one atomic store write;
+  appliers: each makes its record's effect one atomic store write, except "delete_table",
+  whose range delete of the table's items and removal of its entry are two writes made
+  crash-safe by their LSNs (see `apply_delete_table`);
 - the in-memory cache of tables (`Database.state["catalog"]`), loaded from the store the
   first time a database touches its catalog and then kept in step by the appliers;
 - CreateTable, DescribeTable, ListTables, DeleteTable, UpdateTable, TagResource,
@@ -13,7 +15,8 @@ This module owns:
   validation order and messages: first the request-model layer (member types, then every
   constraint violation reported at once as "N validation errors detected: ..."), then the
   service layer (one "One or more parameter values were invalid: ..." message at a time);
-- `get_table` / `get_table_by_arn`, through which item operations find their table.
+- `find_table` / `get_table` / `get_table_by_arn` / `get_table_by_id`, through which item
+  operations find their table (by name or ARN when serving, by TableId when applying).
 
 Every value a record carries (creation time, TableId, stream label ...) is decided while the
 request is validated; an applier never reads a clock, never draws a UUID and never fails on
