@@ -338,8 +338,7 @@ def _condition_tree(
     terms: list[tuple[str, str, list[Value]]], conditional_operator: str, ph: _Placeholders
 ) -> ast.Condition:
     built = [
-        _comparison(op, ph.name(name), [ph.value(v) for v in values])
-        for name, op, values in terms
+        _comparison(op, ph.name(name), [ph.value(v) for v in values]) for name, op, values in terms
     ]
     return _join(built, conditional_operator)
 
@@ -393,7 +392,12 @@ def _update_tree(updates: dict[str, Any], ph: _Placeholders) -> ast.UpdateExpres
             adds.append(ast.AddAction(path, ph.value(value)))
     clauses = tuple(
         ast.UpdateClause(kind, tuple(actions))
-        for kind, actions in (("SET", sets), ("REMOVE", removes), ("ADD", adds), ("DELETE", deletes))
+        for kind, actions in (
+            ("SET", sets),
+            ("REMOVE", removes),
+            ("ADD", adds),
+            ("DELETE", deletes),
+        )
         if actions
     )
     return ast.UpdateExpression(clauses) if clauses else None
@@ -538,9 +542,7 @@ def translate(operation: str, body: Body) -> Body:
         if update is not None:
             out["UpdateExpression"] = update_text(update)
     if body.get("AttributesToGet") is not None:
-        out["ProjectionExpression"] = projection_text(
-            _projection_tree(body["AttributesToGet"], ph)
-        )
+        out["ProjectionExpression"] = projection_text(_projection_tree(body["AttributesToGet"], ph))
     if body.get("KeyConditions") is not None:
         out["KeyConditionExpression"] = condition_text(
             _key_condition_tree(body["KeyConditions"], ph)
