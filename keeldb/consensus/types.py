@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NewType
+from typing import NewType, assert_never
 
 NodeId = NewType("NodeId", int)
 Slot = NewType("Slot", int)
@@ -204,6 +204,8 @@ class Entry:
                 return "noop"
             case EntryKind.CONFIG:
                 return f"config({self.config})"
+            case _:
+                assert_never(self.kind)
 
 
 NOOP = Entry(EntryKind.NOOP)
