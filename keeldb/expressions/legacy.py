@@ -374,21 +374,19 @@ def _update_tree(updates: dict[str, Any], ph: _Placeholders) -> ast.UpdateExpres
         if action == "ADD" and type_ not in _ADD_TYPES:
             raise ValidationException(INVALID + f"ADD action is not supported for the type {type_}")
         path = ph.name(name)
-        if action == "PUT":
-            assert value is not None
-            sets.append(ast.SetAction(path, ph.value(value)))
-        elif action == "DELETE" and value is None:
+        if value is None:
+            assert action == "DELETE", action
             removes.append(ast.RemoveAction(path))
+        elif action == "PUT":
+            sets.append(ast.SetAction(path, ph.value(value)))
         elif action == "DELETE":
             deletes.append(ast.DeleteAction(path, ph.value(value)))
         elif type_ == "L":
             # A legacy ADD of a list appends to the attribute, which starts as an empty list.
-            assert value is not None
             base = ast.Function("if_not_exists", (path, ph.value({"L": []})))
             appended = ast.Function("list_append", (base, ph.value(value)))
             sets.append(ast.SetAction(path, appended))
         else:
-            assert value is not None
             adds.append(ast.AddAction(path, ph.value(value)))
     clauses = tuple(
         ast.UpdateClause(kind, tuple(actions))

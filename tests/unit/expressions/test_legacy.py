@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from keeldb.expressions import compile_request
-from keeldb.expressions import legacy
+from keeldb.expressions import compile_request, legacy
 from keeldb.model.errors import ValidationException
 
 INVALID = "One or more parameter values were invalid: "
@@ -185,14 +184,18 @@ def test_expression_attribute_names_without_expressions_are_refused() -> None:
         (
             "PutItem",
             {"Expected": {"a": {"Exists": False}}},
-            "ExpressionAttributeValues can only be specified when using expressions: "
-            "ConditionExpression is null",
+            (
+                "ExpressionAttributeValues can only be specified when using expressions: "
+                "ConditionExpression is null"
+            ),
         ),
         (
             "UpdateItem",
             {"AttributeUpdates": {"a": {"Action": "DELETE"}}},
-            "ExpressionAttributeValues can only be specified when using expressions: "
-            "UpdateExpression and ConditionExpression are null",
+            (
+                "ExpressionAttributeValues can only be specified when using expressions: "
+                "UpdateExpression and ConditionExpression are null"
+            ),
         ),
         (
             "DeleteItem",
