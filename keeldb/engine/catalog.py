@@ -98,7 +98,9 @@ CAPACITY_UNITS_MAX = 1_000_000_000_000  # Above this DynamoDB answers "... is ou
 DECREASES_PER_DAY_FREE = 4  # Provisioned-throughput decreases allowed any time in a UTC day,
 DECREASE_INTERVAL_SECONDS = 3600  # then one more per hour after the last decrease.
 SECONDS_PER_DAY = 86400
-TAGS_PAGE_SIZE = 10  # Tags per ListTagsOfResource page; the rest come with NextToken.
+# Tags per ListTagsOfResource page. DynamoDB answers a table's whole tag set (up to 50) in one
+# page, and clients rely on it: most never pass NextToken back.
+TAGS_PAGE_SIZE = 50
 ENDPOINT_CACHE_MINUTES = 1440  # DescribeEndpoints' CachePeriodInMinutes, as DynamoDB's.
 # DescribeLimits: DynamoDB's default quotas for provisioned capacity.
 ACCOUNT_READ_CAPACITY_UNITS_MAX = 80000
