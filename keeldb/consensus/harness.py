@@ -296,6 +296,20 @@ class Harness:
             self._event(f"{describe(msg)} (dropped)")
         return len(lost)
 
+    def duplicate(
+        self, src: int | None = None, dst: int | None = None, kinds: tuple[str, ...] = ()
+    ) -> int:
+        """Put a second copy of every matching in-flight message at the end of the queue."""
+        self.process_all()
+        copies = [m for m in self.net if self._match(m, src, dst, kinds)]
+        self.net.extend(copies)
+        return len(copies)
+
+    def reverse(self) -> None:
+        """Reorder the network: in-flight messages will arrive in the opposite order."""
+        self.process_all()
+        self.net.reverse()
+
     def partition(self, *groups: Iterable[int]) -> None:
         """Block every message between different groups (both directions)."""
         sets = [set(g) for g in groups]

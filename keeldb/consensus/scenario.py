@@ -232,6 +232,14 @@ class Interpreter:
         self.h.drop(src, dst, kinds)
         return []
 
+    def cmd_duplicate(self, args: list[str]) -> list[str]:
+        src, dst, kinds = self._deliver_args(args)
+        return [f"duplicated {self.h.duplicate(src, dst, kinds)} messages"]
+
+    def cmd_reverse(self, args: list[str]) -> list[str]:
+        self.h.reverse()
+        return []
+
     def cmd_net(self, args: list[str]) -> list[str]:
         self.h.process_all()
         return [describe(m) for m in self.h.net] or ["(empty)"]
