@@ -118,8 +118,10 @@ class HistoryResult:
         for result in bad:
             lines.append(f"  key {result.key!r}: {result.verdict.value} "
                          f"({result.operations} ops, {result.steps} steps)")
-            for op in result.witness:
-                lines.append(f"    {format_operation(op)}")
+            for i, op in enumerate(result.witness):
+                last = i == len(result.witness) - 1
+                mark = "  <- no linearization explains this response" if last else ""
+                lines.append(f"    {format_operation(op)}{mark}")
         return "\n".join(lines)
 
 
@@ -177,8 +179,10 @@ def _unlift(call: _Node) -> None:
     call.next.prev = call
 
 
-def check_key(key: str, ops: Sequence[Operation], steps_max: int = SEARCH_STEPS_MAX) -> KeyResult:
-    """Search for a linearization of the operations of one key."""
+def check_key(key: str, ops: Sequence[Operation], steps_max: int = SEARCH_STEPS_MAX,
+              explain: bool = True) -> KeyResult:
+    """Search for a linearization of the operations of one key. With `explain`, a
+    violation comes with the operations around the first response no order explains."""
     # A get that never returned constrains nothing: it has no output and changes no state.
     ops = [op for op in ops if not (op.ret is None and op.kind is OpKind.GET)]
     if not ops:
@@ -234,13 +238,51 @@ def check_key(key: str, ops: Sequence[Operation], steps_max: int = SEARCH_STEPS_
         else:
             # The return of an operation not yet linearized: this branch is dead.
             if not stack:
-                witness = sorted(ops, key=lambda op: op.call)
+                witness = _shortest_failing_prefix(key, ops, steps_max) if explain else []
                 return KeyResult(key, Verdict.NOT_LINEARIZABLE, len(ops), steps, witness)
             call, state = stack.pop()
             linearized &= ~(1 << call.index)
             _unlift(call)
             entry = call.next
     return KeyResult(key, Verdict.LINEARIZABLE, len(ops), steps)
+
+
+# Operations shown from the end of the shortest failing prefix.
+WITNESS_OPS_MAX = 12
+
+
+def _as_of(ops: Sequence[Operation], time: int) -> list[Operation]:
+    """The history as it stood at `time`: operations called by then, with responses that
+    came later not known yet (those operations are pending)."""
+    return [
+        op if op.ret is not None and op.ret <= time else
+        Operation(op.client, op.kind, op.key, op.call, None, op.value, op.expected)
+        for op in ops
+        if op.call <= time
+    ]
+
+
+def _shortest_failing_prefix(key: str, ops: Sequence[Operation],
+                             steps_max: int) -> list[Operation]:
+    """The operations around the first response that no order can explain, found by
+    bisecting over event times. Each probe is itself a search, so this runs only on
+    failure."""
+    times = sorted({op.ret for op in ops if op.ret is not None})
+    low, high = 0, len(times) - 1  # the history as of times[high] is known to fail
+    while low < high:
+        middle = (low + high) // 2
+        probe = check_key(key, _as_of(ops, times[middle]), steps_max, explain=False)
+        if probe.verdict is Verdict.NOT_LINEARIZABLE:
+            high = middle
+        else:
+            low = middle + 1
+    cut = times[high]
+    culprit = [op for op in ops if op.ret == cut]
+    shown = sorted((op for op in ops if op.call <= cut and op.ret != cut),
+                   key=lambda op: op.call)
+    # The operations called before the culprit's response, the nearest ones, then the
+    # culprit itself (the response that no order can explain) last.
+    return shown[-(WITNESS_OPS_MAX - 1):] + culprit
 
 
 def check_history(

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from keeldb.consensus.replica import DurableState, Mutation, Options, Ready, Replica
+from keeldb.consensus.replica import DurableState, Mutation, Options, Ready, Replica, Role
 from keeldb.consensus.sim.checkers import (
     DURABILITY,
     EXCEPTION,
@@ -104,6 +104,7 @@ class RunConfig:
     partition_weight: int = 3
     cut_leader_weight: int = 2
     isolate_leader_weight: int = 2
+    lease_attack_weight: int = 1
     reconfig_weight: int = 1
     restart_all_weight: int = 1
     # Faults that let an unsynced tail be acknowledged matter only if a crash finds it.
@@ -115,6 +116,10 @@ class RunConfig:
     fsync_min_us: int = 200
     fsync_max_us: int = 3_000
     lease_reads: bool = True
+    # Replica timing in ticks; None keeps the core's defaults.
+    lease_ticks: int | None = None
+    election_ticks_min: int | None = None
+    election_ticks_max: int | None = None
     client_misroute_probability: float = 0.1
     log_replicas: bool = True
     snapshot_every_slots: int = 40
@@ -218,7 +223,11 @@ class World:
         self.seq = 0
         self.queue: list[tuple[int, int, str, Any]] = []
         self.group_config = initial_config(config.profile, config.log_replicas)
+        timing = {name: getattr(config, name) for name in
+                  ("lease_ticks", "election_ticks_min", "election_ticks_max")
+                  if getattr(config, name) is not None}
         self.options = Options(
+            **timing,
             mutations=frozenset(config.mutations),
             pipeline_slots_max=config.window_slots,
             reconfig_window_slots=config.window_slots,
@@ -240,6 +249,8 @@ class World:
         self.prepare_ballots: set[tuple[int, int]] = set()
         self.clients: list[ClientState] = []
         self.crashed: Violation | None = None
+        # An armed lease attack: (leader, member to reboot, members cut from the leader).
+        self.attack: tuple[NodeId, NodeId, tuple[NodeId, ...]] | None = None
         for node_id in self.group_config.node_ids:
             self._add_node(node_id, self.group_config)
         for failed in config.failed_nodes:
@@ -412,6 +423,8 @@ class World:
             self.result.leaders_elected += 1
             self.log(f"n{node.node_id} leads at ballot {replica.ballot}")
         node.leading = leading
+        if self.attack is not None:
+            self._lease_attack_trigger(node)
 
     def _on_fsync(self, payload: tuple[NodeId, int]) -> None:
         node_id, incarnation = payload
@@ -619,8 +632,11 @@ class World:
         if kv is None:
             self._reply(node, client_id, command.request, None, not_leader=True)
             return
-        if kv.has_applied(command.client, command.request) and replica.is_leader:
+        if kv.has_applied(command.client, command.request) and replica.read_lease():
             # A retry of a request already applied here: answer from the session table.
+            # That answer is a read of the state machine, so it needs the lease like any
+            # read: a new leader may have applied entries it recovered while the old
+            # leader's lease still lets that one serve reads without them.
             self._reply(node, client_id, command.request,
                         kv.results[command.client][command.request])
             return
@@ -741,10 +757,10 @@ class World:
             return
         self.schedule(self.now + self._nemesis_gap(), "nemesis", None)
         weights = [self.cfg.crash_weight, self.cfg.partition_weight, self.cfg.cut_leader_weight,
-                   self.cfg.isolate_leader_weight, self.cfg.reconfig_weight,
-                   self.cfg.restart_all_weight]
-        actions = ["crash", "partition", "cut_leader", "isolate_leader", "reconfig",
-                   "restart_all"]
+                   self.cfg.isolate_leader_weight, self.cfg.lease_attack_weight,
+                   self.cfg.reconfig_weight, self.cfg.restart_all_weight]
+        actions = ["crash", "partition", "cut_leader", "isolate_leader", "lease_attack",
+                   "reconfig", "restart_all"]
         action = rng.choices(actions, weights)[0]
         if action == "crash":
             up = [n for n in self._nodes_sorted() if n.up]
@@ -788,10 +804,64 @@ class World:
                 ticks = rng.randint(self.options.election_ticks_min,
                                     self.options.election_ticks_max + self.options.probe_ticks)
                 self.schedule(self.now + ticks * self.cfg.tick_us, "heal_partition", None)
+        elif action == "lease_attack":
+            self._start_lease_attack()
         elif action == "reconfig":
             self._propose_reconfig()
         elif action == "restart_all":
             self._crash_all()
+
+    def _start_lease_attack(self) -> None:
+        """Set up the one shape in which an old leader's lease and a successor can overlap
+        despite the pre-check: cut the leader from N - Q2 members (so they fall silent, yet
+        the leader keeps a lease through the others), and arm a trigger that reboots one
+        of the others the moment a cut-off member starts probing, so that member too
+        answers "silent" (it forgot the leader) while its last lease grant still runs."""
+        leader = self._leader()
+        if leader is None or self.attack is not None:
+            return
+        replica = leader.replica
+        assert replica is not None
+        config = replica.config
+        others = [n for n in config.node_ids if n != leader.node_id]
+        cut_count = config.n - config.q2
+        if cut_count < 1 or len(others) <= cut_count:
+            return
+        rng = self.nemesis_rng
+        # At least one cut member must be able to campaign (log-only members never do).
+        campaigners = [n for n in others if config.can_lead(n)]
+        if not campaigners:
+            return
+        first = rng.choice(campaigners)
+        rest = [n for n in others if n != first]
+        cut = sorted([first, *rng.sample(rest, cut_count - 1)])
+        rebooted = rng.choice([n for n in others if n not in cut])
+        self.network.partition([leader.node_id], cut, one_way=False)
+        self.result.partitions += 1
+        self.attack = (leader.node_id, rebooted, tuple(cut))
+        self.log(f"lease attack: cut leader n{leader.node_id} <-> {cut}, will reboot "
+                 f"n{rebooted}")
+        ticks = self.options.election_ticks_max * 3
+        self.schedule(self.now + ticks * self.cfg.tick_us, "heal_partition", None)
+
+    def _lease_attack_trigger(self, node: SimNode) -> None:
+        assert self.attack is not None
+        leader_id, rebooted_id, cut = self.attack
+        replica = node.replica
+        if node.node_id not in cut or replica is None or replica.role is not Role.PROBING:
+            return
+        self.attack = None
+        rebooted = self.nodes[rebooted_id]
+        self.log(f"lease attack: n{node.node_id} probes; reboot n{rebooted_id}, "
+                 f"cut everyone -> n{leader_id}")
+        # The old leader hears nobody from now on (no acknowledgements, no refusals), so
+        # it keeps serving reads exactly as long as its lease says it may.
+        for other in sorted(self.nodes):
+            if other != leader_id:
+                self.network.blocked.add((other, leader_id))
+        if rebooted.up:
+            self._crash(rebooted)
+            self.schedule(self.now + 300, "restart", rebooted_id)
 
     def _crash_all(self) -> None:
         """Every node loses power at once (what it had not synced is gone)."""
@@ -822,6 +892,7 @@ class World:
     def _on_heal_partition(self, _: Any) -> None:
         if self.now >= self.heal_us:
             return
+        self.attack = None
         self.network.heal()
         self.log("heal partitions")
 
