@@ -135,13 +135,17 @@ def test_create_existing_table_is_resource_in_use(ddb: Any, names: Callable[[str
     [
         (
             {"TableName": "ab"},
-            "1 validation error detected: Value 'ab' at 'tableName' failed to satisfy constraint: "
-            "Member must have length greater than or equal to 3",
+            (
+                "1 validation error detected: Value 'ab' at 'tableName' failed to satisfy constraint: "
+                "Member must have length greater than or equal to 3"
+            ),
         ),
         (
             {"TableName": "nyh@test"},
-            "1 validation error detected: Value 'nyh@test' at 'tableName' failed to satisfy "
-            "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
+            (
+                "1 validation error detected: Value 'nyh@test' at 'tableName' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+            ),
         ),
         (
             {
@@ -150,34 +154,46 @@ def test_create_existing_table_is_resource_in_use(ddb: Any, names: Callable[[str
                     {"AttributeName": "extra", "AttributeType": "S"},
                 ]
             },
-            "One or more parameter values were invalid: Number of attributes in KeySchema does "
-            "not exactly match number of attributes defined in AttributeDefinitions",
+            (
+                "One or more parameter values were invalid: Number of attributes in KeySchema does "
+                "not exactly match number of attributes defined in AttributeDefinitions"
+            ),
         ),
         (
             {"AttributeDefinitions": [{"AttributeName": "other", "AttributeType": "S"}]},
-            "One or more parameter values were invalid: Some index key attributes are not "
-            "defined in AttributeDefinitions. Keys: [pk], AttributeDefinitions: [other]",
+            (
+                "One or more parameter values were invalid: Some index key attributes are not "
+                "defined in AttributeDefinitions. Keys: [pk], AttributeDefinitions: [other]"
+            ),
         ),
         (
             {"AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "BOOL"}]},
-            "1 validation error detected: Value 'BOOL' at "
-            "'attributeDefinitions.1.member.attributeType' failed to satisfy constraint: Member "
-            "must satisfy enum value set: [B, N, S]",
+            (
+                "1 validation error detected: Value 'BOOL' at "
+                "'attributeDefinitions.1.member.attributeType' failed to satisfy constraint: Member "
+                "must satisfy enum value set: [B, N, S]"
+            ),
         ),
         (
             {"ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}},
-            "One or more parameter values were invalid: Neither ReadCapacityUnits nor "
-            "WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
+            (
+                "One or more parameter values were invalid: Neither ReadCapacityUnits nor "
+                "WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"
+            ),
         ),
         (
             {"BillingMode": "PROVISIONED"},
-            "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits "
-            "must both be specified when BillingMode is PROVISIONED",
+            (
+                "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits "
+                "must both be specified when BillingMode is PROVISIONED"
+            ),
         ),
         (
             {"StreamSpecification": {"StreamEnabled": True}},
-            "One or more parameter values were invalid: Table is being created with a stream "
-            "enabled, UpdateViewType is required",
+            (
+                "One or more parameter values were invalid: Table is being created with a stream "
+                "enabled, UpdateViewType is required"
+            ),
         ),
         (
             {
@@ -282,8 +298,10 @@ def test_update_table_errors(ddb: Any, names: Callable[[str], str]) -> None:
     code, message, _ = error_of(ddb.update_table, TableName=name, BillingMode="PROVISIONED")
     assert (code, message) == (
         "ValidationException",
-        "One or more parameter values were invalid: ProvisionedThroughput must be specified "
-        "when BillingMode is PROVISIONED",
+        (
+            "One or more parameter values were invalid: ProvisionedThroughput must be specified "
+            "when BillingMode is PROVISIONED"
+        ),
     )
     code, message, _ = error_of(
         ddb.update_table, TableName=unique("ghost"), BillingMode="PAY_PER_REQUEST"
@@ -330,8 +348,10 @@ def test_deletion_protection(ddb: Any, names: Callable[[str], str]) -> None:
     code, message, _ = error_of(ddb.delete_table, TableName=name)
     assert (code, message) == (
         "ValidationException",
-        "Resource cannot be deleted as it is currently protected against deletion. Disable "
-        "deletion protection first.",
+        (
+            "Resource cannot be deleted as it is currently protected against deletion. Disable "
+            "deletion protection first."
+        ),
     )
     ddb.update_table(TableName=name, DeletionProtectionEnabled=False)
     assert ddb.describe_table(TableName=name)["Table"]["DeletionProtectionEnabled"] is False

@@ -51,17 +51,21 @@ def post(endpoint: str, operation: str, body: Any) -> tuple[int, dict[str, Any]]
             "CreateTable",
             {"TableName": "abc;"},
             "com.amazon.coral.validate#ValidationException",
-            "3 validation errors detected: Value null at 'attributeDefinitions' failed to satisfy "
-            "constraint: Member must not be null; Value 'abc;' at 'tableName' failed to satisfy "
-            "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+; Value "
-            "null at 'keySchema' failed to satisfy constraint: Member must not be null",
+            (
+                "3 validation errors detected: Value null at 'attributeDefinitions' failed to satisfy "
+                "constraint: Member must not be null; Value 'abc;' at 'tableName' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+; Value "
+                "null at 'keySchema' failed to satisfy constraint: Member must not be null"
+            ),
         ),
         (
             "ListTables",
             {"Limit": 0},
             "com.amazon.coral.validate#ValidationException",
-            "1 validation error detected: Value '0' at 'limit' failed to satisfy constraint: "
-            "Member must have value greater than or equal to 1",
+            (
+                "1 validation error detected: Value '0' at 'limit' failed to satisfy constraint: "
+                "Member must have value greater than or equal to 1"
+            ),
         ),
         (
             "DescribeTable",

@@ -196,30 +196,40 @@ def test_missing_members_are_reported_together_in_one_message(node: Node) -> Non
     [
         (
             "ab",
-            "1 validation error detected: Value 'ab' at 'tableName' failed to satisfy "
-            "constraint: Member must have length greater than or equal to 3",
+            (
+                "1 validation error detected: Value 'ab' at 'tableName' failed to satisfy "
+                "constraint: Member must have length greater than or equal to 3"
+            ),
         ),
         (
             "a" * 256,
-            f"1 validation error detected: Value '{'a' * 256}' at 'tableName' failed to "
-            "satisfy constraint: Member must have length less than or equal to 255",
+            (
+                f"1 validation error detected: Value '{'a' * 256}' at 'tableName' failed to "
+                "satisfy constraint: Member must have length less than or equal to 255"
+            ),
         ),
         (
             "x",
-            "1 validation error detected: Value 'x' at 'tableName' failed to satisfy "
-            "constraint: Member must have length greater than or equal to 3",
+            (
+                "1 validation error detected: Value 'x' at 'tableName' failed to satisfy "
+                "constraint: Member must have length greater than or equal to 3"
+            ),
         ),
         (
             "nyh@test",
-            "1 validation error detected: Value 'nyh@test' at 'tableName' failed to satisfy "
-            "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
+            (
+                "1 validation error detected: Value 'nyh@test' at 'tableName' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+            ),
         ),
         (
             "",
-            "2 validation errors detected: Value '' at 'tableName' failed to satisfy "
-            "constraint: Member must have length greater than or equal to 3; Value '' at "
-            "'tableName' failed to satisfy constraint: Member must satisfy regular expression "
-            "pattern: [a-zA-Z0-9_.-]+",
+            (
+                "2 validation errors detected: Value '' at 'tableName' failed to satisfy "
+                "constraint: Member must have length greater than or equal to 3; Value '' at "
+                "'tableName' failed to satisfy constraint: Member must satisfy regular expression "
+                "pattern: [a-zA-Z0-9_.-]+"
+            ),
         ),
     ],
 )
@@ -349,14 +359,18 @@ def test_undefined_hash_key_names_keys_and_definitions(node: Node) -> None:
         (
             ["a", "c", "b"],
             [("a", "HASH"), ("b", "RANGE")],
-            "One or more parameter values were invalid: Number of attributes in KeySchema does "
-            "not exactly match number of attributes defined in AttributeDefinitions",
+            (
+                "One or more parameter values were invalid: Number of attributes in KeySchema does "
+                "not exactly match number of attributes defined in AttributeDefinitions"
+            ),
         ),
         (
             ["a", "b"],
             [("a", "HASH")],
-            "One or more parameter values were invalid: Number of attributes in KeySchema does "
-            "not exactly match number of attributes defined in AttributeDefinitions",
+            (
+                "One or more parameter values were invalid: Number of attributes in KeySchema does "
+                "not exactly match number of attributes defined in AttributeDefinitions"
+            ),
         ),
     ],
 )
@@ -510,24 +524,32 @@ def test_disabled_stream_specification_is_accepted_and_absent(node: Node) -> Non
     [
         (
             {"StreamEnabled": True},
-            "One or more parameter values were invalid: Table is being created with a stream "
-            "enabled, UpdateViewType is required",
+            (
+                "One or more parameter values were invalid: Table is being created with a stream "
+                "enabled, UpdateViewType is required"
+            ),
         ),
         (
             {"StreamEnabled": False, "StreamViewType": "KEYS_ONLY"},
-            "One or more parameter values were invalid: Table is being created with a stream "
-            "disabled, UpdateViewType should not be specified",
+            (
+                "One or more parameter values were invalid: Table is being created with a stream "
+                "disabled, UpdateViewType should not be specified"
+            ),
         ),
         (
             {"StreamEnabled": True, "StreamViewType": "Fisk"},
-            "1 validation error detected: Value 'Fisk' at 'streamSpecification.streamViewType' "
-            "failed to satisfy constraint: Member must satisfy enum value set: [NEW_IMAGE, "
-            "OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]",
+            (
+                "1 validation error detected: Value 'Fisk' at 'streamSpecification.streamViewType' "
+                "failed to satisfy constraint: Member must satisfy enum value set: [NEW_IMAGE, "
+                "OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"
+            ),
         ),
         (
             {"StreamViewType": "KEYS_ONLY"},
-            "1 validation error detected: Value null at 'streamSpecification.streamEnabled' "
-            "failed to satisfy constraint: Member must not be null",
+            (
+                "1 validation error detected: Value null at 'streamSpecification.streamEnabled' "
+                "failed to satisfy constraint: Member must not be null"
+            ),
         ),
     ],
 )
@@ -636,8 +658,10 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
                 "KeySchema": [{"AttributeName": "a", "KeyType": "HASH"}],
                 "LocalSecondaryIndexes": [index("abc", [("a", "HASH"), ("b", "RANGE")])],
             },
-            "One or more parameter values were invalid: Table KeySchema does not have a range "
-            "key, which is required when specifying a LocalSecondaryIndex",
+            (
+                "One or more parameter values were invalid: Table KeySchema does not have a range "
+                "key, which is required when specifying a LocalSecondaryIndex"
+            ),
         ),
         (
             {"LocalSecondaryIndexes": []},
@@ -649,19 +673,25 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
         ),
         (
             {"LocalSecondaryIndexes": [index("abc", [("a", "HASH"), ("c", "RANGE")])]},
-            "One or more parameter values were invalid: Some index key attributes are not "
-            "defined in AttributeDefinitions. Keys: [a, c], AttributeDefinitions: [a, b]",
+            (
+                "One or more parameter values were invalid: Some index key attributes are not "
+                "defined in AttributeDefinitions. Keys: [a, c], AttributeDefinitions: [a, b]"
+            ),
         ),
         (
             {"LocalSecondaryIndexes": [index("abc", [("b", "HASH"), ("a", "RANGE")])]},
-            "One or more parameter values were invalid: Index KeySchema does not have the same "
-            "leading hash key as table KeySchema for index: abc. index hash key: b, table hash "
-            "key: a",
+            (
+                "One or more parameter values were invalid: Index KeySchema does not have the same "
+                "leading hash key as table KeySchema for index: abc. index hash key: b, table hash "
+                "key: a"
+            ),
         ),
         (
             {"LocalSecondaryIndexes": [index("abc", [("a", "HASH")])]},
-            "One or more parameter values were invalid: Index KeySchema does not have a range "
-            "key for index: abc",
+            (
+                "One or more parameter values were invalid: Index KeySchema does not have a range "
+                "key for index: abc"
+            ),
         ),
         (
             {"GlobalSecondaryIndexes": [index("abc", [("a", "HASH"), ("b", "RANGE")], {})]},
@@ -675,8 +705,10 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
                     )
                 ]
             },
-            "One or more parameter values were invalid: ProjectionType is ALL, but "
-            "NonKeyAttributes is specified",
+            (
+                "One or more parameter values were invalid: ProjectionType is ALL, but "
+                "NonKeyAttributes is specified"
+            ),
         ),
         (
             {
@@ -696,8 +728,10 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
         ),
         (
             {"GlobalSecondaryIndexes": [index(f"g{i:02d}", [("b", "HASH")]) for i in range(21)]},
-            "One or more parameter values were invalid: GlobalSecondaryIndex count exceeds the "
-            "per-table limit of 20",
+            (
+                "One or more parameter values were invalid: GlobalSecondaryIndex count exceeds the "
+                "per-table limit of 20"
+            ),
         ),
         (
             {
@@ -705,8 +739,10 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
                     index(f"l{i:02d}", [("a", "HASH"), ("b", "RANGE")]) for i in range(6)
                 ]
             },
-            "One or more parameter values were invalid: Number of LocalSecondaryIndexes exceeds "
-            "per-table limit of 5",
+            (
+                "One or more parameter values were invalid: Number of LocalSecondaryIndexes exceeds "
+                "per-table limit of 5"
+            ),
         ),
         (
             {
@@ -717,8 +753,10 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
                     }
                 ]
             },
-            "One or more parameter values were invalid: ProvisionedThroughput should not be "
-            "specified for index: abc when BillingMode is PAY_PER_REQUEST",
+            (
+                "One or more parameter values were invalid: ProvisionedThroughput should not be "
+                "specified for index: abc when BillingMode is PAY_PER_REQUEST"
+            ),
         ),
         (
             {
@@ -726,18 +764,22 @@ def test_indexes_are_described_with_their_arns(node: Node) -> None:
                 + [{"AttributeName": "z", "AttributeType": "S"}],
                 "GlobalSecondaryIndexes": [index("abc", [("b", "HASH")])],
             },
-            "One or more parameter values were invalid: Some AttributeDefinitions are not used. "
-            "AttributeDefinitions: [a, b, z], keys used: [a, b]",
+            (
+                "One or more parameter values were invalid: Some AttributeDefinitions are not used. "
+                "AttributeDefinitions: [a, b, z], keys used: [a, b]"
+            ),
         ),
         (
             {"GlobalSecondaryIndexes": [index("h;", [])]},
-            "3 validation errors detected: Value 'h;' at "
-            "'globalSecondaryIndexes.1.member.indexName' failed to satisfy constraint: Member "
-            "must satisfy regular expression pattern: [a-zA-Z0-9_.-]+; Value 'h;' at "
-            "'globalSecondaryIndexes.1.member.indexName' failed to satisfy constraint: Member "
-            "must have length greater than or equal to 3; Value '[]' at "
-            "'globalSecondaryIndexes.1.member.keySchema' failed to satisfy constraint: Member "
-            "must have length greater than or equal to 1",
+            (
+                "3 validation errors detected: Value 'h;' at "
+                "'globalSecondaryIndexes.1.member.indexName' failed to satisfy constraint: Member "
+                "must satisfy regular expression pattern: [a-zA-Z0-9_.-]+; Value 'h;' at "
+                "'globalSecondaryIndexes.1.member.indexName' failed to satisfy constraint: Member "
+                "must have length greater than or equal to 3; Value '[]' at "
+                "'globalSecondaryIndexes.1.member.keySchema' failed to satisfy constraint: Member "
+                "must have length greater than or equal to 1"
+            ),
         ),
     ],
 )
@@ -791,8 +833,10 @@ def test_describe_table_by_arn(node: Node) -> None:
         (
             "arn:aws:dynamodb:eu-west-1:000000000000:table/things",
             ValidationException,
-            "1 validation error detected: Invalid AWS region in "
-            "'arn:aws:dynamodb:eu-west-1:000000000000:table/things'",
+            (
+                "1 validation error detected: Invalid AWS region in "
+                "'arn:aws:dynamodb:eu-west-1:000000000000:table/things'"
+            ),
         ),
         (
             "arn:aws:dynamodb:us-east-1:111122223333:table/things",
@@ -1155,37 +1199,47 @@ def test_on_demand_throughput_is_set_merged_and_cleared(node: Node) -> None:
                 "OnDemandThroughput": {"MaxReadRequestUnits": 5},
             },
             ValidationException,
-            "One or more parameter values were invalid: MaxReadRequestUnits for OnDemandThroughput "
-            "cannot be specified when the table BillingMode is PROVISIONED",
+            (
+                "One or more parameter values were invalid: MaxReadRequestUnits for OnDemandThroughput "
+                "cannot be specified when the table BillingMode is PROVISIONED"
+            ),
         ),
         (
             "CreateTable",
             {"OnDemandThroughput": {"MaxWriteRequestUnits": 0}},
             ValidationException,
-            "One or more parameter values were invalid: Requested MaxWriteRequestUnits for "
-            "OnDemandThroughput for table is outside of valid range",
+            (
+                "One or more parameter values were invalid: Requested MaxWriteRequestUnits for "
+                "OnDemandThroughput for table is outside of valid range"
+            ),
         ),
         (
             "CreateTable",
             {"OnDemandThroughput": {"MaxReadRequestUnits": -1}},
             ValidationException,
-            "One or more parameter values were invalid: Requested MaxReadRequestUnits for "
-            "OnDemandThroughput for table is outside of valid range",
+            (
+                "One or more parameter values were invalid: Requested MaxReadRequestUnits for "
+                "OnDemandThroughput for table is outside of valid range"
+            ),
         ),
         (
             "CreateTable",
             {"OnDemandThroughput": {"MaxReadRequestUnits": 40001}},
             LimitExceededException,
-            "Subscriber limit exceeded: Requested MaxReadRequestUnits for OnDemandThroughput for "
-            "table exceeds TableMaxReadCapacityUnits of the account in region us-east-1",
+            (
+                "Subscriber limit exceeded: Requested MaxReadRequestUnits for OnDemandThroughput for "
+                "table exceeds TableMaxReadCapacityUnits of the account in region us-east-1"
+            ),
         ),
         (
             "CreateTable",
             {"WarmThroughput": {"ReadUnitsPerSecond": 11999}},
             ValidationException,
-            "One or more parameter values were invalid: Requested ReadUnitsPerSecond for "
-            "WarmThroughput for table is lower than initial throughput for OnDemand. See: "
-            "https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/warm-throughput.html",
+            (
+                "One or more parameter values were invalid: Requested ReadUnitsPerSecond for "
+                "WarmThroughput for table is lower than initial throughput for OnDemand. See: "
+                "https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/warm-throughput.html"
+            ),
         ),
         (
             "CreateTable",
@@ -1195,8 +1249,10 @@ def test_on_demand_throughput_is_set_merged_and_cleared(node: Node) -> None:
                 "WarmThroughput": {"WriteUnitsPerSecond": 4},
             },
             ValidationException,
-            "One or more parameter values were invalid: Requested WriteUnitsPerSecond for "
-            "WarmThroughput for table is lower than WriteCapacityUnits of ProvisionedThroughput",
+            (
+                "One or more parameter values were invalid: Requested WriteUnitsPerSecond for "
+                "WarmThroughput for table is lower than WriteCapacityUnits of ProvisionedThroughput"
+            ),
         ),
     ],
 )
@@ -1443,48 +1499,64 @@ def test_stream_can_be_enabled_disabled_and_enabled_again(node: Node) -> None:
     [
         (
             {"StreamSpecification": {"StreamEnabled": True}},
-            "One or more parameter values were invalid: If stream is being enabled then "
-            "UpdateViewType is required",
+            (
+                "One or more parameter values were invalid: If stream is being enabled then "
+                "UpdateViewType is required"
+            ),
         ),
         (
             {"StreamSpecification": {"StreamEnabled": False, "StreamViewType": "KEYS_ONLY"}},
-            "One or more parameter values were invalid: If stream is being disabled, then "
-            "UpdateViewType must not be specified",
+            (
+                "One or more parameter values were invalid: If stream is being disabled, then "
+                "UpdateViewType must not be specified"
+            ),
         ),
         (
             {"DeletionProtectionEnabled": True, "BillingMode": "PAY_PER_REQUEST"},
-            "One or more parameter values were invalid: DeletionProtection modification must be "
-            "the only operation in the request",
+            (
+                "One or more parameter values were invalid: DeletionProtection modification must be "
+                "the only operation in the request"
+            ),
         ),
         (
             {"SSESpecification": {"Enabled": True}, "DeletionProtectionEnabled": True},
-            "One or more parameter values were invalid: Server-Side Encryption modification "
-            "must be the only operation in the request",
+            (
+                "One or more parameter values were invalid: Server-Side Encryption modification "
+                "must be the only operation in the request"
+            ),
         ),
         (
             {
                 "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
                 "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
             },
-            "One or more parameter values were invalid: You cannot modify stream status while "
-            "updating table IOPS",
+            (
+                "One or more parameter values were invalid: You cannot modify stream status while "
+                "updating table IOPS"
+            ),
         ),
         (
             {"GlobalSecondaryIndexUpdates": [{}]},
-            "One or more parameter values were invalid: One of GlobalSecondaryIndexUpdate.Update, "
-            "GlobalSecondaryIndexUpdate.Create, GlobalSecondaryIndexUpdate.Delete must not be null",
+            (
+                "One or more parameter values were invalid: One of GlobalSecondaryIndexUpdate.Update, "
+                "GlobalSecondaryIndexUpdate.Create, GlobalSecondaryIndexUpdate.Delete must not be null"
+            ),
         ),
         (
             {"GlobalSecondaryIndexUpdates": [{"Delete": {"IndexName": "abc"}}]},
-            "One or more parameter values were invalid: GlobalSecondaryIndexUpdates are not "
-            "supported by this server: define global secondary indexes when the table is created",
+            (
+                "One or more parameter values were invalid: GlobalSecondaryIndexUpdates are not "
+                "supported by this server: define global secondary indexes when the table is created"
+            ),
         ),
         (
             {"ProvisionedThroughput": {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}},
-            "2 validation errors detected: Value '0' at 'provisionedThroughput.writeCapacityUnits' "
-            "failed to satisfy constraint: Member must have value greater than or equal to 1; "
-            "Value '0' at 'provisionedThroughput.readCapacityUnits' failed to satisfy constraint: "
-            "Member must have value greater than or equal to 1",
+            (
+                "2 validation errors detected: Value '0' at 'provisionedThroughput.writeCapacityUnits' "
+                "failed to satisfy constraint: Member must have value greater than or equal to 1; "
+                "Value '0' at 'provisionedThroughput.readCapacityUnits' failed to satisfy constraint: "
+                "Member must have value greater than or equal to 1"
+            ),
         ),
     ],
 )
@@ -1579,8 +1651,10 @@ def test_list_tags_answers_the_whole_tag_set_in_one_page(node: Node) -> None:
         ),
         (
             [{"Key": "k"}],
-            "1 validation error detected: Value null at 'tags.1.member.value' failed to satisfy "
-            "constraint: Member must not be null",
+            (
+                "1 validation error detected: Value null at 'tags.1.member.value' failed to satisfy "
+                "constraint: Member must not be null"
+            ),
         ),
     ],
 )
@@ -1623,20 +1697,26 @@ def test_fifty_tags_at_most(node: Node) -> None:
         (
             "arn:aws:s3:::bucket",
             ValidationException,
-            "One or more parameter values were invalid: Provided Arn is not a DynamoDB resource "
-            "arn: arn:aws:s3:::bucket",
+            (
+                "One or more parameter values were invalid: Provided Arn is not a DynamoDB resource "
+                "arn: arn:aws:s3:::bucket"
+            ),
         ),
         (
             ARN_PREFIX + "things/index/abc",
             ValidationException,
-            "One or more parameter values were invalid: Invalid resource arn provided, only table "
-            f"or stream is accepted. Provided resource arn: {ARN_PREFIX}things/index/abc",
+            (
+                "One or more parameter values were invalid: Invalid resource arn provided, only table "
+                f"or stream is accepted. Provided resource arn: {ARN_PREFIX}things/index/abc"
+            ),
         ),
         (
             "arn:aws:dynamodb:eu-west-1:000000000000:table/things",
             ValidationException,
-            "Invalid TableArn: Invalid ResourceArn provided as input "
-            "arn:aws:dynamodb:eu-west-1:000000000000:table/things",
+            (
+                "Invalid TableArn: Invalid ResourceArn provided as input "
+                "arn:aws:dynamodb:eu-west-1:000000000000:table/things"
+            ),
         ),
         (
             "arn:aws:dynamodb:us-east-1:111122223333:table/things",
