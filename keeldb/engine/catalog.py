@@ -31,7 +31,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -1616,10 +1616,16 @@ def _throughput_changes(db: Database, body: Body, table: Table, now: float) -> d
             )
         if table.billing_mode == BILLING_PAY_PER_REQUEST:
             return {}  # DynamoDB accepts the same mode again, and changes nothing.
+        # On demand, the global secondary indexes lose their provisioned capacity too.
+        on_demand_indexes = [
+            replace(index, read_capacity_units=0, write_capacity_units=0).to_record()
+            for index in table.global_indexes
+        ]
         return {
             "billing_mode": BILLING_PAY_PER_REQUEST,
             "read_capacity_units": 0,
             "write_capacity_units": 0,
+            "global_indexes": on_demand_indexes,
             "pay_per_request_since": now,
             "warm_read_units": max(table.warm_read_units, WARM_READ_UNITS_ON_DEMAND),
             "warm_write_units": max(table.warm_write_units, WARM_WRITE_UNITS_ON_DEMAND),
@@ -1629,6 +1635,13 @@ def _throughput_changes(db: Database, body: Body, table: Table, now: float) -> d
             return {}
         raise ValidationException(
             INVALID + "ProvisionedThroughput must be specified when BillingMode is PROVISIONED"
+        )
+    if table.billing_mode == BILLING_PAY_PER_REQUEST and table.global_indexes:
+        # A provisioned table's global indexes need capacity of their own, which comes with
+        # GlobalSecondaryIndexUpdates: DynamoDB's answer when the request lacks it.
+        raise ValidationException(
+            INVALID + "ProvisionedThroughput must be specified for index: "
+            f"{table.global_indexes[0].name}"
         )
     _check_capacity_bounds(throughput)
     _check_capacity_quota(db, throughput)

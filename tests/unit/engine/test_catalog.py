@@ -1449,6 +1449,40 @@ def test_switch_to_pay_per_request_and_back(node: Node) -> None:
     assert described["ProvisionedThroughput"]["WriteCapacityUnits"] == 3
 
 
+def test_billing_switches_carry_the_global_indexes_along(node: Node) -> None:
+    body = {
+        **table_body(**TWO_KEYS),
+        "BillingMode": "PROVISIONED",
+        "ProvisionedThroughput": {"ReadCapacityUnits": 2, "WriteCapacityUnits": 2},
+        "GlobalSecondaryIndexes": [
+            {
+                **index("by_b", [("b", "HASH")]),
+                "ProvisionedThroughput": {"ReadCapacityUnits": 3, "WriteCapacityUnits": 4},
+            }
+        ],
+    }
+    node.call("CreateTable", body)
+    (gsi,) = node.describe()["GlobalSecondaryIndexes"]
+    assert gsi["ProvisionedThroughput"]["WriteCapacityUnits"] == 4
+    node.call("UpdateTable", {"TableName": "things", "BillingMode": "PAY_PER_REQUEST"})
+    (gsi,) = node.describe()["GlobalSecondaryIndexes"]
+    assert gsi["ProvisionedThroughput"]["WriteCapacityUnits"] == 0
+    assert gsi["IndexStatus"] == "ACTIVE"
+    expect(
+        node,
+        "UpdateTable",
+        {
+            "TableName": "things",
+            "BillingMode": "PROVISIONED",
+            "ProvisionedThroughput": {"ReadCapacityUnits": 2, "WriteCapacityUnits": 2},
+        },
+        ValidationException,
+        "One or more parameter values were invalid: ProvisionedThroughput must be specified for "
+        "index: by_b",
+    )
+    assert node.describe()["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
 def test_stream_can_be_enabled_disabled_and_enabled_again(node: Node) -> None:
     node.create()
     node.call(
