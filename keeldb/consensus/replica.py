@@ -1044,7 +1044,9 @@ class Replica:
             del acks[slot]
             self._sent_tick.pop(slot, None)
             # Configurations take effect in slot order: note each as we pass it.
-            self._note_config(slot, self._log[slot].entry)
+            entry = self._log[slot].entry
+            if entry.kind is EntryKind.CONFIG:
+                self._note_config(slot, entry)
         if new_commit > self._commit:
             self._set_commit(new_commit, notes_done=True)
             self._fill_pipeline()
@@ -1055,18 +1057,19 @@ class Replica:
         assert new_commit > old
         log = self._log
         pending = self._pending_by_slot
+        config_kind = EntryKind.CONFIG
         for slot in range(old + 1, new_commit + 1):
-            le = log[Slot(slot)]
-            if not notes_done:
-                self._note_config(Slot(slot), le.entry)
+            entry = log[Slot(slot)].entry
             if pending:
                 pid = pending.pop(Slot(slot), None)
                 if pid is not None:
-                    if le.entry.origin == self._id and le.entry.proposal_id == pid:
+                    if entry.origin == self._id and entry.proposal_id == pid:
                         self._rd.acknowledged.append(pid)
                     else:
                         self._rd.dropped.append(pid)
-            if le.entry.kind is EntryKind.CONFIG:
+            if entry.kind is config_kind:
+                if not notes_done:
+                    self._note_config(Slot(slot), entry)
                 # Pad the window with no-ops so the new configuration takes effect even
                 # without client traffic.
                 self._pad_until = Slot(slot + self._opts.reconfig_window_slots - 1)
@@ -1254,7 +1257,7 @@ class Replica:
         log = self._log
         while slot <= leader_commit:
             le = log.get(Slot(slot))
-            if le is None or le.ballot != ballot:
+            if le is None or (le.ballot is not ballot and le.ballot != ballot):
                 break
             slot += 1
         if slot - 1 > self._commit:
