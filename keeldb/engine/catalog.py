@@ -957,13 +957,13 @@ def describe(
                 }
             )
             if not creating:
-                on_demand = table.billing_mode == BILLING_PAY_PER_REQUEST
+                index_on_demand = table.billing_mode == BILLING_PAY_PER_REQUEST
                 desc["GlobalSecondaryIndexes"][-1]["WarmThroughput"] = {
                     "ReadUnitsPerSecond": WARM_READ_UNITS_ON_DEMAND
-                    if on_demand
+                    if index_on_demand
                     else index.read_capacity_units,
                     "WriteUnitsPerSecond": WARM_WRITE_UNITS_ON_DEMAND
-                    if on_demand
+                    if index_on_demand
                     else index.write_capacity_units,
                     "Status": "ACTIVE",
                 }
