@@ -92,7 +92,7 @@ TABLE_ARN_LENGTH_MAX = 1024  # TableName also accepts a table ARN of up to 1024 
 RESOURCE_ARN_LENGTH_MAX = 1283  # ResourceArn of TagResource and friends.
 ATTRIBUTE_NAME_LENGTH_MIN = 1  # KeySchemaElement / AttributeDefinition AttributeName.
 ATTRIBUTE_NAME_LENGTH_MAX = 255
-KEY_SCHEMA_ELEMENTS_MAX = 2  # one HASH and at most one RANGE element
+KEY_SCHEMA_ELEMENTS_MAX = 2  # one HASH and at most one RANGE element (tables and local indexes)
 NON_KEY_ATTRIBUTES_PER_INDEX_MAX = 20  # Projection.NonKeyAttributes list length (model)
 CAPACITY_UNITS_MAX = 1_000_000_000_000  # Above this DynamoDB answers "... is out of bounds".
 DECREASES_PER_DAY_FREE = 4  # Provisioned-throughput decreases allowed any time in a UTC day,
@@ -555,17 +555,19 @@ def _key_schema_text(elements: Sequence[dict[str, Any] | None]) -> list[str]:
     ]
 
 
-def _check_key_schema(v: Violations, schema: list[dict[str, Any]] | None, path: str) -> None:
+def _check_key_schema(
+    v: Violations, schema: list[dict[str, Any]] | None, path: str, *, elements_max: int | None = 2
+) -> None:
     if not v.not_null(schema, path):
         return
     assert schema is not None
     if len(schema) < 1:
         v.add([], path, "Member must have length greater than or equal to 1")
-    if len(schema) > KEY_SCHEMA_ELEMENTS_MAX:
+    if elements_max is not None and len(schema) > elements_max:
         v.add(
             _key_schema_text(schema),
             path,
-            f"Member must have length less than or equal to {KEY_SCHEMA_ELEMENTS_MAX}",
+            f"Member must have length less than or equal to {elements_max}",
         )
     for member, element in _members(v, schema, path):
         name = element.get("AttributeName")
@@ -607,7 +609,14 @@ def _check_index_model(v: Violations, index: dict[str, Any], path: str, *, is_gl
     if v.not_null(name, f"{path}.indexName"):
         v.pattern(name, f"{path}.indexName")
         v.length(name, f"{path}.indexName", INDEX_NAME_LENGTH_MIN, INDEX_NAME_LENGTH_MAX)
-    _check_key_schema(v, index.get("KeySchema"), f"{path}.keySchema")
+    # A global index's key may have several partition and sort key attributes (DynamoDB's
+    # multi-attribute keys), so its length is left to the service layer.
+    _check_key_schema(
+        v,
+        index.get("KeySchema"),
+        f"{path}.keySchema",
+        elements_max=None if is_global else KEY_SCHEMA_ELEMENTS_MAX,
+    )
     projection = index.get("Projection")
     if v.not_null(projection, f"{path}.projection"):
         assert projection is not None
@@ -1218,6 +1227,11 @@ def _check_indexes(
             raise ValidationException(INVALID + "List of GlobalSecondaryIndexes is empty")
         for index in global_:
             name = index["IndexName"]
+            if len(index["KeySchema"]) > KEY_SCHEMA_ELEMENTS_MAX:
+                raise ValidationException(
+                    INVALID + "Global secondary indexes whose key has more than one partition "
+                    f"key or sort key attribute are not supported by this server; index: {name}"
+                )
             _check_index_keys(index, defined)
             _check_projection(index)
             if name in seen_names:

@@ -789,6 +789,22 @@ def test_secondary_index_rules(node: Node, members: dict[str, Any], message: str
     assert node.call("ListTables", {})["TableNames"] == []
 
 
+def test_multi_attribute_global_index_keys_are_refused_clearly(node: Node) -> None:
+    body = {
+        **table_body(**TWO_KEYS),
+        "GlobalSecondaryIndexes": [index("multi", [("a", "HASH"), ("b", "HASH"), ("a", "RANGE")])],
+    }
+    expect(
+        node,
+        "CreateTable",
+        body,
+        ValidationException,
+        "One or more parameter values were invalid: Global secondary indexes whose key has more "
+        "than one partition key or sort key attribute are not supported by this server; "
+        "index: multi",
+    )
+
+
 def test_provisioned_table_requires_index_throughput(node: Node) -> None:
     body = {
         **table_body(**TWO_KEYS),
