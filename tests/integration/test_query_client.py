@@ -1,0 +1,222 @@
+"""Query and Scan against the real server through boto3's client, resource
+(`boto3.dynamodb.conditions`) and paginators, and through PynamoDB's `Model.query` / `scan`:
+results, order, paging, and DynamoDB's error codes and messages on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.models import Model
+
+ITEMS = 30
+
+
+@pytest.fixture
+def filled(ddb: Any, table_factory: Callable[..., str]) -> str:
+    name = table_factory(range_key="sk", range_type="N")
+    for start in range(0, ITEMS, 25):
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": {"S": "p" if i % 2 else "q"},
+                        "sk": {"N": str(i)},
+                        "v": {"N": str(i % 3)},
+                    }
+                }
+            }
+            for i in range(start, min(start + 25, ITEMS))
+        ]
+        ddb.batch_write_item(RequestItems={name: requests})
+    return name
+
+
+def error(caught: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
+    answer = caught.value.response["Error"]
+    return answer["Code"], answer["Message"]
+
+
+def test_client_query_returns_the_partition_in_order(ddb: Any, filled: str) -> None:
+    answer = ddb.query(
+        TableName=filled,
+        KeyConditionExpression="pk = :p AND sk >= :s",
+        ExpressionAttributeValues={":p": {"S": "p"}, ":s": {"N": "11"}},
+        ReturnConsumedCapacity="TOTAL",
+    )
+    assert [int(item["sk"]["N"]) for item in answer["Items"]] == list(range(11, ITEMS, 2))
+    assert answer["Count"] == answer["ScannedCount"] == len(range(11, ITEMS, 2))
+    assert answer["ConsumedCapacity"] == {"TableName": filled, "CapacityUnits": 0.5}
+
+
+def test_client_query_pages_with_limit_and_exclusive_start_key(ddb: Any, filled: str) -> None:
+    seen: list[int] = []
+    kwargs: dict[str, Any] = {}
+    while True:
+        answer = ddb.query(
+            TableName=filled,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "q"}},
+            ScanIndexForward=False,
+            Limit=4,
+            **kwargs,
+        )
+        seen += [int(item["sk"]["N"]) for item in answer["Items"]]
+        if "LastEvaluatedKey" not in answer:
+            break
+        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+    assert seen == list(reversed(range(0, ITEMS, 2)))
+
+
+def test_query_paginator_walks_every_page(ddb: Any, filled: str) -> None:
+    paginator = ddb.get_paginator("query")
+    pages = list(
+        paginator.paginate(
+            TableName=filled,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "p"}},
+            PaginationConfig={"PageSize": 4},
+        )
+    )
+    items = [int(item["sk"]["N"]) for page in pages for item in page["Items"]]
+    assert items == list(range(1, ITEMS, 2))
+    assert len(pages) >= 4
+
+
+def test_scan_paginator_with_filter_counts_scanned_items(ddb: Any, filled: str) -> None:
+    paginator = ddb.get_paginator("scan")
+    pages = list(
+        paginator.paginate(
+            TableName=filled,
+            FilterExpression="v = :z",
+            ExpressionAttributeValues={":z": {"N": "0"}},
+            PaginationConfig={"PageSize": 7},
+        )
+    )
+    assert sum(page["ScannedCount"] for page in pages) == ITEMS
+    found = sorted(int(item["sk"]["N"]) for page in pages for item in page["Items"])
+    assert found == list(range(0, ITEMS, 3))
+
+
+def test_parallel_scan_segments_cover_the_table_once(ddb: Any, filled: str) -> None:
+    seen: list[int] = []
+    for segment in range(4):
+        answer = ddb.scan(TableName=filled, Segment=segment, TotalSegments=4)
+        seen += [int(item["sk"]["N"]) for item in answer["Items"]]
+    assert sorted(seen) == list(range(ITEMS))
+
+
+def test_resource_query_and_scan_with_conditions(ddb_resource: Any, filled: str) -> None:
+    table = ddb_resource.Table(filled)
+    answer = table.query(
+        KeyConditionExpression=Key("pk").eq("p") & Key("sk").between(3, 9),
+        FilterExpression=Attr("v").eq(0),
+        ProjectionExpression="sk",
+    )
+    assert answer["Items"] == [{"sk": Decimal(3)}, {"sk": Decimal(9)}]
+    assert answer["ScannedCount"] == 4
+    scanned = table.scan(FilterExpression=Attr("v").gt(1), Select="COUNT")
+    assert scanned["Count"] == len([i for i in range(ITEMS) if i % 3 > 1])
+    assert "Items" not in scanned
+
+
+def test_resource_query_with_begins_with(ddb_resource: Any, table_factory: Any) -> None:
+    table = ddb_resource.Table(table_factory(range_key="sk"))
+    for word in ("apple", "apricot", "banana"):
+        table.put_item(Item={"pk": "w", "sk": word})
+    answer = table.query(KeyConditionExpression=Key("pk").eq("w") & Key("sk").begins_with("ap"))
+    assert [item["sk"] for item in answer["Items"]] == ["apple", "apricot"]
+
+
+def test_query_errors_reach_the_client_with_dynamodb_messages(ddb: Any, filled: str) -> None:
+    with pytest.raises(ClientError) as caught:
+        ddb.query(
+            TableName=filled,
+            KeyConditionExpression="pk = :p",
+            FilterExpression="sk > :s",
+            ExpressionAttributeValues={":p": {"S": "p"}, ":s": {"N": "1"}},
+        )
+    assert error(caught) == (
+        "ValidationException",
+        "Filter Expression can only contain non-primary key attributes: Primary key attribute: sk",
+    )
+    with pytest.raises(ClientError) as caught:
+        ddb.query(
+            TableName=filled,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "p"}},
+            Select="COUNT",
+            ProjectionExpression="v",
+        )
+    assert error(caught) == (
+        "ValidationException",
+        "Cannot specify the ProjectionExpression when choosing to get only the Count",
+    )
+    with pytest.raises(ClientError) as caught:
+        ddb.query(
+            TableName=filled,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "p"}},
+            ExclusiveStartKey={"pk": {"S": "other"}, "sk": {"N": "1"}},
+        )
+    assert error(caught) == (
+        "ValidationException",
+        "The provided starting key is outside query boundaries based on provided conditions",
+    )
+
+
+def test_query_of_a_missing_table_is_resource_not_found(ddb: Any) -> None:
+    with pytest.raises(ClientError) as caught:
+        ddb.query(
+            TableName="no-such-table",
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": "p"}},
+        )
+    assert error(caught) == ("ResourceNotFoundException", "Requested resource not found")
+
+
+def test_scan_segment_errors_reach_the_client(ddb: Any, filled: str) -> None:
+    with pytest.raises(ClientError) as caught:
+        ddb.scan(TableName=filled, Segment=3, TotalSegments=3)
+    assert error(caught) == (
+        "ValidationException",
+        "The Segment parameter is zero-based and must be less than parameter TotalSegments: "
+        "Segment: 3 is not less than TotalSegments: 3",
+    )
+
+
+def _model(endpoint: str, table: str) -> Any:
+    class Reading(Model):
+        class Meta:
+            table_name = table
+            host = endpoint
+            region = "us-east-1"
+            aws_access_key_id = "AKIDKEELDBTEST"
+            aws_secret_access_key = "keeldb-test-secret"
+            max_retry_attempts = 0
+
+        pk = UnicodeAttribute(hash_key=True)
+        sk = NumberAttribute(range_key=True)
+        v = NumberAttribute(null=True)
+
+    return Reading
+
+
+def test_pynamodb_query_and_scan(endpoint: str, filled: str) -> None:
+    reading = _model(endpoint, filled)
+    found = list(reading.query("p", reading.sk > 20, filter_condition=reading.v == 1))
+    assert [r.sk for r in found] == [i for i in range(21, ITEMS, 2) if i % 3 == 1]
+    paged = list(reading.query("q", scan_index_forward=False, page_size=3))
+    assert [r.sk for r in paged] == list(reversed(range(0, ITEMS, 2)))
+    assert reading.count("p") == len(range(1, ITEMS, 2))
+    everything = list(reading.scan(page_size=5))
+    assert sorted(r.sk for r in everything) == list(range(ITEMS))
+    segment = list(reading.scan(segment=0, total_segments=2)) + list(
+        reading.scan(segment=1, total_segments=2)
+    )
+    assert sorted(r.sk for r in segment) == list(range(ITEMS))
