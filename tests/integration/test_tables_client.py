@@ -398,3 +398,66 @@ def test_describe_endpoints_and_limits(ddb: Any) -> None:
     limits = ddb.describe_limits()
     assert limits["AccountMaxReadCapacityUnits"] == 80000
     assert limits["TableMaxWriteCapacityUnits"] == 40000
+
+
+def test_secondary_indexes_are_described(ddb: Any, names: Callable[[str], str]) -> None:
+    name = names("idx")
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+            {"AttributeName": "alt", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "by_alt",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "alt", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "alt_first",
+                "KeySchema": [{"AttributeName": "alt", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["note"]},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table = ddb.describe_table(TableName=name)["Table"]
+    (lsi,) = table["LocalSecondaryIndexes"]
+    (gsi,) = table["GlobalSecondaryIndexes"]
+    assert lsi["IndexArn"] == f"{table['TableArn']}/index/by_alt"
+    assert gsi["IndexStatus"] == "ACTIVE"
+    assert gsi["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["note"]}
+    deleted = ddb.delete_table(TableName=name)["TableDescription"]
+    assert "GlobalSecondaryIndexes" not in deleted
+
+
+def test_on_demand_and_warm_throughput(ddb: Any, names: Callable[[str], str]) -> None:
+    name = names("ondemand")
+    ddb.create_table(
+        **hash_table(
+            name,
+            OnDemandThroughput={"MaxReadRequestUnits": 200},
+            WarmThroughput={"ReadUnitsPerSecond": 15000, "WriteUnitsPerSecond": 4000},
+        )
+    )
+    table = ddb.describe_table(TableName=name)["Table"]
+    assert table["OnDemandThroughput"] == {"MaxReadRequestUnits": 200}
+    assert table["WarmThroughput"]["ReadUnitsPerSecond"] == 15000
+    ddb.update_table(TableName=name, OnDemandThroughput={"MaxReadRequestUnits": -1})
+    assert "OnDemandThroughput" not in ddb.describe_table(TableName=name)["Table"]
+    code, message, _ = error_of(
+        ddb.update_table, TableName=name, WarmThroughput={"ReadUnitsPerSecond": 12000}
+    )
+    assert code == "ValidationException"
+    assert "decreasing WarmThroughput is not supported" in message
