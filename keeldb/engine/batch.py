@@ -190,7 +190,7 @@ def _keys_and_attributes(value: Any) -> Body:
 @dataclass(slots=True)
 class _GetTable:
     name: str
-    spec: Body  # the table's KeysAndAttributes as read
+    spec: Body  # the table's KeysAndAttributes as the client gave it (for UnprocessedKeys)
     keys: list[Item]
     projection: Projection | None
     table: Table | None = None
@@ -240,8 +240,9 @@ def _read_batch_get(body: Any) -> tuple[Body, list[_GetTable]]:
 
     tables: list[_GetTable] = []
     requested = 0
-    for name, spec in request_items.items():
-        paging.check_legacy(spec, ("ProjectionExpression",), ("AttributesToGet",))
+    for name, given in request_items.items():
+        # A table's AttributesToGet is translated as GetItem's is.
+        spec = paging.translate_legacy("GetItem", given)
         seen: set[bytes] = set()
         keys: list[Item] = []
         for raw in spec["Keys"]:
@@ -255,7 +256,7 @@ def _read_batch_get(body: Any) -> tuple[Body, list[_GetTable]]:
             if requested > BATCH_GET_KEYS_MAX:
                 raise ValidationException(TOO_MANY_GETS_MESSAGE)
         compiled = compile_request(spec, ("ProjectionExpression",), ("AttributesToGet",))
-        tables.append(_GetTable(name, spec, keys, compiled.projection))
+        tables.append(_GetTable(name, given, keys, compiled.projection))
     return request, tables
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from keeldb.engine.item_store import decode_stored, items_state, storage_key
 from keeldb.engine.items import check_key
+from keeldb.expressions import legacy
 from keeldb.model.errors import SerializationException, ValidationException
 from keeldb.model.keys import index_item_key, key_after
 from keeldb.model.limits import PAGE_BYTES_MAX, READ_UNIT_BYTES
@@ -249,35 +250,13 @@ def read_members(body: Any, members: Sequence[Member]) -> Body:
 
 # --- Legacy parameters ----------------------------------------------------------------------
 
-# The expression parameter that replaces each legacy (non-expression) parameter.
-LEGACY_REPLACEMENT = {
-    "KeyConditions": "KeyConditionExpression",
-    "QueryFilter": "FilterExpression",
-    "ScanFilter": "FilterExpression",
-    "ConditionalOperator": "FilterExpression",
-    "AttributesToGet": "ProjectionExpression",
-}
 
-
-def check_legacy(request: Body, expressions: Sequence[str], legacy: Sequence[str]) -> None:
-    """DynamoDB's rule that legacy and expression parameters are not mixed, then our refusal
-    of the legacy parameters themselves (their translation into expressions plugs in here,
-    before `keeldb.expressions.compile_request` sees the request)."""
-    given_legacy = [name for name in legacy if name in request]
-    if not given_legacy:
-        return
-    given = [name for name in expressions if name in request]
-    if given:
-        raise ValidationException(
-            "Can not use both expression and non-expression parameters in the same request: "
-            f"Non-expression parameters: {{{', '.join(given_legacy)}}} "
-            f"Expression parameters: {{{', '.join(given)}}}"
-        )
-    name = given_legacy[0]
-    raise ValidationException(
-        f"The legacy parameter {name} is not supported by this server; "
-        f"use {LEGACY_REPLACEMENT[name]} instead"
-    )
+def translate_legacy(operation: str, request: Body) -> Body:
+    """The request with its legacy parameters (KeyConditions, QueryFilter, ScanFilter,
+    ConditionalOperator, AttributesToGet) translated into the expression parameters that
+    mean the same, with DynamoDB's refusal to mix the two; from here on the request is
+    handled as if the client had written expressions."""
+    return legacy.translate(operation, request)
 
 
 def check_start_key_values(request: Body) -> Item | None:

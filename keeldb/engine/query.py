@@ -2,10 +2,10 @@
 
 This module owns what a Query means and the order of its checks, which is DynamoDB's:
 
-    member types and constraints -> legacy and expression parameters not mixed (legacy ones
-    refused) -> ExclusiveStartKey's attribute values -> a key condition is present -> the
-    expressions compiled (key condition, filter, projection; unused names and values) ->
-    Select against ProjectionExpression and IndexName -> the table -> the index (and no
+    member types and constraints -> legacy parameters translated into expressions (and not
+    mixed with them, `keeldb.expressions.legacy`) -> ExclusiveStartKey's attribute values ->
+    a key condition is present -> the expressions compiled (key condition, filter,
+    projection; unused names and values) -> Select against ProjectionExpression and IndexName -> the table -> the index (and no
     consistent read on a global one) -> ExclusiveStartKey against the key schema -> the key
     condition against the key schema -> ExclusiveStartKey inside the condition's bounds ->
     projection paths into keys -> a filter naming a key attribute -> Select ALL_ATTRIBUTES
@@ -27,7 +27,7 @@ from keeldb.engine import paging
 from keeldb.engine.database import Database, operation
 from keeldb.engine.items import find_table
 from keeldb.engine.paging import Body, Member, Source
-from keeldb.expressions import KeyTerm, compile_request
+from keeldb.expressions import KeyTerm, compile_request, legacy
 from keeldb.model.errors import ValidationException
 from keeldb.model.keys import item_key, sort_key_bounds
 
@@ -84,8 +84,8 @@ def _check_start_in_bounds(
 
 @operation("Query")
 async def query(db: Database, body: Body) -> Body:
-    request = paging.read_members(body, MEMBERS)
-    paging.check_legacy(request, EXPRESSIONS, LEGACY)
+    given = paging.read_members(body, MEMBERS)
+    request = paging.translate_legacy("Query", given)
     start = paging.check_start_key_values(request)
     if "KeyConditionExpression" not in request:
         raise ValidationException(NO_KEY_CONDITION_MESSAGE)
@@ -119,8 +119,12 @@ async def query(db: Database, body: Body) -> Body:
         named = compiled.filter.top_level_attributes()
         for name in source.key_names:
             if name in named:
+                # A QueryFilter is named as such; a FilterExpression as "Filter Expression".
+                parameter = legacy.source_parameter("Query", given, "FilterExpression")
+                if parameter == "FilterExpression":
+                    parameter = "Filter Expression"
                 raise ValidationException(
-                    "Filter Expression can only contain non-primary key attributes: "
+                    f"{parameter} can only contain non-primary key attributes: "
                     f"Primary key attribute: {name}"
                 )
     fetch = paging.fetch_from_table(source, select, compiled.projection)

@@ -3,10 +3,10 @@ is partition-key hash order as in DynamoDB; and parallel Scan with Segment / Tot
 
 This module owns what a Scan means and the order of its checks, which is DynamoDB's:
 
-    member types and constraints -> legacy and expression parameters not mixed (legacy ones
-    refused) -> ExclusiveStartKey's attribute values -> Segment and TotalSegments given
-    together, Segment below TotalSegments -> the expressions compiled -> Select against
-    ProjectionExpression and IndexName -> the table -> the index (and no consistent read on a
+    member types and constraints -> legacy parameters translated into expressions (and not
+    mixed with them, `keeldb.expressions.legacy`) -> ExclusiveStartKey's attribute values ->
+    Segment and TotalSegments given together, Segment below TotalSegments -> the expressions
+    compiled -> Select against ProjectionExpression and IndexName -> the table -> the index (and no consistent read on a
     global one) -> ExclusiveStartKey against the key schema -> Select ALL_ATTRIBUTES on a
     global index that does not hold every attribute -> ExclusiveStartKey inside the segment
     -> projection paths into keys.
@@ -83,8 +83,7 @@ def _check_segments(request: Body) -> tuple[int, int]:
 
 @operation("Scan")
 async def scan(db: Database, body: Body) -> Body:
-    request = paging.read_members(body, MEMBERS)
-    paging.check_legacy(request, EXPRESSIONS, LEGACY)
+    request = paging.translate_legacy("Scan", paging.read_members(body, MEMBERS))
     start = paging.check_start_key_values(request)
     segment, total = _check_segments(request)
     compiled = compile_request(request, EXPRESSIONS, LEGACY)

@@ -308,9 +308,9 @@ def test_batch_get_with_a_key_not_matching_the_schema_is_refused(filled: Harness
     )
 
 
-def test_batch_get_with_legacy_attributes_to_get_is_refused(filled: Harness) -> None:
+def test_batch_get_with_legacy_attributes_to_get_projects_them(filled: Harness) -> None:
     body = {"RequestItems": {"hash": {"Keys": [{"pk": s("k1")}], "AttributesToGet": ["v"]}}}
-    assert "AttributesToGet" in filled.message("BatchGetItem", body)
+    assert filled("BatchGetItem", body)["Responses"] == {"hash": [{"v": n("1")}]}
 
 
 def test_batch_get_with_no_keys_is_a_constraint_violation(filled: Harness) -> None:

@@ -421,12 +421,30 @@ def test_legacy_key_conditions_mixed_with_expressions_are_refused(h: Harness) ->
     )
 
 
-def test_legacy_parameters_alone_are_refused_with_a_clear_message(h: Harness) -> None:
+def test_legacy_key_conditions_and_query_filter_are_answered_as_expressions(h: Harness) -> None:
+    body = {
+        "TableName": "range",
+        "KeyConditions": {
+            "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [s("a")]},
+            "sk": {"ComparisonOperator": "GE", "AttributeValueList": [n("5")]},
+        },
+        "QueryFilter": {"v": {"ComparisonOperator": "EQ", "AttributeValueList": [n("0")]}},
+        "AttributesToGet": ["sk"],
+    }
+    answer = h("Query", body)
+    assert answer["Items"] == [{"sk": n("6")}, {"sk": n("9")}]
+    assert answer["ScannedCount"] == 5
+
+
+def test_a_legacy_query_filter_on_a_key_attribute_is_named_as_such(h: Harness) -> None:
     body = {
         "TableName": "range",
         "KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [s("a")]}},
+        "QueryFilter": {"sk": {"ComparisonOperator": "GT", "AttributeValueList": [n("1")]}},
     }
-    assert "KeyConditions" in message(h, body)
+    assert message(h, body) == (
+        "QueryFilter can only contain non-primary key attributes: Primary key attribute: sk"
+    )
 
 
 def test_key_condition_on_a_non_key_attribute_is_refused(h: Harness) -> None:

@@ -231,9 +231,27 @@ def test_select_rules_apply_to_a_scan(h: Harness) -> None:
     )
 
 
-def test_legacy_scan_filter_is_refused(h: Harness) -> None:
-    body = {"TableName": "hash", "ScanFilter": {"v": {"ComparisonOperator": "NOT_NULL"}}}
-    assert "ScanFilter" in h.message(body)
+def test_a_legacy_scan_filter_is_answered_as_a_filter_expression(h: Harness) -> None:
+    body = {
+        "TableName": "hash",
+        "ScanFilter": {"v": {"ComparisonOperator": "EQ", "AttributeValueList": [n("3")]}},
+        "AttributesToGet": ["v"],
+    }
+    answer = h("Scan", body)
+    assert answer["Items"] == [{"v": n("3")}] * (ITEMS // 4)
+    assert answer["ScannedCount"] == ITEMS
+
+
+def test_a_scan_mixing_legacy_and_expression_parameters_is_refused(h: Harness) -> None:
+    body = {
+        "TableName": "hash",
+        "ScanFilter": {"v": {"ComparisonOperator": "NOT_NULL"}},
+        "ProjectionExpression": "v",
+    }
+    assert h.message(body) == (
+        "Can not use both expression and non-expression parameters in the same request: "
+        "Non-expression parameters: {ScanFilter} Expression parameters: {ProjectionExpression}"
+    )
 
 
 def test_a_scan_of_a_missing_table_is_resource_not_found(h: Harness) -> None:
