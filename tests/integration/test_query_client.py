@@ -185,8 +185,10 @@ def test_scan_segment_errors_reach_the_client(ddb: Any, filled: str) -> None:
         ddb.scan(TableName=filled, Segment=3, TotalSegments=3)
     assert error(caught) == (
         "ValidationException",
-        "The Segment parameter is zero-based and must be less than parameter TotalSegments: "
-        "Segment: 3 is not less than TotalSegments: 3",
+        (
+            "The Segment parameter is zero-based and must be less than parameter TotalSegments: "
+            "Segment: 3 is not less than TotalSegments: 3"
+        ),
     )
 
 
