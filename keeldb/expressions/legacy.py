@@ -32,9 +32,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from keeldb.expressions import ast
+from keeldb.expressions.evaluate import INCORRECT_TYPE_MESSAGE
 from keeldb.expressions.printer import condition_text, projection_text, update_text
 from keeldb.model.errors import ValidationException
-from keeldb.model.values import compare_values, validate_value, value_type
+from keeldb.model.values import check_attribute_name, compare_values, validate_value, value_type
 
 Body = dict[str, Any]
 Value = dict[str, Any]
@@ -66,6 +67,18 @@ CONDITION_MAP = {
     "UpdateItem": "Expected",
     "Query": "QueryFilter",
     "Scan": "ScanFilter",
+}
+# The order in which DynamoDB checks the legacy parameters of each operation (and so which
+# error a request with several bad ones gets): dynalite's validations, checked against
+# DynamoDB, check a Query's QueryFilter before its AttributesToGet and its KeyConditions last,
+# a Scan's AttributesToGet before its ScanFilter, and AttributeUpdates before Expected.
+CHECK_ORDER: dict[str, tuple[str, ...]] = {
+    "GetItem": ("AttributesToGet",),
+    "PutItem": ("Expected",),
+    "DeleteItem": ("Expected",),
+    "UpdateItem": ("AttributeUpdates", "Expected"),
+    "Query": ("QueryFilter", "AttributesToGet", "KeyConditions"),
+    "Scan": ("AttributesToGet", "ScanFilter"),
 }
 # Which expression parameter each legacy parameter becomes.
 REPLACEMENT = {
@@ -142,6 +155,7 @@ BETWEEN_BOUNDS_MESSAGE = (
     "The BETWEEN condition was provided a range where the lower bound is greater than the "
     "upper bound"
 )
+KEY_CONDITIONS_COUNT_MESSAGE = "Conditions can be of length 1 or 2 only"
 NOT_INDEXABLE_MESSAGE = "Attempted conditional constraint is not an indexable operation"
 SAME_TYPE_MESSAGE = INVALID + "AttributeValues inside AttributeValueList must be of same type"
 ONLY_DELETE_MESSAGE = INVALID + "Only DELETE action is allowed when no attribute value is specified"
@@ -180,6 +194,8 @@ class _Placeholders:
         self._by_name: dict[str, str] = {}
 
     def name(self, attribute: str) -> ast.Path:
+        """The placeholder of an attribute name, checked as DynamoDB checks item names."""
+        check_attribute_name(attribute)
         key = self._by_name.get(attribute)
         if key is None:
             key = f"#{self._stem}{len(self._by_name)}"
@@ -477,6 +493,8 @@ def _conditional_operator(operation: str, body: Body) -> str:
 
 
 def _key_condition_tree(conditions: dict[str, Any], ph: _Placeholders) -> ast.Condition:
+    if not conditions:
+        raise ValidationException(KEY_CONDITIONS_COUNT_MESSAGE)
     terms = []
     for name, raw in conditions.items():
         op, values = _condition("KeyConditions", name, raw)
@@ -534,28 +552,26 @@ def translate(operation: str, body: Body) -> Body:
     values = body.get("ExpressionAttributeValues")
     ph = _Placeholders(names, values)
     out = {k: v for k, v in body.items() if k not in LEGACY_PARAMETERS[operation]}
-    # Checked in DynamoDB's order: the update, the condition, the projection.
-    if body.get("AttributeUpdates") is not None:
-        update = _update_tree(body["AttributeUpdates"], ph)
-        if update is not None:
-            out["UpdateExpression"] = update_text(update)
-    if body.get("AttributesToGet") is not None:
-        out["ProjectionExpression"] = projection_text(_projection_tree(body["AttributesToGet"], ph))
-    if body.get("KeyConditions") is not None:
-        out["KeyConditionExpression"] = condition_text(
-            _key_condition_tree(body["KeyConditions"], ph)
-        )
-    for param in ("Expected", "QueryFilter", "ScanFilter"):
-        conditions = body.get(param)
-        if conditions is None or param not in LEGACY_PARAMETERS[operation]:
+    for param in CHECK_ORDER[operation]:
+        given = body.get(param)
+        if given is None:
             continue
-        if not conditions:
-            continue  # An empty map states no condition.
-        if param == "Expected":
-            tree = _expected_tree(conditions, conditional_operator, ph)
+        if param == "AttributeUpdates":
+            update = _update_tree(given, ph)
+            if update is not None:
+                out["UpdateExpression"] = update_text(update)
+        elif param == "AttributesToGet":
+            out["ProjectionExpression"] = projection_text(_projection_tree(given, ph))
+        elif param == "KeyConditions":
+            out["KeyConditionExpression"] = condition_text(_key_condition_tree(given, ph))
+        elif not given:
+            continue  # An empty Expected, QueryFilter or ScanFilter states no condition.
+        elif param == "Expected":
+            tree = _expected_tree(given, conditional_operator, ph)
+            out["ConditionExpression"] = condition_text(tree)
         else:
-            tree = _filter_tree(param, conditions, conditional_operator, ph)
-        out[REPLACEMENT[param]] = condition_text(tree)
+            tree = _filter_tree(param, given, conditional_operator, ph)
+            out["FilterExpression"] = condition_text(tree)
     if ph.names:
         out["ExpressionAttributeNames"] = {**(names or {}), **ph.names}
     if ph.values:
@@ -574,3 +590,17 @@ def source_parameter(operation: str, body: Body, expression_param: str) -> str:
         if REPLACEMENT.get(legacy) == expression_param and body.get(legacy) is not None:
             return legacy
     return expression_param
+
+
+# DynamoDB's message when a legacy ADD or DELETE meets an attribute of another type; the
+# expression evaluator says INCORRECT_TYPE_MESSAGE for the same fault in an UpdateExpression.
+UPDATE_TYPE_MISMATCH_MESSAGE = "Type mismatch for attribute to update"
+
+
+def update_error(body: Body, error: ValidationException) -> ValidationException:
+    """The error to report for `error`, raised while applying the UpdateExpression translated
+    from the original request `body`: a type fault of an AttributeUpdates action gets
+    DynamoDB's legacy wording; anything else is returned unchanged."""
+    if body.get("AttributeUpdates") is None or error.message != INCORRECT_TYPE_MESSAGE:
+        return error
+    return ValidationException(UPDATE_TYPE_MISMATCH_MESSAGE)

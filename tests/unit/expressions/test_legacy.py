@@ -779,3 +779,74 @@ def test_source_parameter_names_the_legacy_parameter_a_translation_came_from() -
     assert legacy.source_parameter("Scan", {"AttributesToGet": ["a"]}, "ProjectionExpression") == (
         "AttributesToGet"
     )
+
+
+# --- Names, order of the checks, run-time messages ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        ("PutItem", {"Expected": {"": {"Exists": False}}}),
+        ("UpdateItem", {"AttributeUpdates": {"": {"Action": "DELETE"}}}),
+        ("GetItem", {"AttributesToGet": [""]}),
+        ("Scan", {"ScanFilter": {"": {"ComparisonOperator": "NULL"}}}),
+    ],
+)
+def test_an_empty_attribute_name_is_refused_as_in_an_item(
+    operation: str, body: dict[str, Any]
+) -> None:
+    assert message(operation, body) == "Empty attribute name"
+
+
+def test_empty_key_conditions_are_refused_for_their_length() -> None:
+    assert message("Query", {"KeyConditions": {}}) == "Conditions can be of length 1 or 2 only"
+
+
+def test_a_query_checks_its_query_filter_before_attributes_to_get_and_key_conditions() -> None:
+    body = {
+        "KeyConditions": {"pk": {"ComparisonOperator": "NE", "AttributeValueList": [s("k")]}},
+        "AttributesToGet": ["a", "a"],
+        "QueryFilter": {"b": {"ComparisonOperator": "EQ"}},
+    }
+    assert message("Query", body) == (
+        INVALID + "Invalid number of argument(s) for the EQ ComparisonOperator"
+    )
+    del body["QueryFilter"]
+    assert message("Query", body) == INVALID + "Duplicate value in attribute name: a"
+    del body["AttributesToGet"]
+    assert message("Query", body) == (
+        "Attempted conditional constraint is not an indexable operation"
+    )
+
+
+def test_a_scan_checks_attributes_to_get_before_its_scan_filter() -> None:
+    body = {
+        "AttributesToGet": ["a", "a"],
+        "ScanFilter": {"b": {"ComparisonOperator": "EQ"}},
+    }
+    assert message("Scan", body) == INVALID + "Duplicate value in attribute name: a"
+
+
+def test_an_update_checks_attribute_updates_before_expected() -> None:
+    body = {"Expected": {"a": {}}, "AttributeUpdates": {"a": {"Action": "PUT"}}}
+    assert message("UpdateItem", body) == (
+        INVALID + "Only DELETE action is allowed when no attribute value is specified"
+    )
+
+
+def test_a_type_fault_of_a_legacy_update_gets_the_legacy_message() -> None:
+    translated = legacy.translate(
+        "UpdateItem", {"AttributeUpdates": {"a": {"Action": "ADD", "Value": n("1")}}}
+    )
+    compiled = compile_request(translated, legacy.EXPRESSION_PARAMETERS["UpdateItem"])
+    assert compiled.update is not None
+    with pytest.raises(ValidationException) as caught:
+        compiled.update.apply({"a": s("text")})
+    original = {"AttributeUpdates": {"a": {"Action": "ADD", "Value": n("1")}}}
+    assert legacy.update_error(original, caught.value).message == (
+        "Type mismatch for attribute to update"
+    )
+    assert legacy.update_error({"UpdateExpression": "ADD a :v"}, caught.value) is caught.value
+    other = ValidationException("Item size to update has exceeded the maximum allowed size")
+    assert legacy.update_error(original, other) is other
