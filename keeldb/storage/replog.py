@@ -47,8 +47,10 @@ from pathlib import Path
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.wal import (
     RECORD_HEADER_BYTES,
+    SEGMENT_BYTES,
     CorruptLogError,
     FsyncFailedError,
+    FsyncFn,
     WriteAheadLog,
 )
 
@@ -111,6 +113,7 @@ class LocalLog:
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeldb-wal")
         self._flusher: asyncio.Task[None] | None = None
         self._checkpoint_waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self.fsync_count = 0  # group commits so far: one fsync each
         self.appended_count = 0  # records committed so far
 
@@ -124,16 +127,23 @@ class LocalLog:
         on_fatal: FatalFn = exit_process,
         checkpoint_interval_seconds: float = CHECKPOINT_INTERVAL_SECONDS,
         checkpoint_wal_bytes: int = CHECKPOINT_WAL_BYTES,
-        segment_bytes: int | None = None,
+        segment_bytes: int = SEGMENT_BYTES,
+        fsync: FsyncFn | None = None,
     ) -> LocalLog:
-        """Open the log in `wal_dir`, replay what the store lacks through `apply`, start."""
+        """Open the log in `wal_dir`, replay what the store lacks through `apply`, start.
+
+        `segment_bytes` and `fsync` are passed to the `WriteAheadLog` (tests use small
+        segments and a disk that records or fails its fsyncs).
+        """
         loop = asyncio.get_running_loop()
         applied_lsn = store.applied_lsn()
 
         def open_wal() -> WriteAheadLog:
-            if segment_bytes is None:
-                return WriteAheadLog(wal_dir, start_lsn=applied_lsn)
-            return WriteAheadLog(wal_dir, start_lsn=applied_lsn, segment_bytes=segment_bytes)
+            if fsync is None:
+                return WriteAheadLog(wal_dir, start_lsn=applied_lsn, segment_bytes=segment_bytes)
+            return WriteAheadLog(
+                wal_dir, start_lsn=applied_lsn, segment_bytes=segment_bytes, fsync=fsync
+            )
 
         wal = await loop.run_in_executor(None, open_wal)
         try:
@@ -157,6 +167,7 @@ class LocalLog:
         if replayed:
             log.info("replayed %d log records after LSN %d", replayed, applied_lsn)
         self._flusher = asyncio.create_task(self._flush_forever(), name="keeldb-log-flusher")
+        self._schedule_timer()
         return self
 
     def _recover(self, applied_lsn: int) -> int:
@@ -199,6 +210,9 @@ class LocalLog:
         self._closing = True
         self._wakeup.set()
         flusher, self._flusher = self._flusher, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         await flusher
         loop = asyncio.get_running_loop()
         if self._failure is None:
@@ -229,12 +243,9 @@ class LocalLog:
             if not self._queue and not self._checkpoint_waiters:
                 if self._closing or self._failure is not None:
                     return
-                try:
-                    await asyncio.wait_for(
-                        self._wakeup.wait(), timeout=self._checkpoint_interval_seconds
-                    )
-                except TimeoutError:
-                    pass
+                # Woken by an append, a checkpoint request, close, or the checkpoint timer.
+                # (Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation.)
+                await self._wakeup.wait()
                 self._wakeup.clear()
             if self._failure is not None:
                 self._fail_queued(self._failure)
@@ -254,6 +265,16 @@ class LocalLog:
                     done.set_result(None)
                 else:
                     done.set_exception(LogFailedError(f"the log failed: {self._failure}"))
+
+    def _schedule_timer(self) -> None:
+        """Wake the flusher every checkpoint interval, so an idle log still checkpoints."""
+
+        def tick() -> None:
+            self._wakeup.set()
+            self._schedule_timer()
+
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._checkpoint_interval_seconds, tick)
 
     def _take_group(self) -> list[tuple[bytes, asyncio.Future[int]]]:
         count = 0
