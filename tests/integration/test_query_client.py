@@ -222,3 +222,23 @@ def test_pynamodb_query_and_scan(endpoint: str, filled: str) -> None:
         reading.scan(segment=1, total_segments=2)
     )
     assert sorted(r.sk for r in segment) == list(range(ITEMS))
+
+
+def test_legacy_key_conditions_and_scan_filter_through_the_client(ddb: Any, filled: str) -> None:
+    answer = ddb.query(
+        TableName=filled,
+        KeyConditions={
+            "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "p"}]},
+            "sk": {"ComparisonOperator": "LT", "AttributeValueList": [{"N": "9"}]},
+        },
+        QueryFilter={"v": {"ComparisonOperator": "NE", "AttributeValueList": [{"N": "0"}]}},
+        AttributesToGet=["sk"],
+    )
+    assert [item["sk"]["N"] for item in answer["Items"]] == ["1", "5", "7"]
+    scanned = ddb.scan(
+        TableName=filled,
+        ScanFilter={
+            "sk": {"ComparisonOperator": "IN", "AttributeValueList": [{"N": "2"}, {"N": "3"}]}
+        },
+    )
+    assert sorted(item["sk"]["N"] for item in scanned["Items"]) == ["2", "3"]

@@ -651,3 +651,84 @@ def test_a_filter_on_an_index_key_is_refused_on_that_index(indexed: Harness) -> 
     assert message(indexed, body) == (
         "Filter Expression can only contain non-primary key attributes: Primary key attribute: l"
     )
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the entries its range reads hand out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries_read = 0
+
+    def scan(self, start: bytes, end: bytes | None, *, reverse: bool = False) -> Iterator[Any]:
+        for entry in super().scan(start, end, reverse=reverse):
+            self.entries_read += 1
+            yield entry
+
+
+def test_a_query_reads_no_more_entries_than_its_page_holds() -> None:
+    h = Harness()
+    store = CountingStore()
+    h.store = store
+    h.db = Database(store)
+    h.log = MemoryLog(h.db.apply)
+    h.db.attach_log(h.log)
+    h.create("count", [("pk", "S", "HASH"), ("sk", "N", "RANGE")])
+    for p in ("a", "b", "c"):
+        for i in range(100):
+            h.put("count", {"pk": s(p), "sk": n(str(i))})
+    store.entries_read = 0
+    answer = q(h, "pk = :p AND sk >= :k", {":p": s("b"), ":k": n("40")}, table="count", Limit=10)
+    assert answer["Count"] == 10
+    assert store.entries_read == 10
+    store.entries_read = 0
+    q(
+        h,
+        "pk = :p",
+        {":p": s("b")},
+        table="count",
+        Limit=10,
+        ExclusiveStartKey=answer["LastEvaluatedKey"],
+    )
+    assert store.entries_read == 10
+    h.close()
+
+
+def test_a_scan_of_a_global_index_returns_its_entries(indexed: Harness) -> None:
+    answer = indexed("Scan", {"TableName": "idx", "IndexName": "by_g"})
+    assert answer["Count"] == 3
+    assert all(set(item) == {"pk", "sk", "g", "extra"} for item in answer["Items"])
+    first = indexed("Scan", {"TableName": "idx", "IndexName": "by_g", "Limit": 2})
+    assert set(first["LastEvaluatedKey"]) == {"pk", "sk", "g"}
+    rest = indexed(
+        "Scan",
+        {"TableName": "idx", "IndexName": "by_g", "ExclusiveStartKey": first["LastEvaluatedKey"]},
+    )
+    assert first["Items"] + rest["Items"] == answer["Items"]
+
+
+def test_a_scan_of_an_unknown_index_with_a_start_key_is_an_invalid_start_key(
+    indexed: Harness,
+) -> None:
+    body = {"TableName": "idx", "IndexName": "nope", "ExclusiveStartKey": {"pk": s("p")}}
+    with pytest.raises(ValidationException) as caught:
+        indexed("Scan", body)
+    assert caught.value.message == "The provided starting key is invalid"
+
+
+def test_a_batch_write_reports_item_collection_metrics_for_a_table_with_a_local_index(
+    indexed: Harness,
+) -> None:
+    answer = indexed(
+        "BatchWriteItem",
+        {
+            "RequestItems": {
+                "idx": [{"PutRequest": {"Item": {"pk": s("m"), "sk": s("1"), "l": n("1")}}}],
+                "range": [{"PutRequest": {"Item": {"pk": s("m"), "sk": n("1")}}}],
+            },
+            "ReturnItemCollectionMetrics": "SIZE",
+        },
+    )
+    assert answer["ItemCollectionMetrics"] == {
+        "idx": [{"ItemCollectionKey": {"pk": s("m")}, "SizeEstimateRangeGB": [0.0, 1.0]}]
+    }
