@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from keeldb.engine.item_store import decode_stored, items_state, storage_key
 from keeldb.engine.items import check_key
+from keeldb.engine.schema import STATUS_CREATING
 from keeldb.expressions import legacy
 from keeldb.model.errors import SerializationException, ValidationException
 from keeldb.model.keys import index_item_key, key_after
@@ -392,9 +393,15 @@ def source_for(table: Table, index_name: str | None) -> Source:
 
 def check_index_read(source: Source, request: Body) -> None:
     """A global index is read eventually consistently only (its entries are propagated
-    asynchronously in DynamoDB), so a ConsistentRead on one is refused."""
+    asynchronously in DynamoDB), so a ConsistentRead on one is refused; and an index still
+    being backfilled cannot be read at all."""
     if source.is_global and request.get("ConsistentRead"):
         raise ValidationException("Consistent reads are not supported on global secondary indexes")
+    if source.index is not None and source.index.status == STATUS_CREATING:
+        # A global index added by UpdateTable answers only once its backfill is done.
+        raise ValidationException(
+            f"Cannot read from backfilling global secondary index: {source.index.name}"
+        )
 
 
 def fetch_from_table(source: Source, select: str | None, projection: Projection | None) -> bool:

@@ -732,3 +732,17 @@ def test_a_batch_write_reports_item_collection_metrics_for_a_table_with_a_local_
     assert answer["ItemCollectionMetrics"] == {
         "idx": [{"ItemCollectionKey": {"pk": s("m")}, "SizeEstimateRangeGB": [0.0, 1.0]}]
     }
+
+
+def test_an_index_still_backfilling_cannot_be_read(indexed: Harness) -> None:
+    from dataclasses import replace
+
+    from keeldb.engine.items import find_table
+
+    table = find_table(indexed.db, "idx")
+    source = paging.source_for(table, "by_g")
+    building = replace(source, index=replace(source.index, status="CREATING"))
+    with pytest.raises(ValidationException) as caught:
+        paging.check_index_read(building, {})
+    assert caught.value.message == "Cannot read from backfilling global secondary index: by_g"
+    paging.check_index_read(source, {})
