@@ -163,6 +163,9 @@ class ApiServer:
         self.connections: set[HttpProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
         self._closing = False
+        # One line per answered request at DEBUG level; decided once, as the check per
+        # request would cost more than it saves.
+        self.trace = log.isEnabledFor(logging.DEBUG)
 
     async def start(self, host: str, port: int) -> int:
         """Bind and start accepting; return the bound port (useful with port 0)."""
@@ -241,6 +244,14 @@ class ApiServer:
             log.exception("response of %s is not serialisable", headers.get("x-amz-target"))
             status = 500
             payload = orjson.dumps(InternalServerError(INTERNAL_ERROR_MESSAGE).body())
+        if self.trace:
+            log.debug(
+                "%s %s %d %d bytes",
+                request_id.decode("ascii"),
+                headers.get("x-amz-target"),
+                status,
+                len(payload),
+            )
         return self._response(status, payload, response_type, request_id, close, extra), close
 
     async def _evaluate(self, request: Request) -> dict[str, Any]:
