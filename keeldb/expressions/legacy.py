@@ -34,7 +34,7 @@ from typing import Any
 from keeldb.expressions import ast
 from keeldb.expressions.evaluate import INCORRECT_TYPE_MESSAGE
 from keeldb.expressions.printer import condition_text, projection_text, update_text
-from keeldb.model.errors import ValidationException
+from keeldb.model.errors import SerializationException, ValidationException
 from keeldb.model.values import check_attribute_name, compare_values, validate_value, value_type
 
 Body = dict[str, Any]
@@ -177,6 +177,68 @@ def _lower_first(name: str) -> str:
     return name[0].lower() + name[1:]
 
 
+# --- Members inside the legacy structures -----------------------------------------------------
+# The request readers check the maps of structures; the members inside each structure are
+# read here, with the deserializer's messages, so that garbage is a client error.
+
+
+def _not_expected(value: Any) -> SerializationException:
+    if isinstance(value, list):
+        return SerializationException("Start of list found where not expected")
+    return SerializationException("Start of structure or map found where not expected.")
+
+
+def _token(value: Any) -> str:
+    if value is True:
+        return "TRUE_VALUE"
+    if value is False:
+        return "FALSE_VALUE"
+    if isinstance(value, (int, float)):
+        return "NUMBER_VALUE"
+    return "STRING_VALUE"
+
+
+def _structure(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        raise SerializationException("Start of list found where not expected")
+    raise SerializationException("Expected null")
+
+
+def _string(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        raise _not_expected(value)
+    raise SerializationException(f"{_token(value)} can not be converted to a String")
+
+
+def _boolean(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (list, dict)):
+        raise _not_expected(value)
+    raise SerializationException(f"{_token(value)} can not be converted to a Boolean")
+
+
+def _list(value: Any) -> list[Any] | None:
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        raise _not_expected(value)
+    raise SerializationException("Expected list or null")
+
+
+def _entries(conditions: Any) -> dict[str, dict[str, Any]]:
+    """A map of structures with its JSON nulls left out (a null entry is absent)."""
+    if isinstance(conditions, list):
+        raise SerializationException("Start of list found where not expected")
+    if not isinstance(conditions, dict):
+        raise SerializationException("Expected map or null")
+    return {name: _structure(raw) for name, raw in conditions.items() if raw is not None}
+
+
 # --- Placeholders -----------------------------------------------------------------------------
 
 
@@ -249,18 +311,16 @@ def _check_values(op: str, values: list[Value]) -> list[Value]:
 
 
 def _value_list(raw: Any) -> list[Value]:
-    if raw is None:
+    members = _list(raw)
+    if members is None:
         return []
-    assert isinstance(raw, list), "the request reader gives lists"
-    return [validate_value(v) for v in raw if v is not None]
+    return [validate_value(v) for v in members if v is not None]
 
 
-def _condition(filter_param: str, name: str, raw: Any) -> tuple[str, list[Value]]:
+def _condition(filter_param: str, name: str, raw: dict[str, Any]) -> tuple[str, list[Value]]:
     """A QueryFilter, ScanFilter or KeyConditions entry: (operator, values), checked."""
     where = f"{_lower_first(filter_param)}.{name}.member.comparisonOperator"
-    if not isinstance(raw, dict):
-        raw = {}
-    op = raw.get("ComparisonOperator")
+    op = _string(raw.get("ComparisonOperator"))
     values = _value_list(raw.get("AttributeValueList"))
     if op is None:
         raise _constraint(None, where, "Member must not be null")
@@ -269,15 +329,13 @@ def _condition(filter_param: str, name: str, raw: Any) -> tuple[str, list[Value]
     return op, _check_values(op, values)
 
 
-def _expected(name: str, raw: Any) -> tuple[str, list[Value]]:
+def _expected(name: str, raw: dict[str, Any]) -> tuple[str, list[Value]]:
     """An Expected entry as (operator, values), checked with DynamoDB's messages; the
     Value/Exists form becomes EQ (Exists true or absent) or NULL (Exists false)."""
-    if not isinstance(raw, dict):
-        raw = {}
-    op = raw.get("ComparisonOperator")
+    op = _string(raw.get("ComparisonOperator"))
     value = raw.get("Value")
-    value_list = raw.get("AttributeValueList")
-    exists = raw.get("Exists")
+    value_list = _list(raw.get("AttributeValueList"))
+    exists = _boolean(raw.get("Exists"))
     if value_list is not None and value is not None:
         raise ValidationException(
             INVALID + f"Value and AttributeValueList cannot be used together for Attribute: {name}"
@@ -362,17 +420,13 @@ def _condition_tree(
 # --- AttributeUpdates -------------------------------------------------------------------------
 
 
-def _update_tree(updates: dict[str, Any], ph: _Placeholders) -> ast.UpdateExpression | None:
+def _update_tree(updates: Any, ph: _Placeholders) -> ast.UpdateExpression | None:
     sets: list[ast.Action] = []
     removes: list[ast.Action] = []
     adds: list[ast.Action] = []
     deletes: list[ast.Action] = []
-    for name, raw in updates.items():
-        if raw is None:
-            continue
-        if not isinstance(raw, dict):
-            raw = {}
-        action = raw.get("Action")
+    for name, raw in _entries(updates).items():
+        action = _string(raw.get("Action"))
         if action is None:
             action = "PUT"
         if action not in ACTIONS:
@@ -421,7 +475,7 @@ def _update_tree(updates: dict[str, Any], ph: _Placeholders) -> ast.UpdateExpres
 
 
 def _projection_tree(names: Any, ph: _Placeholders) -> ast.ProjectionExpression:
-    assert isinstance(names, list), "the request reader gives lists"
+    names = [name for name in _list(names) or [] if name is not None]
     if not names:
         raise _constraint(
             "[]", "attributesToGet", "Member must have length greater than or equal to 1"
@@ -479,12 +533,13 @@ def _check_substitutions_need_expressions(operation: str, body: Body) -> None:
 
 def _conditional_operator(operation: str, body: Body) -> str:
     """The request's ConditionalOperator (AND when absent), checked against its map."""
-    op = body.get("ConditionalOperator")
+    op = _string(body.get("ConditionalOperator"))
     if op is None:
         return "AND"
     if op not in CONDITIONAL_OPERATORS:
         raise _enum(op, "conditionalOperator", CONDITIONAL_OPERATORS)
     conditions = body.get(CONDITION_MAP[operation])
+    conditions = _entries(conditions) if conditions is not None else {}
     if not conditions:
         raise ValidationException(CONDITIONAL_OPERATOR_ALONE_MESSAGE)
     if len(conditions) == 1:
@@ -492,11 +547,12 @@ def _conditional_operator(operation: str, body: Body) -> str:
     return str(op)
 
 
-def _key_condition_tree(conditions: dict[str, Any], ph: _Placeholders) -> ast.Condition:
-    if not conditions:
+def _key_condition_tree(conditions: Any, ph: _Placeholders) -> ast.Condition:
+    entries = _entries(conditions)
+    if not entries:
         raise ValidationException(KEY_CONDITIONS_COUNT_MESSAGE)
     terms = []
-    for name, raw in conditions.items():
+    for name, raw in entries.items():
         op, values = _condition("KeyConditions", name, raw)
         terms.append((name, op, values))
     for _name, op, _values in terms:
@@ -506,7 +562,7 @@ def _key_condition_tree(conditions: dict[str, Any], ph: _Placeholders) -> ast.Co
 
 
 def _filter_tree(
-    param: str, conditions: dict[str, Any], conditional_operator: str, ph: _Placeholders
+    param: str, conditions: dict[str, dict[str, Any]], conditional_operator: str, ph: _Placeholders
 ) -> ast.Condition:
     terms = []
     for name, raw in conditions.items():
@@ -516,7 +572,7 @@ def _filter_tree(
 
 
 def _expected_tree(
-    expected: dict[str, Any], conditional_operator: str, ph: _Placeholders
+    expected: dict[str, dict[str, Any]], conditional_operator: str, ph: _Placeholders
 ) -> ast.Condition:
     terms = []
     for name, raw in expected.items():
@@ -564,13 +620,13 @@ def translate(operation: str, body: Body) -> Body:
             out["ProjectionExpression"] = projection_text(_projection_tree(given, ph))
         elif param == "KeyConditions":
             out["KeyConditionExpression"] = condition_text(_key_condition_tree(given, ph))
-        elif not given:
+        elif not _entries(given):
             continue  # An empty Expected, QueryFilter or ScanFilter states no condition.
         elif param == "Expected":
-            tree = _expected_tree(given, conditional_operator, ph)
+            tree = _expected_tree(_entries(given), conditional_operator, ph)
             out["ConditionExpression"] = condition_text(tree)
         else:
-            tree = _filter_tree(param, given, conditional_operator, ph)
+            tree = _filter_tree(param, _entries(given), conditional_operator, ph)
             out["FilterExpression"] = condition_text(tree)
     if ph.names:
         out["ExpressionAttributeNames"] = {**(names or {}), **ph.names}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from keeldb.expressions import compile_request, legacy
-from keeldb.model.errors import ValidationException
+from keeldb.model.errors import SerializationException, ValidationException
 
 INVALID = "One or more parameter values were invalid: "
 
@@ -850,3 +850,36 @@ def test_a_type_fault_of_a_legacy_update_gets_the_legacy_message() -> None:
     assert legacy.update_error({"UpdateExpression": "ADD a :v"}, caught.value) is caught.value
     other = ValidationException("Item size to update has exceeded the maximum allowed size")
     assert legacy.update_error(original, other) is other
+
+
+@pytest.mark.parametrize(
+    ("body", "expected_message"),
+    [
+        ({"Expected": {"a": {"Exists": "yes"}}}, "STRING_VALUE can not be converted to a Boolean"),
+        (
+            {"Expected": {"a": {"ComparisonOperator": "EQ", "AttributeValueList": "x"}}},
+            "Expected list or null",
+        ),
+        (
+            {"Expected": {"a": {"ComparisonOperator": 1}}},
+            "NUMBER_VALUE can not be converted to a String",
+        ),
+        ({"Expected": {"a": [1]}}, "Start of list found where not expected"),
+        ({"Expected": ["a"]}, "Start of list found where not expected"),
+    ],
+)
+def test_members_of_the_wrong_json_type_are_serialization_errors(
+    body: dict[str, Any], expected_message: str
+) -> None:
+    with pytest.raises(SerializationException) as caught:
+        legacy.translate("PutItem", body)
+    assert caught.value.message == expected_message
+
+
+def test_null_entries_are_absent() -> None:
+    translated = legacy.translate("PutItem", {"Expected": {"a": None, "b": {"Exists": False}}})
+    assert translated["ExpressionAttributeNames"] == {"#l0": "b"}
+    body = {"Expected": {"a": None, "b": {"Exists": False}}, "ConditionalOperator": "AND"}
+    assert message("PutItem", body) == (
+        "ConditionalOperator can only be used when Filter or Expected has two or more elements"
+    )
