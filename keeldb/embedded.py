@@ -61,10 +61,10 @@ class EmbeddedServer:
         return self.url
 
     def stop(self) -> None:
-        loop = self._loop
-        if loop is not None and self._thread.is_alive():
-            stop = self._stop
-            assert stop is not None
+        if self._thread.ident is None:
+            return  # never started
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and self._thread.is_alive():
             loop.call_soon_threadsafe(stop.set)
         self._thread.join(STOP_SECONDS_MAX)
         if self._thread.is_alive():

@@ -156,3 +156,16 @@ def test_the_pytest_fixture_works_in_a_users_test_suite(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_a_server_that_cannot_start_says_why_and_leaves_no_thread(tmp_path: Path) -> None:
+    before = len(server_threads())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with (
+        pytest.raises(RuntimeError, match="KeelDB failed to start") as caught,
+        embedded(data_dir=blocker / "data"),
+    ):
+        pass
+    assert isinstance(caught.value.__cause__, OSError)
+    assert len(server_threads()) == before
