@@ -84,6 +84,12 @@ def _render(value: Any) -> str:
 
 
 def _table_name_constraints(name: str) -> list[str]:
+    if name.startswith("arn:"):
+        # A table may be named by its ARN (API reference, "RequestItems"), up to 1024 chars.
+        if len(name) > paging.TABLE_ARN_LENGTH_MAX:
+            limit = paging.TABLE_ARN_LENGTH_MAX
+            return [f"Member must have length less than or equal to {limit}"]
+        return []
     problems = []
     if len(name) > paging.NAME_LENGTH_MAX:
         problems.append(f"Member must have length less than or equal to {paging.NAME_LENGTH_MAX}")
@@ -120,13 +126,18 @@ def _check_request_items(
         )
         return
     for name in request_items:
-        problems = _table_name_constraints(name)
-        if problems:
+        if _table_name_constraints(name):
+            # DynamoDB lists every constraint on the map's keys, not only the broken ones.
+            constraints = (
+                f"Member must have length less than or equal to {paging.NAME_LENGTH_MAX}",
+                f"Member must have length greater than or equal to {paging.NAME_LENGTH_MIN}",
+                f"Member must satisfy regular expression pattern: {paging.TABLE_NAME_PATTERN}",
+            )
             errors.append(
                 _violation(
                     "requestItems",
                     f"'{_render(request_items)}'",
-                    "Map keys must satisfy constraint: [" + ", ".join(problems) + "]",
+                    "Map keys must satisfy constraint: [" + ", ".join(constraints) + "]",
                 )
             )
             break

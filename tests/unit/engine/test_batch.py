@@ -339,3 +339,20 @@ def test_batch_get_past_16_mb_returns_the_rest_as_unprocessed_keys(h: Harness) -
     again = h("BatchGetItem", {"RequestItems": answer["UnprocessedKeys"]})
     assert len(again["Responses"]["hash"]) == 8
     assert again["UnprocessedKeys"] == {}
+
+
+def test_a_batch_may_name_its_tables_by_arn(filled: Harness) -> None:
+    arn = "arn:aws:dynamodb:us-east-1:000000000000:table/hash"
+    filled("BatchWriteItem", {"RequestItems": {arn: [put({"pk": s("by-arn")})]}})
+    answer = filled("BatchGetItem", {"RequestItems": {arn: {"Keys": [{"pk": s("by-arn")}]}}})
+    assert answer["Responses"] == {arn: [{"pk": s("by-arn")}]}
+
+
+def test_a_batch_with_a_bad_table_name_is_a_constraint_violation(filled: Harness) -> None:
+    text = filled.message("BatchGetItem", {"RequestItems": {"a!": {"Keys": [{"pk": s("k")}]}}})
+    assert text.startswith("1 validation error detected: Value '{a!=")
+    assert text.endswith(
+        "at 'requestItems' failed to satisfy constraint: Map keys must satisfy constraint: "
+        "[Member must have length less than or equal to 255, Member must have length greater "
+        "than or equal to 3, Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+]"
+    )
