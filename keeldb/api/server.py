@@ -425,7 +425,14 @@ class HttpProtocol(asyncio.Protocol):
         if length is not None and length.isdigit() and int(length) > self._server.request_bytes_max:
             self._refuse(413)
             return
-        if self._headers.get("expect", "").lower() == "100-continue":
+        if (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self._task is None
+            and not self._pending
+        ):
+            # Only when nothing is owed on this connection: an interim answer must not
+            # overtake the answers of earlier pipelined requests. Otherwise the client sends
+            # its body after its own short wait, as clients of Expect must.
             assert self._transport is not None
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 

@@ -533,3 +533,17 @@ def test_a_client_that_reads_late_gets_every_answer_of_a_long_pipeline(running: 
         answers = [reader.read().json()["Echo"]["i"] for _ in range(count)]
         sender.join(TIMEOUT_SECONDS)
     assert answers == list(range(count))
+
+
+def test_an_interim_continue_never_overtakes_an_earlier_answer(running: Running) -> None:
+    body = b'{"second": true}'
+    expecting = post("DynamoDB_20120810.Echo", b"", extra="Expect: 100-continue\r\n")
+    expecting = expecting.replace(b"Content-Length: 0", b"Content-Length: %d" % len(body))
+    with connect(running.port) as sock:
+        sock.sendall(post("DynamoDB_20120810.Slow", b'{"seconds": 0.2}') + expecting + body)
+        reader = Reader(sock)
+        first = reader.read()
+        assert first.json() == {"Slept": True}
+        second = reader.read()
+        assert second.status == 200
+        assert second.json() == {"Echo": {"second": True}}
