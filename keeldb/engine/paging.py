@@ -22,6 +22,7 @@ This module never writes to the store, never proposes a record and never does IO
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ def as_integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, (list, dict)):
             raise _not_expected(value)
+        raise _serialization(f"{_token(value)} can not be converted to an Integer")
+    if isinstance(value, float) and not math.isfinite(value):
         raise _serialization(f"{_token(value)} can not be converted to an Integer")
     return int(value)
 
