@@ -35,6 +35,7 @@ from keeldb.expressions import ast
 from keeldb.expressions.evaluate import INCORRECT_TYPE_MESSAGE
 from keeldb.expressions.printer import condition_text, projection_text, update_text
 from keeldb.model.errors import SerializationException, ValidationException
+from keeldb.model.limits import EXPRESSION_IN_OPERANDS_MAX
 from keeldb.model.values import check_attribute_name, compare_values, validate_value, value_type
 
 Body = dict[str, Any]
@@ -396,7 +397,13 @@ def _comparison(op: str, path: ast.Path, values: list[ast.Operand]) -> ast.Condi
     if op == "BEGINS_WITH":
         return ast.Function("begins_with", (path, values[0]))
     if op == "IN":
-        return ast.In(path, tuple(values))
+        # An expression's IN takes at most EXPRESSION_IN_OPERANDS_MAX operands; a legacy IN
+        # has no such limit, so a longer list becomes INs joined by OR, which means the same.
+        groups = [
+            ast.In(path, tuple(values[i : i + EXPRESSION_IN_OPERANDS_MAX]))
+            for i in range(0, len(values), EXPRESSION_IN_OPERANDS_MAX)
+        ]
+        return _join(list(groups), "OR")
     assert op == "BETWEEN", op
     return ast.Between(path, values[0], values[1])
 
@@ -628,6 +635,9 @@ def translate(operation: str, body: Body) -> Body:
         else:
             tree = _filter_tree(param, _entries(given), conditional_operator, ph)
             out["FilterExpression"] = condition_text(tree)
+    if all(p == "ProjectionExpression" for p in EXPRESSION_PARAMETERS[operation]):
+        # GetItem has no ExpressionAttributeValues member: one sent anyway is ignored.
+        out.pop("ExpressionAttributeValues", None)
     if ph.names:
         out["ExpressionAttributeNames"] = {**(names or {}), **ph.names}
     if ph.values:

@@ -883,3 +883,13 @@ def test_null_entries_are_absent() -> None:
     assert message("PutItem", body) == (
         "ConditionalOperator can only be used when Filter or Expected has two or more elements"
     )
+
+
+def test_an_in_with_more_operands_than_an_expression_allows_still_means_in() -> None:
+    values = [n(str(i)) for i in range(250)]
+    cond = scan_filter("IN", *values)
+    assert cond.evaluate({"a": n("0")})
+    assert cond.evaluate({"a": n("149")})
+    assert cond.evaluate({"a": n("249")})
+    assert not cond.evaluate({"a": n("250")})
+    assert not cond.evaluate({})
