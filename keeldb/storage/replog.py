@@ -39,18 +39,20 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.wal import (
+    RECORD_BYTES_MAX,
     RECORD_HEADER_BYTES,
     SEGMENT_BYTES,
     CorruptLogError,
     FsyncFailedError,
     FsyncFn,
+    RecordTooLargeError,
     WriteAheadLog,
 )
 
@@ -102,6 +104,7 @@ class LocalLog:
         self._checkpoint_interval_seconds = checkpoint_interval_seconds
         self._checkpoint_wal_bytes = checkpoint_wal_bytes
         self._queue: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._group: list[tuple[bytes, asyncio.Future[int]]] = []  # being committed
         self._wakeup = asyncio.Event()
         self._committed_lsn = wal.last_lsn()
         self._failure: BaseException | None = None
@@ -191,6 +194,12 @@ class LocalLog:
     # --- the ReplicatedLog interface -----------------------------------------------------
 
     async def append(self, record: bytes) -> int:
+        if len(record) > RECORD_BYTES_MAX:
+            # The engine's limits keep records far below this; refuse it here, alone, rather
+            # than fail the group it would have joined.
+            raise RecordTooLargeError(
+                f"record of {len(record)} bytes exceeds {RECORD_BYTES_MAX} bytes"
+            )
         if self._failure is not None:
             raise LogFailedError("the log has failed") from self._failure
         if self._closing:
@@ -238,6 +247,14 @@ class LocalLog:
     # --- the flusher ---------------------------------------------------------------------
 
     async def _flush_forever(self) -> None:
+        try:
+            await self._flush_until_closed()
+        except Exception as error:  # noqa: BLE001 - the flusher must never die silently
+            # A bug or an unexpected disk error: stop, rather than leave writers waiting on
+            # a log that no longer flushes.
+            self._fail(error)
+
+    async def _flush_until_closed(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue and not self._checkpoint_waiters:
@@ -292,23 +309,26 @@ class LocalLog:
 
     async def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
         group = self._take_group()
+        # Kept until answered, so that even an unexpected error fails these writers.
+        self._group = group
         payloads = [record for record, _ in group]
         lsn_before = self._wal.last_lsn()
         try:
             last_lsn = await loop.run_in_executor(self._disk, self._write_and_sync, payloads)
         except FsyncFailedError as error:
-            self._fail(error, group)
+            self._fail(error)
             return
         except OSError as error:
             # A write failed (a full disk, say) and nothing of the group was kept: these
             # writers get the error, later groups may succeed.
             if self._wal.last_lsn() != lsn_before:
-                self._fail(error, group)
+                self._fail(error)
                 return
             log.error("log write failed: %r", error)
             for _, future in group:
                 if not future.done():
                     future.set_exception(LogFailedError(f"log write failed: {error}"))
+            self._group = []
             return
         first_lsn = last_lsn - len(payloads) + 1
         assert first_lsn == lsn_before + 1
@@ -319,7 +339,7 @@ class LocalLog:
         except Exception as error:  # noqa: BLE001 - any failure of apply stops the log
             # Applying a committed entry must not fail; if it does, the replica's state no
             # longer follows its log and it must stop (a restart replays the entries).
-            self._fail(error, group)
+            self._fail(error)
             return
         assert self._store.applied_lsn() <= last_lsn
         self._committed_lsn = last_lsn
@@ -329,6 +349,7 @@ class LocalLog:
         for (_, future), (lsn, _) in zip(group, entries, strict=True):
             if not future.done():
                 future.set_result(lsn)
+        self._group = []
 
     def _write_and_sync(self, payloads: list[bytes]) -> int:
         """Runs in the disk thread: write the group, then one fsync for all of it."""
@@ -359,18 +380,16 @@ class LocalLog:
         if removed:
             log.info("checkpoint at LSN %d removed %d log segments", applied_lsn, removed)
 
-    def _fail(
-        self,
-        error: BaseException,
-        group: Sequence[tuple[bytes, asyncio.Future[int]]] = (),
-    ) -> None:
+    def _fail(self, error: BaseException) -> None:
+        """Stop for good: fail every writer waiting (in the current group or queued)."""
         if self._failure is None:
             self._failure = error
             log.critical("the log failed and stops accepting records: %r", error)
-        failed = LogFailedError(f"the log failed: {error}")
-        failed.__cause__ = error
+        group, self._group = self._group, []
         for _, future in group:
             if not future.done():
+                failed = LogFailedError(f"the log failed: {error}")
+                failed.__cause__ = error
                 future.set_exception(failed)
         self._fail_queued(error)
         self._on_fatal(error)

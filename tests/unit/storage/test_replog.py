@@ -12,7 +12,13 @@ import pytest
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.protocols import Entry, Store
 from keeldb.storage.replog import LocalLog, LogFailedError
-from keeldb.storage.wal import CorruptLogError, FsyncFailedError, WriteAheadLog
+from keeldb.storage.wal import (
+    RECORD_BYTES_MAX,
+    CorruptLogError,
+    FsyncFailedError,
+    RecordTooLargeError,
+    WriteAheadLog,
+)
 
 
 class KeyValueApplier:
@@ -311,6 +317,42 @@ def test_a_full_disk_fails_only_the_writers_of_that_group(tmp_path: Path) -> Non
         disk.full = False
         assert await log.append(b"c=3") == 2
         assert (store.get(b"b"), store.get(b"c"), fatal) == (None, b"3", [])
+        await log.close()
+        store.close()
+
+    run(scenario())
+
+
+def test_an_oversized_record_is_refused_alone(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store, _, log = await open_node(tmp_path)
+        big = b"k=" + b"x" * RECORD_BYTES_MAX
+        results = await asyncio.gather(
+            log.append(b"a=1"), log.append(big), log.append(b"b=2"), return_exceptions=True
+        )
+        assert results[0] == 1 and results[2] == 2
+        assert isinstance(results[1], RecordTooLargeError)
+        await log.close()
+        store.close()
+
+    run(scenario())
+
+
+def test_an_unexpected_error_in_the_flusher_fails_writers_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    fatal: list[BaseException] = []
+
+    async def scenario() -> None:
+        store, _, log = await open_node(tmp_path, on_fatal=fatal.append)
+
+        def broken_append(payloads: list[bytes]) -> int:
+            raise ValueError("a bug in the log")
+
+        log._wal.append = broken_append  # type: ignore[method-assign]
+        with pytest.raises(LogFailedError):
+            await asyncio.wait_for(log.append(b"a=1"), timeout=10)
+        assert isinstance(fatal[0], ValueError)
         await log.close()
         store.close()
 
