@@ -54,6 +54,8 @@ REQUEST_HEAD_BYTES_MAX = 64 * 1024
 # Pipelined requests queued on one connection before we stop reading from it, so that a
 # client that sends without reading cannot grow our memory without bound.
 PIPELINE_REQUESTS_MAX = 64
+# ... and the bytes of their bodies, so that large pipelined requests are bounded as well.
+PIPELINE_BYTES_MAX = 32 * 1024 * 1024
 # How long a refused connection keeps reading (and dropping) what the client still sends, so
 # that the refusal reaches the client instead of being lost to a connection reset.
 LINGER_SECONDS_MAX = 2.0
@@ -338,6 +340,7 @@ class HttpProtocol(asyncio.Protocol):
         # already decided (a refusal), sent in order and followed by closing.
         self._pending: collections.deque[Request | bytes] = collections.deque()
         self._task: asyncio.Task[None] | None = None
+        self._pending_bytes = 0  # bodies of the requests in `_pending`
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
         self._lost = False
@@ -457,9 +460,12 @@ class HttpProtocol(asyncio.Protocol):
             parser.should_keep_alive(),
         )
         self._pending.append(request)
+        self._pending_bytes += len(request.body)
         if self._task is None:
             self._task = self._loop.create_task(self._serve())
-        elif len(self._pending) >= PIPELINE_REQUESTS_MAX and not self._reading_paused:
+        elif not self._reading_paused and (
+            len(self._pending) >= PIPELINE_REQUESTS_MAX or self._pending_bytes >= PIPELINE_BYTES_MAX
+        ):
             assert self._transport is not None
             self._transport.pause_reading()
             self._reading_paused = True
@@ -503,6 +509,7 @@ class HttpProtocol(asyncio.Protocol):
                         transport.write(item)
                         self._linger(transport)
                     return
+                self._pending_bytes -= len(item.body)
                 response, close = await self._server.handle(item)
                 if self._lost:
                     # The client left; the request's effect stands, its answer is dropped.
@@ -511,7 +518,11 @@ class HttpProtocol(asyncio.Protocol):
                 if close or (self._eof and not self._pending):
                     transport.close()
                     return
-                if self._reading_paused and len(self._pending) < PIPELINE_REQUESTS_MAX // 2:
+                if (
+                    self._reading_paused
+                    and len(self._pending) < PIPELINE_REQUESTS_MAX // 2
+                    and self._pending_bytes < PIPELINE_BYTES_MAX // 2
+                ):
                     self._reading_paused = False
                     transport.resume_reading()
                 if self._writable is not None and not self._writable.done():

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 import uvloop
 
+from keeldb.api import server as server_module
 from keeldb.api.server import PIPELINE_REQUESTS_MAX, ApiServer
 from keeldb.model.errors import ConditionalCheckFailedException, ValidationException
 
@@ -547,3 +548,23 @@ def test_an_interim_continue_never_overtakes_an_earlier_answer(running: Running)
         second = reader.read()
         assert second.status == 200
         assert second.json() == {"Echo": {"second": True}}
+
+
+def test_pipelined_large_bodies_past_the_byte_bound_are_all_answered(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "PIPELINE_BYTES_MAX", 2 * 1024 * 1024)
+    padding = "q" * 500 * 1024
+    count = 20
+    requests = post("DynamoDB_20120810.Slow", b'{"seconds": 0.1}') + b"".join(
+        post("DynamoDB_20120810.Echo", json.dumps({"i": index, "pad": padding}).encode())
+        for index in range(count)
+    )
+    with connect(running.port) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(requests,))
+        sender.start()
+        reader = Reader(sock)
+        assert reader.read().json() == {"Slept": True}
+        answers = [reader.read().json()["Echo"]["i"] for _ in range(count)]
+        sender.join(TIMEOUT_SECONDS)
+    assert answers == list(range(count))
