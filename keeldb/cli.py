@@ -21,11 +21,22 @@ import uvloop
 
 from keeldb import __version__
 from keeldb.api.sigv4 import load_credentials
+from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS
 from keeldb.node import Node, NodeConfig
 
 log = logging.getLogger("keeldb.cli")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--credentials",
         type=Path,
         metavar="FILE",
-        help="verify SigV4 signatures against this file: one 'ACCESS_KEY_ID SECRET_ACCESS_KEY' "
-        "per line ('#' starts a comment); without it any well-formed request is accepted",
+        help="verify SigV4 signatures against the keys in FILE: one 'ACCESS_KEY_ID "
+        "SECRET_ACCESS_KEY' per line ('#' starts a comment), or an AWS shared credentials file "
+        "([profile] sections); without it any well-formed request is accepted",
     )
     serve.add_argument("--region", default="us-east-1", help="region this node reports")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    serve.add_argument(
+        "--ttl-interval",
+        type=_positive_seconds,
+        default=TTL_SWEEP_INTERVAL_SECONDS,
+        metavar="SECONDS",
+        help="how often expired Time to Live items are looked for and deleted "
+        f"(default {TTL_SWEEP_INTERVAL_SECONDS:g})",
+    )
     return parser
 
 
@@ -96,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=None if args.in_memory else args.data_dir,
         credentials=credentials,
         region=args.region,
+        ttl_interval_seconds=args.ttl_interval,
     )
     try:
         uvloop.run(serve(config))

@@ -14,6 +14,7 @@ in the IAM user guide; the check order and messages follow what DynamoDB answers
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import hmac
 import posixpath
@@ -67,15 +68,22 @@ class Credential:
 
 
 def load_credentials(path: str | Path) -> dict[str, Credential]:
-    """Read a credentials file.
+    """Read a credentials file, in either of two formats.
 
-    Format: one credential per line, `ACCESS_KEY_ID SECRET_ACCESS_KEY [SESSION_TOKEN]`,
-    separated by whitespace. Blank lines and lines starting with `#` are ignored. A
-    malformed line is reported with its number, since starting without it would silently
-    lock a client out.
+    Plain: one credential per line, `ACCESS_KEY_ID SECRET_ACCESS_KEY [SESSION_TOKEN]`,
+    separated by whitespace; blank lines and lines starting with `#` are ignored.
+
+    AWS shared credentials (the INI file the SDKs read, e.g. `~/.aws/credentials`): every
+    `[profile]` section with `aws_access_key_id` and `aws_secret_access_key` (and optionally
+    `aws_session_token`) is one credential.
+
+    A malformed line or section is reported by name, since starting without it would
+    silently lock a client out.
     """
-    credentials: dict[str, Credential] = {}
     text = Path(path).read_text(encoding="utf-8")
+    if any(line.strip().startswith("[") for line in text.splitlines()):
+        return _load_shared_credentials(path, text)
+    credentials: dict[str, Credential] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -89,6 +97,28 @@ def load_credentials(path: str | Path) -> dict[str, Credential]:
             raise ValueError(f"{path}:{number}: access key id {fields[0]!r} appears twice")
         token = fields[2] if len(fields) == 3 else None
         credentials[fields[0]] = Credential(fields[0], fields[1], token)
+    return credentials
+
+
+def _load_shared_credentials(path: str | Path, text: str) -> dict[str, Credential]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as error:
+        raise ValueError(f"{path}: {error}") from None
+    credentials: dict[str, Credential] = {}
+    for section in parser.sections():
+        values = parser[section]
+        key_id = values.get("aws_access_key_id", "").strip()
+        secret = values.get("aws_secret_access_key", "").strip()
+        if not key_id or not secret:
+            raise ValueError(
+                f"{path}: [{section}] needs aws_access_key_id and aws_secret_access_key"
+            )
+        if key_id in credentials:
+            raise ValueError(f"{path}: [{section}]: access key id {key_id!r} appears twice")
+        token = values.get("aws_session_token", "").strip() or None
+        credentials[key_id] = Credential(key_id, secret, token)
     return credentials
 
 

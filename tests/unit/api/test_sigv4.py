@@ -488,3 +488,23 @@ def test_an_impossible_date_header_is_reported_as_not_iso_8601(date: str) -> Non
     with pytest.raises(IncompleteSignatureException) as caught:
         verifier().verify("POST", "/", "", {"authorization": header, "date": date}, b"")
     assert caught.value.message.startswith("Date must be in ISO-8601 'basic format'. Got '")
+
+
+def test_an_aws_shared_credentials_file_is_read_profile_by_profile(tmp_path: Path) -> None:
+    path = tmp_path / "credentials"
+    path.write_text(
+        "[default]\naws_access_key_id = AKID1\naws_secret_access_key = s%cret1\n\n"
+        "[temporary]\naws_access_key_id=AKID2\naws_secret_access_key=secret2\n"
+        "aws_session_token=token2\nregion=eu-west-1\n"
+    )
+    assert load_credentials(path) == {
+        "AKID1": Credential("AKID1", "s%cret1"),
+        "AKID2": Credential("AKID2", "secret2", "token2"),
+    }
+
+
+def test_a_profile_without_a_secret_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "credentials"
+    path.write_text("[default]\naws_access_key_id = AKID1\n")
+    with pytest.raises(ValueError, match=r"\[default\] needs"):
+        load_credentials(path)
