@@ -20,6 +20,7 @@ from keeldb.api.server import ApiServer
 from keeldb.api.sigv4 import Credential, Verifier
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
+from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS, TtlSweeper
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.memory import MemoryLog, MemoryStore
 from keeldb.storage.replog import LocalLog
@@ -36,6 +37,8 @@ class NodeConfig:
     # None disables authentication: any well-formed request is accepted.
     credentials: Mapping[str, Credential] | None = None
     region: str = "us-east-1"
+    # How often the Time to Live sweeper looks for expired items.
+    ttl_interval_seconds: float = TTL_SWEEP_INTERVAL_SECONDS
 
 
 class Node:
@@ -51,6 +54,7 @@ class Node:
         self.server = server
         self.port = 0
         self._closed = False
+        self.ttl_sweeper: TtlSweeper | None = None
 
     @property
     def url(self) -> str:
@@ -76,6 +80,8 @@ class Node:
             await log_.close()
             store.close()
             raise
+        node.ttl_sweeper = TtlSweeper(database, config.ttl_interval_seconds)
+        node.ttl_sweeper.start()
         return node
 
     async def close(self) -> None:
@@ -83,6 +89,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self.ttl_sweeper is not None:
+            await self.ttl_sweeper.stop()
         await self.server.close()
         await self.log.close()
         self.store.close()
