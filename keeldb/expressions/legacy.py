@@ -502,6 +502,59 @@ def _given(body: Body, params: Iterable[str]) -> list[str]:
     return [p for p in params if body.get(p) is not None]
 
 
+CONSTRAINT_ERRORS_MAX = 10  # DynamoDB stops listing constraint violations after ten.
+
+
+def _violation(value: Any, where: str, constraint: str) -> str:
+    shown = "null" if value is None else f"'{value}'"
+    return f"Value {shown} at '{where}' failed to satisfy constraint: {constraint}"
+
+
+def check_constraints(operation: str, body: Body) -> None:
+    """The member constraints inside the legacy structures (ComparisonOperator and Action
+    enumerations, a filter condition's required ComparisonOperator) and ConditionalOperator's
+    enumeration: DynamoDB checks them with the other member constraints, before any rule of
+    the operation, and reports them together ("2 validation errors detected: ...; ...").
+    Members of a map are listed last key first, as DynamoDB lists them."""
+    violations: list[str] = []
+    for param in LEGACY_PARAMETERS[operation]:
+        given = body.get(param)
+        if given is None:
+            continue
+        if param == "ConditionalOperator":
+            if isinstance(given, str) and given not in CONDITIONAL_OPERATORS:
+                enum = f"Member must satisfy enum value set: [{', '.join(CONDITIONAL_OPERATORS)}]"
+                violations.append(_violation(given, "conditionalOperator", enum))
+            continue
+        if param == "AttributesToGet" or not isinstance(given, dict):
+            continue
+        for name in reversed(list(given)):
+            entry = given[name]
+            if not isinstance(entry, dict):
+                continue
+            where = f"{_lower_first(param)}.{name}.member"
+            if param == "AttributeUpdates":
+                action = entry.get("Action")
+                if isinstance(action, str) and action not in ACTIONS:
+                    enum = f"Member must satisfy enum value set: [{', '.join(ACTIONS)}]"
+                    violations.append(_violation(action, f"{where}.action", enum))
+                continue
+            op = entry.get("ComparisonOperator")
+            if op is None and param != "Expected":
+                violations.append(
+                    _violation(None, f"{where}.comparisonOperator", "Member must not be null")
+                )
+            elif isinstance(op, str) and op not in COMPARISON_OPERATORS:
+                enum = f"Member must satisfy enum value set: [{', '.join(COMPARISON_OPERATORS)}]"
+                violations.append(_violation(op, f"{where}.comparisonOperator", enum))
+    if violations:
+        count = len(violations)
+        raise ValidationException(
+            f"{count} validation error{'s' if count > 1 else ''} detected: "
+            + "; ".join(violations[:CONSTRAINT_ERRORS_MAX])
+        )
+
+
 def check_mixing(operation: str, body: Body) -> None:
     """DynamoDB's refusal of a request that gives both legacy and expression parameters.
     KeyConditions may go with a FilterExpression or ProjectionExpression: it mixes only with
@@ -606,6 +659,7 @@ def translate(operation: str, body: Body) -> Body:
     assert operation in LEGACY_PARAMETERS, f"no legacy parameters for {operation}"
     if not uses_legacy(operation, body):
         return body
+    check_constraints(operation, body)
     check_mixing(operation, body)
     _check_substitutions_need_expressions(operation, body)
     conditional_operator = "AND"

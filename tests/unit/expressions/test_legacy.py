@@ -893,3 +893,24 @@ def test_an_in_with_more_operands_than_an_expression_allows_still_means_in() -> 
     assert cond.evaluate({"a": n("249")})
     assert not cond.evaluate({"a": n("250")})
     assert not cond.evaluate({})
+
+
+def test_constraint_violations_inside_legacy_maps_come_first_and_together() -> None:
+    body = {
+        "ScanFilter": {
+            "a": {"ComparisonOperator": "LIKE", "AttributeValueList": [s("x")]},
+            "b": {"AttributeValueList": [s("x")]},
+        },
+        "ConditionalOperator": "XOR",
+        "FilterExpression": "c = :c",
+    }
+    assert message("Scan", body) == (
+        "3 validation errors detected: "
+        "Value null at 'scanFilter.b.member.comparisonOperator' failed to satisfy constraint: "
+        "Member must not be null; "
+        "Value 'LIKE' at 'scanFilter.a.member.comparisonOperator' failed to satisfy constraint: "
+        "Member must satisfy enum value set: [IN, NULL, BETWEEN, LT, NOT_CONTAINS, EQ, GT, "
+        "NOT_NULL, NE, LE, BEGINS_WITH, GE, CONTAINS]; "
+        "Value 'XOR' at 'conditionalOperator' failed to satisfy constraint: "
+        "Member must satisfy enum value set: [AND, OR]"
+    )
