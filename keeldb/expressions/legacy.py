@@ -10,7 +10,13 @@ its request and before its own expression checks:
 
     request = legacy.translate("UpdateItem", request)
 
-and then handles the request as if the client had written expressions. The translation is
+and then handles the request as if the client had written expressions (BatchGetItem
+translates each table's KeysAndAttributes as "GetItem"). Two helpers keep DynamoDB's wording
+where a legacy request fails later, in the operation: `source_parameter` names the legacy
+parameter a message should name ("QueryFilter can only contain non-primary key attributes",
+"Cannot specify the AttributesToGet when choosing to get ALL_ATTRIBUTES"), and
+`update_error` turns an UpdateExpression type fault of a translated AttributeUpdates into
+"Type mismatch for attribute to update". The translation is
 built as a written expression tree (`ast`) and printed (`printer`), with every attribute name
 a generated `#name` and every value a generated `:value` placeholder (so no name needs
 escaping and no reserved word matters), chosen so that they never clash with placeholders
