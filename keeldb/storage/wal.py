@@ -13,11 +13,13 @@ Layout of a log directory::
 
 A segment starts with a header, then holds records back to back::
 
-    segment header  magic "KEELWAL1" (8) | first lsn u64 | crc32 of the previous 16 bytes u32
+    segment header  magic "KEELWAL1" (8) | first lsn u64 | salt u64 | crc32 of those 24 bytes
     record          length u32 | crc32 u32 | lsn u64 | payload (length bytes)
 
-All integers are little-endian. A record's crc32 covers its length, its lsn and its payload,
-so a record that was moved, cut short or overwritten does not verify. LSNs are consecutive
+All integers are little-endian. A record's crc32 covers its segment's salt (random, chosen
+when the segment is created), its length, its lsn and its payload, so a record that was
+moved, cut short or overwritten does not verify, and neither do bytes that merely look like
+a record (a client's stored data, a removed segment's old blocks). LSNs are consecutive
 across the whole log, starting at 1.
 
 After a crash the last segment may end with a torn record (the process died or the power
@@ -50,11 +52,12 @@ TAIL_SEARCH_LSNS = 64  # After a bad record, how many following LSNs are looked 
 # a torn tail (nothing valid follows) from damage in the middle (a valid record follows).
 
 SEGMENT_MAGIC = b"KEELWAL1"
-SEGMENT_HEADER = struct.Struct("<8sQI")  # magic, first lsn, crc32 of magic + first lsn
+SEGMENT_HEADER = struct.Struct("<8sQQI")  # magic, first lsn, salt, crc32 of the 24 before
 SEGMENT_HEADER_BYTES = SEGMENT_HEADER.size
 RECORD_HEADER = struct.Struct("<IIQ")  # payload length, crc32, lsn
 RECORD_HEADER_BYTES = RECORD_HEADER.size
-_CRC_FIELDS = struct.Struct("<IQ")  # the header fields covered by the crc: length, lsn
+_CRC_FIELDS = struct.Struct("<QIQ")  # covered by a record's crc: segment salt, length, lsn
+_SEGMENT_FIELDS = struct.Struct("<8sQQ")  # covered by a segment header's crc
 _LSN = struct.Struct("<Q")
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
 LOCK_FILE_NAME = "LOCK"
@@ -92,39 +95,40 @@ def _default_fsync(fd: int) -> None:
         os.fsync(fd)
 
 
-def record_crc(length: int, lsn: int, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(length, lsn)))
+def record_crc(salt: int, length: int, lsn: int, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(salt, length, lsn)))
 
 
-def encode_record(lsn: int, payload: bytes) -> bytes:
-    """One framed record, as it is written to a segment."""
+def encode_record(lsn: int, payload: bytes, salt: int) -> bytes:
+    """One framed record, as it is written to the segment whose header holds `salt`."""
     length = len(payload)
-    return RECORD_HEADER.pack(length, record_crc(length, lsn, payload), lsn) + payload
+    return RECORD_HEADER.pack(length, record_crc(salt, length, lsn, payload), lsn) + payload
 
 
-def encode_segment_header(first_lsn: int) -> bytes:
-    crc = zlib.crc32(SEGMENT_MAGIC + _LSN.pack(first_lsn))
-    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, first_lsn, crc)
+def encode_segment_header(first_lsn: int, salt: int) -> bytes:
+    fields = _SEGMENT_FIELDS.pack(SEGMENT_MAGIC, first_lsn, salt)
+    return fields + struct.pack("<I", zlib.crc32(fields))
 
 
 def segment_name(first_lsn: int) -> str:
     return f"{first_lsn:020d}.wal"
 
 
-def _decode_segment_header(data: bytes | memoryview) -> int | None:
-    """The first LSN the header announces, or None if the header does not verify."""
+def _decode_segment_header(data: bytes | memoryview) -> tuple[int, int] | None:
+    """The first LSN and the salt the header announces, or None if it does not verify."""
     if len(data) < SEGMENT_HEADER_BYTES:
         return None
     magic: bytes
     first_lsn: int
+    salt: int
     crc: int
-    magic, first_lsn, crc = SEGMENT_HEADER.unpack_from(data, 0)
-    if magic != SEGMENT_MAGIC or crc != zlib.crc32(SEGMENT_MAGIC + _LSN.pack(first_lsn)):
+    magic, first_lsn, salt, crc = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC or crc != zlib.crc32(memoryview(data)[: _SEGMENT_FIELDS.size]):
         return None
-    return first_lsn
+    return first_lsn, salt
 
 
-def _record_at(data: bytes | memoryview, offset: int, lsn: int) -> int | None:
+def _record_at(data: bytes | memoryview, offset: int, lsn: int, salt: int) -> int | None:
     """The end offset of a valid record with this LSN starting at `offset`, else None."""
     if offset + RECORD_HEADER_BYTES > len(data):
         return None
@@ -138,23 +142,25 @@ def _record_at(data: bytes | memoryview, offset: int, lsn: int) -> int | None:
     if end > len(data):
         return None
     payload = memoryview(data)[offset + RECORD_HEADER_BYTES : end]
-    if record_crc(length, lsn, payload) != crc:
+    if record_crc(salt, length, lsn, payload) != crc:
         return None
     return end
 
 
-def _valid_record_after(data: bytes, offset: int, expected_lsn: int) -> int | None:
+def _valid_record_after(data: bytes, offset: int, expected_lsn: int, salt: int) -> int | None:
     """The LSN of a valid record somewhere after a bad one at `offset`, if there is one.
 
     The bad record's length field cannot be trusted, so candidates are found by looking for
     the encoding of each of the next few LSNs and checking the record that would surround it.
+    The segment's random salt is in every record's crc, so bytes a client stored that frame a
+    record (a decoy in a torn payload) never verify: only the log writes valid records.
     """
+    lsn_offset = 8  # where the lsn sits inside a record header
     for lsn in range(expected_lsn, expected_lsn + TAIL_SEARCH_LSNS):
         needle = _LSN.pack(lsn)
-        lsn_offset = 8  # where the lsn sits inside a record header
         position = data.find(needle, offset + 1 + lsn_offset)
         while position != -1:
-            if _record_at(data, position - lsn_offset, lsn) is not None:
+            if _record_at(data, position - lsn_offset, lsn, salt) is not None:
                 return lsn
             position = data.find(needle, position + 1)
     return None
@@ -260,45 +266,53 @@ class WriteAheadLog:
     def _path(self, first_lsn: int) -> Path:
         return self.directory / segment_name(first_lsn)
 
-    def _create_segment(self, first_lsn: int) -> None:
-        """Create a segment, durable with its header before any record goes into it."""
+    def _create_segment(self, first_lsn: int) -> int:
+        """Create a segment, durable with its header before any record goes into it.
+
+        Returns the segment's salt.
+        """
         path = self._path(first_lsn)
+        salt = int.from_bytes(os.urandom(8), "little")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, encode_segment_header(first_lsn), self._write_fn)
+            _write_all(fd, encode_segment_header(first_lsn, salt), self._write_fn)
             self._sync_fd(fd)
         finally:
             os.close(fd)
         self._sync_directory()
         if not self._segments or self._segments[-1] != first_lsn:
             self._segments.append(first_lsn)
+        return salt
 
     def _open_last_segment(self) -> None:
         first_lsn = self._segments[-1]
         path = self._path(first_lsn)
         data = path.read_bytes()
-        header_lsn = _decode_segment_header(data)
-        if header_lsn is None:
+        header = _decode_segment_header(data)
+        if header is None:
             if len(data) <= SEGMENT_HEADER_BYTES:
                 # The segment was being created when the node stopped: its header was never
                 # synced, so no record was ever written after it. Create it again.
                 log.warning("recreating torn segment header of %s", path)
                 self._create_segment(first_lsn)
                 data = path.read_bytes()
+                header = _decode_segment_header(data)
+                assert header is not None
             else:
                 raise CorruptLogError(f"{path}: segment header does not verify")
-        elif header_lsn != first_lsn:
+        header_lsn, salt = header
+        if header_lsn != first_lsn:
             raise CorruptLogError(f"{path}: header says first LSN {header_lsn}")
         offset = SEGMENT_HEADER_BYTES
         lsn = first_lsn
         while True:
-            end = _record_at(data, offset, lsn)
+            end = _record_at(data, offset, lsn, salt)
             if end is None:
                 break
             offset = end
             lsn += 1
         if offset < len(data):
-            later = _valid_record_after(data, offset, lsn)
+            later = _valid_record_after(data, offset, lsn, salt)
             if later is not None:
                 raise CorruptLogError(
                     f"{path}: record {lsn} at byte {offset} does not verify, "
@@ -319,6 +333,7 @@ class WriteAheadLog:
         # of the log, and a power loss would then leave the store ahead of its log.
         self._sync_fd(self._fd)
         self._segment_first_lsn = first_lsn
+        self._salt = salt
         self._segment_size = offset
         self._last_lsn = lsn - 1
 
@@ -353,7 +368,7 @@ class WriteAheadLog:
                 pending, pending_bytes = [], 0
                 self._rotate()
             lsn = self._last_lsn + len(pending) + 1
-            pending.append(encode_record(lsn, payload))
+            pending.append(encode_record(lsn, payload, self._salt))
             pending_bytes += frame_bytes
         self._write(pending, pending_bytes)
         return self._last_lsn
@@ -384,7 +399,7 @@ class WriteAheadLog:
         self.sync()
         os.close(self._fd)
         self._fd = -1
-        self._create_segment(self._last_lsn + 1)
+        self._salt = self._create_segment(self._last_lsn + 1)
         self._fd = os.open(self._path(self._last_lsn + 1), os.O_RDWR | os.O_APPEND)
         self._segment_first_lsn = self._last_lsn + 1
         self._segment_size = SEGMENT_HEADER_BYTES
@@ -465,11 +480,13 @@ class WriteAheadLog:
             if is_last:
                 # Records appended since opening are in the file; nothing lies beyond them.
                 data = data[: self._segment_size]
-            if _decode_segment_header(data) != first_lsn:
+            header = _decode_segment_header(data)
+            if header is None or header[0] != first_lsn:
                 raise CorruptLogError(f"{path}: segment header does not verify")
+            salt = header[1]
             offset = SEGMENT_HEADER_BYTES
             while offset < len(data):
-                end = _record_at(data, offset, expected_lsn)
+                end = _record_at(data, offset, expected_lsn, salt)
                 if end is None:
                     raise CorruptLogError(
                         f"{path}: record {expected_lsn} at byte {offset} does not verify"

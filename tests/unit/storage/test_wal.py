@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -86,12 +87,24 @@ def test_an_empty_directory_continues_from_the_start_lsn(tmp_path: Path) -> None
 
 
 def test_record_frame_is_length_crc_lsn_payload(tmp_path: Path) -> None:
-    frame = encode_record(5, b"hello")
-    length, _crc, lsn = struct.unpack_from("<IIQ", frame)
+    frame = encode_record(5, b"hello", salt=99)
+    length, crc, lsn = struct.unpack_from("<IIQ", frame)
     assert (length, lsn, frame[RECORD_HEADER_BYTES:]) == (5, 5, b"hello")
+    assert crc == zlib.crc32(struct.pack("<QIQ", 99, 5, 5) + b"hello")
     write_log(tmp_path, [b"hello"]).close()
     data = only_segment(tmp_path).read_bytes()
-    assert data[SEGMENT_HEADER_BYTES:] == encode_record(1, b"hello")
+    magic, first_lsn, salt, header_crc = struct.unpack_from("<8sQQI", data)
+    assert (magic, first_lsn, header_crc) == (b"KEELWAL1", 1, zlib.crc32(data[:24]))
+    assert data[SEGMENT_HEADER_BYTES:] == encode_record(1, b"hello", salt)
+
+
+def test_each_segment_gets_its_own_random_salt(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, segment_bytes=100)
+    for i in range(5):
+        wal.append([b"x" * 60])
+    wal.close()
+    salts = {struct.unpack_from("<8sQQ", p.read_bytes())[2] for p in tmp_path.glob("*.wal")}
+    assert len(salts) == 5
 
 
 def test_torn_tail_at_every_byte_offset_is_cut_back_to_the_last_whole_record(
@@ -421,3 +434,28 @@ def test_a_new_log_directory_is_made_durable_in_its_parents(tmp_path: Path) -> N
         pytest.skip("needs /proc to name file descriptors")
     WriteAheadLog(tmp_path / "data" / "wal", fsync=recording_fsync).close()
     assert synced[:2] == [str(tmp_path), str(tmp_path / "data")]
+
+
+def test_a_torn_record_whose_payload_holds_a_record_is_still_a_torn_tail(
+    tmp_path: Path,
+) -> None:
+    # A client may store bytes that frame a record with the next LSN. Without the segment's
+    # salt they never verify: a record carrying them and cut short is a torn tail.
+    decoy = encode_record(3, b"decoy", salt=0)
+    write_log(tmp_path, [b"one", b"two" + decoy + b"rest"]).close()
+    path = only_segment(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(decoy) + len(decoy) + 2])
+    assert read_all(tmp_path) == [(1, b"one")]
+
+
+def test_a_whole_record_that_fails_its_crc_is_damage_if_a_record_follows_it(
+    tmp_path: Path,
+) -> None:
+    write_log(tmp_path, [b"one", b"two", b"three"]).close()
+    path = only_segment(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"two")] ^= 0x20
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError, match="record 2 .* a valid record 3"):
+        WriteAheadLog(tmp_path)
