@@ -200,6 +200,21 @@ def get_table_by_id(db: Database, table_id: str) -> Table | None:
     return _catalog(db).by_id.get(table_id)
 
 
+def table_entry(table: Table) -> tuple[bytes, bytes]:
+    """The store entry (key, value) of a table, for appliers of other modules (the index
+    backfill) that change a table in the same store write as their own keys."""
+    return catalog_key(table.name), msgpack.packb(table.to_record())
+
+
+def remember(db: Database, table: Table) -> None:
+    """Update the cache after an applier outside this module wrote `table_entry(table)`."""
+    state = _catalog(db)
+    current = state.tables.get(table.name)
+    assert current is not None and current.table_id == table.table_id, table.name
+    state.tables[table.name] = table
+    state.by_id[table.table_id] = table
+
+
 def list_tables(db: Database) -> list[Table]:
     """Every table, sorted by name."""
     tables = _catalog(db).tables
@@ -965,6 +980,9 @@ def describe(
                     "IndexArn": index.arn,
                 }
             )
+            if index.status == STATUS_CREATING and not creating:
+                # A global index added by UpdateTable is backfilled from the table's items.
+                desc["GlobalSecondaryIndexes"][-1]["Backfilling"] = True
             if not creating:
                 index_on_demand = table.billing_mode == BILLING_PAY_PER_REQUEST
                 desc["GlobalSecondaryIndexes"][-1]["WarmThroughput"] = {
@@ -1275,7 +1293,12 @@ def _check_indexes(
             f"AttributeDefinitions: [{', '.join(defined)}], "
             f"keys used: [{', '.join(k for k in defined if k in used)}]"
         )
-    return tuple(local_out), tuple(global_out)
+    # Each index's entries live under an id of their own, recorded now so that deleting
+    # a global index later never moves another: local indexes first, counting from 1.
+    ids = iter(range(1, len(local_out) + len(global_out) + 1))
+    local_ids = tuple(replace(index, index_id=next(ids)) for index in local_out)
+    global_ids = tuple(replace(index, index_id=next(ids)) for index in global_out)
+    return local_ids, global_ids
 
 
 def _check_stream_at_create(spec: dict[str, Any] | None) -> tuple[bool, str | None]:
@@ -1609,12 +1632,6 @@ def _check_update_request(body: Body) -> None:
                     INVALID + "Only one global secondary index action is allowed per "
                     "GlobalSecondaryIndexUpdate object"
                 )
-        # Creating, updating and deleting global secondary indexes on an existing table is
-        # not available on this server; tables get their indexes at CreateTable.
-        raise ValidationException(
-            INVALID + "GlobalSecondaryIndexUpdates are not supported by this server: define "
-            "global secondary indexes when the table is created"
-        )
 
 
 def _throughput_changes(db: Database, body: Body, table: Table, now: float) -> dict[str, Any]:
@@ -1653,10 +1670,16 @@ def _throughput_changes(db: Database, body: Body, table: Table, now: float) -> d
     if table.billing_mode == BILLING_PAY_PER_REQUEST and table.global_indexes:
         # A provisioned table's global indexes need capacity of their own, which comes with
         # GlobalSecondaryIndexUpdates: DynamoDB's answer when the request lacks it.
-        raise ValidationException(
-            INVALID + "ProvisionedThroughput must be specified for index: "
-            f"{table.global_indexes[0].name}"
-        )
+        given = {
+            update["Update"]["IndexName"]
+            for update in body.get("GlobalSecondaryIndexUpdates") or []
+            if "Update" in update and update["Update"].get("ProvisionedThroughput") is not None
+        }
+        missing = [index.name for index in table.global_indexes if index.name not in given]
+        if missing:
+            raise ValidationException(
+                INVALID + f"ProvisionedThroughput must be specified for index: {missing[0]}"
+            )
     _check_capacity_bounds(throughput)
     _check_capacity_quota(db, throughput)
     read = throughput["ReadCapacityUnits"]
@@ -1763,6 +1786,181 @@ def _sse_changes(db: Database, spec: dict[str, Any], table: Table) -> dict[str, 
     return {"sse_enabled": enabled, "sse_type": sse_type, "kms_master_key_id": key}
 
 
+ONLINE_INDEX_LIMIT_MESSAGE = (
+    "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously "
+    "per table"
+)
+
+
+def _index_changes(db: Database, body: Body, table: Table, changes: dict[str, Any]) -> None:
+    """Apply GlobalSecondaryIndexUpdates to `changes` (the record fields UpdateTable changes):
+    Create adds a CREATING index (backfilled in the background, `keeldb.engine.indexes`),
+    Delete marks one DELETING (removed in the background), Update sets its throughput. One
+    index is created or deleted at a time per table, as in DynamoDB."""
+    from keeldb.engine import indexes as index_work
+
+    updates: list[dict[str, Any]] = body["GlobalSecondaryIndexUpdates"]
+    billing_mode = changes.get("billing_mode", table.billing_mode)
+    current = [SecondaryIndex.from_record(r) for r in changes.get("global_indexes", [])] or list(
+        table.global_indexes
+    )
+    structural = [u for u in updates if "Create" in u or "Delete" in u]
+    busy = [i for i in current if i.status in (STATUS_CREATING, STATUS_DELETING)]
+    # Deleting the very index that is being created is allowed (it stops its backfill).
+    cancels = (
+        len(structural) == 1
+        and "Delete" in structural[0]
+        and [i.name for i in busy] == [structural[0]["Delete"]["IndexName"]]
+        and busy[0].status == STATUS_CREATING
+    )
+    if len(structural) > 1 or (structural and busy and not cancels):
+        raise LimitExceededException(ONLINE_INDEX_LIMIT_MESSAGE)
+    definitions = list(table.attribute_definitions)
+    seen: set[str] = set()
+    for update in updates:
+        action = next(a for a in ("Create", "Update", "Delete") if a in update)
+        spec: dict[str, Any] = update[action]
+        name: str = spec["IndexName"]
+        if name in seen:
+            raise ValidationException(
+                INVALID + "Only one global secondary index update per index is allowed "
+                f"simultaneously. Index: {name}"
+            )
+        seen.add(name)
+        position = next((n for n, i in enumerate(current) if i.name == name), None)
+        is_local = any(i.name == name for i in table.local_indexes)
+        if action == "Create":
+            if position is not None or is_local:
+                raise ValidationException("Attempting to create an index which already exists")
+            index = _new_global_index(db, body, table, spec, billing_mode, current, definitions)
+            index = replace(index, index_id=index_work.next_index_id(table))
+            current.append(index)
+            continue
+        if position is None:
+            if is_local:
+                verb = "delete" if action == "Delete" else "update"
+                raise ValidationException(
+                    f"Cannot {verb} an index that is not a GlobalSecondaryIndex: {name}"
+                )
+            raise ResourceNotFoundException(
+                f"Requested resource not found: Index: {name} not found"
+            )
+        if action == "Delete":
+            current[position] = replace(current[position], status=STATUS_DELETING)
+            continue
+        throughput = spec.get("ProvisionedThroughput")
+        if billing_mode == BILLING_PAY_PER_REQUEST:
+            if throughput is not None:
+                raise ValidationException(
+                    INVALID + f"ProvisionedThroughput should not be specified for index: {name} "
+                    "when BillingMode is PAY_PER_REQUEST"
+                )
+            continue
+        if throughput is None:
+            raise ValidationException(
+                INVALID + f"ProvisionedThroughput is not specified for index: {name}"
+            )
+        _check_capacity_bounds(throughput)
+        _check_capacity_quota(db, throughput, name)
+        current[position] = replace(
+            current[position],
+            read_capacity_units=throughput["ReadCapacityUnits"],
+            write_capacity_units=throughput["WriteCapacityUnits"],
+        )
+    changes["global_indexes"] = [i.to_record() for i in current]
+    changes["attribute_definitions"] = [[a.name, a.type] for a in definitions]
+
+
+def _new_global_index(
+    db: Database,
+    body: Body,
+    table: Table,
+    spec: dict[str, Any],
+    billing_mode: str,
+    current: list[SecondaryIndex],
+    definitions: list[KeyAttribute],
+) -> SecondaryIndex:
+    """The index a GlobalSecondaryIndexUpdates Create adds, checked as DynamoDB checks it;
+    its key attributes join `definitions`."""
+    name = spec["IndexName"]
+    given = body.get("AttributeDefinitions")
+    if not given:
+        raise ValidationException(
+            INVALID + f"AttributeDefinitions is not specified for index: {name}"
+        )
+    defined: dict[str, str] = {}
+    for definition in given:
+        attribute = definition["AttributeName"]
+        if attribute in defined:
+            raise ValidationException(f"Attribute Name is duplicated: {attribute}")
+        defined[attribute] = definition["AttributeType"]
+    if len(spec["KeySchema"]) > KEY_SCHEMA_ELEMENTS_MAX:
+        raise ValidationException(
+            INVALID + "Global secondary indexes whose key has more than one partition "
+            f"key or sort key attribute are not supported by this server; index: {name}"
+        )
+    _check_index_keys(spec, defined)
+    existing = {a.name: a.type for a in definitions}
+    for element in spec["KeySchema"]:
+        attribute = element["AttributeName"]
+        old_type = existing.get(attribute)
+        if old_type is not None and old_type != defined[attribute]:
+            raise ValidationException(
+                INVALID + "Attributes cannot be redefined. Please check that your attribute has "
+                "the same type as previously defined. Existing schema: Schema:[SchemaElement: "
+                f"key{{{attribute}:{old_type}:{_key_role(table, attribute)}}}] New schema: "
+                f"Schema:[SchemaElement: key{{{attribute}:{defined[attribute]}:"
+                f"{element['KeyType']}}}]"
+            )
+    _check_projection(spec)
+    throughput = spec.get("ProvisionedThroughput")
+    if billing_mode == BILLING_PAY_PER_REQUEST and throughput is not None:
+        raise ValidationException(
+            INVALID + f"ProvisionedThroughput should not be specified for index: {name} "
+            "when BillingMode is PAY_PER_REQUEST"
+        )
+    if billing_mode == BILLING_PROVISIONED:
+        if throughput is None:
+            raise ValidationException(
+                INVALID + f"ProvisionedThroughput is not specified for index: {name}"
+            )
+        _check_capacity_bounds(throughput)
+        _check_capacity_quota(db, throughput, name)
+    if len(current) >= GLOBAL_SECONDARY_INDEXES_MAX:
+        raise LimitExceededException(
+            "Subscriber limit exceeded: GlobalSecondaryIndex count exceeds the per-table limit "
+            f"of {GLOBAL_SECONDARY_INDEXES_MAX}"
+        )
+    projected = len(spec["Projection"].get("NonKeyAttributes") or ())
+    for index in (*table.local_indexes, *current):
+        projected += len(index.non_key_attributes)
+    if projected > PROJECTED_ATTRIBUTES_MAX:
+        raise ValidationException(
+            INVALID + "Number of projected attributes in all indexes exceeds the per-table "
+            f"limit of {PROJECTED_ATTRIBUTES_MAX}"
+        )
+    for element in spec["KeySchema"]:
+        attribute = element["AttributeName"]
+        if attribute not in existing:
+            definitions.append(KeyAttribute(attribute, defined[attribute]))
+            existing[attribute] = defined[attribute]
+    index = _build_index(db, table.name, spec, existing, is_global=True, billing_mode=billing_mode)
+    return replace(index, status=STATUS_CREATING)
+
+
+def _key_role(table: Table, attribute: str) -> str:
+    """HASH or RANGE: the role `attribute` plays in the first key (table's, then indexes')
+    that uses it, as DynamoDB's "Attributes cannot be redefined" message shows it."""
+    for hash_key, range_key in [(table.hash_key, table.range_key)] + [
+        (i.hash_key, i.range_key) for i in table.local_indexes + table.global_indexes
+    ]:
+        if hash_key.name == attribute:
+            return "HASH"
+        if range_key is not None and range_key.name == attribute:
+            return "RANGE"
+    return "HASH"
+
+
 @operation("UpdateTable")
 async def update_table(db: Database, body: Body) -> Body:
     body = _check_types(body, UPDATE_TABLE_SHAPE)
@@ -1785,6 +1983,8 @@ async def update_table(db: Database, body: Body) -> Body:
             changes.update(
                 _on_demand_changes(db, body["OnDemandThroughput"], billing_mode, updating=True)
             )
+        if body.get("GlobalSecondaryIndexUpdates"):
+            _index_changes(db, body, table, changes)
         if "WarmThroughput" in body:
             changes.update(_warm_changes(body["WarmThroughput"], table))
         if "DeletionProtectionEnabled" in body:
@@ -1818,6 +2018,10 @@ async def update_table(db: Database, body: Body) -> Body:
     # switch to PAY_PER_REQUEST already shows the on-demand zeros, as DynamoDB's answer does.
     to_on_demand = table.billing_mode != updated.billing_mode == BILLING_PAY_PER_REQUEST
     shown = updated if to_on_demand else table
+    if body.get("GlobalSecondaryIndexUpdates"):
+        from keeldb.engine import indexes
+
+        indexes.ensure_background(db)
     return {"TableDescription": describe(db, updated, status=STATUS_UPDATING, throughput_of=shown)}
 
 

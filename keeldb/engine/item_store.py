@@ -21,7 +21,9 @@ This module owns:
   images would stay in its overlay);
 - the appliers of the "put" and "delete" redo records: each turns one record into exactly one
   `store.write(puts, deletes, applied_lsn)`, deterministically and without validation (the
-  record was validated before it was proposed). A record the store already holds (replayed
+  record was validated before it was proposed). That one write holds the item, its entries
+  in every secondary index (added, moved or removed, `keeldb.engine.indexes.entry_writes`)
+  and every statistics record they change, so base and indexes never disagree. A record the store already holds (replayed
   at recovery) is skipped, and one whose table was deleted meanwhile only moves the LSN.
 
 It never validates a request, never evaluates an expression and never answers a client.
@@ -39,7 +41,7 @@ from keeldb.model.keys import INDEX_ID_MAX, index_prefix, item_key
 
 if TYPE_CHECKING:
     from keeldb.engine.database import Database
-    from keeldb.engine.schema import Table
+    from keeldb.engine.schema import SecondaryIndex, Table
 
 Item = dict[str, dict[str, Any]]
 
@@ -202,33 +204,48 @@ def apply_item_write(db: Database, lsn: int, record: dict[str, Any]) -> None:
             # table that no longer exists. Only the LSN moves.
             db.store.write([], [], applied_lsn=lsn)
             return
-        db.store.write(*_item_write(db, key, record), applied_lsn=lsn)
+        db.store.write(*_item_write(db, table, key, record), applied_lsn=lsn)
     finally:
         _settle(db, key)
 
 
 def _item_write(
-    db: Database, key: bytes, record: dict[str, Any]
+    db: Database, table: Table, key: bytes, record: dict[str, Any]
 ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
-    """The puts and deletes of one item write, the statistics record included."""
+    """The puts and deletes of one item write: the item, its entries in every secondary
+    index (`indexes.entry_writes`) and the statistics records."""
+    from keeldb.engine import indexes
+
     image: Item | None = record.get("item")
     skey = stats_key(record["table"])
     old = db.store.get(key)
     count, size = _read_stats(db, skey)
+    old_item: Item | None = None
+    old_size = 0
     if old is not None:
+        old_item, old_size = decode_stored(old)
         count -= 1
-        size -= decode_stored(old)[1]
+        size -= old_size
     puts: list[tuple[bytes, bytes]] = []
     deletes: list[bytes] = []
+    image_size = 0
     if image is None:
         if old is not None:
             deletes.append(key)
     else:
-        image_size: int = record["size"]
+        image_size = record["size"]
         puts.append((key, encode_item(image, image_size)))
         count += 1
         size += image_size
     assert count >= 0, count
     assert size >= 0, size
     puts.append((skey, msgpack.packb([count, size])))
+    indexes.entry_writes(db, table, old_item, old_size, image, image_size, puts, deletes)
     return puts, deletes
+
+
+def index_stats(db: Database, table: Table, index: SecondaryIndex) -> tuple[int, int]:
+    """(ItemCount, IndexSizeBytes) of a secondary index, for DescribeTable."""
+    from keeldb.engine import indexes
+
+    return indexes.index_stats(db, table, index)

@@ -23,9 +23,11 @@ exactly the state that precedes it in the log. GetItem reads committed state onl
 The other data-plane operations build on this module and on `item_store`: `find_table`,
 `check_key` / `check_item_key` / `check_index_keys` (the key rules), `write_item` (one validated
 write as one redo record), and `item_store.storage_key`, `committed_item`, `latest_item`,
-`decode_stored` and `table_stats`. Index maintenance (a later change) belongs in the appliers:
-from the old and new images and the table's indexes they derive the index entries, inside the
-same atomic store write as the item, so that base and indexes can never disagree.
+`decode_stored` and `table_stats`. Index maintenance lives in the appliers
+(`keeldb.engine.indexes`): from the old and new images and the table's indexes they derive the
+index entries, inside the same atomic store write as the item, so that base and indexes can
+never disagree; a write here adds what each index costs (`indexes.write_capacity`) to its
+consumed capacity and refuses to grow an item collection past 10 GB.
 
 It never touches the store's bytes directly (that is `item_store`), never parses an
 expression itself, and never does IO.
@@ -33,16 +35,22 @@ expression itself, and never does IO.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keeldb.engine.database import Database, operation, redo_kind
+from keeldb.engine.indexes import (
+    IndexUnits,
+    check_collection_size,
+    collection_bytes,
+    write_capacity,
+)
 from keeldb.engine.item_requests import check_expression_parameters, enveloped, read_request
 from keeldb.engine.item_store import (
     Item,
     apply_item_write,
     committed_item,
-    decode_stored,
     items_state,
     latest_item,
     propose_write,
@@ -56,7 +64,6 @@ from keeldb.model.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
-from keeldb.model.keys import partition_bounds
 from keeldb.model.limits import ITEM_BYTES_MAX, PARTITION_KEY_BYTES_MAX, SORT_KEY_BYTES_MAX
 from keeldb.model.values import decode_binary, item_size, validate_item, value_type
 
@@ -277,14 +284,29 @@ def _parse_expressions(request: Body) -> _Parsed:
 # --- Answers --------------------------------------------------------------------------------
 
 
-def _consumed(request: Body, table: Table, units: float) -> dict[str, Any] | None:
+def _consumed(
+    request: Body, table: Table, units: float, index_units: Sequence[IndexUnits] = ()
+) -> dict[str, Any] | None:
+    """ConsumedCapacity: TOTAL is the table's units plus every index's; INDEXES breaks the
+    total down into the table and each index the write touched (Developer Guide, "Capacity
+    unit consumption for writes to secondary indexes")."""
     mode = request.get("ReturnConsumedCapacity", "NONE")
     if mode == "NONE":
         return None
+    total = units + sum(i.units for i in index_units)
     # TableName as the request gave it: the name, or the ARN (API reference, ConsumedCapacity).
-    consumed: dict[str, Any] = {"TableName": request["TableName"], "CapacityUnits": units}
+    consumed: dict[str, Any] = {"TableName": request["TableName"], "CapacityUnits": total}
     if mode == "INDEXES":
         consumed["Table"] = {"CapacityUnits": units}
+        for group, is_global in (
+            ("LocalSecondaryIndexes", False),
+            ("GlobalSecondaryIndexes", True),
+        ):
+            touched = {
+                i.name: {"CapacityUnits": i.units} for i in index_units if i.is_global == is_global
+            }
+            if touched:
+                consumed[group] = touched
     return consumed
 
 
@@ -292,12 +314,12 @@ def _collection_metrics(
     db: Database, request: Body, table: Table, key: Item
 ) -> dict[str, Any] | None:
     """ItemCollectionMetrics: only asked for with SIZE, and only reported for a table with
-    local secondary indexes (the item collection limit exists only there)."""
+    local secondary indexes (the item collection limit exists only there). The size counts
+    the collection's items and their local index entries (`indexes.collection_bytes`)."""
     if request.get("ReturnItemCollectionMetrics", "NONE") != "SIZE" or not table.local_indexes:
         return None
     hash_value = key[table.hash_key.name]
-    start, end = partition_bounds(table.table_id, 0, hash_value)
-    size = sum(decode_stored(data)[1] for _, data in db.store.scan(start, end))
+    size = collection_bytes(db, table, hash_value)
     low = float(size // GIGABYTE_BYTES)
     return {
         "ItemCollectionKey": {table.hash_key.name: hash_value},
@@ -322,11 +344,12 @@ def _write_response(
     key: Item,
     units: float,
     attributes: Item | None,
+    index_units: Sequence[IndexUnits] = (),
 ) -> Body:
     response: Body = {}
     if attributes:
         response["Attributes"] = attributes
-    consumed = _consumed(request, table, units)
+    consumed = _consumed(request, table, units, index_units)
     if consumed is not None:
         response["ConsumedCapacity"] = consumed
     metrics = _collection_metrics(db, request, table, key)
@@ -353,10 +376,12 @@ async def write_item(
     db: Database, table: Table, key: bytes, image: Item | None, size: int, units: float
 ) -> None:
     """Write the validated after-image `image` (`size` bytes; None: delete) at store key `key`
-    and charge `units` write units: one redo record, proposed, committed and applied.
+    and charge `units` write units: one redo record, proposed, committed and applied. Its
+    applier derives the secondary index entries from the old and new images.
 
     The record holds the after-image itself, never the request that produced it. The caller
-    has read the latest view of the item and decided on it without awaiting since.
+    has read the latest view of the item and decided on it without awaiting since (and has
+    added the index write units, `indexes.write_capacity`, to `units`).
     """
     record: dict[str, Any] = {"table": table.table_id, "name": table.name, "key": key}
     if image is None:
@@ -396,9 +421,11 @@ async def put_item(db: Database, body: Body) -> Body:
     old, old_size = latest_item(db, skey)
     units = write_units(max(size, old_size))
     _check_condition(db, request, table, parsed, old, units)
-    await write_item(db, table, skey, item, size, units)
+    check_collection_size(db, table, old, old_size, item, size)
+    index_units = write_capacity(table, old, item)
+    await write_item(db, table, skey, item, size, units + sum(i.units for i in index_units))
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
-    return _write_response(db, request, table, key, units, attributes)
+    return _write_response(db, request, table, key, units, attributes, index_units)
 
 
 @operation("GetItem")
@@ -465,9 +492,11 @@ async def update_item(db: Database, body: Body) -> Body:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
     check_index_keys(table, new, by_update=True, names=updated)
     units = write_units(max(size, old_size))
-    await write_item(db, table, skey, new, size, units)
+    check_collection_size(db, table, old, old_size, new, size)
+    index_units = write_capacity(table, old, new)
+    await write_item(db, table, skey, new, size, units + sum(i.units for i in index_units))
     attributes = _update_return_values(request.get("ReturnValues", "NONE"), old, new, effect)
-    return _write_response(db, request, table, key, units, attributes)
+    return _write_response(db, request, table, key, units, attributes, index_units)
 
 
 def _update_return_values(
@@ -508,9 +537,10 @@ async def delete_item(db: Database, body: Body) -> Body:
     units = write_units(old_size)
     _check_condition(db, request, table, parsed, old, units)
     # A delete of a missing item is still a write: it is logged, ordered and charged.
-    await write_item(db, table, skey, None, 0, units)
+    index_units = write_capacity(table, old, None)
+    await write_item(db, table, skey, None, 0, units + sum(i.units for i in index_units))
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
-    return _write_response(db, request, table, key, units, attributes)
+    return _write_response(db, request, table, key, units, attributes, index_units)
 
 
 # --- Appliers -------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ class SecondaryIndex:
     status: str = STATUS_ACTIVE  # global indexes only: CREATING | UPDATING | DELETING | ACTIVE
     read_capacity_units: int = 0  # global indexes of PROVISIONED tables only
     write_capacity_units: int = 0
+    # The id under which the index's entries are stored (0 is the base table). Recorded
+    # when the index is defined, so that deleting another index never moves it; None only
+    # in catalogs written before ids were recorded (readers then use the index's position).
+    index_id: int | None = None
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -65,6 +69,7 @@ class SecondaryIndex:
             "status": self.status,
             "read_capacity_units": self.read_capacity_units,
             "write_capacity_units": self.write_capacity_units,
+            "index_id": self.index_id,
         }
 
     @classmethod
@@ -81,6 +86,7 @@ class SecondaryIndex:
             status=record["status"],
             read_capacity_units=record["read_capacity_units"],
             write_capacity_units=record["write_capacity_units"],
+            index_id=record.get("index_id"),
         )
 
 
