@@ -19,6 +19,7 @@ from typing import Any
 from keeldb.api.server import ApiServer
 from keeldb.api.sigv4 import Credential, Verifier
 from keeldb.engine import database as database_module
+from keeldb.engine import indexes
 from keeldb.engine.database import Database
 from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS, TtlSweeper
 from keeldb.storage.lmdb_store import LmdbStore
@@ -82,6 +83,7 @@ class Node:
             raise
         node.ttl_sweeper = TtlSweeper(database, config.ttl_interval_seconds)
         node.ttl_sweeper.start()
+        indexes.ensure_background(database)  # index backfills a restart left unfinished
         return node
 
     async def close(self) -> None:
