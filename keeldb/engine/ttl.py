@@ -129,7 +129,7 @@ def apply_update_time_to_live(db: Database, lsn: int, record: dict[str, Any]) ->
     changes: dict[str, Any] = {}
     if current is not None and current.name == record["name"]:
         extra = dict(current.extra)
-        extra[EXTRA_KEY] = record["ttl"]
+        extra[EXTRA_KEY] = record["setting"]
         changes["extra"] = extra
     # The catalog's applier skips a replayed record, and for a table deleted meanwhile only
     # moves the LSN.
@@ -216,7 +216,7 @@ async def update_time_to_live(db: Database, body: Body) -> Body:
                 "kind": "update_time_to_live",
                 "name": table.name,
                 "table_id": table.table_id,
-                "ttl": setting.to_record(),
+                "setting": setting.to_record(),
             }
         )
     return {"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attribute_name}}

@@ -426,7 +426,7 @@ def test_a_record_for_a_table_deleted_meanwhile_only_moves_the_lsn(node: Node) -
         "kind": "update_time_to_live",
         "name": "things",
         "table_id": table.table_id,
-        "ttl": ttl.TtlSetting(True, "expires", NOW).to_record(),
+        "setting": ttl.TtlSetting(True, "expires", NOW).to_record(),
     }
     asyncio.run(node.db.propose(stale))
     assert node.store.applied_lsn() == lsn + 1
