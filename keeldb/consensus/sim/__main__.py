@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from keeldb.consensus.replica import Mutation
 from keeldb.consensus.sim.checkers import CHECKERS
+from keeldb.consensus.sim.schedules import SCHEDULES, config_for
 from keeldb.consensus.sim.world import PROFILES, RunConfig, RunResult, run
 
 # Failing seeds printed in full; the rest are only counted.
@@ -40,6 +41,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mutation", action="append", default=[],
                         choices=sorted(m.name for m in Mutation),
                         help="run a deliberately broken variant (repeatable)")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
+                        help="fault schedule (default: all-faults, or the one that exposes "
+                             "the chosen mutation)")
     parser.add_argument("--trace", action="store_true", help="print the readable trace")
     parser.add_argument("--hash", action="store_true", help="print only the trace hash")
     parser.add_argument("--fault-ms", type=int, default=None,
@@ -50,15 +54,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _config(args: argparse.Namespace, seed: int, profile: str) -> RunConfig:
-    config = RunConfig(seed=seed, profile=profile,
-                       mutations=frozenset(Mutation[name] for name in args.mutation),
-                       keep_trace=args.trace)
+    mutations = frozenset(Mutation[name] for name in args.mutation)
+    schedule = "calm" if args.no_faults else args.schedule
+    config = config_for(seed, profile, mutations, schedule, keep_trace=args.trace)
     if args.fault_ms is not None:
         config = replace(config, fault_us=args.fault_ms * 1000)
-    if args.no_faults:
-        from keeldb.consensus.sim.network import CALM
-
-        config = replace(config, nemesis=False, network=CALM)
     return config
 
 
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                     break
         failed_total += len(failures)
         mutations = ",".join(sorted(args.mutation)) or "none"
-        print(f"profile {profile}, mutations {mutations}: "
+        schedule = _config(args, 0, profile).schedule
+        print(f"profile {profile}, mutations {mutations}, schedule {schedule}: "
               f"{len(seeds)} seeds, {len(failures)} failed")
         print(f"  ops completed {totals['ops']}, abandoned {totals['abandoned']}, "
               f"commands acknowledged {totals['acked']}")

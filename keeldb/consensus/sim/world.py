@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from keeldb.consensus.messages import Promise
 from keeldb.consensus.replica import DurableState, Mutation, Options, Ready, Replica, Role
 from keeldb.consensus.sim.checkers import (
     DURABILITY,
@@ -105,6 +106,7 @@ class RunConfig:
     cut_leader_weight: int = 2
     isolate_leader_weight: int = 2
     lease_attack_weight: int = 1
+    promise_attack_weight: int = 1
     reconfig_weight: int = 1
     restart_all_weight: int = 1
     # Faults that let an unsynced tail be acknowledged matter only if a crash finds it.
@@ -112,6 +114,13 @@ class RunConfig:
     crash_after_send_probability: float = 0.02
     quick_restart_probability: float = 0.3
     crash_after_ack_probability: float = 0.002
+    crash_after_ack_all_fraction: float = 0.5
+    # A voter that reboots right after promising: what it forgot (if anything) decides
+    # whether an older leader can still get its vote.
+    crash_after_promise_probability: float = 0.01
+    reboot_min_us: int = 200
+    reboot_max_us: int = 2_000
+    heal_on_reboot: bool = False
     torn_probability: float = 0.5
     fsync_min_us: int = 200
     fsync_max_us: int = 3_000
@@ -128,8 +137,12 @@ class RunConfig:
     window_slots: int = 32
     batch_entries_max: int = 16
     log_entries_retained: int = 8
-    failed_nodes: tuple[int, ...] = ()  # down from the start to the end (fault matrix)
+    # The fault matrix: these nodes crash at `fail_at_us` and stay down until the heal
+    # (`fault_us`), when every node restarts.
+    failed_nodes: tuple[int, ...] = ()
+    fail_at_us: int = 300_000
     keep_trace: bool = False
+    schedule: str = "all-faults"  # the name of the schedule these settings came from
 
 
 @dataclass(slots=True)
@@ -152,6 +165,7 @@ class RunResult:
     events: int = 0
     trace_lines: list[str] = field(default_factory=list)
     completed_after_heal: int = 0
+    acknowledged_at_us: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -162,6 +176,7 @@ class RunResult:
                  f"--profile {self.config.profile}"]
         for mutation in sorted(m.name for m in self.config.mutations):
             parts.append(f"--mutation {mutation}")
+        parts.append(f"--schedule {self.config.schedule}")
         parts.append("--trace")
         return " ".join(parts)
 
@@ -251,10 +266,10 @@ class World:
         self.crashed: Violation | None = None
         # An armed lease attack: (leader, member to reboot, members cut from the leader).
         self.attack: tuple[NodeId, NodeId, tuple[NodeId, ...]] | None = None
+        # An armed promise attack: leader, the successor's ballot and when voters return.
+        self.promise_attack: dict[str, Any] | None = None
         for node_id in self.group_config.node_ids:
             self._add_node(node_id, self.group_config)
-        for failed in config.failed_nodes:
-            self.nodes[NodeId(failed)].permanently_failed = True
         rng = random.Random(self.client_seed)
         for c in range(config.clients):
             crng = random.Random(rng.getrandbits(64))
@@ -279,6 +294,8 @@ class World:
             self.schedule(client.rng.randrange(CLIENT_THINK_MAX_US), "client_next", client)
         if self.cfg.nemesis:
             self.schedule(self._nemesis_gap(), "nemesis", None)
+        if self.cfg.failed_nodes:
+            self.schedule(self.cfg.fail_at_us, "fail_nodes", None)
         self.schedule(self.heal_us, "heal", None)
         self.schedule(self.end_us, "end", None)
         handlers: dict[str, Callable[[Any], None]] = {
@@ -294,6 +311,8 @@ class World:
             "restart": self._on_restart,
             "heal_partition": self._on_heal_partition,
             "heal": self._on_heal,
+            "fail_nodes": self._on_fail_nodes,
+            "promise_attack_heal": self._on_promise_attack_heal,
         }
         events = 0
         try:
@@ -457,6 +476,11 @@ class World:
 
     def _send(self, node: SimNode, messages: Any) -> None:
         for msg in messages:
+            if self.promise_attack is not None and type(msg) is Promise:
+                self._promise_attack_trigger(node, msg)
+            if (type(msg) is Promise and self.cfg.nemesis and self.now < self.heal_us
+                    and self.nemesis_rng.random() < self.cfg.crash_after_promise_probability):
+                self.schedule(self.now, "nemesis", ("reboot", node.node_id, node.incarnation))
             if type(msg).__name__ == "Prepare":
                 ballot = (msg.ballot.round, msg.ballot.node_id)
                 if ballot not in self.prepare_ballots:
@@ -665,7 +689,7 @@ class World:
                     and self.nemesis_rng.random() < self.cfg.crash_after_ack_probability):
                 # Right after an acknowledgement is the moment a vote that was sent but
                 # not yet synced would be lost: crash everyone, or just the leader.
-                if self.nemesis_rng.random() < 0.5:
+                if self.nemesis_rng.random() < self.cfg.crash_after_ack_all_fraction:
                     self.schedule(self.now, "nemesis", ("crash_all",))
                 else:
                     self.schedule(self.now, "nemesis", ("crash", node.node_id, node.incarnation))
@@ -748,6 +772,25 @@ class World:
         if payload is not None and payload[0] == "crash_all":
             self._crash_all()
             return
+        if payload is not None and payload[0] == "reboot_until":
+            _, node_id, incarnation, back_us = payload
+            node = self.nodes[node_id]
+            if node.up and node.incarnation == incarnation:
+                self._crash(node)
+                self.schedule(max(back_us, self.now + 1), "restart", node_id)
+            return
+        if payload is not None and payload[0] == "reboot":
+            _, node_id, incarnation = payload
+            node = self.nodes[node_id]
+            if node.up and node.incarnation == incarnation:
+                self._crash(node)
+                back = self.now + rng.randint(self.cfg.reboot_min_us, self.cfg.reboot_max_us)
+                self.schedule(back, "restart", node_id)
+                if self.cfg.heal_on_reboot:
+                    # The network comes back with the machine: the rebooted voter now
+                    # hears every leader that still thinks it leads.
+                    self.schedule(back, "heal_partition", None)
+            return
         if payload is not None:
             _, node_id, incarnation = payload
             node = self.nodes[node_id]
@@ -758,9 +801,10 @@ class World:
         self.schedule(self.now + self._nemesis_gap(), "nemesis", None)
         weights = [self.cfg.crash_weight, self.cfg.partition_weight, self.cfg.cut_leader_weight,
                    self.cfg.isolate_leader_weight, self.cfg.lease_attack_weight,
-                   self.cfg.reconfig_weight, self.cfg.restart_all_weight]
+                   self.cfg.promise_attack_weight, self.cfg.reconfig_weight,
+                   self.cfg.restart_all_weight]
         actions = ["crash", "partition", "cut_leader", "isolate_leader", "lease_attack",
-                   "reconfig", "restart_all"]
+                   "promise_attack", "reconfig", "restart_all"]
         action = rng.choices(actions, weights)[0]
         if action == "crash":
             up = [n for n in self._nodes_sorted() if n.up]
@@ -806,6 +850,8 @@ class World:
                 self.schedule(self.now + ticks * self.cfg.tick_us, "heal_partition", None)
         elif action == "lease_attack":
             self._start_lease_attack()
+        elif action == "promise_attack":
+            self._start_promise_attack()
         elif action == "reconfig":
             self._propose_reconfig()
         elif action == "restart_all":
@@ -863,6 +909,48 @@ class World:
             self._crash(rebooted)
             self.schedule(self.now + 300, "restart", rebooted_id)
 
+    def _start_promise_attack(self) -> None:
+        """Set up two live ballots and forgetful voters: isolate the leader so the others
+        elect a successor, and arm a trigger that reboots every voter right after it
+        promises the successor's ballot. When they come back the network heals, except
+        between the two leaders, so each voter hears both: a voter that kept its promise
+        refuses the old ballot; one that forgot it accepts both."""
+        leader = self._leader()
+        if leader is None or self.promise_attack is not None:
+            return
+        others = [n for n in sorted(self.nodes) if n != leader.node_id]
+        self.network.partition([leader.node_id], others, one_way=False)
+        self.result.partitions += 1
+        self.promise_attack = {"leader": leader.node_id, "ballot": None, "candidate": None,
+                               "back_us": None}
+        self.log(f"promise attack: isolate leader n{leader.node_id}")
+
+    def _promise_attack_trigger(self, node: SimNode, promise: Promise) -> None:
+        attack = self.promise_attack
+        assert attack is not None
+        if promise.src == attack["leader"] or promise.src == promise.dst:
+            return
+        if attack["ballot"] is None:
+            attack["ballot"] = promise.ballot
+            attack["candidate"] = promise.dst
+            attack["back_us"] = self.now + 3 * self.options.heartbeat_ticks * self.cfg.tick_us
+            self.schedule(attack["back_us"], "promise_attack_heal", None)
+        if promise.ballot != attack["ballot"]:
+            return
+        self.log(f"promise attack: n{node.node_id} promised {promise.ballot}; reboot it")
+        self.schedule(self.now, "nemesis", ("reboot_until", node.node_id, node.incarnation,
+                                            attack["back_us"]))
+
+    def _on_promise_attack_heal(self, _: Any) -> None:
+        attack = self.promise_attack
+        if attack is None:
+            return
+        self.promise_attack = None
+        self.network.heal()
+        self.network.partition([attack["leader"]], [attack["candidate"]], one_way=False)
+        self.log(f"promise attack: heal all but n{attack['leader']} <-> n{attack['candidate']}")
+        self.schedule(self.now + 40 * self.cfg.tick_us, "heal_partition", None)
+
     def _crash_all(self) -> None:
         """Every node loses power at once (what it had not synced is gone)."""
         self.log("crash every node")
@@ -889,6 +977,15 @@ class World:
             return
         self._start(node, fresh=False)
 
+    def _on_fail_nodes(self, _: Any) -> None:
+        failed = sorted(NodeId(n) for n in self.cfg.failed_nodes)
+        self.log(f"fail {failed} until the heal")
+        for node_id in failed:
+            node = self.nodes[node_id]
+            node.permanently_failed = True
+            if node.up:
+                self._crash(node)
+
     def _on_heal_partition(self, _: Any) -> None:
         if self.now >= self.heal_us:
             return
@@ -902,7 +999,8 @@ class World:
         self.log("heal: network calm, every node restarts")
         self.liveness.healed(self.now)
         for node in self._nodes_sorted():
-            if not node.up and not node.permanently_failed:
+            node.permanently_failed = False
+            if not node.up:
                 self._start(node, fresh=False)
 
     # ------------------------------------------------------------------ end of run
@@ -930,10 +1028,10 @@ class World:
         lin, violations = check_linearizability(self.now, self.history)
         verdicts.linearizability = lin
         verdicts.violations.extend(violations)
-        if not self.cfg.failed_nodes:
-            self.liveness.check_end(self.now, self.history)
+        self.liveness.check_end(self.now, self.history)
         verdicts.violations.extend(self.liveness.violations)
         result.writes_acknowledged = len(self.durability.acknowledged)
+        result.acknowledged_at_us = sorted(self.durability.acknowledged.values())
         result.trace_hash = self.trace.hexdigest()
         if self.cfg.keep_trace:
             result.trace_lines = self.trace.lines
