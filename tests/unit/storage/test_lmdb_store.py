@@ -181,3 +181,19 @@ def test_random_operations_match_the_memory_store(tmp_path: Path) -> None:
     assert list(real.scan(b"", None)) == list(model.scan(b"", None))
     assert real.applied_lsn() == model.applied_lsn()
     real.close()
+
+
+def test_chunked_scans_resume_inside_a_bucket_of_long_keys(store: LmdbStore) -> None:
+    prefix = b"p" * LMDB_KEY_INLINE_BYTES
+    long_keys = [prefix + b"%05d" % i for i in range(SCAN_CHUNK_PAIRS * 2 + 7)]
+    short_keys = [b"a", b"z"]
+    store.write([(k, k[-5:]) for k in long_keys + short_keys], [], applied_lsn=1)
+    everything = sorted(long_keys + short_keys)
+    assert [k for k, _ in store.scan(b"", None)] == everything
+    assert [k for k, _ in store.scan(b"", None, reverse=True)] == everything[::-1]
+    middle = long_keys[100:400]
+    assert [k for k, _ in store.scan(middle[0], long_keys[400])] == middle
+    assert [k for k, _ in store.scan(middle[0], long_keys[400], reverse=True)] == middle[::-1]
+    store.delete_range(long_keys[10], long_keys[500], applied_lsn=2)
+    remaining = [k for k, _ in store.scan(b"", None)]
+    assert remaining == sorted(short_keys + long_keys[:10] + long_keys[500:])
