@@ -364,3 +364,40 @@ def test_batch_get_item_with_attributes_to_get(h: Harness) -> None:
         {"RequestItems": {"hash": {"Keys": [{"pk": s("a")}], "AttributesToGet": ["y"]}}},
     )
     assert answer["Responses"]["hash"] == [{"y": n("2")}]
+
+
+SELECT_NAMING_REASON = (
+    "the Select check names ProjectionExpression; it should name the parameter the client "
+    "gave (legacy.source_parameter)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=SELECT_NAMING_REASON)
+@pytest.mark.parametrize(
+    ("operation", "extra", "select", "described"),
+    [
+        ("Scan", {}, "ALL_ATTRIBUTES", "ALL_ATTRIBUTES"),
+        ("Scan", {}, "COUNT", "only the Count"),
+        (
+            "Query",
+            {"KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [s("a")]}}},
+            "COUNT",
+            "only the Count",
+        ),
+    ],
+)
+def test_select_with_attributes_to_get_names_attributes_to_get(
+    request: pytest.FixtureRequest, operation: str, extra: Body, select: str, described: str
+) -> None:
+    h = Harness(translate=False, node=request.node)
+    try:
+        h.create("hash")
+        body = {"TableName": "hash", "AttributesToGet": ["x"], "Select": select, **extra}
+        error = h.error(operation, body)
+    finally:
+        h.loop.close()
+    assert isinstance(error, ValidationException)
+    # DynamoDB envelopes Query's message ("1 validation error detected: ...") but not Scan's.
+    assert error.message.endswith(
+        f"Cannot specify the AttributesToGet when choosing to get {described}"
+    )
