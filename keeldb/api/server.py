@@ -59,6 +59,11 @@ PIPELINE_BYTES_MAX = 32 * 1024 * 1024
 # How long a refused connection keeps reading (and dropping) what the client still sends, so
 # that the refusal reaches the client instead of being lost to a connection reset.
 LINGER_SECONDS_MAX = 2.0
+# A request must arrive whole within this time of its first byte: a client that trickles it,
+# or stops halfway, would otherwise hold a connection and its buffers for ever.
+REQUEST_READ_SECONDS_MAX = 60.0
+# How often connections are checked for such stalled requests.
+STALL_CHECK_SECONDS = 1.0
 # How long a clean shutdown waits for in-flight requests before closing their connections.
 SHUTDOWN_SECONDS_MAX = 10.0
 
@@ -153,12 +158,15 @@ class ApiServer:
         verifier: Verifier | None = None,
         region: str = "us-east-1",
         request_bytes_max: int = REQUEST_BYTES_MAX,
+        request_read_seconds_max: float = REQUEST_READ_SECONDS_MAX,
     ) -> None:
         self.dispatch = dispatch
         self.operations = operations
         self.verifier = verifier
         self.region = region
         self.request_bytes_max = request_bytes_max
+        self.request_read_seconds_max = request_read_seconds_max
+        self._stall_checker: asyncio.Task[None] | None = None
         self.request_ids = RequestIds()
         self.dates = DateCache()
         self.health_body = HEALTH_TEMPLATE.format(region=region).encode("ascii")
@@ -175,14 +183,34 @@ class ApiServer:
         self._server = await loop.create_server(
             lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
         )
+        self._stall_checker = loop.create_task(self._close_stalled_connections())
         sockname = self._server.sockets[0].getsockname()
         return int(sockname[1])
+
+    async def _close_stalled_connections(self) -> None:
+        """Close connections whose current request has been arriving for too long."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(STALL_CHECK_SECONDS, self.request_read_seconds_max))
+            oldest = loop.time() - self.request_read_seconds_max
+            for connection in list(self.connections):
+                # A busy connection is waiting on us (or on the client reading our answers),
+                # and may have paused reading itself: only a client that is sending counts.
+                if (
+                    connection.reading_since is not None
+                    and connection.reading_since < oldest
+                    and not connection.busy
+                ):
+                    log.info("closing a connection whose request stalled")
+                    connection.close()
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish, then close every connection."""
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._stall_checker is not None:
+            self._stall_checker.cancel()
         deadline = time.monotonic() + SHUTDOWN_SECONDS_MAX
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -345,6 +373,9 @@ class HttpProtocol(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._lost = False
         self._eof = False
+        # When the first byte of the request being read arrived (loop time); None between
+        # requests.
+        self.reading_since: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -389,6 +420,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.reading_since = self._loop.time()
         self._url = b""
         self._headers = {}
         self._head_bytes = 0
@@ -448,6 +480,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(413)
 
     def on_message_complete(self) -> None:
+        self.reading_since = None
         if self._refused:
             return
         parser = self._parser
@@ -478,6 +511,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._refused:
             return
         self._refused = True
+        self.reading_since = None
         self._pending.append(self._server.bare_response(status, close=True))
         if self._task is None:
             self._task = self._loop.create_task(self._serve())

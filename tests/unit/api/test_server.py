@@ -61,7 +61,11 @@ class Running:
 def running() -> Iterator[Running]:
     engine = FakeEngine()
     server = ApiServer(
-        engine.dispatch, engine.operations, region="eu-west-1", request_bytes_max=1024 * 1024
+        engine.dispatch,
+        engine.operations,
+        region="eu-west-1",
+        request_bytes_max=1024 * 1024,
+        request_read_seconds_max=0.5,
     )
     loop = uvloop.new_event_loop()
     started = threading.Event()
@@ -568,3 +572,22 @@ def test_pipelined_large_bodies_past_the_byte_bound_are_all_answered(
         answers = [reader.read().json()["Echo"]["i"] for _ in range(count)]
         sender.join(TIMEOUT_SECONDS)
     assert answers == list(range(count))
+
+
+def test_a_request_that_stalls_halfway_loses_its_connection(running: Running) -> None:
+    with connect(running.port) as sock:
+        sock.sendall(post("DynamoDB_20120810.Echo", b"{}")[:30])
+        started = time.monotonic()
+        assert Reader(sock).closed()
+        waited = time.monotonic() - started
+    assert 0.4 < waited < 5
+
+
+def test_an_idle_keep_alive_connection_is_not_a_stalled_one(running: Running) -> None:
+    with connect(running.port) as sock:
+        reader = Reader(sock)
+        sock.sendall(post("DynamoDB_20120810.Echo", b'{"n": 1}'))
+        assert reader.read().status == 200
+        time.sleep(1.2)
+        sock.sendall(post("DynamoDB_20120810.Echo", b'{"n": 2}'))
+        assert reader.read().json() == {"Echo": {"n": 2}}
