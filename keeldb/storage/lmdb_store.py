@@ -377,6 +377,22 @@ class LmdbStore:
         """Flush every committed transaction to disk (the checkpoint's first step)."""
         self._env.sync(True)
 
+    def snapshot(self, destination: Path) -> int:
+        """Write a compact, consistent copy of the store to the new directory `destination`.
+
+        Returns the applied LSN the copy holds: a store opened on the copy continues from
+        the log records after it. It reads one snapshot (one read transaction) and may run
+        in another thread while this one keeps writing.
+        """
+        destination = Path(destination)
+        make_directory_durable(destination)
+        with self._env.begin() as txn:
+            raw = txn.get(_APPLIED_LSN_KEY, db=self._meta)
+            applied_lsn = 0 if raw is None else int(_LSN.unpack(raw)[0])
+            self._env.copy(str(destination), compact=True, txn=txn)
+        fsync_directory(destination)
+        return applied_lsn
+
     def close(self) -> None:
         if self._closed:
             return

@@ -197,3 +197,15 @@ def test_chunked_scans_resume_inside_a_bucket_of_long_keys(store: LmdbStore) -> 
     store.delete_range(long_keys[10], long_keys[500], applied_lsn=2)
     remaining = [k for k, _ in store.scan(b"", None)]
     assert remaining == sorted(short_keys + long_keys[:10] + long_keys[500:])
+
+
+def test_a_snapshot_is_a_consistent_copy_with_its_applied_lsn(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path / "s")
+    store.write([(b"a", b"1"), (b"p" * 700, b"long")], [], applied_lsn=3)
+    assert store.snapshot(tmp_path / "copy") == 3
+    store.write([(b"b", b"2")], [b"a"], applied_lsn=4)
+    copy = LmdbStore(tmp_path / "copy")
+    assert list(copy.scan(b"", None)) == [(b"a", b"1"), (b"p" * 700, b"long")]
+    assert copy.applied_lsn() == 3
+    copy.close()
+    store.close()

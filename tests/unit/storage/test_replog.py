@@ -357,3 +357,21 @@ def test_an_unexpected_error_in_the_flusher_fails_writers_instead_of_hanging(
         store.close()
 
     run(scenario())
+
+
+def test_a_node_restored_from_a_snapshot_continues_the_log_after_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store, _, log = await open_node(tmp_path / "old")
+        for i in range(5):
+            await log.append(b"k%d=v" % i)
+        assert store.snapshot(tmp_path / "new" / "store") == 5
+        await log.close()
+        store.close()
+        restored, applier, log = await open_node(tmp_path / "new")
+        assert applier.calls == []
+        assert restored.get(b"k4") == b"v"
+        assert await log.append(b"k5=v") == 6
+        await log.close()
+        restored.close()
+
+    run(scenario())
