@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import zlib
 from typing import Any
@@ -161,3 +162,29 @@ def test_concurrent_clients_all_get_answers(endpoint: str) -> None:
         thread.join(60)
     assert failures == []
     assert not any(thread.is_alive() for thread in threads)
+
+
+def test_hundreds_of_open_connections_are_all_served(endpoint: str) -> None:
+    parts = urlsplit(endpoint)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    request = (
+        b"POST / HTTP/1.1\r\nHost: h\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
+        b"Content-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    sockets = [
+        socket.create_connection((parts.hostname, parts.port), timeout=30) for _ in range(300)
+    ]
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+        for sock in sockets:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed without an answer"
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        for sock in sockets:
+            sock.close()
