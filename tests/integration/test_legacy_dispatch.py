@@ -171,7 +171,9 @@ def test_a_malformed_expected_entry_is_refused_with_dynamodbs_message(h: Harness
     }
     error = h.error("PutItem", body)
     assert isinstance(error, ValidationException)
-    assert error.message == (
+    # The write operations put request-validation errors in DynamoDB's "1 validation error
+    # detected: " envelope; the message inside is the legacy one.
+    assert error.message.removeprefix("1 validation error detected: ") == (
         "One or more parameter values were invalid: Invalid number of argument(s) for the "
         "BETWEEN ComparisonOperator"
     )
