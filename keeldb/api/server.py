@@ -262,7 +262,7 @@ class ApiServer:
             body = error.body()
             if not error.message:
                 # DynamoDB sends these protocol errors with a type and no message at all.
-                del body["message"]
+                body.pop("message", None)
         except Exception:
             log.exception("internal error in %s", headers.get("x-amz-target"))
             internal = InternalServerError(INTERNAL_ERROR_MESSAGE)
