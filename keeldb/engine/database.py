@@ -12,6 +12,7 @@ records. This module never opens files or sockets.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,17 @@ OperationFn = Callable[["Database", Body], Awaitable[Body]]
 # An applier receives the database, the entry's LSN and the decoded redo record, and makes
 # the entry's whole effect one atomic store write recorded at that LSN.
 ApplierFn = Callable[["Database", int, dict[str, Any]], None]
+
+# The modules whose import registers operations and redo kinds.
+OPERATION_MODULES = (
+    "keeldb.engine.catalog",
+    "keeldb.engine.items",
+    "keeldb.engine.indexes",
+    "keeldb.engine.query",
+    "keeldb.engine.scan",
+    "keeldb.engine.batch",
+    "keeldb.engine.ttl",
+)
 
 OPERATIONS: dict[str, OperationFn] = {}
 APPLIERS: dict[str, ApplierFn] = {}
@@ -70,7 +82,8 @@ class Database:
         self, store: Store, *, region: str = "us-east-1", account_id: str = "000000000000"
     ) -> None:
         # Importing the operation modules registers their operations and redo kinds.
-        from keeldb.engine import catalog, items  # noqa: F401
+        for module in OPERATION_MODULES:
+            importlib.import_module(module)
 
         self.store = store
         self.region = region
