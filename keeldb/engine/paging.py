@@ -33,7 +33,7 @@ from keeldb.engine.items import check_key
 from keeldb.engine.schema import STATUS_CREATING
 from keeldb.expressions import legacy
 from keeldb.model.errors import SerializationException, ValidationException
-from keeldb.model.keys import index_item_key, key_after
+from keeldb.model.keys import index_item_key
 from keeldb.model.limits import PAGE_BYTES_MAX, READ_UNIT_BYTES
 from keeldb.model.values import validate_value
 
@@ -477,13 +477,6 @@ def check_scalar_key_paths(table: Table, projection: Projection | None) -> None:
                     "Key attributes must be scalars; list random access '[]' and map lookup "
                     f"'.' are not allowed: IndexKey: {name}"
                 )
-
-
-def start_after(source: Source, start: Item | None) -> bytes | None:
-    """The store key just after ExclusiveStartKey's entry (None without one)."""
-    if start is None:
-        return None
-    return key_after(source.store_key(start))
 
 
 # --- Pages ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from keeldb.engine.items import find_table
 from keeldb.engine.paging import Body, Member, Source
 from keeldb.expressions import KeyTerm, compile_request, legacy
 from keeldb.model.errors import ValidationException
-from keeldb.model.keys import item_key, sort_key_bounds
+from keeldb.model.keys import item_key, key_after, sort_key_bounds
 
 EXPRESSIONS = ("ProjectionExpression", "FilterExpression", "KeyConditionExpression")
 LEGACY = ("AttributesToGet", "QueryFilter", "ConditionalOperator", "KeyConditions")
@@ -139,7 +139,7 @@ async def query(db: Database, body: Body) -> Body:
     if start is not None:
         at = source.store_key(start)
         if forward:
-            low = max(low, paging.start_after(source, start) or low)
+            low = max(low, key_after(at))
         else:
             high = min(high, at)
     entries = iter(()) if low >= high else db.store.scan(low, high, reverse=not forward)

@@ -27,7 +27,7 @@ from keeldb.engine.items import find_table
 from keeldb.engine.paging import Body, Member
 from keeldb.expressions import compile_request
 from keeldb.model.errors import ValidationException
-from keeldb.model.keys import index_bounds, scan_segment_bounds
+from keeldb.model.keys import index_bounds, key_after, scan_segment_bounds
 
 EXPRESSIONS = ("ProjectionExpression", "FilterExpression")
 LEGACY = ("AttributesToGet", "ScanFilter", "ConditionalOperator")
@@ -111,7 +111,7 @@ async def scan(db: Database, body: Body) -> Body:
                 f"ExclusiveStartKey with correct Segment. TotalSegments: {total} "
                 f"Segment: {segment}"
             )
-        low = max(low, paging.start_after(source, start) or low)
+        low = max(low, key_after(at))
     paging.check_scalar_key_paths(table, compiled.projection)
 
     entries = iter(()) if low >= high else db.store.scan(low, high)
