@@ -78,10 +78,10 @@ SCHEDULES: dict[str, dict[str, Any]] = {
 # The schedule each broken variant is run under by default.
 MUTATION_SCHEDULES: dict[Mutation, str] = {
     Mutation.QUORUM_INTERSECTION_BROKEN: "lease-overlap",
-    Mutation.ACK_BEFORE_PERSIST: "competing-ballots",
+    Mutation.ACK_BEFORE_PERSIST: "forgotten-promise",
     Mutation.LEASE_READ_WITHOUT_WAIT: "lease-overlap",
-    Mutation.FORGET_PROMISE_ON_RESTART: "competing-ballots",
-    Mutation.RECOVERY_IGNORES_BALLOT: "competing-ballots",
+    Mutation.FORGET_PROMISE_ON_RESTART: "forgotten-promise",
+    Mutation.RECOVERY_IGNORES_BALLOT: "forgotten-promise",
 }
 
 
