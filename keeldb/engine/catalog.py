@@ -2153,8 +2153,3 @@ async def describe_limits(db: Database, body: Body) -> Body:
         "TableMaxReadCapacityUnits": TABLE_READ_CAPACITY_UNITS_MAX,
         "TableMaxWriteCapacityUnits": TABLE_WRITE_CAPACITY_UNITS_MAX,
     }
-
-
-# Time to Live keeps its setting in the catalog record and has a redo kind of its own: loading
-# the catalog registers it, so that any database that can replay the log can apply it.
-from keeldb.engine import ttl as _ttl  # noqa: F401
