@@ -12,13 +12,11 @@ from typing import Any
 
 import pytest
 
-from keeldb.engine import catalog, scan, ttl
+from keeldb.engine import catalog, ttl
 from keeldb.engine.database import Database, decode_record
 from keeldb.engine.item_store import items_state
 from keeldb.storage.memory import MemoryLog, MemoryStore
 from keeldb.storage.protocols import Entry
-
-assert scan  # imported for its Scan operation, which lists a table's items below
 
 NOW = 1_800_000_000.0  # a fixed instant for the fake clock (2027-01-15T08:00:00Z)
 HOUR = 3600
@@ -601,5 +599,60 @@ def test_the_sweeper_retries_after_a_failed_pass() -> None:
         finally:
             await sweeper.stop()
         assert node.log.failures == 0
+
+    run(scenario())
+
+
+# --- Secondary indexes ------------------------------------------------------------------------
+
+
+def test_a_ttl_deletion_removes_the_item_from_its_indexes() -> None:
+    async def scenario() -> None:
+        node = Node()
+        await node.call(
+            "CreateTable",
+            {
+                "TableName": "things",
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "owner", "AttributeType": "S"},
+                ],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "GlobalSecondaryIndexes": [
+                    {
+                        "IndexName": "by-owner",
+                        "KeySchema": [{"AttributeName": "owner", "KeyType": "HASH"}],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                ],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
+        )
+        await node.call(
+            "UpdateTimeToLive",
+            {
+                "TableName": "things",
+                "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "expires"},
+            },
+        )
+        await node.put("old", NOW - 10, owner={"S": "ann"})
+        await node.put("new", NOW + 10, owner={"S": "ann"})
+
+        async def owned() -> list[str]:
+            answer = await node.call(
+                "Query",
+                {
+                    "TableName": "things",
+                    "IndexName": "by-owner",
+                    "KeyConditionExpression": "#o = :o",
+                    "ExpressionAttributeNames": {"#o": "owner"},
+                    "ExpressionAttributeValues": {":o": {"S": "ann"}},
+                },
+            )
+            return sorted(item["pk"]["S"] for item in answer["Items"])
+
+        assert await owned() == ["new", "old"]
+        await ttl.sweep(node.db)
+        assert await owned() == ["new"]
 
     run(scenario())
