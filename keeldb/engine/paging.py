@@ -7,8 +7,8 @@ and that index's key schema. Reading an index is then only a matter of choosing 
 the schema: the walk, the filter, the projection, the page limits and the capacity arithmetic
 are the same. Index entries are expected at `keeldb.model.keys.index_item_key(table_id,
 index_id, index hash, index range, table hash, table range)` with the stored form of
-`item_store.encode_item` (size, projected item), which is how the index maintenance writes
-them; `Source.index_id` is the one place that maps an index to its id in the store.
+`item_store.encode_item` (size, projected item), which is how index maintenance
+(`keeldb.engine.indexes`) writes them, under the id `indexes.index_id` gives.
 
 A page stops when `Limit` items have been read or when the items read reach 1 MB
 (`PAGE_BYTES_MAX`); both count items read, before the filter, as DynamoDB does. A stopped page
@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from keeldb.engine import indexes
 from keeldb.engine.item_store import decode_stored, items_state, storage_key
 from keeldb.engine.items import check_key
-from keeldb.engine.schema import STATUS_CREATING
+from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING
 from keeldb.expressions import legacy
 from keeldb.model.errors import SerializationException, ValidationException
 from keeldb.model.keys import index_item_key
@@ -282,21 +283,25 @@ def check_start_key_values(request: Body) -> Item | None:
 # --- Select ---------------------------------------------------------------------------------
 
 
-def check_select(select: str | None, has_projection: bool, has_index: bool) -> None:
-    """DynamoDB's rules on combining Select with ProjectionExpression and IndexName."""
-    if has_projection:
+def check_select(select: str | None, projection_parameter: str | None, has_index: bool) -> None:
+    """DynamoDB's rules on combining Select with a projection and IndexName.
+
+    `projection_parameter` names the parameter the client gave the projection in
+    (ProjectionExpression, or AttributesToGet before its translation); None without one.
+    """
+    if projection_parameter is not None:
         if select == "ALL_ATTRIBUTES":
             raise ValidationException(
-                "Cannot specify the ProjectionExpression when choosing to get ALL_ATTRIBUTES"
+                f"Cannot specify the {projection_parameter} when choosing to get ALL_ATTRIBUTES"
             )
         if select == "ALL_PROJECTED_ATTRIBUTES":
             raise ValidationException(
-                "Cannot specify the ProjectionExpression when choosing to get "
+                f"Cannot specify the {projection_parameter} when choosing to get "
                 "ALL_PROJECTED_ATTRIBUTES"
             )
         if select == "COUNT":
             raise ValidationException(
-                "Cannot specify the ProjectionExpression when choosing to get only the Count"
+                f"Cannot specify the {projection_parameter} when choosing to get only the Count"
             )
     elif select == "SPECIFIC_ATTRIBUTES":
         raise ValidationException(
@@ -309,23 +314,14 @@ def check_select(select: str | None, has_projection: bool, has_index: bool) -> N
         )
 
 
+def projection_parameter(operation: str, given: Body, projection: Projection | None) -> str | None:
+    """The request parameter the projection came from, as the client wrote it."""
+    if projection is None:
+        return None
+    return legacy.source_parameter(operation, given, "ProjectionExpression")
+
+
 # --- Sources --------------------------------------------------------------------------------
-
-
-def index_id(table: Table, index: SecondaryIndex) -> int:
-    """The id under which an index's entries are stored (0 is the base table).
-
-    The index's own `index_id` when the catalog records one; otherwise its position among the
-    table's indexes, local first, counting from 1.
-    """
-    recorded = getattr(index, "index_id", None)
-    if isinstance(recorded, int):
-        return recorded
-    indexes = table.local_indexes + table.global_indexes
-    for position, candidate in enumerate(indexes, start=1):
-        if candidate.name == index.name:
-            return position
-    raise AssertionError(f"index {index.name} is not an index of {table.name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,9 +385,9 @@ def source_for(table: Table, index_name: str | None) -> Source:
     if index_name is None:
         return Source(table, None, 0, table.hash_key, table.range_key)
     index = table.index(index_name)
-    if index is None:
+    if index is None or index.status == STATUS_DELETING:
         raise ValidationException(f"The table does not have the specified index: {index_name}")
-    return Source(table, index, index_id(table, index), index.hash_key, index.range_key)
+    return Source(table, index, indexes.index_id(table, index), index.hash_key, index.range_key)
 
 
 def check_index_read(source: Source, request: Body) -> None:

@@ -92,7 +92,8 @@ async def query(db: Database, body: Body) -> Body:
     compiled = compile_request(request, EXPRESSIONS, LEGACY)
     assert compiled.key_condition is not None
     select = request.get("Select")
-    paging.check_select(select, compiled.projection is not None, "IndexName" in request)
+    projected_by = paging.projection_parameter("Query", given, compiled.projection)
+    paging.check_select(select, projected_by, "IndexName" in request)
 
     table = find_table(db, request["TableName"])
     source = paging.source_for(table, request.get("IndexName"))

@@ -83,12 +83,14 @@ def _check_segments(request: Body) -> tuple[int, int]:
 
 @operation("Scan")
 async def scan(db: Database, body: Body) -> Body:
-    request = paging.translate_legacy("Scan", paging.read_members(body, MEMBERS))
+    given = paging.read_members(body, MEMBERS)
+    request = paging.translate_legacy("Scan", given)
     start = paging.check_start_key_values(request)
     segment, total = _check_segments(request)
     compiled = compile_request(request, EXPRESSIONS, LEGACY)
     select = request.get("Select")
-    paging.check_select(select, compiled.projection is not None, "IndexName" in request)
+    projected_by = paging.projection_parameter("Scan", given, compiled.projection)
+    paging.check_select(select, projected_by, "IndexName" in request)
 
     table = find_table(db, request["TableName"])
     if "IndexName" in request and start is not None and table.index(request["IndexName"]) is None:

@@ -10,17 +10,14 @@ from typing import Any
 
 import pytest
 
-from keeldb.engine import batch, paging, query, scan  # noqa: F401  (registers the operations)
+from keeldb.engine import paging
 from keeldb.engine.database import Database
-from keeldb.engine.item_store import encode_item
 from keeldb.model.errors import (
     ClientError,
     ResourceNotFoundException,
     SerializationException,
     ValidationException,
 )
-from keeldb.model.keys import index_item_key
-from keeldb.model.values import item_size
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
 
@@ -58,29 +55,6 @@ class Harness:
 
     def put(self, table: str, item: dict[str, Any]) -> None:
         self("PutItem", {"TableName": table, "Item": item})
-
-    def put_index_entry(self, table_name: str, index_name: str, item: dict[str, Any]) -> None:
-        """Store an index entry the way index maintenance stores it (a fake of that layer)."""
-        from keeldb.engine.items import find_table
-
-        table = find_table(self.db, table_name)
-        index = table.index(index_name)
-        assert index is not None
-        projected = item
-        if index.projection_type != "ALL":
-            names = set(table.key_names) | set(index.key_names)
-            names.update(index.non_key_attributes)
-            projected = {k: v for k, v in item.items() if k in names}
-        key = index_item_key(
-            table.table_id,
-            paging.index_id(table, index),
-            item[index.hash_key.name],
-            None if index.range_key is None else item[index.range_key.name],
-            item[table.hash_key.name],
-            None if table.range_key is None else item[table.range_key.name],
-        )
-        lsn = self.store.applied_lsn()
-        self.store.write([(key, encode_item(projected, item_size(projected)))], [], lsn)
 
     def close(self) -> None:
         self.loop.close()
@@ -553,8 +527,6 @@ def indexed(h: Harness) -> Harness:
         item = {"pk": s("p"), "sk": s(f"s{i}"), "g": s(g), "l": n(str(l))}
         item.update({"extra": s(f"e{i}"), "other": s(f"o{i}")})
         h.put("idx", item)
-        h.put_index_entry("idx", "by_l", item)
-        h.put_index_entry("idx", "by_g", item)
     return h
 
 

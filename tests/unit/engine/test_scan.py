@@ -282,3 +282,10 @@ def test_a_scan_after_deletes_skips_the_deleted_items(h: Harness) -> None:
 def test_errors_are_client_errors_never_crashes(h: Harness) -> None:
     with pytest.raises(ClientError):
         h("Scan", {"TableName": "hash", "ExclusiveStartKey": {"pk": {}}})
+
+
+def test_select_beside_attributes_to_get_names_attributes_to_get(h: Harness) -> None:
+    body = {"TableName": "hash", "AttributesToGet": ["v"], "Select": "ALL_ATTRIBUTES"}
+    assert h.message(body) == (
+        "Cannot specify the AttributesToGet when choosing to get ALL_ATTRIBUTES"
+    )
