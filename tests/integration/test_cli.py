@@ -207,3 +207,16 @@ def test_sigterm_during_writes_loses_no_acknowledged_write(
         if "Item" not in ddb.get_item(TableName="busy", Key={"pk": {"S": key}}, ConsistentRead=True)
     ]
     assert missing == []
+
+
+def test_debug_logging_traces_each_request(
+    server_factory: Callable[..., Any], client_factory: Callable[..., Any]
+) -> None:
+    server = server_factory("--in-memory", "--log-level", "debug")
+    client_factory(server.url).list_tables()
+    server.stop()
+    trace = [
+        line for line in server.output().splitlines() if "DynamoDB_20120810.ListTables" in line
+    ]
+    assert len(trace) == 1
+    assert re.search(r"[0-9A-Z]{52} DynamoDB_20120810\.ListTables 200 \d+ bytes$", trace[0])
