@@ -279,6 +279,9 @@ def user_identity(record: dict[str, Any]) -> dict[str, str] | None:
 class SweepState:
     # TableId -> store key where that table's next batch starts (absent: from the start).
     cursors: dict[str, bytes] = field(default_factory=dict)
+    # The table the next pass starts with: the one after the table where the last pass ran
+    # out of budget, so that one big table cannot keep the others waiting.
+    first_table_id: str | None = None
     # What the sweeper has done since the process started.
     deleted_items: int = 0
     scanned_items: int = 0
@@ -364,13 +367,24 @@ async def sweep(db: Database, *, scan_items_max: int = TTL_SCAN_ITEMS_PER_PASS) 
     state = sweep_state(db)
     scanned = deleted = 0
     finished = True
-    live_ids = set()
-    for table, attribute in _tables_with_ttl(db):
-        live_ids.add(table.table_id)
+    tables = _tables_with_ttl(db)
+    live_ids = [table.table_id for table, _ in tables]
+    if state.first_table_id in live_ids:
+        first = live_ids.index(state.first_table_id)
+        tables = tables[first:] + tables[:first]
+    state.first_table_id = None
+    for position, (table, attribute) in enumerate(tables):
+        if scanned >= scan_items_max:
+            finished = False
+            state.first_table_id = table.table_id  # not reached: the next pass starts here
+            break
         start_of_table, _ = index_bounds(table.table_id, 0)
         while True:
             if scanned >= scan_items_max:
                 finished = False
+                # This table was read in part: the next pass starts with the next table,
+                # and comes back to this one (from its cursor) after the others.
+                state.first_table_id = tables[(position + 1) % len(tables)][0].table_id
                 break
             start = state.cursors.get(table.table_id, start_of_table)
             now = _now(db)

@@ -656,3 +656,46 @@ def test_a_ttl_deletion_removes_the_item_from_its_indexes() -> None:
         assert await owned() == ["new"]
 
     run(scenario())
+
+
+def test_one_big_table_does_not_keep_the_others_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ttl, "TTL_SCAN_ITEMS_PER_BATCH", 5)
+
+    async def scenario() -> None:
+        node = Node()
+        await node.setup(name="big")
+        await node.setup(name="small")
+        for i in range(30):
+            await node.put(f"k{i:02}", NOW + 10, name="big")
+        await node.put("s", NOW - 10, name="small")
+        # Each pass may read 5 items: the first reads from "big", the second starts with
+        # "small" although "big" is not finished.
+        first = await ttl.sweep(node.db, scan_items_max=5)
+        assert (first.scanned_items, first.finished) == (5, False)
+        assert await node.keys("small") == ["s"]
+        second = await ttl.sweep(node.db, scan_items_max=5)
+        assert second.deleted_items == 1
+        assert await node.keys("small") == []
+
+    run(scenario())
+
+
+def test_a_pass_whose_budget_ends_with_a_table_resumes_at_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ttl, "TTL_SCAN_ITEMS_PER_BATCH", 10)
+
+    async def scenario() -> None:
+        node = Node()
+        await node.setup(name="first")
+        await node.setup(name="second")
+        for i in range(5):
+            await node.put(f"k{i}", NOW + 10, name="first")
+        await node.put("s", NOW - 10, name="second")
+        # "first" is read to its end exactly when the budget runs out: "second" is next.
+        one = await ttl.sweep(node.db, scan_items_max=5)
+        assert (one.scanned_items, one.deleted_items, one.finished) == (5, 0, False)
+        two = await ttl.sweep(node.db, scan_items_max=5)
+        assert (two.scanned_items, two.deleted_items) == (6, 1)
+
+    run(scenario())
