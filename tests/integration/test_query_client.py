@@ -242,3 +242,107 @@ def test_legacy_key_conditions_and_scan_filter_through_the_client(ddb: Any, fill
         },
     )
     assert sorted(item["sk"]["N"] for item in scanned["Items"]) == ["2", "3"]
+
+
+@pytest.fixture
+def indexed(ddb: Any, table_factory: Callable[..., str]) -> str:
+    name = table_factory(
+        range_key="sk",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "rank", "AttributeType": "N"},
+            {"AttributeName": "colour", "AttributeType": "S"},
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "by_rank",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "rank", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_colour",
+                "KeySchema": [
+                    {"AttributeName": "colour", "KeyType": "HASH"},
+                    {"AttributeName": "rank", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    for i in range(12):
+        item = {"pk": {"S": "p"}, "sk": {"S": f"s{i:02d}"}, "rank": {"N": str(100 - i)}}
+        if i % 4:  # a sparse global index: every fourth item has no colour
+            item["colour"] = {"S": "red" if i % 2 else "blue"}
+        ddb.put_item(TableName=name, Item=item)
+    return name
+
+
+def test_query_of_a_local_index_in_index_order_and_fetching_all_attributes(
+    ddb: Any, indexed: str
+) -> None:
+    answer = ddb.query(
+        TableName=indexed,
+        IndexName="by_rank",
+        KeyConditionExpression="pk = :p AND #r <= :r",
+        ExpressionAttributeNames={"#r": "rank"},
+        ExpressionAttributeValues={":p": {"S": "p"}, ":r": {"N": "91"}},
+        Limit=2,
+        ConsistentRead=True,
+    )
+    assert [item["rank"]["N"] for item in answer["Items"]] == ["89", "90"]
+    assert set(answer["Items"][0]) == {"pk", "sk", "rank"}
+    assert answer["LastEvaluatedKey"] == {
+        "pk": {"S": "p"},
+        "sk": {"S": "s10"},
+        "rank": {"N": "90"},
+    }
+    full = ddb.query(
+        TableName=indexed,
+        IndexName="by_rank",
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "p"}},
+        Select="ALL_ATTRIBUTES",
+        ReturnConsumedCapacity="INDEXES",
+    )
+    assert full["Count"] == 12
+    assert "colour" in full["Items"][1]
+    assert set(full["ConsumedCapacity"]) == {
+        "TableName",
+        "CapacityUnits",
+        "Table",
+        "LocalSecondaryIndexes",
+    }
+
+
+def test_query_and_scan_of_a_sparse_global_index(ddb_resource: Any, indexed: str) -> None:
+    table = ddb_resource.Table(indexed)
+    red = table.query(
+        IndexName="by_colour",
+        KeyConditionExpression=Key("colour").eq("red"),
+        ScanIndexForward=False,
+    )
+    assert [item["rank"] for item in red["Items"]] == [Decimal(r) for r in (99, 97, 95, 93, 91, 89)]
+    scanned = table.scan(IndexName="by_colour", Select="COUNT")
+    assert scanned["Count"] == 9
+    with pytest.raises(ClientError) as caught:
+        table.query(
+            IndexName="by_colour",
+            KeyConditionExpression=Key("colour").eq("red"),
+            ConsistentRead=True,
+        )
+    assert error(caught) == (
+        "ValidationException",
+        "Consistent reads are not supported on global secondary indexes",
+    )
+    with pytest.raises(ClientError) as caught:
+        table.query(IndexName="nope", KeyConditionExpression=Key("pk").eq("p"))
+    assert error(caught) == (
+        "ValidationException",
+        "The table does not have the specified index: nope",
+    )
