@@ -200,6 +200,13 @@ def get_table_by_id(db: Database, table_id: str) -> Table | None:
     return _catalog(db).by_id.get(table_id)
 
 
+def catalog_lock(db: Database) -> asyncio.Lock:
+    """The lock under which catalog changes are validated and proposed. Background work that
+    changes a table (the index backfill and drop) proposes under it too, so that no change is
+    ever validated against a view that a record already in flight is about to change."""
+    return _catalog(db).lock
+
+
 def table_entry(table: Table) -> tuple[bytes, bytes]:
     """The store entry (key, value) of a table, for appliers of other modules (the index
     backfill) that change a table in the same store write as their own keys."""

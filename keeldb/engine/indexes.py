@@ -555,21 +555,28 @@ def pending_work(db: Database) -> tuple[Table, SecondaryIndex] | None:
 
 
 async def step(db: Database) -> bool:
-    """Propose one backfill batch or one drop; False when there is nothing left to do."""
-    work = pending_work(db)
-    if work is None:
-        return False
-    table, index = work
-    record: dict[str, Any] = {
-        "table_id": table.table_id,
-        "index": index.name,
-        "index_id": index_id(table, index),
-    }
-    if index.status == STATUS_CREATING:
-        record.update(kind="index_backfill", items_max=BACKFILL_ITEMS_MAX)
-    else:
-        record["kind"] = "index_drop"
-    await db.propose(record)
+    """Propose one backfill batch or one drop; False when there is nothing left to do.
+
+    Proposed under the catalog's lock: the batch that ends a backfill, and a drop, change
+    the table, and UpdateTable must never validate against a view they are about to change
+    (its record would carry the index list from before them)."""
+    from keeldb.engine import catalog
+
+    async with catalog.catalog_lock(db):
+        work = pending_work(db)
+        if work is None:
+            return False
+        table, index = work
+        record: dict[str, Any] = {
+            "table_id": table.table_id,
+            "index": index.name,
+            "index_id": index_id(table, index),
+        }
+        if index.status == STATUS_CREATING:
+            record.update(kind="index_backfill", items_max=BACKFILL_ITEMS_MAX)
+        else:
+            record["kind"] = "index_drop"
+        await db.propose(record)
     return True
 
 
