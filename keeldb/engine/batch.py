@@ -26,17 +26,23 @@ It never touches the store's bytes (that is `item_store`) and never does IO.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from keeldb.engine import paging
 from keeldb.engine.database import Database, operation
+from keeldb.engine.indexes import (
+    IndexUnits,
+    check_collection_size,
+    collection_bytes,
+    write_capacity,
+)
 from keeldb.engine.item_store import (
     Item,
     committed_item,
-    decode_stored,
     items_state,
     latest_item,
     storage_key,
@@ -47,7 +53,6 @@ from keeldb.engine.schema import Table
 from keeldb.expressions import Projection, compile_request
 from keeldb.model.capacity import read_units, write_units
 from keeldb.model.errors import SerializationException, ValidationException
-from keeldb.model.keys import partition_bounds
 from keeldb.model.limits import (
     BATCH_GET_BYTES_MAX,
     BATCH_GET_KEYS_MAX,
@@ -162,15 +167,45 @@ def _key_identity(key: Item) -> bytes:
     return msgpack.packb(sorted(key.items()), use_bin_type=True)
 
 
-def _consumed(request: Body, units: dict[str, float]) -> list[Body] | None:
+@dataclass(slots=True)
+class _Capacity:
+    """The units one table consumed in a batch: its own and, for writes, each index's."""
+
+    table_units: float = 0.0
+    index_units: dict[tuple[bool, str], float] = field(default_factory=dict)
+
+    def add_indexes(self, units: Sequence[IndexUnits]) -> None:
+        for entry in units:
+            key = (entry.is_global, entry.name)
+            self.index_units[key] = self.index_units.get(key, 0.0) + entry.units
+
+    @property
+    def total(self) -> float:
+        return self.table_units + sum(self.index_units.values())
+
+
+def _consumed(request: Body, capacities: dict[str, _Capacity]) -> list[Body] | None:
+    """ConsumedCapacity, one entry per table: TOTAL sums the table's and its indexes' units;
+    INDEXES breaks them down as a single write's ConsumedCapacity does."""
     mode = request.get("ReturnConsumedCapacity", "NONE")
     if mode == "NONE":
         return None
     consumed = []
-    for name, total in units.items():
-        entry: Body = {"TableName": name, "CapacityUnits": total}
+    for name, capacity in capacities.items():
+        entry: Body = {"TableName": name, "CapacityUnits": capacity.total}
         if mode == "INDEXES":
-            entry["Table"] = {"CapacityUnits": total}
+            entry["Table"] = {"CapacityUnits": capacity.table_units}
+            for group, is_global in (
+                ("LocalSecondaryIndexes", False),
+                ("GlobalSecondaryIndexes", True),
+            ):
+                touched = {
+                    index: {"CapacityUnits": units}
+                    for (global_, index), units in capacity.index_units.items()
+                    if global_ == is_global
+                }
+                if touched:
+                    entry[group] = touched
         consumed.append(entry)
     return consumed
 
@@ -287,7 +322,7 @@ async def batch_get_item(db: Database, body: Body) -> Body:
 
     responses: dict[str, list[Item]] = {}
     unprocessed: dict[str, Body] = {}
-    units: dict[str, float] = {}
+    capacities: dict[str, _Capacity] = {}
     response_bytes = 0
     meter = items_state(db).read_units
     for entry in tables:
@@ -295,7 +330,7 @@ async def batch_get_item(db: Database, body: Body) -> Body:
         assert table is not None
         consistent = bool(entry.spec.get("ConsistentRead", False))
         found = responses.setdefault(entry.name, [])
-        table_units = units.setdefault(entry.name, 0.0)
+        table_units = 0.0
         for key in entry.keys:
             if entry.name in unprocessed:
                 unprocessed[entry.name]["Keys"].append(key)
@@ -310,11 +345,11 @@ async def batch_get_item(db: Database, body: Body) -> Body:
             if item is not None:
                 response_bytes += size
                 found.append(item if entry.projection is None else entry.projection.apply(item))
-        units[entry.name] = table_units
+        capacities[entry.name] = _Capacity(table_units)
         meter[table.name] = meter.get(table.name, 0.0) + table_units
 
     response: Body = {"Responses": responses, "UnprocessedKeys": unprocessed}
-    consumed = _consumed(request, units)
+    consumed = _consumed(request, capacities)
     if consumed is not None:
         response["ConsumedCapacity"] = consumed
     return response
@@ -429,10 +464,9 @@ def _check_write_key(table: Table, write: _Write) -> bytes:
 
 
 def _collection_metrics(db: Database, table: Table, key: Item) -> Body:
+    """ItemCollectionMetrics of one written item's collection (tables with local indexes)."""
     hash_value = key[table.hash_key.name]
-    start, end = partition_bounds(table.table_id, 0, hash_value)
-    size = sum(decode_stored(data)[1] for _, data in db.store.scan(start, end))
-    low = float(size // GIGABYTE_BYTES)
+    low = float(collection_bytes(db, table, hash_value) // GIGABYTE_BYTES)
     return {
         "ItemCollectionKey": {table.hash_key.name: hash_value},
         "SizeEstimateRangeGB": [low, low + 1.0],
@@ -456,19 +490,27 @@ async def batch_write_item(db: Database, body: Body) -> Body:
         table_seen.add(skey)
         store_keys.append(skey)
 
-    # Everything is valid: write. No await between reading the latest views and proposing.
-    units: dict[str, float] = {name: 0.0 for name in tables}
+    # Everything is valid: plan each write on the latest view of its item (the item
+    # collection limit of tables with local indexes is checked here, still before anything
+    # is written), then propose them all. No await between reading and proposing.
+    capacities = {name: _Capacity() for name in tables}
     proposals = []
     for write, skey in zip(writes, store_keys, strict=True):
         table = tables[write.table_name]
-        _old, old_size = latest_item(db, skey)
-        write_cost = write_units(max(write.size, old_size))
-        units[write.table_name] += write_cost
-        proposals.append(write_item(db, table, skey, write.image, write.size, write_cost))
+        old, old_size = latest_item(db, skey)
+        if write.image is not None:
+            check_collection_size(db, table, old, old_size, write.image, write.size)
+        base_units = write_units(max(write.size, old_size))
+        index_units = write_capacity(table, old, write.image)
+        capacity = capacities[write.table_name]
+        capacity.table_units += base_units
+        capacity.add_indexes(index_units)
+        cost = base_units + sum(entry.units for entry in index_units)
+        proposals.append(write_item(db, table, skey, write.image, write.size, cost))
     await asyncio.gather(*proposals)
 
     response: Body = {"UnprocessedItems": {}}
-    consumed = _consumed(request, units)
+    consumed = _consumed(request, capacities)
     if consumed is not None:
         response["ConsumedCapacity"] = consumed
     if request.get("ReturnItemCollectionMetrics") == "SIZE":

@@ -718,3 +718,25 @@ def test_an_index_still_backfilling_cannot_be_read(indexed: Harness) -> None:
         paging.check_index_read(building, {})
     assert caught.value.message == "Cannot read from backfilling global secondary index: by_g"
     paging.check_index_read(source, {})
+
+
+def test_a_batch_write_reports_the_capacity_of_each_index_it_touches(indexed: Harness) -> None:
+    item = {"pk": s("w"), "sk": s("1"), "g": s("G9"), "l": n("5")}
+    answer = indexed(
+        "BatchWriteItem",
+        {
+            "RequestItems": {"idx": [{"PutRequest": {"Item": item}}]},
+            "ReturnConsumedCapacity": "INDEXES",
+        },
+    )
+    assert answer["ConsumedCapacity"] == [
+        {
+            "TableName": "idx",
+            "CapacityUnits": 3.0,
+            "Table": {"CapacityUnits": 1.0},
+            "LocalSecondaryIndexes": {"by_l": {"CapacityUnits": 1.0}},
+            "GlobalSecondaryIndexes": {"by_g": {"CapacityUnits": 1.0}},
+        }
+    ]
+    found = q(indexed, "g = :g", {":g": s("G9")}, table="idx", IndexName="by_g")
+    assert found["Items"] == [{"pk": s("w"), "sk": s("1"), "g": s("G9"), "l": n("5")}]
