@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import re
@@ -44,6 +45,18 @@ TABLE_ACTIVE_SECONDS_MAX = 10.0
 _LISTENING = re.compile(r"KeelDB listening on (http://\S+)")
 
 
+_PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+# Looked up once in the parent, so that the child only makes the system call.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _stop_with_parent() -> None:
+    """In the child: have Linux send SIGTERM when the test process dies, so that a test run
+    killed before its teardown (a timeout, a SIGKILL) leaves no server behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ServerProcess:
     """A `python -m keeldb serve ...` subprocess; stdout and stderr go to files."""
 
@@ -61,6 +74,9 @@ class ServerProcess:
             stdout=self._stdout,
             stderr=self._stderr,
             env=env,
+            # Only a system call runs between fork and exec, so other threads cannot hold
+            # anything it needs.
+            preexec_fn=_stop_with_parent,  # noqa: PLW1509
         )
         self.pid = self.process.pid
         self.url = ""
