@@ -163,23 +163,32 @@ class Harness:
     # ------------------------------------------------------------------ processing
 
     def process(self, node_id: NodeId) -> None:
-        """Run one ready/persist/send/apply/advance cycle for one replica."""
+        """Run ready/persist/send/apply/advance cycles for one replica until it has nothing
+        more to do (advancing may itself produce work: a leader of a group of one learns its
+        own vote only in advance())."""
+        for _ in range(QUIESCE_ROUNDS_MAX):
+            if not self._process_once(node_id):
+                return
+        raise AssertionError(f"node {node_id} never stops producing Readies")
+
+    def _process_once(self, node_id: NodeId) -> bool:
         node = self.nodes[node_id]
         replica = node.replica
         if replica is None or node.pending is not None:
-            return
+            return False
         if not replica.has_ready():
-            return
+            return False
         rd = replica.ready()
         self.net.extend(rd.send_now)
         if node.disk_stalled:
             node.unsynced.extend(rd.persist)
             node.held.extend(rd.send_after_persist)
             node.pending = rd
-            return
+            return False
         node.synced.extend(rd.persist)
         self.net.extend(rd.send_after_persist)
         self._finish(node, rd)
+        return True
 
     def _finish(self, node: NodeState, rd: Ready) -> None:
         replica = node.replica

@@ -102,3 +102,37 @@ def test_compact_records_replay_to_the_same_state() -> None:
     full = DurableState.replay(_busy_disk())  # type: ignore[arg-type]
     again = DurableState.replay(full.records())
     assert again == full
+
+
+def test_a_restart_hands_out_the_snapshot_then_the_chosen_entries_after_it() -> None:
+    h = Harness(Config.standard([1, 2, 3]), options=Options(log_entries_retained=0))
+    h.elect(1)
+    for name in (b"a", b"b"):
+        h.propose(1, name)
+    h.run(2)
+    h.snapshot(2)
+    h.propose(1, b"c")
+    h.run(2)
+    h.crash(2)
+    h.take_events()
+    h.restart(2)
+    assert h.take_events()[:3] == [
+        "2: install snapshot 2",
+        "2: apply 3 cmd(c)",
+        "2: down -> follower 1.1",
+    ]
+    assert h.nodes[NodeId(2)].state == [b"a", b"b", b"c"]
+
+
+def test_proposal_ids_never_repeat_across_restarts() -> None:
+    h = Harness(Config.single(1))
+    h.elect(1)
+    first = h.propose(1, b"a")
+    h.crash(1)
+    h.restart(1)
+    h.elect(1)
+    second = h.propose(1, b"b")
+    h.tick(n=10)  # a restarted replica waits out any lease it may have granted
+    assert first is not None and second is not None
+    assert first != second
+    assert h.nodes[NodeId(1)].acknowledged == [first, second]
