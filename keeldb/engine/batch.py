@@ -7,10 +7,12 @@ UnprocessedKeys, UnprocessedItems, ConsumedCapacity per table, ItemCollectionMet
 
 BatchGetItem reads committed state, key by key, and stops adding items to the response
 before it would pass 16 MB: the keys not read are returned in UnprocessedKeys with the
-table's ProjectionExpression, ExpressionAttributeNames and ConsistentRead, ready to resend.
+table's parameters as the client gave them (ProjectionExpression or AttributesToGet,
+ExpressionAttributeNames, ConsistentRead), ready to resend.
 
 BatchWriteItem validates every request of the batch (attribute values, item sizes, tables,
-keys, duplicates) before it writes anything, so that a bad request changes nothing. It then
+keys, duplicates, the item collection limit) before it writes anything, so that a bad
+request changes nothing. It then
 writes each put or delete as its own redo record through `items.write_item`, all proposed
 concurrently. One record per item (rather than one "batch" record) is deliberate: a
 BatchWriteItem is not atomic in DynamoDB (each write succeeds or fails on its own and comes
@@ -18,7 +20,9 @@ back in UnprocessedItems), its writes may belong to different partitions (differ
 groups once tables are split), and per-item records keep the appliers, the pending overlay
 and the change streams exactly those of PutItem and DeleteItem. Concurrent proposals are
 safe because the keys of one batch are distinct (duplicates are refused) and the log fixes
-each record's place before its first await.
+each record's place before its first await. Only a failure of the log itself (an operating
+error, not a client one) can leave part of a batch written, as it can in DynamoDB; the
+client gets an error and retries the batch, whose writes are idempotent.
 
 It never touches the store's bytes (that is `item_store`) and never does IO.
 """
