@@ -347,8 +347,11 @@ class Replica:
             self._note_config(Slot(slot), entry)
         self._hand_out_applies()
         # We may have granted a lease just before the crash and forgotten it: act as if we
-        # had granted a full one at restart.
-        self._lease_granted_until = self._opts.lease_ticks
+        # had granted a full one at restart. Only another replica that may lead could hold
+        # one: a group of one (the embedded deployment) restarts without waiting.
+        others = any(c.can_lead(n) for _, c in self._configs for n in c.node_ids if n != self._id)
+        if others:
+            self._lease_granted_until = self._opts.lease_ticks
 
     # ---------------------------------------------------------------- properties
 
