@@ -208,7 +208,18 @@ def check_index_keys(
                     INVALID + f"Type mismatch for Index Key {attribute.name} Expected: "
                     f"{expected} Actual: {value_type(value)} IndexName: {index.name}"
                 )
-            if _raw_length(value, expected) == 0:
+            length = _raw_length(value, expected)
+            # Index keys have the table's key size limits (Developer Guide, "Quotas": the
+            # partition key of an index is at most 2048 bytes, its sort key 1024 bytes).
+            if (
+                length is not None
+                and attribute is index.hash_key
+                and length > PARTITION_KEY_BYTES_MAX
+            ):
+                raise ValidationException(HASH_KEY_TOO_BIG_MESSAGE)
+            if length is not None and attribute is index.range_key and length > SORT_KEY_BYTES_MAX:
+                raise ValidationException(RANGE_KEY_TOO_BIG_MESSAGE)
+            if length == 0:
                 kind = "string" if expected == "S" else "binary"
                 if by_update:
                     raise ValidationException(

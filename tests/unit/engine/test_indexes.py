@@ -963,3 +963,17 @@ def test_the_background_task_runs_every_pending_backfill() -> None:
         assert loop.run_until_complete(scenario()) == ["ACTIVE", "250"]
     finally:
         loop.close()
+
+
+def test_index_key_values_have_the_tables_key_size_limits(h: Harness) -> None:
+    create_indexed(h)
+    error = h.error(
+        "PutItem", {"TableName": "tbl", "Item": {"pk": s("a"), "sk": s("1"), "g": s("x" * 2049)}}
+    )
+    assert error.message == (
+        "One or more parameter values were invalid: Size of hashkey has exceeded the maximum "
+        "size limit of2048 bytes"
+    )
+    h.put({"pk": s("a"), "sk": s("1"), "g": s("x" * 2048)})
+    table = h.table()
+    assert len(stored_entries(h, table, table.index("by_g"))) == 1
