@@ -977,3 +977,21 @@ def test_index_key_values_have_the_tables_key_size_limits(h: Harness) -> None:
     h.put({"pk": s("a"), "sk": s("1"), "g": s("x" * 2048)})
     table = h.table()
     assert len(stored_entries(h, table, table.index("by_g"))) == 1
+
+
+def test_deleting_a_table_during_a_backfill_ends_the_backfill(h: Harness) -> None:
+    create_plain(h)
+    for i in range(2 * indexes.BACKFILL_ITEMS_MAX):
+        h.put({"pk": s(f"p{i}"), "x": s("v")})
+    add_gsi(h)
+    assert h.step()
+    table = h.table()
+    h("DeleteTable", {"TableName": "tbl"})
+    assert not h.step()
+    start, end = table_bounds(table.table_id)
+    assert list(h.store.scan(start, end)) == []
+    # A batch proposed for the deleted table (in flight when it was deleted) changes nothing.
+    record = {"kind": "index_backfill", "table_id": table.table_id, "index": "new"}
+    record.update(index_id=indexes.index_id(table, table.index("new")), items_max=10)
+    h.loop.run_until_complete(h.db.propose(record))
+    assert list(h.store.scan(start, end)) == []
