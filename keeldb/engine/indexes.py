@@ -105,7 +105,8 @@ _INDEX_STATS_TAG = b"index"
 _BACKFILL_TAG = b"backfill"
 _COLLECTION_TAG = b"collection"
 
-COLLECTION_TOO_BIG_MESSAGE = "Item collection size limit exceeded"
+# DynamoDB's message for ItemCollectionSizeLimitExceededException.
+COLLECTION_TOO_BIG_MESSAGE = "Collection size exceeded"
 
 
 # --- Index ids and what Query and Scan need -------------------------------------------------

@@ -473,6 +473,7 @@ def test_a_write_past_ten_gigabytes_of_item_collection_is_refused(h: Harness) ->
     h.store.write([(key, msgpack.packb(indexes.ITEM_COLLECTION_BYTES_MAX - 1))], [], lsn)
     error = h.error("PutItem", {"TableName": "tbl", "Item": {"pk": s("a"), "sk": s("2")}})
     assert isinstance(error, ItemCollectionSizeLimitExceededException)
+    assert error.message == "Collection size exceeded"
     # Another partition key is another collection; and shrinking the full one is allowed.
     h.put({"pk": s("b"), "sk": s("2")})
     h("DeleteItem", {"TableName": "tbl", "Key": {"pk": s("a"), "sk": s("1")}})
