@@ -155,6 +155,8 @@ def _valid_record_after(data: bytes, offset: int, expected_lsn: int, salt: int) 
     The segment's random salt is in every record's crc, so bytes a client stored that frame a
     record (a decoy in a torn payload) never verify: only the log writes valid records.
     """
+    if _all_zero(data, offset):
+        return None  # a zeroed tail (its size reached the disk, its data did not)
     lsn_offset = 8  # where the lsn sits inside a record header
     for lsn in range(expected_lsn, expected_lsn + TAIL_SEARCH_LSNS):
         needle = _LSN.pack(lsn)
@@ -164,6 +166,10 @@ def _valid_record_after(data: bytes, offset: int, expected_lsn: int, salt: int) 
                 return lsn
             position = data.find(needle, position + 1)
     return None
+
+
+def _all_zero(data: bytes, offset: int) -> bool:
+    return data.count(0, offset) == len(data) - offset
 
 
 def make_directory_durable(path: Path, fsync: FsyncFn = os.fsync) -> None:
