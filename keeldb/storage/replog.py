@@ -26,6 +26,9 @@ Checkpoint: every CHECKPOINT_INTERVAL_SECONDS (if anything was applied) or after
 CHECKPOINT_WAL_BYTES of log, and at close, the flusher makes the store durable
 (`store.sync()`) and then removes the log segments wholly below the store's applied LSN.
 The order matters: segments are removed only once the state they produced is on disk.
+The environment variables KEELDB_CHECKPOINT_INTERVAL_SECONDS, KEELDB_CHECKPOINT_WAL_BYTES and
+KEELDB_WAL_SEGMENT_BYTES override those sizes (the crash test makes them small so that kills
+land during checkpoints and segment roll-overs).
 
 An fsync failure is fatal (see `WriteAheadLog.sync`): every waiter gets `LogFailedError`
 and `on_fatal` is called, which by default ends the process so that a restart recovers from
@@ -128,16 +131,27 @@ class LocalLog:
         apply: ApplyFn,
         *,
         on_fatal: FatalFn = exit_process,
-        checkpoint_interval_seconds: float = CHECKPOINT_INTERVAL_SECONDS,
-        checkpoint_wal_bytes: int = CHECKPOINT_WAL_BYTES,
-        segment_bytes: int = SEGMENT_BYTES,
+        checkpoint_interval_seconds: float | None = None,
+        checkpoint_wal_bytes: int | None = None,
+        segment_bytes: int | None = None,
         fsync: FsyncFn | None = None,
     ) -> LocalLog:
         """Open the log in `wal_dir`, replay what the store lacks through `apply`, start.
 
         `segment_bytes` and `fsync` are passed to the `WriteAheadLog` (tests use small
-        segments and a disk that records or fails its fsyncs).
+        segments and a disk that records or fails its fsyncs). Sizes and intervals left out
+        come from the environment (see `_setting`), else from the named defaults.
         """
+        if checkpoint_interval_seconds is None:
+            checkpoint_interval_seconds = _setting(
+                "KEELDB_CHECKPOINT_INTERVAL_SECONDS", CHECKPOINT_INTERVAL_SECONDS
+            )
+        if checkpoint_wal_bytes is None:
+            checkpoint_wal_bytes = int(
+                _setting("KEELDB_CHECKPOINT_WAL_BYTES", CHECKPOINT_WAL_BYTES)
+            )
+        if segment_bytes is None:
+            segment_bytes = int(_setting("KEELDB_WAL_SEGMENT_BYTES", SEGMENT_BYTES))
         loop = asyncio.get_running_loop()
         applied_lsn = store.applied_lsn()
 
@@ -408,6 +422,19 @@ class LocalLog:
 
     def wal_segment_paths(self) -> list[Path]:
         return self._wal.segment_paths()
+
+
+def _setting(name: str, default: float) -> float:
+    """A size or interval overridden by an environment variable: for tests that need
+    checkpoints and segment roll-overs to happen while a real server runs, and for tuning.
+    """
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = float(raw)
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {raw!r}")
+    return value
 
 
 def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
