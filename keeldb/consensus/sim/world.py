@@ -943,7 +943,7 @@ class World:
 
     def _on_promise_attack_heal(self, _: Any) -> None:
         attack = self.promise_attack
-        if attack is None:
+        if attack is None or self.now >= self.heal_us:
             return
         self.promise_attack = None
         self.network.heal()
@@ -994,6 +994,9 @@ class World:
         self.log("heal partitions")
 
     def _on_heal(self, _: Any) -> None:
+        # Disarm every attack: after the heal the network stays whole.
+        self.attack = None
+        self.promise_attack = None
         self.network.heal()
         self.network.faults = CALM
         self.log("heal: network calm, every node restarts")
