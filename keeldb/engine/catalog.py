@@ -1504,6 +1504,10 @@ async def delete_table(db: Database, body: Body) -> Body:
                 "Resource cannot be deleted as it is currently protected against deletion. "
                 "Disable deletion protection first."
             )
+        if any(i.status != STATUS_ACTIVE for i in table.global_indexes):
+            raise ResourceInUseException(
+                IN_USE + "Cannot delete table while indexes are being created, updated, or deleted."
+            )
         item_count, size_bytes = _table_stats(db, table)
         await _propose(db, {"kind": "delete_table", "name": table.name, "table_id": table.table_id})
     # DynamoDB's DeleteTable answer leaves out the schema, the indexes and the creation time.
@@ -1594,6 +1598,9 @@ def _check_update_request(body: Body) -> None:
     ]
     if not asked or asked == ["GlobalSecondaryIndexUpdates"] and not body[asked[0]]:
         raise ValidationException(f"At least one of {UPDATE_TABLE_MEMBERS} is required")
+    if body.get("GlobalSecondaryIndexUpdates") == []:
+        # Alone it counts as absent (above); beside another change it is refused first.
+        raise ValidationException(INVALID + "List of GlobalSecondaryIndexUpdates is empty")
     others = [m for m in asked if m != "SSESpecification"]
     if "SSESpecification" in asked and others:
         raise ValidationException(
@@ -1626,6 +1633,15 @@ def _check_update_request(body: Body) -> None:
         )
     updates = body.get("GlobalSecondaryIndexUpdates")
     if updates:
+        structural = any("Create" in u or "Delete" in u for u in updates)
+        if structural and "ProvisionedThroughput" in body:
+            raise ValidationException(
+                INVALID + "You cannot create or delete index while updating table IOPS"
+            )
+        if structural and "StreamSpecification" in body:
+            raise ValidationException(
+                INVALID + "You cannot create or delete index while changing stream status"
+            )
         for update in updates:
             actions = [a for a in ("Create", "Update", "Delete") if a in update]
             if not actions:
@@ -1793,10 +1809,31 @@ def _sse_changes(db: Database, spec: dict[str, Any], table: Table) -> dict[str, 
     return {"sse_enabled": enabled, "sse_type": sse_type, "kms_master_key_id": key}
 
 
+IN_USE = "Attempt to change a resource which is still in use: "
 ONLINE_INDEX_LIMIT_MESSAGE = (
     "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously "
     "per table"
 )
+
+
+def _check_indexes_in_use(body: Body, table: Table) -> None:
+    """While a global index is being deleted, neither it nor the table's capacity may change
+    (ResourceInUseException, as DynamoDB answers until the index is gone)."""
+    deleting = [i.name for i in table.global_indexes if i.status == STATUS_DELETING]
+    if not deleting:
+        return
+    for update in body.get("GlobalSecondaryIndexUpdates") or []:
+        name = update.get("Update", {}).get("IndexName")
+        if name in deleting:
+            raise ResourceInUseException(
+                IN_USE + f"Index is being deleted. Table: {table.name} Index: {name}"
+            )
+    mode = body.get("BillingMode")
+    if "ProvisionedThroughput" in body or (mode is not None and mode != table.billing_mode):
+        raise ResourceInUseException(
+            IN_USE + "Can't change table IOPS when an index is being deleted. Table: "
+            f"{table.name} Indexes: [{', '.join(deleting)}]"
+        )
 
 
 def _index_changes(db: Database, body: Body, table: Table, changes: dict[str, Any]) -> None:
@@ -1850,25 +1887,35 @@ def _index_changes(db: Database, body: Body, table: Table, changes: dict[str, An
                     f"Cannot {verb} an index that is not a GlobalSecondaryIndex: {name}"
                 )
             raise ResourceNotFoundException(
-                f"Requested resource not found: Index: {name} not found"
+                f"Requested resource not found: Index {name} for table {table.name}"
             )
         if action == "Delete":
             current[position] = replace(current[position], status=STATUS_DELETING)
             continue
         throughput = spec.get("ProvisionedThroughput")
         if billing_mode == BILLING_PAY_PER_REQUEST:
-            if throughput is not None:
-                raise ValidationException(
-                    INVALID + f"ProvisionedThroughput should not be specified for index: {name} "
-                    "when BillingMode is PAY_PER_REQUEST"
-                )
-            continue
+            raise ValidationException(
+                INVALID + f"The only Updates for index: {name} when TableThroughputMode is "
+                "PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput"
+            )
         if throughput is None:
             raise ValidationException(
-                INVALID + f"ProvisionedThroughput is not specified for index: {name}"
+                INVALID + "Both ReadCapacityUnits and WriteCapacityUnits must be specified for "
+                f"index: {name}"
             )
         _check_capacity_bounds(throughput)
         _check_capacity_quota(db, throughput, name)
+        index = current[position]
+        read, write = throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]
+        if (read, write) == (index.read_capacity_units, index.write_capacity_units):
+            raise ValidationException(
+                f"The provisioned throughput for the index {name} will not change. The requested "
+                "value equals the current value. Current ReadCapacityUnits provisioned for index "
+                f"{name}: {index.read_capacity_units}. Requested ReadCapacityUnits: {read}. "
+                f"Current WriteCapacityUnits provisioned for index {name}: "
+                f"{index.write_capacity_units}. Requested WriteCapacityUnits: {write}. "
+                + REFER_TO_GUIDE
+            )
         current[position] = replace(
             current[position],
             read_capacity_units=throughput["ReadCapacityUnits"],
@@ -1929,14 +1976,15 @@ def _new_global_index(
     if billing_mode == BILLING_PROVISIONED:
         if throughput is None:
             raise ValidationException(
-                INVALID + f"ProvisionedThroughput is not specified for index: {name}"
+                INVALID + "Both ReadCapacityUnits and WriteCapacityUnits must be specified for "
+                f"index: {name}"
             )
         _check_capacity_bounds(throughput)
         _check_capacity_quota(db, throughput, name)
     if len(current) >= GLOBAL_SECONDARY_INDEXES_MAX:
         raise LimitExceededException(
-            "Subscriber limit exceeded: GlobalSecondaryIndex count exceeds the per-table limit "
-            f"of {GLOBAL_SECONDARY_INDEXES_MAX}"
+            "Subscriber limit exceeded: Number of global secondary indexes exceeds per-table "
+            f"limit of {GLOBAL_SECONDARY_INDEXES_MAX}"
         )
     projected = len(spec["Projection"].get("NonKeyAttributes") or ())
     for index in (*table.local_indexes, *current):
@@ -1979,6 +2027,7 @@ async def update_table(db: Database, body: Body) -> Body:
         table = _existing_table(db, name)
         now = _now(db)
         changes: dict[str, Any] = {}
+        _check_indexes_in_use(body, table)
         if "BillingMode" in body or "ProvisionedThroughput" in body:
             changes.update(_throughput_changes(db, body, table, now))
         if "StreamSpecification" in body:

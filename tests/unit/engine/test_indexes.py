@@ -19,6 +19,7 @@ from keeldb.model.errors import (
     ClientError,
     ItemCollectionSizeLimitExceededException,
     LimitExceededException,
+    ResourceInUseException,
     ResourceNotFoundException,
     ValidationException,
 )
@@ -783,6 +784,7 @@ def test_deleting_a_missing_index_is_resource_not_found(h: Harness) -> None:
     create_indexed(h)
     error = update_error(h, [{"Delete": {"IndexName": "nope"}}])
     assert isinstance(error, ResourceNotFoundException)
+    assert error.message == "Requested resource not found: Index nope for table tbl"
 
 
 def test_a_provisioned_tables_index_throughput_is_updated(h: Harness) -> None:
@@ -827,8 +829,17 @@ def test_a_provisioned_tables_index_throughput_is_updated(h: Harness) -> None:
     # A new index of a provisioned table needs throughput of its own.
     error = update_error(h, [CREATE_X], AttributeDefinitions=X_DEFINED)
     assert error.message == (
-        "One or more parameter values were invalid: ProvisionedThroughput is not specified for "
-        "index: idx_x"
+        "One or more parameter values were invalid: Both ReadCapacityUnits and "
+        "WriteCapacityUnits must be specified for index: idx_x"
+    )
+    same = {"ReadCapacityUnits": 7, "WriteCapacityUnits": 3}
+    error = update_error(h, [{"Update": {"IndexName": "by_g", "ProvisionedThroughput": same}}])
+    assert error.message == (
+        "The provisioned throughput for the index by_g will not change. The requested value "
+        "equals the current value. Current ReadCapacityUnits provisioned for index by_g: 7. "
+        "Requested ReadCapacityUnits: 7. Current WriteCapacityUnits provisioned for index by_g: "
+        "3. Requested WriteCapacityUnits: 3. Refer to the Amazon DynamoDB Developer Guide for "
+        "current limits and how to request higher limits."
     )
 
 
@@ -980,19 +991,101 @@ def test_index_key_values_have_the_tables_key_size_limits(h: Harness) -> None:
     assert len(stored_entries(h, table, table.index("by_g"))) == 1
 
 
-def test_deleting_a_table_during_a_backfill_ends_the_backfill(h: Harness) -> None:
+def test_a_table_cannot_be_deleted_while_an_index_is_being_built(h: Harness) -> None:
     create_plain(h)
     for i in range(2 * indexes.BACKFILL_ITEMS_MAX):
         h.put({"pk": s(f"p{i}"), "x": s("v")})
     add_gsi(h)
     assert h.step()
+    error = h.error("DeleteTable", {"TableName": "tbl"})
+    assert isinstance(error, ResourceInUseException)
+    assert error.message == (
+        "Attempt to change a resource which is still in use: Cannot delete table while indexes "
+        "are being created, updated, or deleted."
+    )
+    h.backfill()
     table = h.table()
     h("DeleteTable", {"TableName": "tbl"})
-    assert not h.step()
     start, end = table_bounds(table.table_id)
     assert list(h.store.scan(start, end)) == []
-    # A batch proposed for the deleted table (in flight when it was deleted) changes nothing.
+    # A batch proposed for the table before it was deleted changes nothing.
     record = {"kind": "index_backfill", "table_id": table.table_id, "index": "new"}
     record.update(index_id=indexes.index_id(table, table.index("new")), items_max=10)
     h.loop.run_until_complete(h.db.propose(record))
     assert list(h.store.scan(start, end)) == []
+
+
+def test_an_on_demand_tables_index_takes_no_provisioned_throughput(h: Harness) -> None:
+    create_indexed(h)
+    throughput = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    error = update_error(
+        h, [{"Update": {"IndexName": "by_g", "ProvisionedThroughput": throughput}}]
+    )
+    assert error.message == (
+        "One or more parameter values were invalid: The only Updates for index: by_g when "
+        "TableThroughputMode is PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput"
+    )
+
+
+def test_an_index_being_deleted_blocks_capacity_changes(h: Harness) -> None:
+    create_indexed(h)
+    delete = [{"Delete": {"IndexName": "by_g"}}]
+    h("UpdateTable", {"TableName": "tbl", "GlobalSecondaryIndexUpdates": delete})
+    throughput = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    error = h.error(
+        "UpdateTable",
+        {"TableName": "tbl", "BillingMode": "PROVISIONED", "ProvisionedThroughput": throughput},
+    )
+    assert isinstance(error, ResourceInUseException)
+    assert error.message == (
+        "Attempt to change a resource which is still in use: Can't change table IOPS when an "
+        "index is being deleted. Table: tbl Indexes: [by_g]"
+    )
+    error = update_error(
+        h,
+        [{"Update": {"IndexName": "by_g", "ProvisionedThroughput": throughput}}],
+        BillingMode="PROVISIONED",
+        ProvisionedThroughput=throughput,
+    )
+    assert error.message == (
+        "Attempt to change a resource which is still in use: Index is being deleted. Table: tbl "
+        "Index: by_g"
+    )
+    h.backfill()
+    assert gsi_description(h, "by_g") is None
+
+
+def test_creating_an_index_shares_a_request_only_with_billing_and_updates(h: Harness) -> None:
+    create_indexed(h)
+    error = update_error(
+        h, [CREATE_X], AttributeDefinitions=X_DEFINED, StreamSpecification={"StreamEnabled": False}
+    )
+    assert error.message == (
+        "One or more parameter values were invalid: You cannot create or delete index while "
+        "changing stream status"
+    )
+    error = update_error(h, [], DeletionProtectionEnabled=True)
+    assert error.message == (
+        "One or more parameter values were invalid: List of GlobalSecondaryIndexUpdates is empty"
+    )
+
+
+def test_a_twenty_first_global_index_exceeds_the_limit(h: Harness) -> None:
+    create_plain(h)
+    for i in range(20):
+        add_gsi(h, name=f"gsi{i:02}", attribute=f"a{i}")
+        h.backfill()
+    key = [{"AttributeName": "a20", "KeyType": "HASH"}]
+    error = h.error(
+        "UpdateTable",
+        {
+            "TableName": "tbl",
+            "AttributeDefinitions": [{"AttributeName": "a20", "AttributeType": "S"}],
+            "GlobalSecondaryIndexUpdates": [{"Create": dict(CREATE_X["Create"], KeySchema=key)}],
+        },
+    )
+    assert isinstance(error, LimitExceededException)
+    assert error.message == (
+        "Subscriber limit exceeded: Number of global secondary indexes exceeds per-table limit "
+        "of 20"
+    )
