@@ -10,15 +10,16 @@ DynamoDB checks a request in three passes, and so do we, in the same order:
 2. member constraints (required members, the table name pattern and length, enumerations):
    every violation is collected into one `ValidationException` that begins "N validation
    error(s) detected: ", in the order DynamoDB lists the members of each operation;
-3. the operation's own rules (expression and non-expression parameters cannot be mixed,
-   ExpressionAttributeNames/Values only with expressions ...).
+3. the operation's own rules: the legacy parameters are translated into expressions (and
+   refused beside them) by `keeldb.expressions.legacy`, which the operations call first;
+   then ExpressionAttributeNames/Values only with expressions.
 
 The write operations (PutItem, UpdateItem, DeleteItem) report the errors of request
 validation (pass 3, attribute values and expressions) inside the "1 validation error
 detected: " envelope, as DynamoDB does today; `enveloped` applies it.
 
-This module owns those three passes and the envelope. It never looks up a table, never reads the store and
-never evaluates an expression: that comes after, in `keeldb.engine.items`.
+This module owns those passes (but for the legacy translation) and the envelope. It never
+looks up a table, never reads the store and never evaluates an expression: that comes after, in `keeldb.engine.items`.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def _string_list(value: Any) -> list[str]:
 
 
 def _legacy_map(value: Any) -> dict[str, Any]:
-    """Expected and AttributeUpdates: a map of structures, kept as given (they are rejected
-    later by name, with a message saying so)."""
+    """Expected and AttributeUpdates: a map of structures, kept as given (their members are
+    `keeldb.expressions.legacy`'s to check)."""
     return {k: _as_structure(v) for k, v in _as_map(value).items() if v is not None}
 
 
@@ -354,40 +355,25 @@ def read_request(operation: str, body: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pass 3 (the part that needs no attribute values): expression and legacy parameters
+# Pass 3 (the part that needs no attribute values): expression parameters
 # ---------------------------------------------------------------------------------------------
-
-# The legacy (non-expression) parameter each expression parameter replaces.
-LEGACY_REPLACEMENT = {
-    "Expected": "ConditionExpression",
-    "ConditionalOperator": "ConditionExpression",
-    "AttributeUpdates": "UpdateExpression",
-    "AttributesToGet": "ProjectionExpression",
-}
 
 
 def check_expression_parameters(
     request: dict[str, Any],
     expressions: Sequence[str],
-    legacy: Sequence[str],
     *,
     name_null_expressions: bool = True,
 ) -> None:
-    """DynamoDB's rules on which parameters may appear together, then our own refusal of the
-    legacy parameters, which this server does not implement.
+    """DynamoDB's refusal of ExpressionAttributeNames / ExpressionAttributeValues in a request
+    without an expression that could use them. `request` has had its legacy parameters
+    translated (`keeldb.expressions.legacy`, which also refuses mixing them with expression
+    parameters).
 
     `name_null_expressions`: whether the "ExpressionAttributeValues can only be specified"
     message ends by naming the missing expressions (PutItem and UpdateItem do; DeleteItem
     does not)."""
     used = [name for name in expressions if name in request]
-    if used:
-        mixed = [name for name in legacy if name in request]
-        if mixed:
-            raise ValidationException(
-                "Can not use both expression and non-expression parameters in the same "
-                f"request: Non-expression parameters: {{{', '.join(mixed)}}} "
-                f"Expression parameters: {{{', '.join(used)}}}"
-            )
     if "ExpressionAttributeNames" in request and not used:
         raise ValidationException(
             "ExpressionAttributeNames can only be specified when using expressions"
@@ -403,12 +389,6 @@ def check_expression_parameters(
             verb = "are" if len(value_expressions) > 1 else "is"
             message += f": {' and '.join(value_expressions)} {verb} null"
         raise ValidationException(message)
-    for name in legacy:
-        if name in request:
-            raise ValidationException(
-                f"The legacy parameter {name} is not supported by this server; "
-                f"use {LEGACY_REPLACEMENT[name]} instead"
-            )
 
 
 # ---------------------------------------------------------------------------------------------

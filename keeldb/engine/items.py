@@ -3,10 +3,12 @@
 This module owns what each of the four requests means and in which order its checks run.
 A write goes:
 
-    check the request (`item_requests`: member types, member constraints, which parameters
-    may be combined) -> check the attribute values (`keeldb.model.values`), ReturnValues and
-    the item size -> parse the expressions (`keeldb.expressions`) -> find the table (the
-    catalog) -> check the key against the table's key schema -> read the item's LATEST view
+    check the request (`item_requests`: member types, member constraints) -> translate the
+    legacy parameters (Expected, ConditionalOperator, AttributeUpdates, AttributesToGet) into
+    expressions (`keeldb.expressions.legacy`) -> check which parameters may be combined ->
+    check the attribute values (`keeldb.model.values`), ReturnValues and the item size ->
+    parse the expressions (`keeldb.expressions`) -> find the table (the catalog) -> check
+    the key against the table's key schema -> read the item's LATEST view
     (`item_store`: the newest proposed after-image, else the committed item) -> evaluate the
     condition, then the update -> build a redo record ("put" with the after-image, or
     "delete"; never an operation to re-run) -> `db.propose(record)`, which returns once the
@@ -57,7 +59,14 @@ from keeldb.engine.item_store import (
     storage_key,
     table_stats,
 )
-from keeldb.expressions import Condition, ExpressionContext, Projection, Update, UpdateEffect
+from keeldb.expressions import (
+    Condition,
+    ExpressionContext,
+    Projection,
+    Update,
+    UpdateEffect,
+    legacy,
+)
 from keeldb.model.capacity import read_units, write_units
 from keeldb.model.errors import (
     ConditionalCheckFailedException,
@@ -408,11 +417,10 @@ async def write_item(
 
 @operation("PutItem")
 async def put_item(db: Database, body: Body) -> Body:
-    request = read_request("PutItem", body)
+    given = read_request("PutItem", body)
     try:
-        check_expression_parameters(
-            request, ("ConditionExpression",), ("Expected", "ConditionalOperator")
-        )
+        request = legacy.translate("PutItem", given)
+        check_expression_parameters(request, ("ConditionExpression",))
         item = validate_item(request["Item"])
         if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
             raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
@@ -441,8 +449,8 @@ async def put_item(db: Database, body: Body) -> Body:
 
 @operation("GetItem")
 async def get_item(db: Database, body: Body) -> Body:
-    request = read_request("GetItem", body)
-    check_expression_parameters(request, ("ProjectionExpression",), ("AttributesToGet",))
+    request = legacy.translate("GetItem", read_request("GetItem", body))
+    check_expression_parameters(request, ("ProjectionExpression",))
     key = validate_item(request["Key"])
     parsed = _parse_expressions(request)
     table = find_table(db, request["TableName"])
@@ -465,13 +473,10 @@ async def get_item(db: Database, body: Body) -> Body:
 
 @operation("UpdateItem")
 async def update_item(db: Database, body: Body) -> Body:
-    request = read_request("UpdateItem", body)
+    given = read_request("UpdateItem", body)
     try:
-        check_expression_parameters(
-            request,
-            ("UpdateExpression", "ConditionExpression"),
-            ("AttributeUpdates", "Expected", "ConditionalOperator"),
-        )
+        request = legacy.translate("UpdateItem", given)
+        check_expression_parameters(request, ("UpdateExpression", "ConditionExpression"))
         key = validate_item(request["Key"])
         parsed = _parse_expressions(request)
     except ValidationException as error:
@@ -497,7 +502,11 @@ async def update_item(db: Database, body: Body) -> Body:
     if parsed.update is None:
         new = base
     else:
-        new, effect = parsed.update.apply(base)
+        try:
+            new, effect = parsed.update.apply(base)
+        except ValidationException as error:
+            # A type fault of a translated AttributeUpdates action has its legacy wording.
+            raise legacy.update_error(given, error) from None
     size = item_size(new)
     if size > ITEM_BYTES_MAX:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
@@ -526,14 +535,10 @@ def _update_return_values(
 
 @operation("DeleteItem")
 async def delete_item(db: Database, body: Body) -> Body:
-    request = read_request("DeleteItem", body)
+    given = read_request("DeleteItem", body)
     try:
-        check_expression_parameters(
-            request,
-            ("ConditionExpression",),
-            ("Expected", "ConditionalOperator"),
-            name_null_expressions=False,
-        )
+        request = legacy.translate("DeleteItem", given)
+        check_expression_parameters(request, ("ConditionExpression",), name_null_expressions=False)
         key = validate_item(request["Key"])
         if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
             raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)

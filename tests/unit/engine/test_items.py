@@ -526,38 +526,85 @@ def test_data_plane_errors_of_writes_are_not_enveloped(h: Harness) -> None:
     )
 
 
-def test_legacy_parameters_are_refused_with_a_clear_message(h: Harness) -> None:
-    cases = [
-        (
-            "PutItem",
-            {"TableName": "hash", "Item": {"pk": s("a")}, "Expected": {"x": {"Exists": False}}},
-            "Expected",
-        ),
-        (
-            "DeleteItem",
-            {"TableName": "hash", "Key": {"pk": s("a")}, "ConditionalOperator": "AND"},
-            "ConditionalOperator",
-        ),
-        (
-            "UpdateItem",
-            {
-                "TableName": "hash",
-                "Key": {"pk": s("a")},
-                "AttributeUpdates": {"x": {"Action": "DELETE"}},
-            },
-            "AttributeUpdates",
-        ),
-        (
-            "GetItem",
-            {"TableName": "hash", "Key": {"pk": s("a")}, "AttributesToGet": ["x"]},
-            "AttributesToGet",
-        ),
-    ]
-    for op, body, name in cases:
-        err = h.error(op, body)
-        assert isinstance(err, ValidationException)
-        assert name in err.message
-        assert "not supported" in err.message
+def test_legacy_parameters_are_honoured_by_every_item_operation(h: Harness) -> None:
+    put = {"TableName": "hash", "Item": {"pk": s("a"), "v": n("1")}}
+    h("PutItem", {**put, "Expected": {"pk": {"Exists": False}}})
+    err = h.error("PutItem", {**put, "Expected": {"pk": {"Exists": False}}})
+    assert isinstance(err, ConditionalCheckFailedException)
+    answer = h(
+        "UpdateItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "AttributeUpdates": {"v": {"Action": "ADD", "Value": n("2")}, "w": {"Value": s("x")}},
+            "Expected": {"v": {"Value": n("1")}},
+            "ReturnValues": "UPDATED_NEW",
+        },
+    )
+    assert answer["Attributes"] == {"v": n("3"), "w": s("x")}
+    got = h("GetItem", {"TableName": "hash", "Key": {"pk": s("a")}, "AttributesToGet": ["w"]})
+    assert got["Item"] == {"w": s("x")}
+    delete = {"TableName": "hash", "Key": {"pk": s("a")}, "ReturnValues": "ALL_OLD"}
+    expected = {"v": {"ComparisonOperator": "LT", "AttributeValueList": [n("3")]}}
+    err = h.error("DeleteItem", {**delete, "Expected": expected})
+    assert isinstance(err, ConditionalCheckFailedException)
+    expected["w"] = {"ComparisonOperator": "NOT_NULL"}
+    answer = h("DeleteItem", {**delete, "Expected": expected, "ConditionalOperator": "OR"})
+    assert answer["Attributes"] == {"pk": s("a"), "v": n("3"), "w": s("x")}
+    assert "Item" not in h("GetItem", {"TableName": "hash", "Key": {"pk": s("a")}})
+
+
+def test_legacy_request_errors_of_writes_are_enveloped_and_of_get_item_bare(h: Harness) -> None:
+    err = h.error(
+        "DeleteItem",
+        {
+            "TableName": "hash",
+            "Key": {"pk": s("a")},
+            "ConditionalOperator": "AND",
+        },
+    )
+    assert isinstance(err, ValidationException)
+    assert err.message == (
+        "1 validation error detected: ConditionalOperator cannot be used without Filter or Expected"
+    )
+    err = h.error(
+        "PutItem",
+        {
+            "TableName": "hash",
+            "Item": {"pk": s("a")},
+            "Expected": {"x": {"Exists": False}},
+            "ExpressionAttributeNames": {"#x": "x"},
+        },
+    )
+    assert err.message == (
+        "1 validation error detected: "
+        "ExpressionAttributeNames can only be specified when using expressions"
+    )
+    err = h.error(
+        "GetItem", {"TableName": "hash", "Key": {"pk": s("a")}, "AttributesToGet": ["x", "x"]}
+    )
+    assert isinstance(err, ValidationException)
+    assert err.message == (
+        "One or more parameter values were invalid: Duplicate value in attribute name: x"
+    )
+
+
+def test_a_legacy_update_type_fault_is_a_type_mismatch_and_an_expression_one_is_not(
+    h: Harness,
+) -> None:
+    h("PutItem", {"TableName": "hash", "Item": {"pk": s("a"), "v": s("text")}})
+    key = {"TableName": "hash", "Key": {"pk": s("a")}}
+    err = h.error(
+        "UpdateItem", {**key, "AttributeUpdates": {"v": {"Action": "ADD", "Value": n("1")}}}
+    )
+    assert isinstance(err, ValidationException)
+    assert err.message == "Type mismatch for attribute to update"
+    err = h.error(
+        "UpdateItem",
+        {**key, "UpdateExpression": "ADD v :one", "ExpressionAttributeValues": {":one": n("1")}},
+    )
+    assert isinstance(err, ValidationException)
+    assert err.message == "An operand in the update expression has an incorrect data type"
 
 
 def test_mixing_legacy_and_expression_parameters_gets_dynamodb_message(h: Harness) -> None:

@@ -117,30 +117,38 @@ def test_return_values_on_condition_check_failure_is_an_enum() -> None:
     )
 
 
-def test_projection_expression_alone_allows_names_but_not_values() -> None:
+def test_projection_expression_alone_allows_names() -> None:
     check_expression_parameters(
         {"ProjectionExpression": "a", "ExpressionAttributeNames": {"#a": "a"}},
         ("ProjectionExpression",),
-        ("AttributesToGet",),
     )
 
 
-def test_expression_parameters_without_legacy_ones_pass() -> None:
+def test_expression_parameters_with_their_names_and_values_pass() -> None:
     check_expression_parameters(
         {"UpdateExpression": "SET a = :a", "ExpressionAttributeValues": {":a": {"S": "x"}}},
         ("UpdateExpression", "ConditionExpression"),
-        ("AttributeUpdates", "Expected"),
     )
 
 
-def test_legacy_parameter_alone_names_its_replacement() -> None:
+def test_values_without_an_expression_name_the_missing_expressions() -> None:
     with pytest.raises(ValidationException) as caught:
         check_expression_parameters(
-            {"AttributeUpdates": {}}, ("UpdateExpression",), ("AttributeUpdates",)
+            {"ExpressionAttributeValues": {":a": {"S": "x"}}},
+            ("UpdateExpression", "ConditionExpression"),
         )
     assert caught.value.message == (
-        "The legacy parameter AttributeUpdates is not supported by this server; "
-        "use UpdateExpression instead"
+        "ExpressionAttributeValues can only be specified when using expressions: "
+        "UpdateExpression and ConditionExpression are null"
+    )
+    with pytest.raises(ValidationException) as caught:
+        check_expression_parameters(
+            {"ExpressionAttributeValues": {":a": {"S": "x"}}},
+            ("ConditionExpression",),
+            name_null_expressions=False,
+        )
+    assert caught.value.message == (
+        "ExpressionAttributeValues can only be specified when using expressions"
     )
 
 
