@@ -1,10 +1,5 @@
 """The legacy parameters through boto3 against a real server: the answers, and DynamoDB's exact
-error types and messages.
-
-An operation that does not translate legacy parameters yet refuses them ("The legacy
-parameter ... is not supported by this server"), and one the server does not serve yet is an
-UnknownOperationException; a test that meets either is marked as a strict expected failure,
-so it counts as soon as the operation is served and translates."""
+error types and messages."""
 
 from __future__ import annotations
 
@@ -14,41 +9,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-REFUSAL = "The legacy parameter "
 
-
-def not_there_yet(error: ClientError) -> str | None:
-    """Why a failure is expected for now: the server does not serve the operation yet, or the
-    operation does not translate legacy parameters yet; None for any other error."""
-    if error.response["Error"]["Code"] == "UnknownOperationException":
-        return "the server does not serve this operation yet"
-    if REFUSAL in error.response["Error"]["Message"]:
-        return "the operation does not translate legacy parameters yet"
-    return None
-
-
-@pytest.fixture
-def call(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """`call(method, **request)`: the answer, with an operation's refusal of legacy parameters
-    turned into a strict expected failure of the test."""
-
-    def run(method: Callable[..., Any], **params: Any) -> Any:
-        try:
-            return method(**params)
-        except ClientError as error:
-            reason = not_there_yet(error)
-            if reason is not None:
-                request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
-            raise
-
-    return run
-
-
-def error_of(
-    call: Callable[..., Any], method: Callable[..., Any], **params: Any
-) -> tuple[str, str]:
+def error_of(method: Callable[..., Any], **params: Any) -> tuple[str, str]:
     with pytest.raises(ClientError) as caught:
-        call(method, **params)
+        method(**params)
     error = caught.value.response["Error"]
     return error["Code"], error["Message"]
 
@@ -62,25 +26,22 @@ def n(text: str) -> dict[str, str]:
 
 
 def test_conditional_put_and_update_with_expected_and_attribute_updates(
-    ddb: Any, table_factory: Any, call: Callable[..., Any]
+    ddb: Any, table_factory: Any
 ) -> None:
     table = table_factory()
-    call(
-        ddb.put_item,
+    ddb.put_item(
         TableName=table,
         Item={"pk": s("a"), "n": n("1")},
         Expected={"pk": {"Exists": False}},
     )
     code, message = error_of(
-        call,
         ddb.put_item,
         TableName=table,
         Item={"pk": s("a")},
         Expected={"pk": {"Exists": False}},
     )
     assert (code, message) == ("ConditionalCheckFailedException", "The conditional request failed")
-    answer = call(
-        ddb.update_item,
+    answer = ddb.update_item(
         TableName=table,
         Key={"pk": s("a")},
         AttributeUpdates={
@@ -91,17 +52,14 @@ def test_conditional_put_and_update_with_expected_and_attribute_updates(
         ReturnValues="ALL_NEW",
     )
     assert answer["Attributes"] == {"pk": s("a"), "n": n("3"), "tags": {"SS": ["x"]}}
-    got = call(ddb.get_item, TableName=table, Key={"pk": s("a")}, AttributesToGet=["n"])
+    got = ddb.get_item(TableName=table, Key={"pk": s("a")}, AttributesToGet=["n"])
     assert got["Item"] == {"n": n("3")}
 
 
-def test_delete_item_with_expected_values_joined_by_or(
-    ddb: Any, table_factory: Any, call: Callable[..., Any]
-) -> None:
+def test_delete_item_with_expected_values_joined_by_or(ddb: Any, table_factory: Any) -> None:
     table = table_factory()
     ddb.put_item(TableName=table, Item={"pk": s("a"), "x": s("1"), "y": s("2")})
     code, _ = error_of(
-        call,
         ddb.delete_item,
         TableName=table,
         Key={"pk": s("a")},
@@ -109,8 +67,7 @@ def test_delete_item_with_expected_values_joined_by_or(
         ConditionalOperator="OR",
     )
     assert code == "ConditionalCheckFailedException"
-    call(
-        ddb.delete_item,
+    ddb.delete_item(
         TableName=table,
         Key={"pk": s("a")},
         Expected={"x": {"Value": s("no")}, "y": {"Value": s("2")}},
@@ -119,12 +76,9 @@ def test_delete_item_with_expected_values_joined_by_or(
     assert "Item" not in ddb.get_item(TableName=table, Key={"pk": s("a")})
 
 
-def test_legacy_validation_messages_reach_the_client(
-    ddb: Any, table_factory: Any, call: Callable[..., Any]
-) -> None:
+def test_legacy_validation_messages_reach_the_client(ddb: Any, table_factory: Any) -> None:
     table = table_factory()
     code, message = error_of(
-        call,
         ddb.update_item,
         TableName=table,
         Key={"pk": s("a")},
@@ -137,15 +91,12 @@ def test_legacy_validation_messages_reach_the_client(
     )
 
 
-def test_query_and_scan_with_key_conditions_and_filters(
-    ddb: Any, table_factory: Any, call: Callable[..., Any]
-) -> None:
+def test_query_and_scan_with_key_conditions_and_filters(ddb: Any, table_factory: Any) -> None:
     table = table_factory(range_key="sk", range_type="N")
     for sk in range(1, 6):
         item = {"pk": s("p"), "sk": n(str(sk)), "odd": {"BOOL": sk % 2 == 1}}
         ddb.put_item(TableName=table, Item=item)
-    answer = call(
-        ddb.query,
+    answer = ddb.query(
         TableName=table,
         KeyConditions={
             "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [s("p")]},
@@ -155,8 +106,7 @@ def test_query_and_scan_with_key_conditions_and_filters(
         AttributesToGet=["sk"],
     )
     assert answer["Items"] == [{"sk": n("3")}, {"sk": n("5")}]
-    scanned = call(
-        ddb.scan,
+    scanned = ddb.scan(
         TableName=table,
         ScanFilter={
             "sk": {"ComparisonOperator": "BETWEEN", "AttributeValueList": [n("2"), n("3")]},
@@ -167,12 +117,9 @@ def test_query_and_scan_with_key_conditions_and_filters(
     assert [item["sk"] for item in scanned["Items"]] == [n("3")]
 
 
-def test_query_filter_on_a_key_attribute_names_query_filter(
-    ddb: Any, table_factory: Any, call: Callable[..., Any]
-) -> None:
+def test_query_filter_on_a_key_attribute_names_query_filter(ddb: Any, table_factory: Any) -> None:
     table = table_factory(range_key="sk", range_type="N")
     code, message = error_of(
-        call,
         ddb.query,
         TableName=table,
         KeyConditions={"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [s("p")]}},
@@ -188,16 +135,10 @@ def test_resource_query_with_key_conditions(ddb_resource: Any, table_factory: An
     table = ddb_resource.Table(table_factory(range_key="sk", range_type="N"))
     table.put_item(Item={"pk": "p", "sk": 1, "v": "one"})
     table.put_item(Item={"pk": "p", "sk": 2, "v": "two"})
-    try:
-        answer = table.query(
-            KeyConditions={
-                "pk": {"ComparisonOperator": "EQ", "AttributeValueList": ["p"]},
-                "sk": {"ComparisonOperator": "LT", "AttributeValueList": [2]},
-            }
-        )
-    except ClientError as error:
-        reason = not_there_yet(error)
-        if reason is not None:
-            pytest.xfail(reason)
-        raise
+    answer = table.query(
+        KeyConditions={
+            "pk": {"ComparisonOperator": "EQ", "AttributeValueList": ["p"]},
+            "sk": {"ComparisonOperator": "LT", "AttributeValueList": [2]},
+        }
+    )
     assert [item["v"] for item in answer["Items"]] == ["one"]

@@ -2,10 +2,7 @@
 
 Each scenario runs twice: once with the request translated by `legacy.translate` before it is
 dispatched (which shows the translation and the engine agree on every operation), and once
-sent as the client wrote it. An operation that does not translate legacy parameters yet
-refuses them ("The legacy parameter ... is not supported by this server"); a scenario that
-meets that refusal is marked as a strict expected failure, so it counts as soon as the
-operation translates."""
+sent as the client wrote it, for the operation to translate itself."""
 
 from __future__ import annotations
 
@@ -29,17 +26,14 @@ from keeldb.model.errors import (
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
 Body = dict[str, Any]
-# How an operation that does not translate legacy parameters yet refuses them.
-REFUSAL = "The legacy parameter "
 
 
 class Harness:
     """A database over a MemoryStore and MemoryLog, with a private event loop; `translate`
     says whether requests are translated here before they are dispatched."""
 
-    def __init__(self, translate: bool, node: pytest.Item) -> None:
+    def __init__(self, translate: bool) -> None:
         self.translate = translate
-        self.node = node
         self.store = MemoryStore()
         self.db = Database(self.store)
         self.log = MemoryLog(self.db.apply)
@@ -48,13 +42,7 @@ class Harness:
 
     def __call__(self, operation: str, body: Body) -> Body:
         if not self.translate:
-            try:
-                return self.loop.run_until_complete(self.db.dispatch(operation, body))
-            except ValidationException as error:
-                if REFUSAL in error.message:
-                    reason = f"{operation} does not translate legacy parameters yet"
-                    self.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
-                raise
+            return self.loop.run_until_complete(self.db.dispatch(operation, body))
         translated = self._translated(operation, body)
         try:
             return self.loop.run_until_complete(self.db.dispatch(operation, translated))
@@ -103,7 +91,7 @@ class Harness:
 
 @pytest.fixture(params=["translated", "as_sent"])
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    harness = Harness(translate=request.param == "translated", node=request.node)
+    harness = Harness(translate=request.param == "translated")
     harness.create("hash")
     harness.create("range", range_key="sk")
     yield harness
@@ -368,13 +356,6 @@ def test_batch_get_item_with_attributes_to_get(h: Harness) -> None:
     assert answer["Responses"]["hash"] == [{"y": n("2")}]
 
 
-SELECT_NAMING_REASON = (
-    "the Select check names ProjectionExpression; it should name the parameter the client "
-    "gave (legacy.source_parameter)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SELECT_NAMING_REASON)
 @pytest.mark.parametrize(
     ("operation", "extra", "select", "described"),
     [
@@ -389,9 +370,9 @@ SELECT_NAMING_REASON = (
     ],
 )
 def test_select_with_attributes_to_get_names_attributes_to_get(
-    request: pytest.FixtureRequest, operation: str, extra: Body, select: str, described: str
+    operation: str, extra: Body, select: str, described: str
 ) -> None:
-    h = Harness(translate=False, node=request.node)
+    h = Harness(translate=False)
     try:
         h.create("hash")
         body = {"TableName": "hash", "AttributesToGet": ["x"], "Select": select, **extra}
