@@ -2074,11 +2074,29 @@ async def update_table(db: Database, body: Body) -> Body:
     # switch to PAY_PER_REQUEST already shows the on-demand zeros, as DynamoDB's answer does.
     to_on_demand = table.billing_mode != updated.billing_mode == BILLING_PAY_PER_REQUEST
     shown = updated if to_on_demand else table
+    description = describe(db, updated, status=STATUS_UPDATING, throughput_of=shown)
     if body.get("GlobalSecondaryIndexUpdates"):
         from keeldb.engine import indexes
 
+        _answer_index_updates(description, body["GlobalSecondaryIndexUpdates"], table)
         indexes.ensure_background(db)
-    return {"TableDescription": describe(db, updated, status=STATUS_UPDATING, throughput_of=shown)}
+    return {"TableDescription": description}
+
+
+def _answer_index_updates(description: Body, updates: list[dict[str, Any]], before: Table) -> None:
+    """UpdateTable's answer shows a created index before its backfill starts (Backfilling
+    false) and an updated one UPDATING with the throughput it had before, as DynamoDB's does."""
+    shown = {i["IndexName"]: i for i in description.get("GlobalSecondaryIndexes", [])}
+    for update in updates:
+        if "Create" in update:
+            shown[update["Create"]["IndexName"]]["Backfilling"] = False
+        elif "Update" in update:
+            name = update["Update"]["IndexName"]
+            old = before.index(name)
+            assert old is not None, name
+            shown[name]["IndexStatus"] = STATUS_UPDATING
+            shown[name]["ProvisionedThroughput"]["ReadCapacityUnits"] = old.read_capacity_units
+            shown[name]["ProvisionedThroughput"]["WriteCapacityUnits"] = old.write_capacity_units
 
 
 # --- Tags -----------------------------------------------------------------------------------

@@ -321,7 +321,7 @@ def test_a_global_index_added_later_is_backfilled_then_deleted(
     )
     created = answer["TableDescription"]["GlobalSecondaryIndexes"][0]
     assert created["IndexStatus"] == "CREATING"
-    assert created["Backfilling"] is True
+    assert created["Backfilling"] is False  # the answer comes before the backfill starts
     wait_index(ddb, name, "by_color", "ACTIVE")
     query = ddb.query(
         TableName=name,

@@ -521,8 +521,10 @@ def test_a_new_global_index_is_created_backfilling_then_becomes_active(h: Harnes
     answer = add_gsi(h)
     created = answer["TableDescription"]["GlobalSecondaryIndexes"][0]
     assert created["IndexStatus"] == "CREATING"
-    assert created["Backfilling"] is True
+    # The answer shows the index before its backfill starts; DescribeTable shows it backfilling.
+    assert created["Backfilling"] is False
     assert gsi_description(h, "new")["IndexStatus"] == "CREATING"
+    assert gsi_description(h, "new")["Backfilling"] is True
     assert h.backfill() == 1
     described = gsi_description(h, "new")
     assert described["IndexStatus"] == "ACTIVE"
@@ -809,7 +811,7 @@ def test_a_provisioned_tables_index_throughput_is_updated(h: Harness) -> None:
             ],
         },
     )
-    h(
+    answer = h(
         "UpdateTable",
         {
             "TableName": "tbl",
@@ -823,7 +825,12 @@ def test_a_provisioned_tables_index_throughput_is_updated(h: Harness) -> None:
             ],
         },
     )
+    # The answer shows the index UPDATING with the throughput it had; DescribeTable the new.
+    (shown,) = answer["TableDescription"]["GlobalSecondaryIndexes"]
+    assert shown["IndexStatus"] == "UPDATING"
+    assert shown["ProvisionedThroughput"]["ReadCapacityUnits"] == 1
     described = gsi_description(h, "by_g")
+    assert described["IndexStatus"] == "ACTIVE"
     assert described["ProvisionedThroughput"]["ReadCapacityUnits"] == 7
     assert described["ProvisionedThroughput"]["WriteCapacityUnits"] == 3
     # A new index of a provisioned table needs throughput of its own.
