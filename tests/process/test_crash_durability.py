@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from keeldb.storage.wal import RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES
+from keeldb.storage.wal import RECORD_HEADER_BYTES, SEGMENT_BYTES, SEGMENT_HEADER_BYTES
 
 pytestmark = pytest.mark.process
 
@@ -430,7 +430,9 @@ def test_a_torn_final_log_record_is_discarded_and_the_rest_recovered(tmp_path: P
     the items are a prefix of the sequential puts, exactly as long as the whole records."""
     rng = random.Random(int(os.environ.get("KEELDB_CRASH_SEED", "5")))
     base = tmp_path / "base"
-    server = ServerProcess(base, tmp_path / "server.log")
+    # Default-sized segments: the puts all land in the last one.
+    one_segment = {"KEELDB_WAL_SEGMENT_BYTES": str(SEGMENT_BYTES)}
+    server = ServerProcess(base, tmp_path / "server.log", one_segment)
     puts = 40
     try:
         server.start()
@@ -474,7 +476,7 @@ def test_a_torn_final_log_record_is_discarded_and_the_rest_recovered(tmp_path: P
         expected = max(0, min(puts, whole_records - first_put_end_index))
         if len(content) >= len(full):
             expected = puts
-        server = ServerProcess(case_dir, tmp_path / f"server{index}.log")
+        server = ServerProcess(case_dir, tmp_path / f"server{index}.log", one_segment)
         try:
             server.start()
             client = Client(server.port)
