@@ -327,3 +327,36 @@ def test_a_late_promise_does_not_suspend_a_serving_leader() -> None:
         h.deliver_all()
         assert h.replica(1).read_lease()
     assert any(e.startswith("5->1 Promise") and "lease_left=0" not in e for e in h.take_events())
+
+
+def test_a_lagging_candidate_installs_the_snapshot_a_promise_carries() -> None:
+    h = Harness(STANDARD, options=Options(log_entries_retained=0))
+    h.elect(1)
+    h.partition([1, 2], [3])
+    for i in range(5):
+        h.propose(1, f"v{i}".encode())
+    h.run(2)
+    h.snapshot(2)
+    h.crash(1)
+    h.heal()
+    h.take_events()
+    h.campaign(3)
+    h.deliver_all()
+    assert "3: install snapshot 5" in h.take_events()
+    assert h.replica(3).is_leader
+    assert h.nodes[NodeId(3)].state == [f"v{i}".encode() for i in range(5)]
+
+
+def test_messages_carrying_our_ballot_leave_only_after_it_is_durable() -> None:
+    r = Replica(NodeId(1), STANDARD, random.Random(1))
+    r.campaign()
+    rd = r.ready()
+    assert {type(m).__name__ for m in rd.send_after_persist} == {"Prepare"}
+    assert rd.send_now == []
+    r.advance(rd)
+    for peer in (2, 3):
+        r.step(Promise(NodeId(peer), NodeId(1), r.ballot, (), Slot(0), 0))
+    r.propose(b"a")
+    rd = r.ready()
+    assert {type(m).__name__ for m in rd.send_after_persist} == {"Accept", "Heartbeat"}
+    assert rd.send_now == []
