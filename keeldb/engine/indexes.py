@@ -23,6 +23,8 @@ This module owns:
   indexes, per item collection sizes (`collection_bytes`), each under a key in the table's
   reserved meta range (`item_store.META_INDEX_ID`), written in the same store write as the
   entries they count;
+- `plan`: what one item write (old image -> new image) does to each index, derived once and
+  shared by the capacity, the item collection check and the applier;
 - `write_capacity`: the write units each index costs for one item write, following the
   Developer Guide ("Capacity unit consumption for writes to secondary indexes"): a new entry
   is one put, a removed entry one delete, a moved entry (its index key changed) a delete plus
@@ -185,38 +187,95 @@ def _indexable(value: dict[str, Any] | None, attribute: KeyAttribute) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    key: bytes
+    """An item's entry in one index, before it has a store key."""
+
+    hash_value: dict[str, Any]  # the index's partition key value
+    range_value: dict[str, Any] | None  # its sort key value (None without one)
     image: Item  # the projected item
     size: int  # its DynamoDB size in bytes (without the per-entry overhead)
 
+    def key(self, table: Table, iid: int) -> bytes:
+        """The entry's store key: index key, then the base table's key."""
+        return index_item_key(
+            table.table_id,
+            iid,
+            self.hash_value,
+            self.range_value,
+            self.image[table.hash_key.name],
+            None if table.range_key is None else self.image[table.range_key.name],
+        )
 
-def entry_for(table: Table, index: SecondaryIndex, iid: int, item: Item | None) -> Entry | None:
-    """The entry `item` has in `index`, or None (no item, or a key attribute missing)."""
+    def same_key(self, other: Entry) -> bool:
+        """Whether two entries of one item (same base key) sit at the same store key."""
+        return self.hash_value == other.hash_value and self.range_value == other.range_value
+
+
+def entry_for(
+    table: Table,
+    index: SecondaryIndex,
+    item: Item | None,
+    size: int | None = None,
+    sizes: dict[str, int] | None = None,
+) -> Entry | None:
+    """The entry `item` (of `size` bytes, if known) has in `index`, or None (no item, or a
+    key attribute missing). `sizes` caches the item's attribute sizes across its indexes."""
     if item is None:
         return None
     hash_value = item.get(index.hash_key.name)
     if not _indexable(hash_value, index.hash_key):
         return None
+    assert hash_value is not None
     range_value = None
     if index.range_key is not None:
         range_value = item.get(index.range_key.name)
         if not _indexable(range_value, index.range_key):
             return None
-    assert hash_value is not None
-    key = index_item_key(
-        table.table_id,
-        iid,
-        hash_value,
-        range_value,
-        item[table.hash_key.name],
-        None if table.range_key is None else item[table.range_key.name],
-    )
     if index.projection_type == "ALL":
-        image = item
-    else:
-        names = _projected_names(table, index)
-        image = {name: value for name, value in item.items() if name in names}
-    return Entry(key, image, item_size(image))
+        return Entry(hash_value, range_value, item, item_size(item) if size is None else size)
+    names = _projected_names(table, index)
+    image = {name: value for name, value in item.items() if name in names}
+    if sizes is None:
+        sizes = {}
+    image_size = 0
+    for name, value in image.items():
+        attribute_size = sizes.get(name)
+        if attribute_size is None:
+            attribute_size = sizes[name] = item_size({name: value})
+        image_size += attribute_size
+    return Entry(hash_value, range_value, image, image_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one item write does to one index: its entry before and after (None: absent)."""
+
+    index: SecondaryIndex
+    index_id: int
+    before: Entry | None
+    after: Entry | None
+
+
+def plan(
+    table: Table,
+    old: Item | None,
+    old_size: int | None,
+    new: Item | None,
+    new_size: int | None,
+) -> list[Change]:
+    """The change one item write (old image -> new image, with their sizes) makes to each
+    maintained index, in the table's index order: derived once per write and shared by the
+    capacity, the item collection check and the applier."""
+    old_sizes: dict[str, int] = {}
+    new_sizes: dict[str, int] = {}
+    return [
+        Change(
+            index,
+            iid,
+            entry_for(table, index, old, old_size, old_sizes),
+            entry_for(table, index, new, new_size, new_sizes),
+        )
+        for index, iid in maintained_indexes(table)
+    ]
 
 
 def maintained_indexes(table: Table) -> list[tuple[SecondaryIndex, int]]:
@@ -288,15 +347,15 @@ class _Batch:
         delta[0] += count
         delta[1] += size
 
-    def put_entry(self, stats_key: bytes, entry: Entry) -> int:
-        """Store an entry (replacing whatever is at its key); the stored bytes delta."""
-        old = self.db.store.get(entry.key)
+    def put_entry(self, stats_key: bytes, key: bytes, entry: Entry) -> int:
+        """Store an entry at `key` (replacing whatever is there); the stored bytes delta."""
+        old = self.db.store.get(key)
         delta = entry.size + INDEX_ENTRY_OVERHEAD_BYTES
         count = 1
         if old is not None:
             delta -= decode_stored(old)[1] + INDEX_ENTRY_OVERHEAD_BYTES
             count = 0
-        self.puts.append((entry.key, encode_item(entry.image, entry.size)))
+        self.puts.append((key, encode_item(entry.image, entry.size)))
         self.count(stats_key, count, delta)
         return delta
 
@@ -335,18 +394,20 @@ def entry_writes(
     """Add to `puts` / `deletes` what one item write (old image -> new image, with their
     sizes) changes in the table's indexes and their statistics, and, for a table with local
     indexes, in its item collection's size. Deterministic: it reads only the store."""
+    changes = plan(table, old, old_size, new, new_size)
+    if not changes:
+        return
     batch = _Batch(db, puts, deletes)
     collection_delta = new_size - old_size
-    for index, iid in maintained_indexes(table):
-        stats_key = index_stats_key(table.table_id, iid)
-        before = entry_for(table, index, iid, old)
-        after = entry_for(table, index, iid, new)
+    for change in changes:
+        stats_key = index_stats_key(table.table_id, change.index_id)
+        before, after = change.before, change.after
         delta = 0
-        if before is not None and (after is None or after.key != before.key):
-            delta += batch.delete_entry(stats_key, before.key)
+        if before is not None and (after is None or not after.same_key(before)):
+            delta += batch.delete_entry(stats_key, before.key(table, change.index_id))
         if after is not None:
-            delta += batch.put_entry(stats_key, after)
-        if not index.is_global:
+            delta += batch.put_entry(stats_key, after.key(table, change.index_id), after)
+        if not change.index.is_global:
             collection_delta += delta
     batch.finish()
     if table.local_indexes and collection_delta:
@@ -373,14 +434,18 @@ class IndexUnits:
 
 
 def write_capacity(table: Table, old: Item | None, new: Item | None) -> list[IndexUnits]:
-    """The write units each index costs for one item write, in the table's index order;
-    indexes the write does not touch are left out."""
+    """The write units each index costs for one item write (old image -> new image), in the
+    table's index order; indexes the write does not touch are left out."""
+    return changes_capacity(plan(table, old, None, new, None))
+
+
+def changes_capacity(changes: list[Change]) -> list[IndexUnits]:
+    """`write_capacity` of a write whose `plan` is at hand."""
     out: list[IndexUnits] = []
-    for index, iid in maintained_indexes(table):
-        before = entry_for(table, index, iid, old)
-        after = entry_for(table, index, iid, new)
+    for change in changes:
+        before, after = change.before, change.after
         units = 0.0
-        if before is not None and after is not None and before.key == after.key:
+        if before is not None and after is not None and before.same_key(after):
             if before.image != after.image:
                 units = write_units(max(before.size, after.size))
         else:
@@ -389,35 +454,38 @@ def write_capacity(table: Table, old: Item | None, new: Item | None) -> list[Ind
             if after is not None:
                 units += write_units(after.size)
         if units:
-            out.append(IndexUnits(index.name, index.is_global, units))
+            out.append(IndexUnits(change.index.name, change.index.is_global, units))
     return out
-
-
-def collection_growth(table: Table, old: Item | None, old_size: int, new: Item, size: int) -> int:
-    """How many bytes an item write adds to its item collection (negative if it shrinks)."""
-    growth = size - old_size
-    for index, iid in maintained_indexes(table):
-        if index.is_global:
-            continue
-        before = entry_for(table, index, iid, old)
-        after = entry_for(table, index, iid, new)
-        if before is not None:
-            growth -= before.size + INDEX_ENTRY_OVERHEAD_BYTES
-        if after is not None:
-            growth += after.size + INDEX_ENTRY_OVERHEAD_BYTES
-    return growth
 
 
 def check_collection_size(
     db: Database, table: Table, old: Item | None, old_size: int, new: Item, size: int
 ) -> None:
-    """Refuse a write that would take an item collection of a table with local indexes past
-    10 GB, as DynamoDB does (ItemCollectionSizeLimitExceededException)."""
+    """Refuse a write (old image of `old_size` bytes -> new image of `size` bytes) that would
+    take an item collection of a table with local indexes past 10 GB, as DynamoDB does
+    (ItemCollectionSizeLimitExceededException)."""
+    if table.local_indexes:
+        changes = plan(table, old, old_size, new, size)
+        check_changes_collection_size(db, table, changes, new, size - old_size)
+
+
+def check_changes_collection_size(
+    db: Database, table: Table, changes: list[Change], new: Item, growth_bytes: int
+) -> None:
+    """`check_collection_size` of a write whose `plan` is at hand: `growth_bytes` is how much
+    the item itself grows, `changes` add its local index entries."""
     from keeldb.model.errors import ItemCollectionSizeLimitExceededException
 
     if not table.local_indexes:
         return
-    growth = collection_growth(table, old, old_size, new, size)
+    growth = growth_bytes
+    for change in changes:
+        if change.index.is_global:
+            continue
+        if change.before is not None:
+            growth -= change.before.size + INDEX_ENTRY_OVERHEAD_BYTES
+        if change.after is not None:
+            growth += change.after.size + INDEX_ENTRY_OVERHEAD_BYTES
     if growth <= 0:
         return
     current = collection_bytes(db, table, new[table.hash_key.name])
@@ -478,10 +546,10 @@ def apply_index_backfill(db: Database, lsn: int, record: dict[str, Any]) -> None
     read = 0
     last = b""
     for key, data in db.store.scan(start, end):
-        item, _size = decode_stored(data)
-        entry = entry_for(table, index, iid, item)
+        item, size = decode_stored(data)
+        entry = entry_for(table, index, item, size)
         if entry is not None:
-            batch.put_entry(stats_key, entry)
+            batch.put_entry(stats_key, entry.key(table, iid), entry)
         read += 1
         last = key
         if read >= items_max:

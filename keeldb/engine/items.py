@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Any
 from keeldb.engine.database import Database, operation, redo_kind
 from keeldb.engine.indexes import (
     IndexUnits,
-    check_collection_size,
+    changes_capacity,
+    check_changes_collection_size,
     collection_bytes,
-    write_capacity,
+    plan,
 )
 from keeldb.engine.item_requests import check_expression_parameters, enveloped, read_request
 from keeldb.engine.item_store import (
@@ -440,8 +441,9 @@ async def put_item(db: Database, body: Body) -> Body:
     old, old_size = latest_item(db, skey)
     units = write_units(max(size, old_size))
     _check_condition(db, request, table, parsed, old, units)
-    check_collection_size(db, table, old, old_size, item, size)
-    index_units = write_capacity(table, old, item)
+    changes = plan(table, old, old_size, item, size)
+    check_changes_collection_size(db, table, changes, item, size - old_size)
+    index_units = changes_capacity(changes)
     await write_item(db, table, skey, item, size, units + sum(i.units for i in index_units))
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
     return _write_response(db, request, table, key, units, attributes, index_units)
@@ -512,8 +514,9 @@ async def update_item(db: Database, body: Body) -> Body:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
     check_index_keys(table, new, by_update=True, names=updated)
     units = write_units(max(size, old_size))
-    check_collection_size(db, table, old, old_size, new, size)
-    index_units = write_capacity(table, old, new)
+    changes = plan(table, old, old_size, new, size)
+    check_changes_collection_size(db, table, changes, new, size - old_size)
+    index_units = changes_capacity(changes)
     await write_item(db, table, skey, new, size, units + sum(i.units for i in index_units))
     attributes = _update_return_values(request.get("ReturnValues", "NONE"), old, new, effect)
     return _write_response(db, request, table, key, units, attributes, index_units)
@@ -537,7 +540,7 @@ def _update_return_values(
 async def delete_item(db: Database, body: Body) -> Body:
     given = read_request("DeleteItem", body)
     try:
-        request = legacy.translate("DeleteItem", given)
+        request = given
         check_expression_parameters(request, ("ConditionExpression",), name_null_expressions=False)
         key = validate_item(request["Key"])
         if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
@@ -553,7 +556,7 @@ async def delete_item(db: Database, body: Body) -> Body:
     units = write_units(old_size)
     _check_condition(db, request, table, parsed, old, units)
     # A delete of a missing item is still a write: it is logged, ordered and charged.
-    index_units = write_capacity(table, old, None)
+    index_units = changes_capacity(plan(table, old, old_size, None, 0))
     await write_item(db, table, skey, None, 0, units + sum(i.units for i in index_units))
     attributes = old if request.get("ReturnValues") == "ALL_OLD" else None
     return _write_response(db, request, table, key, units, attributes, index_units)
