@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from keeldb.engine import catalog, indexes, paging, query, scan  # noqa: F401  (registers Query, Scan)
+from keeldb.engine import catalog, indexes, paging
 from keeldb.engine.database import Database, decode_record
 from keeldb.engine.item_store import decode_stored
 from keeldb.model.errors import (
@@ -1096,3 +1096,19 @@ def test_a_twenty_first_global_index_exceeds_the_limit(h: Harness) -> None:
         "Subscriber limit exceeded: Number of global secondary indexes exceeds per-table limit "
         "of 20"
     )
+
+
+def test_an_index_being_backfilled_cannot_be_read_yet(h: Harness) -> None:
+    create_plain(h)
+    h.put({"pk": s("a"), "x": s("1")})
+    add_gsi(h)
+    query = {
+        "TableName": "tbl",
+        "IndexName": "new",
+        "KeyConditionExpression": "x = :x",
+        "ExpressionAttributeValues": {":x": s("1")},
+    }
+    error = h.error("Query", query)
+    assert error.message == "Cannot read from backfilling global secondary index: new"
+    h.backfill()
+    assert h("Query", query)["Items"] == [{"pk": s("a"), "x": s("1")}]
