@@ -540,7 +540,7 @@ def _update_return_values(
 async def delete_item(db: Database, body: Body) -> Body:
     given = read_request("DeleteItem", body)
     try:
-        request = given
+        request = legacy.translate("DeleteItem", given)
         check_expression_parameters(request, ("ConditionExpression",), name_null_expressions=False)
         key = validate_item(request["Key"])
         if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
