@@ -1,7 +1,8 @@
 """Property: after any sequence of puts, updates and deletes (with a global index added and
-backfilled part-way through), every secondary index holds exactly the entries a slow, obvious
-reference derives from the base items, its statistics count them, and replaying the log into
-a new store gives the same bytes."""
+backfilled part-way through, and another deleted), every secondary index holds exactly the
+entries a slow, obvious reference derives from the base items, its statistics count them, a
+deleted index leaves nothing behind, and replaying the log into a new store gives the same
+bytes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from keeldb.engine.catalog import find_table
 from keeldb.engine.database import Database
 from keeldb.engine.item_store import decode_stored
 from keeldb.model.errors import ClientError
-from keeldb.model.keys import index_bounds, index_item_key
+from keeldb.model.keys import (
+    INDEX_ID_BYTES,
+    INDEX_ID_MAX,
+    index_bounds,
+    index_item_key,
+    table_bounds,
+    table_prefix,
+)
 from keeldb.model.values import item_size
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
@@ -92,6 +100,11 @@ ADD_INDEX = {
     ],
 }
 
+DROP_INDEX = {
+    "TableName": TABLE,
+    "GlobalSecondaryIndexUpdates": [{"Delete": {"IndexName": "by_gr"}}],
+}
+
 # Small domains, so that index keys collide and entries move between partitions.
 pks = st.sampled_from(["p0", "p1", "p2"])
 sks = st.integers(min_value=0, max_value=5)
@@ -153,6 +166,7 @@ steps = st.one_of(
     updates(),
     deletes(),
     st.just(("AddIndex", {})),
+    st.just(("DropIndex", {})),
     st.just(("Backfill", {})),
 )
 
@@ -195,6 +209,8 @@ def check(db: Database, store: MemoryStore, *, complete: bool) -> None:
         start, end = index_bounds(table.table_id, indexes.index_id(table, index))
         stored = {k: decode_stored(v)[0] for k, v in store.scan(start, end)}
         expected = reference(table, index, items)
+        if index.status == "DELETING" and not complete:
+            continue  # no longer maintained; its entries go with it
         if index.status == "CREATING" and not complete:
             assert all(expected.get(k) == v for k, v in stored.items()), index.name
         else:
@@ -237,8 +253,18 @@ def test_indexes_always_hold_exactly_the_reference_entries(
         for operation, body in script:
             if operation == "AddIndex":
                 if not added:
-                    loop.run_until_complete(db.dispatch("UpdateTable", ADD_INDEX))
-                    added = True
+                    try:
+                        loop.run_until_complete(db.dispatch("UpdateTable", ADD_INDEX))
+                        added = True
+                    except ClientError:
+                        pass  # one online index change at a time
+                continue
+            if operation == "DropIndex":
+                # Delete by_gr (an ALL index) unless another index change is under way.
+                try:
+                    loop.run_until_complete(db.dispatch("UpdateTable", DROP_INDEX))
+                except ClientError:
+                    pass  # one online index change at a time, or already deleted
                 continue
             if operation == "Backfill":
                 loop.run_until_complete(indexes.step(db))
@@ -251,6 +277,14 @@ def test_indexes_always_hold_exactly_the_reference_entries(
         while loop.run_until_complete(indexes.step(db)):
             pass
         check(db, store, complete=True)
+        table = find_table(db, TABLE)
+        assert table is not None
+        ids = {indexes.index_id(table, i) for i in table.local_indexes + table.global_indexes}
+        start, end = table_bounds(table.table_id)
+        for key, _ in store.scan(start, end):
+            # Every stored key belongs to the base table, a live index, or the meta range.
+            index_part = key[len(table_prefix(table.table_id)) :][:INDEX_ID_BYTES]
+            assert int.from_bytes(index_part, "big") in ids | {0, INDEX_ID_MAX}
         rebuilt = MemoryStore()
         Database(rebuilt).apply(log.entries)
         assert list(rebuilt.scan(b"", None)) == list(store.scan(b"", None))
