@@ -935,6 +935,10 @@ class Replica:
         self._lease_acks = {}
         self._peer_commit = {}
         self._catchup_tick = {}
+        # Proposals of an earlier leadership whose slots are not yet chosen have an unknown
+        # outcome: forget them (their clients time out and retry), so that everything this
+        # leadership acknowledges comes after the slots it recovered.
+        self._pending_by_slot = {}
         if Mutation.LEASE_READ_WITHOUT_WAIT in self._mut:
             self._writable_at = self._now
         self._recompute_backlog()
@@ -971,6 +975,7 @@ class Replica:
                 entry = self._backlog.pop(slot, NOOP)
             elif self._queue and writable:
                 entry = self._queue.popleft()
+                self._pending_by_slot[slot] = entry.proposal_id
                 if entry.kind is EntryKind.CONFIG:
                     self._reconfig_slot = slot
             elif slot <= self._pad_until:
@@ -985,8 +990,6 @@ class Replica:
         self._rd.persist.append(AcceptRecord(le))
         self._acks[slot] = set()
         self._unsent.append(slot)
-        if entry.origin == self._id and entry.proposal_id:
-            self._pending_by_slot[slot] = entry.proposal_id
         if Mutation.ACK_BEFORE_PERSIST in self._mut:
             self._acks[slot].add(self._id)
         else:

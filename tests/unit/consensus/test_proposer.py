@@ -10,6 +10,7 @@ from keeldb.consensus.messages import (
     Accept,
     AcceptRecord,
     InstallSnapshot,
+    Nack,
     Promise,
 )
 from keeldb.consensus.replica import Options, Replica, Role
@@ -360,3 +361,23 @@ def test_messages_carrying_our_ballot_leave_only_after_it_is_durable() -> None:
     rd = r.ready()
     assert {type(m).__name__ for m in rd.send_after_persist} == {"Accept", "Heartbeat"}
     assert rd.send_now == []
+
+
+def test_a_reelected_leader_acknowledges_only_proposals_of_its_new_leadership() -> None:
+    h = Harness(STANDARD)
+    h.elect(1)
+    old = h.propose(1, b"old")
+    assert old is not None
+    h.drop()  # its slot is proposed but nobody votes for it yet
+    r = h.replica(1)
+    r.step(Nack(NodeId(2), NodeId(1), r.ballot, Ballot(r.ballot.round + 1, NodeId(2))))
+    assert not r.is_leader
+    h.campaign(1)  # a new leadership of the same replica recovers the slot ...
+    h.deliver_all()
+    assert r.is_leader
+    new = h.propose(1, b"new")
+    h.run(12)  # the new leadership first waits out the leases granted to the old one
+    assert h.chosen[Slot(1)].command == b"old"  # ... and chooses it again,
+    node = h.nodes[NodeId(1)]
+    assert node.acknowledged == [new]  # but its outcome was unknown: the client retries
+    assert old not in node.dropped
