@@ -88,3 +88,50 @@ def test_a_backfill_interrupted_by_sigkill_resumes_after_restart(
         assert "LastEvaluatedKey" not in answer
         counted += answer["Count"]
     assert counted == expected
+
+
+def test_a_server_stopped_during_a_backfill_exits_cleanly_and_resumes_it(
+    server_factory: Callable[..., Any], client_factory: Callable[..., Any], tmp_path: Any
+) -> None:
+    data = tmp_path / "data"
+    first = server_factory(data_dir=data)
+    ddb = client_factory(first.url)
+    ddb.create_table(
+        TableName="stopped",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for start in range(0, ITEMS, 25):
+        ddb.batch_write_item(
+            RequestItems={
+                "stopped": [
+                    {"PutRequest": {"Item": {"pk": {"S": f"k{i:05}"}, "tag": {"S": "t"}}}}
+                    for i in range(start, start + 25)
+                ]
+            }
+        )
+    ddb.update_table(
+        TableName="stopped",
+        AttributeDefinitions=[{"AttributeName": "tag", "AttributeType": "S"}],
+        GlobalSecondaryIndexUpdates=[
+            {
+                "Create": {
+                    "IndexName": "by_tag",
+                    "KeySchema": [{"AttributeName": "tag", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "KEYS_ONLY"},
+                }
+            }
+        ],
+    )
+    assert first.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in first.output()
+
+    second = server_factory(data_dir=data)
+    ddb = client_factory(second.url)
+    deadline = time.monotonic() + INDEX_WAIT_SECONDS_MAX
+    while (index := _index(ddb, "stopped")) is not None and index["IndexStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline, "backfill did not finish after the restart"
+        time.sleep(0.05)
+    assert index is not None
+    assert index["ItemCount"] == ITEMS
