@@ -30,6 +30,8 @@ MEMBERS = (
     "ConsistentRead",
     "Expected",
     "AttributeUpdates",
+    "AttributesToGet",
+    "ConditionalOperator",
 )
 
 json_scalars = (
@@ -98,6 +100,28 @@ expressions = st.sampled_from(
         "a ==",
     ]
 )
+# Well-formed and half-formed legacy structures, so that requests reach the translation's
+# checks and the engine's handling of what it translates into, not only the type checks.
+legacy_names = st.sampled_from(["pk", "a", "b", ""])
+comparison_operators = st.sampled_from(
+    ["EQ", "NE", "LT", "GE", "BETWEEN", "IN", "NULL", "NOT_NULL", "CONTAINS", "BEGINS_WITH", "X"]
+)
+expected_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "Exists": st.booleans(),
+        "Value": attribute_values,
+        "ComparisonOperator": comparison_operators,
+        "AttributeValueList": st.lists(attribute_values, max_size=3),
+    },
+)
+update_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "Action": st.sampled_from(["PUT", "ADD", "DELETE", "X"]),
+        "Value": attribute_values,
+    },
+)
 member_values = {
     "TableName": st.sampled_from(["fuzz", "nope", "ab", "fuzz;"]) | json_values,
     "Item": items | json_values,
@@ -120,8 +144,10 @@ member_values = {
         st.sampled_from([":v", "v", ":w"]), attribute_values, max_size=2
     ),
     "ConsistentRead": json_values,
-    "Expected": json_values,
-    "AttributeUpdates": json_values,
+    "Expected": st.dictionaries(legacy_names, expected_entries, max_size=3) | json_values,
+    "AttributeUpdates": st.dictionaries(legacy_names, update_entries, max_size=3) | json_values,
+    "AttributesToGet": st.lists(legacy_names, max_size=3) | json_values,
+    "ConditionalOperator": st.sampled_from(["AND", "OR", "X"]) | json_values,
 }
 
 
