@@ -663,7 +663,7 @@ def _log_failure(task: asyncio.Task[None]) -> None:
     if error is not None:
         # The log refused a record (the node is closing, or lost its leadership): the work
         # stays recorded in the catalog and resumes the next time the task is started.
-        log.warning("index backfill stopped: %r", error)
+        log.warning("index backfill paused (it resumes when the node next starts): %r", error)
 
 
 def ensure_background(db: Database) -> None:
