@@ -40,10 +40,16 @@ This module owns:
   starts it when there is work (UpdateTable calls it, and the node once at start for work a
   restart left unfinished).
 
-For Query and Scan: `index_id(table, index)` is the store id of an index (the same rule as
-`paging.index_id`), `index_view(table, name)` gives an index's key schema, store range and
-projected attribute names, and `decode_entry` turns a stored entry back into the projected
-item and its size.
+An index's entries live under its own id (`index_id`): recorded in `SecondaryIndex.index_id`
+when the index is defined (local indexes first, from 1, at CreateTable; the next unused id for
+one added later), so that deleting one global index never moves another's entries. Backfill
+and drop records are proposed under the catalog's lock, so that UpdateTable never validates
+against a table one of them is about to change.
+
+What other modules use: Query and Scan take an index's id from `index_id` (and may use
+`index_view` for its key schema, store range and projected names, and `decode_entry` for a
+stored entry); writers other than the item operations (BatchWriteItem, transactions) use
+`write_capacity` and `check_collection_size` with the old and new images of each write.
 
 It never validates a request, never answers a client, and its appliers never read a clock.
 """
