@@ -394,3 +394,33 @@ def test_global_index_update_errors_on_the_wire(ddb: Any, indexed: str) -> None:
         "ValidationException",
         "Cannot delete an index that is not a GlobalSecondaryIndex: by_n",
     )
+
+
+def test_updates_and_deletes_report_index_capacity_and_collection_metrics(
+    ddb_resource: Any, indexed: str
+) -> None:
+    table = ddb_resource.Table(indexed)
+    answer = table.update_item(
+        Key={"pk": "p", "sk": 1},
+        UpdateExpression="SET n = :n",
+        ExpressionAttributeValues={":n": 5},
+        ReturnConsumedCapacity="INDEXES",
+        ReturnItemCollectionMetrics="SIZE",
+    )
+    # Item 1 had n = 99: its local index entry moves (a delete and a put); it is in no
+    # global index (odd items have no g).
+    assert answer["ConsumedCapacity"] == {
+        "TableName": indexed,
+        "CapacityUnits": 3.0,
+        "Table": {"CapacityUnits": 1.0},
+        "LocalSecondaryIndexes": {"by_n": {"CapacityUnits": 2.0}},
+    }
+    assert answer["ItemCollectionMetrics"]["ItemCollectionKey"] == {"pk": "p"}
+    answer = table.delete_item(
+        Key={"pk": "p", "sk": 2},
+        ReturnConsumedCapacity="TOTAL",
+        ReturnItemCollectionMetrics="SIZE",
+    )
+    # Item 2 leaves the local index and both global ones.
+    assert answer["ConsumedCapacity"] == {"TableName": indexed, "CapacityUnits": 4.0}
+    assert answer["ItemCollectionMetrics"]["SizeEstimateRangeGB"] == [Decimal(0), Decimal(1)]
