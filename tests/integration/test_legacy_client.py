@@ -142,3 +142,71 @@ def test_resource_query_with_key_conditions(ddb_resource: Any, table_factory: An
         }
     )
     assert [item["v"] for item in answer["Items"]] == ["one"]
+
+
+def test_resource_writes_and_reads_with_legacy_parameters(
+    ddb_resource: Any, table_factory: Any
+) -> None:
+    table = ddb_resource.Table(table_factory())
+    table.put_item(Item={"pk": "a", "n": 1}, Expected={"pk": {"Exists": False}})
+    answer = table.update_item(
+        Key={"pk": "a"},
+        AttributeUpdates={
+            "n": {"Action": "ADD", "Value": 4},
+            "names": {"Action": "PUT", "Value": {"x", "y"}},
+        },
+        Expected={"n": {"Value": 1}},
+        ReturnValues="UPDATED_NEW",
+    )
+    assert answer["Attributes"] == {"n": 5, "names": {"x", "y"}}
+    assert table.get_item(Key={"pk": "a"}, AttributesToGet=["names"])["Item"] == {
+        "names": {"x", "y"}
+    }
+    with pytest.raises(ClientError) as caught:
+        table.delete_item(Key={"pk": "a"}, Expected={"n": {"Value": 1}})
+    assert caught.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    table.delete_item(Key={"pk": "a"}, Expected={"n": {"Value": 5}})
+    assert "Item" not in table.get_item(Key={"pk": "a"})
+
+
+def test_a_legacy_update_of_the_wrong_type_and_a_mixed_request_are_refused(
+    ddb: Any, table_factory: Any
+) -> None:
+    table = table_factory()
+    ddb.put_item(TableName=table, Item={"pk": s("a"), "v": s("text")})
+    code, message = error_of(
+        ddb.update_item,
+        TableName=table,
+        Key={"pk": s("a")},
+        AttributeUpdates={"v": {"Action": "ADD", "Value": n("1")}},
+    )
+    assert (code, message) == ("ValidationException", "Type mismatch for attribute to update")
+    code, message = error_of(
+        ddb.update_item,
+        TableName=table,
+        Key={"pk": s("a")},
+        AttributeUpdates={"v": {"Value": n("1")}},
+        UpdateExpression="SET v = :v",
+        ExpressionAttributeValues={":v": n("1")},
+    )
+    assert code == "ValidationException"
+    assert message.endswith(
+        "Can not use both expression and non-expression parameters in the same request: "
+        "Non-expression parameters: {AttributeUpdates} Expression parameters: "
+        "{UpdateExpression}"
+    )
+    code, message = error_of(
+        ddb.get_item,
+        TableName=table,
+        Key={"pk": s("a")},
+        AttributesToGet=["v"],
+        ProjectionExpression="v",
+    )
+    assert code == "ValidationException"
+    assert message == (
+        "Can not use both expression and non-expression parameters in the same request: "
+        "Non-expression parameters: {AttributesToGet} Expression parameters: "
+        "{ProjectionExpression}"
+    )
+    got = ddb.get_item(TableName=table, Key={"pk": s("a")}, ConsistentRead=True)
+    assert got["Item"] == {"pk": s("a"), "v": s("text")}
