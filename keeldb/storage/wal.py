@@ -59,7 +59,7 @@ RECORD_HEADER_BYTES = RECORD_HEADER.size
 _CRC_FIELDS = struct.Struct("<QIQ")  # covered by a record's crc: segment salt, length, lsn
 _SEGMENT_FIELDS = struct.Struct("<8sQQ")  # covered by a segment header's crc
 _LSN = struct.Struct("<Q")
-_SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
+SEGMENT_NAME_PATTERN = re.compile(r"^(\d{20})\.wal$")
 LOCK_FILE_NAME = "LOCK"
 
 
@@ -114,7 +114,7 @@ def segment_name(first_lsn: int) -> str:
     return f"{first_lsn:020d}.wal"
 
 
-def _decode_segment_header(data: bytes | memoryview) -> tuple[int, int] | None:
+def decode_segment_header(data: bytes | memoryview) -> tuple[int, int] | None:
     """The first LSN and the salt the header announces, or None if it does not verify."""
     if len(data) < SEGMENT_HEADER_BYTES:
         return None
@@ -128,7 +128,7 @@ def _decode_segment_header(data: bytes | memoryview) -> tuple[int, int] | None:
     return first_lsn, salt
 
 
-def _record_at(data: bytes | memoryview, offset: int, lsn: int, salt: int) -> int | None:
+def record_end(data: bytes | memoryview, offset: int, lsn: int, salt: int) -> int | None:
     """The end offset of a valid record with this LSN starting at `offset`, else None."""
     if offset + RECORD_HEADER_BYTES > len(data):
         return None
@@ -162,7 +162,7 @@ def _valid_record_after(data: bytes, offset: int, expected_lsn: int, salt: int) 
         needle = _LSN.pack(lsn)
         position = data.find(needle, offset + 1 + lsn_offset)
         while position != -1:
-            if _record_at(data, position - lsn_offset, lsn, salt) is not None:
+            if record_end(data, position - lsn_offset, lsn, salt) is not None:
                 return lsn
             position = data.find(needle, position + 1)
     return None
@@ -264,7 +264,7 @@ class WriteAheadLog:
     def _list_segments(self) -> list[int]:
         found = []
         for entry in os.listdir(self.directory):
-            match = _SEGMENT_NAME.match(entry)
+            match = SEGMENT_NAME_PATTERN.match(entry)
             if match is not None:
                 found.append(int(match.group(1)))
         return sorted(found)
@@ -294,7 +294,7 @@ class WriteAheadLog:
         first_lsn = self._segments[-1]
         path = self._path(first_lsn)
         data = path.read_bytes()
-        header = _decode_segment_header(data)
+        header = decode_segment_header(data)
         if header is None:
             if len(data) <= SEGMENT_HEADER_BYTES:
                 # The segment was being created when the node stopped: its header was never
@@ -302,7 +302,7 @@ class WriteAheadLog:
                 log.warning("recreating torn segment header of %s", path)
                 self._create_segment(first_lsn)
                 data = path.read_bytes()
-                header = _decode_segment_header(data)
+                header = decode_segment_header(data)
                 assert header is not None
             else:
                 raise CorruptLogError(f"{path}: segment header does not verify")
@@ -312,7 +312,7 @@ class WriteAheadLog:
         offset = SEGMENT_HEADER_BYTES
         lsn = first_lsn
         while True:
-            end = _record_at(data, offset, lsn, salt)
+            end = record_end(data, offset, lsn, salt)
             if end is None:
                 break
             offset = end
@@ -486,13 +486,13 @@ class WriteAheadLog:
             if is_last:
                 # Records appended since opening are in the file; nothing lies beyond them.
                 data = data[: self._segment_size]
-            header = _decode_segment_header(data)
+            header = decode_segment_header(data)
             if header is None or header[0] != first_lsn:
                 raise CorruptLogError(f"{path}: segment header does not verify")
             salt = header[1]
             offset = SEGMENT_HEADER_BYTES
             while offset < len(data):
-                end = _record_at(data, offset, expected_lsn, salt)
+                end = record_end(data, offset, expected_lsn, salt)
                 if end is None:
                     raise CorruptLogError(
                         f"{path}: record {expected_lsn} at byte {offset} does not verify"
