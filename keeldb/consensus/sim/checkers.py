@@ -20,7 +20,7 @@ from keeldb.consensus.sim.linearizability import (
     Verdict,
     check_history,
 )
-from keeldb.consensus.sim.trace import canonical
+from keeldb.consensus.sim.trace import canonical, short
 
 AGREEMENT = "agreement"
 DURABILITY = "durability"
@@ -46,17 +46,18 @@ class AgreementChecker:
     """Remembers, per slot, the first value anyone applied or reported chosen there."""
 
     def __init__(self) -> None:
-        self.chosen: dict[int, tuple[str, str]] = {}
+        # slot -> (canonical value, where first seen, readable value)
+        self.chosen: dict[int, tuple[str, str, str]] = {}
         self.violations: list[Violation] = []
 
     def observe(self, time_us: int, slot: int, value: object, source: str) -> None:
         text = canonical(value)
-        first = self.chosen.setdefault(slot, (text, source))
+        first = self.chosen.setdefault(slot, (text, source, short(value)))
         if first[0] != text and len(self.violations) < 10:
             self.violations.append(Violation(
                 AGREEMENT, time_us,
-                f"slot {slot} chosen as {first[0][:200]} (seen at {first[1]}) "
-                f"and as {text[:200]} (seen at {source})",
+                f"slot {slot} chosen as {first[2][:200]} (applied at {first[1]}) "
+                f"and as {short(value)[:200]} (applied at {source})",
             ))
 
 

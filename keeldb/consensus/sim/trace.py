@@ -58,10 +58,17 @@ class Trace:
         self.lines: list[str] = []
         self.events = 0
 
-    def record(self, time_us: int, text: str) -> None:
+    def record(self, time_us: int, text: str, detail: str = "",
+               readable: str | None = None) -> None:
+        """One event. The hash covers `text` and `detail` (the full value); the readable
+        trace shows `readable` (a summary) when given, else `text`. What is hashed never
+        depends on whether lines are kept."""
         line = f"{time_us / 1000:10.3f}ms {text}"
         self._hash.update(line.encode())
+        self._hash.update(detail.encode())
         self._hash.update(b"\n")
+        if readable is not None:
+            line = f"{time_us / 1000:10.3f}ms {readable}"
         self.events += 1
         if self.keep_lines:
             if len(line) > TRACE_VALUE_CHARS_MAX + 40:
@@ -70,3 +77,54 @@ class Trace:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+def short(value: Any) -> str:
+    """A one-line summary of a message for the readable trace: its kind, who sent it to
+    whom, and its fields with ballots as round.node and entries as what they do."""
+    plain = not (dataclasses.is_dataclass(value) and not isinstance(value, type))
+    if plain or type(value).__name__ in ("Ballot", "Entry", "LogEntry", "Snapshot"):
+        return _short_field(value)
+    parts = [type(value).__name__]
+    src, dst = getattr(value, "src", None), getattr(value, "dst", None)
+    if src is not None and dst is not None:
+        parts.append(f"{src}->{dst}")
+    for f in dataclasses.fields(value):
+        if f.name in ("src", "dst"):
+            continue
+        parts.append(f"{f.name}={_short_field(getattr(value, f.name))}")
+    return " ".join(parts)
+
+
+def _short_field(value: Any) -> str:
+    name = type(value).__name__
+    if name == "Ballot":
+        return str(value)
+    if name == "Entry":
+        return _short_entry(value)
+    if name == "LogEntry":
+        return f"{value.slot}@{value.ballot}:{_short_entry(value.entry)}"
+    if name == "Snapshot":
+        return f"snapshot(slot {value.slot}, {len(value.state)} bytes)"
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple) and len(value[0]) == 2:
+        return "[" + ", ".join(f"{slot}:{_short_field(entry)}" for slot, entry in value) + "]"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_short_field(v) for v in value) + "]"
+    return canonical(value)
+
+
+def _short_entry(entry: Any) -> str:
+    kind = entry.kind.name.lower()
+    if kind == "command":
+        from keeldb.consensus.sim.kv import Command
+
+        command = Command.decode(entry.command)
+        if command is None:
+            return f"cmd({len(entry.command)} bytes)"
+        what = f"{command.kind.value} {command.key}"
+        if command.value is not None:
+            what += f"={command.value.decode('utf-8', 'replace')}"
+        return f"c{command.client}r{command.request}:{what}"
+    if kind == "config":
+        return f"config({entry.config})"
+    return kind

@@ -41,7 +41,7 @@ from keeldb.consensus.sim.disk import Disk
 from keeldb.consensus.sim.kv import Command, KvStore
 from keeldb.consensus.sim.linearizability import OpKind
 from keeldb.consensus.sim.network import CALM, STORMY, Network, NetworkFaults
-from keeldb.consensus.sim.trace import Trace
+from keeldb.consensus.sim.trace import Trace, short
 from keeldb.consensus.types import (
     Config,
     ConfigError,
@@ -210,6 +210,8 @@ class SimNode:
     waiting: dict[ProposalId, tuple[int, Command]] = field(default_factory=dict)
     permanently_failed: bool = False
     leading: bool = False
+    leader_since_us: int = 0
+    leader_checked: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +390,8 @@ class World:
         node = self.nodes.get(dst)
         if node is None or not node.up or not self.network.connected(msg.src, dst):
             return
-        self.log(f"deliver {msg.src}->{dst} {msg!r}")
+        readable = f"deliver {short(msg)}" if self.trace.keep_lines else None
+        self.trace.record(self.now, "deliver", repr(msg), readable)
         self._input(node, "step", msg)
 
     def _input(self, node: SimNode, kind: str, arg: Any) -> None:
@@ -440,6 +443,8 @@ class World:
         leading = replica.is_leader
         if leading and not node.leading:
             self.result.leaders_elected += 1
+            node.leader_since_us = self.now
+            node.leader_checked = False
             self.log(f"n{node.node_id} leads at ballot {replica.ballot}")
         node.leading = leading
         if self.attack is not None:
@@ -656,6 +661,13 @@ class World:
         if kv is None:
             self._reply(node, client_id, command.request, None, not_leader=True)
             return
+        if node.leading and not node.leader_checked and replica.read_lease():
+            # A leader that may serve reads has recovered and applied everything chosen
+            # before its ballot: whatever anyone acknowledged before it was elected must
+            # be in its state (durability, checked at every change of leader).
+            node.leader_checked = True
+            self.durability.check_replica(self.now, f"n{node.node_id} (new leader)",
+                                          kv.has_applied, node.leader_since_us)
         if kv.has_applied(command.client, command.request) and replica.read_lease():
             # A retry of a request already applied here: answer from the session table.
             # That answer is a read of the state machine, so it needs the lease like any
