@@ -378,7 +378,12 @@ UPDATE_TABLE_SHAPE: Shape = {
     "GlobalSecondaryIndexUpdates": [
         {
             "Create": INDEX_SHAPE,
-            "Update": {"IndexName": "S", "ProvisionedThroughput": THROUGHPUT_SHAPE},
+            "Update": {
+                "IndexName": "S",
+                "ProvisionedThroughput": THROUGHPUT_SHAPE,
+                "OnDemandThroughput": ON_DEMAND_SHAPE,
+                "WarmThroughput": WARM_SHAPE,
+            },
             "Delete": {"IndexName": "S"},
         }
     ],
@@ -1893,6 +1898,10 @@ def _index_changes(db: Database, body: Body, table: Table, changes: dict[str, An
             current[position] = replace(current[position], status=STATUS_DELETING)
             continue
         throughput = spec.get("ProvisionedThroughput")
+        if throughput is None and ("OnDemandThroughput" in spec or "WarmThroughput" in spec):
+            # Accepted as DynamoDB accepts them; this server keeps no per-index on-demand or
+            # warm throughput of its own (an index reports its table's), so nothing changes.
+            continue
         if billing_mode == BILLING_PAY_PER_REQUEST:
             raise ValidationException(
                 INVALID + f"The only Updates for index: {name} when TableThroughputMode is "

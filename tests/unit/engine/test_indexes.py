@@ -1112,3 +1112,23 @@ def test_an_index_being_backfilled_cannot_be_read_yet(h: Harness) -> None:
     assert error.message == "Cannot read from backfilling global secondary index: new"
     h.backfill()
     assert h("Query", query)["Items"] == [{"pk": s("a"), "x": s("1")}]
+
+
+def test_an_on_demand_index_accepts_on_demand_and_warm_throughput_updates(h: Harness) -> None:
+    create_indexed(h)
+    on_demand = {"MaxReadRequestUnits": 100, "MaxWriteRequestUnits": 100}
+    answer = h(
+        "UpdateTable",
+        {
+            "TableName": "tbl",
+            "GlobalSecondaryIndexUpdates": [
+                {"Update": {"IndexName": "by_g", "OnDemandThroughput": on_demand}}
+            ],
+        },
+    )
+    assert answer["TableDescription"]["TableName"] == "tbl"
+    error = update_error(h, [{"Update": {"IndexName": "by_g"}}])
+    assert error.message == (
+        "One or more parameter values were invalid: The only Updates for index: by_g when "
+        "TableThroughputMode is PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput"
+    )
