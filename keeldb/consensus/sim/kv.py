@@ -31,11 +31,12 @@ class Command:
     expected: bytes | None = None
 
     def encode(self) -> bytes:
-        return msgpack.packb(
+        data: bytes = msgpack.packb(
             ["kv", self.client, self.request, self.kind.value, self.key, self.value,
              self.expected],
             use_bin_type=True,
         )
+        return data
 
     @staticmethod
     def decode(data: bytes) -> Command | None:
@@ -109,7 +110,7 @@ class KvStore:
 
     def snapshot(self) -> bytes:
         """The whole state as bytes, in sorted order so equal states give equal bytes."""
-        return msgpack.packb(
+        data: bytes = msgpack.packb(
             [
                 "kvsnap",
                 sorted(self.data.items()),
@@ -119,6 +120,7 @@ class KvStore:
             ],
             use_bin_type=True,
         )
+        return data
 
     @staticmethod
     def restore(data: bytes) -> KvStore:

@@ -142,7 +142,7 @@ def format_operation(op: Operation) -> str:
 class _Node:
     """One call or return event in the doubly linked list the search lifts entries out of."""
 
-    __slots__ = ("op", "index", "is_call", "match", "prev", "next")
+    __slots__ = ("index", "is_call", "match", "next", "op", "prev")
 
     def __init__(self, op: Operation | None, index: int, is_call: bool) -> None:
         self.op = op

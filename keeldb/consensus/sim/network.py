@@ -9,8 +9,8 @@ the `random.Random` it is given.
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,8 @@ class Network:
     def connected(self, src: Hashable, dst: Hashable) -> bool:
         return (src, dst) not in self.blocked
 
-    def partition(self, side_a: list[Hashable], side_b: list[Hashable], one_way: bool) -> None:
+    def partition(self, side_a: Sequence[Hashable], side_b: Sequence[Hashable],
+                  one_way: bool) -> None:
         """Cut every link from side_a to side_b, and back too unless `one_way`."""
         for a in side_a:
             for b in side_b:

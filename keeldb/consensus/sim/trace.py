@@ -114,7 +114,7 @@ def _short_field(value: Any) -> str:
 
 
 def _short_entry(entry: Any) -> str:
-    kind = entry.kind.name.lower()
+    kind = str(entry.kind.name).lower()
     if kind == "command":
         from keeldb.consensus.sim.kv import Command
 

@@ -841,12 +841,12 @@ class World:
             leader = self._leader()
             if leader is not None:
                 others = [n for n in sorted(self.nodes) if n != leader.node_id]
-                cut = rng.sample(others, rng.randint(1, max(1, len(others) // 2)))
+                cut_off = sorted(rng.sample(others, rng.randint(1, max(1, len(others) // 2))))
                 one_way = rng.random() < 0.3
-                self.network.partition([leader.node_id], sorted(cut), one_way)
+                self.network.partition([leader.node_id], cut_off, one_way)
                 self.result.partitions += 1
                 self.log(f"cut leader n{leader.node_id} {'->' if one_way else '<->'} "
-                         f"{sorted(cut)}")
+                         f"{cut_off}")
                 self.schedule(self.now + rng.randint(50_000, 400_000), "heal_partition", None)
         elif action == "isolate_leader":
             # Cut the leader off for about one election timeout, then heal: the healing
