@@ -31,7 +31,8 @@ This module owns:
   a put, a changed projection one put, and nothing when the entry is absent before and after
   or unchanged. Each put or delete costs the entry's size rounded up to 1 KB;
 - the backfill of a global index added by UpdateTable (status CREATING): "index_backfill"
-  redo records, each indexing at most `BACKFILL_ITEMS_MAX` base items from a cursor kept in
+  redo records, each indexing at most `BACKFILL_ITEMS_MAX` base items (and about
+  `BACKFILL_BYTES_MAX` bytes of them) from a cursor kept in
   the store and moved in the same write, the last one turning the index ACTIVE; and the
   removal of a deleted one (status DELETING): an "index_drop" record whose applier range
   deletes the entries and removes the index from the catalog. Base writes during a backfill
@@ -104,6 +105,9 @@ ITEM_COLLECTION_BYTES_MAX = 10 * 1024**3
 # write that never stalls the items written meanwhile, large enough that a backfill of a
 # million items is ten thousand records.
 BACKFILL_ITEMS_MAX = 100
+# ... and base bytes per backfill record, so that a batch of large items stays one modest
+# store write (100 items of 400 KB would otherwise make one of 40 MB).
+BACKFILL_BYTES_MAX = 1024 * 1024
 # Global indexes in these states are kept up to date by every base write.
 MAINTAINED_STATUSES = frozenset({STATUS_ACTIVE, STATUS_CREATING, STATUS_UPDATING})
 
@@ -543,25 +547,30 @@ def apply_index_backfill(db: Database, lsn: int, record: dict[str, Any]) -> None
     cursor = db.store.get(cursor_key)
     if cursor is not None:
         start = cursor
+    # The bounds travel in the record, so that every replica cuts the same batch.
     items_max: int = record["items_max"]
+    bytes_max: int = record.get("bytes_max", BACKFILL_BYTES_MAX)
     assert items_max >= 1, items_max
+    assert bytes_max >= 1, bytes_max
     puts: list[tuple[bytes, bytes]] = []
     deletes: list[bytes] = []
     batch = _Batch(db, puts, deletes)
     stats_key = index_stats_key(table.table_id, iid)
-    read = 0
+    read_bytes = 0
     last = b""
-    for key, data in db.store.scan(start, end):
+    full = False
+    for read, (key, data) in enumerate(db.store.scan(start, end), start=1):
         item, size = decode_stored(data)
         entry = entry_for(table, index, item, size)
         if entry is not None:
             batch.put_entry(stats_key, entry.key(table, iid), entry)
-        read += 1
+        read_bytes += size
         last = key
-        if read >= items_max:
+        if read >= items_max or read_bytes >= bytes_max:
+            full = True
             break
     batch.finish()
-    done = read < items_max
+    done = not full
     updated: Table | None = None
     if done:
         deletes.append(cursor_key)
@@ -648,7 +657,9 @@ async def step(db: Database) -> bool:
             "index_id": index_id(table, index),
         }
         if index.status == STATUS_CREATING:
-            record.update(kind="index_backfill", items_max=BACKFILL_ITEMS_MAX)
+            record.update(
+                kind="index_backfill", items_max=BACKFILL_ITEMS_MAX, bytes_max=BACKFILL_BYTES_MAX
+            )
         else:
             record["kind"] = "index_drop"
         await db.propose(record)

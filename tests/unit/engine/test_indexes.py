@@ -1132,3 +1132,16 @@ def test_an_on_demand_index_accepts_on_demand_and_warm_throughput_updates(h: Har
         "One or more parameter values were invalid: The only Updates for index: by_g when "
         "TableThroughputMode is PAY_PER_REQUEST can be to OnDemandThroughput, WarmThroughput"
     )
+
+
+def test_a_backfill_batch_of_large_items_is_bounded_by_bytes(h: Harness) -> None:
+    create_plain(h)
+    big = "x" * 300_000
+    for i in range(8):
+        h.put({"pk": s(f"p{i}"), "x": s("v"), "big": s(big)})
+    add_gsi(h)
+    # About 1 MB per batch: four items of 300 KB reach it, so 8 items take 2 full batches
+    # and a last, empty one that ends the backfill.
+    assert h.backfill() == 3
+    assert gsi_description(h, "new")["ItemCount"] == 8
+    check_indexes_match_items(h)
