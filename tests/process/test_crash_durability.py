@@ -38,6 +38,7 @@ CRASH_CYCLES_DEFAULT = 20
 WRITERS = 6  # concurrent client threads, each with its own keep-alive connection
 OWN_KEYS_PER_WRITER = 30  # keys only one writer puts (overwritten across cycles)
 SHARED_KEYS = 8  # keys every writer puts (concurrent overwrites)
+DELETE_SHARE = 0.1  # of the writes to own and shared keys, the share that are DeleteItem
 KILL_AFTER_SECONDS_MIN = 0.05
 KILL_AFTER_SECONDS_MAX = 0.6
 BLOB_BYTES_MAX = 12 * 1024  # item payloads vary up to this size, so records vary in size
@@ -225,7 +226,8 @@ class Put:
 
 @dataclass
 class History:
-    """Every put each key has seen since the last check, and each writer's counter."""
+    """Every put and delete each key has seen since the last check, and each writer's
+    counter."""
 
     puts: dict[str, list[Put]] = field(default_factory=dict)
     counter_acked: dict[str, int] = field(default_factory=dict)  # highest acknowledged value
@@ -237,26 +239,41 @@ class History:
             self.puts.setdefault(key, []).append(put)
 
 
+DELETE_PREFIX = "delete."  # the token of a DeleteItem in a key's history
+
+
 def check_put_key(key: str, item: dict[str, Any] | None, puts: list[Put]) -> Put | None:
-    """The item must be whole and be a put no acknowledged put is known to have followed."""
+    """The key must hold a whole item or nothing, as left by a write (put or delete) that no
+    acknowledged write is known to have followed. Returns that write (None: nothing known)."""
     acked = [p for p in puts if p.acked is not None]
+
+    def superseded(write: Put) -> list[str]:
+        if write.acked is None:
+            return []  # it may have taken effect at any moment until the kill
+        assert write.acked is not None
+        return [p.token for p in acked if p.started > write.acked]
+
     if item is None:
-        assert not acked, f"{key}: acknowledged put {acked[-1].token} is missing"
-        return None
+        if not acked:
+            return None
+        deletes = [p for p in puts if p.token.startswith(DELETE_PREFIX)]
+        legal = [d for d in deletes if not superseded(d)]
+        assert legal, f"{key}: is missing, but acknowledged {acked[-1].token} put it"
+        return legal[-1]
     assert set(item) == {"pk", "tok", "blob", "size", "digest"}, f"{key}: partial item {item}"
     token = item["tok"]["S"]
     assert item == item_for(key, token), f"{key}: item {token} is damaged"
     found = [p for p in puts if p.token == token]
     assert found, f"{key}: item {token} was never written"
     put = found[0]
-    if put.acked is not None:
-        newer = [p.token for p in acked if p.started > put.acked]
-        assert not newer, f"{key}: has {token}, but acknowledged {newer} started after it"
+    newer = superseded(put)
+    assert not newer, f"{key}: has {token}, but acknowledged {newer} started after it"
     return put
 
 
 class Writer(threading.Thread):
-    """Puts own and shared keys and increments its counter until the server dies."""
+    """Puts and deletes own and shared keys and increments its counter until the server
+    dies."""
 
     def __init__(self, index: int, cycle: int, port: int, history: History, seed: int) -> None:
         super().__init__(name=f"writer-{index}", daemon=True)
@@ -314,12 +331,17 @@ class Writer(threading.Thread):
                 else:
                     key = f"own-{self.index}-{self.rng.randrange(OWN_KEYS_PER_WRITER)}"
                 token = f"{self.index}.{self.cycle}.{sequence}"
+                if self.rng.random() < DELETE_SHARE:
+                    token = DELETE_PREFIX + token
+                    operation = "DeleteItem"
+                    body: dict[str, Any] = {"TableName": TABLE, "Key": {"pk": {"S": key}}}
+                else:
+                    operation = "PutItem"
+                    body = {"TableName": TABLE, "Item": item_for(key, token)}
                 put = Put(token, time.monotonic())
                 self.history.record_put(key, put)
                 try:
-                    status, answer = client.call(
-                        "PutItem", {"TableName": TABLE, "Item": item_for(key, token)}
-                    )
+                    status, answer = client.call(operation, body)
                 except (OSError, http.client.HTTPException):
                     return
                 if status != 200:
