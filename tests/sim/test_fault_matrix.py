@@ -21,8 +21,9 @@ NODES = CONFIG.node_ids
 SUBSETS = [s for k in range(len(NODES) + 1) for s in itertools.combinations(NODES, k)]
 
 
-def _run(failed: tuple[int, ...], seed: int = 1) -> RunResult:
+def _run(failed: tuple[int, ...], seed: int = 1, log_replicas: bool = True) -> RunResult:
     return run(RunConfig(seed=seed, profile="aurora", nemesis=False, network=CALM,
+                         log_replicas=log_replicas,
                          failed_nodes=failed, fail_at_us=FAIL_AT_US, fault_us=RETURN_AT_US,
                          liveness_bound_us=2_500_000, quiesce_us=1_000_000))
 
@@ -56,22 +57,24 @@ def test_writes_available_iff_survivors_form_a_write_quorum(failed: tuple[int, .
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("log_replicas", [True, False], ids=["log-replicas", "full-replicas"])
 @pytest.mark.parametrize("zone", ["a", "b", "c"])
-def test_losing_a_whole_zone_keeps_writes_available(zone: str) -> None:
+def test_losing_a_whole_zone_keeps_writes_available(zone: str, log_replicas: bool) -> None:
     failed = _zone(zone)
     assert len(failed) == 2
-    result = _run(failed, seed=7)
+    result = _run(failed, seed=7, log_replicas=log_replicas)
     assert _writes_while_failed(result) > 0
     assert result.ok
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("log_replicas", [True, False], ids=["log-replicas", "full-replicas"])
 @pytest.mark.parametrize("zone", ["a", "b", "c"])
 def test_losing_a_zone_and_one_more_node_loses_no_acknowledged_write_and_recovers(
-        zone: str) -> None:
+        zone: str, log_replicas: bool) -> None:
     for extra in (n for n in NODES if n not in _zone(zone)):
         failed = tuple(sorted((*_zone(zone), extra)))
-        result = _run(failed, seed=11)
+        result = _run(failed, seed=11, log_replicas=log_replicas)
         assert _writes_while_failed(result) == 0
         # Durability: every write acknowledged before the failure is still there at the
         # end; liveness: after the nodes return, writes complete again.
