@@ -1593,13 +1593,6 @@ def test_stream_can_be_enabled_disabled_and_enabled_again(node: Node) -> None:
             ),
         ),
         (
-            {"GlobalSecondaryIndexUpdates": [{"Delete": {"IndexName": "abc"}}]},
-            (
-                "One or more parameter values were invalid: GlobalSecondaryIndexUpdates are not "
-                "supported by this server: define global secondary indexes when the table is created"
-            ),
-        ),
-        (
             {"ProvisionedThroughput": {"ReadCapacityUnits": 0, "WriteCapacityUnits": 0}},
             (
                 "2 validation errors detected: Value '0' at 'provisionedThroughput.writeCapacityUnits' "
@@ -1614,6 +1607,19 @@ def test_update_table_rules(node: Node, members: dict[str, Any], message: str) -
     node.create()
     before = node.describe()
     expect(node, "UpdateTable", {"TableName": "things", **members}, ValidationException, message)
+    assert node.describe() == before
+
+
+def test_deleting_a_missing_global_index_is_resource_not_found(node: Node) -> None:
+    node.create()
+    before = node.describe()
+    expect(
+        node,
+        "UpdateTable",
+        {"TableName": "things", "GlobalSecondaryIndexUpdates": [{"Delete": {"IndexName": "abc"}}]},
+        ResourceNotFoundException,
+        "Requested resource not found: Index abc for table things",
+    )
     assert node.describe() == before
 
 
