@@ -15,16 +15,17 @@ from hypothesis import strategies as st
 
 from keeldb.consensus.harness import Harness
 from keeldb.consensus.replica import Options
-from keeldb.consensus.types import Config, NodeId
+from keeldb.consensus.types import Config, Member, NodeId
 
 STEPS = 250  # fault steps per schedule
 CALM_TICKS = 60  # ticks of a healed network the group gets to recover
 
 
-def _schedule(config: Config, seed: int) -> Harness:
+def _schedule(config: Config, seed: int, spare: tuple[int, ...] = ()) -> Harness:
     rng = random.Random(seed)
-    h = Harness(config, options=Options(), seed=seed, record_events=False)
-    ids = list(config.node_ids)
+    options = Options(pipeline_slots_max=16, reconfig_window_slots=16)
+    h = Harness(config, options=options, seed=seed, extra_nodes=spare, record_events=False)
+    ids = sorted(h.nodes)
     counter = 0
     for _ in range(STEPS):
         _check_leases(h)
@@ -58,8 +59,16 @@ def _schedule(config: Config, seed: int) -> Harness:
                     break
         elif op < 0.92:
             node = rng.choice(ids)  # a leadership transfer: the driver asks it to campaign
-            if h.nodes[node].replica is not None:
-                h.campaign(node)
+            replica = h.nodes[node].replica
+            if replica is not None and replica.campaign():  # False: it may not lead
+                h.process_all()
+        elif op < 0.93 and spare:
+            for leader in h.leaders():  # replace a member, or grow the group
+                members = rng.sample(ids, len(config.node_ids))
+                new = Config(
+                    tuple(Member(NodeId(n), "abc"[n % 3]) for n in members), config.q1, config.q2
+                )
+                h.replica(leader).propose_reconfig(new)
         elif op < 0.96:
             cut = rng.sample(ids, rng.randint(1, len(ids) - 1))
             h.partition(cut, [n for n in ids if n not in cut])
@@ -88,7 +97,9 @@ def _acknowledged_values(h: Harness) -> dict[bytes, NodeId]:
     out = {}
     for node in h.nodes.values():
         for pid in node.acknowledged:
-            out[h.labels[(node.node_id, pid)].encode()] = node.node_id
+            label = h.labels.get((node.node_id, pid))  # reconfigurations have none
+            if label is not None:
+                out[label.encode()] = node.node_id
     return out
 
 
@@ -109,9 +120,10 @@ def _check(h: Harness) -> None:
     assert set(acked) <= chosen, "an acknowledged proposal was lost"
     leaders = h.leaders()
     assert len(leaders) == 1, f"no single leader after healing: {leaders}"
-    states = [node.state for node in h.nodes.values()]
-    assert all(s == states[0] for s in states), "replicas did not converge"
     leader = leaders[0]
+    members = h.replica(leader).config.node_ids
+    states = [h.nodes[n].state for n in members]
+    assert all(s == states[0] for s in states), "members did not converge"
     h.propose(leader, b"after")
     h.run(5)
     assert h.nodes[leader].state[-1] == b"after"
@@ -127,3 +139,9 @@ def test_random_faults_on_three_replicas_never_break_agreement_or_lose_acks(seed
 @given(seed=st.integers(min_value=0, max_value=2**31))
 def test_random_faults_on_six_replicas_never_break_agreement_or_lose_acks(seed: int) -> None:
     _check(_schedule(Config.aurora([1, 2, 3, 4, 5, 6]), seed))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(min_value=0, max_value=2**31))
+def test_random_faults_during_reconfigurations_never_break_agreement(seed: int) -> None:
+    _check(_schedule(Config.standard([1, 2, 3]), seed, spare=(4,)))
