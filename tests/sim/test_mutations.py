@@ -65,3 +65,30 @@ def test_the_correct_replica_passes_the_schedules_that_expose_the_mutations(
         if not result.ok:
             failures.append(f"{result.replay_command()}: {result.verdicts.violations[:1]}")
     assert failures == []
+
+
+@pytest.mark.sim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("profile", ["standard", "aurora"])
+def test_lease_reads_stay_linearizable_with_clocks_pinned_at_the_drift_bound(
+        profile: str) -> None:
+    failures = []
+    for seed in range(40):
+        result = run(config_for(seed, profile, schedule="clock-skew"))
+        if not result.ok:
+            failures.append(f"{result.replay_command()}: {result.verdicts.violations[:1]}")
+    assert failures == []
+
+
+@pytest.mark.sim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("profile", ["standard", "aurora"])
+def test_clocks_drifting_beyond_the_assumed_bound_break_lease_reads(profile: str) -> None:
+    # The core assumes rates within 5 percent; here they differ by up to 30 percent, and
+    # the same schedule that passes above must now expose a stale read.
+    for seed in range(SEEDS_MAX):
+        result = run(config_for(seed, profile, schedule="clock-skew", clock_drift=0.3))
+        if not result.ok:
+            assert result.verdicts.checkers_failed() == [LINEARIZABILITY]
+            return
+    raise AssertionError(f"no stale read in {SEEDS_MAX} seeds with clocks beyond the bound")

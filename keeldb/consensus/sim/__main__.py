@@ -49,6 +49,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fault-ms", type=int, default=None,
                         help="length of the faulty phase in simulated milliseconds")
     parser.add_argument("--no-faults", action="store_true", help="calm network, no nemesis")
+    parser.add_argument("--clock-drift", type=float, default=None,
+                        help="relative clock drift to simulate (default: the core's bound)")
     parser.add_argument("--stop-on-failure", action="store_true")
     return parser.parse_args(argv)
 
@@ -59,6 +61,8 @@ def _config(args: argparse.Namespace, seed: int, profile: str) -> RunConfig:
     config = config_for(seed, profile, mutations, schedule, keep_trace=args.trace)
     if args.fault_ms is not None:
         config = replace(config, fault_us=args.fault_ms * 1000)
+    if args.clock_drift is not None:
+        config = replace(config, clock_drift=args.clock_drift)
     return config
 
 

@@ -19,6 +19,7 @@ class DriftingClock:
     tick_us: int
     drift_max: float  # relative, e.g. 0.05: the clock runs at 95..105 percent of real time
     rate: float = 1.0  # ticks per nominal tick period
+    pinned: bool = False  # held at its rate (an adversary chose it) instead of wandering
 
     def __post_init__(self) -> None:
         assert self.tick_us > 0
@@ -34,8 +35,18 @@ class DriftingClock:
         """Simulated microseconds until this node's next tick: the nominal interval divided
         by the clock's rate, kept inside the bound after rounding to whole microseconds."""
         step = self.drift_max / 10
-        self.rate += self.rng.uniform(-step, step)
+        if not self.pinned:
+            self.rate += self.rng.uniform(-step, step)
         self.rate = min(1.0 + self.drift_max, max(1.0 - self.drift_max, self.rate))
         shortest = ceil(self.tick_us / (1.0 + self.drift_max))
         longest = floor(self.tick_us / (1.0 - self.drift_max))
         return min(longest, max(shortest, round(self.tick_us / self.rate)))
+
+    def pin(self, fast: bool) -> None:
+        """Hold the clock at one end of the bound: the worst case for leases is the old
+        leader's clock at the slow end and everyone else's at the fast end."""
+        self.rate = 1.0 + self.drift_max if fast else 1.0 - self.drift_max
+        self.pinned = True
+
+    def unpin(self) -> None:
+        self.pinned = False

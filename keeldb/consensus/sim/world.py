@@ -125,6 +125,11 @@ class RunConfig:
     fsync_min_us: int = 200
     fsync_max_us: int = 3_000
     lease_reads: bool = True
+    # Clock rates vary within this relative bound; None means the bound the core assumes
+    # (Options.clock_drift_max). Larger values break the lease argument on purpose.
+    clock_drift: float | None = None
+    # The lease attack also pins the old leader's clock slow and every other clock fast.
+    clock_attack: bool = True
     # Replica timing in ticks; None keeps the core's defaults.
     lease_ticks: int | None = None
     election_ticks_min: int | None = None
@@ -177,6 +182,8 @@ class RunResult:
         for mutation in sorted(m.name for m in self.config.mutations):
             parts.append(f"--mutation {mutation}")
         parts.append(f"--schedule {self.config.schedule}")
+        if self.config.clock_drift is not None:
+            parts.append(f"--clock-drift {self.config.clock_drift}")
         parts.append("--trace")
         return " ".join(parts)
 
@@ -340,8 +347,9 @@ class World:
 
     def _add_node(self, node_id: NodeId, config: Config) -> SimNode:
         rng = random.Random(self.node_seed ^ (node_id * 0x9E3779B97F4A7C15))
-        clock = DriftingClock(random.Random(rng.getrandbits(64)), self.cfg.tick_us,
-                              float(self.options.clock_drift_max))
+        drift = (float(self.options.clock_drift_max) if self.cfg.clock_drift is None
+                 else self.cfg.clock_drift)
+        clock = DriftingClock(random.Random(rng.getrandbits(64)), self.cfg.tick_us, drift)
         node = SimNode(node_id, config, Disk(), clock, rng)
         self.nodes[node_id] = node
         return node
@@ -897,6 +905,9 @@ class World:
         self.network.partition([leader.node_id], cut, one_way=False)
         self.result.partitions += 1
         self.attack = (leader.node_id, rebooted, tuple(cut))
+        if self.cfg.clock_attack:
+            for node in self._nodes_sorted():
+                node.clock.pin(fast=node.node_id != leader.node_id)
         self.log(f"lease attack: cut leader n{leader.node_id} <-> {cut}, will reboot "
                  f"n{rebooted}")
         ticks = self.options.election_ticks_max * 3
@@ -1009,6 +1020,8 @@ class World:
         # Disarm every attack: after the heal the network stays whole.
         self.attack = None
         self.promise_attack = None
+        for node in self._nodes_sorted():
+            node.clock.unpin()
         self.network.heal()
         self.network.faults = CALM
         self.log("heal: network calm, every node restarts")
