@@ -20,7 +20,7 @@ import heapq
 import random
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from keeldb.consensus.messages import Promise
@@ -509,9 +509,8 @@ class World:
             node.kv = KvStore.restore(snapshot.state) if snapshot.state else KvStore()
         node.applied_slot = snapshot.slot
         node.snapshot_slot = snapshot.slot
-        for first, config in snapshot.configs:
+        for _, config in snapshot.configs:
             self._learn_config(config)
-            del first
 
     def _apply(self, node: SimNode, slot: int, entry: Entry) -> None:
         if node.kv is not None:
@@ -1075,6 +1074,3 @@ def _describe_exception(error: Exception) -> str:
 def run(config: RunConfig) -> RunResult:
     return World(config).run()
 
-
-def with_seed(config: RunConfig, seed: int) -> RunConfig:
-    return replace(config, seed=seed)
