@@ -76,3 +76,19 @@ def test_command_line_prints_the_replay_command_of_a_failing_seed(
     assert code == 1
     assert "replay: python -m keeldb.consensus.sim --seed " in out
     assert "--mutation QUORUM_INTERSECTION_BROKEN --schedule lease-overlap --trace" in out
+
+
+@pytest.mark.sim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("profile", ["standard", "aurora"])
+def test_membership_changing_all_the_time_keeps_every_checker_green(profile: str) -> None:
+    from keeldb.consensus.sim.schedules import config_for
+
+    failures, applied = [], 0
+    for seed in range(40):
+        result = run(config_for(seed, profile, schedule="reconfig-storm"))
+        applied += result.reconfigs_applied
+        if not result.ok:
+            failures.append(f"{result.replay_command()}: {result.verdicts.violations[:1]}")
+    assert failures == []
+    assert applied > 40

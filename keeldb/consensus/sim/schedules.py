@@ -74,6 +74,9 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "clients": 8,
         "keys": 2,
     },
+    # Membership changing all the time (replace, add, remove, new quorums) while every
+    # other fault goes on.
+    "reconfig-storm": {"reconfig_weight": 10},
     # Competing ballots and votes in flight when machines lose power: leader isolation
     # healed mid-election, reboots right after promises and right after acknowledgements,
     # slow disks so that much is unsynced when the power goes.

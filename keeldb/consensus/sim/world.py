@@ -108,6 +108,7 @@ class RunConfig:
     lease_attack_weight: int = 1
     promise_attack_weight: int = 1
     reconfig_weight: int = 1
+    resize_reconfigs: bool = True  # reconfigurations may also add or remove a member
     restart_all_weight: int = 1
     # Faults that let an unsynced tail be acknowledged matter only if a crash finds it.
     crash_before_fsync_probability: float = 0.01
@@ -247,6 +248,7 @@ class World:
         self.seq = 0
         self.queue: list[tuple[int, int, str, Any]] = []
         self.group_config = initial_config(config.profile, config.log_replicas)
+        self.group_config_initial_n = self.group_config.n
         timing = {name: getattr(config, name) for name in
                   ("lease_ticks", "election_ticks_min", "election_ticks_max")
                   if getattr(config, name) is not None}
@@ -570,8 +572,9 @@ class World:
                 self._start(new, fresh=True)
 
     def _propose_reconfig(self) -> None:
-        """Ask the leader to replace one member with a fresh node in the same zone, or to
-        move Q1/Q2 to another valid pair (Q1 + Q2 = N + 1)."""
+        """Ask the leader to replace one member with a fresh node in the same zone, to add
+        or remove a member (N within the profile's bounds), or to move Q1/Q2 to another
+        valid pair (Q1 + Q2 = N + 1)."""
         leader = self._leader()
         if leader is None:
             return
@@ -579,16 +582,35 @@ class World:
         assert replica is not None
         old = replica.latest_config
         rng = self.nemesis_rng
-        members = list(old.members)
+        members = sorted(old.members, key=lambda m: m.node_id)
         q1, q2 = old.q1, old.q2
-        if rng.random() < 0.5:
-            out = rng.choice(sorted(members, key=lambda m: m.node_id))
+        new_id = NodeId(self.next_node_id)
+        roll = rng.random()
+        n_min, n_max = self._members_bounds()
+        if roll < 0.4:
+            out = rng.choice(members)
             if out.node_id == leader.node_id:
                 return
-            new_id = NodeId(self.next_node_id)
             members = [m for m in members if m.node_id != out.node_id]
             members.append(Member(new_id, out.zone, out.log_only))
             what = f"replace n{out.node_id} by n{new_id}"
+        elif roll < 0.7 and self.cfg.resize_reconfigs:
+            if rng.random() < 0.5 and len(members) < n_max:
+                zones = sorted({m.zone for m in members},
+                               key=lambda z: (sum(m.zone == z for m in members), z))
+                members.append(Member(new_id, zones[0]))
+                what = f"add n{new_id}"
+            elif len(members) > n_min:
+                out = rng.choice(members)
+                if out.node_id == leader.node_id:
+                    return
+                members = [m for m in members if m.node_id != out.node_id]
+                what = f"remove n{out.node_id}"
+            else:
+                return
+            n = len(members)
+            q2 = n // 2 + 1
+            q1 = n + 1 - q2
         else:
             n = len(members)
             q2 = rng.randint(max(2, (n + 1) // 2), n)
@@ -601,11 +623,16 @@ class World:
             return
         if replica.propose_reconfig(new) is None:
             return
-        if "replace" in what:
+        if any(m.node_id == new_id for m in members):
             self.next_node_id += 1
         self.result.reconfigs_proposed += 1
         self.log(f"n{leader.node_id} proposes reconfiguration: {what}")
         self._pump(leader)
+
+    def _members_bounds(self) -> tuple[int, int]:
+        """How small and large a group the resizing reconfigurations may make."""
+        start = self.group_config_initial_n
+        return max(3, start - 1), start + 2
 
     def _leader(self) -> SimNode | None:
         for node in self._nodes_sorted():
