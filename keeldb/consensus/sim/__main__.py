@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     for profile in profiles:
         totals = {"ops": 0, "abandoned": 0, "acked": 0, "elections": 0, "leaders": 0,
                   "reconfigs": 0, "crashes": 0, "partitions": 0, "snapshots": 0,
-                  "sim_us": 0, "events": 0}
+                  "sim_us": 0, "events": 0, "recovery_max_us": 0}
         by_checker = {name: 0 for name in CHECKERS}
         failures: list[RunResult] = []
         unknown = 0
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             totals["snapshots"] += result.snapshots_installed
             totals["sim_us"] += result.end_us
             totals["events"] += result.events
+            if result.first_completion_after_heal_us is not None:
+                totals["recovery_max_us"] = max(totals["recovery_max_us"],
+                                                result.first_completion_after_heal_us)
             lin = result.verdicts.linearizability
             if lin is not None and lin.verdict.name == "UNKNOWN":
                 unknown += 1
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         checks = ", ".join(f"{name} {'ok' if by_checker[name] == 0 else f'{by_checker[name]} FAILED'}"
                            for name in CHECKERS)
         print(f"  checkers: {checks}; linearizability unknown (budget) {unknown}")
-        print(f"  simulated time {totals['sim_us'] / 1e6:.1f}s, events {totals['events']}")
+        print(f"  simulated time {totals['sim_us'] / 1e6:.1f}s, events {totals['events']}, "
+              f"slowest recovery after the heal {totals['recovery_max_us'] / 1000:.0f}ms")
         if failures:
             print(f"  first failure replays with: {failures[0].replay_command()}")
     print(f"cpu time {_cpu_seconds() - cpu_start:.1f}s")

@@ -171,6 +171,7 @@ class RunResult:
     events: int = 0
     trace_lines: list[str] = field(default_factory=list)
     completed_after_heal: int = 0
+    first_completion_after_heal_us: int | None = None  # how long the group took to serve
     acknowledged_at_us: list[int] = field(default_factory=list)
 
     @property
@@ -761,6 +762,8 @@ class World:
         self.history.respond(client.client_id, client.request, reply.result)
         self.result.ops_completed += 1
         if self.now >= self.heal_us:
+            if self.result.completed_after_heal == 0:
+                self.result.first_completion_after_heal_us = self.now - self.heal_us
             self.result.completed_after_heal += 1
         self.log(f"client {client.client_id} request {reply.request} -> {reply.result!r} "
                  f"from n{node_id}")
