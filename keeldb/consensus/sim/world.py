@@ -26,6 +26,7 @@ from typing import Any
 from keeldb.consensus.messages import Promise
 from keeldb.consensus.replica import DurableState, Mutation, Options, Ready, Replica, Role
 from keeldb.consensus.sim.checkers import (
+    AGREEMENT,
     DURABILITY,
     EXCEPTION,
     AgreementChecker,
@@ -1082,6 +1083,18 @@ class World:
                     self.durability.check_replica(self.now, f"n{node.node_id}", kv.has_applied,
                                                   self.now + 1)
         verdicts.violations.extend(self.durability.violations)
+        # Replicas that applied the same slots hold byte-identical state (apply is
+        # deterministic and every replica applies the same entries in the same order).
+        by_slot: dict[int, list[SimNode]] = {}
+        for node in up:
+            by_slot.setdefault(node.applied_slot, []).append(node)
+        for slot in sorted(by_slot):
+            states = {n.node_id: n.kv.snapshot() for n in by_slot[slot] if n.kv is not None}
+            if len(set(states.values())) > 1:
+                verdicts.violations.append(Violation(
+                    AGREEMENT, self.now,
+                    f"replicas {sorted(states)} applied up to slot {slot} but hold different "
+                    f"states"))
         lin, violations = check_linearizability(self.now, self.history)
         verdicts.linearizability = lin
         verdicts.violations.extend(violations)
