@@ -251,6 +251,9 @@ class World:
         self.queue: list[tuple[int, int, str, Any]] = []
         self.group_config = initial_config(config.profile, config.log_replicas)
         self.group_config_initial_n = self.group_config.n
+        self.group_config_first_slot = 1
+        # Configurations chosen so far, each with the first slot it governs.
+        self.configs_learned: dict[Config, int] = {self.group_config: 1}
         timing = {name: getattr(config, name) for name in
                   ("lease_ticks", "election_ticks_min", "election_ticks_max")
                   if getattr(config, name) is not None}
@@ -513,8 +516,9 @@ class World:
             node.kv = KvStore.restore(snapshot.state) if snapshot.state else KvStore()
         node.applied_slot = snapshot.slot
         node.snapshot_slot = snapshot.slot
-        for _, config in snapshot.configs:
-            self._learn_config(config)
+        for first_slot, config in snapshot.configs:
+            if first_slot > 1:
+                self._learn_config(first_slot, config)
 
     def _apply(self, node: SimNode, slot: int, entry: Entry) -> None:
         if node.kv is not None:
@@ -525,7 +529,7 @@ class World:
         self.agreement.observe(self.now, slot, entry, f"n{node.node_id}")
         if entry.kind is EntryKind.CONFIG:
             assert entry.config is not None
-            self._learn_config(entry.config)
+            self._learn_config(slot + self.options.reconfig_window_slots, entry.config)
             return
         if entry.kind is not EntryKind.COMMAND or node.kv is None:
             return
@@ -560,14 +564,21 @@ class World:
 
     # ------------------------------------------------------------------ configuration
 
-    def _learn_config(self, config: Config) -> None:
-        """A configuration was chosen (or restored from a snapshot): track the newest, and
-        start its new members, empty, so they catch up from their peers."""
-        if config.epoch <= self.group_config.epoch:
+    def _learn_config(self, first_slot: int, config: Config) -> None:
+        """A configuration governing slots from `first_slot` on was chosen (or restored
+        from a snapshot): start its new members, empty, so they catch up from their peers,
+        and track the one governing the highest slot. Configurations are told apart by the
+        slot they start at, not by epoch: two chosen in one window may share an epoch. (A
+        snapshot restates the configuration in force as starting after its own slot; the
+        first sighting of each configuration is the one that counts.)"""
+        if config in self.configs_learned:
             return
+        self.configs_learned[config] = first_slot
         self.result.reconfigs_applied += 1
-        self.log(f"config chosen: {config}")
-        self.group_config = config
+        self.log(f"config chosen, from slot {first_slot}: {config}")
+        if first_slot > self.group_config_first_slot:
+            self.group_config = config
+            self.group_config_first_slot = first_slot
         for node_id in config.node_ids:
             if node_id not in self.nodes:
                 new = self._add_node(node_id, config)
