@@ -92,3 +92,18 @@ def test_membership_changing_all_the_time_keeps_every_checker_green(profile: str
             failures.append(f"{result.replay_command()}: {result.verdicts.violations[:1]}")
     assert failures == []
     assert applied > 40
+
+
+@pytest.mark.sim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("profile", ["standard", "aurora"])
+@pytest.mark.parametrize("schedule", ["calm", "competing-ballots"])
+def test_other_schedules_keep_every_checker_green(schedule: str, profile: str) -> None:
+    from keeldb.consensus.sim.schedules import config_for
+
+    failures = []
+    for seed in range(30):
+        result = run(config_for(seed, profile, schedule=schedule))
+        if not result.ok:
+            failures.append(f"{result.replay_command()}: {result.verdicts.violations[:1]}")
+    assert failures == []
