@@ -36,6 +36,7 @@ OPERATION_MODULES = (
     "keeldb.engine.scan",
     "keeldb.engine.batch",
     "keeldb.engine.ttl",
+    "keeldb.engine.partiql",
 )
 
 OPERATIONS: dict[str, OperationFn] = {}

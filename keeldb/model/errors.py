@@ -122,3 +122,9 @@ class InternalServerError(ClientError):
 class IncompleteSignatureException(ClientError):
     type_name = "IncompleteSignatureException"
     namespace = CORAL_SERVICE_NAMESPACE
+
+
+class DuplicateItemException(ClientError):
+    """A PartiQL INSERT of an item whose primary key is already in the table."""
+
+    type_name = "DuplicateItemException"

@@ -1,0 +1,472 @@
+"""ExecuteStatement and BatchExecuteStatement: PartiQL run as DynamoDB item requests.
+
+It owns what each PartiQL statement means in terms of the existing operations, as DynamoDB
+documents it (Developer Guide, "PartiQL - a SQL-compatible query language for Amazon
+DynamoDB"):
+
+- INSERT is a PutItem on condition that the key is new (else DuplicateItemException);
+- UPDATE is an UpdateItem of the item the WHERE clause's key equalities name, on condition
+  that it exists and that the rest of the WHERE clause holds (else
+  ConditionalCheckFailedException);
+- DELETE is a DeleteItem of that item; a missing item is no error, an existing one that
+  fails the rest of the WHERE clause is a ConditionalCheckFailedException;
+- SELECT is a Query when the WHERE clause fixes the partition key of the table or index
+  (with the first sort-key term as the key condition), and a full Scan otherwise; the
+  whole WHERE clause then filters what was read and the select list projects it. A page
+  ends as the Query's or Scan's does; NextToken holds its LastEvaluatedKey and a digest of
+  the statement, so that it can only continue the same statement.
+
+It never reads or writes the store itself and never parses an expression: the item, query
+and scan handlers do that.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Any
+
+import orjson
+
+from keeldb.engine import paging
+from keeldb.engine.database import Database, operation
+from keeldb.engine.items import find_table
+from keeldb.engine.paging import Body, Member
+from keeldb.engine.partiql.parser import (
+    STATEMENT_CHARS_MAX,
+    Delete,
+    Insert,
+    Path,
+    Select,
+    Statement,
+    Update,
+    parse,
+)
+from keeldb.engine.partiql.translate import (
+    Placeholders,
+    condition_text,
+    join_and,
+    path_text,
+    sort_key_term,
+    split_key,
+    update_text,
+)
+from keeldb.expressions import ExpressionContext
+from keeldb.model.errors import (
+    ClientError,
+    ConditionalCheckFailedException,
+    DuplicateItemException,
+    ValidationException,
+)
+from keeldb.model.values import validate_value
+
+NEXT_TOKEN_CHARS_MAX = 32768  # ExecuteStatement API reference: NextToken length 1..32768
+BATCH_STATEMENTS_MAX = 25  # BatchExecuteStatement API reference: 1..25 statements
+DIGEST_BYTES = 16
+
+INCOMPLETE_KEY_MESSAGE = "Where clause does not contain a mandatory equality on all key attributes"
+DUPLICATE_MESSAGE = "Duplicate primary key exists in table"
+INVALID_TOKEN_MESSAGE = "Invalid NextToken"
+TOKEN_MISMATCH_MESSAGE = "NextToken does not match request"
+BATCH_SELECT_KEY_MESSAGE = (
+    "Select statements within BatchExecuteStatement must specify the primary key in the where "
+    "clause."
+)
+BATCH_MIXED_MESSAGE = (
+    "Batch must consist of either read statements or write statements, not both."
+)
+GSI_CONSISTENT_MESSAGE = "Strongly consistent read is not supported on Global Secondary Indexes"
+ORDER_BY_WHERE_MESSAGE = "Must have WHERE clause in the statement when using ORDER BY clause."
+ORDER_BY_HASH_MESSAGE = (
+    "Must have at least one non-optional hash key condition in WHERE clause when using ORDER BY "
+    "clause."
+)
+RETURN_VALUES_ON_FAILURE = ("ALL_OLD", "NONE")
+
+EXECUTE_MEMBERS = (
+    Member("Statement", paging.as_string, required=True),
+    Member("Parameters", paging.as_list),
+    Member("ConsistentRead", paging.as_boolean),
+    Member("NextToken", paging.as_string),
+    Member("ReturnConsumedCapacity", paging.as_string, enum=paging.RETURN_CONSUMED_CAPACITY),
+    Member("Limit", paging.as_integer, minimum=1),
+    Member(
+        "ReturnValuesOnConditionCheckFailure", paging.as_string, enum=RETURN_VALUES_ON_FAILURE
+    ),
+)
+BATCH_MEMBERS = (
+    Member("Statements", paging.as_list, required=True),
+    Member("ReturnConsumedCapacity", paging.as_string, enum=paging.RETURN_CONSUMED_CAPACITY),
+)
+BATCH_STATEMENT_MEMBERS = (
+    Member("Statement", paging.as_string, required=True),
+    Member("Parameters", paging.as_list),
+    Member("ConsistentRead", paging.as_boolean),
+    Member(
+        "ReturnValuesOnConditionCheckFailure", paging.as_string, enum=RETURN_VALUES_ON_FAILURE
+    ),
+)
+
+
+# --- Requests -------------------------------------------------------------------------------
+
+
+def _length_violations(name: str, value: Any, low: int, high: int) -> list[str]:
+    """DynamoDB's model constraints on a string's or a list's length."""
+    errors = []
+    shown = f"'{value}'" if isinstance(value, str) else "null" if value is None else str(value)
+    if len(value) < low:
+        errors.append(
+            f"Value {shown} at '{name}' failed to satisfy constraint: Member must have length "
+            f"greater than or equal to {low}"
+        )
+    if len(value) > high:
+        errors.append(
+            f"Value {shown} at '{name}' failed to satisfy constraint: Member must have length "
+            f"less than or equal to {high}"
+        )
+    return errors
+
+
+def _parameters(request: Body) -> list[dict[str, Any]]:
+    return [validate_value(value) for value in request.get("Parameters") or []]
+
+
+def _read_execute(body: Body) -> Body:
+    request = paging.read_members(body, EXECUTE_MEMBERS)
+    errors = _length_violations("statement", request["Statement"], 1, STATEMENT_CHARS_MAX)
+    if "Parameters" in request:
+        errors += _length_violations("parameters", request["Parameters"], 1, 2**31)
+    if "NextToken" in request:
+        errors += _length_violations("nextToken", request["NextToken"], 1, NEXT_TOKEN_CHARS_MAX)
+    if errors:
+        raise paging.constraint_error(errors)
+    return request
+
+
+# --- NextToken ------------------------------------------------------------------------------
+
+
+def _digest(request: Body) -> str:
+    """What a NextToken is bound to: the statement and its parameters."""
+    material = orjson.dumps(
+        [request["Statement"], request.get("Parameters") or []], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(material).hexdigest()[: DIGEST_BYTES * 2]
+
+
+def _encode_token(request: Body, last_key: dict[str, Any]) -> str:
+    payload = orjson.dumps({"d": _digest(request), "k": last_key})
+    return base64.urlsafe_b64encode(payload).decode("ascii")
+
+
+def _decode_token(request: Body, token: str) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise ValidationException(INVALID_TOKEN_MESSAGE) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("k"), dict):
+        raise ValidationException(INVALID_TOKEN_MESSAGE)
+    if payload.get("d") != _digest(request):
+        raise ValidationException(TOKEN_MISMATCH_MESSAGE)
+    key: dict[str, Any] = payload["k"]
+    return key
+
+
+# --- Statements -----------------------------------------------------------------------------
+
+
+def _common(request: Body) -> Body:
+    out: Body = {}
+    if "ReturnConsumedCapacity" in request:
+        out["ReturnConsumedCapacity"] = request["ReturnConsumedCapacity"]
+    return out
+
+
+def _full_key(db: Database, table_name: str, where: Any) -> tuple[Any, dict[str, Any], list[Any]]:
+    table = find_table(db, table_name)
+    key, rest = split_key(where, table.key_names)
+    if len(key) != len(table.key_names):
+        raise ValidationException(INCOMPLETE_KEY_MESSAGE)
+    return table, key, rest
+
+
+async def _insert(db: Database, statement: Insert, request: Body) -> Body:
+    table = find_table(db, statement.table)
+    ph = Placeholders()
+    body: Body = {
+        "TableName": statement.table,
+        "Item": statement.item,
+        "ConditionExpression": f"attribute_not_exists({ph.name(table.hash_key.name)})",
+        **ph.request_members(),
+        **_common(request),
+    }
+    try:
+        response = await db.dispatch("PutItem", body)
+    except ConditionalCheckFailedException:
+        raise DuplicateItemException(DUPLICATE_MESSAGE) from None
+    return _write_answer(response, None)
+
+
+async def _update(db: Database, statement: Update, request: Body) -> Body:
+    table, key, rest = _full_key(db, statement.table, statement.where)
+    ph = Placeholders()
+    update = update_text(statement.actions, ph)
+    condition = f"attribute_exists({ph.name(table.hash_key.name)})"
+    remaining = join_and(rest)
+    if remaining is not None:
+        condition += f" AND ({condition_text(remaining, ph)})"
+    body: Body = {
+        "TableName": statement.table,
+        "Key": key,
+        "UpdateExpression": update,
+        "ConditionExpression": condition,
+        **ph.request_members(),
+        **_common(request),
+    }
+    if statement.returning is not None:
+        body["ReturnValues"] = statement.returning
+    if "ReturnValuesOnConditionCheckFailure" in request:
+        body["ReturnValuesOnConditionCheckFailure"] = request["ReturnValuesOnConditionCheckFailure"]
+    response = await db.dispatch("UpdateItem", body)
+    return _write_answer(response, statement.returning)
+
+
+async def _delete(db: Database, statement: Delete, request: Body) -> Body:
+    table, key, rest = _full_key(db, statement.table, statement.where)
+    ph = Placeholders()
+    body: Body = {"TableName": statement.table, "Key": key, **_common(request)}
+    remaining = join_and(rest)
+    if remaining is not None:
+        # A missing item is deleted without error; an existing one must meet the condition.
+        missing = f"attribute_not_exists({ph.name(table.hash_key.name)})"
+        body["ConditionExpression"] = f"{missing} OR ({condition_text(remaining, ph)})"
+        body.update(ph.request_members())
+    if statement.returning is not None:
+        body["ReturnValues"] = statement.returning
+    if "ReturnValuesOnConditionCheckFailure" in request:
+        body["ReturnValuesOnConditionCheckFailure"] = request["ReturnValuesOnConditionCheckFailure"]
+    response = await db.dispatch("DeleteItem", body)
+    return _write_answer(response, statement.returning)
+
+
+def _write_answer(response: Body, returning: str | None) -> Body:
+    answer: Body = {"Items": []}
+    if returning is not None and response.get("Attributes"):
+        answer["Items"] = [response["Attributes"]]
+    if "ConsumedCapacity" in response:
+        answer["ConsumedCapacity"] = response["ConsumedCapacity"]
+    return answer
+
+
+class _Reader:
+    """The WHERE filter and the select list of a SELECT, compiled as DynamoDB expressions."""
+
+    def __init__(self, statement: Select) -> None:
+        self.filter = None
+        self.projection = None
+        if statement.where is not None:
+            ph = Placeholders()
+            text = condition_text(statement.where, ph)
+            self.filter = ExpressionContext(ph.names or None, ph.values or None).condition(text)
+        if statement.projection is not None:
+            ph = Placeholders()
+            text = ", ".join(path_text(p, ph) for p in statement.projection)
+            self.projection = ExpressionContext(ph.names or None, None).projection(text)
+
+    def answer(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for item in items:
+            if self.filter is not None and not self.filter.evaluate(item):
+                continue
+            out.append(item if self.projection is None else self.projection.apply(item))
+        return out
+
+
+def _key_attributes(table: Any, index_name: str | None) -> tuple[Any, Any, bool]:
+    """The hash and range KeyAttribute of the table or of its index, and whether the index
+    is global. An unknown index is left for the Query or Scan to refuse."""
+    if index_name is None:
+        return table.hash_key, table.range_key, False
+    for index in table.global_indexes + table.local_indexes:
+        if index.name == index_name:
+            return index.hash_key, index.range_key, index.is_global
+    return None, None, False
+
+
+async def _select(db: Database, statement: Select, request: Body) -> Body:
+    table = find_table(db, statement.table)
+    hash_key, range_key, is_global = _key_attributes(table, statement.index)
+    if is_global and request.get("ConsistentRead"):
+        raise ValidationException(GSI_CONSISTENT_MESSAGE)
+    reader = _Reader(statement)
+    body: Body = {"TableName": statement.table, **_common(request)}
+    if statement.index is not None:
+        body["IndexName"] = statement.index
+    if "Limit" in request:
+        body["Limit"] = request["Limit"]
+    if "ConsistentRead" in request:
+        body["ConsistentRead"] = request["ConsistentRead"]
+    if "NextToken" in request:
+        body["ExclusiveStartKey"] = _decode_token(request, request["NextToken"])
+
+    key: dict[str, Any] = {}
+    rest: list[Any] = []
+    if hash_key is not None:
+        key, rest = split_key(statement.where, (hash_key.name,))
+    hash_value = key.get(hash_key.name) if hash_key is not None else None
+    if statement.order_by:
+        if statement.where is None:
+            raise ValidationException(ORDER_BY_WHERE_MESSAGE)
+        if hash_value is None:
+            raise ValidationException(ORDER_BY_HASH_MESSAGE)
+        for path, _ in statement.order_by:
+            if path.parts not in ((hash_key.name,), (getattr(range_key, "name", None),)):
+                raise ValidationException(
+                    f"Variable reference {path} in ORDER BY clause must be part of the primary key"
+                )
+        descending = [d for p, d in statement.order_by if range_key and p.parts == (range_key.name,)]
+        if descending and descending[0]:
+            body["ScanIndexForward"] = False
+    if hash_value is not None and hash_key.type in hash_value:
+        ph = Placeholders()
+        key_condition = f"{ph.name(hash_key.name)} = {ph.value(hash_value)}"
+        if range_key is not None:
+            term = sort_key_term(rest, range_key.name, range_key.type, ph)
+            if term is not None:
+                key_condition += f" AND {term}"
+        body["KeyConditionExpression"] = key_condition
+        body.update(ph.request_members())
+        response = await db.dispatch("Query", body)
+    else:
+        response = await db.dispatch("Scan", body)
+
+    answer: Body = {"Items": reader.answer(response.get("Items", []))}
+    if "LastEvaluatedKey" in response:
+        answer["NextToken"] = _encode_token(request, response["LastEvaluatedKey"])
+        answer["LastEvaluatedKey"] = response["LastEvaluatedKey"]
+    if "ConsumedCapacity" in response:
+        answer["ConsumedCapacity"] = response["ConsumedCapacity"]
+    return answer
+
+
+async def _run(db: Database, statement: Statement, request: Body) -> Body:
+    if isinstance(statement, Select):
+        return await _select(db, statement, request)
+    if isinstance(statement, Insert):
+        return await _insert(db, statement, request)
+    if isinstance(statement, Update):
+        return await _update(db, statement, request)
+    assert isinstance(statement, Delete)
+    return await _delete(db, statement, request)
+
+
+@operation("ExecuteStatement")
+async def execute_statement(db: Database, body: Body) -> Body:
+    request = _read_execute(body)
+    statement = parse(request["Statement"], _parameters(request))
+    if not isinstance(statement, Select) and "NextToken" in request:
+        raise ValidationException(INVALID_TOKEN_MESSAGE)
+    return await _run(db, statement, request)
+
+
+# --- BatchExecuteStatement ------------------------------------------------------------------
+
+# The Code of a statement's Error, by the exception type the statement raised
+# (BatchStatementError in the API reference).
+BATCH_ERROR_CODES = {
+    "ConditionalCheckFailedException": "ConditionalCheckFailed",
+    "DuplicateItemException": "DuplicateItem",
+    "ValidationException": "ValidationError",
+    "ResourceNotFoundException": "ResourceNotFound",
+    "ItemCollectionSizeLimitExceededException": "ItemCollectionSizeLimitExceeded",
+    "ProvisionedThroughputExceededException": "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded": "RequestLimitExceeded",
+    "AccessDeniedException": "AccessDenied",
+    "InternalServerError": "InternalServerError",
+}
+
+
+def _error_entry(error: ClientError) -> Body:
+    entry: Body = {
+        "Code": BATCH_ERROR_CODES.get(error.type_name, "ValidationError"),
+        "Message": error.message,
+    }
+    if isinstance(error, ConditionalCheckFailedException) and error.item is not None:
+        entry["Item"] = error.item
+    return {"Error": entry}
+
+
+async def _batch_read(db: Database, statement: Select, request: Body) -> Body:
+    if statement.index is not None:
+        raise ValidationException(BATCH_SELECT_KEY_MESSAGE)
+    table = find_table(db, statement.table)
+    key, _ = split_key(statement.where, table.key_names)
+    if len(key) != len(table.key_names):
+        raise ValidationException(BATCH_SELECT_KEY_MESSAGE)
+    reader = _Reader(statement)
+    body: Body = {"TableName": statement.table, "Key": key, **_common(request)}
+    if "ConsistentRead" in request:
+        body["ConsistentRead"] = request["ConsistentRead"]
+    response = await db.dispatch("GetItem", body)
+    answer: Body = {"TableName": statement.table}
+    found = reader.answer([response["Item"]] if "Item" in response else [])
+    if found:
+        answer["Item"] = found[0]
+    if "ConsumedCapacity" in response:
+        answer["ConsumedCapacity"] = response["ConsumedCapacity"]
+    return answer
+
+
+def _add_capacity(totals: dict[str, float], answer: Body) -> None:
+    consumed = answer.pop("ConsumedCapacity", None)
+    if consumed is not None:
+        name = consumed["TableName"]
+        totals[name] = totals.get(name, 0.0) + consumed["CapacityUnits"]
+
+
+@operation("BatchExecuteStatement")
+async def batch_execute_statement(db: Database, body: Body) -> Body:
+    request = paging.read_members(body, BATCH_MEMBERS)
+    entries = [paging.as_structure(s) for s in request["Statements"] if s is not None]
+    errors = _length_violations("statements", entries, 1, BATCH_STATEMENTS_MAX)
+    if errors:
+        raise paging.constraint_error(errors)
+    subrequests = [paging.read_members(entry, BATCH_STATEMENT_MEMBERS) for entry in entries]
+
+    parsed: list[Statement | ClientError] = []
+    for sub in subrequests:
+        try:
+            parsed.append(parse(sub["Statement"], _parameters(sub)))
+        except ValidationException as error:
+            parsed.append(error)
+    kinds = {isinstance(p, Select) for p in parsed if not isinstance(p, ClientError)}
+    if len(kinds) > 1:
+        raise ValidationException(BATCH_MIXED_MESSAGE)
+
+    responses: list[Body] = []
+    totals: dict[str, float] = {}
+    for sub, statement in zip(subrequests, parsed, strict=True):
+        if isinstance(statement, ClientError):
+            responses.append(_error_entry(statement))
+            continue
+        sub = {**sub, **_common(request)}
+        try:
+            if isinstance(statement, Select):
+                answer = await _batch_read(db, statement, sub)
+            else:
+                answer = await _run(db, statement, sub)
+                answer = {"TableName": statement.table, **answer}
+                answer.pop("Items", None)
+        except ClientError as error:
+            responses.append(_error_entry(error))
+            continue
+        _add_capacity(totals, answer)
+        responses.append(answer)
+    out: Body = {"Responses": responses}
+    if request.get("ReturnConsumedCapacity", "NONE") != "NONE":
+        out["ConsumedCapacity"] = [
+            {"TableName": name, "CapacityUnits": units} for name, units in sorted(totals.items())
+        ]
+    return out

@@ -1,0 +1,235 @@
+"""PartiQL conditions, paths and update actions written as DynamoDB expressions.
+
+It owns the correspondence between the PartiQL AST (`parser`) and DynamoDB's expression
+language: every attribute name becomes a `#nN` placeholder and every value a `:vN`
+placeholder, so that names which are reserved words or hold odd characters, and values of
+any type, need no quoting. It also finds the key equalities in a WHERE clause.
+
+It never reads a table or an item and never does IO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from keeldb.engine.partiql.parser import (
+    IS_TYPES,
+    And,
+    Arithmetic,
+    Between,
+    Call,
+    Compare,
+    Condition,
+    Function,
+    In,
+    Is,
+    Literal,
+    Not,
+    Operand,
+    Or,
+    Path,
+    UpdateAction,
+)
+from keeldb.model.errors import ValidationException
+
+AttributeValue = dict[str, Any]
+
+# The functions DynamoDB's update and condition expressions know, by PartiQL name.
+VALUE_FUNCTIONS = ("size", "list_append", "if_not_exists")
+SET_FUNCTIONS = {"set_add": "ADD", "set_delete": "DELETE"}
+# For `value op path`, the operator that says the same with the path on the left.
+FLIPPED = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+SET_TYPES = ("SS", "NS", "BS")
+
+
+@dataclass
+class Placeholders:
+    """The ExpressionAttributeNames and ExpressionAttributeValues of one generated request."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    values: dict[str, AttributeValue] = field(default_factory=dict)
+    _by_name: dict[str, str] = field(default_factory=dict)
+
+    def name(self, name: str) -> str:
+        placeholder = self._by_name.get(name)
+        if placeholder is None:
+            placeholder = f"#n{len(self._by_name)}"
+            self._by_name[name] = placeholder
+            self.names[placeholder] = name
+        return placeholder
+
+    def value(self, value: AttributeValue) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = value
+        return placeholder
+
+    def request_members(self) -> dict[str, Any]:
+        """The two maps as request members; an empty map is left out (DynamoDB refuses one)."""
+        members: dict[str, Any] = {}
+        if self.names:
+            members["ExpressionAttributeNames"] = dict(self.names)
+        if self.values:
+            members["ExpressionAttributeValues"] = dict(self.values)
+        return members
+
+
+def path_text(path: Path, ph: Placeholders) -> str:
+    out = ph.name(str(path.parts[0]))
+    for part in path.parts[1:]:
+        out += f"[{part}]" if isinstance(part, int) else "." + ph.name(part)
+    return out
+
+
+def operand_text(operand: Operand, ph: Placeholders) -> str:
+    if isinstance(operand, Path):
+        return path_text(operand, ph)
+    if isinstance(operand, Literal):
+        return ph.value(operand.value)
+    if isinstance(operand, Arithmetic):
+        return f"{operand_text(operand.left, ph)} {operand.op} {operand_text(operand.right, ph)}"
+    assert isinstance(operand, Call)
+    if operand.name not in VALUE_FUNCTIONS:
+        raise ValidationException(f"Unrecognized function: {operand.name}")
+    args = ", ".join(operand_text(a, ph) for a in operand.args)
+    return f"{operand.name}({args})"
+
+
+def condition_text(condition: Condition, ph: Placeholders) -> str:
+    if isinstance(condition, And):
+        return f"({condition_text(condition.left, ph)}) AND ({condition_text(condition.right, ph)})"
+    if isinstance(condition, Or):
+        return f"({condition_text(condition.left, ph)}) OR ({condition_text(condition.right, ph)})"
+    if isinstance(condition, Not):
+        return f"NOT ({condition_text(condition.operand, ph)})"
+    if isinstance(condition, Compare):
+        left = operand_text(condition.left, ph)
+        return f"{left} {condition.op} {operand_text(condition.right, ph)}"
+    if isinstance(condition, Between):
+        operand = operand_text(condition.operand, ph)
+        low = operand_text(condition.low, ph)
+        return f"{operand} BETWEEN {low} AND {operand_text(condition.high, ph)}"
+    if isinstance(condition, In):
+        operand = operand_text(condition.operand, ph)
+        return f"{operand} IN ({', '.join(operand_text(v, ph) for v in condition.values)})"
+    if isinstance(condition, Is):
+        path = path_text(condition.path, ph)
+        if condition.type_name == "MISSING":
+            function = "attribute_exists" if condition.negated else "attribute_not_exists"
+            return f"{function}({path})"
+        type_value = ph.value({"S": IS_TYPES[condition.type_name]})
+        text = f"attribute_type({path}, {type_value})"
+        return f"NOT ({text})" if condition.negated else text
+    assert isinstance(condition, Function)
+    args = ", ".join(operand_text(a, ph) for a in condition.args)
+    return f"{condition.name}({args})"
+
+
+def conjuncts(condition: Condition | None) -> list[Condition]:
+    """The terms of a top-level AND chain (one term for any other condition)."""
+    if condition is None:
+        return []
+    if isinstance(condition, And):
+        return conjuncts(condition.left) + conjuncts(condition.right)
+    return [condition]
+
+
+def join_and(terms: list[Condition]) -> Condition | None:
+    if not terms:
+        return None
+    result = terms[0]
+    for term in terms[1:]:
+        result = And(result, term)
+    return result
+
+
+def key_equality(term: Condition) -> tuple[str, AttributeValue] | None:
+    """`attr = value` (either way round) on a top-level attribute, as (attr, value)."""
+    if not isinstance(term, Compare) or term.op != "=":
+        return None
+    for path, value in ((term.left, term.right), (term.right, term.left)):
+        if isinstance(path, Path) and len(path.parts) == 1 and isinstance(value, Literal):
+            return path.name, value.value
+    return None
+
+
+def split_key(
+    where: Condition | None, key_names: tuple[str, ...]
+) -> tuple[dict[str, AttributeValue], list[Condition]]:
+    """The first equality on each key attribute among the WHERE clause's conjuncts, and the
+    conjuncts left over."""
+    key: dict[str, AttributeValue] = {}
+    rest: list[Condition] = []
+    for term in conjuncts(where):
+        found = key_equality(term)
+        if found is not None and found[0] in key_names and found[0] not in key:
+            key[found[0]] = found[1]
+        else:
+            rest.append(term)
+    return key, rest
+
+
+def sort_key_term(
+    terms: list[Condition], name: str, type_: str, ph: Placeholders
+) -> str | None:
+    """A KeyConditionExpression term on the sort key `name` from the first conjunct that
+    is one (a comparison, BETWEEN or begins_with against values of the key's type)."""
+
+    def literal_of(operand: Operand) -> AttributeValue | None:
+        if isinstance(operand, Literal) and type_ in operand.value:
+            return operand.value
+        return None
+
+    def is_key(operand: Operand) -> bool:
+        return isinstance(operand, Path) and operand.parts == (name,)
+
+    for term in terms:
+        if isinstance(term, Compare) and term.op != "<>":
+            if is_key(term.left) and (value := literal_of(term.right)) is not None:
+                return f"{ph.name(name)} {term.op} {ph.value(value)}"
+            if is_key(term.right) and (value := literal_of(term.left)) is not None:
+                return f"{ph.name(name)} {FLIPPED[term.op]} {ph.value(value)}"
+        if isinstance(term, Between) and is_key(term.operand):
+            low, high = literal_of(term.low), literal_of(term.high)
+            if low is not None and high is not None:
+                return f"{ph.name(name)} BETWEEN {ph.value(low)} AND {ph.value(high)}"
+        if (
+            isinstance(term, Function)
+            and term.name == "begins_with"
+            and len(term.args) == 2
+            and is_key(term.args[0])
+            and type_ in ("S", "B")
+            and (value := literal_of(term.args[1])) is not None
+        ):
+            return f"begins_with({ph.name(name)}, {ph.value(value)})"
+    return None
+
+
+def update_text(actions: tuple[UpdateAction, ...], ph: Placeholders) -> str:
+    """The UpdateExpression of an UPDATE's SET and REMOVE actions; `SET a = set_add(a, <<..>>)`
+    is DynamoDB's ADD, `set_delete` its DELETE."""
+    clauses: dict[str, list[str]] = {"SET": [], "REMOVE": [], "ADD": [], "DELETE": []}
+    for action in actions:
+        target = path_text(action.path, ph)
+        if action.kind == "REMOVE":
+            clauses["REMOVE"].append(target)
+            continue
+        value = action.value
+        assert value is not None
+        if isinstance(value, Call) and value.name in SET_FUNCTIONS:
+            label = value.name.upper()
+            if len(value.args) != 2:
+                raise ValidationException(f"{label} must have exactly two arguments")
+            if value.args[0] != action.path:
+                raise ValidationException(
+                    f"The first argument to {label} must equal the assignment value"
+                )
+            elements = value.args[1]
+            if not isinstance(elements, Literal) or not any(t in elements.value for t in SET_TYPES):
+                raise ValidationException(
+                    f"The second argument to {label} must be a value with type SET"
+                )
+            clauses[SET_FUNCTIONS[value.name]].append(f"{target} {ph.value(elements.value)}")
+            continue
+        clauses["SET"].append(f"{target} = {operand_text(value, ph)}")
+    return " ".join(f"{kind} {', '.join(parts)}" for kind, parts in clauses.items() if parts)
