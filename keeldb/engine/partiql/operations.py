@@ -37,7 +37,6 @@ from keeldb.engine.partiql.parser import (
     STATEMENT_CHARS_MAX,
     Delete,
     Insert,
-    Path,
     Select,
     Statement,
     Update,
@@ -73,9 +72,7 @@ BATCH_SELECT_KEY_MESSAGE = (
     "Select statements within BatchExecuteStatement must specify the primary key in the where "
     "clause."
 )
-BATCH_MIXED_MESSAGE = (
-    "Batch must consist of either read statements or write statements, not both."
-)
+BATCH_MIXED_MESSAGE = "Batch must consist of either read statements or write statements, not both."
 GSI_CONSISTENT_MESSAGE = "Strongly consistent read is not supported on Global Secondary Indexes"
 ORDER_BY_WHERE_MESSAGE = "Must have WHERE clause in the statement when using ORDER BY clause."
 ORDER_BY_HASH_MESSAGE = (
@@ -91,9 +88,7 @@ EXECUTE_MEMBERS = (
     Member("NextToken", paging.as_string),
     Member("ReturnConsumedCapacity", paging.as_string, enum=paging.RETURN_CONSUMED_CAPACITY),
     Member("Limit", paging.as_integer, minimum=1),
-    Member(
-        "ReturnValuesOnConditionCheckFailure", paging.as_string, enum=RETURN_VALUES_ON_FAILURE
-    ),
+    Member("ReturnValuesOnConditionCheckFailure", paging.as_string, enum=RETURN_VALUES_ON_FAILURE),
 )
 BATCH_MEMBERS = (
     Member("Statements", paging.as_list, required=True),
@@ -103,9 +98,7 @@ BATCH_STATEMENT_MEMBERS = (
     Member("Statement", paging.as_string, required=True),
     Member("Parameters", paging.as_list),
     Member("ConsistentRead", paging.as_boolean),
-    Member(
-        "ReturnValuesOnConditionCheckFailure", paging.as_string, enum=RETURN_VALUES_ON_FAILURE
-    ),
+    Member("ReturnValuesOnConditionCheckFailure", paging.as_string, enum=RETURN_VALUES_ON_FAILURE),
 )
 
 
@@ -326,7 +319,9 @@ async def _select(db: Database, statement: Select, request: Body) -> Body:
                 raise ValidationException(
                     f"Variable reference {path} in ORDER BY clause must be part of the primary key"
                 )
-        descending = [d for p, d in statement.order_by if range_key and p.parts == (range_key.name,)]
+        descending = [
+            d for p, d in statement.order_by if range_key and p.parts == (range_key.name,)
+        ]
         if descending and descending[0]:
             body["ScanIndexForward"] = False
     if hash_value is not None and hash_key.type in hash_value:

@@ -28,7 +28,9 @@ NESTING_DEPTH_MAX = 32  # values and conditions nest at most this deep (DynamoDB
 PARAMETER_COUNT_MESSAGE = "Number of parameters in request and statement don't match."
 MALFORMED = "Statement wasn't well formed, can't be processed: "
 EXISTS_MESSAGE = "EXISTS can only be used in ExecuteTransaction write requests."
-STAR_AND_OTHERS_MESSAGE = "Other attributes should not be present in the projection when '*' is used."
+STAR_AND_OTHERS_MESSAGE = (
+    "Other attributes should not be present in the projection when '*' is used."
+)
 INSERT_RETURNING_MESSAGE = "RETURNING is not supported in INSERT"
 MISSING_COMPARED_MESSAGE = "MISSING must be compared using IS operator"
 
@@ -382,7 +384,9 @@ class _Parser:
         self.expect_keyword("INTO")
         table, index = self.table()
         if index is not None:
-            raise malformed("FROM clause may only contain a single table name in data manipulation statements")
+            raise malformed(
+                "FROM clause may only contain a single table name in data manipulation statements"
+            )
         if self.peek().is_keyword("VALUES"):
             raise ValidationException(
                 "Unsupported operation: Inserting multiple items in a single statement is not "
@@ -402,7 +406,9 @@ class _Parser:
     def update(self) -> Update:
         table, index = self.table()
         if index is not None:
-            raise malformed("FROM clause may only contain a single table name in data manipulation statements")
+            raise malformed(
+                "FROM clause may only contain a single table name in data manipulation statements"
+            )
         actions: list[UpdateAction] = []
         while True:
             if self.accept_keyword("SET"):
@@ -429,7 +435,9 @@ class _Parser:
         self.expect_keyword("FROM")
         table, index = self.table()
         if index is not None:
-            raise malformed("FROM clause may only contain a single table name in data manipulation statements")
+            raise malformed(
+                "FROM clause may only contain a single table name in data manipulation statements"
+            )
         where = self.where() if self.accept_keyword("WHERE") else None
         returning = self.returning()
         if returning is not None and returning != "ALL_OLD":
@@ -495,7 +503,13 @@ class _Parser:
             and self.peek(1).kind == "punct"
             and self.peek(1).text == "("
             and token.text.lower()
-            in ("begins_with", "contains", "attribute_type", "attribute_exists", "attribute_not_exists")
+            in (
+                "begins_with",
+                "contains",
+                "attribute_type",
+                "attribute_exists",
+                "attribute_not_exists",
+            )
         ):
             self.next()
             self.next()
@@ -553,7 +567,13 @@ class _Parser:
                 or (
                     token.kind == "ident"
                     and token.text.lower()
-                    in ("begins_with", "contains", "attribute_type", "attribute_exists", "attribute_not_exists")
+                    in (
+                        "begins_with",
+                        "contains",
+                        "attribute_type",
+                        "attribute_exists",
+                        "attribute_not_exists",
+                    )
                 )
             ):
                 return True

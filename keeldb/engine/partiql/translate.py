@@ -169,9 +169,7 @@ def split_key(
     return key, rest
 
 
-def sort_key_term(
-    terms: list[Condition], name: str, type_: str, ph: Placeholders
-) -> str | None:
+def sort_key_term(terms: list[Condition], name: str, type_: str, ph: Placeholders) -> str | None:
     """A KeyConditionExpression term on the sort key `name` from the first conjunct that
     is one (a comparison, BETWEEN or begins_with against values of the key's type)."""
 
