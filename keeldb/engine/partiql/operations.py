@@ -105,10 +105,19 @@ BATCH_STATEMENT_MEMBERS = (
 # --- Requests -------------------------------------------------------------------------------
 
 
+def _render(value: Any) -> str:
+    """A member's value as DynamoDB's constraint messages show it (Java's toString shape)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_render(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_render(v) for v in value) + "]"
+    return str(value)
+
+
 def _length_violations(name: str, value: Any, low: int, high: int) -> list[str]:
     """DynamoDB's model constraints on a string's or a list's length."""
     errors = []
-    shown = f"'{value}'" if isinstance(value, str) else "null" if value is None else str(value)
+    shown = f"'{value}'" if isinstance(value, str) else f"'{_render(value)}'"
     if len(value) < low:
         errors.append(
             f"Value {shown} at '{name}' failed to satisfy constraint: Member must have length "
@@ -129,8 +138,8 @@ def _parameters(request: Body) -> list[dict[str, Any]]:
 def _read_execute(body: Body) -> Body:
     request = paging.read_members(body, EXECUTE_MEMBERS)
     errors = _length_violations("statement", request["Statement"], 1, STATEMENT_CHARS_MAX)
-    if "Parameters" in request:
-        errors += _length_violations("parameters", request["Parameters"], 1, 2**31)
+    if "Parameters" in request and not request["Parameters"]:
+        errors += _length_violations("parameters", request["Parameters"], 1, 1)
     if "NextToken" in request:
         errors += _length_violations("nextToken", request["NextToken"], 1, NEXT_TOKEN_CHARS_MAX)
     if errors:

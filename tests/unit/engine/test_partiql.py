@@ -578,3 +578,71 @@ def test_batch_reports_consumed_capacity_per_table(h: Harness) -> None:
         {"TableName": "Music", "CapacityUnits": 2.0},
         {"TableName": "Simple", "CapacityUnits": 1.0},
     ]
+
+
+def test_empty_parameters_violate_the_length_constraint(h: Harness) -> None:
+    with pytest.raises(ValidationException) as caught:
+        h("ExecuteStatement", {"Statement": "SELECT * FROM Music", "Parameters": []})
+    assert caught.value.message == (
+        "1 validation error detected: Value '[]' at 'parameters' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1"
+    )
+
+
+def test_keywords_are_case_insensitive_and_a_trailing_semicolon_is_accepted(h: Harness) -> None:
+    h.run("insert into Music value {'Artist': 'a', 'SongTitle': 'b'};")
+    answer = h.run("select * from Music where Artist = 'a' and SongTitle = 'b';")
+    assert answer["Items"] == [song("a", "b")]
+
+
+def test_quoted_identifiers_may_be_reserved_words_or_hold_any_character(h: Harness) -> None:
+    put(h, song("A", "T", **{"size": n("3"), "two words": s("x"), 'q"uote': s("y")}))
+    answer = h.run(
+        'SELECT "size", "two words", "q""uote" FROM Music WHERE "Artist" = \'A\' AND "size" = 3'
+    )
+    assert answer["Items"] == [{"size": n("3"), "two words": s("x"), 'q"uote': s("y")}]
+
+
+def test_string_literals_escape_quotes_by_doubling(h: Harness) -> None:
+    h.run("INSERT INTO Music VALUE {'Artist': 'it''s', 'SongTitle': 'T'}")
+    assert h.get("Music", {"Artist": s("it's"), "SongTitle": s("T")}) == song("it's", "T")
+
+
+def test_in_list_and_set_values_bind_parameters(songs: Harness) -> None:
+    answer = songs.run("SELECT * FROM Music WHERE Artist = 'A' AND i IN [?, ?]", n("1"), n("2"))
+    assert titles(answer) == ["t1", "t2"]
+
+
+def test_update_sets_a_nested_path_and_a_parameter_value(h: Harness) -> None:
+    put(h, song("A", "T", info={"M": {"l": {"L": [n("0"), n("1")]}}}))
+    h.run(
+        "UPDATE Music SET info.l[1] = ?, info.name = 'x' WHERE Artist='A' AND SongTitle='T'", s("v")
+    )
+    item = h.get("Music", {"Artist": s("A"), "SongTitle": s("T")})
+    assert item is not None
+    assert item["info"] == {"M": {"l": {"L": [n("0"), s("v")]}, "name": s("x")}}
+
+
+def test_is_null_and_is_numeric_match_values_of_that_type(h: Harness) -> None:
+    put(h, song("A", "null", v={"NULL": True}))
+    put(h, song("A", "set", v=n("1")))
+    put(h, song("A", "absent"))
+    assert titles(h.run("SELECT * FROM Music WHERE v IS NULL")) == ["null"]
+    assert titles(h.run("SELECT * FROM Music WHERE v IS NUMERIC")) == ["set"]
+
+
+def test_missing_compared_with_equals_is_refused(h: Harness) -> None:
+    error = h.error("SELECT * FROM Music WHERE v = MISSING")
+    assert error.message == "MISSING must be compared using IS operator"
+
+
+def test_bags_of_mixed_types_are_refused(h: Harness) -> None:
+    error = h.error("INSERT INTO Music VALUE {'Artist': 'A', 'SongTitle': 'T', 's': <<1, 'a'>>}")
+    assert error.message == (
+        "Unsupported data type in Bag. DynamoDB only supports either numbers or strings in bags"
+    )
+
+
+def test_next_token_on_a_write_is_refused(h: Harness) -> None:
+    error = h.error("DELETE FROM Music WHERE Artist='A' AND SongTitle='T'", NextToken="abc")
+    assert error.message == "Invalid NextToken"
