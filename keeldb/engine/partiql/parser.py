@@ -15,7 +15,7 @@ turns the AST into DynamoDB requests.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from keeldb.model.errors import ValidationException
@@ -261,7 +261,6 @@ class _Parser:
     position: int = 0
     used_parameters: int = 0
     depth: int = 0
-    items_seen: list[int] = field(default_factory=list)
 
     # Token helpers.
 
