@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from typing import Any
 
@@ -45,7 +46,9 @@ from keeldb.engine.partiql.parser import (
 from keeldb.engine.partiql.translate import (
     Placeholders,
     condition_text,
+    conjuncts,
     join_and,
+    partition_values,
     path_text,
     sort_key_term,
     split_key,
@@ -58,7 +61,7 @@ from keeldb.model.errors import (
     DuplicateItemException,
     ValidationException,
 )
-from keeldb.model.values import validate_value
+from keeldb.model.values import compare_values, validate_value
 
 NEXT_TOKEN_CHARS_MAX = 32768  # ExecuteStatement API reference: NextToken length 1..32768
 BATCH_STATEMENTS_MAX = 25  # BatchExecuteStatement API reference: 1..25 statements
@@ -75,6 +78,10 @@ BATCH_SELECT_KEY_MESSAGE = (
 BATCH_MIXED_MESSAGE = "Batch must consist of either read statements or write statements, not both."
 GSI_CONSISTENT_MESSAGE = "Strongly consistent read is not supported on Global Secondary Indexes"
 ORDER_BY_WHERE_MESSAGE = "Must have WHERE clause in the statement when using ORDER BY clause."
+ORDER_BY_MULTIPLE_HASH_MESSAGE = (
+    "Must have hash key in ORDER BY clause when more than one hash key condition specified in "
+    "WHERE clause."
+)
 ORDER_BY_HASH_MESSAGE = (
     "Must have at least one non-optional hash key condition in WHERE clause when using ORDER BY "
     "clause."
@@ -158,22 +165,28 @@ def _digest(request: Body) -> str:
     return hashlib.sha256(material).hexdigest()[: DIGEST_BYTES * 2]
 
 
-def _encode_token(request: Body, last_key: dict[str, Any]) -> str:
-    payload = orjson.dumps({"d": _digest(request), "k": last_key})
+def _encode_token(request: Body, partition: int, last_key: dict[str, Any] | None) -> str:
+    """NextToken: where the next page starts (the index of the partition key value being
+    read, and the last key read in it) and the digest of the statement it continues."""
+    payload = orjson.dumps({"d": _digest(request), "p": partition, "k": last_key})
     return base64.urlsafe_b64encode(payload).decode("ascii")
 
 
-def _decode_token(request: Body, token: str) -> dict[str, Any]:
+def _decode_token(request: Body, token: str) -> tuple[int, dict[str, Any] | None]:
     try:
         payload = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise ValidationException(INVALID_TOKEN_MESSAGE) from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("k"), dict):
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("p"), int)
+        or payload["p"] < 0
+        or not isinstance(payload.get("k"), (dict, type(None)))
+    ):
         raise ValidationException(INVALID_TOKEN_MESSAGE)
     if payload.get("d") != _digest(request):
         raise ValidationException(TOKEN_MISMATCH_MESSAGE)
-    key: dict[str, Any] = payload["k"]
-    return key
+    return payload["p"], payload["k"]
 
 
 # --- Statements -----------------------------------------------------------------------------
@@ -297,6 +310,50 @@ def _key_attributes(table: Any, index_name: str | None) -> tuple[Any, Any, bool]
     return None, None, False
 
 
+def _merge_capacity(total: Body | None, more: Body | None) -> Body | None:
+    """The ConsumedCapacity of several reads of one statement, added up field by field."""
+    if more is None:
+        return total
+    if total is None:
+        return dict(more)
+    merged: Body = dict(total)
+    for name, value in more.items():
+        if isinstance(value, (int, float)) and name in merged:
+            merged[name] = merged[name] + value
+        elif isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = _merge_capacity(merged[name], value)
+        else:
+            merged.setdefault(name, value)
+    return merged
+
+
+def _check_order_by(
+    statement: Select, hash_key: Any, range_key: Any, partitions: list[Any] | None
+) -> tuple[bool, bool]:
+    """Refuse an ORDER BY DynamoDB refuses; answer (partitions descending, sort key
+    descending)."""
+    if not statement.order_by:
+        return False, False
+    if statement.where is None:
+        raise ValidationException(ORDER_BY_WHERE_MESSAGE)
+    if hash_key is None or partitions is None:
+        raise ValidationException(ORDER_BY_HASH_MESSAGE)
+    key_paths: dict[tuple[str | int, ...], str] = {(hash_key.name,): "hash"}
+    if range_key is not None:
+        key_paths[(range_key.name,)] = "range"
+    order: dict[str, bool] = {}
+    for path, descending in statement.order_by:
+        role = key_paths.get(path.parts)
+        if role is None:
+            raise ValidationException(
+                f"Variable reference {path} in ORDER BY clause must be part of the primary key"
+            )
+        order.setdefault(role, descending)
+    if len(partitions) > 1 and "hash" not in order:
+        raise ValidationException(ORDER_BY_MULTIPLE_HASH_MESSAGE)
+    return order.get("hash", False), order.get("range", False)
+
+
 async def _select(db: Database, statement: Select, request: Body) -> Body:
     table = find_table(db, statement.table)
     hash_key, range_key, is_global = _key_attributes(table, statement.index)
@@ -306,52 +363,73 @@ async def _select(db: Database, statement: Select, request: Body) -> Body:
     body: Body = {"TableName": statement.table, **_common(request)}
     if statement.index is not None:
         body["IndexName"] = statement.index
-    if "Limit" in request:
-        body["Limit"] = request["Limit"]
     if "ConsistentRead" in request:
         body["ConsistentRead"] = request["ConsistentRead"]
+    start: tuple[int, dict[str, Any] | None] = (0, None)
     if "NextToken" in request:
-        body["ExclusiveStartKey"] = _decode_token(request, request["NextToken"])
+        start = _decode_token(request, request["NextToken"])
 
-    key: dict[str, Any] = {}
-    rest: list[Any] = []
-    if hash_key is not None:
-        key, rest = split_key(statement.where, (hash_key.name,))
-    hash_value = key.get(hash_key.name) if hash_key is not None else None
-    if statement.order_by:
-        if statement.where is None:
-            raise ValidationException(ORDER_BY_WHERE_MESSAGE)
-        if hash_value is None:
-            raise ValidationException(ORDER_BY_HASH_MESSAGE)
-        for path, _ in statement.order_by:
-            if path.parts not in ((hash_key.name,), (getattr(range_key, "name", None),)):
-                raise ValidationException(
-                    f"Variable reference {path} in ORDER BY clause must be part of the primary key"
-                )
-        descending = [
-            d for p, d in statement.order_by if range_key and p.parts == (range_key.name,)
-        ]
-        if descending and descending[0]:
-            body["ScanIndexForward"] = False
-    if hash_value is not None and hash_key.type in hash_value:
+    partitions = None if hash_key is None else partition_values(statement.where, hash_key.name)
+    hash_descending, range_descending = _check_order_by(statement, hash_key, range_key, partitions)
+    if partitions is None:
+        # No partition key fixed by the WHERE clause: DynamoDB scans the whole table.
+        if "Limit" in request:
+            body["Limit"] = request["Limit"]
+        if start[1] is not None:
+            body["ExclusiveStartKey"] = start[1]
+        response = await db.dispatch("Scan", body)
+        answer: Body = {"Items": reader.answer(response.get("Items", []))}
+        if "LastEvaluatedKey" in response:
+            answer["NextToken"] = _encode_token(request, 0, response["LastEvaluatedKey"])
+            answer["LastEvaluatedKey"] = response["LastEvaluatedKey"]
+        if "ConsumedCapacity" in response:
+            answer["ConsumedCapacity"] = response["ConsumedCapacity"]
+        return answer
+
+    # One Query per partition key value, in key order when ORDER BY names the partition key;
+    # values of another type than the key's can match no item.
+    values = [v for v in partitions if hash_key.type in v]
+    if any(path.parts == (hash_key.name,) for path, _ in statement.order_by):
+        values.sort(key=functools.cmp_to_key(lambda a, b: compare_values(a, b) or 0))
+        if hash_descending:
+            values.reverse()
+    if range_descending:
+        body["ScanIndexForward"] = False
+    rest = conjuncts(statement.where)
+    remaining: int | None = request.get("Limit")
+    items: list[dict[str, Any]] = []
+    consumed: Body | None = None
+    answer = {}
+    index, start_key = start
+    while index < len(values):
         ph = Placeholders()
-        key_condition = f"{ph.name(hash_key.name)} = {ph.value(hash_value)}"
+        key_condition = f"{ph.name(hash_key.name)} = {ph.value(values[index])}"
         if range_key is not None:
             term = sort_key_term(rest, range_key.name, range_key.type, ph)
             if term is not None:
                 key_condition += f" AND {term}"
-        body["KeyConditionExpression"] = key_condition
-        body.update(ph.request_members())
-        response = await db.dispatch("Query", body)
-    else:
-        response = await db.dispatch("Scan", body)
-
-    answer: Body = {"Items": reader.answer(response.get("Items", []))}
-    if "LastEvaluatedKey" in response:
-        answer["NextToken"] = _encode_token(request, response["LastEvaluatedKey"])
-        answer["LastEvaluatedKey"] = response["LastEvaluatedKey"]
-    if "ConsumedCapacity" in response:
-        answer["ConsumedCapacity"] = response["ConsumedCapacity"]
+        query: Body = {**body, "KeyConditionExpression": key_condition, **ph.request_members()}
+        if start_key is not None:
+            query["ExclusiveStartKey"] = start_key
+            start_key = None
+        if remaining is not None:
+            query["Limit"] = remaining
+        response = await db.dispatch("Query", query)
+        items += response.get("Items", [])
+        consumed = _merge_capacity(consumed, response.get("ConsumedCapacity"))
+        if remaining is not None:
+            remaining -= response.get("ScannedCount", 0)
+        if "LastEvaluatedKey" in response:
+            answer["NextToken"] = _encode_token(request, index, response["LastEvaluatedKey"])
+            answer["LastEvaluatedKey"] = response["LastEvaluatedKey"]
+            break
+        index += 1
+        if remaining is not None and remaining <= 0 and index < len(values):
+            answer["NextToken"] = _encode_token(request, index, None)
+            break
+    answer = {"Items": reader.answer(items), **answer}
+    if consumed is not None:
+        answer["ConsumedCapacity"] = consumed
     return answer
 
 

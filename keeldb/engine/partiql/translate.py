@@ -32,6 +32,7 @@ from keeldb.engine.partiql.parser import (
     UpdateAction,
 )
 from keeldb.model.errors import ValidationException
+from keeldb.model.values import values_equal
 
 AttributeValue = dict[str, Any]
 
@@ -151,6 +152,46 @@ def key_equality(term: Condition) -> tuple[str, AttributeValue] | None:
         if isinstance(path, Path) and len(path.parts) == 1 and isinstance(value, Literal):
             return path.name, value.value
     return None
+
+
+def partition_values(condition: Condition | None, name: str) -> list[AttributeValue] | None:
+    """The partition key values an item must have for `condition` to hold, when the
+    condition pins the key attribute `name` to a finite set (`k = v`, `k IN [..]`, and AND
+    and OR of such); None when any value could match (Developer Guide, "PartiQL select
+    statements": equality or IN on the partition key avoids a full table scan)."""
+    if condition is None:
+        return None
+    if isinstance(condition, Compare):
+        found = key_equality(condition)
+        return [found[1]] if found is not None and found[0] == name else None
+    if isinstance(condition, In):
+        operand = condition.operand
+        if not (isinstance(operand, Path) and operand.parts == (name,)):
+            return None
+        if not all(isinstance(v, Literal) for v in condition.values):
+            return None
+        return _distinct([v.value for v in condition.values if isinstance(v, Literal)])
+    if isinstance(condition, And):
+        left = partition_values(condition.left, name)
+        right = partition_values(condition.right, name)
+        if left is None or right is None:
+            return left if right is None else right
+        return [v for v in left if any(values_equal(v, w) for w in right)]
+    if isinstance(condition, Or):
+        left = partition_values(condition.left, name)
+        right = partition_values(condition.right, name)
+        if left is None or right is None:
+            return None
+        return _distinct(left + right)
+    return None
+
+
+def _distinct(values: list[AttributeValue]) -> list[AttributeValue]:
+    out: list[AttributeValue] = []
+    for value in values:
+        if not any(values_equal(value, seen) for seen in out):
+            out.append(value)
+    return out
 
 
 def split_key(

@@ -646,3 +646,55 @@ def test_bags_of_mixed_types_are_refused(h: Harness) -> None:
 def test_next_token_on_a_write_is_refused(h: Harness) -> None:
     error = h.error("DELETE FROM Music WHERE Artist='A' AND SongTitle='T'", NextToken="abc")
     assert error.message == "Invalid NextToken"
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "Artist IN ['B', 'A']",
+        "Artist = 'A' OR Artist = 'B'",
+        "(Artist = 'A' OR Artist = 'B') AND i >= 0",
+        "Artist IN ['A', 'B', 'C'] AND Artist IN ['A', 'B']",
+    ],
+)
+def test_select_on_several_partition_keys_reads_each_partition(songs: Harness, where: str) -> None:
+    answer = songs.run(f"SELECT Artist, SongTitle FROM Music WHERE {where}")
+    assert sorted((i["Artist"]["S"], i["SongTitle"]["S"]) for i in answer["Items"]) == [
+        (a, f"t{i}") for a in "AB" for i in range(5)
+    ]
+
+
+def test_select_on_several_partitions_pages_across_them(songs: Harness) -> None:
+    statement = (
+        "SELECT Artist, SongTitle FROM Music WHERE Artist IN ['B', 'A'] ORDER BY Artist DESC"
+    )
+    seen: list[tuple[str, str]] = []
+    extra: dict[str, Any] = {"Limit": 3}
+    for _ in range(10):
+        answer = songs.run(statement, **extra)
+        assert len(answer["Items"]) <= 3
+        seen += [(i["Artist"]["S"], i["SongTitle"]["S"]) for i in answer["Items"]]
+        if "NextToken" not in answer:
+            break
+        extra["NextToken"] = answer["NextToken"]
+    assert seen == [("B", f"t{i}") for i in range(5)] + [("A", f"t{i}") for i in range(5)]
+
+
+def test_order_by_over_several_partitions_must_name_the_partition_key(songs: Harness) -> None:
+    error = songs.error("SELECT * FROM Music WHERE Artist IN ['A', 'B'] ORDER BY SongTitle")
+    assert error.message == (
+        "Must have hash key in ORDER BY clause when more than one hash key condition specified "
+        "in WHERE clause."
+    )
+
+
+def test_select_on_several_partitions_sums_consumed_capacity(songs: Harness) -> None:
+    one = songs.run("SELECT * FROM Music WHERE Artist = 'A'", ReturnConsumedCapacity="TOTAL")
+    both = songs.run(
+        "SELECT * FROM Music WHERE Artist IN ['A', 'B']", ReturnConsumedCapacity="TOTAL"
+    )
+    assert both["ConsumedCapacity"]["CapacityUnits"] == 2 * one["ConsumedCapacity"]["CapacityUnits"]
+
+
+def test_select_with_a_partition_key_value_of_another_type_finds_nothing(songs: Harness) -> None:
+    assert songs.run("SELECT * FROM Music WHERE Artist = 1") == {"Items": []}
