@@ -32,6 +32,9 @@ STAR_AND_OTHERS_MESSAGE = (
     "Other attributes should not be present in the projection when '*' is used."
 )
 INSERT_RETURNING_MESSAGE = "RETURNING is not supported in INSERT"
+DML_FROM_MESSAGE = (
+    "FROM clause may only contain a single table name in data manipulation statements"
+)
 MISSING_COMPARED_MESSAGE = "MISSING must be compared using IS operator"
 
 # IS [NOT] <type>: the PartiQL type names DynamoDB supports, with the DynamoDB type each
@@ -383,9 +386,7 @@ class _Parser:
         self.expect_keyword("INTO")
         table, index = self.table()
         if index is not None:
-            raise malformed(
-                "FROM clause may only contain a single table name in data manipulation statements"
-            )
+            raise ValidationException(DML_FROM_MESSAGE)
         if self.peek().is_keyword("VALUES"):
             raise ValidationException(
                 "Unsupported operation: Inserting multiple items in a single statement is not "
@@ -405,9 +406,7 @@ class _Parser:
     def update(self) -> Update:
         table, index = self.table()
         if index is not None:
-            raise malformed(
-                "FROM clause may only contain a single table name in data manipulation statements"
-            )
+            raise ValidationException(DML_FROM_MESSAGE)
         actions: list[UpdateAction] = []
         while True:
             if self.accept_keyword("SET"):
@@ -434,9 +433,7 @@ class _Parser:
         self.expect_keyword("FROM")
         table, index = self.table()
         if index is not None:
-            raise malformed(
-                "FROM clause may only contain a single table name in data manipulation statements"
-            )
+            raise ValidationException(DML_FROM_MESSAGE)
         where = self.where() if self.accept_keyword("WHERE") else None
         returning = self.returning()
         if returning is not None and returning != "ALL_OLD":

@@ -698,3 +698,18 @@ def test_select_on_several_partitions_sums_consumed_capacity(songs: Harness) -> 
 
 def test_select_with_a_partition_key_value_of_another_type_finds_nothing(songs: Harness) -> None:
     assert songs.run("SELECT * FROM Music WHERE Artist = 1") == {"Items": []}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE Music.idx SET a = 1 WHERE Artist = 'A' AND SongTitle = 'T'",
+        "DELETE FROM \"Music\".\"idx\" WHERE Artist = 'A' AND SongTitle = 'T'",
+        "INSERT INTO Music.idx VALUE {'Artist': 'A', 'SongTitle': 'T'}",
+    ],
+)
+def test_writes_to_an_index_are_refused(h: Harness, statement: str) -> None:
+    error = h.error(statement)
+    assert error.message == (
+        "FROM clause may only contain a single table name in data manipulation statements"
+    )
