@@ -48,6 +48,7 @@ from keeldb.engine.partiql.translate import (
     condition_text,
     conjuncts,
     join_and,
+    parenthesised,
     partition_values,
     path_text,
     sort_key_term,
@@ -231,7 +232,7 @@ async def _update(db: Database, statement: Update, request: Body) -> Body:
     condition = f"attribute_exists({ph.name(table.hash_key.name)})"
     remaining = join_and(rest)
     if remaining is not None:
-        condition += f" AND ({condition_text(remaining, ph)})"
+        condition += f" AND {parenthesised(remaining, ph)}"
     body: Body = {
         "TableName": statement.table,
         "Key": key,
@@ -256,7 +257,7 @@ async def _delete(db: Database, statement: Delete, request: Body) -> Body:
     if remaining is not None:
         # A missing item is deleted without error; an existing one must meet the condition.
         missing = f"attribute_not_exists({ph.name(table.hash_key.name)})"
-        body["ConditionExpression"] = f"{missing} OR ({condition_text(remaining, ph)})"
+        body["ConditionExpression"] = f"{missing} OR {parenthesised(remaining, ph)}"
         body.update(ph.request_members())
     if statement.returning is not None:
         body["ReturnValues"] = statement.returning

@@ -32,7 +32,7 @@ from keeldb.engine.partiql.parser import (
     UpdateAction,
 )
 from keeldb.model.errors import ValidationException
-from keeldb.model.values import values_equal
+from keeldb.model.values import compare_values, values_equal
 
 AttributeValue = dict[str, Any]
 
@@ -96,34 +96,60 @@ def operand_text(operand: Operand, ph: Placeholders) -> str:
     return f"{operand.name}({args})"
 
 
+# Binding strength of a printed condition, for parenthesising only where needed: DynamoDB
+# refuses redundant parentheses. OR binds loosest, then AND, then NOT, then the rest.
+_OR, _AND, _NOT, _ATOM = range(4)
+
+
 def condition_text(condition: Condition, ph: Placeholders) -> str:
-    if isinstance(condition, And):
-        return f"({condition_text(condition.left, ph)}) AND ({condition_text(condition.right, ph)})"
+    return _condition(condition, ph)[0]
+
+
+def _operand_of(condition: Condition, ph: Placeholders, strength_min: int) -> str:
+    text, strength = _condition(condition, ph)
+    return f"({text})" if strength < strength_min else text
+
+
+def _condition(condition: Condition, ph: Placeholders) -> tuple[str, int]:
+    """The condition as DynamoDB expression text, and how strongly it binds."""
     if isinstance(condition, Or):
-        return f"({condition_text(condition.left, ph)}) OR ({condition_text(condition.right, ph)})"
+        left = _operand_of(condition.left, ph, _OR)
+        return f"{left} OR {_operand_of(condition.right, ph, _OR)}", _OR
+    if isinstance(condition, And):
+        left = _operand_of(condition.left, ph, _AND)
+        return f"{left} AND {_operand_of(condition.right, ph, _AND)}", _AND
     if isinstance(condition, Not):
-        return f"NOT ({condition_text(condition.operand, ph)})"
+        return f"NOT {_operand_of(condition.operand, ph, _NOT)}", _NOT
     if isinstance(condition, Compare):
         left = operand_text(condition.left, ph)
-        return f"{left} {condition.op} {operand_text(condition.right, ph)}"
+        return f"{left} {condition.op} {operand_text(condition.right, ph)}", _ATOM
     if isinstance(condition, Between):
+        # As two comparisons: in PartiQL, as in SQL, bounds in the wrong order match nothing,
+        # where a DynamoDB BETWEEN would refuse the expression.
         operand = operand_text(condition.operand, ph)
         low = operand_text(condition.low, ph)
-        return f"{operand} BETWEEN {low} AND {operand_text(condition.high, ph)}"
+        high = operand_text(condition.high, ph)
+        return f"{operand} >= {low} AND {operand} <= {high}", _AND
     if isinstance(condition, In):
         operand = operand_text(condition.operand, ph)
-        return f"{operand} IN ({', '.join(operand_text(v, ph) for v in condition.values)})"
+        values = ", ".join(operand_text(v, ph) for v in condition.values)
+        return f"{operand} IN ({values})", _ATOM
     if isinstance(condition, Is):
         path = path_text(condition.path, ph)
         if condition.type_name == "MISSING":
             function = "attribute_exists" if condition.negated else "attribute_not_exists"
-            return f"{function}({path})"
+            return f"{function}({path})", _ATOM
         type_value = ph.value({"S": IS_TYPES[condition.type_name]})
         text = f"attribute_type({path}, {type_value})"
-        return f"NOT ({text})" if condition.negated else text
+        return (f"NOT {text}", _NOT) if condition.negated else (text, _ATOM)
     assert isinstance(condition, Function)
     args = ", ".join(operand_text(a, ph) for a in condition.args)
-    return f"{condition.name}({args})"
+    return f"{condition.name}({args})", _ATOM
+
+
+def parenthesised(condition: Condition, ph: Placeholders) -> str:
+    """The condition as an operand of AND or OR in text of our own."""
+    return _operand_of(condition, ph, _ATOM)
 
 
 def conjuncts(condition: Condition | None) -> list[Condition]:
@@ -230,7 +256,7 @@ def sort_key_term(terms: list[Condition], name: str, type_: str, ph: Placeholder
                 return f"{ph.name(name)} {FLIPPED[term.op]} {ph.value(value)}"
         if isinstance(term, Between) and is_key(term.operand):
             low, high = literal_of(term.low), literal_of(term.high)
-            if low is not None and high is not None:
+            if low is not None and high is not None and (compare_values(low, high) or 0) <= 0:
                 return f"{ph.name(name)} BETWEEN {ph.value(low)} AND {ph.value(high)}"
         if (
             isinstance(term, Function)

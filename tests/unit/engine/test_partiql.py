@@ -242,6 +242,18 @@ def test_delete_of_a_missing_item_succeeds(h: Harness) -> None:
     }
 
 
+def test_delete_with_a_compound_extra_condition_checks_it(h: Harness) -> None:
+    put(h, song("A", "T", a=n("1"), b=n("2")))
+    error = h.error(
+        "DELETE FROM Music WHERE Artist = 'A' AND SongTitle = 'T' AND (a = 2 OR b BETWEEN 3 AND 4)"
+    )
+    assert isinstance(error, ConditionalCheckFailedException)
+    h.run(
+        "DELETE FROM Music WHERE Artist = 'A' AND SongTitle = 'T' AND (a = 2 OR b BETWEEN 1 AND 4)"
+    )
+    assert h.get("Music", {"Artist": s("A"), "SongTitle": s("T")}) is None
+
+
 def test_delete_of_an_item_failing_the_extra_condition_is_refused(h: Harness) -> None:
     put(h, song("A", "T", a=n("1")))
     error = h.error("DELETE FROM Music WHERE Artist = 'A' AND SongTitle = 'T' AND a = 2")
@@ -323,6 +335,11 @@ def test_select_with_sort_key_conditions_and_a_filter(songs: Harness) -> None:
         ("even IS BOOLEAN AND i = 3", {"t3"}),
         ("size(SongTitle) = 2 AND i BETWEEN 3 AND 4", {"t3", "t4"}),
         ("2 < i", {"t3", "t4"}),
+        ("i BETWEEN 3 AND 1", set()),
+        ("NOT (i BETWEEN 1 AND 3) AND (i = 0 OR i = 4)", {"t0", "t4"}),
+        ("NOT (i = 1 OR i = 2) AND NOT i IS MISSING AND i < 4", {"t0", "t3"}),
+        ("(i = 1 AND even = FALSE) OR (i BETWEEN 3 AND 4 AND NOT even = TRUE)", {"t1", "t3"}),
+        ("i IS NOT NUMERIC OR i = 2", {"t2"}),
     ],
 )
 def test_select_where_forms_filter_a_scan(songs: Harness, where: str, expected: set[str]) -> None:
