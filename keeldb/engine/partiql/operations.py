@@ -514,8 +514,21 @@ async def batch_execute_statement(db: Database, body: Body) -> Body:
     request = paging.read_members(body, BATCH_MEMBERS)
     entries = [paging.as_structure(s) for s in request["Statements"] if s is not None]
     errors = _length_violations("statements", entries, 1, BATCH_STATEMENTS_MAX)
+    for number, entry in enumerate(entries, start=1):
+        # Members of a list element are named by their place in DynamoDB's messages.
+        statement = entry.get("Statement")
+        where = f"statements.{number}.member.statement"
+        if statement is None:
+            errors.append(
+                f"Value null at '{where}' failed to satisfy constraint: Member must not be null"
+            )
+        elif isinstance(statement, str):
+            errors += _length_violations(where, statement, 1, STATEMENT_CHARS_MAX)
+        parameters = entry.get("Parameters")
+        if isinstance(parameters, list) and not parameters:
+            errors += _length_violations(f"statements.{number}.member.parameters", [], 1, 1)
     if errors:
-        raise paging.constraint_error(errors)
+        raise paging.constraint_error(errors[: paging.CONSTRAINT_ERRORS_MAX])
     subrequests = [paging.read_members(entry, BATCH_STATEMENT_MEMBERS) for entry in entries]
 
     parsed: list[Statement | ClientError] = []

@@ -730,3 +730,15 @@ def test_writes_to_an_index_are_refused(h: Harness, statement: str) -> None:
     assert error.message == (
         "FROM clause may only contain a single table name in data manipulation statements"
     )
+
+
+def test_batch_statement_members_are_named_by_their_place(h: Harness) -> None:
+    with pytest.raises(ValidationException) as caught:
+        h(
+            "BatchExecuteStatement",
+            {"Statements": [{"Statement": "SELECT * FROM Music"}, {"Parameters": [s("a")]}]},
+        )
+    assert caught.value.message == (
+        "1 validation error detected: Value null at 'statements.2.member.statement' failed to "
+        "satisfy constraint: Member must not be null"
+    )
