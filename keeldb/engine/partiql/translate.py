@@ -83,6 +83,7 @@ def path_text(path: Path, ph: Placeholders) -> str:
 
 
 def operand_text(operand: Operand, ph: Placeholders) -> str:
+    """An operand of an update action: a value, a path, `a + b`, `a - b` or a function."""
     if isinstance(operand, Path):
         return path_text(operand, ph)
     if isinstance(operand, Literal):
@@ -94,6 +95,22 @@ def operand_text(operand: Operand, ph: Placeholders) -> str:
         raise ValidationException(f"Unrecognized function: {operand.name}")
     args = ", ".join(operand_text(a, ph) for a in operand.args)
     return f"{operand.name}({args})"
+
+
+def _compared_text(operand: Operand, ph: Placeholders) -> str:
+    """An operand of a condition: a value, a path or size(path); arithmetic and the update
+    functions have no place there."""
+    if isinstance(operand, Arithmetic):
+        raise ValidationException(
+            f"Unsupported operator in Condition Expression. Operator: {operand.op}"
+        )
+    if isinstance(operand, Call) and operand.name != "size":
+        if operand.name in VALUE_FUNCTIONS or operand.name in SET_FUNCTIONS:
+            raise ValidationException(
+                f"Unsupported operator in Condition Expression. Operator: {operand.name}"
+            )
+        raise ValidationException(f"Unrecognized function: {operand.name}")
+    return operand_text(operand, ph)
 
 
 # Binding strength of a printed condition, for parenthesising only where needed: DynamoDB
@@ -121,18 +138,18 @@ def _condition(condition: Condition, ph: Placeholders) -> tuple[str, int]:
     if isinstance(condition, Not):
         return f"NOT {_operand_of(condition.operand, ph, _NOT)}", _NOT
     if isinstance(condition, Compare):
-        left = operand_text(condition.left, ph)
-        return f"{left} {condition.op} {operand_text(condition.right, ph)}", _ATOM
+        left = _compared_text(condition.left, ph)
+        return f"{left} {condition.op} {_compared_text(condition.right, ph)}", _ATOM
     if isinstance(condition, Between):
         # As two comparisons: in PartiQL, as in SQL, bounds in the wrong order match nothing,
         # where a DynamoDB BETWEEN would refuse the expression.
-        operand = operand_text(condition.operand, ph)
-        low = operand_text(condition.low, ph)
-        high = operand_text(condition.high, ph)
+        operand = _compared_text(condition.operand, ph)
+        low = _compared_text(condition.low, ph)
+        high = _compared_text(condition.high, ph)
         return f"{operand} >= {low} AND {operand} <= {high}", _AND
     if isinstance(condition, In):
-        operand = operand_text(condition.operand, ph)
-        values = ", ".join(operand_text(v, ph) for v in condition.values)
+        operand = _compared_text(condition.operand, ph)
+        values = ", ".join(_compared_text(v, ph) for v in condition.values)
         return f"{operand} IN ({values})", _ATOM
     if isinstance(condition, Is):
         path = path_text(condition.path, ph)
@@ -143,7 +160,7 @@ def _condition(condition: Condition, ph: Placeholders) -> tuple[str, int]:
         text = f"attribute_type({path}, {type_value})"
         return (f"NOT {text}", _NOT) if condition.negated else (text, _ATOM)
     assert isinstance(condition, Function)
-    args = ", ".join(operand_text(a, ph) for a in condition.args)
+    args = ", ".join(_compared_text(a, ph) for a in condition.args)
     return f"{condition.name}({args})", _ATOM
 
 

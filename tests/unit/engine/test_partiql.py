@@ -742,3 +742,20 @@ def test_batch_statement_members_are_named_by_their_place(h: Harness) -> None:
         "1 validation error detected: Value null at 'statements.2.member.statement' failed to "
         "satisfy constraint: Member must not be null"
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("i + 1 = 2", "Unsupported operator in Condition Expression. Operator: +"),
+        (
+            "list_append(i, [1]) = i",
+            "Unsupported operator in Condition Expression. Operator: list_append",
+        ),
+        ("nope(i) = 1", "Unrecognized function: nope"),
+    ],
+)
+def test_conditions_refuse_arithmetic_and_update_functions(
+    h: Harness, where: str, message: str
+) -> None:
+    assert h.error(f"SELECT * FROM Music WHERE {where}").message == message
