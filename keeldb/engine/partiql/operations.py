@@ -10,11 +10,18 @@ DynamoDB"):
   ConditionalCheckFailedException);
 - DELETE is a DeleteItem of that item; a missing item is no error, an existing one that
   fails the rest of the WHERE clause is a ConditionalCheckFailedException;
-- SELECT is a Query when the WHERE clause fixes the partition key of the table or index
-  (with the first sort-key term as the key condition), and a full Scan otherwise; the
-  whole WHERE clause then filters what was read and the select list projects it. A page
-  ends as the Query's or Scan's does; NextToken holds its LastEvaluatedKey and a digest of
-  the statement, so that it can only continue the same statement.
+- SELECT is one Query per partition key value when the WHERE clause pins the partition key
+  of the table or index to a few values (`=`, IN, and AND / OR of them), with the first
+  sort-key term as part of the key condition, and a full Scan otherwise; the whole WHERE
+  clause then filters what was read and the select list projects it. A page ends as the
+  Query's or Scan's does, or when Limit items have been read; NextToken holds where the
+  next page starts and a digest of the statement, so that it can only continue the same
+  statement.
+
+BatchExecuteStatement runs up to 25 statements, all reads (each a single item by its full
+key) or all writes, one after the other, each answered with its item or its own Error.
+ExecuteTransaction is not registered here: it needs the atomic multi-item writes of
+transactions.
 
 It never reads or writes the store itself and never parses an expression: the item, query
 and scan handlers do that.
