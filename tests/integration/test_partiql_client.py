@@ -207,3 +207,32 @@ def test_execute_transaction_is_an_unknown_operation(ddb: Any, table_factory: An
         TransactStatements=[{"Statement": f"INSERT INTO \"{table}\" VALUE {{'pk': 'x'}}"}],
     )
     assert code == "UnknownOperationException"
+
+
+def test_failed_condition_returns_the_old_item_when_asked(ddb: Any, table_factory: Any) -> None:
+    table = table_factory()
+    ddb.put_item(TableName=table, Item={"pk": s("k"), "v": n("1")})
+    with pytest.raises(ClientError) as caught:
+        ddb.execute_statement(
+            Statement=f"UPDATE \"{table}\" SET v = 2 WHERE pk = 'k' AND v = 5",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    assert caught.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    assert caught.value.response["Item"] == {"pk": s("k"), "v": n("1")}
+
+
+def test_select_on_several_partition_keys_pages_across_them(ddb: Any, table_factory: Any) -> None:
+    table = table_factory(hash_key="pk", range_key="sk", range_type="N")
+    for pk in ("a", "b", "c"):
+        for sk in range(3):
+            ddb.put_item(TableName=table, Item={"pk": s(pk), "sk": n(str(sk))})
+    statement = f"SELECT pk, sk FROM \"{table}\" WHERE pk IN ['c', 'a'] ORDER BY pk"
+    kwargs: dict[str, Any] = {"Statement": statement, "Limit": 2}
+    seen: list[tuple[str, str]] = []
+    for _ in range(10):
+        answer = ddb.execute_statement(**kwargs)
+        seen += [(item["pk"]["S"], item["sk"]["N"]) for item in answer["Items"]]
+        if "NextToken" not in answer:
+            break
+        kwargs["NextToken"] = answer["NextToken"]
+    assert seen == [("a", "0"), ("a", "1"), ("a", "2"), ("c", "0"), ("c", "1"), ("c", "2")]
