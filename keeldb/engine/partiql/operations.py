@@ -49,6 +49,7 @@ from keeldb.engine.partiql.parser import (
     Statement,
     Update,
     parse,
+    result_name,
 )
 from keeldb.engine.partiql.translate import (
     Placeholders,
@@ -57,7 +58,6 @@ from keeldb.engine.partiql.translate import (
     join_and,
     parenthesised,
     partition_values,
-    path_text,
     sort_key_term,
     split_key,
     update_text,
@@ -283,28 +283,49 @@ def _write_answer(response: Body, returning: str | None) -> Body:
     return answer
 
 
+def _value_at(item: dict[str, Any], parts: tuple[str | int, ...]) -> dict[str, Any] | None:
+    """The value at a document path of an item, or None where the path leads nowhere."""
+    value: dict[str, Any] | None = item.get(str(parts[0]))
+    for part in parts[1:]:
+        if value is None:
+            return None
+        if isinstance(part, int):
+            members = value.get("L")
+            value = members[part] if members is not None and part < len(members) else None
+        else:
+            value = value.get("M", {}).get(part) if "M" in value else None
+    return value
+
+
 class _Reader:
-    """The WHERE filter and the select list of a SELECT, compiled as DynamoDB expressions."""
+    """The WHERE filter (compiled as a DynamoDB condition) and the select list of a SELECT."""
 
     def __init__(self, statement: Select) -> None:
         self.filter = None
-        self.projection = None
+        self.projection = statement.projection
         if statement.where is not None:
             ph = Placeholders()
             text = condition_text(statement.where, ph)
             self.filter = ExpressionContext(ph.names or None, ph.values or None).condition(text)
-        if statement.projection is not None:
-            ph = Placeholders()
-            text = ", ".join(path_text(p, ph) for p in statement.projection)
-            self.projection = ExpressionContext(ph.names or None, None).projection(text)
 
     def answer(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for item in items:
             if self.filter is not None and not self.filter.evaluate(item):
                 continue
-            out.append(item if self.projection is None else self.projection.apply(item))
+            out.append(item if self.projection is None else self.project(item))
         return out
+
+    def project(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Each selected path that the item has, under its name in the answer (a nested path
+        under its last part: `m.z` is answered as `z`)."""
+        assert self.projection is not None
+        projected = {}
+        for path in self.projection:
+            value = _value_at(item, path.parts)
+            if value is not None:
+                projected[result_name(path)] = value
+        return projected
 
 
 def _key_attributes(table: Any, index_name: str | None) -> tuple[Any, Any, bool]:

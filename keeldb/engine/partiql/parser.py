@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from keeldb.model.errors import ValidationException
@@ -34,6 +35,10 @@ STAR_AND_OTHERS_MESSAGE = (
 INSERT_RETURNING_MESSAGE = "RETURNING is not supported in INSERT"
 DML_FROM_MESSAGE = (
     "FROM clause may only contain a single table name in data manipulation statements"
+)
+ALIAS_MESSAGE = "Aliasing is not supported"
+BAG_TYPES_MESSAGE = (
+    "Unsupported data type in Bag. DynamoDB only supports either numbers or strings in bags"
 )
 MISSING_COMPARED_MESSAGE = "MISSING must be compared using IS operator"
 
@@ -221,7 +226,7 @@ class Token:
 
 _TOKEN_RE = re.compile(
     r"""
-    (?P<space>\s+|--[^\n]*)
+    (?P<space>\s+|--[^\n]*|/\*.*?\*/)
     | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
     | (?P<ident>[A-Za-z_$][A-Za-z0-9_$]*)
     | (?P<quoted>"(?:[^"]|"")*")
@@ -229,7 +234,7 @@ _TOKEN_RE = re.compile(
     | (?P<param>\?)
     | (?P<punct><<|>>|<=|>=|<>|!=|\|\||[()\[\]{},.:;*=<>+\-])
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.DOTALL,
 )
 
 
@@ -331,8 +336,8 @@ class _Parser:
         self.accept_punct(";")
         if self.peek().kind != "end":
             raise self.fail()
-        if self.used_parameters != len(self.parameters):
-            raise ValidationException(PARAMETER_COUNT_MESSAGE)
+        # More parameters than `?` are accepted, as DynamoDB accepts them; fewer are refused
+        # where the first unbound `?` is read.
         return result
 
     def name(self) -> str:
@@ -357,10 +362,16 @@ class _Parser:
             else:
                 assert projection is not None
                 projection.append(self.path())
+                if self.peek().kind in ("ident", "quoted") and not self.peek().is_keyword("FROM"):
+                    raise ValidationException(ALIAS_MESSAGE)
             if not self.accept_punct(","):
                 break
         if star and projection:
             raise ValidationException(STAR_AND_OTHERS_MESSAGE)
+        names = [result_name(path) for path in projection or []]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValidationException(f"Duplicate identifiers in select clause: {name}")
         if star:
             projection = None
         self.expect_keyword("FROM")
@@ -378,6 +389,9 @@ class _Parser:
                 order.append((path, descending))
                 if not self.accept_punct(","):
                     break
+        for clause in ("LIMIT", "OFFSET", "GROUP", "HAVING"):
+            if self.peek().is_keyword(clause):
+                raise ValidationException(f"Unsupported clause: {clause}")
         return Select(
             table, index, None if projection is None else tuple(projection), where, tuple(order)
         )
@@ -722,6 +736,9 @@ class _Parser:
         values: list[AttributeValue] = []
         if not self.accept_punct(">>"):
             while True:
+                if self.peek().kind == "param":
+                    # A set is bound whole, as one SS, NS or BS parameter.
+                    raise ValidationException(BAG_TYPES_MESSAGE)
                 values.append(self.value())
                 if not self.accept_punct(","):
                     break
@@ -729,15 +746,36 @@ class _Parser:
         if not values:
             raise ValidationException("Empty bags are not supported")
         kinds = {next(iter(v)) for v in values}
+        if len({set_member_identity(v) for v in values}) != len(values):
+            raise ValidationException("Input collection contains duplicates")
         if kinds == {"S"}:
             return {"SS": [v["S"] for v in values]}
         if kinds == {"N"}:
             return {"NS": [v["N"] for v in values]}
         if kinds == {"B"}:
             return {"BS": [v["B"] for v in values]}
-        raise ValidationException(
-            "Unsupported data type in Bag. DynamoDB only supports either numbers or strings in bags"
-        )
+        raise ValidationException(BAG_TYPES_MESSAGE)
+
+
+def set_member_identity(value: AttributeValue) -> tuple[str, str]:
+    """A set member's identity: numbers by their value, strings and binaries by their text."""
+    kind, member = next(iter(value.items()))
+    if kind == "N":
+        try:
+            return kind, str(Decimal(member).normalize())
+        except ArithmeticError:
+            return kind, member
+    return kind, str(member)
+
+
+def result_name(path: Path) -> str:
+    """The name a projected path has in the answer: its last attribute name and the list
+    indexes after it (`SELECT m.k[1], m.z` answers `k[1]` and `z`), as DynamoDB answers."""
+    last = max(i for i, part in enumerate(path.parts) if isinstance(part, str))
+    name = str(path.parts[last])
+    for part in path.parts[last + 1 :]:
+        name += f"[{part}]"
+    return name
 
 
 def parse(text: str, parameters: list[AttributeValue] | None = None) -> Statement:

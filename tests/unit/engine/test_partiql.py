@@ -349,10 +349,22 @@ def test_select_where_forms_filter_a_scan(songs: Harness, where: str, expected: 
     assert set(titles(scanned)) == expected
 
 
-def test_select_projects_nested_paths(h: Harness) -> None:
+def test_select_answers_nested_paths_under_their_last_part(h: Harness) -> None:
     put(h, song("A", "T", info={"M": {"a": {"L": [n("1"), n("2")]}, "b": s("x")}}))
-    answer = h.run("SELECT info.a[1], \"SongTitle\" FROM Music WHERE Artist = 'A'")
-    assert answer["Items"] == [{"info": {"M": {"a": {"L": [n("2")]}}}, "SongTitle": s("T")}]
+    answer = h.run(
+        "SELECT info.a[1], info.b, \"SongTitle\", info.none FROM Music WHERE Artist = 'A'"
+    )
+    assert answer["Items"] == [{"a[1]": n("2"), "b": s("x"), "SongTitle": s("T")}]
+
+
+def test_select_refuses_two_paths_with_one_answer_name(h: Harness) -> None:
+    error = h.error("SELECT a.z, b.z FROM Music")
+    assert error.message == "Duplicate identifiers in select clause: z"
+
+
+def test_select_refuses_aliases_and_a_limit_clause(h: Harness) -> None:
+    assert h.error("SELECT a AS b FROM Music").message == "Aliasing is not supported"
+    assert h.error("SELECT * FROM Music LIMIT 1").message == "Unsupported clause: LIMIT"
 
 
 def test_select_pages_with_limit_and_next_token(songs: Harness) -> None:
@@ -425,11 +437,12 @@ def test_select_order_by_without_a_partition_key_condition_is_refused(songs: Har
 # --- Errors common to all statements --------------------------------------------------------
 
 
-def test_parameter_count_mismatch_is_refused(h: Harness) -> None:
-    error = h.error("SELECT * FROM Music WHERE Artist = ?")
+def test_too_few_parameters_are_refused_and_extra_ones_ignored(h: Harness) -> None:
+    error = h.error("SELECT * FROM Music WHERE Artist = ? AND SongTitle = ?", s("a"))
     assert error.message == "Number of parameters in request and statement don't match."
-    error = h.error("SELECT * FROM Music WHERE Artist = ?", s("a"), s("b"))
-    assert error.message == "Number of parameters in request and statement don't match."
+    put(h, song("a", "b"))
+    answer = h.run("SELECT * FROM Music WHERE Artist = ?", s("a"), s("extra"))
+    assert answer["Items"] == [song("a", "b")]
 
 
 @pytest.mark.parametrize(
@@ -651,6 +664,18 @@ def test_is_null_and_is_numeric_match_values_of_that_type(h: Harness) -> None:
 def test_missing_compared_with_equals_is_refused(h: Harness) -> None:
     error = h.error("SELECT * FROM Music WHERE v = MISSING")
     assert error.message == "MISSING must be compared using IS operator"
+
+
+def test_bags_refuse_duplicates_and_parameters(h: Harness) -> None:
+    error = h.error("INSERT INTO Music VALUE {'Artist': 'A', 'SongTitle': 'T', 's': <<1, 1.0>>}")
+    assert error.message == "Input collection contains duplicates"
+    error = h.error("INSERT INTO Music VALUE {'Artist': 'A', 'SongTitle': 'T', 's': <<?>>}", s("x"))
+    assert error.message.startswith("Unsupported data type in Bag.")
+
+
+def test_comments_are_ignored(h: Harness) -> None:
+    h.run("INSERT INTO Music /* the table */ VALUE {'Artist': 'A', 'SongTitle': 'T'} -- done")
+    assert h.get("Music", {"Artist": s("A"), "SongTitle": s("T")}) == song("A", "T")
 
 
 def test_bags_of_mixed_types_are_refused(h: Harness) -> None:
