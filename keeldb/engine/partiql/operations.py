@@ -75,6 +75,8 @@ NEXT_TOKEN_CHARS_MAX = 32768  # ExecuteStatement API reference: NextToken length
 BATCH_STATEMENTS_MAX = 25  # BatchExecuteStatement API reference: 1..25 statements
 DIGEST_BYTES = 16
 
+KEY_TYPE_MESSAGE = "Key attribute's data type should match its data type in table's schema: Key "
+KEY_ABSENT_MESSAGE = "Key attribute should be present in the item: Key "
 INCOMPLETE_KEY_MESSAGE = "Where clause does not contain a mandatory equality on all key attributes"
 DUPLICATE_MESSAGE = "Duplicate primary key exists in table"
 INVALID_TOKEN_MESSAGE = "Invalid NextToken"
@@ -212,11 +214,28 @@ def _full_key(db: Database, table_name: str, where: Any) -> tuple[Any, dict[str,
     key, rest = split_key(where, table.key_names)
     if len(key) != len(table.key_names):
         raise ValidationException(INCOMPLETE_KEY_MESSAGE)
+    _check_key_types(table, key)
     return table, key, rest
+
+
+def _key_schema(table: Any) -> list[Any]:
+    return [table.hash_key] + ([table.range_key] if table.range_key is not None else [])
+
+
+def _check_key_types(table: Any, values: dict[str, Any]) -> None:
+    """Key values named in a statement must have the types of the table's key schema."""
+    for attribute in _key_schema(table):
+        value = values.get(attribute.name)
+        if value is not None and attribute.type not in value:
+            raise ValidationException(KEY_TYPE_MESSAGE + attribute.name)
 
 
 async def _insert(db: Database, statement: Insert, request: Body) -> Body:
     table = find_table(db, statement.table)
+    for attribute in _key_schema(table):
+        if attribute.name not in statement.item:
+            raise ValidationException(KEY_ABSENT_MESSAGE + attribute.name)
+    _check_key_types(table, statement.item)
     ph = Placeholders()
     body: Body = {
         "TableName": statement.table,
@@ -417,7 +436,10 @@ async def _select(db: Database, statement: Select, request: Body) -> Body:
 
     # One Query per partition key value, in key order when ORDER BY names the partition key;
     # values of another type than the key's can match no item.
-    values = [v for v in partitions if hash_key.type in v]
+    for value in partitions:
+        if hash_key.type not in value:
+            raise ValidationException(KEY_TYPE_MESSAGE + hash_key.name)
+    values = list(partitions)
     if any(path.parts == (hash_key.name,) for path, _ in statement.order_by):
         values.sort(key=functools.cmp_to_key(lambda a, b: compare_values(a, b) or 0))
         if hash_descending:
@@ -516,6 +538,7 @@ async def _batch_read(db: Database, statement: Select, request: Body) -> Body:
     key, _ = split_key(statement.where, table.key_names)
     if len(key) != len(table.key_names):
         raise ValidationException(BATCH_SELECT_KEY_MESSAGE)
+    _check_key_types(table, key)
     reader = _Reader(statement)
     body: Body = {"TableName": statement.table, "Key": key, **_common(request)}
     if "ConsistentRead" in request:
