@@ -37,6 +37,12 @@ from typing import Any
 import msgpack
 
 from keeldb.engine.database import Body, Database, operation, redo_kind
+from keeldb.engine.request_shapes import (
+    Shape,
+    Violations,
+    check_table_reference,
+    check_types,
+)
 from keeldb.engine.schema import (
     BILLING_PAY_PER_REQUEST,
     BILLING_PROVISIONED,
@@ -53,7 +59,6 @@ from keeldb.model.errors import (
     LimitExceededException,
     ResourceInUseException,
     ResourceNotFoundException,
-    SerializationException,
     ValidationException,
 )
 from keeldb.model.keys import table_bounds, table_prefix
@@ -66,8 +71,6 @@ from keeldb.model.limits import (
     PROJECTED_ATTRIBUTES_MAX,
     TABLE_NAME_LENGTH_MAX,
     TABLE_NAME_LENGTH_MIN,
-    TABLE_NAME_PATTERN,
-    TABLE_NAME_RE,
     TABLES_PER_REGION_MAX,
     TAG_KEY_LENGTH_MAX,
     TAG_VALUE_LENGTH_MAX,
@@ -87,8 +90,6 @@ assert not table_prefix("00000000-0000-0000-0000-000000000000").startswith(CATAL
 
 # --- Limits (names carry their unit last; each says where it comes from) --------------------
 
-VALIDATION_ERRORS_MAX = 10  # DynamoDB lists at most ten constraint violations per message.
-TABLE_ARN_LENGTH_MAX = 1024  # TableName also accepts a table ARN of up to 1024 characters.
 RESOURCE_ARN_LENGTH_MAX = 1283  # ResourceArn of TagResource and friends.
 ATTRIBUTE_NAME_LENGTH_MIN = 1  # KeySchemaElement / AttributeDefinition AttributeName.
 ATTRIBUTE_NAME_LENGTH_MAX = 255
@@ -153,7 +154,7 @@ def catalog_key(name: str) -> bytes:
     return CATALOG_PREFIX + name.encode("utf-8")
 
 
-def _catalog(db: Database) -> CatalogState:
+def catalog_state(db: Database) -> CatalogState:
     state: CatalogState | None = db.state.get(STATE_KEY)
     if state is None:
         tables: dict[str, Table] = {}
@@ -177,7 +178,7 @@ def find_table(db: Database, name: str) -> Table | None:
         if parsed is None:
             return None
         name = parsed
-    return _catalog(db).tables.get(name)
+    return catalog_state(db).tables.get(name)
 
 
 def get_table(db: Database, name: str) -> Table:
@@ -197,14 +198,14 @@ def get_table_by_arn(db: Database, arn: str) -> Table:
 
 def get_table_by_id(db: Database, table_id: str) -> Table | None:
     """The live table with this TableId (a deleted and re-created table has a new one)."""
-    return _catalog(db).by_id.get(table_id)
+    return catalog_state(db).by_id.get(table_id)
 
 
 def catalog_lock(db: Database) -> asyncio.Lock:
     """The lock under which catalog changes are validated and proposed. Background work that
     changes a table (the index backfill and drop) proposes under it too, so that no change is
     ever validated against a view that a record already in flight is about to change."""
-    return _catalog(db).lock
+    return catalog_state(db).lock
 
 
 def table_entry(table: Table) -> tuple[bytes, bytes]:
@@ -215,7 +216,7 @@ def table_entry(table: Table) -> tuple[bytes, bytes]:
 
 def remember(db: Database, table: Table) -> None:
     """Update the cache after an applier outside this module wrote `table_entry(table)`."""
-    state = _catalog(db)
+    state = catalog_state(db)
     current = state.tables.get(table.name)
     assert current is not None and current.table_id == table.table_id, table.name
     state.tables[table.name] = table
@@ -224,7 +225,7 @@ def remember(db: Database, table: Table) -> None:
 
 def list_tables(db: Database) -> list[Table]:
     """Every table, sorted by name."""
-    tables = _catalog(db).tables
+    tables = catalog_state(db).tables
     return [tables[name] for name in sorted(tables)]
 
 
@@ -239,7 +240,7 @@ def _parse_table_arn(db: Database, arn: str) -> str | None:
     return name
 
 
-def _now(db: Database) -> float:
+def current_time(db: Database) -> float:
     clock: Callable[[], float] | None = db.state.get(CLOCK_STATE_KEY)
     return clock() if clock is not None else time.time()
 
@@ -282,7 +283,7 @@ def apply_create_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     if _already_applied(db, lsn):
         return
     table = Table.from_record(record["table"])
-    state = _catalog(db)
+    state = catalog_state(db)
     assert table.name not in state.tables, table.name
     assert table.table_id not in state.by_id, table.table_id
     db.store.write([(catalog_key(table.name), msgpack.packb(record["table"]))], [], lsn)
@@ -294,7 +295,7 @@ def apply_create_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
 def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     if _already_applied(db, lsn):
         return
-    state = _catalog(db)
+    state = catalog_state(db)
     current = state.tables.get(record["name"])
     if current is None or current.table_id != record["table_id"]:
         # The table was deleted (and maybe re-created) after this change was validated:
@@ -314,7 +315,7 @@ def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
 def apply_delete_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     if _already_applied(db, lsn):
         return
-    state = _catalog(db)
+    state = catalog_state(db)
     current = state.tables.get(record["name"])
     if current is None or current.table_id != record["table_id"]:
         db.store.write([], [], lsn)
@@ -335,9 +336,6 @@ async def _propose(db: Database, record: dict[str, Any]) -> None:
 
 # --- The request-model layer ----------------------------------------------------------------
 
-# Member shapes for the type check that precedes validation: "S" string, "L" long, "Z"
-# boolean, [shape] a list, {member: shape} a structure.
-Shape = Any
 
 KEY_SCHEMA_SHAPE: Shape = [{"AttributeName": "S", "KeyType": "S"}]
 THROUGHPUT_SHAPE: Shape = {"ReadCapacityUnits": "L", "WriteCapacityUnits": "L"}
@@ -400,133 +398,6 @@ TAG_RESOURCE_SHAPE: Shape = {"ResourceArn": "S", "Tags": TAGS_SHAPE}
 UNTAG_RESOURCE_SHAPE: Shape = {"ResourceArn": "S", "TagKeys": ["S"]}
 LIST_TAGS_SHAPE: Shape = {"ResourceArn": "S", "NextToken": "S"}
 
-_TYPE_NAMES = {"S": "String", "L": "Long", "Z": "Boolean"}
-
-
-def _wrong_type(value: Any, target: str) -> SerializationException:
-    """DynamoDB's deserializer's complaint about a JSON value of the wrong type."""
-    if isinstance(value, list):
-        return SerializationException("Start of list found where not expected")
-    if isinstance(value, dict):
-        return SerializationException("Start of structure or map found where not expected.")
-    if value is True:
-        kind = "TRUE_VALUE"
-    elif value is False:
-        kind = "FALSE_VALUE"
-    elif isinstance(value, int | float):
-        kind = "NUMBER_VALUE"
-    else:
-        kind = "STRING_VALUE"
-    return SerializationException(f"{kind} can not be converted to a {target}")
-
-
-def _check_types(value: Any, shape: Shape) -> Any:
-    """`value` with JSON nulls dropped and longs made ints; SerializationException for a
-    member of the wrong type. Members the shape does not know are dropped, as DynamoDB's
-    deserializer ignores them."""
-    if value is None:
-        return None
-    if isinstance(shape, dict):
-        if not isinstance(value, dict):
-            raise _wrong_type(value, "Structure")
-        out = {}
-        for member, member_shape in shape.items():
-            checked = _check_types(value.get(member), member_shape)
-            if checked is not None:
-                out[member] = checked
-        return out
-    if isinstance(shape, list):
-        if not isinstance(value, list):
-            raise _wrong_type(value, "List")
-        return [_check_types(element, shape[0]) for element in value]
-    if shape == "S":
-        if not isinstance(value, str):
-            raise _wrong_type(value, "String")
-        return value
-    if shape == "Z":
-        if not isinstance(value, bool):
-            raise _wrong_type(value, "Boolean")
-        return value
-    assert shape == "L", shape
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _wrong_type(value, "Long")
-    # A Long member given a fraction keeps its integer part, as a JSON long parser does.
-    return int(value)
-
-
-def _render(value: Any) -> str:
-    """A value as DynamoDB's constraint messages quote it."""
-    if value is None:
-        return "null"
-    return f"'{_text(value)}'"
-
-
-def _text(value: Any) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        inner = ", ".join(f"{k[:1].lower()}{k[1:]}={_text(v)}" for k, v in value.items())
-        return "{" + inner + "}"
-    return str(value)
-
-
-class Violations:
-    """Constraint violations of one request, reported together as DynamoDB does."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def add(self, value: Any, path: str, constraint: str) -> None:
-        if len(self.messages) < VALIDATION_ERRORS_MAX:
-            self.messages.append(
-                f"Value {_render(value)} at '{path}' failed to satisfy constraint: {constraint}"
-            )
-
-    def not_null(self, value: Any, path: str) -> bool:
-        """Record a violation if `value` is missing; True if it is present."""
-        if value is None:
-            self.add(None, path, "Member must not be null")
-            return False
-        return True
-
-    def length(self, value: Any, path: str, low: int | None, high: int | None) -> None:
-        if value is None:
-            return
-        if low is not None and len(value) < low:
-            self.add(value, path, f"Member must have length greater than or equal to {low}")
-        if high is not None and len(value) > high:
-            self.add(value, path, f"Member must have length less than or equal to {high}")
-
-    def pattern(self, value: str | None, path: str) -> None:
-        if value is not None and not TABLE_NAME_RE.match(value):
-            self.add(
-                value, path, f"Member must satisfy regular expression pattern: {TABLE_NAME_PATTERN}"
-            )
-
-    def enum(self, value: str | None, path: str, allowed: Sequence[str]) -> None:
-        if value is not None and value not in allowed:
-            self.add(value, path, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
-
-    def at_least(self, value: int | None, path: str, low: int) -> None:
-        if value is not None and value < low:
-            self.add(value, path, f"Member must have value greater than or equal to {low}")
-
-    def at_most(self, value: int | None, path: str, high: int) -> None:
-        if value is not None and value > high:
-            self.add(value, path, f"Member must have value less than or equal to {high}")
-
-    def raise_if_any(self) -> None:
-        count = len(self.messages)
-        if count:
-            noun = "error" if count == 1 else "errors"
-            raise ValidationException(
-                f"{count} validation {noun} detected: " + "; ".join(self.messages)
-            )
-
 
 def _member(path: str, index: int) -> str:
     return f"{path}.{index + 1}.member"
@@ -545,18 +416,6 @@ def _check_table_name(v: Violations, name: str | None) -> None:
     if v.not_null(name, "tableName"):
         v.length(name, "tableName", TABLE_NAME_LENGTH_MIN, TABLE_NAME_LENGTH_MAX)
         v.pattern(name, "tableName")
-
-
-def _check_table_reference(v: Violations, name: str | None, path: str = "tableName") -> None:
-    """A table name or a table ARN, as the operations on an existing table take it."""
-    if not v.not_null(name, path):
-        return
-    assert name is not None
-    if name.startswith("arn:"):
-        v.length(name, path, 1, TABLE_ARN_LENGTH_MAX)
-        return
-    v.length(name, path, TABLE_NAME_LENGTH_MIN, TABLE_NAME_LENGTH_MAX)
-    v.pattern(name, path)
 
 
 def _check_throughput(v: Violations, throughput: dict[str, Any] | None, path: str) -> None:
@@ -740,7 +599,7 @@ def _reserved_capacity(tables: dict[str, Table]) -> tuple[int, int]:
 def _check_account_capacity(db: Database, table: Table) -> None:
     if table.billing_mode != BILLING_PROVISIONED:
         return
-    reserved_read, reserved_write = _reserved_capacity(_catalog(db).tables)
+    reserved_read, reserved_write = _reserved_capacity(catalog_state(db).tables)
     wanted_read, wanted_write = _reserved_capacity({table.name: table})
     for member, reserved, wanted, limit in (
         ("ReadCapacityUnits", reserved_read, wanted_read, ACCOUNT_READ_CAPACITY_UNITS_MAX),
@@ -939,7 +798,7 @@ def describe(
     `creating` leaves out what CreateTable's answer lacks (the billing-mode date and the warm
     throughput).
     """
-    now = _now(db)
+    now = current_time(db)
     item_count, size_bytes = _table_stats(db, table)
     desc: Body = {
         "AttributeDefinitions": [
@@ -1356,7 +1215,7 @@ def _check_sse(db: Database, spec: dict[str, Any] | None) -> tuple[bool, str | N
 
 @operation("CreateTable")
 async def create_table(db: Database, body: Body) -> Body:
-    body = _check_types(body, CREATE_TABLE_SHAPE)
+    body = check_types(body, CREATE_TABLE_SHAPE)
     _check_create_model(body)
     billing_mode = _check_billing_at_create(body)
     defined: dict[str, str] = {}
@@ -1384,7 +1243,7 @@ async def create_table(db: Database, body: Body) -> Body:
     tags = _check_tags(body.get("Tags") or [], {})
 
     name = body["TableName"]
-    catalog = _catalog(db)
+    catalog = catalog_state(db)
     async with catalog.lock:
         if name in catalog.tables:
             raise ResourceInUseException(f"Table already exists: {name}")
@@ -1393,7 +1252,7 @@ async def create_table(db: Database, body: Body) -> Body:
                 "Subscriber limit exceeded: Number of tables in this account and region "
                 f"exceeds the limit of {TABLES_PER_REGION_MAX}"
             )
-        now = _now(db)
+        now = current_time(db)
         keys = body["KeySchema"]
         throughput = body.get("ProvisionedThroughput") or {}
         table = Table(
@@ -1438,9 +1297,9 @@ async def create_table(db: Database, body: Body) -> Body:
 
 
 def _check_table_reference_body(body: Body) -> str:
-    body = _check_types(body, TABLE_NAME_SHAPE)
+    body = check_types(body, TABLE_NAME_SHAPE)
     v = Violations()
-    _check_table_reference(v, body.get("TableName"))
+    check_table_reference(v, body.get("TableName"))
     v.raise_if_any()
     name: str = body["TableName"]
     return name
@@ -1461,10 +1320,10 @@ def _checked_arn_name(db: Database, arn: str) -> str:
     return resource[len("table/") :]
 
 
-def _existing_table(db: Database, name: str) -> Table:
+def existing_table(db: Database, name: str) -> Table:
     """The table DescribeTable, UpdateTable or DeleteTable names, by name or by ARN."""
     key = _checked_arn_name(db, name) if name.startswith("arn:") else name
-    table = _catalog(db).tables.get(key)
+    table = catalog_state(db).tables.get(key)
     if table is None:
         raise ResourceNotFoundException(f"Requested resource not found: Table: {name} not found")
     return table
@@ -1473,12 +1332,12 @@ def _existing_table(db: Database, name: str) -> Table:
 @operation("DescribeTable")
 async def describe_table(db: Database, body: Body) -> Body:
     name = _check_table_reference_body(body)
-    return {"Table": describe(db, _existing_table(db, name))}
+    return {"Table": describe(db, existing_table(db, name))}
 
 
 @operation("ListTables")
 async def list_tables_operation(db: Database, body: Body) -> Body:
-    body = _check_types(body, LIST_TABLES_SHAPE)
+    body = check_types(body, LIST_TABLES_SHAPE)
     v = Violations()
     start = body.get("ExclusiveStartTableName")
     v.length(start, "exclusiveStartTableName", TABLE_NAME_LENGTH_MIN, TABLE_NAME_LENGTH_MAX)
@@ -1501,9 +1360,9 @@ async def list_tables_operation(db: Database, body: Body) -> Body:
 @operation("DeleteTable")
 async def delete_table(db: Database, body: Body) -> Body:
     name = _check_table_reference_body(body)
-    catalog = _catalog(db)
+    catalog = catalog_state(db)
     async with catalog.lock:
-        table = _existing_table(db, name)
+        table = existing_table(db, name)
         if table.deletion_protection:
             raise ValidationException(
                 "Resource cannot be deleted as it is currently protected against deletion. "
@@ -1519,7 +1378,7 @@ async def delete_table(db: Database, body: Body) -> Body:
     out: Body = {
         "TableName": table.name,
         "TableStatus": STATUS_DELETING,
-        "ProvisionedThroughput": _throughput(table, _now(db)),
+        "ProvisionedThroughput": _throughput(table, current_time(db)),
         "TableSizeBytes": size_bytes,
         "ItemCount": item_count,
         "TableArn": table.arn,
@@ -1545,7 +1404,7 @@ async def delete_table(db: Database, body: Body) -> Body:
 
 def _check_update_model(body: Body) -> None:
     v = Violations()
-    _check_table_reference(v, body.get("TableName"))
+    check_table_reference(v, body.get("TableName"))
     _check_attribute_definitions(v, body.get("AttributeDefinitions"), required=False)
     v.enum(body.get("BillingMode"), "billingMode", BILLING_MODES)
     _check_throughput(v, body.get("ProvisionedThroughput"), "provisionedThroughput")
@@ -2027,14 +1886,14 @@ def _key_role(table: Table, attribute: str) -> str:
 
 @operation("UpdateTable")
 async def update_table(db: Database, body: Body) -> Body:
-    body = _check_types(body, UPDATE_TABLE_SHAPE)
+    body = check_types(body, UPDATE_TABLE_SHAPE)
     _check_update_model(body)
     _check_update_request(body)
     name = body["TableName"]
-    catalog = _catalog(db)
+    catalog = catalog_state(db)
     async with catalog.lock:
-        table = _existing_table(db, name)
-        now = _now(db)
+        table = existing_table(db, name)
+        now = current_time(db)
         changes: dict[str, Any] = {}
         _check_indexes_in_use(body, table)
         if "BillingMode" in body or "ProvisionedThroughput" in body:
@@ -2129,7 +1988,7 @@ def _tagged_table(db: Database, arn: str) -> Table:
     if parts[3] != db.region:
         raise ValidationException(f"Invalid TableArn: Invalid ResourceArn provided as input {arn}")
     name = resource[len("table/") :].split("/", 1)[0]
-    table = _catalog(db).tables.get(name)
+    table = catalog_state(db).tables.get(name)
     if table is None:
         raise ResourceNotFoundException(
             f"Requested resource not found: ResourceArn: {arn} not found"
@@ -2156,7 +2015,7 @@ async def _set_tags(db: Database, table: Table, tags: dict[str, str]) -> None:
 
 @operation("TagResource")
 async def tag_resource(db: Database, body: Body) -> Body:
-    body = _check_types(body, TAG_RESOURCE_SHAPE)
+    body = check_types(body, TAG_RESOURCE_SHAPE)
     v = Violations()
     _check_resource_arn(v, body.get("ResourceArn"))
     v.not_null(body.get("Tags"), "tags")
@@ -2164,7 +2023,7 @@ async def tag_resource(db: Database, body: Body) -> Body:
     v.raise_if_any()
     if not body["Tags"]:
         raise ValidationException("Atleast one Tag needs to be provided as Input.")
-    catalog = _catalog(db)
+    catalog = catalog_state(db)
     async with catalog.lock:
         table = _tagged_table(db, body["ResourceArn"])
         tags = _check_tags(body["Tags"], dict(table.tags))
@@ -2174,7 +2033,7 @@ async def tag_resource(db: Database, body: Body) -> Body:
 
 @operation("UntagResource")
 async def untag_resource(db: Database, body: Body) -> Body:
-    body = _check_types(body, UNTAG_RESOURCE_SHAPE)
+    body = check_types(body, UNTAG_RESOURCE_SHAPE)
     v = Violations()
     _check_resource_arn(v, body.get("ResourceArn"))
     keys = body.get("TagKeys")
@@ -2187,7 +2046,7 @@ async def untag_resource(db: Database, body: Body) -> Body:
     assert keys is not None
     if not keys:
         raise ValidationException("Atleast one Tag Key needs to be provided as Input.")
-    catalog = _catalog(db)
+    catalog = catalog_state(db)
     async with catalog.lock:
         table = _tagged_table(db, body["ResourceArn"])
         for key in keys:
@@ -2201,7 +2060,7 @@ async def untag_resource(db: Database, body: Body) -> Body:
 
 @operation("ListTagsOfResource")
 async def list_tags_of_resource(db: Database, body: Body) -> Body:
-    body = _check_types(body, LIST_TAGS_SHAPE)
+    body = check_types(body, LIST_TAGS_SHAPE)
     v = Violations()
     _check_resource_arn(v, body.get("ResourceArn"))
     v.raise_if_any()

@@ -25,135 +25,58 @@ looks up a table, never reads the store and never evaluates an expression: that 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keeldb.model.errors import SerializationException, ValidationException
+from keeldb.engine.request_shapes import (
+    CONDITIONAL_OPERATOR,
+    CONSTRAINT_ERRORS_MAX,
+    RETURN_CONSUMED_CAPACITY,
+    TABLE_ARN_LENGTH_MAX,
+    Reader,
+    as_boolean,
+    as_string,
+    attribute_map,
+    constraint_error,
+    legacy_map,
+    serialization,
+    string_list,
+    string_map,
+)
+from keeldb.model.errors import ValidationException
+from keeldb.model.limits import (
+    TABLE_NAME_LENGTH_MAX,
+    TABLE_NAME_LENGTH_MIN,
+    TABLE_NAME_PATTERN,
+    TABLE_NAME_RE,
+)
 
-# The table name constraint of every DynamoDB operation (API reference, "TableName").
-TABLE_NAME_PATTERN = "[a-zA-Z0-9_.-]+"
-TABLE_NAME_LENGTH_MIN = 3
-TABLE_NAME_LENGTH_MAX = 255
-# Item operations also take the table's ARN as TableName (API reference, "TableName": "You can
-# also provide the Amazon Resource Name (ARN) of the table"); an ARN has only a length limit.
-TABLE_ARN_LENGTH_MAX = 1024
-# DynamoDB stops listing constraint violations after ten.
-CONSTRAINT_ERRORS_MAX = 10
-
-_TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
-
-RETURN_CONSUMED_CAPACITY = ("INDEXES", "TOTAL", "NONE")
 RETURN_VALUES = ("ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW")
 RETURN_ITEM_COLLECTION_METRICS = ("SIZE", "NONE")
 RETURN_VALUES_ON_CONDITION_CHECK_FAILURE = ("ALL_OLD", "NONE")
-CONDITIONAL_OPERATOR = ("AND", "OR")
 
 # ---------------------------------------------------------------------------------------------
-# Pass 1: JSON member types
+# Pass 1: JSON member types (the readers are `keeldb.engine.request_shapes`')
 # ---------------------------------------------------------------------------------------------
-
-
-def _serialization(message: str) -> SerializationException:
-    return SerializationException(message)
-
-
-def _not_expected(value: Any) -> SerializationException:
-    if isinstance(value, list):
-        return _serialization("Start of list found where not expected")
-    return _serialization("Start of structure or map found where not expected.")
-
-
-def _token(value: Any) -> str:
-    """The JSON token name the deserializer names in its complaint."""
-    if value is True:
-        return "TRUE_VALUE"
-    if value is False:
-        return "FALSE_VALUE"
-    if isinstance(value, (int, float)):
-        return "NUMBER_VALUE"
-    return "STRING_VALUE"
-
-
-def _as_string(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, dict)):
-        raise _not_expected(value)
-    raise _serialization(f"{_token(value)} can not be converted to a String")
-
-
-def _as_boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (list, dict)):
-        raise _not_expected(value)
-    raise _serialization(f"{_token(value)} can not be converted to a Boolean")
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        raise _serialization("Start of structure or map found where not expected.")
-    raise _serialization("Expected list or null")
-
-
-def _as_map(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        raise _serialization("Start of list found where not expected")
-    raise _serialization("Expected map or null")
-
-
-def _as_structure(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        raise _serialization("Start of list found where not expected")
-    raise _serialization("Expected null")
-
-
-def attribute_map(value: Any) -> dict[str, Any]:
-    """A map of attribute values (Item, Key, ExpressionAttributeValues): only the map itself is
-    checked here; each value's own shape and content is `keeldb.model.values`' to check."""
-    return {k: v for k, v in _as_map(value).items() if v is not None}
-
-
-def _string_map(value: Any) -> dict[str, str]:
-    return {k: _as_string(v) for k, v in _as_map(value).items() if v is not None}
-
-
-def _string_list(value: Any) -> list[str]:
-    return [_as_string(v) for v in _as_list(value) if v is not None]
-
-
-def _legacy_map(value: Any) -> dict[str, Any]:
-    """Expected and AttributeUpdates: a map of structures, kept as given (their members are
-    `keeldb.expressions.legacy`'s to check)."""
-    return {k: _as_structure(v) for k, v in _as_map(value).items() if v is not None}
-
-
-Reader = Callable[[Any], Any]
 
 _READERS: dict[str, Reader] = {
-    "TableName": _as_string,
+    "TableName": as_string,
     "Item": attribute_map,
     "Key": attribute_map,
-    "Expected": _legacy_map,
-    "AttributeUpdates": _legacy_map,
-    "AttributesToGet": _string_list,
-    "ConditionalOperator": _as_string,
-    "ConsistentRead": _as_boolean,
-    "ReturnValues": _as_string,
-    "ReturnConsumedCapacity": _as_string,
-    "ReturnItemCollectionMetrics": _as_string,
-    "ReturnValuesOnConditionCheckFailure": _as_string,
-    "ConditionExpression": _as_string,
-    "UpdateExpression": _as_string,
-    "ProjectionExpression": _as_string,
-    "ExpressionAttributeNames": _string_map,
+    "Expected": legacy_map,
+    "AttributeUpdates": legacy_map,
+    "AttributesToGet": string_list,
+    "ConditionalOperator": as_string,
+    "ConsistentRead": as_boolean,
+    "ReturnValues": as_string,
+    "ReturnConsumedCapacity": as_string,
+    "ReturnItemCollectionMetrics": as_string,
+    "ReturnValuesOnConditionCheckFailure": as_string,
+    "ConditionExpression": as_string,
+    "UpdateExpression": as_string,
+    "ProjectionExpression": as_string,
+    "ExpressionAttributeNames": string_map,
     "ExpressionAttributeValues": attribute_map,
 }
 
@@ -305,7 +228,7 @@ def constraint_violations(members: Sequence[Member], body: dict[str, Any]) -> li
                     )
                 )
         elif member.table_name:
-            if not _TABLE_NAME_RE.fullmatch(value):
+            if not TABLE_NAME_RE.fullmatch(value):
                 errors.append(
                     _violation(
                         member, value, f"satisfy regular expression pattern: {TABLE_NAME_PATTERN}"
@@ -332,17 +255,11 @@ def constraint_violations(members: Sequence[Member], body: dict[str, Any]) -> li
     return errors[:CONSTRAINT_ERRORS_MAX]
 
 
-def constraint_error(errors: Sequence[str]) -> ValidationException:
-    assert errors
-    noun = "error" if len(errors) == 1 else "errors"
-    return ValidationException(f"{len(errors)} validation {noun} detected: " + "; ".join(errors))
-
-
 def read_request(operation: str, body: Any) -> dict[str, Any]:
     """Passes 1 and 2: the request with typed members (unknown and null members dropped), or
     the SerializationException / ValidationException DynamoDB answers."""
     if not isinstance(body, dict):
-        raise _serialization("Start of list found where not expected")
+        raise serialization("Start of list found where not expected")
     request: dict[str, Any] = {}
     for name in KNOWN[operation]:
         value = body.get(name)

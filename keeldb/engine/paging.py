@@ -22,20 +22,47 @@ This module never writes to the store, never proposes a record and never does IO
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keeldb.engine import indexes
 from keeldb.engine.item_store import decode_stored, items_state, storage_key
 from keeldb.engine.items import check_key
+
+# The member readers and constants are re-exported: Query, Scan and the batch and PartiQL
+# operations name them through this module in their member tables.
+from keeldb.engine.request_shapes import (  # noqa: F401
+    CONDITIONAL_OPERATOR,
+    CONSTRAINT_ERRORS_MAX,
+    RETURN_CONSUMED_CAPACITY,
+    TABLE_ARN_LENGTH_MAX,
+    Reader,
+    as_boolean,
+    as_integer,
+    as_list,
+    as_map,
+    as_string,
+    as_structure,
+    attribute_map,
+    constraint_error,
+    legacy_map,
+    serialization,
+    string_list,
+    string_map,
+)
 from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING
 from keeldb.expressions import legacy
-from keeldb.model.errors import SerializationException, ValidationException
+from keeldb.model.errors import ValidationException
 from keeldb.model.keys import index_item_key
-from keeldb.model.limits import PAGE_BYTES_MAX, READ_UNIT_BYTES
+from keeldb.model.limits import (
+    PAGE_BYTES_MAX,
+    READ_UNIT_BYTES,
+    TABLE_NAME_LENGTH_MAX,
+    TABLE_NAME_LENGTH_MIN,
+    TABLE_NAME_PATTERN,
+    TABLE_NAME_RE,
+)
 from keeldb.model.values import validate_value
 
 if TYPE_CHECKING:
@@ -48,111 +75,15 @@ Item = dict[str, dict[str, Any]]
 
 # --- Request members ----------------------------------------------------------------------
 
-TABLE_NAME_PATTERN = "[a-zA-Z0-9_.-]+"
-NAME_LENGTH_MIN = 3  # Table and index names are 3 to 255 characters long.
-NAME_LENGTH_MAX = 255
-TABLE_ARN_LENGTH_MAX = 1024  # TableName may be the table's ARN; an ARN has only this bound.
-CONSTRAINT_ERRORS_MAX = 10  # DynamoDB lists at most ten constraint violations.
+NAME_LENGTH_MIN = TABLE_NAME_LENGTH_MIN  # Index names follow the table-name rules.
+NAME_LENGTH_MAX = TABLE_NAME_LENGTH_MAX
 LIMIT_MIN = 1  # Query and Scan Limit: at least one item (API reference, "Limit").
 SEGMENT_MAX = 999_999  # Segment is zero-based and below TotalSegments' maximum.
 TOTAL_SEGMENTS_MAX = 1_000_000  # API reference, Scan "TotalSegments".
 
 SELECT_VALUES = ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "COUNT")
-RETURN_CONSUMED_CAPACITY = ("INDEXES", "TOTAL", "NONE")
-CONDITIONAL_OPERATOR = ("AND", "OR")
 
-NAME_RE = re.compile(TABLE_NAME_PATTERN)
-
-
-def _serialization(message: str) -> SerializationException:
-    return SerializationException(message)
-
-
-def _token(value: Any) -> str:
-    if value is True:
-        return "TRUE_VALUE"
-    if value is False:
-        return "FALSE_VALUE"
-    if isinstance(value, (int, float)):
-        return "NUMBER_VALUE"
-    return "STRING_VALUE"
-
-
-def _not_expected(value: Any) -> SerializationException:
-    if isinstance(value, list):
-        return _serialization("Start of list found where not expected")
-    return _serialization("Start of structure or map found where not expected.")
-
-
-def as_string(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, dict)):
-        raise _not_expected(value)
-    raise _serialization(f"{_token(value)} can not be converted to a String")
-
-
-def as_boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (list, dict)):
-        raise _not_expected(value)
-    raise _serialization(f"{_token(value)} can not be converted to a Boolean")
-
-
-def as_integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, (list, dict)):
-            raise _not_expected(value)
-        raise _serialization(f"{_token(value)} can not be converted to an Integer")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _serialization(f"{_token(value)} can not be converted to an Integer")
-    return int(value)
-
-
-def as_list(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        raise _serialization("Start of structure or map found where not expected.")
-    raise _serialization("Expected list or null")
-
-
-def as_map(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        raise _serialization("Start of list found where not expected")
-    raise _serialization("Expected map or null")
-
-
-def as_structure(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        raise _serialization("Start of list found where not expected")
-    raise _serialization("Expected null")
-
-
-def attribute_map(value: Any) -> dict[str, Any]:
-    """A map of attribute values: only the map is checked here, each value later."""
-    return {k: v for k, v in as_map(value).items() if v is not None}
-
-
-def string_map(value: Any) -> dict[str, str]:
-    return {k: as_string(v) for k, v in as_map(value).items() if v is not None}
-
-
-def string_list(value: Any) -> list[str]:
-    return [as_string(v) for v in as_list(value) if v is not None]
-
-
-def legacy_map(value: Any) -> dict[str, Any]:
-    """KeyConditions, QueryFilter, ScanFilter: kept as given (they are refused by name)."""
-    return {k: as_structure(v) for k, v in as_map(value).items() if v is not None}
-
-
-Reader = Callable[[Any], Any]
+NAME_RE = TABLE_NAME_RE
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,18 +141,12 @@ def _name_violations(member: Member, value: str, errors: list[str]) -> None:
         )
 
 
-def constraint_error(errors: Sequence[str]) -> ValidationException:
-    assert errors
-    noun = "error" if len(errors) == 1 else "errors"
-    return ValidationException(f"{len(errors)} validation {noun} detected: " + "; ".join(errors))
-
-
 def read_members(body: Any, members: Sequence[Member]) -> Body:
     """The request with typed members (unknown and null members dropped), or the
     SerializationException / ValidationException DynamoDB answers: member types first, then
     every constraint violation at once."""
     if not isinstance(body, dict):
-        raise _serialization("Start of list found where not expected")
+        raise serialization("Start of list found where not expected")
     request: Body = {}
     for member in members:
         value = body.get(member.name)

@@ -43,15 +43,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from keeldb.engine import catalog
-from keeldb.engine.catalog import (
-    Violations,
-    _check_table_reference,
-    _check_types,
-    _existing_table,
-    _now,
-)
+from keeldb.engine.catalog import current_time, existing_table
 from keeldb.engine.database import Body, Database, operation, redo_kind
 from keeldb.engine.item_store import Item, decode_stored, latest_item, propose_write
+from keeldb.engine.request_shapes import Violations, check_table_reference, check_types
 from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING, Table
 from keeldb.model.errors import ResourceInUseException, ValidationException
 from keeldb.model.keys import index_bounds, key_after
@@ -149,7 +144,7 @@ def apply_update_time_to_live(db: Database, lsn: int, record: dict[str, Any]) ->
 
 
 def _serving_table(db: Database, name: str, action: str) -> Table:
-    table = _existing_table(db, name)
+    table = existing_table(db, name)
     if table.status == STATUS_CREATING and action == "update":
         raise ResourceInUseException(
             "Attempt to change a resource which is still in use: Table "
@@ -165,9 +160,9 @@ def _serving_table(db: Database, name: str, action: str) -> Table:
 
 @operation("UpdateTimeToLive")
 async def update_time_to_live(db: Database, body: Body) -> Body:
-    body = _check_types(body, UPDATE_TTL_SHAPE)
+    body = check_types(body, UPDATE_TTL_SHAPE)
     v = Violations()
-    _check_table_reference(v, body.get("TableName"))
+    check_table_reference(v, body.get("TableName"))
     spec = body.get("TimeToLiveSpecification")
     if v.not_null(spec, "timeToLiveSpecification"):
         assert spec is not None
@@ -184,7 +179,7 @@ async def update_time_to_live(db: Database, body: Body) -> Body:
     assert spec is not None
     enabled: bool = spec["Enabled"]
     attribute_name: str = spec["AttributeName"]
-    state = catalog._catalog(db)
+    state = catalog.catalog_state(db)
     async with state.lock:
         table = _serving_table(db, body["TableName"], "update")
         current = ttl_setting(table)
@@ -203,7 +198,7 @@ async def update_time_to_live(db: Database, body: Body) -> Body:
                 "TimeToLive is active on a different AttributeName: current AttributeName is "
                 f"{current.attribute}"
             )
-        now = _now(db)
+        now = current_time(db)
         if current.changed_at is not None and now - current.changed_at < (
             TTL_UPDATE_INTERVAL_SECONDS
         ):
@@ -224,9 +219,9 @@ async def update_time_to_live(db: Database, body: Body) -> Body:
 
 @operation("DescribeTimeToLive")
 async def describe_time_to_live(db: Database, body: Body) -> Body:
-    body = _check_types(body, DESCRIBE_TTL_SHAPE)
+    body = check_types(body, DESCRIBE_TTL_SHAPE)
     v = Violations()
-    _check_table_reference(v, body.get("TableName"))
+    check_table_reference(v, body.get("TableName"))
     v.raise_if_any()
     table = _serving_table(db, body["TableName"], "describe")
     setting = ttl_setting(table)
@@ -387,7 +382,7 @@ async def sweep(db: Database, *, scan_items_max: int = TTL_SCAN_ITEMS_PER_PASS) 
                 state.first_table_id = tables[(position + 1) % len(tables)][0].table_id
                 break
             start = state.cursors.get(table.table_id, start_of_table)
-            now = _now(db)
+            now = current_time(db)
             keys, count, next_start = _read_batch(db, table, attribute, start, now)
             scanned += count
             if keys:
