@@ -16,6 +16,10 @@ The driver loop (rawnode style, as in etcd-io/raft):
     answer clients in rd.acknowledged (after applying), fail rd.dropped
     replica.advance(rd)
 
+A strong read, and a retried request answered from the state machine's session (dedup)
+table, is answered only while `read_lease()` is true: the session table is state too
+(docs/consensus.md, "Interface").
+
 Must never do IO, read a clock or use global randomness: time is `tick()`, randomness is the
 `random.Random` it is given. Never lets the iteration order of a set decide anything.
 """
