@@ -42,6 +42,8 @@ SECRET_ACCESS_KEY = "keeldb-test-secret"
 START_SECONDS_MAX = 30.0
 STOP_SECONDS_MAX = 15.0
 TABLE_ACTIVE_SECONDS_MAX = 10.0
+# One `aws` invocation starts a Python interpreter and loads botocore: seconds, not millis.
+CLI_SECONDS_MAX = 60
 _LISTENING = re.compile(r"KeelDB listening on (http://\S+)")
 
 
@@ -139,6 +141,39 @@ def make_client(endpoint: str, **overrides: Any) -> Any:
     }
     settings.update(overrides)
     return boto3.client("dynamodb", **settings)
+
+
+def run_aws_cli(endpoint: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`aws dynamodb ARGS --endpoint-url ENDPOINT --output json` with the test credentials, a
+    configuration of its own under `home` (none of the user's), one attempt and no pager."""
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=str(home / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
+        AWS_MAX_ATTEMPTS="1",
+        AWS_PAGER="",
+    )
+    return subprocess.run(
+        ["aws", "dynamodb", *args, "--endpoint-url", endpoint, "--output", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=CLI_SECONDS_MAX,
+        check=False,
+    )
+
+
+@pytest.fixture
+def aws_cli(endpoint: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs `aws dynamodb ARGS` against the session's server (see `run_aws_cli`)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_aws_cli(endpoint, tmp_path, *args)
+
+    return run
 
 
 @pytest.fixture(scope="session")

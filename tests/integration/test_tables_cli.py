@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-CLI_SECONDS_MAX = 60  # one CLI call starts Python and botocore: a few seconds at most
 
 # Each CLI call starts a Python process with botocore: the test takes seconds, hence slow.
 pytestmark = [
@@ -21,34 +19,17 @@ pytestmark = [
 ]
 
 
-def aws(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID="AKIDKEELDBTEST",
-        AWS_SECRET_ACCESS_KEY="keeldb-test-secret",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_MAX_ATTEMPTS="1",
-    )
-    return subprocess.run(
-        ["aws", "dynamodb", *args, "--endpoint-url", endpoint, "--output", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=CLI_SECONDS_MAX,
-        check=False,
-    )
-
-
 def ok(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout) if result.stdout.strip() else None
 
 
-def test_cli_creates_describes_lists_and_deletes_a_table(endpoint: str) -> None:
+def test_cli_creates_describes_lists_and_deletes_a_table(
+    aws_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     name = f"cli-{uuid.uuid4().hex[:12]}"
     created = ok(
-        aws(
-            endpoint,
+        aws_cli(
             "create-table",
             "--table-name",
             name,
@@ -61,13 +42,12 @@ def test_cli_creates_describes_lists_and_deletes_a_table(endpoint: str) -> None:
         )
     )
     assert created["TableDescription"]["TableStatus"] == "CREATING"
-    ok(aws(endpoint, "wait", "table-exists", "--table-name", name))
-    described = ok(aws(endpoint, "describe-table", "--table-name", name))["Table"]
+    ok(aws_cli("wait", "table-exists", "--table-name", name))
+    described = ok(aws_cli("describe-table", "--table-name", name))["Table"]
     assert described["TableStatus"] == "ACTIVE"
     assert described["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert name in ok(aws(endpoint, "list-tables"))["TableNames"]
-    duplicate = aws(
-        endpoint,
+    assert name in ok(aws_cli("list-tables"))["TableNames"]
+    duplicate = aws_cli(
         "create-table",
         "--table-name",
         name,
@@ -81,8 +61,8 @@ def test_cli_creates_describes_lists_and_deletes_a_table(endpoint: str) -> None:
     assert duplicate.returncode != 0
     assert "ResourceInUseException" in duplicate.stderr
     assert f"Table already exists: {name}" in duplicate.stderr
-    ok(aws(endpoint, "delete-table", "--table-name", name))
-    ok(aws(endpoint, "wait", "table-not-exists", "--table-name", name))
-    missing = aws(endpoint, "describe-table", "--table-name", name)
+    ok(aws_cli("delete-table", "--table-name", name))
+    ok(aws_cli("wait", "table-not-exists", "--table-name", name))
+    missing = aws_cli("describe-table", "--table-name", name)
     assert missing.returncode != 0
     assert f"Requested resource not found: Table: {name} not found" in missing.stderr

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,37 +13,12 @@ import pytest
 # Each `aws` invocation starts a Python interpreter and loads botocore: seconds, not millis.
 pytestmark = pytest.mark.slow
 
-CLI_SECONDS_MAX = 60
-
-
-def aws(endpoint: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID="AKIDKEELDBTEST",
-        AWS_SECRET_ACCESS_KEY="keeldb-test-secret",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=str(home / "config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
-        AWS_MAX_ATTEMPTS="1",
-        AWS_PAGER="",
-    )
-    return subprocess.run(
-        ["aws", "dynamodb", *args, "--endpoint-url", endpoint, "--output", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=CLI_SECONDS_MAX,
-        check=False,
-    )
-
 
 def test_enable_and_describe_ttl_with_the_aws_cli(
-    endpoint: str, table_factory: Callable[..., str], tmp_path: Path
+    aws_cli: Callable[..., subprocess.CompletedProcess[str]], table_factory: Callable[..., str]
 ) -> None:
     table = table_factory()
-    enable = aws(
-        endpoint,
-        tmp_path,
+    enable = aws_cli(
         "update-time-to-live",
         "--table-name",
         table,
@@ -55,14 +28,12 @@ def test_enable_and_describe_ttl_with_the_aws_cli(
     assert enable.returncode == 0, enable.stderr
     answer: dict[str, Any] = json.loads(enable.stdout)
     assert answer == {"TimeToLiveSpecification": {"Enabled": True, "AttributeName": "ttl"}}
-    describe = aws(endpoint, tmp_path, "describe-time-to-live", "--table-name", table)
+    describe = aws_cli("describe-time-to-live", "--table-name", table)
     assert describe.returncode == 0, describe.stderr
     assert json.loads(describe.stdout) == {
         "TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": "ttl"}
     }
-    again = aws(
-        endpoint,
-        tmp_path,
+    again = aws_cli(
         "update-time-to-live",
         "--table-name",
         table,
