@@ -249,6 +249,16 @@ class DurableState:
 _TICK_NEVER = -(10**18)
 
 
+def _with_epoch_of_slot(entry: Entry, slot: Slot) -> Entry:
+    """A configuration entry as proposed in `slot`: its epoch is the slot number. A value
+    is only ever chosen in the slot it was first proposed for (recovery re-proposes it in
+    the same slot), so chosen configurations have distinct epochs, increasing in log order,
+    whoever proposed them and whatever they knew (docs/consensus.md, "Reconfiguration")."""
+    assert entry.config is not None
+    return Entry(entry.kind, entry.command, entry.origin, entry.proposal_id,
+                 entry.config.with_epoch(slot))
+
+
 class Replica:
     """A member of one replica group. See the module docstring for the driver loop."""
 
@@ -470,6 +480,7 @@ class Replica:
         if entry.kind is not EntryKind.CONFIG:
             return
         assert entry.config is not None
+        assert entry.config.epoch == slot, f"config entry at slot {slot}: {entry.config}"
         first = Slot(slot + self._opts.reconfig_window_slots)
         if self._configs and self._configs[-1][0] >= first:
             return  # already known (e.g. restored from a snapshot)
@@ -558,9 +569,9 @@ class Replica:
             return None
         if len(self._queue) >= self._opts.proposal_queue_max:
             return None
-        epoch = max(c.epoch for _, c in self._configs) + 1
         pid = self._new_proposal_id()
-        entry = Entry(EntryKind.CONFIG, b"", self._id, pid, new_config.with_epoch(epoch))
+        # The epoch is fixed when the entry gets its slot (_fill_pipeline).
+        entry = Entry(EntryKind.CONFIG, b"", self._id, pid, new_config)
         self._queue.append(entry)
         self._reconfig_slot = Slot(-1)  # queued; set to the slot once assigned
         self._fill_pipeline()
@@ -981,6 +992,7 @@ class Replica:
                 entry = self._queue.popleft()
                 self._pending_by_slot[slot] = entry.proposal_id
                 if entry.kind is EntryKind.CONFIG:
+                    entry = _with_epoch_of_slot(entry, slot)
                     self._reconfig_slot = slot
             elif slot <= self._pad_until:
                 entry = NOOP

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from keeldb.consensus.harness import AgreementError, Harness, describe
-from keeldb.consensus.replica import Mutation, Options
-from keeldb.consensus.types import Config, ConfigError, Member, NodeId, Slot
+from keeldb.consensus.replica import Mutation, Options, Replica
+from keeldb.consensus.types import Config, ConfigError, Member, NodeId, ProposalId, Slot
 
 SEPARATOR = "----"
 
@@ -308,9 +308,7 @@ class Interpreter:
         self.h.process_all()
         if pid is None:
             return [f"{node}: refused reconfiguration"]
-        self.h.labels[(NodeId(node), pid)] = (
-            f"reconfig epoch {self.h.replica(node).latest_config.epoch + 1}"
-        )
+        self.h.labels[(NodeId(node), pid)] = _reconfig_label(self.h.replica(node), pid)
         return []
 
     def cmd_read(self, args: list[str]) -> list[str]:
@@ -373,6 +371,17 @@ class Interpreter:
                 if states[a][:k] != states[b][:k]:
                     return [f"DISAGREEMENT between {a} and {b}"]
         return [f"agreement: {len(self.h.chosen)} slots chosen, no conflicts"]
+
+
+def _reconfig_label(replica: Replica, pid: ProposalId) -> str:
+    """How acknowledgements of a reconfiguration print: with its epoch (the slot it was
+    given), or without one while it still waits for a slot."""
+    log = replica.durable_state().log
+    for slot in sorted(log):
+        entry = log[slot].entry
+        if entry.config is not None and entry.proposal_id == pid:
+            return f"reconfig epoch {entry.config.epoch}"
+    return "reconfig"
 
 
 def run_script(text: str) -> str:

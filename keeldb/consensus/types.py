@@ -63,7 +63,9 @@ class Config:
 
     Flexible Paxos (Howard, Malkhi, Spiegelman 2016, section 3) needs only that every
     phase-1 quorum intersects every phase-2 quorum; with quorums counted by size that is
-    Q1 + Q2 > N. `epoch` numbers configurations so logs and traces can name them.
+    Q1 + Q2 > N. `epoch` names one configuration: the group's first has epoch 0, and one
+    chosen by a configuration entry has the slot number of that entry (set by the leader
+    when it gives the entry its slot), so epochs are unique and increase in log order.
     """
 
     members: tuple[Member, ...]

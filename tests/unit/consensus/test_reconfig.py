@@ -28,7 +28,7 @@ def test_a_configuration_governs_slots_from_a_window_after_its_own() -> None:
     first, config = h.replica(1).configs[-1]
     assert first == 2 + OPTS.reconfig_window_slots
     assert config.node_ids == (1, 2, 4)
-    assert config.epoch == 1
+    assert config.epoch == 2  # the slot of its configuration entry
 
 
 def test_the_leader_pads_the_window_so_the_change_takes_effect_without_traffic() -> None:
@@ -116,3 +116,51 @@ def test_a_removed_member_that_missed_its_removal_cannot_depose_the_leader() -> 
     h.deliver_all()
     assert h.leaders() == [NodeId(1)]
     assert h.replica(1).ballot.round == 1
+
+
+def _chosen_epochs(h: Harness, node: int) -> list[tuple[Slot, int]]:
+    """(slot, epoch) of every configuration entry chosen in `node`'s log."""
+    r = h.replica(node)
+    out = []
+    for slot in range(1, r.commit_slot + 1):
+        le = r.entry_at(Slot(slot))
+        if le is not None and le.entry.config is not None:
+            out.append((Slot(slot), le.entry.config.epoch))
+    return out
+
+
+def test_back_to_back_reconfigurations_get_distinct_increasing_epochs() -> None:
+    h = _group((4, 5))
+    h.replica(1).propose_reconfig(Config.standard([1, 2, 4]))
+    h.run(3)
+    h.replica(1).propose_reconfig(Config.standard([1, 2, 5]))
+    h.run(3)
+    epochs = [epoch for _, epoch in _chosen_epochs(h, 1)]
+    assert len(epochs) == 2
+    assert 0 < epochs[0] < epochs[1]
+    assert [c.epoch for _, c in h.replica(1).configs] == [epochs[1]]
+
+
+def test_reconfigurations_of_two_leaders_get_distinct_epochs_though_both_knew_the_same() -> None:
+    # Leader 1 proposes a configuration that only it votes for; leader 2 recovers it from
+    # 1's promise and, before it is chosen again, proposes one of its own. Both are chosen,
+    # and when each was proposed its proposer knew only the first configuration (epoch 0).
+    h = _group((4, 5))
+    assert h.replica(1).propose_reconfig(Config.standard([1, 2, 4])) is not None
+    h.drop(src=1, kinds=("Accept",))
+    h.campaign(2)
+    h.deliver(kinds=("Prepare",))
+    h.deliver(kinds=("Promise",))
+    assert h.replica(2).is_leader
+    assert h.replica(2).propose_reconfig(Config.standard([1, 2, 5])) is not None
+    h.run(20)
+    chosen = _chosen_epochs(h, 2)
+    assert [h.replica(2).entry_at(s).entry.config.node_ids for s, _ in chosen] == [  # type: ignore[union-attr]
+        (1, 2, 4),
+        (1, 2, 5),
+    ]
+    assert [epoch for _, epoch in chosen] == [slot for slot, _ in chosen]
+    assert chosen[0][1] < chosen[1][1]
+    for n in (1, 2, 5):
+        assert h.replica(n).config.node_ids == (1, 2, 5)
+        assert h.replica(n).config.epoch == chosen[1][1]
