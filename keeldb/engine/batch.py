@@ -83,6 +83,19 @@ def _violation(path: str, value: str, constraint: str) -> str:
     return f"Value {value} at '{path}' failed to satisfy constraint: {constraint}"
 
 
+def _check_enum(request: Body, name: str, allowed: Sequence[str], errors: list[str]) -> None:
+    """A violation in `errors` if the request's member `name` is not one of `allowed`."""
+    value = request.get(name)
+    if value is not None and value not in allowed:
+        errors.append(
+            _violation(
+                name[0].lower() + name[1:],
+                f"'{value}'",
+                f"Member must satisfy enum value set: [{', '.join(allowed)}]",
+            )
+        )
+
+
 def _render(value: Any) -> str:
     """A member's value as DynamoDB's constraint messages show it (Java's toString shape)."""
     if isinstance(value, dict):
@@ -256,15 +269,7 @@ def _read_batch_get(body: Any) -> tuple[Body, list[_GetTable]]:
         _request_items(body, _keys_and_attributes) if body.get("RequestItems") is not None else None
     )
     errors: list[str] = []
-    capacity = request.get("ReturnConsumedCapacity")
-    if capacity is not None and capacity not in paging.RETURN_CONSUMED_CAPACITY:
-        errors.append(
-            _violation(
-                "returnConsumedCapacity",
-                f"'{capacity}'",
-                "Member must satisfy enum value set: [INDEXES, TOTAL, NONE]",
-            )
-        )
+    _check_enum(request, "ReturnConsumedCapacity", paging.RETURN_CONSUMED_CAPACITY, errors)
     _check_request_items(request_items, lambda name, spec: None, 0, errors)
     for name, spec in (request_items or {}).items():
         given_keys = spec.get("Keys")
@@ -401,24 +406,8 @@ def _read_batch_write(body: Any) -> tuple[Body, list[_Write]]:
         _request_items(body, _write_requests) if body.get("RequestItems") is not None else None
     )
     errors: list[str] = []
-    capacity = request.get("ReturnConsumedCapacity")
-    if capacity is not None and capacity not in paging.RETURN_CONSUMED_CAPACITY:
-        errors.append(
-            _violation(
-                "returnConsumedCapacity",
-                f"'{capacity}'",
-                "Member must satisfy enum value set: [INDEXES, TOTAL, NONE]",
-            )
-        )
-    metrics = request.get("ReturnItemCollectionMetrics")
-    if metrics is not None and metrics not in RETURN_ITEM_COLLECTION_METRICS:
-        errors.append(
-            _violation(
-                "returnItemCollectionMetrics",
-                f"'{metrics}'",
-                "Member must satisfy enum value set: [SIZE, NONE]",
-            )
-        )
+    _check_enum(request, "ReturnConsumedCapacity", paging.RETURN_CONSUMED_CAPACITY, errors)
+    _check_enum(request, "ReturnItemCollectionMetrics", RETURN_ITEM_COLLECTION_METRICS, errors)
     _check_request_items(
         request_items, lambda name, writes: len(writes), BATCH_WRITE_ITEMS_MAX, errors
     )

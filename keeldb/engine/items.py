@@ -244,9 +244,14 @@ def check_index_keys(
                 )
 
 
-def _check_scalar_key_paths(table: Table, paths: tuple[tuple[str | int, ...], ...]) -> None:
+def check_scalar_key_paths(
+    table: Table,
+    paths: Sequence[tuple[str | int, ...]],
+    indexes: Sequence[SecondaryIndex],
+) -> None:
     """Key attributes, of the table and of its indexes, are scalars: a document path that
-    goes into one (`pk.a`, `gk[0]`) is refused before any item is read."""
+    goes into one (`pk.a`, `gk[0]`) is refused before any item is read. The table's key is
+    checked first, then `indexes` in the order given; the first key found is the one named."""
     nested = {path[0] for path in paths if len(path) > 1}
     if not nested:
         return
@@ -256,7 +261,7 @@ def _check_scalar_key_paths(table: Table, paths: tuple[tuple[str | int, ...], ..
                 "Key attributes must be scalars; list random access '[]' and map lookup '.' "
                 f"are not allowed: Key: {name}"
             )
-    for index in _indexes(table):
+    for index in indexes:
         for name in index.key_names:
             if name in nested:
                 raise ValidationException(
@@ -458,7 +463,7 @@ async def get_item(db: Database, body: Body) -> Body:
     table = find_table(db, request["TableName"])
     check_key(table, key)
     if parsed.projection is not None:
-        _check_scalar_key_paths(table, parsed.projection.paths)
+        check_scalar_key_paths(table, parsed.projection.paths, _indexes(table))
 
     item, size = committed_item(db, storage_key(table, key))
     consistent = bool(request.get("ConsistentRead", False))
@@ -493,7 +498,7 @@ async def update_item(db: Database, body: Body) -> Body:
                 raise ValidationException(
                     INVALID + f"Cannot update attribute {name}. This attribute is part of the key"
                 )
-        _check_scalar_key_paths(table, parsed.update.paths)
+        check_scalar_key_paths(table, parsed.update.paths, _indexes(table))
     skey = storage_key(table, key)
 
     old, old_size = latest_item(db, skey)

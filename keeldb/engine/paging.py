@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from keeldb.engine import indexes
 from keeldb.engine.item_store import decode_stored, items_state, storage_key
 from keeldb.engine.items import check_key
+from keeldb.engine.items import check_scalar_key_paths as check_key_paths
 
 # The member readers and constants are re-exported: Query, Scan and the batch and PartiQL
 # operations name them through this module in their member tables.
@@ -386,23 +387,11 @@ def check_start_key_schema(source: Source, start: Item, *, scan: bool) -> Item:
 
 
 def check_scalar_key_paths(table: Table, projection: Projection | None) -> None:
-    """Key attributes are scalars: a projection path into one (`pk.a`, `sk[0]`) is refused."""
+    """Key attributes are scalars: a projection path into one (`pk.a`, `sk[0]`) is refused;
+    the local indexes' keys are checked before the global ones'."""
     if projection is None:
         return
-    nested = {path[0] for path in projection.paths if len(path) > 1}
-    for name in table.key_names:
-        if name in nested:
-            raise ValidationException(
-                "Key attributes must be scalars; list random access '[]' and map lookup '.' "
-                f"are not allowed: Key: {name}"
-            )
-    for index in table.local_indexes + table.global_indexes:
-        for name in index.key_names:
-            if name in nested:
-                raise ValidationException(
-                    "Key attributes must be scalars; list random access '[]' and map lookup "
-                    f"'.' are not allowed: IndexKey: {name}"
-                )
+    check_key_paths(table, projection.paths, table.local_indexes + table.global_indexes)
 
 
 # --- Pages ----------------------------------------------------------------------------------
