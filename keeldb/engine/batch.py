@@ -53,6 +53,7 @@ from keeldb.engine.item_store import (
 )
 from keeldb.engine.items import check_item_key, check_key, find_table, write_item
 from keeldb.engine.paging import Body, Member
+from keeldb.engine.request_shapes import TABLE_ARN_LENGTH_MAX
 from keeldb.engine.schema import Table
 from keeldb.expressions import Projection, compile_request
 from keeldb.model.capacity import read_units, write_units
@@ -62,6 +63,10 @@ from keeldb.model.limits import (
     BATCH_GET_KEYS_MAX,
     BATCH_WRITE_ITEMS_MAX,
     ITEM_BYTES_MAX,
+    TABLE_NAME_LENGTH_MAX,
+    TABLE_NAME_LENGTH_MIN,
+    TABLE_NAME_PATTERN,
+    TABLE_NAME_RE,
 )
 from keeldb.model.values import item_size, validate_item
 
@@ -108,21 +113,17 @@ def _render(value: Any) -> str:
 def _table_name_constraints(name: str) -> list[str]:
     if name.startswith("arn:"):
         # A table may be named by its ARN (API reference, "RequestItems"), up to 1024 chars.
-        if len(name) > paging.TABLE_ARN_LENGTH_MAX:
-            limit = paging.TABLE_ARN_LENGTH_MAX
+        if len(name) > TABLE_ARN_LENGTH_MAX:
+            limit = TABLE_ARN_LENGTH_MAX
             return [f"Member must have length less than or equal to {limit}"]
         return []
     problems = []
-    if len(name) > paging.NAME_LENGTH_MAX:
-        problems.append(f"Member must have length less than or equal to {paging.NAME_LENGTH_MAX}")
-    if len(name) < paging.NAME_LENGTH_MIN:
-        problems.append(
-            f"Member must have length greater than or equal to {paging.NAME_LENGTH_MIN}"
-        )
-    if not paging.NAME_RE.fullmatch(name):
-        problems.append(
-            f"Member must satisfy regular expression pattern: {paging.TABLE_NAME_PATTERN}"
-        )
+    if len(name) > TABLE_NAME_LENGTH_MAX:
+        problems.append(f"Member must have length less than or equal to {TABLE_NAME_LENGTH_MAX}")
+    if len(name) < TABLE_NAME_LENGTH_MIN:
+        problems.append(f"Member must have length greater than or equal to {TABLE_NAME_LENGTH_MIN}")
+    if not TABLE_NAME_RE.fullmatch(name):
+        problems.append(f"Member must satisfy regular expression pattern: {TABLE_NAME_PATTERN}")
     return problems
 
 
@@ -151,9 +152,9 @@ def _check_request_items(
         if _table_name_constraints(name):
             # DynamoDB lists every constraint on the map's keys, not only the broken ones.
             constraints = (
-                f"Member must have length less than or equal to {paging.NAME_LENGTH_MAX}",
-                f"Member must have length greater than or equal to {paging.NAME_LENGTH_MIN}",
-                f"Member must satisfy regular expression pattern: {paging.TABLE_NAME_PATTERN}",
+                f"Member must have length less than or equal to {TABLE_NAME_LENGTH_MAX}",
+                f"Member must have length greater than or equal to {TABLE_NAME_LENGTH_MIN}",
+                f"Member must satisfy regular expression pattern: {TABLE_NAME_PATTERN}",
             )
             errors.append(
                 _violation(

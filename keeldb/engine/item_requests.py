@@ -26,31 +26,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from keeldb.engine.request_shapes import (
     CONDITIONAL_OPERATOR,
-    CONSTRAINT_ERRORS_MAX,
     RETURN_CONSUMED_CAPACITY,
-    TABLE_ARN_LENGTH_MAX,
+    Member,
     Reader,
     as_boolean,
     as_string,
     attribute_map,
     constraint_error,
+    constraint_violations,
     legacy_map,
     serialization,
     string_list,
     string_map,
 )
 from keeldb.model.errors import ValidationException
-from keeldb.model.limits import (
-    TABLE_NAME_LENGTH_MAX,
-    TABLE_NAME_LENGTH_MIN,
-    TABLE_NAME_PATTERN,
-    TABLE_NAME_RE,
-)
 
 RETURN_VALUES = ("ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW")
 RETURN_ITEM_COLLECTION_METRICS = ("SIZE", "NONE")
@@ -85,49 +78,36 @@ _READERS: dict[str, Reader] = {
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    name: str  # as in the request, e.g. "ReturnValues"
-    required: bool = False
-    enum: tuple[str, ...] = ()
-    table_name: bool = False
-
-    @property
-    def wire_name(self) -> str:
-        # DynamoDB names members in constraint messages with a lower-case first letter.
-        return self.name[0].lower() + self.name[1:]
-
-
 def _table_name() -> Member:
-    return Member("TableName", required=True, table_name=True)
+    return Member("TableName", as_string, required=True, table_name=True)
 
 
-_RCC = Member("ReturnConsumedCapacity", enum=RETURN_CONSUMED_CAPACITY)
-_RV = Member("ReturnValues", enum=RETURN_VALUES)
-_RICM = Member("ReturnItemCollectionMetrics", enum=RETURN_ITEM_COLLECTION_METRICS)
+_RCC = Member("ReturnConsumedCapacity", as_string, enum=RETURN_CONSUMED_CAPACITY)
+_RV = Member("ReturnValues", as_string, enum=RETURN_VALUES)
+_RICM = Member("ReturnItemCollectionMetrics", as_string, enum=RETURN_ITEM_COLLECTION_METRICS)
 _RVOCCF = Member(
-    "ReturnValuesOnConditionCheckFailure", enum=RETURN_VALUES_ON_CONDITION_CHECK_FAILURE
+    "ReturnValuesOnConditionCheckFailure", as_string, enum=RETURN_VALUES_ON_CONDITION_CHECK_FAILURE
 )
-_COND_OP = Member("ConditionalOperator", enum=CONDITIONAL_OPERATOR)
+_COND_OP = Member("ConditionalOperator", as_string, enum=CONDITIONAL_OPERATOR)
 
 # Members in the order DynamoDB reports their violations, per operation.
 MEMBERS: dict[str, tuple[Member, ...]] = {
     "PutItem": (
         _RCC,
         _table_name(),
-        Member("Item", required=True),
+        Member("Item", attribute_map, required=True),
         _COND_OP,
         _RV,
         _RICM,
         _RVOCCF,
     ),
-    "GetItem": (_RCC, _table_name(), Member("Key", required=True)),
+    "GetItem": (_RCC, _table_name(), Member("Key", attribute_map, required=True)),
     "UpdateItem": (
         _RCC,
         _table_name(),
         _RICM,
         _RV,
-        Member("Key", required=True),
+        Member("Key", attribute_map, required=True),
         _COND_OP,
         _RVOCCF,
     ),
@@ -136,7 +116,7 @@ MEMBERS: dict[str, tuple[Member, ...]] = {
         _table_name(),
         _RV,
         _RICM,
-        Member("Key", required=True),
+        Member("Key", attribute_map, required=True),
         _COND_OP,
         _RVOCCF,
     ),
@@ -195,64 +175,6 @@ KNOWN: dict[str, tuple[str, ...]] = {
         "ExpressionAttributeValues",
     ),
 }
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return f"'{value}'"
-
-
-def _violation(member: Member, value: Any, constraint: str) -> str:
-    return (
-        f"Value {_show(value)} at '{member.wire_name}' failed to satisfy constraint: "
-        f"Member must {constraint}"
-    )
-
-
-def constraint_violations(members: Sequence[Member], body: dict[str, Any]) -> list[str]:
-    errors: list[str] = []
-    for member in members:
-        value = body.get(member.name)
-        if value is None:
-            if member.required:
-                errors.append(_violation(member, None, "not be null"))
-            continue
-        if member.table_name and value.startswith("arn:"):
-            if len(value) > TABLE_ARN_LENGTH_MAX:
-                errors.append(
-                    _violation(
-                        member, value, f"have length less than or equal to {TABLE_ARN_LENGTH_MAX}"
-                    )
-                )
-        elif member.table_name:
-            if not TABLE_NAME_RE.fullmatch(value):
-                errors.append(
-                    _violation(
-                        member, value, f"satisfy regular expression pattern: {TABLE_NAME_PATTERN}"
-                    )
-                )
-            if len(value) < TABLE_NAME_LENGTH_MIN:
-                errors.append(
-                    _violation(
-                        member,
-                        value,
-                        f"have length greater than or equal to {TABLE_NAME_LENGTH_MIN}",
-                    )
-                )
-            if len(value) > TABLE_NAME_LENGTH_MAX:
-                errors.append(
-                    _violation(
-                        member, value, f"have length less than or equal to {TABLE_NAME_LENGTH_MAX}"
-                    )
-                )
-        if member.enum and value not in member.enum:
-            errors.append(
-                _violation(member, value, f"satisfy enum value set: [{', '.join(member.enum)}]")
-            )
-    return errors[:CONSTRAINT_ERRORS_MAX]
 
 
 def read_request(operation: str, body: Any) -> dict[str, Any]:

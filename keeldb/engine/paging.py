@@ -38,6 +38,7 @@ from keeldb.engine.request_shapes import (  # noqa: F401
     CONSTRAINT_ERRORS_MAX,
     RETURN_CONSUMED_CAPACITY,
     TABLE_ARN_LENGTH_MAX,
+    Member,
     Reader,
     as_boolean,
     as_integer,
@@ -47,6 +48,7 @@ from keeldb.engine.request_shapes import (  # noqa: F401
     as_structure,
     attribute_map,
     constraint_error,
+    constraint_violations,
     legacy_map,
     serialization,
     string_list,
@@ -56,14 +58,7 @@ from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING
 from keeldb.expressions import legacy
 from keeldb.model.errors import ValidationException
 from keeldb.model.keys import index_item_key
-from keeldb.model.limits import (
-    PAGE_BYTES_MAX,
-    READ_UNIT_BYTES,
-    TABLE_NAME_LENGTH_MAX,
-    TABLE_NAME_LENGTH_MIN,
-    TABLE_NAME_PATTERN,
-    TABLE_NAME_RE,
-)
+from keeldb.model.limits import PAGE_BYTES_MAX, READ_UNIT_BYTES
 from keeldb.model.values import validate_value
 
 if TYPE_CHECKING:
@@ -76,70 +71,11 @@ Item = dict[str, dict[str, Any]]
 
 # --- Request members ----------------------------------------------------------------------
 
-NAME_LENGTH_MIN = TABLE_NAME_LENGTH_MIN  # Index names follow the table-name rules.
-NAME_LENGTH_MAX = TABLE_NAME_LENGTH_MAX
 LIMIT_MIN = 1  # Query and Scan Limit: at least one item (API reference, "Limit").
 SEGMENT_MAX = 999_999  # Segment is zero-based and below TotalSegments' maximum.
 TOTAL_SEGMENTS_MAX = 1_000_000  # API reference, Scan "TotalSegments".
 
 SELECT_VALUES = ("ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES", "SPECIFIC_ATTRIBUTES", "COUNT")
-
-NAME_RE = TABLE_NAME_RE
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One request member: how to read it and the constraints DynamoDB's model puts on it."""
-
-    name: str
-    reader: Reader
-    required: bool = False
-    enum: tuple[str, ...] = ()
-    table_name: bool = False  # the table-name pattern and length (ARNs allowed)
-    index_name: bool = False  # the same pattern and length, no ARN
-    minimum: int | None = None
-    maximum: int | None = None
-
-    @property
-    def wire_name(self) -> str:
-        # Constraint messages name members with a lower-case first letter.
-        return self.name[0].lower() + self.name[1:]
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    return f"'{value}'"
-
-
-def _violation(member: Member, value: Any, constraint: str) -> str:
-    return (
-        f"Value {_show(value)} at '{member.wire_name}' failed to satisfy constraint: "
-        f"Member must {constraint}"
-    )
-
-
-def _name_violations(member: Member, value: str, errors: list[str]) -> None:
-    if member.table_name and value.startswith("arn:"):
-        if len(value) > TABLE_ARN_LENGTH_MAX:
-            errors.append(
-                _violation(
-                    member, value, f"have length less than or equal to {TABLE_ARN_LENGTH_MAX}"
-                )
-            )
-        return
-    if not NAME_RE.fullmatch(value):
-        errors.append(
-            _violation(member, value, f"satisfy regular expression pattern: {TABLE_NAME_PATTERN}")
-        )
-    if len(value) < NAME_LENGTH_MIN:
-        errors.append(
-            _violation(member, value, f"have length greater than or equal to {NAME_LENGTH_MIN}")
-        )
-    if len(value) > NAME_LENGTH_MAX:
-        errors.append(
-            _violation(member, value, f"have length less than or equal to {NAME_LENGTH_MAX}")
-        )
 
 
 def read_members(body: Any, members: Sequence[Member]) -> Body:
@@ -153,29 +89,9 @@ def read_members(body: Any, members: Sequence[Member]) -> Body:
         value = body.get(member.name)
         if value is not None:
             request[member.name] = member.reader(value)
-    errors: list[str] = []
-    for member in members:
-        value = request.get(member.name)
-        if value is None:
-            if member.required:
-                errors.append(_violation(member, None, "not be null"))
-            continue
-        if member.table_name or member.index_name:
-            _name_violations(member, value, errors)
-        if member.enum and value not in member.enum:
-            errors.append(
-                _violation(member, value, f"satisfy enum value set: [{', '.join(member.enum)}]")
-            )
-        if member.minimum is not None and value < member.minimum:
-            errors.append(
-                _violation(member, value, f"have value greater than or equal to {member.minimum}")
-            )
-        if member.maximum is not None and value > member.maximum:
-            errors.append(
-                _violation(member, value, f"have value less than or equal to {member.maximum}")
-            )
+    errors = constraint_violations(members, request)
     if errors:
-        raise constraint_error(errors[:CONSTRAINT_ERRORS_MAX])
+        raise constraint_error(errors)
     return request
 
 

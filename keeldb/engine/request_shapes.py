@@ -10,8 +10,9 @@ Two families of complaint live here, in the order DynamoDB checks a request:
    member each; `check_types` checks a whole request against a nested `Shape`.
 2. member constraints (required members, name patterns and lengths, enumerations, bounds):
    every violation is collected into one `ValidationException` that begins "N validation
-   error(s) detected: ", at most `CONSTRAINT_ERRORS_MAX` of them (`constraint_error`,
-   `Violations`).
+   error(s) detected: ", at most `CONSTRAINT_ERRORS_MAX` of them. A flat request lists its
+   `Member`s (reader and constraints) and gets them checked by `constraint_violations`; the
+   table operations, whose members nest, collect theirs in a `Violations`.
 
 This module owns the wording of those two families and nothing else: it never looks up a
 table, never reads the store and never decides which members an operation has (each
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from keeldb.model.errors import SerializationException, ValidationException
@@ -195,6 +197,92 @@ def constraint_error(errors: Sequence[str]) -> ValidationException:
     assert errors
     noun = "error" if len(errors) == 1 else "errors"
     return ValidationException(f"{len(errors)} validation {noun} detected: " + "; ".join(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One request member: how to read it and the constraints DynamoDB's model puts on it."""
+
+    name: str  # as in the request, e.g. "ReturnValues"
+    reader: Reader
+    required: bool = False
+    enum: tuple[str, ...] = ()
+    table_name: bool = False  # the table-name pattern and length (ARNs allowed)
+    index_name: bool = False  # the same pattern and length, no ARN
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @property
+    def wire_name(self) -> str:
+        # DynamoDB names members in constraint messages with a lower-case first letter.
+        return self.name[0].lower() + self.name[1:]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return f"'{value}'"
+
+
+def _violation(member: Member, value: Any, constraint: str) -> str:
+    return (
+        f"Value {_show(value)} at '{member.wire_name}' failed to satisfy constraint: "
+        f"Member must {constraint}"
+    )
+
+
+def _name_violations(member: Member, value: str, errors: list[str]) -> None:
+    if member.table_name and value.startswith("arn:"):
+        if len(value) > TABLE_ARN_LENGTH_MAX:
+            errors.append(
+                _violation(
+                    member, value, f"have length less than or equal to {TABLE_ARN_LENGTH_MAX}"
+                )
+            )
+        return
+    if not TABLE_NAME_RE.match(value):
+        errors.append(
+            _violation(member, value, f"satisfy regular expression pattern: {TABLE_NAME_PATTERN}")
+        )
+    if len(value) < TABLE_NAME_LENGTH_MIN:
+        errors.append(
+            _violation(
+                member, value, f"have length greater than or equal to {TABLE_NAME_LENGTH_MIN}"
+            )
+        )
+    if len(value) > TABLE_NAME_LENGTH_MAX:
+        errors.append(
+            _violation(member, value, f"have length less than or equal to {TABLE_NAME_LENGTH_MAX}")
+        )
+
+
+def constraint_violations(members: Sequence[Member], request: dict[str, Any]) -> list[str]:
+    """The constraint violations of `request` (members already read), in the order of
+    `members`, at most `CONSTRAINT_ERRORS_MAX` of them."""
+    errors: list[str] = []
+    for member in members:
+        value = request.get(member.name)
+        if value is None:
+            if member.required:
+                errors.append(_violation(member, None, "not be null"))
+            continue
+        if member.table_name or member.index_name:
+            _name_violations(member, value, errors)
+        if member.enum and value not in member.enum:
+            errors.append(
+                _violation(member, value, f"satisfy enum value set: [{', '.join(member.enum)}]")
+            )
+        if member.minimum is not None and value < member.minimum:
+            errors.append(
+                _violation(member, value, f"have value greater than or equal to {member.minimum}")
+            )
+        if member.maximum is not None and value > member.maximum:
+            errors.append(
+                _violation(member, value, f"have value less than or equal to {member.maximum}")
+            )
+    return errors[:CONSTRAINT_ERRORS_MAX]
 
 
 def _render(value: Any) -> str:
