@@ -334,6 +334,14 @@ class Replica:
         self._proposal_counter = 0
         self._pending_by_slot: dict[Slot, ProposalId] = {}
 
+        # Whether the driver's state machine holds no state (we hand out nothing to apply).
+        # Turns on at the first slot governed by a configuration that makes us log-only, and
+        # stays on, whatever later configurations say, until we install a snapshot as a
+        # full member: applies never restart from the middle of the log.
+        self._stateless = self._is_log_only_in(config)
+        # The first slot governed by a configuration that makes us log-only, once known.
+        self._log_only_from: Slot | None = Slot(1) if self._stateless else None
+
         if durable is not None:
             self._restore(durable)
         self._reset_election_deadline()
@@ -355,6 +363,7 @@ class Replica:
             self._handed = snap.slot
             self._applied = snap.slot
             self._rd.install_snapshot = snap
+            self._note_snapshot_membership(snap)
         start = self._handed
         for slot in range(start + 1, self._commit + 1):
             entry = self._log[Slot(slot)].entry
@@ -420,8 +429,24 @@ class Replica:
 
     @property
     def log_only(self) -> bool:
-        member = self.latest_config.member(self._id)
+        """True while this replica applies nothing (its state machine holds no state): from
+        the first slot governed by a configuration that makes it log-only, until it installs
+        a snapshot as a full member. A log-only member that is removed, or made a full
+        member, stays log-only until then; it never starts applying mid-log."""
+        return self._stateless
+
+    def _is_log_only_in(self, config: Config) -> bool:
+        member = config.member(self._id)
         return member is not None and member.log_only
+
+    def _may_lead(self) -> bool:
+        """Leading needs the state (conditions, lease reads) and membership of the
+        configuration governing the next slot and of the latest one."""
+        return (
+            not self._stateless
+            and self.latest_config.can_lead(self._id)
+            and self.config.can_lead(self._id)
+        )
 
     def entry_at(self, slot: Slot) -> LogEntry | None:
         return self._log.get(slot)
@@ -485,6 +510,8 @@ class Replica:
         if self._configs and self._configs[-1][0] >= first:
             return  # already known (e.g. restored from a snapshot)
         self._configs.append((first, entry.config))
+        if self._log_only_from is None and self._is_log_only_in(entry.config):
+            self._log_only_from = first
         # Forget configurations no open slot can be governed by any more.
         while len(self._configs) > 1 and self._configs[1][0] <= self._commit + 1:
             self._configs.pop(0)
@@ -581,7 +608,7 @@ class Replica:
         """Start phase 1 now, skipping the pre-check: for leadership transfer (the driver
         asks the chosen successor to campaign) and for tests. False when this replica may
         not lead (log-only, or not a member)."""
-        if not self.latest_config.can_lead(self._id) or not self.config.can_lead(self._id):
+        if not self._may_lead():
             return False
         if self._role is Role.LEADER:
             return True
@@ -599,7 +626,7 @@ class Replica:
         """True iff a strongly consistent read may be answered from this replica's applied
         state now: it leads, any previous leader's lease has surely expired, its own lease
         is valid, everything chosen before its ballot is chosen again and applied here."""
-        if self._role is not Role.LEADER:
+        if self._role is not Role.LEADER or self._stateless:
             return False
         if self._now < self._writable_at and Mutation.LEASE_READ_WITHOUT_WAIT not in self._mut:
             return False
@@ -742,7 +769,7 @@ class Replica:
             self._reconfig_slot = None
 
     def _start_probe(self) -> None:
-        if not self.latest_config.can_lead(self._id) or not self.config.can_lead(self._id):
+        if not self._may_lead():
             # Log-only members and non-members never lead (docs/consensus.md).
             self._become_follower(None)
             return
@@ -977,8 +1004,11 @@ class Replica:
             return
         writable = self._now >= self._writable_at
         limit = self._commit + self._opts.pipeline_slots_max
+        log_only_from = self._log_only_from
         while self._next_slot <= limit:
             slot = self._next_slot
+            if log_only_from is not None and slot >= log_only_from:
+                return  # we would not apply it; we step down once that slot is next
             config = self._config_at(slot)
             if not self._covered(config):
                 for peer in config.node_ids:
@@ -1113,13 +1143,19 @@ class Replica:
     def _hand_out_applies(self) -> None:
         if self._handed >= self._commit:
             return
-        if self.log_only:
-            self._handed = self._commit
-            return
-        log = self._log
-        apply = self._rd.apply
-        for slot in range(self._handed + 1, self._commit + 1):
-            apply.append((Slot(slot), log[Slot(slot)].entry))
+        was_stateless = self._stateless
+        end = self._commit
+        log_only_from = self._log_only_from
+        if log_only_from is not None and log_only_from <= end:
+            # We keep state up to the slot before the first one governed by a configuration
+            # that makes us log-only, and apply nothing from there on.
+            end = Slot(log_only_from - 1)
+            self._stateless = True
+        if not was_stateless:
+            log = self._log
+            apply = self._rd.apply
+            for slot in range(self._handed + 1, end + 1):
+                apply.append((Slot(slot), log[Slot(slot)].entry))
         self._handed = self._commit
 
     def _check_still_member(self) -> None:
@@ -1320,6 +1356,17 @@ class Replica:
             self._install_snapshot(m.snapshot)
         self._send(CatchUpAck(self._id, m.src, m.ballot, self._commit), after_persist=True)
 
+    def _note_snapshot_membership(self, snap: Snapshot) -> None:
+        """A snapshot is state as of its slot: we hold state from there on unless the
+        configuration in force after it makes us log-only, and stop again at the first slot
+        a later configuration in it makes us log-only."""
+        self._log_only_from = None
+        for first, config in snap.configs:
+            if self._is_log_only_in(config):
+                self._log_only_from = first
+                break
+        self._stateless = self._log_only_from is not None and self._log_only_from <= snap.slot + 1
+
     def _install_snapshot(self, snap: Snapshot) -> None:
         assert snap.slot > self._commit
         self._snapshot = snap
@@ -1331,6 +1378,7 @@ class Replica:
         self._commit = snap.slot
         self._configs = list(snap.configs)
         self._handed = snap.slot
+        self._note_snapshot_membership(snap)
         # Entries handed out but not applied yet are superseded by the snapshot.
         self._rd.apply = [(s, e) for s, e in self._rd.apply if s > snap.slot]
         self._rd.install_snapshot = snap
