@@ -53,7 +53,6 @@ from keeldb.engine.item_store import (
 )
 from keeldb.engine.items import check_item_key, check_key, find_table, write_item
 from keeldb.engine.paging import Body, Member
-from keeldb.engine.request_shapes import TABLE_ARN_LENGTH_MAX
 from keeldb.engine.schema import Table
 from keeldb.expressions import Projection, compile_request
 from keeldb.model.capacity import read_units, write_units
@@ -68,6 +67,7 @@ from keeldb.model.limits import (
     TABLE_NAME_PATTERN,
     TABLE_NAME_RE,
 )
+from keeldb.model.request_shapes import TABLE_ARN_LENGTH_MAX
 from keeldb.model.values import item_size, validate_item
 
 DUPLICATES_MESSAGE = "Provided list of item keys contains duplicates"

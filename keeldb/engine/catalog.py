@@ -37,12 +37,6 @@ from typing import Any
 import msgpack
 
 from keeldb.engine.database import Body, Database, operation, redo_kind
-from keeldb.engine.request_shapes import (
-    Shape,
-    Violations,
-    check_table_reference,
-    check_types,
-)
 from keeldb.engine.schema import (
     BILLING_PAY_PER_REQUEST,
     BILLING_PROVISIONED,
@@ -75,6 +69,12 @@ from keeldb.model.limits import (
     TAG_KEY_LENGTH_MAX,
     TAG_VALUE_LENGTH_MAX,
     TAGS_PER_RESOURCE_MAX,
+)
+from keeldb.model.request_shapes import (
+    Shape,
+    Violations,
+    check_table_reference,
+    check_types,
 )
 
 STATE_KEY = "catalog"  # this module's entry in `Database.state`

@@ -28,7 +28,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from keeldb.engine.request_shapes import (
+from keeldb.model.errors import ValidationException
+from keeldb.model.request_shapes import (
     CONDITIONAL_OPERATOR,
     RETURN_CONSUMED_CAPACITY,
     Member,
@@ -43,14 +44,13 @@ from keeldb.engine.request_shapes import (
     string_list,
     string_map,
 )
-from keeldb.model.errors import ValidationException
 
 RETURN_VALUES = ("ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW")
 RETURN_ITEM_COLLECTION_METRICS = ("SIZE", "NONE")
 RETURN_VALUES_ON_CONDITION_CHECK_FAILURE = ("ALL_OLD", "NONE")
 
 # ---------------------------------------------------------------------------------------------
-# Pass 1: JSON member types (the readers are `keeldb.engine.request_shapes`')
+# Pass 1: JSON member types (the readers are `keeldb.model.request_shapes`')
 # ---------------------------------------------------------------------------------------------
 
 _READERS: dict[str, Reader] = {

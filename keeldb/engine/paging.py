@@ -30,10 +30,15 @@ from keeldb.engine import indexes
 from keeldb.engine.item_store import decode_stored, items_state, storage_key
 from keeldb.engine.items import check_key
 from keeldb.engine.items import check_scalar_key_paths as check_key_paths
+from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING
+from keeldb.expressions import legacy
+from keeldb.model.errors import ValidationException
+from keeldb.model.keys import index_item_key
+from keeldb.model.limits import PAGE_BYTES_MAX, READ_UNIT_BYTES
 
 # The member readers and constants are re-exported: Query, Scan and the batch and PartiQL
 # operations name them through this module in their member tables.
-from keeldb.engine.request_shapes import (  # noqa: F401
+from keeldb.model.request_shapes import (  # noqa: F401
     CONDITIONAL_OPERATOR,
     CONSTRAINT_ERRORS_MAX,
     RETURN_CONSUMED_CAPACITY,
@@ -54,11 +59,6 @@ from keeldb.engine.request_shapes import (  # noqa: F401
     string_list,
     string_map,
 )
-from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING
-from keeldb.expressions import legacy
-from keeldb.model.errors import ValidationException
-from keeldb.model.keys import index_item_key
-from keeldb.model.limits import PAGE_BYTES_MAX, READ_UNIT_BYTES
 from keeldb.model.values import validate_value
 
 if TYPE_CHECKING:

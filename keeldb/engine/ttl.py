@@ -46,10 +46,10 @@ from keeldb.engine import catalog
 from keeldb.engine.catalog import current_time, existing_table
 from keeldb.engine.database import Body, Database, operation, redo_kind
 from keeldb.engine.item_store import Item, decode_stored, latest_item, propose_write
-from keeldb.engine.request_shapes import Violations, check_table_reference, check_types
 from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING, Table
 from keeldb.model.errors import ResourceInUseException, ValidationException
 from keeldb.model.keys import index_bounds, key_after
+from keeldb.model.request_shapes import Violations, check_table_reference, check_types
 
 log = logging.getLogger("keeldb.ttl")
 

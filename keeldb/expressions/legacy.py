@@ -40,8 +40,9 @@ from typing import Any
 from keeldb.expressions import ast
 from keeldb.expressions.evaluate import INCORRECT_TYPE_MESSAGE
 from keeldb.expressions.printer import condition_text, projection_text, update_text
-from keeldb.model.errors import SerializationException, ValidationException
+from keeldb.model.errors import ValidationException
 from keeldb.model.limits import EXPRESSION_IN_OPERANDS_MAX
+from keeldb.model.request_shapes import as_boolean, as_list, as_string, legacy_map
 from keeldb.model.values import check_attribute_name, compare_values, validate_value, value_type
 
 Body = dict[str, Any]
@@ -189,61 +190,20 @@ def _lower_first(name: str) -> str:
 # read here, with the deserializer's messages, so that garbage is a client error.
 
 
-def _not_expected(value: Any) -> SerializationException:
-    if isinstance(value, list):
-        return SerializationException("Start of list found where not expected")
-    return SerializationException("Start of structure or map found where not expected.")
-
-
-def _token(value: Any) -> str:
-    if value is True:
-        return "TRUE_VALUE"
-    if value is False:
-        return "FALSE_VALUE"
-    if isinstance(value, (int, float)):
-        return "NUMBER_VALUE"
-    return "STRING_VALUE"
-
-
-def _structure(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, list):
-        raise SerializationException("Start of list found where not expected")
-    raise SerializationException("Expected null")
-
-
 def _string(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (list, dict)):
-        raise _not_expected(value)
-    raise SerializationException(f"{_token(value)} can not be converted to a String")
+    return None if value is None else as_string(value)
 
 
 def _boolean(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, (list, dict)):
-        raise _not_expected(value)
-    raise SerializationException(f"{_token(value)} can not be converted to a Boolean")
+    return None if value is None else as_boolean(value)
 
 
 def _list(value: Any) -> list[Any] | None:
-    if value is None or isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        raise _not_expected(value)
-    raise SerializationException("Expected list or null")
+    return None if value is None else as_list(value)
 
 
-def _entries(conditions: Any) -> dict[str, dict[str, Any]]:
-    """A map of structures with its JSON nulls left out (a null entry is absent)."""
-    if isinstance(conditions, list):
-        raise SerializationException("Start of list found where not expected")
-    if not isinstance(conditions, dict):
-        raise SerializationException("Expected map or null")
-    return {name: _structure(raw) for name, raw in conditions.items() if raw is not None}
+# A map of structures with its JSON nulls left out (a null entry is absent).
+_entries = legacy_map
 
 
 # --- Placeholders -----------------------------------------------------------------------------

@@ -16,7 +16,10 @@ Two families of complaint live here, in the order DynamoDB checks a request:
 
 This module owns the wording of those two families and nothing else: it never looks up a
 table, never reads the store and never decides which members an operation has (each
-operation's module lists its own members, in the order DynamoDB reports them).
+operation's module lists its own members, in the order DynamoDB reports them). It is pure
+and sits in `keeldb.model` so that the engine's operations and the legacy-parameter
+translation of `keeldb.expressions` (the members inside Expected, KeyConditions ...) word
+their complaints alike.
 """
 
 from __future__ import annotations
