@@ -255,8 +255,9 @@ def _with_epoch_of_slot(entry: Entry, slot: Slot) -> Entry:
     the same slot), so chosen configurations have distinct epochs, increasing in log order,
     whoever proposed them and whatever they knew (docs/consensus.md, "Reconfiguration")."""
     assert entry.config is not None
-    return Entry(entry.kind, entry.command, entry.origin, entry.proposal_id,
-                 entry.config.with_epoch(slot))
+    return Entry(
+        entry.kind, entry.command, entry.origin, entry.proposal_id, entry.config.with_epoch(slot)
+    )
 
 
 class Replica:
