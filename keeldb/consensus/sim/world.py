@@ -568,7 +568,7 @@ class World:
         """A configuration governing slots from `first_slot` on was chosen (or restored
         from a snapshot): start its new members, empty, so they catch up from their peers,
         and track the one governing the highest slot. Configurations are told apart by the
-        slot they start at, not by epoch: two chosen in one window may share an epoch. (A
+        slot they start at (the core makes that slot the epoch, so the two agree). (A
         snapshot restates the configuration in force as starting after its own slot; the
         first sighting of each configuration is the one that counts.)"""
         if config in self.configs_learned:
@@ -629,6 +629,7 @@ class World:
             q2 = rng.randint(max(2, (n + 1) // 2), n)
             q1 = n + 1 - q2
             what = f"quorums Q1 {q1} Q2 {q2}"
+        # The core gives a configuration its epoch when it assigns the entry a slot.
         new = Config(tuple(members), q1, q2, old.epoch + 1)
         try:
             new.validate()
