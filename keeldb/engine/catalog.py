@@ -278,6 +278,19 @@ def _already_applied(db: Database, lsn: int) -> bool:
     return lsn <= db.store.applied_lsn()
 
 
+def _record_table(db: Database, lsn: int, record: dict[str, Any]) -> Table | None:
+    """The table an update or delete record names; None when the record is to be skipped:
+    already applied, or its table was deleted (and maybe re-created) after the change was
+    validated, so that it belongs to a table that no longer exists. Only the LSN moves then."""
+    if _already_applied(db, lsn):
+        return None
+    current = catalog_state(db).tables.get(record["name"])
+    if current is None or current.table_id != record["table_id"]:
+        db.store.write([], [], lsn)
+        return None
+    return current
+
+
 @redo_kind("create_table")
 def apply_create_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     if _already_applied(db, lsn):
@@ -293,15 +306,10 @@ def apply_create_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
 
 @redo_kind("update_table")
 def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
-    if _already_applied(db, lsn):
+    current = _record_table(db, lsn, record)
+    if current is None:
         return
     state = catalog_state(db)
-    current = state.tables.get(record["name"])
-    if current is None or current.table_id != record["table_id"]:
-        # The table was deleted (and maybe re-created) after this change was validated:
-        # the change belongs to a table that no longer exists. Only the LSN moves.
-        db.store.write([], [], lsn)
-        return
     merged = current.to_record()
     merged.update(record["changes"])
     table = Table.from_record(merged)
@@ -313,13 +321,10 @@ def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
 
 @redo_kind("delete_table")
 def apply_delete_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
-    if _already_applied(db, lsn):
+    current = _record_table(db, lsn, record)
+    if current is None:
         return
     state = catalog_state(db)
-    current = state.tables.get(record["name"])
-    if current is None or current.table_id != record["table_id"]:
-        db.store.write([], [], lsn)
-        return
     start, end = table_bounds(current.table_id)
     # Two store calls, made crash-safe by their LSNs: the range delete records lsn - 1 (every
     # earlier record is applied, this one not yet), so a crash between the calls replays this
