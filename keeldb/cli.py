@@ -23,6 +23,7 @@ from keeldb import __version__
 from keeldb.api.sigv4 import load_credentials
 from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS
 from keeldb.node import Node, NodeConfig
+from keeldb.storage.wal import CorruptLogError, LogInUseError
 
 log = logging.getLogger("keeldb.cli")
 
@@ -120,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         uvloop.run(serve(config))
-    except OSError as error:
-        # The address is taken, or the data directory cannot be used: the error names which.
+    except (OSError, LogInUseError, CorruptLogError) as error:
+        # The address is taken, the data directory cannot be used, another process holds it,
+        # or its log is damaged in the middle: the error names which, in one line.
         print(f"keeldb: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -103,6 +103,18 @@ def test_an_unusable_data_dir_is_reported(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_data_dir_held_by_another_server_is_reported_in_one_line(
+    server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "shared"
+    server_factory(data_dir=data_dir)
+    result = run_cli("serve", "--port", "0", "--data-dir", str(data_dir), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("keeldb: cannot start:")
+    assert "in use by another process" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_help_lists_the_serve_flags(tmp_path: Path) -> None:
     result = run_cli("serve", "--help", cwd=tmp_path)
     assert result.returncode == 0
