@@ -975,6 +975,12 @@ def _check_table_keys(body: Body, defined: dict[str, str]) -> None:
             INVALID + "Some index key attributes are not defined in AttributeDefinitions. "
             f"Keys: [{', '.join(keys)}], AttributeDefinitions: [{', '.join(names)}]"
         )
+    _check_key_order(schema, keys)
+
+
+def _check_key_order(schema: list[dict[str, Any]], keys: list[str]) -> None:
+    """The rules a key schema obeys whether it is a table's or an index's: two distinct
+    attributes, HASH first, RANGE second."""
     if len(keys) == 2 and keys[0] == keys[1]:
         raise ValidationException(
             "Both the Hash Key and the Range Key element in the KeySchema have the same name"
@@ -998,18 +1004,7 @@ def _check_index_keys(index: dict[str, Any], defined: dict[str, str]) -> None:
             INVALID + "Some index key attributes are not defined in AttributeDefinitions. "
             f"Keys: [{', '.join(keys)}], AttributeDefinitions: [{', '.join(defined)}]"
         )
-    if len(keys) == 2 and keys[0] == keys[1]:
-        raise ValidationException(
-            "Both the Hash Key and the Range Key element in the KeySchema have the same name"
-        )
-    if schema[0]["KeyType"] != "HASH":
-        raise ValidationException(
-            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type"
-        )
-    if len(schema) == 2 and schema[1]["KeyType"] != "RANGE":
-        raise ValidationException(
-            "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type"
-        )
+    _check_key_order(schema, keys)
 
 
 def _check_projection(index: dict[str, Any]) -> None:
