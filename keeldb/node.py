@@ -19,7 +19,7 @@ from typing import Any
 from keeldb.api.server import ApiServer
 from keeldb.api.sigv4 import Credential, Verifier
 from keeldb.engine import database as database_module
-from keeldb.engine import indexes
+from keeldb.engine import catalog, indexes
 from keeldb.engine.database import Database
 from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS, TtlSweeper
 from keeldb.storage.lmdb_store import LmdbStore
@@ -81,6 +81,9 @@ class Node:
             await log_.close()
             store.close()
             raise
+        # DescribeEndpoints names this server, so that SDKs with endpoint discovery enabled
+        # keep talking to it instead of being sent to a public endpoint.
+        database.state[catalog.ENDPOINT_STATE_KEY] = node.url.removeprefix("http://")
         node.ttl_sweeper = TtlSweeper(database, config.ttl_interval_seconds)
         node.ttl_sweeper.start()
         indexes.ensure_background(database)  # index backfills a restart left unfinished
