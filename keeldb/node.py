@@ -18,8 +18,8 @@ from typing import Any
 
 from keeldb.api.server import ApiServer
 from keeldb.api.sigv4 import Credential, Verifier
-from keeldb.engine import database as database_module
 from keeldb.engine import catalog, indexes
+from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
 from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS, TtlSweeper
 from keeldb.storage.lmdb_store import LmdbStore
