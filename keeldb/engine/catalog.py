@@ -461,17 +461,19 @@ def _check_key_schema(
             f"Member must have length less than or equal to {elements_max}",
         )
     for member, element in _members(v, schema, path):
-        name = element.get("AttributeName")
-        if v.not_null(name, f"{member}.attributeName"):
-            v.length(
-                name,
-                f"{member}.attributeName",
-                ATTRIBUTE_NAME_LENGTH_MIN,
-                ATTRIBUTE_NAME_LENGTH_MAX,
-            )
+        _check_attribute_name(v, element, member)
         key_type = element.get("KeyType")
         if v.not_null(key_type, f"{member}.keyType"):
             v.enum(key_type, f"{member}.keyType", KEY_TYPES)
+
+
+def _check_attribute_name(v: Violations, element: dict[str, Any], member: str) -> None:
+    """The AttributeName member of a key schema element or an attribute definition."""
+    name = element.get("AttributeName")
+    if v.not_null(name, f"{member}.attributeName"):
+        v.length(
+            name, f"{member}.attributeName", ATTRIBUTE_NAME_LENGTH_MIN, ATTRIBUTE_NAME_LENGTH_MAX
+        )
 
 
 def _check_attribute_definitions(
@@ -482,14 +484,7 @@ def _check_attribute_definitions(
             v.not_null(None, "attributeDefinitions")
         return
     for member, definition in _members(v, definitions, "attributeDefinitions"):
-        name = definition.get("AttributeName")
-        if v.not_null(name, f"{member}.attributeName"):
-            v.length(
-                name,
-                f"{member}.attributeName",
-                ATTRIBUTE_NAME_LENGTH_MIN,
-                ATTRIBUTE_NAME_LENGTH_MAX,
-            )
+        _check_attribute_name(v, definition, member)
         attribute_type = definition.get("AttributeType")
         if v.not_null(attribute_type, f"{member}.attributeType"):
             v.enum(attribute_type, f"{member}.attributeType", KEY_ATTRIBUTE_TYPES)
