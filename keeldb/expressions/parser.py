@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from keeldb.expressions import ast
 from keeldb.expressions.lexer import (
@@ -370,26 +370,25 @@ class _Parser:
         return ast.ProjectionExpression(tuple(paths))
 
 
+def _parse(text: str, rule: Callable[[_Parser], Any]) -> Parsed:
+    """Parse the whole of `text` with one grammar rule."""
+    parser = _Parser(text)
+    tree = rule(parser)
+    parser.expect_end()
+    return Parsed(tree, parser.redundant)
+
+
 @lru_cache(maxsize=PARSE_CACHE_ENTRIES_MAX)
 def parse_condition(text: str) -> Parsed:
     """The written tree of a condition (also a filter or a key condition)."""
-    parser = _Parser(text)
-    tree = parser.condition()
-    parser.expect_end()
-    return Parsed(tree, parser.redundant)
+    return _parse(text, _Parser.condition)
 
 
 @lru_cache(maxsize=PARSE_CACHE_ENTRIES_MAX)
 def parse_update(text: str) -> Parsed:
-    parser = _Parser(text)
-    tree = parser.update()
-    parser.expect_end()
-    return Parsed(tree, parser.redundant)
+    return _parse(text, _Parser.update)
 
 
 @lru_cache(maxsize=PARSE_CACHE_ENTRIES_MAX)
 def parse_projection(text: str) -> Parsed:
-    parser = _Parser(text)
-    tree = parser.projection()
-    parser.expect_end()
-    return Parsed(tree, parser.redundant)
+    return _parse(text, _Parser.projection)
