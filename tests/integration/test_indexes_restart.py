@@ -19,14 +19,13 @@ def _index(ddb: Any, table: str) -> dict[str, Any] | None:
     return indexes[0] if indexes else None
 
 
-def test_a_backfill_interrupted_by_sigkill_resumes_after_restart(
-    server_factory: Callable[..., Any], client_factory: Callable[..., Any], tmp_path: Any
+def _fill_and_index(
+    ddb: Any, table: str, item_for: Callable[[int], dict[str, Any]], projection: str
 ) -> None:
-    data = tmp_path / "data"
-    first = server_factory(data_dir=data)
-    ddb = client_factory(first.url)
+    """Create `table`, write ITEMS items, then ask for a global index on `tag`: the backfill
+    starts in the background."""
     ddb.create_table(
-        TableName="backfilled",
+        TableName=table,
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
@@ -34,32 +33,36 @@ def test_a_backfill_interrupted_by_sigkill_resumes_after_restart(
     for start in range(0, ITEMS, 25):
         ddb.batch_write_item(
             RequestItems={
-                "backfilled": [
-                    {
-                        "PutRequest": {
-                            "Item": {
-                                "pk": {"S": f"k{i:05}"},
-                                # Every third item lacks the index key: it stays out.
-                                **({} if i % 3 == 0 else {"tag": {"S": f"t{i % 4}"}}),
-                            }
-                        }
-                    }
-                    for i in range(start, start + 25)
-                ]
+                table: [{"PutRequest": {"Item": item_for(i)}} for i in range(start, start + 25)]
             }
         )
     ddb.update_table(
-        TableName="backfilled",
+        TableName=table,
         AttributeDefinitions=[{"AttributeName": "tag", "AttributeType": "S"}],
         GlobalSecondaryIndexUpdates=[
             {
                 "Create": {
                     "IndexName": "by_tag",
                     "KeySchema": [{"AttributeName": "tag", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
+                    "Projection": {"ProjectionType": projection},
                 }
             }
         ],
+    )
+
+
+def test_a_backfill_interrupted_by_sigkill_resumes_after_restart(
+    server_factory: Callable[..., Any], client_factory: Callable[..., Any], tmp_path: Any
+) -> None:
+    data = tmp_path / "data"
+    first = server_factory(data_dir=data)
+    ddb = client_factory(first.url)
+    _fill_and_index(
+        ddb,
+        "backfilled",
+        # Every third item lacks the index key: it stays out.
+        lambda i: {"pk": {"S": f"k{i:05}"}, **({} if i % 3 == 0 else {"tag": {"S": f"t{i % 4}"}})},
+        "ALL",
     )
     first.stop(signal.SIGKILL)
 
@@ -96,33 +99,8 @@ def test_a_server_stopped_during_a_backfill_exits_cleanly_and_resumes_it(
     data = tmp_path / "data"
     first = server_factory(data_dir=data)
     ddb = client_factory(first.url)
-    ddb.create_table(
-        TableName="stopped",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    for start in range(0, ITEMS, 25):
-        ddb.batch_write_item(
-            RequestItems={
-                "stopped": [
-                    {"PutRequest": {"Item": {"pk": {"S": f"k{i:05}"}, "tag": {"S": "t"}}}}
-                    for i in range(start, start + 25)
-                ]
-            }
-        )
-    ddb.update_table(
-        TableName="stopped",
-        AttributeDefinitions=[{"AttributeName": "tag", "AttributeType": "S"}],
-        GlobalSecondaryIndexUpdates=[
-            {
-                "Create": {
-                    "IndexName": "by_tag",
-                    "KeySchema": [{"AttributeName": "tag", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "KEYS_ONLY"},
-                }
-            }
-        ],
+    _fill_and_index(
+        ddb, "stopped", lambda i: {"pk": {"S": f"k{i:05}"}, "tag": {"S": "t"}}, "KEYS_ONLY"
     )
     assert first.stop(signal.SIGTERM) == 0
     assert "Traceback" not in first.output()
