@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -28,6 +29,13 @@ from keeldb.storage.wal import CorruptLogError, LogInUseError
 log = logging.getLogger("keeldb.cli")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Modules that add subcommands besides `serve`: each has `register(commands)`, which adds its
+# parser with `set_defaults(run=FUNCTION)`; FUNCTION(args) returns the exit status.
+COMMAND_MODULES = (
+    "keeldb.bench.cli",
+    "keeldb.cluster.cli",
+    "keeldb.backup.cli",
+)
 
 
 def _positive_seconds(text: str) -> float:
@@ -74,6 +82,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often expired Time to Live items are looked for and deleted "
         f"(default {TTL_SWEEP_INTERVAL_SECONDS:g})",
     )
+    serve.add_argument(
+        "--stream-retention",
+        type=_positive_seconds,
+        default=24 * 60 * 60,
+        metavar="SECONDS",
+        help="how long stream records stay readable (default 86400, as DynamoDB)",
+    )
+    serve.add_argument(
+        "--no-functions",
+        action="store_true",
+        help="do not run the function service (Lambda API and stream triggers)",
+    )
+    serve.add_argument(
+        "--backup-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the archive, backups and exports go (default: DATA_DIR/backups)",
+    )
+    serve.add_argument(
+        "--backup-s3",
+        metavar="S3_URL",
+        help="keep the archive, backups and exports in s3://BUCKET/PREFIX instead",
+    )
+    serve.add_argument(
+        "--backup-s3-endpoint",
+        metavar="URL",
+        help="the S3-compatible server that --backup-s3 names",
+    )
+    serve.add_argument(
+        "--master-key-file",
+        type=Path,
+        metavar="FILE",
+        help="encrypt data at rest with data keys wrapped by the master key in FILE "
+        "(keep it apart from the data directory)",
+    )
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 
@@ -100,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    assert args.command == "serve"
+    if args.command != "serve":
+        status: int = args.run(args)
+        return status
     credentials = None
     if args.credentials is not None:
         try:
@@ -118,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         credentials=credentials,
         region=args.region,
         ttl_interval_seconds=args.ttl_interval,
+        stream_retention_seconds=args.stream_retention,
+        functions=not args.no_functions,
+        backup_dir=args.backup_dir,
+        backup_s3=args.backup_s3,
+        backup_s3_endpoint=args.backup_s3_endpoint,
+        master_key_file=args.master_key_file,
     )
     try:
         uvloop.run(serve(config))

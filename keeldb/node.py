@@ -10,8 +10,9 @@ loops: the caller (CLI or embedded mode) owns the process and the loop.
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,16 @@ from keeldb.storage.replog import LocalLog
 
 log = logging.getLogger("keeldb.node")
 
+# The subsystems that attach to a started node, in start order (closed in reverse): each
+# module has `async def attach(node: Node) -> Closer | None`, and may add operations, JSON
+# services or REST mounts to the node's server and background tasks of its own.
+NODE_SERVICES = (
+    "keeldb.streams.service",
+    "keeldb.functions.service",
+    "keeldb.backup.service",
+)
+Closer = Callable[[], Awaitable[None]]
+
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
@@ -40,6 +51,17 @@ class NodeConfig:
     region: str = "us-east-1"
     # How often the Time to Live sweeper looks for expired items.
     ttl_interval_seconds: float = TTL_SWEEP_INTERVAL_SECONDS
+    # How long stream records stay readable (DynamoDB keeps them for 24 hours).
+    stream_retention_seconds: float = 24 * 60 * 60
+    # Whether the function service (Lambda API, sandboxes, stream pollers) runs.
+    functions: bool = True
+    # The backup store: a directory (None: "backups" under the data directory), or an S3
+    # URL ("s3://bucket/prefix") with the endpoint of an S3-compatible server.
+    backup_dir: Path | None = None
+    backup_s3: str | None = None
+    backup_s3_endpoint: str | None = None
+    # The file holding the master key that wraps the data keys (None: no encryption at rest).
+    master_key_file: Path | None = None
 
 
 class Node:
@@ -56,6 +78,7 @@ class Node:
         self.port = 0
         self._closed = False
         self.ttl_sweeper: TtlSweeper | None = None
+        self._closers: list[Closer] = []
 
     @property
     def url(self) -> str:
@@ -87,6 +110,15 @@ class Node:
         node.ttl_sweeper = TtlSweeper(database, config.ttl_interval_seconds)
         node.ttl_sweeper.start()
         indexes.ensure_background(database)  # index backfills a restart left unfinished
+        try:
+            for module_name in NODE_SERVICES:
+                attach = importlib.import_module(module_name).attach
+                closer = await attach(node)
+                if closer is not None:
+                    node._closers.append(closer)
+        except BaseException:
+            await node.close()
+            raise
         return node
 
     async def close(self) -> None:
@@ -94,6 +126,11 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        for closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception:
+                log.exception("a node service failed to close")
         if self.ttl_sweeper is not None:
             await self.ttl_sweeper.stop()
         await self.server.close()

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Sequence
 from email.utils import formatdate
 from typing import Any
 
@@ -43,6 +43,27 @@ from keeldb.model.errors import (
 log = logging.getLogger("keeldb.api")
 
 Dispatch = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class RestResponse:
+    """What a mounted REST service answers: status, body, content type and extra headers."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+
+RestHandler = Callable[["Request"], Awaitable[RestResponse]]
 
 TARGET_PREFIX = "DynamoDB_20120810"
 JSON_CONTENT_TYPES = ("application/x-amz-json-1.0", "application/json")
@@ -92,10 +113,20 @@ _HEADER_KEYS: dict[bytes, str] = {}
 
 _STATUS_LINES = {
     200: b"200 OK",
+    201: b"201 Created",
+    202: b"202 Accepted",
+    204: b"204 No Content",
     400: b"400 Bad Request",
+    401: b"401 Unauthorized",
+    403: b"403 Forbidden",
     404: b"404 Not Found",
+    409: b"409 Conflict",
+    412: b"412 Precondition Failed",
     413: b"413 Request Entity Too Large",
+    429: b"429 Too Many Requests",
     500: b"500 Internal Server Error",
+    502: b"502 Bad Gateway",
+    503: b"503 Service Unavailable",
 }
 _RESPONSE_TEMPLATE = (
     b"HTTP/1.1 %s\r\nx-amzn-RequestId: %s\r\nx-amz-crc32: %d\r\n%sContent-Length: %d\r\n"
@@ -171,11 +202,32 @@ class ApiServer:
         self.dates = DateCache()
         self.health_body = HEALTH_TEMPLATE.format(region=region).encode("ascii")
         self.connections: set[HttpProtocol] = set()
+        # Other AWS JSON services served on the same endpoint (e.g. DynamoDB Streams), by
+        # X-Amz-Target prefix: (their dispatch, their operation names).
+        self.json_services: dict[str, tuple[Dispatch, Container[str]]] = {}
+        # REST services served on the same endpoint (e.g. the function service), by URL path
+        # prefix; they see every request whose path starts with their prefix.
+        self.mounts: list[tuple[bytes, RestHandler]] = []
         self._server: asyncio.AbstractServer | None = None
         self._closing = False
         # One line per answered request at DEBUG level; decided once, as the check per
         # request would cost more than it saves.
         self.trace = log.isEnabledFor(logging.DEBUG)
+
+    def add_json_service(self, prefix: str, dispatch: Dispatch, operations: Container[str]) -> None:
+        """Serve `X-Amz-Target: <prefix>.<Operation>` with another service's dispatch."""
+        assert prefix != TARGET_PREFIX and prefix not in self.json_services, prefix
+        self.json_services[prefix] = (dispatch, operations)
+
+    def mount(self, path_prefix: str, handler: RestHandler) -> None:
+        """Hand every request whose URL path starts with `path_prefix` to `handler`."""
+        assert path_prefix.startswith("/") and path_prefix != "/", path_prefix
+        self.mounts.append((path_prefix.encode("ascii"), handler))
+
+    @property
+    def keep_all_headers(self) -> bool:
+        """Signature checks and mounted services read headers beyond the few DynamoDB needs."""
+        return self.verifier is not None or bool(self.mounts)
 
     async def start(self, host: str, port: int) -> int:
         """Bind and start accepting; return the bound port (useful with port 0)."""
@@ -237,6 +289,12 @@ class ApiServer:
             if request.method == "OPTIONS":
                 return self._cors_preflight(request, request_id, close), close
 
+        if self.mounts:
+            path = request.url.split(b"?", 1)[0]
+            for prefix, handler in self.mounts:
+                if path.startswith(prefix):
+                    return await self._rest(handler, request, request_id, close, extra), close
+
         if request.method == "GET":
             return self._response(200, self.health_body, b"", request_id, close, extra), close
 
@@ -284,16 +342,51 @@ class ApiServer:
             )
         return self._response(status, payload, response_type, request_id, close, extra), close
 
+    async def _rest(
+        self,
+        handler: RestHandler,
+        request: Request,
+        request_id: bytes,
+        close: bool,
+        extra: bytes,
+    ) -> bytes:
+        """Answer a request of a mounted REST service; its failures are its own to shape,
+        except our bugs, which become a 500 as everywhere else."""
+        try:
+            answer = await handler(request)
+        except Exception:
+            log.exception("internal error in %s", request.url[:200])
+            answer = RestResponse(
+                500, orjson.dumps({"Type": "Service", "message": INTERNAL_ERROR_MESSAGE})
+            )
+        lines = [extra]
+        for name, value in answer.headers:
+            lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+        if answer.status not in _STATUS_LINES:
+            _STATUS_LINES[answer.status] = b"%d Status" % answer.status
+        content_type = (
+            b"Content-Type: %s\r\n" % answer.content_type.encode("latin-1")
+            if answer.content_type
+            else b""
+        )
+        response = self._response(
+            answer.status, answer.body, content_type, request_id, close, b"".join(lines)
+        )
+        if request.method == "HEAD":
+            response = response[: len(response) - len(answer.body)]
+        return response
+
     async def _evaluate(self, request: Request) -> dict[str, Any]:
         data = _parse_json(request.body) if request.body else None
         target = request.headers.get("x-amz-target", "")
         service, dot, operation = target.partition(".")
-        if (
-            not dot
-            or service != TARGET_PREFIX
-            or "." in operation
-            or operation not in self.operations
-        ):
+        dispatch = self.dispatch
+        operations = self.operations
+        if service != TARGET_PREFIX and service in self.json_services:
+            dispatch, operations = self.json_services[service]
+        elif service != TARGET_PREFIX:
+            raise UnknownOperationException("")
+        if not dot or "." in operation or operation not in operations:
             raise UnknownOperationException("")
         if self.verifier is not None:
             path, _, query = request.url.decode("latin-1").partition("?")
@@ -302,7 +395,7 @@ class ApiServer:
             raise SerializationException("")
         if not isinstance(data, dict):
             raise SerializationException("")
-        return await self.dispatch(operation, data)
+        return await dispatch(operation, data)
 
     def _response(
         self,
@@ -359,7 +452,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._keep_all_headers = server.verifier is not None
+        self._keep_all_headers = server.keep_all_headers
         self._head_bytes = 0
         self._body_parts: list[bytes] = []
         self._body_bytes = 0

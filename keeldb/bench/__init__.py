@@ -1,0 +1,1 @@
+"""`keeldb bench`: YCSB-style workloads against any DynamoDB endpoint."""
