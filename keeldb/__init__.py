@@ -18,4 +18,4 @@ def embedded(*args: Any, **kwargs: Any) -> Any:
     return _embedded(*args, **kwargs)
 
 
-__all__ = ["embedded", "__version__"]
+__all__ = ["__version__", "embedded"]

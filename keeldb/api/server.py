@@ -48,7 +48,7 @@ Dispatch = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 class RestResponse:
     """What a mounted REST service answers: status, body, content type and extra headers."""
 
-    __slots__ = ("status", "body", "content_type", "headers")
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(
         self,
