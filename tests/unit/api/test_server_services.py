@@ -152,4 +152,5 @@ def test_a_bug_in_a_mounted_service_is_a_500_and_the_server_carries_on(port: int
     status, _, _ = _call(port, "GET", "/2015-03-31/boom")
     assert status == 500
     status, body = _json_call(port, "DynamoDB_20120810.GetItem", {})
+    assert body["Operation"] == "GetItem"
     assert status == 200
