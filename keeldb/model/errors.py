@@ -128,3 +128,58 @@ class DuplicateItemException(ClientError):
     """A PartiQL INSERT of an item whose primary key is already in the table."""
 
     type_name = "DuplicateItemException"
+
+
+# --- Backups, point-in-time recovery, exports and imports ---------------------------------
+
+
+class TableNotFoundException(ClientError):
+    type_name = "TableNotFoundException"
+
+
+class TableAlreadyExistsException(ClientError):
+    type_name = "TableAlreadyExistsException"
+
+
+class TableInUseException(ClientError):
+    type_name = "TableInUseException"
+
+
+class BackupNotFoundException(ClientError):
+    type_name = "BackupNotFoundException"
+
+
+class BackupInUseException(ClientError):
+    type_name = "BackupInUseException"
+
+
+class ContinuousBackupsUnavailableException(ClientError):
+    type_name = "ContinuousBackupsUnavailableException"
+
+
+class PointInTimeRecoveryUnavailableException(ClientError):
+    type_name = "PointInTimeRecoveryUnavailableException"
+
+
+class InvalidRestoreTimeException(ClientError):
+    type_name = "InvalidRestoreTimeException"
+
+
+class ExportNotFoundException(ClientError):
+    type_name = "ExportNotFoundException"
+
+
+class ExportConflictException(ClientError):
+    type_name = "ExportConflictException"
+
+
+class InvalidExportTimeException(ClientError):
+    type_name = "InvalidExportTimeException"
+
+
+class ImportNotFoundException(ClientError):
+    type_name = "ImportNotFoundException"
+
+
+class ImportConflictException(ClientError):
+    type_name = "ImportConflictException"
