@@ -26,9 +26,16 @@ Checkpoint: every CHECKPOINT_INTERVAL_SECONDS (if anything was applied) or after
 CHECKPOINT_WAL_BYTES of log, and at close, the flusher makes the store durable
 (`store.sync()`) and then removes the log segments wholly below the store's applied LSN.
 The order matters: segments are removed only once the state they produced is on disk.
+A retention hook (`retain_from`) can keep segments longer: the archive of continuous backups
+sets it so that no segment is removed before it has been copied to the backup store.
 The environment variables KEELDB_CHECKPOINT_INTERVAL_SECONDS, KEELDB_CHECKPOINT_WAL_BYTES and
 KEELDB_WAL_SEGMENT_BYTES override those sizes (the crash test makes them small so that kills
 land during checkpoints and segment roll-overs).
+
+Commit times: every record is written with its group's commit time (microseconds since the
+epoch, `WriteAheadLog(commit_times=True)`), taken from the clock when the group is written and
+never below the previous group's time, so that times are non-decreasing in LSN order even if
+the wall clock steps back (also across restarts: the last time is read back at open).
 
 An fsync failure is fatal (see `WriteAheadLog.sync`): every waiter gets `LogFailedError`
 and `on_fatal` is called, which by default ends the process so that a restart recovers from
@@ -70,6 +77,12 @@ CHECKPOINT_WAL_BYTES = 128 * 1024 * 1024  # ... and whenever this much log was w
 EXIT_FSYNC_FAILED = 70  # exit status when the log cannot be made durable (EX_SOFTWARE)
 
 FatalFn = Callable[[BaseException], None]
+ClockFn = Callable[[], int]  # microseconds since the epoch
+RetainFn = Callable[[], int]  # the lowest LSN whose segment must be kept
+
+
+def wall_clock_us() -> int:
+    return time.time_ns() // 1000
 
 
 class LogFailedError(Exception):
@@ -98,9 +111,15 @@ class LocalLog:
         on_fatal: FatalFn,
         checkpoint_interval_seconds: float,
         checkpoint_wal_bytes: int,
+        clock_us: ClockFn = wall_clock_us,
     ) -> None:
         """Use `open`; this constructor does no recovery."""
         self._wal = wal
+        self._clock_us = clock_us
+        # Written by the disk thread only: the time given to the last group written.
+        self._last_time_us = wal.last_commit_time_us()
+        self._committed_time_us = self._last_time_us  # ... of the last group committed
+        self._retain: RetainFn | None = None
         self._store = store
         self._apply = apply
         self._on_fatal = on_fatal
@@ -135,6 +154,7 @@ class LocalLog:
         checkpoint_wal_bytes: int | None = None,
         segment_bytes: int | None = None,
         fsync: FsyncFn | None = None,
+        clock_us: ClockFn = wall_clock_us,
     ) -> LocalLog:
         """Open the log in `wal_dir`, replay what the store lacks through `apply`, start.
 
@@ -157,9 +177,18 @@ class LocalLog:
 
         def open_wal() -> WriteAheadLog:
             if fsync is None:
-                return WriteAheadLog(wal_dir, start_lsn=applied_lsn, segment_bytes=segment_bytes)
+                return WriteAheadLog(
+                    wal_dir,
+                    start_lsn=applied_lsn,
+                    segment_bytes=segment_bytes,
+                    commit_times=True,
+                )
             return WriteAheadLog(
-                wal_dir, start_lsn=applied_lsn, segment_bytes=segment_bytes, fsync=fsync
+                wal_dir,
+                start_lsn=applied_lsn,
+                segment_bytes=segment_bytes,
+                fsync=fsync,
+                commit_times=True,
             )
 
         wal = await loop.run_in_executor(None, open_wal)
@@ -176,6 +205,7 @@ class LocalLog:
                 on_fatal=on_fatal,
                 checkpoint_interval_seconds=checkpoint_interval_seconds,
                 checkpoint_wal_bytes=checkpoint_wal_bytes,
+                clock_us=clock_us,
             )
             replayed = self._recover(applied_lsn)
         except BaseException:
@@ -225,6 +255,33 @@ class LocalLog:
 
     def committed_lsn(self) -> int:
         return self._committed_lsn
+
+    def committed_time_us(self) -> int:
+        """The commit time of the last committed record (microseconds; 0 if none yet)."""
+        return self._committed_time_us
+
+    def retain_from(self, retain: RetainFn | None) -> None:
+        """Keep every segment holding an LSN at or above `retain()` at checkpoints (None: no
+        hold). `retain` is called in the log's disk thread and must only read a number."""
+        self._retain = retain
+
+    async def seal(self) -> bool:
+        """Seal the segment being written, in order with the groups written before; returns
+        whether there was anything to seal. Sealed segments are the archive's unit."""
+        if self._failure is not None:
+            raise LogFailedError("the log has failed") from self._failure
+        if self._flusher is None:
+            raise LogFailedError("the log is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._disk, self._wal.seal)
+        except FsyncFailedError as error:
+            self._fail(error)
+            raise LogFailedError(f"the log failed: {error}") from error
+
+    def sealed_segments(self) -> list[tuple[int, Path]]:
+        """(first LSN, path) of every sealed segment still on disk, oldest first."""
+        return self._wal.sealed_segments()
 
     async def close(self) -> None:
         """Commit what is queued, checkpoint, and stop. Idempotent."""
@@ -357,6 +414,7 @@ class LocalLog:
             return
         assert self._store.applied_lsn() <= last_lsn
         self._committed_lsn = last_lsn
+        self._committed_time_us = self._last_time_us
         self.fsync_count += 1
         self.appended_count += len(entries)
         self._bytes_since_checkpoint += sum(len(p) + RECORD_HEADER_BYTES for p in payloads)
@@ -367,6 +425,9 @@ class LocalLog:
 
     def _write_and_sync(self, payloads: list[bytes]) -> int:
         """Runs in the disk thread: write the group, then one fsync for all of it."""
+        commit_time_us = max(self._clock_us(), self._last_time_us)
+        self._last_time_us = commit_time_us
+        self._wal.set_commit_time(commit_time_us)
         last_lsn = self._wal.append(payloads)
         self._wal.sync()
         return last_lsn
@@ -387,7 +448,10 @@ class LocalLog:
         """
         applied_lsn = self._store.applied_lsn()
         self._store.sync()
-        removed = self._wal.truncate_before(applied_lsn + 1)
+        keep_from = applied_lsn + 1
+        if self._retain is not None:
+            keep_from = min(keep_from, self._retain())
+        removed = self._wal.truncate_before(keep_from)
         self._checkpointed_lsn = applied_lsn
         self._bytes_since_checkpoint = 0
         self._last_checkpoint = time.monotonic()

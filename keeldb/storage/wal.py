@@ -13,8 +13,15 @@ Layout of a log directory::
 
 A segment starts with a header, then holds records back to back::
 
-    segment header  magic "KEELWAL1" (8) | first lsn u64 | salt u64 | crc32 of those 24 bytes
+    segment header  magic "KEELWAL1" or "KEELWAL2" (8) | first lsn u64 | salt u64 |
+                    crc32 of those 24 bytes
     record          length u32 | crc32 u32 | lsn u64 | payload (length bytes)
+
+In a "KEELWAL2" segment (a log opened with `commit_times=True`) every payload starts with
+the record's commit time, u64 microseconds since the epoch, before the caller's bytes: all
+records of one group share the time the group was written, and times never decrease in LSN
+order (point-in-time restore replays records committed at or before an instant). The time is
+inside the checksummed payload, so it is as durable and as verified as the record itself.
 
 All integers are little-endian. A record's crc32 covers its segment's salt (random, chosen
 when the segment is created), its length, its lsn and its payload, so a record that was
@@ -52,6 +59,9 @@ TAIL_SEARCH_LSNS = 64  # After a bad record, how many following LSNs are looked 
 # a torn tail (nothing valid follows) from damage in the middle (a valid record follows).
 
 SEGMENT_MAGIC = b"KEELWAL1"
+SEGMENT_MAGIC_TIMED = b"KEELWAL2"  # records carry their commit time (see the docstring)
+COMMIT_TIME = struct.Struct("<Q")  # microseconds since the epoch, first in a timed payload
+COMMIT_TIME_BYTES = COMMIT_TIME.size
 SEGMENT_HEADER = struct.Struct("<8sQQI")  # magic, first lsn, salt, crc32 of the 24 before
 SEGMENT_HEADER_BYTES = SEGMENT_HEADER.size
 RECORD_HEADER = struct.Struct("<IIQ")  # payload length, crc32, lsn
@@ -105,8 +115,9 @@ def encode_record(lsn: int, payload: bytes, salt: int) -> bytes:
     return RECORD_HEADER.pack(length, record_crc(salt, length, lsn, payload), lsn) + payload
 
 
-def encode_segment_header(first_lsn: int, salt: int) -> bytes:
-    fields = _SEGMENT_FIELDS.pack(SEGMENT_MAGIC, first_lsn, salt)
+def encode_segment_header(first_lsn: int, salt: int, *, timed: bool = False) -> bytes:
+    magic = SEGMENT_MAGIC_TIMED if timed else SEGMENT_MAGIC
+    fields = _SEGMENT_FIELDS.pack(magic, first_lsn, salt)
     return fields + struct.pack("<I", zlib.crc32(fields))
 
 
@@ -116,6 +127,15 @@ def segment_name(first_lsn: int) -> str:
 
 def decode_segment_header(data: bytes | memoryview) -> tuple[int, int] | None:
     """The first LSN and the salt the header announces, or None if it does not verify."""
+    header = decode_segment_header_full(data)
+    if header is None:
+        return None
+    return header[0], header[1]
+
+
+def decode_segment_header_full(data: bytes | memoryview) -> tuple[int, int, bool] | None:
+    """The first LSN, the salt and whether records carry commit times; None if the header
+    does not verify."""
     if len(data) < SEGMENT_HEADER_BYTES:
         return None
     magic: bytes
@@ -123,9 +143,41 @@ def decode_segment_header(data: bytes | memoryview) -> tuple[int, int] | None:
     salt: int
     crc: int
     magic, first_lsn, salt, crc = SEGMENT_HEADER.unpack_from(data, 0)
-    if magic != SEGMENT_MAGIC or crc != zlib.crc32(memoryview(data)[: _SEGMENT_FIELDS.size]):
+    if magic not in (SEGMENT_MAGIC, SEGMENT_MAGIC_TIMED):
         return None
-    return first_lsn, salt
+    if crc != zlib.crc32(memoryview(data)[: _SEGMENT_FIELDS.size]):
+        return None
+    return first_lsn, salt, magic == SEGMENT_MAGIC_TIMED
+
+
+def read_segment(data: bytes, first_lsn: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """Every record of a whole, sealed segment as (lsn, commit time in microseconds, payload),
+    each checksum verified; the time is 0 in a segment without commit times.
+
+    For segments read back from an archive: a sealed segment was fsynced whole before the next
+    one was created, so anything that does not verify, up to its last byte, is damage and
+    raises CorruptLogError.
+    """
+    header = decode_segment_header_full(data)
+    if header is None:
+        raise CorruptLogError("segment header does not verify")
+    header_lsn, salt, timed = header
+    if first_lsn is not None and header_lsn != first_lsn:
+        raise CorruptLogError(f"segment header says first LSN {header_lsn}, not {first_lsn}")
+    offset = SEGMENT_HEADER_BYTES
+    lsn = header_lsn
+    while offset < len(data):
+        end = record_end(data, offset, lsn, salt)
+        if end is None:
+            raise CorruptLogError(f"record {lsn} at byte {offset} does not verify")
+        start = offset + RECORD_HEADER_BYTES
+        if timed:
+            (time_us,) = COMMIT_TIME.unpack_from(data, start)
+            yield lsn, time_us, data[start + COMMIT_TIME_BYTES : end]
+        else:
+            yield lsn, 0, data[start:end]
+        offset = end
+        lsn += 1
 
 
 def record_end(data: bytes | memoryview, offset: int, lsn: int, salt: int) -> int | None:
@@ -136,7 +188,7 @@ def record_end(data: bytes | memoryview, offset: int, lsn: int, salt: int) -> in
     crc: int
     found_lsn: int
     length, crc, found_lsn = RECORD_HEADER.unpack_from(data, offset)
-    if found_lsn != lsn or length > RECORD_BYTES_MAX:
+    if found_lsn != lsn or length > RECORD_BYTES_MAX + COMMIT_TIME_BYTES:
         return None
     end = offset + RECORD_HEADER_BYTES + length
     if end > len(data):
@@ -232,8 +284,12 @@ class WriteAheadLog:
         segment_bytes: int = SEGMENT_BYTES,
         fsync: FsyncFn = _default_fsync,
         write: WriteFn = os.write,
+        commit_times: bool = False,
     ) -> None:
         """Open (or create) the log in `directory`, cutting off a torn tail.
+
+        With `commit_times`, segments created from now on carry each record's commit time
+        (segments written before keep their format and are read as they are).
 
         `start_lsn` is the LSN the log continues from when the directory holds no segment
         (a new node, or a store restored from a snapshot): its first record gets
@@ -245,6 +301,10 @@ class WriteAheadLog:
         self.segment_bytes = segment_bytes
         self._fsync = fsync
         self._write_fn = write
+        self._commit_times = commit_times
+        self._timed = commit_times  # whether the segment being written carries times
+        self._last_time_us = 0  # the commit time of the last record appended (0: unknown)
+        self._next_time_us = 0  # the commit time `append` gives (see `set_commit_time`)
         self._failed = False
         self._fd = -1
         self._lock_fd = -1
@@ -281,7 +341,8 @@ class WriteAheadLog:
         salt = int.from_bytes(os.urandom(8), "little")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, encode_segment_header(first_lsn, salt), self._write_fn)
+            header = encode_segment_header(first_lsn, salt, timed=self._commit_times)
+            _write_all(fd, header, self._write_fn)
             self._sync_fd(fd)
         finally:
             os.close(fd)
@@ -294,7 +355,7 @@ class WriteAheadLog:
         first_lsn = self._segments[-1]
         path = self._path(first_lsn)
         data = path.read_bytes()
-        header = decode_segment_header(data)
+        header = decode_segment_header_full(data)
         if header is None:
             if len(data) <= SEGMENT_HEADER_BYTES:
                 # The segment was being created when the node stopped: its header was never
@@ -302,21 +363,26 @@ class WriteAheadLog:
                 log.warning("recreating torn segment header of %s", path)
                 self._create_segment(first_lsn)
                 data = path.read_bytes()
-                header = decode_segment_header(data)
+                header = decode_segment_header_full(data)
                 assert header is not None
             else:
                 raise CorruptLogError(f"{path}: segment header does not verify")
-        header_lsn, salt = header
+        header_lsn, salt, timed = header
         if header_lsn != first_lsn:
             raise CorruptLogError(f"{path}: header says first LSN {header_lsn}")
         offset = SEGMENT_HEADER_BYTES
         lsn = first_lsn
+        last_time_us = 0
         while True:
             end = record_end(data, offset, lsn, salt)
             if end is None:
                 break
+            if timed:
+                (last_time_us,) = COMMIT_TIME.unpack_from(data, offset + RECORD_HEADER_BYTES)
             offset = end
             lsn += 1
+        if lsn == first_lsn and len(self._segments) > 1:
+            last_time_us = self._last_time_in(self._segments[-2])
         if offset < len(data):
             later = _valid_record_after(data, offset, lsn, salt)
             if later is not None:
@@ -340,8 +406,20 @@ class WriteAheadLog:
         self._sync_fd(self._fd)
         self._segment_first_lsn = first_lsn
         self._salt = salt
+        self._timed = timed
+        self._last_time_us = last_time_us
         self._segment_size = offset
         self._last_lsn = lsn - 1
+
+    def _last_time_in(self, first_lsn: int) -> int:
+        """The commit time of the last record of a sealed segment (0 if it has none)."""
+        last = 0
+        try:
+            for _, time_us, _ in read_segment(self._path(first_lsn).read_bytes(), first_lsn):
+                last = time_us
+        except CorruptLogError:
+            return 0  # replay reports the damage; the time is only a lower bound for clocks
+        return last
 
     # --- writing -------------------------------------------------------------------------
 
@@ -353,18 +431,31 @@ class WriteAheadLog:
         """The LSN of the oldest record still held (or the next LSN, if none is held)."""
         return self._segments[0]
 
+    def last_commit_time_us(self) -> int:
+        """The commit time of the last record appended (0 if unknown: none, or untimed)."""
+        return self._last_time_us
+
+    def set_commit_time(self, commit_time_us: int) -> None:
+        """The commit time the next `append`s record (in segments that carry times); the
+        caller keeps it non-decreasing (see `last_commit_time_us`)."""
+        assert commit_time_us >= 0, commit_time_us
+        self._next_time_us = commit_time_us
+
     def append(self, payloads: Sequence[bytes]) -> int:
         """Write records with the next LSNs (not yet durable) and return the last LSN."""
         assert not self._failed, "the log failed an fsync and must not be used"
+        commit_time_us = self._next_time_us
         for payload in payloads:
             if len(payload) > RECORD_BYTES_MAX:
                 raise RecordTooLargeError(
                     f"record of {len(payload)} bytes exceeds {RECORD_BYTES_MAX} bytes"
                 )
+        stamp = COMMIT_TIME.pack(commit_time_us)
         pending: list[bytes] = []
         pending_bytes = 0
         for payload in payloads:
-            frame_bytes = RECORD_HEADER_BYTES + len(payload)
+            stamp_bytes = COMMIT_TIME_BYTES if self._timed else 0
+            frame_bytes = RECORD_HEADER_BYTES + stamp_bytes + len(payload)
             segment_has_records = self._segment_size > SEGMENT_HEADER_BYTES or pending
             if (
                 segment_has_records
@@ -374,9 +465,12 @@ class WriteAheadLog:
                 pending, pending_bytes = [], 0
                 self._rotate()
             lsn = self._last_lsn + len(pending) + 1
-            pending.append(encode_record(lsn, payload, self._salt))
-            pending_bytes += frame_bytes
+            body = stamp + payload if self._timed else payload
+            pending.append(encode_record(lsn, body, self._salt))
+            pending_bytes += RECORD_HEADER_BYTES + len(body)
         self._write(pending, pending_bytes)
+        if payloads and self._timed:
+            self._last_time_us = max(self._last_time_us, commit_time_us)
         return self._last_lsn
 
     def _write(self, frames: list[bytes], frames_bytes: int) -> None:
@@ -409,6 +503,23 @@ class WriteAheadLog:
         self._fd = os.open(self._path(self._last_lsn + 1), os.O_RDWR | os.O_APPEND)
         self._segment_first_lsn = self._last_lsn + 1
         self._segment_size = SEGMENT_HEADER_BYTES
+        self._timed = self._commit_times
+
+    def seal(self) -> bool:
+        """Close the segment being written (if it holds records) and start the next one, so
+        that everything appended so far is in sealed segments (the archive copies only
+        those). Returns whether a segment was sealed."""
+        assert not self._failed, "the log failed an fsync and must not be used"
+        if self._segment_size == SEGMENT_HEADER_BYTES:
+            return False
+        self._rotate()
+        return True
+
+    def sealed_segments(self) -> list[tuple[int, Path]]:
+        """(first LSN, path) of every segment but the one being written, oldest first. The
+        files never change again; they are removed only by `truncate_before`."""
+        segments = list(self._segments)
+        return [(first_lsn, self._path(first_lsn)) for first_lsn in segments[:-1]]
 
     def sync(self) -> None:
         """Make every appended record durable. An fsync failure is fatal.
@@ -461,6 +572,11 @@ class WriteAheadLog:
         Raises CorruptLogError if a record does not verify or one is missing; a torn tail
         was already cut off when the log was opened, so any damage found here is real.
         """
+        for lsn, _, payload in self.replay_timed(after_lsn):
+            yield lsn, payload
+
+    def replay_timed(self, after_lsn: int) -> Iterator[tuple[int, int, bytes]]:
+        """As `replay`, with each record's commit time (0 where the segment has none)."""
         assert not self._failed, "the log failed an fsync and must not be used"
         if after_lsn >= self._last_lsn:
             return
@@ -486,10 +602,11 @@ class WriteAheadLog:
             if is_last:
                 # Records appended since opening are in the file; nothing lies beyond them.
                 data = data[: self._segment_size]
-            header = decode_segment_header(data)
+            header = decode_segment_header_full(data)
             if header is None or header[0] != first_lsn:
                 raise CorruptLogError(f"{path}: segment header does not verify")
             salt = header[1]
+            timed = header[2]
             offset = SEGMENT_HEADER_BYTES
             while offset < len(data):
                 end = record_end(data, offset, expected_lsn, salt)
@@ -498,7 +615,12 @@ class WriteAheadLog:
                         f"{path}: record {expected_lsn} at byte {offset} does not verify"
                     )
                 if expected_lsn > after_lsn:
-                    yield expected_lsn, data[offset + RECORD_HEADER_BYTES : end]
+                    start = offset + RECORD_HEADER_BYTES
+                    if timed:
+                        (time_us,) = COMMIT_TIME.unpack_from(data, start)
+                        yield expected_lsn, time_us, data[start + COMMIT_TIME_BYTES : end]
+                    else:
+                        yield expected_lsn, 0, data[start:end]
                 offset = end
                 expected_lsn += 1
         if expected_lsn != self._last_lsn + 1:
