@@ -1,0 +1,549 @@
+"""Stream records: DynamoDB Streams change records derived from committed redo records.
+
+This module owns:
+
+- the stored form of streams, under the store prefix `STREAM_PREFIX` (outside every table's
+  range, so that a deleted table's streams stay readable until retention passes, as
+  DynamoDB's do):
+  - one descriptor per stream (`descriptor_key`): table name and TableId, label, view type,
+    key schema, status, and its shards, each with the positions where it opened, where it
+    closed (None while open) and up to where it was trimmed;
+  - one entry per stream record (`record_key`): stream, shard, then its position as 8
+    big-endian bytes, so that a shard's records are one contiguous range in order;
+- positions and sequence numbers: the records of the log entry with LSN `L` take positions
+  `L * RECORDS_PER_ENTRY_MAX + i` (i = 0, 1 ... in the order the entry's applier writes its
+  items), and a record's SequenceNumber is `SEQUENCE_BASE + position` in decimal: 21 digits,
+  increasing in log order, unique, and the same on every replica;
+- the hooks the appliers call, so that a stream record is part of the same atomic store write
+  as the change it reports: `item_written` (from `item_store._item_write`, per item, inside
+  any applier) and `table_changed` (from the catalog's appliers: a stream is born when its
+  table's stream is enabled, and its shard closes when the stream is disabled or the table is
+  deleted);
+- the "stream_trim" redo record, which removes records older than the retention period (a
+  bounded number per record) and forgets disabled streams whose records are all gone;
+- `wait_for_records`, which in-process consumers await instead of polling.
+
+Recovery replays only entries above the store's applied LSN, and an entry's stream records
+are written with its changes in one store write, so every committed change is reported
+exactly once and no uncommitted change ever is. A write that leaves its item as it was
+reports nothing, as in DynamoDB.
+
+ApproximateCreationDateTime is the time the record was applied on this node (redo records
+do not carry the proposer's clock); everything else in a record is derived from the log.
+This module never answers a client and never opens files or sockets; the DynamoDB Streams
+API over it lives in `keeldb.streams`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from keeldb.engine.database import redo_kind
+from keeldb.model.values import item_size, values_equal
+
+if TYPE_CHECKING:
+    from keeldb.engine.database import Database
+    from keeldb.engine.schema import Table
+
+Item = dict[str, dict[str, Any]]
+
+STATE_KEY = "streams"  # this module's entry in `Database.state`
+
+# --- Store layout ---------------------------------------------------------------------------
+
+STREAM_PREFIX = b"s"
+DESCRIPTOR_TAG = b"d"
+RECORD_TAG = b"r"
+POSITION_BYTES = 8
+SHARD_NUMBER_BYTES = 2
+
+# --- Limits and formats ---------------------------------------------------------------------
+
+# One log entry reports at most this many items (a transaction writes at most 100 items).
+RECORDS_PER_ENTRY_MAX = 1000
+# Sequence numbers are decimal strings of at least 21 digits, as DynamoDB's are (the API
+# model's SequenceNumber has length 21..40).
+SEQUENCE_BASE = 10**20
+POSITION_MAX = 10**21 - SEQUENCE_BASE - 1  # keeps every sequence number at 21 digits
+SHARD_ID_HEX_DIGITS = 8
+EVENT_ID_HEX_DIGITS = 32  # DynamoDB's eventID is 32 hexadecimal digits
+
+VIEW_KEYS_ONLY = "KEYS_ONLY"
+VIEW_NEW_IMAGE = "NEW_IMAGE"
+VIEW_OLD_IMAGE = "OLD_IMAGE"
+VIEW_NEW_AND_OLD_IMAGES = "NEW_AND_OLD_IMAGES"
+
+STATUS_ENABLED = "ENABLED"
+STATUS_DISABLED = "DISABLED"
+
+EVENT_INSERT = "INSERT"
+EVENT_MODIFY = "MODIFY"
+EVENT_REMOVE = "REMOVE"
+_EVENT_CODES = (EVENT_INSERT, EVENT_MODIFY, EVENT_REMOVE)
+
+# The userIdentity of a change the service made itself (a Time to Live deletion).
+SERVICE_IDENTITY = {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
+
+
+def sequence_number(position: int) -> str:
+    assert 0 <= position <= POSITION_MAX, position
+    return str(SEQUENCE_BASE + position)
+
+
+def position_of(sequence: str) -> int | None:
+    """The position a sequence number names, or None if it is not one of ours."""
+    if not sequence.isdigit() or not sequence.isascii():
+        return None
+    position = int(sequence) - SEQUENCE_BASE
+    if position < 0 or position > POSITION_MAX:
+        return None
+    return position
+
+
+def entry_position(lsn: int) -> int:
+    """The first position of the records of log entry `lsn`."""
+    return lsn * RECORDS_PER_ENTRY_MAX
+
+
+# --- Stream descriptors ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Shard:
+    """One shard of a stream. Positions: records of the shard have opened < p < closed;
+    every record at or before `trimmed` is gone."""
+
+    number: int
+    parent: int | None
+    opened: int
+    closed: int | None
+    trimmed: int
+    created_ms: int
+
+    def to_record(self) -> list[Any]:
+        return [self.number, self.parent, self.opened, self.closed, self.trimmed, self.created_ms]
+
+    @classmethod
+    def from_record(cls, record: list[Any]) -> Shard:
+        return cls(*record)
+
+
+@dataclass(slots=True)
+class Stream:
+    """A stream of one table: born when its StreamSpecification is enabled, disabled when it
+    is disabled or the table is deleted, forgotten when retention has passed after that."""
+
+    table_name: str
+    table_id: str
+    label: str
+    view_type: str
+    key_schema: list[tuple[str, str]]  # (attribute name, KeyType)
+    status: str
+    created_ms: int  # CreationRequestDateTime
+    disabled_ms: int | None
+    table_arn: str
+    shards: list[Shard] = field(default_factory=list)
+
+    @property
+    def arn(self) -> str:
+        return f"{self.table_arn}/stream/{self.label}"
+
+    @property
+    def key(self) -> bytes:
+        return stream_key(self.table_id, self.label)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "table_name": self.table_name,
+            "table_id": self.table_id,
+            "label": self.label,
+            "view_type": self.view_type,
+            "key_schema": [list(k) for k in self.key_schema],
+            "status": self.status,
+            "created_ms": self.created_ms,
+            "disabled_ms": self.disabled_ms,
+            "table_arn": self.table_arn,
+            "shards": [s.to_record() for s in self.shards],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Stream:
+        return cls(
+            table_name=record["table_name"],
+            table_id=record["table_id"],
+            label=record["label"],
+            view_type=record["view_type"],
+            key_schema=[(n, t) for n, t in record["key_schema"]],
+            status=record["status"],
+            created_ms=record["created_ms"],
+            disabled_ms=record["disabled_ms"],
+            table_arn=record["table_arn"],
+            shards=[Shard.from_record(s) for s in record["shards"]],
+        )
+
+    def shard(self, number: int) -> Shard | None:
+        for shard in self.shards:
+            if shard.number == number:
+                return shard
+        return None
+
+    def shard_id(self, shard: Shard) -> str:
+        """ "shardId-<creation millis, 20 digits>-<8 hex digits>", as DynamoDB's shard ids;
+        the digits are a digest of the stream and the shard number, so every replica names a
+        shard alike."""
+        digest = hashlib.blake2b(
+            self.key + shard.number.to_bytes(SHARD_NUMBER_BYTES, "big"),
+            digest_size=SHARD_ID_HEX_DIGITS // 2,
+        ).hexdigest()
+        return f"shardId-{shard.created_ms:020d}-{digest}"
+
+    def shard_by_id(self, shard_id: str) -> Shard | None:
+        for shard in self.shards:
+            if self.shard_id(shard) == shard_id:
+                return shard
+        return None
+
+
+def stream_key(table_id: str, label: str) -> bytes:
+    # A TableId is a UUID and a label an ISO 8601 time: neither holds a 0x00 byte, so the
+    # key is prefix-free.
+    return table_id.encode("utf-8") + b"\x00" + label.encode("ascii") + b"\x00"
+
+
+def descriptor_key(key: bytes) -> bytes:
+    return STREAM_PREFIX + DESCRIPTOR_TAG + key
+
+
+def shard_prefix(key: bytes, shard: int) -> bytes:
+    return STREAM_PREFIX + RECORD_TAG + key + shard.to_bytes(SHARD_NUMBER_BYTES, "big")
+
+
+def record_key(key: bytes, shard: int, position: int) -> bytes:
+    return shard_prefix(key, shard) + position.to_bytes(POSITION_BYTES, "big")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def list_streams(db: Database) -> list[Stream]:
+    """Every stream this node knows, live or disabled, in store order."""
+    start = STREAM_PREFIX + DESCRIPTOR_TAG
+    return [
+        Stream.from_record(msgpack.unpackb(value, raw=False))
+        for _, value in db.store.scan(start, _prefix_end(start))
+    ]
+
+
+def find_stream(db: Database, table_id: str, label: str) -> Stream | None:
+    data = db.store.get(descriptor_key(stream_key(table_id, label)))
+    if data is None:
+        return None
+    return Stream.from_record(msgpack.unpackb(data, raw=False))
+
+
+def _descriptor_entry(stream: Stream) -> tuple[bytes, bytes]:
+    return descriptor_key(stream.key), msgpack.packb(stream.to_record(), use_bin_type=True)
+
+
+def _label_millis(label: str) -> int:
+    """The creation time a label ("2026-11-27T12:34:56.789") names, in milliseconds."""
+    import datetime
+
+    stamp = datetime.datetime.strptime(label, "%Y-%m-%dT%H:%M:%S.%f")
+    return int(stamp.replace(tzinfo=datetime.UTC).timestamp() * 1000)
+
+
+def _now_ms(db: Database) -> int:
+    from keeldb.engine import catalog
+
+    return int(catalog.current_time(db) * 1000)
+
+
+def table_changed(
+    db: Database, lsn: int, before: Table | None, after: Table | None
+) -> list[tuple[bytes, bytes]]:
+    """The store puts that follow a catalog change of one table at `lsn` (create: `before`
+    None; delete: `after` None): a new stream when a stream is enabled, a closed shard and a
+    DISABLED status when it is disabled or the table goes. Written by the catalog's applier
+    in the same store write as the table's entry."""
+    puts: list[tuple[bytes, bytes]] = []
+    was = before is not None and before.stream_enabled
+    label_before = before.stream_label if before is not None else None
+    now = after is not None and after.stream_enabled
+    label_after = after.stream_label if after is not None else None
+    if was and (not now or label_after != label_before):
+        assert before is not None and label_before is not None
+        old = find_stream(db, before.table_id, label_before)
+        if old is not None and old.status == STATUS_ENABLED:
+            old.status = STATUS_DISABLED
+            old.disabled_ms = _now_ms(db)
+            for shard in old.shards:
+                if shard.closed is None:
+                    shard.closed = entry_position(lsn)
+            puts.append(_descriptor_entry(old))
+    if now and (not was or label_after != label_before):
+        assert after is not None and label_after is not None and after.stream_view_type
+        key_schema = [(after.hash_key.name, "HASH")]
+        if after.range_key is not None:
+            key_schema.append((after.range_key.name, "RANGE"))
+        opened = entry_position(lsn)
+        created_ms = _label_millis(label_after)
+        stream = Stream(
+            table_name=after.name,
+            table_id=after.table_id,
+            label=label_after,
+            view_type=after.stream_view_type,
+            key_schema=key_schema,
+            status=STATUS_ENABLED,
+            created_ms=created_ms,
+            disabled_ms=None,
+            table_arn=after.arn,
+            # One shard per partition; a single node holds one partition per table.
+            shards=[Shard(0, None, opened, None, opened - 1, created_ms)],
+        )
+        puts.append(_descriptor_entry(stream))
+    return puts
+
+
+# --- Stream records -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StreamsState:
+    # The LSN whose records are being written and how many it has written so far: an
+    # applier may write several items of one entry before it writes the store.
+    entry_lsn: int = 0
+    entry_records: int = 0
+    # Consumers waiting in `wait_for_records`.
+    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+    # Records written since the process started.
+    records_written: int = 0
+
+
+def streams_state(db: Database) -> StreamsState:
+    state = db.state.get(STATE_KEY)
+    if state is None:
+        state = db.state[STATE_KEY] = StreamsState()
+    assert isinstance(state, StreamsState)
+    return state
+
+
+def _same_item(old: Item, new: Item) -> bool:
+    if old is new or old == new:
+        return True
+    return old.keys() == new.keys() and all(values_equal(old[k], new[k]) for k in old)
+
+
+def item_written(
+    db: Database,
+    table: Table,
+    old: Item | None,
+    new: Item | None,
+    record: dict[str, Any],
+    puts: list[tuple[bytes, bytes]],
+) -> None:
+    """Add the stream record of one item change to `puts`, the store write that makes the
+    change. Called by the item store, per item, only for a table whose stream is enabled.
+
+    The entry being applied is the one after the store's applied LSN: every applier records
+    its LSN with its one store write, after the items it writes.
+    """
+    assert table.stream_enabled
+    if old is None and new is None:
+        return  # DeleteItem of a missing item: nothing changed.
+    if old is not None and new is not None and _same_item(old, new):
+        return  # The item was rewritten as it was.
+    state = streams_state(db)
+    lsn = db.store.applied_lsn() + 1
+    if state.entry_lsn != lsn:
+        state.entry_lsn = lsn
+        state.entry_records = 0
+    index = state.entry_records
+    assert index < RECORDS_PER_ENTRY_MAX, index
+    state.entry_records += 1
+    position = entry_position(lsn) + index
+    label = table.stream_label
+    assert label is not None
+    view = table.stream_view_type
+    image = new if new is not None else old
+    assert image is not None
+    keys = {name: image[name] for name in table.key_names}
+    if old is None:
+        event = 0
+    elif new is None:
+        event = 2
+    else:
+        event = 1
+    new_image = new if view in (VIEW_NEW_IMAGE, VIEW_NEW_AND_OLD_IMAGES) else None
+    old_image = old if view in (VIEW_OLD_IMAGE, VIEW_NEW_AND_OLD_IMAGES) else None
+    size = item_size(keys)
+    if new_image is not None:
+        size += item_size(new_image)
+    if old_image is not None:
+        size += item_size(old_image)
+    from keeldb.engine import ttl
+
+    service = ttl.user_identity(record) is not None
+    value = [event, keys, new_image, old_image, size, _now_ms(db), service]
+    key = record_key(stream_key(table.table_id, label), 0, position)
+    puts.append((key, msgpack.packb(value, use_bin_type=True)))
+    state.records_written += 1
+    if state.waiters:
+        _wake(state)
+
+
+def _wake(state: StreamsState) -> None:
+    # The waiters run after the apply in progress returns, so after its store write.
+    waiters, state.waiters = state.waiters, []
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(True)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One stored stream record, as read back."""
+
+    position: int
+    event_name: str
+    keys: Item
+    new_image: Item | None
+    old_image: Item | None
+    size_bytes: int
+    created_ms: int
+    by_service: bool
+
+
+def decode_record(position: int, data: bytes) -> StreamRecord:
+    event, keys, new_image, old_image, size, created_ms, service = msgpack.unpackb(data, raw=False)
+    return StreamRecord(
+        position, _EVENT_CODES[event], keys, new_image, old_image, size, created_ms, service
+    )
+
+
+def event_id(stream: Stream, shard: Shard, position: int) -> str:
+    """A record's eventID: 32 hexadecimal digits, the same on every replica."""
+    return hashlib.blake2b(
+        stream.key + shard.number.to_bytes(SHARD_NUMBER_BYTES, "big") + position.to_bytes(8, "big"),
+        digest_size=EVENT_ID_HEX_DIGITS // 2,
+    ).hexdigest()
+
+
+def read_records(
+    db: Database, stream: Stream, shard: Shard, after: int, records_max: int
+) -> list[StreamRecord]:
+    """Up to `records_max` records of a shard with positions above `after`, in order."""
+    assert records_max > 0, records_max
+    prefix = shard_prefix(stream.key, shard.number)
+    start = record_key(stream.key, shard.number, after + 1) if after >= 0 else prefix
+    out: list[StreamRecord] = []
+    for key, data in db.store.scan(start, _prefix_end(prefix)):
+        out.append(decode_record(int.from_bytes(key[len(prefix) :], "big"), data))
+        if len(out) >= records_max:
+            break
+    return out
+
+
+def last_position(db: Database, stream: Stream, shard: Shard) -> int | None:
+    """The position of the newest record of a shard, or None if it holds none."""
+    prefix = shard_prefix(stream.key, shard.number)
+    for key, _ in db.store.scan(prefix, _prefix_end(prefix), reverse=True):
+        return int.from_bytes(key[len(prefix) :], "big")
+    return None
+
+
+def applied_position(db: Database) -> int:
+    """The last position any record applied so far can hold: LATEST starts after it."""
+    return entry_position(db.store.applied_lsn() + 1) - 1
+
+
+async def wait_for_records(db: Database, timeout_seconds: float) -> bool:
+    """Wait until a stream record is written (True) or `timeout_seconds` pass (False).
+
+    A record counts once its entry is applied: the caller is woken after the store write
+    that holds it. A caller that reads the streams after this returns sees the record.
+    """
+    assert timeout_seconds >= 0, timeout_seconds
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+    state = streams_state(db)
+    state.waiters.append(waiter)
+    timer = loop.call_later(timeout_seconds, _time_out, waiter)
+    try:
+        return await waiter
+    finally:
+        timer.cancel()
+        if not waiter.done():
+            waiter.cancel()
+        try:
+            state.waiters.remove(waiter)
+        except ValueError:
+            pass
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+# --- Trimming -------------------------------------------------------------------------------
+
+# Records one "stream_trim" record removes at most: its store write stays small.
+TRIM_RECORDS_PER_ENTRY_MAX = 1000
+
+
+def trim_record(before_ms: int, records_max: int = TRIM_RECORDS_PER_ENTRY_MAX) -> dict[str, Any]:
+    """The redo record that trims every record created before `before_ms` (at most
+    `records_max` of them) and forgets streams disabled before then whose records are gone."""
+    assert 0 < records_max <= TRIM_RECORDS_PER_ENTRY_MAX, records_max
+    return {"kind": "stream_trim", "before_ms": before_ms, "records_max": records_max}
+
+
+def trim_pending(db: Database, before_ms: int) -> bool:
+    """True if a trim at `before_ms` would remove anything (read-only, for the trimmer)."""
+    for stream in list_streams(db):
+        if stream.status == STATUS_DISABLED and (stream.disabled_ms or 0) < before_ms:
+            return True
+        for shard in stream.shards:
+            records = read_records(db, stream, shard, shard.trimmed, 1)
+            if records and records[0].created_ms < before_ms:
+                return True
+    return False
+
+
+@redo_kind("stream_trim")
+def apply_stream_trim(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    if lsn <= db.store.applied_lsn():
+        return  # Replayed at recovery, and already in the store.
+    before_ms: int = record["before_ms"]
+    budget: int = record["records_max"]
+    puts: list[tuple[bytes, bytes]] = []
+    deletes: list[bytes] = []
+    for stream in list_streams(db):
+        changed = False
+        empty = True
+        for shard in stream.shards:
+            prefix = shard_prefix(stream.key, shard.number)
+            for key, data in db.store.scan(prefix, _prefix_end(prefix)):
+                item = decode_record(int.from_bytes(key[len(prefix) :], "big"), data)
+                if item.created_ms >= before_ms or budget <= 0:
+                    empty = False
+                    break
+                deletes.append(key)
+                shard.trimmed = item.position
+                budget -= 1
+                changed = True
+        disabled = stream.status == STATUS_DISABLED
+        if disabled and empty and stream.disabled_ms is not None and stream.disabled_ms < before_ms:
+            deletes.append(descriptor_key(stream.key))
+        elif changed:
+            puts.append(_descriptor_entry(stream))
+        if budget <= 0:
+            break
+    db.store.write(puts, deletes, applied_lsn=lsn)

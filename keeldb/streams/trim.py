@@ -1,0 +1,88 @@
+"""Retention: the background task that trims stream records older than the retention period.
+
+Owns `StreamTrimmer`, which every `interval_seconds` reads the clock once and, if any record
+is older than `retention_seconds` (or a disabled stream has outlived it), proposes a
+"stream_trim" redo record (`keeldb.engine.streams.trim_record`). Trimming goes through the
+log like every other change, so replicas trim alike and a crash never half-trims; each record
+removes at most `TRIM_RECORDS_PER_ENTRY_MAX` records, and one tick proposes at most
+`TRIM_ENTRIES_PER_TICK_MAX` of them, so that a backlog never stalls writers.
+
+It never writes the store itself and never answers a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from keeldb.engine import catalog
+from keeldb.engine import streams as records
+from keeldb.engine.database import Database
+
+log = logging.getLogger("keeldb.streams")
+
+TRIM_INTERVAL_SECONDS_MAX = 60.0  # how often a node with 24-hour retention looks
+TRIM_INTERVAL_SECONDS_MIN = 0.05
+# A tick looks this many times per retention period, so a short retention (in tests) is
+# honoured closely and a long one costs one look a minute.
+TRIM_TICKS_PER_RETENTION = 20
+TRIM_ENTRIES_PER_TICK_MAX = 16
+STOP_SECONDS_MAX = 5.0
+
+
+def trim_interval_seconds(retention_seconds: float) -> float:
+    return max(
+        TRIM_INTERVAL_SECONDS_MIN,
+        min(TRIM_INTERVAL_SECONDS_MAX, retention_seconds / TRIM_TICKS_PER_RETENTION),
+    )
+
+
+async def trim_once(db: Database, retention_seconds: float) -> int:
+    """Propose trim records until nothing is past retention or the tick's budget is spent;
+    the number of records proposed."""
+    before_ms = int((catalog.current_time(db) - retention_seconds) * 1000)
+    proposed = 0
+    while proposed < TRIM_ENTRIES_PER_TICK_MAX and records.trim_pending(db, before_ms):
+        await db.propose(records.trim_record(before_ms))
+        proposed += 1
+    return proposed
+
+
+class StreamTrimmer:
+    """Runs `trim_once` every interval on the running event loop until stopped. A failed
+    tick is logged and retried at the next one."""
+
+    def __init__(self, db: Database, retention_seconds: float) -> None:
+        assert retention_seconds > 0, retention_seconds
+        self.db = db
+        self.retention_seconds = retention_seconds
+        self.interval_seconds = trim_interval_seconds(retention_seconds)
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        assert self._task is None, "started twice"
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="keeldb-streams-trim")
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is None or task.done():
+            return
+        self._stopping.set()
+        done, _ = await asyncio.wait({task}, timeout=STOP_SECONDS_MAX)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)
+            if self._stopping.is_set():
+                return
+            try:
+                await trim_once(self.db, self.retention_seconds)
+            except Exception:
+                log.exception("stream trim failed; retrying in %s s", self.interval_seconds)
