@@ -241,6 +241,11 @@ def _item_write(
     assert size >= 0, size
     puts.append((skey, msgpack.packb([count, size])))
     indexes.entry_writes(db, table, old_item, old_size, image, image_size, puts, deletes)
+    if table.stream_enabled:
+        # The change's stream record is part of this same atomic write.
+        from keeldb.engine import streams
+
+        streams.item_written(db, table, old_item, image, record, puts)
     return puts, deletes
 
 
