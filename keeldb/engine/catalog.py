@@ -36,6 +36,7 @@ from typing import Any
 
 import msgpack
 
+from keeldb.engine import streams
 from keeldb.engine.database import Body, Database, operation, redo_kind
 from keeldb.engine.schema import (
     BILLING_PAY_PER_REQUEST,
@@ -299,7 +300,8 @@ def apply_create_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     state = catalog_state(db)
     assert table.name not in state.tables, table.name
     assert table.table_id not in state.by_id, table.table_id
-    db.store.write([(catalog_key(table.name), msgpack.packb(record["table"]))], [], lsn)
+    puts = [(catalog_key(table.name), msgpack.packb(record["table"]))]
+    db.store.write(puts + streams.table_changed(db, lsn, None, table), [], lsn)
     state.tables[table.name] = table
     state.by_id[table.table_id] = table
 
@@ -314,7 +316,8 @@ def apply_update_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     merged.update(record["changes"])
     table = Table.from_record(merged)
     assert table.table_id == current.table_id
-    db.store.write([(catalog_key(table.name), msgpack.packb(merged))], [], lsn)
+    puts = [(catalog_key(table.name), msgpack.packb(merged))]
+    db.store.write(puts + streams.table_changed(db, lsn, current, table), [], lsn)
     state.tables[table.name] = table
     state.by_id[table.table_id] = table
 
@@ -330,7 +333,7 @@ def apply_delete_table(db: Database, lsn: int, record: dict[str, Any]) -> None:
     # earlier record is applied, this one not yet), so a crash between the calls replays this
     # record, whose range delete is idempotent; the catalog entry goes with the record's LSN.
     db.store.delete_range(start, end, lsn - 1)
-    db.store.write([], [catalog_key(current.name)], lsn)
+    db.store.write(streams.table_changed(db, lsn, current, None), [catalog_key(current.name)], lsn)
     del state.tables[current.name]
     del state.by_id[current.table_id]
 
