@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -37,6 +37,7 @@ OPERATION_MODULES = (
     "keeldb.engine.batch",
     "keeldb.engine.ttl",
     "keeldb.engine.partiql",
+    "keeldb.engine.streams",
 )
 
 OPERATIONS: dict[str, OperationFn] = {}
@@ -76,11 +77,25 @@ def decode_record(data: bytes) -> dict[str, Any]:
     return record
 
 
+class RecordCodec(Protocol):
+    """Transforms encoded redo records on their way into the log and out of it (encryption
+    at rest: `keeldb.crypto.RecordCodec`). `open` raises rather than return wrong bytes."""
+
+    def seal(self, data: bytes) -> bytes: ...
+
+    def open(self, data: bytes) -> bytes: ...
+
+
 class Database:
     """Holds the store, the log and the in-memory views built on top of them."""
 
     def __init__(
-        self, store: Store, *, region: str = "us-east-1", account_id: str = "000000000000"
+        self,
+        store: Store,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "000000000000",
+        record_codec: RecordCodec | None = None,
     ) -> None:
         # Importing the operation modules registers their operations and redo kinds.
         for module in OPERATION_MODULES:
@@ -90,6 +105,8 @@ class Database:
         self.region = region
         self.account_id = account_id
         self._log: ReplicatedLog | None = None
+        # None: records go to the log as encoded; otherwise sealed before, opened after.
+        self.record_codec = record_codec
         # Per-module state (the catalog's table cache, pending after-images ...) hangs here,
         # keyed by module name, so that modules do not import each other's internals.
         self.state: dict[str, Any] = {}
@@ -112,9 +129,13 @@ class Database:
 
     async def propose(self, record: dict[str, Any]) -> int:
         """Append one redo record and wait until it is committed and applied."""
-        return await self.log.append(encode_record(record))
+        data = encode_record(record)
+        if self.record_codec is not None:
+            data = self.record_codec.seal(data)
+        return await self.log.append(data)
 
     def apply(self, entries: Sequence[Entry]) -> None:
+        codec = self.record_codec
         for lsn, data in entries:
-            record = decode_record(data)
+            record = decode_record(data if codec is None else codec.open(data))
             APPLIERS[record["kind"]](self, lsn, record)
