@@ -183,3 +183,16 @@ class ImportNotFoundException(ClientError):
 
 class ImportConflictException(ClientError):
     type_name = "ImportConflictException"
+
+
+class ExpiredIteratorException(ClientError):
+    """DynamoDB Streams: a shard iterator used after it expired (15 minutes)."""
+
+    type_name = "ExpiredIteratorException"
+
+
+class TrimmedDataAccessException(ClientError):
+    """DynamoDB Streams: a position before the shard's trim horizon (records past retention
+    are trimmed)."""
+
+    type_name = "TrimmedDataAccessException"
