@@ -22,6 +22,7 @@ import uvloop
 
 from keeldb import __version__
 from keeldb.api.sigv4 import load_credentials
+from keeldb.crypto import EncryptionError
 from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS
 from keeldb.node import Node, NodeConfig
 from keeldb.storage.wal import CorruptLogError, LogInUseError
@@ -174,9 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         uvloop.run(serve(config))
-    except (OSError, LogInUseError, CorruptLogError) as error:
+    except (OSError, LogInUseError, CorruptLogError, EncryptionError) as error:
         # The address is taken, the data directory cannot be used, another process holds it,
-        # or its log is damaged in the middle: the error names which, in one line.
+        # its log is damaged in the middle, or its master key is wrong or missing: the error
+        # names which, in one line.
         print(f"keeldb: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keeldb import crypto
 from keeldb.api.server import ApiServer
 from keeldb.api.sigv4 import Credential, Verifier
 from keeldb.engine import catalog, indexes
@@ -150,6 +151,10 @@ class Node:
 
 async def _open_storage(config: NodeConfig) -> tuple[Any, Any, Database]:
     if config.data_dir is None:
+        if config.master_key_file is not None:
+            raise crypto.EncryptionStateError(
+                "--master-key-file encrypts a data directory; an in-memory node has none"
+            )
         memory_store = MemoryStore()
         database = Database(memory_store, region=config.region)
         memory_log = MemoryLog(database.apply, start_lsn=memory_store.applied_lsn())
@@ -158,9 +163,22 @@ async def _open_storage(config: NodeConfig) -> tuple[Any, Any, Database]:
 
     data_dir = Path(config.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = LmdbStore(data_dir / "store")
+    # Encryption at rest is settled before the store or the log is opened: a wrong or missing
+    # master key stops the start here, with nothing in the directory touched.
+    keyring = crypto.open_for_data_dir(
+        data_dir, config.master_key_file, backup_dir=config.backup_dir
+    )
     try:
-        database = Database(store, region=config.region)
+        store: Any = LmdbStore(data_dir / "store")
+    except BaseException:
+        if keyring is not None:
+            keyring.close()
+        raise
+    if keyring is not None:
+        store = crypto.EncryptingStore(store, keyring)  # closing it releases the keyring
+    codec = None if keyring is None else keyring.record_codec
+    try:
+        database = Database(store, region=config.region, record_codec=codec)
         local_log = await LocalLog.open(data_dir / "wal", store, database.apply)
     except BaseException:
         store.close()

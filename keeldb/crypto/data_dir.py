@@ -1,0 +1,66 @@
+"""Deciding, at start, whether a data directory is encrypted and with which keyring.
+
+Owns the start rules (docs/encryption.md, "Starting a node"):
+
+- a new data directory started with a master key gets a new keyring;
+- a directory with a keyring needs its master key: none, or another one, stops the start;
+- a directory created without encryption refuses a master key (its data is plaintext, and
+  encrypting it in place would mean rewriting it; move the tables instead).
+
+All of it is decided before the store or the log is opened, and a refusal changes nothing
+in the directory. It never opens the store or the log itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keeldb.crypto.errors import EncryptionStateError
+from keeldb.crypto.keyring import Keyring, keyring_dir, keyring_file
+from keeldb.crypto.master_key import load_master_key
+
+STORE_DIR_NAME = "store"  # as keeldb.node lays out a data directory
+WAL_DIR_NAME = "wal"
+MASTER_KEY_FLAG = "--master-key-file"
+
+
+def holds_data(data_dir: Path) -> bool:
+    """Whether the directory already has a store or log records (made with or without a key)."""
+    data_dir = Path(data_dir)
+    if (data_dir / STORE_DIR_NAME / "data.mdb").exists():
+        return True
+    wal = data_dir / WAL_DIR_NAME
+    return wal.is_dir() and any(wal.glob("*.wal"))
+
+
+def is_encrypted(data_dir: Path) -> bool:
+    return keyring_file(data_dir).exists()
+
+
+def open_for_data_dir(
+    data_dir: Path, master_key_file: Path | None, *, backup_dir: Path | None = None
+) -> Keyring | None:
+    """The keyring to run `data_dir` with, or None when it is not encrypted at rest.
+
+    Raises an `EncryptionError` (and changes nothing) when the key and the directory disagree.
+    """
+    data_dir = Path(data_dir)
+    encrypted = is_encrypted(data_dir)
+    if master_key_file is None:
+        if encrypted:
+            raise EncryptionStateError(
+                f"the data directory {data_dir} is encrypted at rest: start with "
+                f"{MASTER_KEY_FLAG} naming its master key"
+            )
+        return None
+    keep_out_of = (data_dir,) if backup_dir is None else (data_dir, Path(backup_dir))
+    master = load_master_key(master_key_file, keep_out_of=keep_out_of)
+    if encrypted:
+        return Keyring.load(keyring_dir(data_dir), master)
+    if holds_data(data_dir):
+        raise EncryptionStateError(
+            f"the data directory {data_dir} was created without encryption at rest and holds "
+            f"plaintext data; start it without {MASTER_KEY_FLAG}, or move its tables to a new "
+            "encrypted node (export and import, or backup and restore)"
+        )
+    return Keyring.create(keyring_dir(data_dir), master)

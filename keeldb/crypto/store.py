@@ -1,0 +1,128 @@
+"""A `Store` that keeps every value sealed: the encrypting wrapper around the item store.
+
+This module owns which data key seals which stored value. A value under a table's key range
+(`keeldb.model.keys.table_prefix`: the table's items, its index entries and its statistics)
+is sealed with that table's data key; any other value (the catalog) with the node key. The
+store key itself is the associated data, so a value moved to another key, or to another
+table, does not open.
+
+Store keys stay in plaintext: the store is ordered by them, and Query, Scan and range deletes
+depend on that order, which encryption would destroy. A store key holds the table id, the
+index id and the key attribute values of an item (and the table name for the catalog), so
+those are visible on disk; every other attribute is not. See docs/encryption.md.
+
+It never changes what is written or read (the engine decides that), never writes a value
+unsealed, and never returns data that failed authentication: that raises
+`AuthenticationError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from keeldb.crypto.keyring import NODE_SCOPE, Keyring, table_scope
+from keeldb.model.keys import table_prefix
+from keeldb.storage.protocols import Store
+
+VALUE_CONTEXT_TAG = b"S"  # associated data of a stored value: this tag and its store key
+_TABLE_TAG = table_prefix("")[:1]
+_FIELD_END = b"\x00\x01"
+# The layout this module reads table ids from: a tag byte, then the id escaped (0x00 as
+# 0x00 0xFF) and terminated by 0x00 0x01.
+assert table_prefix("a\x00b") == _TABLE_TAG + b"a\x00\xffb" + _FIELD_END
+TABLE_SCOPES_CACHED_MAX = 65536  # table prefixes remembered; beyond, the cache starts over
+
+
+def table_id_of(key: bytes) -> str | None:
+    """The table id a store key belongs to, or None for keys outside every table."""
+    if not key.startswith(_TABLE_TAG):
+        return None
+    position = len(_TABLE_TAG)
+    while True:
+        zero = key.find(b"\x00", position)
+        if zero < 0 or zero + 1 >= len(key):
+            return None
+        marker = key[zero + 1]
+        if marker == _FIELD_END[1]:
+            escaped = key[len(_TABLE_TAG) : zero]
+            try:
+                return escaped.replace(b"\x00\xff", b"\x00").decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        position = zero + 2
+
+
+class EncryptingStore:
+    """Wraps a `Store`: seals values on the way in, opens them on the way out.
+
+    Everything else the inner store offers (`batch`, `snapshot`, `path` ...) is passed
+    through: a snapshot is a copy of sealed values, readable with this keyring.
+    """
+
+    def __init__(self, inner: Store, keyring: Keyring) -> None:
+        self.inner = inner
+        self.keyring = keyring
+        # table prefix (the store key up to the end of the table id) -> scope
+        self._scopes: dict[bytes, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _scope(self, key: bytes) -> str:
+        if not key.startswith(_TABLE_TAG):
+            return NODE_SCOPE
+        end = key.find(_FIELD_END)
+        prefix = key[: end + 2] if end >= 0 else key
+        scope = self._scopes.get(prefix)
+        if scope is None:
+            table_id = table_id_of(key)
+            scope = NODE_SCOPE if table_id is None else table_scope(table_id)
+            if len(self._scopes) >= TABLE_SCOPES_CACHED_MAX:
+                self._scopes.clear()
+            self._scopes[prefix] = scope
+        return scope
+
+    def seal(self, key: bytes, value: bytes) -> bytes:
+        return self.keyring.seal(self._scope(key), value, VALUE_CONTEXT_TAG + key)
+
+    def open(self, key: bytes, sealed: bytes) -> bytes:
+        return self.keyring.open(sealed, VALUE_CONTEXT_TAG + key, self._what(key))
+
+    def _what(self, key: bytes) -> str:
+        table_id = table_id_of(key)
+        return "a stored value" + ("" if table_id is None else f" of table {table_id}")
+
+    # --- the Store protocol ----------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        sealed = self.inner.get(key)
+        return None if sealed is None else self.open(key, sealed)
+
+    def scan(
+        self, start: bytes, end: bytes | None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        for key, sealed in self.inner.scan(start, end, reverse=reverse):
+            yield key, self.open(key, sealed)
+
+    def write(
+        self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes], applied_lsn: int
+    ) -> None:
+        sealed = [(key, self.seal(key, value)) for key, value in puts]
+        self.inner.write(sealed, deletes, applied_lsn)
+
+    def delete_range(self, start: bytes, end: bytes, applied_lsn: int) -> None:
+        self.inner.delete_range(start, end, applied_lsn)
+
+    def applied_lsn(self) -> int:
+        return self.inner.applied_lsn()
+
+    def sync(self) -> None:
+        self.inner.sync()
+
+    def close(self) -> None:
+        """Close the inner store, then release the keyring."""
+        try:
+            self.inner.close()
+        finally:
+            self.keyring.close()
