@@ -1,0 +1,631 @@
+"""`GroupLog`: one member of a Multi-Paxos replica group, run on a node's event loop.
+
+Owns the driver loop around a sans-IO `consensus.replica.Replica` (docs/consensus.md,
+"Interface"): ticks from a monotonic clock, messages to and from the group's peers over the
+node's shared `net.transport.Transport` (one channel per group), the replica's records in a
+per-member WAL (`group_storage.GroupWal`, fsynced before anything in `send_after_persist`
+leaves), committed COMMAND entries handed to the state machine's `ApplyFn` in order and
+once, client proposals answered when applied (or failed with `NotLeader`), snapshots taken
+when the core suggests them and installed when a leader sends one, and configuration
+changes. It implements `storage.protocols.ReplicatedLog`, so the engine runs on it exactly
+as on the single-node `LocalLog`.
+
+It never interprets records (the ApplyFn does), never answers a strong read itself (the
+caller asks `read_lease()` first) and never decides placement (the control plane gives it
+its configuration and tells the transport where the members' nodes listen).
+
+Members and nodes. Consensus names members by positive integers (`NodeId`); a node's
+transport names it by a string. The member with NodeId n lives on the node whose transport
+id is `member_name(n)` = "node<n>" (prefix configurable in `GroupOptions`), and a node
+hosts at most one member of each group: "node3" hosts member 3 of every group it is in.
+Messages of group G travel on the transport channel "group/G"; a message whose claimed
+source is not the authenticated sending node is dropped.
+
+LSNs. A group's LSN is the consensus slot: the ApplyFn sees (slot, command bytes) for the
+COMMAND entries only, in increasing slot order with gaps where no-ops and configuration
+entries sit, identically on every member. The store's `applied_lsn()` is therefore the
+last command slot it applied; at restart the replica hands out every chosen entry again
+and those at or below `applied_lsn()` are skipped, so recovery is idempotent. `append`
+returns the slot of the record.
+
+Time. A tick is `GroupOptions.tick_seconds` of `time.monotonic()`. Every elapsed tick is
+delivered before a message is stepped and before `read_lease()` answers, so a process that
+was stopped (SIGSTOP, a long pause) sees its lease expire instead of trusting a stale clock
+(docs/consensus.md, "Leases").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from keeldb.cluster.group_storage import GroupWal
+from keeldb.consensus.codec import CodecError, from_plain, to_plain
+from keeldb.consensus.messages import (
+    MESSAGE_TYPES,
+    Accept,
+    CatchUp,
+    Heartbeat,
+    InstallSnapshot,
+    Message,
+    SnapshotRecord,
+)
+from keeldb.consensus.replica import DurableState, Options, Ready, Replica
+from keeldb.consensus.types import Config, ConfigError, EntryKind, NodeId, ProposalId
+from keeldb.net.transport import Transport
+from keeldb.storage.protocols import ApplyFn, Entry, Store
+from keeldb.storage.replog import FatalFn, exit_process
+from keeldb.storage.wal import RECORD_BYTES_MAX, RecordTooLargeError
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "group/"
+REWRITE_RECORDS_MIN = 8192  # records appended since the last rewrite before another
+LEADER_SEEN_TICKS = 6  # a leader heard from this recently counts as known (3 heartbeats)
+SNAPSHOT_CHUNK_KEYS = 4096  # keys per write when a snapshot replaces a store's state
+
+SnapshotSource = Callable[[], bytes]
+SnapshotInstaller = Callable[[bytes, int], None]
+
+
+class GroupError(Exception):
+    """The group could not take the request: an operating error the caller handles."""
+
+
+class NotLeader(GroupError):
+    """This member does not lead (or lost the proposal's slot); `leader_hint` names the
+    member's node believed to lead, or None."""
+
+    def __init__(self, leader_hint: str | None) -> None:
+        super().__init__(f"not the leader (leader: {leader_hint or 'unknown'})")
+        self.leader_hint = leader_hint
+
+
+class AppendTimeout(GroupError):
+    """No outcome within the timeout: the record may or may not be committed later."""
+
+
+class GroupClosed(GroupError):
+    """The group member is closed (or failed) and takes no more requests."""
+
+
+class GroupBusy(GroupError):
+    """The leader's proposal queue is full, or a configuration change is in progress."""
+
+
+def member_name(node_id: int, prefix: str = "node") -> str:
+    """The transport id of the node hosting member `node_id`."""
+    return f"{prefix}{node_id}"
+
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def member_node_id(name: str) -> NodeId:
+    """The member number a node id names: its trailing decimal digits ("node3" -> 3)."""
+    match = _TRAILING_NUMBER.search(name)
+    if match is None or int(match.group(1)) <= 0:
+        raise ValueError(f"node id {name!r} does not end in a positive member number")
+    return NodeId(int(match.group(1)))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOptions:
+    # One consensus tick. With the core's defaults (heartbeat 2 ticks, lease 8, election
+    # timeout 10 to 20) this gives a heartbeat every 100 ms, a 400 ms lease and a failover
+    # within about 1.5 s of a leader's death.
+    tick_seconds: float = 0.05
+    replica: Options = field(default_factory=Options)
+    # How long `append` waits for its outcome before raising AppendTimeout.
+    append_timeout_seconds: float = 30.0
+    node_prefix: str = "node"
+    # Called when the log cannot be made durable or apply fails; default: end the process.
+    on_fatal: FatalFn = exit_process
+
+
+def store_snapshot(store: Store) -> bytes:
+    """The whole state of a store, as snapshot bytes (sorted key/value pairs)."""
+    data: bytes = msgpack.packb(
+        ["kvsnap1", [[k, v] for k, v in store.scan(b"", None)]], use_bin_type=True
+    )
+    return data
+
+
+def install_store_snapshot(store: Store, state: bytes, lsn: int) -> None:
+    """Replace the store's state by a snapshot taken with `store_snapshot`, atomically when
+    the store has `batch()`, recording `lsn` as applied."""
+    plain = msgpack.unpackb(state, raw=False)
+    assert isinstance(plain, list) and plain and plain[0] == "kvsnap1", "not a store snapshot"
+    pairs = [(bytes(k), bytes(v)) for k, v in plain[1]]
+    wanted = {k for k, _ in pairs}
+    stale = [k for k, _ in store.scan(b"", None) if k not in wanted]
+    batch = getattr(store, "batch", None)
+    context: AbstractContextManager[object] = batch() if batch is not None else nullcontext()
+    with context:
+        store.write([], stale, applied_lsn=lsn)
+        for i in range(0, len(pairs), SNAPSHOT_CHUNK_KEYS):
+            store.write(pairs[i : i + SNAPSHOT_CHUNK_KEYS], [], applied_lsn=lsn)
+        if not pairs:
+            store.write([], [], applied_lsn=lsn)
+
+
+class GroupLog:
+    """One member of one replica group (see the module docstring)."""
+
+    def __init__(
+        self,
+        group_id: str,
+        member_id: str,
+        config: Config,
+        transport: Transport,
+        data_dir: Path,
+        store: Store,
+        apply: ApplyFn,
+        *,
+        options: GroupOptions | None = None,
+        snapshot_source: SnapshotSource | None = None,
+        snapshot_installer: SnapshotInstaller | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self.member_id = member_id
+        self._options = options if options is not None else GroupOptions()
+        self._node_id = member_node_id(member_id)
+        assert member_name(self._node_id, self._options.node_prefix) == member_id, (
+            f"member {member_id!r} must be named {self._options.node_prefix}<n>"
+        )
+        config.validate()
+        self._initial_config = config
+        self._transport = transport
+        self._data_dir = Path(data_dir)
+        self._store = store
+        self._apply = apply
+        self._snapshot_source = snapshot_source or (lambda: store_snapshot(store))
+        self._snapshot_installer = snapshot_installer or (
+            lambda state, lsn: install_store_snapshot(store, state, lsn)
+        )
+        self._channel = CHANNEL_PREFIX + group_id
+        self._replica: Replica | None = None
+        self._wal: GroupWal | None = None
+        self._disk = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"keeldb-group-{group_id}"
+        )
+        self._work = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._clock_start = 0.0
+        self._ticks = 0
+        self._pending: dict[ProposalId, asyncio.Future[int]] = {}
+        self._pending_slot: dict[ProposalId, int] = {}
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._leader_seen: tuple[NodeId, int] | None = None  # (leader, tick heard)
+        self._leader_commit_seen = 0
+        self._snapshot_slot_at_rewrite = 0
+        self._leader_changed = asyncio.Event()
+        self._last_leader: NodeId | None = None
+        # Counters for metrics and tests.
+        self.persist_count = 0  # fsyncs of the group log
+        self.applied_count = 0  # commands handed to apply
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the member's log, rebuild the replica from it, join the group."""
+        loop = asyncio.get_running_loop()
+        wal_dir = self._data_dir
+
+        def open_wal() -> tuple[GroupWal, list[Any]]:
+            wal = GroupWal(wal_dir)
+            try:
+                return wal, wal.read_all()
+            except BaseException:
+                wal.close()
+                raise
+
+        self._wal, records = await loop.run_in_executor(self._disk, open_wal)
+        durable = DurableState.replay(records) if records else None
+        seed = int.from_bytes(os.urandom(8), "little")
+        self._replica = Replica(
+            self._node_id, self._initial_config, random.Random(seed), self._options.replica, durable
+        )
+        self._clock_start = time.monotonic()
+        self._ticks = 0
+        self._transport.register(self._channel, self._on_message)
+        self._pump_task = asyncio.create_task(self._pump(), name=f"keeldb-group-{self.group_id}")
+        self._schedule_tick()
+        if self._initial_config.n == 1 and self._initial_config.can_lead(self._node_id):
+            self._replica.campaign()  # a group of one need not wait for an election timeout
+        self._work.set()
+
+    async def close(self) -> None:
+        """Leave the group: stop ticking and receiving, fail waiting appends, close the log."""
+        if self._closing:
+            return
+        self._closing = True
+        self._transport.unregister(self._channel)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            try:
+                await self._pump_task
+            except asyncio.CancelledError:
+                pass
+            self._pump_task = None
+        self._fail_pending(GroupClosed(f"group {self.group_id} member {self.member_id} closed"))
+        if self._wal is not None:
+            wal, self._wal = self._wal, None
+            await asyncio.get_running_loop().run_in_executor(self._disk, wal.close)
+        self._disk.shutdown(wait=True)
+
+    # --- the ReplicatedLog interface -----------------------------------------------------
+
+    async def append(self, record: bytes) -> int:
+        """Propose `record`; its LSN once it is committed and applied here. Raises NotLeader
+        (with a hint) when this member does not lead or the proposal lost its slot,
+        AppendTimeout when the outcome is still unknown after the timeout, GroupBusy when
+        the proposal queue is full, GroupClosed after close or a fatal error."""
+        if len(record) > RECORD_BYTES_MAX:
+            raise RecordTooLargeError(
+                f"record of {len(record)} bytes exceeds {RECORD_BYTES_MAX} bytes"
+            )
+        replica = self._live_replica()
+        if not replica.is_leader:
+            raise NotLeader(self.leader_hint)
+        pid = replica.propose(record)
+        if pid is None:
+            raise GroupBusy(f"group {self.group_id}: the proposal queue is full")
+        return await self._await_outcome(pid)
+
+    async def _await_outcome(self, pid: ProposalId) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[pid] = future
+        self._work.set()
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), self._options.append_timeout_seconds
+            )
+        except TimeoutError:
+            raise AppendTimeout(
+                f"group {self.group_id}: no outcome within {self._options.append_timeout_seconds} s"
+            ) from None
+        finally:
+            self._pending.pop(pid, None)
+            self._pending_slot.pop(pid, None)
+
+    def committed_lsn(self) -> int:
+        """The highest slot known chosen here (every command at or below it is committed)."""
+        return int(self._replica.commit_slot) if self._replica is not None else 0
+
+    # --- leadership, leases, lag ---------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._replica is not None and self._replica.is_leader
+
+    @property
+    def leader_hint(self) -> str | None:
+        """The node of the member believed to lead (this one included), or None."""
+        if self._replica is None:
+            return None
+        hint = self._replica.leader_hint
+        return None if hint is None else member_name(hint, self._options.node_prefix)
+
+    @property
+    def replica(self) -> Replica:
+        """The consensus core (read-only use: status, tests)."""
+        return self._live_replica()
+
+    def read_lease(self) -> bool:
+        """True iff a strongly consistent read may be answered from this member's store now
+        (it leads under a valid lease and has applied everything it acknowledged)."""
+        if self._replica is None or self._failure is not None or self._closing:
+            return False
+        self._deliver_ticks()
+        return self._replica.read_lease()
+
+    async def wait_for_leader(self, timeout_seconds: float) -> str:
+        """The node of the group's leader once one is known (this member leading, or a
+        leader heard from within the last few heartbeats); TimeoutError otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        while True:
+            leader = self._known_leader()
+            if leader is not None:
+                return leader
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"group {self.group_id}: no leader within {timeout_seconds} s")
+            self._leader_changed.clear()
+            try:
+                await asyncio.wait_for(
+                    self._leader_changed.wait(), min(remaining, self._options.tick_seconds * 2)
+                )
+            except TimeoutError:
+                pass
+
+    def _known_leader(self) -> str | None:
+        replica = self._replica
+        if replica is None:
+            return None
+        if replica.is_leader:
+            return self.member_id
+        seen = self._leader_seen
+        hint = replica.leader_hint
+        if seen is None or hint is None or seen[0] != hint:
+            return None
+        if replica.now - seen[1] > LEADER_SEEN_TICKS:
+            return None
+        return member_name(hint, self._options.node_prefix)
+
+    def lag(self) -> int:
+        """Slots this member's applied state is behind the leader's commit point (as last
+        heard from the leader; 0 on the leader once it has applied what it committed)."""
+        replica = self._replica
+        if replica is None:
+            return 0
+        head = max(self._leader_commit_seen, int(replica.commit_slot))
+        return max(0, head - int(replica.applied_slot))
+
+    def status(self) -> dict[str, Any]:
+        replica = self._replica
+        if replica is None:
+            return {"group": self.group_id, "member": self.member_id, "started": False}
+        return {
+            "group": self.group_id,
+            "member": self.member_id,
+            "role": replica.role.value,
+            "leader": self.leader_hint,
+            "ballot": str(replica.ballot),
+            "commit": int(replica.commit_slot),
+            "applied": int(replica.applied_slot),
+            "lag": self.lag(),
+            "lease": self.read_lease(),
+            "config": str(replica.config),
+            "log_only": replica.log_only,
+        }
+
+    # --- configuration changes -----------------------------------------------------------
+
+    async def change_config(self, new_config: Config, timeout_seconds: float = 30.0) -> Config:
+        """Propose `new_config` (any change of members, log-only flags or quorums) and wait
+        until it governs the group; returns it with its epoch. Raises ConfigError for an
+        unsafe configuration, NotLeader, GroupBusy while another change is in progress,
+        AppendTimeout when it did not take effect in time."""
+        replica = self._live_replica()
+        new_config.validate()
+        if not replica.is_leader:
+            raise NotLeader(self.leader_hint)
+        pid = replica.propose_reconfig(new_config)
+        if pid is None:
+            raise GroupBusy(f"group {self.group_id}: a configuration change is in progress")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        slot = await asyncio.wait_for(self._await_outcome(pid), timeout_seconds)
+        while True:
+            current = self._live_replica().config
+            if current.epoch >= slot:
+                return current
+            if loop.time() > deadline:
+                raise AppendTimeout(f"configuration chosen at slot {slot} did not take effect")
+            await asyncio.sleep(self._options.tick_seconds)
+
+    # --- the driver loop -----------------------------------------------------------------
+
+    def _live_replica(self) -> Replica:
+        if self._failure is not None:
+            raise GroupClosed(f"group {self.group_id} failed: {self._failure}")
+        if self._closing or self._replica is None:
+            raise GroupClosed(f"group {self.group_id} member {self.member_id} is not running")
+        return self._replica
+
+    def _schedule_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._options.tick_seconds, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if self._closing:
+            return
+        self._work.set()
+        self._schedule_tick()
+
+    def _deliver_ticks(self) -> None:
+        """Give the replica every tick that has elapsed on the monotonic clock."""
+        replica = self._replica
+        assert replica is not None
+        due = int((time.monotonic() - self._clock_start) / self._options.tick_seconds)
+        while self._ticks < due:
+            self._ticks += 1
+            replica.tick()
+        if due and replica.has_ready():
+            self._work.set()
+
+    async def _on_message(self, sender: str, payload: Any) -> None:
+        if self._replica is None or self._closing or self._failure is not None:
+            return
+        try:
+            msg = from_plain(payload)
+        except CodecError as error:
+            log.warning("group %s: undecodable message from %s: %s", self.group_id, sender, error)
+            return
+        if not isinstance(msg, MESSAGE_TYPES) or msg.dst != self._node_id:
+            return
+        if member_name(msg.src, self._options.node_prefix) != sender:
+            log.warning(
+                "group %s: %s sent a message claiming to be from member %s",
+                self.group_id,
+                sender,
+                msg.src,
+            )
+            return
+        self._deliver_ticks()
+        if isinstance(msg, Heartbeat | Accept | CatchUp | InstallSnapshot):
+            self._leader_seen = (msg.src, self._replica.now)
+            if isinstance(msg, InstallSnapshot):
+                commit = int(msg.snapshot.slot)
+            else:
+                commit = int(msg.commit_slot)
+            self._leader_commit_seen = max(self._leader_commit_seen, commit)
+        self._replica.step(msg)
+        self._work.set()
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        transport = self._transport
+        prefix = self._options.node_prefix
+        channel = self._channel
+        for msg in messages:
+            transport.send(member_name(msg.dst, prefix), channel, to_plain(msg))
+
+    async def _pump(self) -> None:
+        try:
+            await self._pump_forever()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the driver must never die silently
+            self._fail(error)
+
+    async def _pump_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        replica = self._replica
+        assert replica is not None
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            self._deliver_ticks()
+            while replica.has_ready():
+                rd = replica.ready()
+                self._send(rd.send_now)
+                if rd.persist:
+                    wal = self._wal
+                    assert wal is not None
+                    await loop.run_in_executor(self._disk, wal.append, rd.persist)
+                    self.persist_count += 1
+                self._send(rd.send_after_persist)
+                self._apply_ready(rd)
+                replica.advance(rd)
+                if rd.snapshot_suggested:
+                    self._take_snapshot(replica)
+                if any(isinstance(r, SnapshotRecord) for r in rd.persist):
+                    await self._maybe_rewrite(loop, replica)
+                self._deliver_ticks()
+            self._note_leader(replica)
+
+    def _note_leader(self, replica: Replica) -> None:
+        leader = replica.leader_hint if replica.is_leader or replica.leader_hint else None
+        if leader != self._last_leader:
+            self._last_leader = leader
+            self._leader_changed.set()
+            if replica.is_leader:
+                log.info(
+                    "group %s: %s leads at ballot %s", self.group_id, self.member_id, replica.ballot
+                )
+
+    def _apply_ready(self, rd: Ready) -> None:
+        store = self._store
+        applied_lsn = store.applied_lsn()
+        if rd.install_snapshot is not None:
+            snap = rd.install_snapshot
+            if snap.slot > applied_lsn:
+                self._snapshot_installer(snap.state, int(snap.slot))
+                self.snapshots_installed += 1
+                applied_lsn = store.applied_lsn()
+        batch: list[Entry] = []
+        pending = self._pending
+        for slot, entry in rd.apply:
+            if pending and entry.origin == self._node_id and entry.proposal_id in pending:
+                self._pending_slot[entry.proposal_id] = int(slot)
+            if entry.kind is EntryKind.COMMAND and slot > applied_lsn:
+                batch.append((int(slot), entry.command))
+        if batch:
+            batch_context = getattr(store, "batch", None)
+            context: AbstractContextManager[object] = (
+                batch_context() if batch_context is not None else nullcontext()
+            )
+            with context:
+                self._apply(batch)
+            self.applied_count += len(batch)
+        for pid in rd.acknowledged:
+            future = pending.get(pid)
+            if future is not None and not future.done():
+                slot_of = self._pending_slot.get(pid)
+                future.set_result(slot_of if slot_of is not None else int(self._replica_commit()))
+        for pid in rd.dropped:
+            future = pending.get(pid)
+            if future is not None and not future.done():
+                future.set_exception(NotLeader(self.leader_hint))
+
+    def _replica_commit(self) -> int:
+        return int(self._replica.commit_slot) if self._replica is not None else 0
+
+    def _take_snapshot(self, replica: Replica) -> None:
+        """The state machine's bytes after the last applied slot (apply is synchronous on
+        this loop, so the store holds exactly that state now)."""
+        if replica.log_only:
+            return
+        slot = replica.applied_slot
+        replica.take_snapshot(slot, self._snapshot_source())
+        self.snapshots_taken += 1
+        self._work.set()
+
+    async def _maybe_rewrite(self, loop: asyncio.AbstractEventLoop, replica: Replica) -> None:
+        wal = self._wal
+        assert wal is not None
+        state = replica.durable_state()
+        snap_slot = state.snapshot.slot if state.snapshot is not None else 0
+        if wal.records_since_rewrite < REWRITE_RECORDS_MIN:
+            return
+        if snap_slot <= self._snapshot_slot_at_rewrite:
+            return
+        self._snapshot_slot_at_rewrite = snap_slot
+        removed = await loop.run_in_executor(self._disk, wal.rewrite, state.records())
+        log.info(
+            "group %s: rewrote its log at snapshot %d (%d segments removed)",
+            self.group_id,
+            snap_slot,
+            removed,
+        )
+
+    def _fail(self, error: BaseException) -> None:
+        if self._failure is None:
+            self._failure = error
+            log.critical("group %s member %s failed: %r", self.group_id, self.member_id, error)
+        self._fail_pending(GroupClosed(f"group {self.group_id} failed: {error}"))
+        self._options.on_fatal(error)
+
+    def _fail_pending(self, error: GroupError) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+
+__all__ = [
+    "AppendTimeout",
+    "Config",
+    "ConfigError",
+    "GroupBusy",
+    "GroupClosed",
+    "GroupError",
+    "GroupLog",
+    "GroupOptions",
+    "NotLeader",
+    "install_store_snapshot",
+    "member_name",
+    "member_node_id",
+    "store_snapshot",
+]

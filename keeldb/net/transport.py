@@ -1,0 +1,714 @@
+"""Node-to-node messaging: authenticated TCP connections carrying msgpack frames.
+
+Owns the connections of one node to its peers: dialing each peer once and keeping that
+connection (reconnecting with exponential backoff and jitter when it breaks), the mutual
+HMAC handshake (`net/auth.py`) and the per-frame MAC (`net/framing.py`), optional TLS,
+bounded send queues, one-way messages, request/response calls with timeouts, and the fault
+switch (`net/faults.py`). It never interprets payloads (handlers registered per channel do)
+and never retries a call: a caller that wants a retry makes another call.
+
+Connections. Each node dials each peer it sends to and keeps one connection to it; that
+connection carries this node's one-way messages and calls to the peer, and the peer's
+replies to those calls. A peer's messages to us come over the connection it dialed. So
+between two nodes that talk both ways there are two connections, one per direction, each
+reused for everything that goes that way.
+
+Backpressure. Each peer has a send queue bounded in frames and bytes. A one-way message
+that does not fit is dropped (and counted): consensus tolerates loss and resends what
+matters, and a slow peer must not make the sender's memory grow. A call waits for room,
+within its timeout. Messages to a peer whose last connection attempt failed are dropped at
+once, and a call to it first tries one fresh connection within its timeout.
+
+Handlers. `register(channel, handler)` with `async handler(sender, payload) -> reply`.
+One-way messages of a connection are handled one at a time, in the order sent (a handler
+that awaits holds up the messages behind it, so they should be quick); calls run
+concurrently, each in its own task, and their replies may overtake each other. An exception
+in a call's handler becomes a `RemoteError` at the caller; in a one-way handler it is logged.
+
+Channel names starting with "_" are the transport's own: "_fault" takes fault commands
+(see `apply_fault_command`), "_ping" answers "pong". Faults never apply to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from keeldb.net import auth
+from keeldb.net.faults import FaultCommandError, FaultSwitch
+from keeldb.net.framing import (
+    FRAME_BYTES_MAX,
+    LENGTH,
+    LENGTH_BYTES,
+    FramingError,
+    encode_frame,
+    open_sealed,
+    seal,
+)
+
+log = logging.getLogger(__name__)
+
+SEND_QUEUE_FRAMES_MAX = 8192  # frames waiting for one peer's connection, at most
+SEND_QUEUE_BYTES_MAX = 64 * 1024 * 1024  # ... and their bytes (one snapshot fits)
+WRITE_BATCH_BYTES_MAX = 1024 * 1024  # frames joined into one socket write, at most
+CONNECT_SECONDS_MAX = 5.0  # to open a connection and finish the handshake
+BACKOFF_MIN_SECONDS = 0.05  # first wait after a failed connection attempt
+BACKOFF_MAX_SECONDS = 1.0  # the wait doubles per failure up to this
+CALLS_IN_FLIGHT_MAX = 4096  # calls one inbound connection may have running at once
+
+KIND_SEND = 0
+KIND_CALL = 1
+KIND_REPLY = 2
+REPLY_OK = 0
+REPLY_ERROR = 1
+
+Handler = Callable[[str, Any], Awaitable[Any]]
+
+_DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    msgpack.ExtraData,
+    msgpack.FormatError,
+    msgpack.StackError,
+)
+
+
+class TransportError(Exception):
+    """A message or call could not be delivered or answered: an operating error."""
+
+
+class PeerUnavailable(TransportError):
+    """The peer is unknown, cannot be reached, or its connection broke during the call."""
+
+
+class CallTimeout(TransportError):
+    """No reply within the call's timeout (the peer may still have handled the request)."""
+
+
+class RemoteError(TransportError):
+    """The peer's handler raised; the message names the error."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS for node-to-node connections: a context to listen with and one to dial with.
+
+    `from_files` builds the usual mutual-TLS pair: both sides present the node certificate
+    and verify the other's against the cluster CA.
+    """
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    server_hostname: str | None = None  # the name dialers verify (None: the peer's host)
+
+    @staticmethod
+    def from_files(
+        cert_file: Path, key_file: Path, ca_file: Path, server_hostname: str | None = None
+    ) -> TlsConfig:
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca_file))
+        server.load_cert_chain(str(cert_file), str(key_file))
+        server.verify_mode = ssl.CERT_REQUIRED
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+        client.load_cert_chain(str(cert_file), str(key_file))
+        return TlsConfig(server, client, server_hostname)
+
+
+def _pack(value: Any) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+async def _read_body(reader: asyncio.StreamReader) -> bytes:
+    header = await reader.readexactly(LENGTH_BYTES)
+    (length,) = LENGTH.unpack(header)
+    if length > FRAME_BYTES_MAX:
+        raise FramingError(f"frame length {length} exceeds {FRAME_BYTES_MAX} bytes")
+    return await reader.readexactly(length)
+
+
+class _Peer:
+    """The connection this node dials to one peer, and what waits to go over it."""
+
+    def __init__(self, transport: Transport, node_id: str, host: str, port: int) -> None:
+        self.transport = transport
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.queue: deque[bytes] = deque()
+        self.queue_bytes = 0
+        self.has_data = asyncio.Event()
+        self.space = asyncio.Event()
+        self.space.set()
+        self.calls: dict[int, asyncio.Future[Any]] = {}
+        self.up = False
+        self.failed_attempts = 0  # consecutive failed connection attempts
+        self.connected_count = 0  # connections made so far
+        self.kick = asyncio.Event()  # cut the backoff short
+        self.attempt_waiters: list[asyncio.Future[None]] = []
+        self.dropped_full = 0  # one-way messages dropped because the queue was full
+        self.dropped_down = 0  # ... because the peer was down
+        self.lost = False  # the current connection broke
+        self.task: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    @property
+    def down(self) -> bool:
+        return not self.up and self.failed_attempts > 0
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"keeldb-peer-{self.node_id}")
+
+    def full(self, size: int) -> bool:
+        return (
+            len(self.queue) >= SEND_QUEUE_FRAMES_MAX
+            or self.queue_bytes + size > SEND_QUEUE_BYTES_MAX
+        )
+
+    def enqueue(self, data: bytes) -> None:
+        self.queue.append(data)
+        self.queue_bytes += len(data)
+        if self.full(0):
+            self.space.clear()
+        self.has_data.set()
+
+    def next_attempt(self) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.attempt_waiters.append(waiter)
+        return waiter
+
+    def _attempt_finished(self) -> None:
+        waiters, self.attempt_waiters = self.attempt_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def fail_all(self, reason: str) -> None:
+        """The connection is gone: fail the calls waiting on it, drop what was queued."""
+        calls, self.calls = self.calls, {}
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(PeerUnavailable(f"{self.node_id}: {reason}"))
+        self.queue.clear()
+        self.queue_bytes = 0
+        self.space.set()
+
+    async def _run(self) -> None:
+        while not self.transport.closed:
+            try:
+                reader, writer, keys = await asyncio.wait_for(self._connect(), CONNECT_SECONDS_MAX)
+            except (OSError, EOFError, TimeoutError, auth.AuthError, FramingError) as error:
+                self.up = False
+                self.failed_attempts += 1
+                if self.failed_attempts == 1 or isinstance(error, auth.AuthError):
+                    log.warning(
+                        "%s: cannot connect to %s: %s",
+                        self.transport.node_id,
+                        self.node_id,
+                        error or type(error).__name__,
+                    )
+                self.fail_all(f"cannot connect: {error or type(error).__name__}")
+                self._attempt_finished()
+                backoff = min(
+                    BACKOFF_MAX_SECONDS, BACKOFF_MIN_SECONDS * 2 ** (self.failed_attempts - 1)
+                )
+                try:
+                    await asyncio.wait_for(self.kick.wait(), backoff * random.uniform(0.5, 1.0))
+                except TimeoutError:
+                    pass
+                self.kick.clear()
+                continue
+            self.up = True
+            self.lost = False
+            self.failed_attempts = 0
+            self.connected_count += 1
+            self.writer = writer
+            self._attempt_finished()
+            replies = asyncio.create_task(self._read_replies(reader, keys.receive))
+            try:
+                await self._write_until_lost(writer, keys.send)
+            except (OSError, FramingError) as error:
+                log.info(
+                    "%s: connection to %s lost: %s", self.transport.node_id, self.node_id, error
+                )
+            finally:
+                self.up = False
+                self.writer = None
+                replies.cancel()
+                writer.close()
+                self.fail_all("connection lost")
+
+    async def _connect(
+        self,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, auth.SessionKeys]:
+        transport = self.transport
+        tls = transport.tls
+        if tls is None:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        else:
+            reader, writer = await asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=tls.client,
+                server_hostname=tls.server_hostname or self.host,
+            )
+        try:
+            nonce = auth.new_nonce()
+            writer.write(encode_frame(_pack(auth.hello(transport.node_id, nonce))))
+            try:
+                challenge = _unpack(await _read_body(reader))
+            except _DECODE_ERRORS as error:
+                raise auth.AuthError(f"malformed challenge: {error}") from None
+            except asyncio.IncompleteReadError:
+                raise auth.AuthError(f"{self.node_id} closed the connection") from None
+            answer, keys = auth.answer_challenge(
+                transport.secret, challenge, transport.node_id, nonce, self.node_id
+            )
+            writer.write(encode_frame(_pack(answer)))
+            try:
+                welcome = _unpack(await _read_body(reader))
+            except asyncio.IncompleteReadError:
+                raise auth.AuthError(f"{self.node_id} refused our proof") from None
+            except _DECODE_ERRORS as error:
+                raise auth.AuthError(f"malformed welcome: {error}") from None
+            if welcome != ["welcome"]:
+                raise auth.AuthError(f"{self.node_id} refused the handshake: {welcome!r}")
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer, keys
+
+    async def _write_until_lost(self, writer: asyncio.StreamWriter, key: bytes) -> None:
+        sequence = 0
+        queue = self.queue
+        while True:
+            if not queue:
+                self.has_data.clear()
+                await self.has_data.wait()
+            if self.lost or self.transport.closed:
+                return
+            parts: list[bytes] = []
+            batch_bytes = 0
+            while queue and batch_bytes < WRITE_BATCH_BYTES_MAX:
+                data = queue.popleft()
+                self.queue_bytes -= len(data)
+                parts.append(encode_frame(seal(key, sequence, data)))
+                sequence += 1
+                batch_bytes += len(data)
+            if not self.full(0):
+                self.space.set()
+            writer.write(b"".join(parts))
+            await writer.drain()
+
+    async def _read_replies(self, reader: asyncio.StreamReader, key: bytes) -> None:
+        sequence = 0
+        try:
+            while True:
+                data = open_sealed(key, sequence, await _read_body(reader))
+                sequence += 1
+                message = _unpack(data)
+                if not isinstance(message, list) or len(message) != 4 or message[0] != KIND_REPLY:
+                    raise FramingError(f"expected a reply, got {message!r:.80}")
+                _, call_id, status, value = message
+                future = self.calls.pop(call_id, None)
+                if future is None or future.done():
+                    continue  # the caller gave up
+                if status == REPLY_OK:
+                    future.set_result(value)
+                else:
+                    future.set_exception(RemoteError(f"{self.node_id}: {value}"))
+        except asyncio.CancelledError:
+            raise
+        except (OSError, EOFError, FramingError, *_DECODE_ERRORS) as error:
+            if not isinstance(error, asyncio.IncompleteReadError):
+                log.warning(
+                    "%s: bad reply stream from %s: %s", self.transport.node_id, self.node_id, error
+                )
+        finally:
+            self.lost = True
+            self.has_data.set()
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+            self.task = None
+        self.fail_all("transport closed")
+
+
+class _Inbound:
+    """A connection a peer dialed to us: its messages come in, our replies go out."""
+
+    def __init__(self, peer: str, writer: asyncio.StreamWriter, key: bytes) -> None:
+        self.peer = peer
+        self.writer = writer
+        self.key = key
+        self.sequence = 0
+        self.calls_in_flight = 0
+
+    def reply(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(encode_frame(seal(self.key, self.sequence, data)))
+        self.sequence += 1
+
+
+class Transport:
+    """One node's endpoint: listens for its peers and dials them."""
+
+    def __init__(
+        self,
+        node_id: str,
+        host: str,
+        port: int,
+        secret: bytes,
+        *,
+        tls: TlsConfig | None = None,
+        faults: FaultSwitch | None = None,
+    ) -> None:
+        auth.check_secret(secret)
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.secret = secret
+        self.tls = tls
+        self.faults = faults if faults is not None else FaultSwitch()
+        self.closed = False
+        self._handlers: dict[str, Handler] = {
+            "_fault": self._on_fault_command,
+            "_ping": self._on_ping,
+        }
+        self._peers: dict[str, _Peer] = {}
+        self._inbound: set[_Inbound] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._next_call_id = 0
+        self.refused_count = 0  # inbound connections that failed the handshake
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful when constructed with port 0)."""
+        assert self._server is None
+        self._server = await asyncio.start_server(
+            self._on_connection,
+            self.host,
+            self.port,
+            ssl=self.tls.server if self.tls is not None else None,
+            limit=FRAME_BYTES_MAX + LENGTH_BYTES,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, fail every call in flight. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._server is not None:
+            self._server.close()
+        for peer in list(self._peers.values()):
+            await peer.close()
+        for inbound in list(self._inbound):
+            inbound.writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # --- peers and handlers --------------------------------------------------------------
+
+    def add_peer(self, node_id: str, host: str, port: int) -> None:
+        """Know where `node_id` listens (replacing an older address); dials lazily-eagerly:
+        the connection is opened at once and kept."""
+        old = self._peers.get(node_id)
+        if old is not None:
+            if (old.host, old.port) == (host, port):
+                return
+            self._spawn(old.close())
+        peer = _Peer(self, node_id, host, port)
+        self._peers[node_id] = peer
+        peer.start()
+
+    def remove_peer(self, node_id: str) -> None:
+        peer = self._peers.pop(node_id, None)
+        if peer is not None:
+            self._spawn(peer.close())
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return tuple(sorted(self._peers))
+
+    def register(self, channel: str, handler: Handler) -> None:
+        assert not channel.startswith("_"), "channels starting with '_' are the transport's"
+        assert channel not in self._handlers, f"channel {channel!r} is already registered"
+        self._handlers[channel] = handler
+
+    def unregister(self, channel: str) -> None:
+        assert not channel.startswith("_")
+        self._handlers.pop(channel, None)
+
+    def is_connected(self, node_id: str) -> bool:
+        peer = self._peers.get(node_id)
+        return peer is not None and peer.up
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "port": self.port,
+            "refused": self.refused_count,
+            "faults": self.faults.status(),
+            "peers": {
+                node_id: {
+                    "up": peer.up,
+                    "connections": peer.connected_count,
+                    "queued": len(peer.queue),
+                    "dropped_full": peer.dropped_full,
+                    "dropped_down": peer.dropped_down,
+                }
+                for node_id, peer in sorted(self._peers.items())
+            },
+        }
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send(self, node_id: str, channel: str, payload: Any) -> bool:
+        """Send a one-way message; False when it was dropped (unknown or down peer, full
+        queue, or an injected fault). Never blocks."""
+        peer = self._peers.get(node_id)
+        if peer is None or self.closed:
+            return False
+        if peer.down:
+            peer.dropped_down += 1
+            return False
+        data = _pack([KIND_SEND, channel, payload])
+        if peer.full(len(data)):
+            peer.dropped_full += 1
+            return False
+        faults = self.faults
+        if faults.active and not channel.startswith("_"):
+            if faults.drops(self.node_id, node_id):
+                return False
+            if faults.delay_seconds > 0:
+                asyncio.get_running_loop().call_later(
+                    faults.delay_seconds, self._enqueue_late, peer, data
+                )
+                return True
+        peer.enqueue(data)
+        return True
+
+    def _enqueue_late(self, peer: _Peer, data: bytes) -> None:
+        if not self.closed and not peer.down and not peer.full(len(data)):
+            peer.enqueue(data)
+
+    async def call(self, node_id: str, channel: str, payload: Any, timeout_seconds: float) -> Any:
+        """Send a request and wait for its reply. Raises PeerUnavailable (unknown peer, it
+        cannot be reached, or the connection broke before the reply), CallTimeout, or
+        RemoteError (its handler raised)."""
+        peer = self._peers.get(node_id)
+        if peer is None:
+            raise PeerUnavailable(f"unknown peer {node_id!r}")
+        if self.closed:
+            raise PeerUnavailable("the transport is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        if peer.down:
+            # Its last connection attempt failed: try once more now, within the timeout.
+            attempt = peer.next_attempt()
+            peer.kick.set()
+            try:
+                await asyncio.wait_for(attempt, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise PeerUnavailable(f"{node_id} is unreachable") from None
+            if not peer.up:
+                raise PeerUnavailable(f"{node_id} is unreachable")
+        self._next_call_id += 1
+        call_id = self._next_call_id
+        data = _pack([KIND_CALL, call_id, channel, payload])
+        if len(data) > FRAME_BYTES_MAX:
+            raise ValueError(f"call payload of {len(data)} bytes exceeds {FRAME_BYTES_MAX}")
+        future: asyncio.Future[Any] = loop.create_future()
+        try:
+            while peer.full(len(data)):
+                peer.space.clear()
+                await asyncio.wait_for(peer.space.wait(), max(0.0, deadline - loop.time()))
+            faults = self.faults
+            lost = False
+            if faults.active and not channel.startswith("_"):
+                lost = faults.drops(self.node_id, node_id)
+            if not lost:
+                peer.calls[call_id] = future
+                if faults.delay_seconds > 0 and not channel.startswith("_"):
+                    loop.call_later(faults.delay_seconds, self._enqueue_late, peer, data)
+                else:
+                    peer.enqueue(data)
+            return await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise CallTimeout(
+                f"no reply from {node_id} on {channel!r} within {timeout_seconds} s"
+            ) from None
+        finally:
+            peer.calls.pop(call_id, None)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            peer, keys = await asyncio.wait_for(
+                self._handshake(reader, writer), CONNECT_SECONDS_MAX
+            )
+        except (OSError, EOFError, TimeoutError, auth.AuthError, FramingError) as error:
+            self.refused_count += 1
+            log.warning("%s: refused a connection: %s", self.node_id, error or type(error).__name__)
+            writer.close()
+            return
+        inbound = _Inbound(peer, writer, keys.send)
+        self._inbound.add(inbound)
+        try:
+            await self._serve(reader, inbound, keys.receive)
+        except (OSError, EOFError, FramingError, *_DECODE_ERRORS) as error:
+            if not isinstance(error, asyncio.IncompleteReadError):
+                log.warning("%s: dropping the connection from %s: %s", self.node_id, peer, error)
+        finally:
+            self._inbound.discard(inbound)
+            writer.close()
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[str, auth.SessionKeys]:
+        try:
+            dialer, dialer_nonce = auth.parse_hello(_unpack(await _read_body(reader)))
+            nonce = auth.new_nonce()
+            writer.write(
+                encode_frame(
+                    _pack(auth.challenge(self.secret, dialer, dialer_nonce, self.node_id, nonce))
+                )
+            )
+            answer = _unpack(await _read_body(reader))
+        except _DECODE_ERRORS as error:
+            raise auth.AuthError(f"malformed handshake: {error}") from None
+        keys = auth.check_auth(self.secret, answer, dialer, dialer_nonce, self.node_id, nonce)
+        writer.write(encode_frame(_pack(["welcome"])))
+        return dialer, keys
+
+    async def _serve(self, reader: asyncio.StreamReader, inbound: _Inbound, key: bytes) -> None:
+        sequence = 0
+        peer = inbound.peer
+        handlers = self._handlers
+        while not self.closed:
+            data = open_sealed(key, sequence, await _read_body(reader))
+            sequence += 1
+            message = _unpack(data)
+            if not isinstance(message, list) or not message:
+                raise FramingError("a frame is a non-empty list")
+            kind = message[0]
+            if kind == KIND_SEND and len(message) == 3:
+                _, channel, payload = message
+                if not isinstance(channel, str):
+                    raise FramingError("channel names are strings")
+                if self._blocked_from(peer, channel):
+                    continue
+                handler = handlers.get(channel)
+                if handler is None:
+                    continue
+                try:
+                    await handler(peer, payload)
+                except Exception:  # a handler's bug must not kill the link
+                    log.exception("%s: handler for %r failed", self.node_id, channel)
+            elif kind == KIND_CALL and len(message) == 4:
+                _, call_id, channel, payload = message
+                if not isinstance(channel, str) or not isinstance(call_id, int):
+                    raise FramingError("malformed call")
+                if self._blocked_from(peer, channel):
+                    continue
+                if inbound.calls_in_flight >= CALLS_IN_FLIGHT_MAX:
+                    inbound.reply(_pack([KIND_REPLY, call_id, REPLY_ERROR, "busy"]))
+                    continue
+                inbound.calls_in_flight += 1
+                self._spawn(self._serve_call(inbound, call_id, channel, payload))
+            else:
+                raise FramingError(f"unexpected frame kind {kind!r}")
+
+    async def _serve_call(
+        self, inbound: _Inbound, call_id: int, channel: str, payload: Any
+    ) -> None:
+        try:
+            handler = self._handlers.get(channel)
+            if handler is None:
+                reply = [KIND_REPLY, call_id, REPLY_ERROR, f"no handler for channel {channel!r}"]
+            else:
+                try:
+                    result = await handler(inbound.peer, payload)
+                    reply = [KIND_REPLY, call_id, REPLY_OK, result]
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - reported to the caller
+                    reply = [KIND_REPLY, call_id, REPLY_ERROR, f"{type(error).__name__}: {error}"]
+            try:
+                data = _pack(reply)
+            except (TypeError, ValueError) as error:
+                data = _pack([KIND_REPLY, call_id, REPLY_ERROR, f"unencodable reply: {error}"])
+            faults = self.faults
+            if (
+                faults.active
+                and not channel.startswith("_")
+                and faults.drops(self.node_id, inbound.peer)
+            ):
+                return
+            inbound.reply(data)
+        finally:
+            inbound.calls_in_flight -= 1
+
+    def _blocked_from(self, peer: str, channel: str) -> bool:
+        """Whether a message from `peer` on `channel` is lost to a partition (counted)."""
+        faults = self.faults
+        if (
+            not faults.active
+            or channel.startswith("_")
+            or not faults.is_blocked(peer, self.node_id)
+        ):
+            return False
+        faults.dropped_count += 1
+        return True
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- fault control -------------------------------------------------------------------
+
+    async def apply_fault_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Change this node's fault switch (see `FaultSwitch.apply_command`); returns its
+        status. Raises FaultCommandError for a command it does not understand."""
+        return self.faults.apply_command(command)
+
+    async def _on_fault_command(self, sender: str, payload: Any) -> dict[str, Any]:
+        del sender
+        try:
+            return await self.apply_fault_command(payload)
+        except FaultCommandError as error:
+            return {"error": str(error)}
+
+    async def _on_ping(self, sender: str, payload: Any) -> str:
+        del sender, payload
+        return "pong"
