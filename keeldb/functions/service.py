@@ -1,12 +1,559 @@
-"""Attaches this subsystem to a started node (see `keeldb.node.NODE_SERVICES`)."""
+"""The function service of a node: Lambda's API over the node's functions and mappings.
+
+Owns: the FunctionService (function and event source mapping records, their durability through
+`store`, the sandbox pool, the invoker and one stream poller per mapping), and `attach`, which
+starts it on a node and mounts the Lambda REST API (`rest`) on the node's HTTP front end.
+
+It must never parse HTTP (that is `rest`) nor run user code in the database process: code runs
+in the pool's instances, which reach the database only through its endpoint.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import importlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keeldb.functions import model
+from keeldb.functions.errors import (
+    InvalidParameterValueException,
+    ResourceConflictException,
+    ResourceNotFoundException,
+)
+from keeldb.functions.invoker import Invoker, Outcome
+from keeldb.functions.store import FunctionStore
 
 if TYPE_CHECKING:
     from keeldb.node import Closer, Node
 
+log = logging.getLogger("keeldb.functions")
+
+# The URL path prefixes of the Lambda REST API (API versions of its operation groups).
+LAMBDA_PATH_PREFIXES = (
+    "/2015-03-31/",  # functions, invocations, event source mappings
+    "/2014-11-13/",  # InvokeAsync
+    "/2016-08-19/",  # GetAccountSettings
+    "/2017-10-31/",  # Put/DeleteFunctionConcurrency
+    "/2019-09-30/",  # GetFunctionConcurrency
+)
+STREAMS_TARGET = "DynamoDBStreams_20120810"
+# Set to "local" to run functions in plain processes even where sandboxes are available.
+POOL_ENVIRONMENT_VARIABLE = "KEELDB_FUNCTION_POOL"
+DUMMY_ACCESS_KEY_ID = "keeldb"
+DUMMY_SECRET_ACCESS_KEY = "keeldb"
+
+
+def load_pool_module(prefer_local: bool = False) -> Any:
+    """The sandbox package when it is importable, else the unisolated local pool."""
+    if not prefer_local:
+        try:
+            module = importlib.import_module("keeldb.functions.sandbox")
+            for name in ("SandboxPool", "FunctionSpec", "SandboxTimeout", "SandboxCrashed"):
+                getattr(module, name)
+            return module
+        except (ImportError, AttributeError) as error:
+            log.warning("function sandboxes unavailable (%s): functions run unisolated", error)
+    return importlib.import_module("keeldb.functions.local_pool")
+
+
+class FunctionService:
+    """Everything the Lambda API does, minus HTTP."""
+
+    def __init__(
+        self,
+        *,
+        root: Path | None,
+        region: str,
+        account: str,
+        endpoint_url: str,
+        endpoint_port: int,
+        credentials: tuple[str, str, str | None] | None = None,
+        database: Any = None,
+        streams: Any = None,
+        account_concurrency: int = model.ACCOUNT_CONCURRENCY_DEFAULT,
+        pool_module: Any = None,
+        pool: Any = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.region = region
+        self.account = account
+        self.endpoint_url = endpoint_url
+        self.credentials = credentials
+        self.database = database
+        # Finds the DynamoDB Streams dispatch, `async (operation, body) -> body`, or None.
+        self._streams = streams
+        self.clock = clock
+        self.store = FunctionStore(root)
+        self.pool_module = pool_module or load_pool_module(
+            os.environ.get(POOL_ENVIRONMENT_VARIABLE) == "local"
+        )
+        work_dir = self.store.root / "sandboxes"
+        if pool is None:
+            pool_class = (
+                getattr(self.pool_module, "SandboxPool", None) or self.pool_module.LocalPool
+            )
+            pool = pool_class(work_dir, endpoint_port=endpoint_port)
+        self.pool = pool
+        self.invoker = Invoker(
+            pool,
+            self.spec_for,
+            self.reservation,
+            lambda name: name in self.store.functions,
+            account_limit=account_concurrency,
+            timeout_type=self.pool_module.SandboxTimeout,
+            crash_type=self.pool_module.SandboxCrashed,
+        )
+        self._lock = asyncio.Lock()
+        self.pollers: dict[str, Any] = {}
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.load)
+        try:
+            await self.pool.start()
+        except Exception:
+            if self.pool_module.__name__.endswith("local_pool"):
+                raise
+            log.exception("the sandbox pool failed to start: functions run unisolated")
+            self.pool_module = importlib.import_module("keeldb.functions.local_pool")
+            self.pool = self.pool_module.LocalPool(self.store.root / "sandboxes", endpoint_port=0)
+            self.invoker.pool = self.pool
+            self.invoker._timeout_type = self.pool_module.SandboxTimeout
+            self.invoker._crash_type = self.pool_module.SandboxCrashed
+            await self.pool.start()
+        log.info("function isolation layers: %s", self.describe_isolation())
+        self.invoker.start()
+        for record in self.store.mappings.values():
+            self._start_poller(record)
+
+    async def close(self) -> None:
+        for poller in list(self.pollers.values()):
+            await poller.stop()
+        self.pollers.clear()
+        await self.invoker.close()
+        await self.pool.close()
+        self.store.close()
+
+    def describe_isolation(self) -> str:
+        layers = self.isolation_layers()
+        active = [name for name, on in sorted(layers.items()) if on]
+        inactive = [name for name, on in sorted(layers.items()) if not on]
+        return f"active: {', '.join(active) or 'none'}; inactive: {', '.join(inactive) or 'none'}"
+
+    def isolation_layers(self) -> dict[str, bool]:
+        return dict(self.pool.isolation_layers())
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def streams_dispatch(self) -> Any:
+        return self._streams() if self._streams is not None else None
+
+    def arn(self, name: str) -> str:
+        return model.function_arn(self.region, self.account, name)
+
+    def resolve(self, reference: Any, qualifier: str | None = None) -> dict[str, Any]:
+        name, arn_qualifier = model.parse_function_reference(reference, self.region, self.account)
+        record = self.store.functions.get(name)
+        if record is None:
+            raise ResourceNotFoundException(f"Function not found: {self.arn(name)}")
+        model.check_qualifier(qualifier or arn_qualifier, self.arn(name))
+        return record
+
+    def reservation(self, name: str) -> tuple[int | None, int]:
+        record = self.store.functions.get(name)
+        reserved = record["reserved"] if record is not None else None
+        return reserved, self.reserved_total()
+
+    def reserved_total(self) -> int:
+        return sum(r["reserved"] or 0 for r in self.store.functions.values())
+
+    def environment_for(self, record: Mapping[str, Any]) -> dict[str, str]:
+        """What the handler's process sees: the user's variables, then the runtime's."""
+        environment = dict(record.get("environment") or {})
+        if self.credentials is not None:
+            key_id, secret, token = self.credentials
+        else:
+            key_id, secret, token = DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, None
+        environment.update(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint_url,
+                "AWS_ENDPOINT_URL_DYNAMODB": self.endpoint_url,
+                "AWS_ACCESS_KEY_ID": key_id,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_LAMBDA_FUNCTION_NAME": record["name"],
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(record["memory"]),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{record['name']}",
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{record['runtime']}",
+                "_HANDLER": record["handler"],
+                "TZ": ":UTC",
+                "LANG": "en_US.UTF-8",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if token is not None:
+            environment["AWS_SESSION_TOKEN"] = token
+        return environment
+
+    def spec_for(self, name: str) -> Any:
+        record = self.store.functions.get(name)
+        if record is None:
+            raise ResourceNotFoundException(f"Function not found: {self.arn(name)}")
+        code_dir = self.store.ensure_code_dir(name, record["code_sha256"])
+        return self.pool_module.FunctionSpec(
+            name=name,
+            code_dir=code_dir,
+            code_sha256=record["code_sha256"],
+            handler=record["handler"],
+            runtime=record["runtime"],
+            memory_mb=record["memory"],
+            timeout_seconds=float(record["timeout"]),
+            environment=self.environment_for(record),
+        )
+
+    async def _save(self) -> None:
+        generation, data = self.store.catalog_snapshot()
+        await asyncio.to_thread(self.store.write_catalog, generation, data)
+
+    def _forget_instances(self, name: str) -> None:
+        forget = getattr(self.pool, "forget", None)
+        if forget is not None:
+            forget(name)
+
+    def configuration(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return model.configuration(record, self.region, self.account)
+
+    # -- functions --------------------------------------------------------------------------
+
+    async def create_function(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        name, qualifier = model.parse_function_reference(
+            body.get("FunctionName"), self.region, self.account
+        )
+        if qualifier is not None:
+            raise InvalidParameterValueException(
+                "Function name cannot contain a qualifier when creating a function."
+            )
+        data = model.decode_zip(body.get("Code"))
+        # Validate the configuration before spending time on the code.
+        model.new_function(body, name, "00" * 32, len(data), self.clock())
+        async with self._lock:
+            if name in self.store.functions:
+                raise ResourceConflictException(f"Function already exist: {name}")
+            sha = await asyncio.to_thread(self.store.save_code, name, data)
+            record = model.new_function(body, name, sha, len(data), self.clock())
+            self.store.functions[name] = record
+            await self._save()
+        return self.configuration(record)
+
+    def get_function(self, reference: Any, qualifier: str | None) -> dict[str, Any]:
+        record = self.resolve(reference, qualifier)
+        answer: dict[str, Any] = {
+            "Configuration": self.configuration(record),
+            "Code": {
+                "RepositoryType": "S3",
+                "Location": (
+                    f"{self.endpoint_url}/2015-03-31/functions/{record['name']}/code"
+                    f"?sha256={record['code_sha256']}"
+                ),
+            },
+        }
+        if record["reserved"] is not None:
+            answer["Concurrency"] = {"ReservedConcurrentExecutions": record["reserved"]}
+        if record.get("tags"):
+            answer["Tags"] = dict(record["tags"])
+        return answer
+
+    def code_zip(self, reference: Any) -> bytes:
+        record = self.resolve(reference)
+        return self.store.zip_path(record["code_sha256"]).read_bytes()
+
+    def get_configuration(self, reference: Any, qualifier: str | None) -> dict[str, Any]:
+        return self.configuration(self.resolve(reference, qualifier))
+
+    def list_functions(self, marker: str | None, max_items: int | None) -> dict[str, Any]:
+        names = sorted(self.store.functions)
+        start = 0
+        if marker:
+            start = next((i for i, n in enumerate(names) if n > marker), len(names))
+        limit = min(max_items or model.LIST_ITEMS_MAX, model.LIST_ITEMS_MAX)
+        page = names[start : start + limit]
+        answer: dict[str, Any] = {
+            "Functions": [self.configuration(self.store.functions[n]) for n in page]
+        }
+        if start + limit < len(names):
+            answer["NextMarker"] = page[-1]
+        return answer
+
+    async def update_code(self, reference: Any, body: Mapping[str, Any]) -> dict[str, Any]:
+        record = self.resolve(reference)
+        data = model.decode_zip(body)
+        async with self._lock:
+            revision = body.get("RevisionId")
+            if revision is not None and revision != record["revision_id"]:
+                model.raise_revision_mismatch()
+            sha = await asyncio.to_thread(self.store.save_code, record["name"], data)
+            new = dict(record)
+            new.update(
+                code_sha256=sha,
+                code_size=len(data),
+                last_modified=model.timestamp(self.clock()),
+                revision_id=model.new_revision(),
+            )
+            self.store.functions[record["name"]] = new
+            await self._save()
+            self._forget_instances(record["name"])
+            await asyncio.to_thread(self.store.drop_code, record["name"], sha)
+        return self.configuration(new)
+
+    async def update_configuration(self, reference: Any, body: Mapping[str, Any]) -> dict[str, Any]:
+        record = self.resolve(reference)
+        async with self._lock:
+            new = model.updated_configuration(record, body, self.clock())
+            self.store.functions[record["name"]] = new
+            await self._save()
+            self._forget_instances(record["name"])
+        return self.configuration(new)
+
+    async def delete_function(self, reference: Any, qualifier: str | None) -> None:
+        record = self.resolve(reference, qualifier)
+        async with self._lock:
+            del self.store.functions[record["name"]]
+            await self._save()
+            self._forget_instances(record["name"])
+            await asyncio.to_thread(self.store.drop_code, record["name"])
+
+    # -- invocation -------------------------------------------------------------------------
+
+    async def invoke(self, reference: Any, qualifier: str | None, payload: bytes) -> Outcome:
+        record = self.resolve(reference, qualifier)
+        return await self.invoker.run(record["name"], payload)
+
+    def enqueue(self, reference: Any, qualifier: str | None, payload: bytes) -> None:
+        record = self.resolve(reference, qualifier)
+        self.invoker.enqueue(record["name"], payload)
+
+    # -- concurrency ------------------------------------------------------------------------
+
+    async def put_concurrency(self, reference: Any, body: Mapping[str, Any]) -> dict[str, Any]:
+        record = self.resolve(reference)
+        value = body.get("ReservedConcurrentExecutions")
+        if value is None:
+            raise InvalidParameterValueException(
+                "1 validation error detected: Value null at 'reservedConcurrentExecutions' "
+                "failed to satisfy constraint: Member must not be null"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidParameterValueException(
+                f"1 validation error detected: Value '{value}' at "
+                "'reservedConcurrentExecutions' failed to satisfy constraint: Member must "
+                "have value greater than or equal to 0"
+            )
+        async with self._lock:
+            others = self.reserved_total() - (record["reserved"] or 0)
+            unreserved = self.invoker.concurrency.account_limit - others - value
+            if unreserved < model.UNRESERVED_CONCURRENCY_MIN:
+                raise InvalidParameterValueException(
+                    "Specified ReservedConcurrentExecutions for function decreases account's "
+                    "UnreservedConcurrentExecution below its minimum value of "
+                    f"[{model.UNRESERVED_CONCURRENCY_MIN}]."
+                )
+            record = dict(self.store.functions[record["name"]], reserved=value)
+            self.store.functions[record["name"]] = record
+            await self._save()
+        return {"ReservedConcurrentExecutions": value}
+
+    def get_concurrency(self, reference: Any) -> dict[str, Any]:
+        record = self.resolve(reference)
+        if record["reserved"] is None:
+            return {}
+        return {"ReservedConcurrentExecutions": record["reserved"]}
+
+    async def delete_concurrency(self, reference: Any) -> None:
+        record = self.resolve(reference)
+        async with self._lock:
+            self.store.functions[record["name"]] = dict(record, reserved=None)
+            await self._save()
+
+    def account_settings(self) -> dict[str, Any]:
+        limit = self.invoker.concurrency.account_limit
+        return {
+            "AccountLimit": {
+                "TotalCodeSize": 80530636800,
+                "CodeSizeUnzipped": model.UNZIPPED_BYTES_MAX,
+                "CodeSizeZipped": model.ZIP_BYTES_MAX,
+                "ConcurrentExecutions": limit,
+                "UnreservedConcurrentExecutions": limit - self.reserved_total(),
+            },
+            "AccountUsage": {
+                "TotalCodeSize": sum(r["code_size"] for r in self.store.functions.values()),
+                "FunctionCount": len(self.store.functions),
+            },
+            # Not a Lambda member (SDKs ignore it): which sandbox layers this host applies.
+            "IsolationLayers": self.isolation_layers(),
+        }
+
+    # -- event source mappings --------------------------------------------------------------
+
+    def mapping_configuration(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return model.mapping_configuration(record, self.region, self.account)
+
+    async def _check_stream(self, stream_arn: str) -> None:
+        match = model.parse_stream_arn(stream_arn)
+        if self.database is None:
+            return
+        try:
+            described = await self.database.dispatch(
+                "DescribeTable", {"TableName": match.group("table")}
+            )
+        except Exception as error:
+            if type(error).__name__ != "ResourceNotFoundException":
+                raise
+            described = None
+        table = (described or {}).get("Table", {})
+        if table.get("LatestStreamArn") != stream_arn:
+            raise InvalidParameterValueException(f"Stream not found: {stream_arn}")
+
+    async def create_mapping(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        source = body.get("EventSourceArn")
+        model.parse_stream_arn(source)
+        record_fn = self.resolve(body.get("FunctionName"))
+        await self._check_stream(source)
+        async with self._lock:
+            for other in self.store.mappings.values():
+                if other["source"] == source and other["function"] == record_fn["name"]:
+                    raise ResourceConflictException(
+                        f'An event source mapping with DynamoDB stream arn (" {source} ") '
+                        f'and function (" {record_fn["name"]} ") already exists. Please update '
+                        f"or delete the existing mapping with UUID {other['uuid']}"
+                    )
+            record = model.new_mapping(body, record_fn["name"], source, self.clock())
+            self.store.mappings[record["uuid"]] = record
+            answer = self.mapping_configuration(record)
+            record["state"] = "Enabled" if record["enabled"] else "Disabled"
+            await self._save()
+        self._start_poller(record)
+        return answer
+
+    def get_mapping(self, uuid: str) -> dict[str, Any]:
+        record = self.store.mappings.get(uuid)
+        if record is None:
+            raise ResourceNotFoundException("The resource you requested does not exist.")
+        return self.mapping_configuration(record)
+
+    def list_mappings(
+        self,
+        source: str | None,
+        function: str | None,
+        marker: str | None,
+        max_items: int | None,
+    ) -> dict[str, Any]:
+        name = None
+        if function is not None:
+            name, _ = model.parse_function_reference(function, self.region, self.account)
+        records = sorted(
+            (
+                r
+                for r in self.store.mappings.values()
+                if (source is None or r["source"] == source)
+                and (name is None or r["function"] == name)
+            ),
+            key=lambda r: (r["created"], r["uuid"]),
+        )
+        start = 0
+        if marker:
+            start = next((i + 1 for i, r in enumerate(records) if r["uuid"] == marker), 0)
+        limit = min(max_items or 100, 100)
+        page = records[start : start + limit]
+        answer: dict[str, Any] = {
+            "EventSourceMappings": [self.mapping_configuration(r) for r in page]
+        }
+        if start + limit < len(records):
+            answer["NextMarker"] = page[-1]["uuid"]
+        return answer
+
+    async def update_mapping(self, uuid: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        record = self.store.mappings.get(uuid)
+        if record is None:
+            raise ResourceNotFoundException("The resource you requested does not exist.")
+        if "FunctionName" in body and body["FunctionName"] is not None:
+            function = self.resolve(body["FunctionName"])["name"]
+        else:
+            function = record["function"]
+        async with self._lock:
+            new = model.apply_mapping_update(record, body, self.clock())
+            new["function"] = function
+            new["state"] = "Updating"
+            answer = self.mapping_configuration(new)
+            new["state"] = "Enabled" if new["enabled"] else "Disabled"
+            self.store.mappings[uuid] = new
+            await self._save()
+        poller = self.pollers.get(uuid)
+        if poller is not None:
+            poller.record = new
+            poller.wake()
+        return answer
+
+    async def delete_mapping(self, uuid: str) -> dict[str, Any]:
+        record = self.store.mappings.get(uuid)
+        if record is None:
+            raise ResourceNotFoundException("The resource you requested does not exist.")
+        poller = self.pollers.pop(uuid, None)
+        if poller is not None:
+            await poller.stop()
+        async with self._lock:
+            self.store.mappings.pop(uuid, None)
+            await self._save()
+            await asyncio.to_thread(self.store.forget_positions, uuid)
+        return self.mapping_configuration(dict(record, state="Deleting"))
+
+    def _start_poller(self, record: dict[str, Any]) -> None:
+        from keeldb.functions.poller import StreamPoller
+
+        poller = StreamPoller(self, record)
+        self.pollers[record["uuid"]] = poller
+        poller.start()
+
+
+def first_credential(credentials: Mapping[str, Any] | None) -> tuple[str, str, str | None] | None:
+    if not credentials:
+        return None
+    key_id = next(iter(credentials))
+    credential = credentials[key_id]
+    return credential.access_key_id, credential.secret_access_key, credential.session_token
+
 
 async def attach(node: Node) -> Closer | None:
-    return None
+    """Start the function service and serve the Lambda API, unless functions are off."""
+    if not node.config.functions:
+        return None
+    root = None if node.config.data_dir is None else Path(node.config.data_dir) / "functions"
+
+    def streams() -> Any:
+        service = node.server.json_services.get(STREAMS_TARGET)
+        return service[0] if service is not None else None
+
+    service = FunctionService(
+        root=root,
+        region=node.config.region,
+        account=node.database.account_id,
+        endpoint_url=node.url,
+        endpoint_port=node.port,
+        credentials=first_credential(node.config.credentials),
+        database=node.database,
+        streams=streams,
+    )
+    await service.start()
+    from keeldb.functions.rest import LambdaApi
+
+    api = LambdaApi(service, verifier=node.server.verifier)
+    for prefix in LAMBDA_PATH_PREFIXES:
+        node.server.mount(prefix, api.handle)
+    return service.close

@@ -1,0 +1,184 @@
+"""A function pool without isolation, for hosts where the sandbox package cannot run.
+
+Owns: one plain Python process per instance (`local_runtime`), reused while warm, stopped
+after an idle time, killed at its timeout. It has the interface of
+`keeldb.functions.sandbox.SandboxPool` (start, close, invoke, isolation_layers, instances), so
+that the service runs unchanged on it; `isolation_layers()` reports every layer as inactive.
+
+It must never be chosen when the sandbox package is importable, and never claims isolation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from keeldb.functions.local_runtime import FRAME_HEADER
+
+# An idle instance is stopped after this long (scale to zero).
+IDLE_SECONDS_MAX = 60.0
+# Frames larger than this are a broken instance, not an answer (6 MB payload + log header).
+FRAME_BYTES_MAX = 8 * 1024 * 1024
+
+
+class SandboxTimeout(Exception):
+    """The instance ran past its function's timeout and was killed."""
+
+
+class SandboxCrashed(Exception):
+    """The instance exited or broke its protocol during an invocation."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    code_dir: Path
+    code_sha256: str
+    handler: str
+    runtime: str
+    memory_mb: int
+    timeout_seconds: float
+    environment: Mapping[str, str]
+
+
+@dataclass
+class InvokeResult:
+    payload: bytes
+    function_error: str | None
+    log_tail: str
+    duration_ms: float
+    cold_start: bool
+
+
+class _Instance:
+    def __init__(self, process: asyncio.subprocess.Process, key: tuple[str, str]) -> None:
+        self.process = process
+        self.key = key
+        self.idle_since = time.monotonic()
+
+    async def call(self, payload: bytes, timeout_seconds: float) -> tuple[dict, bytes]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(FRAME_HEADER.pack(len(payload)) + payload)
+        await self.process.stdin.drain()
+        header = await asyncio.wait_for(self._frame(), timeout_seconds)
+        body = await asyncio.wait_for(self._frame(), timeout_seconds)
+        return json.loads(header), body
+
+    async def _frame(self) -> bytes:
+        assert self.process.stdout is not None
+        head = await self.process.stdout.readexactly(FRAME_HEADER.size)
+        (length,) = FRAME_HEADER.unpack(head)
+        if length > FRAME_BYTES_MAX:
+            raise SandboxCrashed(f"answer frame of {length} bytes")
+        return await self.process.stdout.readexactly(length)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+
+
+class LocalPool:
+    """Warm, unisolated instances per (function, code)."""
+
+    def __init__(self, work_dir: Path, *, endpoint_port: int, **_options: object) -> None:
+        self.work_dir = work_dir
+        self.endpoint_port = endpoint_port
+        self._idle: dict[tuple[str, str], list[_Instance]] = {}
+        self._busy: set[_Instance] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for instance in [*self._busy, *(i for group in self._idle.values() for i in group)]:
+            instance.kill()
+            with contextlib.suppress(Exception):
+                await instance.process.wait()
+        self._idle.clear()
+        self._busy.clear()
+
+    def isolation_layers(self) -> dict[str, bool]:
+        return {
+            "process": True,
+            "namespaces": False,
+            "cgroups": False,
+            "seccomp": False,
+            "landlock": False,
+            "rlimits": False,
+        }
+
+    def instances(self, name: str) -> int:
+        live = [i for group in self._idle.values() for i in group] + list(self._busy)
+        return sum(1 for instance in live if instance.key[0] == name)
+
+    async def invoke(self, spec: FunctionSpec, payload: bytes) -> InvokeResult:
+        key = (spec.name, spec.code_sha256)
+        idle = self._idle.get(key) or []
+        cold = not idle
+        instance = idle.pop() if idle else await self._spawn(spec, key)
+        self._busy.add(instance)
+        started = time.monotonic()
+        try:
+            header, body = await instance.call(payload, spec.timeout_seconds)
+        except TimeoutError:
+            instance.kill()
+            await instance.process.wait()
+            raise SandboxTimeout(f"timed out after {spec.timeout_seconds} s") from None
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as error:
+            instance.kill()
+            code = await instance.process.wait()
+            raise SandboxCrashed(f"instance exited with {code}") from error
+        finally:
+            self._busy.discard(instance)
+        instance.idle_since = time.monotonic()
+        self._idle.setdefault(key, []).append(instance)
+        return InvokeResult(
+            payload=body,
+            function_error=header["error"],
+            log_tail=header["log"],
+            duration_ms=header.get("duration_ms", (time.monotonic() - started) * 1000),
+            cold_start=cold,
+        )
+
+    def forget(self, name: str) -> None:
+        """Stop the idle instances of a function whose code or configuration changed."""
+        for key in [k for k in self._idle if k[0] == name]:
+            for instance in self._idle.pop(key):
+                instance.kill()
+
+    async def _spawn(self, spec: FunctionSpec, key: tuple[str, str]) -> _Instance:
+        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **spec.environment}
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "keeldb.functions.local_runtime",
+            str(spec.code_dir),
+            str(spec.timeout_seconds),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=environment,
+            limit=FRAME_BYTES_MAX,
+        )
+        return _Instance(process, key)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_SECONDS_MAX / 4)
+            oldest = time.monotonic() - IDLE_SECONDS_MAX
+            for key, group in list(self._idle.items()):
+                for instance in [i for i in group if i.idle_since < oldest]:
+                    group.remove(instance)
+                    instance.kill()
+                    await instance.process.wait()
