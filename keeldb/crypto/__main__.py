@@ -49,7 +49,7 @@ def _check(args: argparse.Namespace) -> str:
     directory, keep_out_of = _keyring_location(args)
     master = load_master_key(args.key, keep_out_of=keep_out_of)
     keyring = Keyring.load(directory, master, read_only=True)
-    count = len(keyring.keys())
+    count = len(keyring.data_keys())
     return f"the master key opens all {count} data keys of the keyring in {directory}"
 
 
@@ -62,7 +62,7 @@ def _rotate(args: argparse.Namespace) -> str:
     keyring = Keyring.load(directory, old)  # refuses while a server holds the keyring
     try:
         keyring.rewrap(new)
-        count = len(keyring.keys())
+        count = len(keyring.data_keys())
     finally:
         keyring.close()
     return (

@@ -309,7 +309,7 @@ class Keyring:
     def data_key(self, key_id: int) -> DataKey | None:
         return self._by_id.get(key_id)
 
-    def keys(self) -> list[DataKey]:
+    def data_keys(self) -> list[DataKey]:
         return sorted(self._by_id.values(), key=lambda k: k.key_id)
 
     # --- sealing -------------------------------------------------------------------------
@@ -369,7 +369,7 @@ class Keyring:
             "check": _b64(check_value(self._master)),
             "keys": [
                 {"id": key.key_id, "scope": key.scope, "wrapped": _b64(self._wrapped[key.key_id])}
-                for key in self.keys()
+                for key in self.data_keys()
             ],
         }
         _write_document(self.directory, document)
