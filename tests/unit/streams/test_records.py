@@ -1,0 +1,377 @@
+"""Stream records derived in the appliers (`keeldb.engine.streams`): which changes make a
+record and what it holds, sequence numbers, replays, multi-item entries, TTL deletions,
+index backfills, trimming and `wait_for_records`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from keeldb.engine import catalog, item_store, streams, ttl
+from keeldb.engine.database import Database
+from keeldb.storage.memory import MemoryLog, MemoryStore
+
+
+def s(text: str) -> dict[str, str]:
+    return {"S": text}
+
+
+def n(text: str) -> dict[str, str]:
+    return {"N": text}
+
+
+def events(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(r["eventName"], r["dynamodb"]["Keys"]["pk"]["S"]) for r in records]
+
+
+# --- Which changes make a record ------------------------------------------------------------
+
+
+def test_put_update_delete_make_insert_modify_remove(h: Any) -> None:
+    arn = h.create()
+    h.put({"pk": s("a"), "v": n("1")})
+    h(
+        "UpdateItem",
+        {
+            "TableName": "tbl",
+            "Key": {"pk": s("a")},
+            "UpdateExpression": "SET w = :x",
+            "ExpressionAttributeValues": {":x": s("x")},
+        },
+    )
+    h("DeleteItem", {"TableName": "tbl", "Key": {"pk": s("a")}})
+    records = h.records(arn)
+    assert events(records) == [("INSERT", "a"), ("MODIFY", "a"), ("REMOVE", "a")]
+    assert records[1]["dynamodb"]["OldImage"] == {"pk": s("a"), "v": n("1")}
+    assert records[1]["dynamodb"]["NewImage"] == {"pk": s("a"), "v": n("1"), "w": s("x")}
+
+
+def test_a_table_without_a_stream_writes_no_record(h: Any) -> None:
+    h.create("plain", view=None)
+    h.put({"pk": s("a")}, name="plain")
+    assert streams.list_streams(h.db) == []
+    assert list(h.store.scan(streams.STREAM_PREFIX, b"t")) == []
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        ("PutItem", {"Item": {"pk": s("a"), "v": n("1.00"), "ss": {"SS": ["b", "a"]}}}),
+        (
+            "UpdateItem",
+            {
+                "Key": {"pk": s("a")},
+                "UpdateExpression": "SET v = :v",
+                "ExpressionAttributeValues": {":v": n("1")},
+            },
+        ),
+        ("UpdateItem", {"Key": {"pk": s("a")}, "UpdateExpression": "REMOVE absent_attribute"}),
+        ("DeleteItem", {"Key": {"pk": s("nothing-here")}}),
+    ],
+)
+def test_a_write_that_changes_nothing_makes_no_record(h: Any, write: Any) -> None:
+    arn = h.create()
+    h.put({"pk": s("a"), "v": n("1"), "ss": {"SS": ["a", "b"]}})
+    operation, body = write
+    h(operation, {"TableName": "tbl", **body})
+    assert events(h.records(arn)) == [("INSERT", "a")]
+
+
+@pytest.mark.parametrize(
+    ("view", "members"),
+    [
+        ("KEYS_ONLY", {"Keys"}),
+        ("NEW_IMAGE", {"Keys", "NewImage"}),
+        ("OLD_IMAGE", {"Keys", "OldImage"}),
+        ("NEW_AND_OLD_IMAGES", {"Keys", "NewImage", "OldImage"}),
+    ],
+)
+def test_a_modify_carries_the_images_of_its_view_type(h: Any, view: str, members: set[str]) -> None:
+    arn = h.create(view=view)
+    h.put({"pk": s("a"), "v": n("1")})
+    h.put({"pk": s("a"), "v": n("2")})
+    change = h.records(arn)[1]["dynamodb"]
+    images = {k for k in change if k in ("Keys", "NewImage", "OldImage")}
+    assert images == members
+    assert change["StreamViewType"] == view
+    # SizeBytes counts the keys and the images the record carries.
+    expected = 3  # "pk" + "a"
+    if "NewImage" in members:
+        expected += 3 + 3  # pk=a (2 + 1), v=2 (1 + a one-digit number: 2)
+    if "OldImage" in members:
+        expected += 3 + 3
+    assert change["SizeBytes"] == expected
+
+
+def test_batch_write_makes_one_record_per_item(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    h(
+        "BatchWriteItem",
+        {
+            "RequestItems": {
+                "tbl": [{"PutRequest": {"Item": {"pk": s(f"k{i}")}}} for i in range(5)]
+                + [{"DeleteRequest": {"Key": {"pk": s("absent")}}}]
+            }
+        },
+    )
+    assert sorted(events(h.records(arn))) == [("INSERT", f"k{i}") for i in range(5)]
+
+
+def test_a_ttl_deletion_carries_the_service_identity(h: Any) -> None:
+    arn = h.create()
+    h(
+        "UpdateTimeToLive",
+        {"TableName": "tbl", "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "exp"}},
+    )
+    h.put({"pk": s("old"), "exp": n(str(int(h.clock.now) - 10))})
+    result = h.run(ttl.sweep(h.db))
+    assert result.deleted_items == 1
+    records = h.records(arn)
+    assert events(records) == [("INSERT", "old"), ("REMOVE", "old")]
+    assert "userIdentity" not in records[0]
+    assert records[1]["userIdentity"] == {
+        "Type": "Service",
+        "PrincipalId": "dynamodb.amazonaws.com",
+    }
+
+
+def test_a_clients_delete_has_no_user_identity(h: Any) -> None:
+    arn = h.create()
+    h.put({"pk": s("a")})
+    h("DeleteItem", {"TableName": "tbl", "Key": {"pk": s("a")}})
+    assert all("userIdentity" not in r for r in h.records(arn))
+
+
+def test_an_index_backfill_makes_no_record(h: Any) -> None:
+    arn = h.create()
+    for i in range(5):
+        h.put({"pk": s(f"k{i}"), "g": s("x")})
+    h(
+        "UpdateTable",
+        {
+            "TableName": "tbl",
+            "AttributeDefinitions": [{"AttributeName": "g", "AttributeType": "S"}],
+            "GlobalSecondaryIndexUpdates": [
+                {
+                    "Create": {
+                        "IndexName": "byg",
+                        "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                }
+            ],
+        },
+    )
+    from keeldb.engine import indexes
+
+    steps = 0
+    while h.run(indexes.step(h.db)):
+        steps += 1
+    assert steps >= 1
+    assert len(h.records(arn)) == 5
+
+
+# --- Sequence numbers, replays and multi-item entries ---------------------------------------
+
+
+def test_sequence_numbers_are_21_digit_decimals_increasing_in_log_order(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    for i in range(20):
+        h.put({"pk": s(f"k{i % 3}"), "i": n(str(i))})
+    numbers = [r["dynamodb"]["SequenceNumber"] for r in h.records(arn)]
+    assert len(numbers) == 20
+    assert all(len(x) == 21 and x.isdigit() for x in numbers)
+    assert [int(x) for x in numbers] == sorted(int(x) for x in numbers)
+    assert len(set(numbers)) == 20
+
+
+def test_replaying_the_log_rebuilds_the_same_records_once(h: Any) -> None:
+    arn = h.create()
+    for i in range(6):
+        h.put({"pk": s(f"k{i % 2}"), "i": n(str(i))})
+    before = h.records(arn)
+    # Replaying entries the store already holds changes nothing.
+    h.db.apply(h.log.entries)
+    assert h.records(arn) == before
+    # A fresh store that replays the whole log holds exactly the same records.
+    store = MemoryStore()
+    db = Database(store)
+    db.state[catalog.CLOCK_STATE_KEY] = h.clock
+    db.attach_log(MemoryLog(db.apply, start_lsn=0))
+    db.apply(h.log.entries)
+    assert list(store.scan(streams.STREAM_PREFIX, b"t")) == list(
+        h.store.scan(streams.STREAM_PREFIX, b"t")
+    )
+
+
+def test_several_items_of_one_entry_get_consecutive_positions(h: Any) -> None:
+    """A multi-item applier calls `_item_write` once per item before its one store write."""
+    arn = h.create(view="KEYS_ONLY")
+    table = catalog.find_table(h.db, "tbl")
+    assert table is not None
+    puts: list[tuple[bytes, bytes]] = []
+    deletes: list[bytes] = []
+    lsn = h.store.applied_lsn() + 1
+    for key in ("x", "y", "z"):
+        image = {"pk": s(key)}
+        skey = item_store.storage_key(table, image)
+        record = {
+            "kind": "put",
+            "table": table.table_id,
+            "name": "tbl",
+            "key": skey,
+            "item": image,
+            "size": 2,
+        }
+        p, d = item_store._item_write(h.db, table, skey, record)
+        puts += p
+        deletes += d
+    h.store.write(puts, deletes, applied_lsn=lsn)
+    numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in h.records(arn)]
+    base = streams.SEQUENCE_BASE + streams.entry_position(lsn)
+    assert numbers == [base, base + 1, base + 2]
+    assert events(h.records(arn)) == [("INSERT", "x"), ("INSERT", "y"), ("INSERT", "z")]
+
+
+# --- Descriptors ----------------------------------------------------------------------------
+
+
+def test_enabling_a_stream_by_update_table_starts_a_stream_after_that_entry(h: Any) -> None:
+    h.create(view=None)
+    h.put({"pk": s("before")})
+    h(
+        "UpdateTable",
+        {
+            "TableName": "tbl",
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+        },
+    )
+    h.put({"pk": s("after")})
+    assert events(h.records(h.arn())) == [("INSERT", "after")]
+
+
+def test_a_deleted_table_keeps_its_stream_disabled_with_a_closed_shard(h: Any) -> None:
+    arn = h.create()
+    h.put({"pk": s("a")})
+    h("DeleteTable", {"TableName": "tbl"})
+    (stream,) = streams.list_streams(h.db)
+    assert stream.status == streams.STATUS_DISABLED
+    assert stream.disabled_ms == int(h.clock.now * 1000)
+    assert stream.shards[0].closed is not None
+    assert events(h.records(arn)) == [("INSERT", "a")]
+
+
+# --- Trimming -------------------------------------------------------------------------------
+
+
+def test_trim_removes_old_records_and_moves_the_trim_horizon(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    h.put({"pk": s("old")})
+    h.clock.now += 100
+    h.put({"pk": s("new")})
+    stale = h.iterator(arn)  # resolved at the horizon before trimming
+    old_sequence = h.records(arn)[0]["dynamodb"]["SequenceNumber"]
+    before_ms = int((h.clock.now - 50) * 1000)
+    assert streams.trim_pending(h.db, before_ms)
+    h.run(h.db.propose(streams.trim_record(before_ms)))
+    assert not streams.trim_pending(h.db, before_ms)
+    assert events(h.records(arn)) == [("INSERT", "new")]
+    error = h.api_error("GetRecords", {"ShardIterator": stale})
+    assert type(error).__name__ == "TrimmedDataAccessException"
+    assert error.message == "The data you are trying to access has been trimmed."
+    error = h.api_error(
+        "GetShardIterator",
+        {
+            "StreamArn": arn,
+            "ShardId": h.shard_id(arn),
+            "ShardIteratorType": "AT_SEQUENCE_NUMBER",
+            "SequenceNumber": old_sequence,
+        },
+    )
+    assert type(error).__name__ == "TrimmedDataAccessException"
+    # AFTER the trimmed record is still a valid place to start.
+    after = h.records(arn, "AFTER_SEQUENCE_NUMBER", SequenceNumber=old_sequence)
+    assert events(after) == [("INSERT", "new")]
+
+
+def test_trim_is_bounded_per_entry(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    for i in range(5):
+        h.put({"pk": s(f"k{i}")})
+    h.clock.now += 100
+    before_ms = int(h.clock.now * 1000)
+    h.run(h.db.propose(streams.trim_record(before_ms, records_max=2)))
+    assert len(h.records(arn)) == 3
+    h.run(h.db.propose(streams.trim_record(before_ms, records_max=2)))
+    assert len(h.records(arn)) == 1
+
+
+def test_a_disabled_stream_is_forgotten_once_retention_passed_and_its_records_are_gone(
+    h: Any,
+) -> None:
+    arn = h.create()
+    h.put({"pk": s("a")})
+    h("DeleteTable", {"TableName": "tbl"})
+    h.clock.now += 10
+    h.run(h.db.propose(streams.trim_record(int(h.clock.now * 1000))))
+    assert streams.list_streams(h.db) == []
+    error = h.api_error("DescribeStream", {"StreamArn": arn})
+    assert type(error).__name__ == "ResourceNotFoundException"
+
+
+# --- Iterators ------------------------------------------------------------------------------
+
+
+def test_an_iterator_expires_after_15_minutes(h: Any) -> None:
+    arn = h.create()
+    position = h.iterator(arn)
+    h.clock.now += 15 * 60
+    assert h.api("GetRecords", {"ShardIterator": position})["Records"] == []
+    h.clock.now += 1
+    error = h.api_error("GetRecords", {"ShardIterator": position})
+    assert type(error).__name__ == "ExpiredIteratorException"
+    assert error.message == "The provided iterator exceeds the maximum age allowed."
+
+
+def test_next_shard_iterators_are_fresh(h: Any) -> None:
+    arn = h.create()
+    position = h.iterator(arn)
+    for _ in range(3):
+        h.clock.now += 10 * 60
+        position = h.api("GetRecords", {"ShardIterator": position})["NextShardIterator"]
+
+
+def test_get_records_stops_at_one_megabyte(h: Any) -> None:
+    arn = h.create(view="NEW_IMAGE")
+    blob = "x" * 350_000
+    for i in range(4):
+        h.put({"pk": s(f"k{i}"), "blob": s(blob)})
+    page = h.api("GetRecords", {"ShardIterator": h.iterator(arn)})
+    assert len(page["Records"]) == 2
+    rest = h.api("GetRecords", {"ShardIterator": page["NextShardIterator"]})
+    assert len(rest["Records"]) == 2
+
+
+# --- Waiting for records --------------------------------------------------------------------
+
+
+def test_wait_for_records_wakes_on_a_record_and_times_out_without_one(h: Any) -> None:
+    h.create()
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        quiet = await streams.wait_for_records(h.db, 0.01)
+        waiter = asyncio.ensure_future(streams.wait_for_records(h.db, 30))
+        await asyncio.sleep(0)
+        await h.db.dispatch("PutItem", {"TableName": "tbl", "Item": {"pk": s("a")}})
+        woke = await asyncio.wait_for(waiter, 5)
+        # A write that makes no record wakes nobody.
+        waiter = asyncio.ensure_future(streams.wait_for_records(h.db, 0.05))
+        await asyncio.sleep(0)
+        await h.db.dispatch("PutItem", {"TableName": "tbl", "Item": {"pk": s("a")}})
+        unchanged = await waiter
+        return quiet, woke, unchanged
+
+    assert h.run(scenario()) == (False, True, False)
+    assert streams.streams_state(h.db).waiters == []
