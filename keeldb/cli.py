@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt data at rest with data keys wrapped by the master key in FILE "
         "(keep it apart from the data directory)",
     )
+    cluster = serve.add_argument_group("cluster node (see `keeldb cluster up`)")
+    cluster.add_argument("--node-id", type=int, metavar="N", help="this node's id in the cluster")
+    cluster.add_argument("--zone", help="this node's zone (must match the cluster file)")
+    cluster.add_argument("--listen", metavar="HOST:PORT", help="address for other nodes")
+    cluster.add_argument("--join", metavar="HOST:PORT", help="a node of the cluster to join")
+    cluster.add_argument("--role", choices=("storage", "router", "both"), help="default both")
+    cluster.add_argument("--cluster-config", type=Path, metavar="FILE", help="the cluster file")
+    cluster.add_argument("--cluster-secret-file", type=Path, metavar="FILE")
+    cluster.add_argument("--profile", choices=("standard", "aurora"))
+    cluster.add_argument("--fault-endpoint", action="store_true", help=argparse.SUPPRESS)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(commands)
     return parser
@@ -159,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not credentials:
             print(f"keeldb: no credentials in {args.credentials}", file=sys.stderr)
             return 2
+    if args.node_id is not None or args.cluster_config is not None or args.join is not None:
+        from keeldb.cluster.cli import serve_cluster
+
+        return serve_cluster(args, credentials)
     config = NodeConfig(
         host=args.host,
         port=args.port,

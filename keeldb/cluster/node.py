@@ -1,0 +1,266 @@
+"""One node of a cluster: its transport, its replicas (storage role) and its router.
+
+Owns the order in which a cluster node starts (read the cluster file and secret, compute the
+ring and the placement, start the transport, open a replica of every group this node is a
+member of, start the HTTP front end with the router) and stops (front end, replicas,
+transport). The CLI starts it through `ClusterNode.start`, as it starts a single `Node`.
+
+It must never handle requests itself (the router and the storage service do), and never
+installs signal handlers: the caller owns the process and the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keeldb.api.server import ApiServer, RestResponse
+from keeldb.api.sigv4 import Credential, Verifier
+from keeldb.cluster import (
+    catalog_sync,  # noqa: F401  (registers the catalog_sync redo kind)
+    topology,
+)
+from keeldb.cluster.placement import GroupPlacement, place
+from keeldb.cluster.protocol import CHANNEL_STATUS, OK
+from keeldb.cluster.ring import Ring
+from keeldb.cluster.router import Router
+from keeldb.cluster.storage import StorageService
+from keeldb.engine import database as database_module
+from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS
+from keeldb.net.transport import TransportError
+
+log = logging.getLogger("keeldb.cluster.node")
+
+STATUS_PATH = "/keeldb/cluster/status"
+FAULT_PATH = "/keeldb/cluster/fault"
+STATUS_CALL_SECONDS = 1.0
+# After start, a node that is the preferred leader of a group and finds it leaderless asks
+# for leadership, so that leaders spread over nodes as placement intends.
+PREFERRED_LEADER_DELAY_SECONDS = 0.3
+
+
+def transport_name(node_id: int) -> str:
+    """A node's name on the transport, as the group driver expects ("node<n>")."""
+    from keeldb.cluster.group import member_name
+
+    return member_name(node_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNodeConfig:
+    cluster_file: Path
+    node_id: int
+    data_dir: Path
+    credentials: Mapping[str, Credential] | None = None
+    region: str = "us-east-1"
+    ttl_interval_seconds: float = TTL_SWEEP_INTERVAL_SECONDS
+    # Test hook: allow the fault switch to be driven over HTTP (loopback test clusters).
+    fault_endpoint: bool = False
+    # The cluster secret (None: the file the cluster file names).
+    secret_file: Path | None = None
+
+
+class ClusterNode:
+    def __init__(self, config: ClusterNodeConfig, spec: topology.ClusterSpec) -> None:
+        self.config = config
+        self.spec = spec
+        self.me = spec.node(config.node_id)
+        self.ring = Ring.even(spec.partitions)
+        self.placements: dict[str, GroupPlacement] = place(spec)
+        self.transport: Any = None
+        self.storage: StorageService | None = None
+        self.router: Router | None = None
+        self.server: ApiServer | None = None
+        self.port = 0
+        self._closed = False
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def url(self) -> str:
+        host = self.me.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    async def start(cls, config: ClusterNodeConfig) -> ClusterNode:
+        from keeldb.net.transport import Transport
+
+        spec = topology.load(config.cluster_file)
+        secret_file = config.secret_file or topology.secret_path(spec, config.cluster_file)
+        secret = topology.read_secret(secret_file)
+        node = cls(config, spec)
+        me = node.me
+        node.transport = Transport(transport_name(me.node_id), me.host, me.peer_port, secret)
+        try:
+            await node.transport.start()
+            for other in spec.nodes:
+                if other.node_id != me.node_id:
+                    node.transport.add_peer(
+                        transport_name(other.node_id), other.host, other.peer_port
+                    )
+            if me.stores:
+                node.storage = StorageService(
+                    me.node_id,
+                    node.ring,
+                    node.placements,
+                    node.transport,
+                    node.call,
+                    ttl_interval_seconds=config.ttl_interval_seconds,
+                )
+                config.data_dir.mkdir(parents=True, exist_ok=True)
+                await node.storage.open(config.data_dir, node._open_log)
+                node._tasks.append(asyncio.create_task(node._claim_preferred()))
+            node.server = node._build_server()
+            node.port = await node.server.start(me.host, me.api_port)
+        except BaseException:
+            await node.close()
+            raise
+        return node
+
+    async def _open_log(
+        self, group_id: str, placement: GroupPlacement, group_dir: Path, store: Any, apply: Any
+    ) -> Any:
+        from keeldb.cluster.group import GroupLog
+
+        group_log = GroupLog(
+            group_id,
+            transport_name(self.me.node_id),
+            placement.config,
+            self.transport,
+            group_dir / "log",
+            store,
+            apply,
+        )
+        await group_log.start()
+        return group_log
+
+    async def _claim_preferred(self) -> None:
+        """Campaign once for each group this node should lead if it has no leader yet."""
+        await asyncio.sleep(PREFERRED_LEADER_DELAY_SECONDS)
+        assert self.storage is not None
+        for replica in self.storage.replicas.values():
+            if replica.placement.preferred_leader != self.me.node_id:
+                continue
+            group_log = replica.log
+            if group_log.is_leader or group_log.leader_hint is not None:
+                continue
+            campaign = getattr(group_log, "campaign", None)
+            if campaign is not None:
+                campaign()
+            else:
+                group_log.replica.campaign()
+                group_log._work.set()  # the driver's pump picks the campaign up
+
+    def _build_server(self) -> ApiServer:
+        verifier = (
+            Verifier(self.config.credentials) if self.config.credentials is not None else None
+        )
+        address = self.url.removeprefix("http://").rsplit(":", 1)[0]
+        self.router = Router(
+            self.me.node_id,
+            self.ring,
+            self.placements,
+            self.call,
+            is_connected=lambda n: self.transport.is_connected(transport_name(n)),
+            region=self.config.region,
+            endpoint_address=f"{address}:{self.me.api_port}",
+        )
+        server = ApiServer(
+            self.router.dispatch,
+            database_module.OPERATIONS,
+            verifier=verifier,
+            region=self.config.region,
+        )
+        server.mount(STATUS_PATH, self._on_status_request)
+        if self.config.fault_endpoint:
+            server.mount(FAULT_PATH, self._on_fault_request)
+        return server
+
+    async def call(self, node_id: int, channel: str, payload: Any, timeout: float) -> Any:
+        """A call to a node's storage service; to this node's own without the network."""
+        if node_id == self.me.node_id:
+            if self.storage is None:
+                from keeldb.net.transport import PeerUnavailable
+
+                raise PeerUnavailable("this node holds no replicas")
+            handler = {
+                "kv.op": self.storage.on_op,
+                "kv.catalog": self.storage.on_catalog,
+                "kv.sync": self.storage.on_sync,
+                "kv.tables": self.storage.on_tables,
+                "kv.status": self.storage.on_status,
+            }[channel]
+            return await handler(transport_name(node_id), payload)
+        return await self.transport.call(transport_name(node_id), channel, payload, timeout)
+
+    # --- status --------------------------------------------------------------------------
+
+    async def cluster_status(self) -> dict[str, Any]:
+        """Every node's view of its groups, as far as they answer within a second."""
+        import orjson  # noqa: F401
+
+        async def one(node_id: int) -> tuple[int, Any]:
+            try:
+                answer = await self.call(node_id, CHANNEL_STATUS, {}, STATUS_CALL_SECONDS)
+            except TransportError as error:
+                return node_id, {"error": repr(error)}
+            return node_id, answer[1] if answer[0] == OK else {"error": answer}
+
+        results = await asyncio.gather(*(one(n.node_id) for n in self.spec.storage_nodes))
+        return {
+            "reporter": self.me.node_id,
+            "partitions": self.spec.partitions,
+            "groups": {g: list(p.node_ids) for g, p in self.placements.items()},
+            "views": {str(n): view for n, view in results},
+            "router": None if self.router is None else dict(self.router.stats),
+        }
+
+    async def _on_status_request(self, request: Any) -> RestResponse:
+        import orjson
+
+        return RestResponse(200, orjson.dumps(await self.cluster_status()))
+
+    async def _on_fault_request(self, request: Any) -> RestResponse:
+        import orjson
+
+        from keeldb.net.faults import FaultCommandError
+
+        try:
+            command = orjson.loads(request.body)
+            result = await self.transport.apply_fault_command(command)
+        except (ValueError, FaultCommandError) as error:
+            return RestResponse(400, orjson.dumps({"error": str(error)}))
+        return RestResponse(200, orjson.dumps(result))
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self.server is not None:
+            await self.server.close()
+        if self.storage is not None:
+            await self.storage.close()
+        if self.transport is not None:
+            await self.transport.close()
+
+    def describe(self) -> str:
+        auth = (
+            "authentication disabled"
+            if self.config.credentials is None
+            else f"authentication enabled, {len(self.config.credentials)} access keys"
+        )
+        role = self.me.role
+        return (
+            f"KeelDB listening on {self.url} (data: {self.config.data_dir}; {auth}; "
+            f"cluster node {self.me.node_id}, zone {self.me.zone}, role {role}, "
+            f"peers on {self.me.host}:{self.me.peer_port})"
+        )

@@ -1,0 +1,70 @@
+"""The messages between routers and storage nodes, and the errors they carry.
+
+Owns the shapes of the requests a router sends over the transport ("kv.op" for a
+partition's operation, "kv.catalog" for the metadata group, "kv.sync", "kv.tables",
+"kv.status") and of their answers, and the translation of a storage node's DynamoDB error
+back into the same error at the router, so that the client sees what a single node answers.
+
+Answers are small lists: ["ok", body], ["error", error_body, status], ["redirect", node or
+None] (not the leader, nothing done), ["wrong_partition"] (the key belongs elsewhere, nothing
+done), ["stale_catalog"] (the partition does not know the table the router names yet,
+nothing done), ["unavailable", reason] (no leader with a lease; nothing done). Only "ok" and
+"error" mean the operation ran.
+
+It never does IO.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from keeldb.model.errors import ClientError
+
+CHANNEL_OP = "kv.op"
+CHANNEL_CATALOG = "kv.catalog"
+CHANNEL_SYNC = "kv.sync"
+CHANNEL_TABLES = "kv.tables"
+CHANNEL_STATUS = "kv.status"
+
+OK = "ok"
+ERROR = "error"
+REDIRECT = "redirect"
+WRONG_PARTITION = "wrong_partition"
+STALE_CATALOG = "stale_catalog"
+UNAVAILABLE = "unavailable"
+
+# How a partition may serve an operation.
+MODE_WRITE = "write"  # the leader, with a valid lease (conditions see the latest state)
+MODE_STRONG = "strong"  # the leader, with a valid lease
+MODE_EVENTUAL = "eventual"  # any replica whose log lags the leader's by little
+
+
+class RemoteClientError(ClientError):
+    """A DynamoDB error a storage node raised, carried back to the router unchanged."""
+
+    type_name: ClassVar[str] = "RemoteClientError"
+
+    def __init__(self, body: dict[str, Any], status: int) -> None:
+        super().__init__(str(body.get("message", "")))
+        self._body = body
+        self.status = status  # type: ignore[misc]
+
+    @property
+    def wire_type(self) -> str:
+        return str(self._body.get("__type", ""))
+
+    @property
+    def short_type(self) -> str:
+        return self.wire_type.rpartition("#")[2]
+
+    def body(self) -> dict[str, Any]:
+        return dict(self._body)
+
+
+def error_answer(error: ClientError) -> list[Any]:
+    return [ERROR, error.body(), error.status]
+
+
+def raise_error(answer: list[Any]) -> None:
+    assert answer[0] == ERROR, answer
+    raise RemoteClientError(answer[1], int(answer[2]))

@@ -1,0 +1,660 @@
+"""The router: a DynamoDB front end that sends each operation where its data lives.
+
+Owns the `dispatch(operation, body)` a cluster node's HTTP front end calls: item operations
+go to the leader of the partition that holds their partition key (eventually consistent
+reads to any up-to-date replica, preferring this node's own), catalog operations to the
+metadata group's leader, a Query on a partition key to its partition, a Scan walks the
+partitions in ring order with single-node paging, Query and Scan of a global secondary index
+gather every partition and merge in the index's order, BatchGetItem and BatchWriteItem are
+split per partition and merged (a partition that cannot answer leaves its keys unprocessed),
+and DescribeTable sums the partitions' counts.
+
+Routers cache the leaders and the catalog. A storage node that is not the leader, or does
+not hold the key, or does not know the table the router names, refuses before running
+anything; the router then refreshes what it knows and retries, a bounded number of times
+within the request's budget. A request it cannot serve in that budget gets a 500
+InternalServerError, never a wrong answer. A write whose outcome is unknown (the call timed
+out after it was sent) is never retried: the client hears InternalServerError, as DynamoDB
+answers when it cannot tell.
+
+It never touches a store: every answer comes from a storage node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from keeldb.cluster import catalog_sync, keyroute
+from keeldb.cluster.placement import META_GROUP, GroupPlacement, partition_group
+from keeldb.cluster.protocol import (
+    CHANNEL_CATALOG,
+    CHANNEL_OP,
+    CHANNEL_TABLES,
+    ERROR,
+    MODE_EVENTUAL,
+    MODE_STRONG,
+    MODE_WRITE,
+    OK,
+    REDIRECT,
+    STALE_CATALOG,
+    UNAVAILABLE,
+    WRONG_PARTITION,
+    raise_error,
+)
+from keeldb.cluster.ring import Ring
+from keeldb.engine import catalog, paging
+from keeldb.engine.database import Database
+from keeldb.model.errors import InternalServerError, ValidationException
+from keeldb.model.keys import HASH_SPACE
+from keeldb.storage.memory import MemoryStore
+
+log = logging.getLogger("keeldb.cluster.router")
+
+REQUEST_SECONDS_MAX = 10.0  # a request's whole budget, retries included
+CALL_SECONDS_MAX = 5.0  # one call to a storage node
+ATTEMPTS_MAX = 12  # calls per request to one group (redirects, failovers)
+REROUTES_MAX = 3  # catalog refreshes per request after "wrong partition" / "stale catalog"
+RETRY_PAUSE_SECONDS = 0.05  # before asking again when no node knows a leader
+INTERNAL_MESSAGE = "Internal server error"
+BATCH_GET_KEYS_MAX = 100  # DynamoDB's BatchGetItem limit (its database says so exactly)
+BATCH_WRITE_REQUESTS_MAX = 25  # DynamoDB's BatchWriteItem limit
+
+CATALOG_READS = ("ListTables", "DescribeTimeToLive", "ListTagsOfResource", "DescribeLimits")
+CATALOG_WRITES = (
+    "CreateTable",
+    "UpdateTable",
+    "DeleteTable",
+    "UpdateTimeToLive",
+    "TagResource",
+    "UntagResource",
+)
+ITEM_WRITES = ("PutItem", "UpdateItem", "DeleteItem")
+UNSUPPORTED = (
+    "ExecuteStatement",
+    "BatchExecuteStatement",
+    "ExecuteTransaction",
+    "TransactWriteItems",
+    "TransactGetItems",
+)
+
+Call = Callable[[int, str, Any, float], Awaitable[Any]]
+
+
+class _Unsent(Exception):
+    """A call that surely did not reach its node (it was not connected): safe to retry."""
+
+
+class Reroute(Exception):
+    """The partition refused the request as not its own, or does not know the table: the
+    catalog is refreshed and the request routed again."""
+
+
+class Router:
+    def __init__(
+        self,
+        node_id: int,
+        ring: Ring,
+        placements: dict[str, GroupPlacement],
+        call: Call,
+        *,
+        is_connected: Callable[[int], bool],
+        region: str,
+        endpoint_address: str,
+    ) -> None:
+        self.node_id = node_id
+        self.ring = ring
+        self.placements = placements
+        self._call = call
+        self._is_connected = is_connected
+        self.endpoint_address = endpoint_address
+        self.leaders: dict[str, int] = {g: p.preferred_leader for g, p in placements.items()}
+        # The catalog as last read from the metadata group, in a database of its own.
+        self.cache = Database(MemoryStore(), region=region)
+        self._cache_lsn = itertools.count(1)
+        self._refresh_lock = asyncio.Lock()
+        self.stats = {"redirects": 0, "reroutes": 0, "refreshes": 0, "failures": 0}
+
+    # --- calls to groups ------------------------------------------------------------------
+
+    def _candidates(self, group_id: str, mode: str) -> list[int]:
+        placement = self.placements[group_id]
+        leader = self.leaders.get(group_id, placement.preferred_leader)
+        others = [n for n in placement.node_ids if n != leader]
+        if mode == MODE_EVENTUAL and self.node_id in placement.node_ids:
+            return [self.node_id] + [n for n in [leader, *others] if n != self.node_id]
+        return [leader, *others]
+
+    async def _group_call(
+        self, group_id: str, channel: str, payload: dict[str, Any], mode: str, deadline: float
+    ) -> Any:
+        """The body of an "ok" answer; raises the DynamoDB error of an "error" answer,
+        Reroute, or InternalServerError when the budget runs out."""
+        loop = asyncio.get_running_loop()
+        candidates = self._candidates(group_id, mode)
+        node = candidates[0]
+        position = 0
+        for _attempt in range(ATTEMPTS_MAX):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                answer = await self._call_node(
+                    node, channel, payload, min(remaining, CALL_SECONDS_MAX), mode
+                )
+            except _Unsent:
+                position += 1
+                node = candidates[position % len(candidates)]
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                continue
+            kind = answer[0]
+            if kind == OK:
+                if mode != MODE_EVENTUAL:
+                    self.leaders[group_id] = node
+                return answer[1]
+            if kind == ERROR:
+                if mode != MODE_EVENTUAL:
+                    self.leaders[group_id] = node
+                raise_error(answer)
+            if kind in (WRONG_PARTITION, STALE_CATALOG):
+                raise Reroute(kind)
+            self.stats["redirects"] += 1
+            hint = answer[1] if kind == REDIRECT else None
+            if hint is not None and hint in self.placements[group_id].node_ids and hint != node:
+                node = hint
+                self.leaders[group_id] = hint
+                continue
+            if kind == UNAVAILABLE:
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                if node == self.leaders.get(group_id):
+                    continue
+            position += 1
+            node = candidates[position % len(candidates)]
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+        self.stats["failures"] += 1
+        raise InternalServerError(INTERNAL_MESSAGE)
+
+    async def _call_node(
+        self, node: int, channel: str, payload: dict[str, Any], timeout: float, mode: str
+    ) -> Any:
+        from keeldb.net.transport import CallTimeout, PeerUnavailable, RemoteError
+
+        connected = node == self.node_id or self._is_connected(node)
+        try:
+            return await self._call(node, channel, payload, timeout)
+        except PeerUnavailable:
+            if connected and mode == MODE_WRITE:
+                # The connection broke while the request may have been on its way.
+                raise InternalServerError(INTERNAL_MESSAGE) from None
+            raise _Unsent() from None
+        except CallTimeout:
+            if mode == MODE_WRITE:
+                raise InternalServerError(INTERNAL_MESSAGE) from None
+            raise _Unsent() from None
+        except RemoteError:
+            log.exception("storage node %s failed on %s", node, channel)
+            raise InternalServerError(INTERNAL_MESSAGE) from None
+
+    # --- the catalog cache ---------------------------------------------------------------
+
+    async def refresh(self, deadline: float) -> None:
+        async with self._refresh_lock:
+            answer = await self._group_call(META_GROUP, CHANNEL_TABLES, {}, MODE_STRONG, deadline)
+            record = catalog_sync.sync_record(int(answer["lsn"]), answer["tables"])
+            # Applied even when the metadata position did not move, so a table refused as
+            # stale is re-read; the cache's own LSNs only count refreshes.
+            record["meta_lsn"] = next(self._cache_lsn)
+            catalog_sync.apply_catalog_sync(self.cache, record["meta_lsn"], record)
+            self.stats["refreshes"] += 1
+
+    def _expect(self, *names: Any) -> dict[str, str | None]:
+        """The TableId the router believes each named table has (None: no such table)."""
+        out: dict[str, str | None] = {}
+        for name in names:
+            if isinstance(name, str):
+                table = catalog.find_table(self.cache, name)
+                out[name] = None if table is None else table.table_id
+        return out
+
+    async def _known(self, name: Any, deadline: float) -> None:
+        """Refresh the cache when it does not know a table a request names."""
+        if isinstance(name, str) and catalog.find_table(self.cache, name) is None:
+            await self.refresh(deadline)
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    async def dispatch(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + REQUEST_SECONDS_MAX
+        if op == "DescribeEndpoints":
+            return {"Endpoints": [{"Address": self.endpoint_address, "CachePeriodInMinutes": 1440}]}
+        if op in CATALOG_READS or op in CATALOG_WRITES:
+            return await self._catalog(op, body, deadline)
+        if op == "DescribeTable":
+            return await self._describe_table(body, deadline)
+        if op in UNSUPPORTED:
+            raise ValidationException(f"{op} is not supported by a KeelDB cluster yet")
+        for attempt in range(REROUTES_MAX + 1):
+            try:
+                return await self._route(op, body, deadline)
+            except Reroute:
+                self.stats["reroutes"] += 1
+                if attempt == REROUTES_MAX:
+                    break
+                await self.refresh(deadline)
+                await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
+        self.stats["failures"] += 1
+        raise InternalServerError(INTERNAL_MESSAGE)
+
+    async def _catalog(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        changes = op in CATALOG_WRITES
+        answer: dict[str, Any] = await self._group_call(
+            META_GROUP,
+            CHANNEL_CATALOG,
+            {"op": op, "body": body, "changes": changes},
+            MODE_WRITE if changes else MODE_STRONG,
+            deadline,
+        )
+        if changes:
+            try:
+                await self.refresh(deadline)
+            except Exception:
+                log.debug("catalog refresh after %s failed", op, exc_info=True)
+        return answer
+
+    async def _partition_op(
+        self,
+        partition: int,
+        op: str,
+        body: dict[str, Any],
+        mode: str,
+        deadline: float,
+        *,
+        check: bool = True,
+        tables: dict[str, str | None] | None = None,
+    ) -> dict[str, Any]:
+        payload = {"g": partition_group(partition), "op": op, "body": body, "mode": mode}
+        if tables:
+            payload["tables"] = tables
+        if not check:
+            payload["check"] = False
+        result: dict[str, Any] = await self._group_call(
+            partition_group(partition), CHANNEL_OP, payload, mode, deadline
+        )
+        return result
+
+    async def _route(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        name = body.get("TableName") if isinstance(body, dict) else None
+        if op in keyroute.ITEM_OPERATIONS:
+            await self._known(name, deadline)
+            partition = keyroute.item_partition(self.cache, self.ring, op, body)
+            mode = MODE_WRITE if op in ITEM_WRITES else _read_mode(body)
+            return await self._partition_op(
+                0 if partition is None else partition,
+                op,
+                body,
+                mode,
+                deadline,
+                tables=self._expect(name),
+            )
+        if op == "Query":
+            return await self._query(body, deadline)
+        if op == "Scan":
+            return await self._scan(body, deadline)
+        if op in ("BatchGetItem", "BatchWriteItem"):
+            return await self._batch(op, body, deadline)
+        # Any other operation of the engine: run it on the first partition, which answers
+        # with its validation error or its (partition-local) result.
+        return await self._partition_op(0, op, body, MODE_WRITE, deadline, check=False)
+
+    # --- Query and Scan ------------------------------------------------------------------
+
+    async def _query(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        name = body.get("TableName")
+        await self._known(name, deadline)
+        found = keyroute.query_partition(self.cache, self.ring, body)
+        if found is None:
+            # An index the cache does not know yet, or a request the database will refuse.
+            await self.refresh(deadline)
+            found = keyroute.query_partition(self.cache, self.ring, body)
+        tables = self._expect(name)
+        if found is None:
+            return await self._partition_op(
+                0, "Query", body, _read_mode(body), deadline, tables=tables
+            )
+        source, partition = found
+        if partition is not None:
+            return await self._partition_op(
+                partition, "Query", body, _read_mode(body), deadline, tables=tables
+            )
+        return await self._gather("Query", body, source, deadline)
+
+    async def _scan(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        name = body.get("TableName")
+        await self._known(name, deadline)
+        tables = self._expect(name)
+        table = keyroute.table_of(self.cache, name)
+        mode = _read_mode(body)
+        if table is None or not _valid_scan_shape(body):
+            return await self._partition_op(0, "Scan", body, mode, deadline, tables=tables)
+        try:
+            source = paging.source_for(table, body.get("IndexName"))
+        except ValidationException:
+            return await self._partition_op(0, "Scan", body, mode, deadline, tables=tables)
+        if source.is_global:
+            return await self._gather("Scan", body, source, deadline)
+        partitions = list(range(len(self.ring)))
+        segment, total = body.get("Segment"), body.get("TotalSegments")
+        if isinstance(segment, int) and isinstance(total, int) and 0 <= segment < total:
+            low = segment * HASH_SPACE // total
+            high = (segment + 1) * HASH_SPACE // total
+            partitions = list(self.ring.overlapping(low, high))
+        start = body.get("ExclusiveStartKey")
+        if start is not None:
+            first = keyroute.key_partition(self.ring, table, start)
+            if first is None:
+                return await self._partition_op(0, "Scan", body, mode, deadline, tables=tables)
+            partitions = [p for p in partitions if p >= first] or [first]
+        return await self._walk(body, partitions, mode, deadline, tables)
+
+    async def _walk(
+        self,
+        body: dict[str, Any],
+        partitions: list[int],
+        mode: str,
+        deadline: float,
+        tables: dict[str, str | None],
+    ) -> dict[str, Any]:
+        """A Scan over partitions in ring order: each continues where the previous ended,
+        until a partition stops early (Limit or 1 MB) and its LastEvaluatedKey is the page's."""
+        limit = body.get("Limit")
+        merged: dict[str, Any] = {"Count": 0, "ScannedCount": 0}
+        items: list[Any] = []
+        units = 0.0
+        consumed: dict[str, Any] | None = None
+        for position, partition in enumerate(partitions):
+            sub = dict(body)
+            if position > 0:
+                sub.pop("ExclusiveStartKey", None)
+            if isinstance(limit, int):
+                sub["Limit"] = limit - merged["ScannedCount"]
+            answer = await self._partition_op(partition, "Scan", sub, mode, deadline, tables=tables)
+            items.extend(answer.get("Items", ()))
+            merged["Count"] += answer.get("Count", 0)
+            merged["ScannedCount"] += answer.get("ScannedCount", 0)
+            if "ConsumedCapacity" in answer:
+                consumed = answer["ConsumedCapacity"]
+                units += float(consumed.get("CapacityUnits", 0))
+            if "LastEvaluatedKey" in answer:
+                merged["LastEvaluatedKey"] = answer["LastEvaluatedKey"]
+                break
+            if isinstance(limit, int) and merged["ScannedCount"] >= limit:
+                break
+        out: dict[str, Any] = {}
+        if body.get("Select") != "COUNT":
+            out["Items"] = items
+        out.update(merged)
+        if consumed is not None:
+            out["ConsumedCapacity"] = _scaled(consumed, units)
+        return out
+
+    async def _gather(
+        self, op: str, body: dict[str, Any], source: paging.Source, deadline: float
+    ) -> dict[str, Any]:
+        """A Query or Scan of a global secondary index: every partition holds entries of
+        the index, so all are read and their pages merged in the index's key order, up to
+        the first place where some partition stopped early."""
+        mode = _read_mode(body)
+        tables = self._expect(body.get("TableName"))
+        answers = await asyncio.gather(
+            *(
+                self._partition_op(p, op, body, mode, deadline, check=False, tables=tables)
+                for p in range(len(self.ring))
+            )
+        )
+        forward = body.get("ScanIndexForward", True) is not False
+        names = source.start_key_names
+
+        def position(item: Any) -> bytes | None:
+            if not isinstance(item, dict) or any(n not in item for n in names):
+                return None
+            return source.store_key(item)
+
+        cut: bytes | None = None
+        cut_key: Any = None
+        for answer in answers:
+            last = answer.get("LastEvaluatedKey")
+            if last is None:
+                continue
+            at = position(last)
+            if at is None:
+                continue
+            if cut is None or (at < cut if forward else at > cut):
+                cut, cut_key = at, last
+        entries: list[tuple[bytes, Any]] = []
+        ordered = True
+        for answer in answers:
+            for item in answer.get("Items", ()):
+                at = position(item)
+                if at is None:
+                    ordered = False
+                    at = b""
+                if cut is not None and ordered and (at > cut if forward else at < cut):
+                    continue
+                entries.append((at, item))
+        if ordered:
+            entries.sort(key=lambda e: e[0], reverse=not forward)
+        items = [item for _at, item in entries]
+        limit = body.get("Limit")
+        filtered = "FilterExpression" in body or "QueryFilter" in body or "ScanFilter" in body
+        last_key = cut_key
+        if isinstance(limit, int) and ordered and not filtered and len(items) > limit:
+            items = items[:limit]
+            last_key = {n: items[-1][n] for n in names}
+        out: dict[str, Any] = {}
+        if body.get("Select") != "COUNT":
+            out["Items"] = items
+            out["Count"] = len(items)
+            out["ScannedCount"] = (
+                len(items) if not filtered else sum(int(a.get("ScannedCount", 0)) for a in answers)
+            )
+        else:
+            out["Count"] = sum(int(a.get("Count", 0)) for a in answers)
+            out["ScannedCount"] = sum(int(a.get("ScannedCount", 0)) for a in answers)
+        if last_key is not None:
+            out["LastEvaluatedKey"] = last_key
+        consumed = [a["ConsumedCapacity"] for a in answers if "ConsumedCapacity" in a]
+        if consumed:
+            units = sum(float(c.get("CapacityUnits", 0)) for c in consumed)
+            out["ConsumedCapacity"] = _scaled(consumed[0], units)
+        return out
+
+    # --- batches -------------------------------------------------------------------------
+
+    async def _batch(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        request_items = body.get("RequestItems")
+        names = list(request_items) if isinstance(request_items, dict) else []
+        for name in names:
+            await self._known(name, deadline)
+        tables = self._expect(*names)
+        mode = MODE_WRITE if op == "BatchWriteItem" else _batch_read_mode(body)
+        split = self._split_batch(op, body)
+        if split is None:
+            # Malformed, over a limit, or with repeated keys: one partition's database
+            # answers with DynamoDB's exact error (and runs nothing, as the request is bad).
+            return await self._partition_op(0, op, body, mode, deadline, check=False, tables=tables)
+        parts = sorted(split.items())
+        results = await asyncio.gather(
+            *(self._partition_op(p, op, sub, mode, deadline, tables=tables) for p, sub in parts),
+            return_exceptions=True,
+        )
+        return self._merge_batch(op, parts, results)
+
+    def _split_batch(self, op: str, body: dict[str, Any]) -> dict[int, dict[str, Any]] | None:
+        request_items = body.get("RequestItems")
+        if not isinstance(request_items, dict) or not request_items:
+            return None
+        partitions = keyroute.batch_partitions(self.cache, self.ring, op, body)
+        limit = BATCH_GET_KEYS_MAX if op == "BatchGetItem" else BATCH_WRITE_REQUESTS_MAX
+        if not partitions or len(partitions) > limit or any(p is None for p in partitions):
+            return None
+        out: dict[int, dict[str, Any]] = {}
+        seen: set[bytes] = set()
+        index = 0
+        for name, spec in request_items.items():
+            table = catalog.find_table(self.cache, name)
+            assert table is not None
+            entries = spec["Keys"] if op == "BatchGetItem" else spec
+            for entry in entries:
+                partition = partitions[index]
+                index += 1
+                assert partition is not None
+                if op == "BatchGetItem":
+                    key = entry
+                else:
+                    key = entry.get("PutRequest", {}).get("Item") or entry["DeleteRequest"]["Key"]
+                identity = orjson.dumps(
+                    [name, [key.get(n) for n in table.key_names]], option=orjson.OPT_SORT_KEYS
+                )
+                if identity in seen:
+                    return None
+                seen.add(identity)
+                sub = out.setdefault(partition, dict(body, RequestItems={}))
+                if op == "BatchGetItem":
+                    table_spec = sub["RequestItems"].setdefault(name, dict(spec, Keys=[]))
+                    table_spec["Keys"].append(entry)
+                else:
+                    sub["RequestItems"].setdefault(name, []).append(entry)
+        return out
+
+    def _merge_batch(
+        self, op: str, parts: list[tuple[int, dict[str, Any]]], results: list[Any]
+    ) -> dict[str, Any]:
+        unprocessed_name = "UnprocessedKeys" if op == "BatchGetItem" else "UnprocessedItems"
+        out: dict[str, Any] = {}
+        if op == "BatchGetItem":
+            out["Responses"] = {name: [] for _p, sub in parts for name in sub["RequestItems"]}
+        unprocessed: dict[str, Any] = {}
+        capacity: dict[str, float] = {}
+        metrics: dict[str, list[Any]] = {}
+        failures = 0
+        for (_partition, sub), result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, InternalServerError):
+                    raise result
+                failures += 1
+                # The partition could not answer: its part is left for the client to retry.
+                for name, spec in sub["RequestItems"].items():
+                    if op == "BatchGetItem":
+                        target = unprocessed.setdefault(name, dict(spec, Keys=[]))
+                        target["Keys"].extend(spec["Keys"])
+                    else:
+                        unprocessed.setdefault(name, []).extend(spec)
+                continue
+            for name, items in result.get("Responses", {}).items():
+                out["Responses"].setdefault(name, []).extend(items)
+            for name, spec in result.get(unprocessed_name, {}).items():
+                if op == "BatchGetItem":
+                    target = unprocessed.setdefault(name, dict(spec, Keys=[]))
+                    target["Keys"].extend(spec["Keys"])
+                else:
+                    unprocessed.setdefault(name, []).extend(spec)
+            for consumed in result.get("ConsumedCapacity", ()):
+                name = consumed["TableName"]
+                capacity[name] = capacity.get(name, 0.0) + float(consumed.get("CapacityUnits", 0))
+            for name, entries in result.get("ItemCollectionMetrics", {}).items():
+                metrics.setdefault(name, []).extend(entries)
+        if failures == len(parts):
+            raise InternalServerError(INTERNAL_MESSAGE)
+        out[unprocessed_name] = unprocessed
+        if capacity:
+            out["ConsumedCapacity"] = [
+                {"TableName": name, "CapacityUnits": units} for name, units in capacity.items()
+            ]
+        if metrics:
+            out["ItemCollectionMetrics"] = metrics
+        return out
+
+    # --- DescribeTable -------------------------------------------------------------------
+
+    async def _describe_table(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._group_call(
+            META_GROUP,
+            CHANNEL_CATALOG,
+            {"op": "DescribeTable", "body": body},
+            MODE_STRONG,
+            deadline,
+        )
+        description = answer["Table"]
+        parts = await asyncio.gather(
+            *(
+                self._partition_op(p, "DescribeTable", body, MODE_EVENTUAL, deadline, check=False)
+                for p in range(len(self.ring))
+            ),
+            return_exceptions=True,
+        )
+        items = size = 0
+        index_counts: dict[str, list[int]] = {}
+        building: set[str] = set()
+        for part in parts:
+            if isinstance(part, BaseException):
+                continue  # counts are approximate in DynamoDB too (refreshed every 6 hours)
+            table = part.get("Table", {})
+            if table.get("TableId") != description.get("TableId"):
+                continue
+            items += int(table.get("ItemCount", 0))
+            size += int(table.get("TableSizeBytes", 0))
+            for group in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+                for index in table.get(group, ()):
+                    counts = index_counts.setdefault(index["IndexName"], [0, 0])
+                    counts[0] += int(index.get("ItemCount", 0))
+                    counts[1] += int(index.get("IndexSizeBytes", 0))
+                    if index.get("IndexStatus") == "CREATING":
+                        building.add(index["IndexName"])
+        description["ItemCount"] = items
+        description["TableSizeBytes"] = size
+        for group in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+            for index in description.get(group, ()):
+                counts = index_counts.get(index["IndexName"])
+                if counts is not None:
+                    index["ItemCount"], index["IndexSizeBytes"] = counts
+                if index["IndexName"] in building and index.get("IndexStatus") == "ACTIVE":
+                    index["IndexStatus"] = "CREATING"
+                    index["Backfilling"] = True
+        return answer
+
+
+def _read_mode(body: Any) -> str:
+    consistent = isinstance(body, dict) and body.get("ConsistentRead") is True
+    return MODE_STRONG if consistent else MODE_EVENTUAL
+
+
+def _batch_read_mode(body: dict[str, Any]) -> str:
+    items = body.get("RequestItems")
+    if isinstance(items, dict):
+        for spec in items.values():
+            if isinstance(spec, dict) and spec.get("ConsistentRead") is True:
+                return MODE_STRONG
+    return MODE_EVENTUAL
+
+
+def _valid_scan_shape(body: Any) -> bool:
+    limit = body.get("Limit")
+    return limit is None or (isinstance(limit, int) and limit >= 1)
+
+
+def _scaled(consumed: dict[str, Any], units: float) -> dict[str, Any]:
+    """One ConsumedCapacity with its total replaced by the sum over partitions."""
+    out = dict(consumed)
+    out["CapacityUnits"] = units
+    if (
+        "Table" in out
+        and "GlobalSecondaryIndexes" not in out
+        and "LocalSecondaryIndexes" not in out
+    ):
+        out["Table"] = {"CapacityUnits": units}
+    return out

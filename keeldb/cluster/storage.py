@@ -1,0 +1,389 @@
+"""The storage side of a cluster node: its replicas and the requests routers send them.
+
+Owns, for each replica group this node is a member of (the metadata group and its
+partitions), one replica: an LMDB store of its own (`DATA_DIR/groups/GROUP/store`), a
+`Database` over it and the group's replicated log (`keeldb.cluster.group.GroupLog`). Every
+single-node operation therefore runs unchanged inside a partition. It answers the
+transport channels of `keeldb.cluster.protocol`:
+
+- "kv.op": run one DynamoDB operation on one partition. Writes and strongly consistent
+  reads run only on the leader while its lease is valid (lease reads, docs/consensus.md);
+  eventually consistent reads on any replica whose log is close enough to the leader's.
+  Before anything runs, the keys are checked to belong to the partition and the table to be
+  the one the router means; otherwise nothing runs and the router is told why.
+- "kv.catalog": a catalog operation on the metadata group, followed by a catalog sync of
+  every partition (`keeldb.cluster.catalog_sync`), proposed through their leaders.
+- "kv.sync": propose a catalog sync record on one partition (leader only).
+- "kv.tables": the metadata group's catalog, for routers' caches.
+- "kv.status": this node's view of its groups (role, leader, applied position, lag).
+
+It never parses HTTP and never answers a client directly: routers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keeldb.cluster import catalog_sync, keyroute
+from keeldb.cluster.placement import META_GROUP, GroupPlacement, partition_group
+from keeldb.cluster.protocol import (
+    CHANNEL_CATALOG,
+    CHANNEL_OP,
+    CHANNEL_STATUS,
+    CHANNEL_SYNC,
+    CHANNEL_TABLES,
+    MODE_EVENTUAL,
+    OK,
+    REDIRECT,
+    STALE_CATALOG,
+    UNAVAILABLE,
+    WRONG_PARTITION,
+    error_answer,
+)
+from keeldb.cluster.ring import Ring
+from keeldb.engine import catalog, indexes
+from keeldb.engine.database import Database
+from keeldb.engine.ttl import TtlSweeper
+from keeldb.model.errors import ClientError, InternalServerError
+from keeldb.net.transport import TransportError
+from keeldb.storage.lmdb_store import LmdbStore
+
+log = logging.getLogger("keeldb.cluster.storage")
+
+# How long a new leader's request waits for its lease (the lease wait after an election,
+# docs/consensus.md "Leases") before the router is told to try again.
+LEASE_WAIT_SECONDS_MAX = 3.0
+LEASE_POLL_SECONDS = 0.005
+# An eventually consistent read is served by a follower only if its log is at most this
+# many entries behind what it knows to be chosen; otherwise it goes to the leader.
+EVENTUAL_LAG_ENTRIES_MAX = 64
+# How often the metadata leader checks that every partition has the newest catalog, and
+# each partition leader that its index builds run.
+MAINTENANCE_SECONDS = 0.5
+SYNC_CALL_SECONDS = 2.0  # one catalog sync proposal on a partition leader
+CATALOG_SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
+
+Caller = Callable[[int, str, Any, float], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class Replica:
+    group_id: str
+    placement: GroupPlacement
+    store: LmdbStore
+    database: Database
+    log: Any  # keeldb.cluster.group.GroupLog
+    partition: int | None  # None for the metadata group
+    ttl: TtlSweeper | None = None
+
+    def leader(self) -> int | None:
+        if self.log.is_leader:
+            return None
+        return node_number(self.log.leader_hint)
+
+
+def node_number(name: str | None) -> int | None:
+    """The node id in a transport name ("node3" -> 3), or None."""
+    if name is None:
+        return None
+    from keeldb.cluster.group import member_node_id
+
+    try:
+        return int(member_node_id(name))
+    except ValueError:
+        return None
+
+
+class StorageService:
+    def __init__(
+        self,
+        node_id: int,
+        ring: Ring,
+        placements: dict[str, GroupPlacement],
+        transport: Any,
+        call: Caller,
+        *,
+        ttl_interval_seconds: float,
+    ) -> None:
+        self.node_id = node_id
+        self.ring = ring
+        self.placements = placements
+        self.transport = transport
+        self.call = call
+        self.ttl_interval_seconds = ttl_interval_seconds
+        self.replicas: dict[str, Replica] = {}
+        # The metadata applied position each partition was last synced to, by this node as
+        # metadata leader (forgotten when leadership moves: a new leader syncs again).
+        self._synced: dict[str, int] = {}
+        self._maintenance: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def open(self, data_dir: Path, open_log: Callable[..., Awaitable[Any]]) -> None:
+        for group_id, placement in self.placements.items():
+            if self.node_id not in placement.node_ids:
+                continue
+            group_dir = data_dir / "groups" / group_id
+            group_dir.mkdir(parents=True, exist_ok=True)
+            store = LmdbStore(group_dir / "store")
+            database = Database(store)
+            try:
+                group_log = await open_log(group_id, placement, group_dir, store, database.apply)
+            except BaseException:
+                store.close()
+                raise
+            database.attach_log(group_log)
+            partition = None if group_id == META_GROUP else int(group_id[1:])
+            replica = Replica(group_id, placement, store, database, group_log, partition)
+            self.replicas[group_id] = replica
+        for channel, handler in (
+            (CHANNEL_OP, self.on_op),
+            (CHANNEL_CATALOG, self.on_catalog),
+            (CHANNEL_SYNC, self.on_sync),
+            (CHANNEL_TABLES, self.on_tables),
+            (CHANNEL_STATUS, self.on_status),
+        ):
+            self.transport.register(channel, handler)
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        for replica in self.replicas.values():
+            if replica.ttl is not None:
+                await replica.ttl.stop()
+        for replica in self.replicas.values():
+            try:
+                await replica.log.close()
+            except Exception:
+                log.exception("closing the log of %s failed", replica.group_id)
+        for replica in self.replicas.values():
+            replica.store.close()
+
+    # --- leadership ----------------------------------------------------------------------
+
+    async def _leased(self, replica: Replica) -> list[Any] | None:
+        """None when this replica may serve leader work now; otherwise the answer to send."""
+        deadline = asyncio.get_running_loop().time() + LEASE_WAIT_SECONDS_MAX
+        while True:
+            if not replica.log.is_leader:
+                return [REDIRECT, replica.leader()]
+            if replica.log.read_lease():
+                return None
+            if asyncio.get_running_loop().time() >= deadline:
+                return [UNAVAILABLE, "the leader has no lease yet"]
+            await asyncio.sleep(LEASE_POLL_SECONDS)
+
+    def _not_leader(self, replica: Replica, error: Exception) -> list[Any]:
+        return [REDIRECT, node_number(getattr(error, "leader_hint", None))]
+
+    # --- kv.op ---------------------------------------------------------------------------
+
+    async def on_op(self, sender: str, payload: Any) -> list[Any]:
+        del sender
+        group_id: str = payload["g"]
+        op: str = payload["op"]
+        body: dict[str, Any] = payload["body"]
+        replica = self.replicas.get(group_id)
+        if replica is None:
+            return [REDIRECT, None]
+        db = replica.database
+        if payload["mode"] == MODE_EVENTUAL:
+            if replica.log.is_leader or replica.log.lag() > EVENTUAL_LAG_ENTRIES_MAX:
+                refused = await self._leased(replica)
+                if refused is not None:
+                    return refused
+        else:
+            refused = await self._leased(replica)
+            if refused is not None:
+                return refused
+        expected: dict[str, str | None] = payload.get("tables") or {}
+        for name, table_id in expected.items():
+            table = catalog.find_table(db, name)
+            if (table.table_id if table is not None else None) != table_id:
+                return [STALE_CATALOG]
+        if replica.partition is not None and payload.get("check", True):
+            for partition in keyroute.partitions_of_request(db, self.ring, op, body):
+                if partition != replica.partition:
+                    return [WRONG_PARTITION]
+        return await self._run(replica, op, body)
+
+    async def _run(self, replica: Replica, op: str, body: dict[str, Any]) -> list[Any]:
+        from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
+
+        try:
+            return [OK, await replica.database.dispatch(op, body)]
+        except ClientError as error:
+            return error_answer(error)
+        except NotLeader as error:
+            # Refused before a slot was taken, or the slot went to another value: either
+            # way the operation did not happen here.
+            return self._not_leader(replica, error)
+        except GroupBusy:
+            return [UNAVAILABLE, "the leader's proposal queue is full"]
+        except (AppendTimeout, GroupClosed) as error:
+            # The record may still be chosen: the outcome is unknown, so it is not retried.
+            log.warning("%s on %s: outcome unknown: %s", op, replica.group_id, error)
+            return error_answer(InternalServerError("Internal server error"))
+
+    # --- metadata ------------------------------------------------------------------------
+
+    async def on_tables(self, sender: str, payload: Any) -> list[Any]:
+        del sender, payload
+        replica = self.replicas.get(META_GROUP)
+        if replica is None:
+            return [REDIRECT, None]
+        refused = await self._leased(replica)
+        if refused is not None:
+            return refused
+        db = replica.database
+        return [OK, {"lsn": db.store.applied_lsn(), "tables": catalog_sync.catalog_snapshot(db)}]
+
+    async def on_catalog(self, sender: str, payload: Any) -> list[Any]:
+        del sender
+        replica = self.replicas.get(META_GROUP)
+        if replica is None:
+            return [REDIRECT, None]
+        refused = await self._leased(replica)
+        if refused is not None:
+            return refused
+        answer = await self._run(replica, payload["op"], payload["body"])
+        if answer[0] == OK and payload.get("changes", False):
+            # The client hears of the change once every partition knows it, so that its
+            # next item request finds the table wherever it lands.
+            try:
+                await asyncio.wait_for(self.sync_partitions(), CATALOG_SYNC_SECONDS_MAX)
+            except TimeoutError:
+                log.warning("catalog sync of some partitions is late; it will be retried")
+        return answer
+
+    async def sync_partitions(self) -> None:
+        """Propose the metadata group's catalog to every partition that may lack it."""
+        replica = self.replicas[META_GROUP]
+        async with self._sync_lock:
+            db = replica.database
+            lsn = db.store.applied_lsn()
+            record = catalog_sync.sync_record(lsn, catalog_sync.catalog_snapshot(db))
+            groups = [
+                partition_group(i)
+                for i in range(len(self.ring))
+                if self._synced.get(partition_group(i), -1) < lsn
+            ]
+            results = await asyncio.gather(
+                *(self._sync_one(g, record) for g in groups), return_exceptions=True
+            )
+            for group_id, result in zip(groups, results, strict=True):
+                if result is True:
+                    self._synced[group_id] = lsn
+
+    async def _sync_one(self, group_id: str, record: dict[str, Any]) -> bool:
+        placement = self.placements[group_id]
+        candidates = [placement.preferred_leader] + [
+            n for n in placement.node_ids if n != placement.preferred_leader
+        ]
+        tried: set[int] = set()
+        node: int | None = candidates[0]
+        for _ in range(2 * len(candidates)):
+            if node is None or node in tried:
+                node = next((n for n in candidates if n not in tried), None)
+                if node is None:
+                    return False
+            tried.add(node)
+            try:
+                answer = await self.call(
+                    node, CHANNEL_SYNC, {"g": group_id, "record": record}, SYNC_CALL_SECONDS
+                )
+            except TransportError as error:  # an unreachable or slow node: try another
+                log.debug("catalog sync of %s via %s failed: %r", group_id, node, error)
+                node = None
+                continue
+            if answer[0] == OK:
+                return True
+            node = answer[1] if answer[0] == REDIRECT else None
+        return False
+
+    async def on_sync(self, sender: str, payload: Any) -> list[Any]:
+        del sender
+        replica = self.replicas.get(payload["g"])
+        if replica is None:
+            return [REDIRECT, None]
+        refused = await self._leased(replica)
+        if refused is not None:
+            return refused
+        from keeldb.cluster.group import NotLeader
+
+        record: dict[str, Any] = payload["record"]
+        if catalog_sync.applied_meta_lsn(replica.database) >= record["meta_lsn"]:
+            return [OK, None]
+        try:
+            async with catalog.catalog_lock(replica.database):
+                await replica.database.propose(record)
+        except NotLeader as error:
+            return self._not_leader(replica, error)
+        indexes.ensure_background(replica.database)
+        return [OK, None]
+
+    # --- background ----------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+            try:
+                await self._maintain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster maintenance failed; retrying")
+
+    async def _maintain_once(self) -> None:
+        meta = self.replicas.get(META_GROUP)
+        if meta is not None:
+            if meta.log.is_leader and meta.log.read_lease():
+                await self.sync_partitions()
+            else:
+                self._synced.clear()
+        for replica in self.replicas.values():
+            if replica.partition is None:
+                continue
+            leading = replica.log.is_leader and replica.log.read_lease()
+            if leading:
+                indexes.ensure_background(replica.database)
+            # Only the leader deletes expired items; followers apply its deletes. A sweeper
+            # runs once: a new leadership starts a new one.
+            if leading and replica.ttl is None:
+                replica.ttl = TtlSweeper(replica.database, self.ttl_interval_seconds)
+                replica.ttl.start()
+            elif not leading and replica.ttl is not None:
+                sweeper, replica.ttl = replica.ttl, None
+                await sweeper.stop()
+
+    # --- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        groups = {}
+        for group_id, replica in self.replicas.items():
+            group_log = replica.log
+            groups[group_id] = {
+                "leader": self.node_id
+                if group_log.is_leader
+                else node_number(group_log.leader_hint),
+                "is_leader": bool(group_log.is_leader),
+                "lease": bool(group_log.is_leader and group_log.read_lease()),
+                "applied_lsn": replica.store.applied_lsn(),
+                "lag": int(group_log.lag()),
+                "members": list(replica.placement.node_ids),
+            }
+        return {"node": self.node_id, "groups": groups}
+
+    async def on_status(self, sender: str, payload: Any) -> list[Any]:
+        del sender, payload
+        return [OK, self.status()]
