@@ -189,7 +189,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def endpoint(server: ServerProcess) -> str:
+def endpoint(request: pytest.FixtureRequest) -> str:
+    # KEELDB_TEST_ENDPOINT runs the tests against a server started elsewhere (a cluster).
+    external = os.environ.get("KEELDB_TEST_ENDPOINT")
+    if external:
+        return external
+    server: ServerProcess = request.getfixturevalue("server")
     return server.url
 
 
