@@ -892,6 +892,9 @@ def describe(
     if table.table_class is not None:
         desc["TableClassSummary"] = {"TableClass": table.table_class}
     desc["DeletionProtectionEnabled"] = table.deletion_protection
+    if "restore_summary" in table.extra:
+        # A table restored from a backup or a point in time (keeldb.engine.backups).
+        desc["RestoreSummary"] = table.extra["restore_summary"]
     if not creating:
         warm = throughput_of or table
         desc["WarmThroughput"] = {

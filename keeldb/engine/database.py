@@ -38,6 +38,7 @@ OPERATION_MODULES = (
     "keeldb.engine.ttl",
     "keeldb.engine.partiql",
     "keeldb.engine.streams",
+    "keeldb.engine.backups",
 )
 
 OPERATIONS: dict[str, OperationFn] = {}
