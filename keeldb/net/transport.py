@@ -63,6 +63,8 @@ WRITE_BATCH_BYTES_MAX = 1024 * 1024  # frames joined into one socket write, at m
 CONNECT_SECONDS_MAX = 5.0  # to open a connection and finish the handshake
 BACKOFF_MIN_SECONDS = 0.05  # first wait after a failed connection attempt
 BACKOFF_MAX_SECONDS = 1.0  # the wait doubles per failure up to this
+READ_BUFFER_BYTES = 256 * 1024  # a connection's read buffer; past twice this the
+# transport stops reading the socket, so a slow handler pushes back on the sender over TCP
 CALLS_IN_FLIGHT_MAX = 4096  # calls one inbound connection may have running at once
 
 KIND_SEND = 0
@@ -410,7 +412,7 @@ class Transport:
             self.host,
             self.port,
             ssl=self.tls.server if self.tls is not None else None,
-            limit=FRAME_BYTES_MAX + LENGTH_BYTES,
+            limit=READ_BUFFER_BYTES,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port

@@ -1,0 +1,409 @@
+"""The node-to-node transport on real loopback sockets: authentication, framing, calls,
+reconnects, backpressure, faults and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from keeldb.net import auth, transport as transport_module
+from keeldb.net.framing import encode_frame, seal
+from keeldb.net.transport import (
+    CallTimeout,
+    PeerUnavailable,
+    RemoteError,
+    TlsConfig,
+    Transport,
+)
+
+SECRET = b"cluster-secret-for-tests-0123456789"
+TEST_SECONDS_MAX = 20.0
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(body(), TEST_SECONDS_MAX)
+
+    asyncio.run(bounded())
+
+
+async def pair(
+    secret_a: bytes = SECRET, secret_b: bytes = SECRET, **kwargs: Any
+) -> tuple[Transport, Transport]:
+    a = Transport("a", "127.0.0.1", 0, secret_a, **kwargs)
+    b = Transport("b", "127.0.0.1", 0, secret_b, **kwargs)
+    await a.start()
+    await b.start()
+    a.add_peer("b", "127.0.0.1", b.port)
+    b.add_peer("a", "127.0.0.1", a.port)
+    return a, b
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_call_returns_the_handlers_reply_and_one_way_messages_arrive_in_order() -> None:
+    async def body() -> None:
+        a, b = await pair()
+        got: list[Any] = []
+
+        async def handler(sender: str, payload: Any) -> Any:
+            got.append((sender, payload))
+            return {"echo": payload}
+
+        b.register("ch", handler)
+        assert await a.call("b", "ch", [1, b"\x00bytes", "s"], 5) == {
+            "echo": [1, b"\x00bytes", "s"]
+        }
+        for i in range(500):
+            assert a.send("b", "ch", i)
+        await eventually(lambda: len(got) == 501)
+        assert [p for _, p in got[1:]] == list(range(500))
+        assert {s for s, _ in got} == {"a"}
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_concurrent_calls_are_matched_to_their_own_replies() -> None:
+    async def body() -> None:
+        a, b = await pair()
+
+        async def slow_echo(sender: str, payload: int) -> int:
+            await asyncio.sleep((payload % 5) * 0.01)  # replies overtake each other
+            return payload * 2
+
+        b.register("echo", slow_echo)
+        replies = await asyncio.gather(*(a.call("b", "echo", i, 5) for i in range(200)))
+        assert replies == [i * 2 for i in range(200)]
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_a_handler_error_reaches_the_caller_as_remote_error() -> None:
+    async def body() -> None:
+        a, b = await pair()
+
+        async def broken(sender: str, payload: Any) -> Any:
+            raise KeyError("missing")
+
+        b.register("broken", broken)
+        with pytest.raises(RemoteError, match="KeyError"):
+            await a.call("b", "broken", None, 5)
+        with pytest.raises(RemoteError, match="no handler for channel 'nothing'"):
+            await a.call("b", "nothing", None, 5)
+        assert await a.call("b", "_ping", None, 5) == "pong"  # the connection survived
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_a_node_with_the_wrong_secret_is_refused_and_its_messages_never_handled() -> None:
+    async def body() -> None:
+        a, b = await pair(secret_a=b"another-secret-0123456789abcdef")
+        handled: list[Any] = []
+
+        async def handler(sender: str, payload: Any) -> Any:
+            handled.append(payload)
+            return "reached"
+
+        b.register("ch", handler)
+        with pytest.raises(PeerUnavailable, match="does not know the cluster secret"):
+            await a.call("b", "ch", "x", 5)
+        a.send("b", "ch", "y")
+        a.register("ch", handler)
+        with pytest.raises(PeerUnavailable):
+            await b.call("a", "ch", "z", 5)
+        await asyncio.sleep(0.2)
+        assert handled == []
+        assert b.refused_count >= 1 and a.refused_count >= 1
+        assert not a.is_connected("b") and not b.is_connected("a")
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_garbage_and_oversized_lengths_on_the_listening_port_are_refused() -> None:
+    async def body() -> None:
+        b = Transport("b", "127.0.0.1", 0, SECRET)
+        await b.start()
+        for junk in (b"GET / HTTP/1.1\r\n\r\n", b"\xff\xff\xff\xff" + b"x" * 10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+            writer.write(junk)
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed on us
+            writer.close()
+        await eventually(lambda: b.refused_count == 2)
+        await b.close()
+
+    run(body)
+
+
+def test_a_frame_with_a_bad_mac_after_the_handshake_closes_the_connection_unhandled() -> None:
+    async def body() -> None:
+        b = Transport("b", "127.0.0.1", 0, SECRET)
+        await b.start()
+        handled: list[Any] = []
+
+        async def handler(sender: str, payload: Any) -> None:
+            handled.append(payload)
+
+        b.register("ch", handler)
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+
+        async def body_of_next_frame() -> Any:
+            length = int.from_bytes(await reader.readexactly(4), "big")
+            return msgpack.unpackb(await reader.readexactly(length), raw=False)
+
+        nonce = auth.new_nonce()
+        writer.write(encode_frame(msgpack.packb(auth.hello("intruder", nonce))))
+        answer, keys = auth.answer_challenge(
+            SECRET, await body_of_next_frame(), "intruder", nonce, "b"
+        )
+        writer.write(encode_frame(msgpack.packb(answer)))
+        assert await body_of_next_frame() == ["welcome"]
+        good = msgpack.packb([0, "ch", "first"])
+        writer.write(encode_frame(seal(keys.send, 0, good)))
+        forged = msgpack.packb([0, "ch", "forged"])
+        writer.write(encode_frame(seal(b"\0" * 32, 1, forged)))
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert handled == ["first"]
+        writer.close()
+        await b.close()
+
+    run(body)
+
+
+def test_the_dialer_reconnects_after_the_peer_restarts_on_the_same_port() -> None:
+    async def body() -> None:
+        a, b = await pair()
+
+        async def echo(sender: str, payload: Any) -> Any:
+            return payload
+
+        b.register("echo", echo)
+        assert await a.call("b", "echo", 1, 5) == 1
+        port = b.port
+        await b.close()
+        with pytest.raises(PeerUnavailable):
+            await a.call("b", "echo", 2, 5)
+        # Once a connection attempt has failed, one-way messages are dropped at once.
+        await eventually(lambda: not a.send("b", "echo", 3))
+        b2 = Transport("b", "127.0.0.1", port, SECRET)
+        await b2.start()
+        b2.register("echo", echo)
+        await eventually(lambda: a.is_connected("b"), 10)
+        assert await a.call("b", "echo", 4, 5) == 4
+        assert a.stats()["peers"]["b"]["connections"] == 2
+        await a.close()
+        await b2.close()
+
+    run(body)
+
+
+def test_a_call_to_an_address_where_nothing_listens_fails_fast_as_unavailable() -> None:
+    async def body() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        a = Transport("a", "127.0.0.1", 0, SECRET)
+        await a.start()
+        a.add_peer("b", "127.0.0.1", port)
+        started = time.monotonic()
+        with pytest.raises(PeerUnavailable):
+            await a.call("b", "x", None, 10)
+        with pytest.raises(PeerUnavailable, match="unknown peer"):
+            await a.call("nobody", "x", None, 10)
+        assert time.monotonic() - started < 5
+        await a.close()
+
+    run(body)
+
+
+def test_a_full_send_queue_drops_one_way_messages_and_calls_time_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport_module, "SEND_QUEUE_FRAMES_MAX", 32)
+
+    async def body() -> None:
+        a, b = await pair()
+        release = asyncio.Event()
+        received: list[int] = []
+
+        async def stuck(sender: str, payload: Any) -> None:
+            received.append(len(payload))
+            await release.wait()  # the receiver stops reading: TCP buffers fill up
+
+        b.register("stuck", stuck)
+        assert await a.call("b", "_ping", None, 5) == "pong"
+        blob = b"x" * 65536
+        accepted = 0
+        for _ in range(200):
+            accepted += a.send("b", "stuck", blob)
+            await asyncio.sleep(0)
+        deadline = time.monotonic() + 10
+        while a.stats()["peers"]["b"]["dropped_full"] == 0 and time.monotonic() < deadline:
+            a.send("b", "stuck", blob)
+            await asyncio.sleep(0.01)
+        assert a.stats()["peers"]["b"]["dropped_full"] > 0
+        assert a.stats()["peers"]["b"]["queued"] <= 32
+        with pytest.raises(CallTimeout):
+            await a.call("b", "_ping", None, 0.5)
+        release.set()
+        await eventually(lambda: a.stats()["peers"]["b"]["queued"] == 0, 10)
+        assert await a.call("b", "_ping", None, 5) == "pong"
+        assert 0 < len(received) <= accepted + 200
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_partition_on_one_node_cuts_both_directions_until_healed_from_outside() -> None:
+    async def body() -> None:
+        a, b = await pair()
+        got: list[Any] = []
+
+        async def handler(sender: str, payload: Any) -> Any:
+            got.append(payload)
+            return "ok"
+
+        a.register("ch", handler)
+        b.register("ch", handler)
+        status = await b.apply_fault_command({"op": "partition", "groups": [["b"], ["a"]]})
+        assert ["a", "b"] in status["blocked"]
+        a.send("b", "ch", "a->b")
+        b.send("a", "ch", "b->a")
+        with pytest.raises(CallTimeout):
+            await a.call("b", "ch", "call a->b", 0.5)
+        with pytest.raises(CallTimeout):
+            await b.call("a", "ch", "call b->a", 0.5)
+        await asyncio.sleep(0.1)
+        assert got == []
+        # The transport's own channels are never faulted: heal b from a.
+        status = await a.call("b", "_fault", {"op": "heal"}, 5)
+        assert status["blocked"] == [] and status["dropped"] >= 4
+        assert await a.call("b", "ch", "after", 5) == "ok"
+        assert await b.call("a", "ch", "after", 5) == "ok"
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_drop_and_delay_faults_apply_to_ordinary_channels() -> None:
+    async def body() -> None:
+        a, b = await pair()
+        got: list[Any] = []
+
+        async def handler(sender: str, payload: Any) -> Any:
+            got.append(payload)
+            return payload
+
+        b.register("ch", handler)
+        assert await a.call("b", "ch", 0, 5) == 0
+        await a.apply_fault_command({"op": "drop", "probability": 1.0})
+        for i in range(20):
+            a.send("b", "ch", i)
+        await asyncio.sleep(0.2)
+        assert got == [0]
+        await a.apply_fault_command({"op": "heal"})
+        await a.apply_fault_command({"op": "delay", "seconds": 0.3})
+        started = time.monotonic()
+        assert await a.call("b", "ch", 1, 5) == 1
+        assert time.monotonic() - started >= 0.3
+        reply = await a.call("b", "_fault", {"op": "bogus"}, 5)
+        assert "unknown fault command" in reply["error"]
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test cluster CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keeldb-node")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("keeldb-node")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = (
+        directory / "ca.pem",
+        directory / "node.pem",
+        directory / "node.key",
+    )
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file, ca_file
+
+
+def test_tls_connections_carry_calls_and_a_plain_dialer_is_refused(tmp_path: Path) -> None:
+    cert_file, key_file, ca_file = _make_certificates(tmp_path)
+    tls = TlsConfig.from_files(cert_file, key_file, ca_file, server_hostname="keeldb-node")
+
+    async def body() -> None:
+        a, b = await pair(tls=tls)
+
+        async def echo(sender: str, payload: Any) -> Any:
+            return [sender, payload]
+
+        b.register("echo", echo)
+        assert await a.call("b", "echo", b"over tls", 5) == ["a", b"over tls"]
+        plain = Transport("c", "127.0.0.1", 0, SECRET)
+        await plain.start()
+        plain.add_peer("b", "127.0.0.1", b.port)
+        with pytest.raises(PeerUnavailable):
+            await plain.call("b", "echo", "x", 5)
+        await plain.close()
+        await a.close()
+        await b.close()
+
+    run(body)
