@@ -14,7 +14,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from keeldb.net import auth, transport as transport_module
+from keeldb.net import auth
+from keeldb.net import transport as transport_module
 from keeldb.net.framing import encode_frame, seal
 from keeldb.net.transport import (
     CallTimeout,
@@ -342,7 +343,7 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test cluster CA")])
     ca = (
