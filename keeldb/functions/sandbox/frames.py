@@ -1,0 +1,85 @@
+"""Length-prefixed msgpack frames between the pool, the zygote and the instances.
+
+Owns: the frame format (a 4-byte big-endian body length, then a msgpack map) and its limit,
+with a blocking reader/writer for the zygote and the instances and an asyncio one for the
+pool. It must never interpret a frame's contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any
+
+import msgpack
+
+# A sync invocation carries up to 6 MB of request or response payload (Lambda's limit);
+# the rest of the frame is small metadata and up to LOG_BYTES_MAX of log text.
+FRAME_BYTES_MAX = 8 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+class FrameError(Exception):
+    """The peer closed the socket or sent a frame that breaks the format."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    if len(body) > FRAME_BYTES_MAX:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {FRAME_BYTES_MAX}")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    message = msgpack.unpackb(body, raw=False)
+    if not isinstance(message, dict):
+        raise FrameError("frame body is not a map")
+    return message
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise FrameError("peer closed the socket")
+        got += n
+    return bytes(buffer)
+
+
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.sendall(encode(message))
+
+
+def recv(sock: socket.socket) -> dict[str, Any]:
+    (size,) = _HEADER.unpack(_recv_exactly(sock, _HEADER.size))
+    if size > FRAME_BYTES_MAX:
+        raise FrameError(f"frame of {size} bytes exceeds {FRAME_BYTES_MAX}")
+    return decode(_recv_exactly(sock, size))
+
+
+async def _arecv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = await loop.sock_recv_into(sock, view[got:])
+        if n == 0:
+            raise FrameError("peer closed the socket")
+        got += n
+    return bytes(buffer)
+
+
+async def arecv(sock: socket.socket) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    (size,) = _HEADER.unpack(await _arecv_exactly(loop, sock, _HEADER.size))
+    if size > FRAME_BYTES_MAX:
+        raise FrameError(f"frame of {size} bytes exceeds {FRAME_BYTES_MAX}")
+    return decode(await _arecv_exactly(loop, sock, size))
+
+
+async def asend(sock: socket.socket, message: dict[str, Any]) -> None:
+    await asyncio.get_running_loop().sock_sendall(sock, encode(message))

@@ -1,0 +1,857 @@
+"""The sandbox pool: the database-side owner of the zygote and of every function instance.
+
+Owns: starting the zygote, keeping `warm_instances` pre-forked and prepared instances ready,
+assigning one to a function on a cold start, routing each invocation to an idle instance of
+the same function (configuration and code) or a new one, enforcing the timeout by killing the
+instance, freezing idle instances and reaping them after `idle_reap_seconds` (scale to zero),
+and each instance's control groups. It reports a handler's errors, timeouts and crashes as
+Lambda does: as an `InvokeResult` with `function_error` set, never as an exception.
+
+It must never run function code in the database process, never hand an instance to a second
+function, and never leave a process or a control group behind after `close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from keeldb.functions.sandbox import confine, frames
+from keeldb.functions.sandbox.cgroups import InstanceGroups, PoolGroups
+
+log = logging.getLogger("keeldb.functions.sandbox")
+
+PIDS_MAX = 64  # processes and threads in one instance (a fork bomb stops here)
+CPUS_PER_INSTANCE = 1.0  # cpu.max: one core, so no instance starves the database
+# The memory an instance may use before it is assigned (the runtime itself, no handler yet).
+WARM_MEMORY_BYTES = 128 * 1024 * 1024
+# A zygote fork plus namespace and root set-up takes milliseconds; a loaded host, far longer.
+SPAWN_SECONDS_MAX = 30.0
+ZYGOTE_START_SECONDS_MAX = 60.0
+CLOSE_SECONDS_MAX = 10.0
+# After this much CPU time an instance is retired, well before its RLIMIT_CPU hard limit.
+CPU_SECONDS_RETIRE = confine.CPU_SECONDS_LIFETIME_MAX // 2
+UID_BASE = 1_500_000  # each instance runs as its own uid: UID_BASE + id % UID_SPAN
+UID_SPAN = 100_000
+ACCOUNT_ID = "000000000000"
+JANITOR_PERIOD_SECONDS_MAX = 1.0
+PACKET_BYTES_MAX = 64 * 1024
+
+
+class SandboxTimeout(Exception):
+    """Starting an instance took longer than SPAWN_SECONDS_MAX (a handler's timeout is not
+    raised: it comes back as an InvokeResult with Lambda's Sandbox.Timedout payload)."""
+
+
+class SandboxCrashed(Exception):
+    """The sandbox machinery itself failed (the zygote is gone, or the pool is closed).
+
+    A handler's instance dying is not raised: it comes back as an InvokeResult with Lambda's
+    Runtime.ExitError (or Runtime.OutOfMemory) payload.
+    """
+
+
+class SandboxBusy(Exception):
+    """Every one of `instances_max` instances is busy: the caller should answer 429."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    code_dir: Path  # the unzipped code; the pool makes it world-readable, instances read-only
+    code_sha256: str
+    handler: str  # "module.function", as Lambda's Handler
+    runtime: str  # "python3.11" etc: run with the host's interpreter
+    memory_mb: int
+    timeout_seconds: float
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def key(self) -> tuple[Any, ...]:
+        """Instances are shared only between invocations with an identical configuration."""
+        return (
+            self.name,
+            str(self.code_dir),
+            self.code_sha256,
+            self.handler,
+            self.runtime,
+            self.memory_mb,
+            self.timeout_seconds,
+            tuple(sorted(self.environment.items())),
+        )
+
+
+@dataclass
+class InvokeResult:
+    payload: bytes
+    function_error: str | None
+    log_tail: str
+    duration_ms: float
+    cold_start: bool
+    init_duration_ms: float | None = None
+    request_id: str = ""
+
+
+class _Instance:
+    def __init__(self, instance_id: int, sock: socket.socket, groups: InstanceGroups | None):
+        self.id = instance_id
+        self.sock = sock
+        self.groups = groups
+        self.pid = 0
+        self.pidfd = -1
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.layers: dict[str, bool] = {}
+        self.key: tuple[Any, ...] | None = None
+        self.spec: FunctionSpec | None = None
+        self.busy = False
+        self.frozen = False
+        self.idle_since = time.monotonic()
+        self.cpu_seconds = 0.0
+        self.dead = False
+
+    def kill(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        if self.pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        if self.groups is not None:
+            with contextlib.suppress(OSError):
+                self.groups.kill()
+
+
+class SandboxPool:
+    """Function instances in sandboxes, forked warm by a zygote; see docs/sandbox.md."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        endpoint_port: int,
+        warm_instances: int = 2,
+        idle_freeze_seconds: float = 1.0,
+        idle_reap_seconds: float = 300.0,
+        instances_max: int = 32,
+        pids_max: int = PIDS_MAX,
+    ) -> None:
+        assert warm_instances >= 0
+        assert instances_max >= 1
+        self.work_dir = Path(work_dir)
+        self.endpoint_port = endpoint_port
+        self.warm_instances = warm_instances
+        self.idle_freeze_seconds = idle_freeze_seconds
+        self.idle_reap_seconds = idle_reap_seconds
+        self.instances_max = instances_max
+        self.pids_max = pids_max
+        self._ids = itertools.count(1)
+        self._zygote: asyncio.subprocess.Process | None = None
+        self._control: socket.socket | None = None
+        self._hello: dict[str, Any] = {}
+        self._spawning: dict[int, asyncio.Future[tuple[int, int]]] = {}
+        self._instances: dict[int, _Instance] = {}
+        self._warm: collections.deque[_Instance] = collections.deque()
+        self._warm_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._warm_pending = 0
+        self._idle: dict[tuple[Any, ...], list[_Instance]] = {}
+        self._assigned = 0
+        self._groups: PoolGroups | None = None
+        self._controllers: set[str] = set()
+        self._layers: dict[str, bool] = {}
+        self._readable_code: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._janitor: asyncio.Task[None] | None = None
+        self._leftover_groups: list[InstanceGroups] = []
+        self._closed = False
+        self._started = False
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        assert not self._started
+        self._started = True
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "root").mkdir(exist_ok=True)
+        (self.work_dir / "tmp").mkdir(exist_ok=True)
+        (self.work_dir / "probe").mkdir(exist_ok=True)
+        self._groups = PoolGroups(f"keeldb-sandbox-{os.getpid()}-{id(self):x}")
+        if os.geteuid() == 0:
+            try:
+                self._controllers = self._groups.prepare()
+            except OSError as e:
+                log.warning("control groups unavailable: %s", e)
+                self._controllers = set()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._control = ours
+        try:
+            self._zygote = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "keeldb.functions.sandbox.zygote",
+                str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        loop = asyncio.get_running_loop()
+        hello: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._spawning[0] = hello  # type: ignore[assignment]
+        loop.add_reader(ours.fileno(), self._on_zygote_readable)
+        try:
+            self._hello = await asyncio.wait_for(hello, ZYGOTE_START_SECONDS_MAX)
+        except BaseException:
+            await self.close()
+            raise
+        await self._probe_layers()
+        self._fill_warm()
+        self._janitor = asyncio.create_task(self._janitor_loop())
+        active = sorted(k for k, v in self._layers.items() if v)
+        absent = sorted(k for k, v in self._layers.items() if not v)
+        log.info(
+            "sandbox isolation active: %s; absent: %s",
+            ", ".join(active),
+            ", ".join(absent) or "none",
+        )
+
+    async def close(self) -> None:
+        """Kill every instance and the zygote, and remove the control groups."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._janitor is not None:
+            self._janitor.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for instance in list(self._instances.values()):
+            instance.kill()
+        for waiter in self._warm_waiters:
+            if not waiter.done():
+                waiter.set_exception(SandboxCrashed("the sandbox pool is closed"))
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._control.fileno())
+            self._control.close()  # the zygote kills what is left and exits
+        if self._zygote is not None and self._zygote.returncode is None:
+            try:
+                await asyncio.wait_for(self._zygote.wait(), CLOSE_SECONDS_MAX)
+            except TimeoutError:
+                self._zygote.kill()
+                await self._zygote.wait()
+        for instance in list(self._instances.values()):
+            self._forget(instance)
+        if self._groups is not None:
+            deadline = time.monotonic() + CLOSE_SECONDS_MAX
+            while True:
+                self._groups.remove()
+                if all(
+                    not h.base(self._groups.pool_name).exists() for h in self._groups.hierarchies
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    log.warning("control groups of the sandbox pool could not be removed")
+                    break
+                await asyncio.sleep(0.01)
+        shutil.rmtree(self.work_dir / "tmp", ignore_errors=True)
+
+    # ---- public queries ---------------------------------------------------------------
+
+    def isolation_layers(self) -> dict[str, bool]:
+        """Which isolation layers are active on this host (measured on a probe instance)."""
+        return dict(self._layers)
+
+    def instances(self, name: str) -> int:
+        """How many instances (busy or idle) run the function `name`."""
+        return sum(
+            1
+            for i in self._instances.values()
+            if i.spec is not None and i.spec.name == name and not i.dead
+        )
+
+    # ---- invocation -------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        spec: FunctionSpec,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        function_arn: str | None = None,
+    ) -> InvokeResult:
+        """Run the handler on the payload in an instance of the function; see the module doc."""
+        if self._closed or not self._started:
+            raise SandboxCrashed("the sandbox pool is not running")
+        request_id = request_id or str(uuid.uuid4())
+        if function_arn is None:
+            region = spec.environment.get("AWS_REGION", "us-east-1")
+            function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{spec.name}"
+        key = spec.key()
+        instance = self._take_idle(key)
+        cold = instance is None
+        init_ms: float | None = None
+        init_log = ""
+        if instance is None:
+            self._make_room()
+            self._assigned += 1  # from here until _forget, a slot is this instance's
+            try:
+                instance = await self._take_warm()
+            except BaseException:
+                self._assigned -= 1
+                raise
+            init = await self._assign(instance, spec)
+            init_ms = init.get("init_ms", 0.0)
+            init_log = init.get("log", "")
+            if init["error"] is not None:
+                instance.kill()
+                body = json.dumps(init["error"]).encode()
+                return self._result(
+                    spec, request_id, body, "Unhandled", init_log, 0.0, True, init_ms, None
+                )
+        assert instance is not None
+        return await self._run(
+            instance, spec, payload, request_id, function_arn, cold, init_ms, init_log
+        )
+
+    def _take_idle(self, key: tuple[Any, ...]) -> _Instance | None:
+        idle = self._idle.get(key)
+        while idle:
+            instance = idle.pop()  # the most recently used: its caches are warmest
+            if instance.dead:
+                continue
+            if instance.frozen:
+                try:
+                    assert instance.groups is not None
+                    instance.groups.freeze(False)
+                except OSError:
+                    instance.kill()
+                    continue
+                instance.frozen = False
+            instance.busy = True
+            return instance
+        return None
+
+    def _make_room(self) -> None:
+        if self._assigned < self.instances_max:
+            return
+        # Evict the idle instance unused the longest, of any function.
+        oldest: _Instance | None = None
+        for idle in self._idle.values():
+            for instance in idle:
+                if not instance.dead and (
+                    oldest is None or instance.idle_since < oldest.idle_since
+                ):
+                    oldest = instance
+        if oldest is None:
+            raise SandboxBusy(f"all {self.instances_max} sandbox instances are busy")
+        self._retire(oldest)
+
+    async def _run(
+        self,
+        instance: _Instance,
+        spec: FunctionSpec,
+        payload: bytes,
+        request_id: str,
+        function_arn: str,
+        cold: bool,
+        init_ms: float | None,
+        init_log: str,
+    ) -> InvokeResult:
+        started = time.perf_counter()
+        request = {
+            "op": "invoke",
+            "request_id": request_id,
+            "function_arn": function_arn,
+            "payload": payload,
+        }
+        try:
+            await frames.asend(instance.sock, request)
+            reply = await asyncio.wait_for(frames.arecv(instance.sock), spec.timeout_seconds)
+        except TimeoutError:
+            duration_ms = (time.perf_counter() - started) * 1000
+            instance.kill()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            text = f"Task timed out after {spec.timeout_seconds:.2f} seconds"
+            log_text = init_log + f"{stamp}Z {request_id} {text}\n"
+            body = json.dumps(
+                {
+                    "errorMessage": f"RequestId: {request_id} Error: {text}",
+                    "errorType": "Sandbox.Timedout",
+                }
+            ).encode()
+            return self._result(
+                spec,
+                request_id,
+                body,
+                "Unhandled",
+                log_text,
+                duration_ms,
+                cold,
+                init_ms,
+                instance,
+                status="timeout",
+            )
+        except (frames.FrameError, OSError):
+            duration_ms = (time.perf_counter() - started) * 1000
+            return await self._crashed(
+                instance, spec, request_id, duration_ms, cold, init_ms, init_log
+            )
+        duration_ms = (time.perf_counter() - started) * 1000
+        instance.cpu_seconds = reply.get("cpu_seconds", 0.0)
+        function_error = "Unhandled" if reply["error"] else None
+        result = self._result(
+            spec,
+            request_id,
+            reply["payload"],
+            function_error,
+            init_log + reply["log"],
+            duration_ms,
+            cold,
+            init_ms,
+            instance,
+            max_rss_kb=reply.get("max_rss_kb"),
+        )
+        body = reply["payload"]
+        if reply["error"] and b'"Runtime.ExitError"' in body[:200]:
+            instance.kill()  # sys.exit() in a handler ends its instance, as in Lambda
+        else:
+            self._release(instance)
+        return result
+
+    async def _crashed(
+        self,
+        instance: _Instance,
+        spec: FunctionSpec,
+        request_id: str,
+        duration_ms: float,
+        cold: bool,
+        init_ms: float | None,
+        init_log: str,
+    ) -> InvokeResult:
+        instance.kill()
+        status: int | None = None
+        with contextlib.suppress(TimeoutError, SandboxCrashed):
+            status = await asyncio.wait_for(asyncio.shield(instance.exited), CLOSE_SECONDS_MAX)
+        reason = "signal: killed"
+        if status is not None:
+            if os.WIFSIGNALED(status):
+                number = os.WTERMSIG(status)
+                reason = "signal: " + _SIGNAL_WORDS.get(number, signal.Signals(number).name)
+            elif os.WIFEXITED(status):
+                reason = f"exit status {os.WEXITSTATUS(status)}"
+        oom = instance.groups is not None and instance.groups.oom_kills() > 0
+        error_type = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
+        message = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
+        body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+        log_text = init_log + message + "\n" + error_type + "\n"
+        return self._result(
+            spec,
+            request_id,
+            body,
+            "Unhandled",
+            log_text,
+            duration_ms,
+            cold,
+            init_ms,
+            instance,
+            status="error",
+        )
+
+    def _result(
+        self,
+        spec: FunctionSpec,
+        request_id: str,
+        body: bytes,
+        function_error: str | None,
+        text: str,
+        duration_ms: float,
+        cold: bool,
+        init_ms: float | None,
+        instance: _Instance | None,
+        *,
+        status: str | None = None,
+        max_rss_kb: int | None = None,
+    ) -> InvokeResult:
+        used_bytes = None
+        if instance is not None and instance.groups is not None:
+            used_bytes = instance.groups.memory_peak_bytes()
+        if used_bytes is None and max_rss_kb is not None:
+            used_bytes = max_rss_kb * 1024
+        used_mb = math.ceil((used_bytes or 0) / (1024 * 1024))
+        report = (
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+            f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
+            f"Memory Size: {spec.memory_mb} MB\tMax Memory Used: {used_mb} MB\t"
+        )
+        if init_ms is not None:
+            report += f"Init Duration: {init_ms:.2f} ms\t"
+        if status is not None:
+            report += f"Status: {status}"
+        tail = (
+            f"START RequestId: {request_id} Version: $LATEST\n{text}"
+            f"END RequestId: {request_id}\n{report}\n"
+        )
+        return InvokeResult(body, function_error, tail, duration_ms, cold, init_ms, request_id)
+
+    def _release(self, instance: _Instance) -> None:
+        instance.busy = False
+        instance.idle_since = time.monotonic()
+        if self._closed or instance.dead:
+            return
+        if instance.cpu_seconds > CPU_SECONDS_RETIRE:
+            self._retire(instance)
+            return
+        assert instance.key is not None
+        self._idle.setdefault(instance.key, []).append(instance)
+
+    def _retire(self, instance: _Instance) -> None:
+        if instance.key is not None:
+            idle = self._idle.get(instance.key, [])
+            if instance in idle:
+                idle.remove(instance)
+            if not idle:
+                self._idle.pop(instance.key, None)
+        instance.kill()
+
+    # ---- warm pool and spawning -------------------------------------------------------
+
+    def _fill_warm(self) -> None:
+        if self._closed:
+            return
+        while len(self._warm) + self._warm_pending < self.warm_instances:
+            self._warm_pending += 1
+            self._background(self._spawn_warm())
+
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _spawn_warm(self) -> None:
+        try:
+            instance = await self._spawn()
+        except Exception as e:  # noqa: BLE001 - logged; the next request spawns its own
+            log.warning("a warm sandbox instance failed to start: %s", e)
+            self._warm_pending -= 1
+            self._wake_warm_waiter(e)
+            return
+        self._warm_pending -= 1
+        self._warm.append(instance)
+        self._wake_warm_waiter(None)
+
+    def _wake_warm_waiter(self, error: Exception | None) -> None:
+        while self._warm_waiters:
+            waiter = self._warm_waiters.popleft()
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+                return
+
+    async def _take_warm(self) -> _Instance:
+        while True:
+            while self._warm:
+                instance = self._warm.popleft()
+                if not instance.dead:
+                    self._fill_warm()
+                    return instance
+            if self.warm_instances == 0 or len(self._warm_waiters) >= self._warm_pending:
+                # No warm instance is coming for this request: start one for it alone.
+                return await self._spawn()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._warm_waiters.append(waiter)
+            await waiter
+
+    async def _spawn(self) -> _Instance:
+        if self._closed or self._control is None:
+            raise SandboxCrashed("the sandbox pool is closed")
+        instance_id = next(self._ids)
+        groups = None
+        if self._groups is not None and self._controllers:
+            groups = self._groups.instance(f"i{instance_id}")
+            groups.set_pids(self.pids_max)
+            groups.set_cpu(CPUS_PER_INSTANCE)
+            groups.set_memory(WARM_MEMORY_BYTES)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+        instance = _Instance(instance_id, ours, groups)
+        self._instances[instance_id] = instance
+        fallback_tmp = self.work_dir / "tmp" / f"i{instance_id}"
+        plan = {
+            "id": instance_id,
+            "uid": UID_BASE + instance_id % UID_SPAN,
+            "procs_files": groups.procs_files() if groups is not None else [],
+            "root_dir": str(self.work_dir / "root"),
+            "ro_paths": _python_paths(),
+            "fallback_tmp_dir": str(fallback_tmp),
+            "port": self.endpoint_port,
+            "pids_max": self.pids_max,
+            "landlock_abi": self._hello.get("landlock_abi", 0),
+        }
+        spawned: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._spawning[instance_id] = spawned
+        try:
+            body = msgpack.packb({"op": "spawn", "plan": plan}, use_bin_type=True)
+            socket.send_fds(self._control, [body], [theirs.fileno()])
+            theirs.close()
+            instance.pid, instance.pidfd = await asyncio.wait_for(spawned, SPAWN_SECONDS_MAX)
+            ready = await asyncio.wait_for(frames.arecv(ours), SPAWN_SECONDS_MAX)
+        except TimeoutError:
+            instance.kill()
+            raise SandboxTimeout(f"a sandbox instance took over {SPAWN_SECONDS_MAX} s to start")
+        except (frames.FrameError, OSError) as e:
+            instance.kill()
+            raise SandboxCrashed(f"a sandbox instance died while starting: {e}") from e
+        finally:
+            theirs.close()
+            self._spawning.pop(instance_id, None)
+        assert ready["op"] == "ready"
+        instance.layers = ready["layers"]
+        if not instance.layers.get("pivot_root"):
+            fallback_tmp.mkdir(mode=0o700, exist_ok=True)
+            os.chown(fallback_tmp, plan["uid"], plan["uid"])
+        return instance
+
+    async def _assign(self, instance: _Instance, spec: FunctionSpec) -> dict[str, Any]:
+        instance.key = spec.key()
+        instance.spec = spec
+        instance.busy = True
+        self._ensure_readable(spec)
+        if instance.groups is not None:
+            # The limit covers the runtime and the handler, as Lambda's MemorySize does.
+            instance.groups.set_memory(spec.memory_mb * 1024 * 1024)
+        assign = {
+            "op": "assign",
+            "name": spec.name,
+            "code_dir": str(Path(spec.code_dir).resolve()),
+            "handler": spec.handler,
+            "runtime": spec.runtime,
+            "memory_mb": spec.memory_mb,
+            "timeout_seconds": spec.timeout_seconds,
+            "environment": dict(spec.environment),
+        }
+        try:
+            await frames.asend(instance.sock, assign)
+            init = await asyncio.wait_for(
+                frames.arecv(instance.sock), max(spec.timeout_seconds, 10.0)
+            )
+        except (TimeoutError, frames.FrameError, OSError):
+            instance.kill()
+            message = "RequestId: Error: Runtime exited during initialisation"
+            return {
+                "error": {"errorType": "Runtime.ExitError", "errorMessage": message},
+                "log": "",
+                "init_ms": 0.0,
+            }
+        instance.layers = init.get("layers", instance.layers)
+        return init
+
+    def _ensure_readable(self, spec: FunctionSpec) -> None:
+        """Instances run as unprivileged uids: the code must be readable by others."""
+        marker = (str(spec.code_dir), spec.code_sha256)
+        if marker in self._readable_code:
+            return
+        for directory, dirs, files in os.walk(spec.code_dir):
+            for name in [directory, *(os.path.join(directory, f) for f in files)]:
+                mode = os.lstat(name).st_mode
+                if stat.S_ISLNK(mode):
+                    continue
+                wanted = mode | stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+                if wanted != mode:
+                    os.chmod(name, stat.S_IMODE(wanted))
+            del dirs  # walked by os.walk itself
+        self._readable_code.add(marker)
+
+    async def _probe_layers(self) -> None:
+        """Assign one instance to an empty function to learn which layers take effect."""
+        probe = FunctionSpec(
+            "keeldb-sandbox-probe",
+            self.work_dir / "probe",
+            "",
+            "probe.handler",
+            "python3.11",
+            128,
+            10.0,
+            {},
+        )
+        self._assigned += 1
+        try:
+            instance = await self._spawn()
+        except BaseException:
+            self._assigned -= 1
+            raise
+        init = await self._assign(instance, probe)
+        instance.kill()
+        layers = dict(instance.layers)
+        if init.get("error", {}).get("errorType") != "Runtime.ImportModuleError":
+            log.warning("the sandbox probe failed: %s", init.get("error"))
+        layers["cgroup_memory"] = "memory" in self._controllers
+        layers["cgroup_pids"] = "pids" in self._controllers
+        layers["cgroup_cpu"] = "cpu" in self._controllers
+        layers["cgroup_freezer"] = "freezer" in self._controllers
+        layers["cgroup_joined"] = bool(layers.get("cgroup_joined"))
+        layers["pid_namespace"] = bool(self._hello.get("pid_namespace"))
+        # Instances share the host's network namespace: Landlock limits TCP to the endpoint's
+        # port (see docs/sandbox.md) and seccomp allows no UDP, raw or packet socket.
+        layers["net_namespace"] = False
+        layers["tcp_endpoint_only"] = bool(layers.get("landlock_net"))
+        layers.setdefault("seccomp", False)
+        self._layers = layers
+
+    # ---- zygote messages and the janitor -----------------------------------------------
+
+    def _on_zygote_readable(self) -> None:
+        assert self._control is not None
+        while True:
+            try:
+                body, fds, _, _ = socket.recv_fds(self._control, PACKET_BYTES_MAX, 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                body, fds = b"", []
+            if not body:
+                self._zygote_gone()
+                return
+            message = msgpack.unpackb(body, raw=False)
+            op = message["op"]
+            if op == "hello":
+                hello = self._spawning.pop(0, None)
+                if hello is not None and not hello.done():
+                    hello.set_result(message)
+            elif op == "spawned":
+                future = self._spawning.get(message["id"])
+                if future is not None and not future.done():
+                    future.set_result((message["pid"], fds[0]))
+                else:
+                    for fd in fds:
+                        os.close(fd)
+            elif op == "exited":
+                instance = self._instances.get(message["id"])
+                if instance is not None:
+                    instance.dead = True
+                    if not instance.exited.done():
+                        instance.exited.set_result(message["status"])
+                    self._forget(instance)
+
+    def _zygote_gone(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            loop.remove_reader(self._control.fileno())  # type: ignore[union-attr]
+        if not self._closed:
+            log.error("the sandbox zygote exited; no instance can start any more")
+        error = SandboxCrashed("the sandbox zygote exited")
+        for future in self._spawning.values():
+            if not future.done():
+                future.set_exception(error)
+        for instance in list(self._instances.values()):
+            instance.dead = True
+            if not instance.exited.done():
+                instance.exited.set_exception(error)
+                instance.exited.exception()  # retrieved: nobody may wait for it
+
+    def _forget(self, instance: _Instance) -> None:
+        """The process is gone: release its sockets and groups."""
+        self._instances.pop(instance.id, None)
+        if instance.spec is not None:
+            self._assigned -= 1
+            instance.spec = None
+            self._retire(instance)
+        with contextlib.suppress(ValueError):
+            self._warm.remove(instance)
+        instance.sock.close()
+        if instance.pidfd >= 0:
+            os.close(instance.pidfd)
+            instance.pidfd = -1
+        if instance.groups is not None and not instance.groups.remove():
+            # The kernel may still be tearing the processes down; the janitor retries.
+            self._leftover_groups.append(instance.groups)
+        shutil.rmtree(self.work_dir / "tmp" / f"i{instance.id}", ignore_errors=True)
+        if not self._closed:
+            self._fill_warm()
+
+    async def _janitor_loop(self) -> None:
+        period = min(
+            JANITOR_PERIOD_SECONDS_MAX,
+            self.idle_freeze_seconds / 2 or 0.05,
+            self.idle_reap_seconds / 2 or 0.05,
+        )
+        while True:
+            await asyncio.sleep(max(period, 0.01))
+            now = time.monotonic()
+            for idle in list(self._idle.values()):
+                for instance in list(idle):
+                    age = now - instance.idle_since
+                    if age >= self.idle_reap_seconds:
+                        self._retire(instance)
+                    elif (
+                        age >= self.idle_freeze_seconds
+                        and not instance.frozen
+                        and instance.groups is not None
+                        and "freezer" in self._controllers
+                    ):
+                        with contextlib.suppress(OSError):
+                            instance.frozen = instance.groups.freeze(True)
+            self._leftover_groups = [g for g in self._leftover_groups if not g.remove()]
+
+
+_SIGNAL_WORDS = {
+    signal.SIGKILL: "killed",
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGABRT: "aborted",
+    signal.SIGTERM: "terminated",
+    signal.SIGXCPU: "CPU time limit exceeded",
+    signal.SIGBUS: "bus error",
+}
+
+
+def _python_paths() -> list[str]:
+    """The directories of the interpreter, its libraries and the C libraries it has loaded."""
+    paths = {sys.base_prefix, sys.prefix}
+    for entry in sys.path:
+        if entry and os.path.isdir(entry) and "site-packages" in entry:
+            paths.add(entry)
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5].startswith("/") and ".so" in parts[5]:
+                    paths.add(os.path.dirname(parts[5]))
+    except OSError:
+        pass
+    # Nested paths are covered by their parent's bind mount.
+    ordered = sorted(os.path.realpath(p) for p in paths)
+    kept: list[str] = []
+    for path in ordered:
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
+__all__ = [
+    "FunctionSpec",
+    "InvokeResult",
+    "SandboxBusy",
+    "SandboxCrashed",
+    "SandboxPool",
+    "SandboxTimeout",
+]
