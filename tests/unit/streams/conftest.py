@@ -119,3 +119,9 @@ def h() -> Iterator[Harness]:
     harness = Harness()
     yield harness
     harness.close()
+
+
+@pytest.fixture(scope="session")
+def new_harness() -> type[Harness]:
+    """The Harness class, for tests that make one per example (hypothesis)."""
+    return Harness
