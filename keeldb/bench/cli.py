@@ -22,6 +22,9 @@ from rich.table import Table
 from keeldb.bench import client, runner, workloads
 from keeldb.bench.workloads import Shape
 
+# The width of the final table when it is not printed to a terminal.
+REPORT_COLUMNS = 160
+
 
 def register(commands: Any) -> None:
     """Add this package's subcommands to the `keeldb` parser's subcommands."""
@@ -249,5 +252,6 @@ def main(args: argparse.Namespace) -> int:
         return 1
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    Console().print(_table(result))
+    # Piped output keeps every column whole rather than fitting an assumed 80 columns.
+    Console(width=None if sys.stdout.isatty() else REPORT_COLUMNS).print(_table(result))
     return 1 if any(p["errors"] or p.get("unfinished") for p in result["phases"]) else 0

@@ -114,7 +114,7 @@ class Signer:
             f"AWS4-HMAC-SHA256\n{amz_date}\n{self._scope}\n"
             f"{hashlib.sha256(canonical.encode()).hexdigest()}"
         )
-        signature = hmac.new(self._key, to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.digest(self._key, to_sign.encode(), "sha256").hex()
         head = (
             f"POST / HTTP/1.1\r\n{self._fixed}X-Amz-Target: {target_header}\r\n"
             f"X-Amz-Date: {amz_date}\r\nAuthorization: AWS4-HMAC-SHA256 "
@@ -382,14 +382,26 @@ class _Worker:
         if connection is not None:
             connection.close()
 
-    async def run(self, start: float) -> None:
+    async def run(self, start: float) -> float:
+        """Run the phase; return the CPU seconds this process spent in its recorded window."""
         self.record_from, self.stop_at = self.job.window(start)
         host, port = self.job.target.host_port
-        reporter = asyncio.get_running_loop().create_task(self._report_progress())
+        loop = asyncio.get_running_loop()
+        # Every worker begins at the same moment, the start of the parent's clock.
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        reporter = loop.create_task(self._report_progress())
+        cpu_at_start = _cpu_seconds()
+        marks = [cpu_at_start]
+        # The CPU of the warm-up is not the recorded operations' cost.
+        loop.call_later(
+            max(0.0, self.record_from - time.monotonic()),
+            lambda: marks.append(_cpu_seconds()),
+        )
         try:
             await asyncio.gather(*(self._drive(host, port) for _ in range(self.job.connections)))
         finally:
             reporter.cancel()
+        return _cpu_seconds() - marks[-1]
 
     async def _report_progress(self) -> None:
         """Send the count of recorded operations, and time out overdue requests."""
@@ -419,6 +431,11 @@ class _Worker:
         }
 
 
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def hash_phase(phase: str) -> int:
     """A stable number per phase name (str hashes differ between processes)."""
     return int.from_bytes(hashlib.sha256(phase.encode()).digest()[:4], "big")
@@ -433,10 +450,7 @@ def worker_main(job: Job, progress: Any, go: Any, start: Any) -> None:
         progress.put(("ready", job.worker, None))
         if not go.wait(START_SECONDS_MAX):
             raise TimeoutError("the benchmark did not start its phase")
-        cpu_before = os.times()
-        uvloop.run(worker.run(start.value))
-        cpu_after = os.times()
-        cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+        cpu = uvloop.run(worker.run(start.value))
         progress.put(("result", job.worker, worker.result(cpu)))
     except BaseException:
         progress.put(("failed", job.worker, traceback.format_exc()))
