@@ -245,7 +245,7 @@ def _item_write(
         # The change's stream record is part of this same atomic write.
         from keeldb.engine import streams
 
-        streams.item_written(db, table, old_item, image, record, puts)
+        streams.item_written(db, table, old_item, old_size, image, image_size, record, puts)
     return puts, deletes
 
 
