@@ -344,12 +344,15 @@ def item_written(
     db: Database,
     table: Table,
     old: Item | None,
+    old_size: int,
     new: Item | None,
+    new_size: int,
     record: dict[str, Any],
     puts: list[tuple[bytes, bytes]],
 ) -> None:
     """Add the stream record of one item change to `puts`, the store write that makes the
-    change. Called by the item store, per item, only for a table whose stream is enabled.
+    change. Called by the item store, per item, only for a table whose stream is enabled,
+    with the old and new images and their sizes in bytes (0 for a missing image).
 
     The entry being applied is the one after the store's applied LSN: every applier records
     its LSN with its one store write, after the items it writes.
@@ -382,11 +385,12 @@ def item_written(
         event = 1
     new_image = new if view in (VIEW_NEW_IMAGE, VIEW_NEW_AND_OLD_IMAGES) else None
     old_image = old if view in (VIEW_OLD_IMAGE, VIEW_NEW_AND_OLD_IMAGES) else None
+    # SizeBytes: the keys and the images the record carries.
     size = item_size(keys)
     if new_image is not None:
-        size += item_size(new_image)
+        size += new_size
     if old_image is not None:
-        size += item_size(old_image)
+        size += old_size
     from keeldb.engine import ttl
 
     service = ttl.user_identity(record) is not None
