@@ -1,0 +1,81 @@
+"""DynamoDB's export layout (DYNAMODB_JSON), written and read, so tables move between KeelDB
+servers and to and from AWS.
+
+An export of table T with ExportArn ".../export/ID" to bucket B and prefix P is::
+
+    P/AWSDynamoDB/ID/manifest-summary.json   what was exported, when, how many items
+    P/AWSDynamoDB/ID/manifest-files.json     one JSON line per data file
+    P/AWSDynamoDB/ID/data/NAME.json.gz       one {"Item": {...}} JSON line per item
+
+(AWS's documentation, "DynamoDB table export output format"). ImportTable reads every data
+file under an S3KeyPrefix, gzip-compressed or not. This module owns those formats; it never
+decides which items are exported and never touches a table.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+MANIFEST_VERSION = "2020-06-30"  # manifest-summary.json's "version", as AWS writes it
+DATA_SUFFIXES = (".json.gz", ".json")
+
+
+def export_root(prefix: str | None, export_id: str) -> str:
+    prefix = (prefix or "").strip("/")
+    return f"{prefix}/AWSDynamoDB/{export_id}/" if prefix else f"AWSDynamoDB/{export_id}/"
+
+
+def encode_data_file(items: list[dict[str, Any]]) -> bytes:
+    """A gzip-compressed data file: one {"Item": item} JSON object per line."""
+    lines = "".join(json.dumps({"Item": item}, separators=(",", ":")) + "\n" for item in items)
+    return gzip.compress(lines.encode(), compresslevel=6)
+
+
+def data_file_entry(key: str, data: bytes, item_count: int) -> dict[str, Any]:
+    """One line of manifest-files.json."""
+    md5 = hashlib.md5(data, usedforsecurity=False)
+    return {
+        "itemCount": item_count,
+        "md5Checksum": base64.b64encode(md5.digest()).decode(),
+        "etag": md5.hexdigest(),
+        "dataFileS3Key": key,
+    }
+
+
+def encode_manifest_files(entries: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+
+
+def is_data_file(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1]
+    if name.startswith(("manifest-", "_")):
+        return False
+    return key.endswith(DATA_SUFFIXES)
+
+
+class ImportFormatError(ValueError):
+    """A line of an import's data file is not a DynamoDB JSON item."""
+
+
+def read_data_file(data: bytes, compression: str) -> Iterator[dict[str, Any] | ImportFormatError]:
+    """The items of one data file (or, per bad line, the error that line makes)."""
+    if compression == "GZIP":
+        data = gzip.decompress(data)
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as error:
+            yield ImportFormatError(f"line {number}: {error}")
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("Item"), dict):
+            yield ImportFormatError(f'line {number}: no "Item" object')
+            continue
+        item: dict[str, Any] = entry["Item"]
+        yield item
