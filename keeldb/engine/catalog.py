@@ -1205,8 +1205,10 @@ def _check_sse(db: Database, spec: dict[str, Any] | None) -> tuple[bool, str | N
         raise ValidationException(INVALID + "SSEType AES256 is not supported")
     key = spec.get("KMSMasterKeyId")
     if key is None:
-        # The AWS managed key of DynamoDB in this account and region.
-        key = f"arn:aws:kms:{db.region}:{db.account_id}:key/{uuid.uuid4()}"
+        # The AWS managed key of DynamoDB (alias/aws/dynamodb): one per account and region,
+        # shared by every table that asks for it, so its id is derived from the two.
+        managed = uuid.uuid5(uuid.NAMESPACE_URL, f"kms:{db.region}:{db.account_id}:aws/dynamodb")
+        key = f"arn:aws:kms:{db.region}:{db.account_id}:key/{managed}"
     elif not key.startswith("arn:"):
         # A key id or an alias name: report it as the ARN it stands for in this account.
         kind = "" if key.startswith("alias/") else "key/"
