@@ -220,6 +220,7 @@ class GroupLog:
         self.applied_count = 0  # commands handed to apply
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        self.rewrites = 0  # log rewrites at a snapshot
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -593,6 +594,7 @@ class GroupLog:
             return
         self._snapshot_slot_at_rewrite = snap_slot
         removed = await loop.run_in_executor(self._disk, wal.rewrite, state.records())
+        self.rewrites += 1
         log.info(
             "group %s: rewrote its log at snapshot %d (%d segments removed)",
             self.group_id,

@@ -1,5 +1,6 @@
-"""A local replica group of real `group_node` processes on loopback, and a client for it:
-for process tests, fault drills and the benchmark.
+"""A local replica group of real `group_node` processes on loopback, a client for it, and
+a recorded key-value workload for the linearizability checker: for process tests, fault
+drills and the benchmark.
 
 Owns starting, killing (SIGKILL), pausing (SIGSTOP/SIGCONT) and restarting those processes
 with fixed ports and data directories, and the client side of the "kv" channel (a
@@ -13,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from keeldb.cluster.group_node import PROFILE_SIZES
+from keeldb.consensus.sim.linearizability import HistoryResult, Operation, OpKind, check_history
 from keeldb.net.transport import CallTimeout, PeerUnavailable, RemoteError, Transport
 
 START_SECONDS_MAX = 30.0  # a node process prints its ready line well within this
@@ -214,3 +219,183 @@ async def find_leader(
                 return node
         await asyncio.sleep(0.05)
     raise TimeoutError(f"no leader among {nodes} within {timeout_seconds} s")
+
+
+# --- a recorded key-value workload, for the linearizability checker ----------------------
+
+CallFn = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Replies after which a request surely had no effect: refused before it was proposed, or
+# its proposal lost its slot (NotLeader), or a read that was refused.
+NO_EFFECT_ERRORS = frozenset({"NotLeader", "GroupBusy", "BadRequest"})
+
+
+@dataclass(slots=True)
+class _Open:
+    client: int
+    kind: OpKind
+    key: str
+    call: int
+    value: bytes | None
+    expected: bytes | None
+
+
+class History:
+    """Operations as clients saw them, positioned on one counter of events (a call or a
+    return each take the next number), for `consensus.sim.linearizability.check_history`."""
+
+    def __init__(self) -> None:
+        self._clock = 0
+        self.operations: list[Operation] = []
+        self.discarded = 0
+        self.unknown = 0
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def begin(
+        self,
+        client: int,
+        kind: OpKind,
+        key: str,
+        value: bytes | None = None,
+        expected: bytes | None = None,
+    ) -> _Open:
+        return _Open(client, kind, key, self._tick(), value, expected)
+
+    def end(self, op: _Open, output: bytes | bool | None) -> None:
+        self.operations.append(
+            Operation(
+                op.client, op.kind, op.key, op.call, self._tick(), op.value, op.expected, output
+            )
+        )
+
+    def unknown_outcome(self, op: _Open) -> None:
+        """No answer: the operation may take effect at any later time, or never."""
+        self.unknown += 1
+        self.operations.append(
+            Operation(op.client, op.kind, op.key, op.call, None, op.value, op.expected, None)
+        )
+
+    def discard(self, op: _Open) -> None:
+        """The operation surely had no effect (it was refused)."""
+        del op
+        self.discarded += 1
+
+    def acknowledged_writes(self) -> list[Operation]:
+        return [op for op in self.operations if op.kind is not OpKind.GET and op.ret is not None]
+
+    def check(self) -> HistoryResult:
+        return check_history(self.operations)
+
+
+@dataclass(slots=True)
+class WorkloadStats:
+    writes_ok: int = 0
+    reads_ok: int = 0
+    refused: int = 0
+    unknown: int = 0
+    # Successful writes as (monotonic time): the longest gap between two is the outage.
+    write_times: list[float] = field(default_factory=list)
+
+    def longest_gap_seconds(self, after: float = 0.0) -> float:
+        times = [t for t in self.write_times if t >= after]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+async def kv_workload(
+    call: CallFn,
+    nodes: list[str],
+    history: History,
+    *,
+    clients: int,
+    keys: list[str],
+    duration_seconds: float,
+    seed: int = 1,
+    pause_seconds: float = 0.0,
+) -> WorkloadStats:
+    """`clients` concurrent clients doing put / compare-and-set / lease-read on `keys`
+    against the group for `duration_seconds`, following leader hints; every operation is
+    recorded in `history` (refused ones are discarded, unanswered ones left open)."""
+    stats = WorkloadStats()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration_seconds
+
+    async def client(number: int) -> None:
+        rng = random.Random(seed * 1000 + number)
+        target = nodes[number % len(nodes)]
+        seen: dict[str, bytes | None] = {}
+        sequence = 0
+        while loop.time() < end:
+            sequence += 1
+            key = rng.choice(keys)
+            value = f"c{number}-{sequence}".encode()
+            roll = rng.random()
+            if roll < 0.4:
+                kind = OpKind.PUT
+                request: dict[str, Any] = {"op": "put", "key": key, "value": value}
+                op = history.begin(number, kind, key, value)
+            elif roll < 0.6:
+                kind = OpKind.CAS
+                expected = seen.get(key)
+                request = {"op": "cas", "key": key, "value": value, "expected": expected}
+                op = history.begin(number, kind, key, value, expected)
+            else:
+                kind = OpKind.GET
+                request = {"op": "get", "key": key}
+                op = history.begin(number, kind, key)
+            reply = await call(target, request)
+            if reply.get("ok"):
+                if kind is OpKind.GET:
+                    seen[key] = reply["value"]
+                    history.end(op, reply["value"])
+                    stats.reads_ok += 1
+                else:
+                    history.end(op, reply["result"] if kind is OpKind.CAS else None)
+                    stats.writes_ok += 1
+                    stats.write_times.append(loop.time())
+                if pause_seconds:
+                    await asyncio.sleep(pause_seconds)
+                continue
+            error = reply.get("error")
+            if kind is OpKind.GET or error in NO_EFFECT_ERRORS:
+                history.discard(op)
+                stats.refused += 1
+            else:
+                history.unknown_outcome(op)
+                stats.unknown += 1
+            hint = reply.get("leader")
+            if error == "NotLeader" and hint in nodes and hint != target:
+                target = hint
+            else:
+                target = nodes[(nodes.index(target) + 1) % len(nodes)]
+                await asyncio.sleep(0.02)  # nobody leads yet: do not spin
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return stats
+
+
+async def final_reads(
+    call: CallFn, nodes: list[str], history: History, keys: list[str], timeout_seconds: float
+) -> dict[str, bytes | None]:
+    """A lease read of every key, recorded in the history (client number -1), retried until
+    some member answers; after the workload, so every acknowledged write must show."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    values: dict[str, bytes | None] = {}
+    for key in keys:
+        attempt = 0
+        while True:
+            if loop.time() > deadline:
+                raise TimeoutError(f"no member answered a read of {key!r}")
+            node = nodes[attempt % len(nodes)]
+            attempt += 1
+            op = history.begin(-1, OpKind.GET, key)
+            reply = await call(node, {"op": "get", "key": key})
+            if reply.get("ok"):
+                history.end(op, reply["value"])
+                values[key] = reply["value"]
+                break
+            history.discard(op)
+            await asyncio.sleep(0.02)
+    return values

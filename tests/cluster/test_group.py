@@ -1,0 +1,473 @@
+"""Replica groups of real `GroupLog`s over real loopback transports, in one process: election,
+replication, failover, leases under partition, restarts, snapshots, configuration changes,
+the aurora profile, and a recorded history checked for linearizability."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keeldb.cluster import group as group_module
+from keeldb.cluster.group import GroupLog, GroupOptions, NotLeader, member_name
+from keeldb.cluster.group_harness import History, final_reads, kv_workload
+from keeldb.cluster.group_kv import KEY_PREFIX, KvMachine, KvService
+from keeldb.consensus.replica import Options
+from keeldb.consensus.sim.linearizability import OpKind, Verdict
+from keeldb.consensus.types import Config, Member, NodeId
+from keeldb.net.transport import Transport
+from keeldb.storage.lmdb_store import LmdbStore
+
+SECRET = b"group-test-secret-0123456789abcdef"
+TEST_SECONDS_MAX = 60.0
+TICK_SECONDS = 0.05
+LEASE_SECONDS = Options().lease_ticks * TICK_SECONDS
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(body(), TEST_SECONDS_MAX)
+
+    asyncio.run(bounded())
+
+
+@dataclass
+class Node:
+    name: str
+    port: int = 0
+    transport: Transport | None = None
+    group: GroupLog | None = None
+    store: LmdbStore | None = None
+    machine: KvMachine | None = None
+    service: KvService | None = None
+
+
+class Cluster:
+    """Members of the group "g" on this event loop, each with its own transport and store."""
+
+    def __init__(
+        self,
+        base: Path,
+        config: Config,
+        *,
+        replica: Options | None = None,
+        service: type[KvService] = KvService,
+        append_timeout_seconds: float = 5.0,
+    ) -> None:
+        self.base = base
+        self.config = config
+        self.options = GroupOptions(
+            tick_seconds=TICK_SECONDS,
+            replica=replica or Options(),
+            append_timeout_seconds=append_timeout_seconds,
+        )
+        self.service_type = service
+        self.nodes: dict[str, Node] = {
+            member_name(n): Node(member_name(n)) for n in config.node_ids
+        }
+
+    async def start(self, name: str, config: Config | None = None) -> Node:
+        node = self.nodes.setdefault(name, Node(name))
+        assert node.group is None
+        node.transport = Transport(name, "127.0.0.1", node.port, SECRET)
+        node.port = await node.transport.start()
+        for other in self.nodes.values():
+            if other.name != name and other.port:
+                node.transport.add_peer(other.name, "127.0.0.1", other.port)
+                if other.transport is not None:
+                    other.transport.add_peer(name, "127.0.0.1", node.port)
+        node.store = LmdbStore(self.base / name / "store")
+        node.machine = KvMachine(node.store)
+        node.group = GroupLog(
+            "g",
+            name,
+            config or self.config,
+            node.transport,
+            self.base / name / "group",
+            node.store,
+            node.machine.apply,
+            options=self.options,
+        )
+        node.service = self.service_type(node.group, node.machine)
+        await node.group.start()
+        return node
+
+    async def start_all(self) -> None:
+        for name in list(self.nodes):
+            # Bind every port first, so that each transport knows every peer.
+            node = self.nodes[name]
+            if not node.port:
+                probe = Transport(name, "127.0.0.1", 0, SECRET)
+                node.port = await probe.start()
+                await probe.close()
+        for name, node in list(self.nodes.items()):
+            if node.group is None:
+                await self.start(name)
+
+    async def stop(self, name: str) -> None:
+        """Gone at once, as far as its peers can tell: its transport closes first."""
+        node = self.nodes[name]
+        assert node.transport is not None and node.group is not None and node.store is not None
+        await node.transport.close()
+        await node.group.close()
+        node.store.close()
+        node.transport = node.group = node.store = node.machine = node.service = None
+
+    async def stop_all(self) -> None:
+        for name, node in self.nodes.items():
+            if node.group is not None:
+                await self.stop(name)
+
+    def group(self, name: str) -> GroupLog:
+        group = self.nodes[name].group
+        assert group is not None
+        return group
+
+    def running(self) -> list[str]:
+        return [name for name, node in self.nodes.items() if node.group is not None]
+
+    async def leader(self, timeout_seconds: float = 10.0, among: list[str] | None = None) -> str:
+        """The member that leads with a read lease."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            for name in among or self.running():
+                group = self.nodes[name].group
+                if group is not None and group.read_lease():
+                    return name
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no leader with a lease within {timeout_seconds} s")
+
+    async def call(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
+        service = self.nodes[name].service
+        if service is None:
+            return {"ok": False, "error": "Unavailable"}
+        return await service.handle("client", request)
+
+    def values(self, name: str) -> dict[bytes, bytes]:
+        store = self.nodes[name].store
+        assert store is not None
+        return dict(store.scan(KEY_PREFIX, KEY_PREFIX + b"\xff"))
+
+    async def converged(self, names: list[str], timeout_seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            snapshots = [self.values(n) for n in names]
+            if all(s == snapshots[0] for s in snapshots):
+                return
+            assert time.monotonic() < deadline, f"members {names} did not converge"
+            await asyncio.sleep(0.02)
+
+
+async def put(cluster: Cluster, name: str, key: str, value: bytes) -> int:
+    reply = await cluster.call(name, {"op": "put", "key": key, "value": value})
+    assert reply["ok"], reply
+    return int(reply["lsn"])
+
+
+def test_three_members_elect_one_leader_and_apply_the_same_commands_in_order(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]))
+        await cluster.start_all()
+        leader = await cluster.leader()
+        lsns = [await put(cluster, leader, f"k{i % 7}", b"v%d" % i) for i in range(60)]
+        assert lsns == sorted(lsns) and len(set(lsns)) == 60
+        await cluster.converged(list(cluster.nodes))
+        assert cluster.values(leader)[KEY_PREFIX + b"k3"] == b"v59"
+        follower = next(n for n in cluster.nodes if n != leader)
+        with pytest.raises(NotLeader) as refused:
+            await cluster.group(follower).append(b"x")
+        assert refused.value.leader_hint == leader
+        assert await cluster.group(follower).wait_for_leader(5) == leader
+        assert [cluster.group(n).read_lease() for n in cluster.nodes].count(True) == 1
+        statuses = [cluster.group(n).status() for n in cluster.nodes]
+        assert {s["applied"] for s in statuses} == {lsns[-1]}
+        assert all(cluster.group(n).lag() == 0 for n in cluster.nodes)
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_a_dead_leader_is_replaced_within_a_couple_of_lease_periods(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]))
+        await cluster.start_all()
+        leader = await cluster.leader()
+        await put(cluster, leader, "a", b"1")
+        await cluster.stop(leader)
+        stopped = time.monotonic()
+        others = cluster.running()
+        new_leader = await cluster.leader(among=others)
+        await put(cluster, new_leader, "a", b"2")
+        gap = time.monotonic() - stopped
+        print(f"failover gap {gap:.2f} s ({gap / LEASE_SECONDS:.1f} lease periods)")
+        # Election timeout (0.5 to 1 s) + probe + phase 1 + the write; generous for a
+        # loaded machine, while "never" would fail.
+        assert gap < 10 * LEASE_SECONDS + 5
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_no_acknowledged_write_is_lost_when_every_member_restarts_and_replay_is_idempotent(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]))
+        await cluster.start_all()
+        leader = await cluster.leader()
+        acknowledged = {}
+        for i in range(40):
+            await put(cluster, leader, f"k{i}", b"v%d" % i)
+            acknowledged[KEY_PREFIX + b"k%d" % i] = b"v%d" % i
+        await cluster.converged(list(cluster.nodes))
+        await cluster.stop_all()
+        # One member loses its store entirely: it is rebuilt from its own log.
+        shutil.rmtree(tmp_path / "node3" / "store")
+        await cluster.start_all()
+        leader = await cluster.leader()
+        await cluster.converged(list(cluster.nodes))
+        for name in cluster.nodes:
+            assert cluster.values(name) == acknowledged
+        # Stores that had applied everything got nothing applied twice.
+        assert cluster.group("node1").applied_count == 0
+        assert cluster.group("node2").applied_count == 0
+        assert cluster.group("node3").applied_count == 40
+        reply = await cluster.call(leader, {"op": "get", "key": "k39"})
+        assert reply == {"ok": True, "value": b"v39"}
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_an_isolated_leader_loses_its_lease_before_any_other_member_gains_one(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), append_timeout_seconds=2.0)
+        await cluster.start_all()
+        old = await cluster.leader()
+        await put(cluster, old, "k", b"before")
+        others = [n for n in cluster.nodes if n != old]
+        transport = cluster.nodes[old].transport
+        assert transport is not None
+        await transport.apply_fault_command({"op": "partition", "groups": [[old], others]})
+        cut = time.monotonic()
+        both = 0
+        old_lost_at = None
+        new_leader = None
+        while new_leader is None and time.monotonic() - cut < 15:
+            leases = {n: cluster.group(n).read_lease() for n in cluster.nodes}
+            both += sum(leases.values()) > 1
+            if old_lost_at is None and not leases[old]:
+                old_lost_at = time.monotonic() - cut
+            new_leader = next((n for n in others if leases[n]), None)
+            await asyncio.sleep(0.005)
+        assert new_leader is not None, "the majority side elected nobody"
+        assert both == 0
+        assert old_lost_at is not None and old_lost_at <= LEASE_SECONDS + 0.5
+        print(
+            f"old lease gone after {old_lost_at:.2f} s, new leader after "
+            f"{time.monotonic() - cut:.2f} s"
+        )
+        await put(cluster, new_leader, "k", b"after")
+        refused = await cluster.call(old, {"op": "get", "key": "k"})
+        assert refused["ok"] is False and refused["error"] == "NotLeader"
+        stale_write = await cluster.call(old, {"op": "put", "key": "k", "value": b"stale"})
+        assert not stale_write["ok"]
+        await transport.apply_fault_command({"op": "heal"})
+        await cluster.converged(list(cluster.nodes))
+        assert cluster.values(old)[KEY_PREFIX + b"k"] == b"after"
+        assert await cluster.group(old).wait_for_leader(5) == new_leader
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_a_member_behind_the_compacted_log_is_rebuilt_from_a_snapshot_and_restarts_after_a_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_module, "REWRITE_RECORDS_MIN", 200)
+    replica = Options(compaction_entries_min=50, log_entries_retained=10)
+
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), replica=replica)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        lagging = next(n for n in cluster.nodes if n != leader)
+        transport = cluster.nodes[lagging].transport
+        assert transport is not None
+        others = [n for n in cluster.nodes if n != lagging]
+        await transport.apply_fault_command({"op": "partition", "groups": [[lagging], others]})
+        for i in range(300):
+            await put(cluster, leader, f"k{i % 37}", b"v%d" % i)
+        assert cluster.group(leader).snapshots_taken >= 1
+        await transport.apply_fault_command({"op": "heal"})
+        await cluster.converged(list(cluster.nodes))
+        assert cluster.group(lagging).snapshots_installed >= 1
+        assert cluster.group(leader).rewrites >= 1
+        expected = cluster.values(leader)
+        await cluster.stop_all()
+        await cluster.start_all()
+        leader = await cluster.leader()
+        await put(cluster, leader, "k0", b"again")
+        expected[KEY_PREFIX + b"k0"] = b"again"
+        await cluster.converged(list(cluster.nodes))
+        for name in cluster.nodes:
+            assert cluster.values(name) == expected
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_a_configuration_change_replaces_a_member_which_then_catches_up(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]))
+        await cluster.start_all()
+        leader = await cluster.leader()
+        for i in range(20):
+            await put(cluster, leader, f"k{i}", b"v%d" % i)
+        leaving = next(n for n in cluster.nodes if n != leader)
+        staying = [n for n in cluster.nodes if n != leaving]
+        kept = [m for m in cluster.config.members if member_name(m.node_id) != leaving]
+        new_config = Config((*kept, Member(NodeId(4), "c")), q1=2, q2=2)
+        await cluster.start("node4", new_config)
+        chosen = await cluster.group(leader).change_config(new_config)
+        assert chosen.epoch > 0
+        assert sorted(chosen.node_ids) == sorted([*[m.node_id for m in kept], NodeId(4)])
+        await cluster.stop(leaving)
+        for i in range(20, 30):
+            await put(cluster, leader, f"k{i}", b"v%d" % i)
+        await cluster.converged([*staying, "node4"])
+        assert len(cluster.values("node4")) == 30
+        assert cluster.group("node4").replica.config.epoch == chosen.epoch
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_aurora_group_with_log_replicas_keeps_writing_through_the_loss_of_a_zone(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        members = (
+            Member(NodeId(1), "a"),
+            Member(NodeId(2), "a"),
+            Member(NodeId(3), "b"),
+            Member(NodeId(4), "b", log_only=True),
+            Member(NodeId(5), "c"),
+            Member(NodeId(6), "c", log_only=True),
+        )
+        cluster = Cluster(tmp_path, Config(members, q1=3, q2=4))
+        await cluster.start_all()
+        leader = await cluster.leader()
+        for i in range(20):
+            await put(cluster, leader, f"k{i}", b"v%d" % i)
+        zone = "a" if leader in ("node1", "node2") else ("b" if leader == "node3" else "c")
+        lost = [member_name(m.node_id) for m in members if m.zone == zone]
+        for name in lost:
+            await cluster.stop(name)
+        stopped = time.monotonic()
+        survivors = cluster.running()
+        leader = await cluster.leader(among=survivors)
+        for i in range(20, 40):
+            await put(cluster, leader, f"k{i}", b"v%d" % i)
+        print(f"zone {zone} lost; writes resumed after {time.monotonic() - stopped:.2f} s")
+        full = [n for n in survivors if n not in ("node4", "node6")]
+        await cluster.converged(full)
+        assert len(cluster.values(full[0])) == 40
+        for log_replica in ("node4", "node6"):
+            if log_replica in survivors:
+                assert cluster.values(log_replica) == {}  # they keep the log, not the state
+                assert cluster.group(log_replica).committed_lsn() >= 40
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_a_recorded_history_across_a_leader_partition_is_linearizable(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), append_timeout_seconds=2.0)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        nodes = list(cluster.nodes)
+        keys = ["x", "y", "z"]
+        history = History()
+
+        async def faults() -> None:
+            await asyncio.sleep(1.0)
+            transport = cluster.nodes[leader].transport
+            assert transport is not None
+            others = [n for n in nodes if n != leader]
+            await transport.apply_fault_command({"op": "partition", "groups": [[leader], others]})
+            await asyncio.sleep(1.5)
+            await transport.apply_fault_command({"op": "heal"})
+
+        stats, _ = await asyncio.gather(
+            kv_workload(cluster.call, nodes, history, clients=4, keys=keys, duration_seconds=3.5),
+            faults(),
+        )
+        await final_reads(cluster.call, nodes, history, keys, 10)
+        result = history.check()
+        assert result.ok, result.describe()
+        assert stats.writes_ok > 20 and stats.reads_ok > 20
+        print(
+            f"{len(history.operations)} operations, {stats.unknown} unknown outcomes, "
+            f"longest write gap {stats.longest_gap_seconds():.2f} s"
+        )
+        await cluster.stop_all()
+
+    run(body)
+
+
+class LeaselessKvService(KvService):
+    """A deliberately broken driver: answers reads from any member, without a lease."""
+
+    async def handle(self, sender: str, request: Any) -> dict[str, Any]:
+        if isinstance(request, dict) and request.get("op") == "get":
+            return {"ok": True, "value": self.machine.get(request["key"])}
+        return await super().handle(sender, request)
+
+
+@pytest.mark.parametrize(("service", "caught"), [(KvService, False), (LeaselessKvService, True)])
+def test_the_checker_catches_stale_reads_when_the_driver_skips_the_lease(
+    tmp_path: Path, service: type[KvService], caught: bool
+) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), service=service)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        history = History()
+        op = history.begin(1, OpKind.PUT, "k", b"old")
+        await put(cluster, leader, "k", b"old")
+        history.end(op, None)
+        await cluster.converged(list(cluster.nodes))
+        cut_off = next(n for n in cluster.nodes if n != leader)
+        transport = cluster.nodes[cut_off].transport
+        assert transport is not None
+        others = [n for n in cluster.nodes if n != cut_off]
+        await transport.apply_fault_command({"op": "partition", "groups": [[cut_off], others]})
+        op = history.begin(1, OpKind.PUT, "k", b"new")
+        await put(cluster, leader, "k", b"new")
+        history.end(op, None)
+        op = history.begin(2, OpKind.GET, "k")
+        reply = await cluster.call(cut_off, {"op": "get", "key": "k"})
+        if reply["ok"]:
+            history.end(op, reply["value"])
+        else:
+            history.discard(op)
+        result = history.check()
+        assert (result.verdict is Verdict.NOT_LINEARIZABLE) is caught, result.describe()
+        await transport.apply_fault_command({"op": "heal"})
+        await cluster.stop_all()
+
+    run(body)
