@@ -340,6 +340,15 @@ class GroupLog:
         self._deliver_ticks()
         return self._replica.read_lease()
 
+    def campaign(self) -> bool:
+        """Start an election now, skipping the "do you still hear the leader?" pre-check:
+        for a preferred leader at startup and for leadership transfer. False when this
+        member may not lead (log-only, or not a member). An unneeded campaign is safe but
+        deposes a working leader, so callers check `leader_hint` first."""
+        started = self._live_replica().campaign()
+        self._work.set()
+        return started
+
     async def wait_for_leader(self, timeout_seconds: float) -> str:
         """The node of the group's leader once one is known (this member leading, or a
         leader heard from within the last few heartbeats); TimeoutError otherwise."""

@@ -187,6 +187,14 @@ def test_three_members_elect_one_leader_and_apply_the_same_commands_in_order(
         assert refused.value.leader_hint == leader
         assert await cluster.group(follower).wait_for_leader(5) == leader
         assert [cluster.group(n).read_lease() for n in cluster.nodes].count(True) == 1
+        # Leadership transfer: another member campaigns and takes over with the same state.
+        assert cluster.group(follower).campaign()
+        assert await cluster.leader(among=[follower]) == follower
+        assert not cluster.group(leader).read_lease()
+        leader = follower
+        lsns.append(await put(cluster, leader, "k3", b"moved"))
+        await cluster.converged(list(cluster.nodes))
+        assert cluster.values(leader)[KEY_PREFIX + b"k3"] == b"moved"
         statuses = [cluster.group(n).status() for n in cluster.nodes]
         assert {s["applied"] for s in statuses} == {lsns[-1]}
         assert all(cluster.group(n).lag() == 0 for n in cluster.nodes)
