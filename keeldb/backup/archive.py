@@ -49,6 +49,7 @@ ARCHIVE_INTERVAL_SECONDS = 5.0  # how often the segment being written is sealed 
 SNAPSHOT_INTERVAL_SECONDS = 600.0  # a new snapshot at least this often while writes arrive
 SNAPSHOT_LOG_BYTES = 256 * 1024 * 1024  # ... and after this much log was archived since one
 ARCHIVE_RETRY_SECONDS = 5.0  # after a failed pass (the store unreachable), wait this long
+CLOSE_FLUSH_SECONDS = 30.0  # at a clean stop, the last pass may take this long, at most
 
 SnapshotFn = Callable[[Path], int]  # copy the store into a new directory; its applied LSN
 
@@ -125,7 +126,14 @@ class Archiver:
         self._task = loop.create_task(self._run(), name="keeldb-archiver")
 
     async def close(self) -> None:
-        """Stop archiving. The retention hold stays: the log keeps what is not archived."""
+        """Archive what is committed (a clean stop leaves a complete archive, within
+        CLOSE_FLUSH_SECONDS), then stop. The retention hold stays: the log keeps whatever is
+        not archived."""
+        if self._task is not None and self.failure is None:
+            try:
+                await asyncio.wait_for(self.flush(), CLOSE_FLUSH_SECONDS)
+            except Exception as error:  # noqa: BLE001 - the log still holds the records
+                log.warning("the last archive pass failed: %r", error)
         self._closing = True
         if self._task is not None:
             self._task.cancel()
@@ -238,7 +246,9 @@ class Archiver:
         # Every record up to `lsn` was committed before the copy ended, so the time read
         # now is at or after all of theirs: a restore to an instant before it starts from
         # an older snapshot, never from one holding later records.
-        time_us = max(self.log.committed_time_us(), 1)
+        # A log without commit times yet (a new node, or records written before times were
+        # logged) gets the present: later than every record the copy holds.
+        time_us = self.log.committed_time_us() or time.time_ns() // 1000
         key = snapshot_key(lsn, time_us)
         data_file = target / "data.mdb"
         sha = put_file_verified(self.store, key, data_file, scratch)
