@@ -168,6 +168,8 @@ def _rmdir_quietly(path: Path) -> bool:
 class InstanceGroups:
     dirs: list[tuple[Hierarchy, Path]]
     has_kill: bool
+    # What the groups reported when they were removed (the files vanish with them).
+    final: tuple[int | None, int] | None = None
 
     def _find(self, controller: str) -> tuple[Hierarchy, Path] | None:
         for h, path in self.dirs:
@@ -249,6 +251,8 @@ class InstanceGroups:
         self.freeze(False)
 
     def memory_peak_bytes(self) -> int | None:
+        if self.final is not None:
+            return self.final[0]
         found = self._find("memory")
         if found is None:
             return None
@@ -260,6 +264,8 @@ class InstanceGroups:
             return None
 
     def oom_kills(self) -> int:
+        if self.final is not None:
+            return self.final[1]
         found = self._find("memory")
         if found is None:
             return 0
@@ -275,4 +281,6 @@ class InstanceGroups:
         return 0
 
     def remove(self) -> bool:
+        if self.final is None:
+            self.final = (self.memory_peak_bytes(), self.oom_kills())
         return all(_rmdir_quietly(path) for _, path in self.dirs)

@@ -134,7 +134,7 @@ def prepare(plan: dict[str, Any]) -> Confinement:
     if not state.pivoted:
         state.tmp_dir = plan["fallback_tmp_dir"]
     layers["landlock_fs"] = layers["landlock_net"] = layers["landlock_scope"] = False
-    abi = plan.get("landlock_abi", 0)
+    abi = _landlock_abi(plan)
     if abi >= 1 and state.pivoted:
         state.ruleset_fd = _landlock_ruleset(plan, abi, TASK_DIR, state.tmp_dir)
     return state
@@ -152,6 +152,11 @@ def _landlock_ruleset(plan: dict[str, Any], abi: int, task_dir: str, tmp_dir: st
     if os.path.isdir("/proc") and plan.get("pid_namespace"):
         rules.append(landlock.PathRule("/proc", read))
     return landlock.build_ruleset(abi, rules, [plan["port"]])
+
+
+def _landlock_abi(plan: dict[str, Any]) -> int:
+    # A pool can switch a layer off, so that tests show what that layer alone stops.
+    return 0 if "landlock" in plan.get("disabled", ()) else plan.get("landlock_abi", 0)
 
 
 def _set_rlimits(assign: dict[str, Any], pids_max: int) -> None:
@@ -227,7 +232,7 @@ def lock_down(state: Confinement, assign: dict[str, Any], seccomp_program: bytes
         layers["no_capabilities"] = _capabilities_empty()
     _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
     layers["no_new_privs"] = True
-    abi = plan.get("landlock_abi", 0)
+    abi = _landlock_abi(plan)
     ruleset_fd = state.ruleset_fd
     if ruleset_fd is None and abi >= 1:
         ruleset_fd = _landlock_ruleset(plan, abi, task_dir, state.tmp_dir)
@@ -236,7 +241,7 @@ def lock_down(state: Confinement, assign: dict[str, Any], seccomp_program: bytes
         layers["landlock_fs"] = True
         layers["landlock_net"] = abi >= 4
         layers["landlock_scope"] = abi >= 6
-    if seccomp_program is not None:
+    if seccomp_program is not None and "seccomp" not in plan.get("disabled", ()):
         _try(layers, "seccomp", _linux.seccomp_load_bpf, seccomp_program)
     else:
         layers["seccomp"] = False

@@ -152,6 +152,7 @@ class SandboxPool:
         idle_reap_seconds: float = 300.0,
         instances_max: int = 32,
         pids_max: int = PIDS_MAX,
+        disabled_layers: frozenset[str] = frozenset(),
     ) -> None:
         assert warm_instances >= 0
         assert instances_max >= 1
@@ -162,6 +163,9 @@ class SandboxPool:
         self.idle_reap_seconds = idle_reap_seconds
         self.instances_max = instances_max
         self.pids_max = pids_max
+        # Only for tests that show what one layer stops: "seccomp" and/or "landlock".
+        assert disabled_layers <= {"seccomp", "landlock"}
+        self.disabled_layers = disabled_layers
         self._ids = itertools.count(1)
         self._zygote: asyncio.subprocess.Process | None = None
         self._control: socket.socket | None = None
@@ -447,6 +451,8 @@ class SandboxPool:
         init_ms: float | None,
         init_log: str,
     ) -> InvokeResult:
+        # Read the groups before the process is reaped: then they are removed.
+        oom = instance.groups is not None and instance.groups.oom_kills() > 0
         instance.kill()
         status: int | None = None
         with contextlib.suppress(TimeoutError, SandboxCrashed):
@@ -458,7 +464,6 @@ class SandboxPool:
                 reason = "signal: " + _SIGNAL_WORDS.get(number, signal.Signals(number).name)
             elif os.WIFEXITED(status):
                 reason = f"exit status {os.WEXITSTATUS(status)}"
-        oom = instance.groups is not None and instance.groups.oom_kills() > 0
         error_type = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
         message = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
         body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
@@ -607,6 +612,7 @@ class SandboxPool:
             "port": self.endpoint_port,
             "pids_max": self.pids_max,
             "landlock_abi": self._hello.get("landlock_abi", 0),
+            "disabled": sorted(self.disabled_layers),
         }
         spawned: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._spawning[instance_id] = spawned

@@ -88,6 +88,16 @@ def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = 
         sock.send(body)
 
 
+def _end(children: dict[int, tuple[int, int]]) -> None:
+    """The pool is gone: kill every instance and exit."""
+    for _, pid in children.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(0)
+
+
 def main(control_fd: int) -> None:
     control = socket.socket(fileno=control_fd)
     _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -129,12 +139,7 @@ def main(control_fd: int) -> None:
                 except OSError:
                     body, fds = b"", []
                 if not body:
-                    for _, pid in children.values():
-                        try:
-                            os.kill(pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                    os._exit(0)
+                    _end(children)
                 message = msgpack.unpackb(body, raw=False)
                 assert message["op"] == "spawn"
                 assert len(fds) == 1
@@ -152,14 +157,22 @@ def main(control_fd: int) -> None:
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = (message["plan"]["id"], pid)
                 selector.register(pidfd, selectors.EVENT_READ, pidfd)
-                _send(control, {"op": "spawned", "id": message["plan"]["id"], "pid": pid}, [pidfd])
+                try:
+                    _send(
+                        control, {"op": "spawned", "id": message["plan"]["id"], "pid": pid}, [pidfd]
+                    )
+                except OSError:
+                    _end(children)
             else:
                 pidfd = key.data
                 selector.unregister(pidfd)
                 instance_id, pid = children.pop(pidfd)
                 os.close(pidfd)
                 _, status = os.waitpid(pid, 0)
-                _send(control, {"op": "exited", "id": instance_id, "status": status})
+                try:
+                    _send(control, {"op": "exited", "id": instance_id, "status": status})
+                except OSError:
+                    _end(children)
 
 
 def _fork(
