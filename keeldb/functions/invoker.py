@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from keeldb.functions.errors import TooManyRequestsException
+from keeldb.functions.errors import ServiceException, TooManyRequestsException
 from keeldb.functions.model import LOG_TAIL_BYTES_MAX, SYNC_PAYLOAD_BYTES_MAX
 
 log = logging.getLogger("keeldb.functions")
@@ -125,8 +125,10 @@ class Invoker:
         exists: Callable[[str], bool],
         *,
         account_limit: int,
+        function_arn: Callable[[str], str],
         timeout_type: type[BaseException],
         crash_type: type[BaseException],
+        busy_type: type[BaseException],
     ) -> None:
         self.pool = pool
         self.spec_for = spec_for
@@ -135,6 +137,8 @@ class Invoker:
         self.concurrency = Concurrency(account_limit)
         self._timeout_type = timeout_type
         self._crash_type = crash_type
+        self._busy_type = busy_type
+        self.function_arn = function_arn
         self._events: deque[_Event] = deque()
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -163,32 +167,21 @@ class Invoker:
     async def _run_admitted(self, name: str, payload: bytes) -> Outcome:
         spec = self.spec_for(name)
         request_id = str(uuid.uuid4())
-        started = time.monotonic()
         try:
-            result = await self.pool.invoke(spec, payload)
-        except self._timeout_type:
-            seconds = spec.timeout_seconds
-            message = f"RequestId: {request_id} Error: Task timed out after {seconds:.2f} seconds"
-            return self._framed(
-                request_id,
-                orjson.dumps({"errorType": "Sandbox.Timedout", "errorMessage": message}),
-                "Unhandled",
-                message + "\n",
-                (time.monotonic() - started) * 1000,
-                cold=False,
-                spec=spec,
+            result = await self.pool.invoke(
+                spec, payload, request_id=request_id, function_arn=self.function_arn(name)
             )
-        except self._crash_type as error:
-            message = f"RequestId: {request_id} Error: Runtime exited with error: {error}"
-            return self._framed(
-                request_id,
-                orjson.dumps({"errorType": "Runtime.ExitError", "errorMessage": message}),
-                "Unhandled",
-                message + "\n",
-                (time.monotonic() - started) * 1000,
-                cold=False,
-                spec=spec,
-            )
+        except self._busy_type:
+            # Every instance the host allows is busy: Lambda's answer when capacity runs out.
+            raise TooManyRequestsException(
+                THROTTLE_MESSAGE, Reason=ACCOUNT_LIMIT, retryAfterSeconds="1"
+            ) from None
+        except (self._timeout_type, self._crash_type) as error:
+            # The sandbox machinery failed (not the handler, whose failures are results).
+            log.error("function %s could not run: %s", name, error)
+            raise ServiceException(
+                f"Lambda was unable to start an instance of {name}: {error}"
+            ) from None
         body = result.payload
         error = result.function_error
         if len(body) > SYNC_PAYLOAD_BYTES_MAX:
@@ -200,40 +193,14 @@ class Invoker:
                 }
             )
             error = "Unhandled"
-        return self._framed(
-            request_id,
+        return Outcome(
             body,
             error,
             result.log_tail,
             result.duration_ms,
-            cold=result.cold_start,
-            spec=spec,
+            result.cold_start,
+            getattr(result, "request_id", "") or request_id,
         )
-
-    @staticmethod
-    def _framed(
-        request_id: str,
-        payload: bytes,
-        error: str | None,
-        text: str,
-        duration_ms: float,
-        *,
-        cold: bool,
-        spec: Any,
-    ) -> Outcome:
-        """The log as Lambda's runtime frames it: START, the function's lines, END, REPORT."""
-        if text and not text.endswith("\n"):
-            text += "\n"
-        report = (
-            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-            f"Billed Duration: {max(1, int(duration_ms + 0.999))} ms\t"
-            f"Memory Size: {spec.memory_mb} MB\n"
-        )
-        framed = (
-            f"START RequestId: {request_id} Version: $LATEST\n{text}"
-            f"END RequestId: {request_id}\n{report}"
-        )
-        return Outcome(payload, error, framed, duration_ms, cold, request_id)
 
     # -- asynchronous invocations ----------------------------------------------------------
 
@@ -276,9 +243,8 @@ class Invoker:
             event.not_before = time.monotonic() + EVENT_THROTTLE_DELAY_SECONDS
             self._events.append(event)
             return
-        except Exception:
-            log.exception("event invocation of %s failed", event.name)
-            outcome = None
+        except ServiceException:
+            outcome = None  # logged where it happened; retried like a function error
         if outcome is not None and outcome.function_error is None:
             self.events_done += 1
             return

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from keeldb.functions.local_runtime import FRAME_HEADER
 
@@ -29,11 +32,15 @@ FRAME_BYTES_MAX = 8 * 1024 * 1024
 
 
 class SandboxTimeout(Exception):
-    """The instance ran past its function's timeout and was killed."""
+    """Starting an instance took too long (a handler's timeout is a result, not this)."""
 
 
 class SandboxCrashed(Exception):
-    """The instance exited or broke its protocol during an invocation."""
+    """The pool is not running (an instance that dies is a result, not this)."""
+
+
+class SandboxBusy(Exception):
+    """Every instance the pool may run is busy."""
 
 
 @dataclass(frozen=True)
@@ -55,15 +62,16 @@ class InvokeResult:
     log_tail: str
     duration_ms: float
     cold_start: bool
+    request_id: str = ""
 
 
 class _Instance:
-    def __init__(self, process: asyncio.subprocess.Process, key: tuple[str, str]) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, key: tuple[Any, ...]) -> None:
         self.process = process
         self.key = key
         self.idle_since = time.monotonic()
 
-    async def call(self, payload: bytes, timeout_seconds: float) -> tuple[dict, bytes]:
+    async def call(self, payload: bytes, timeout_seconds: float) -> tuple[dict[str, Any], bytes]:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(FRAME_HEADER.pack(len(payload)) + payload)
         await self.process.stdin.drain()
@@ -90,7 +98,7 @@ class LocalPool:
     def __init__(self, work_dir: Path, *, endpoint_port: int, **_options: object) -> None:
         self.work_dir = work_dir
         self.endpoint_port = endpoint_port
-        self._idle: dict[tuple[str, str], list[_Instance]] = {}
+        self._idle: dict[tuple[Any, ...], list[_Instance]] = {}
         self._busy: set[_Instance] = set()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -121,8 +129,20 @@ class LocalPool:
         live = [i for group in self._idle.values() for i in group] + list(self._busy)
         return sum(1 for instance in live if instance.key[0] == name)
 
-    async def invoke(self, spec: FunctionSpec, payload: bytes) -> InvokeResult:
-        key = (spec.name, spec.code_sha256)
+    async def invoke(
+        self,
+        spec: FunctionSpec,
+        payload: bytes,
+        *,
+        request_id: str | None = None,
+        function_arn: str | None = None,
+    ) -> InvokeResult:
+        """Run the handler; its errors, a timeout and a dead instance come back as results
+        with Lambda's payloads, as the sandbox pool reports them."""
+        if self._reaper is None:
+            raise SandboxCrashed("the pool is not running")
+        request_id = request_id or str(uuid.uuid4())
+        key = _key(spec)
         idle = self._idle.get(key) or []
         cold = not idle
         instance = idle.pop() if idle else await self._spawn(spec, key)
@@ -133,30 +153,50 @@ class LocalPool:
         except TimeoutError:
             instance.kill()
             await instance.process.wait()
-            raise SandboxTimeout(f"timed out after {spec.timeout_seconds} s") from None
-        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as error:
+            message = (
+                f"RequestId: {request_id} Error: Task timed out after "
+                f"{spec.timeout_seconds:.2f} seconds"
+            )
+            return _result(
+                spec,
+                request_id,
+                json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": message}).encode(),
+                "Unhandled",
+                message + "\n",
+                (time.monotonic() - started) * 1000,
+                cold,
+                "timeout",
+            )
+        except (asyncio.IncompleteReadError, ConnectionError, SandboxCrashed) as error:
             instance.kill()
             code = await instance.process.wait()
-            raise SandboxCrashed(f"instance exited with {code}") from error
+            message = f"RequestId: {request_id} Error: Runtime exited with error: exit {code}"
+            return _result(
+                spec,
+                request_id,
+                json.dumps({"errorType": "Runtime.ExitError", "errorMessage": message}).encode(),
+                "Unhandled",
+                f"{message} ({error})\n",
+                (time.monotonic() - started) * 1000,
+                cold,
+                "error",
+            )
         finally:
             self._busy.discard(instance)
         instance.idle_since = time.monotonic()
         self._idle.setdefault(key, []).append(instance)
-        return InvokeResult(
-            payload=body,
-            function_error=header["error"],
-            log_tail=header["log"],
-            duration_ms=header.get("duration_ms", (time.monotonic() - started) * 1000),
-            cold_start=cold,
+        return _result(
+            spec,
+            request_id,
+            body,
+            header["error"],
+            header["log"],
+            header.get("duration_ms", (time.monotonic() - started) * 1000),
+            cold,
+            None,
         )
 
-    def forget(self, name: str) -> None:
-        """Stop the idle instances of a function whose code or configuration changed."""
-        for key in [k for k in self._idle if k[0] == name]:
-            for instance in self._idle.pop(key):
-                instance.kill()
-
-    async def _spawn(self, spec: FunctionSpec, key: tuple[str, str]) -> _Instance:
+    async def _spawn(self, spec: FunctionSpec, key: tuple[Any, ...]) -> _Instance:
         environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **spec.environment}
         environment["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         process = await asyncio.create_subprocess_exec(
@@ -182,3 +222,43 @@ class LocalPool:
                     group.remove(instance)
                     instance.kill()
                     await instance.process.wait()
+
+
+def _key(spec: FunctionSpec) -> tuple[Any, ...]:
+    """Instances are shared only between invocations of one configuration and code."""
+    return (
+        spec.name,
+        spec.code_sha256,
+        spec.handler,
+        spec.memory_mb,
+        spec.timeout_seconds,
+        tuple(sorted(spec.environment.items())),
+    )
+
+
+def _result(
+    spec: FunctionSpec,
+    request_id: str,
+    body: bytes,
+    function_error: str | None,
+    text: str,
+    duration_ms: float,
+    cold: bool,
+    status: str | None,
+) -> InvokeResult:
+    """The log framed as Lambda's runtime frames it: START, the function's lines, END,
+    REPORT."""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    report = (
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+        f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
+        f"Memory Size: {spec.memory_mb} MB\t"
+    )
+    if status is not None:
+        report += f"Status: {status}"
+    tail = (
+        f"START RequestId: {request_id} Version: $LATEST\n{text}"
+        f"END RequestId: {request_id}\n{report}\n"
+    )
+    return InvokeResult(body, function_error, tail, duration_ms, cold, request_id)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from keeldb.functions.errors import TooManyRequestsException
+from keeldb.functions.errors import ServiceException, TooManyRequestsException
 
 if TYPE_CHECKING:
     from keeldb.functions.service import FunctionService
@@ -319,6 +319,12 @@ class StreamPoller:
             except TooManyRequestsException:
                 self._result("PROBLEM: Function call throttled")
                 await asyncio.sleep(THROTTLE_PAUSE_SECONDS)
+                continue
+            except ServiceException:
+                # The function never ran: as Lambda does before an invocation, wait and try
+                # again without using up the batch's retries.
+                self._result("PROBLEM: Function could not be started")
+                await asyncio.sleep(PROBLEM_PAUSE_SECONDS)
                 continue
             self.invocations += 1
             return outcome

@@ -53,7 +53,13 @@ def load_pool_module(prefer_local: bool = False) -> Any:
     if not prefer_local:
         try:
             module = importlib.import_module("keeldb.functions.sandbox")
-            for name in ("SandboxPool", "FunctionSpec", "SandboxTimeout", "SandboxCrashed"):
+            for name in (
+                "SandboxPool",
+                "FunctionSpec",
+                "SandboxTimeout",
+                "SandboxCrashed",
+                "SandboxBusy",
+            ):
                 getattr(module, name)
             return module
         except (ImportError, AttributeError) as error:
@@ -105,8 +111,10 @@ class FunctionService:
             self.reservation,
             lambda name: name in self.store.functions,
             account_limit=account_concurrency,
+            function_arn=self.arn,
             timeout_type=self.pool_module.SandboxTimeout,
             crash_type=self.pool_module.SandboxCrashed,
+            busy_type=self.pool_module.SandboxBusy,
         )
         self._lock = asyncio.Lock()
         self.pollers: dict[str, Any] = {}
@@ -126,6 +134,7 @@ class FunctionService:
             self.invoker.pool = self.pool
             self.invoker._timeout_type = self.pool_module.SandboxTimeout
             self.invoker._crash_type = self.pool_module.SandboxCrashed
+            self.invoker._busy_type = self.pool_module.SandboxBusy
             await self.pool.start()
         log.info("function isolation layers: %s", self.describe_isolation())
         self.invoker.start()
@@ -223,11 +232,6 @@ class FunctionService:
         generation, data = self.store.catalog_snapshot()
         await asyncio.to_thread(self.store.write_catalog, generation, data)
 
-    def _forget_instances(self, name: str) -> None:
-        forget = getattr(self.pool, "forget", None)
-        if forget is not None:
-            forget(name)
-
     def configuration(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return model.configuration(record, self.region, self.account)
 
@@ -309,7 +313,6 @@ class FunctionService:
             )
             self.store.functions[record["name"]] = new
             await self._save()
-            self._forget_instances(record["name"])
             await asyncio.to_thread(self.store.drop_code, record["name"], sha)
         return self.configuration(new)
 
@@ -319,7 +322,6 @@ class FunctionService:
             new = model.updated_configuration(record, body, self.clock())
             self.store.functions[record["name"]] = new
             await self._save()
-            self._forget_instances(record["name"])
         return self.configuration(new)
 
     async def delete_function(self, reference: Any, qualifier: str | None) -> None:
@@ -327,7 +329,6 @@ class FunctionService:
         async with self._lock:
             del self.store.functions[record["name"]]
             await self._save()
-            self._forget_instances(record["name"])
             await asyncio.to_thread(self.store.drop_code, record["name"])
 
     # -- invocation -------------------------------------------------------------------------

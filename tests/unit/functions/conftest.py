@@ -55,7 +55,7 @@ class FakePool:
     def instances(self, name: str) -> int:
         return 0
 
-    async def invoke(self, spec: Any, payload: bytes) -> local_pool.InvokeResult:
+    async def invoke(self, spec: Any, payload: bytes, **_context: Any) -> local_pool.InvokeResult:
         event = orjson.loads(payload)
         self.events.append((spec.name, event))
         self.running += 1
@@ -65,7 +65,7 @@ class FakePool:
                 await self.gate.wait()
             try:
                 result = self.handlers[spec.name](event)
-            except (local_pool.SandboxTimeout, local_pool.SandboxCrashed):
+            except (local_pool.SandboxTimeout, local_pool.SandboxCrashed, local_pool.SandboxBusy):
                 raise
             except Exception as error:  # noqa: BLE001 - a handler's error is its answer
                 body = {"errorMessage": str(error), "errorType": type(error).__name__}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 
-import orjson
 import pytest
 
 from keeldb.functions import local_pool
-from keeldb.functions.errors import TooManyRequestsException
+from keeldb.functions.errors import ServiceException, TooManyRequestsException
 from keeldb.functions.invoker import Concurrency, Outcome
 
 
@@ -93,21 +92,36 @@ def test_a_reservation_may_not_leave_fewer_than_100_unreserved(harness, fakes):
     asyncio.run(scenario())
 
 
-def test_a_timeout_is_a_function_error_with_lambdas_payload(harness, fakes):
+def test_a_sandbox_that_cannot_start_is_a_service_exception(harness, fakes):
     async def scenario() -> None:
-        def slow(event):
-            raise local_pool.SandboxTimeout("late")
+        def broken(event):
+            raise local_pool.SandboxTimeout("spawn took too long")
 
-        harness.pool.handlers["f"] = slow
+        harness.pool.handlers["f"] = broken
         service = harness.service()
         await service.start()
-        await service.create_function(fakes.create_body("f", Timeout=2))
-        outcome = await service.invoke("f", None, b"{}")
-        assert outcome.function_error == "Unhandled"
-        payload = orjson.loads(outcome.payload)
-        assert payload["errorType"] == "Sandbox.Timedout"
-        assert payload["errorMessage"].endswith("Task timed out after 2.00 seconds")
+        await service.create_function(fakes.create_body("f"))
+        with pytest.raises(ServiceException) as caught:
+            await service.invoke("f", None, b"{}")
+        assert caught.value.status == 500
         assert service.invoker.concurrency.in_flight == {}
+        await service.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_pool_with_every_instance_busy_throttles(harness, fakes):
+    async def scenario() -> None:
+        def busy(event):
+            raise local_pool.SandboxBusy()
+
+        harness.pool.handlers["f"] = busy
+        service = harness.service()
+        await service.start()
+        await service.create_function(fakes.create_body("f"))
+        with pytest.raises(TooManyRequestsException) as caught:
+            await service.invoke("f", None, b"{}")
+        assert caught.value.extra["Reason"] == "ConcurrentInvocationLimitExceeded"
         await service.close()
 
     asyncio.run(scenario())
