@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from keeldb.engine.database import redo_kind
-from keeldb.model.values import item_size, values_equal
+from keeldb.model.values import item_size
 
 if TYPE_CHECKING:
     from keeldb.engine.database import Database
@@ -259,10 +260,14 @@ def _label_millis(label: str) -> int:
     return int(stamp.replace(tzinfo=datetime.UTC).timestamp() * 1000)
 
 
-def _now_ms(db: Database) -> int:
-    from keeldb.engine import catalog
+# `catalog.CLOCK_STATE_KEY`: the catalog imports this module, so the key is repeated here
+# (a test checks that both agree). The clock hook lets tests move time.
+CLOCK_STATE_KEY = "clock"
 
-    return int(catalog.current_time(db) * 1000)
+
+def _now_ms(db: Database) -> int:
+    clock = db.state.get(CLOCK_STATE_KEY)
+    return int((clock() if clock is not None else time.time()) * 1000)
 
 
 def table_changed(
@@ -334,10 +339,39 @@ def streams_state(db: Database) -> StreamsState:
     return state
 
 
+def _same_value(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """DynamoDB equality of two stored values. Stored numbers and binaries are canonical, so
+    differing texts of a scalar mean differing values; only sets (in another order), and
+    lists and maps holding them, need a closer look."""
+    if a == b:
+        return True
+    ((type_a, x),) = a.items()
+    ((type_b, y),) = b.items()
+    if type_a != type_b:
+        return False
+    if type_a in _SET_TYPES:
+        return len(x) == len(y) and set(x) == set(y)
+    if type_a == "L":
+        return len(x) == len(y) and all(_same_value(p, q) for p, q in zip(x, y, strict=True))
+    if type_a == "M":
+        return x.keys() == y.keys() and all(_same_value(x[k], y[k]) for k in x)
+    return False
+
+
+_SET_TYPES = frozenset(("SS", "NS", "BS"))
+
+
 def _same_item(old: Item, new: Item) -> bool:
+    """True if a write left the item as it was (DynamoDB reports no change then)."""
     if old is new or old == new:
         return True
-    return old.keys() == new.keys() and all(values_equal(old[k], new[k]) for k in old)
+    if old.keys() != new.keys():
+        return False
+    for name, value in old.items():
+        other = new[name]
+        if value != other and not _same_value(value, other):
+            return False
+    return True
 
 
 def item_written(
@@ -391,15 +425,20 @@ def item_written(
         size += new_size
     if old_image is not None:
         size += old_size
-    from keeldb.engine import ttl
-
-    service = ttl.user_identity(record) is not None
+    service = _ttl_module().user_identity(record) is not None
     value = [event, keys, new_image, old_image, size, _now_ms(db), service]
     key = record_key(stream_key(table.table_id, label), 0, position)
     puts.append((key, msgpack.packb(value, use_bin_type=True)))
     state.records_written += 1
     if state.waiters:
         _wake(state)
+
+
+def _ttl_module() -> Any:
+    """`keeldb.engine.ttl`, which imports the catalog, which imports this module."""
+    import keeldb.engine.ttl
+
+    return keeldb.engine.ttl
 
 
 def _wake(state: StreamsState) -> None:

@@ -4,7 +4,8 @@ temporary directory), alternating rounds so that machine noise hits both alike.
 
     python -m keeldb.streams.bench [--seconds 2] [--rounds 3] [--writers 64] [--view NEW_AND_OLD_IMAGES]
 
-It prints writes per second of each round and the ratio of the medians (with / without).
+It prints writes per second and CPU time per write of each round, and the ratios of the
+medians (with / without).
 It is a measurement, not a test: figures vary with the machine's load.
 """
 
@@ -37,8 +38,9 @@ async def _create(db: Database, name: str, view: str | None) -> None:
     await db.dispatch("CreateTable", body)
 
 
-async def _round(db: Database, table: str, writers: int, seconds: float) -> float:
-    """Writes per second of `writers` concurrent PutItem loops for `seconds`."""
+async def _round(db: Database, table: str, writers: int, seconds: float) -> tuple[float, float]:
+    """(writes per second, CPU microseconds per write) of `writers` concurrent PutItem loops
+    for `seconds`. CPU time per write is the steadier figure on a shared machine."""
     done = 0
     deadline = time.monotonic() + seconds
     pad = {"S": "x" * ITEM_PAD_BYTES}
@@ -53,11 +55,15 @@ async def _round(db: Database, table: str, writers: int, seconds: float) -> floa
             i += 1
 
     start = time.monotonic()
+    cpu_start = time.process_time()
     await asyncio.gather(*(loop(n) for n in range(writers)))
-    return done / (time.monotonic() - start)
+    cpu = time.process_time() - cpu_start
+    return done / (time.monotonic() - start), cpu * 1e6 / max(done, 1)
 
 
-async def measure(seconds: float, rounds: int, writers: int, view: str) -> dict[str, list[float]]:
+async def measure(
+    seconds: float, rounds: int, writers: int, view: str
+) -> dict[str, list[tuple[float, float]]]:
     with tempfile.TemporaryDirectory(prefix="keeldb-streams-bench-") as directory:
         store = LmdbStore(Path(directory) / "store")
         db = Database(store)
@@ -66,7 +72,7 @@ async def measure(seconds: float, rounds: int, writers: int, view: str) -> dict[
         try:
             await _create(db, "plain", None)
             await _create(db, "streamed", view)
-            results: dict[str, list[float]] = {"without": [], "with": []}
+            results: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
             for _ in range(rounds):
                 results["without"].append(await _round(db, "plain", writers, seconds))
                 results["with"].append(await _round(db, "streamed", writers, seconds))
@@ -84,10 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--view", default="NEW_AND_OLD_IMAGES", help="the stream's view type")
     args = parser.parse_args(argv)
     results = asyncio.run(measure(args.seconds, args.rounds, args.writers, args.view))
-    for kind, rates in results.items():
-        print(f"{kind:>8} stream: " + ", ".join(f"{r:,.0f}" for r in rates) + " writes/s")
-    ratio = statistics.median(results["with"]) / statistics.median(results["without"])
-    print(f"with / without (medians): {ratio:.3f}")
+    for kind, rounds in results.items():
+        rates = ", ".join(f"{rate:,.0f}" for rate, _ in rounds)
+        cpus = ", ".join(f"{cpu:,.0f}" for _, cpu in rounds)
+        print(f"{kind:>7} stream: {rates} writes/s; {cpus} CPU us/write")
+
+    def median(kind: str, field: int) -> float:
+        return statistics.median(r[field] for r in results[kind])
+
+    print(f"throughput with / without (medians): {median('with', 0) / median('without', 0):.3f}")
+    print(f"CPU per write with / without (medians): {median('with', 1) / median('without', 1):.3f}")
     return 0
 
 

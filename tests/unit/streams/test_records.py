@@ -8,6 +8,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keeldb.engine import catalog, item_store, streams, ttl
 from keeldb.engine.database import Database
@@ -375,3 +377,48 @@ def test_wait_for_records_wakes_on_a_record_and_times_out_without_one(h: Any) ->
 
     assert h.run(scenario()) == (False, True, False)
     assert streams.streams_state(h.db).waiters == []
+
+
+def test_the_clock_hook_key_is_the_catalogs() -> None:
+    assert streams.CLOCK_STATE_KEY == catalog.CLOCK_STATE_KEY
+
+
+scalar = st.one_of(
+    st.builds(lambda t: {"S": t}, st.sampled_from(["", "a", "b"])),
+    st.builds(lambda t: {"N": t}, st.sampled_from(["0", "1", "-2", "1.5"])),
+    st.builds(lambda t: {"BOOL": t}, st.booleans()),
+    st.just({"NULL": True}),
+    st.builds(lambda t: {"SS": t}, st.lists(st.sampled_from("abc"), min_size=1, unique=True)),
+    st.builds(
+        lambda t: {"NS": t}, st.lists(st.sampled_from(["1", "2", "3"]), min_size=1, unique=True)
+    ),
+)
+value = st.recursive(
+    scalar,
+    lambda inner: st.one_of(
+        st.builds(lambda t: {"L": t}, st.lists(inner, max_size=3)),
+        st.builds(lambda t: {"M": t}, st.dictionaries(st.sampled_from("xy"), inner, max_size=2)),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value, value, st.randoms())
+def test_no_change_detection_agrees_with_dynamodb_equality(a: Any, b: Any, rnd: Any) -> None:
+    def shuffled(v: Any) -> Any:
+        ((kind, x),) = v.items()
+        if kind in ("SS", "NS"):
+            x = list(x)
+            rnd.shuffle(x)
+        elif kind == "L":
+            x = [shuffled(e) for e in x]
+        elif kind == "M":
+            x = {k: shuffled(e) for k, e in x.items()}
+        return {kind: x}
+
+    from keeldb.model.values import values_equal
+
+    assert streams._same_value(a, b) == values_equal(a, b)
+    assert streams._same_value(a, shuffled(a))
+    assert streams._same_item({"pk": s("k"), "v": a}, {"pk": s("k"), "v": b}) == values_equal(a, b)
