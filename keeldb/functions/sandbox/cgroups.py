@@ -191,9 +191,15 @@ class InstanceGroups:
             if (path / "memory.swap.max").exists():
                 _write(path / "memory.swap.max", "0")
         else:
-            _write(path / "memory.limit_in_bytes", str(limit_bytes))
-            if (path / "memory.memsw.limit_in_bytes").exists():
-                _write(path / "memory.memsw.limit_in_bytes", str(limit_bytes))
+            # v1 keeps memory <= memory+swap at every step: raise the second first, lower the
+            # first first.
+            memsw = path / "memory.memsw.limit_in_bytes"
+            order = [path / "memory.limit_in_bytes"]
+            if memsw.exists():
+                current = int(memsw.read_text())
+                order = [memsw, *order] if limit_bytes > current else [*order, memsw]
+            for name in order:
+                _write(name, str(limit_bytes))
         return True
 
     def set_pids(self, pids_max: int) -> bool:

@@ -126,6 +126,7 @@ class _Instance:
         self.idle_since = time.monotonic()
         self.cpu_seconds = 0.0
         self.dead = False
+        self.holds_slot = False  # counted in the pool's assigned instances
 
     def kill(self) -> None:
         if self.dead:
@@ -214,6 +215,7 @@ class SandboxPool:
                 pass_fds=[theirs.fileno()],
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
+                env=_zygote_environment(),
             )
         finally:
             theirs.close()
@@ -248,7 +250,7 @@ class SandboxPool:
         for task in list(self._tasks):
             task.cancel()
         for instance in list(self._instances.values()):
-            instance.kill()
+            self._kill(instance)
         for waiter in self._warm_waiters:
             if not waiter.done():
                 waiter.set_exception(SandboxCrashed("the sandbox pool is closed"))
@@ -316,17 +318,18 @@ class SandboxPool:
         init_log = ""
         if instance is None:
             self._make_room()
-            self._assigned += 1  # from here until _forget, a slot is this instance's
+            self._assigned += 1  # a slot for this request's instance, until it dies
             try:
                 instance = await self._take_warm()
             except BaseException:
                 self._assigned -= 1
                 raise
+            instance.holds_slot = True
             init = await self._assign(instance, spec)
             init_ms = init.get("init_ms", 0.0)
             init_log = init.get("log", "")
             if init["error"] is not None:
-                instance.kill()
+                self._kill(instance)
                 body = json.dumps(init["error"]).encode()
                 return self._result(
                     spec, request_id, body, "Unhandled", init_log, 0.0, True, init_ms, None
@@ -347,7 +350,7 @@ class SandboxPool:
                     assert instance.groups is not None
                     instance.groups.freeze(False)
                 except OSError:
-                    instance.kill()
+                    self._kill(instance)
                     continue
                 instance.frozen = False
             instance.busy = True
@@ -392,7 +395,7 @@ class SandboxPool:
             reply = await asyncio.wait_for(frames.arecv(instance.sock), spec.timeout_seconds)
         except TimeoutError:
             duration_ms = (time.perf_counter() - started) * 1000
-            instance.kill()
+            self._kill(instance)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             text = f"Task timed out after {spec.timeout_seconds:.2f} seconds"
             log_text = init_log + f"{stamp}Z {request_id} {text}\n"
@@ -436,7 +439,7 @@ class SandboxPool:
         )
         body = reply["payload"]
         if reply["error"] and b'"Runtime.ExitError"' in body[:200]:
-            instance.kill()  # sys.exit() in a handler ends its instance, as in Lambda
+            self._kill(instance)  # sys.exit() in a handler ends its instance, as in Lambda
         else:
             self._release(instance)
         return result
@@ -453,7 +456,7 @@ class SandboxPool:
     ) -> InvokeResult:
         # Read the groups before the process is reaped: then they are removed.
         oom = instance.groups is not None and instance.groups.oom_kills() > 0
-        instance.kill()
+        self._kill(instance)
         status: int | None = None
         with contextlib.suppress(TimeoutError, SandboxCrashed):
             status = await asyncio.wait_for(asyncio.shield(instance.exited), CLOSE_SECONDS_MAX)
@@ -528,6 +531,15 @@ class SandboxPool:
         assert instance.key is not None
         self._idle.setdefault(instance.key, []).append(instance)
 
+    def _kill(self, instance: _Instance) -> None:
+        self._free_slot(instance)
+        instance.kill()
+
+    def _free_slot(self, instance: _Instance) -> None:
+        if instance.holds_slot:
+            instance.holds_slot = False
+            self._assigned -= 1
+
     def _retire(self, instance: _Instance) -> None:
         if instance.key is not None:
             idle = self._idle.get(instance.key, [])
@@ -535,7 +547,7 @@ class SandboxPool:
                 idle.remove(instance)
             if not idle:
                 self._idle.pop(instance.key, None)
-        instance.kill()
+        self._kill(instance)
 
     # ---- warm pool and spawning -------------------------------------------------------
 
@@ -623,10 +635,10 @@ class SandboxPool:
             instance.pid, instance.pidfd = await asyncio.wait_for(spawned, SPAWN_SECONDS_MAX)
             ready = await asyncio.wait_for(frames.arecv(ours), SPAWN_SECONDS_MAX)
         except TimeoutError:
-            instance.kill()
+            self._kill(instance)
             raise SandboxTimeout(f"a sandbox instance took over {SPAWN_SECONDS_MAX} s to start")
         except (frames.FrameError, OSError) as e:
-            instance.kill()
+            self._kill(instance)
             raise SandboxCrashed(f"a sandbox instance died while starting: {e}") from e
         finally:
             theirs.close()
@@ -662,7 +674,7 @@ class SandboxPool:
                 frames.arecv(instance.sock), max(spec.timeout_seconds, 10.0)
             )
         except (TimeoutError, frames.FrameError, OSError):
-            instance.kill()
+            self._kill(instance)
             message = "RequestId: Error: Runtime exited during initialisation"
             return {
                 "error": {"errorType": "Runtime.ExitError", "errorMessage": message},
@@ -706,8 +718,9 @@ class SandboxPool:
         except BaseException:
             self._assigned -= 1
             raise
+        instance.holds_slot = True
         init = await self._assign(instance, probe)
-        instance.kill()
+        self._kill(instance)
         layers = dict(instance.layers)
         if init.get("error", {}).get("errorType") != "Runtime.ImportModuleError":
             log.warning("the sandbox probe failed: %s", init.get("error"))
@@ -754,6 +767,7 @@ class SandboxPool:
             elif op == "exited":
                 instance = self._instances.get(message["id"])
                 if instance is not None:
+                    self._free_slot(instance)
                     instance.dead = True
                     if not instance.exited.done():
                         instance.exited.set_result(message["status"])
@@ -770,6 +784,7 @@ class SandboxPool:
             if not future.done():
                 future.set_exception(error)
         for instance in list(self._instances.values()):
+            self._free_slot(instance)
             instance.dead = True
             if not instance.exited.done():
                 instance.exited.set_exception(error)
@@ -778,8 +793,8 @@ class SandboxPool:
     def _forget(self, instance: _Instance) -> None:
         """The process is gone: release its sockets and groups."""
         self._instances.pop(instance.id, None)
+        self._free_slot(instance)
         if instance.spec is not None:
-            self._assigned -= 1
             instance.spec = None
             self._retire(instance)
         with contextlib.suppress(ValueError):
@@ -828,6 +843,13 @@ _SIGNAL_WORDS = {
     signal.SIGXCPU: "CPU time limit exceeded",
     signal.SIGBUS: "bus error",
 }
+
+
+def _zygote_environment() -> dict[str, str]:
+    """The zygote's environment: nothing of the database's (no keys, no paths), since every
+    instance is a copy of the zygote's memory. Handlers get theirs from their FunctionSpec."""
+    package_root = str(Path(__file__).resolve().parents[3])
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": package_root}
 
 
 def _python_paths() -> list[str]:

@@ -1,0 +1,325 @@
+"""The sandbox pool runs handlers as Lambda does: warm reuse, cold starts, the context object,
+the environment, logs, error payloads, freezing and reaping idle instances, the instance
+limit, and nothing left behind after close. Real zygote, real instances, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keeldb.functions.sandbox import FunctionSpec, SandboxBusy
+from keeldb.functions.sandbox.testing import ThreadedPool
+
+pytestmark = pytest.mark.process
+
+SECRET = "keeldb-sandbox-test-secret-4711"
+
+HANDLERS = textwrap.dedent(
+    """
+    import logging, os, sys, time
+    calls = 0
+
+    def count(event, context):
+        global calls
+        calls += 1
+        return {"calls": calls, "event": event}
+
+    def describe(event, context):
+        environ = b""
+        try:
+            environ = open("/proc/self/environ", "rb").read()
+        except OSError:
+            pass
+        return {
+            "function_name": context.function_name,
+            "function_version": context.function_version,
+            "memory_limit_in_mb": context.memory_limit_in_mb,
+            "aws_request_id": context.aws_request_id,
+            "invoked_function_arn": context.invoked_function_arn,
+            "log_group_name": context.log_group_name,
+            "remaining": context.get_remaining_time_in_millis(),
+            "environment": dict(os.environ),
+            "proc_environ": environ.decode("latin-1"),
+        }
+
+    def chatty(event, context):
+        print("printed line")
+        logging.getLogger().warning("logged warning")
+        sys.stderr.write("stderr line\\n")
+        return "done"
+
+    def fail(event, context):
+        raise ValueError("no good")
+
+    def unserializable(event, context):
+        return {1, 2}
+
+    def leave(event, context):
+        sys.exit(3)
+
+    def slow(event, context):
+        time.sleep(event.get("seconds", 1.0))
+        return "slept"
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def code_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("code")
+    (directory / "app.py").write_text(HANDLERS)
+    (directory / "broken.py").write_text("def handler(:\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedPool]:
+    os.environ["KEELDB_SANDBOX_SECRET"] = SECRET  # the database's own environment
+    try:
+        with ThreadedPool(
+            tmp_path_factory.mktemp("pool"),
+            endpoint_port=1,
+            warm_instances=2,
+            idle_freeze_seconds=0.2,
+            idle_reap_seconds=60.0,
+        ) as running:
+            yield running
+    finally:
+        del os.environ["KEELDB_SANDBOX_SECRET"]
+
+
+def spec(code_dir: Path, handler: str, name: str | None = None, **changes: Any) -> FunctionSpec:
+    options: dict[str, Any] = {
+        "memory_mb": 128,
+        "timeout_seconds": 10.0,
+        "environment": {},
+        **changes,
+    }
+    return FunctionSpec(
+        name=name or handler.replace(".", "-"),
+        code_dir=code_dir,
+        code_sha256="1" * 64,
+        handler=handler,
+        runtime="python3.11",
+        **options,
+    )
+
+
+def test_a_second_invocation_reuses_the_warm_instance(pool: ThreadedPool, code_dir: Path) -> None:
+    function = spec(code_dir, "app.count", "reuse")
+    first = pool.invoke(function, b'{"n": 1}')
+    second = pool.invoke(function, b'{"n": 2}')
+    assert (first.cold_start, second.cold_start) == (True, False)
+    assert json.loads(first.payload) == {"calls": 1, "event": {"n": 1}}
+    assert json.loads(second.payload) == {"calls": 2, "event": {"n": 2}}
+    assert pool.instances("reuse") == 1
+
+
+def test_a_changed_configuration_gets_a_new_instance(pool: ThreadedPool, code_dir: Path) -> None:
+    pool.invoke(spec(code_dir, "app.count", "reconfigured"), b"{}")
+    changed = spec(code_dir, "app.count", "reconfigured", environment={"STAGE": "2"})
+    result = pool.invoke(changed, b"{}")
+    assert result.cold_start is True
+    assert json.loads(result.payload)["calls"] == 1
+
+
+def test_an_empty_payload_is_an_empty_event(pool: ThreadedPool, code_dir: Path) -> None:
+    result = pool.invoke(spec(code_dir, "app.count", "empty"), b"")
+    assert json.loads(result.payload)["event"] == {}
+
+
+def test_the_handler_gets_a_lambda_context(pool: ThreadedPool, code_dir: Path) -> None:
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:ctx"
+    function = spec(code_dir, "app.describe", "ctx", memory_mb=192, timeout_seconds=7.0)
+    result = pool.invoke(function, b"{}", request_id="req-1", function_arn=arn)
+    seen = json.loads(result.payload)
+    assert seen["function_name"] == "ctx"
+    assert seen["function_version"] == "$LATEST"
+    assert seen["memory_limit_in_mb"] == "192"
+    assert seen["aws_request_id"] == "req-1" == result.request_id
+    assert seen["invoked_function_arn"] == arn
+    assert seen["log_group_name"] == "/aws/lambda/ctx"
+    assert 0 < seen["remaining"] <= 7000
+
+
+def test_the_handler_sees_its_environment_and_nothing_of_the_database(
+    pool: ThreadedPool, code_dir: Path
+) -> None:
+    environment = {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:1", "TABLE": "t"}
+    result = pool.invoke(spec(code_dir, "app.describe", "env", environment=environment), b"{}")
+    seen = json.loads(result.payload)
+    assert seen["environment"]["AWS_ENDPOINT_URL_DYNAMODB"] == "http://127.0.0.1:1"
+    assert seen["environment"]["TABLE"] == "t"
+    assert seen["environment"]["AWS_LAMBDA_FUNCTION_NAME"] == "env"
+    assert seen["environment"]["LAMBDA_TASK_ROOT"] in ("/var/task", str(code_dir))
+    assert "KEELDB_SANDBOX_SECRET" not in seen["environment"]
+    assert SECRET not in json.dumps(seen)
+
+
+def test_output_and_logging_are_in_the_log_tail(pool: ThreadedPool, code_dir: Path) -> None:
+    function = spec(code_dir, "app.chatty", "chatty")
+    cold = pool.invoke(function, b"{}")
+    warm = pool.invoke(function, b"{}")
+    for result in (cold, warm):
+        lines = result.log_tail.splitlines()
+        assert lines[0] == f"START RequestId: {result.request_id} Version: $LATEST"
+        assert "printed line" in lines
+        assert "stderr line" in lines
+        assert any(
+            line.startswith("[WARNING]\t") and line.endswith("\tlogged warning") for line in lines
+        )
+        assert lines[-2] == f"END RequestId: {result.request_id}"
+        assert lines[-1].startswith(f"REPORT RequestId: {result.request_id}\tDuration: ")
+        assert "Memory Size: 128 MB" in lines[-1]
+    assert "Init Duration" in cold.log_tail
+    assert "Init Duration" not in warm.log_tail
+
+
+def test_a_raised_exception_is_lambdas_error_payload(pool: ThreadedPool, code_dir: Path) -> None:
+    result = pool.invoke(spec(code_dir, "app.fail", "fail"), b"{}", request_id="req-9")
+    assert result.function_error == "Unhandled"
+    payload = json.loads(result.payload)
+    assert payload["errorType"] == "ValueError"
+    assert payload["errorMessage"] == "no good"
+    assert payload["requestId"] == "req-9"
+    assert any('raise ValueError("no good")' in frame for frame in payload["stackTrace"])
+    assert "[ERROR] ValueError: no good" in result.log_tail
+
+
+@pytest.mark.parametrize(
+    ("handler", "error_type", "message"),
+    [
+        (
+            "missing.handler",
+            "Runtime.ImportModuleError",
+            "Unable to import module 'missing': No module named 'missing'",
+        ),
+        ("app.nowhere", "Runtime.HandlerNotFound", "Handler 'nowhere' missing on module 'app'"),
+        (
+            "nodots",
+            "Runtime.MalformedHandlerName",
+            "Bad handler 'nodots': not enough values to unpack (expected 2, got 1)",
+        ),
+        ("broken.handler", "Runtime.UserCodeSyntaxError", "Syntax error in module 'broken'"),
+    ],
+)
+def test_a_handler_that_cannot_load_is_an_init_error(
+    pool: ThreadedPool, code_dir: Path, handler: str, error_type: str, message: str
+) -> None:
+    result = pool.invoke(spec(code_dir, handler, f"init-{error_type[8:]}"), b"{}")
+    assert result.function_error == "Unhandled"
+    payload = json.loads(result.payload)
+    assert payload["errorType"] == error_type
+    assert payload["errorMessage"].startswith(message)
+
+
+def test_an_unserializable_result_is_a_marshal_error(pool: ThreadedPool, code_dir: Path) -> None:
+    result = pool.invoke(spec(code_dir, "app.unserializable", "marshal"), b"{}")
+    payload = json.loads(result.payload)
+    assert payload["errorType"] == "Runtime.MarshalError"
+    assert payload["errorMessage"] == (
+        "Unable to marshal response: Object of type set is not JSON serializable"
+    )
+
+
+def test_sys_exit_ends_the_instance(pool: ThreadedPool, code_dir: Path) -> None:
+    function = spec(code_dir, "app.leave", "leave")
+    first = pool.invoke(function, b"{}")
+    assert first.function_error == "Unhandled"
+    assert json.loads(first.payload)["errorType"] == "Runtime.ExitError"
+    assert "exit status 3" in json.loads(first.payload)["errorMessage"]
+    assert pool.invoke(function, b"{}").cold_start is True
+
+
+def test_concurrent_invocations_get_their_own_instances(pool: ThreadedPool, code_dir: Path) -> None:
+    function = spec(code_dir, "app.slow", "parallel")
+    results = pool.invoke_many(function, [b'{"seconds": 0.5}'] * 3)
+    assert [r.payload for r in results] == [b'"slept"'] * 3
+    assert pool.instances("parallel") == 3
+
+
+def test_an_idle_instance_is_frozen_and_thawed_on_the_next_call(
+    pool: ThreadedPool, code_dir: Path
+) -> None:
+    layers = pool.isolation_layers()
+    if not layers.get("cgroup_freezer"):
+        pytest.skip("this host lacks the isolation layer cgroup_freezer")
+    function = spec(code_dir, "app.count", "frozen")
+    pool.invoke(function, b"{}")
+
+    def frozen() -> list[bool]:
+        return [
+            i.frozen
+            for i in pool.pool._instances.values()
+            if i.spec is not None and i.spec.name == "frozen"
+        ]
+
+    deadline = time.monotonic() + 10.0
+    while pool.on_loop(frozen) != [True] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.on_loop(frozen) == [True]
+    again = pool.invoke(function, b"{}")
+    assert again.cold_start is False
+    assert json.loads(again.payload)["calls"] == 2
+
+
+def test_idle_instances_are_reaped_and_the_pool_scales_to_zero(
+    tmp_path: Path, code_dir: Path
+) -> None:
+    with ThreadedPool(
+        tmp_path, endpoint_port=1, warm_instances=1, idle_freeze_seconds=0.1, idle_reap_seconds=0.4
+    ) as short:
+        function = spec(code_dir, "app.count", "reaped")
+        short.invoke_many(function, [b"{}"] * 2)
+        assert short.instances("reaped") == 2
+        deadline = time.monotonic() + 10.0
+        while short.instances("reaped") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert short.instances("reaped") == 0
+        assert short.invoke(function, b"{}").cold_start is True
+
+
+def test_the_instance_limit_answers_busy(tmp_path: Path, code_dir: Path) -> None:
+    with ThreadedPool(tmp_path, endpoint_port=1, warm_instances=1, instances_max=1) as small:
+        slow = spec(code_dir, "app.slow", "busy")
+        outcomes = small.invoke_many(slow, [b'{"seconds": 1.0}'] * 2)
+        assert sorted(type(o).__name__ for o in outcomes) == ["InvokeResult", "SandboxBusy"]
+        # An idle instance of another function makes room for a new one.
+        small.invoke(spec(code_dir, "app.count", "other"), b"{}")
+        assert small.instances("busy") == 0
+        assert small.instances("other") == 1
+        again = small.invoke_many(slow, [b'{"seconds": 1.0}'] * 2)
+        assert sorted(type(o).__name__ for o in again) == ["InvokeResult", "SandboxBusy"]
+        busy = next(o for o in again if isinstance(o, SandboxBusy))
+        assert str(busy) == "all 1 sandbox instances are busy"
+
+
+def test_close_leaves_no_process_and_no_control_group(tmp_path: Path, code_dir: Path) -> None:
+    runner = ThreadedPool(tmp_path, endpoint_port=1, warm_instances=2)
+    with runner:
+        runner.invoke(spec(code_dir, "app.count", "closing"), b"{}")
+        zygote_pid = runner.pool._zygote.pid  # type: ignore[union-attr]
+        pids = runner.on_loop(lambda: [i.pid for i in runner.pool._instances.values()])
+        groups = runner.pool._groups
+        assert groups is not None
+        bases = [h.base(groups.pool_name) for h in groups.hierarchies]
+        assert len(pids) >= 2
+    for pid in [zygote_pid, *pids]:
+        assert not _alive(pid), pid
+    for base in bases:
+        assert not base.exists(), base
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
