@@ -2,7 +2,10 @@
 measured in the same run on the same node (a real log with fsync and an LMDB store in a
 temporary directory), alternating rounds so that machine noise hits both alike.
 
-    python -m keeldb.streams.bench [--seconds 2] [--rounds 3] [--writers 64] [--view NEW_AND_OLD_IMAGES]
+    python -m keeldb.streams.bench [--seconds 2] [--rounds 3] [--writers 64] [--view ...] [--http]
+
+With --http the writes go over HTTP to a `keeldb serve` process started for the run, and the
+CPU figure is the server process's own (the clients' CPU is not counted).
 
 It prints writes per second and CPU time per write of each round, and the ratios of the
 medians (with / without).
@@ -13,11 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
+import json
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from keeldb.engine.database import Database
 from keeldb.storage.lmdb_store import LmdbStore
@@ -82,14 +93,125 @@ async def measure(
             store.close()
 
 
+SERVER_START_SECONDS_MAX = 30.0
+_LISTENING = re.compile(r"KeelDB listening on http://([^:]+):(\d+)")
+
+
+def _post(connection: http.client.HTTPConnection, operation: str, body: dict[str, Any]) -> None:
+    connection.request(
+        "POST",
+        "/",
+        json.dumps(body),
+        {
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": f"DynamoDB_20120810.{operation}",
+        },
+    )
+    response = connection.getresponse()
+    data = response.read()
+    assert response.status == 200, data
+
+
+def _http_round(
+    host: str, port: int, server: psutil.Process, table: str, writers: int, seconds: float
+) -> tuple[float, float]:
+    done = [0] * writers
+    deadline = time.monotonic() + seconds
+    pad = {"S": "x" * ITEM_PAD_BYTES}
+
+    def loop(number: int) -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        i = 0
+        while time.monotonic() < deadline:
+            item = {"pk": {"S": f"w{number}-{i % 500}"}, "n": {"N": str(i)}, "pad": pad}
+            _post(connection, "PutItem", {"TableName": table, "Item": item})
+            i += 1
+        done[number] = i
+        connection.close()
+
+    cpu_before = sum(server.cpu_times()[:2])
+    start = time.monotonic()
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - start
+    cpu = sum(server.cpu_times()[:2]) - cpu_before
+    total = sum(done)
+    return total / elapsed, cpu * 1e6 / max(total, 1)
+
+
+def measure_http(
+    seconds: float, rounds: int, writers: int, view: str
+) -> dict[str, list[tuple[float, float]]]:
+    with tempfile.TemporaryDirectory(prefix="keeldb-streams-bench-") as directory:
+        out = Path(directory) / "stdout"
+        with out.open("wb") as stdout:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "keeldb",
+                    "serve",
+                    "--port",
+                    "0",
+                    "--no-functions",
+                    "--data-dir",
+                    str(Path(directory) / "data"),
+                ],
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + SERVER_START_SECONDS_MAX
+            while (match := _LISTENING.search(out.read_text())) is None:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the server did not start:\n" + out.read_text())
+                time.sleep(0.05)
+            host, port = match.group(1), int(match.group(2))
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            for table, table_view in (("plain", None), ("streamed", view)):
+                body: dict[str, Any] = {
+                    "TableName": table,
+                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                    "BillingMode": "PAY_PER_REQUEST",
+                }
+                if table_view is not None:
+                    body["StreamSpecification"] = {
+                        "StreamEnabled": True,
+                        "StreamViewType": table_view,
+                    }
+                _post(connection, "CreateTable", body)
+            connection.close()
+            server = psutil.Process(process.pid)
+            results: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
+            for _ in range(rounds):
+                results["without"].append(
+                    _http_round(host, port, server, "plain", writers, seconds)
+                )
+                results["with"].append(
+                    _http_round(host, port, server, "streamed", writers, seconds)
+                )
+            return results
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind")
     parser.add_argument("--writers", type=int, default=64, help="concurrent writers")
     parser.add_argument("--view", default="NEW_AND_OLD_IMAGES", help="the stream's view type")
+    parser.add_argument("--http", action="store_true", help="write over HTTP to a server process")
     args = parser.parse_args(argv)
-    results = asyncio.run(measure(args.seconds, args.rounds, args.writers, args.view))
+    if args.http:
+        results = measure_http(args.seconds, args.rounds, args.writers, args.view)
+    else:
+        results = asyncio.run(measure(args.seconds, args.rounds, args.writers, args.view))
     for kind, rounds in results.items():
         rates = ", ".join(f"{rate:,.0f}" for rate, _ in rounds)
         cpus = ", ".join(f"{cpu:,.0f}" for _, cpu in rounds)
