@@ -111,33 +111,45 @@ class LocalGroup:
 
     def start(self, node: str) -> None:
         """Start `node` (again) and wait for its ready line."""
+        self.start_many([node])
+
+    def start_many(self, nodes: list[str]) -> None:
+        """Start the nodes at once, then wait until each has printed its ready line."""
+        offsets = {node: self._spawn(node) for node in nodes}
+        deadline = time.monotonic() + START_SECONDS_MAX
+        waiting = list(nodes)
+        while waiting:
+            for node in list(waiting):
+                out = self.base_dir / f"{node}.out"
+                text = out.read_bytes()[offsets[node] :].decode(errors="replace")
+                if READY_PREFIX in text:
+                    waiting.remove(node)
+                elif self.processes[node].poll() is not None or time.monotonic() > deadline:
+                    failed = self.stderr(node)[-2000:]
+                    for started in nodes:
+                        if started in self.processes:
+                            self.kill(started)
+                    raise RuntimeError(f"{node} did not start: {failed}")
+            if waiting:
+                time.sleep(0.02)
+
+    def _spawn(self, node: str) -> int:
+        """Start the process; returns where its ready line will appear in its output."""
         assert node not in self.processes, f"{node} is running"
         out = self.base_dir / f"{node}.out"
         err = self.base_dir / f"{node}.err"
         with out.open("ab") as stdout, err.open("ab") as stderr:
             offset = out.stat().st_size
-            process = subprocess.Popen(
+            self.processes[node] = subprocess.Popen(
                 self._args(node),
                 stdout=stdout,
                 stderr=stderr,
                 preexec_fn=_stop_with_parent,  # noqa: PLW1509 - only a prctl call
             )
-        self.processes[node] = process
-        deadline = time.monotonic() + START_SECONDS_MAX
-        while time.monotonic() < deadline:
-            text = out.read_bytes()[offset:].decode(errors="replace")
-            if READY_PREFIX in text:
-                return
-            if process.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.kill(node)
-        raise RuntimeError(f"{node} did not start: {err.read_text(errors='replace')[-2000:]}")
+        return offset
 
     def start_all(self) -> None:
-        for node in self.nodes:
-            if node not in self.processes:
-                self.start(node)
+        self.start_many([node for node in self.nodes if node not in self.processes])
 
     def kill(self, node: str) -> None:
         """SIGKILL: the process ends without closing anything."""
@@ -146,6 +158,10 @@ class LocalGroup:
             os.kill(process.pid, signal.SIGCONT)
             process.kill()
         process.wait(STOP_SECONDS_MAX)
+
+    def kill_all(self) -> None:
+        for node in list(self.processes):
+            self.kill(node)
 
     def pause(self, node: str) -> None:
         os.kill(self.processes[node].pid, signal.SIGSTOP)
@@ -295,12 +311,23 @@ class WorkloadStats:
     reads_ok: int = 0
     refused: int = 0
     unknown: int = 0
-    # Successful writes as (monotonic time): the longest gap between two is the outage.
-    write_times: list[float] = field(default_factory=list)
+    # Successful writes as (sent, answered) on the loop's clock.
+    write_spans: list[tuple[float, float]] = field(default_factory=list)
 
-    def longest_gap_seconds(self, after: float = 0.0) -> float:
-        times = [t for t in self.write_times if t >= after]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    @property
+    def write_times(self) -> list[float]:
+        """When each successful write was answered, in order."""
+        return sorted(end for _, end in self.write_spans)
+
+    def longest_gap_seconds(self) -> float:
+        """The longest time between two successful writes: the outage clients saw."""
+        return max((b - a for a, b in itertools.pairwise(self.write_times)), default=0.0)
+
+    def resumed_after(self, moment: float) -> float | None:
+        """Seconds from `moment` to the answer of the first successful write sent after it
+        (a write sent before may have been answered by a member that died since)."""
+        ends = [end for start, end in self.write_spans if start > moment]
+        return min(ends) - moment if ends else None
 
 
 async def kv_workload(
@@ -344,6 +371,7 @@ async def kv_workload(
                 kind = OpKind.GET
                 request = {"op": "get", "key": key}
                 op = history.begin(number, kind, key)
+            sent = loop.time()
             reply = await call(target, request)
             if reply.get("ok"):
                 if kind is OpKind.GET:
@@ -353,7 +381,7 @@ async def kv_workload(
                 else:
                     history.end(op, reply["result"] if kind is OpKind.CAS else None)
                     stats.writes_ok += 1
-                    stats.write_times.append(loop.time())
+                    stats.write_spans.append((sent, loop.time()))
                 if pause_seconds:
                     await asyncio.sleep(pause_seconds)
                 continue

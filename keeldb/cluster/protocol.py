@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from keeldb.model import errors as errors_module
 from keeldb.model.errors import ClientError
 
 CHANNEL_OP = "kv.op"
@@ -65,6 +66,34 @@ def error_answer(error: ClientError) -> list[Any]:
     return [ERROR, error.body(), error.status]
 
 
+def _known_errors() -> dict[str, type[ClientError]]:
+    known: dict[str, type[ClientError]] = {}
+    for value in vars(errors_module).values():
+        if isinstance(value, type) and issubclass(value, ClientError) and value is not ClientError:
+            known[f"{value.namespace}#{value.type_name}"] = value
+    return known
+
+
+_KNOWN: dict[str, type[ClientError]] = {}
+
+
 def raise_error(answer: list[Any]) -> None:
+    """Raise the error a storage node answered, as the same class where we have it (so that
+    code that catches, say, ConditionalCheckFailedException, sees one)."""
     assert answer[0] == ERROR, answer
-    raise RemoteClientError(answer[1], int(answer[2]))
+    body: dict[str, Any] = answer[1]
+    status = int(answer[2])
+    if not _KNOWN:
+        _KNOWN.update(_known_errors())
+    cls = _KNOWN.get(str(body.get("__type", "")))
+    message = str(body.get("message", ""))
+    if cls is errors_module.ConditionalCheckFailedException:
+        raise errors_module.ConditionalCheckFailedException(message, body.get("Item"))
+    if cls is not None and set(body) <= {"__type", "message"} and cls.status == status:
+        try:
+            error = cls(message)
+        except TypeError:
+            error = None
+        if error is not None:
+            raise error
+    raise RemoteClientError(body, status)

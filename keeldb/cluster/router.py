@@ -49,6 +49,7 @@ from keeldb.cluster.protocol import (
 )
 from keeldb.cluster.ring import Ring
 from keeldb.engine import catalog, paging
+from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
 from keeldb.model.errors import InternalServerError, ValidationException
 from keeldb.model.keys import HASH_SPACE
@@ -75,13 +76,11 @@ CATALOG_WRITES = (
     "UntagResource",
 )
 ITEM_WRITES = ("PutItem", "UpdateItem", "DeleteItem")
-UNSUPPORTED = (
-    "ExecuteStatement",
-    "BatchExecuteStatement",
-    "ExecuteTransaction",
-    "TransactWriteItems",
-    "TransactGetItems",
-)
+# Operations made of other operations (PartiQL statements become item requests, queries and
+# scans): their engine handler runs here, against the cached catalog, and each request it
+# makes is routed like a client's.
+COMPOSITE = ("ExecuteStatement", "BatchExecuteStatement")
+UNSUPPORTED = ("ExecuteTransaction", "TransactWriteItems", "TransactGetItems")
 
 Call = Callable[[int, str, Any, float], Awaitable[Any]]
 
@@ -106,6 +105,7 @@ class Router:
         is_connected: Callable[[int], bool],
         region: str,
         endpoint_address: str,
+        follower_reads: bool = False,
     ) -> None:
         self.node_id = node_id
         self.ring = ring
@@ -113,6 +113,11 @@ class Router:
         self._call = call
         self._is_connected = is_connected
         self.endpoint_address = endpoint_address
+        # Whether eventually consistent reads prefer this node's own replica (less traffic,
+        # but a follower may miss writes of the last heartbeat); otherwise the leader serves
+        # them when it can, so that clients read their writes as on a single node, and a
+        # follower only when the leader cannot be reached.
+        self.follower_reads = follower_reads
         self.leaders: dict[str, int] = {g: p.preferred_leader for g, p in placements.items()}
         # The catalog as last read from the metadata group, in a database of its own.
         self.cache = Database(MemoryStore(), region=region)
@@ -126,7 +131,7 @@ class Router:
         placement = self.placements[group_id]
         leader = self.leaders.get(group_id, placement.preferred_leader)
         others = [n for n in placement.node_ids if n != leader]
-        if mode == MODE_EVENTUAL and self.node_id in placement.node_ids:
+        if mode == MODE_EVENTUAL and self.follower_reads and self.node_id in placement.node_ids:
             return [self.node_id] + [n for n in [leader, *others] if n != self.node_id]
         return [leader, *others]
 
@@ -238,6 +243,11 @@ class Router:
             return await self._describe_table(body, deadline)
         if op in UNSUPPORTED:
             raise ValidationException(f"{op} is not supported by a KeelDB cluster yet")
+        if op in COMPOSITE:
+            # The statement names its tables in its text: read the newest catalog first.
+            await self.refresh(deadline)
+            handler = database_module.OPERATIONS[op]
+            return await handler(_RoutedView(self), body)
         for attempt in range(REROUTES_MAX + 1):
             try:
                 return await self._route(op, body, deadline)
@@ -658,3 +668,21 @@ def _scaled(consumed: dict[str, Any], units: float) -> dict[str, Any]:
     ):
         out["Table"] = {"CapacityUnits": units}
     return out
+
+
+class _RoutedView(Database):
+    """The router's cached catalog as a `Database` whose operations are routed: what a
+    composite operation's handler reads (tables) comes from the cache, and what it asks
+    (`dispatch`) goes to the partitions."""
+
+    def __init__(self, router: Router) -> None:  # no super().__init__: it shares the cache's
+        cache = router.cache
+        self.store = cache.store
+        self.region = cache.region
+        self.account_id = cache.account_id
+        self.state = cache.state
+        self._log = None
+        self._router = router
+
+    async def dispatch(self, operation_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._router.dispatch(operation_name, body)

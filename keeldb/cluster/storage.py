@@ -198,10 +198,10 @@ class StorageService:
             return [REDIRECT, None]
         db = replica.database
         if payload["mode"] == MODE_EVENTUAL:
-            if replica.log.is_leader or replica.log.lag() > EVENTUAL_LAG_ENTRIES_MAX:
-                refused = await self._leased(replica)
-                if refused is not None:
-                    return refused
+            # Any replica close enough to the leader may answer; the leader always may (it
+            # has applied everything it acknowledged, lease or not).
+            if not replica.log.is_leader and replica.log.lag() > EVENTUAL_LAG_ENTRIES_MAX:
+                return [REDIRECT, replica.leader()]
         else:
             refused = await self._leased(replica)
             if refused is not None:
