@@ -74,6 +74,8 @@ LOG_SCOPE = "log"
 NODE_SCOPE = "node"
 TABLE_SCOPE_PREFIX = "table/"
 LOG_RECORD_CONTEXT = b"L"  # associated data of a log record (store values use b"S" + key)
+SEALED_RECORDS_REMEMBERED_MAX = 65536  # records sealed here and not applied yet; far above
+# the log's group size, so the bound only matters if appends keep failing
 
 
 def keyring_dir(data_dir: Path) -> Path:
@@ -388,15 +390,30 @@ def _parse_entries(document: dict[str, Any]) -> Iterator[tuple[int, str, bytes]]
 
 
 class RecordCodec:
-    """Seals redo records before they enter the log and opens them before they are applied."""
+    """Seals redo records before they enter the log and opens them before they are applied.
 
-    __slots__ = ("_keyring",)
+    A record this process sealed is usually applied moments later from the very same bytes
+    object (the log hands back what it was given): its plaintext is remembered until then,
+    so the leader does not decrypt what it has just encrypted. Records from anywhere else
+    (replay, another replica) are opened and authenticated as usual.
+    """
+
+    __slots__ = ("_keyring", "_sealed")
 
     def __init__(self, keyring: Keyring) -> None:
         self._keyring = keyring
+        # id(sealed bytes) -> (the sealed bytes, kept alive so the id stays theirs; plaintext)
+        self._sealed: dict[int, tuple[bytes, bytes]] = {}
 
     def seal(self, data: bytes) -> bytes:
-        return self._keyring.seal(LOG_SCOPE, data, LOG_RECORD_CONTEXT)
+        sealed = self._keyring.seal(LOG_SCOPE, data, LOG_RECORD_CONTEXT)
+        if len(self._sealed) >= SEALED_RECORDS_REMEMBERED_MAX:
+            self._sealed.clear()  # records whose append failed are never applied
+        self._sealed[id(sealed)] = (sealed, data)
+        return sealed
 
     def open(self, data: bytes) -> bytes:
+        remembered = self._sealed.pop(id(data), None)
+        if remembered is not None and remembered[0] is data:
+            return remembered[1]
         return self._keyring.open(data, LOG_RECORD_CONTEXT, "a log record")

@@ -124,3 +124,23 @@ def test_a_record_altered_in_the_log_stops_recovery(tmp_path: Path) -> None:
     segment.write_bytes(bytes(data))
     with pytest.raises(AuthenticationError, match="a log record failed authentication"):
         asyncio.run(run(tmp_path, master, read_items))
+
+
+def test_the_codec_authenticates_every_record_it_did_not_just_seal(tmp_path: Path) -> None:
+    keyring = Keyring.create(tmp_path, MasterKey(os.urandom(32)))
+    codec = keyring.record_codec
+    sealed = codec.seal(b"redo record")
+    assert b"redo record" not in sealed
+    # The same bytes object, handed back by the log: its plaintext.
+    assert codec.open(sealed) == b"redo record"
+    # Equal bytes read back from disk are another object: decrypted and authenticated.
+    assert codec.open(bytes(bytearray(sealed))) == b"redo record"
+    altered = bytearray(sealed)
+    altered[-1] ^= 1
+    with pytest.raises(AuthenticationError):
+        codec.open(bytes(altered))
+    # Remembered once only: a second apply of the same object is authenticated again.
+    second = codec.seal(b"another")
+    assert codec.open(second) == b"another"
+    assert codec._sealed == {}
+    keyring.close()
