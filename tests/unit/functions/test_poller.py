@@ -318,3 +318,44 @@ def test_a_disabled_mapping_reads_nothing_until_enabled(harness, fakes):
         await service.close()
 
     asyncio.run(scenario())
+
+
+def crash_during_first_invocation(harness: Any, fakes: Any) -> set[str]:
+    """Stop the service while the function runs its first batch (as kill -9 would, the
+    poller gets no chance to finish), restart it, and answer the keys never processed."""
+    processed: set[str] = set()
+
+    async def scenario() -> None:
+        for i in range(4):
+            harness.streams.put(f"k{i}")
+        harness.pool.handlers["f"] = lambda event: processed.update(keys(event))
+        harness.pool.gate = asyncio.Event()
+        service = await start(harness, fakes, {"StartingPosition": "TRIM_HORIZON"})
+        await fakes.eventually(lambda: harness.pool.running == 1)
+        await service.close()
+        harness.pool.gate = None
+        service = await start(harness, fakes, {})
+        await asyncio.sleep(0.5)
+        await service.close()
+
+    asyncio.run(scenario())
+    return {f"k{i}" for i in range(4)} - processed
+
+
+def test_a_crash_during_an_invocation_delivers_the_batch_again_after_restart(harness, fakes):
+    assert crash_during_first_invocation(harness, fakes) == set()
+
+
+def test_the_crash_check_catches_a_poller_that_checkpoints_before_invoking(
+    harness, fakes, monkeypatch
+):
+    from keeldb.functions.poller import StreamPoller, _sequence
+
+    original = StreamPoller._handle
+
+    async def checkpoint_first(self: Any, shard_id: str, records: list[dict[str, Any]]) -> None:
+        await self._checkpoint(shard_id, _sequence(records[-1]))
+        await original(self, shard_id, records)
+
+    monkeypatch.setattr(StreamPoller, "_handle", checkpoint_first)
+    assert crash_during_first_invocation(harness, fakes) == {"k0", "k1", "k2", "k3"}
