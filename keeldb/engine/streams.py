@@ -87,9 +87,6 @@ EVENT_MODIFY = "MODIFY"
 EVENT_REMOVE = "REMOVE"
 _EVENT_CODES = (EVENT_INSERT, EVENT_MODIFY, EVENT_REMOVE)
 
-# The userIdentity of a change the service made itself (a Time to Live deletion).
-SERVICE_IDENTITY = {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
-
 
 def sequence_number(position: int) -> str:
     assert 0 <= position <= POSITION_MAX, position
@@ -425,8 +422,9 @@ def item_written(
         size += new_size
     if old_image is not None:
         size += old_size
-    service = _ttl_module().user_identity(record) is not None
-    value = [event, keys, new_image, old_image, size, _now_ms(db), service]
+    # The userIdentity of a change the service made itself (a TTL deletion), else None.
+    identity = _ttl_module().user_identity(record)
+    value = [event, keys, new_image, old_image, size, _now_ms(db), identity]
     key = record_key(stream_key(table.table_id, label), 0, position)
     puts.append((key, msgpack.packb(value, use_bin_type=True)))
     state.records_written += 1
@@ -460,13 +458,13 @@ class StreamRecord:
     old_image: Item | None
     size_bytes: int
     created_ms: int
-    by_service: bool
+    user_identity: dict[str, str] | None
 
 
 def decode_record(position: int, data: bytes) -> StreamRecord:
-    event, keys, new_image, old_image, size, created_ms, service = msgpack.unpackb(data, raw=False)
+    event, keys, new_image, old_image, size, created_ms, identity = msgpack.unpackb(data, raw=False)
     return StreamRecord(
-        position, _EVENT_CODES[event], keys, new_image, old_image, size, created_ms, service
+        position, _EVENT_CODES[event], keys, new_image, old_image, size, created_ms, identity
     )
 
 

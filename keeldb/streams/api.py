@@ -329,8 +329,8 @@ def _wire_record(db: Database, stream: Stream, shard: Shard, record: StreamRecor
         "awsRegion": db.region,
         "dynamodb": change,
     }
-    if record.by_service:
-        out["userIdentity"] = dict(records.SERVICE_IDENTITY)
+    if record.user_identity is not None:
+        out["userIdentity"] = record.user_identity
     return out
 
 
