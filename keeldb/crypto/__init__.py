@@ -28,8 +28,9 @@ from keeldb.crypto.keyring import (
     table_scope,
 )
 from keeldb.crypto.master_key import MasterKey, load_master_key, parse_master_key
+from keeldb.crypto.objects import open_object, seal_object
 from keeldb.crypto.sealing import SEALED_OVERHEAD_BYTES, DataKey
-from keeldb.crypto.store import EncryptingStore
+from keeldb.crypto.store import EncryptingStore, keyring_of, sibling_store
 
 __all__ = [
     "LOG_SCOPE",
@@ -51,8 +52,12 @@ __all__ = [
     "is_encrypted",
     "keyring_dir",
     "keyring_file",
+    "keyring_of",
     "load_master_key",
     "open_for_data_dir",
+    "open_object",
     "parse_master_key",
+    "seal_object",
+    "sibling_store",
     "table_scope",
 ]

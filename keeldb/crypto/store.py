@@ -60,9 +60,12 @@ class EncryptingStore:
     through: a snapshot is a copy of sealed values, readable with this keyring.
     """
 
-    def __init__(self, inner: Store, keyring: Keyring) -> None:
+    def __init__(self, inner: Store, keyring: Keyring, *, owns_keyring: bool = True) -> None:
+        """`owns_keyring`: closing this store releases the keyring (the node's own store);
+        False for stores that borrow a node's keyring (scratch copies, snapshots)."""
         self.inner = inner
         self.keyring = keyring
+        self.owns_keyring = owns_keyring
         # table prefix (the store key up to the end of the table id) -> scope
         self._scopes: dict[bytes, str] = {}
 
@@ -121,8 +124,24 @@ class EncryptingStore:
         self.inner.sync()
 
     def close(self) -> None:
-        """Close the inner store, then release the keyring."""
+        """Close the inner store, then release the keyring if this store owns it."""
         try:
             self.inner.close()
         finally:
-            self.keyring.close()
+            if self.owns_keyring:
+                self.keyring.close()
+
+
+def keyring_of(store: object) -> Keyring | None:
+    """The keyring a store seals with, or None when it keeps plaintext."""
+    return store.keyring if isinstance(store, EncryptingStore) else None
+
+
+def sibling_store(live: object, inner: Any) -> Any:
+    """`inner` (a scratch store, an opened snapshot copy) wrapped the way `live` (a node's
+    store) is: sealed with the same keyring, which closing it leaves open. Unchanged when
+    `live` keeps plaintext."""
+    keyring = keyring_of(live)
+    if keyring is None:
+        return inner
+    return EncryptingStore(inner, keyring, owns_keyring=False)

@@ -121,3 +121,38 @@ def test_over_lmdb_batches_snapshots_and_long_keys_pass_through(tmp_path: Path) 
     assert reader.get(long_key) == b"long"
     assert dict(reader.scan(b"", None)) == {long_key: b"long", key(1): b"short"}
     reader.close()
+
+
+def test_a_sibling_store_shares_the_keyring_and_leaves_it_held(tmp_path: Path) -> None:
+    from keeldb.crypto.errors import KeyringInUseError
+    from keeldb.crypto.store import keyring_of, sibling_store
+
+    master = MasterKey(os.urandom(32))
+    live = EncryptingStore(MemoryStore(), Keyring.create(tmp_path / "keyring", master))
+    live.write([(key(1), b"live")], [], 1)
+    scratch_inner = MemoryStore()
+    scratch = sibling_store(live, scratch_inner)
+    scratch.write([(key(1), b"scratch")], [], 1)
+    assert scratch.get(key(1)) == b"scratch"
+    assert b"scratch" not in scratch_inner.get(key(1))  # type: ignore[operator]
+    scratch.close()
+    # The live store still holds the keyring: a second writer is refused.
+    with pytest.raises(KeyringInUseError):
+        Keyring.load(tmp_path / "keyring", master)
+    assert keyring_of(live) is live.keyring
+    plain = MemoryStore()
+    assert keyring_of(plain) is None
+    assert sibling_store(plain, scratch_inner) is scratch_inner
+    live.close()
+
+
+def test_sealed_objects_open_only_under_their_own_name(tmp_path: Path) -> None:
+    from keeldb.crypto.objects import open_object, seal_object
+
+    keyring = Keyring.create(tmp_path / "keyring", MasterKey(os.urandom(32)))
+    sealed = seal_object(keyring, TABLE, "backups/1/part-0000", b"MARKER items")
+    assert b"MARKER" not in sealed
+    assert open_object(keyring, "backups/1/part-0000", sealed) == b"MARKER items"
+    with pytest.raises(AuthenticationError):
+        open_object(keyring, "backups/1/part-0001", sealed)
+    keyring.close()
