@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import orjson
 
 from keeldb.api.server import Request, RestResponse
+from keeldb.functions.auth import LambdaVerifier
 from keeldb.functions.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -85,9 +86,11 @@ def _json(status: int, body: Any, headers: list[tuple[str, str]] | None = None) 
 class LambdaApi:
     """`handle(request)` is mounted on the node's front end for every Lambda path prefix."""
 
-    def __init__(self, service: FunctionService, *, verifier: Any = None) -> None:
+    def __init__(
+        self, service: FunctionService, *, credentials: Mapping[str, Any] | None = None
+    ) -> None:
         self.service = service
-        self.verifier = verifier
+        self.verifier = LambdaVerifier(credentials) if credentials is not None else None
         f = r"(?P<name>[^/]+)"
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"/2015-03-31/functions/?"), self.create_function),
@@ -143,6 +146,12 @@ class LambdaApi:
                 if match is None or method != request.method:
                     continue
                 params = {k: unquote(v) for k, v in match.groupdict().items()}
+                # A code location is a link (its token authorizes it); the rest is signed.
+                if self.verifier is not None and handler != self.download_code:
+                    raw_path, _, query = request.url.decode("latin-1").partition("?")
+                    self.verifier.verify(
+                        request.method, raw_path, query, request.headers, request.body
+                    )
                 return await handler(Call(request, params))
             raise UnknownOperationException(f"Unknown operation: {request.method} {path}")
         except LambdaError as error:
@@ -176,7 +185,9 @@ class LambdaApi:
         return _json(200, await self.service.update_code(call.params["name"], call.json()))
 
     async def download_code(self, call: Call) -> RestResponse:
-        data = self.service.code_zip(call.params["name"])
+        data = self.service.code_zip(
+            call.params["name"], call.query.get("sha256", ""), call.query.get("token", "")
+        )
         return RestResponse(200, data, "application/zip")
 
     async def delete_function(self, call: Call) -> RestResponse:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keeldb.functions import model
+from keeldb.functions.auth import CodeLinks
 from keeldb.functions.errors import (
     InvalidParameterValueException,
     ResourceConflictException,
@@ -116,6 +117,7 @@ class FunctionService:
             crash_type=self.pool_module.SandboxCrashed,
             busy_type=self.pool_module.SandboxBusy,
         )
+        self.code_links = CodeLinks()
         self._lock = asyncio.Lock()
         self.pollers: dict[str, Any] = {}
 
@@ -266,6 +268,7 @@ class FunctionService:
                 "Location": (
                     f"{self.endpoint_url}/2015-03-31/functions/{record['name']}/code"
                     f"?sha256={record['code_sha256']}"
+                    f"&token={self.code_links.token(record['name'], record['code_sha256'])}"
                 ),
             },
         }
@@ -275,8 +278,14 @@ class FunctionService:
             answer["Tags"] = dict(record["tags"])
         return answer
 
-    def code_zip(self, reference: Any) -> bytes:
+    def code_zip(self, reference: Any, sha256_hex: str, token: str) -> bytes:
+        """The zip behind a code location GetFunction handed out (a link, like Lambda's
+        presigned URL: its token is the authorization)."""
         record = self.resolve(reference)
+        if sha256_hex != record["code_sha256"] or not self.code_links.valid(
+            record["name"], sha256_hex, token
+        ):
+            raise ResourceNotFoundException(f"Function code not found: {self.arn(record['name'])}")
         return self.store.zip_path(record["code_sha256"]).read_bytes()
 
     def get_configuration(self, reference: Any, qualifier: str | None) -> dict[str, Any]:
@@ -554,7 +563,7 @@ async def attach(node: Node) -> Closer | None:
     await service.start()
     from keeldb.functions.rest import LambdaApi
 
-    api = LambdaApi(service, verifier=node.server.verifier)
+    api = LambdaApi(service, credentials=node.config.credentials)
     for prefix in LAMBDA_PATH_PREFIXES:
         node.server.mount(prefix, api.handle)
     return service.close
