@@ -95,7 +95,8 @@ def test_functions_and_mappings_survive_a_service_restart(harness, fakes):
         assert again.get_configuration("f", None)["Timeout"] == 7
         assert again.get_concurrency("f") == {"ReservedConcurrentExecutions": 3}
         assert again.get_mapping(mapping["UUID"])["State"] == "Enabled"
-        code = again.code_zip("f")
+        sha = again.store.functions["f"]["code_sha256"]
+        code = again.code_zip("f", sha, again.code_links.token("f", sha))
         original = base64.b64decode(fakes.create_body("f")["Code"]["ZipFile"])
         assert code == original
         await again.close()
