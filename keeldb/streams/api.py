@@ -129,6 +129,16 @@ def _shard(stream: Stream, shard: Shard) -> Body:
 # --- ListStreams ----------------------------------------------------------------------------
 
 
+def _list_position(arn: str) -> tuple[str, str] | None:
+    """(table name, label) of a stream ARN, the order ListStreams lists in; None if `arn` is
+    not a stream ARN."""
+    table_arn, marker, label = arn.rpartition("/stream/")
+    _, table_marker, name = table_arn.rpartition(":table/")
+    if not marker or not table_marker or not name or not label:
+        return None
+    return name, label
+
+
 async def list_streams(db: Database, body: Body) -> Body:
     body = check_types(body, LIST_STREAMS_SHAPE)
     v = Violations()
@@ -156,10 +166,11 @@ async def list_streams(db: Database, body: Body) -> Body:
             )
     found.sort(key=lambda s: (s.table_name, s.label))
     if start is not None:
-        start_stream = find_stream_by_arn(db, start)
-        if start_stream is None:
+        # Pages continue after the named stream even if it has been forgotten meanwhile
+        # (retention passed), so a listing in progress never fails for that.
+        mark = _list_position(start)
+        if mark is None:
             raise _stream_not_found(start)
-        mark = (start_stream.table_name, start_stream.label)
         found = [s for s in found if (s.table_name, s.label) > mark]
     page_max = LIST_STREAMS_LIMIT_MAX if limit is None else limit
     page = found[:page_max]

@@ -96,7 +96,7 @@ def test_limits_below_one_are_validation_errors(h: Any) -> None:
     )
 
 
-def test_list_streams_pages_in_order_and_refuses_an_unknown_start(h: Any) -> None:
+def test_list_streams_pages_in_order_from_any_stream_arn(h: Any) -> None:
     arns = sorted(h.create(name) for name in ("tbl-a", "tbl-b", "tbl-c"))
     seen = []
     body: dict[str, Any] = {"Limit": 2}
@@ -107,9 +107,14 @@ def test_list_streams_pages_in_order_and_refuses_an_unknown_start(h: Any) -> Non
             break
         body["ExclusiveStartStreamArn"] = page["LastEvaluatedStreamArn"]
     assert seen == arns
-    unknown = arns[0][:-3] + "999"
+    # A start that no longer exists still places the page.
+    gone = arns[0][:-3] + "999"
+    page = h.api("ListStreams", {"ExclusiveStartStreamArn": gone})
+    assert [x["StreamArn"] for x in page["Streams"]] == arns[1:]
+    not_a_stream = "arn:aws:dynamodb:us-east-1:000000000000:table/tbl-a/index/byg-and-more"
     check(
-        h.api_error("ListStreams", {"ExclusiveStartStreamArn": unknown}), ResourceNotFoundException
+        h.api_error("ListStreams", {"ExclusiveStartStreamArn": not_a_stream}),
+        ResourceNotFoundException,
     )
 
 
