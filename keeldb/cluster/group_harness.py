@@ -215,7 +215,11 @@ async def kv_call(
         return reply
     except CallTimeout:
         return {"ok": False, "error": "Timeout"}
-    except (PeerUnavailable, RemoteError) as error:
+    except PeerUnavailable as error:
+        # "Unreachable": the request never left, so it had no effect.
+        kind = "Unavailable" if error.maybe_delivered else "Unreachable"
+        return {"ok": False, "error": kind, "detail": str(error)}
+    except RemoteError as error:
         return {"ok": False, "error": "Unavailable", "detail": str(error)}
 
 
@@ -242,7 +246,7 @@ async def find_leader(
 CallFn = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 # Replies after which a request surely had no effect: refused before it was proposed, or
 # its proposal lost its slot (NotLeader), or a read that was refused.
-NO_EFFECT_ERRORS = frozenset({"NotLeader", "GroupBusy", "BadRequest"})
+NO_EFFECT_ERRORS = frozenset({"NotLeader", "GroupBusy", "BadRequest", "Unreachable"})
 
 
 @dataclass(slots=True)

@@ -89,7 +89,17 @@ class TransportError(Exception):
 
 
 class PeerUnavailable(TransportError):
-    """The peer is unknown, cannot be reached, or its connection broke during the call."""
+    """The peer is unknown, cannot be reached, or its connection broke during the call.
+
+    `maybe_delivered` is False when the request surely never left this node (the peer was
+    unknown or down, or the connection failed before the request was written): the caller
+    may retry it elsewhere as if it was never made. True means it was written to a
+    connection that then broke: the peer may have handled it.
+    """
+
+    def __init__(self, message: str, *, maybe_delivered: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
 
 
 class CallTimeout(TransportError):
@@ -149,8 +159,9 @@ class _Peer:
         self.node_id = node_id
         self.host = host
         self.port = port
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[tuple[bytes, int]] = deque()  # (data, call id or 0)
         self.queue_bytes = 0
+        self.written_calls: set[int] = set()  # calls written to the current connection
         self.has_data = asyncio.Event()
         self.space = asyncio.Event()
         self.space.set()
@@ -179,8 +190,8 @@ class _Peer:
             or self.queue_bytes + size > SEND_QUEUE_BYTES_MAX
         )
 
-    def enqueue(self, data: bytes) -> None:
-        self.queue.append(data)
+    def enqueue(self, data: bytes, call_id: int = 0) -> None:
+        self.queue.append((data, call_id))
         self.queue_bytes += len(data)
         if self.full(0):
             self.space.clear()
@@ -200,9 +211,12 @@ class _Peer:
     def fail_all(self, reason: str) -> None:
         """The connection is gone: fail the calls waiting on it, drop what was queued."""
         calls, self.calls = self.calls, {}
-        for future in calls.values():
+        written, self.written_calls = self.written_calls, set()
+        for call_id, future in calls.items():
             if not future.done():
-                future.set_exception(PeerUnavailable(f"{self.node_id}: {reason}"))
+                future.set_exception(
+                    PeerUnavailable(f"{self.node_id}: {reason}", maybe_delivered=call_id in written)
+                )
         self.queue.clear()
         self.queue_bytes = 0
         self.space.set()
@@ -304,8 +318,10 @@ class _Peer:
             parts: list[bytes] = []
             batch_bytes = 0
             while queue and batch_bytes < WRITE_BATCH_BYTES_MAX:
-                data = queue.popleft()
+                data, call_id = queue.popleft()
                 self.queue_bytes -= len(data)
+                if call_id:
+                    self.written_calls.add(call_id)
                 parts.append(encode_frame(seal(key, sequence, data)))
                 sequence += 1
                 batch_bytes += len(data)
@@ -516,9 +532,9 @@ class Transport:
         peer.enqueue(data)
         return True
 
-    def _enqueue_late(self, peer: _Peer, data: bytes) -> None:
+    def _enqueue_late(self, peer: _Peer, data: bytes, call_id: int = 0) -> None:
         if not self.closed and not peer.down and not peer.full(len(data)):
-            peer.enqueue(data)
+            peer.enqueue(data, call_id)
 
     async def call(self, node_id: str, channel: str, payload: Any, timeout_seconds: float) -> Any:
         """Send a request and wait for its reply. Raises PeerUnavailable (unknown peer, it
@@ -558,9 +574,9 @@ class Transport:
             if not lost:
                 peer.calls[call_id] = future
                 if faults.delay_seconds > 0 and not channel.startswith("_"):
-                    loop.call_later(faults.delay_seconds, self._enqueue_late, peer, data)
+                    loop.call_later(faults.delay_seconds, self._enqueue_late, peer, data, call_id)
                 else:
-                    peer.enqueue(data)
+                    peer.enqueue(data, call_id)
             return await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise CallTimeout(
@@ -568,6 +584,7 @@ class Transport:
             ) from None
         finally:
             peer.calls.pop(call_id, None)
+            peer.written_calls.discard(call_id)
 
     # --- receiving -----------------------------------------------------------------------
 

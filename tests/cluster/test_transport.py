@@ -408,3 +408,28 @@ def test_tls_connections_carry_calls_and_a_plain_dialer_is_refused(tmp_path: Pat
         await b.close()
 
     run(body)
+
+
+def test_unavailable_says_whether_a_call_may_have_reached_the_peer() -> None:
+    async def body() -> None:
+        a, b = await pair()
+        entered = asyncio.Event()
+
+        async def hang(sender: str, payload: Any) -> None:
+            entered.set()
+            await asyncio.sleep(60)
+
+        b.register("hang", hang)
+        pending = asyncio.ensure_future(a.call("b", "hang", None, 10))
+        await entered.wait()
+        await b.close()  # the connection breaks with the request handled
+        with pytest.raises(PeerUnavailable) as in_flight:
+            await pending
+        assert in_flight.value.maybe_delivered
+        await eventually(lambda: not a.send("b", "hang", None))
+        with pytest.raises(PeerUnavailable) as never_sent:
+            await a.call("b", "hang", None, 5)
+        assert not never_sent.value.maybe_delivered
+        await a.close()
+
+    run(body)
