@@ -110,6 +110,8 @@ class InvokeResult:
     request_id: str = ""
     # On a cold start, the milliseconds of each confinement step in the instance.
     init_steps_ms: dict[str, float] | None = None
+    # CPU time (user + system, the handler's children included) the invocation used.
+    cpu_ms: float | None = None
 
 
 class _Instance:
@@ -440,6 +442,7 @@ class SandboxPool:
             instance,
             max_rss_kb=reply.get("max_rss_kb"),
         )
+        result.cpu_ms = reply.get("cpu_ms")
         body = reply["payload"]
         if reply["error"] and b'"Runtime.ExitError"' in body[:200]:
             self._kill(instance)  # sys.exit() in a handler ends its instance, as in Lambda

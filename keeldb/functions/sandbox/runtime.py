@@ -224,10 +224,6 @@ def _rehearse() -> None:
     frames.encode({"op": "result", "payload": body, "log": capture.take(), "cpu_seconds": 0.0})
     _cpu_seconds()
     resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        raise ValueError("warm")
-    except ValueError as e:
-        _exception_payload(e, "warm")
 
 
 def serve(sock: socket.socket, plan: dict[str, Any], seccomp_program: bytes | None) -> None:
@@ -288,7 +284,8 @@ def serve(sock: socket.socket, plan: dict[str, Any], seccomp_program: bytes | No
         assert request["op"] == "invoke"
         request_id = request["request_id"]
         deadline = time.monotonic() + timeout_seconds
-        cpu_soft = min(cpu_hard, math.ceil(_cpu_seconds() + timeout_seconds) + 1)
+        cpu_before = _cpu_seconds()
+        cpu_soft = min(cpu_hard, math.ceil(cpu_before + timeout_seconds) + 1)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_soft, cpu_hard))
         formatter.request_id = request_id
         context = LambdaContext(assign, request_id, request["function_arn"], deadline)
@@ -336,7 +333,8 @@ def serve(sock: socket.socket, plan: dict[str, Any], seccomp_program: bytes | No
                 "payload": body,
                 "error": error is not None,
                 "log": capture.take(),
-                "cpu_seconds": _cpu_seconds(),
+                "cpu_seconds": (cpu_after := _cpu_seconds()),
+                "cpu_ms": (cpu_after - cpu_before) * 1000,
                 "max_rss_kb": max_rss_kb,
             },
         )
