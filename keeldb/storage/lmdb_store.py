@@ -47,9 +47,13 @@ MAP_BYTES_INITIAL = 1 << 40  # 1 TiB of address space; the file only grows as da
 MAP_BYTES_GROWTH_FACTOR = 2  # On MapFullError the map doubles.
 LMDB_KEY_INLINE_BYTES = 510  # LMDB's key limit (511, its compile-time MDB_MAXKEYSIZE) less one
 # byte for the bucket marker.
-SCAN_CHUNK_PAIRS = 256  # A scan reads this many pairs per short read transaction, so that no
-# read transaction stays open while the caller consumes results (a long-lived reader would
-# stop LMDB from reusing pages and would block growing the map).
+SCAN_CHUNK_PAIRS = 256  # A scan reads at most this many pairs per short read transaction, so
+# that no read transaction stays open while the caller consumes results (a long-lived reader
+# would stop LMDB from reusing pages and would block growing the map).
+SCAN_FIRST_CHUNK_PAIRS = 16  # ... and fewer in its first one: most scans are Query pages with
+# a small Limit (the caller stops early), and copying 256 items of up to 400 KB to use ten of
+# them made a Query cost as much as a Scan of its whole partition.
+SCAN_CHUNK_GROWTH = 4  # each following chunk is this many times larger, up to SCAN_CHUNK_PAIRS
 STORE_DBS_MAX = 2  # the "items" and "meta" sub-databases
 
 _ITEMS_DB = b"items"
@@ -149,21 +153,28 @@ class LmdbStore:
         if end is not None and end <= start:
             return
         position: bytes | None = None  # the last key yielded
+        pairs_max = SCAN_FIRST_CHUNK_PAIRS
         while True:
-            chunk = self._scan_chunk(start, end, reverse, position)
+            chunk = self._scan_chunk(start, end, reverse, position, pairs_max)
             yield from chunk
-            if len(chunk) < SCAN_CHUNK_PAIRS:
+            if len(chunk) < pairs_max:
                 return
             position = chunk[-1][0]
+            pairs_max = min(pairs_max * SCAN_CHUNK_GROWTH, SCAN_CHUNK_PAIRS)
 
     def _scan_chunk(
-        self, start: bytes, end: bytes | None, reverse: bool, after: bytes | None
+        self,
+        start: bytes,
+        end: bytes | None,
+        reverse: bool,
+        after: bytes | None,
+        pairs_max: int = SCAN_CHUNK_PAIRS,
     ) -> list[tuple[bytes, bytes]]:
-        """Up to SCAN_CHUNK_PAIRS pairs in range, strictly beyond `after` in scan order."""
+        """Up to `pairs_max` pairs in range, strictly beyond `after` in scan order."""
         if self._txn is not None:
-            return self._scan_chunk_in(self._txn, start, end, reverse, after)
+            return self._scan_chunk_in(self._txn, start, end, reverse, after, pairs_max)
         with self._env.begin(db=self._items) as txn:
-            return self._scan_chunk_in(txn, start, end, reverse, after)
+            return self._scan_chunk_in(txn, start, end, reverse, after, pairs_max)
 
     def _scan_chunk_in(
         self,
@@ -172,7 +183,9 @@ class LmdbStore:
         end: bytes | None,
         reverse: bool,
         after: bytes | None,
+        pairs_max: int = SCAN_CHUNK_PAIRS,
     ) -> list[tuple[bytes, bytes]]:
+        assert pairs_max >= 1
         out: list[tuple[bytes, bytes]] = []
         cursor = txn.cursor(db=self._items)
 
@@ -187,15 +200,27 @@ class LmdbStore:
             low = start if after is None else after
             if not cursor.set_range(_lmdb_key(low)):
                 return out
+            append = out.append
             for lmdb_key, raw in cursor.iternext():
                 # LMDB order is key order (the key mapping is monotonic), so the first key
                 # at or past `end` ends the chunk.
+                if not _is_bucket(lmdb_key):
+                    # The common case, without the per-pair checks a bucket needs: a plain
+                    # key at or past `low` is past `start`, and only `after` itself is not
+                    # beyond `after`.
+                    if end is not None and lmdb_key >= end:
+                        return out
+                    if lmdb_key != after:
+                        append((lmdb_key, raw))
+                        if len(out) == pairs_max:
+                            return out
+                    continue
                 for key, value in self._expand(lmdb_key, raw, reverse=False):
                     if end is not None and key >= end:
                         return out
                     if wanted(key):
-                        out.append((key, value))
-                        if len(out) == SCAN_CHUNK_PAIRS:
+                        append((key, value))
+                        if len(out) == pairs_max:
                             return out
             return out
         high = end if after is None else after
@@ -219,7 +244,7 @@ class LmdbStore:
                     return out
                 if wanted(key):
                     out.append((key, value))
-                    if len(out) == SCAN_CHUNK_PAIRS:
+                    if len(out) == pairs_max:
                         return out
         return out
 
