@@ -40,6 +40,8 @@ log = logging.getLogger("keeldb.functions")
 GET_RECORDS_LIMIT_MAX = 1000
 # How long an idle poller waits for new records before it looks again.
 IDLE_WAIT_SECONDS = 0.5
+# Without a way to wait for new records, an idle poller looks again after this long.
+FALLBACK_WAIT_SECONDS = 0.05
 # Pause while the function is throttled, missing or the stream is unreadable.
 THROTTLE_PAUSE_SECONDS = 0.1
 PROBLEM_PAUSE_SECONDS = 1.0
@@ -47,6 +49,11 @@ PROBLEM_PAUSE_SECONDS = 1.0
 RETRY_DELAY_SECONDS_MIN = 0.05
 RETRY_DELAY_SECONDS_MAX = 2.0
 STREAMS_TARGET = "DynamoDBStreams_20120810"
+# The stream's shard list is read again after this long (or when a shard closes): new shards
+# appear rarely, and describing the stream on every poll would cost more than reading it.
+SHARDS_REFRESH_SECONDS = 1.0
+# Polls follow each other at most this often: wake-ups come from writes to any table's stream.
+POLL_INTERVAL_SECONDS_MIN = 0.005
 
 
 def _error_type(error: BaseException) -> str:
@@ -72,6 +79,8 @@ class StreamPoller:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._iterators: dict[str, str] = {}
+        self._shards: list[dict[str, Any]] = []
+        self._shards_read_at = -math.inf
         self.positions: dict[str, Any] = dict(service.store.positions.get(self.uuid, {}))
         self.invocations = 0
 
@@ -103,8 +112,15 @@ class StreamPoller:
                 if dispatch is None:
                     await self._sleep(PROBLEM_PAUSE_SECONDS)
                     continue
+                started = time.monotonic()
+                mark = self._applied()
                 if not await self._poll_once(dispatch):
-                    await self._wait_for_records()
+                    # A record applied while this poll ran would not wake the wait below.
+                    if mark is None or self._applied() == mark:
+                        await self._wait_for_records()
+                    pause = POLL_INTERVAL_SECONDS_MIN - (time.monotonic() - started)
+                    if pause > 0:
+                        await asyncio.sleep(pause)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -114,6 +130,7 @@ class StreamPoller:
                 else:
                     log.exception("stream poller %s failed; retrying", self.uuid)
                 self._iterators.clear()
+                self._shards_read_at = -math.inf
                 await self._sleep(PROBLEM_PAUSE_SECONDS)
 
     async def _sleep(self, seconds: float) -> None:
@@ -121,25 +138,34 @@ class StreamPoller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _wait_for_records(self) -> None:
+    def _applied(self) -> int | None:
+        """The database's last applied log position, to tell whether anything was applied
+        between two moments (None without a database)."""
         database = self.service.database
-        try:
-            from keeldb.engine import streams as engine_streams
+        if database is None:
+            return None
+        return int(database.store.applied_lsn())
 
-            waiter = engine_streams.wait_for_records
-        except (ImportError, AttributeError):
-            waiter = None
-        if waiter is None or database is None:
-            await self._sleep(min(IDLE_WAIT_SECONDS, 0.05))
+    async def _wait_for_records(self) -> None:
+        wait = self.service.wait_for_records
+        if wait is None:
+            await self._sleep(FALLBACK_WAIT_SECONDS)
             return
-        await waiter(database, IDLE_WAIT_SECONDS)
+        await wait(IDLE_WAIT_SECONDS)
 
     def _result(self, text: str) -> None:
         self.record["last_result"] = text
 
     # -- reading the stream -----------------------------------------------------------------
 
-    async def _shards(self, dispatch: Any) -> list[dict[str, Any]]:
+    async def _current_shards(self, dispatch: Any) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if now - self._shards_read_at >= SHARDS_REFRESH_SECONDS:
+            self._shards = await self._describe_shards(dispatch)
+            self._shards_read_at = now
+        return self._shards
+
+    async def _describe_shards(self, dispatch: Any) -> list[dict[str, Any]]:
         shards: list[dict[str, Any]] = []
         start: str | None = None
         while True:
@@ -182,7 +208,7 @@ class StreamPoller:
 
     async def _poll_once(self, dispatch: Any) -> bool:
         """Read and handle at most one batch per shard; whether any record was seen."""
-        shards = await self._shards(dispatch)
+        shards = await self._current_shards(dispatch)
         known = {shard["ShardId"] for shard in shards}
         progressed = False
         for index, shard in enumerate(shards):
@@ -198,6 +224,7 @@ class StreamPoller:
                 await self._handle(shard_id, batch)
             if closed:
                 await self._checkpoint(shard_id, None, done=True)
+                self._shards_read_at = -math.inf  # its children may be new
         return progressed
 
     async def _read_batch(

@@ -86,6 +86,7 @@ class FunctionService:
         pool_module: Any = None,
         pool: Any = None,
         clock: Any = time.time,
+        wait_for_records: Any = None,
     ) -> None:
         self.region = region
         self.account = account
@@ -95,6 +96,9 @@ class FunctionService:
         # Finds the DynamoDB Streams dispatch, `async (operation, body) -> body`, or None.
         self._streams = streams
         self.clock = clock
+        # `async (timeout_seconds) -> bool`: returns when a stream record is written (or the
+        # timeout passes); None makes idle pollers look again after a short sleep.
+        self.wait_for_records = wait_for_records
         self.store = FunctionStore(root)
         self.pool_module = pool_module or load_pool_module(
             os.environ.get(POOL_ENVIRONMENT_VARIABLE) == "local"
@@ -532,6 +536,19 @@ class FunctionService:
         poller.start()
 
 
+def _records_waiter(database: Any) -> Any:
+    """The engine's wait for new stream records, bound to the node's database."""
+    try:
+        from keeldb.engine.streams import wait_for_records
+    except ImportError:
+        return None
+
+    async def wait(timeout_seconds: float) -> bool:
+        return await wait_for_records(database, timeout_seconds)
+
+    return wait
+
+
 def first_credential(credentials: Mapping[str, Any] | None) -> tuple[str, str, str | None] | None:
     if not credentials:
         return None
@@ -551,6 +568,7 @@ async def attach(node: Node) -> Closer | None:
         return service[0] if service is not None else None
 
     service = FunctionService(
+        wait_for_records=_records_waiter(node.database),
         root=root,
         region=node.config.region,
         account=node.database.account_id,

@@ -156,6 +156,10 @@ class FakeDatabase:
 
     def __init__(self) -> None:
         self.items: dict[str, list[dict[str, Any]]] = {}
+        self.store = self
+
+    def applied_lsn(self) -> int:
+        return 0
 
     async def dispatch(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["TableName"]
