@@ -114,7 +114,9 @@ def entry_position(lsn: int) -> int:
 @dataclass(slots=True)
 class Shard:
     """One shard of a stream. Positions: records of the shard have opened < p < closed;
-    every record at or before `trimmed` is gone."""
+    every record at or before `trimmed` is gone. A shard that follows another (a rollover,
+    later a partition split) names it as its parent, by number and by ShardId (the parent
+    may be forgotten before its child)."""
 
     number: int
     parent: int | None
@@ -122,9 +124,20 @@ class Shard:
     closed: int | None
     trimmed: int
     created_ms: int
+    closed_ms: int | None = None
+    parent_id: str | None = None
 
     def to_record(self) -> list[Any]:
-        return [self.number, self.parent, self.opened, self.closed, self.trimmed, self.created_ms]
+        return [
+            self.number,
+            self.parent,
+            self.opened,
+            self.closed,
+            self.trimmed,
+            self.created_ms,
+            self.closed_ms,
+            self.parent_id,
+        ]
 
     @classmethod
     def from_record(cls, record: list[Any]) -> Shard:
@@ -187,6 +200,12 @@ class Stream:
     def shard(self, number: int) -> Shard | None:
         for shard in self.shards:
             if shard.number == number:
+                return shard
+        return None
+
+    def open_shard(self) -> Shard | None:
+        for shard in self.shards:
+            if shard.closed is None:
                 return shard
         return None
 
@@ -288,7 +307,9 @@ def table_changed(
             for shard in old.shards:
                 if shard.closed is None:
                     shard.closed = entry_position(lsn)
+                    shard.closed_ms = old.disabled_ms
             puts.append(_descriptor_entry(old))
+        streams_state(db).open_shards.pop(stream_key(before.table_id, label_before), None)
     if now and (not was or label_after != label_before):
         assert after is not None and label_after is not None and after.stream_view_type
         key_schema = [(after.hash_key.name, "HASH")]
@@ -310,6 +331,7 @@ def table_changed(
             shards=[Shard(0, None, opened, None, opened - 1, created_ms)],
         )
         puts.append(_descriptor_entry(stream))
+        streams_state(db).open_shards[stream.key] = 0
     return puts
 
 
@@ -326,6 +348,9 @@ class StreamsState:
     waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     # Records written since the process started.
     records_written: int = 0
+    # Stream key -> the number of its open shard, read from the descriptor at the first
+    # write and kept in step by the appliers that open and close shards.
+    open_shards: dict[bytes, int] = field(default_factory=dict)
 
 
 def streams_state(db: Database) -> StreamsState:
@@ -425,11 +450,23 @@ def item_written(
     # The userIdentity of a change the service made itself (a TTL deletion), else None.
     identity = _ttl_module().user_identity(record)
     value = [event, keys, new_image, old_image, size, _now_ms(db), identity]
-    key = record_key(stream_key(table.table_id, label), 0, position)
-    puts.append((key, msgpack.packb(value, use_bin_type=True)))
+    skey = stream_key(table.table_id, label)
+    shard = state.open_shards.get(skey)
+    if shard is None:
+        shard = _load_open_shard(db, state, table.table_id, label)
+    puts.append((record_key(skey, shard, position), msgpack.packb(value, use_bin_type=True)))
     state.records_written += 1
     if state.waiters:
         _wake(state)
+
+
+def _load_open_shard(db: Database, state: StreamsState, table_id: str, label: str) -> int:
+    stream = find_stream(db, table_id, label)
+    shard = None if stream is None else stream.open_shard()
+    # A table whose stream was enabled before descriptors existed writes to shard 0.
+    number = 0 if shard is None else shard.number
+    state.open_shards[stream_key(table_id, label)] = number
+    return number
 
 
 def _ttl_module() -> Any:
@@ -555,6 +592,13 @@ def trim_pending(db: Database, before_ms: int) -> bool:
             records = read_records(db, stream, shard, shard.trimmed, 1)
             if records and records[0].created_ms < before_ms:
                 return True
+            if (
+                not records
+                and len(stream.shards) > 1
+                and shard.closed_ms is not None
+                and shard.closed_ms < before_ms
+            ):
+                return True
     return False
 
 
@@ -569,16 +613,24 @@ def apply_stream_trim(db: Database, lsn: int, record: dict[str, Any]) -> None:
     for stream in list_streams(db):
         changed = False
         empty = True
-        for shard in stream.shards:
+        for shard in list(stream.shards):
             prefix = shard_prefix(stream.key, shard.number)
+            shard_empty = True
             for key, data in db.store.scan(prefix, _prefix_end(prefix)):
                 item = decode_record(int.from_bytes(key[len(prefix) :], "big"), data)
                 if item.created_ms >= before_ms or budget <= 0:
-                    empty = False
+                    shard_empty = False
                     break
                 deletes.append(key)
                 shard.trimmed = item.position
                 budget -= 1
+                changed = True
+            empty = empty and shard_empty
+            expired = shard.closed_ms is not None and shard.closed_ms < before_ms
+            if shard_empty and expired and len(stream.shards) > 1:
+                # A closed shard whose records are all gone is forgotten, as DynamoDB drops
+                # shards older than the retention period from DescribeStream.
+                stream.shards.remove(shard)
                 changed = True
         disabled = stream.status == STATUS_DISABLED
         if disabled and empty and stream.disabled_ms is not None and stream.disabled_ms < before_ms:
@@ -588,3 +640,55 @@ def apply_stream_trim(db: Database, lsn: int, record: dict[str, Any]) -> None:
         if budget <= 0:
             break
     db.store.write(puts, deletes, applied_lsn=lsn)
+
+
+# --- Shard rollover -------------------------------------------------------------------------
+
+
+def roll_record(table_id: str, label: str, now_ms: int) -> dict[str, Any]:
+    """The redo record that closes a stream's open shard and opens its child, at `now_ms`
+    (decided by the proposer, so that every replica records the same times)."""
+    return {"kind": "stream_roll", "table_id": table_id, "label": label, "now_ms": now_ms}
+
+
+def roll_pending(db: Database, now_ms: int, shard_ms: int) -> list[tuple[str, str]]:
+    """(TableId, label) of every enabled stream whose open shard is `shard_ms` old."""
+    assert shard_ms > 0, shard_ms
+    due = []
+    for stream in list_streams(db):
+        shard = stream.open_shard()
+        live = stream.status == STATUS_ENABLED and shard is not None
+        if live and shard is not None and now_ms - shard.created_ms >= shard_ms:
+            due.append((stream.table_id, stream.label))
+    return due
+
+
+@redo_kind("stream_roll")
+def apply_stream_roll(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    """Close the open shard at this entry's position and open a child after it. A stream
+    disabled (or a table deleted) since the roll was proposed only moves the LSN."""
+    if lsn <= db.store.applied_lsn():
+        return  # Replayed at recovery, and already in the store.
+    stream = find_stream(db, record["table_id"], record["label"])
+    parent = None if stream is None else stream.open_shard()
+    if stream is None or parent is None or stream.status != STATUS_ENABLED:
+        db.store.write([], [], applied_lsn=lsn)
+        return
+    position = entry_position(lsn)
+    parent.closed = position
+    parent.closed_ms = record["now_ms"]
+    number = max(s.number for s in stream.shards) + 1
+    assert number < 1 << (8 * SHARD_NUMBER_BYTES), number
+    child = Shard(
+        number,
+        parent.number,
+        position,
+        None,
+        position - 1,
+        record["now_ms"],
+        None,
+        stream.shard_id(parent),
+    )
+    stream.shards.append(child)
+    db.store.write([_descriptor_entry(stream)], [], applied_lsn=lsn)
+    streams_state(db).open_shards[stream.key] = number

@@ -119,10 +119,8 @@ def _shard(stream: Stream, shard: Shard) -> Body:
         "ShardId": stream.shard_id(shard),
         "SequenceNumberRange": _shard_range(stream, shard),
     }
-    if shard.parent is not None:
-        parent = stream.shard(shard.parent)
-        assert parent is not None, shard.parent
-        out["ParentShardId"] = stream.shard_id(parent)
+    if shard.parent_id is not None:
+        out["ParentShardId"] = shard.parent_id
     return out
 
 
@@ -212,11 +210,7 @@ async def describe_stream(db: Database, body: Body) -> Body:
     stream = _existing_stream(db, arn)
     shards = sorted(stream.shards, key=lambda s: s.number)
     if shard_filter is not None and shard_filter.get("ShardId") is not None:
-        parent = stream.shard_by_id(shard_filter["ShardId"])
-        if parent is None:
-            shards = []
-        else:
-            shards = [s for s in shards if s.parent == parent.number]
+        shards = [s for s in shards if s.parent_id == shard_filter["ShardId"]]
     if start is not None:
         after = stream.shard_by_id(start)
         if after is not None:

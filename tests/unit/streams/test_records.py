@@ -422,3 +422,103 @@ def test_no_change_detection_agrees_with_dynamodb_equality(a: Any, b: Any, rnd: 
     assert streams._same_value(a, b) == values_equal(a, b)
     assert streams._same_value(a, shuffled(a))
     assert streams._same_item({"pk": s("k"), "v": a}, {"pk": s("k"), "v": b}) == values_equal(a, b)
+
+
+# --- Shard rollover -------------------------------------------------------------------------
+
+
+def roll(h: Any) -> None:
+    (stream,) = [x for x in streams.list_streams(h.db) if x.status == streams.STATUS_ENABLED]
+    h.run(h.db.propose(streams.roll_record(stream.table_id, stream.label, int(h.clock.now * 1000))))
+
+
+def test_a_rollover_closes_the_shard_and_opens_a_child_that_names_it(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    h.put({"pk": s("before")})
+    h.clock.now += 5
+    roll(h)
+    h.put({"pk": s("after")})
+    shards = h.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]["Shards"]
+    parent, child = shards
+    assert "ParentShardId" not in parent
+    assert child["ParentShardId"] == parent["ShardId"]
+    assert child["ShardId"] != parent["ShardId"]
+    ending = int(parent["SequenceNumberRange"]["EndingSequenceNumber"])
+    assert int(child["SequenceNumberRange"]["StartingSequenceNumber"]) == ending
+    assert "EndingSequenceNumber" not in child["SequenceNumberRange"]
+    children = h.api(
+        "DescribeStream",
+        {"StreamArn": arn, "ShardFilter": {"Type": "CHILD_SHARDS", "ShardId": parent["ShardId"]}},
+    )["StreamDescription"]["Shards"]
+    assert children == [child]
+
+    def read(shard_id: str) -> tuple[list[str], dict[str, Any]]:
+        position = h.api(
+            "GetShardIterator",
+            {"StreamArn": arn, "ShardId": shard_id, "ShardIteratorType": "TRIM_HORIZON"},
+        )["ShardIterator"]
+        page = h.api("GetRecords", {"ShardIterator": position})
+        return [r["dynamodb"]["Keys"]["pk"]["S"] for r in page["Records"]], page
+
+    keys, page = read(parent["ShardId"])
+    assert keys == ["before"]
+    assert "NextShardIterator" not in page  # the parent is finished
+    keys, page = read(child["ShardId"])
+    assert keys == ["after"]
+    assert "NextShardIterator" in page
+
+
+def test_rollover_is_due_only_for_enabled_streams_with_an_old_open_shard(h: Any) -> None:
+    h.create("tbl-a", view="KEYS_ONLY")
+    h.create("tbl-b", view="KEYS_ONLY")
+    h("UpdateTable", {"TableName": "tbl-b", "StreamSpecification": {"StreamEnabled": False}})
+    now_ms = int(h.clock.now * 1000)
+    assert streams.roll_pending(h.db, now_ms + 999, 1000) == []
+    due = streams.roll_pending(h.db, now_ms + 1000, 1000)
+    assert [catalog.get_table_by_id(h.db, t).name for t, _ in due] == ["tbl-a"]  # type: ignore[union-attr]
+
+
+def test_a_roll_for_a_stream_disabled_meanwhile_changes_nothing(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    (stream,) = streams.list_streams(h.db)
+    h("UpdateTable", {"TableName": "tbl", "StreamSpecification": {"StreamEnabled": False}})
+    before = streams.list_streams(h.db)
+    h.run(h.db.propose(streams.roll_record(stream.table_id, stream.label, 0)))
+    assert streams.list_streams(h.db) == before
+    assert len(h.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]["Shards"]) == 1
+
+
+def test_a_closed_shard_is_forgotten_once_its_records_are_trimmed(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    h.put({"pk": s("old")})
+    h.clock.now += 10
+    roll(h)
+    h.clock.now += 10
+    h.put({"pk": s("new")})
+    horizon = int((h.clock.now - 5) * 1000)
+    assert streams.trim_pending(h.db, horizon)
+    h.run(h.db.propose(streams.trim_record(horizon)))
+    assert not streams.trim_pending(h.db, horizon)
+    (shard,) = h.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]["Shards"]
+    assert "ParentShardId" in shard  # the parent is gone, its name stays
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in h.records(arn)] == ["new"]
+
+
+def test_rolled_shards_survive_a_replay_of_the_log(h: Any) -> None:
+    h.create(view="KEYS_ONLY")
+    h.put({"pk": s("a")})
+    roll(h)
+    h.put({"pk": s("b")})
+    roll(h)
+    h.put({"pk": s("c")})
+    store = MemoryStore()
+    db = Database(store)
+    db.state[catalog.CLOCK_STATE_KEY] = h.clock
+    db.attach_log(MemoryLog(db.apply, start_lsn=0))
+    db.apply(h.log.entries)
+    assert list(store.scan(streams.STREAM_PREFIX, b"t")) == list(
+        h.store.scan(streams.STREAM_PREFIX, b"t")
+    )
+    (stream,) = streams.list_streams(db)
+    assert [x.number for x in stream.shards] == [0, 1, 2]
+    assert [len(streams.read_records(db, stream, x, -1, 10)) for x in stream.shards] == [1, 1, 1]
