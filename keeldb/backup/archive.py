@@ -123,6 +123,13 @@ class Archiver:
         # archive's end that a checkpoint removed while no archiver ran leave a gap, which
         # the next pass closes with a snapshot.
         self.log.retain_from(lambda: self._archived_lsn + 1)
+        # The first pass runs before the node serves (the first snapshot, on a new archive,
+        # is where the restorable window starts); later passes run in the background.
+        try:
+            await self.flush()
+        except Exception as error:  # noqa: BLE001 - the background passes keep trying
+            self.failure = error
+            log.warning("the first archive pass failed, retrying in the background: %r", error)
         self._task = loop.create_task(self._run(), name="keeldb-archiver")
 
     async def close(self) -> None:
@@ -148,9 +155,9 @@ class Archiver:
     async def _run(self) -> None:
         while not self._closing:
             try:
+                await asyncio.sleep(self.interval_seconds)
                 await self.flush()
                 self.failure = None
-                await asyncio.sleep(self.interval_seconds)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - the archiver must keep trying
@@ -246,9 +253,11 @@ class Archiver:
         # Every record up to `lsn` was committed before the copy ended, so the time read
         # now is at or after all of theirs: a restore to an instant before it starts from
         # an older snapshot, never from one holding later records.
-        # A log without commit times yet (a new node, or records written before times were
-        # logged) gets the present: later than every record the copy holds.
-        time_us = self.log.committed_time_us() or time.time_ns() // 1000
+        # An empty store is the state as of any instant. A log without commit times (records
+        # written before times were logged) gets the log's present: later than all of them.
+        time_us = self.log.committed_time_us()
+        if time_us == 0 and lsn > 0:
+            time_us = self.log.now_us()
         key = snapshot_key(lsn, time_us)
         data_file = target / "data.mdb"
         sha = put_file_verified(self.store, key, data_file, scratch)

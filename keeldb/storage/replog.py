@@ -260,6 +260,10 @@ class LocalLog:
         """The commit time of the last committed record (microseconds; 0 if none yet)."""
         return self._committed_time_us
 
+    def now_us(self) -> int:
+        """The log's clock now, never below the last commit time (microseconds)."""
+        return max(self._clock_us(), self._last_time_us)
+
     def retain_from(self, retain: RetainFn | None) -> None:
         """Keep every segment holding an LSN at or above `retain()` at checkpoints (None: no
         hold). `retain` is called in the log's disk thread and must only read a number."""
