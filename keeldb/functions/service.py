@@ -11,6 +11,7 @@ in the pool's instances, which reach the database only through its endpoint.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import logging
 import os
@@ -25,6 +26,7 @@ from keeldb.functions.errors import (
     InvalidParameterValueException,
     ResourceConflictException,
     ResourceNotFoundException,
+    ValidationException,
 )
 from keeldb.functions.invoker import Invoker, Outcome
 from keeldb.functions.store import FunctionStore
@@ -251,6 +253,13 @@ class FunctionService:
             raise InvalidParameterValueException(
                 "Function name cannot contain a qualifier when creating a function."
             )
+        if model.FUNCTION_NAME.fullmatch(name) is None:
+            raise ValidationException(
+                f"1 validation error detected: Value '{name}' at 'functionName' failed to "
+                "satisfy constraint: Member must satisfy regular expression pattern: "
+                "(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?"
+                "(\\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?"
+            )
         data = model.decode_zip(body.get("Code"))
         # Validate the configuration before spending time on the code.
         model.new_function(body, name, "00" * 32, len(data), self.clock())
@@ -312,6 +321,10 @@ class FunctionService:
     async def update_code(self, reference: Any, body: Mapping[str, Any]) -> dict[str, Any]:
         record = self.resolve(reference)
         data = model.decode_zip(body)
+        if body.get("DryRun"):
+            # Validate only: the answer is the configuration the update would produce.
+            sha = hashlib.sha256(data).hexdigest()
+            return self.configuration(dict(record, code_sha256=sha, code_size=len(data)))
         async with self._lock:
             revision = body.get("RevisionId")
             if revision is not None and revision != record["revision_id"]:
@@ -338,6 +351,10 @@ class FunctionService:
         return self.configuration(new)
 
     async def delete_function(self, reference: Any, qualifier: str | None) -> None:
+        if qualifier == "$LATEST":
+            raise InvalidParameterValueException(
+                "$LATEST version cannot be deleted without deleting the function."
+            )
         record = self.resolve(reference, qualifier)
         async with self._lock:
             del self.store.functions[record["name"]]

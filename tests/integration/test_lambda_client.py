@@ -425,9 +425,7 @@ def test_function_concurrency_is_put_read_and_deleted(lam: Any, function_factory
     answer = lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
     assert answer["ReservedConcurrentExecutions"] == 5
     assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 5
-    assert lam.get_function(FunctionName=name)["Concurrency"] == {
-        "ReservedConcurrentExecutions": 5
-    }
+    assert lam.get_function(FunctionName=name)["Concurrency"] == {"ReservedConcurrentExecutions": 5}
     deleted = lam.delete_function_concurrency(FunctionName=name)
     assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=name)
@@ -511,3 +509,10 @@ def test_an_unknown_lambda_path_is_a_404(endpoint: str) -> None:
         urllib.request.urlopen(f"{endpoint}/2015-03-31/nothing-here", timeout=10)
     assert caught.value.code == 404
     assert caught.value.headers["x-amzn-ErrorType"] == "UnknownOperationException"
+
+
+def test_latest_cannot_be_deleted_on_its_own(lam: Any, function_factory: Any) -> None:
+    name = function_factory()
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.delete_function(FunctionName=name, Qualifier="$LATEST")
+    assert lam.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name

@@ -111,3 +111,32 @@ def test_an_in_memory_store_removes_its_code_at_close(tmp_path):
     assert store.code_dir("f", sha).exists()
     store.close()
     assert not store.root.exists()
+
+
+def test_a_function_name_with_dots_cannot_reach_outside_the_code_directory(harness, fakes):
+    async def scenario() -> None:
+        from keeldb.functions.errors import ValidationException
+
+        service = harness.service()
+        await service.start()
+        for name in ("..", "a..b", "x.y"):
+            with pytest.raises(ValidationException):
+                await service.create_function(fakes.create_body(name))
+        assert service.store.functions == {}
+        await service.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_dry_run_code_update_changes_nothing(harness, fakes):
+    async def scenario() -> None:
+        service = harness.service()
+        await service.start()
+        created = await service.create_function(fakes.create_body("f"))
+        new = fakes.zip_b64({"app.py": "def handler(e, c):\n    return 2\n"})
+        answer = await service.update_code("f", {"ZipFile": new, "DryRun": True})
+        assert answer["CodeSha256"] != created["CodeSha256"]
+        assert service.get_configuration("f", None)["CodeSha256"] == created["CodeSha256"]
+        await service.close()
+
+    asyncio.run(scenario())
