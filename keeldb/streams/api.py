@@ -208,13 +208,13 @@ async def describe_stream(db: Database, body: Body) -> Body:
     v.raise_if_any()
     assert arn is not None
     stream = _existing_stream(db, arn)
-    shards = sorted(stream.shards, key=lambda s: s.number)
+    # Shards are listed in ShardId order, which is creation order (the ids start with the
+    # creation time, zero-padded), so a page can continue after any id, even one forgotten.
+    shards = sorted(stream.shards, key=stream.shard_id)
     if shard_filter is not None and shard_filter.get("ShardId") is not None:
         shards = [s for s in shards if s.parent_id == shard_filter["ShardId"]]
     if start is not None:
-        after = stream.shard_by_id(start)
-        if after is not None:
-            shards = [s for s in shards if s.number > after.number]
+        shards = [s for s in shards if stream.shard_id(s) > start]
     page_max = DESCRIBE_STREAM_LIMIT_MAX if limit is None else limit
     page = shards[:page_max]
     description: Body = {
@@ -357,7 +357,8 @@ async def get_records(db: Database, body: Body) -> Body:
     stream = _existing_stream(db, arn)
     shard = stream.shard(shard_number)
     if shard is None:
-        raise ValidationException("Invalid ShardIterator")
+        # The shard was forgotten once all its records were trimmed.
+        raise TrimmedDataAccessException("The data you are trying to access has been trimmed.")
     if after < shard.trimmed:
         raise TrimmedDataAccessException("The data you are trying to access has been trimmed.")
     records_max = GET_RECORDS_LIMIT_MAX if limit is None else limit

@@ -522,3 +522,38 @@ def test_rolled_shards_survive_a_replay_of_the_log(h: Any) -> None:
     (stream,) = streams.list_streams(db)
     assert [x.number for x in stream.shards] == [0, 1, 2]
     assert [len(streams.read_records(db, stream, x, -1, 10)) for x in stream.shards] == [1, 1, 1]
+
+
+def test_describe_stream_pages_rolled_shards_one_at_a_time_in_creation_order(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    for _ in range(3):
+        h.clock.now += 1
+        roll(h)
+    everything = h.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]["Shards"]
+    assert len(everything) == 4
+    paged: list[Any] = []
+    body: dict[str, Any] = {"StreamArn": arn, "Limit": 1}
+    while True:
+        description = h.api("DescribeStream", body)["StreamDescription"]
+        paged += description["Shards"]
+        if "LastEvaluatedShardId" not in description:
+            break
+        body["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
+    assert paged == everything
+    assert [s.get("ParentShardId") for s in everything[1:]] == [
+        s["ShardId"] for s in everything[:-1]
+    ]
+
+
+def test_an_iterator_of_a_forgotten_shard_reports_trimmed_data(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    h.put({"pk": s("old")})
+    first_shard = h.shard_id(arn)
+    stale = h.iterator(arn)
+    h.clock.now += 10
+    roll(h)
+    h.clock.now += 10
+    h.run(h.db.propose(streams.trim_record(int((h.clock.now - 5) * 1000))))
+    assert h.shard_id(arn) != first_shard
+    error = h.api_error("GetRecords", {"ShardIterator": stale})
+    assert type(error).__name__ == "TrimmedDataAccessException"
