@@ -51,10 +51,10 @@ from typing import Any
 
 import msgpack
 
+from keeldb.cluster.group_codec import decode_message, encode_message
 from keeldb.cluster.group_storage import GroupWal
-from keeldb.consensus.codec import CodecError, from_plain, to_plain
+from keeldb.consensus.codec import CodecError
 from keeldb.consensus.messages import (
-    MESSAGE_TYPES,
     Accept,
     CatchUp,
     Heartbeat,
@@ -469,11 +469,11 @@ class GroupLog:
         if self._replica is None or self._closing or self._failure is not None:
             return
         try:
-            msg = from_plain(payload)
+            msg = decode_message(payload)
         except CodecError as error:
             log.warning("group %s: undecodable message from %s: %s", self.group_id, sender, error)
             return
-        if not isinstance(msg, MESSAGE_TYPES) or msg.dst != self._node_id:
+        if msg.dst != self._node_id:
             return
         if member_name(msg.src, self._options.node_prefix) != sender:
             log.warning(
@@ -499,7 +499,7 @@ class GroupLog:
         prefix = self._options.node_prefix
         channel = self._channel
         for msg in messages:
-            transport.send(member_name(msg.dst, prefix), channel, to_plain(msg))
+            transport.send(member_name(msg.dst, prefix), channel, encode_message(msg))
 
     async def _pump(self) -> None:
         try:
@@ -520,13 +520,18 @@ class GroupLog:
             while replica.has_ready():
                 rd = replica.ready()
                 self._send(rd.send_now)
+                # Apply and answer before this Ready's fsync: every entry handed out is
+                # already chosen (durable on a Q2 quorum: the leader counts its own vote only
+                # once it is on disk, a follower learns a slot chosen from the leader), so
+                # the local records only speed up recovery. A crash before the fsync leaves
+                # the store ahead of the member's log; the replay skips what the store has.
+                self._apply_ready(rd)
                 if rd.persist:
                     wal = self._wal
                     assert wal is not None
                     await loop.run_in_executor(self._disk, wal.append, rd.persist)
                     self.persist_count += 1
                 self._send(rd.send_after_persist)
-                self._apply_ready(rd)
                 replica.advance(rd)
                 if rd.snapshot_suggested:
                     self._take_snapshot(replica)
@@ -588,6 +593,10 @@ class GroupLog:
         if replica.log_only:
             return
         slot = replica.applied_slot
+        if self._store.applied_lsn() > slot:
+            # Restarted with a store ahead of the replica's own log (applied before a
+            # crash lost the fsync): the store's bytes are not the state after `slot`.
+            return
         replica.take_snapshot(slot, self._snapshot_source())
         self.snapshots_taken += 1
         self._work.set()

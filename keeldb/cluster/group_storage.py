@@ -3,7 +3,7 @@
 Owns the on-disk form of the records a `Replica` asks its driver to persist (promises, votes,
 chosen values, commit points, snapshots, incarnations): each record is one entry of a
 `storage.wal.WriteAheadLog` (so the same framing, per-record CRC with a segment salt, and
-torn-tail handling), holding `msgpack(codec.to_plain(record))`. Also owns the rewrite that
+torn-tail handling), holding `msgpack(group_codec.encode_record(record))`. Also owns the rewrite that
 keeps the log short: the compact record list of the replica's state is appended, then the
 segments wholly before it are removed.
 
@@ -24,23 +24,16 @@ from pathlib import Path
 
 import msgpack
 
-from keeldb.consensus.codec import CodecError, from_plain, to_plain
+from keeldb.cluster import group_codec
+from keeldb.consensus.codec import CodecError
 from keeldb.consensus.messages import Record
 from keeldb.storage.wal import CorruptLogError, WriteAheadLog
 
 GROUP_SEGMENT_BYTES = 8 * 1024 * 1024  # small segments, so a rewrite frees space soon
-RECORD_TYPES = (
-    "PromiseRecord",
-    "AcceptRecord",
-    "ChosenRecord",
-    "CommitRecord",
-    "SnapshotRecord",
-    "IncarnationRecord",
-)
 
 
 def encode_record(record: Record) -> bytes:
-    data: bytes = msgpack.packb(to_plain(record), use_bin_type=True)
+    data: bytes = msgpack.packb(group_codec.encode_record(record), use_bin_type=True)
     return data
 
 
@@ -48,10 +41,7 @@ def decode_record(data: bytes) -> Record:
     """A persisted record; CorruptLogError when the bytes are not one (the CRC passed, so
     this is a bug or a foreign file, never a torn write)."""
     try:
-        plain = msgpack.unpackb(data, raw=False)
-        if not isinstance(plain, list) or not plain or plain[0] not in RECORD_TYPES:
-            raise CodecError("not a consensus record")
-        record: Record = from_plain(plain)
+        record = group_codec.decode_record(msgpack.unpackb(data, raw=False))
     except (CodecError, ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as error:
         raise CorruptLogError(f"a group log entry is not a consensus record: {error}") from None
     return record

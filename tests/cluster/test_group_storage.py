@@ -1,0 +1,95 @@
+"""A member's record log: records come back as written, a torn tail is cut, and a rewrite
+keeps the replayed state while dropping old segments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keeldb.cluster.group_storage import GroupWal
+from keeldb.consensus.messages import (
+    AcceptRecord,
+    ChosenRecord,
+    CommitRecord,
+    IncarnationRecord,
+    PromiseRecord,
+    SnapshotRecord,
+)
+from keeldb.consensus.replica import DurableState
+from keeldb.consensus.types import Ballot, Config, Entry, EntryKind, LogEntry, Snapshot
+from keeldb.storage.wal import CorruptLogError
+
+
+def _cmd(i: int) -> Entry:
+    return Entry(EntryKind.COMMAND, b"cmd%d" % i, 1, i)
+
+
+def _history(count: int) -> list:
+    records: list = [IncarnationRecord(1), PromiseRecord(Ballot(1, 1))]
+    for slot in range(1, count + 1):
+        records.append(AcceptRecord(LogEntry(slot, Ballot(1, 1), _cmd(slot))))
+        if slot % 10 == 0:
+            records.append(CommitRecord(slot))
+    return records
+
+
+def test_records_come_back_in_order_after_reopening(tmp_path: Path) -> None:
+    records = _history(50)
+    wal = GroupWal(tmp_path / "g")
+    wal.append(records[:20])
+    wal.append(records[20:])
+    wal.close()
+    wal = GroupWal(tmp_path / "g")
+    assert wal.read_all() == records
+    wal.close()
+
+
+def test_a_torn_last_record_is_cut_and_the_rest_replays(tmp_path: Path) -> None:
+    records = _history(30)
+    wal = GroupWal(tmp_path / "g")
+    wal.append(records)
+    (segment,) = wal.segment_paths()
+    wal.close()
+    data = segment.read_bytes()
+    segment.write_bytes(data[:-3])  # the last record lost its tail in a crash
+    wal = GroupWal(tmp_path / "g")
+    assert wal.read_all() == records[:-1]
+    wal.close()
+
+
+def test_damage_before_valid_records_refuses_to_open(tmp_path: Path) -> None:
+    wal = GroupWal(tmp_path / "g")
+    wal.append(_history(30))
+    (segment,) = wal.segment_paths()
+    wal.close()
+    data = bytearray(segment.read_bytes())
+    data[200] ^= 0xFF  # inside an early record, with valid ones after it
+    segment.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError):
+        GroupWal(tmp_path / "g")
+
+
+def test_a_rewrite_keeps_the_replayed_state_and_removes_old_segments(tmp_path: Path) -> None:
+    wal = GroupWal(tmp_path / "g", segment_bytes=4096)
+    records = _history(400)
+    wal.append(records)
+    state = DurableState.replay(records)
+    # The core compacts: a snapshot at slot 350, entries above it kept.
+    snapshot = Snapshot(350, ((351, Config.standard([1, 2, 3])),), b"state bytes")
+    state.snapshot = snapshot
+    state.commit_slot = 400
+    state.log = {s: e for s, e in state.log.items() if s > 350}
+    segments_before = len(wal.segment_paths())
+    removed = wal.rewrite(state.records())
+    assert removed > 0 and len(wal.segment_paths()) < segments_before
+    more = [ChosenRecord(401, _cmd(401)), CommitRecord(401)]
+    wal.append(more)
+    wal.close()
+    wal = GroupWal(tmp_path / "g", segment_bytes=4096)
+    replayed = DurableState.replay(wal.read_all())
+    expected = DurableState.replay([*state.records(), *more])
+    assert replayed == expected
+    assert replayed.snapshot == snapshot and replayed.commit_slot == 401
+    assert SnapshotRecord(snapshot) in wal.read_all()
+    wal.close()
