@@ -31,7 +31,10 @@ QUERY_LIMIT = 10
 BATCH_ITEMS_MAX = 25
 
 LOAD_PHASES = ("load", "batchload")
-RUN_PHASES = ("a", "b", "c", "query")
+# "qget" (GetItem of one querytable item: zipfian partition, uniform item) is not one of the
+# issue's workloads; it measures point reads on a table loaded with batchload alone, as the
+# scale run does.
+RUN_PHASES = ("a", "b", "c", "query", "qget")
 PHASES = LOAD_PHASES + RUN_PHASES
 # The share of reads (GetItem) in the YCSB core workloads; the rest are UpdateItem.
 READ_SHARE = {"a": 0.50, "b": 0.95, "c": 1.00}
@@ -212,6 +215,12 @@ class Bodies:
             f'"Limit":{self.shape.query_limit},"ConsistentRead":{self._consistent}}}'
         ).encode()
 
+    def get_query_item(self, partition: int, number: int) -> bytes:
+        return (
+            f'{{"TableName":"{QUERY_TABLE}","Key":{{"pk":{{"S":"{partition_key(partition)}"}},'
+            f'"sk":{{"S":"{sort_key(number)}"}}}},"ConsistentRead":{self._consistent}}}'
+        ).encode()
+
     def batch_put(self, pairs: Sequence[tuple[int, int]]) -> bytes:
         assert 0 < len(pairs) <= BATCH_ITEMS_MAX
         requests = ",".join(
@@ -274,8 +283,10 @@ class Mix:
         self._phase = phase
         self._bodies = Bodies(shape, rng)
         self._random = rng.random
-        keys = shape.partitions if phase == "query" else shape.records
+        keys = shape.partitions if phase in ("query", "qget") else shape.records
         self._keys = key_chooser(shape.distribution, keys, rng)
+        self._items_per_partition = shape.items_per_partition
+        self._randrange = rng.randrange
         self._read_share = READ_SHARE.get(phase, 1.0)
         # An update rewrites the whole item (DynamoDB meters writes by the item's size).
         self._update_bytes = shape.record_bytes(user_key(shape.records // 2))
@@ -284,6 +295,9 @@ class Mix:
         key = self._keys.next()
         if self._phase == "query":
             return QUERY, self._bodies.query(key), 0
+        if self._phase == "qget":
+            number = self._randrange(self._items_per_partition)
+            return GET, self._bodies.get_query_item(key, number), 0
         if self._read_share >= 1.0 or self._random() < self._read_share:
             return GET, self._bodies.get(key), 0
         return UPDATE, self._bodies.update(key), self._update_bytes

@@ -95,3 +95,20 @@ def test_workers_share_the_load_without_overlap_or_gaps() -> None:
         for w in range(2)
         for batch in workloads.batch_pairs(shape, w, 2)
     )
+
+
+def test_qget_reads_single_items_of_the_batch_loaded_partitions() -> None:
+    shape = Shape(partitions=50, items_per_partition=100)
+    mix = workloads.Mix("qget", shape, random.Random(5))
+    keys = set()
+    for _ in range(500):
+        operation, body, written = mix.next()
+        assert operation == workloads.GET
+        assert written == 0
+        key = json.loads(body)["Key"]
+        partition = int(key["pk"]["S"].removeprefix("part"))
+        number = int(key["sk"]["S"].removeprefix("item"))
+        assert 0 <= partition < 50
+        assert 0 <= number < 100
+        keys.add((partition, number))
+    assert len(keys) > 100
