@@ -437,19 +437,27 @@ class FunctionService:
         return model.mapping_configuration(record, self.region, self.account)
 
     async def _check_stream(self, stream_arn: str) -> None:
+        """The stream must exist: asked of the Streams API (any stream of the table still
+        readable counts), or of the table's LatestStreamArn where that API is not served."""
         match = model.parse_stream_arn(stream_arn)
-        if self.database is None:
-            return
+        streams = self.streams_dispatch()
         try:
+            if streams is not None:
+                await streams("DescribeStream", {"StreamArn": stream_arn, "Limit": 1})
+                return
+            if self.database is None:
+                return
             described = await self.database.dispatch(
                 "DescribeTable", {"TableName": match.group("table")}
             )
         except Exception as error:
-            if type(error).__name__ != "ResourceNotFoundException":
+            if getattr(error, "type_name", "") not in (
+                "ResourceNotFoundException",
+                "ValidationException",
+            ):
                 raise
-            described = None
-        table = (described or {}).get("Table", {})
-        if table.get("LatestStreamArn") != stream_arn:
+            raise InvalidParameterValueException(f"Stream not found: {stream_arn}") from None
+        if described.get("Table", {}).get("LatestStreamArn") != stream_arn:
             raise InvalidParameterValueException(f"Stream not found: {stream_arn}")
 
     async def create_mapping(self, body: Mapping[str, Any]) -> dict[str, Any]:

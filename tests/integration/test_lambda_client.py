@@ -516,3 +516,20 @@ def test_latest_cannot_be_deleted_on_its_own(lam: Any, function_factory: Any) ->
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
         lam.delete_function(FunctionName=name, Qualifier="$LATEST")
     assert lam.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
+
+
+def test_a_server_without_functions_serves_no_lambda_api(server_factory: Any) -> None:
+    process = server_factory("--no-functions", "--in-memory")
+    lam = boto3.client(
+        "lambda",
+        region_name=REGION,
+        endpoint_url=process.url,
+        aws_access_key_id="any",
+        aws_secret_access_key="any",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    try:
+        answer = lam.list_functions()
+    except lam.exceptions.ClientError:
+        return
+    assert "Functions" not in answer
