@@ -378,6 +378,7 @@ class _Inbound:
         self.key = key
         self.sequence = 0
         self.calls_in_flight = 0
+        self.task: asyncio.Task[Any] | None = None  # the task serving the connection
 
     def reply(self, data: bytes) -> None:
         if self.writer.is_closing():
@@ -442,8 +443,14 @@ class Transport:
             self._server.close()
         for peer in list(self._peers.values()):
             await peer.close()
+        serving = []
         for inbound in list(self._inbound):
             inbound.writer.close()
+            if inbound.task is not None and inbound.task is not asyncio.current_task():
+                inbound.task.cancel()
+                serving.append(inbound.task)
+        if serving:
+            await asyncio.gather(*serving, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -601,9 +608,14 @@ class Transport:
             writer.close()
             return
         inbound = _Inbound(peer, writer, keys.send)
+        inbound.task = asyncio.current_task()
         self._inbound.add(inbound)
         try:
             await self._serve(reader, inbound, keys.receive)
+        except asyncio.CancelledError:
+            # close() ends this connection. Returning normally, not re-raising: the stream
+            # machinery of Python 3.11 reports a cancelled connection task as an error.
+            pass
         except (OSError, EOFError, FramingError, *_DECODE_ERRORS) as error:
             if not isinstance(error, asyncio.IncompleteReadError):
                 log.warning("%s: dropping the connection from %s: %s", self.node_id, peer, error)
