@@ -295,3 +295,20 @@ def test_reported_item_failures_are_retried_from_the_failed_record_on(
     assert got["b0"] == 1
     assert got["b1"] == 1
     assert got["flaky2"] == 2
+
+
+def test_a_latest_mapping_sees_only_changes_made_after_it(
+    lam: Any, ddb: Any, function_factory: Any, stream_table: tuple[str, str], table_factory: Any
+) -> None:
+    table, stream_arn = stream_table
+    seen = table_factory()
+    name = function_factory(Environment={"Variables": {"SEEN": seen}})
+    put_keys(ddb, table, ["before0", "before1"])
+    # Stream records carry their creation time to the second: let that second pass.
+    time.sleep(1.1)
+    lam.create_event_source_mapping(
+        EventSourceArn=stream_arn, FunctionName=name, StartingPosition="LATEST"
+    )
+    put_keys(ddb, table, ["after0", "after1"])
+    wait_for(lambda: {"after0", "after1"} <= set(counts(ddb, seen)), "the later changes")
+    assert not {"before0", "before1"} & set(counts(ddb, seen))

@@ -359,3 +359,36 @@ def test_the_crash_check_catches_a_poller_that_checkpoints_before_invoking(
 
     monkeypatch.setattr(StreamPoller, "_handle", checkpoint_first)
     assert crash_during_first_invocation(harness, fakes) == {"k0", "k1", "k2", "k3"}
+
+
+def test_a_log_group_destination_gets_the_failure_record_in_the_log(harness, fakes, caplog):
+    async def scenario() -> None:
+        harness.streams.put("k0")
+
+        def fail(event: Any) -> None:
+            raise ValueError("always")
+
+        harness.pool.handlers["f"] = fail
+        service = await start(
+            harness,
+            fakes,
+            {
+                "StartingPosition": "TRIM_HORIZON",
+                "MaximumRetryAttempts": 0,
+                "DestinationConfig": {
+                    "OnFailure": {
+                        "Destination": "arn:aws:logs:us-east-1:000000000000:log-group:failed"
+                    }
+                },
+            },
+        )
+        await fakes.eventually(lambda: "on-failure record" in caplog.text)
+        await service.close()
+
+    caplog.set_level("WARNING", logger="keeldb.functions")
+    asyncio.run(scenario())
+    line = next(r.getMessage() for r in caplog.records if "on-failure record" in r.getMessage())
+    record = orjson.loads(line.split(": ", 1)[1])
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["DDBStreamBatchInfo"]["batchSize"] == 1
+    assert harness.database.items == {}
