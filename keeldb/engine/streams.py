@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from keeldb.engine.database import redo_kind
+from keeldb.model.keys import prefix_end
 from keeldb.model.values import item_size
 
 if TYPE_CHECKING:
@@ -244,16 +245,12 @@ def record_key(key: bytes, shard: int, position: int) -> bytes:
     return shard_prefix(key, shard) + position.to_bytes(POSITION_BYTES, "big")
 
 
-def _prefix_end(prefix: bytes) -> bytes:
-    return prefix[:-1] + bytes([prefix[-1] + 1])
-
-
 def list_streams(db: Database) -> list[Stream]:
     """Every stream this node knows, live or disabled, in store order."""
     start = STREAM_PREFIX + DESCRIPTOR_TAG
     return [
         Stream.from_record(msgpack.unpackb(value, raw=False))
-        for _, value in db.store.scan(start, _prefix_end(start))
+        for _, value in db.store.scan(start, prefix_end(start))
     ]
 
 
@@ -521,7 +518,7 @@ def read_records(
     prefix = shard_prefix(stream.key, shard.number)
     start = record_key(stream.key, shard.number, after + 1) if after >= 0 else prefix
     out: list[StreamRecord] = []
-    for key, data in db.store.scan(start, _prefix_end(prefix)):
+    for key, data in db.store.scan(start, prefix_end(prefix)):
         out.append(decode_record(int.from_bytes(key[len(prefix) :], "big"), data))
         if len(out) >= records_max:
             break
@@ -531,7 +528,7 @@ def read_records(
 def last_position(db: Database, stream: Stream, shard: Shard) -> int | None:
     """The position of the newest record of a shard, or None if it holds none."""
     prefix = shard_prefix(stream.key, shard.number)
-    for key, _ in db.store.scan(prefix, _prefix_end(prefix), reverse=True):
+    for key, _ in db.store.scan(prefix, prefix_end(prefix), reverse=True):
         return int.from_bytes(key[len(prefix) :], "big")
     return None
 
@@ -616,7 +613,7 @@ def apply_stream_trim(db: Database, lsn: int, record: dict[str, Any]) -> None:
         for shard in list(stream.shards):
             prefix = shard_prefix(stream.key, shard.number)
             shard_empty = True
-            for key, data in db.store.scan(prefix, _prefix_end(prefix)):
+            for key, data in db.store.scan(prefix, prefix_end(prefix)):
                 item = decode_record(int.from_bytes(key[len(prefix) :], "big"), data)
                 if item.created_ms >= before_ms or budget <= 0:
                     shard_empty = False

@@ -89,8 +89,10 @@ class Harness:
         self("PutItem", {"TableName": name, "Item": item})
 
     def shard_id(self, arn: str) -> str:
+        """The open shard's id (the last one, if the stream is closed)."""
         shards = self.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]["Shards"]
-        shard_id: str = shards[-1]["ShardId"]
+        open_ = [x for x in shards if "EndingSequenceNumber" not in x["SequenceNumberRange"]]
+        shard_id: str = (open_ or shards)[-1]["ShardId"]
         return shard_id
 
     def iterator(self, arn: str, kind: str = "TRIM_HORIZON", **more: Any) -> str:

@@ -557,3 +557,18 @@ def test_an_iterator_of_a_forgotten_shard_reports_trimmed_data(h: Any) -> None:
     assert h.shard_id(arn) != first_shard
     error = h.api_error("GetRecords", {"ShardIterator": stale})
     assert type(error).__name__ == "TrimmedDataAccessException"
+
+
+def test_shard_numbers_past_one_byte_keep_their_records_apart(h: Any) -> None:
+    arn = h.create(view="KEYS_ONLY")
+    for i in range(258):
+        h.put({"pk": s(f"k{i}")})
+        roll(h)
+    (stream,) = streams.list_streams(h.db)
+    counts = {x.number: len(streams.read_records(h.db, stream, x, -1, 5)) for x in stream.shards}
+    assert counts == {**{n: 1 for n in range(258)}, 258: 0}
+    assert stream.open_shard() is not None
+    assert stream.open_shard().number == 258  # type: ignore[union-attr]
+    page = h.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]
+    assert len(page["Shards"]) == 100  # DescribeStream's page limit
+    assert "LastEvaluatedShardId" in page
