@@ -18,6 +18,7 @@ unsealed, and never returns data that failed authentication: that raises
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,9 @@ _FIELD_END = b"\x00\x01"
 # 0x00 0xFF) and terminated by 0x00 0x01.
 assert table_prefix("a\x00b") == _TABLE_TAG + b"a\x00\xffb" + _FIELD_END
 TABLE_SCOPES_CACHED_MAX = 65536  # table prefixes remembered; beyond, the cache starts over
+OPENED_CACHE_BYTES_MAX = 16 << 20  # plaintexts of recently written or read values kept in
+# memory (never on disk), so that the hot items' reads and read-modify-writes decrypt nothing
+OPENED_VALUE_BYTES_MAX = 64 << 10  # larger values are always decrypted
 
 
 def table_id_of(key: bytes) -> str | None:
@@ -68,6 +72,13 @@ class EncryptingStore:
         self.owns_keyring = owns_keyring
         # table prefix (the store key up to the end of the table id) -> scope
         self._scopes: dict[bytes, str] = {}
+        # store key -> (sealed value, its plaintext), oldest first: values written or read
+        # lately. A read whose sealed bytes equal the remembered ones (a memcmp) takes the
+        # plaintext instead of decrypting again: the same ciphertext at the same key opened
+        # to exactly that plaintext before. Anything else is opened and authenticated.
+        self._opened: dict[bytes, tuple[bytes, bytes]] = {}
+        self._opened_bytes = 0
+        self._opened_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -87,10 +98,33 @@ class EncryptingStore:
         return scope
 
     def seal(self, key: bytes, value: bytes) -> bytes:
-        return self.keyring.seal(self._scope(key), value, VALUE_CONTEXT_TAG + key)
+        sealed = self.keyring.seal(self._scope(key), value, VALUE_CONTEXT_TAG + key)
+        self._remember(key, sealed, value)
+        return sealed
 
-    def open(self, key: bytes, sealed: bytes) -> bytes:
-        return self.keyring.open(sealed, VALUE_CONTEXT_TAG + key, self._what(key))
+    def open(self, key: bytes, sealed: bytes, *, remember: bool = True) -> bytes:
+        opened = self._opened.get(key)
+        if opened is not None and opened[0] == sealed:
+            return opened[1]
+        plaintext = self.keyring.open(sealed, VALUE_CONTEXT_TAG + key, self._what(key))
+        if remember:
+            self._remember(key, sealed, plaintext)
+        return plaintext
+
+    def _remember(self, key: bytes, sealed: bytes, plaintext: bytes) -> None:
+        size = len(key) + len(sealed) + len(plaintext)
+        if size > OPENED_VALUE_BYTES_MAX:
+            return
+        with self._opened_lock:  # readers in worker threads (backups, snapshots) remember too
+            old = self._opened.pop(key, None)
+            if old is not None:
+                self._opened_bytes -= len(key) + len(old[0]) + len(old[1])
+            self._opened[key] = (sealed, plaintext)
+            self._opened_bytes += size
+            while self._opened_bytes > OPENED_CACHE_BYTES_MAX:
+                oldest = next(iter(self._opened))
+                evicted = self._opened.pop(oldest)
+                self._opened_bytes -= len(oldest) + len(evicted[0]) + len(evicted[1])
 
     def _what(self, key: bytes) -> str:
         table_id = table_id_of(key)
@@ -106,7 +140,8 @@ class EncryptingStore:
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         for key, sealed in self.inner.scan(start, end, reverse=reverse):
-            yield key, self.open(key, sealed)
+            # A scan reads many values once: it uses what is remembered but adds nothing.
+            yield key, self.open(key, sealed, remember=False)
 
     def write(
         self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes], applied_lsn: int

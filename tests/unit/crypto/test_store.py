@@ -156,3 +156,26 @@ def test_sealed_objects_open_only_under_their_own_name(tmp_path: Path) -> None:
     with pytest.raises(AuthenticationError):
         open_object(keyring, "backups/1/part-0001", sealed)
     keyring.close()
+
+
+def test_remembered_plaintexts_never_hide_a_changed_ciphertext(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keeldb.crypto import store as store_module
+
+    store, inner = make(tmp_path)
+    store.write([(key(1), b"first")], [], 1)
+    assert store.get(key(1)) == b"first"  # remembered from the write
+    raw = bytearray(inner.get(key(1)))  # type: ignore[arg-type]
+    raw[-1] ^= 1
+    inner.write([(key(1), bytes(raw))], [], 2)
+    with pytest.raises(AuthenticationError):
+        store.get(key(1))
+    # The memory is bounded in bytes: the oldest values are forgotten first.
+    monkeypatch.setattr(store_module, "OPENED_CACHE_BYTES_MAX", 2000)
+    for n in range(100):
+        store.write([(key(n), bytes(100))], [], 3 + n)
+    assert store._opened_bytes <= 2000
+    assert key(99) in store._opened
+    assert key(2) not in store._opened
+    assert all(store.get(key(n)) == bytes(100) for n in range(2, 100))
