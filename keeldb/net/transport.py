@@ -49,6 +49,7 @@ from keeldb.net.framing import (
     FRAME_BYTES_MAX,
     LENGTH,
     LENGTH_BYTES,
+    MAC_BYTES,
     FramingError,
     encode_frame,
     open_sealed,
@@ -173,6 +174,7 @@ class _Peer:
         self.attempt_waiters: list[asyncio.Future[None]] = []
         self.dropped_full = 0  # one-way messages dropped because the queue was full
         self.dropped_down = 0  # ... because the peer was down
+        self.dropped_oversize = 0  # ... because they did not fit in a frame
         self.lost = False  # the current connection broke
         self.task: asyncio.Task[None] | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -507,6 +509,7 @@ class Transport:
                     "queued": len(peer.queue),
                     "dropped_full": peer.dropped_full,
                     "dropped_down": peer.dropped_down,
+                    "dropped_oversize": peer.dropped_oversize,
                 }
                 for node_id, peer in sorted(self._peers.items())
             },
@@ -524,6 +527,17 @@ class Transport:
             peer.dropped_down += 1
             return False
         data = _pack([KIND_SEND, channel, payload])
+        if len(data) + MAC_BYTES > FRAME_BYTES_MAX:
+            peer.dropped_oversize += 1
+            log.error(
+                "%s: dropped a %d-byte message to %s on %r: frames hold at most %d bytes",
+                self.node_id,
+                len(data),
+                node_id,
+                channel,
+                FRAME_BYTES_MAX,
+            )
+            return False
         if peer.full(len(data)):
             peer.dropped_full += 1
             return False
@@ -567,7 +581,7 @@ class Transport:
         self._next_call_id += 1
         call_id = self._next_call_id
         data = _pack([KIND_CALL, call_id, channel, payload])
-        if len(data) > FRAME_BYTES_MAX:
+        if len(data) + MAC_BYTES > FRAME_BYTES_MAX:
             raise ValueError(f"call payload of {len(data)} bytes exceeds {FRAME_BYTES_MAX}")
         future: asyncio.Future[Any] = loop.create_future()
         try:
@@ -698,6 +712,8 @@ class Transport:
                 data = _pack(reply)
             except (TypeError, ValueError) as error:
                 data = _pack([KIND_REPLY, call_id, REPLY_ERROR, f"unencodable reply: {error}"])
+            if len(data) + MAC_BYTES > FRAME_BYTES_MAX:
+                data = _pack([KIND_REPLY, call_id, REPLY_ERROR, "reply larger than a frame"])
             faults = self.faults
             if (
                 faults.active

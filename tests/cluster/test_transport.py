@@ -433,3 +433,34 @@ def test_unavailable_says_whether_a_call_may_have_reached_the_peer() -> None:
         await a.close()
 
     run(body)
+
+
+def test_a_message_larger_than_a_frame_is_dropped_without_breaking_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport_module, "FRAME_BYTES_MAX", 4096)
+
+    async def body() -> None:
+        a, b = await pair()
+
+        async def echo(sender: str, payload: Any) -> Any:
+            return payload
+
+        async def big(sender: str, payload: Any) -> Any:
+            return b"y" * 8192
+
+        b.register("echo", echo)
+        b.register("big", big)
+        assert await a.call("b", "echo", b"small", 5) == b"small"
+        assert not a.send("b", "echo", b"x" * 8192)
+        assert a.stats()["peers"]["b"]["dropped_oversize"] == 1
+        with pytest.raises(ValueError, match="exceeds"):
+            await a.call("b", "echo", b"x" * 8192, 5)
+        with pytest.raises(RemoteError, match="reply larger than a frame"):
+            await a.call("b", "big", None, 5)
+        assert await a.call("b", "echo", b"still", 5) == b"still"
+        assert a.stats()["peers"]["b"]["connections"] == 1
+        await a.close()
+        await b.close()
+
+    run(body)
