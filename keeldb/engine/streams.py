@@ -71,7 +71,10 @@ RECORDS_PER_ENTRY_MAX = 1000
 # Sequence numbers are decimal strings of at least 21 digits, as DynamoDB's are (the API
 # model's SequenceNumber has length 21..40).
 SEQUENCE_BASE = 10**20
-POSITION_MAX = 10**21 - SEQUENCE_BASE - 1  # keeps every sequence number at 21 digits
+# Positions are stored in POSITION_BYTES; every one of them keeps its sequence number at 21
+# digits (10^20 + 2^64 < 10^21).
+POSITION_MAX = (1 << (8 * POSITION_BYTES)) - 1
+assert SEQUENCE_BASE + POSITION_MAX < 10**21
 SHARD_ID_HEX_DIGITS = 8
 EVENT_ID_HEX_DIGITS = 32  # DynamoDB's eventID is 32 hexadecimal digits
 
