@@ -291,6 +291,10 @@ class StreamPoller:
         """Deliver `records` (in order) until each one is processed or given up on."""
         pending: list[tuple[list[dict[str, Any]], int]] = [(records, 0)]
         while pending:
+            if not self.record["enabled"]:
+                # Disabled mid-batch: the rest is read again from the checkpoint once enabled.
+                self._iterators.pop(shard_id, None)
+                return
             batch, retries = pending.pop(0)
             batch = await self._drop_expired(shard_id, batch)
             if not batch:
@@ -336,6 +340,8 @@ class StreamPoller:
         """Invoke the function with the batch; wait (never drop) while it is throttled."""
         payload = orjson.dumps({"Records": batch})
         while True:
+            while not self.record["enabled"]:
+                await self._sleep(PROBLEM_PAUSE_SECONDS)
             name = self.record["function"]
             if name not in self.service.store.functions:
                 self._result("PROBLEM: Function not found.")

@@ -392,3 +392,31 @@ def test_a_log_group_destination_gets_the_failure_record_in_the_log(harness, fak
     assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert record["DDBStreamBatchInfo"]["batchSize"] == 1
     assert harness.database.items == {}
+
+
+def test_a_mapping_disabled_while_retrying_resumes_from_its_checkpoint(harness, fakes):
+    async def scenario() -> None:
+        for i in range(3):
+            harness.streams.put(f"k{i}")
+        healthy = asyncio.Event()
+
+        def handler(event: Any) -> None:
+            if not healthy.is_set():
+                raise RuntimeError("down")
+
+        harness.pool.handlers["f"] = handler
+        service = await start(harness, fakes, {"StartingPosition": "TRIM_HORIZON"})
+        uuid = next(iter(service.store.mappings))
+        await fakes.eventually(lambda: len(harness.pool.events) >= 2)
+        await service.update_mapping(uuid, {"Enabled": False})
+        await asyncio.sleep(0.3)
+        calls = len(harness.pool.events)
+        await asyncio.sleep(0.5)
+        assert len(harness.pool.events) == calls  # no retries while disabled
+        healthy.set()
+        await service.update_mapping(uuid, {"Enabled": True})
+        await fakes.eventually(lambda: bool(service.store.positions.get(uuid)))
+        await service.close()
+        assert delivered(harness.pool)[-1] == ["k0", "k1", "k2"]
+
+    asyncio.run(scenario())
