@@ -199,3 +199,8 @@ def test_a_crash_while_saving_leaves_the_old_keyring_whole(
     keyring.close()
     assert (tmp_path / KEYRING_FILE_NAME).read_bytes() == before
     Keyring.load(tmp_path, key).close()
+
+
+def test_the_keyring_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    Keyring.create(tmp_path, master()).close()
+    assert (tmp_path / KEYRING_FILE_NAME).stat().st_mode & 0o077 == 0
