@@ -2,9 +2,10 @@
 
 This module owns which data key seals which stored value. A value under a table's key range
 (`keeldb.model.keys.table_prefix`: the table's items, its index entries and its statistics)
-is sealed with that table's data key; any other value (the catalog) with the node key. The
-store key itself is the associated data, so a value moved to another key, or to another
-table, does not open.
+is sealed with that table's data key; any other value (the catalog, stream records) with the
+node key. The store key itself is the associated data, so a value moved to another key, or
+to another table, does not open. Values written or read lately are remembered in memory with
+their plaintext, so that the hot items' reads and read-modify-writes decrypt nothing.
 
 Store keys stay in plaintext: the store is ordered by them, and Query, Scan and range deletes
 depend on that order, which encryption would destroy. A store key holds the table id, the
