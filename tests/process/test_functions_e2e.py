@@ -26,7 +26,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 START_SECONDS_MAX = 30.0
 STOP_SECONDS_MAX = 15.0
