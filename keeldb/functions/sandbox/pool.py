@@ -131,6 +131,7 @@ class _Instance:
         self.cpu_seconds = 0.0
         self.dead = False
         self.holds_slot = False  # counted in the pool's assigned instances
+        self.forgotten = False  # the process is reaped and the pool has let go of it
 
     def kill(self) -> None:
         if self.dead:
@@ -337,6 +338,7 @@ class SandboxPool:
                 init_log = init.get("log", "")
                 if init["error"] is not None:
                     self._kill(instance)
+                    self._settle(instance)
                     body = json.dumps(init["error"]).encode()
                     return self._result(
                         spec, request_id, body, "Unhandled", init_log, 0.0, True, init_ms, None
@@ -393,6 +395,30 @@ class SandboxPool:
         init_log: str,
     ) -> InvokeResult:
         """Send the invocation (unless it went with the assignment) and await its result."""
+        try:
+            return await self._exchange(
+                instance, spec, request, request_id, cold, init_ms, init_log
+            )
+        finally:
+            self._settle(instance)
+
+    def _settle(self, instance: _Instance) -> None:
+        """After an invocation: a dead instance's socket is closed once its process is gone."""
+        if instance.dead:
+            instance.busy = False
+            if instance.forgotten:
+                instance.sock.close()
+
+    async def _exchange(
+        self,
+        instance: _Instance,
+        spec: FunctionSpec,
+        request: dict[str, Any] | None,
+        request_id: str,
+        cold: bool,
+        init_ms: float | None,
+        init_log: str,
+    ) -> InvokeResult:
         started = time.perf_counter()
         try:
             if request is not None:
@@ -731,6 +757,7 @@ class SandboxPool:
         instance.holds_slot = True
         init = await self._assign(instance, probe)
         self._kill(instance)
+        self._settle(instance)
         layers = dict(instance.layers)
         if init.get("error", {}).get("errorType") != "Runtime.ImportModuleError":
             log.warning("the sandbox probe failed: %s", init.get("error"))
@@ -809,7 +836,11 @@ class SandboxPool:
             self._retire(instance)
         with contextlib.suppress(ValueError):
             self._warm.remove(instance)
-        instance.sock.close()
+        instance.forgotten = True
+        if not instance.busy:
+            # An invocation in flight may still read the frames the process sent before it
+            # exited; _settle closes the socket after it.
+            instance.sock.close()
         if instance.pidfd >= 0:
             os.close(instance.pidfd)
             instance.pidfd = -1
