@@ -5,6 +5,8 @@ lifecycle (disable, re-enable, table deletion) and the errors with their types a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -449,3 +451,41 @@ def test_signed_requests_are_verified_for_streams_too(
     bad = streams_client(server.url, aws_secret_access_key="wrong-secret")
     code, _ = error_of(lambda: bad.list_streams())
     assert code == "InvalidSignatureException"
+
+
+CLI_SECONDS_MAX = 60
+
+
+def test_the_aws_cli_lists_and_describes_streams(
+    ddb: Any, endpoint: str, table_factory: Any, tmp_path: Path
+) -> None:
+    table = table_factory(**with_stream("KEYS_ONLY"))
+    arn = stream_arn(ddb, table)
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=str(tmp_path / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
+        AWS_MAX_ATTEMPTS="1",
+        AWS_PAGER="",
+    )
+
+    def cli(*args: str) -> Any:
+        done = subprocess.run(
+            ["aws", "dynamodbstreams", *args, "--endpoint-url", endpoint, "--output", "json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CLI_SECONDS_MAX,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    listed = cli("list-streams", "--table-name", table)
+    assert [s["StreamArn"] for s in listed["Streams"]] == [arn]
+    described = cli("describe-stream", "--stream-arn", arn)["StreamDescription"]
+    assert described["StreamStatus"] == "ENABLED"
+    assert described["TableName"] == table
