@@ -572,3 +572,64 @@ def test_shard_numbers_past_one_byte_keep_their_records_apart(h: Any) -> None:
     page = h.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]
     assert len(page["Shards"]) == 100  # DescribeStream's page limit
     assert "LastEvaluatedShardId" in page
+
+
+# --- Only committed changes -----------------------------------------------------------------
+
+
+class HeldLog:
+    """A log that commits an entry only when the test releases it, or fails it."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.lsn = 0
+        self.held: list[tuple[bytes, asyncio.Future[None]]] = []
+
+    async def append(self, record: bytes) -> int:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held.append((record, gate))
+        await gate
+        self.lsn += 1
+        self.db.apply([(self.lsn, record)])
+        return self.lsn
+
+    def release(self, fail: bool = False) -> None:
+        _, gate = self.held.pop(0)
+        if fail:
+            gate.set_exception(OSError("the log refused the record"))
+        else:
+            gate.set_result(None)
+
+    def committed_lsn(self) -> int:
+        return self.lsn
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_proposed_change_appears_only_once_committed_and_a_failed_one_never(h: Any) -> None:
+    arn = h.create(view="NEW_IMAGE")
+    held = HeldLog(h.db)
+    held.lsn = h.store.applied_lsn()
+    h.db._log = held
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(
+            h.db.dispatch("PutItem", {"TableName": "tbl", "Item": {"pk": s("a"), "v": n("1")}})
+        )
+        await asyncio.sleep(0)
+        assert len(held.held) == 1
+        assert (await h.streams("GetRecords", {"ShardIterator": position}))["Records"] == []
+        held.release()
+        await first
+        second = asyncio.ensure_future(
+            h.db.dispatch("PutItem", {"TableName": "tbl", "Item": {"pk": s("b"), "v": n("2")}})
+        )
+        await asyncio.sleep(0)
+        held.release(fail=True)
+        with pytest.raises(OSError):
+            await second
+
+    position = h.iterator(arn)
+    h.run(scenario())
+    assert events(h.records(arn)) == [("INSERT", "a")]
