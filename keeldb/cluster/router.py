@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -63,6 +64,11 @@ ATTEMPTS_MAX = 12  # calls per request to one group (redirects, failovers)
 REROUTES_MAX = 3  # catalog refreshes per request after "wrong partition" / "stale catalog"
 RETRY_PAUSE_SECONDS = 0.05  # before asking again when no node knows a leader
 INTERNAL_MESSAGE = "Internal server error"
+BUGGIFY_STALE_READS_ENV = "KEELDB_BUGGIFY_STALE_READS"
+# A deliberately broken variant, for the tests that prove the fault tests' checks catch
+# stale reads: strongly consistent reads served like eventual ones by the router's own
+# replica. Read once at import; never set outside such a test.
+BUGGIFY_STALE_READS = os.environ.get(BUGGIFY_STALE_READS_ENV) == "1"
 BATCH_GET_KEYS_MAX = 100  # DynamoDB's BatchGetItem limit (its database says so exactly)
 BATCH_WRITE_REQUESTS_MAX = 25  # DynamoDB's BatchWriteItem limit
 
@@ -118,6 +124,9 @@ class Router:
         # them when it can, so that clients read their writes as on a single node, and a
         # follower only when the leader cannot be reached.
         self.follower_reads = follower_reads
+        if BUGGIFY_STALE_READS:
+            log.warning("%s is set: strong reads may be stale", BUGGIFY_STALE_READS_ENV)
+            self.follower_reads = True
         self.leaders: dict[str, int] = {g: p.preferred_leader for g, p in placements.items()}
         # The catalog as last read from the metadata group, in a database of its own.
         self.cache = Database(MemoryStore(), region=region)
@@ -640,6 +649,8 @@ class Router:
 
 def _read_mode(body: Any) -> str:
     consistent = isinstance(body, dict) and body.get("ConsistentRead") is True
+    if consistent and BUGGIFY_STALE_READS:
+        return MODE_EVENTUAL
     return MODE_STRONG if consistent else MODE_EVENTUAL
 
 
