@@ -31,6 +31,7 @@ from keeldb.functions.sandbox import _linux, runtime
 # Lambda runtime offers them; a handler's `import boto3` then costs nothing.
 PRELOAD_MODULES = (
     "json",
+    "encodings.idna",  # socket.getaddrinfo imports it on first use
     "decimal",
     "datetime",
     "uuid",
