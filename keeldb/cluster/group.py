@@ -214,6 +214,7 @@ class GroupLog:
         self._leader_commit_seen = 0
         self._snapshot_slot_at_rewrite = 0
         self._leader_changed = asyncio.Event()
+        self._advanced = asyncio.Event()  # set after every Ready the driver completes
         self._last_leader: NodeId | None = None
         # Counters for metrics and tests.
         self.persist_count = 0  # fsyncs of the group log
@@ -339,6 +340,30 @@ class GroupLog:
             return False
         self._deliver_ticks()
         return self._replica.read_lease()
+
+    async def wait_read_lease(self, timeout_seconds: float) -> bool:
+        """`read_lease()`, waiting up to `timeout_seconds` for it while this member leads.
+
+        A leader's lease reads are refused between learning that entries are chosen and
+        finishing the Ready that applies them (its state would miss writes it is about to
+        acknowledge); under steady writes that is much of the time, so a strong read waits
+        for the Ready in progress instead of failing. False at once on a non-leader.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        while True:
+            if self.read_lease():
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not self.is_leader:
+                return False
+            self._advanced.clear()
+            try:
+                await asyncio.wait_for(
+                    self._advanced.wait(), min(remaining, self._options.tick_seconds)
+                )
+            except TimeoutError:
+                pass
 
     def campaign(self) -> bool:
         """Start an election now, skipping the "do you still hear the leader?" pre-check:
@@ -533,6 +558,7 @@ class GroupLog:
                     self.persist_count += 1
                 self._send(rd.send_after_persist)
                 replica.advance(rd)
+                self._advanced.set()
                 if rd.snapshot_suggested:
                     self._take_snapshot(replica)
                 if any(isinstance(r, SnapshotRecord) for r in rd.persist):

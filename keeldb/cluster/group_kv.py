@@ -1,5 +1,6 @@
 """A small key-value state machine over a replica group, for tests, the group runner and
-the benchmark: put and compare-and-set go through the group's log, get is a lease read.
+the benchmark: put and compare-and-set go through the group's log, get is a lease read
+(waiting briefly for the leader's lease, see `GroupLog.wait_read_lease`).
 
 Owns the command encoding, the deterministic apply onto a `Store` (idempotent by LSN: an
 entry at or below the store's applied LSN is skipped), and `KvService`, which answers
@@ -22,6 +23,7 @@ KEY_PREFIX = b"kv/"
 RESULTS_MAX = 65536  # compare-and-set outcomes kept for the proposer to collect
 KEY_CHARS_MAX = 1024
 VALUE_BYTES_MAX = 1024 * 1024
+READ_LEASE_WAIT_SECONDS = 0.5  # a leader's strong read waits this long for its lease
 
 
 def encode_put(key: str, value: bytes) -> bytes:
@@ -84,7 +86,7 @@ class KvService:
             if not isinstance(key, str) or not 0 < len(key) <= KEY_CHARS_MAX:
                 return {"ok": False, "error": "BadRequest"}
             if op == "get":
-                if not self.group.read_lease():
+                if not await self.group.wait_read_lease(READ_LEASE_WAIT_SECONDS):
                     return {"ok": False, "error": "NotLeader", "leader": self.group.leader_hint}
                 return {"ok": True, "value": self.machine.get(key)}
             value = request.get("value")
