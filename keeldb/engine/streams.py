@@ -311,28 +311,34 @@ def table_changed(
             puts.append(_descriptor_entry(old))
         streams_state(db).open_shards.pop(stream_key(before.table_id, label_before), None)
     if now and (not was or label_after != label_before):
-        assert after is not None and label_after is not None and after.stream_view_type
-        key_schema = [(after.hash_key.name, "HASH")]
-        if after.range_key is not None:
-            key_schema.append((after.range_key.name, "RANGE"))
-        opened = entry_position(lsn)
-        created_ms = _label_millis(label_after)
-        stream = Stream(
-            table_name=after.name,
-            table_id=after.table_id,
-            label=label_after,
-            view_type=after.stream_view_type,
-            key_schema=key_schema,
-            status=STATUS_ENABLED,
-            created_ms=created_ms,
-            disabled_ms=None,
-            table_arn=after.arn,
-            # One shard per partition; a single node holds one partition per table.
-            shards=[Shard(0, None, opened, None, opened - 1, created_ms)],
-        )
+        assert after is not None
+        stream = _new_stream(after, entry_position(lsn))
         puts.append(_descriptor_entry(stream))
         streams_state(db).open_shards[stream.key] = 0
     return puts
+
+
+def _new_stream(table: Table, opened: int) -> Stream:
+    """The descriptor of a table's newly enabled stream, its one shard opened at `opened`."""
+    label = table.stream_label
+    assert label is not None and table.stream_view_type is not None
+    key_schema = [(table.hash_key.name, "HASH")]
+    if table.range_key is not None:
+        key_schema.append((table.range_key.name, "RANGE"))
+    created_ms = _label_millis(label)
+    return Stream(
+        table_name=table.name,
+        table_id=table.table_id,
+        label=label,
+        view_type=table.stream_view_type,
+        key_schema=key_schema,
+        status=STATUS_ENABLED,
+        created_ms=created_ms,
+        disabled_ms=None,
+        table_arn=table.arn,
+        # One shard per partition; a single node holds one partition per table.
+        shards=[Shard(0, None, opened, None, opened - 1, created_ms)],
+    )
 
 
 # --- Stream records -------------------------------------------------------------------------
@@ -453,20 +459,28 @@ def item_written(
     skey = stream_key(table.table_id, label)
     shard = state.open_shards.get(skey)
     if shard is None:
-        shard = _load_open_shard(db, state, table.table_id, label)
+        shard = _load_open_shard(db, state, table, entry_position(lsn), puts)
     puts.append((record_key(skey, shard, position), msgpack.packb(value, use_bin_type=True)))
     state.records_written += 1
     if state.waiters:
         _wake(state)
 
 
-def _load_open_shard(db: Database, state: StreamsState, table_id: str, label: str) -> int:
-    stream = find_stream(db, table_id, label)
-    shard = None if stream is None else stream.open_shard()
-    # A table whose stream was enabled before descriptors existed writes to shard 0.
-    number = 0 if shard is None else shard.number
-    state.open_shards[stream_key(table_id, label)] = number
-    return number
+def _load_open_shard(
+    db: Database, state: StreamsState, table: Table, first: int, puts: list[tuple[bytes, bytes]]
+) -> int:
+    """The number of the open shard of `table`'s stream, read from its descriptor. A stream
+    whose table entry was written without the catalog's appliers (so without a descriptor)
+    gets its descriptor now, in the same store write as its first record at `first`."""
+    assert table.stream_label is not None
+    stream = find_stream(db, table.table_id, table.stream_label)
+    if stream is None:
+        stream = _new_stream(table, first - 1)
+        puts.append(_descriptor_entry(stream))
+    shard = stream.open_shard()
+    assert shard is not None, stream.label  # an enabled stream always has an open shard
+    state.open_shards[stream.key] = shard.number
+    return shard.number
 
 
 def _ttl_module() -> Any:

@@ -633,3 +633,23 @@ def test_a_proposed_change_appears_only_once_committed_and_a_failed_one_never(h:
     position = h.iterator(arn)
     h.run(scenario())
     assert events(h.records(arn)) == [("INSERT", "a")]
+
+
+def test_a_stream_enabled_without_the_catalogs_appliers_gets_its_descriptor_at_its_first_write(
+    h: Any,
+) -> None:
+    """An applier of another module may write a table entry with a stream (a restore, say)."""
+    h.create(view=None)
+    table = catalog.find_table(h.db, "tbl")
+    assert table is not None
+    streamed = table.evolve(
+        stream_enabled=True, stream_view_type="KEYS_ONLY", stream_label="2027-01-15T08:00:00.000"
+    )
+    h.store.write([catalog.table_entry(streamed)], [], applied_lsn=h.store.applied_lsn())
+    catalog.remember(h.db, streamed)
+    assert streams.list_streams(h.db) == []
+    h.put({"pk": s("a")})
+    h.put({"pk": s("b")})
+    (stream,) = streams.list_streams(h.db)
+    assert stream.status == streams.STATUS_ENABLED
+    assert events(h.records(h.arn())) == [("INSERT", "a"), ("INSERT", "b")]
