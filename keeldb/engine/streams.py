@@ -18,9 +18,12 @@ This module owns:
   as the change it reports: `item_written` (from `item_store._item_write`, per item, inside
   any applier) and `table_changed` (from the catalog's appliers: a stream is born when its
   table's stream is enabled, and its shard closes when the stream is disabled or the table is
-  deleted);
+  deleted; a stream whose table entry was written by another applier gets its descriptor
+  with its first record);
 - the "stream_trim" redo record, which removes records older than the retention period (a
-  bounded number per record) and forgets disabled streams whose records are all gone;
+  bounded number per record) and forgets disabled streams, and closed shards, whose records
+  are all gone; and the "stream_roll" redo record, which closes a stream's open shard and
+  opens its child (the shard lineage a partition split will use too);
 - `wait_for_records`, which in-process consumers await instead of polling.
 
 Recovery replays only entries above the store's applied LSN, and an entry's stream records
