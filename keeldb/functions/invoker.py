@@ -126,23 +126,26 @@ class Invoker:
         *,
         account_limit: int,
         function_arn: Callable[[str], str],
-        timeout_type: type[BaseException],
-        crash_type: type[BaseException],
-        busy_type: type[BaseException],
+        pool_module: Any,
     ) -> None:
-        self.pool = pool
         self.spec_for = spec_for
         self.reservation = reservation
         self.exists = exists
-        self.concurrency = Concurrency(account_limit)
-        self._timeout_type = timeout_type
-        self._crash_type = crash_type
-        self._busy_type = busy_type
         self.function_arn = function_arn
+        self.concurrency = Concurrency(account_limit)
+        self.use_pool(pool, pool_module)
         self._events: deque[_Event] = deque()
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self.events_done = 0
+
+    def use_pool(self, pool: Any, pool_module: Any) -> None:
+        """Run on `pool`; `pool_module` names its failures (SandboxTimeout, SandboxCrashed,
+        SandboxBusy)."""
+        self.pool = pool
+        self._timeout_type: type[BaseException] = pool_module.SandboxTimeout
+        self._crash_type: type[BaseException] = pool_module.SandboxCrashed
+        self._busy_type: type[BaseException] = pool_module.SandboxBusy
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()

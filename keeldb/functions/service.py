@@ -119,11 +119,11 @@ class FunctionService:
             lambda name: name in self.store.functions,
             account_limit=account_concurrency,
             function_arn=self.arn,
-            timeout_type=self.pool_module.SandboxTimeout,
-            crash_type=self.pool_module.SandboxCrashed,
-            busy_type=self.pool_module.SandboxBusy,
+            pool_module=self.pool_module,
         )
         self.code_links = CodeLinks()
+        # Function name -> (revision id, sandbox spec): invocations reuse the spec.
+        self._specs: dict[str, tuple[str, Any]] = {}
         self._lock = asyncio.Lock()
         self.pollers: dict[str, Any] = {}
 
@@ -139,10 +139,7 @@ class FunctionService:
             log.exception("the sandbox pool failed to start: functions run unisolated")
             self.pool_module = importlib.import_module("keeldb.functions.local_pool")
             self.pool = self.pool_module.LocalPool(self.store.root / "sandboxes", endpoint_port=0)
-            self.invoker.pool = self.pool
-            self.invoker._timeout_type = self.pool_module.SandboxTimeout
-            self.invoker._crash_type = self.pool_module.SandboxCrashed
-            self.invoker._busy_type = self.pool_module.SandboxBusy
+            self.invoker.use_pool(self.pool, self.pool_module)
             await self.pool.start()
         log.info("function isolation layers: %s", self.describe_isolation())
         self.invoker.start()
@@ -221,11 +218,15 @@ class FunctionService:
         return environment
 
     def spec_for(self, name: str) -> Any:
+        """The sandbox spec of a function's current revision (built once per revision)."""
         record = self.store.functions.get(name)
         if record is None:
             raise ResourceNotFoundException(f"Function not found: {self.arn(name)}")
+        cached = self._specs.get(name)
+        if cached is not None and cached[0] == record["revision_id"]:
+            return cached[1]
         code_dir = self.store.ensure_code_dir(name, record["code_sha256"])
-        return self.pool_module.FunctionSpec(
+        spec = self.pool_module.FunctionSpec(
             name=name,
             code_dir=code_dir,
             code_sha256=record["code_sha256"],
@@ -235,6 +236,8 @@ class FunctionService:
             timeout_seconds=float(record["timeout"]),
             environment=self.environment_for(record),
         )
+        self._specs[name] = (record["revision_id"], spec)
+        return spec
 
     async def _save(self) -> None:
         generation, data = self.store.catalog_snapshot()

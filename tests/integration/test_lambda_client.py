@@ -533,3 +533,21 @@ def test_a_server_without_functions_serves_no_lambda_api(server_factory: Any) ->
     except lam.exceptions.ClientError:
         return
     assert "Functions" not in answer
+
+
+def test_invoke_async_queues_the_event(
+    lam: Any, function_factory: Any, ddb: Any, table_factory: Any
+) -> None:
+    table = table_factory()
+    code = f"""
+import boto3
+def handler(event, context):
+    boto3.client("dynamodb").put_item(TableName="{table}", Item={{"pk": {{"S": event["key"]}}}})
+"""
+    name = function_factory(code)
+    answer = lam.invoke_async(FunctionName=name, InvokeArgs=b'{"key": "async"}')
+    assert answer["Status"] == 202
+    deadline = time.monotonic() + 30
+    while "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "async"}}):
+        assert time.monotonic() < deadline, "the event never ran"
+        time.sleep(0.05)
