@@ -156,10 +156,10 @@ def decode_message(plain: Any) -> Message:
     except ValueError as error:  # wrong number of fields to unpack
         raise CodecError(f"malformed {tag!r} message: {error}") from None
     if tag == "g" and len(plain) == 2:
-        msg = from_plain(plain[1])
+        msg: Message = from_plain(plain[1])
         if not isinstance(msg, MESSAGE_TYPES):
             raise CodecError(f"not a message: {type(msg).__name__}")
-        return msg  # type: ignore[no-any-return]
+        return msg
     raise CodecError(f"unknown message tag {tag!r}")
 
 

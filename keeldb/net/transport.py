@@ -463,8 +463,8 @@ class Transport:
     # --- peers and handlers --------------------------------------------------------------
 
     def add_peer(self, node_id: str, host: str, port: int) -> None:
-        """Know where `node_id` listens (replacing an older address); dials lazily-eagerly:
-        the connection is opened at once and kept."""
+        """Know where `node_id` listens (replacing an older address). The connection is
+        dialed at once and kept open."""
         old = self._peers.get(node_id)
         if old is not None:
             if (old.host, old.port) == (host, port):
