@@ -157,6 +157,10 @@ class BackupService:
         self.load_workers = int(
             load_workers or setting("KEELDB_RESTORE_WORKERS", float(LOAD_WORKERS))
         )
+        # Items per "load_items" record (smaller batches let tests stop a load half-way).
+        self.batch_items = int(
+            setting("KEELDB_RESTORE_BATCH_ITEMS", float(ops.LOAD_BATCH_ITEMS_MAX))
+        )
         self.threads = ThreadPoolExecutor(
             max_workers=self.load_workers + 2, thread_name_prefix="keeldb-backup"
         )
@@ -258,7 +262,7 @@ class BackupService:
             cursor: Any = None
             while True:
                 chunk, cursor = await self._run(read_range, number, cursor)
-                for batch in ops.load_batches(chunk):
+                for batch in ops.load_batches(chunk, self.batch_items):
                     await ops.load_items(self.db, table, batch)
                     progress.items += len(batch)
                     progress.bytes += sum(size for _, size in batch)

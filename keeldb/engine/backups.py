@@ -414,14 +414,16 @@ async def load_items(db: Database, table: Table, items: list[tuple[Any, int]]) -
     )
 
 
-def load_batches(items: Any) -> Any:
-    """Cut an iterable of (item, size) into "load_items" batches (LOAD_BATCH_* limits)."""
+def load_batches(items: Any, items_max: int = LOAD_BATCH_ITEMS_MAX) -> Any:
+    """Cut an iterable of (item, size) into "load_items" batches of at most `items_max`
+    items (and about LOAD_BATCH_BYTES_MAX bytes)."""
+    assert 1 <= items_max <= LOAD_BATCH_ITEMS_MAX, items_max
     batch: list[tuple[Any, int]] = []
     batch_bytes = 0
     for item, size in items:
         batch.append((item, size))
         batch_bytes += size
-        if len(batch) >= LOAD_BATCH_ITEMS_MAX or batch_bytes >= LOAD_BATCH_BYTES_MAX:
+        if len(batch) >= items_max or batch_bytes >= LOAD_BATCH_BYTES_MAX:
             yield batch
             batch, batch_bytes = [], 0
     if batch:
