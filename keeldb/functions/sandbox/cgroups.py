@@ -113,6 +113,7 @@ class PoolGroups:
         working: list[Hierarchy] = []
         for h in discover():
             base = h.base(self.pool_name)
+            _remove_stale(base.parent)
             try:
                 base.mkdir(exist_ok=True)
             except OSError as e:
@@ -152,6 +153,34 @@ class PoolGroups:
                 if child.is_dir():
                     _rmdir_quietly(child)
             _rmdir_quietly(base)
+
+
+POOL_PREFIX = "keeldb-sandbox-"
+
+
+def _remove_stale(parent: Path) -> None:
+    """Remove the empty groups of pools whose process is gone (killed with -9, say)."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(POOL_PREFIX) or not entry.is_dir():
+            continue
+        pid_text = entry.name[len(POOL_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # that pool is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        for child in entry.iterdir():
+            if child.is_dir():
+                _rmdir_quietly(child)
+        _rmdir_quietly(entry)
 
 
 def _rmdir_quietly(path: Path) -> bool:

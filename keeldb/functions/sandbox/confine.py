@@ -152,8 +152,8 @@ def _landlock_ruleset(plan: dict[str, Any], abi: int, task_dir: str, tmp_dir: st
     rules.append(landlock.PathRule(tmp_dir, landlock.READ_WRITE))
     rules.append(landlock.PathRule("/dev/null", landlock.FS_READ_FILE | landlock.FS_WRITE_FILE))
     rules.extend(landlock.PathRule("/dev/" + d, landlock.FS_READ_FILE) for d in DEVICES[1:])
-    if os.path.isdir("/proc") and plan.get("pid_namespace"):
-        rules.append(landlock.PathRule("/proc", read))
+    # No rule for /proc: even /proc/self/net would show the host's sockets, since the network
+    # namespace is the host's. The runtime reads what it needs from /proc before restricting.
     return landlock.build_ruleset(abi, rules, [plan["port"]])
 
 
@@ -231,9 +231,12 @@ def lock_down(state: Confinement, assign: dict[str, Any], seccomp_program: bytes
     layers["rlimits"] = True
     clock.step("remount_rlimits")
     if os.geteuid() == 0:
-        _drop_capabilities_and_user(plan["uid"])
-        layers["unprivileged_user"] = True
-        layers["no_capabilities"] = True
+        try:
+            _drop_capabilities_and_user(plan["uid"])
+        except OSError:
+            pass  # a container without CAP_SETUID, say: reported below, not hidden
+        layers["unprivileged_user"] = os.geteuid() != 0
+        layers["no_capabilities"] = _capabilities_empty() if layers["unprivileged_user"] else False
     else:
         layers["unprivileged_user"] = os.geteuid() != 0
         layers["no_capabilities"] = _capabilities_empty()

@@ -32,7 +32,10 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(body: bytes) -> dict[str, Any]:
-    message = msgpack.unpackb(body, raw=False)
+    try:
+        message = msgpack.unpackb(body, raw=False)
+    except (msgpack.UnpackException, ValueError, TypeError) as e:
+        raise FrameError(f"frame body is not msgpack: {e}") from e
     if not isinstance(message, dict):
         raise FrameError("frame body is not a map")
     return message

@@ -423,7 +423,9 @@ class SandboxPool:
         try:
             if request is not None:
                 await frames.asend(instance.sock, request)
-            reply = await asyncio.wait_for(frames.arecv(instance.sock), spec.timeout_seconds)
+            reply = _checked_result(
+                await asyncio.wait_for(frames.arecv(instance.sock), spec.timeout_seconds)
+            )
         except TimeoutError:
             duration_ms = (time.perf_counter() - started) * 1000
             self._kill(instance)
@@ -531,11 +533,11 @@ class SandboxPool:
         status: str | None = None,
         max_rss_kb: int | None = None,
     ) -> InvokeResult:
-        used_bytes = None
+        # Lambda reports the whole runtime's memory: the largest of the instance's peak
+        # resident set (pages shared with the zygote included) and its group's own peak.
+        used_bytes = (max_rss_kb or 0) * 1024
         if instance is not None and instance.groups is not None:
-            used_bytes = instance.groups.memory_peak_bytes()
-        if used_bytes is None and max_rss_kb is not None:
-            used_bytes = max_rss_kb * 1024
+            used_bytes = max(used_bytes, instance.groups.memory_peak_bytes() or 0)
         used_mb = math.ceil((used_bytes or 0) / (1024 * 1024))
         report = (
             f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
@@ -706,8 +708,8 @@ class SandboxPool:
         try:
             data = frames.encode(assign) + (frames.encode(then) if then is not None else b"")
             await asyncio.get_running_loop().sock_sendall(instance.sock, data)
-            init = await asyncio.wait_for(
-                frames.arecv(instance.sock), max(spec.timeout_seconds, 10.0)
+            init = _checked_init(
+                await asyncio.wait_for(frames.arecv(instance.sock), max(spec.timeout_seconds, 10.0))
             )
         except (TimeoutError, frames.FrameError, OSError):
             self._kill(instance)
@@ -884,6 +886,39 @@ _SIGNAL_WORDS = {
     signal.SIGXCPU: "CPU time limit exceeded",
     signal.SIGBUS: "bus error",
 }
+
+
+def _checked_result(reply: dict[str, Any]) -> dict[str, Any]:
+    """The instance's result frame, or FrameError: the handler shares the process that writes
+    it, so a malformed frame is the function's fault and ends its instance."""
+    valid = (
+        reply.get("op") == "result"
+        and isinstance(reply.get("payload"), bytes)
+        and isinstance(reply.get("error"), bool)
+        and isinstance(reply.get("log"), str)
+        and isinstance(reply.get("cpu_seconds", 0.0), (int, float))
+        and isinstance(reply.get("cpu_ms", 0.0), (int, float))
+        and isinstance(reply.get("max_rss_kb", 0), int)
+    )
+    if not valid:
+        raise frames.FrameError("malformed result frame")
+    return reply
+
+
+def _checked_init(init: dict[str, Any]) -> dict[str, Any]:
+    layers = init.get("layers", {})
+    valid = (
+        init.get("op") == "init"
+        and (init.get("error") is None or isinstance(init.get("error"), dict))
+        and isinstance(init.get("log", ""), str)
+        and isinstance(init.get("init_ms", 0.0), (int, float))
+        and isinstance(init.get("steps_ms", {}), dict)
+        and isinstance(layers, dict)
+        and all(isinstance(v, bool) for v in layers.values())
+    )
+    if not valid:
+        raise frames.FrameError("malformed init frame")
+    return init
 
 
 def _invoke_frame(request_id: str, function_arn: str, payload: bytes) -> dict[str, Any]:
