@@ -5,7 +5,9 @@ change has been processed at least once and none is lost.
 
 The handler records each change it sees as an item `change#<key>#<version>` (idempotent, so
 redeliveries collapse) and adds to a `deliveries` counter and a `sum` aggregate (not
-idempotent, so redeliveries show as counts above the number of changes).
+idempotent, so redeliveries show as counts above the number of changes). The handler takes
+a little while after its writes, so that the kill is likely to land between an invocation's
+writes and its checkpoint: that batch is delivered again after the restart.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ CHANGES_AFTER_RESTART = 60
 _LISTENING = re.compile(r"KeelDB listening on (http://\S+)")
 
 HANDLER = """
+import time
 import boto3
 ddb = boto3.client("dynamodb")
 def handler(event, context):
@@ -54,6 +57,7 @@ def handler(event, context):
                     ExpressionAttributeNames={"#s": "sum"},
                     ExpressionAttributeValues={":n": {"N": str(len(event["Records"]))},
                                                ":total": {"N": str(total)}})
+    time.sleep(0.05)  # the kill is likely to land here: after the writes, before the checkpoint
     return {}
 """
 
