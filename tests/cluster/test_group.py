@@ -480,3 +480,32 @@ def test_the_checker_catches_stale_reads_when_the_driver_skips_the_lease(
         await cluster.stop_all()
 
     run(body)
+
+
+def test_a_leader_that_removes_itself_steps_down_and_the_rest_elect_a_new_one(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]))
+        await cluster.start_all()
+        leader = await cluster.leader()
+        await put(cluster, leader, "k", b"1")
+        kept = tuple(m for m in cluster.config.members if member_name(m.node_id) != leader)
+        # Two members, both needed for either quorum; one of them keeps only the log.
+        new_config = Config((kept[0], Member(kept[1].node_id, kept[1].zone, log_only=True)), 2, 2)
+        chosen = await cluster.group(leader).change_config(new_config)
+        assert not cluster.group(leader).is_leader
+        full, log_only = (member_name(m.node_id) for m in chosen.members)
+        assert await cluster.leader(among=[full]) == full
+        await put(cluster, full, "k", b"2")
+        assert cluster.values(full)[KEY_PREFIX + b"k"] == b"2"
+        deadline = time.monotonic() + 5
+        while not cluster.group(log_only).replica.log_only:
+            assert time.monotonic() < deadline, "the log replica never learned its role"
+            await asyncio.sleep(0.02)
+        assert cluster.values(log_only)[KEY_PREFIX + b"k"] == b"1"  # state stops at the change
+        with pytest.raises(NotLeader):
+            await cluster.group(leader).append(b"removed")
+        await cluster.stop_all()
+
+    run(body)
