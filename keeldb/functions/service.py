@@ -472,9 +472,9 @@ class FunctionService:
             for other in self.store.mappings.values():
                 if other["source"] == source and other["function"] == record_fn["name"]:
                     raise ResourceConflictException(
-                        f'An event source mapping with DynamoDB stream arn (" {source} ") '
-                        f'and function (" {record_fn["name"]} ") already exists. Please update '
-                        f"or delete the existing mapping with UUID {other['uuid']}"
+                        f'The event source arn (" {source} ") and function '
+                        f'(" {record_fn["name"]} ") provided mapping already exists. Please '
+                        f"update or delete the existing mapping with UUID {other['uuid']}"
                     )
             record = model.new_mapping(body, record_fn["name"], source, self.clock())
             self.store.mappings[record["uuid"]] = record

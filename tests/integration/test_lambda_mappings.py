@@ -207,7 +207,11 @@ def test_mapping_errors_are_lambdas(
         lam.create_event_source_mapping(
             EventSourceArn=stream_arn, FunctionName=name, StartingPosition="LATEST"
         )
-    assert first["UUID"] in caught.value.response["Error"]["Message"]
+    assert caught.value.response["Error"]["Message"] == (
+        f'The event source arn (" {stream_arn} ") and function (" {name} ") provided mapping '
+        "already exists. Please update or delete the existing mapping with UUID "
+        f"{first['UUID']}"
+    )
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.update_event_source_mapping(UUID=str(uuid.uuid4()), BatchSize=3)
