@@ -49,7 +49,10 @@ def applied_meta_lsn(db: Database) -> int:
 def _merge_indexes(incoming: dict[str, Any], local: dict[str, Any] | None) -> dict[str, Any]:
     """The incoming table record with the partition's own index build states."""
     merged = dict(incoming)
-    mine = {} if local is None else {i["name"]: i for i in local["global_indexes"]}
+    if local is None:
+        # A table new to this partition has no items yet: its indexes need no backfill.
+        return merged
+    mine = {i["name"]: i for i in local["global_indexes"]}
     indexes = []
     for index in incoming["global_indexes"]:
         own = mine.pop(index["name"], None)
