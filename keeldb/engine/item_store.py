@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from keeldb.engine import streams
 from keeldb.model.keys import INDEX_ID_MAX, index_prefix, item_key
 
 if TYPE_CHECKING:
@@ -243,8 +244,6 @@ def _item_write(
     indexes.entry_writes(db, table, old_item, old_size, image, image_size, puts, deletes)
     if table.stream_enabled:
         # The change's stream record is part of this same atomic write.
-        from keeldb.engine import streams
-
         streams.item_written(db, table, old_item, old_size, image, image_size, record, puts)
     return puts, deletes
 
