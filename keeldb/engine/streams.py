@@ -486,11 +486,18 @@ def _load_open_shard(
     return shard.number
 
 
-def _ttl_module() -> Any:
-    """`keeldb.engine.ttl`, which imports the catalog, which imports this module."""
-    import keeldb.engine.ttl
+_ttl: Any = None
 
-    return keeldb.engine.ttl
+
+def _ttl_module() -> Any:
+    """`keeldb.engine.ttl`, which imports the catalog, which imports this module: imported
+    at the first use, then kept (an import statement costs microseconds per write)."""
+    global _ttl
+    if _ttl is None:
+        import keeldb.engine.ttl
+
+        _ttl = keeldb.engine.ttl
+    return _ttl
 
 
 def _wake(state: StreamsState) -> None:
