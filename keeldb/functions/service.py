@@ -93,6 +93,7 @@ class FunctionService:
         self.region = region
         self.account = account
         self.endpoint_url = endpoint_url
+        self.endpoint_port = endpoint_port
         self.credentials = credentials
         self.database = database
         # Finds the DynamoDB Streams dispatch, `async (operation, body) -> body`, or None.
@@ -138,10 +139,15 @@ class FunctionService:
                 raise
             log.exception("the sandbox pool failed to start: functions run unisolated")
             self.pool_module = importlib.import_module("keeldb.functions.local_pool")
-            self.pool = self.pool_module.LocalPool(self.store.root / "sandboxes", endpoint_port=0)
+            self.pool = self.pool_module.LocalPool(
+                self.store.root / "sandboxes", endpoint_port=self.endpoint_port
+            )
             self.invoker.use_pool(self.pool, self.pool_module)
             await self.pool.start()
-        log.info("function isolation layers: %s", self.describe_isolation())
+        if all(self.isolation_layers().values()):
+            log.info("function isolation layers: %s", self.describe_isolation())
+        else:
+            log.warning("function isolation layers: %s", self.describe_isolation())
         self.invoker.start()
         for record in self.store.mappings.values():
             self._start_poller(record)
