@@ -56,6 +56,10 @@ HANDLERS = textwrap.dedent(
     def write_file(event, context):
         return attempt(lambda: open(event["path"], "w").write("x"))
 
+    def write_tmp(event, context):
+        path = os.path.join(os.environ["TMPDIR"], "scratch")
+        return attempt(lambda: open(path, "w").write("x"))
+
     def tcp_connect(event, context):
         def connect():
             s = socket.create_connection(("127.0.0.1", event["port"]), timeout=5)
@@ -489,5 +493,36 @@ def test_the_checks_catch_a_sandbox_without_seccomp_and_landlock(
             }
             assert run(weakened, code_dir, "udp_socket") == {"ok": True, "value": None}
             assert run(weakened, code_dir, "unshare")["ok"] is True
+    finally:
+        listener.close()
+
+
+def test_without_namespaces_landlock_and_seccomp_still_confine_the_handler(
+    tmp_path: Path, code_dir: Path, pool: ThreadedPool
+) -> None:
+    require(pool, "landlock_fs", "seccomp", "tcp_endpoint_only")
+    listener = socket.create_server(("127.0.0.1", 0))
+    degraded = ThreadedPool(
+        tmp_path / "flat",
+        endpoint_port=1,
+        warm_instances=0,
+        disabled_layers=frozenset({"namespaces"}),
+    )
+    try:
+        with degraded:
+            layers = degraded.isolation_layers()
+            assert layers["pivot_root"] is False
+            assert layers["pid_namespace"] is False
+            assert layers["landlock_fs"] is True
+            assert run(degraded, code_dir, "read_file", {"path": "/etc/hostname"})["ok"] is False
+            code = str(code_dir / "escape.py")
+            assert run(degraded, code_dir, "read_file", {"path": code})["ok"] is True
+            assert run(degraded, code_dir, "write_file", {"path": code})["ok"] is False
+            assert run(degraded, code_dir, "write_tmp") == {"ok": True, "value": 1}
+            port = listener.getsockname()[1]
+            assert run(degraded, code_dir, "tcp_connect", {"port": port})["ok"] is False
+            assert run(degraded, code_dir, "exec_shell")["ok"] is False
+            spin = degraded.invoke(spec_for(code_dir, "spin", timeout_seconds=1.0), b"{}")
+            assert json.loads(spin.payload)["errorType"] == "Sandbox.Timedout"
     finally:
         listener.close()

@@ -18,6 +18,7 @@ _libc.syscall.restype = ctypes.c_long
 # Syscall numbers of the calls glibc does not wrap (or wraps only in newer versions).
 _SYSCALLS = {
     "x86_64": {
+        "capset": 126,
         "pivot_root": 155,
         "seccomp": 317,
         "landlock_create_ruleset": 444,
@@ -25,6 +26,7 @@ _SYSCALLS = {
         "landlock_restrict_self": 446,
     },
     "aarch64": {
+        "capset": 91,
         "pivot_root": 41,
         "seccomp": 277,
         "landlock_create_ruleset": 444,
@@ -124,6 +126,32 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
             ctypes.c_ulong(arg5),
         )
     )
+
+
+PR_SET_SECUREBITS = 28
+# SECBIT_NOROOT, SECBIT_NO_SETUID_FIXUP and SECBIT_KEEP_CAPS_LOCKED, each with its lock bit:
+# uid 0 gains nothing from exec, and no uid change brings capabilities back.
+SECUREBITS_LOCKED_DOWN = 0x3F
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def capset_empty() -> None:
+    """Clear the effective, permitted and inheritable capability sets of this thread."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _syscall("capset", ctypes.byref(header), ctypes.byref(data))
 
 
 def setgroups_empty() -> None:

@@ -123,6 +123,7 @@ def prepare(plan: dict[str, Any]) -> Confinement:
     layers["cgroup_joined"] = joined and bool(plan["procs_files"])
     root = os.geteuid() == 0
     namespaces = _linux.CLONE_NEWNS | _linux.CLONE_NEWIPC | _linux.CLONE_NEWUTS
+    root = root and "namespaces" not in plan.get("disabled", ())
     if root and _try(layers, "mount_namespace", _linux.unshare, namespaces):
         layers["ipc_namespace"] = layers["uts_namespace"] = True
         _try(layers, "hostname", _linux.sethostname, "sandbox")
@@ -184,7 +185,7 @@ def _vm_size_bytes() -> int:
     return VM_SIZE_GUESS_BYTES
 
 
-def _drop_capabilities_and_user(uid: int) -> None:
+def _drop_bounding_set() -> None:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last_cap = int(f.read())
@@ -196,6 +197,16 @@ def _drop_capabilities_and_user(uid: int) -> None:
         except OSError:
             break  # past the kernel's last capability
     _linux.prctl(_linux.PR_CAP_AMBIENT, _linux.PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def _drop_capabilities_only() -> None:
+    _drop_bounding_set()
+    _linux.prctl(_linux.PR_SET_SECUREBITS, _linux.SECUREBITS_LOCKED_DOWN)
+    _linux.capset_empty()
+
+
+def _drop_capabilities_and_user(uid: int) -> None:
+    _drop_bounding_set()
     _linux.setgroups_empty()
     os.setresgid(uid, uid, uid)
     # With every uid non-zero and no SECBIT_KEEP_CAPS, the kernel clears the permitted and
@@ -230,13 +241,23 @@ def lock_down(state: Confinement, assign: dict[str, Any], seccomp_program: bytes
     _set_rlimits(assign, plan["pids_max"])
     layers["rlimits"] = True
     clock.step("remount_rlimits")
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and state.pivoted:
         try:
             _drop_capabilities_and_user(plan["uid"])
         except OSError:
             pass  # a container without CAP_SETUID, say: reported below, not hidden
         layers["unprivileged_user"] = os.geteuid() != 0
-        layers["no_capabilities"] = _capabilities_empty() if layers["unprivileged_user"] else False
+        layers["no_capabilities"] = _capabilities_empty()
+    elif os.geteuid() == 0:
+        # Without a private root the code and the interpreter stay at their host paths, whose
+        # directories another uid may not traverse (/root is 0700): keep uid 0, but with no
+        # capability at all it is only the owner of root's files, and Landlock confines it.
+        try:
+            _drop_capabilities_only()
+        except OSError:
+            pass
+        layers["unprivileged_user"] = False
+        layers["no_capabilities"] = _capabilities_empty()
     else:
         layers["unprivileged_user"] = os.geteuid() != 0
         layers["no_capabilities"] = _capabilities_empty()

@@ -169,8 +169,9 @@ class SandboxPool:
         self.idle_reap_seconds = idle_reap_seconds
         self.instances_max = instances_max
         self.pids_max = pids_max
-        # Only for tests that show what one layer stops: "seccomp" and/or "landlock".
-        assert disabled_layers <= {"seccomp", "landlock"}
+        # Only for tests that show what one layer stops, or how a host without it degrades:
+        # "seccomp", "landlock", "namespaces" (no PID, mount, IPC or UTS namespace, no pivot).
+        assert disabled_layers <= {"seccomp", "landlock", "namespaces"}
         self.disabled_layers = disabled_layers
         self._ids = itertools.count(1)
         self._zygote: asyncio.subprocess.Process | None = None
@@ -681,8 +682,8 @@ class SandboxPool:
         assert ready["op"] == "ready"
         instance.layers = ready["layers"]
         if not instance.layers.get("pivot_root"):
+            # Without a private root the instance keeps the pool's uid: the directory is its.
             fallback_tmp.mkdir(mode=0o700, exist_ok=True)
-            os.chown(fallback_tmp, plan["uid"], plan["uid"])
         return instance
 
     async def _assign(
@@ -768,7 +769,9 @@ class SandboxPool:
         layers["cgroup_cpu"] = "cpu" in self._controllers
         layers["cgroup_freezer"] = "freezer" in self._controllers
         layers["cgroup_joined"] = bool(layers.get("cgroup_joined"))
-        layers["pid_namespace"] = bool(self._hello.get("pid_namespace"))
+        layers["pid_namespace"] = bool(self._hello.get("pid_namespace")) and (
+            "namespaces" not in self.disabled_layers
+        )
         # Instances share the host's network namespace: Landlock limits TCP to the endpoint's
         # port (see docs/sandbox.md) and seccomp allows no UDP, raw or packet socket.
         layers["net_namespace"] = False

@@ -98,7 +98,7 @@ class _LambdaFormatter(logging.Formatter):
         return text
 
 
-def _environment(assign: dict[str, Any], task_dir: str) -> dict[str, str]:
+def _environment(assign: dict[str, Any], task_dir: str, tmp_dir: str = "/tmp") -> dict[str, str]:
     name = assign["name"]
     region = assign["environment"].get("AWS_REGION", "us-east-1")
     env = {
@@ -118,8 +118,8 @@ def _environment(assign: dict[str, Any], task_dir: str) -> dict[str, str]:
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         "_HANDLER": assign["handler"],
-        "HOME": "/tmp",
-        "TMPDIR": "/tmp",
+        "HOME": tmp_dir,
+        "TMPDIR": tmp_dir,
     }
     env.update(assign["environment"])
     return env
@@ -246,7 +246,7 @@ def serve(sock: socket.socket, plan: dict[str, Any], seccomp_program: bytes | No
         return
     environment_started = time.perf_counter()
     os.environ.clear()
-    os.environ.update(_environment(assign, task_dir))
+    os.environ.update(_environment(assign, task_dir, state.tmp_dir))
     time.tzset()
     sys.path.insert(0, task_dir)
     sys.dont_write_bytecode = True  # the code directory is read-only: do not even try

@@ -151,7 +151,9 @@ def main(control_fd: int) -> None:
                     control,
                     selector,
                     children,
-                    own_pid_ns if pid_namespace else None,
+                    own_pid_ns
+                    if pid_namespace and "namespaces" not in message["plan"].get("disabled", ())
+                    else None,
                     seccomp_program,
                 )
                 instance_sock.close()
