@@ -312,3 +312,16 @@ def test_an_altered_stored_value_is_an_error_never_data(
     assert other["Item"]["secret"]["S"] == MARKER
     assert server.stop() == 0
     assert f"a stored value of table {table_id} failed authentication" in server.output()
+
+
+def test_a_second_server_on_an_encrypted_directory_is_refused(
+    encrypted: tuple[Path, Path],
+    server_factory: Callable[..., Any],
+    client_factory: Callable[..., Any],
+) -> None:
+    data, key = encrypted
+    first = server_factory("--master-key-file", str(key), data_dir=data)
+    second = refused_start("--data-dir", str(data), "--master-key-file", str(key))
+    assert second.returncode == 1
+    assert "in use by another process" in second.stderr
+    check_everything_reads_back(client_factory(first.url))
