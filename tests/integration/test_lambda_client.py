@@ -136,6 +136,11 @@ def test_create_function_answers_its_configuration_with_201(lam: Any) -> None:
 
         assert answer["CodeSha256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
         assert answer["State"] == "Active"
+        # The SDK's waiters, as deployment tools use them, finish at once.
+        lam.get_waiter("function_active_v2").wait(FunctionName=name)
+        lam.update_function_configuration(FunctionName=name, Timeout=11)
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        assert lam.get_function_configuration(FunctionName=name)["Timeout"] == 11
     finally:
         lam.delete_function(FunctionName=name)
 
