@@ -64,6 +64,17 @@ HANDLERS = textwrap.dedent(
     def leave(event, context):
         sys.exit(3)
 
+    def forge(event, context):
+        import stat
+        frame = bytes.fromhex(event["frame"])
+        for fd in range(3, 64):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.write(fd, frame)
+            except OSError:
+                pass
+        return "forged"
+
     def slow(event, context):
         time.sleep(event.get("seconds", 1.0))
         return "slept"
@@ -323,3 +334,22 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "State:\tZ" not in status
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\x00\x00\x00\x03abc",  # not msgpack
+        b"\x00\x00\x00\x0a\x81\xa2op\xa6result",  # a map without the result's members
+        b"\xff\xff\xff\xff",  # a length over the limit
+    ],
+)
+def test_a_forged_frame_from_the_handler_ends_its_instance_not_the_pool(
+    pool: ThreadedPool, code_dir: Path, frame: bytes
+) -> None:
+    function = spec(code_dir, "app.forge", f"forge-{frame[:4].hex()}")
+    result = pool.invoke(function, json.dumps({"frame": frame.hex()}).encode())
+    assert result.function_error == "Unhandled"
+    assert json.loads(result.payload)["errorType"] == "Runtime.ExitError"
+    healthy = pool.invoke(spec(code_dir, "app.count", "after-forgery"), b"{}")
+    assert healthy.function_error is None
