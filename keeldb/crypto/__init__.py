@@ -8,7 +8,7 @@ This package owns every use of key material. It never decides what is stored or 
 and never lets data that failed authentication through.
 """
 
-from keeldb.crypto.data_dir import holds_data, is_encrypted, open_for_data_dir
+from keeldb.crypto.data_dir import holds_data, is_encrypted, open_for_data_dir, open_for_reading
 from keeldb.crypto.errors import (
     AuthenticationError,
     EncryptionError,
@@ -55,6 +55,7 @@ __all__ = [
     "keyring_of",
     "load_master_key",
     "open_for_data_dir",
+    "open_for_reading",
     "open_object",
     "parse_master_key",
     "seal_object",

@@ -64,3 +64,23 @@ def open_for_data_dir(
             "encrypted node (export and import, or backup and restore)"
         )
     return Keyring.create(keyring_dir(data_dir), master)
+
+
+def open_for_reading(data_dir: Path, master_key_file: Path | None) -> Keyring | None:
+    """The keyring of a stopped node's data directory, for offline readers (a scrub, an
+    inspection): read-only, no lock taken, nothing created. None when the directory is not
+    encrypted; an `EncryptionError` when the key and the directory disagree."""
+    data_dir = Path(data_dir)
+    if not is_encrypted(data_dir):
+        if master_key_file is not None:
+            raise EncryptionStateError(
+                f"the data directory {data_dir} is not encrypted at rest; drop {MASTER_KEY_FLAG}"
+            )
+        return None
+    if master_key_file is None:
+        raise EncryptionStateError(
+            f"the data directory {data_dir} is encrypted at rest: give {MASTER_KEY_FLAG} "
+            "naming its master key"
+        )
+    master = load_master_key(master_key_file, keep_out_of=(data_dir,))
+    return Keyring.load(keyring_dir(data_dir), master, read_only=True)

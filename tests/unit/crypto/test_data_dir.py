@@ -102,3 +102,24 @@ def test_a_master_key_inside_the_data_or_backup_directory_is_refused(tmp_path: P
     with pytest.raises(MasterKeyError, match="inside"):
         open_for_data_dir(data, key_file(backups / "k"), backup_dir=backups)
     assert not keyring_file(data).exists()
+
+
+def test_offline_readers_open_the_keyring_without_locking_or_creating(tmp_path: Path) -> None:
+    from keeldb.crypto.data_dir import open_for_reading
+
+    data, key = tmp_path / "data", key_file(tmp_path / "k")
+    data.mkdir()
+    assert open_for_reading(data, None) is None
+    with pytest.raises(EncryptionStateError, match="not encrypted"):
+        open_for_reading(data, key)
+    assert not keyring_file(data).exists()
+    live = open_for_data_dir(data, key)
+    assert live is not None  # a running node holds the keyring; a reader still opens it
+    reader = open_for_reading(data, key)
+    assert reader is not None
+    assert [k.secret for k in reader.data_keys()] == [k.secret for k in live.data_keys()]
+    with pytest.raises(EncryptionStateError, match="give --master-key-file"):
+        open_for_reading(data, None)
+    with pytest.raises(WrongMasterKeyError):
+        open_for_reading(data, key_file(tmp_path / "other"))
+    live.close()
