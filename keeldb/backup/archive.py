@@ -40,6 +40,7 @@ from keeldb.backup.store import (
     ObjectMissingError,
     put_file_verified,
     put_verified,
+    sha256_bytes,
 )
 from keeldb.storage.wal import read_segment
 
@@ -278,8 +279,6 @@ class Archiver:
             if not path.exists():
                 continue
             data = path.read_bytes()
-            from keeldb.backup.store import sha256_bytes
-
             sha = sha256_bytes(data)
             current = manifest.extras.get(name)
             if current is not None and current["sha256"] == sha:

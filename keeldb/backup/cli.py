@@ -39,6 +39,12 @@ def register(commands: Any) -> None:
     verify.add_argument("--backup-s3-endpoint", metavar="URL", help="its S3-compatible server")
     verify.add_argument("--region", default="us-east-1", help="the S3 client's region")
     verify.add_argument(
+        "--master-key-file",
+        type=Path,
+        metavar="FILE",
+        help="the master key of a node encrypted at rest",
+    )
+    verify.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
     )
     verify.set_defaults(run=run_verify)
@@ -46,9 +52,8 @@ def register(commands: Any) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     data_dir: Path = args.data_dir
     id_file = data_dir / NODE_ID_FILE
     if not (data_dir / "store").is_dir() or not id_file.exists():
@@ -59,6 +64,27 @@ def run_verify(args: argparse.Namespace) -> int:
     )
     assert base is not None
     store = PrefixedStore(base, f"nodes/{id_file.read_text().strip()}/")
+    from keeldb import crypto
+
+    try:
+        keyring = crypto.open_for_data_dir(
+            data_dir, args.master_key_file, backup_dir=args.backup_dir
+        )
+    except crypto.EncryptionError as error:
+        console.print(f"keeldb verify: {error}")
+        return EXIT_CANNOT_CHECK
+    try:
+        return _verify(args, data_dir, store, keyring, console)
+    finally:
+        if keyring is not None:
+            keyring.close()
+
+
+def _verify(
+    args: argparse.Namespace, data_dir: Path, store: Any, keyring: Any, console: Any
+) -> int:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -74,7 +100,9 @@ def run_verify(args: argparse.Namespace) -> int:
             bars.update(tasks[phase], completed=done, total=total or None)
 
         try:
-            report = verify_node(data_dir, store, table=args.table, progress=progress)
+            report = verify_node(
+                data_dir, store, table=args.table, progress=progress, keyring=keyring
+            )
         except ArchiveCorruptError as error:
             console.print(f"keeldb verify: the archive is damaged: {error}")
             return EXIT_DIFFERENT

@@ -36,7 +36,9 @@ ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
 @dataclass(slots=True)
 class Rebuilt:
-    """A scratch database holding the state as of `time_us` (records 1..`lsn`)."""
+    """A scratch database holding the state as of `time_us` (records 1..`lsn`). Read it
+    through `database.store` (which opens sealed values when data is encrypted at rest),
+    never through `store` (the raw copy)."""
 
     database: Database
     store: LmdbStore
@@ -49,14 +51,16 @@ class Rebuilt:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _belongs(record_bytes: bytes, table_ids: frozenset[str] | None) -> bool:
-    """Whether a record may change one of `table_ids` (True when it cannot be told: a record
-    the codec encrypted, or a catalog record)."""
+def _belongs(database: Database, record_bytes: bytes, table_ids: frozenset[str] | None) -> bool:
+    """Whether a record may change one of `table_ids` (True for catalog records, and for
+    records that cannot be read here)."""
     if table_ids is None:
         return True
     try:
+        if database.record_codec is not None:
+            record_bytes = database.record_codec.open(record_bytes)
         record = msgpack.unpackb(record_bytes, raw=False)
-    except Exception:  # noqa: BLE001 - not plain msgpack (encrypted): apply it
+    except Exception:  # noqa: BLE001 - not readable here: the applier decides
         return True
     if not isinstance(record, dict):
         return True
@@ -110,7 +114,7 @@ def rebuild_at(
                 assert record_lsn == lsn + 1, (record_lsn, lsn)
                 lsn = record_lsn
                 reached_time = record_time
-                if _belongs(payload, table_ids):
+                if _belongs(database, payload, table_ids):
                     batch.append((record_lsn, payload))
                 if len(batch) >= REPLAY_BATCH_RECORDS:
                     _apply(database, scratch, batch)

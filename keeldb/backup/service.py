@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from keeldb import crypto
 from keeldb.backup import exports as export_format
 from keeldb.backup.archive import Archiver, setting
 from keeldb.backup.rebuild import rebuild_at
@@ -312,14 +313,29 @@ class BackupService:
 
             def read_range(number: int, cursor: bytes | None) -> tuple[list[Any], bytes | None]:
                 start, end = ranges[number]
-                return _read_items(rebuilt.store, cursor or start, end)
+                return _read_items(rebuilt.database.store, cursor or start, end)
 
             await self._load_ranges(table, read_range, progress)
         finally:
             await self._run(rebuilt.close)
 
     def _scratch_database(self, store: Any) -> Database:
-        return Database(store, region=self.db.region, account_id=self.db.account_id)
+        """A database over a copy of this node's store, reading and writing it as the node
+        does (with its keyring and record codec when data is encrypted at rest)."""
+        return Database(
+            crypto.sibling_store(self.live_store, store),
+            region=self.db.region,
+            account_id=self.db.account_id,
+            record_codec=self.db.record_codec,
+        )
+
+    def _seal(self, table_id: str, key: str, data: bytes) -> bytes:
+        keyring = crypto.keyring_of(self.live_store)
+        return data if keyring is None else crypto.seal_object(keyring, table_id, key, data)
+
+    def _open(self, key: str, data: bytes) -> bytes:
+        keyring = crypto.keyring_of(self.live_store)
+        return data if keyring is None else crypto.open_object(keyring, key, data)
 
     async def _load_from_backup(
         self, table: Table, load: dict[str, Any], progress: Progress
@@ -337,7 +353,7 @@ class BackupService:
             if index >= len(queue):
                 return [], None
             part = queue[index]
-            data = get_verified(self.store, part["key"], part["sha256"])
+            data = self._open(part["key"], get_verified(self.store, part["key"], part["sha256"]))
             items = [(item, size) for item, size in msgpack.unpackb(data, raw=False)]
             following = index + self.load_workers
             return items, following if following < len(queue) else None
@@ -438,16 +454,18 @@ class BackupService:
             def dump(number: int) -> dict[str, Any]:
                 copy = LmdbStore(copy_dir / "store")
                 try:
+                    readable = crypto.sibling_store(self.live_store, copy)
                     start, end = ranges[number]
                     items: list[Any] = []
                     cursor: bytes | None = start
                     while cursor is not None:
-                        chunk, cursor = _read_items(copy, cursor, end)
+                        chunk, cursor = _read_items(readable, cursor, end)
                         items.extend([item, size] for item, size in chunk)
                 finally:
                     copy.close()
-                data = msgpack.packb(items, use_bin_type=True)
                 key = f"{BACKUPS_PREFIX}{_id_of(arn)}/part-{number:04d}.msgpack"
+                # A part is sealed with its table's data key when data is encrypted at rest.
+                data = self._seal(table.table_id, key, msgpack.packb(items, use_bin_type=True))
                 sha = put_verified(self.store, key, data)
                 progress.items += len(items)
                 progress.bytes += len(data)
@@ -581,7 +599,7 @@ class BackupService:
                     size = 0
                     cursor: bytes | None = start
                     while cursor is not None:
-                        chunk, cursor = _read_items(rebuilt.store, cursor, end)
+                        chunk, cursor = _read_items(rebuilt.database.store, cursor, end)
                         items.extend(item for item, _ in chunk)
                         size += sum(s for _, s in chunk)
                     data = export_format.encode_data_file(items)
@@ -771,7 +789,12 @@ async def attach(node: Node) -> Closer | None:
     snapshot = getattr(node.store, "snapshot", None)
     archiving = os.environ.get("KEELDB_ARCHIVE", "on") != "off"
     if archiving and snapshot is not None and hasattr(node.log, "seal"):
-        archiver = Archiver(store, node.log, snapshot)
+        extras = None
+        if crypto.keyring_of(node.store) is not None and config.data_dir is not None:
+            # The wrapped data keys travel with the archive (never the master key).
+            keyring_path = crypto.keyring_file(Path(config.data_dir))
+            extras = lambda: {"keyring": keyring_path}
+        archiver = Archiver(store, node.log, snapshot, extras=extras)
         await archiver.start()
     service = BackupService(node.database, store, archiver, workdir, live_store=node.store)
     node.database.state[ops.HOOKS_KEY] = service

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from keeldb.backup.archive import load_manifest
 from keeldb.backup.manifest import ArchiveGapError
@@ -93,9 +94,12 @@ def verify_node(
     *,
     table: str | None = None,
     progress: ProgressFn | None = None,
+    keyring: Any = None,
 ) -> Report:
     """Rebuild the state of the node in `data_dir` from `store` (its part of the backup store)
-    and its log, and compare it with its item store."""
+    and its log, and compare it with its item store. A node encrypted at rest is read with
+    its `keyring` (`keeldb.crypto.Keyring`): records are opened to be replayed, and values
+    are compared as plaintext (sealing the same value twice never gives the same bytes)."""
     manifest = load_manifest(store)
     if not manifest.snapshots:
         raise VerifyError(f"{store.describe()} holds no archive of this node")
@@ -118,7 +122,8 @@ def verify_node(
             progress("snapshot", snapshot.bytes, snapshot.bytes)
         rebuilt = LmdbStore(workdir / "store")
         try:
-            database = Database(rebuilt)
+            codec = None if keyring is None else keyring.record_codec
+            database = Database(_readable(rebuilt, keyring), record_codec=codec)
             lsn = snapshot.lsn
             segments = [s for s in manifest.segments if s.last_lsn > lsn and s.first_lsn <= target]
             total = sum(s.bytes for s in segments)
@@ -154,13 +159,15 @@ def verify_node(
                 )
             start, end = b"", None
             if table is not None:
-                found = catalog.find_table(Database(live), table)
+                found = catalog.find_table(Database(_readable(live, keyring)), table)
                 if found is None:
                     raise VerifyError(f"no table {table} in the store")
                 start, end_bytes = table_bounds(found.table_id)
                 end = end_bytes
             report = Report(lsn=target)
-            _compare(rebuilt, live, start, end, report, progress)
+            _compare(
+                _readable(rebuilt, keyring), _readable(live, keyring), start, end, report, progress
+            )
             return report
         finally:
             rebuilt.close()
@@ -169,9 +176,17 @@ def verify_node(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _readable(store: LmdbStore, keyring: Any) -> Any:
+    if keyring is None:
+        return store
+    from keeldb.crypto import EncryptingStore
+
+    return EncryptingStore(store, keyring, owns_keyring=False)
+
+
 def _compare(
-    rebuilt: LmdbStore,
-    live: LmdbStore,
+    rebuilt: Any,
+    live: Any,
     start: bytes,
     end: bytes | None,
     report: Report,
