@@ -71,9 +71,14 @@ class _Instance:
         self.key = key
         self.idle_since = time.monotonic()
 
-    async def call(self, payload: bytes, timeout_seconds: float) -> tuple[dict[str, Any], bytes]:
+    async def call(
+        self, request_id: str, payload: bytes, timeout_seconds: float
+    ) -> tuple[dict[str, Any], bytes]:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(FRAME_HEADER.pack(len(payload)) + payload)
+        head = json.dumps({"request_id": request_id}).encode()
+        self.process.stdin.write(
+            FRAME_HEADER.pack(len(head)) + head + FRAME_HEADER.pack(len(payload)) + payload
+        )
         await self.process.stdin.drain()
         header = await asyncio.wait_for(self._frame(), timeout_seconds)
         body = await asyncio.wait_for(self._frame(), timeout_seconds)
@@ -149,7 +154,7 @@ class LocalPool:
         self._busy.add(instance)
         started = time.monotonic()
         try:
-            header, body = await instance.call(payload, spec.timeout_seconds)
+            header, body = await instance.call(request_id, payload, spec.timeout_seconds)
         except TimeoutError:
             instance.kill()
             await instance.process.wait()

@@ -1,9 +1,10 @@
 """The handler loop of an unisolated function instance (see `local_pool`).
 
 Owns: importing the handler named by `_HANDLER` from the code directory, then answering
-invocations read from fd 0 on fd 1: each request is a 4-byte big-endian length and the event's
-JSON bytes; each answer is a frame with a JSON header (`error`, `log`, `duration_ms`) and a
-frame with the payload. What the handler prints, and Python's logging, is the invocation's log.
+invocations read from fd 0 on fd 1. A frame is a 4-byte big-endian length and its bytes; each
+request is a frame with a JSON header (`request_id`) and a frame with the event's JSON; each
+answer is a frame with a JSON header (`error`, `log`, `duration_ms`) and a frame with the
+payload. What the handler prints, and Python's logging, is the invocation's log.
 
 It must never write anything but frames on its answer channel: the handler's own stdout is
 captured per invocation.
@@ -49,6 +50,14 @@ class Context:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class _InitError(Exception):
+    """The handler could not be loaded; `payload` is Lambda's answer for it."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__(payload["errorMessage"])
+        self.payload = payload
+
+
 def _read_frame(stream: BinaryIO) -> bytes | None:
     head = stream.read(FRAME_HEADER.size)
     if len(head) < FRAME_HEADER.size:
@@ -84,16 +93,29 @@ def main() -> None:
     module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
     timeout_seconds = float(sys.argv[2])
     handler: Any = None
-    import_error: BaseException | None = None
+    init_error: dict[str, Any] | None = None
     try:
-        handler = getattr(importlib.import_module(module_name), function_name)
+        module = importlib.import_module(module_name)
     except BaseException as error:  # noqa: BLE001 - the user's import failure, reported per invocation
-        import_error = error
+        init_error = {
+            "errorMessage": f"Unable to import module '{module_name}': {error}",
+            "errorType": "Runtime.ImportModuleError",
+            "stackTrace": [],
+        }
+    else:
+        handler = getattr(module, function_name, None)
+        if handler is None:
+            init_error = {
+                "errorMessage": f"Handler '{function_name}' missing on module '{module_name}'",
+                "errorType": "Runtime.HandlerNotFound",
+                "stackTrace": [],
+            }
     while True:
+        head = _read_frame(requests)
         request = _read_frame(requests)
-        if request is None:
+        if head is None or request is None:
             return
-        request_id = str(uuid.uuid4())
+        request_id = json.loads(head).get("request_id") or str(uuid.uuid4())
         log = io.StringIO()
         stream_handler = logging.StreamHandler(log)
         logging.getLogger().addHandler(stream_handler)
@@ -101,11 +123,26 @@ def main() -> None:
         error: str | None = None
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             try:
-                if import_error is not None:
-                    raise import_error
+                if init_error is not None:
+                    raise _InitError(init_error)
                 event = json.loads(request) if request else None
                 result = handler(event, Context(request_id, started + timeout_seconds))
-                payload = json.dumps(result).encode()
+                try:
+                    payload = json.dumps(result).encode()
+                except (TypeError, ValueError) as failure:
+                    error = "Unhandled"
+                    payload = json.dumps(
+                        {
+                            "errorMessage": f"Unable to marshal response: {failure}",
+                            "errorType": "Runtime.MarshalError",
+                            "requestId": request_id,
+                            "stackTrace": [],
+                        }
+                    ).encode()
+            except _InitError as failure:
+                error = "Unhandled"
+                payload = json.dumps({**failure.payload, "requestId": request_id}).encode()
+                print(f"[ERROR] {failure.payload['errorType']}: {failure.payload['errorMessage']}")
             except Exception as failure:  # noqa: BLE001 - the handler's error is its answer
                 error = "Unhandled"
                 payload = json.dumps(_error_payload(failure, request_id)).encode()
