@@ -349,7 +349,7 @@ def _new_stream(table: Table, opened: int) -> Stream:
 
 @dataclass(slots=True)
 class StreamsState:
-    # The LSN whose records are being written and how many it has written so far: an
+    # The LSN whose items are being written and how many it has written so far: an
     # applier may write several items of one entry before it writes the store.
     entry_lsn: int = 0
     entry_records: int = 0
@@ -423,10 +423,9 @@ def item_written(
     its LSN with its one store write, after the items it writes.
     """
     assert table.stream_enabled
-    if old is None and new is None:
-        return  # DeleteItem of a missing item: nothing changed.
-    if old is not None and new is not None and _same_item(old, new):
-        return  # The item was rewritten as it was.
+    # The i-th item the entry writes takes position i, whether or not it changes anything:
+    # an applier that is replayed after writing part of its items (each in a store write of
+    # its own) finds those unchanged, and the rest must take the positions they had.
     state = streams_state(db)
     lsn = db.store.applied_lsn() + 1
     if state.entry_lsn != lsn:
@@ -435,6 +434,10 @@ def item_written(
     index = state.entry_records
     assert index < RECORDS_PER_ENTRY_MAX, index
     state.entry_records += 1
+    if old is None and new is None:
+        return  # DeleteItem of a missing item: nothing changed.
+    if old is not None and new is not None and _same_item(old, new):
+        return  # The item was rewritten as it was.
     position = entry_position(lsn) + index
     label = table.stream_label
     assert label is not None

@@ -653,3 +653,40 @@ def test_a_stream_enabled_without_the_catalogs_appliers_gets_its_descriptor_at_i
     (stream,) = streams.list_streams(h.db)
     assert stream.status == streams.STATUS_ENABLED
     assert events(h.records(h.arn())) == [("INSERT", "a"), ("INSERT", "b")]
+
+
+def test_an_entry_replayed_after_writing_part_of_its_items_keeps_every_record_once(h: Any) -> None:
+    """An applier may write each item of an entry in a store write of its own (the earlier
+    ones at lsn - 1), so a crash can leave part of the entry written; the replay rewrites
+    the first items unchanged and the others must take the positions they would have had."""
+    arn = h.create(view="KEYS_ONLY")
+    table = catalog.find_table(h.db, "tbl")
+    assert table is not None
+    lsn = h.store.applied_lsn() + 1
+    images = [{"pk": s(f"k{i}")} for i in range(4)]
+
+    def apply(db: Database, upto: int) -> None:
+        for number, image in enumerate(images[:upto], start=1):
+            skey = item_store.storage_key(table, image)
+            record = {
+                "kind": "put",
+                "table": table.table_id,
+                "name": "tbl",
+                "key": skey,
+                "item": image,
+                "size": 5,
+            }
+            puts, deletes = item_store._item_write(db, table, skey, record)
+            db.store.write(puts, deletes, applied_lsn=lsn if number == len(images) else lsn - 1)
+
+    apply(h.db, 2)  # the first two items, then the process dies
+    restarted = Database(h.store)
+    restarted.attach_log(MemoryLog(restarted.apply, start_lsn=lsn - 1))
+    apply(restarted, 4)  # the replay writes all four
+    assert h.store.applied_lsn() == lsn
+    base = streams.SEQUENCE_BASE + streams.entry_position(lsn)
+    got = [
+        (r["dynamodb"]["Keys"]["pk"]["S"], int(r["dynamodb"]["SequenceNumber"]))
+        for r in h.records(arn)
+    ]
+    assert got == [(f"k{i}", base + i) for i in range(4)]
