@@ -12,7 +12,7 @@ This module owns:
     big-endian bytes, so that a shard's records are one contiguous range in order;
 - positions and sequence numbers: the records of the log entry with LSN `L` take positions
   `L * RECORDS_PER_ENTRY_MAX + i` (i = 0, 1 ... in the order the entry's applier writes its
-  items), and a record's SequenceNumber is `SEQUENCE_BASE + position` in decimal: 21 digits,
+  items, changed or not), and a record's SequenceNumber is `SEQUENCE_BASE + position` in decimal: 21 digits,
   increasing in log order, unique, and the same on every replica;
 - the hooks the appliers call, so that a stream record is part of the same atomic store write
   as the change it reports: `item_written` (from `item_store._item_write`, per item, inside
@@ -69,7 +69,8 @@ SHARD_NUMBER_BYTES = 2
 
 # --- Limits and formats ---------------------------------------------------------------------
 
-# One log entry reports at most this many items (a transaction writes at most 100 items).
+# One log entry writes at most this many items (a transaction 100, a backup's load batch
+# 1000).
 RECORDS_PER_ENTRY_MAX = 1000
 # Sequence numbers are decimal strings of at least 21 digits, as DynamoDB's are (the API
 # model's SequenceNumber has length 21..40).
