@@ -37,12 +37,13 @@ was stopped (SIGSTOP, a long pause) sees its lease expire instead of trusting a 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -60,11 +61,12 @@ from keeldb.consensus.messages import (
     Heartbeat,
     InstallSnapshot,
     Message,
+    Promise,
     SnapshotRecord,
 )
 from keeldb.consensus.replica import DurableState, Options, Ready, Replica
 from keeldb.consensus.types import Config, ConfigError, EntryKind, NodeId, ProposalId
-from keeldb.net.transport import Transport
+from keeldb.net.transport import Transport, TransportError
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.replog import FatalFn, exit_process
 from keeldb.storage.wal import RECORD_BYTES_MAX, RecordTooLargeError
@@ -76,8 +78,16 @@ REWRITE_RECORDS_MIN = 8192  # records appended since the last rewrite before ano
 LEADER_SEEN_TICKS = 6  # a leader heard from this recently counts as known (3 heartbeats)
 SNAPSHOT_CHUNK_KEYS = 4096  # keys per write when a snapshot replaces a store's state
 
+SNAPSHOT_CHANNEL_PREFIX = "groupsnap/"
+SNAPSHOT_PULL_SECONDS = 60.0  # one pull of a store's state from a member, at most
+SNAPSHOT_PULL_ROUNDS_MAX = 20  # rounds over every member before giving up (fatal)
+SNAPSHOT_PULL_PAUSE_SECONDS = 0.5  # between rounds
+STORE_TOKEN = "store-at"  # snapshot bytes that stand for "the holder's store"
+
 SnapshotSource = Callable[[], bytes]
-SnapshotInstaller = Callable[[bytes, int], None]
+# Called with a snapshot's bytes and slot; may return an awaitable (the driver waits for it
+# before applying anything after the snapshot).
+SnapshotInstaller = Callable[[bytes, int], "Awaitable[None] | None"]
 
 
 class GroupError(Exception):
@@ -133,6 +143,22 @@ class GroupOptions:
     node_prefix: str = "node"
     # Called when the log cannot be made durable or apply fails; default: end the process.
     on_fatal: FatalFn = exit_process
+
+
+def store_token(store: Store) -> bytes:
+    """The default snapshot: the store itself, made durable. The bytes only say so; a member
+    that installs such a snapshot pulls the state from a member that has it."""
+    store.sync()
+    data: bytes = msgpack.packb([STORE_TOKEN, store.applied_lsn()], use_bin_type=True)
+    return data
+
+
+def is_store_token(state: bytes) -> bool:
+    try:
+        plain = msgpack.unpackb(state, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return False
+    return isinstance(plain, list) and len(plain) == 2 and plain[0] == STORE_TOKEN
 
 
 def store_snapshot(store: Store) -> bytes:
@@ -191,11 +217,14 @@ class GroupLog:
         self._data_dir = Path(data_dir)
         self._store = store
         self._apply = apply
-        self._snapshot_source = snapshot_source or (lambda: store_snapshot(store))
-        self._snapshot_installer = snapshot_installer or (
-            lambda state, lsn: install_store_snapshot(store, state, lsn)
+        self._snapshot_source = snapshot_source or (lambda: store_token(store))
+        self._snapshot_installer: SnapshotInstaller = (
+            snapshot_installer or self._install_from_store_snapshot
         )
         self._channel = CHANNEL_PREFIX + group_id
+        self._snapshot_channel = SNAPSHOT_CHANNEL_PREFIX + group_id
+        # Who sent us a snapshot at a slot (it holds the state): the first member to ask.
+        self._snapshot_senders: dict[int, NodeId] = {}
         self._replica: Replica | None = None
         self._wal: GroupWal | None = None
         self._disk = ThreadPoolExecutor(
@@ -247,6 +276,7 @@ class GroupLog:
         self._clock_start = time.monotonic()
         self._ticks = 0
         self._transport.register(self._channel, self._on_message)
+        self._transport.register(self._snapshot_channel, self._on_snapshot_pull)
         self._pump_task = asyncio.create_task(self._pump(), name=f"keeldb-group-{self.group_id}")
         self._schedule_tick()
         if self._initial_config.n == 1 and self._initial_config.can_lead(self._node_id):
@@ -259,6 +289,7 @@ class GroupLog:
             return
         self._closing = True
         self._transport.unregister(self._channel)
+        self._transport.unregister(self._snapshot_channel)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -509,6 +540,9 @@ class GroupLog:
             )
             return
         self._deliver_ticks()
+        snapshot = msg.snapshot if isinstance(msg, InstallSnapshot | Promise) else None
+        if snapshot is not None:
+            self._snapshot_senders[int(snapshot.slot)] = msg.src  # it holds that state
         if isinstance(msg, Heartbeat | Accept | CatchUp | InstallSnapshot):
             self._leader_seen = (msg.src, self._replica.now)
             if isinstance(msg, InstallSnapshot):
@@ -550,7 +584,7 @@ class GroupLog:
                 # once it is on disk, a follower learns a slot chosen from the leader), so
                 # the local records only speed up recovery. A crash before the fsync leaves
                 # the store ahead of the member's log; the replay skips what the store has.
-                self._apply_ready(rd)
+                await self._apply_ready(rd)
                 if rd.persist:
                     wal = self._wal
                     assert wal is not None
@@ -576,15 +610,19 @@ class GroupLog:
                     "group %s: %s leads at ballot %s", self.group_id, self.member_id, replica.ballot
                 )
 
-    def _apply_ready(self, rd: Ready) -> None:
+    async def _apply_ready(self, rd: Ready) -> None:
         store = self._store
         applied_lsn = store.applied_lsn()
         if rd.install_snapshot is not None:
             snap = rd.install_snapshot
             if snap.slot > applied_lsn:
-                self._snapshot_installer(snap.state, int(snap.slot))
+                installing = self._snapshot_installer(snap.state, int(snap.slot))
+                if inspect.isawaitable(installing):
+                    await installing
                 self.snapshots_installed += 1
                 applied_lsn = store.applied_lsn()
+                assert applied_lsn >= snap.slot, "the installed state is older than its snapshot"
+            self._snapshot_senders.clear()
         batch: list[Entry] = []
         pending = self._pending
         for slot, entry in rd.apply:
@@ -612,6 +650,68 @@ class GroupLog:
 
     def _replica_commit(self) -> int:
         return int(self._replica.commit_slot) if self._replica is not None else 0
+
+    async def _install_from_store_snapshot(self, state: bytes, slot: int) -> None:
+        """The default installer: a store token is fetched from a member holding the state
+        (the sender of the snapshot first), a full dump is installed as it is.
+
+        The state fetched may be newer than `slot` (the holder kept applying): that is a
+        state after a later chosen slot, and the entries up to it are then skipped because
+        the store's applied LSN covers them.
+        """
+        if not is_store_token(state):
+            install_store_snapshot(self._store, state, slot)
+            return
+        prefix = self._options.node_prefix
+        first = self._snapshot_senders.get(slot)
+        members = sorted(set(self._live_replica().config.node_ids) | {first or self._node_id})
+        order = ([first] if first is not None else []) + [
+            n for n in members if n != first and n != self._node_id
+        ]
+        for round_number in range(SNAPSHOT_PULL_ROUNDS_MAX):
+            for member in order:
+                node = member_name(member, prefix)
+                try:
+                    reply = await self._transport.call(
+                        node, self._snapshot_channel, {"slot": slot}, SNAPSHOT_PULL_SECONDS
+                    )
+                except TransportError as error:
+                    log.warning(
+                        "group %s: cannot pull the state at %d from %s: %s",
+                        self.group_id,
+                        slot,
+                        node,
+                        error,
+                    )
+                    continue
+                if not isinstance(reply, dict) or not isinstance(reply.get("state"), bytes):
+                    continue  # that member does not hold the state (yet)
+                lsn = reply.get("lsn")
+                if not isinstance(lsn, int) or lsn < slot:
+                    continue
+                install_store_snapshot(self._store, reply["state"], lsn)
+                log.info(
+                    "group %s: installed the state at %d (snapshot %d) from %s",
+                    self.group_id,
+                    lsn,
+                    slot,
+                    node,
+                )
+                return
+            await asyncio.sleep(SNAPSHOT_PULL_PAUSE_SECONDS * (round_number + 1))
+        raise GroupError(f"group {self.group_id}: no member gave the state at slot {slot}")
+
+    async def _on_snapshot_pull(self, sender: str, payload: Any) -> dict[str, Any]:
+        """A member installing a snapshot asks for our store's state (read in one go on the
+        loop, so it is the state after exactly `lsn`)."""
+        del sender
+        slot = payload.get("slot") if isinstance(payload, dict) else None
+        if not isinstance(slot, int) or self._replica is None or self._replica.log_only:
+            return {"error": "no state here"}
+        lsn = self._store.applied_lsn()
+        if lsn < slot:
+            return {"error": f"this member has applied up to {lsn} only"}
+        return {"lsn": lsn, "state": store_snapshot(self._store)}
 
     def _take_snapshot(self, replica: Replica) -> None:
         """The state machine's bytes after the last applied slot (apply is synchronous on

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from keeldb.cluster import group as group_module
-from keeldb.cluster.group import GroupLog, GroupOptions, NotLeader, member_name
+from keeldb.cluster.group import GroupLog, GroupOptions, NotLeader, is_store_token, member_name
 from keeldb.cluster.group_harness import History, final_reads, kv_workload
 from keeldb.cluster.group_kv import KEY_PREFIX, KvMachine, KvService
 from keeldb.consensus.replica import Options
@@ -322,10 +322,20 @@ def test_a_member_behind_the_compacted_log_is_rebuilt_from_a_snapshot_and_restar
         await cluster.converged(list(cluster.nodes))
         assert cluster.group(lagging).snapshots_installed >= 1
         assert cluster.group(leader).rewrites >= 1
+        # Snapshots name the store rather than copy it; the lagging member pulled the state.
+        snapshot = cluster.group(leader).replica.durable_state().snapshot
+        assert snapshot is not None and is_store_token(snapshot.state)
         expected = cluster.values(leader)
         await cluster.stop_all()
+        # A member whose store is lost restarts from a log that begins at a snapshot: it
+        # pulls the state from another member.
+        shutil.rmtree(tmp_path / lagging / "store")
         await cluster.start_all()
         leader = await cluster.leader()
+        deadline = time.monotonic() + 10
+        while cluster.group(lagging).snapshots_installed == 0:
+            assert time.monotonic() < deadline, "the member without a store never pulled one"
+            await asyncio.sleep(0.02)
         await put(cluster, leader, "k0", b"again")
         expected[KEY_PREFIX + b"k0"] = b"again"
         await cluster.converged(list(cluster.nodes))
