@@ -248,6 +248,11 @@ class Invoker:
             return
         except ServiceException:
             outcome = None  # logged where it happened; retried like a function error
+        except Exception:
+            # A bug below us must not end this worker (the queue would stall): log it and
+            # treat the attempt as failed.
+            log.exception("event invocation of %s failed", event.name)
+            outcome = None
         if outcome is not None and outcome.function_error is None:
             self.events_done += 1
             return

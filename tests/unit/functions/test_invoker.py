@@ -162,3 +162,32 @@ def test_a_throttled_event_waits_instead_of_being_dropped(harness, fakes):
         await service.close()
 
     asyncio.run(scenario())
+
+
+def test_an_unexpected_pool_failure_does_not_stall_the_event_queue(harness, fakes, monkeypatch):
+    monkeypatch.setattr("keeldb.functions.invoker.EVENT_RETRY_DELAYS_SECONDS", (0.01, 0.02))
+
+    async def scenario() -> None:
+        def fine(event):
+            return None
+
+        class ExplodingPool(type(harness.pool)):
+            async def invoke(self, spec, payload, **context):
+                if b"explode" in payload:
+                    raise OSError("a bug in the pool")
+                return await super().invoke(spec, payload, **context)
+
+        pool = ExplodingPool()
+        pool.handlers["f"] = fine
+        harness.pool = pool
+        service = harness.service()
+        await service.start()
+        await service.create_function(fakes.create_body("f"))
+        for _ in range(10):
+            service.enqueue("f", None, b'{"explode": true}')
+        service.enqueue("f", None, b'{"fine": true}')
+        await fakes.eventually(lambda: service.invoker.events_done == 11)
+        assert ("f", {"fine": True}) in pool.events
+        await service.close()
+
+    asyncio.run(scenario())
