@@ -123,3 +123,36 @@ def test_offline_readers_open_the_keyring_without_locking_or_creating(tmp_path: 
     with pytest.raises(WrongMasterKeyError):
         open_for_reading(data, key_file(tmp_path / "other"))
     live.close()
+
+
+def test_a_lost_keyring_is_named_instead_of_failing_on_ciphertext(tmp_path: Path) -> None:
+    import asyncio
+    import shutil
+
+    from keeldb.crypto.errors import KeyringError
+    from keeldb.node import Node, NodeConfig
+
+    data, key = tmp_path / "data", key_file(tmp_path / "k")
+
+    async def write_one() -> None:
+        node = await Node.start(
+            NodeConfig(port=0, data_dir=data, master_key_file=key, functions=False)
+        )
+        try:
+            await node.database.dispatch(
+                "CreateTable",
+                {
+                    "TableName": "lost",
+                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                    "BillingMode": "PAY_PER_REQUEST",
+                },
+            )
+        finally:
+            await node.close()
+
+    asyncio.run(write_one())
+    shutil.rmtree(data / "keyring")
+    for master_key_file in (None, key):
+        with pytest.raises(KeyringError, match="holds encrypted data but its keyring"):
+            open_for_data_dir(data, master_key_file)
