@@ -153,12 +153,25 @@ def store_token(store: Store) -> bytes:
     return data
 
 
-def is_store_token(state: bytes) -> bool:
+def store_token_lsn(state: bytes) -> int | None:
+    """The store LSN a `store_token` names, or None for other snapshot bytes.
+
+    A token taken at snapshot slot S names the store at its applied LSN A <= S; the slots
+    between A and S hold no commands (no-ops and configuration entries), so the store at A,
+    or at any later applied LSN, is a state at or after the snapshot.
+    """
     try:
         plain = msgpack.unpackb(state, raw=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        return False
-    return isinstance(plain, list) and len(plain) == 2 and plain[0] == STORE_TOKEN
+        return None
+    if isinstance(plain, list) and len(plain) == 2 and plain[0] == STORE_TOKEN:
+        lsn = plain[1]
+        return lsn if isinstance(lsn, int) else None
+    return None
+
+
+def is_store_token(state: bytes) -> bool:
+    return store_token_lsn(state) is not None
 
 
 def store_snapshot(store: Store) -> bytes:
@@ -615,13 +628,17 @@ class GroupLog:
         applied_lsn = store.applied_lsn()
         if rd.install_snapshot is not None:
             snap = rd.install_snapshot
-            if snap.slot > applied_lsn:
+            token_lsn = store_token_lsn(snap.state)
+            # The store already holds the snapshot's state (a restart, or a snapshot of a
+            # state we have): a token names a store LSN, other bytes the slot itself.
+            held = token_lsn if token_lsn is not None else int(snap.slot)
+            if held > applied_lsn:
                 installing = self._snapshot_installer(snap.state, int(snap.slot))
                 if inspect.isawaitable(installing):
                     await installing
                 self.snapshots_installed += 1
                 applied_lsn = store.applied_lsn()
-                assert applied_lsn >= snap.slot, "the installed state is older than its snapshot"
+                assert applied_lsn >= held, "the installed state is older than its snapshot"
             self._snapshot_senders.clear()
         batch: list[Entry] = []
         pending = self._pending
@@ -652,14 +669,15 @@ class GroupLog:
         return int(self._replica.commit_slot) if self._replica is not None else 0
 
     async def _install_from_store_snapshot(self, state: bytes, slot: int) -> None:
-        """The default installer: a store token is fetched from a member holding the state
-        (the sender of the snapshot first), a full dump is installed as it is.
+        """The default installer: the state a store token names is fetched from a member
+        holding it (the sender of the snapshot first), a full dump is installed as it is.
 
-        The state fetched may be newer than `slot` (the holder kept applying): that is a
-        state after a later chosen slot, and the entries up to it are then skipped because
-        the store's applied LSN covers them.
+        The state fetched may be newer than the token's LSN (the holder kept applying):
+        that is the state after a later chosen slot, and the entries up to it are then
+        skipped because the store's applied LSN covers them.
         """
-        if not is_store_token(state):
+        needed = store_token_lsn(state)
+        if needed is None:
             install_store_snapshot(self._store, state, slot)
             return
         prefix = self._options.node_prefix
@@ -673,7 +691,10 @@ class GroupLog:
                 node = member_name(member, prefix)
                 try:
                     reply = await self._transport.call(
-                        node, self._snapshot_channel, {"slot": slot}, SNAPSHOT_PULL_SECONDS
+                        node,
+                        self._snapshot_channel,
+                        {"slot": slot, "lsn": needed},
+                        SNAPSHOT_PULL_SECONDS,
                     )
                 except TransportError as error:
                     log.warning(
@@ -687,7 +708,7 @@ class GroupLog:
                 if not isinstance(reply, dict) or not isinstance(reply.get("state"), bytes):
                     continue  # that member does not hold the state (yet)
                 lsn = reply.get("lsn")
-                if not isinstance(lsn, int) or lsn < slot:
+                if not isinstance(lsn, int) or lsn < needed:
                     continue
                 install_store_snapshot(self._store, reply["state"], lsn)
                 log.info(
@@ -705,11 +726,11 @@ class GroupLog:
         """A member installing a snapshot asks for our store's state (read in one go on the
         loop, so it is the state after exactly `lsn`)."""
         del sender
-        slot = payload.get("slot") if isinstance(payload, dict) else None
-        if not isinstance(slot, int) or self._replica is None or self._replica.log_only:
+        needed = payload.get("lsn") if isinstance(payload, dict) else None
+        if not isinstance(needed, int) or self._replica is None or self._replica.log_only:
             return {"error": "no state here"}
         lsn = self._store.applied_lsn()
-        if lsn < slot:
+        if lsn < needed:
             return {"error": f"this member has applied up to {lsn} only"}
         return {"lsn": lsn, "state": store_snapshot(self._store)}
 

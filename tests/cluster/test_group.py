@@ -62,10 +62,14 @@ class Cluster:
     ) -> None:
         self.base = base
         self.config = config
+        # A member's fatal error is recorded (and fails the test at stop_all) instead of
+        # ending the test process.
+        self.fatal: list[BaseException] = []
         self.options = GroupOptions(
             tick_seconds=TICK_SECONDS,
             replica=replica or Options(),
             append_timeout_seconds=append_timeout_seconds,
+            on_fatal=self.fatal.append,
         )
         self.service_type = service
         self.nodes: dict[str, Node] = {
@@ -123,6 +127,7 @@ class Cluster:
         for name, node in self.nodes.items():
             if node.group is not None:
                 await self.stop(name)
+        assert self.fatal == []
 
     def group(self, name: str) -> GroupLog:
         group = self.nodes[name].group
@@ -516,6 +521,42 @@ def test_a_leader_that_removes_itself_steps_down_and_the_rest_elect_a_new_one(
         assert cluster.values(log_only)[KEY_PREFIX + b"k"] == b"1"  # state stops at the change
         with pytest.raises(NotLeader):
             await cluster.group(leader).append(b"removed")
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_every_member_restarts_from_snapshots_taken_after_the_last_command_without_a_pull(
+    tmp_path: Path,
+) -> None:
+    replica = Options(compaction_entries_min=50, log_entries_retained=10)
+
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), replica=replica)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        for i in range(60):
+            await put(cluster, leader, f"k{i}", b"v%d" % i)
+        # A configuration change pads its window with no-ops: the snapshots that follow sit
+        # hundreds of slots after the last command the stores applied.
+        changed = Config(cluster.config.members, q1=3, q2=1)
+        await cluster.group(leader).change_config(changed)
+        await cluster.converged(list(cluster.nodes))
+        deadline = time.monotonic() + 10
+        for name in cluster.nodes:
+            while (snap := cluster.group(name).replica.durable_state().snapshot) is None or (
+                snap.slot <= 60
+            ):
+                assert time.monotonic() < deadline, f"{name} took no snapshot past the commands"
+                await asyncio.sleep(0.02)
+        expected = cluster.values(leader)
+        await cluster.stop_all()
+        await cluster.start_all()
+        leader = await cluster.leader()
+        for name in cluster.nodes:
+            assert cluster.group(name).snapshots_installed == 0  # their stores hold the state
+            assert cluster.values(name) == expected
+        await put(cluster, leader, "k0", b"after")
         await cluster.stop_all()
 
     run(body)
