@@ -276,20 +276,12 @@ class Keyring:
         secret = os.urandom(DATA_KEY_BYTES)
         wrapped = wrap_key(self._master, key_id, scope, secret)
         key = DataKey(key_id, scope, secret)
+        if save:
+            # Durable before anyone can seal with it: data sealed under a key that a crash
+            # forgot could never be read again.
+            self._save(pending=[(key, wrapped)])
         self._install(key)
         self._wrapped[key_id] = wrapped
-        if save:
-            try:
-                self._save()
-            except BaseException:
-                # Not durable, so never used: data sealed with it could not be read after a
-                # restart.
-                del self._by_id[key_id]
-                del self._wrapped[key_id]
-                self._by_scope = {}
-                for other in sorted(self._by_id.values(), key=lambda k: k.key_id):
-                    self._by_scope[other.scope] = other
-                raise
         return key
 
     def key_for(self, scope: str) -> DataKey:
@@ -365,13 +357,19 @@ class Keyring:
             if unwrap_key(new_master, key_id, scope, wrapped_key) != self._by_id[key_id].secret:
                 raise KeyringError(f"data key {key_id} does not read back after rotation")
 
-    def _save(self) -> None:
+    def _save(self, pending: list[tuple[DataKey, bytes]] | None = None) -> None:
+        """Write every installed key, and `pending` ones not installed yet, to the file."""
+        wrapped = dict(self._wrapped)
+        keys = self.data_keys()
+        for key, wrapped_key in pending or []:
+            keys.append(key)
+            wrapped[key.key_id] = wrapped_key
         document = {
             "format": KEYRING_FORMAT,
             "check": _b64(check_value(self._master)),
             "keys": [
-                {"id": key.key_id, "scope": key.scope, "wrapped": _b64(self._wrapped[key.key_id])}
-                for key in self.data_keys()
+                {"id": key.key_id, "scope": key.scope, "wrapped": _b64(wrapped[key.key_id])}
+                for key in keys
             ],
         }
         _write_document(self.directory, document)
