@@ -604,69 +604,111 @@ def _time_out(waiter: asyncio.Future[bool]) -> None:
 TRIM_RECORDS_PER_ENTRY_MAX = 1000
 
 
-def trim_record(before_ms: int, records_max: int = TRIM_RECORDS_PER_ENTRY_MAX) -> dict[str, Any]:
-    """The redo record that trims every record created before `before_ms` (at most
-    `records_max` of them) and forgets streams disabled before then whose records are gone."""
+def plan_trim(
+    db: Database, before_ms: int, records_max: int = TRIM_RECORDS_PER_ENTRY_MAX
+) -> dict[str, Any] | None:
+    """The "stream_trim" redo record that removes the records created before `before_ms`
+    (at most `records_max` of them, oldest first in each shard), forgets the closed shards
+    and the disabled streams that outlived `before_ms` once their records are gone; None if
+    there is nothing to do.
+
+    The proposer decides from its own view (record times are read from its clock), and the
+    record names positions, shards and streams: its applier does not look at any time, so
+    every replica trims exactly the same records."""
     assert 0 < records_max <= TRIM_RECORDS_PER_ENTRY_MAX, records_max
-    return {"kind": "stream_trim", "before_ms": before_ms, "records_max": records_max}
+    budget = records_max
+    cuts: list[list[Any]] = []
+    forget_shards: list[list[Any]] = []
+    forget_streams: list[list[Any]] = []
+    for stream in list_streams(db):
+        stream_empty = True
+        remaining = len(stream.shards)
+        for shard in stream.shards:
+            upto = None
+            shard_empty = True
+            for record in _records_after(db, stream, shard, shard.trimmed):
+                if record.created_ms >= before_ms or budget <= 0:
+                    shard_empty = False
+                    break
+                upto = record.position
+                budget -= 1
+            if upto is not None:
+                cuts.append([stream.table_id, stream.label, shard.number, upto])
+            stream_empty = stream_empty and shard_empty
+            expired = shard.closed_ms is not None and shard.closed_ms < before_ms
+            if shard_empty and expired and remaining > 1:
+                # A closed shard whose records are all gone is forgotten, as DynamoDB drops
+                # shards older than the retention period from DescribeStream.
+                forget_shards.append([stream.table_id, stream.label, shard.number])
+                remaining -= 1
+        disabled = stream.status == STATUS_DISABLED
+        if disabled and stream_empty and (stream.disabled_ms or 0) < before_ms:
+            forget_streams.append([stream.table_id, stream.label])
+        if budget <= 0:
+            break
+    if not cuts and not forget_shards and not forget_streams:
+        return None
+    return {
+        "kind": "stream_trim",
+        "cuts": cuts,
+        "forget_shards": forget_shards,
+        "forget_streams": forget_streams,
+    }
 
 
 def trim_pending(db: Database, before_ms: int) -> bool:
-    """True if a trim at `before_ms` would remove anything (read-only, for the trimmer)."""
-    for stream in list_streams(db):
-        if stream.status == STATUS_DISABLED and (stream.disabled_ms or 0) < before_ms:
-            return True
-        for shard in stream.shards:
-            records = read_records(db, stream, shard, shard.trimmed, 1)
-            if records and records[0].created_ms < before_ms:
-                return True
-            if (
-                not records
-                and len(stream.shards) > 1
-                and shard.closed_ms is not None
-                and shard.closed_ms < before_ms
-            ):
-                return True
-    return False
+    """True if a trim at `before_ms` would change anything (read-only, for the trimmer)."""
+    return plan_trim(db, before_ms) is not None
+
+
+def _records_after(db: Database, stream: Stream, shard: Shard, after: int) -> Any:
+    prefix = shard_prefix(stream.key, shard.number)
+    start = record_key(stream.key, shard.number, after + 1) if after >= 0 else prefix
+    for key, data in db.store.scan(start, prefix_end(prefix)):
+        yield decode_record(int.from_bytes(key[len(prefix) :], "big"), data)
 
 
 @redo_kind("stream_trim")
 def apply_stream_trim(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    """Remove the records up to each cut, move the shards' trim points, forget the shards and
+    streams the record names. Streams or shards gone since it was planned are skipped."""
     if lsn <= db.store.applied_lsn():
         return  # Replayed at recovery, and already in the store.
-    before_ms: int = record["before_ms"]
-    budget: int = record["records_max"]
-    puts: list[tuple[bytes, bytes]] = []
+    streams: dict[bytes, Stream] = {}
+
+    def stream_of(table_id: str, label: str) -> Stream | None:
+        key = stream_key(table_id, label)
+        if key not in streams:
+            found = find_stream(db, table_id, label)
+            if found is None:
+                return None
+            streams[key] = found
+        return streams[key]
+
     deletes: list[bytes] = []
-    for stream in list_streams(db):
-        changed = False
-        empty = True
-        for shard in list(stream.shards):
-            prefix = shard_prefix(stream.key, shard.number)
-            shard_empty = True
-            for key, data in db.store.scan(prefix, prefix_end(prefix)):
-                item = decode_record(int.from_bytes(key[len(prefix) :], "big"), data)
-                if item.created_ms >= before_ms or budget <= 0:
-                    shard_empty = False
-                    break
-                deletes.append(key)
-                shard.trimmed = item.position
-                budget -= 1
-                changed = True
-            empty = empty and shard_empty
-            expired = shard.closed_ms is not None and shard.closed_ms < before_ms
-            if shard_empty and expired and len(stream.shards) > 1:
-                # A closed shard whose records are all gone is forgotten, as DynamoDB drops
-                # shards older than the retention period from DescribeStream.
-                stream.shards.remove(shard)
-                changed = True
-        disabled = stream.status == STATUS_DISABLED
-        if disabled and empty and stream.disabled_ms is not None and stream.disabled_ms < before_ms:
+    for table_id, label, number, upto in record["cuts"]:
+        stream = stream_of(table_id, label)
+        shard = None if stream is None else stream.shard(number)
+        if stream is None or shard is None or upto <= shard.trimmed:
+            continue
+        start = record_key(stream.key, number, shard.trimmed + 1)
+        end = record_key(stream.key, number, upto + 1)
+        deletes.extend(key for key, _ in db.store.scan(start, end))
+        shard.trimmed = upto
+    for table_id, label, number in record["forget_shards"]:
+        stream = stream_of(table_id, label)
+        shard = None if stream is None else stream.shard(number)
+        if stream is not None and shard is not None and shard.closed is not None:
+            stream.shards.remove(shard)
+    forgotten = set()
+    for table_id, label in record["forget_streams"]:
+        stream = stream_of(table_id, label)
+        if stream is not None and stream.status == STATUS_DISABLED:
             deletes.append(descriptor_key(stream.key))
-        elif changed:
-            puts.append(_descriptor_entry(stream))
-        if budget <= 0:
-            break
+            forgotten.add(stream.key)
+            prefix = STREAM_PREFIX + RECORD_TAG + stream.key
+            deletes.extend(key for key, _ in db.store.scan(prefix, prefix_end(prefix)))
+    puts = [_descriptor_entry(s) for key, s in streams.items() if key not in forgotten]
     db.store.write(puts, deletes, applied_lsn=lsn)
 
 

@@ -2,7 +2,7 @@
 
 Owns `StreamTrimmer`, which every `interval_seconds` reads the clock once and
 - if any record is older than `retention_seconds` (or a disabled stream, or a closed shard,
-  has outlived it), proposes a "stream_trim" redo record (`keeldb.engine.streams.trim_record`);
+  has outlived it), proposes a "stream_trim" redo record (`keeldb.engine.streams.plan_trim`);
   each removes at most `TRIM_RECORDS_PER_ENTRY_MAX` records, and one tick proposes at most
   `TRIM_ENTRIES_PER_TICK_MAX` of them, so that a backlog never stalls writers;
 - if a stream's open shard is `shard_seconds` old, proposes a "stream_roll" redo record,
@@ -69,8 +69,11 @@ async def trim_once(db: Database, retention_seconds: float) -> int:
     the number of records proposed."""
     before_ms = int((catalog.current_time(db) - retention_seconds) * 1000)
     proposed = 0
-    while proposed < TRIM_ENTRIES_PER_TICK_MAX and records.trim_pending(db, before_ms):
-        await db.propose(records.trim_record(before_ms))
+    while proposed < TRIM_ENTRIES_PER_TICK_MAX:
+        record = records.plan_trim(db, before_ms)
+        if record is None:
+            break
+        await db.propose(record)
         proposed += 1
     return proposed
 

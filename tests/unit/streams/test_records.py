@@ -268,6 +268,12 @@ def test_a_deleted_table_keeps_its_stream_disabled_with_a_closed_shard(h: Any) -
 # --- Trimming -------------------------------------------------------------------------------
 
 
+def trim(h: Any, before_ms: int, records_max: int = streams.TRIM_RECORDS_PER_ENTRY_MAX) -> None:
+    record = streams.plan_trim(h.db, before_ms, records_max)
+    assert record is not None
+    h.run(h.db.propose(record))
+
+
 def test_trim_removes_old_records_and_moves_the_trim_horizon(h: Any) -> None:
     arn = h.create(view="KEYS_ONLY")
     h.put({"pk": s("old")})
@@ -277,7 +283,7 @@ def test_trim_removes_old_records_and_moves_the_trim_horizon(h: Any) -> None:
     old_sequence = h.records(arn)[0]["dynamodb"]["SequenceNumber"]
     before_ms = int((h.clock.now - 50) * 1000)
     assert streams.trim_pending(h.db, before_ms)
-    h.run(h.db.propose(streams.trim_record(before_ms)))
+    trim(h, before_ms)
     assert not streams.trim_pending(h.db, before_ms)
     assert events(h.records(arn)) == [("INSERT", "new")]
     error = h.api_error("GetRecords", {"ShardIterator": stale})
@@ -304,9 +310,9 @@ def test_trim_is_bounded_per_entry(h: Any) -> None:
         h.put({"pk": s(f"k{i}")})
     h.clock.now += 100
     before_ms = int(h.clock.now * 1000)
-    h.run(h.db.propose(streams.trim_record(before_ms, records_max=2)))
+    trim(h, before_ms, 2)
     assert len(h.records(arn)) == 3
-    h.run(h.db.propose(streams.trim_record(before_ms, records_max=2)))
+    trim(h, before_ms, 2)
     assert len(h.records(arn)) == 1
 
 
@@ -317,7 +323,7 @@ def test_a_disabled_stream_is_forgotten_once_retention_passed_and_its_records_ar
     h.put({"pk": s("a")})
     h("DeleteTable", {"TableName": "tbl"})
     h.clock.now += 10
-    h.run(h.db.propose(streams.trim_record(int(h.clock.now * 1000))))
+    trim(h, int(h.clock.now * 1000))
     assert streams.list_streams(h.db) == []
     error = h.api_error("DescribeStream", {"StreamArn": arn})
     assert type(error).__name__ == "ResourceNotFoundException"
@@ -497,7 +503,7 @@ def test_a_closed_shard_is_forgotten_once_its_records_are_trimmed(h: Any) -> Non
     h.put({"pk": s("new")})
     horizon = int((h.clock.now - 5) * 1000)
     assert streams.trim_pending(h.db, horizon)
-    h.run(h.db.propose(streams.trim_record(horizon)))
+    trim(h, horizon)
     assert not streams.trim_pending(h.db, horizon)
     (shard,) = h.api("DescribeStream", {"StreamArn": arn})["StreamDescription"]["Shards"]
     assert "ParentShardId" in shard  # the parent is gone, its name stays
@@ -553,7 +559,7 @@ def test_an_iterator_of_a_forgotten_shard_reports_trimmed_data(h: Any) -> None:
     h.clock.now += 10
     roll(h)
     h.clock.now += 10
-    h.run(h.db.propose(streams.trim_record(int((h.clock.now - 5) * 1000))))
+    trim(h, int((h.clock.now - 5) * 1000))
     assert h.shard_id(arn) != first_shard
     error = h.api_error("GetRecords", {"ShardIterator": stale})
     assert type(error).__name__ == "TrimmedDataAccessException"
@@ -690,3 +696,31 @@ def test_an_entry_replayed_after_writing_part_of_its_items_keeps_every_record_on
         for r in h.records(arn)
     ]
     assert got == [(f"k{i}", base + i) for i in range(4)]
+
+
+def test_replicas_with_other_clocks_trim_exactly_the_same_records(h: Any) -> None:
+    """The trim record names positions, so a replica whose clock reads other times for the
+    same records still removes exactly what the proposer decided."""
+    h.create(view="KEYS_ONLY")
+    for i in range(6):
+        h.put({"pk": s(f"k{i}")})
+        h.clock.now += 10
+    roll(h)
+    h.put({"pk": s("late")})
+    trim(h, int((h.clock.now - 25) * 1000))
+    replica_store = MemoryStore()
+    replica = Database(replica_store)
+    replica.state[catalog.CLOCK_STATE_KEY] = lambda: h.clock.now + 3600.0  # an hour apart
+    replica.attach_log(MemoryLog(replica.apply, start_lsn=0))
+    replica.apply(h.log.entries)
+
+    def record_keys(store: Any) -> list[bytes]:
+        prefix = streams.STREAM_PREFIX + streams.RECORD_TAG
+        return [key for key, _ in store.scan(prefix, streams.STREAM_PREFIX + b"s")]
+
+    assert record_keys(replica_store) == record_keys(h.store)
+    assert len(record_keys(h.store)) == 3  # k4, k5 and "late" are younger than the horizon
+    ((mine,), (theirs,)) = (streams.list_streams(h.db), streams.list_streams(replica))
+    assert [(x.number, x.trimmed, x.closed) for x in mine.shards] == [
+        (x.number, x.trimmed, x.closed) for x in theirs.shards
+    ]
