@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import textwrap
 import time
 from collections.abc import Iterator
@@ -353,3 +354,27 @@ def test_a_forged_frame_from_the_handler_ends_its_instance_not_the_pool(
     assert json.loads(result.payload)["errorType"] == "Runtime.ExitError"
     healthy = pool.invoke(spec(code_dir, "app.count", "after-forgery"), b"{}")
     assert healthy.function_error is None
+
+
+def test_a_killed_zygote_is_replaced_and_functions_keep_running(
+    tmp_path: Path, code_dir: Path
+) -> None:
+    with ThreadedPool(tmp_path, endpoint_port=1, warm_instances=1) as runner:
+        function = spec(code_dir, "app.count", "survivor")
+        assert runner.invoke(function, b"{}").function_error is None
+        old_zygote = runner.pool._zygote.pid  # type: ignore[union-attr]
+        old_instances = runner.on_loop(lambda: [i.pid for i in runner.pool._instances.values()])
+        os.kill(old_zygote, signal.SIGKILL)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            current = runner.pool._zygote
+            if current is not None and current.pid != old_zygote and runner.pool._hello:
+                break
+            time.sleep(0.05)
+        result = runner.invoke(function, b"{}")
+        assert result.function_error is None
+        assert result.cold_start is True  # its old instance died with the old zygote
+        assert json.loads(result.payload)["calls"] == 1
+        assert runner.pool._zygote.pid != old_zygote  # type: ignore[union-attr]
+    for pid in [old_zygote, *old_instances]:
+        assert not _alive(pid), pid

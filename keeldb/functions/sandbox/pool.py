@@ -48,6 +48,7 @@ WARM_MEMORY_BYTES = 128 * 1024 * 1024
 SPAWN_SECONDS_MAX = 30.0
 ZYGOTE_START_SECONDS_MAX = 60.0
 CLOSE_SECONDS_MAX = 10.0
+ZYGOTE_RESTART_PAUSE_SECONDS = 1.0  # between attempts to restart a zygote that died
 # After this much CPU time an instance is retired, well before its RLIMIT_CPU hard limit.
 CPU_SECONDS_RETIRE = confine.CPU_SECONDS_LIFETIME_MAX // 2
 UID_BASE = 1_500_000  # each instance runs as its own uid: UID_BASE + id % UID_SPAN
@@ -191,6 +192,7 @@ class SandboxPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._janitor: asyncio.Task[None] | None = None
         self._leftover_groups: list[InstanceGroups] = []
+        self._restarting: asyncio.Future[None] | None = None
         self._closed = False
         self._started = False
 
@@ -210,6 +212,23 @@ class SandboxPool:
             except OSError as e:
                 log.warning("control groups unavailable: %s", e)
                 self._controllers = set()
+        try:
+            await self._start_zygote()
+        except BaseException:
+            await self.close()
+            raise
+        await self._probe_layers()
+        self._fill_warm()
+        self._janitor = asyncio.create_task(self._janitor_loop())
+        active = sorted(k for k, v in self._layers.items() if v)
+        absent = sorted(k for k, v in self._layers.items() if not v)
+        log.info(
+            "sandbox isolation active: %s; absent: %s",
+            ", ".join(active),
+            ", ".join(absent) or "none",
+        )
+
+    async def _start_zygote(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = ours
         try:
@@ -230,21 +249,22 @@ class SandboxPool:
         hello: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._spawning[0] = hello  # type: ignore[assignment]
         loop.add_reader(ours.fileno(), self._on_zygote_readable)
-        try:
-            self._hello = await asyncio.wait_for(hello, ZYGOTE_START_SECONDS_MAX)
-        except BaseException:
-            await self.close()
-            raise
-        await self._probe_layers()
-        self._fill_warm()
-        self._janitor = asyncio.create_task(self._janitor_loop())
-        active = sorted(k for k, v in self._layers.items() if v)
-        absent = sorted(k for k, v in self._layers.items() if not v)
-        log.info(
-            "sandbox isolation active: %s; absent: %s",
-            ", ".join(active),
-            ", ".join(absent) or "none",
-        )
+        self._hello = await asyncio.wait_for(hello, ZYGOTE_START_SECONDS_MAX)
+
+    async def _restart_zygote(self) -> None:
+        """A zygote died (killed, out of memory): start another, so functions keep running."""
+        if self._zygote is not None:
+            await self._zygote.wait()
+        while not self._closed:
+            try:
+                await self._start_zygote()
+            except Exception as e:  # noqa: BLE001 - logged; retried after a pause
+                log.error("the sandbox zygote could not be restarted: %s", e)
+                await asyncio.sleep(ZYGOTE_RESTART_PAUSE_SECONDS)
+                continue
+            log.warning("the sandbox zygote was restarted")
+            self._fill_warm()
+            return
 
     async def close(self) -> None:
         """Kill every instance and the zygote, and remove the control groups."""
@@ -270,8 +290,9 @@ class SandboxPool:
             except TimeoutError:
                 self._zygote.kill()
                 await self._zygote.wait()
-        for instance in list(self._instances.values()):
-            self._forget(instance)
+        self._zygote_gone()
+        if self._restarting is not None:
+            self._restarting.cancel()
         if self._groups is not None:
             deadline = time.monotonic() + CLOSE_SECONDS_MAX
             while True:
@@ -636,6 +657,8 @@ class SandboxPool:
             await waiter
 
     async def _spawn(self) -> _Instance:
+        if self._restarting is not None and not self._restarting.done():
+            await asyncio.wait_for(asyncio.shield(self._restarting), ZYGOTE_START_SECONDS_MAX)
         if self._closed or self._control is None:
             raise SandboxCrashed("the sandbox pool is closed")
         instance_id = next(self._ids)
@@ -816,21 +839,27 @@ class SandboxPool:
                     self._forget(instance)
 
     def _zygote_gone(self) -> None:
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(Exception):
-            loop.remove_reader(self._control.fileno())  # type: ignore[union-attr]
-        if not self._closed:
-            log.error("the sandbox zygote exited; no instance can start any more")
+        """The zygote exited: its instances die with it (PR_SET_PDEATHSIG); start another."""
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._control.fileno())
+            self._control.close()
         error = SandboxCrashed("the sandbox zygote exited")
         for future in self._spawning.values():
             if not future.done():
                 future.set_exception(error)
+                future.exception()  # retrieved: the spawner may already have given up
+        self._spawning.clear()
         for instance in list(self._instances.values()):
             self._free_slot(instance)
             instance.dead = True
             if not instance.exited.done():
                 instance.exited.set_exception(error)
-                instance.exited.exception()  # retrieved: nobody may wait for it
+                instance.exited.exception()
+            self._forget(instance)
+        if not self._closed and (self._restarting is None or self._restarting.done()):
+            log.error("the sandbox zygote exited; starting another")
+            self._restarting = asyncio.ensure_future(self._restart_zygote())
 
     def _forget(self, instance: _Instance) -> None:
         """The process is gone: release its sockets and groups."""
