@@ -20,9 +20,10 @@ This module owns:
   table's stream is enabled, and its shard closes when the stream is disabled or the table is
   deleted; a stream whose table entry was written by another applier gets its descriptor
   with its first record);
-- the "stream_trim" redo record, which removes records older than the retention period (a
-  bounded number per record) and forgets disabled streams, and closed shards, whose records
-  are all gone; and the "stream_roll" redo record, which closes a stream's open shard and
+- the "stream_trim" redo record (`plan_trim`), which removes the records its proposer found
+  older than the retention period (a bounded number per record, named by position, so that
+  replicas trim alike whatever their clocks) and forgets disabled streams, and closed shards,
+  whose records are all gone; and the "stream_roll" redo record, which closes a stream's open shard and
   opens its child (the shard lineage a partition split will use too);
 - `wait_for_records`, which in-process consumers await instead of polling.
 
