@@ -36,6 +36,8 @@ MEMORY_MB_DEFAULT = 128
 # A zip uploaded directly in the request (base64 in JSON) may be 50 MB; unzipped, 250 MB.
 ZIP_BYTES_MAX = 50 * 1024 * 1024
 UNZIPPED_BYTES_MAX = 262_144_000
+# Code storage of the account (Lambda's default quota: 75 GB).
+ACCOUNT_CODE_BYTES_MAX = 75 * 1024 * 1024 * 1024
 # Environment variables: 4 KB in total, names and values together.
 ENVIRONMENT_BYTES_MAX = 4 * 1024
 DESCRIPTION_CHARS_MAX = 256

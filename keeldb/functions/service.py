@@ -335,6 +335,7 @@ class FunctionService:
             sha = hashlib.sha256(data).hexdigest()
             return self.configuration(dict(record, code_sha256=sha, code_size=len(data)))
         async with self._lock:
+            record = self.resolve(reference)  # again: another update may have finished
             revision = body.get("RevisionId")
             if revision is not None and revision != record["revision_id"]:
                 model.raise_revision_mismatch()
@@ -352,8 +353,9 @@ class FunctionService:
         return self.configuration(new)
 
     async def update_configuration(self, reference: Any, body: Mapping[str, Any]) -> dict[str, Any]:
-        record = self.resolve(reference)
+        self.resolve(reference)
         async with self._lock:
+            record = self.resolve(reference)  # again: another update may have finished
             new = model.updated_configuration(record, body, self.clock())
             self.store.functions[record["name"]] = new
             await self._save()
@@ -364,8 +366,9 @@ class FunctionService:
             raise InvalidParameterValueException(
                 "$LATEST version cannot be deleted without deleting the function."
             )
-        record = self.resolve(reference, qualifier)
+        self.resolve(reference, qualifier)
         async with self._lock:
+            record = self.resolve(reference, qualifier)
             del self.store.functions[record["name"]]
             await self._save()
             await asyncio.to_thread(self.store.drop_code, record["name"])
@@ -397,6 +400,7 @@ class FunctionService:
                 "have value greater than or equal to 0"
             )
         async with self._lock:
+            record = self.resolve(reference)
             others = self.reserved_total() - (record["reserved"] or 0)
             unreserved = self.invoker.concurrency.account_limit - others - value
             if unreserved < model.UNRESERVED_CONCURRENCY_MIN:
@@ -405,7 +409,7 @@ class FunctionService:
                     "UnreservedConcurrentExecution below its minimum value of "
                     f"[{model.UNRESERVED_CONCURRENCY_MIN}]."
                 )
-            record = dict(self.store.functions[record["name"]], reserved=value)
+            record = dict(record, reserved=value)
             self.store.functions[record["name"]] = record
             await self._save()
         return {"ReservedConcurrentExecutions": value}
@@ -417,8 +421,9 @@ class FunctionService:
         return {"ReservedConcurrentExecutions": record["reserved"]}
 
     async def delete_concurrency(self, reference: Any) -> None:
-        record = self.resolve(reference)
+        self.resolve(reference)
         async with self._lock:
+            record = self.resolve(reference)
             self.store.functions[record["name"]] = dict(record, reserved=None)
             await self._save()
 
@@ -426,7 +431,7 @@ class FunctionService:
         limit = self.invoker.concurrency.account_limit
         return {
             "AccountLimit": {
-                "TotalCodeSize": 80530636800,
+                "TotalCodeSize": model.ACCOUNT_CODE_BYTES_MAX,
                 "CodeSizeUnzipped": model.UNZIPPED_BYTES_MAX,
                 "CodeSizeZipped": model.ZIP_BYTES_MAX,
                 "ConcurrentExecutions": limit,
