@@ -378,3 +378,15 @@ def test_a_killed_zygote_is_replaced_and_functions_keep_running(
         assert runner.pool._zygote.pid != old_zygote  # type: ignore[union-attr]
     for pid in [old_zygote, *old_instances]:
         assert not _alive(pid), pid
+
+
+def test_a_payload_that_is_not_json_is_an_unmarshal_error(
+    pool: ThreadedPool, code_dir: Path
+) -> None:
+    result = pool.invoke(spec(code_dir, "app.count", "unmarshal"), b"{not json")
+    assert result.function_error == "Unhandled"
+    payload = json.loads(result.payload)
+    assert payload["errorType"] == "Runtime.UnmarshalError"
+    assert payload["errorMessage"].startswith("Unable to unmarshal input: ")
+    again = pool.invoke(spec(code_dir, "app.count", "unmarshal"), b"{}")
+    assert json.loads(again.payload)["calls"] == 1  # the handler never ran on the bad input

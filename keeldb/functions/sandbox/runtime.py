@@ -294,7 +294,15 @@ def serve(sock: socket.socket, plan: dict[str, Any], seccomp_program: bytes | No
         try:
             raw = request["payload"]
             event = json.loads(raw) if raw else {}
-            result = function(event, context)
+        except ValueError as e:
+            # The API checks payloads are JSON; this is the runtime's own answer if one is not.
+            error = error_payload(
+                "Runtime.UnmarshalError", f"Unable to unmarshal input: {e}", request_id, []
+            )
+            event = None
+        try:
+            if error is None:
+                result = function(event, context)
         except SystemExit as e:
             message = (
                 f"RequestId: {request_id} Error: Runtime exited with error: exit status {e.code}"
