@@ -51,6 +51,8 @@ LOG_TAIL_BYTES_MAX = 4 * 1024
 # The account's concurrency and the part reservations may never take (Lambda's defaults).
 ACCOUNT_CONCURRENCY_DEFAULT = 1000
 UNRESERVED_CONCURRENCY_MIN = 100
+# Tags on one function (Lambda's quota).
+TAGS_PER_RESOURCE_MAX = 50
 # ListFunctions and ListEventSourceMappings pages.
 LIST_ITEMS_MAX = 50
 # Event source mappings for streams.
@@ -70,6 +72,10 @@ FUNCTION_REFERENCE = re.compile(
     r"(?P<region>[a-z]{2}(?:(?:-gov)|(?:-iso[a-z]?))?-[a-z]+-\d:)?"
     r"(?P<account>\d{12}:)?(?:function:)?(?P<name>[a-zA-Z0-9_.-]+)"
     r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?"
+)
+FUNCTION_ARN = re.compile(
+    r"arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:[a-zA-Z0-9_-]+"
+    r"(?::(?P<qualifier>[a-zA-Z0-9$_-]+))?"
 )
 ROLE_ARN = re.compile(r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]+")
 ENV_NAME = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")

@@ -45,7 +45,8 @@ class Call:
         self.request = request
         self.params = params
         _, _, query = request.url.partition(b"?")
-        self.query = {k: v[0] for k, v in parse_qs(query.decode("latin-1")).items()}
+        self.query_all = parse_qs(query.decode("latin-1"))
+        self.query = {k: v[0] for k, v in self.query_all.items()}
 
     def json(self) -> dict[str, Any]:
         body = self.request.body
@@ -119,6 +120,9 @@ class LambdaApi:
             ),
             ("GET", re.compile(rf"/2019-09-30/functions/{f}/concurrency/?"), self.get_concurrency),
             ("GET", re.compile(r"/2016-08-19/account-settings/?"), self.account_settings),
+            ("GET", re.compile(r"/2017-03-31/tags/(?P<arn>[^/]+)/?"), self.list_tags),
+            ("POST", re.compile(r"/2017-03-31/tags/(?P<arn>[^/]+)/?"), self.tag_resource),
+            ("DELETE", re.compile(r"/2017-03-31/tags/(?P<arn>[^/]+)/?"), self.untag_resource),
             ("POST", re.compile(r"/2015-03-31/event-source-mappings/?"), self.create_mapping),
             ("GET", re.compile(r"/2015-03-31/event-source-mappings/?"), self.list_mappings),
             (
@@ -264,6 +268,19 @@ class LambdaApi:
 
     async def account_settings(self, call: Call) -> RestResponse:
         return _json(200, self.service.account_settings())
+
+    # -- tags -------------------------------------------------------------------------------
+
+    async def list_tags(self, call: Call) -> RestResponse:
+        return _json(200, self.service.list_tags(call.params["arn"]))
+
+    async def tag_resource(self, call: Call) -> RestResponse:
+        await self.service.tag_resource(call.params["arn"], call.json())
+        return RestResponse(204, b"", "")
+
+    async def untag_resource(self, call: Call) -> RestResponse:
+        await self.service.untag_resource(call.params["arn"], call.query_all.get("tagKeys", []))
+        return RestResponse(204, b"", "")
 
     # -- event source mappings --------------------------------------------------------------
 

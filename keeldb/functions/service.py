@@ -43,6 +43,7 @@ LAMBDA_PATH_PREFIXES = (
     "/2016-08-19/",  # GetAccountSettings
     "/2017-10-31/",  # Put/DeleteFunctionConcurrency
     "/2019-09-30/",  # GetFunctionConcurrency
+    "/2017-03-31/",  # TagResource, UntagResource, ListTags
 )
 STREAMS_TARGET = "DynamoDBStreams_20120810"
 # Set to "local" to run functions in plain processes even where sandboxes are available.
@@ -372,6 +373,48 @@ class FunctionService:
             del self.store.functions[record["name"]]
             await self._save()
             await asyncio.to_thread(self.store.drop_code, record["name"])
+
+    # -- tags -------------------------------------------------------------------------------
+
+    def _tagged(self, resource: str) -> dict[str, Any]:
+        """The function a tagging request's ARN names (functions are the taggable resources
+        here; a qualified ARN is refused as Lambda refuses it)."""
+        match = model.FUNCTION_ARN.fullmatch(resource)
+        if match is None:
+            raise InvalidParameterValueException(f"Invalid function ARN: {resource}")
+        if match.group("qualifier") is not None:
+            raise InvalidParameterValueException(
+                "Tags are not supported for function versions or aliases."
+            )
+        return self.resolve(resource)
+
+    def list_tags(self, resource: str) -> dict[str, Any]:
+        return {"Tags": dict(self._tagged(resource).get("tags") or {})}
+
+    async def tag_resource(self, resource: str, body: Mapping[str, Any]) -> None:
+        tags = body.get("Tags")
+        if not isinstance(tags, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+        ):
+            raise InvalidParameterValueException("Tags must be a map of strings to strings.")
+        self._tagged(resource)
+        async with self._lock:
+            record = self._tagged(resource)
+            merged = {**(record.get("tags") or {}), **tags}
+            if len(merged) > model.TAGS_PER_RESOURCE_MAX:
+                raise InvalidParameterValueException(
+                    f"A resource may have at most {model.TAGS_PER_RESOURCE_MAX} tags."
+                )
+            self.store.functions[record["name"]] = dict(record, tags=merged)
+            await self._save()
+
+    async def untag_resource(self, resource: str, keys: list[str]) -> None:
+        self._tagged(resource)
+        async with self._lock:
+            record = self._tagged(resource)
+            left = {k: v for k, v in (record.get("tags") or {}).items() if k not in keys}
+            self.store.functions[record["name"]] = dict(record, tags=left)
+            await self._save()
 
     # -- invocation -------------------------------------------------------------------------
 

@@ -556,3 +556,16 @@ def handler(event, context):
     while "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "async"}}):
         assert time.monotonic() < deadline, "the event never ran"
         time.sleep(0.05)
+
+
+def test_function_tags_are_set_listed_and_removed(lam: Any, function_factory: Any) -> None:
+    name = function_factory(Tags={"team": "data"})
+    arn = lam.get_function_configuration(FunctionName=name)["FunctionArn"]
+    assert lam.list_tags(Resource=arn)["Tags"] == {"team": "data"}
+    lam.tag_resource(Resource=arn, Tags={"env": "test", "team": "core"})
+    assert lam.list_tags(Resource=arn)["Tags"] == {"team": "core", "env": "test"}
+    assert lam.get_function(FunctionName=name)["Tags"] == {"team": "core", "env": "test"}
+    lam.untag_resource(Resource=arn, TagKeys=["team", "absent"])
+    assert lam.list_tags(Resource=arn)["Tags"] == {"env": "test"}
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.list_tags(Resource=arn.replace(name, "no-such-function"))
