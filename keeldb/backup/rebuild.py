@@ -29,6 +29,7 @@ from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.wal import read_segment
 
 REPLAY_BATCH_RECORDS = 1024  # records applied per store transaction while replaying
+CATALOG_KINDS = frozenset({"create_table", "update_table", "delete_table"})
 
 DatabaseFactory = Callable[[Any], Database]  # a scratch Database over a store
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
@@ -64,9 +65,13 @@ def _belongs(database: Database, record_bytes: bytes, table_ids: frozenset[str] 
         return True
     if not isinstance(record, dict):
         return True
-    if record.get("kind") in ("put", "delete"):
+    kind = record.get("kind")
+    if kind in ("put", "delete"):
         return record.get("table") in table_ids
-    return True
+    if kind in CATALOG_KINDS:
+        return True  # tables are created, changed and dropped in the catalog: always applied
+    table_id = record.get("table_id")
+    return table_id is None or table_id in table_ids
 
 
 def rebuild_at(

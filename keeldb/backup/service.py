@@ -131,6 +131,8 @@ class Progress:
     total_bytes: int = 0
     phase: str = "starting"
     started: float = field(default_factory=time.monotonic)
+    loading_since: float | None = None  # when items started to go in (after any rebuild)
+    finished: float | None = None
 
 
 def _id_of(arn: str) -> str:
@@ -271,7 +273,9 @@ class BackupService:
                     return
 
         progress.phase = "loading"
+        progress.loading_since = time.monotonic()
         await asyncio.gather(*(worker(n) for n in range(self.load_workers)))
+        progress.finished = time.monotonic()
 
     def _ranges(self, table_id: str) -> list[tuple[bytes, bytes]]:
         step = HASH_SPACE // self.load_workers
