@@ -236,9 +236,18 @@ def test_memory_and_timeout_outside_lambdas_limits_are_refused(lam: Any) -> None
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as caught:
         lam.create_function(**args, MemorySize=10241)
     assert error_of(caught)[2] == 400
+    assert error_of(caught)[1] == (
+        "'MemorySize' value failed to satisfy constraint: Member must have value less than or "
+        "equal to 10240"
+    )
     with pytest.raises(lam.exceptions.ClientError) as caught:
         lam.create_function(**args, Timeout=901)
-    assert error_of(caught)[0] == "ValidationException"
+    assert error_of(caught) == (
+        "ValidationException",
+        "1 validation error detected: Value '901' at 'timeout' failed to satisfy constraint: "
+        "Member must have value less than or equal to 900",
+        400,
+    )
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
         lam.create_function(**{**args, "Runtime": "nodejs20.x"})
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as caught:
