@@ -244,8 +244,10 @@ def test_memory_and_timeout_outside_lambdas_limits_are_refused(lam: Any) -> None
         lam.create_function(**args, Timeout=901)
     assert error_of(caught) == (
         "ValidationException",
-        "1 validation error detected: Value '901' at 'timeout' failed to satisfy constraint: "
-        "Member must have value less than or equal to 900",
+        (
+            "1 validation error detected: Value '901' at 'timeout' failed to satisfy "
+            "constraint: Member must have value less than or equal to 900"
+        ),
         400,
     )
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
