@@ -390,3 +390,21 @@ def test_a_payload_that_is_not_json_is_an_unmarshal_error(
     assert payload["errorMessage"].startswith("Unable to unmarshal input: ")
     again = pool.invoke(spec(code_dir, "app.count", "unmarshal"), b"{}")
     assert json.loads(again.payload)["calls"] == 1  # the handler never ran on the bad input
+
+
+def test_a_lazy_pool_starts_its_zygote_with_the_first_invocation(
+    tmp_path: Path, code_dir: Path
+) -> None:
+    with ThreadedPool(tmp_path, endpoint_port=1, warm_instances=1, eager=False) as lazy:
+        assert lazy.pool._zygote is None
+        assert lazy.pool.layers_measured() is False
+        predicted = lazy.isolation_layers()
+        result = lazy.invoke(spec(code_dir, "app.count", "lazy"), b"{}")
+        assert result.function_error is None
+        assert lazy.pool._zygote is not None
+        assert lazy.pool.layers_measured() is True
+        measured = lazy.isolation_layers()
+        assert predicted.keys() == measured.keys()
+        # On a host where every layer works, the prediction is exact; elsewhere it may only
+        # promise more than the probe finds.
+        assert {k for k, v in measured.items() if v} <= {k for k, v in predicted.items() if v}

@@ -160,6 +160,7 @@ class SandboxPool:
         instances_max: int = 32,
         pids_max: int = PIDS_MAX,
         disabled_layers: frozenset[str] = frozenset(),
+        eager: bool = False,
     ) -> None:
         assert warm_instances >= 0
         assert instances_max >= 1
@@ -174,6 +175,10 @@ class SandboxPool:
         # "seccomp", "landlock", "namespaces" (no PID, mount, IPC or UTS namespace, no pivot).
         assert disabled_layers <= {"seccomp", "landlock", "namespaces"}
         self.disabled_layers = disabled_layers
+        # Start the zygote in start() rather than at the first invocation.
+        self.eager = eager
+        self._booting: asyncio.Future[None] | None = None
+        self._measured = False
         self._ids = itertools.count(1)
         self._zygote: asyncio.subprocess.Process | None = None
         self._control: socket.socket | None = None
@@ -199,6 +204,8 @@ class SandboxPool:
     # ---- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Prepare the pool; the zygote starts with the first invocation (or `ready()`), so a
+        database whose functions are never invoked pays nothing for them."""
         assert not self._started
         self._started = True
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -212,14 +219,34 @@ class SandboxPool:
             except OSError as e:
                 log.warning("control groups unavailable: %s", e)
                 self._controllers = set()
+        self._layers = _predicted_layers(self._controllers, self.disabled_layers)
+        self._janitor = asyncio.create_task(self._janitor_loop())
+        if self.eager:
+            await self.ready()
+
+    async def ready(self) -> None:
+        """Start the zygote, measure the isolation layers on a probe instance and fill the
+        warm pool, unless done already; raises SandboxCrashed if the zygote cannot start."""
+        if self._closed or not self._started:
+            raise SandboxCrashed("the sandbox pool is not running")
+        if self._booting is None or (self._booting.done() and self._booting.exception()):
+            self._booting = asyncio.ensure_future(self._boot())
+            # Retrieved here too: a boot nobody awaits any more must not log "never retrieved".
+            self._booting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            await asyncio.shield(self._booting)
+        except (OSError, TimeoutError, frames.FrameError) as e:
+            raise SandboxCrashed(f"the sandbox zygote could not start: {e}") from e
+
+    async def _boot(self) -> None:
         try:
             await self._start_zygote()
+            await self._probe_layers()
         except BaseException:
-            await self.close()
+            if self._zygote is not None and self._zygote.returncode is None:
+                self._zygote.kill()
             raise
-        await self._probe_layers()
         self._fill_warm()
-        self._janitor = asyncio.create_task(self._janitor_loop())
         active = sorted(k for k, v in self._layers.items() if v)
         absent = sorted(k for k, v in self._layers.items() if not v)
         log.info(
@@ -310,8 +337,12 @@ class SandboxPool:
     # ---- public queries ---------------------------------------------------------------
 
     def isolation_layers(self) -> dict[str, bool]:
-        """Which isolation layers are active on this host (measured on a probe instance)."""
+        """Which isolation layers are active on this host: predicted from the host's
+        capabilities until the zygote has started, then measured on a probe instance."""
         return dict(self._layers)
+
+    def layers_measured(self) -> bool:
+        return self._measured
 
     def instances(self, name: str) -> int:
         """How many instances (busy or idle) run the function `name`."""
@@ -332,8 +363,8 @@ class SandboxPool:
         function_arn: str | None = None,
     ) -> InvokeResult:
         """Run the handler on the payload in an instance of the function; see the module doc."""
-        if self._closed or not self._started:
-            raise SandboxCrashed("the sandbox pool is not running")
+        if self._booting is None or not self._booting.done() or self._booting.exception():
+            await self.ready()
         request_id = request_id or str(uuid.uuid4())
         if function_arn is None:
             region = spec.environment.get("AWS_REGION", "us-east-1")
@@ -801,6 +832,7 @@ class SandboxPool:
         layers["tcp_endpoint_only"] = bool(layers.get("landlock_net"))
         layers.setdefault("seccomp", False)
         self._layers = layers
+        self._measured = True
 
     # ---- zygote messages and the janitor -----------------------------------------------
 
@@ -951,6 +983,54 @@ def _checked_init(init: dict[str, Any]) -> dict[str, Any]:
     if not valid:
         raise frames.FrameError("malformed init frame")
     return init
+
+
+def _predicted_layers(controllers: set[str], disabled: frozenset[str]) -> dict[str, bool]:
+    """The layers this host should give an instance, from what the pool process can see
+    without forking: its uid and capabilities, the control groups, Landlock's ABI, seccomp."""
+    from keeldb.functions.sandbox import _linux
+
+    capabilities = 0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    capabilities = int(line.split()[1], 16)
+    except OSError:
+        pass
+    cap_sys_admin = bool(capabilities & (1 << 21))
+    namespaces = os.geteuid() == 0 and cap_sys_admin and "namespaces" not in disabled
+    abi = 0 if "landlock" in disabled else _linux.landlock_abi_version()
+    try:
+        import pyseccomp  # noqa: F401 - only whether libseccomp loads
+
+        seccomp = "seccomp" not in disabled and _linux.SUPPORTED
+    except (ImportError, OSError):
+        seccomp = False
+    return {
+        "pid_namespace": namespaces,
+        "mount_namespace": namespaces,
+        "ipc_namespace": namespaces,
+        "uts_namespace": namespaces,
+        "hostname": namespaces,
+        "pivot_root": namespaces,
+        "root_read_only": namespaces,
+        "cgroup_joined": bool(controllers),
+        "cgroup_memory": "memory" in controllers,
+        "cgroup_pids": "pids" in controllers,
+        "cgroup_cpu": "cpu" in controllers,
+        "cgroup_freezer": "freezer" in controllers,
+        "rlimits": True,
+        "unprivileged_user": os.geteuid() != 0 or namespaces,
+        "no_capabilities": True,
+        "no_new_privs": True,
+        "landlock_fs": abi >= 1,
+        "landlock_net": abi >= 4,
+        "landlock_scope": abi >= 6,
+        "seccomp": seccomp,
+        "net_namespace": False,
+        "tcp_endpoint_only": abi >= 4,
+    }
 
 
 def _invoke_frame(request_id: str, function_arn: str, payload: bytes) -> dict[str, Any]:

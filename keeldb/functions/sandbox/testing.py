@@ -26,6 +26,8 @@ class ThreadedPool:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
+        # Tests and benchmarks want measured layers and no zygote start in their first call.
+        options.setdefault("eager", True)
         self.pool = SandboxPool(work_dir, **options)
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = CALL_SECONDS_MAX) -> T:
