@@ -1,15 +1,21 @@
-"""The `keeldb verify` subcommand (registered by `keeldb.cli.COMMAND_MODULES`).
+"""The `keeldb verify` and `keeldb backup watch` subcommands (registered by
+`keeldb.cli.COMMAND_MODULES`).
 
 `keeldb verify [--table T] [--data-dir D] [--backup-dir DIR | --backup-s3 URL
 [--backup-s3-endpoint URL]]` rebuilds a stopped node's state from its archive and log and
 compares it with its store (`keeldb.backup.verify`), showing rich progress bars; it prints
 the differences and exits 1 if there is any (or if the archive is damaged), 0 if the states
-are equal, 2 if the check cannot be made. This module only parses arguments and reports.
+are equal, 2 if the check cannot be made.
+
+`keeldb backup watch --endpoint URL (--table NAME | --backup-arn ARN | --export-arn ARN |
+--import-arn ARN)` follows a restore, a backup, an export or an import through the DynamoDB
+API with a rich progress bar until it ends. This module only parses arguments and reports.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +54,22 @@ def register(commands: Any) -> None:
         "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
     )
     verify.set_defaults(run=run_verify)
+
+    backup = commands.add_parser("backup", help="follow restores, backups, exports and imports")
+    actions = backup.add_subparsers(dest="action", required=True)
+    watch = actions.add_parser(
+        "watch", help="show a progress bar until a restore, backup, export or import ends"
+    )
+    watch.add_argument("--endpoint", required=True, help="the server's URL")
+    watch.add_argument("--region", default="us-east-1")
+    target = watch.add_mutually_exclusive_group(required=True)
+    target.add_argument("--table", help="a table being restored or imported")
+    target.add_argument("--backup-arn", help="a backup being created")
+    target.add_argument("--export-arn", help="an export in progress")
+    target.add_argument("--import-arn", help="an import in progress")
+    watch.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    watch.add_argument("--timeout", type=float, default=24 * 3600.0, help="give up after this")
+    watch.set_defaults(run=run_watch, log_level="warning")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -125,3 +147,88 @@ def _verify(
         print(f"  {line}")
     sys.stdout.flush()
     return EXIT_DIFFERENT
+
+
+def _watch_step(client: Any, args: argparse.Namespace) -> tuple[bool, int, int | None, str]:
+    """(finished, items done, items expected if known, status text) of what is watched."""
+    if args.table is not None:
+        table = client.describe_table(TableName=args.table)["Table"]
+        total = None
+        summary = table.get("RestoreSummary", {})
+        if "SourceBackupArn" in summary:
+            backup = client.describe_backup(BackupArn=summary["SourceBackupArn"])
+            total = backup["BackupDescription"]["SourceTableDetails"]["ItemCount"]
+        elif "SourceTableArn" in summary:
+            try:
+                source = client.describe_table(TableName=summary["SourceTableArn"])["Table"]
+                total = source["ItemCount"]  # its count now: an estimate of the restore's
+            except client.exceptions.ResourceNotFoundException:
+                total = None
+        status = table["TableStatus"]
+        return status != "CREATING", table["ItemCount"], total, status
+    if args.backup_arn is not None:
+        found = client.describe_backup(BackupArn=args.backup_arn)["BackupDescription"]
+        status = found["BackupDetails"]["BackupStatus"]
+        count = found["SourceTableDetails"]["ItemCount"]
+        return status != "CREATING", count if status != "CREATING" else 0, count, status
+    if args.export_arn is not None:
+        export = client.describe_export(ExportArn=args.export_arn)["ExportDescription"]
+        total = None
+        try:
+            total = client.describe_table(TableName=export["TableArn"])["Table"]["ItemCount"]
+        except client.exceptions.ResourceNotFoundException:
+            pass
+        status = export["ExportStatus"]
+        return status != "IN_PROGRESS", export.get("ItemCount", 0), total, status
+    found = client.describe_import(ImportArn=args.import_arn)["ImportTableDescription"]
+    status = found["ImportStatus"]
+    return status != "IN_PROGRESS", found.get("ImportedItemCount", 0), None, status
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    import time
+
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True, soft_wrap=True)
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=args.endpoint,
+        region_name=args.region,
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "keeldb"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "keeldb"),
+    )
+    what = args.table or args.backup_arn or args.export_arn or args.import_arn
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("items"),
+        TimeElapsedColumn(),
+    )
+    deadline = time.monotonic() + args.timeout
+    with Progress(*columns, console=console) as bars:
+        task = bars.add_task(what, total=None)
+        while True:
+            try:
+                finished, done, total, status = _watch_step(client, args)
+            except (BotoCoreError, ClientError) as error:
+                console.print(f"keeldb backup watch: {error}")
+                return EXIT_CANNOT_CHECK
+            bars.update(
+                task,
+                completed=done,
+                total=max(total, done) if total else None,
+                description=f"{what} {status}",
+            )
+            if finished:
+                break
+            if time.monotonic() > deadline:
+                console.print(f"keeldb backup watch: still {status} after {args.timeout:g} s")
+                return EXIT_DIFFERENT
+            time.sleep(args.interval)
+    print(f"{what}: {status}, {done} items")
+    return EXIT_EQUAL if status in ("ACTIVE", "AVAILABLE", "COMPLETED") else EXIT_DIFFERENT

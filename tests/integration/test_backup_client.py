@@ -4,6 +4,8 @@ errors, ListBackups' filters and paging."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -116,7 +118,7 @@ def test_a_table_restored_to_a_chosen_second_holds_exactly_that_seconds_state(
 
 
 def test_the_latest_restorable_time_restores_every_acknowledged_write(
-    ddb: Any, table_factory: Callable[..., str], restored: list[str]
+    ddb: Any, endpoint: str, table_factory: Callable[..., str], restored: list[str]
 ) -> None:
     name = table_factory(range_key="sk", range_type="N")
     ddb.update_continuous_backups(
@@ -138,6 +140,29 @@ def test_the_latest_restorable_time_restores_every_acknowledged_write(
         BillingModeOverride="PROVISIONED",
         ProvisionedThroughputOverride={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
     )
+    watched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keeldb",
+            "backup",
+            "watch",
+            "--endpoint",
+            endpoint,
+            "--table",
+            target,
+            "--interval",
+            "0.05",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert watched.stdout.strip() == f"{target}: ACTIVE, 30 items"
     table = wait_active(ddb, target)
     assert table["ItemCount"] == 30
     assert table["ProvisionedThroughput"]["ReadCapacityUnits"] == 5
