@@ -210,6 +210,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             idle_freeze_seconds=3600,
             idle_reap_seconds=3600,
             instances_max=args.cold * 2 + 64,
+            eager=True,
         )
         await pool.start()
         try:
@@ -231,7 +232,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await pool.close()
         # The same cold start without a warm pool: the zygote forks and prepares on demand.
         pool = SandboxPool(
-            Path(tmp) / "work0", endpoint_port=1, warm_instances=0, instances_max=args.cold * 2 + 8
+            Path(tmp) / "work0",
+            endpoint_port=1,
+            warm_instances=0,
+            instances_max=args.cold * 2 + 8,
+            eager=True,
         )
         await pool.start()
         try:
