@@ -107,9 +107,10 @@ class Outcome:
 
 @dataclass
 class _Event:
+    event_id: str
     name: str
     payload: bytes
-    received: float
+    received: float  # wall-clock seconds, so that an event's age survives a restart
     attempts: int = 0
     not_before: float = 0.0
 
@@ -138,6 +139,8 @@ class Invoker:
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self.events_done = 0
+        # Called with an event's id once it ran or was given up (the service forgets it).
+        self.finished: Callable[[str], None] = lambda event_id: None
 
     def use_pool(self, pool: Any, pool_module: Any) -> None:
         """Run on `pool`; `pool_module` names its failures (SandboxTimeout, SandboxCrashed,
@@ -207,10 +210,18 @@ class Invoker:
 
     # -- asynchronous invocations ----------------------------------------------------------
 
-    def enqueue(self, name: str, payload: bytes) -> None:
+    def check_room(self) -> None:
+        """Refuse a new event when the queue is full (before it is journaled)."""
         if len(self._events) >= EVENT_QUEUE_EVENTS_MAX:
             raise TooManyRequestsException(THROTTLE_MESSAGE, Reason=ACCOUNT_LIMIT)
-        self._events.append(_Event(name, payload, time.monotonic()))
+
+    def enqueue(
+        self, name: str, payload: bytes, *, event_id: str = "", received: float | None = None
+    ) -> None:
+        """Queue an event; `finished(event_id)` is called once it ran or was given up."""
+        self.check_room()
+        event = _Event(event_id, name, payload, time.time() if received is None else received)
+        self._events.append(event)
         self._wakeup.set()
 
     @property
@@ -236,12 +247,14 @@ class Invoker:
     async def _deliver(self, event: _Event) -> None:
         if not self.exists(event.name):
             log.warning("dropping an event for deleted function %s", event.name)
+            self.finished(event.event_id)
             return
         try:
             outcome = await self.run(event.name, event.payload)
         except TooManyRequestsException:
-            if time.monotonic() - event.received > EVENT_AGE_SECONDS_MAX:
+            if time.time() - event.received > EVENT_AGE_SECONDS_MAX:
                 log.warning("dropping an event for %s: throttled for too long", event.name)
+                self.finished(event.event_id)
                 return
             event.not_before = time.monotonic() + EVENT_THROTTLE_DELAY_SECONDS
             self._events.append(event)
@@ -255,6 +268,7 @@ class Invoker:
             outcome = None
         if outcome is not None and outcome.function_error is None:
             self.events_done += 1
+            self.finished(event.event_id)
             return
         if event.attempts < len(EVENT_RETRY_DELAYS_SECONDS):
             event.not_before = time.monotonic() + EVENT_RETRY_DELAYS_SECONDS[event.attempts]
@@ -263,6 +277,7 @@ class Invoker:
             self._wakeup.set()
             return
         self.events_done += 1
+        self.finished(event.event_id)
         log.warning(
             "event for %s failed after %d attempts; dropped", event.name, event.attempts + 1
         )

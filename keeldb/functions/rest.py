@@ -234,7 +234,7 @@ class LambdaApi:
             self.service.resolve(name, qualifier)
             return RestResponse(204, b"", "", [("X-Amz-Executed-Version", "$LATEST")])
         if invocation_type == "Event":
-            self.service.enqueue(name, qualifier, payload)
+            await self.service.enqueue(name, qualifier, payload)
             return RestResponse(202, b"", "", [("X-Amz-Executed-Version", "$LATEST")])
         outcome = await self.service.invoke(name, qualifier, payload)
         answer_headers = [("X-Amz-Executed-Version", "$LATEST")]
@@ -251,7 +251,7 @@ class LambdaApi:
                 f"Request must be smaller than {ASYNC_PAYLOAD_BYTES_MAX // 4} bytes for the "
                 "InvokeAsync operation"
             )
-        self.service.enqueue(call.params["name"], None, payload)
+        await self.service.enqueue(call.params["name"], None, payload)
         return _json(202, {"Status": 202})
 
     # -- concurrency and account ------------------------------------------------------------

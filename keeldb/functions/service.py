@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,6 +150,9 @@ class FunctionService:
             log.info("function isolation layers: %s", self.describe_isolation())
         else:
             log.warning("function isolation layers: %s", self.describe_isolation())
+        self.invoker.finished = self.store.drop_event
+        for event_id, name, received, payload in await asyncio.to_thread(self.store.load_events):
+            self.invoker.enqueue(name, payload, event_id=event_id, received=received)
         self.invoker.start()
         for record in self.store.mappings.values():
             self._start_poller(record)
@@ -422,9 +426,15 @@ class FunctionService:
         record = self.resolve(reference, qualifier)
         return await self.invoker.run(record["name"], payload)
 
-    def enqueue(self, reference: Any, qualifier: str | None, payload: bytes) -> None:
+    async def enqueue(self, reference: Any, qualifier: str | None, payload: bytes) -> None:
+        """Accept an Event invocation: journaled (with a data directory) before it is
+        acknowledged, so that a restart runs it rather than losing it."""
         record = self.resolve(reference, qualifier)
-        self.invoker.enqueue(record["name"], payload)
+        self.invoker.check_room()
+        event_id = str(uuid.uuid4())
+        received = self.clock()
+        await asyncio.to_thread(self.store.save_event, event_id, record["name"], received, payload)
+        self.invoker.enqueue(record["name"], payload, event_id=event_id, received=received)
 
     # -- concurrency ------------------------------------------------------------------------
 

@@ -120,6 +120,33 @@ class FunctionStore:
         with contextlib.suppress(FileNotFoundError):
             (self.root / "positions" / f"{uuid}.json").unlink()
 
+    # -- queued events ----------------------------------------------------------------------
+
+    def save_event(self, event_id: str, name: str, received: float, payload: bytes) -> None:
+        """Journal an accepted Event invocation until it ran or was given up."""
+        if not self.durable:
+            return
+        head = orjson.dumps({"name": name, "received": received})
+        write_atomically(self.root / "events" / f"{event_id}.event", head + b"\n" + payload)
+
+    def drop_event(self, event_id: str) -> None:
+        if self.durable:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / "events" / f"{event_id}.event").unlink()
+
+    def load_events(self) -> list[tuple[str, str, float, bytes]]:
+        """The journaled events, oldest first: (id, function name, received, payload)."""
+        folder = self.root / "events"
+        if not self.durable or not folder.exists():
+            return []
+        events = []
+        for path in folder.glob("*.event"):
+            head, _, payload = path.read_bytes().partition(b"\n")
+            meta = orjson.loads(head)
+            events.append((path.stem, meta["name"], float(meta["received"]), payload))
+        events.sort(key=lambda e: e[2])
+        return events
+
     # -- code -------------------------------------------------------------------------------
 
     def zip_path(self, sha256_hex: str) -> Path:

@@ -138,7 +138,7 @@ def test_a_failed_event_is_tried_three_times_in_all(harness, fakes, monkeypatch)
         service = harness.service()
         await service.start()
         await service.create_function(fakes.create_body("f"))
-        service.enqueue("f", None, b'{"n": 1}')
+        await service.enqueue("f", None, b'{"n": 1}')
         await fakes.eventually(lambda: service.invoker.events_done == 1)
         await service.close()
         assert harness.pool.events == [("f", {"n": 1})] * 3
@@ -153,7 +153,7 @@ def test_a_throttled_event_waits_instead_of_being_dropped(harness, fakes):
         await service.start()
         await service.create_function(fakes.create_body("f"))
         await service.put_concurrency("f", {"ReservedConcurrentExecutions": 0})
-        service.enqueue("f", None, b"{}")
+        await service.enqueue("f", None, b"{}")
         await asyncio.sleep(0.5)
         assert harness.pool.events == []
         await service.delete_concurrency("f")
@@ -184,10 +184,31 @@ def test_an_unexpected_pool_failure_does_not_stall_the_event_queue(harness, fake
         await service.start()
         await service.create_function(fakes.create_body("f"))
         for _ in range(10):
-            service.enqueue("f", None, b'{"explode": true}')
-        service.enqueue("f", None, b'{"fine": true}')
+            await service.enqueue("f", None, b'{"explode": true}')
+        await service.enqueue("f", None, b'{"fine": true}')
         await fakes.eventually(lambda: service.invoker.events_done == 11)
         assert ("f", {"fine": True}) in pool.events
         await service.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_event_survives_a_restart_and_is_forgotten_once_run(harness, fakes):
+    async def scenario() -> None:
+        harness.pool.handlers["f"] = lambda event: None
+        service = harness.service()
+        await service.start()
+        await service.create_function(fakes.create_body("f"))
+        await service.put_concurrency("f", {"ReservedConcurrentExecutions": 0})
+        await service.enqueue("f", None, b'{"kept": 1}')
+        await service.close()
+        assert len(list((harness.root / "events").iterdir())) == 1
+        again = harness.service()
+        await again.start()
+        await again.delete_concurrency("f")
+        await fakes.eventually(lambda: again.invoker.events_done == 1)
+        await again.close()
+        assert harness.pool.events == [("f", {"kept": 1})]
+        assert list((harness.root / "events").iterdir()) == []
 
     asyncio.run(scenario())
