@@ -140,8 +140,11 @@ class DirectoryStore:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        assert all(part not in ("", ".", "..") for part in parts), key
+        # Empty parts ("a//b") are skipped; "." and ".." are refused, so that a key (an
+        # export's prefix comes from a request) never names a path outside the root.
+        parts = [part for part in key.split("/") if part]
+        if any(part in (".", "..") for part in parts):
+            raise ValueError(f"not a key of a directory store: {key!r}")
         return self.root.joinpath(*parts)
 
     def put(self, key: str, data: bytes) -> None:
@@ -206,6 +209,8 @@ class DirectoryStore:
         self._path(key).unlink(missing_ok=True)
 
     def bucket(self, name: str) -> DirectoryStore:
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a bucket name: {name!r}")
         return DirectoryStore(self.root / "s3" / name)
 
     def describe(self) -> str:

@@ -78,6 +78,31 @@ LOAD_BATCH_BYTES_MAX = 1024 * 1024  # item bytes in one "load_items" record, at 
 LOAD_BATCH_ITEMS_MAX = 1000  # items in one "load_items" record, at most
 
 _BACKUP_NAME_RE = re.compile(r"[a-zA-Z0-9_.\-]+\Z")
+# S3Bucket's pattern in DynamoDB's model (ExportTableToPointInTime, ImportTable).
+S3_BUCKET_PATTERN = "^[a-z0-9A-Z]+[\\.\\-\\w]*[a-z0-9A-Z]+$"
+_S3_BUCKET_RE = re.compile(r"[a-z0-9A-Z]+[.\-\w]*[a-z0-9A-Z]+\Z")
+S3_BUCKET_LENGTH_MAX = 255
+S3_PREFIX_LENGTH_MAX = 1024
+
+
+def _check_s3_location(v: Violations, bucket: Any, prefix: Any, path: str, member: str) -> None:
+    """S3Bucket by DynamoDB's pattern; a prefix whose "/"-separated parts are never "." or
+    ".." (KeelDB maps keys to paths of a directory store, which must stay inside it)."""
+    if isinstance(bucket, str):
+        v.length(bucket, f"{path}s3Bucket", None, S3_BUCKET_LENGTH_MAX)
+        if not _S3_BUCKET_RE.match(bucket):
+            v.add(
+                bucket,
+                f"{path}s3Bucket",
+                f"Member must satisfy regular expression pattern: {S3_BUCKET_PATTERN}",
+            )
+    if isinstance(prefix, str):
+        v.length(prefix, f"{path}{member}", None, S3_PREFIX_LENGTH_MAX)
+        if any(part in (".", "..") for part in prefix.split("/")):
+            raise ValidationException(
+                f"{member[0].upper()}{member[1:]} must not contain the path segments . or ..: "
+                f"{prefix}"
+            )
 
 
 class BackupHooks(Protocol):
@@ -857,10 +882,8 @@ async def export_table_to_point_in_time(db: Database, body: Body) -> Body:
     arn = body.get("TableArn")
     if v.not_null(arn, "tableArn"):
         v.length(arn, "tableArn", 1, 1024)
-    bucket = body.get("S3Bucket")
-    if v.not_null(bucket, "s3Bucket"):
-        v.length(bucket, "s3Bucket", None, 255)
-    v.length(body.get("S3Prefix"), "s3Prefix", None, 1024)
+    v.not_null(body.get("S3Bucket"), "s3Bucket")
+    _check_s3_location(v, body.get("S3Bucket"), body.get("S3Prefix"), "", "s3Prefix")
     v.enum(body.get("ExportFormat"), "exportFormat", ["DYNAMODB_JSON", "ION"])
     v.enum(body.get("ExportType"), "exportType", ["FULL_EXPORT", "INCREMENTAL_EXPORT"])
     v.enum(body.get("S3SseAlgorithm"), "s3SseAlgorithm", ["AES256", "KMS"])
@@ -975,6 +998,9 @@ async def import_table(db: Database, body: Body) -> Body:
     source = body.get("S3BucketSource")
     if v.not_null(source, "s3BucketSource"):
         v.not_null(source.get("S3Bucket"), "s3BucketSource.s3Bucket")
+        _check_s3_location(
+            v, source.get("S3Bucket"), source.get("S3KeyPrefix"), "s3BucketSource.", "s3KeyPrefix"
+        )
     input_format = body.get("InputFormat")
     if v.not_null(input_format, "inputFormat"):
         v.enum(input_format, "inputFormat", ["DYNAMODB_JSON", "ION", "CSV"])

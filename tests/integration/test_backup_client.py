@@ -230,6 +230,17 @@ def test_point_in_time_restore_errors_are_dynamodbs(
             SourceTableName=missing, TargetTableName=f"{name}-x", UseLatestRestorableTime=True
         )
     ) == ("TableNotFoundException", f"Table not found: {missing}")
+    arn = ddb.describe_table(TableName=name)["Table"]["TableArn"]
+    code, message = error_of(
+        lambda: ddb.export_table_to_point_in_time(TableArn=arn, S3Bucket="../outside")
+    )
+    assert (code, "s3Bucket" in message) == ("ValidationException", True)
+    code, _ = error_of(
+        lambda: ddb.export_table_to_point_in_time(
+            TableArn=arn, S3Bucket="bucket", S3Prefix="a/../../outside"
+        )
+    )
+    assert code == "ValidationException"
 
 
 def test_a_backed_up_table_deleted_and_restored_comes_back_whole(

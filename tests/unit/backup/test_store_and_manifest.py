@@ -103,3 +103,16 @@ def test_a_manifest_survives_its_json_form() -> None:
     assert again == manifest
     assert again.archived_lsn() == 2
     assert again.archived_time_us() == 4
+
+
+def test_a_directory_store_never_names_a_path_outside_its_root(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "root")
+    for key in ("../escape", "a/../../escape", "./x"):
+        with pytest.raises(ValueError):
+            store.put(key, b"x")
+    for name in ("..", "a/b", ""):
+        with pytest.raises(ValueError):
+            store.bucket(name)
+    store.put("a//b", b"x")  # empty parts are skipped
+    assert store.get("a/b") == b"x"
+    assert not (tmp_path / "escape").exists()
