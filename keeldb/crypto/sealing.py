@@ -80,6 +80,9 @@ class DataKey:
         self._run_salt = os.urandom(RUN_SALT_BYTES) if run_salt is None else run_salt
         assert len(self._run_salt) == RUN_SALT_BYTES
         self._run_cipher = AESGCM(self._derive(self._run_salt))
+        self._encrypt = self._run_cipher.encrypt
+        # Every header of this run starts with the same 21 bytes; only the counter follows.
+        self._header_start = HEADER.pack(FORMAT_VERSION, key_id, self._run_salt, 0)[:-8]
         # next() of itertools.count is atomic under the GIL: threads never share a counter.
         self._counter = itertools.count()
         self._run_ciphers: dict[bytes, AESGCM] = {self._run_salt: self._run_cipher}
@@ -97,11 +100,10 @@ class DataKey:
         return hkdf.derive(self._secret)
 
     def seal(self, plaintext: bytes, context: bytes) -> bytes:
-        counter = next(self._counter)
-        assert counter <= COUNTER_MAX, "2**64 seals in one run"
-        header = HEADER.pack(FORMAT_VERSION, self.key_id, self._run_salt, counter)
-        nonce = NONCE_PAD + header[-8:]
-        return header + self._run_cipher.encrypt(nonce, plaintext, header + context)
+        # to_bytes raises OverflowError past COUNTER_MAX: a run never wraps its counter.
+        counter = next(self._counter).to_bytes(8, "big")
+        header = self._header_start + counter
+        return header + self._encrypt(NONCE_PAD + counter, plaintext, header + context)
 
     def open(self, sealed: bytes, context: bytes, what: str) -> bytes:
         """The plaintext of `sealed` (whose format and key id the caller checked)."""

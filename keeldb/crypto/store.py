@@ -77,7 +77,7 @@ class EncryptingStore:
         # lately. A read whose sealed bytes equal the remembered ones (a memcmp) takes the
         # plaintext instead of decrypting again: the same ciphertext at the same key opened
         # to exactly that plaintext before. Anything else is opened and authenticated.
-        self._opened: dict[bytes, tuple[bytes, bytes]] = {}
+        self._opened: dict[bytes, tuple[bytes, bytes, int]] = {}  # ..., size counted
         self._opened_bytes = 0
         self._opened_lock = threading.Lock()
 
@@ -85,10 +85,10 @@ class EncryptingStore:
         return getattr(self.inner, name)
 
     def _scope(self, key: bytes) -> str:
-        if not key.startswith(_TABLE_TAG):
+        if key[:1] != _TABLE_TAG:
             return NODE_SCOPE
-        end = key.find(_FIELD_END)
-        prefix = key[: end + 2] if end >= 0 else key
+        # The table prefix; just the tag for an unterminated key, which belongs to no table.
+        prefix = key[: key.find(_FIELD_END) + 2]
         scope = self._scopes.get(prefix)
         if scope is None:
             table_id = table_id_of(key)
@@ -99,7 +99,7 @@ class EncryptingStore:
         return scope
 
     def seal(self, key: bytes, value: bytes) -> bytes:
-        sealed = self.keyring.seal(self._scope(key), value, VALUE_CONTEXT_TAG + key)
+        sealed = self.keyring.key_for(self._scope(key)).seal(value, VALUE_CONTEXT_TAG + key)
         self._remember(key, sealed, value)
         return sealed
 
@@ -116,16 +116,13 @@ class EncryptingStore:
         size = len(key) + len(sealed) + len(plaintext)
         if size > OPENED_VALUE_BYTES_MAX:
             return
+        opened = self._opened
         with self._opened_lock:  # readers in worker threads (backups, snapshots) remember too
-            old = self._opened.pop(key, None)
-            if old is not None:
-                self._opened_bytes -= len(key) + len(old[0]) + len(old[1])
-            self._opened[key] = (sealed, plaintext)
-            self._opened_bytes += size
+            old = opened.pop(key, None)
+            opened[key] = (sealed, plaintext, size)
+            self._opened_bytes += size if old is None else size - old[2]
             while self._opened_bytes > OPENED_CACHE_BYTES_MAX:
-                oldest = next(iter(self._opened))
-                evicted = self._opened.pop(oldest)
-                self._opened_bytes -= len(oldest) + len(evicted[0]) + len(evicted[1])
+                self._opened_bytes -= opened.pop(next(iter(opened)))[2]
 
     def _what(self, key: bytes) -> str:
         table_id = table_id_of(key)
