@@ -51,6 +51,8 @@ SNAPSHOT_INTERVAL_SECONDS = 600.0  # a new snapshot at least this often while wr
 SNAPSHOT_LOG_BYTES = 256 * 1024 * 1024  # ... and after this much log was archived since one
 ARCHIVE_RETRY_SECONDS = 5.0  # after a failed pass (the store unreachable), wait this long
 CLOSE_FLUSH_SECONDS = 30.0  # at a clean stop, the last pass may take this long, at most
+# What the archive keeps: DynamoDB's longest recovery period (RecoveryPeriodInDays 35).
+ARCHIVE_RETENTION_SECONDS = 35 * 86400.0
 
 SnapshotFn = Callable[[Path], int]  # copy the store into a new directory; its applied LSN
 
@@ -101,6 +103,9 @@ class Archiver:
         )
         self.snapshot_interval_seconds = snapshot_interval_seconds or setting(
             "KEELDB_SNAPSHOT_INTERVAL_SECONDS", SNAPSHOT_INTERVAL_SECONDS
+        )
+        self.retention_seconds = setting(
+            "KEELDB_ARCHIVE_RETENTION_SECONDS", ARCHIVE_RETENTION_SECONDS
         )
         self._extras = extras
         self.manifest = Manifest()
@@ -222,8 +227,13 @@ class Archiver:
                 self._take_snapshot(manifest, scratch)
                 changed = True
             changed = self._upload_extras(manifest) or changed
-            if changed:
+            cutoff_us = self.log.now_us() - int(self.retention_seconds * 1_000_000)
+            dropped = manifest.prune(cutoff_us)
+            if changed or dropped:
                 publish_manifest(self.store, manifest)
+            # Deleted only once no published manifest names them.
+            for key in dropped:
+                self.store.delete(key)
             self._archived_lsn = manifest.archived_lsn()
 
     def _archive_segment(self, first_lsn: int, path: Path, archived: int) -> SegmentEntry | None:

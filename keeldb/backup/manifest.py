@@ -110,6 +110,20 @@ class Manifest:
             expected = segment.last_lsn + 1
         return chosen
 
+    def prune(self, cutoff_us: int) -> list[str]:
+        """Forget what no restore to an instant at or after `cutoff_us` needs: every snapshot
+        older than the newest one taken at or before the cutoff, and the segments wholly
+        below that snapshot. Returns the keys of the objects forgotten (to delete once a
+        manifest without them is published)."""
+        keep = self.snapshot_for(cutoff_us)
+        if keep is None:
+            return []
+        dropped = [s.key for s in self.snapshots if s.lsn < keep.lsn]
+        dropped += [s.key for s in self.segments if s.last_lsn <= keep.lsn]
+        self.snapshots = [s for s in self.snapshots if s.lsn >= keep.lsn]
+        self.segments = [s for s in self.segments if s.last_lsn > keep.lsn]
+        return dropped
+
     def to_json(self) -> bytes:
         body = {
             "version": MANIFEST_VERSION,

@@ -116,3 +116,20 @@ def test_a_directory_store_never_names_a_path_outside_its_root(tmp_path: Path) -
     store.put("a//b", b"x")  # empty parts are skipped
     assert store.get("a/b") == b"x"
     assert not (tmp_path / "escape").exists()
+
+
+def test_pruning_keeps_the_newest_snapshot_before_the_cutoff_and_everything_after() -> None:
+    manifest = Manifest(
+        segments=[segment(1, 10, 100, 200), segment(11, 20, 210, 300), segment(21, 30, 310, 400)],
+        snapshots=[snapshot(0, 50), snapshot(10, 205), snapshot(20, 305)],
+    )
+    assert manifest.prune(40) == []  # no snapshot old enough: nothing can go
+    dropped = manifest.prune(250)
+    assert dropped == ["p0", "s1"]
+    assert [s.lsn for s in manifest.snapshots] == [10, 20]
+    assert [s.first_lsn for s in manifest.segments] == [11, 21]
+    # Every instant from the cutoff on still restores: a snapshot at or before it, no gap.
+    for instant in (250, 305, 400):
+        start = manifest.snapshot_for(instant)
+        assert start is not None
+        manifest.segments_after(start.lsn, instant)
