@@ -39,6 +39,7 @@ OPERATION_MODULES = (
     "keeldb.engine.partiql",
     "keeldb.engine.streams",
     "keeldb.engine.backups",
+    "keeldb.engine.transactions",
 )
 
 OPERATIONS: dict[str, OperationFn] = {}

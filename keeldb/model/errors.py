@@ -196,3 +196,40 @@ class TrimmedDataAccessException(ClientError):
     are trimmed)."""
 
     type_name = "TrimmedDataAccessException"
+
+
+# --- Transactions ----------------------------------------------------------------------------
+
+
+class TransactionCanceledException(ClientError):
+    """A transaction was cancelled: `reasons` holds one CancellationReason per action, in the
+    order of the request ({"Code": "None"} for an action that was not at fault)."""
+
+    type_name = "TransactionCanceledException"
+
+    def __init__(self, message: str, reasons: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+    def body(self) -> dict[str, Any]:
+        out = super().body()
+        out["CancellationReasons"] = self.reasons
+        return out
+
+
+class TransactionConflictException(ClientError):
+    """A plain write to an item that a transaction in progress holds."""
+
+    type_name = "TransactionConflictException"
+
+
+class TransactionInProgressException(ClientError):
+    """A transaction retried with its ClientRequestToken while the first is still in flight."""
+
+    type_name = "TransactionInProgressException"
+
+
+class IdempotentParameterMismatchException(ClientError):
+    """A ClientRequestToken reused with other parameters within its lifetime."""
+
+    type_name = "IdempotentParameterMismatchException"

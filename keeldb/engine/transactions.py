@@ -1,0 +1,883 @@
+"""TransactWriteItems and TransactGetItems on one partition, and the partition side of
+transactions that span partitions.
+
+This module owns:
+
+- the two requests: their checks in DynamoDB's order, their limits (`TRANSACT_ACTIONS_MAX`,
+  `TRANSACT_REQUEST_BYTES_MAX`), their answers (ConsumedCapacity at twice the units of a
+  plain read or write, ItemCollectionMetrics) and their errors (TransactionCanceledException
+  with one cancellation reason per action, in order);
+- the "transact" redo record: every item a transaction writes, in ONE record, applied as ONE
+  atomic store write. The applier builds each item's puts and deletes with the item store's
+  per-item builder (`item_store._item_write`: the item, its index entries, the statistics,
+  its stream record) over a staged view of the store, so that the second item of a table
+  sees the statistics the first one left, and writes the union once;
+- idempotency: a transaction with a ClientRequestToken records the token, with a digest of
+  the request and the time, in the same store write (`TOKEN_PREFIX`); a retry within
+  `TOKEN_LIFETIME_SECONDS` answers without writing again, a retry with other parameters is
+  IdempotentParameterMismatchException and a retry while the first is in flight
+  TransactionInProgressException;
+- the partition side of a transaction spanning partitions (docs/transactions.md): the
+  "txn-prepare", "txn-commit" and "txn-cancel" redo records and their appliers, the prepared
+  items that plain writes must not overtake (TransactionConflictException), the timestamp
+  checks, and the coordinator ledger's record format ("txn-ledger").
+
+Evaluation is that of the item operations: every action reads the LATEST view of its item
+(`item_store.latest_item`), conditions and updates are evaluated on it, and the after-images
+of all written items join the pending overlay before the first await, so that log order is
+evaluation order and a transaction is serialised exactly where its record lies in the log.
+TransactGetItems reads committed state, all items in one synchronous pass between two
+applied records, so it sees every transaction whole or not at all.
+
+It never touches the store's bytes itself beyond its own records, never parses an expression
+itself (that is `keeldb.expressions`) and never does IO.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from keeldb.engine.database import Database, operation, redo_kind
+from keeldb.engine.indexes import (
+    IndexUnits,
+    changes_capacity,
+    check_changes_collection_size,
+    collection_bytes,
+    plan,
+)
+from keeldb.engine.item_requests import check_expression_parameters
+from keeldb.engine.item_store import (
+    Item,
+    PendingWrite,
+    _item_write,
+    committed_item,
+    items_state,
+    latest_item,
+    storage_key,
+)
+from keeldb.engine.items import (
+    check_index_keys,
+    check_item_key,
+    check_key,
+    check_scalar_key_paths,
+    find_table,
+)
+from keeldb.expressions import Condition, ExpressionContext, Projection, Update
+from keeldb.model import request_shapes as shapes
+from keeldb.model.capacity import read_units, write_units
+from keeldb.model.errors import (
+    IdempotentParameterMismatchException,
+    ItemCollectionSizeLimitExceededException,
+    SerializationException,
+    TransactionCanceledException,
+    TransactionInProgressException,
+    ValidationException,
+)
+from keeldb.model.limits import ITEM_BYTES_MAX
+from keeldb.model.values import item_size, validate_item
+
+if TYPE_CHECKING:
+    from keeldb.engine.schema import Table
+
+Body = dict[str, Any]
+
+STATE_KEY = "transactions"  # this module's entry in `Database.state`
+
+TRANSACT_ACTIONS_MAX = 100  # actions of one TransactWriteItems or TransactGetItems
+TRANSACT_REQUEST_BYTES_MAX = 4 * 1024 * 1024  # the items of one TransactWriteItems
+TOKEN_LENGTH_MAX = 36  # ClientRequestToken
+TOKEN_LIFETIME_SECONDS = 600  # a ClientRequestToken is remembered for 10 minutes
+
+# Store keys of this module: "x" (outside the catalog's "c", tables' "t", streams' "s").
+TXN_PREFIX = b"x"
+TOKEN_PREFIX = TXN_PREFIX + b"token/"
+LEDGER_PREFIX = TXN_PREFIX + b"ledger/"
+PREPARED_PREFIX = TXN_PREFIX + b"prepared/"
+
+DUPLICATE_ITEM_MESSAGE = "Transaction request cannot include multiple operations on one item"
+ACTION_SHAPE_MESSAGE = "TransactItems can only contain one of Check, Put, Update or Delete"
+CANCELLED_MESSAGE = (
+    "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]"
+)
+CONDITION_FAILED_MESSAGE = "The conditional request failed"
+REQUEST_TOO_BIG_MESSAGE = "Transaction request size limit exceeded"
+CONFLICT_MESSAGE = "Transaction is ongoing for the item"
+IN_PROGRESS_MESSAGE = "Transaction is in progress"
+MISMATCH_MESSAGE = (
+    "Request with same client token has been made with different parameters in the last ten minutes"
+)
+GIGABYTE_BYTES = 1024**3
+RETURN_ITEM_COLLECTION_METRICS = ("SIZE", "NONE")
+RETURN_VALUES_ON_CONDITION_CHECK_FAILURE = ("ALL_OLD", "NONE")
+
+# The wire names of the four write actions, in DynamoDB's order, and their member paths.
+ACTION_KINDS = ("ConditionCheck", "Put", "Delete", "Update")
+_PATH_NAMES = {"ConditionCheck": "conditionCheck", "Put": "put", "Delete": "delete"}
+_PATH_NAMES["Update"] = "update"
+
+
+@dataclass(slots=True)
+class TransactionsState:
+    # ClientRequestToken -> digest of the request, for transactions proposed and not applied.
+    in_flight: dict[str, str] = field(default_factory=dict)
+    # Store key -> id of the prepared (cross-partition) transaction that holds the item.
+    prepared: dict[bytes, str] = field(default_factory=dict)
+    # Store key -> the newest timestamp of a transaction that read or wrote the item here.
+    item_timestamps: dict[bytes, int] = field(default_factory=dict)
+    # Test-only: evaluate conditions on committed state instead of the latest view (a broken
+    # variant the isolation checker must catch). Never set outside tests.
+    evaluate_on_committed: bool = False
+
+
+def transactions_state(db: Database) -> TransactionsState:
+    state = db.state.get(STATE_KEY)
+    if state is None:
+        state = db.state[STATE_KEY] = TransactionsState()
+    assert isinstance(state, TransactionsState)
+    return state
+
+
+# --- Request reading ------------------------------------------------------------------------
+
+
+def _violation(path: str, value: str, constraint: str) -> str:
+    return f"Value {value} at '{path}' failed to satisfy constraint: {constraint}"
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_render(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_render(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _structure(value: Any) -> Body:
+    return shapes.as_structure(value)
+
+
+def _read_common(body: Any) -> Body:
+    if not isinstance(body, dict):
+        raise SerializationException("Start of list found where not expected")
+    request: Body = {}
+    for name in ("ReturnConsumedCapacity", "ReturnItemCollectionMetrics", "ClientRequestToken"):
+        if body.get(name) is not None:
+            request[name] = shapes.as_string(body[name])
+    return request
+
+
+def _check_enum(request: Body, name: str, allowed: Sequence[str], errors: list[str]) -> None:
+    value = request.get(name)
+    if value is not None and value not in allowed:
+        wire = name[0].lower() + name[1:]
+        errors.append(
+            _violation(
+                wire,
+                f"'{value}'",
+                f"Member must satisfy enum value set: [{', '.join(allowed)}]",
+            )
+        )
+
+
+def _check_count(items: list[Any] | None, errors: list[str]) -> None:
+    if items is None:
+        errors.append(_violation("transactItems", "null", "Member must not be null"))
+    elif len(items) > TRANSACT_ACTIONS_MAX:
+        errors.append(
+            _violation(
+                "transactItems",
+                f"'{_render(items)}'",
+                f"Member must have length less than or equal to {TRANSACT_ACTIONS_MAX}",
+            )
+        )
+    elif not items:
+        errors.append(
+            _violation(
+                "transactItems", "'[]'", "Member must have length greater than or equal to 1"
+            )
+        )
+
+
+def _check_table_name(name: Any, path: str, errors: list[str]) -> None:
+    if name is None:
+        errors.append(_violation(path, "null", "Member must not be null"))
+        return
+    from keeldb.model.limits import TABLE_NAME_LENGTH_MIN, TABLE_NAME_PATTERN, TABLE_NAME_RE
+
+    if name.startswith("arn:"):
+        return
+    if len(name) < TABLE_NAME_LENGTH_MIN:
+        errors.append(
+            _violation(
+                path,
+                f"'{name}'",
+                f"Member must have length greater than or equal to {TABLE_NAME_LENGTH_MIN}",
+            )
+        )
+    if not TABLE_NAME_RE.fullmatch(name):
+        errors.append(
+            _violation(
+                path,
+                f"'{name}'",
+                f"Member must satisfy regular expression pattern: {TABLE_NAME_PATTERN}",
+            )
+        )
+
+
+_ACTION_MEMBERS: dict[str, tuple[str, ...]] = {
+    "ConditionCheck": ("Key", "ConditionExpression"),
+    "Put": ("Item",),
+    "Delete": ("Key",),
+    "Update": ("Key", "UpdateExpression"),
+}
+
+
+def _read_action(value: Any) -> Body:
+    structure = _structure(value)
+    action: Body = {}
+    for kind in ACTION_KINDS:
+        given = structure.get(kind)
+        if given is None:
+            continue
+        given = _structure(given)
+        read: Body = {}
+        for name in ("TableName", "ConditionExpression", "UpdateExpression"):
+            if given.get(name) is not None:
+                read[name] = shapes.as_string(given[name])
+        for name in ("Key", "Item"):
+            if given.get(name) is not None:
+                read[name] = shapes.attribute_map(given[name])
+        if given.get("ExpressionAttributeNames") is not None:
+            read["ExpressionAttributeNames"] = shapes.string_map(given["ExpressionAttributeNames"])
+        if given.get("ExpressionAttributeValues") is not None:
+            read["ExpressionAttributeValues"] = shapes.attribute_map(
+                given["ExpressionAttributeValues"]
+            )
+        if given.get("ReturnValuesOnConditionCheckFailure") is not None:
+            read["ReturnValuesOnConditionCheckFailure"] = shapes.as_string(
+                given["ReturnValuesOnConditionCheckFailure"]
+            )
+        action[kind] = read
+    return action
+
+
+def _check_action(action: Body, number: int, errors: list[str]) -> None:
+    for kind, spec in action.items():
+        base = f"transactItems.{number}.member.{_PATH_NAMES[kind]}"
+        for member in _ACTION_MEMBERS[kind]:
+            if spec.get(member) is None:
+                wire = member[0].lower() + member[1:]
+                errors.append(_violation(f"{base}.{wire}", "null", "Member must not be null"))
+        _check_table_name(spec.get("TableName"), f"{base}.tableName", errors)
+        value = spec.get("ReturnValuesOnConditionCheckFailure")
+        if value is not None and value not in RETURN_VALUES_ON_CONDITION_CHECK_FAILURE:
+            errors.append(
+                _violation(
+                    f"{base}.returnValuesOnConditionCheckFailure",
+                    f"'{value}'",
+                    "Member must satisfy enum value set: ["
+                    + ", ".join(RETURN_VALUES_ON_CONDITION_CHECK_FAILURE)
+                    + "]",
+                )
+            )
+
+
+def _read_transact_write(body: Any) -> tuple[Body, list[Body]]:
+    request = _read_common(body)
+    raw_items = body.get("TransactItems")
+    items = None if raw_items is None else [_read_action(v) for v in shapes.as_list(raw_items)]
+    errors: list[str] = []
+    _check_enum(request, "ReturnConsumedCapacity", shapes.RETURN_CONSUMED_CAPACITY, errors)
+    _check_count(items, errors)
+    for number, action in enumerate(items or (), start=1):
+        _check_action(action, number, errors)
+    _check_enum(request, "ReturnItemCollectionMetrics", RETURN_ITEM_COLLECTION_METRICS, errors)
+    token = request.get("ClientRequestToken")
+    if token is not None and not 1 <= len(token) <= TOKEN_LENGTH_MAX:
+        constraint = (
+            f"Member must have length less than or equal to {TOKEN_LENGTH_MAX}"
+            if token
+            else "Member must have length greater than or equal to 1"
+        )
+        errors.append(_violation("clientRequestToken", f"'{token}'", constraint))
+    if errors:
+        raise shapes.constraint_error(errors[: shapes.CONSTRAINT_ERRORS_MAX])
+    assert items is not None
+    for action in items:
+        if len(action) != 1:
+            raise ValidationException(ACTION_SHAPE_MESSAGE)
+    return request, items
+
+
+# --- Planning one action --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Action:
+    """One action of a TransactWriteItems, checked against its table and planned."""
+
+    kind: str  # "ConditionCheck", "Put", "Delete" or "Update"
+    spec: Body
+    table: Table
+    key: Item  # the item's primary key attributes
+    skey: bytes  # its store key
+    condition: Condition | None = None
+    update: Update | None = None
+    item: Item | None = None  # a Put's item
+    item_size: int = 0
+    # Filled in by evaluation:
+    image: Item | None = None  # the after-image (None: deleted)
+    size: int = 0
+    old: Item | None = None
+    old_size: int = 0
+    index_units: list[IndexUnits] = field(default_factory=list)
+    units: float = 0.0
+
+
+def _compile(spec: Body, kind: str) -> tuple[Condition | None, Update | None]:
+    members = {
+        "ConditionCheck": ("ConditionExpression",),
+        "Put": ("ConditionExpression",),
+        "Delete": ("ConditionExpression",),
+        "Update": ("UpdateExpression", "ConditionExpression"),
+    }[kind]
+    check_expression_parameters(spec, members)
+    names = spec.get("ExpressionAttributeNames")
+    values = spec.get("ExpressionAttributeValues")
+    if names is None and values is None and not any(m in spec for m in members):
+        return None, None
+    context = ExpressionContext(names, values)
+    update = None
+    condition = None
+    if "UpdateExpression" in spec:
+        update = context.update(spec["UpdateExpression"])
+    if "ConditionExpression" in spec:
+        condition = context.condition(spec["ConditionExpression"])
+    context.check_unused()
+    return condition, update
+
+
+def _plan_action(db: Database, kind: str, spec: Body, tables: dict[str, Table]) -> _Action:
+    """Check one action against the request rules and its table (nothing read yet)."""
+    condition, update = _compile(spec, kind)
+    item: Item | None = None
+    size = 0
+    if kind == "Put":
+        item = validate_item(spec["Item"])
+        size = item_size(item)
+        if size > ITEM_BYTES_MAX:
+            raise ValidationException("Item size has exceeded the maximum allowed size")
+    else:
+        key_given = validate_item(spec["Key"])
+    name = spec["TableName"]
+    table = tables.get(name)
+    if table is None:
+        table = tables[name] = find_table(db, name)
+    if item is not None:
+        key = check_item_key(table, item)
+    else:
+        key = check_key(table, key_given)
+    if update is not None:
+        updated = frozenset(update.top_level_attributes())
+        for key_name in table.key_names:
+            if key_name in updated:
+                raise ValidationException(
+                    "One or more parameter values were invalid: Cannot update attribute "
+                    f"{key_name}. This attribute is part of the key"
+                )
+        check_scalar_key_paths(table, update.paths, table.global_indexes + table.local_indexes)
+    return _Action(kind, spec, table, key, storage_key(table, key), condition, update, item, size)
+
+
+def _reason_failed(action: _Action) -> Body:
+    reason: Body = {"Code": "ConditionalCheckFailed", "Message": CONDITION_FAILED_MESSAGE}
+    if action.spec.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and action.old:
+        reason["Item"] = action.old
+    return reason
+
+
+def _evaluate(db: Database, action: _Action, on_committed: bool) -> Body | None:
+    """Evaluate one action on the latest view of its item; None if it may proceed, else its
+    cancellation reason. Fills in the after-image and the capacity."""
+    if on_committed:
+        old, old_size = committed_item(db, action.skey)
+    else:
+        old, old_size = latest_item(db, action.skey)
+    action.old, action.old_size = old, old_size
+    if action.skey in transactions_state(db).prepared:
+        return {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+    if action.condition is not None and not action.condition.evaluate(old):
+        action.units = write_units(old_size, transactional=True)
+        return _reason_failed(action)
+    try:
+        if action.kind == "ConditionCheck":
+            action.units = write_units(old_size, transactional=True)
+            return None
+        if action.kind == "Delete":
+            new: Item | None = None
+            size = 0
+        elif action.kind == "Put":
+            new, size = action.item, action.item_size
+        else:
+            base: Item = old if old is not None else dict(action.key)
+            assert action.update is not None
+            new, _ = action.update.apply(base)
+            size = item_size(new)
+            if size > ITEM_BYTES_MAX:
+                raise ValidationException(
+                    "Item size to update has exceeded the maximum allowed size"
+                )
+            check_index_keys(
+                action.table,
+                new,
+                by_update=True,
+                names=frozenset(action.update.top_level_attributes()),
+            )
+        changes = plan(action.table, old, old_size, new, size)
+        if new is not None:
+            check_changes_collection_size(db, action.table, changes, new, size - old_size)
+    except ValidationException as error:
+        return {"Code": "ValidationError", "Message": error.message}
+    except ItemCollectionSizeLimitExceededException as error:
+        return {"Code": "ItemCollectionSizeLimitExceeded", "Message": error.message}
+    action.image, action.size = new, size
+    action.index_units = [
+        IndexUnits(i.name, i.is_global, 2.0 * i.units) for i in changes_capacity(changes)
+    ]
+    action.units = write_units(max(size, old_size), transactional=True)
+    return None
+
+
+def _cancelled(reasons: list[Body]) -> TransactionCanceledException:
+    codes = ", ".join(r["Code"] for r in reasons)
+    return TransactionCanceledException(CANCELLED_MESSAGE.format(codes), reasons)
+
+
+# --- Capacity and metrics -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Capacity:
+    table_units: float = 0.0
+    index_units: dict[tuple[bool, str], float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return self.table_units + sum(self.index_units.values())
+
+
+def _consumed(mode: str, capacities: dict[str, _Capacity], kind: str) -> list[Body] | None:
+    if mode == "NONE":
+        return None
+    consumed = []
+    for name, capacity in capacities.items():
+        entry: Body = {"TableName": name, "CapacityUnits": capacity.total, kind: capacity.total}
+        if mode == "INDEXES":
+            entry["Table"] = {"CapacityUnits": capacity.table_units, kind: capacity.table_units}
+            for group, is_global in (
+                ("LocalSecondaryIndexes", False),
+                ("GlobalSecondaryIndexes", True),
+            ):
+                touched = {
+                    index: {"CapacityUnits": units, kind: units}
+                    for (global_, index), units in capacity.index_units.items()
+                    if global_ == is_global
+                }
+                if touched:
+                    entry[group] = touched
+        consumed.append(entry)
+    return consumed
+
+
+def _meter(meter: dict[str, float], name: str, units: float) -> None:
+    meter[name] = meter.get(name, 0.0) + units
+
+
+# --- Tokens ---------------------------------------------------------------------------------
+
+
+def request_digest(body: Body) -> str:
+    """A digest of a request's parameters, the token excepted (equal requests, equal digest)."""
+    kept = {k: v for k, v in body.items() if k != "ClientRequestToken"}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def token_key(token: str) -> bytes:
+    return TOKEN_PREFIX + token.encode("utf-8")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _known_token(db: Database, token: str, digest: str) -> bool:
+    """Whether a transaction with this token was applied in the last ten minutes; raises if
+    it is in flight, or was made with other parameters."""
+    state = transactions_state(db)
+    flying = state.in_flight.get(token)
+    if flying is not None:
+        if flying != digest:
+            raise IdempotentParameterMismatchException(MISMATCH_MESSAGE)
+        raise TransactionInProgressException(IN_PROGRESS_MESSAGE)
+    data = db.store.get(token_key(token))
+    if data is None:
+        return False
+    stored_digest, applied_ms = msgpack.unpackb(data, raw=False)
+    if _now_ms() - applied_ms > TOKEN_LIFETIME_SECONDS * 1000:
+        return False
+    if stored_digest != digest:
+        raise IdempotentParameterMismatchException(MISMATCH_MESSAGE)
+    return True
+
+
+# --- Proposing ------------------------------------------------------------------------------
+
+
+async def propose_transaction(
+    db: Database, writes: list[tuple[bytes, Item | None, int]], record: dict[str, Any]
+) -> int:
+    """Append one "transact" record writing `writes` ((store key, after-image, size) each) and
+    wait until it is applied. Every after-image joins the pending overlay before the first
+    await; if the proposal fails they all leave it at once."""
+    pending = items_state(db).pending
+    entries: list[tuple[bytes, PendingWrite]] = []
+    for key, image, size in writes:
+        write = PendingWrite(image, size)
+        queue = pending.get(key)
+        if queue is None:
+            queue = pending[key] = deque()
+        queue.append(write)
+        entries.append((key, write))
+    try:
+        return await db.propose(record)
+    except Exception:
+        for key, write in entries:
+            queue = pending.get(key)
+            if queue is None:
+                continue
+            try:
+                queue.remove(write)
+            except ValueError:
+                pass
+            if not queue:
+                del pending[key]
+        raise
+
+
+@operation("TransactWriteItems")
+async def transact_write_items(db: Database, body: Body) -> Body:
+    request, items = _read_transact_write(body)
+    tables: dict[str, Table] = {}
+    actions: list[_Action] = []
+    request_bytes = 0
+    for raw in items:
+        ((kind, spec),) = raw.items()
+        action = _plan_action(db, kind, spec, tables)
+        request_bytes += action.item_size
+        actions.append(action)
+    if request_bytes > TRANSACT_REQUEST_BYTES_MAX:
+        raise ValidationException(REQUEST_TOO_BIG_MESSAGE)
+    seen: set[tuple[str, bytes]] = set()
+    for action in actions:
+        identity = (action.table.table_id, action.skey)
+        if identity in seen:
+            raise ValidationException(DUPLICATE_ITEM_MESSAGE)
+        seen.add(identity)
+
+    state = transactions_state(db)
+    token = request.get("ClientRequestToken")
+    digest = request_digest(body) if token is not None else ""
+    if token is not None and _known_token(db, token, digest):
+        return _write_answer(db, request, actions, replay=True)
+
+    # Evaluate every action on the latest view, then propose; no await in between.
+    reasons: list[Body | None] = [
+        _evaluate(db, action, state.evaluate_on_committed) for action in actions
+    ]
+    write_meter = items_state(db).write_units
+    for action in actions:
+        _meter(write_meter, action.table.name, action.units + _index_total(action))
+    if any(reason is not None for reason in reasons):
+        raise _cancelled([reason or {"Code": "None"} for reason in reasons])
+
+    writes = [a for a in actions if a.kind != "ConditionCheck"]
+    record: dict[str, Any] = {
+        "kind": "transact",
+        "writes": [_write_entry(a) for a in writes],
+    }
+    if token is not None:
+        record["token"] = token
+        record["digest"] = digest
+        record["time_ms"] = _now_ms()
+        state.in_flight[token] = digest
+    try:
+        await propose_transaction(db, [(a.skey, a.image, a.size) for a in writes], record)
+    finally:
+        if token is not None:
+            state.in_flight.pop(token, None)
+    return _write_answer(db, request, actions, replay=False)
+
+
+def _index_total(action: _Action) -> float:
+    return sum(i.units for i in action.index_units)
+
+
+def _write_entry(action: _Action) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "table": action.table.table_id,
+        "name": action.table.name,
+        "key": action.skey,
+    }
+    if action.image is not None:
+        entry["item"] = action.image
+        entry["size"] = action.size
+    return entry
+
+
+def _write_answer(db: Database, request: Body, actions: list[_Action], *, replay: bool) -> Body:
+    response: Body = {}
+    mode = request.get("ReturnConsumedCapacity", "NONE")
+    if mode != "NONE":
+        capacities: dict[str, _Capacity] = {}
+        for action in actions:
+            capacity = capacities.setdefault(action.spec["TableName"], _Capacity())
+            if replay:
+                # A retried token reads the items instead of writing them.
+                _, size = committed_item(db, action.skey)
+                capacity.table_units += read_units(size, consistent=True, transactional=True)
+                continue
+            capacity.table_units += action.units
+            for entry in action.index_units:
+                key = (entry.is_global, entry.name)
+                capacity.index_units[key] = capacity.index_units.get(key, 0.0) + entry.units
+        kind = "ReadCapacityUnits" if replay else "WriteCapacityUnits"
+        response["ConsumedCapacity"] = _consumed(mode, capacities, kind)
+    if request.get("ReturnItemCollectionMetrics") == "SIZE":
+        metrics: dict[str, list[Body]] = {}
+        for action in actions:
+            table = action.table
+            if table.local_indexes and action.kind != "ConditionCheck":
+                hash_value = action.key[table.hash_key.name]
+                low = float(collection_bytes(db, table, hash_value) // GIGABYTE_BYTES)
+                metrics.setdefault(action.spec["TableName"], []).append(
+                    {
+                        "ItemCollectionKey": {table.hash_key.name: hash_value},
+                        "SizeEstimateRangeGB": [low, low + 1.0],
+                    }
+                )
+        if metrics:
+            response["ItemCollectionMetrics"] = metrics
+    return response
+
+
+# --- TransactGetItems -----------------------------------------------------------------------
+
+
+def _read_transact_get(body: Any) -> tuple[Body, list[Body]]:
+    request = _read_common(body)
+    request.pop("ReturnItemCollectionMetrics", None)
+    request.pop("ClientRequestToken", None)
+    raw_items = body.get("TransactItems")
+    items: list[Body] | None = None
+    if raw_items is not None:
+        items = []
+        for value in shapes.as_list(raw_items):
+            structure = _structure(value)
+            get = structure.get("Get")
+            read: Body = {}
+            if get is not None:
+                get = _structure(get)
+                for name in ("TableName", "ProjectionExpression"):
+                    if get.get(name) is not None:
+                        read[name] = shapes.as_string(get[name])
+                if get.get("Key") is not None:
+                    read["Key"] = shapes.attribute_map(get["Key"])
+                if get.get("ExpressionAttributeNames") is not None:
+                    read["ExpressionAttributeNames"] = shapes.string_map(
+                        get["ExpressionAttributeNames"]
+                    )
+            items.append({"Get": read} if get is not None else {})
+    errors: list[str] = []
+    _check_enum(request, "ReturnConsumedCapacity", shapes.RETURN_CONSUMED_CAPACITY, errors)
+    _check_count(items, errors)
+    for number, entry in enumerate(items or (), start=1):
+        get = entry.get("Get")
+        base = f"transactItems.{number}.member.get"
+        if get is None:
+            errors.append(_violation(base, "null", "Member must not be null"))
+            continue
+        if get.get("Key") is None:
+            errors.append(_violation(f"{base}.key", "null", "Member must not be null"))
+        _check_table_name(get.get("TableName"), f"{base}.tableName", errors)
+    if errors:
+        raise shapes.constraint_error(errors[: shapes.CONSTRAINT_ERRORS_MAX])
+    assert items is not None
+    return request, [entry["Get"] for entry in items]
+
+
+@operation("TransactGetItems")
+async def transact_get_items(db: Database, body: Body) -> Body:
+    request, gets = _read_transact_get(body)
+    tables: dict[str, Table] = {}
+    planned: list[tuple[Body, Table, bytes, Projection | None]] = []
+    seen: set[tuple[str, bytes]] = set()
+    for spec in gets:
+        check_expression_parameters(spec, ("ProjectionExpression",))
+        projection = None
+        if "ProjectionExpression" in spec or "ExpressionAttributeNames" in spec:
+            context = ExpressionContext(spec.get("ExpressionAttributeNames"), None)
+            if "ProjectionExpression" in spec:
+                projection = context.projection(spec["ProjectionExpression"])
+            context.check_unused()
+        key = validate_item(spec["Key"])
+        name = spec["TableName"]
+        table = tables.get(name)
+        if table is None:
+            table = tables[name] = find_table(db, name)
+        check_key(table, key)
+        if projection is not None:
+            check_scalar_key_paths(
+                table, projection.paths, table.global_indexes + table.local_indexes
+            )
+        skey = storage_key(table, key)
+        if (table.table_id, skey) in seen:
+            raise ValidationException(DUPLICATE_ITEM_MESSAGE)
+        seen.add((table.table_id, skey))
+        planned.append((spec, table, skey, projection))
+
+    # One synchronous pass over committed state: no applied record falls between two reads.
+    prepared = transactions_state(db).prepared
+    reasons: list[Body | None] = []
+    found: list[tuple[Item | None, int]] = []
+    for _, _, skey, _ in planned:
+        if skey in prepared:
+            reasons.append({"Code": "TransactionConflict", "Message": CONFLICT_MESSAGE})
+            found.append((None, 0))
+            continue
+        reasons.append(None)
+        found.append(committed_item(db, skey))
+    capacities: dict[str, _Capacity] = {}
+    meter = items_state(db).read_units
+    for (spec, table, _, _), (_, size) in zip(planned, found, strict=True):
+        units = read_units(size, consistent=True, transactional=True)
+        capacities.setdefault(spec["TableName"], _Capacity()).table_units += units
+        _meter(meter, table.name, units)
+    if any(reason is not None for reason in reasons):
+        raise _cancelled([reason or {"Code": "None"} for reason in reasons])
+
+    responses: list[Body] = []
+    for (_, _, _, projection), (item, _) in zip(planned, found, strict=True):
+        if item is None:
+            responses.append({})
+        else:
+            responses.append({"Item": item if projection is None else projection.apply(item)})
+    response: Body = {"Responses": responses}
+    consumed = _consumed(
+        request.get("ReturnConsumedCapacity", "NONE"), capacities, "ReadCapacityUnits"
+    )
+    if consumed is not None:
+        response["ConsumedCapacity"] = consumed
+    return response
+
+
+# --- Applying -------------------------------------------------------------------------------
+
+
+class StagedStore:
+    """A store seen through writes not made yet: `get` and `scan` answer as the store would
+    after `stage`d puts and deletes; `changes` is their union, for one `store.write`."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._staged: dict[bytes, bytes | None] = {}
+
+    def stage(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> None:
+        for key in deletes:
+            self._staged[key] = None
+        for key, value in puts:
+            self._staged[key] = value
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._staged:
+            return self._staged[key]
+        data: bytes | None = self._store.get(key)
+        return data
+
+    def scan(
+        self, start: bytes, end: bytes | None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        merged: dict[bytes, bytes | None] = dict(self._store.scan(start, end))
+        for key, value in self._staged.items():
+            if key >= start and (end is None or key < end):
+                merged[key] = value
+        for key in sorted(merged, reverse=reverse):
+            value = merged[key]
+            if value is not None:
+                yield key, value
+
+    def applied_lsn(self) -> int:
+        lsn: int = self._store.applied_lsn()
+        return lsn
+
+    def changes(self) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        puts = [(k, v) for k, v in self._staged.items() if v is not None]
+        deletes = [k for k, v in self._staged.items() if v is None]
+        return puts, deletes
+
+
+def staged_writes(
+    db: Database, writes: Sequence[dict[str, Any]]
+) -> tuple[StagedStore, list[tuple[bytes, bytes]], list[bytes]]:
+    """The puts and deletes of several item writes, as one store write: each item's writes
+    come from the item store's builder over the store as the previous items left it."""
+    from keeldb.engine import catalog
+
+    staged = StagedStore(db.store)
+    view = copy.copy(db)  # the same database (state, log), reading through `staged`
+    view.store = staged  # type: ignore[assignment]
+    for write in writes:
+        table = catalog.find_table(db, write["name"])
+        if table is None or table.table_id != write["table"]:
+            continue  # The table was deleted after the transaction was validated.
+        staged.stage(*_item_write(view, table, write["key"], write))
+    puts, deletes = staged.changes()
+    return staged, puts, deletes
+
+
+def _settle(db: Database, key: bytes) -> None:
+    pending = items_state(db).pending
+    queue = pending.get(key)
+    if queue is None:
+        return  # Replayed at recovery, or proposed by another member.
+    queue.popleft()
+    if not queue:
+        del pending[key]
+
+
+@redo_kind("transact")
+def apply_transact(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    """Apply one transaction's writes, its token included, as one atomic store write."""
+    writes: list[dict[str, Any]] = record["writes"]
+    try:
+        if lsn <= db.store.applied_lsn():
+            return
+        staged, _, _ = staged_writes(db, writes)
+        token = record.get("token")
+        if token is not None:
+            staged.stage(
+                [(token_key(token), msgpack.packb([record["digest"], record["time_ms"]]))], []
+            )
+        db.store.write(*staged.changes(), applied_lsn=lsn)
+    finally:
+        for write in writes:
+            _settle(db, write["key"])
