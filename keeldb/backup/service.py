@@ -234,7 +234,8 @@ class BackupService:
             else:
                 assert load["source"] == "import", load
                 await self._load_from_import(table, load, progress)
-            await ops.finish_load(self.db, table)
+            if load["source"] != "import":
+                await ops.finish_load(self.db, table)
             seconds = time.monotonic() - progress.started
             log.info(
                 "table %s loaded: %d items, %d bytes in %.2f s (%.1f MB/s, %d workers)",
@@ -396,6 +397,9 @@ class BackupService:
             return items, following if following < len(keys) else None
 
         await self._load_ranges(table, read_range, progress)
+        # The import is COMPLETED once its table is ACTIVE: a client that sees the status may
+        # use the table at once.
+        await ops.finish_load(self.db, table)
         job.update(
             ImportStatus="COMPLETED",
             EndTime=catalog.current_time(self.db),
