@@ -71,6 +71,10 @@ class ItemsState:
     # included (DynamoDB meters those too); the basis for admission control and metrics.
     read_units: dict[str, float] = field(default_factory=dict)
     write_units: dict[str, float] = field(default_factory=dict)
+    # storage key -> id of the prepared transaction that holds the item (a transaction across
+    # partitions, between its prepare and its commit or cancel): a plain write to it is
+    # refused with TransactionConflictException, as DynamoDB does.
+    held: dict[bytes, str] = field(default_factory=dict)
 
 
 def items_state(db: Database) -> ItemsState:
@@ -157,7 +161,12 @@ async def propose_write(
     cancelled caller leaves it in place: the record may be in the log already, and its
     applier removes it.
     """
-    pending = items_state(db).pending
+    state = items_state(db)
+    if key in state.held:
+        from keeldb.model.errors import TransactionConflictException
+
+        raise TransactionConflictException("Transaction is ongoing for the item")
+    pending = state.pending
     write = PendingWrite(image, size)
     queue = pending.get(key)
     if queue is None:
