@@ -81,14 +81,14 @@ async def wait_warm(pool: SandboxPool, count: int) -> None:
 
 
 async def cold_starts(
-    pool: SandboxPool, code: Path, rounds: int, prefix: str, warm: int
+    pool: SandboxPool, code: Path, rounds: int, prefix: str, warm: int, handler: str = "noop"
 ) -> dict[str, Any]:
     """Wall time of each cold start, and where its CPU time goes (pool, instance set-up)."""
     totals, pool_cpu, instance_cpu, steps = [], [], [], []
     for i in range(rounds):
         await wait_warm(pool, warm)
         await asyncio.sleep(0.005)  # let the refill settle, as between real requests
-        function = spec(code, f"{prefix}{i}", "noop")
+        function = spec(code, f"{prefix}{i}", handler)
         started = time.perf_counter()
         started_cpu = time.process_time()
         result = await pool.invoke(function, b"{}")
@@ -221,6 +221,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             figures["cold_pool_cpu_p50_ms"] = cold["pool_cpu_p50_ms"]
             figures["cold_instance_cpu_p50_ms"] = cold["instance_cpu_p50_ms"]
             figures["cold_steps_wall_p50_ms"] = cold["steps_wall_p50_ms"]
+            rounds = max(5, args.cold // 4)
+            boto = await cold_starts(pool, code, rounds, "boto", WARM_INSTANCES, "with_client")
+            figures["cold_boto3_client_p50_ms"] = boto["p50_ms"]
             warm = await warm_invokes(pool, code, args.warm, freeze=False)
             figures["warm_p50_ms"] = percentile(warm, 0.5)
             figures["warm_p99_ms"] = percentile(warm, 0.99)
@@ -272,7 +275,8 @@ def main() -> None:
         f"cold start  p50 {figures['cold_p50_ms']:.2f} ms  p99 {figures['cold_p99_ms']:.2f} ms"
         f"  (target p50 <= {TARGET_COLD_P50_MS} ms: "
         f"{verdict(figures['cold_p50_ms'], TARGET_COLD_P50_MS)}); without a warm pool p50 "
-        f"{figures['cold_without_warm_pool_p50_ms']:.2f} ms"
+        f"{figures['cold_without_warm_pool_p50_ms']:.2f} ms; a handler creating a boto3 "
+        f"DynamoDB client p50 {figures['cold_boto3_client_p50_ms']:.2f} ms"
     )
     print(
         f"  cold start CPU time p50: pool {figures['cold_pool_cpu_p50_ms']:.2f} ms + instance "

@@ -197,12 +197,10 @@ def _quiet_standard_fds() -> None:
     os.close(devnull)
 
 
-def _rehearse() -> None:
-    """Walk the assignment and invocation paths once with a dummy function while warm.
-
-    After the fork every page the runtime writes is copied on first touch; doing it here,
-    off the request path, moves those faults (and first-use caches) out of the cold start.
-    """
+def rehearse() -> None:
+    """Walk the assignment and invocation paths with a dummy function (the zygote does, before
+    it forks): first-use caches and the interpreter's specialised bytecode then live in pages
+    every instance shares, instead of being written, and so copied, by each one."""
     assign = {
         "name": "warm",
         "memory_mb": 128,
@@ -230,7 +228,6 @@ def serve(sock: socket.socket, plan: dict[str, Any], seccomp_program: bytes | No
     """Run one instance to its end: prepare, wait for a function, then invoke it forever."""
     _quiet_standard_fds()
     state = confine.prepare(plan)
-    _rehearse()
     frames.send(sock, {"op": "ready", "layers": state.layers})
     assign = frames.recv(sock)
     assert assign["op"] == "assign"
