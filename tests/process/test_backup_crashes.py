@@ -193,7 +193,7 @@ def test_kill_9_during_archiving_loses_nothing_and_leaves_nothing_half_visible(
             ]
             for thread in threads:
                 thread.start()
-            time.sleep(rng.uniform(0.4, 1.2))
+            time.sleep(rng.uniform(0.3, 0.8))
             server.kill()
             stop.set()
             for thread in threads:
@@ -240,7 +240,7 @@ def test_a_restore_killed_half_way_resumes_after_restart_and_completes_exactly(
     try:
         ddb = server.start()
         create_table(ddb, "arch")
-        for start in range(0, 1500, 25):
+        for start in range(0, 1000, 25):
             ddb.batch_write_item(
                 RequestItems={
                     "arch": [
@@ -267,7 +267,7 @@ def test_a_restore_killed_half_way_resumes_after_restart_and_completes_exactly(
         table = ddb.describe_table(TableName="half")["Table"]
         assert table["TableStatus"] in ("CREATING", "ACTIVE")
         table = wait_active(ddb, "half")
-        assert table["ItemCount"] == 1500
+        assert table["ItemCount"] == 1000
         assert table["RestoreSummary"]["RestoreInProgress"] is False
         assert scan(ddb, "half") == expected
     except BaseException:

@@ -61,7 +61,7 @@ def test_a_segment_that_reads_back_damaged_is_never_named_and_stays_on_the_node(
         )
         await archiver.start()
         await database.dispatch("CreateTable", TABLE)
-        await put(database, 30)
+        await put(database, 15)
         with pytest.raises(ArchiveCorruptError, match="read back with sha256"):
             await archiver.flush()
         await log.checkpoint()
