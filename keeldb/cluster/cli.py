@@ -52,6 +52,12 @@ def register(commands: Any) -> None:
     up.add_argument("--log-level", default="warning")
     up.add_argument("--credentials", type=Path, metavar="FILE", help="passed to every node's serve")
     up.add_argument(
+        "--follower-reads",
+        action="store_true",
+        help="let a router answer eventually consistent reads from its own replica "
+        "(they may miss the latest writes, as DynamoDB's may)",
+    )
+    up.add_argument(
         "--fault-endpoint",
         action="store_true",
         help="let tests drive each node's transport fault switch over HTTP (loopback only)",
@@ -214,6 +220,8 @@ def run_up(args: argparse.Namespace) -> int:
     except topology.TopologyError as error:
         print(f"keeldb: {error}", file=sys.stderr)
         return 2
+    if args.follower_reads:
+        spec.extra["follower_reads"] = True
     data_dir.mkdir(parents=True, exist_ok=True)
     topology.write_secret(data_dir / "secret")
     topology.save(spec, data_dir / topology.CLUSTER_FILE_NAME)
