@@ -140,6 +140,12 @@ class BackupHooks(Protocol):
     async def list_imports(self) -> list[Body]: ...
 
 
+NO_ARCHIVE_MESSAGE = (
+    "Continuous backups are not available: this server keeps no archive of its log yet "
+    "(it is off, or the backup store could not be reached)"
+)
+
+
 def hooks(db: Database) -> BackupHooks:
     found: BackupHooks | None = db.state.get(HOOKS_KEY)
     if found is None:
@@ -178,8 +184,9 @@ def restorable_range(db: Database, table: Table) -> tuple[float, float]:
     latest = now - LATEST_RESTORABLE_LAG_SECONDS
     earliest = max(settings["enabled_at"], now - settings["period_days"] * SECONDS_PER_DAY)
     window = hooks(db).restorable_window()
-    if window is not None:
-        earliest = max(earliest, window[0])
+    if window is None:
+        raise ContinuousBackupsUnavailableException(NO_ARCHIVE_MESSAGE)
+    earliest = max(earliest, window[0])
     return min(earliest, latest), latest
 
 
@@ -188,13 +195,17 @@ def _continuous_backups_description(db: Database, table: Table) -> Body:
     if settings is None:
         pitr: Body = {"PointInTimeRecoveryStatus": "DISABLED"}
     else:
-        earliest, latest = restorable_range(db, table)
         pitr = {
             "PointInTimeRecoveryStatus": "ENABLED",
             "RecoveryPeriodInDays": settings["period_days"],
-            "EarliestRestorableDateTime": earliest,
-            "LatestRestorableDateTime": latest,
         }
+        try:
+            earliest, latest = restorable_range(db, table)
+        except ContinuousBackupsUnavailableException:
+            pass  # the archive cannot be reached now: no restorable range to report
+        else:
+            pitr["EarliestRestorableDateTime"] = earliest
+            pitr["LatestRestorableDateTime"] = latest
     return {"ContinuousBackupsStatus": "ENABLED", "PointInTimeRecoveryDescription": pitr}
 
 
@@ -238,6 +249,8 @@ async def update_continuous_backups(db: Database, body: Body) -> Body:
             )
         enabled = spec["PointInTimeRecoveryEnabled"]
         current = table.extra.get(PITR_KEY) or {}
+        if enabled and hooks(db).restorable_window() is None:
+            raise ContinuousBackupsUnavailableException(NO_ARCHIVE_MESSAGE)
         if enabled:
             settings = {
                 "enabled": True,

@@ -337,3 +337,26 @@ def test_list_backups_filters_by_table_and_time_and_pages(
         "TableNotFoundException",
         f"Table not found: {missing}",
     )
+
+
+def test_a_server_without_a_backup_store_says_backups_are_unavailable(
+    server_factory: Callable[..., Any], client_factory: Callable[..., Any]
+) -> None:
+    client = client_factory(server_factory("--in-memory").url)
+    client.create_table(
+        TableName="kept-in-memory",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for call in (
+        lambda: client.update_continuous_backups(
+            TableName="kept-in-memory",
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+        ),
+        lambda: client.create_backup(TableName="kept-in-memory", BackupName="nope"),
+        lambda: client.list_backups(),
+    ):
+        code, message = error_of(call)
+        assert code == "ContinuousBackupsUnavailableException"
+        assert "no backup store" in message
