@@ -40,6 +40,7 @@ OPERATION_MODULES = (
     "keeldb.engine.streams",
     "keeldb.engine.backups",
     "keeldb.engine.transactions",
+    "keeldb.engine.transactions_partition",
 )
 
 OPERATIONS: dict[str, OperationFn] = {}

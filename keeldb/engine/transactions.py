@@ -129,10 +129,6 @@ _PATH_NAMES["Update"] = "update"
 class TransactionsState:
     # ClientRequestToken -> digest of the request, for transactions proposed and not applied.
     in_flight: dict[str, str] = field(default_factory=dict)
-    # Store key -> id of the prepared (cross-partition) transaction that holds the item.
-    prepared: dict[bytes, str] = field(default_factory=dict)
-    # Store key -> the newest timestamp of a transaction that read or wrote the item here.
-    item_timestamps: dict[bytes, int] = field(default_factory=dict)
     # Test-only: evaluate conditions on committed state instead of the latest view (a broken
     # variant the isolation checker must catch). Never set outside tests.
     evaluate_on_committed: bool = False
@@ -241,7 +237,7 @@ _ACTION_MEMBERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _read_action(value: Any) -> Body:
+def read_action(value: Any) -> Body:
     structure = _structure(value)
     action: Body = {}
     for kind in ACTION_KINDS:
@@ -270,7 +266,7 @@ def _read_action(value: Any) -> Body:
     return action
 
 
-def _check_action(action: Body, number: int, errors: list[str]) -> None:
+def check_action(action: Body, number: int, errors: list[str]) -> None:
     for kind, spec in action.items():
         base = f"transactItems.{number}.member.{_PATH_NAMES[kind]}"
         for member in _ACTION_MEMBERS[kind]:
@@ -294,12 +290,12 @@ def _check_action(action: Body, number: int, errors: list[str]) -> None:
 def _read_transact_write(body: Any) -> tuple[Body, list[Body]]:
     request = _read_common(body)
     raw_items = body.get("TransactItems")
-    items = None if raw_items is None else [_read_action(v) for v in shapes.as_list(raw_items)]
+    items = None if raw_items is None else [read_action(v) for v in shapes.as_list(raw_items)]
     errors: list[str] = []
     _check_enum(request, "ReturnConsumedCapacity", shapes.RETURN_CONSUMED_CAPACITY, errors)
     _check_count(items, errors)
     for number, action in enumerate(items or (), start=1):
-        _check_action(action, number, errors)
+        check_action(action, number, errors)
     _check_enum(request, "ReturnItemCollectionMetrics", RETURN_ITEM_COLLECTION_METRICS, errors)
     token = request.get("ClientRequestToken")
     if token is not None and not 1 <= len(token) <= TOKEN_LENGTH_MAX:
@@ -322,7 +318,7 @@ def _read_transact_write(body: Any) -> tuple[Body, list[Body]]:
 
 
 @dataclass(slots=True)
-class _Action:
+class Action:
     """One action of a TransactWriteItems, checked against its table and planned."""
 
     kind: str  # "ConditionCheck", "Put", "Delete" or "Update"
@@ -366,7 +362,7 @@ def _compile(spec: Body, kind: str) -> tuple[Condition | None, Update | None]:
     return condition, update
 
 
-def _plan_action(db: Database, kind: str, spec: Body, tables: dict[str, Table]) -> _Action:
+def plan_action(db: Database, kind: str, spec: Body, tables: dict[str, Table]) -> Action:
     """Check one action against the request rules and its table (nothing read yet)."""
     condition, update = _compile(spec, kind)
     item: Item | None = None
@@ -395,17 +391,17 @@ def _plan_action(db: Database, kind: str, spec: Body, tables: dict[str, Table]) 
                     f"{key_name}. This attribute is part of the key"
                 )
         check_scalar_key_paths(table, update.paths, table.global_indexes + table.local_indexes)
-    return _Action(kind, spec, table, key, storage_key(table, key), condition, update, item, size)
+    return Action(kind, spec, table, key, storage_key(table, key), condition, update, item, size)
 
 
-def _reason_failed(action: _Action) -> Body:
+def _reason_failed(action: Action) -> Body:
     reason: Body = {"Code": "ConditionalCheckFailed", "Message": CONDITION_FAILED_MESSAGE}
     if action.spec.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and action.old:
         reason["Item"] = action.old
     return reason
 
 
-def _evaluate(db: Database, action: _Action, on_committed: bool) -> Body | None:
+def evaluate_action(db: Database, action: Action, on_committed: bool) -> Body | None:
     """Evaluate one action on the latest view of its item; None if it may proceed, else its
     cancellation reason. Fills in the after-image and the capacity."""
     if on_committed:
@@ -413,8 +409,8 @@ def _evaluate(db: Database, action: _Action, on_committed: bool) -> Body | None:
     else:
         old, old_size = latest_item(db, action.skey)
     action.old, action.old_size = old, old_size
-    if action.skey in transactions_state(db).prepared:
-        return {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+    if action.skey in items_state(db).held:
+        return {"Code": "TransactionConflict", "Message": CONFLICT_MESSAGE}
     if action.condition is not None and not action.condition.evaluate(old):
         action.units = write_units(old_size, transactional=True)
         return _reason_failed(action)
@@ -457,7 +453,7 @@ def _evaluate(db: Database, action: _Action, on_committed: bool) -> Body | None:
     return None
 
 
-def _cancelled(reasons: list[Body]) -> TransactionCanceledException:
+def cancelled_error(reasons: list[Body]) -> TransactionCanceledException:
     codes = ", ".join(r["Code"] for r in reasons)
     return TransactionCanceledException(CANCELLED_MESSAGE.format(codes), reasons)
 
@@ -578,11 +574,11 @@ async def propose_transaction(
 async def transact_write_items(db: Database, body: Body) -> Body:
     request, items = _read_transact_write(body)
     tables: dict[str, Table] = {}
-    actions: list[_Action] = []
+    actions: list[Action] = []
     request_bytes = 0
     for raw in items:
         ((kind, spec),) = raw.items()
-        action = _plan_action(db, kind, spec, tables)
+        action = plan_action(db, kind, spec, tables)
         request_bytes += action.item_size
         actions.append(action)
     if request_bytes > TRANSACT_REQUEST_BYTES_MAX:
@@ -602,18 +598,18 @@ async def transact_write_items(db: Database, body: Body) -> Body:
 
     # Evaluate every action on the latest view, then propose; no await in between.
     reasons: list[Body | None] = [
-        _evaluate(db, action, state.evaluate_on_committed) for action in actions
+        evaluate_action(db, action, state.evaluate_on_committed) for action in actions
     ]
     write_meter = items_state(db).write_units
     for action in actions:
         _meter(write_meter, action.table.name, action.units + _index_total(action))
     if any(reason is not None for reason in reasons):
-        raise _cancelled([reason or {"Code": "None"} for reason in reasons])
+        raise cancelled_error([reason or {"Code": "None"} for reason in reasons])
 
     writes = [a for a in actions if a.kind != "ConditionCheck"]
     record: dict[str, Any] = {
         "kind": "transact",
-        "writes": [_write_entry(a) for a in writes],
+        "writes": [write_entry(a) for a in writes],
     }
     if token is not None:
         record["token"] = token
@@ -628,11 +624,11 @@ async def transact_write_items(db: Database, body: Body) -> Body:
     return _write_answer(db, request, actions, replay=False)
 
 
-def _index_total(action: _Action) -> float:
+def _index_total(action: Action) -> float:
     return sum(i.units for i in action.index_units)
 
 
-def _write_entry(action: _Action) -> dict[str, Any]:
+def write_entry(action: Action) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "table": action.table.table_id,
         "name": action.table.name,
@@ -644,7 +640,7 @@ def _write_entry(action: _Action) -> dict[str, Any]:
     return entry
 
 
-def _write_answer(db: Database, request: Body, actions: list[_Action], *, replay: bool) -> Body:
+def _write_answer(db: Database, request: Body, actions: list[Action], *, replay: bool) -> Body:
     response: Body = {}
     mode = request.get("ReturnConsumedCapacity", "NONE")
     if mode != "NONE":
@@ -756,7 +752,7 @@ async def transact_get_items(db: Database, body: Body) -> Body:
         planned.append((spec, table, skey, projection))
 
     # One synchronous pass over committed state: no applied record falls between two reads.
-    prepared = transactions_state(db).prepared
+    prepared = items_state(db).held
     reasons: list[Body | None] = []
     found: list[tuple[Item | None, int]] = []
     for _, _, skey, _ in planned:
@@ -773,7 +769,7 @@ async def transact_get_items(db: Database, body: Body) -> Body:
         capacities.setdefault(spec["TableName"], _Capacity()).table_units += units
         _meter(meter, table.name, units)
     if any(reason is not None for reason in reasons):
-        raise _cancelled([reason or {"Code": "None"} for reason in reasons])
+        raise cancelled_error([reason or {"Code": "None"} for reason in reasons])
 
     responses: list[Body] = []
     for (_, _, _, projection), (item, _) in zip(planned, found, strict=True):
@@ -854,7 +850,7 @@ def staged_writes(
     return staged, puts, deletes
 
 
-def _settle(db: Database, key: bytes) -> None:
+def settle(db: Database, key: bytes) -> None:
     pending = items_state(db).pending
     queue = pending.get(key)
     if queue is None:
@@ -880,4 +876,4 @@ def apply_transact(db: Database, lsn: int, record: dict[str, Any]) -> None:
         db.store.write(*staged.changes(), applied_lsn=lsn)
     finally:
         for write in writes:
-            _settle(db, write["key"])
+            settle(db, write["key"])
