@@ -122,6 +122,43 @@ def batch_partitions(db: Database, ring: Ring, op: str, body: Any) -> list[int |
     return out
 
 
+TRANSACT_OPERATIONS = ("TransactWriteItems", "TransactGetItems")
+_ACTION_KEYS = {
+    "Put": "Item",
+    "Update": "Key",
+    "Delete": "Key",
+    "ConditionCheck": "Key",
+    "Get": "Key",
+}
+
+
+def transact_partitions(db: Database, ring: Ring, body: Any) -> list[int | None]:
+    """The partition of every action of a TransactWriteItems or TransactGetItems."""
+    out: list[int | None] = []
+    actions = body.get("TransactItems") if isinstance(body, dict) else None
+    for action in actions if isinstance(actions, list) else []:
+        partition = None
+        if isinstance(action, dict) and len(action) == 1:
+            ((kind, spec),) = action.items()
+            if kind in _ACTION_KEYS and isinstance(spec, dict):
+                table = table_of(db, spec.get("TableName"))
+                if table is not None:
+                    partition = key_partition(ring, table, spec.get(_ACTION_KEYS[kind]))
+        out.append(partition)
+    return out
+
+
+def transact_tables(body: Any) -> list[Any]:
+    actions = body.get("TransactItems") if isinstance(body, dict) else None
+    names = []
+    for action in actions if isinstance(actions, list) else []:
+        if isinstance(action, dict):
+            for spec in action.values():
+                if isinstance(spec, dict):
+                    names.append(spec.get("TableName"))
+    return names
+
+
 def partitions_of_request(db: Database, ring: Ring, op: str, body: Any) -> list[int]:
     """The partitions a request's keys name (for the storage side's check); empty when the
     operation reads ranges (Scan, a global index) or its keys cannot be read."""
@@ -130,6 +167,8 @@ def partitions_of_request(db: Database, ring: Ring, op: str, body: Any) -> list[
         return [] if partition is None else [partition]
     if op in ("BatchGetItem", "BatchWriteItem"):
         return sorted({p for p in batch_partitions(db, ring, op, body) if p is not None})
+    if op in TRANSACT_OPERATIONS:
+        return sorted({p for p in transact_partitions(db, ring, body) if p is not None})
     if op == "Query":
         found = query_partition(db, ring, body)
         if found is None or found[1] is None:

@@ -86,7 +86,11 @@ ITEM_WRITES = ("PutItem", "UpdateItem", "DeleteItem")
 # scans): their engine handler runs here, against the cached catalog, and each request it
 # makes is routed like a client's.
 COMPOSITE = ("ExecuteStatement", "BatchExecuteStatement")
-UNSUPPORTED = ("ExecuteTransaction", "TransactWriteItems", "TransactGetItems")
+UNSUPPORTED = ("ExecuteTransaction",)
+CROSS_PARTITION_MESSAGE = (
+    "Transactions whose items lie in more than one partition are not supported by a KeelDB "
+    "cluster yet"
+)
 
 Call = Callable[[int, str, Any, float], Awaitable[Any]]
 
@@ -326,9 +330,29 @@ class Router:
             return await self._scan(body, deadline)
         if op in ("BatchGetItem", "BatchWriteItem"):
             return await self._batch(op, body, deadline)
+        if op in keyroute.TRANSACT_OPERATIONS:
+            return await self._transact(op, body, deadline)
         # Any other operation of the engine: run it on the first partition, which answers
         # with its validation error or its (partition-local) result.
         return await self._partition_op(0, op, body, MODE_WRITE, deadline, check=False)
+
+    async def _transact(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """A transaction whose items all lie in one partition runs there, atomically, as on
+        a single node; a malformed one goes to one partition for its exact error."""
+        names = keyroute.transact_tables(body)
+        for name in {n for n in names if isinstance(n, str)}:
+            await self._known(name, deadline)
+        tables = self._expect(*names)
+        mode = MODE_WRITE if op == "TransactWriteItems" else MODE_STRONG
+        partitions = keyroute.transact_partitions(self.cache, self.ring, body)
+        if not partitions or any(p is None for p in partitions):
+            return await self._partition_op(0, op, body, mode, deadline, check=False, tables=tables)
+        distinct = set(partitions)
+        if len(distinct) > 1:
+            raise ValidationException(CROSS_PARTITION_MESSAGE)
+        (partition,) = distinct
+        assert partition is not None
+        return await self._partition_op(partition, op, body, mode, deadline, tables=tables)
 
     # --- Query and Scan ------------------------------------------------------------------
 
