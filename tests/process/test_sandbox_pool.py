@@ -4,6 +4,7 @@ limit, and nothing left behind after close. Real zygote, real instances, real so
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -408,3 +409,25 @@ def test_a_lazy_pool_starts_its_zygote_with_the_first_invocation(
         # On a host where every layer works, the prediction is exact; elsewhere it may only
         # promise more than the probe finds.
         assert {k for k, v in measured.items() if v} <= {k for k, v in predicted.items() if v}
+
+
+def test_a_cancelled_invocation_ends_its_instance_and_the_next_call_is_answered(
+    pool: ThreadedPool, code_dir: Path
+) -> None:
+    function = spec(code_dir, "app.slow", "cancelled")
+    pool.invoke(function, b'{"seconds": 0.0}')
+
+    async def cancel_midway() -> bool:
+        task = asyncio.ensure_future(pool.pool.invoke(function, b'{"seconds": 1.0}'))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert pool.call(cancel_midway()) is True
+    after = pool.invoke(function, b'{"seconds": 0.0}')
+    assert after.payload == b'"slept"'
+    assert after.cold_start is True  # the instance that was mid-invocation is gone

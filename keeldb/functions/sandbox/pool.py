@@ -363,6 +363,8 @@ class SandboxPool:
         function_arn: str | None = None,
     ) -> InvokeResult:
         """Run the handler on the payload in an instance of the function; see the module doc."""
+        if self._closed:
+            raise SandboxCrashed("the sandbox pool is closed")
         if self._booting is None or not self._booting.done() or self._booting.exception():
             await self.ready()
         request_id = request_id or str(uuid.uuid4())
@@ -452,6 +454,10 @@ class SandboxPool:
             return await self._exchange(
                 instance, spec, request, request_id, cold, init_ms, init_log
             )
+        except asyncio.CancelledError:
+            # The caller gave up: the result would arrive later and be read as the next one's.
+            self._kill(instance)
+            raise
         finally:
             self._settle(instance)
 
@@ -749,7 +755,10 @@ class SandboxPool:
         self._ensure_readable(spec)
         if instance.groups is not None:
             # The limit covers the runtime and the handler, as Lambda's MemorySize does.
-            instance.groups.set_memory(spec.memory_mb * 1024 * 1024)
+            try:
+                instance.groups.set_memory(spec.memory_mb * 1024 * 1024)
+            except OSError as e:
+                log.warning("memory limit of %s MB not applied: %s", spec.memory_mb, e)
         assign = {
             "op": "assign",
             "name": spec.name,
@@ -766,6 +775,10 @@ class SandboxPool:
             init = _checked_init(
                 await asyncio.wait_for(frames.arecv(instance.sock), max(spec.timeout_seconds, 10.0))
             )
+        except asyncio.CancelledError:
+            self._kill(instance)
+            self._settle(instance)
+            raise
         except (TimeoutError, frames.FrameError, OSError):
             self._kill(instance)
             message = "RequestId: Error: Runtime exited during initialisation"
