@@ -41,6 +41,7 @@ OPERATION_MODULES = (
     "keeldb.engine.backups",
     "keeldb.engine.transactions",
     "keeldb.engine.transactions_partition",
+    "keeldb.engine.transactions_partiql",
 )
 
 OPERATIONS: dict[str, OperationFn] = {}

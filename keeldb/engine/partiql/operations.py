@@ -20,8 +20,8 @@ DynamoDB"):
 
 BatchExecuteStatement runs up to 25 statements, all reads (each a single item by its full
 key) or all writes, one after the other, each answered with its item or its own Error.
-ExecuteTransaction is not registered here: it needs the atomic multi-item writes of
-transactions.
+ExecuteTransaction runs the same translations as one transaction
+(`keeldb.engine.transactions_partiql`).
 
 It never reads or writes the store itself and never parses an expression: the item, query
 and scan handlers do that.

@@ -491,10 +491,10 @@ def test_star_with_other_attributes_is_refused(h: Harness) -> None:
     )
 
 
-def test_execute_transaction_is_not_an_operation(h: Harness) -> None:
+def test_execute_transaction_selects_need_the_full_key(h: Harness) -> None:
     with pytest.raises(ClientError) as caught:
         h("ExecuteTransaction", {"TransactStatements": [{"Statement": "SELECT * FROM Music"}]})
-    assert caught.value.type_name == "UnknownOperationException"
+    assert caught.value.type_name == "ValidationException"
 
 
 # --- BatchExecuteStatement ------------------------------------------------------------------
