@@ -75,7 +75,9 @@ NODE_SCOPE = "node"
 TABLE_SCOPE_PREFIX = "table/"
 LOG_RECORD_CONTEXT = b"L"  # associated data of a log record (store values use b"S" + key)
 SEALED_RECORDS_REMEMBERED_MAX = 65536  # records sealed here and not applied yet; far above
-# the log's group size, so the bound only matters if appends keep failing
+# the log's group size, so the bound only matters if appends keep failing (a record the log
+# refuses as too large is never applied, and would otherwise stay remembered)
+SEALED_RECORDS_REMEMBERED_BYTES_MAX = 64 << 20
 
 
 def keyring_dir(data_dir: Path) -> Path:
@@ -396,22 +398,32 @@ class RecordCodec:
     (replay, another replica) are opened and authenticated as usual.
     """
 
-    __slots__ = ("_keyring", "_sealed")
+    __slots__ = ("_keyring", "_sealed", "_sealed_bytes")
 
     def __init__(self, keyring: Keyring) -> None:
         self._keyring = keyring
         # id(sealed bytes) -> (the sealed bytes, kept alive so the id stays theirs; plaintext)
         self._sealed: dict[int, tuple[bytes, bytes]] = {}
+        self._sealed_bytes = 0
 
     def seal(self, data: bytes) -> bytes:
         sealed = self._keyring.seal(LOG_SCOPE, data, LOG_RECORD_CONTEXT)
-        if len(self._sealed) >= SEALED_RECORDS_REMEMBERED_MAX:
-            self._sealed.clear()  # records whose append failed are never applied
+        size = len(sealed) + len(data)
+        if (
+            len(self._sealed) >= SEALED_RECORDS_REMEMBERED_MAX
+            or self._sealed_bytes + size > SEALED_RECORDS_REMEMBERED_BYTES_MAX
+        ):
+            # Forgetting is always safe: a forgotten record is decrypted when applied.
+            self._sealed.clear()
+            self._sealed_bytes = 0
         self._sealed[id(sealed)] = (sealed, data)
+        self._sealed_bytes += size
         return sealed
 
     def open(self, data: bytes) -> bytes:
         remembered = self._sealed.pop(id(data), None)
-        if remembered is not None and remembered[0] is data:
-            return remembered[1]
+        if remembered is not None:
+            self._sealed_bytes -= len(remembered[0]) + len(remembered[1])
+            if remembered[0] is data:
+                return remembered[1]
         return self._keyring.open(data, LOG_RECORD_CONTEXT, "a log record")

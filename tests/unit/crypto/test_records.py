@@ -144,3 +144,21 @@ def test_the_codec_authenticates_every_record_it_did_not_just_seal(tmp_path: Pat
     assert codec.open(second) == b"another"
     assert codec._sealed == {}
     keyring.close()
+
+
+def test_records_never_applied_are_forgotten_within_a_byte_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keeldb.crypto import keyring as keyring_module
+
+    monkeypatch.setattr(keyring_module, "SEALED_RECORDS_REMEMBERED_BYTES_MAX", 10_000)
+    keyring = Keyring.create(tmp_path, MasterKey(os.urandom(32)))
+    codec = keyring.record_codec
+    kept = [codec.seal(bytes(1000)) for _ in range(50)]  # refused by a log, never applied
+    assert codec._sealed_bytes <= 10_000
+    assert len(codec._sealed) < 50
+    # Forgotten or not, every record still opens to its plaintext.
+    assert all(codec.open(sealed) == bytes(1000) for sealed in kept)
+    assert codec._sealed == {}
+    assert codec._sealed_bytes == 0
+    keyring.close()
