@@ -320,9 +320,10 @@ def test_the_handler_can_read_its_own_code_but_not_write_it(
     assert not (code_dir / "new.py").exists()
 
 
-def test_writing_tmp_works(pool: ThreadedPool, code_dir: Path) -> None:
-    outcome = run(pool, code_dir, "write_file", {"path": "/tmp/scratch"})
-    assert outcome == {"ok": True, "value": 1}
+def test_writing_tmp_and_dev_null_works(pool: ThreadedPool, code_dir: Path) -> None:
+    for path in ("/tmp/scratch", "/dev/null"):
+        outcome = run(pool, code_dir, "write_file", {"path": path})
+        assert outcome == {"ok": True, "value": 1}, path
 
 
 def test_tcp_to_a_port_other_than_the_database_fails(pool: ThreadedPool, code_dir: Path) -> None:
