@@ -3,7 +3,8 @@
 A server killed during concurrent encrypted writes comes back with every acknowledged write,
 readable, and still no plaintext on disk (recovery replays sealed records, and the torn tail
 of the log is sealed data too). An item whose stored ciphertext was altered is refused to
-readers and writers alike, while the node goes on serving everything else.
+readers and writers alike, while the node goes on serving everything else; a log record
+altered on disk (with its CRC made to match) stops recovery with a one-line error.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keeldb.model.keys import item_key
 from keeldb.storage.lmdb_store import LmdbStore
+from keeldb.storage.wal import (
+    RECORD_HEADER,
+    RECORD_HEADER_BYTES,
+    SEGMENT_HEADER,
+    SEGMENT_HEADER_BYTES,
+    record_crc,
+)
 
 pytestmark = pytest.mark.process
 
@@ -224,3 +232,43 @@ def test_an_altered_item_refuses_reads_and_writes_while_the_node_serves_the_rest
     assert f"a stored value of table {table_id} failed authentication" in (
         (tmp_path / "server.log").read_text()
     )
+
+
+def test_an_altered_log_record_stops_recovery_with_one_line(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEELDB_ARCHIVE", "off")  # keep every segment where it is
+    server.start()
+    ddb = server.client()
+    create_table(ddb)
+    for n in range(10):
+        ddb.put_item(TableName="sealed", Item={"pk": {"S": f"k{n}"}, "s": {"S": MARKER}})
+    server.signal(signal.SIGKILL)  # no checkpoint at close: the log keeps every record
+    data = tmp_path / "data"
+    # Without its store, the node must rebuild everything from the log on the next start.
+    for name in ("data.mdb", "lock.mdb"):
+        (data / "store" / name).unlink()
+    segments = sorted((data / "wal").glob("*.wal"))
+    raw = bytearray(segments[-1].read_bytes())
+    salt = SEGMENT_HEADER.unpack_from(raw, 0)[2]
+    offset, last = SEGMENT_HEADER_BYTES, None
+    while offset + RECORD_HEADER_BYTES <= len(raw):
+        length, _, lsn = RECORD_HEADER.unpack_from(raw, offset)
+        if length == 0 or offset + RECORD_HEADER_BYTES + length > len(raw):
+            break
+        last = (offset, length, lsn)
+        offset += RECORD_HEADER_BYTES + length
+    assert last is not None
+    at, length, lsn = last
+    payload_at = at + RECORD_HEADER_BYTES
+    raw[payload_at + length - 5] ^= 0x10  # inside the ciphertext; the CRC is made to match
+    payload = bytes(raw[payload_at : payload_at + length])
+    RECORD_HEADER.pack_into(raw, at, length, record_crc(salt, length, lsn, payload), lsn)
+    segments[-1].write_bytes(bytes(raw))
+
+    refused = subprocess.run(
+        server.command, capture_output=True, text=True, timeout=START_SECONDS_MAX, check=False
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("keeldb: cannot start: a log record failed authentication")
