@@ -1,0 +1,1 @@
+"""Transaction isolation tooling that is independent of the engine: the history checker."""
