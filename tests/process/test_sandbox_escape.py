@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.process
 
 START_SECONDS_MAX = 30.0
 PIDS_MAX = 24
+WATCH_PERIOD_SECONDS = 0.05
 HOG_MEMORY_MB = 96
 
 HANDLERS = textwrap.dedent(
@@ -212,6 +214,47 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
     server.stop()
 
 
+class Watchdog:
+    """Reads one item from the database every WATCH_PERIOD_SECONDS, from its own thread, for
+    as long as the module's sandboxes misbehave; every failure is kept."""
+
+    def __init__(self, database: ServerProcess) -> None:
+        self.client = database.client()
+        self.client.meta.config.retries = {"max_attempts": 1}
+        self.client.create_table(
+            TableName="watched",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.client.put_item(TableName="watched", Item={"pk": {"S": "here"}})
+        self.answers = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_PERIOD_SECONDS):
+            try:
+                item = self.client.get_item(TableName="watched", Key={"pk": {"S": "here"}})
+                assert item["Item"] == {"pk": {"S": "here"}}
+                self.answers += 1
+            except Exception as e:  # noqa: BLE001 - every failure is the finding
+                self.failures.append(repr(e))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(START_SECONDS_MAX)
+
+
+@pytest.fixture(scope="module")
+def watchdog(database: ServerProcess) -> Iterator[Watchdog]:
+    watching = Watchdog(database)
+    yield watching
+    watching.stop()
+
+
 @pytest.fixture(scope="module")
 def code_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("code")
@@ -221,7 +264,7 @@ def code_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pool(
-    tmp_path_factory: pytest.TempPathFactory, database: ServerProcess
+    tmp_path_factory: pytest.TempPathFactory, database: ServerProcess, watchdog: Watchdog
 ) -> Iterator[ThreadedPool]:
     with ThreadedPool(
         tmp_path_factory.mktemp("sandboxes"),
@@ -467,8 +510,10 @@ def test_an_infinite_loop_is_killed_at_its_timeout(
     database.assert_serving()
 
 
-def test_the_database_kept_serving_throughout(database: ServerProcess) -> None:
+def test_the_database_kept_serving_throughout(database: ServerProcess, watchdog: Watchdog) -> None:
     database.assert_serving()
+    assert watchdog.failures == []
+    assert watchdog.answers >= 5  # it really was asking, all along the tests above
 
 
 def test_the_checks_catch_a_sandbox_without_seccomp_and_landlock(
