@@ -91,10 +91,12 @@ class Archiver:
         interval_seconds: float | None = None,
         snapshot_interval_seconds: float | None = None,
         extras: Callable[[], dict[str, Path]] | None = None,
+        workdir: Path | None = None,
     ) -> None:
         """`log_` is the node's `LocalLog` (sealing, sealed segments, retention hold, commit
         times); `snapshot` copies the store; `extras` names files to keep with the archive
-        (a keyring), re-uploaded when they change."""
+        (a keyring), re-uploaded when they change; `workdir` is where a pass copies
+        snapshots (the data directory's filesystem; default: the system's temporary one)."""
         self.store = store
         self.log = log_
         self._snapshot = snapshot
@@ -108,6 +110,7 @@ class Archiver:
             "KEELDB_ARCHIVE_RETENTION_SECONDS", ARCHIVE_RETENTION_SECONDS
         )
         self._extras = extras
+        self._workdir = workdir
         self.manifest = Manifest()
         self._archived_lsn = 0  # read by the log's disk thread (retention hold)
         self._last_snapshot = 0.0  # time.monotonic() of the last snapshot
@@ -190,51 +193,62 @@ class Archiver:
 
     def _pass(self, force_snapshot: bool) -> None:
         """Runs in the archive thread."""
-        with tempfile.TemporaryDirectory(prefix="keeldb-archive-") as scratch_name:
-            scratch = Path(scratch_name)
-            manifest = self.manifest
-            changed = False
-            if not manifest.snapshots:
+        if self._workdir is None:
+            with tempfile.TemporaryDirectory(prefix="keeldb-archive-") as scratch_name:
+                self._pass_in(Path(scratch_name), force_snapshot)
+            return
+        scratch = self._workdir / "archive-pass"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            self._pass_in(scratch, force_snapshot)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _pass_in(self, scratch: Path, force_snapshot: bool) -> None:
+        manifest = self.manifest
+        changed = False
+        if not manifest.snapshots:
+            self._take_snapshot(manifest, scratch)
+            changed = True
+        for first_lsn, path in self.log.sealed_segments():
+            if self._closing:
+                break
+            if (
+                first_lsn > manifest.archived_lsn() + 1
+                and manifest.snapshots[-1].lsn < first_lsn - 1
+            ):
+                # The local log starts after the archive's end (it was trimmed while no
+                # archiver ran): a snapshot taken now covers the missing records, and
+                # restores start from it.
                 self._take_snapshot(manifest, scratch)
                 changed = True
-            for first_lsn, path in self.log.sealed_segments():
-                if self._closing:
-                    break
-                if (
-                    first_lsn > manifest.archived_lsn() + 1
-                    and manifest.snapshots[-1].lsn < first_lsn - 1
-                ):
-                    # The local log starts after the archive's end (it was trimmed while no
-                    # archiver ran): a snapshot taken now covers the missing records, and
-                    # restores start from it.
-                    self._take_snapshot(manifest, scratch)
-                    changed = True
-                if changed:
-                    publish_manifest(self.store, manifest)
-                    changed = False
-                entry = self._archive_segment(first_lsn, path, manifest.archived_lsn())
-                if entry is None:
-                    continue
-                manifest.segments.append(entry)
-                self._bytes_since_snapshot += entry.bytes
+            if changed:
                 publish_manifest(self.store, manifest)
-                self._archived_lsn = manifest.archived_lsn()
-            due = (
-                time.monotonic() - self._last_snapshot >= self.snapshot_interval_seconds
-                or self._bytes_since_snapshot >= SNAPSHOT_LOG_BYTES
-            )
-            if force_snapshot or (due and self.log.committed_lsn() > manifest.snapshots[-1].lsn):
-                self._take_snapshot(manifest, scratch)
-                changed = True
-            changed = self._upload_extras(manifest) or changed
-            cutoff_us = self.log.now_us() - int(self.retention_seconds * 1_000_000)
-            dropped = manifest.prune(cutoff_us)
-            if changed or dropped:
-                publish_manifest(self.store, manifest)
-            # Deleted only once no published manifest names them.
-            for key in dropped:
-                self.store.delete(key)
+                changed = False
+            entry = self._archive_segment(first_lsn, path, manifest.archived_lsn())
+            if entry is None:
+                continue
+            manifest.segments.append(entry)
+            self._bytes_since_snapshot += entry.bytes
+            publish_manifest(self.store, manifest)
             self._archived_lsn = manifest.archived_lsn()
+        due = (
+            time.monotonic() - self._last_snapshot >= self.snapshot_interval_seconds
+            or self._bytes_since_snapshot >= SNAPSHOT_LOG_BYTES
+        )
+        if force_snapshot or (due and self.log.committed_lsn() > manifest.snapshots[-1].lsn):
+            self._take_snapshot(manifest, scratch)
+            changed = True
+        changed = self._upload_extras(manifest) or changed
+        cutoff_us = self.log.now_us() - int(self.retention_seconds * 1_000_000)
+        dropped = manifest.prune(cutoff_us)
+        if changed or dropped:
+            publish_manifest(self.store, manifest)
+        # Deleted only once no published manifest names them.
+        for key in dropped:
+            self.store.delete(key)
+        self._archived_lsn = manifest.archived_lsn()
 
     def _archive_segment(self, first_lsn: int, path: Path, archived: int) -> SegmentEntry | None:
         """Upload one sealed segment if it holds records past `archived`, verified."""

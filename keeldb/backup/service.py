@@ -802,7 +802,7 @@ async def attach(node: Node) -> Closer | None:
             # The wrapped data keys travel with the archive (never the master key).
             keyring_path = crypto.keyring_file(Path(config.data_dir))
             extras = lambda: {"keyring": keyring_path}
-        archiver = Archiver(store, node.log, snapshot, extras=extras)
+        archiver = Archiver(store, node.log, snapshot, extras=extras, workdir=workdir)
         await archiver.start()
     service = BackupService(node.database, store, archiver, workdir, live_store=node.store)
     node.database.state[ops.HOOKS_KEY] = service
