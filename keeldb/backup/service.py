@@ -790,9 +790,12 @@ async def attach(node: Node) -> Closer | None:
     if base is None:
         return None
     store = node_store(base, config.data_dir)
-    workdir = Path(config.data_dir or tempfile.gettempdir()) / "backup-work"
-    shutil.rmtree(workdir, ignore_errors=True)  # what a stop left of jobs that restart
-    workdir.mkdir(parents=True, exist_ok=True)
+    if config.data_dir is not None:
+        workdir = Path(config.data_dir) / "backup-work"
+        shutil.rmtree(workdir, ignore_errors=True)  # what a stop left of jobs that restart
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="keeldb-backup-work-"))
     archiver = None
     snapshot = getattr(node.store, "snapshot", None)
     archiving = os.environ.get("KEELDB_ARCHIVE", "on") != "off"
@@ -812,5 +815,7 @@ async def attach(node: Node) -> Closer | None:
         await service.close()
         if archiver is not None:
             await archiver.close()
+        if config.data_dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     return close
