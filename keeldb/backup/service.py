@@ -55,6 +55,7 @@ from keeldb.engine import catalog
 from keeldb.engine.database import Database
 from keeldb.engine.item_store import decode_stored
 from keeldb.engine.schema import Table
+from keeldb.model.errors import ContinuousBackupsUnavailableException
 from keeldb.model.keys import HASH_SPACE, hash_range_bounds, key_after
 from keeldb.model.values import item_size, validate_item
 from keeldb.storage.lmdb_store import LmdbStore
@@ -444,7 +445,9 @@ class BackupService:
     def _copy_store(self, copy_dir: Path) -> int:
         snapshot = getattr(self.live_store, "snapshot", None)
         if snapshot is None:
-            raise RuntimeError("this node's store cannot be copied (it is kept in memory)")
+            raise ContinuousBackupsUnavailableException(
+                "Backups are not available: this server keeps its data in memory"
+            )
         lsn: int = snapshot(copy_dir / "store")
         return lsn
 
