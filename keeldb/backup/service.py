@@ -430,12 +430,12 @@ class BackupService:
             "table": table.to_record(),
             "parts": [],
         }
-        await self._run(self._write_backup, backup)
         # The copy is taken before the answer, so the backup holds the table as it was when
         # it was asked for, even if the table is changed or deleted right after.
         copy_dir = Path(tempfile.mkdtemp(prefix="backup-", dir=self.workdir))
         try:
             await self._run(self._copy_store, copy_dir)
+            await self._run(self._write_backup, backup)
         except BaseException:
             shutil.rmtree(copy_dir, ignore_errors=True)
             raise
