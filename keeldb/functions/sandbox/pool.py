@@ -556,8 +556,8 @@ class SandboxPool:
         reason = "signal: killed"
         if status is not None:
             if os.WIFSIGNALED(status):
-                number = os.WTERMSIG(status)
-                reason = "signal: " + _SIGNAL_WORDS.get(number, signal.Signals(number).name)
+                number = signal.Signals(os.WTERMSIG(status))
+                reason = "signal: " + _SIGNAL_WORDS.get(number, number.name)
             elif os.WIFEXITED(status):
                 reason = f"exit status {os.WEXITSTATUS(status)}"
         error_type = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
