@@ -328,11 +328,14 @@ class BackupService:
     def _scratch_database(self, store: Any) -> Database:
         """A database over a copy of this node's store, reading and writing it as the node
         does (with its keyring and record codec when data is encrypted at rest)."""
+        keyring = crypto.keyring_of(self.live_store)
         return Database(
             crypto.sibling_store(self.live_store, store),
             region=self.db.region,
             account_id=self.db.account_id,
-            record_codec=self.db.record_codec,
+            # A codec of its own: the node's remembers what the node sealed, and this one
+            # runs in a worker thread.
+            record_codec=None if keyring is None else keyring.record_codec,
         )
 
     def _seal(self, table_id: str, key: str, data: bytes) -> bytes:
