@@ -77,6 +77,7 @@ class StreamPoller:
         self.record = record
         self.uuid = record["uuid"]
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._iterators: dict[str, str] = {}
         self._shards: list[dict[str, Any]] = []
@@ -92,6 +93,10 @@ class StreamPoller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._writing is not None:
+            # A failed write was already reported by the loop (and will be redone).
+            with contextlib.suppress(OSError):
+                await self._writing
 
     def wake(self) -> None:
         self._wake.set()
@@ -396,7 +401,13 @@ class StreamPoller:
             position["done"] = True
         self.positions[shard_id] = position
         snapshot = dict(self.positions)
-        await asyncio.to_thread(self.service.store.write_positions, self.uuid, snapshot)
+        self.service.store.positions[self.uuid] = snapshot
+        # Shielded, so that stopping the poller lets a started checkpoint reach the disk
+        # (`stop` waits for it): a clean shutdown then redelivers nothing.
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(self.service.store.write_positions, self.uuid, snapshot)
+        )
+        await asyncio.shield(self._writing)
 
     # -- on failure -------------------------------------------------------------------------
 

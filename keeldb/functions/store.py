@@ -111,7 +111,7 @@ class FunctionStore:
             self._written_generation = generation
 
     def write_positions(self, uuid: str, positions: dict[str, Any]) -> None:
-        self.positions[uuid] = positions
+        """Write a mapping's positions (the caller keeps `self.positions` up to date)."""
         if self.durable:
             write_atomically(self.root / "positions" / f"{uuid}.json", orjson.dumps(positions))
 

@@ -58,7 +58,8 @@ def test_records_and_positions_survive_reopening(tmp_path):
     store.functions["f"] = {"name": "f", "code_sha256": "00"}
     store.mappings["u"] = {"uuid": "u", "function": "f"}
     store.write_catalog(*store.catalog_snapshot())
-    store.write_positions("u", {"shard": {"after": "123"}})
+    store.positions["u"] = {"shard": {"after": "123"}}
+    store.write_positions("u", store.positions["u"])
     again = FunctionStore(tmp_path)
     again.load()
     assert again.functions == store.functions
