@@ -235,7 +235,7 @@ def test_kill_9_during_archiving_loses_nothing_and_leaves_nothing_half_visible(
 def test_a_restore_killed_half_way_resumes_after_restart_and_completes_exactly(
     tmp_path: Path,
 ) -> None:
-    env = {"KEELDB_RESTORE_WORKERS": "1", "KEELDB_RESTORE_BATCH_ITEMS": "5"}
+    env = {"KEELDB_RESTORE_WORKERS": "1", "KEELDB_RESTORE_BATCH_ITEMS": "1"}
     server = Server(tmp_path / "data", tmp_path / "server.log", env)
     try:
         ddb = server.start()
