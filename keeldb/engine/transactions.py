@@ -501,9 +501,14 @@ def _meter(meter: dict[str, float], name: str, units: float) -> None:
 # --- Tokens ---------------------------------------------------------------------------------
 
 
+# Members that change what a request answers but not what it does: a retry may differ in them.
+_ANSWER_MEMBERS = ("ClientRequestToken", "ReturnConsumedCapacity", "ReturnItemCollectionMetrics")
+
+
 def request_digest(body: Body) -> str:
-    """A digest of a request's parameters, the token excepted (equal requests, equal digest)."""
-    kept = {k: v for k, v in body.items() if k != "ClientRequestToken"}
+    """A digest of what a request does (equal effects, equal digest): the token and the
+    members that only shape the answer are left out."""
+    kept = {k: v for k, v in body.items() if k not in _ANSWER_MEMBERS}
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
