@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from botocore.exceptions import ClientError
@@ -135,31 +135,38 @@ def check_everything_reads_back(ddb: Any) -> None:
     assert described["SSEDescription"]["Status"] == "ENABLED"
 
 
+class Template(NamedTuple):
+    data: Path
+    key: Path
+    table_id: str
+
+
 @pytest.fixture(scope="module")
 def encrypted_template(
     tmp_path_factory: pytest.TempPathFactory,
     launch_server: Callable[..., Any],
     client_factory: Callable[..., Any],
-) -> tuple[Path, Path]:
+) -> Template:
     """A data directory filled by an encrypted server that was then stopped; its key file."""
     base = tmp_path_factory.mktemp("encrypted")
     data, key = base / "data", new_key(base / "keys" / "master.key")
     args = ["--port", "0", "--data-dir", str(data), "--master-key-file", str(key)]
     server = launch_server(args, base / "logs")
     try:
-        fill(client_factory(server.url))
+        ddb = client_factory(server.url)
+        fill(ddb)
+        table_id = ddb.describe_table(TableName="vault")["Table"]["TableId"]
     finally:
         assert server.stop() == 0
-    return data, key
+    return Template(data, key, table_id)
 
 
 @pytest.fixture
-def encrypted(encrypted_template: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+def encrypted(encrypted_template: Template, tmp_path: Path) -> tuple[Path, Path]:
     """A copy of the template's data directory (each test may change its copy)."""
-    template, key = encrypted_template
     data = tmp_path / "data"
-    shutil.copytree(template, data)
-    return data, key
+    shutil.copytree(encrypted_template.data, data)
+    return data, encrypted_template.key
 
 
 def test_no_marker_is_on_disk_and_everything_reads_back_after_restart(
@@ -176,15 +183,23 @@ def test_no_marker_is_on_disk_and_everything_reads_back_after_restart(
     assert files_with(MARKER.encode(), data) == []
 
 
-def test_the_same_writes_without_a_master_key_leave_the_marker_on_disk(
+def test_without_a_master_key_the_marker_is_on_disk_and_a_key_is_refused_later(
     tmp_path: Path, server_factory: Callable[..., Any], client_factory: Callable[..., Any]
 ) -> None:
-    """The search above finds plaintext when there is some (it can fail)."""
+    """The search above finds plaintext when there is some (it can fail); and a directory
+    made without encryption is not started with a key, changing nothing."""
     data = tmp_path / "plain"
     server = server_factory(data_dir=data)
     fill(client_factory(server.url))
     assert server.stop() == 0
     assert files_with(MARKER.encode(), data) != []
+    before = digest(data)
+    refused = refused_start(
+        "--data-dir", str(data), "--master-key-file", str(new_key(tmp_path / "k"))
+    )
+    assert refused.returncode == 1
+    assert "created without encryption at rest" in refused.stderr
+    assert digest(data) == before
 
 
 def test_a_wrong_or_missing_master_key_is_refused_and_touches_nothing(
@@ -205,22 +220,6 @@ def test_a_wrong_or_missing_master_key_is_refused_and_touches_nothing(
     absent = refused_start("--data-dir", str(data), "--master-key-file", str(tmp_path / "none"))
     assert absent.returncode == 1
     assert "cannot read the master key file" in absent.stderr
-    assert digest(data) == before
-
-
-def test_a_directory_made_without_encryption_refuses_a_master_key(
-    tmp_path: Path, server_factory: Callable[..., Any], client_factory: Callable[..., Any]
-) -> None:
-    data = tmp_path / "plain"
-    server = server_factory(data_dir=data)
-    client_factory(server.url).list_tables()
-    assert server.stop() == 0
-    before = digest(data)
-    refused = refused_start(
-        "--data-dir", str(data), "--master-key-file", str(new_key(tmp_path / "k"))
-    )
-    assert refused.returncode == 1
-    assert "created without encryption at rest" in refused.stderr
     assert digest(data) == before
 
 
@@ -261,11 +260,14 @@ def test_rotation_lets_the_new_key_start_and_refuses_the_old_one(
     check_everything_reads_back(client_factory(server.url))
 
 
-def test_rotation_is_refused_while_the_server_runs(
-    encrypted: tuple[Path, Path], tmp_path: Path, server_factory: Callable[..., Any]
+def test_a_running_server_keeps_rotation_and_a_second_server_off_its_keyring(
+    encrypted: tuple[Path, Path],
+    tmp_path: Path,
+    server_factory: Callable[..., Any],
+    client_factory: Callable[..., Any],
 ) -> None:
     data, key = encrypted
-    server_factory("--master-key-file", str(key), data_dir=data)
+    server = server_factory("--master-key-file", str(key), data_dir=data)
     rotated = subprocess.run(
         [sys.executable, "-m", "keeldb.crypto", "rotate", "--data-dir", str(data),
          "--old-key", str(key), "--new-key", str(new_key(tmp_path / "keys" / "n"))],
@@ -273,17 +275,20 @@ def test_rotation_is_refused_while_the_server_runs(
     )  # fmt: skip
     assert rotated.returncode == 1
     assert "in use by another process" in rotated.stderr
+    second = refused_start("--data-dir", str(data), "--master-key-file", str(key))
+    assert second.returncode == 1
+    assert "in use by another process" in second.stderr
+    check_everything_reads_back(client_factory(server.url))
 
 
 def test_an_altered_stored_value_is_an_error_never_data(
     encrypted: tuple[Path, Path],
+    encrypted_template: Template,
     server_factory: Callable[..., Any],
     client_factory: Callable[..., Any],
 ) -> None:
     data, key = encrypted
-    server = server_factory("--master-key-file", str(key), data_dir=data)
-    table_id = client_factory(server.url).describe_table(TableName="vault")["Table"]["TableId"]
-    assert server.stop() == 0
+    table_id = encrypted_template.table_id
     # Find the sealed value of one item in the LMDB file and flip one bit of its ciphertext.
     target = item_key(table_id, 0, {"S": "p3"}, {"N": "7"})
     store = LmdbStore(data / "store")
@@ -312,16 +317,3 @@ def test_an_altered_stored_value_is_an_error_never_data(
     assert other["Item"]["secret"]["S"] == MARKER
     assert server.stop() == 0
     assert f"a stored value of table {table_id} failed authentication" in server.output()
-
-
-def test_a_second_server_on_an_encrypted_directory_is_refused(
-    encrypted: tuple[Path, Path],
-    server_factory: Callable[..., Any],
-    client_factory: Callable[..., Any],
-) -> None:
-    data, key = encrypted
-    first = server_factory("--master-key-file", str(key), data_dir=data)
-    second = refused_start("--data-dir", str(data), "--master-key-file", str(key))
-    assert second.returncode == 1
-    assert "in use by another process" in second.stderr
-    check_everything_reads_back(client_factory(first.url))
