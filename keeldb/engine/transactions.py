@@ -817,14 +817,33 @@ class StagedStore:
     def scan(
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        merged: dict[bytes, bytes | None] = dict(self._store.scan(start, end))
-        for key, value in self._staged.items():
-            if key >= start and (end is None or key < end):
-                merged[key] = value
-        for key in sorted(merged, reverse=reverse):
-            value = merged[key]
-            if value is not None:
-                yield key, value
+        """The store's pairs merged with the staged ones, lazily (a caller that stops after
+        the first pair reads one pair of the store)."""
+        staged = sorted(
+            (k for k in self._staged if k >= start and (end is None or k < end)),
+            reverse=reverse,
+        )
+        base = self._store.scan(start, end, reverse=reverse)
+        position = 0
+        for key, value in base:
+            while position < len(staged) and (
+                staged[position] > key if reverse else staged[position] < key
+            ):
+                staged_value = self._staged[staged[position]]
+                if staged_value is not None:
+                    yield staged[position], staged_value
+                position += 1
+            if position < len(staged) and staged[position] == key:
+                staged_value = self._staged[key]
+                position += 1
+                if staged_value is not None:
+                    yield key, staged_value
+                continue
+            yield key, value
+        for key in staged[position:]:
+            staged_value = self._staged[key]
+            if staged_value is not None:
+                yield key, staged_value
 
     def applied_lsn(self) -> int:
         lsn: int = self._store.applied_lsn()
