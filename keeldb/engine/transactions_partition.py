@@ -46,6 +46,7 @@ import msgpack
 from keeldb.engine.database import Database, redo_kind
 from keeldb.engine.item_store import items_state
 from keeldb.engine.transactions import (
+    ACTION_SHAPE_MESSAGE,
     CONFLICT_MESSAGE,
     LEDGER_PREFIX,
     PREPARED_PREFIX,
@@ -145,12 +146,10 @@ async def prepare(db: Database, txid: str, ts: int, items: list[Body]) -> list[B
     tables: dict[str, Any] = {}
     actions: list[Action] = []
     for raw in items:
-        action = read_action(raw)
-        if len(action) != 1:
-            raise ValidationException(
-                "TransactItems can only contain one of Check, Put, Update or Delete"
-            )
-        ((kind, spec),) = action.items()
+        entry = read_action(raw)
+        if len(entry) != 1:
+            raise ValidationException(ACTION_SHAPE_MESSAGE)
+        ((kind, spec),) = entry.items()
         actions.append(plan_action(db, kind, spec, tables))
     state = partition_state(db)
     reasons: list[Body | None] = []
