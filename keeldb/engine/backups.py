@@ -231,7 +231,7 @@ async def update_continuous_backups(db: Database, body: Body) -> Body:
     body = check_types(body, UPDATE_CONTINUOUS_BACKUPS_SHAPE)
     v = Violations()
     check_table_reference(v, body.get("TableName"))
-    spec = body.get("PointInTimeRecoverySpecification")
+    spec: Any = body.get("PointInTimeRecoverySpecification")
     if v.not_null(spec, "pointInTimeRecoverySpecification"):
         path = "pointInTimeRecoverySpecification"
         v.not_null(spec.get("PointInTimeRecoveryEnabled"), f"{path}.pointInTimeRecoveryEnabled")
@@ -653,7 +653,7 @@ async def restore_table_from_backup(db: Database, body: Body) -> Body:
     body = check_types(body, {**_OVERRIDES, "BackupArn": "S"})
     v = Violations()
     _check_target(v, body)
-    arn = body.get("BackupArn")
+    arn: Any = body.get("BackupArn")
     if v.not_null(arn, "backupArn"):
         v.length(arn, "backupArn", BACKUP_ARN_LENGTH_MIN, BACKUP_ARN_LENGTH_MAX)
     v.raise_if_any()
@@ -689,7 +689,7 @@ async def create_backup(db: Database, body: Body) -> Body:
     body = check_types(body, {"TableName": "S", "BackupName": "S"})
     v = Violations()
     check_table_reference(v, body.get("TableName"))
-    name = body.get("BackupName")
+    name: Any = body.get("BackupName")
     if v.not_null(name, "backupName"):
         v.length(name, "backupName", BACKUP_NAME_LENGTH_MIN, BACKUP_NAME_LENGTH_MAX)
         if not _BACKUP_NAME_RE.match(name):
@@ -783,7 +783,7 @@ def backup_description(backup: dict[str, Any]) -> Body:
 def _check_backup_arn(body: Body) -> str:
     body = check_types(body, {"BackupArn": "S"})
     v = Violations()
-    arn = body.get("BackupArn")
+    arn: Any = body.get("BackupArn")
     if v.not_null(arn, "backupArn"):
         v.length(arn, "backupArn", BACKUP_ARN_LENGTH_MIN, BACKUP_ARN_LENGTH_MAX)
     v.raise_if_any()
@@ -892,7 +892,7 @@ async def export_table_to_point_in_time(db: Database, body: Body) -> Body:
     export_time = _timestamp(body.get("ExportTime"), "ExportTime")
     body = check_types({k: v for k, v in body.items() if k != "ExportTime"}, EXPORT_SHAPE)
     v = Violations()
-    arn = body.get("TableArn")
+    arn: Any = body.get("TableArn")
     if v.not_null(arn, "tableArn"):
         v.length(arn, "tableArn", 1, 1024)
     v.not_null(body.get("S3Bucket"), "s3Bucket")
@@ -932,7 +932,7 @@ async def export_table_to_point_in_time(db: Database, body: Body) -> Body:
 async def describe_export(db: Database, body: Body) -> Body:
     body = check_types(body, {"ExportArn": "S"})
     v = Violations()
-    arn = body.get("ExportArn")
+    arn: Any = body.get("ExportArn")
     if v.not_null(arn, "exportArn"):
         v.length(arn, "exportArn", 37, 1024)
     v.raise_if_any()
@@ -1008,7 +1008,7 @@ async def import_table(db: Database, body: Body) -> Body:
     raw_options = body.get("InputFormatOptions")
     body = check_types(body, IMPORT_SHAPE)
     v = Violations()
-    source = body.get("S3BucketSource")
+    source: Any = body.get("S3BucketSource")
     if v.not_null(source, "s3BucketSource"):
         v.not_null(source.get("S3Bucket"), "s3BucketSource.s3Bucket")
         _check_s3_location(
@@ -1018,7 +1018,7 @@ async def import_table(db: Database, body: Body) -> Body:
     if v.not_null(input_format, "inputFormat"):
         v.enum(input_format, "inputFormat", ["DYNAMODB_JSON", "ION", "CSV"])
     v.enum(body.get("InputCompressionType"), "inputCompressionType", ["GZIP", "ZSTD", "NONE"])
-    parameters = body.get("TableCreationParameters")
+    parameters: Any = body.get("TableCreationParameters")
     v.not_null(parameters, "tableCreationParameters")
     v.raise_if_any()
     del raw_options
@@ -1045,7 +1045,7 @@ async def import_table(db: Database, body: Body) -> Body:
 async def describe_import(db: Database, body: Body) -> Body:
     body = check_types(body, {"ImportArn": "S"})
     v = Violations()
-    arn = body.get("ImportArn")
+    arn: Any = body.get("ImportArn")
     if v.not_null(arn, "importArn"):
         v.length(arn, "importArn", 37, 1024)
     v.raise_if_any()
