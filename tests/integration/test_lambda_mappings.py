@@ -236,9 +236,11 @@ def test_every_change_reaches_the_function_in_batches_of_at_most_batch_size(
     wait_for(lambda: set(keys) <= set(counts(ddb, seen)), "every key")
     found = ddb.get_item(TableName=seen, Key={"pk": {"S": "#batches"}}, ConsistentRead=True)
     sizes = [int(v["N"]) for v in found["Item"]["sizes"]["L"]]
-    assert sum(sizes) == 10
-    assert max(sizes) <= 4
-    assert all(n == 1 for key, n in counts(ddb, seen).items() if key in keys)
+    seen_counts = counts(ddb, seen)
+    assert max(sizes) <= 4, sizes
+    # At least once: a batch whose invocation failed (a loaded host) may come again.
+    assert sum(sizes) >= 10, sizes
+    assert all(seen_counts[key] >= 1 for key in keys), seen_counts
 
 
 def test_bisection_isolates_a_poison_record_and_its_batch_lands_in_the_failure_table(
