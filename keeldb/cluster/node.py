@@ -28,7 +28,7 @@ from keeldb.cluster.placement import GroupPlacement, place
 from keeldb.cluster.protocol import CHANNEL_STATUS, OK
 from keeldb.cluster.ring import Ring
 from keeldb.cluster.router import Router
-from keeldb.cluster.storage import StorageService
+from keeldb.cluster.storage import StorageService, campaign
 from keeldb.engine import database as database_module
 from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS
 from keeldb.net.transport import TransportError
@@ -149,12 +149,7 @@ class ClusterNode:
             group_log = replica.log
             if group_log.is_leader or group_log.leader_hint is not None:
                 continue
-            campaign = getattr(group_log, "campaign", None)
-            if campaign is not None:
-                campaign()
-            else:
-                group_log.replica.campaign()
-                group_log._work.set()  # the driver's pump picks the campaign up
+            campaign(group_log)
 
     def _build_server(self) -> ApiServer:
         verifier = (

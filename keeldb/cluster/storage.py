@@ -66,6 +66,10 @@ EVENTUAL_LAG_ENTRIES_MAX = 64
 # How often the metadata leader checks that every partition has the newest catalog, and
 # each partition leader that its index builds run.
 MAINTENANCE_SECONDS = 0.5
+# A node that placement prefers as a group's leader, and that is caught up, takes the
+# leadership back this long after it last tried, so that leaders spread over the nodes again
+# after a failover (the election costs the group about one lease wait of writes).
+REBALANCE_SECONDS = 3.0
 SYNC_CALL_SECONDS = 2.0  # one catalog sync proposal on a partition leader
 CATALOG_SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
 
@@ -86,6 +90,16 @@ class Replica:
         if self.log.is_leader:
             return None
         return node_number(self.log.leader_hint)
+
+
+def campaign(group_log: Any) -> None:
+    """Ask the group driver to start an election with this member as candidate."""
+    start = getattr(group_log, "campaign", None)
+    if start is not None:
+        start()
+        return
+    group_log.replica.campaign()
+    group_log._work.set()  # the driver's pump picks the campaign up
 
 
 def node_number(name: str | None) -> int | None:
@@ -122,6 +136,7 @@ class StorageService:
         # metadata leader (forgotten when leadership moves: a new leader syncs again).
         self._synced: dict[str, int] = {}
         self._maintenance: asyncio.Task[None] | None = None
+        self._campaigned_at: dict[str, float] = {}
         self._sync_lock = asyncio.Lock()
 
     # --- life cycle ----------------------------------------------------------------------
@@ -351,6 +366,20 @@ class StorageService:
                 await self.sync_partitions()
             else:
                 self._synced.clear()
+        now = asyncio.get_running_loop().time()
+        for replica in self.replicas.values():
+            group_log = replica.log
+            if (
+                replica.placement.preferred_leader == self.node_id
+                and not group_log.is_leader
+                and group_log.leader_hint is not None
+                and group_log.lag() == 0
+                and now - self._campaigned_at.get(replica.group_id, -REBALANCE_SECONDS)
+                >= REBALANCE_SECONDS
+            ):
+                self._campaigned_at[replica.group_id] = now
+                log.info("taking back the leadership of %s", replica.group_id)
+                campaign(group_log)
         for replica in self.replicas.values():
             if replica.partition is None:
                 continue

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from keeldb.cluster.placement import place
+
 pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
 
 WORKLOAD_SECONDS = 7.0
@@ -182,3 +184,48 @@ def test_the_checks_catch_stale_strong_reads_of_a_broken_router(
     )
     with pytest.raises(AssertionError, match="not linearizable"):
         result.history.check()
+
+
+def test_a_node_that_comes_back_catches_up_and_leads_again(cluster_factory: Any) -> None:
+    cluster = cluster_factory(nodes=3, profile="standard", partitions=2)
+    victim = place(cluster.spec)["p0"].preferred_leader
+    others = [n for n in cluster.node_ids if n != victim]
+    client = cluster.client(others[0])
+    client.create_table(
+        TableName="back",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    cluster.kill(victim)
+    written = [f"k{i}" for i in range(40)]
+    for key in written:
+        client.put_item(TableName="back", Item={"pk": {"S": key}})
+    cluster.restart(victim)
+    cluster.wait_serving([victim])
+    # Caught up: its replicas have applied what the leaders applied.
+    deadline = time.monotonic() + 30
+    while True:
+        views = cluster.status(victim)["views"]
+        mine = views[str(victim)]["groups"]
+        leaders = {
+            g: views[str(n)]["groups"][g]["applied_lsn"]
+            for n in others
+            for g in ("p0", "p1")
+            if views[str(n)]["groups"][g]["is_leader"]
+        }
+        if leaders and all(mine[g]["applied_lsn"] >= lsn for g, lsn in leaders.items()):
+            break
+        assert time.monotonic() < deadline, (mine, leaders)
+        time.sleep(0.2)
+    # It leads p0 again (placement prefers it), and with one other node down the group still
+    # answers every write it acknowledged while the node was away.
+    deadline = time.monotonic() + 30
+    while cluster.leader_of("p0") != victim:
+        assert time.monotonic() < deadline, "the preferred leader did not take p0 back"
+        time.sleep(0.2)
+    cluster.kill(others[0])
+    reader = cluster.client(victim)
+    for key in written:
+        answer = reader.get_item(TableName="back", Key={"pk": {"S": key}}, ConsistentRead=True)
+        assert answer["Item"]["pk"]["S"] == key
