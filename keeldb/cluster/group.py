@@ -65,7 +65,7 @@ from keeldb.consensus.messages import (
     SnapshotRecord,
 )
 from keeldb.consensus.replica import DurableState, Options, Ready, Replica
-from keeldb.consensus.types import Config, ConfigError, EntryKind, NodeId, ProposalId
+from keeldb.consensus.types import Ballot, Config, ConfigError, EntryKind, NodeId, ProposalId
 from keeldb.net.transport import Transport, TransportError
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.replog import FatalFn, exit_process
@@ -104,7 +104,8 @@ class NotLeader(GroupError):
 
 
 class AppendTimeout(GroupError):
-    """No outcome within the timeout: the record may or may not be committed later."""
+    """The outcome is unknown: no answer within the timeout, or leadership changed while the
+    record was in flight. It may or may not be committed (retries must be deduplicated)."""
 
 
 class GroupClosed(GroupError):
@@ -250,6 +251,9 @@ class GroupLog:
         self._ticks = 0
         self._pending: dict[ProposalId, asyncio.Future[int]] = {}
         self._pending_slot: dict[ProposalId, int] = {}
+        # The ballot each pending proposal was made under, and the ballot we last led at.
+        self._pending_ballot: dict[ProposalId, Ballot] = {}
+        self._leading_ballot: Ballot | None = None
         self._failure: BaseException | None = None
         self._closing = False
         self._leader_seen: tuple[NodeId, int] | None = None  # (leader, tick heard)
@@ -341,6 +345,7 @@ class GroupLog:
     async def _await_outcome(self, pid: ProposalId) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[pid] = future
+        self._pending_ballot[pid] = self._live_replica().ballot
         self._work.set()
         try:
             return await asyncio.wait_for(
@@ -353,6 +358,7 @@ class GroupLog:
         finally:
             self._pending.pop(pid, None)
             self._pending_slot.pop(pid, None)
+            self._pending_ballot.pop(pid, None)
 
     def committed_lsn(self) -> int:
         """The highest slot known chosen here (every command at or below it is committed)."""
@@ -614,6 +620,9 @@ class GroupLog:
             self._note_leader(replica)
 
     def _note_leader(self, replica: Replica) -> None:
+        if replica.is_leader and replica.ballot != self._leading_ballot:
+            self._leading_ballot = replica.ballot
+            self._forget_earlier_proposals(replica.ballot)
         leader = replica.leader_hint if replica.is_leader or replica.leader_hint else None
         if leader != self._last_leader:
             self._last_leader = leader
@@ -621,6 +630,20 @@ class GroupLog:
             if replica.is_leader:
                 log.info(
                     "group %s: %s leads at ballot %s", self.group_id, self.member_id, replica.ballot
+                )
+
+    def _forget_earlier_proposals(self, ballot: Ballot) -> None:
+        """Leading again at a new ballot, the core forgets the proposals it made under an
+        earlier one whose outcome it never learned (docs/consensus.md, "Interface"): they
+        would only time out, so they fail now, with their outcome unknown."""
+        for pid, proposed_at in list(self._pending_ballot.items()):
+            future = self._pending.get(pid)
+            if proposed_at != ballot and future is not None and not future.done():
+                future.set_exception(
+                    AppendTimeout(
+                        f"group {self.group_id}: leadership changed while the record was in "
+                        "flight; it may or may not be committed"
+                    )
                 )
 
     async def _apply_ready(self, rd: Ready) -> None:

@@ -26,7 +26,11 @@ from keeldb.storage.lmdb_store import LmdbStore
 
 SECRET = b"group-test-secret-0123456789abcdef"
 TEST_SECONDS_MAX = 60.0
+# Twice the default tick: all members share this process's event loop, so a stall of the
+# loaded machine delays every member's clock at once, and a longer election timeout keeps
+# such stalls from deposing a healthy leader.
 TICK_SECONDS = 0.05
+PUT_SECONDS_MAX = 15.0
 LEASE_SECONDS = Options().lease_ticks * TICK_SECONDS
 
 
@@ -78,41 +82,51 @@ class Cluster:
 
     async def start(self, name: str, config: Config | None = None) -> Node:
         node = self.nodes.setdefault(name, Node(name))
-        assert node.group is None
-        node.transport = Transport(name, "127.0.0.1", node.port, SECRET)
+        await self._listen(node)
+        self._meet(node)
+        await self._open_group(node, config)
+        return node
+
+    async def start_all(self) -> None:
+        """Every stopped member: all transports listen first (fresh ports the first time),
+        so that each knows every peer before its group starts."""
+        stopped = [node for node in self.nodes.values() if node.group is None]
+        for node in stopped:
+            await self._listen(node)
+        for node in stopped:
+            self._meet(node)
+        for node in stopped:
+            await self._open_group(node, None)
+
+    async def _listen(self, node: Node) -> None:
+        assert node.group is None and node.transport is None
+        node.transport = Transport(node.name, "127.0.0.1", node.port, SECRET)
         node.port = await node.transport.start()
+
+    def _meet(self, node: Node) -> None:
+        assert node.transport is not None
         for other in self.nodes.values():
-            if other.name != name and other.port:
+            if other.name != node.name and other.port:
                 node.transport.add_peer(other.name, "127.0.0.1", other.port)
                 if other.transport is not None:
-                    other.transport.add_peer(name, "127.0.0.1", node.port)
-        node.store = LmdbStore(self.base / name / "store")
+                    other.transport.add_peer(node.name, "127.0.0.1", node.port)
+
+    async def _open_group(self, node: Node, config: Config | None) -> None:
+        assert node.transport is not None
+        node.store = LmdbStore(self.base / node.name / "store")
         node.machine = KvMachine(node.store)
         node.group = GroupLog(
             "g",
-            name,
+            node.name,
             config or self.config,
             node.transport,
-            self.base / name / "group",
+            self.base / node.name / "group",
             node.store,
             node.machine.apply,
             options=self.options,
         )
         node.service = self.service_type(node.group, node.machine)
         await node.group.start()
-        return node
-
-    async def start_all(self) -> None:
-        for name in list(self.nodes):
-            # Bind every port first, so that each transport knows every peer.
-            node = self.nodes[name]
-            if not node.port:
-                probe = Transport(name, "127.0.0.1", 0, SECRET)
-                node.port = await probe.start()
-                await probe.close()
-        for name, node in list(self.nodes.items()):
-            if node.group is None:
-                await self.start(name)
 
     async def stop(self, name: str) -> None:
         """Gone at once, as far as its peers can tell: its transport closes first."""
@@ -170,9 +184,18 @@ class Cluster:
 
 
 async def put(cluster: Cluster, name: str, key: str, value: bytes) -> int:
-    reply = await cluster.call(name, {"op": "put", "key": key, "value": value})
-    assert reply["ok"], reply
-    return int(reply["lsn"])
+    """A write through `name`, following leader hints if leadership moved (a loaded machine
+    may stall the shared event loop long enough for an election)."""
+    deadline = time.monotonic() + PUT_SECONDS_MAX
+    while True:
+        reply = await cluster.call(name, {"op": "put", "key": key, "value": value})
+        if reply["ok"]:
+            return int(reply["lsn"])
+        # A put of the same value may be repeated, so an unknown outcome is retried too.
+        assert reply["error"] in ("NotLeader", "Timeout"), reply
+        assert time.monotonic() < deadline, reply
+        hint = reply.get("leader")
+        name = hint if hint in cluster.nodes and hint != name else await cluster.leader()
 
 
 def test_three_members_elect_one_leader_and_apply_the_same_commands_in_order(
@@ -200,8 +223,11 @@ def test_three_members_elect_one_leader_and_apply_the_same_commands_in_order(
         lsns.append(await put(cluster, leader, "k3", b"moved"))
         await cluster.converged(list(cluster.nodes))
         assert cluster.values(leader)[KEY_PREFIX + b"k3"] == b"moved"
-        statuses = [cluster.group(n).status() for n in cluster.nodes]
-        assert {s["applied"] for s in statuses} == {lsns[-1]}
+        # The store is written before the Ready's fsync, the replica's applied slot after.
+        deadline = time.monotonic() + 5
+        while {cluster.group(n).status()["applied"] for n in cluster.nodes} != {lsns[-1]}:
+            assert time.monotonic() < deadline, "members did not all apply the last write"
+            await asyncio.sleep(0.02)
         assert all(cluster.group(n).lag() == 0 for n in cluster.nodes)
         await cluster.stop_all()
 
@@ -365,12 +391,13 @@ def test_a_configuration_change_replaces_a_member_which_then_catches_up(
         kept = [m for m in cluster.config.members if member_name(m.node_id) != leaving]
         new_config = Config((*kept, Member(NodeId(4), "c")), q1=2, q2=2)
         await cluster.start("node4", new_config)
+        leader = await cluster.leader()  # (again: it may have moved meanwhile)
         chosen = await cluster.group(leader).change_config(new_config)
         assert chosen.epoch > 0
         assert sorted(chosen.node_ids) == sorted([*[m.node_id for m in kept], NodeId(4)])
         await cluster.stop(leaving)
         for i in range(20, 30):
-            await put(cluster, leader, f"k{i}", b"v%d" % i)
+            await put(cluster, staying[0], f"k{i}", b"v%d" % i)
         await cluster.converged([*staying, "node4"])
         assert len(cluster.values("node4")) == 30
         assert cluster.group("node4").replica.config.epoch == chosen.epoch
@@ -409,10 +436,14 @@ def test_aurora_group_with_log_replicas_keeps_writing_through_the_loss_of_a_zone
         full = [n for n in survivors if n not in ("node4", "node6")]
         await cluster.converged(full)
         assert len(cluster.values(full[0])) == 40
+        deadline = time.monotonic() + 5
         for log_replica in ("node4", "node6"):
             if log_replica in survivors:
                 assert cluster.values(log_replica) == {}  # they keep the log, not the state
-                assert cluster.group(log_replica).committed_lsn() >= 40
+                # They learn the commit point from the leader's next message.
+                while cluster.group(log_replica).committed_lsn() < 40:
+                    assert time.monotonic() < deadline, f"{log_replica} never learned the commit"
+                    await asyncio.sleep(0.02)
         await cluster.stop_all()
 
     run(body)
