@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import itertools
 import json
 import os
@@ -204,11 +205,20 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
         profile: str = "standard",
         partitions: int = 2,
         env: dict[str, str] | None = None,
+        roles: dict[int, str] | None = None,
     ) -> LocalCluster:
         data_dir = tmp_path / f"cluster{len(made)}"
         data_dir.mkdir()
         zones = 3
         spec = cluster_cli.build_spec(nodes, zones, profile, partitions, "127.0.0.1")
+        if roles:
+            spec = dataclasses.replace(
+                spec,
+                nodes=tuple(
+                    dataclasses.replace(n, role=roles.get(n.node_id, n.role)) for n in spec.nodes
+                ),
+            )
+            spec.validate()
         topology.write_secret(data_dir / "secret")
         topology.save(spec, data_dir / topology.CLUSTER_FILE_NAME)
         cluster = LocalCluster(data_dir, spec, env)

@@ -129,3 +129,21 @@ def test_down_without_a_cluster_says_so(tmp_path: Path) -> None:
     down = keeldb("cluster", "down", "--data-dir", str(tmp_path / "none"))
     assert down.returncode == 0
     assert "no cluster nodes running" in down.stdout
+
+
+def test_a_router_node_holds_no_replica_and_serves_the_whole_api(cluster_factory: Any) -> None:
+    cluster = cluster_factory(nodes=4, partitions=2, roles={4: "router"})
+    router = cluster.client(4)
+    router.create_table(
+        TableName="routed",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i in range(20):
+        router.put_item(TableName="routed", Item={"pk": {"S": f"k{i}"}})
+    scanned = router.scan(TableName="routed", ConsistentRead=True)
+    assert scanned["Count"] == 20
+    report = cluster.status(4)
+    assert report["groups"]["p0"] == [1, 2, 3]
+    assert not (cluster.data_dir / "nodes" / "n4" / "data" / "groups").exists()
