@@ -455,28 +455,44 @@ class BackupService:
         return lsn
 
     async def _finish_backup(self, backup: dict[str, Any], copy_dir: Path | None) -> None:
+        """Dump the backed-up table's items, one part per hash range, from the copy taken
+        when the backup was asked for; resumed after a stop (the copy is gone then), from
+        the state as of the backup's creation time rebuilt from the archive."""
         arn = backup["BackupArn"]
         progress = self.progress[arn] = Progress(phase="copying")
+        rebuilt = None
+        copy: Any = None
         try:
-            if copy_dir is None:
-                # Resumed after a stop: the copy taken then is gone; take one now.
-                copy_dir = Path(tempfile.mkdtemp(prefix="backup-", dir=self.workdir))
-                await self._run(self._copy_store, copy_dir)
             table = Table.from_record(backup["table"])
+            if copy_dir is not None:
+                copy = LmdbStore(copy_dir / "store")
+                readable = crypto.sibling_store(self.live_store, copy)
+            else:
+                if self.archiver is None:
+                    raise RuntimeError("the backup was interrupted and this node keeps no archive")
+                manifest = await self.archiver.flush()
+                workdir = Path(tempfile.mkdtemp(prefix="backup-", dir=self.workdir))
+                time_us = int(backup["BackupCreationDateTime"] * 1_000_000)
+                rebuilt = await self._run(
+                    lambda: rebuild_at(
+                        self.store,
+                        manifest,
+                        time_us,
+                        workdir,
+                        self._scratch_database,
+                        table_ids=frozenset([table.table_id]),
+                    )
+                )
+                readable = rebuilt.database.store
             ranges = self._ranges(table.table_id)
 
             def dump(number: int) -> dict[str, Any]:
-                copy = LmdbStore(copy_dir / "store")
-                try:
-                    readable = crypto.sibling_store(self.live_store, copy)
-                    start, end = ranges[number]
-                    items: list[Any] = []
-                    cursor: bytes | None = start
-                    while cursor is not None:
-                        chunk, cursor = _read_items(readable, cursor, end)
-                        items.extend([item, size] for item, size in chunk)
-                finally:
-                    copy.close()
+                start, end = ranges[number]
+                items: list[Any] = []
+                cursor: bytes | None = start
+                while cursor is not None:
+                    chunk, cursor = _read_items(readable, cursor, end)
+                    items.extend([item, size] for item, size in chunk)
                 key = f"{BACKUPS_PREFIX}{_id_of(arn)}/part-{number:04d}.msgpack"
                 # A part is sealed with its table's data key when data is encrypted at rest.
                 data = self._seal(table.table_id, key, msgpack.packb(items, use_bin_type=True))
@@ -485,12 +501,8 @@ class BackupService:
                 progress.bytes += len(data)
                 return {"key": key, "sha256": sha, "bytes": len(data), "items": len(items)}
 
-            # One copy of the store is opened per part (LMDB environments are per process
-            # per path, so parts run one after the other here).
-            parts = []
-            for number in range(len(ranges)):
-                parts.append(await self._run(dump, number))
-            backup["parts"] = parts
+            parts = await asyncio.gather(*(self._run(dump, n) for n in range(len(ranges))))
+            backup["parts"] = list(parts)
             backup["ItemCount"] = sum(p["items"] for p in parts)
             backup["BackupStatus"] = "AVAILABLE"
             await self._run(self._write_backup, backup)
@@ -502,6 +514,10 @@ class BackupService:
             backup["BackupStatus"] = "DELETED"
             await self._run(self._write_backup, backup)
         finally:
+            if copy is not None:
+                await self._run(copy.close)
+            if rebuilt is not None:
+                await self._run(rebuilt.close)
             if copy_dir is not None:
                 shutil.rmtree(copy_dir, ignore_errors=True)
 
