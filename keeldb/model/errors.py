@@ -212,9 +212,12 @@ class TransactionCanceledException(ClientError):
         self.reasons = reasons
 
     def body(self) -> dict[str, Any]:
-        out = super().body()
-        out["CancellationReasons"] = self.reasons
-        return out
+        # DynamoDB names this exception's message "Message", beside its reasons.
+        return {
+            "__type": self.wire_type,
+            "CancellationReasons": self.reasons,
+            "Message": self.message,
+        }
 
 
 class TransactionConflictException(ClientError):
