@@ -53,8 +53,10 @@ ACCOUNT_CONCURRENCY_DEFAULT = 1000
 UNRESERVED_CONCURRENCY_MIN = 100
 # Tags on one function (Lambda's quota).
 TAGS_PER_RESOURCE_MAX = 50
-# ListFunctions and ListEventSourceMappings pages.
+# ListFunctions pages (Lambda answers at most 50 functions a page).
 LIST_ITEMS_MAX = 50
+# ListEventSourceMappings pages (at most 100 mappings a page).
+MAPPING_LIST_ITEMS_MAX = 100
 # Event source mappings for streams.
 BATCH_SIZE_MIN = 1
 BATCH_SIZE_MAX = 10000

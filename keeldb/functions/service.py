@@ -576,7 +576,7 @@ class FunctionService:
         start = 0
         if marker:
             start = next((i + 1 for i, r in enumerate(records) if r["uuid"] == marker), 0)
-        limit = min(max_items or 100, 100)
+        limit = min(max_items or model.MAPPING_LIST_ITEMS_MAX, model.MAPPING_LIST_ITEMS_MAX)
         page = records[start : start + limit]
         answer: dict[str, Any] = {
             "EventSourceMappings": [self.mapping_configuration(r) for r in page]
