@@ -41,7 +41,9 @@ from keeldb.model.errors import (
     BackupInUseException,
     BackupNotFoundException,
     ContinuousBackupsUnavailableException,
+    ExportConflictException,
     ExportNotFoundException,
+    ImportConflictException,
     ImportNotFoundException,
     InvalidExportTimeException,
     InvalidRestoreTimeException,
@@ -74,6 +76,13 @@ BACKUP_ARN_LENGTH_MAX = 1024
 LIST_BACKUPS_LIMIT_MAX = 100  # ListBackups' Limit: 1..100
 LIST_EXPORTS_RESULTS_MAX = 25  # ListExports' MaxResults: 1..25
 LIST_IMPORTS_PAGE_SIZE_MAX = 25  # ListImports' PageSize: 1..25
+CLIENT_TOKEN_SECONDS = 8 * 3600  # how long an export's or import's ClientToken is remembered
+EXPORT_CONFLICT_MESSAGE = "There was a conflict when writing to the specified S3 bucket."
+IMPORT_CONFLICT_MESSAGE = (
+    "There was a conflict when importing from the specified S3 source. This can occur when "
+    "the current import conflicts with a previous import request that had the same client "
+    "token."
+)
 LOAD_BATCH_BYTES_MAX = 1024 * 1024  # item bytes in one "load_items" record, at most
 LOAD_BATCH_ITEMS_MAX = 1000  # items in one "load_items" record, at most
 
@@ -909,6 +918,22 @@ async def export_table_to_point_in_time(db: Database, body: Body) -> Body:
     table = catalog.find_table(db, arn) if arn.startswith("arn:") else None
     if table is None:
         raise TableNotFoundException(f"Table not found: {arn}")
+    token = body.get("ClientToken")
+    if token is not None:
+        # ClientToken makes the request idempotent (DynamoDB keeps tokens for 8 hours): the
+        # same request again answers with the export it started; another one conflicts.
+        for previous in await service.list_exports():
+            if previous.get("ClientToken") != token:
+                continue
+            if catalog.current_time(db) - previous["StartTime"] > CLIENT_TOKEN_SECONDS:
+                continue
+            same = previous["TableArn"] == table.arn and all(
+                previous.get(member) == body.get(member)
+                for member in ("S3Bucket", "S3Prefix", "S3BucketOwner", "S3SseKmsKeyId")
+            )
+            if not same:
+                raise ExportConflictException(EXPORT_CONFLICT_MESSAGE)
+            return {"ExportDescription": await service.export(previous["ExportArn"])}
     if pitr_settings(table) is None:
         raise PointInTimeRecoveryUnavailableException(
             f"Point in time recovery is not enabled for table '{table.name}'"
@@ -1028,6 +1053,22 @@ async def import_table(db: Database, body: Body) -> Body:
         raise ValidationException("KeelDB imports GZIP or uncompressed (NONE) files only")
     service = hooks(db)
     now = catalog.current_time(db)
+    token = body.get("ClientToken")
+    if token is not None:
+        for previous in await service.list_imports():
+            if previous.get("ClientToken") != token:
+                continue
+            if now - previous["StartTime"] > CLIENT_TOKEN_SECONDS:
+                continue
+            same = all(
+                previous.get(member) == body.get(member)
+                for member in ("S3BucketSource", "InputFormat", "TableCreationParameters")
+            ) and previous.get("InputCompressionType", "NONE") == body.get(
+                "InputCompressionType", "NONE"
+            )
+            if not same:
+                raise ImportConflictException(IMPORT_CONFLICT_MESSAGE)
+            return {"ImportTableDescription": await service.import_(previous["ImportArn"])}
     name = parameters.get("TableName")
     if isinstance(name, str) and catalog.find_table(db, name) is not None:
         raise ResourceInUseException(f"Table already exists: {name}")

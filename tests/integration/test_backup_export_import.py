@@ -138,6 +138,33 @@ def test_a_table_exported_by_one_server_is_imported_by_another(
     with pytest.raises(ClientError) as caught:
         import_and_wait(second, "imported", "transfer", "tables/")
     assert caught.value.response["Error"]["Code"] == "ResourceInUseException"
+    # ClientToken: the same request again answers with the same job; another one conflicts.
+    again = first.export_table_to_point_in_time(
+        TableArn=export["TableArn"],
+        S3Bucket="transfer",
+        S3Prefix="tables/v1",
+        ClientToken=export["ClientToken"],
+    )["ExportDescription"]
+    assert again["ExportArn"] == export["ExportArn"]
+    with pytest.raises(ClientError) as caught:
+        first.export_table_to_point_in_time(
+            TableArn=export["TableArn"], S3Bucket="elsewhere", ClientToken=export["ClientToken"]
+        )
+    assert caught.value.response["Error"]["Code"] == "ExportConflictException"
+    request = {
+        "S3BucketSource": done["S3BucketSource"],
+        "InputFormat": "DYNAMODB_JSON",
+        "InputCompressionType": "GZIP",
+        "TableCreationParameters": done["TableCreationParameters"],
+        "ClientToken": done["ClientToken"],
+    }
+    assert (
+        second.import_table(**request)["ImportTableDescription"]["ImportArn"] == done["ImportArn"]
+    )
+    request["InputCompressionType"] = "NONE"
+    with pytest.raises(ClientError) as caught:
+        second.import_table(**request)
+    assert caught.value.response["Error"]["Code"] == "ImportConflictException"
     with pytest.raises(ClientError) as caught:
         second.describe_export(ExportArn=export["ExportArn"] + "0")
     assert caught.value.response["Error"]["Code"] == "ExportNotFoundException"
