@@ -10,11 +10,12 @@ segments wholly before it are removed.
 It never decides what to persist or when a message may leave (the replica and the group
 driver do), and its methods block on the disk: the driver calls them from one worker thread.
 
-Replaying after a rewrite reads the remaining old records and then the compact list; the
-records describe only facts that grow (a promised ballot only rises, a vote is replaced
-only by a later vote for the same slot, commit points and snapshots only advance), so the
-compact list that follows them yields the same state as it would alone, and a torn compact
-list leaves the older records, which still replay to a state at least as old.
+A rewrite writes a marker, `["base", n]`, then the n records of the compact list. Replay
+starts at the last marker whose n records are all present and ignores what precedes it:
+older records must not be mixed in (a surviving older commit record would make the replay
+skip the compact list's votes above the snapshot, whose own older records are gone). A
+marker whose list is torn is ignored, and its partial list then follows the complete older
+history, which it only restates (the rewrite removes nothing before its list is synced).
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ from keeldb.consensus.messages import Record
 from keeldb.storage.wal import CorruptLogError, WriteAheadLog
 
 GROUP_SEGMENT_BYTES = 8 * 1024 * 1024  # small segments, so a rewrite frees space soon
+
+
+BASE_MARKER = "base"  # precedes the compact record list of a rewrite
+_MARKER_PREFIX = b"\x92\xa4base"  # msgpack of a two-item list starting with "base"
+
+
+def _base_marker(payload: bytes) -> int | None:
+    """The record count of a rewrite's marker, or None for an ordinary record."""
+    if not payload.startswith(_MARKER_PREFIX):
+        return None
+    plain = msgpack.unpackb(payload, raw=False)
+    if isinstance(plain, list) and len(plain) == 2 and isinstance(plain[1], int):
+        return plain[1]
+    return None
 
 
 def encode_record(record: Record) -> bytes:
@@ -59,9 +74,22 @@ class GroupWal:
         return self._wal.directory
 
     def read_all(self) -> list[Record]:
-        """Every record still held, in the order appended."""
+        """The records that make up the member's state, in the order appended: from the
+        last complete rewrite on (see the module docstring)."""
         first = self._wal.first_lsn()
-        records = [decode_record(payload) for _, payload in self._wal.replay(first - 1)]
+        payloads = [payload for _, payload in self._wal.replay(first - 1)]
+        start = 0
+        index = 0
+        while index < len(payloads):
+            count = _base_marker(payloads[index])
+            # A complete base supersedes everything before it; a torn one (fewer than its
+            # count of records follow) is ignored, keeping the older history it restates.
+            if count is not None and index + count < len(payloads):
+                start = index + 1
+            index += 1
+        records = [
+            decode_record(payload) for payload in payloads[start:] if _base_marker(payload) is None
+        ]
         self.records_since_rewrite = len(records)
         return records
 
@@ -77,7 +105,8 @@ class GroupWal:
         """Append `compact` (a record list that replays to the whole current state), fsync,
         then remove the segments wholly before it; returns how many were removed."""
         first_lsn = self._wal.last_lsn() + 1
-        self._wal.append([encode_record(r) for r in compact])
+        marker: bytes = msgpack.packb([BASE_MARKER, len(compact)], use_bin_type=True)
+        self._wal.append([marker, *(encode_record(r) for r in compact)])
         self._wal.sync()
         self.records_since_rewrite = len(compact)
         return self._wal.truncate_before(first_lsn)

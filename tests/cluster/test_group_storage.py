@@ -93,3 +93,40 @@ def test_a_rewrite_keeps_the_replayed_state_and_removes_old_segments(tmp_path: P
     assert replayed.snapshot == snapshot and replayed.commit_slot == 401
     assert SnapshotRecord(snapshot) in wal.read_all()
     wal.close()
+
+
+def test_a_rewrite_replays_alone_even_when_older_commit_records_survive_it(
+    tmp_path: Path,
+) -> None:
+    """The votes of slots above the snapshot sit in segments the rewrite removes, while a
+    commit record for them sits in the segment it keeps: replaying that commit record before
+    the compact list must not hide the compact list's votes."""
+    wal = GroupWal(tmp_path / "g", segment_bytes=4096)
+    votes = [AcceptRecord(LogEntry(s, Ballot(1, 1), _cmd(s))) for s in range(1, 301)]
+    wal.append([IncarnationRecord(1), PromiseRecord(Ballot(1, 1)), *votes])
+    wal.append([PromiseRecord(Ballot(1, 1))] * 300)  # later records fill new segments
+    wal.append([CommitRecord(300)])
+    state = DurableState.replay(wal.read_all())
+    state.snapshot = Snapshot(250, ((251, Config.standard([1, 2, 3])),), b"state")
+    state.log = {s: e for s, e in state.log.items() if s > 250}
+    assert wal.rewrite(state.records()) > 0
+    wal.close()
+    wal = GroupWal(tmp_path / "g", segment_bytes=4096)
+    replayed = DurableState.replay(wal.read_all())
+    assert sorted(replayed.log) == list(range(251, 301))
+    assert replayed == DurableState.replay(state.records())
+    wal.close()
+
+
+def test_a_torn_rewrite_falls_back_to_the_records_before_it(tmp_path: Path) -> None:
+    wal = GroupWal(tmp_path / "g", segment_bytes=1 << 20)
+    records = _history(50)
+    wal.append(records)
+    state = DurableState.replay(records)
+    wal.rewrite(state.records())
+    (segment,) = wal.segment_paths()
+    wal.close()
+    segment.write_bytes(segment.read_bytes()[:-5])  # the compact list's last record is torn
+    wal = GroupWal(tmp_path / "g", segment_bytes=1 << 20)
+    assert DurableState.replay(wal.read_all()) == state
+    wal.close()
