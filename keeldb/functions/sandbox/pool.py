@@ -45,7 +45,7 @@ CPUS_PER_INSTANCE = 1.0  # cpu.max: one core, so no instance starves the databas
 # The memory an instance may use before it is assigned (the runtime itself, no handler yet).
 WARM_MEMORY_BYTES = 128 * 1024 * 1024
 # A zygote fork plus namespace and root set-up takes milliseconds; a loaded host, far longer.
-SPAWN_SECONDS_MAX = 30.0
+SPAWN_SECONDS_MAX = 15.0
 ZYGOTE_START_SECONDS_MAX = 60.0
 CLOSE_SECONDS_MAX = 10.0
 ZYGOTE_RESTART_PAUSE_SECONDS = 1.0  # between attempts to restart a zygote that died
@@ -669,13 +669,13 @@ class SandboxPool:
         self._wake_warm_waiter(None)
 
     def _wake_warm_waiter(self, error: Exception | None) -> None:
+        # On a failed warm spawn too: the woken request then starts an instance of its own
+        # (and fails only if that fails), rather than inheriting another spawn's failure.
+        del error
         while self._warm_waiters:
             waiter = self._warm_waiters.popleft()
             if not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
+                waiter.set_result(None)
                 return
 
     async def _take_warm(self) -> _Instance:
@@ -731,8 +731,11 @@ class SandboxPool:
             instance.pid, instance.pidfd = await asyncio.wait_for(spawned, SPAWN_SECONDS_MAX)
             ready = await asyncio.wait_for(frames.arecv(ours), SPAWN_SECONDS_MAX)
         except TimeoutError:
+            state = _process_state(instance.pid)
             self._kill(instance)
-            raise SandboxTimeout(f"a sandbox instance took over {SPAWN_SECONDS_MAX} s to start")
+            raise SandboxTimeout(
+                f"a sandbox instance took over {SPAWN_SECONDS_MAX} s to start ({state})"
+            ) from None
         except (frames.FrameError, OSError) as e:
             self._kill(instance)
             raise SandboxCrashed(f"a sandbox instance died while starting: {e}") from e
@@ -1044,6 +1047,18 @@ def _predicted_layers(controllers: set[str], disabled: frozenset[str]) -> dict[s
         "net_namespace": False,
         "tcp_endpoint_only": abi >= 4,
     }
+
+
+def _process_state(pid: int) -> str:
+    """Where a process is stuck, for the log: its state and the kernel function it waits in."""
+    if pid <= 0:
+        return "the zygote did not report its pid"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        wchan = Path(f"/proc/{pid}/wchan").read_text() or "-"
+    except OSError:
+        return f"pid {pid} is gone"
+    return f"pid {pid} state {state}, waiting in {wchan}"
 
 
 def _invoke_frame(request_id: str, function_arn: str, payload: bytes) -> dict[str, Any]:
