@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,6 +67,9 @@ BACKOFF_MIN_SECONDS = 0.05  # first wait after a failed connection attempt
 BACKOFF_MAX_SECONDS = 1.0  # the wait doubles per failure up to this
 READ_BUFFER_BYTES = 256 * 1024  # a connection's read buffer; past twice this the
 # transport stops reading the socket, so a slow handler pushes back on the sender over TCP
+KEEPALIVE_IDLE_SECONDS = 5  # an idle connection is probed after this long ...
+KEEPALIVE_INTERVAL_SECONDS = 2  # ... every this often ...
+KEEPALIVE_PROBES = 3  # ... and given up after this many unanswered probes (about 11 s)
 CALLS_IN_FLIGHT_MAX = 4096  # calls one inbound connection may have running at once
 
 KIND_SEND = 0
@@ -142,6 +146,19 @@ def _pack(value: Any) -> bytes:
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    """Have the kernel probe an idle connection, so that a peer whose host vanished (no
+    reset ever comes) is noticed in seconds rather than after TCP's retransmission limit."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system defaults apply
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
 
 async def _read_body(reader: asyncio.StreamReader) -> bytes:
@@ -282,6 +299,7 @@ class _Peer:
                 ssl=tls.client,
                 server_hostname=tls.server_hostname or self.host,
             )
+        _keep_alive(writer)
         try:
             nonce = auth.new_nonce()
             writer.write(encode_frame(_pack(auth.hello(transport.node_id, nonce))))
@@ -621,6 +639,7 @@ class Transport:
             log.warning("%s: refused a connection: %s", self.node_id, error or type(error).__name__)
             writer.close()
             return
+        _keep_alive(writer)
         inbound = _Inbound(peer, writer, keys.send)
         inbound.task = asyncio.current_task()
         self._inbound.add(inbound)

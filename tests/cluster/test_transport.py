@@ -73,6 +73,11 @@ def test_call_returns_the_handlers_reply_and_one_way_messages_arrive_in_order() 
         await eventually(lambda: len(got) == 501)
         assert [p for _, p in got[1:]] == list(range(500))
         assert {s for s, _ in got} == {"a"}
+        # The kernel probes the connection, so a vanished host is noticed in seconds.
+        dialed = a._peers["b"].writer
+        assert dialed is not None
+        sock = dialed.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         await a.close()
         await b.close()
 
