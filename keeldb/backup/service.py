@@ -59,6 +59,7 @@ from keeldb.model.errors import ContinuousBackupsUnavailableException
 from keeldb.model.keys import HASH_SPACE, hash_range_bounds, key_after
 from keeldb.model.values import item_size, validate_item
 from keeldb.storage.lmdb_store import LmdbStore
+from keeldb.storage.wal import fsync_directory
 
 if TYPE_CHECKING:
     from keeldb.node import Closer, Node
@@ -114,8 +115,12 @@ def node_id(data_dir: Path | None) -> str:
         return path.read_text().strip()
     value = uuid.uuid4().hex
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(value + "\n")
+    with open(temporary, "w") as stream:
+        stream.write(value + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
     os.replace(temporary, path)
+    fsync_directory(path.parent)  # a lost id would start a second archive for the node
     return value
 
 
