@@ -15,9 +15,16 @@ from typing import Any
 import pytest
 
 from keeldb.cluster import group as group_module
-from keeldb.cluster.group import GroupLog, GroupOptions, NotLeader, is_store_token, member_name
+from keeldb.cluster.group import (
+    AppendTimeout,
+    GroupLog,
+    GroupOptions,
+    NotLeader,
+    is_store_token,
+    member_name,
+)
 from keeldb.cluster.group_harness import History, final_reads, kv_workload
-from keeldb.cluster.group_kv import KEY_PREFIX, KvMachine, KvService
+from keeldb.cluster.group_kv import KEY_PREFIX, KvMachine, KvService, encode_put
 from keeldb.consensus.replica import Options
 from keeldb.consensus.sim.linearizability import OpKind, Verdict
 from keeldb.consensus.types import Config, Member, NodeId
@@ -588,6 +595,39 @@ def test_every_member_restarts_from_snapshots_taken_after_the_last_command_witho
             assert cluster.group(name).snapshots_installed == 0  # their stores hold the state
             assert cluster.values(name) == expected
         await put(cluster, leader, "k0", b"after")
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_a_proposal_in_flight_when_its_leader_was_cut_off_fails_at_once_when_it_leads_again(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), append_timeout_seconds=60.0)
+        await cluster.start_all()
+        old = await cluster.leader()
+        others = [n for n in cluster.nodes if n != old]
+        transport = cluster.nodes[old].transport
+        assert transport is not None
+        await transport.apply_fault_command({"op": "partition", "groups": [[old], others]})
+        in_flight = asyncio.ensure_future(cluster.group(old).append(encode_put("k", b"cut off")))
+        new = await cluster.leader(among=others)
+        await put(cluster, new, "k", b"majority")  # the cut-off slot gets another value
+        survivor = next(n for n in others if n != new)
+        await cluster.stop(new)
+        await transport.apply_fault_command({"op": "heal"})
+        while cluster.group(old).is_leader:  # it steps down once its lease cannot renew
+            await asyncio.sleep(0.02)
+        assert not in_flight.done()
+        assert cluster.group(old).campaign()
+        await cluster.leader(among=[old])
+        # Leading again at a new ballot, the core forgets the earlier proposal: the driver
+        # reports its outcome unknown now rather than after the 60 s timeout.
+        with pytest.raises(AppendTimeout, match="leadership changed"):
+            await asyncio.wait_for(in_flight, 5)
+        assert cluster.values(old)[KEY_PREFIX + b"k"] == b"majority"
+        assert cluster.values(survivor)[KEY_PREFIX + b"k"] == b"majority"
         await cluster.stop_all()
 
     run(body)
