@@ -13,7 +13,8 @@ This module owns:
   its stream record) over a staged view of the store, so that the second item of a table
   sees the statistics the first one left, and writes the union once;
 - idempotency: a transaction with a ClientRequestToken records the token, with a digest of
-  the request and the time, in the same store write (`TOKEN_PREFIX`); a retry within
+  the request and the time, in the same store write (`TOKEN_PREFIX`, and by time under
+  `TOKEN_TIME_PREFIX`, so that each such write also removes a few expired ones); a retry within
   `TOKEN_LIFETIME_SECONDS` answers without writing again, a retry with other parameters is
   IdempotentParameterMismatchException and a retry while the first is in flight
   TransactionInProgressException;
@@ -100,6 +101,12 @@ TOKEN_LIFETIME_SECONDS = 600  # a ClientRequestToken is remembered for 10 minute
 # Store keys of this module: "x" (outside the catalog's "c", tables' "t", streams' "s").
 TXN_PREFIX = b"x"
 TOKEN_PREFIX = TXN_PREFIX + b"token/"
+# Tokens by the time they were recorded (8 bytes, big-endian milliseconds, then the token), so
+# that expired ones are found oldest first and removed.
+TOKEN_TIME_PREFIX = TXN_PREFIX + b"token-time/"
+# Expired tokens removed by one transaction with a token: bounded, so that no record's
+# applier does unbounded work; tokens arrive one per such record, so they cannot pile up.
+TOKEN_PURGE_MAX = 4
 LEDGER_PREFIX = TXN_PREFIX + b"ledger/"
 PREPARED_PREFIX = TXN_PREFIX + b"prepared/"
 
@@ -517,6 +524,38 @@ def token_key(token: str) -> bytes:
     return TOKEN_PREFIX + token.encode("utf-8")
 
 
+def token_time_key(time_ms: int, token: str) -> bytes:
+    return TOKEN_TIME_PREFIX + time_ms.to_bytes(8, "big") + token.encode("utf-8")
+
+
+def _stage_token(db: Database, staged: StagedStore, record: dict[str, Any]) -> None:
+    """Record a transaction's token, and remove up to TOKEN_PURGE_MAX expired ones (by the
+    record's time, chosen by its proposer, so that every replica removes the same)."""
+    token: str = record["token"]
+    time_ms: int = record["time_ms"]
+    old = staged.get(token_key(token))
+    deletes: list[bytes] = []
+    if old is not None:
+        # The token was used before (and expired, or it would not be written again).
+        deletes.append(token_time_key(msgpack.unpackb(old, raw=False)[1], token))
+    horizon = token_time_key(max(0, time_ms - TOKEN_LIFETIME_SECONDS * 1000), "")
+    for number, (key, _) in enumerate(db.store.scan(TOKEN_TIME_PREFIX, horizon)):
+        if number >= TOKEN_PURGE_MAX:
+            break
+        expired = key[len(TOKEN_TIME_PREFIX) + 8 :].decode("utf-8")
+        deletes.append(key)
+        if expired != token:
+            deletes.append(token_key(expired))
+    staged.stage([], deletes)
+    staged.stage(
+        [
+            (token_key(token), msgpack.packb([record["digest"], time_ms])),
+            (token_time_key(time_ms, token), b""),
+        ],
+        [],
+    )
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -892,11 +931,8 @@ def apply_transact(db: Database, lsn: int, record: dict[str, Any]) -> None:
         if lsn <= db.store.applied_lsn():
             return
         staged, _, _ = staged_writes(db, writes)
-        token = record.get("token")
-        if token is not None:
-            staged.stage(
-                [(token_key(token), msgpack.packb([record["digest"], record["time_ms"]]))], []
-            )
+        if record.get("token") is not None:
+            _stage_token(db, staged, record)
         db.store.write(*staged.changes(), applied_lsn=lsn)
     finally:
         for write in writes:

@@ -17,6 +17,7 @@ from keeldb.model.errors import (
     TransactionInProgressException,
     ValidationException,
 )
+from keeldb.model.keys import prefix_end
 
 
 def item(pk: str, **numbers: int) -> dict[str, Any]:
@@ -221,3 +222,27 @@ def test_transact_get_projects_and_refuses_duplicates(make_harness: Any) -> None
     get = {"Get": {"TableName": "ttt", "Key": {"pk": {"S": "a"}}}}
     error = h.error("TransactGetItems", {"TransactItems": [get, get]})
     assert error.message == "Transaction request cannot include multiple operations on one item"
+
+
+def test_a_token_expires_after_ten_minutes_and_is_removed(
+    make_harness: Any, monkeypatch: Any
+) -> None:
+    h = make_harness()
+    h.create("ttt")
+    now = [1_000_000]
+    monkeypatch.setattr(transactions, "_now_ms", lambda: now[0])
+    first = {"TransactItems": [add("ttt", "a", 1)], "ClientRequestToken": "old"}
+    h("TransactWriteItems", first)
+    now[0] += transactions.TOKEN_LIFETIME_SECONDS * 1000 - 1
+    h("TransactWriteItems", first)  # still remembered
+    assert h.get("ttt", "a") == item("a", n=1)
+    now[0] += 2
+    # Expired: the same token is a new request, and another token's transaction removes
+    # the expired record from the store.
+    h("TransactWriteItems", {"TransactItems": [add("ttt", "b", 1)], "ClientRequestToken": "new"})
+    assert h.store.get(transactions.token_key("old")) is None
+    h("TransactWriteItems", first)
+    assert h.get("ttt", "a") == item("a", n=2)
+    start = transactions.TOKEN_TIME_PREFIX
+    tokens = list(h.store.scan(start, prefix_end(start)))
+    assert len(tokens) == 2  # "new" and the second "old"
