@@ -765,11 +765,13 @@ def _read_transact_get(body: Any) -> tuple[Body, list[Body]]:
     return request, [entry["Get"] for entry in items]
 
 
-@operation("TransactGetItems")
-async def transact_get_items(db: Database, body: Body) -> Body:
-    request, gets = _read_transact_get(body)
+PlannedGet = tuple[Body, "Table", bytes, Projection | None]  # (Get, table, store key, projection)
+
+
+def plan_gets(db: Database, gets: list[Body]) -> list[PlannedGet]:
+    """Check the Gets of a TransactGetItems against their tables (nothing read yet)."""
     tables: dict[str, Table] = {}
-    planned: list[tuple[Body, Table, bytes, Projection | None]] = []
+    planned: list[PlannedGet] = []
     seen: set[tuple[str, bytes]] = set()
     for spec in gets:
         check_expression_parameters(spec, ("ProjectionExpression",))
@@ -794,6 +796,20 @@ async def transact_get_items(db: Database, body: Body) -> Body:
             raise ValidationException(DUPLICATE_ITEM_MESSAGE)
         seen.add((table.table_id, skey))
         planned.append((spec, table, skey, projection))
+    return planned
+
+
+def projected(item: Item | None, projection: Projection | None) -> Body:
+    """One entry of TransactGetItems' Responses."""
+    if item is None:
+        return {}
+    return {"Item": item if projection is None else projection.apply(item)}
+
+
+@operation("TransactGetItems")
+async def transact_get_items(db: Database, body: Body) -> Body:
+    request, gets = _read_transact_get(body)
+    planned = plan_gets(db, gets)
 
     # One synchronous pass over committed state: no applied record falls between two reads.
     prepared = items_state(db).held
@@ -815,12 +831,10 @@ async def transact_get_items(db: Database, body: Body) -> Body:
     if any(reason is not None for reason in reasons):
         raise cancelled_error([reason or {"Code": "None"} for reason in reasons])
 
-    responses: list[Body] = []
-    for (_, _, _, projection), (item, _) in zip(planned, found, strict=True):
-        if item is None:
-            responses.append({})
-        else:
-            responses.append({"Item": item if projection is None else projection.apply(item)})
+    responses = [
+        projected(item, projection)
+        for (_, _, _, projection), (item, _) in zip(planned, found, strict=True)
+    ]
     response: Body = {"Responses": responses}
     consumed = _consumed(
         request.get("ReturnConsumedCapacity", "NONE"), capacities, "ReadCapacityUnits"

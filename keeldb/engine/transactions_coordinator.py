@@ -49,6 +49,10 @@ class Partitions(Protocol):
 
     async def cancel(self, partition: str, txid: str) -> None: ...
 
+    async def read(
+        self, partition: str, ts: int, gets: list[Body]
+    ) -> tuple[list[Body | None], list[Body]]: ...
+
 
 class Ledger(Protocol):
     """The coordinator ledger group (`transactions_partition.ledger_step` on its leader)."""
@@ -124,6 +128,29 @@ async def _finish(
     await asyncio.gather(*(action(p, txid) for p in items))
     await ledger.step(ledger_record(txid, ts, LEDGER_DONE, status, items, now_ms))
     return commit
+
+
+async def coordinate_read(
+    partitions: Partitions, ts: int, shares: dict[str, list[tuple[int, Body]]]
+) -> tuple[list[Body | None] | None, list[Body]]:
+    """Run one TransactGetItems across partitions at timestamp `ts` (no ledger: a read
+    changes nothing, so a coordinator that dies leaves nothing to finish). Returns (None, the
+    Responses in request order) or (the cancellation reasons, []) if some share conflicted."""
+    names = list(shares)
+    answers = await asyncio.gather(
+        *(partitions.read(p, ts, [get for _, get in shares[p]]) for p in names)
+    )
+    count = sum(len(share) for share in shares.values())
+    reasons: list[Body | None] = [None] * count
+    responses: list[Body] = [{}] * count
+    for partition, (share_reasons, share_items) in zip(names, answers, strict=True):
+        for index, (position, _) in enumerate(shares[partition]):
+            reasons[position] = share_reasons[index]
+            if share_items:
+                responses[position] = share_items[index]
+    if any(reason is not None for reason in reasons):
+        return reasons, []
+    return None, responses
 
 
 async def recover_stale(

@@ -19,8 +19,8 @@ It owns:
 - `commit(db, txid)` / `cancel(db, txid)`: one "txn-commit" record (the prepared writes as one
   atomic store write, as a "transact" record's) or one "txn-cancel" record (nothing written);
   both are idempotent, so a recovering coordinator may send them again;
-- `read_at(db, ts, keys)`: a transactional read of several items at a timestamp (the
-  partition's share of a TransactGetItems): refused for an item a transaction holds or one
+- `read_share(db, ts, gets)` / `read_at(db, ts, keys)`: a transactional read of several items
+  at a timestamp (the partition's share of a TransactGetItems): refused for an item a transaction holds or one
   written by a transaction with a later timestamp, otherwise it raises the items' read
   timestamps;
 - the "txn-ledger" record and its applier: one entry per transaction in the coordinator
@@ -44,7 +44,7 @@ from typing import Any
 import msgpack
 
 from keeldb.engine.database import Database, redo_kind
-from keeldb.engine.item_store import items_state
+from keeldb.engine.item_store import committed_item, items_state
 from keeldb.engine.transactions import (
     ACTION_SHAPE_MESSAGE,
     CONFLICT_MESSAGE,
@@ -54,6 +54,8 @@ from keeldb.engine.transactions import (
     Action,
     evaluate_action,
     plan_action,
+    plan_gets,
+    projected,
     read_action,
     staged_writes,
     write_entry,
@@ -254,6 +256,19 @@ def apply_cancel(db: Database, lsn: int, record: dict[str, Any]) -> None:
 
 
 # --- Transactional reads --------------------------------------------------------------------
+
+
+def read_share(db: Database, ts: int, gets: list[Body]) -> tuple[list[Body | None], list[Body]]:
+    """A partition's share of a TransactGetItems across partitions, at timestamp `ts`: one
+    cancellation reason per Get (all None: read) and, when read, one Responses entry per Get,
+    all from the committed state of one moment (no await here)."""
+    planned = plan_gets(db, gets)
+    reasons = read_at(db, ts, [skey for _, _, skey, _ in planned])
+    if any(reason is not None for reason in reasons):
+        return reasons, []
+    return reasons, [
+        projected(committed_item(db, skey)[0], projection) for _, _, skey, projection in planned
+    ]
 
 
 def read_at(db: Database, ts: int, keys: list[bytes]) -> list[Body | None]:

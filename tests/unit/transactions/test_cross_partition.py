@@ -11,7 +11,7 @@ import pytest
 
 from keeldb.engine import transactions_partition as tp
 from keeldb.engine.item_store import items_state
-from keeldb.engine.transactions_coordinator import coordinate, recover_stale
+from keeldb.engine.transactions_coordinator import coordinate, coordinate_read, recover_stale
 from keeldb.model.errors import TransactionCanceledException, TransactionConflictException
 
 
@@ -53,6 +53,9 @@ class Cluster:
 
     async def cancel(self, partition: str, txid: str) -> None:
         await tp.cancel(self.parts[partition].db, txid)
+
+    async def read(self, partition: str, ts: int, gets: list[Any]) -> Any:
+        return tp.read_share(self.parts[partition].db, ts, gets)
 
     # Ledger
     async def step(self, record: dict[str, Any]) -> bool:
@@ -223,3 +226,35 @@ def test_the_timestamp_floor_survives_a_restart(cluster: Cluster, make_harness: 
     reasons = cluster.run("t2", 9, {"p1": [put("q", 1)]})
     assert reasons is not None and reasons[0]["Code"] == "TransactionConflict"
     assert cluster.run("t3", 11, {"p1": [put("q", 1)]}) is None
+
+
+def get(pk: str) -> dict[str, Any]:
+    return {"Get": {"TableName": "ttt", "Key": {"pk": {"S": pk}}, "ProjectionExpression": "n"}}
+
+
+def test_a_read_across_partitions_sees_a_transaction_whole_or_conflicts(
+    cluster: Cluster,
+) -> None:
+    assert cluster.run("t1", 10, {"p1": [put("a", 1)], "p2": [put("b", 1)]}) is None
+    shares = {"p1": [(0, get("a")["Get"])], "p2": [(1, get("b")["Get"]), (2, get("c")["Get"])]}
+    reasons, responses = cluster.ledger_db.run(coordinate_read(cluster, 20, shares))
+    assert reasons is None
+    assert responses == [{"Item": {"n": {"N": "1"}}}, {"Item": {"n": {"N": "1"}}}, {}]
+    # A transaction prepared on both partitions and not finished: the read conflicts rather
+    # than see one side of it.
+    cluster.die_at = "prepared"
+    with pytest.raises(Died):
+        cluster.run("t2", 30, {"p1": [put("a", 2)], "p2": [put("b", 2)]})
+    reasons, responses = cluster.ledger_db.run(coordinate_read(cluster, 40, shares))
+    assert reasons is not None
+    assert [r and r["Code"] for r in reasons] == [
+        "TransactionConflict",
+        "TransactionConflict",
+        None,
+    ]
+    assert responses == []
+    # And a read at a timestamp older than a committed write conflicts too.
+    cluster.die_at = None
+    cluster.ledger_db.run(recover_stale(cluster, cluster, now_ms=10_000))
+    reasons, _ = cluster.ledger_db.run(coordinate_read(cluster, 5, shares))
+    assert reasons is not None and reasons[0]["Code"] == "TransactionConflict"
