@@ -172,6 +172,9 @@ class ClusterNode:
             verifier=verifier,
             region=self.config.region,
         )
+        if self.storage is not None:
+            # The metadata leader finishes transactions whose coordinator went silent.
+            self.storage.partitions_view = self.router.partitions_view()
         server.mount(STATUS_PATH, self._on_status_request)
         if self.config.fault_endpoint:
             server.mount(FAULT_PATH, self._on_fault_request)
@@ -184,14 +187,7 @@ class ClusterNode:
                 from keeldb.net.transport import PeerUnavailable
 
                 raise PeerUnavailable("this node holds no replicas")
-            handler = {
-                "kv.op": self.storage.on_op,
-                "kv.catalog": self.storage.on_catalog,
-                "kv.sync": self.storage.on_sync,
-                "kv.tables": self.storage.on_tables,
-                "kv.status": self.storage.on_status,
-            }[channel]
-            return await handler(transport_name(node_id), payload)
+            return await self.storage.handlers[channel](transport_name(node_id), payload)
         return await self.transport.call(transport_name(node_id), channel, payload, timeout)
 
     # --- status --------------------------------------------------------------------------

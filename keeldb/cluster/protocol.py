@@ -26,6 +26,7 @@ CHANNEL_CATALOG = "kv.catalog"
 CHANNEL_SYNC = "kv.sync"
 CHANNEL_TABLES = "kv.tables"
 CHANNEL_STATUS = "kv.status"
+CHANNEL_TXN = "kv.txn"  # a step of a transaction across partitions, or of its ledger
 
 OK = "ok"
 ERROR = "error"

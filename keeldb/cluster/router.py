@@ -26,6 +26,8 @@ import asyncio
 import itertools
 import logging
 import os
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +39,7 @@ from keeldb.cluster.protocol import (
     CHANNEL_CATALOG,
     CHANNEL_OP,
     CHANNEL_TABLES,
+    CHANNEL_TXN,
     ERROR,
     MODE_EVENTUAL,
     MODE_STRONG,
@@ -85,11 +88,11 @@ ITEM_WRITES = ("PutItem", "UpdateItem", "DeleteItem")
 # Operations made of other operations (PartiQL statements become item requests, queries and
 # scans): their engine handler runs here, against the cached catalog, and each request it
 # makes is routed like a client's.
-COMPOSITE = ("ExecuteStatement", "BatchExecuteStatement")
-UNSUPPORTED = ("ExecuteTransaction",)
+COMPOSITE = ("ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction")
+UNSUPPORTED: tuple[str, ...] = ()
 CROSS_PARTITION_MESSAGE = (
-    "Transactions whose items lie in more than one partition are not supported by a KeelDB "
-    "cluster yet"
+    "TransactGetItems whose items lie in more than one partition is not supported by a "
+    "KeelDB cluster yet"
 )
 
 Call = Callable[[int, str, Any, float], Awaitable[Any]]
@@ -349,10 +352,40 @@ class Router:
             return await self._partition_op(0, op, body, mode, deadline, check=False, tables=tables)
         distinct = set(partitions)
         if len(distinct) > 1:
-            raise ValidationException(CROSS_PARTITION_MESSAGE)
+            if op != "TransactWriteItems":
+                raise ValidationException(CROSS_PARTITION_MESSAGE)
+            return await self._transact_across(body, partitions, deadline)
         (partition,) = distinct
         assert partition is not None
         return await self._partition_op(partition, op, body, mode, deadline, tables=tables)
+
+    async def _transact_across(
+        self, body: dict[str, Any], partitions: list[int | None], deadline: float
+    ) -> dict[str, Any]:
+        """A TransactWriteItems over several partitions, run by this router as the
+        coordinator of `keeldb.engine.transactions_coordinator`: the request is checked as a
+        whole here, each partition prepares its share, the metadata group keeps the ledger."""
+        from keeldb.engine import transactions, transactions_coordinator
+
+        _request, actions = transactions._read_transact_write(body)
+        assert len(actions) == len(partitions)
+        shares: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for position, (action, partition) in enumerate(zip(actions, partitions, strict=True)):
+            assert partition is not None
+            shares.setdefault(partition_group(partition), []).append((position, action))
+        txid = uuid.uuid4().hex
+        ts = time.time_ns() // 1000
+        view = self.partitions_view(deadline)
+        reasons = await transactions_coordinator.coordinate(
+            _RoutedLedger(self, deadline), view, txid, ts, shares, time.time_ns() // 1_000_000
+        )
+        if reasons is not None:
+            raise transactions.cancelled_error([r or {"Code": "None"} for r in reasons])
+        return {}
+
+    def partitions_view(self, deadline: float | None = None) -> _RoutedPartitions:
+        """The partition leaders as `transactions_coordinator.Partitions`."""
+        return _RoutedPartitions(self, deadline)
 
     # --- Query and Scan ------------------------------------------------------------------
 
@@ -721,3 +754,65 @@ class _RoutedView(Database):
 
     async def dispatch(self, operation_name: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._router.dispatch(operation_name, body)
+
+
+class _RoutedPartitions:
+    """`transactions_coordinator.Partitions` over the transport: each step goes to the
+    leader of the partition's group (a group id, "p<i>")."""
+
+    def __init__(self, router: Router, deadline: float | None) -> None:
+        self.router = router
+        self.deadline = deadline
+
+    def _deadline(self) -> float:
+        if self.deadline is not None:
+            return self.deadline
+        return asyncio.get_running_loop().time() + REQUEST_SECONDS_MAX
+
+    async def _step(self, group: str, payload: dict[str, Any]) -> Any:
+        return await self.router._group_call(
+            group, CHANNEL_TXN, {"g": group, **payload}, MODE_WRITE, self._deadline()
+        )
+
+    async def prepare(
+        self, partition: str, txid: str, ts: int, items: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | None]:
+        result: list[dict[str, Any] | None] = await self._step(
+            partition, {"do": "prepare", "txid": txid, "ts": ts, "items": items}
+        )
+        return result
+
+    async def commit(self, partition: str, txid: str) -> None:
+        await self._step(partition, {"do": "commit", "txid": txid})
+
+    async def cancel(self, partition: str, txid: str) -> None:
+        await self._step(partition, {"do": "cancel", "txid": txid})
+
+
+class _RoutedLedger:
+    """`transactions_coordinator.Ledger` kept by the metadata group, reached through its
+    leader."""
+
+    def __init__(self, router: Router, deadline: float) -> None:
+        self.router = router
+        self.deadline = deadline
+
+    async def step(self, record: dict[str, Any]) -> bool:
+        result: bool = await self.router._group_call(
+            META_GROUP,
+            CHANNEL_TXN,
+            {"g": META_GROUP, "do": "ledger_step", "record": record},
+            MODE_WRITE,
+            self.deadline,
+        )
+        return result
+
+    async def entries(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.router._group_call(
+            META_GROUP,
+            CHANNEL_TXN,
+            {"g": META_GROUP, "do": "ledger_entries"},
+            MODE_STRONG,
+            self.deadline,
+        )
+        return result

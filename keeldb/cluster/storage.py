@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from keeldb.cluster.protocol import (
     CHANNEL_STATUS,
     CHANNEL_SYNC,
     CHANNEL_TABLES,
+    CHANNEL_TXN,
     MODE_EVENTUAL,
     OK,
     REDIRECT,
@@ -47,7 +49,7 @@ from keeldb.cluster.protocol import (
     error_answer,
 )
 from keeldb.cluster.ring import Ring
-from keeldb.engine import catalog, indexes
+from keeldb.engine import catalog, indexes, transactions_coordinator, transactions_partition
 from keeldb.engine.database import Database
 from keeldb.engine.ttl import TtlSweeper
 from keeldb.model.errors import ClientError, InternalServerError
@@ -137,6 +139,19 @@ class StorageService:
         self._synced: dict[str, int] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._campaigned_at: dict[str, float] = {}
+        # What this service answers, by transport channel (calls to this node's own storage
+        # service skip the network and go straight here).
+        self.handlers: dict[str, Callable[[str, Any], Awaitable[list[Any]]]] = {
+            CHANNEL_OP: self.on_op,
+            CHANNEL_CATALOG: self.on_catalog,
+            CHANNEL_SYNC: self.on_sync,
+            CHANNEL_TABLES: self.on_tables,
+            CHANNEL_STATUS: self.on_status,
+            CHANNEL_TXN: self.on_txn,
+        }
+        # The partition leaders as the transaction coordinator reaches them (set by the node,
+        # which owns the router that implements them).
+        self.partitions_view: Any = None
         self._sync_lock = asyncio.Lock()
 
     # --- life cycle ----------------------------------------------------------------------
@@ -155,16 +170,12 @@ class StorageService:
                 store.close()
                 raise
             database.attach_log(group_log)
+            # Items held by transactions prepared before the store's applied position.
+            transactions_partition.recover(database)
             partition = None if group_id == META_GROUP else int(group_id[1:])
             replica = Replica(group_id, placement, store, database, group_log, partition)
             self.replicas[group_id] = replica
-        for channel, handler in (
-            (CHANNEL_OP, self.on_op),
-            (CHANNEL_CATALOG, self.on_catalog),
-            (CHANNEL_SYNC, self.on_sync),
-            (CHANNEL_TABLES, self.on_tables),
-            (CHANNEL_STATUS, self.on_status),
-        ):
+        for channel, handler in self.handlers.items():
             self.transport.register(channel, handler)
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
@@ -347,6 +358,44 @@ class StorageService:
         indexes.ensure_background(replica.database)
         return [OK, None]
 
+    # --- transactions across partitions ---------------------------------------------------
+
+    async def on_txn(self, sender: str, payload: Any) -> list[Any]:
+        """One step of `keeldb.engine.transactions_coordinator`: prepare, commit or cancel a
+        partition's share (partition leader), or a step of the coordinator ledger, which the
+        metadata group keeps (its leader)."""
+        del sender
+        from keeldb.cluster.group import NotLeader
+
+        replica = self.replicas.get(payload["g"])
+        if replica is None:
+            return [REDIRECT, None]
+        refused = await self._leased(replica)
+        if refused is not None:
+            return refused
+        db = replica.database
+        step = payload["do"]
+        try:
+            if step == "prepare":
+                result: Any = await transactions_partition.prepare(
+                    db, payload["txid"], payload["ts"], payload["items"]
+                )
+            elif step == "commit":
+                result = await transactions_partition.commit(db, payload["txid"])
+            elif step == "cancel":
+                result = await transactions_partition.cancel(db, payload["txid"])
+            elif step == "ledger_step":
+                result = await transactions_partition.ledger_step(db, payload["record"])
+            elif step == "ledger_entries":
+                result = transactions_partition.ledger_entries(db)
+            else:
+                raise AssertionError(f"unknown transaction step {step!r}")
+        except ClientError as error:
+            return error_answer(error)
+        except NotLeader as error:
+            return self._not_leader(replica, error)
+        return [OK, result]
+
     # --- background ----------------------------------------------------------------------
 
     async def _maintain(self) -> None:
@@ -364,6 +413,13 @@ class StorageService:
         if meta is not None:
             if meta.log.is_leader and meta.log.read_lease():
                 await self.sync_partitions()
+                if self.partitions_view is not None and transactions_partition.ledger_entries(
+                    meta.database
+                ):
+                    # Finish the transactions whose coordinator went silent.
+                    await transactions_coordinator.recover_stale(
+                        LocalLedger(meta.database), self.partitions_view, _now_ms()
+                    )
             else:
                 self._synced.clear()
         now = asyncio.get_running_loop().time()
@@ -416,3 +472,20 @@ class StorageService:
     async def on_status(self, sender: str, payload: Any) -> list[Any]:
         del sender, payload
         return [OK, self.status()]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LocalLedger:
+    """The coordinator ledger as the metadata leader sees it (`transactions_coordinator.Ledger`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def step(self, record: dict[str, Any]) -> bool:
+        return await transactions_partition.ledger_step(self.db, record)
+
+    async def entries(self) -> list[dict[str, Any]]:
+        return transactions_partition.ledger_entries(self.db)

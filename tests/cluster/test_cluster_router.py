@@ -367,7 +367,7 @@ async def test_partiql_runs_through_the_router(pair: Pair) -> None:
 
 
 @in_cluster
-async def test_a_transaction_in_one_partition_runs_and_one_across_partitions_is_refused(
+async def test_transactions_in_one_partition_and_across_partitions_answer_as_a_single_node(
     pair: Pair,
 ) -> None:
     await _fill(pair, count=3)
@@ -385,6 +385,33 @@ async def test_a_transaction_in_one_partition_runs_and_one_across_partitions_is_
             for i in range(8)
         ]
     }
-    with pytest.raises(ClientError, match="more than one partition"):
-        await pair.router.dispatch("TransactWriteItems", spread)
-    await asyncio.sleep(0)
+    assert len(keyroute_partitions(pair, spread)) > 1
+    mine, theirs = await pair.both("TransactWriteItems", spread)
+    assert mine == theirs
+    failing = {
+        "TransactItems": [
+            {
+                "Put": {
+                    "TableName": "things",
+                    "Item": {"pk": {"S": f"t{i}"}, "sk": {"N": "1"}, "x": {"S": "no"}},
+                    **({"ConditionExpression": "attribute_not_exists(pk)"} if i == 5 else {}),
+                }
+            }
+            for i in range(8)
+        ]
+    }
+    mine, theirs = await pair.both("TransactWriteItems", failing)
+    assert mine == theirs
+    assert mine[0] == "error"
+    mine, theirs = await pair.both("Scan", {"TableName": "things", "ConsistentRead": True})
+    assert mine == theirs
+    assert not any("x" in item for item in mine["Items"])
+    mine, theirs = await pair.both("TransactWriteItems", {"TransactItems": []})
+    assert mine == theirs
+
+
+def keyroute_partitions(pair: Pair, body: dict[str, Any]) -> set[int | None]:
+    from keeldb.cluster import keyroute
+
+    router = pair.router
+    return set(keyroute.transact_partitions(router.cache, router.ring, body))
