@@ -91,3 +91,19 @@ def test_restores_backups_and_verify_work_encrypted_and_leak_no_plaintext(
     refused = subprocess.run(verify, capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 2
     assert "encrypted at rest" in refused.stderr
+
+    # One flipped bit in an archived segment: refused, and named.
+    segment = max(backups.rglob("archive/wal/*.wal"))
+    damaged = bytearray(segment.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    segment.write_bytes(bytes(damaged))
+    corrupt = subprocess.run(
+        [*verify, "--master-key-file", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert corrupt.returncode == 1, corrupt.stdout + corrupt.stderr
+    assert "the archive is damaged" in corrupt.stderr
+    assert f"{segment.name} is damaged" in corrupt.stderr
