@@ -53,7 +53,7 @@ from keeldb.backup.store import (
 from keeldb.engine import backups as ops
 from keeldb.engine import catalog
 from keeldb.engine.database import Database
-from keeldb.engine.item_store import decode_stored
+from keeldb.engine.item_store import decode_stored, table_stats
 from keeldb.engine.schema import Table
 from keeldb.model.errors import ContinuousBackupsUnavailableException
 from keeldb.model.keys import HASH_SPACE, hash_range_bounds, key_after
@@ -425,7 +425,7 @@ class BackupService:
         return f"{BACKUPS_PREFIX}{_id_of(arn)}/backup.json"
 
     async def create_backup(self, table: Table, name: str, arn: str, now: float) -> dict[str, Any]:
-        item_count, size_bytes = catalog._table_stats(self.db, table)
+        item_count, size_bytes = table_stats(self.db, table)
         backup: dict[str, Any] = {
             "BackupArn": arn,
             "BackupName": name,
