@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.process, pytest.mark.slow]
 ACCOUNTS = 8
 OPENING_BALANCE = 100
 TRANSFER_THREADS = 4
-KILL_CYCLES = 3
+KILL_CYCLES = 4
 CYCLE_SECONDS_MIN = 0.4
 CYCLE_SECONDS_MAX = 1.2
 START_SECONDS_MAX = 30.0
@@ -305,3 +305,49 @@ def test_the_total_is_invariant_and_the_history_serializable_under_kill_9(
     assert len(committed) >= 10, f"seed {seed}: only {len(committed)} transfers committed"
     result = check(recorder.history, realtime=True)
     assert result.valid, f"seed {seed}: {result.anomalies[:3]}"
+
+
+def test_a_token_survives_kill_9_so_a_retry_applies_nothing(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", tmp_path / "server.log")
+    server.start()
+    try:
+        status, answer = call(
+            server.port,
+            "CreateTable",
+            {
+                "TableName": TABLE,
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
+        )
+        assert status == 200, answer
+        for number in (0, 1):
+            item = {**account(number), "bal": {"N": "10"}, "hist": {"L": []}}
+            assert call(server.port, "PutItem", {"TableName": TABLE, "Item": item})[0] == 200
+        request = transfer_request(0, 1, 10, "once")
+        status, answer = call(server.port, "TransactWriteItems", request)
+        assert status == 200, answer
+        server.kill()  # acknowledged, then the process dies at once
+        server.start()
+        # The client never saw the answer and retries: the token is known, nothing applies
+        # again (without the token the retry would fail its condition, bal >= 10).
+        status, answer = call(server.port, "TransactWriteItems", request)
+        assert status == 200, answer
+        status, answer = call(server.port, "TransactGetItems", AUDIT_REQUEST_OF_TWO)
+        assert status == 200, answer
+        balances = [int(r["Item"]["bal"]["N"]) for r in answer["Responses"]]
+        lists = [[e["S"] for e in r["Item"]["hist"]["L"]] for r in answer["Responses"]]
+        assert balances == [0, 20]
+        assert lists == [["once"], ["once"]]
+        # Another request under the same token is refused.
+        status, answer = call(server.port, "TransactWriteItems", transfer_request(1, 0, 5, "once"))
+        assert status == 400
+        assert answer["__type"].endswith("IdempotentParameterMismatchException")
+    finally:
+        server.kill()
+
+
+AUDIT_REQUEST_OF_TWO = {
+    "TransactItems": [{"Get": {"TableName": TABLE, "Key": account(i)}} for i in range(2)]
+}
