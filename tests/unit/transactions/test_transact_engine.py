@@ -246,3 +246,48 @@ def test_a_token_expires_after_ten_minutes_and_is_removed(
     start = transactions.TOKEN_TIME_PREFIX
     tokens = list(h.store.scan(start, prefix_end(start)))
     assert len(tokens) == 2  # "new" and the second "old"
+
+
+def test_a_full_item_collection_is_its_own_cancellation_reason(
+    make_harness: Any, monkeypatch: Any
+) -> None:
+    from keeldb.engine import indexes
+
+    h = make_harness()
+    h.create(
+        "ttt",
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "l", "AttributeType": "S"},
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "by-l",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "l", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    monkeypatch.setattr(indexes, "ITEM_COLLECTION_BYTES_MAX", 200)
+    big = {"pk": {"S": "h"}, "sk": {"S": "1"}, "l": {"S": "z"}, "v": {"S": "x" * 300}}
+    small = {"pk": {"S": "other"}, "sk": {"S": "1"}}
+    error = h.error(
+        "TransactWriteItems",
+        {
+            "TransactItems": [
+                {"Put": {"TableName": "ttt", "Item": small}},
+                {"Put": {"TableName": "ttt", "Item": big}},
+            ]
+        },
+    )
+    assert isinstance(error, TransactionCanceledException)
+    assert [r["Code"] for r in error.reasons] == ["None", "ItemCollectionSizeLimitExceeded"]
+    assert error.message.endswith("[None, ItemCollectionSizeLimitExceeded]")
