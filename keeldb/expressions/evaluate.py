@@ -336,8 +336,15 @@ class UpdateEffect:
 def apply_update(update: ast.UpdateExpression, item: Item | None) -> tuple[Item, UpdateEffect]:
     """The item after a resolved update; `item` is never changed (None: a new item)."""
     before: Item = item or {}
-    after: Item = _copy(before)
     actions = update.actions()
+    # Copy on write: `after` shares the attributes the update leaves alone with `before`.
+    # A top-level path is only ever replaced or removed in `after`; a nested path changes
+    # a container inside its attribute, so that attribute alone is copied deeply first.
+    after: Item = dict(before)
+    for action in actions:
+        name = action.path.parts[0]
+        if len(action.path.parts) > 1 and name in before and after[name] is before[name]:
+            after[name] = _copy(before[name])
     # Every right-hand side reads the item as it was before the update.
     values = [
         update_value(action.value, before) if isinstance(action, ast.SetAction) else None
