@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from keeldb.functions.errors import ServiceException, TooManyRequestsException
+from keeldb.functions.model import SYNC_PAYLOAD_BYTES_MAX
 
 if TYPE_CHECKING:
     from keeldb.functions.service import FunctionService
@@ -40,6 +41,9 @@ log = logging.getLogger("keeldb.functions")
 GET_RECORDS_LIMIT_MAX = 1000
 # How long an idle poller waits for new records before it looks again.
 IDLE_WAIT_SECONDS = 0.5
+# Lambda invokes a stream function with at most 6 MB of records (its payload limit), less
+# room for the {"Records": [...]} envelope.
+BATCH_PAYLOAD_BYTES_MAX = SYNC_PAYLOAD_BYTES_MAX - 1024
 # Without a way to wait for new records, an idle poller looks again after this long.
 FALLBACK_WAIT_SECONDS = 0.05
 # Pause while the function is throttled, missing or the stream is unreadable.
@@ -80,6 +84,10 @@ class StreamPoller:
         self._writing: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._iterators: dict[str, str] = {}
+        # Records read but not yet batched (a batch filled up), and shards whose iterator
+        # reached their end, per shard id.
+        self._carry: dict[str, list[dict[str, Any]]] = {}
+        self._ended: set[str] = set()
         self._shards: list[dict[str, Any]] = []
         self._shards_read_at = -math.inf
         self.positions: dict[str, Any] = dict(service.store.positions.get(self.uuid, {}))
@@ -134,7 +142,7 @@ class StreamPoller:
                     self._result("PROBLEM: Stream not found.")
                 else:
                     log.exception("stream poller %s failed; retrying", self.uuid)
-                self._iterators.clear()
+                self._rewind()
                 self._shards_read_at = -math.inf
                 await self._sleep(PROBLEM_PAUSE_SECONDS)
 
@@ -235,45 +243,45 @@ class StreamPoller:
     async def _read_batch(
         self, dispatch: Any, shard_id: str, first: bool
     ) -> tuple[list[dict[str, Any]], bool]:
+        """The next batch of a shard: at most BatchSize records and BATCH_PAYLOAD_BYTES_MAX
+        of them, gathered for at most the batching window; and whether the shard is closed
+        and every record of it has been handed out. Records read beyond a full batch are
+        carried to the next one."""
         batch_size = self.record["batch_size"]
-        window = self.record["window"]
-        deadline = time.monotonic() + window
+        deadline = time.monotonic() + self.record["window"]
         batch: list[dict[str, Any]] = []
+        size = 0
         skipped_to: str | None = None
-        while len(batch) < batch_size:
-            iterator = self._iterators.get(shard_id)
-            if iterator is None:
-                iterator = await self._iterator(dispatch, shard_id, first)
-            limit = min(GET_RECORDS_LIMIT_MAX, batch_size - len(batch))
-            try:
-                answer = await dispatch("GetRecords", {"ShardIterator": iterator, "Limit": limit})
-            except Exception as error:
-                if _error_type(error) not in (
-                    "ExpiredIteratorException",
-                    "TrimmedDataAccessException",
-                ):
-                    raise
-                self._iterators.pop(shard_id, None)
-                if batch:
+        pending = self._carry.pop(shard_id, [])
+        while True:
+            while pending and len(batch) < batch_size:
+                record_bytes = len(orjson.dumps(pending[0])) + 1
+                if batch and size + record_bytes > BATCH_PAYLOAD_BYTES_MAX:
                     break
+                batch.append(pending.pop(0))
+                size += record_bytes
+            if pending:
+                self._carry[shard_id] = pending  # the batch is full
+                return batch, False
+            if len(batch) >= batch_size:
+                return batch, False
+            if shard_id in self._ended:
+                break
+            records, ended = await self._get_records(dispatch, shard_id, first, batch_size)
+            if records is None:  # the iterator expired: read again from the checkpoint
+                if batch:
+                    return batch, False
                 continue
-            records = answer.get("Records", [])
-            next_iterator = answer.get("NextShardIterator")
-            if next_iterator is None:
-                self._iterators.pop(shard_id, None)
-            else:
-                self._iterators[shard_id] = next_iterator
             for record in records:
                 if self._before_start(record):
                     skipped_to = _sequence(record)
                     continue
                 record = dict(record)
                 record["eventSourceARN"] = self.record["source"]
-                batch.append(record)
-            if next_iterator is None:
-                if skipped_to is not None and not batch:
-                    await self._checkpoint(shard_id, skipped_to)
-                return batch, True
+                pending.append(record)
+            if ended:
+                self._ended.add(shard_id)
+                continue
             if not records:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -281,7 +289,46 @@ class StreamPoller:
                 await asyncio.sleep(min(remaining, 0.05))
         if skipped_to is not None and not batch:
             await self._checkpoint(shard_id, skipped_to)
-        return batch, False
+        closed = shard_id in self._ended
+        if closed:
+            self._ended.discard(shard_id)
+        return batch, closed
+
+    async def _get_records(
+        self, dispatch: Any, shard_id: str, first: bool, limit: int
+    ) -> tuple[list[dict[str, Any]] | None, bool]:
+        """One GetRecords call: (records, whether the shard ended), or (None, False) when the
+        iterator expired or its records were trimmed."""
+        iterator = self._iterators.get(shard_id)
+        if iterator is None:
+            iterator = await self._iterator(dispatch, shard_id, first)
+        try:
+            answer = await dispatch(
+                "GetRecords",
+                {"ShardIterator": iterator, "Limit": min(GET_RECORDS_LIMIT_MAX, limit)},
+            )
+        except Exception as error:
+            if _error_type(error) not in ("ExpiredIteratorException", "TrimmedDataAccessException"):
+                raise
+            self._iterators.pop(shard_id, None)
+            return None, False
+        next_iterator = answer.get("NextShardIterator")
+        if next_iterator is None:
+            self._iterators.pop(shard_id, None)
+        else:
+            self._iterators[shard_id] = next_iterator
+        return list(answer.get("Records", [])), next_iterator is None
+
+    def _rewind(self, shard_id: str | None = None) -> None:
+        """Forget what was read past the checkpoint (of one shard, or of all), so that
+        reading starts again from the checkpoint."""
+        shards = [shard_id] if shard_id is not None else list(self._iterators | self._carry)
+        for shard in shards:
+            self._iterators.pop(shard, None)
+            self._carry.pop(shard, None)
+            self._ended.discard(shard)
+        if shard_id is None:
+            self._ended.clear()
 
     def _before_start(self, record: dict[str, Any]) -> bool:
         if self.record["starting_position"] != "LATEST":
@@ -298,7 +345,7 @@ class StreamPoller:
         while pending:
             if not self.record["enabled"]:
                 # Disabled mid-batch: the rest is read again from the checkpoint once enabled.
-                self._iterators.pop(shard_id, None)
+                self._rewind(shard_id)
                 return
             batch, retries = pending.pop(0)
             batch = await self._drop_expired(shard_id, batch)

@@ -86,7 +86,7 @@ class FakeStreams:
         self.trimmed_before = 0  # records below this index are gone
         self.get_records_calls = 0
 
-    def put(self, key: str, created: float = 1_800_000_000.0) -> str:
+    def put(self, key: str, created: float = 1_800_000_000.0, pad_bytes: int = 0) -> str:
         sequence = str(self.next_sequence)
         self.next_sequence += 1
         self.records.append(
@@ -99,7 +99,7 @@ class FakeStreams:
                 "dynamodb": {
                     "ApproximateCreationDateTime": created,
                     "Keys": {"pk": {"S": key}},
-                    "NewImage": {"pk": {"S": key}},
+                    "NewImage": {"pk": {"S": key}, "pad": {"S": "x" * pad_bytes}},
                     "SequenceNumber": sequence,
                     "SizeBytes": 10,
                     "StreamViewType": "NEW_IMAGE",

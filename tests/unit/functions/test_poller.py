@@ -420,3 +420,21 @@ def test_a_mapping_disabled_while_retrying_resumes_from_its_checkpoint(harness, 
         assert delivered(harness.pool)[-1] == ["k0", "k1", "k2"]
 
     asyncio.run(scenario())
+
+
+def test_a_batch_never_exceeds_the_6_mb_payload_and_the_rest_comes_next(harness, fakes):
+    async def scenario() -> None:
+        for i in range(10):
+            harness.streams.put(f"k{i}", pad_bytes=1_000_000)
+        harness.pool.handlers["f"] = lambda event: None
+        service = await start(harness, fakes, {"StartingPosition": "TRIM_HORIZON"})
+        await fakes.eventually(lambda: sum(map(len, delivered(harness.pool))) == 10)
+        await asyncio.sleep(0.2)
+        await service.close()
+        batches = delivered(harness.pool)
+        assert [k for b in batches for k in b] == [f"k{i}" for i in range(10)]
+        assert len(batches) >= 2
+        for _, event in harness.pool.events:
+            assert len(orjson.dumps(event)) <= 6 * 1024 * 1024
+
+    asyncio.run(scenario())
