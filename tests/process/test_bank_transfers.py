@@ -176,10 +176,7 @@ def transfer_request(source: int, target: int, amount: int, tid: str) -> dict[st
 
 
 AUDIT_REQUEST = {
-    "TransactItems": [
-        {"Get": {"TableName": TABLE, "Key": account(i), "ConsistentRead": True}}
-        for i in range(ACCOUNTS)
-    ]
+    "TransactItems": [{"Get": {"TableName": TABLE, "Key": account(i)}} for i in range(ACCOUNTS)]
 }
 
 
