@@ -67,7 +67,7 @@ def load_pool_module(prefer_local: bool = False) -> Any:
             ):
                 getattr(module, name)
             return module
-        except (ImportError, AttributeError) as error:
+        except Exception as error:  # noqa: BLE001 - any failure to load means no sandboxes
             log.warning("function sandboxes unavailable (%s): functions run unisolated", error)
     return importlib.import_module("keeldb.functions.local_pool")
 
