@@ -344,20 +344,24 @@ async def kv_workload(
     duration_seconds: float,
     seed: int = 1,
     pause_seconds: float = 0.0,
+    stats: WorkloadStats | None = None,
+    stop: asyncio.Event | None = None,
 ) -> WorkloadStats:
     """`clients` concurrent clients doing put / compare-and-set / lease-read on `keys`
-    against the group for `duration_seconds`, following leader hints; every operation is
-    recorded in `history` (refused ones are discarded, unanswered ones left open)."""
-    stats = WorkloadStats()
+    against the group for `duration_seconds` (or until `stop` is set), following leader
+    hints; every operation is recorded in `history` (refused ones are discarded, unanswered
+    ones left open). `stats`, when given, is filled as the workload runs."""
+    stats = stats if stats is not None else WorkloadStats()
     loop = asyncio.get_running_loop()
     end = loop.time() + duration_seconds
+    stopped = stop if stop is not None else asyncio.Event()
 
     async def client(number: int) -> None:
         rng = random.Random(seed * 1000 + number)
         target = nodes[number % len(nodes)]
         seen: dict[str, bytes | None] = {}
         sequence = 0
-        while loop.time() < end:
+        while loop.time() < end and not stopped.is_set():
             sequence += 1
             key = rng.choice(keys)
             value = f"c{number}-{sequence}".encode()

@@ -16,6 +16,7 @@ import pytest
 from keeldb.cluster.group_harness import (
     History,
     LocalGroup,
+    WorkloadStats,
     final_reads,
     find_leader,
     kv_call,
@@ -55,13 +56,31 @@ def test_kill_9_of_the_leader_during_writes_then_of_every_member_loses_no_acknow
         history = History()
         killed_at: list[float] = []
 
+        stats = WorkloadStats()
+        stop = asyncio.Event()
+
         async def kill_leader() -> None:
+            loop = asyncio.get_running_loop()
             await asyncio.sleep(1.2)
             group.kill(leader)
-            killed_at.append(asyncio.get_running_loop().time())
+            killed_at.append(loop.time())
+            deadline = loop.time() + 20  # a loaded machine elects slowly; bounded anyway
+            while stats.resumed_after(killed_at[0]) is None and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            stop.set()
 
-        stats, _ = await asyncio.gather(
-            kv_workload(call, group.nodes, history, clients=3, keys=KEYS, duration_seconds=4.0),
+        await asyncio.gather(
+            kv_workload(
+                call,
+                group.nodes,
+                history,
+                clients=3,
+                keys=KEYS,
+                duration_seconds=40,
+                stats=stats,
+                stop=stop,
+            ),
             kill_leader(),
         )
         resumed = stats.resumed_after(killed_at[0])
@@ -181,6 +200,8 @@ def test_aurora_processes_write_through_a_zone_loss_and_lose_nothing_with_one_mo
         extra = next(n for z, members in zones.items() if z != zone for n in members)
         history = History()
         marks: dict[str, float] = {}
+        stats = WorkloadStats()
+        stop = asyncio.Event()
 
         async def faults() -> None:
             loop = asyncio.get_running_loop()
@@ -188,12 +209,27 @@ def test_aurora_processes_write_through_a_zone_loss_and_lose_nothing_with_one_mo
             for node in zones[zone]:
                 group.kill(node)
             marks["zone"] = loop.time()
-            await asyncio.sleep(2.5)
+            # Wait (boundedly: a loaded machine elects slowly) for writes with the zone down.
+            deadline = loop.time() + 20
+            while stats.resumed_after(marks["zone"]) is None and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
             group.kill(extra)
             marks["extra"] = loop.time()
+            await asyncio.sleep(1.0)
+            stop.set()
 
-        stats, _ = await asyncio.gather(
-            kv_workload(call, group.nodes, history, clients=3, keys=KEYS, duration_seconds=5.5),
+        await asyncio.gather(
+            kv_workload(
+                call,
+                group.nodes,
+                history,
+                clients=3,
+                keys=KEYS,
+                duration_seconds=40,
+                stats=stats,
+                stop=stop,
+            ),
             faults(),
         )
         resumed = stats.resumed_after(marks["zone"])
