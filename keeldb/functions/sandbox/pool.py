@@ -276,7 +276,12 @@ class SandboxPool:
         hello: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._spawning[0] = hello  # type: ignore[assignment]
         loop.add_reader(ours.fileno(), self._on_zygote_readable)
-        self._hello = await asyncio.wait_for(hello, ZYGOTE_START_SECONDS_MAX)
+        try:
+            self._hello = await asyncio.wait_for(hello, ZYGOTE_START_SECONDS_MAX)
+        except BaseException:
+            if self._zygote.returncode is None:
+                self._zygote.kill()  # close() or the next attempt reaps it
+            raise
 
     async def _restart_zygote(self) -> None:
         """A zygote died (killed, out of memory): start another, so functions keep running."""
@@ -298,6 +303,10 @@ class SandboxPool:
         if self._closed:
             return
         self._closed = True
+        if self._restarting is not None and not self._restarting.done():
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restarting
         if self._janitor is not None:
             self._janitor.cancel()
         for task in list(self._tasks):
@@ -318,8 +327,6 @@ class SandboxPool:
                 self._zygote.kill()
                 await self._zygote.wait()
         self._zygote_gone()
-        if self._restarting is not None:
-            self._restarting.cancel()
         if self._groups is not None:
             deadline = time.monotonic() + CLOSE_SECONDS_MAX
             while True:
@@ -724,6 +731,10 @@ class SandboxPool:
         }
         spawned: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._spawning[instance_id] = spawned
+        # The handshake reads the socket: if the process dies meanwhile (with its zygote, say),
+        # _forget must leave the socket open, so that the read sees the end of the stream
+        # instead of waiting on a closed descriptor.
+        instance.busy = True
         try:
             body = msgpack.packb({"op": "spawn", "plan": plan}, use_bin_type=True)
             socket.send_fds(self._control, [body], [theirs.fileno()])
@@ -742,6 +753,14 @@ class SandboxPool:
         finally:
             theirs.close()
             self._spawning.pop(instance_id, None)
+            instance.busy = False
+            if instance.forgotten:
+                instance.sock.close()
+                if instance.pidfd >= 0:
+                    os.close(instance.pidfd)
+                    instance.pidfd = -1
+        if instance.dead:
+            raise SandboxCrashed("a sandbox instance died while starting")
         assert ready["op"] == "ready"
         instance.layers = ready["layers"]
         if not instance.layers.get("pivot_root"):

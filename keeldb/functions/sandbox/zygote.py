@@ -120,6 +120,16 @@ def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = 
         sock.send(body)
 
 
+def _hello(pid_namespace: bool, seccomp_program: bytes | None) -> dict[str, Any]:
+    return {
+        "op": "hello",
+        "pid": os.getpid(),
+        "pid_namespace": pid_namespace,
+        "landlock_abi": _linux.landlock_abi_version(),
+        "seccomp": seccomp_program is not None,
+    }
+
+
 def _end(children: dict[int, tuple[int, int]]) -> None:
     """The pool is gone: kill every instance and exit."""
     for _, pid in children.values():
@@ -155,16 +165,10 @@ def main(control_fd: int) -> None:
     # pages alone, and they stay shared copy-on-write.
     gc.collect()
     gc.freeze()
-    _send(
-        control,
-        {
-            "op": "hello",
-            "pid": os.getpid(),
-            "pid_namespace": pid_namespace,
-            "landlock_abi": _linux.landlock_abi_version(),
-            "seccomp": seccomp_program is not None,
-        },
-    )
+    try:
+        _send(control, _hello(pid_namespace, seccomp_program))
+    except OSError:
+        os._exit(0)  # the pool closed while this zygote started
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ, None)
     children: dict[int, tuple[int, int]] = {}  # pidfd -> (instance id, pid)
