@@ -119,3 +119,47 @@ def test_the_unisolated_pool_claims_no_isolation(tmp_path):
     layers = pool.isolation_layers()
     assert layers["namespaces"] is False
     assert layers["seccomp"] is False
+
+
+def test_a_sandbox_pool_that_cannot_start_leaves_functions_running_unisolated(
+    harness, fakes, tmp_path
+):
+    import types
+
+    from keeldb.functions import local_pool
+
+    class BrokenPool:
+        async def start(self) -> None:
+            raise OSError("no namespaces here")
+
+    sandbox = types.SimpleNamespace(
+        __name__="keeldb.functions.sandbox",
+        FunctionSpec=local_pool.FunctionSpec,
+        SandboxTimeout=local_pool.SandboxTimeout,
+        SandboxCrashed=local_pool.SandboxCrashed,
+        SandboxBusy=local_pool.SandboxBusy,
+    )
+
+    async def scenario() -> None:
+        from keeldb.functions.service import FunctionService
+
+        service = FunctionService(
+            root=tmp_path / "functions",
+            region="us-east-1",
+            account="000000000000",
+            endpoint_url="http://127.0.0.1:9",
+            endpoint_port=9,
+            pool_module=sandbox,
+            pool=BrokenPool(),
+        )
+        await service.start()
+        try:
+            assert service.isolation_layers()["namespaces"] is False
+            await service.create_function(fakes.create_body("f"))
+            outcome = await service.invoke("f", None, b'{"x": 1}')
+            assert outcome.function_error is None
+            assert json.loads(outcome.payload) == {"x": 1}
+        finally:
+            await service.close()
+
+    asyncio.run(scenario())
