@@ -26,6 +26,9 @@ from keeldb.storage.wal import fsync_directory, make_directory_durable
 
 COPY_CHUNK_BYTES = 1024 * 1024  # files are hashed and copied in pieces of this size
 S3_LIST_PAGE_KEYS = 1000  # ListObjectsV2's page size (its maximum)
+S3_ATTEMPTS_MAX = 3  # tries of one S3 call (boto3's standard retry mode)
+S3_CONNECT_SECONDS = 5.0
+S3_READ_SECONDS = 60.0
 
 
 class ArchiveCorruptError(Exception):
@@ -248,7 +251,13 @@ class S3Store:
             "s3",
             endpoint_url=endpoint,
             region_name=region,
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+            # An unreachable endpoint is noticed in seconds: the archiver's first pass runs
+            # while the node starts, and its later passes retry on their own.
+            config=Config(
+                retries={"max_attempts": S3_ATTEMPTS_MAX, "mode": "standard"},
+                connect_timeout=S3_CONNECT_SECONDS,
+                read_timeout=S3_READ_SECONDS,
+            ),
         )
         return cls(client, bucket, prefix)
 
