@@ -185,10 +185,15 @@ def store_snapshot(store: Store) -> bytes:
 
 def install_store_snapshot(store: Store, state: bytes, lsn: int) -> None:
     """Replace the store's state by a snapshot taken with `store_snapshot`, atomically when
-    the store has `batch()`, recording `lsn` as applied."""
-    plain = msgpack.unpackb(state, raw=False)
-    assert isinstance(plain, list) and plain and plain[0] == "kvsnap1", "not a store snapshot"
-    pairs = [(bytes(k), bytes(v)) for k, v in plain[1]]
+    the store has `batch()`, recording `lsn` as applied. ValueError (before any change) for
+    bytes that are not such a snapshot: they may come from the network."""
+    try:
+        plain = msgpack.unpackb(state, raw=False)
+        if not isinstance(plain, list) or len(plain) != 2 or plain[0] != "kvsnap1":
+            raise ValueError("not a store snapshot")
+        pairs = [(bytes(k), bytes(v)) for k, v in plain[1]]
+    except (TypeError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise ValueError("the bytes are not a store snapshot") from None
     wanted = {k for k, _ in pairs}
     stale = [k for k, _ in store.scan(b"", None) if k not in wanted]
     batch = getattr(store, "batch", None)
@@ -731,9 +736,13 @@ class GroupLog:
                 if not isinstance(reply, dict) or not isinstance(reply.get("state"), bytes):
                     continue  # that member does not hold the state (yet)
                 lsn = reply.get("lsn")
-                if not isinstance(lsn, int) or lsn < needed:
+                if not isinstance(lsn, int) or lsn < needed or lsn <= self._store.applied_lsn():
                     continue
-                install_store_snapshot(self._store, reply["state"], lsn)
+                try:
+                    install_store_snapshot(self._store, reply["state"], lsn)
+                except ValueError as error:
+                    log.warning("group %s: %s sent a bad state: %s", self.group_id, node, error)
+                    continue
                 log.info(
                     "group %s: installed the state at %d (snapshot %d) from %s",
                     self.group_id,

@@ -1,12 +1,19 @@
 """A member's record log: records come back as written, a torn tail is cut, and a rewrite
-keeps the replayed state while dropping old segments."""
+keeps the replayed state while dropping old segments; store snapshots and tokens."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import pytest
 
+from keeldb.cluster.group import (
+    install_store_snapshot,
+    store_snapshot,
+    store_token,
+    store_token_lsn,
+)
 from keeldb.cluster.group_storage import GroupWal
 from keeldb.consensus.messages import (
     AcceptRecord,
@@ -18,6 +25,7 @@ from keeldb.consensus.messages import (
 )
 from keeldb.consensus.replica import DurableState
 from keeldb.consensus.types import Ballot, Config, Entry, EntryKind, LogEntry, Snapshot
+from keeldb.storage.memory import MemoryStore
 from keeldb.storage.wal import CorruptLogError
 
 
@@ -130,3 +138,19 @@ def test_a_torn_rewrite_falls_back_to_the_records_before_it(tmp_path: Path) -> N
     wal = GroupWal(tmp_path / "g", segment_bytes=1 << 20)
     assert DurableState.replay(wal.read_all()) == state
     wal.close()
+
+
+def test_a_store_snapshot_replaces_the_state_and_garbage_leaves_the_store_untouched() -> None:
+    source = MemoryStore()
+    source.write([(b"a", b"1"), (b"b", b"2")], [], applied_lsn=7)
+    target = MemoryStore()
+    target.write([(b"b", b"old"), (b"z", b"stale")], [], applied_lsn=3)
+    for garbage in (b"", b"\xc1", msgpack.packb(["kvsnap1"]), msgpack.packb(["other", []])):
+        with pytest.raises(ValueError, match="not a store snapshot"):
+            install_store_snapshot(target, garbage, 9)
+    assert dict(target.scan(b"", None)) == {b"b": b"old", b"z": b"stale"}
+    install_store_snapshot(target, store_snapshot(source), 7)
+    assert dict(target.scan(b"", None)) == {b"a": b"1", b"b": b"2"}
+    assert target.applied_lsn() == 7
+    assert store_token_lsn(store_token(source)) == 7
+    assert store_token_lsn(store_snapshot(source)) is None
