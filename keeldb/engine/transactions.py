@@ -1,5 +1,5 @@
-"""TransactWriteItems and TransactGetItems on one partition, and the partition side of
-transactions that span partitions.
+"""TransactWriteItems and TransactGetItems on one partition, and what transactions that span
+partitions share with them.
 
 This module owns:
 
@@ -14,14 +14,14 @@ This module owns:
   sees the statistics the first one left, and writes the union once;
 - idempotency: a transaction with a ClientRequestToken records the token, with a digest of
   the request and the time, in the same store write (`TOKEN_PREFIX`, and by time under
-  `TOKEN_TIME_PREFIX`, so that each such write also removes a few expired ones); a retry within
+  `TOKEN_TIME_PREFIX`, so that each such write also removes a few expired ones); a retry
+  within
   `TOKEN_LIFETIME_SECONDS` answers without writing again, a retry with other parameters is
   IdempotentParameterMismatchException and a retry while the first is in flight
   TransactionInProgressException;
-- the partition side of a transaction spanning partitions (docs/transactions.md): the
-  "txn-prepare", "txn-commit" and "txn-cancel" redo records and their appliers, the prepared
-  items that plain writes must not overtake (TransactionConflictException), the timestamp
-  checks, and the coordinator ledger's record format ("txn-ledger").
+- the pieces the partition side of a transaction across partitions shares with it
+  (`keeldb.engine.transactions_partition`, docs/transactions.md): `plan_action`,
+  `evaluate_action`, `plan_gets`, `staged_writes` and the store prefixes under `TXN_PREFIX`.
 
 Evaluation is that of the item operations: every action reads the LATEST view of its item
 (`item_store.latest_item`), conditions and updates are evaluated on it, and the after-images
@@ -126,10 +126,9 @@ GIGABYTE_BYTES = 1024**3
 RETURN_ITEM_COLLECTION_METRICS = ("SIZE", "NONE")
 RETURN_VALUES_ON_CONDITION_CHECK_FAILURE = ("ALL_OLD", "NONE")
 
-# The wire names of the four write actions, in DynamoDB's order, and their member paths.
+# The four write actions, in DynamoDB's order, and their names in constraint messages.
 ACTION_KINDS = ("ConditionCheck", "Put", "Delete", "Update")
-_PATH_NAMES = {"ConditionCheck": "conditionCheck", "Put": "put", "Delete": "delete"}
-_PATH_NAMES["Update"] = "update"
+_PATH_NAMES = {kind: kind[0].lower() + kind[1:] for kind in ACTION_KINDS}
 
 
 @dataclass(slots=True)
