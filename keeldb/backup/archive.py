@@ -112,6 +112,7 @@ class Archiver:
         self._extras = extras
         self._workdir = workdir
         self.manifest = Manifest()
+        self._loaded = False  # whether `manifest` is the published one
         self._archived_lsn = 0  # read by the log's disk thread (retention hold)
         self._last_snapshot = 0.0  # time.monotonic() of the last snapshot
         self._bytes_since_snapshot = 0
@@ -126,11 +127,9 @@ class Archiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.manifest = await loop.run_in_executor(self._thread, load_manifest, self.store)
-        self._archived_lsn = self.manifest.archived_lsn()
-        # Hold every local segment the archive lacks from now on. Segments below the
-        # archive's end that a checkpoint removed while no archiver ran leave a gap, which
-        # the next pass closes with a snapshot.
+        # Hold every local segment the archive lacks from now on (all of them until the
+        # manifest is read). Segments below the archive's end that a checkpoint removed while
+        # no archiver ran leave a gap, which the next pass closes with a snapshot.
         self.log.retain_from(lambda: self._archived_lsn + 1)
         # The first pass runs before the node serves (the first snapshot, on a new archive,
         # is where the restorable window starts); later passes run in the background.
@@ -184,9 +183,15 @@ class Archiver:
         Restores, exports and backups call it so that the archive reaches the present.
         """
         async with self._lock:
+            loop = asyncio.get_running_loop()
+            if not self._loaded:
+                # Never publish before the published manifest is known: it would be replaced
+                # by one that forgets what it named.
+                self.manifest = await loop.run_in_executor(self._thread, load_manifest, self.store)
+                self._archived_lsn = self.manifest.archived_lsn()
+                self._loaded = True
             if self.log.committed_lsn() > self._archived_lsn:
                 await self.log.seal()
-            loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._thread, self._pass, snapshot)
             self.passes += 1
             return self.manifest

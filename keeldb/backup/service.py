@@ -41,7 +41,7 @@ import msgpack
 
 from keeldb import crypto
 from keeldb.backup import exports as export_format
-from keeldb.backup.archive import Archiver, setting
+from keeldb.backup.archive import ARCHIVE_RETRY_SECONDS, Archiver, setting
 from keeldb.backup.rebuild import rebuild_at
 from keeldb.backup.store import (
     BackupStore,
@@ -198,6 +198,16 @@ class BackupService:
             except Exception:
                 log.exception("a backup job failed while the node stopped")
         self.threads.shutdown(wait=True)
+
+    async def resume_forever(self) -> None:
+        """`resume`, retried until the backup store answers."""
+        while not self._closing:
+            try:
+                await self.resume()
+                return
+            except Exception as error:  # noqa: BLE001 - the store may come back
+                log.warning("cannot resume backup jobs yet, retrying: %r", error)
+                await asyncio.sleep(ARCHIVE_RETRY_SECONDS)
 
     async def resume(self) -> None:
         """Restart the jobs a stop interrupted: they are restartable from their start."""
@@ -836,7 +846,7 @@ async def attach(node: Node) -> Closer | None:
         await archiver.start()
     service = BackupService(node.database, store, archiver, workdir, live_store=node.store)
     node.database.state[ops.HOOKS_KEY] = service
-    await service.resume()
+    service._spawn("resume", service.resume_forever())
 
     async def close() -> None:
         await service.close()
