@@ -121,3 +121,22 @@ def test_histories_executed_serially_are_valid(seed: int) -> None:
     history.append(Txn("final", tuple(read(k, v) for k, v in state.items()), OK, 10**6, 10**6))
     result = check(history, realtime=True)
     assert result.valid, result.anomalies
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32))
+def test_a_read_that_reorders_a_serial_history_is_caught(seed: int) -> None:
+    rng = random.Random(seed)
+    state: dict[str, list[int]] = {"a": [], "b": []}
+    history = []
+    for number in range(12):
+        key = rng.choice("ab")
+        history.append(Txn(number, (append(key, number),), OK, 2 * number, 2 * number + 1))
+        state[key].append(number)
+    history.append(Txn("r1", tuple(read(k, v) for k, v in state.items()), OK, 100, 101))
+    key = max(state, key=lambda k: len(state[k]))
+    swapped = list(state[key])
+    swapped[-1], swapped[-2] = swapped[-2], swapped[-1]
+    # A later reader sees the last two appends of one key in the other order.
+    history.append(Txn("r2", (read(key, swapped),), OK, 102, 103))
+    assert not check(history).valid
