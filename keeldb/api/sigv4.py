@@ -157,7 +157,7 @@ def canonical_query(raw_query: str) -> str:
     return "&".join(f"{key}={value}" for key, value in sorted(pairs))
 
 
-def _trim_all(value: str) -> str:
+def trim_all(value: str) -> str:
     return " ".join(value.split())
 
 
@@ -165,7 +165,7 @@ def _format_basic(moment: datetime) -> str:
     return moment.strftime(_BASIC_FORMAT)
 
 
-def _parse_authorization(header: str) -> dict[str, str]:
+def parse_authorization(header: str) -> dict[str, str]:
     """`AWS4-HMAC-SHA256 Credential=a/b/c/d/e, SignedHeaders=x;y, Signature=z` -> dict.
 
     The algorithm is stored under the key "" so that callers can check it last, as AWS does.
@@ -228,7 +228,7 @@ class Verifier:
             # SDKs always sign with the Authorization header.
             raise MissingAuthenticationTokenException(MISSING_TOKEN_MESSAGE)
 
-        params = _parse_authorization(authorization)
+        params = parse_authorization(authorization)
         amz_date = headers.get("x-amz-date")
         http_date = headers.get("date")
         missing = ""
@@ -288,7 +288,7 @@ class Verifier:
         payload_hash = hashlib.sha256(body).hexdigest()
         declared_hash = headers.get("x-amz-content-sha256")
         canonical_headers = "".join(
-            f"{name.lower()}:{_trim_all(headers.get(name.lower(), ''))}\n" for name in signed_names
+            f"{name.lower()}:{trim_all(headers.get(name.lower(), ''))}\n" for name in signed_names
         )
         canonical_request = "\n".join(
             (

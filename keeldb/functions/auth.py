@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keeldb.api.sigv4 import (
-    _parse_authorization,
-    _trim_all,
     canonical_query,
     canonical_uri,
+    parse_authorization,
     signing_key,
+    trim_all,
 )
 from keeldb.functions.errors import LambdaError
 
@@ -73,7 +73,7 @@ class LambdaVerifier:
         authorization = headers.get("authorization")
         if authorization is None or not authorization.strip().startswith("AWS4-"):
             raise MissingAuthenticationTokenException("Missing Authentication Token")
-        params = _parse_authorization(authorization)
+        params = parse_authorization(authorization)
         amz_date = headers.get("x-amz-date")
         if (
             params[""] != ALGORITHM
@@ -105,7 +105,7 @@ class LambdaVerifier:
             )
         signed_names = params["SignedHeaders"].split(";")
         canonical_headers = "".join(
-            f"{name.lower()}:{_trim_all(headers.get(name.lower(), ''))}\n" for name in signed_names
+            f"{name.lower()}:{trim_all(headers.get(name.lower(), ''))}\n" for name in signed_names
         )
         payload_hash = hashlib.sha256(body).hexdigest()
         declared = headers.get("x-amz-content-sha256")
