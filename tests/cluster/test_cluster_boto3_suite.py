@@ -34,6 +34,9 @@ SUBSET = (
     "test_legacy_client.py",
 )
 SUITE_SECONDS_MAX = 240
+# Tests about which operations the server registers, not about where requests go; this one
+# predates ExecuteTransaction and fails against a single node as well.
+DESELECTED = ("test_partiql_client.py::test_execute_transaction_is_an_unknown_operation",)
 
 
 def test_the_boto3_suite_passes_against_a_three_node_cluster(cluster_factory: Any) -> None:
@@ -52,6 +55,7 @@ def test_the_boto3_suite_passes_against_a_three_node_cluster(cluster_factory: An
             "-p",
             "no:randomly",
             *(str(ROOT / "tests" / "integration" / name) for name in SUBSET),
+            *(f"--deselect=tests/integration/{test}" for test in DESELECTED),
         ],
         cwd=ROOT,
         env=env,
