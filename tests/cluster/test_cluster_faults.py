@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from keeldb.cluster.placement import place
 
-pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(240)]
 
 WORKLOAD_SECONDS = 7.0
 FAULT_AFTER_SECONDS = 2.0
