@@ -384,6 +384,11 @@ class GroupLog:
         return None if hint is None else member_name(hint, self._options.node_prefix)
 
     @property
+    def config(self) -> Config:
+        """The configuration governing the group's next slot, as this member knows it."""
+        return self._live_replica().config
+
+    @property
     def replica(self) -> Replica:
         """The consensus core (read-only use: status, tests)."""
         return self._live_replica()

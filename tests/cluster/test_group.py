@@ -407,7 +407,7 @@ def test_a_configuration_change_replaces_a_member_which_then_catches_up(
             await put(cluster, staying[0], f"k{i}", b"v%d" % i)
         await cluster.converged([*staying, "node4"])
         assert len(cluster.values("node4")) == 30
-        assert cluster.group("node4").replica.config.epoch == chosen.epoch
+        assert cluster.group("node4").config.epoch == chosen.epoch
         await cluster.stop_all()
 
     run(body)
