@@ -8,7 +8,10 @@ figures on a shared machine are noisy, so compare the ratios printed within one 
     python benchmarks/transactions_bench.py [--seconds 3] [--rounds 10] [--writers 16] [--txn-rate 20]
         [--txn-items 2]
 
-Cross-partition transactions are not measured: the cluster router does not drive them yet.
+With `--cluster`, it also starts a local cluster (`keeldb cluster up`: 3 nodes, 2 partitions,
+in a temporary directory; stopped with `keeldb cluster down`) and measures TransactWriteItems
+through boto3 over HTTP with random keys, so that most transactions span both partitions
+(coordinated by the router: prepare, ledger, commit).
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -172,10 +180,106 @@ async def run(args: argparse.Namespace) -> None:
             )
         rate, _ = await transaction_workers(db, args.writers, 1, args.seconds, 7)
         print(f"for scale, one-item transactions, {args.writers} clients: {rate:,.0f} txn/s")
-        print("cross-partition transactions: not available yet (the cluster does not drive them)")
         await log.close()
         store.close()
     finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+CLUSTER_SECONDS_MAX = 120.0  # for `keeldb cluster up` / `down` on a loaded machine
+
+
+def _cluster_phase(
+    client: Any, size: int, seconds: float, clients: int
+) -> tuple[float, list[float], int]:
+    """(transactions/s, latencies in seconds, failures) of closed-loop boto3 clients."""
+    latencies: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker(number: int) -> None:
+        nonlocal failures
+        ddb = client(number)
+        while time.monotonic() < stop_at:
+            items = [
+                {"Put": {"TableName": TABLE, "Item": {**item(0), "pk": {"S": uuid.uuid4().hex}}}}
+                for _ in range(size)
+            ]
+            began = time.perf_counter()
+            try:
+                ddb.transact_write_items(TransactItems=items)
+            except Exception:  # noqa: BLE001 - counted and reported
+                with lock:
+                    failures += 1
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(latencies) / (time.perf_counter() - started), latencies, failures
+
+
+def cluster_bench(seconds: float, clients: int) -> None:
+    """Cross-partition transactions through a local cluster's routers (boto3 over HTTP)."""
+    import boto3
+    from botocore.config import Config
+
+    directory = Path(tempfile.mkdtemp(prefix="keeldb-txn-cluster-"))
+    keeldb = [sys.executable, "-m", "keeldb", "cluster"]
+    try:
+        up = subprocess.run(
+            [*keeldb, "up", "--nodes", "3", "--partitions", "2", "--data-dir", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=CLUSTER_SECONDS_MAX,
+            check=True,
+        )
+        endpoints = re.findall(r"http://127\.0\.0\.1:\d+", up.stdout.split("endpoints:")[-1])
+        config = Config(retries={"max_attempts": 1}, read_timeout=30)
+
+        def client(number: int) -> Any:
+            return boto3.client(
+                "dynamodb",
+                endpoint_url=endpoints[number % len(endpoints)],
+                region_name="us-east-1",
+                aws_access_key_id="bench",
+                aws_secret_access_key="bench",
+                config=config,
+            )
+
+        admin = client(0)
+        admin.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        deadline = time.monotonic() + CLUSTER_SECONDS_MAX
+        while admin.describe_table(TableName=TABLE)["Table"]["TableStatus"] != "ACTIVE":
+            assert time.monotonic() < deadline, "the table never became ACTIVE"
+            time.sleep(0.2)
+        for size in (2, 10, 100):
+            rate, latencies, failures = _cluster_phase(client, size, seconds, clients)
+            p50 = 1000 * statistics.median(latencies) if latencies else float("nan")
+            p99 = 1000 * percentile(latencies, 0.99) if latencies else float("nan")
+            print(
+                f"cluster (3 nodes, 2 partitions), {size:3d}-item transactions on random keys, "
+                f"{clients} clients: {rate:7,.1f} txn/s ({rate * size:8,.0f} items/s), "
+                f"p50 {p50:7.1f} ms, p99 {p99:7.1f} ms, {failures} failed"
+            )
+    finally:
+        subprocess.run(
+            [*keeldb, "down", "--data-dir", str(directory)],
+            capture_output=True,
+            timeout=CLUSTER_SECONDS_MAX,
+            check=False,
+        )
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -186,8 +290,14 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--txn-rate", type=float, default=20.0, help="transactions/s beside")
     parser.add_argument("--txn-items", type=int, default=2, help="items per transaction beside")
+    parser.add_argument("--cluster", action="store_true", help="also measure across partitions")
+    parser.add_argument("--cluster-clients", type=int, default=8)
     args = parser.parse_args()
     uvloop.run(run(args))
+    if args.cluster:
+        cluster_bench(args.seconds, args.cluster_clients)
+    else:
+        print("across partitions: run with --cluster (starts a local 3-node cluster)")
 
 
 if __name__ == "__main__":
