@@ -250,7 +250,7 @@ def test_a_restore_killed_half_way_resumes_after_restart_and_completes_exactly(
     try:
         ddb = server.start()
         create_table(ddb, "arch")
-        for start in range(0, 1000, 25):
+        for start in range(0, 600, 25):
             ddb.batch_write_item(
                 RequestItems={
                     "arch": [
@@ -277,7 +277,7 @@ def test_a_restore_killed_half_way_resumes_after_restart_and_completes_exactly(
         table = ddb.describe_table(TableName="half")["Table"]
         assert table["TableStatus"] in ("CREATING", "ACTIVE")
         table = wait_active(ddb, "half")
-        assert table["ItemCount"] == 1000
+        assert table["ItemCount"] == 600
         assert table["RestoreSummary"]["RestoreInProgress"] is False
         assert scan(ddb, "half") == expected
 
