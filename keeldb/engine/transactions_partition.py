@@ -48,6 +48,7 @@ from keeldb.engine.item_store import committed_item, items_state
 from keeldb.engine.transactions import (
     ACTION_SHAPE_MESSAGE,
     CONFLICT_MESSAGE,
+    DUPLICATE_ITEM_MESSAGE,
     LEDGER_PREFIX,
     PREPARED_PREFIX,
     TXN_PREFIX,
@@ -153,6 +154,10 @@ async def prepare(db: Database, txid: str, ts: int, items: list[Body]) -> list[B
             raise ValidationException(ACTION_SHAPE_MESSAGE)
         ((kind, spec),) = entry.items()
         actions.append(plan_action(db, kind, spec, tables))
+    # Two actions on one item always fall in one partition's share: refused here, as on one
+    # partition (before anything is held).
+    if len({(a.table.table_id, a.skey) for a in actions}) != len(actions):
+        raise ValidationException(DUPLICATE_ITEM_MESSAGE)
     state = partition_state(db)
     reasons: list[Body | None] = []
     for action in actions:

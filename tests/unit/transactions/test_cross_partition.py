@@ -12,7 +12,11 @@ import pytest
 from keeldb.engine import transactions_partition as tp
 from keeldb.engine.item_store import items_state
 from keeldb.engine.transactions_coordinator import coordinate, coordinate_read, recover_stale
-from keeldb.model.errors import TransactionCanceledException, TransactionConflictException
+from keeldb.model.errors import (
+    TransactionCanceledException,
+    TransactionConflictException,
+    ValidationException,
+)
 
 
 def put(pk: str, n: int) -> dict[str, Any]:
@@ -258,3 +262,12 @@ def test_a_read_across_partitions_sees_a_transaction_whole_or_conflicts(
     cluster.ledger_db.run(recover_stale(cluster, cluster, now_ms=10_000))
     reasons, _ = cluster.ledger_db.run(coordinate_read(cluster, 5, shares))
     assert reasons is not None and reasons[0]["Code"] == "TransactionConflict"
+
+
+def test_two_actions_on_one_item_are_refused_by_its_partition(cluster: Cluster) -> None:
+    with pytest.raises(ValidationException) as caught:
+        cluster.run("t1", 10, {"p1": [put("a", 1), check("a", "attribute_exists(pk)")]})
+    assert caught.value.message == (
+        "Transaction request cannot include multiple operations on one item"
+    )
+    assert cluster.held() == {"p1": {}, "p2": {}}
