@@ -431,3 +431,20 @@ def test_a_cancelled_invocation_ends_its_instance_and_the_next_call_is_answered(
     after = pool.invoke(function, b'{"seconds": 0.0}')
     assert after.payload == b'"slept"'
     assert after.cold_start is True  # the instance that was mid-invocation is gone
+
+
+def test_killing_the_zygote_mid_start_up_never_stalls_the_next_invocation(
+    tmp_path: Path, code_dir: Path
+) -> None:
+    # A cold start makes the pool refill its warm pool at once: killing the zygote right after
+    # it lands in the middle of that instance's start-up handshake.
+    from keeldb.functions.sandbox.pool import SPAWN_SECONDS_MAX
+
+    with ThreadedPool(tmp_path, endpoint_port=1, warm_instances=2) as runner:
+        for cycle in range(4):
+            runner.invoke(spec(code_dir, "app.count", f"cycle{cycle}"), b"{}")
+            os.kill(runner.pool._zygote.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            started = time.monotonic()
+            result = runner.invoke(spec(code_dir, "app.count", f"after{cycle}"), b"{}")
+            assert result.function_error is None
+            assert time.monotonic() - started < SPAWN_SECONDS_MAX / 2, cycle

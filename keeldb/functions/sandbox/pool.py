@@ -48,6 +48,7 @@ WARM_MEMORY_BYTES = 128 * 1024 * 1024
 SPAWN_SECONDS_MAX = 15.0
 ZYGOTE_START_SECONDS_MAX = 60.0
 CLOSE_SECONDS_MAX = 10.0
+COLD_START_ATTEMPTS = 2  # an instance that dies during its set-up is replaced once
 ZYGOTE_RESTART_PAUSE_SECONDS = 1.0  # between attempts to restart a zygote that died
 # After this much CPU time an instance is retired, well before its RLIMIT_CPU hard limit.
 CPU_SECONDS_RETIRE = confine.CPU_SECONDS_LIFETIME_MAX // 2
@@ -378,12 +379,20 @@ class SandboxPool:
         if function_arn is None:
             region = spec.environment.get("AWS_REGION", "us-east-1")
             function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{spec.name}"
-        key = spec.key()
-        instance = self._take_idle(key)
-        cold = instance is None
-        init_ms: float | None = None
-        init_log = ""
+        instance = self._take_idle(spec.key())
         if instance is None:
+            return await self._cold_start(spec, payload, request_id, function_arn)
+        request = _invoke_frame(request_id, function_arn, payload)
+        return await self._run(instance, spec, request, request_id, False, None, "")
+
+    async def _cold_start(
+        self, spec: FunctionSpec, payload: bytes, request_id: str, function_arn: str
+    ) -> InvokeResult:
+        """Assign a warm instance to the function and invoke it. An instance that dies before
+        it reports its set-up (its zygote killed, say) is replaced once, as Lambda retries a
+        failed init within the same invocation; the handler itself has not run then."""
+        request = _invoke_frame(request_id, function_arn, payload)
+        for attempt in range(COLD_START_ATTEMPTS):
             self._make_room()
             self._assigned += 1  # a slot for this request's instance, until it dies
             try:
@@ -392,12 +401,14 @@ class SandboxPool:
                 self._assigned -= 1
                 raise
             instance.holds_slot = True
-            request = _invoke_frame(request_id, function_arn, payload)
             try:
                 # The invocation rides with the assignment: one round trip less.
                 init = await self._assign(instance, spec, request)
                 init_ms = init.get("init_ms", 0.0)
                 init_log = init.get("log", "")
+                if init.get("died") and attempt + 1 < COLD_START_ATTEMPTS:
+                    log.warning("a sandbox instance died during its set-up; starting another")
+                    continue
                 if init["error"] is not None:
                     self._kill(instance)
                     self._settle(instance)
@@ -405,13 +416,12 @@ class SandboxPool:
                     return self._result(
                         spec, request_id, body, "Unhandled", init_log, 0.0, True, init_ms, None
                     )
-                result = await self._run(instance, spec, None, request_id, cold, init_ms, init_log)
+                result = await self._run(instance, spec, None, request_id, True, init_ms, init_log)
                 result.init_steps_ms = init.get("steps_ms")
                 return result
             finally:
                 self._fill_warm()
-        request = _invoke_frame(request_id, function_arn, payload)
-        return await self._run(instance, spec, request, request_id, cold, init_ms, init_log)
+        raise AssertionError("unreachable: the last attempt returns")
 
     def _take_idle(self, key: tuple[Any, ...]) -> _Instance | None:
         idle = self._idle.get(key)
@@ -801,13 +811,15 @@ class SandboxPool:
             self._kill(instance)
             self._settle(instance)
             raise
-        except (TimeoutError, frames.FrameError, OSError):
+        except (TimeoutError, frames.FrameError, OSError) as e:
             self._kill(instance)
+            self._settle(instance)
             message = "RequestId: Error: Runtime exited during initialisation"
             return {
                 "error": {"errorType": "Runtime.ExitError", "errorMessage": message},
                 "log": "",
                 "init_ms": 0.0,
+                "died": not isinstance(e, TimeoutError),
             }
         instance.layers = init.get("layers", instance.layers)
         return init
