@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 SEND_QUEUE_FRAMES_MAX = 8192  # frames waiting for one peer's connection, at most
 SEND_QUEUE_BYTES_MAX = 64 * 1024 * 1024  # ... and their bytes (one snapshot fits)
 WRITE_BATCH_BYTES_MAX = 1024 * 1024  # frames joined into one socket write, at most
+HANDSHAKE_FRAME_BYTES_MAX = 4096  # a handshake message, at most: a stranger gets no more
+# buffer than this before it has proven the secret
 CONNECT_SECONDS_MAX = 5.0  # to open a connection and finish the handshake
 BACKOFF_MIN_SECONDS = 0.05  # first wait after a failed connection attempt
 BACKOFF_MAX_SECONDS = 1.0  # the wait doubles per failure up to this
@@ -161,11 +163,12 @@ def _keep_alive(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
 
-async def _read_body(reader: asyncio.StreamReader) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, bytes_max: int | None = None) -> bytes:
+    limit = FRAME_BYTES_MAX if bytes_max is None else bytes_max
     header = await reader.readexactly(LENGTH_BYTES)
     (length,) = LENGTH.unpack(header)
-    if length > FRAME_BYTES_MAX:
-        raise FramingError(f"frame length {length} exceeds {FRAME_BYTES_MAX} bytes")
+    if length > limit:
+        raise FramingError(f"frame length {length} exceeds {limit} bytes")
     return await reader.readexactly(length)
 
 
@@ -304,7 +307,7 @@ class _Peer:
             nonce = auth.new_nonce()
             writer.write(encode_frame(_pack(auth.hello(transport.node_id, nonce))))
             try:
-                challenge = _unpack(await _read_body(reader))
+                challenge = _unpack(await _read_body(reader, HANDSHAKE_FRAME_BYTES_MAX))
             except _DECODE_ERRORS as error:
                 raise auth.AuthError(f"malformed challenge: {error}") from None
             except asyncio.IncompleteReadError:
@@ -314,7 +317,7 @@ class _Peer:
             )
             writer.write(encode_frame(_pack(answer)))
             try:
-                welcome = _unpack(await _read_body(reader))
+                welcome = _unpack(await _read_body(reader, HANDSHAKE_FRAME_BYTES_MAX))
             except asyncio.IncompleteReadError:
                 raise auth.AuthError(f"{self.node_id} refused our proof") from None
             except _DECODE_ERRORS as error:
@@ -660,14 +663,16 @@ class Transport:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> tuple[str, auth.SessionKeys]:
         try:
-            dialer, dialer_nonce = auth.parse_hello(_unpack(await _read_body(reader)))
+            dialer, dialer_nonce = auth.parse_hello(
+                _unpack(await _read_body(reader, HANDSHAKE_FRAME_BYTES_MAX))
+            )
             nonce = auth.new_nonce()
             writer.write(
                 encode_frame(
                     _pack(auth.challenge(self.secret, dialer, dialer_nonce, self.node_id, nonce))
                 )
             )
-            answer = _unpack(await _read_body(reader))
+            answer = _unpack(await _read_body(reader, HANDSHAKE_FRAME_BYTES_MAX))
         except _DECODE_ERRORS as error:
             raise auth.AuthError(f"malformed handshake: {error}") from None
         keys = auth.check_auth(self.secret, answer, dialer, dialer_nonce, self.node_id, nonce)
