@@ -39,7 +39,9 @@ pytestmark = pytest.mark.process
 
 MARKER = "MARKER-d1ce-5eed-encrypted-under-kill"
 WRITERS = 3
-WRITE_SECONDS = 1.5  # writes run this long before the SIGKILL
+WRITE_SECONDS = 1.5  # writes run at least this long before the SIGKILL
+ACKNOWLEDGED_MIN = 20  # ... and until this many were acknowledged (a busy machine is slow)
+WRITE_SECONDS_MAX = 30.0
 START_SECONDS_MAX = 30.0
 STOP_SECONDS_MAX = 30.0
 JOIN_SECONDS_MAX = 30.0
@@ -163,7 +165,13 @@ def test_acknowledged_encrypted_writes_survive_sigkill_and_stay_ciphertext(
     threads = [threading.Thread(target=writer, args=(n,), daemon=True) for n in range(WRITERS)]
     for thread in threads:
         thread.start()
-    time.sleep(WRITE_SECONDS)
+    started = time.monotonic()
+    while time.monotonic() - started < WRITE_SECONDS_MAX:
+        time.sleep(0.1)
+        with lock:
+            enough = len(acknowledged) >= ACKNOWLEDGED_MIN
+        if enough and time.monotonic() - started >= WRITE_SECONDS:
+            break
     server.signal(signal.SIGKILL)
     stop.set()
     for thread in threads:
