@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from keeldb.functions.invoker import Invoker, Outcome
 from keeldb.functions.store import FunctionStore
 
 if TYPE_CHECKING:
+    from keeldb.api.server import Request, RestResponse
     from keeldb.node import Closer, Node
 
 log = logging.getLogger("keeldb.functions")
@@ -659,21 +660,57 @@ async def attach(node: Node) -> Closer | None:
         service = node.server.json_services.get(STREAMS_TARGET)
         return service[0] if service is not None else None
 
-    service = FunctionService(
-        wait_for_records=_records_waiter(node.database),
-        root=root,
-        region=node.config.region,
-        account=node.database.account_id,
-        endpoint_url=node.url,
-        endpoint_port=node.port,
-        credentials=first_credential(node.config.credentials),
-        database=node.database,
-        streams=streams,
-    )
-    await service.start()
-    from keeldb.functions.rest import LambdaApi
+    def build() -> FunctionService:
+        return FunctionService(
+            wait_for_records=_records_waiter(node.database),
+            root=root,
+            region=node.config.region,
+            account=node.database.account_id,
+            endpoint_url=node.url,
+            endpoint_port=node.port,
+            credentials=first_credential(node.config.credentials),
+            database=node.database,
+            streams=streams,
+        )
 
-    api = LambdaApi(service, credentials=node.config.credentials)
+    lazy = _StartedOnDemand(build, node.config.credentials)
+    if root is not None:
+        # Functions, mappings and queued events on disk must run again from the start.
+        await lazy.started()
+    # A node kept in memory has none: nothing (no directory, no pool) is made for functions
+    # until the first Lambda request, so such a node touches no disk unless it is used.
     for prefix in LAMBDA_PATH_PREFIXES:
-        node.server.mount(prefix, api.handle)
-    return service.close
+        node.server.mount(prefix, lazy.handle)
+    return lazy.close
+
+
+class _StartedOnDemand:
+    """The service and its API, built and started by the first request or `started()`."""
+
+    def __init__(self, build: Callable[[], FunctionService], credentials: Any) -> None:
+        self._build = build
+        self._credentials = credentials
+        self._service: FunctionService | None = None
+        self._api: Any = None
+        self._lock = asyncio.Lock()
+
+    async def started(self) -> Any:
+        if self._api is None:
+            async with self._lock:
+                if self._api is None:
+                    from keeldb.functions.rest import LambdaApi
+
+                    service = self._build()
+                    await service.start()
+                    self._service = service
+                    self._api = LambdaApi(service, credentials=self._credentials)
+        return self._api
+
+    async def handle(self, request: Request) -> RestResponse:
+        api = await self.started()
+        response: RestResponse = await api.handle(request)
+        return response
+
+    async def close(self) -> None:
+        if self._service is not None:
+            await self._service.close()
