@@ -69,6 +69,9 @@ HANDLERS = textwrap.dedent(
             return True
         return attempt(connect)
 
+    def resolve(event, context):
+        return attempt(lambda: sorted({a[4][0] for a in socket.getaddrinfo(event["host"], 80)}))
+
     def udp_socket(event, context):
         return attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close())
 
@@ -394,8 +397,17 @@ def test_tcp_to_the_database_port_works_and_boto3_reaches_it(
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    tables = run(pool, code_dir, "dynamodb", endpoint=f"http://127.0.0.1:{database.port}")
+    # By name too: the sandbox's own /etc/hosts resolves localhost.
+    tables = run(pool, code_dir, "dynamodb", endpoint=f"http://localhost:{database.port}")
     assert "seen_from_sandbox" in tables
+
+
+def test_only_localhost_resolves(pool: ThreadedPool, code_dir: Path) -> None:
+    require(pool, "pivot_root")
+    localhost = run(pool, code_dir, "resolve", {"host": "localhost"})
+    assert localhost["ok"] is True
+    assert "127.0.0.1" in localhost["value"]
+    assert run(pool, code_dir, "resolve", {"host": "example.com"})["ok"] is False
 
 
 def test_udp_sockets_cannot_be_opened(pool: ThreadedPool, code_dir: Path) -> None:

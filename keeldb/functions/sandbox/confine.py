@@ -29,6 +29,10 @@ TMP_BYTES_DEFAULT = 512 * 1024 * 1024  # Lambda's default ephemeral storage
 NOFILE_MAX = 1024  # Lambda's file descriptor limit
 # A handler's /proc/self and the C library read these devices; nothing else of /dev exists.
 DEVICES = ("null", "zero", "random", "urandom")
+ETC_FILES = {
+    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "nsswitch.conf": "hosts: files\n",
+}
 # The cumulative CPU time an instance may use over its life: Lambda's longest timeout, so any
 # single invocation fits; the pool retires an instance before it comes near this.
 CPU_SECONDS_LIFETIME_MAX = 900
@@ -93,6 +97,13 @@ def _build_root(plan: dict[str, Any], pid_namespace: bool) -> None:
         _linux.MS_NOSUID | _linux.MS_NODEV,
         f"size={plan.get('tmp_bytes', TMP_BYTES_DEFAULT)},mode=1777",
     )
+    # Name resolution from files only: "localhost" resolves, nothing else does (no resolver
+    # is configured, and no UDP socket could reach one).
+    os.makedirs(root + "/etc")
+    for name, text in ETC_FILES.items():
+        with open(root + "/etc/" + name, "w") as f:
+            f.write(text)
+        os.chmod(root + "/etc/" + name, 0o644)
     os.makedirs(root + "/dev")
     for name in DEVICES:
         target = root + "/dev/" + name
@@ -153,6 +164,7 @@ def _landlock_ruleset(plan: dict[str, Any], abi: int, task_dir: str, tmp_dir: st
     rules.append(landlock.PathRule(tmp_dir, landlock.READ_WRITE))
     rules.append(landlock.PathRule("/dev/null", landlock.FS_READ_FILE | landlock.FS_WRITE_FILE))
     rules.extend(landlock.PathRule("/dev/" + d, landlock.FS_READ_FILE) for d in DEVICES[1:])
+    rules.extend(landlock.PathRule("/etc/" + name, landlock.FS_READ_FILE) for name in ETC_FILES)
     # No rule for /proc: even /proc/self/net would show the host's sockets, since the network
     # namespace is the host's. The runtime reads what it needs from /proc before restricting.
     return landlock.build_ruleset(abi, rules, [plan["port"]])
