@@ -61,13 +61,13 @@ def test_kill_9_of_the_leader_during_writes_then_of_every_member_loses_no_acknow
 
         async def kill_leader() -> None:
             loop = asyncio.get_running_loop()
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(1.0)
             group.kill(leader)
             killed_at.append(loop.time())
             deadline = loop.time() + 20  # a loaded machine elects slowly; bounded anyway
             while stats.resumed_after(killed_at[0]) is None and loop.time() < deadline:
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             stop.set()
 
         await asyncio.gather(
@@ -205,7 +205,7 @@ def test_aurora_processes_write_through_a_zone_loss_and_lose_nothing_with_one_mo
 
         async def faults() -> None:
             loop = asyncio.get_running_loop()
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.0)
             for node in zones[zone]:
                 group.kill(node)
             marks["zone"] = loop.time()
@@ -213,10 +213,10 @@ def test_aurora_processes_write_through_a_zone_loss_and_lose_nothing_with_one_mo
             deadline = loop.time() + 20
             while stats.resumed_after(marks["zone"]) is None and loop.time() < deadline:
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.7)
             group.kill(extra)
             marks["extra"] = loop.time()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             stop.set()
 
         await asyncio.gather(
