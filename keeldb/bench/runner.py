@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -168,8 +169,6 @@ def start_server(mode: str, data_dir: Path | None, serve_args: list[str]) -> Ser
 
 
 def _drain_in_background(process: subprocess.Popen[bytes]) -> None:
-    import threading
-
     stdout = process.stdout
     assert stdout is not None
 
@@ -331,7 +330,8 @@ def _supervise(
             counts[worker] = sum(len(raw) // 8 for raw in payload["latencies"].values())
     finished = time.monotonic()
     host_after = probe.host_busy_seconds()
-    if loading_phase := phase in workloads.LOAD_PHASES:
+    loading_phase = phase in workloads.LOAD_PHASES
+    if loading_phase:
         elapsed = finished - started
     else:
         elapsed = stop_at - record_from

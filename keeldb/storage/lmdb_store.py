@@ -37,6 +37,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import lmdb
 import msgpack  # type: ignore[import-untyped]
@@ -201,7 +202,9 @@ class LmdbStore:
             if not cursor.set_range(_lmdb_key(low)):
                 return out
             append = out.append
-            for lmdb_key, raw in cursor.iternext():
+            # The environment is opened without `buffers`, so keys and values come as bytes.
+            pairs = cast(Iterator[tuple[bytes, bytes]], cursor.iternext())
+            for lmdb_key, raw in pairs:
                 # LMDB order is key order (the key mapping is monotonic), so the first key
                 # at or past `end` ends the chunk.
                 if not _is_bucket(lmdb_key):
@@ -238,8 +241,8 @@ class LmdbStore:
                 positioned = cursor.last()
         if not positioned:
             return out
-        for lmdb_key, raw in cursor.iterprev():
-            for key, value in self._expand(lmdb_key, raw, reverse=True):
+        for previous_key, previous_raw in cursor.iterprev():
+            for key, value in self._expand(previous_key, previous_raw, reverse=True):
                 if key < start:
                     return out
                 if wanted(key):
