@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from keeldb.functions.sandbox import FunctionSpec, SandboxBusy
+from keeldb.functions.sandbox import FunctionSpec, SandboxBusy, SandboxCrashed
 from keeldb.functions.sandbox.testing import ThreadedPool
 
 pytestmark = pytest.mark.process
@@ -437,3 +437,29 @@ def test_a_killed_zygote_is_replaced_without_stalling_the_next_invocation(
         assert (again.cold_start, json.loads(again.payload)["calls"]) == (True, 1)
     for pid in gone:
         assert not _alive(pid), pid
+
+
+@pytest.mark.parametrize("delay_seconds", [0.0, 0.5])
+def test_closing_while_the_zygote_starts_fails_the_waiting_call_and_leaves_nothing(
+    tmp_path: Path, code_dir: Path, delay_seconds: float
+) -> None:
+    runner = ThreadedPool(tmp_path, endpoint_port=1, warm_instances=1, eager=False)
+    runner.__enter__()
+
+    async def invoke_then_close() -> tuple[str, int | None]:
+        call = asyncio.ensure_future(runner.pool.invoke(spec(code_dir, "app.count"), b"{}"))
+        await asyncio.sleep(delay_seconds)
+        await runner.pool.close()
+        zygote = runner.pool._zygote
+        try:
+            await call
+        except SandboxCrashed:
+            return "crashed", zygote.pid if zygote else None
+        return "answered", zygote.pid if zygote else None
+
+    try:
+        outcome, zygote_pid = runner.call(invoke_then_close())
+    finally:
+        runner.close()
+    assert outcome == "crashed"
+    assert zygote_pid is None or not _alive(zygote_pid)

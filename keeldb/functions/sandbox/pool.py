@@ -234,10 +234,15 @@ class SandboxPool:
             self._booting = asyncio.ensure_future(self._boot())
             # Retrieved here too: a boot nobody awaits any more must not log "never retrieved".
             self._booting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        booting = self._booting
         try:
-            await asyncio.shield(self._booting)
+            await asyncio.shield(booting)
         except (OSError, TimeoutError, frames.FrameError) as e:
             raise SandboxCrashed(f"the sandbox zygote could not start: {e}") from e
+        except asyncio.CancelledError:
+            if booting.cancelled():  # close() stopped the start, not our caller
+                raise SandboxCrashed("the sandbox pool closed while starting") from None
+            raise
 
     async def _boot(self) -> None:
         try:
@@ -272,12 +277,12 @@ class SandboxPool:
             )
         finally:
             theirs.close()
-        ours.setblocking(False)
-        loop = asyncio.get_running_loop()
-        hello: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._spawning[0] = hello  # type: ignore[assignment]
-        loop.add_reader(ours.fileno(), self._on_zygote_readable)
         try:
+            ours.setblocking(False)
+            loop = asyncio.get_running_loop()
+            hello: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._spawning[0] = hello  # type: ignore[assignment]
+            loop.add_reader(ours.fileno(), self._on_zygote_readable)
             self._hello = await asyncio.wait_for(hello, ZYGOTE_START_SECONDS_MAX)
         except BaseException:
             if self._zygote.returncode is None:
@@ -304,10 +309,11 @@ class SandboxPool:
         if self._closed:
             return
         self._closed = True
-        if self._restarting is not None and not self._restarting.done():
-            self._restarting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._restarting
+        for starting in (self._booting, self._restarting):
+            if starting is not None and not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
         if self._janitor is not None:
             self._janitor.cancel()
         for task in list(self._tasks):
