@@ -9,6 +9,7 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def aws(endpoint: str, home: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_transactions_with_the_aws_cli(
-    endpoint: str, table_factory: Callable[..., str], tmp_path: Path
+    endpoint: str, ddb: Any, table_factory: Callable[..., str], tmp_path: Path
 ) -> None:
     table = table_factory()
     items = [
@@ -81,5 +82,5 @@ def test_transactions_with_the_aws_cli(
         endpoint, tmp_path, "execute-transaction", "--transact-statements", json.dumps(statements)
     )
     assert partiql.returncode == 0, partiql.stderr
-    read = aws(endpoint, tmp_path, "transact-get-items", "--transact-items", json.dumps(gets[:1]))
-    assert json.loads(read.stdout)["Responses"][0]["Item"]["n"] == {"N": "11"}
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": "a"}}, ConsistentRead=True)["Item"]
+    assert item["n"] == {"N": "11"}
