@@ -192,7 +192,7 @@ def main() -> int:
         runner.set_up_tables(target)
         print(f"server pid {process.pid} at {url}; loading {result['items']:,} items", flush=True)
         with RssSampler(process.pid, data_dir) as sampler:
-            load = runner.run_phase("batchload", settings, target, process.pid, display)
+            load = runner.run_phase("batchload", settings, target, [process.pid], display)
         result["load"] = {
             "seconds": load["elapsed_s"],
             "items_per_s": load["items_s"],
@@ -206,7 +206,7 @@ def main() -> int:
         result["after_load"] = {**_status_kb(process.pid), **_dir_bytes(data_dir)}
         reads = {}
         for phase in ("query", "qget"):
-            summary = runner.run_phase(phase, settings, target, process.pid, display)
+            summary = runner.run_phase(phase, settings, target, [process.pid], display)
             reads[phase] = {
                 "ops_per_s": summary["throughput_ops_s"],
                 "p50_ms": summary["lat_ms"]["p50"],
@@ -231,7 +231,7 @@ def main() -> int:
         killer = threading.Timer(KILL_AFTER_SECONDS - 1.0, process.send_signal, [signal.SIGKILL])
         killer.start()
         try:
-            runner.run_phase("batchload", reload, target, None, runner.QuietDisplay())
+            runner.run_phase("batchload", reload, target, [], runner.QuietDisplay())
         except RuntimeError as error:
             print(f"  (load stopped: {str(error).splitlines()[0]})", flush=True)
         killer.join()

@@ -10,6 +10,7 @@ It must never signal or otherwise touch the processes it reads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -35,13 +36,14 @@ def _family(pid: int) -> list[psutil.Process]:
     return [root, *children]
 
 
-def read(pid: int) -> Reading:
-    """The process `pid` and its live descendants, summed (children's CPU included)."""
+def read(roots: Sequence[int]) -> Reading:
+    """The processes `roots` and their live descendants, summed (children's CPU included)."""
     cpu = 0.0
     rss = 0
     written = 0
     pids = []
-    for process in _family(pid):
+    family = [process for pid in roots for process in _family(pid)]
+    for process in family:
         try:
             with process.oneshot():
                 times = process.cpu_times()

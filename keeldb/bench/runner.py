@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,9 +89,21 @@ class Server:
     data_dir: Path | None = None
     remove_data_dir: bool = False
     log_path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The processes of a cluster (its nodes), read together; a single server is `pid`.
+    node_pids: list[int] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        return self.node_pids or ([self.pid] if self.pid is not None else [])
 
     def stop(self) -> None:
+        if self.mode == "cluster" and self.data_dir is not None:
+            subprocess.run(
+                [*_KEELDB, "cluster", "down", "--data-dir", str(self.data_dir / "data")],
+                capture_output=True,
+                check=False,
+                timeout=SERVER_STOP_SECONDS_MAX,
+            )
         process = self.process
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -104,6 +116,38 @@ class Server:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+_KEELDB = [sys.executable, "-m", "keeldb"]
+
+
+def start_cluster(root: Path, remove: bool, cluster_args: list[str]) -> Server:
+    """`keeldb cluster up` under `root`: it starts the nodes and returns; the benchmark talks
+    to the first endpoint it names and reads every node's process."""
+    data = root / "data"
+    done = subprocess.run(
+        [*_KEELDB, "cluster", "up", "--data-dir", str(data), *cluster_args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=SERVER_START_SECONDS_MAX,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    server = Server(url="", mode="cluster", data_dir=root, remove_data_dir=remove)
+    endpoints = [
+        line.split()[1:] for line in done.stdout.splitlines() if line.startswith("endpoints:")
+    ]
+    if done.returncode != 0 or not endpoints or not endpoints[0]:
+        server.stop()
+        raise RuntimeError(
+            f"`keeldb cluster up` did not start a cluster:\n{done.stdout}{done.stderr}"
+        )
+    server.url = endpoints[0][0]
+    for path in sorted((data / "pids").glob("n*.pid")):
+        text = path.read_text().strip()
+        if text.isdigit():
+            server.node_pids.append(int(text))
+    return server
+
+
 def start_server(mode: str, data_dir: Path | None, serve_args: list[str]) -> Server:
     """Start `keeldb serve` (mode single: on disk; memory: --in-memory) on a free port, or a
     local cluster with `keeldb cluster up` when that command exists."""
@@ -113,21 +157,12 @@ def start_server(mode: str, data_dir: Path | None, serve_args: list[str]) -> Ser
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "server.log"
     if mode == "cluster":
-        command = [
-            sys.executable,
-            "-m",
-            "keeldb",
-            "cluster",
-            "up",
-            "--data-dir",
-            str(root / "data"),
-        ]
+        return start_cluster(root, remove, serve_args)
+    command = [*_KEELDB, "serve", "--port", "0"]
+    if mode == "memory":
+        command.append("--in-memory")
     else:
-        command = [sys.executable, "-m", "keeldb", "serve", "--port", "0"]
-        if mode == "memory":
-            command.append("--in-memory")
-        else:
-            command += ["--data-dir", str(root / "data")]
+        command += ["--data-dir", str(root / "data")]
     command += serve_args
     log_file = log_path.open("wb")
     process = subprocess.Popen(
@@ -163,8 +198,6 @@ def start_server(mode: str, data_dir: Path | None, serve_args: list[str]) -> Ser
             return server
     server.stop()
     detail = "".join(lines[-5:]) + log_path.read_text(errors="replace")[-2000:]
-    if mode == "cluster":
-        raise RuntimeError(f"`keeldb cluster up` did not start a cluster:\n{detail}")
     raise RuntimeError(f"keeldb serve did not start:\n{detail}")
 
 
@@ -198,7 +231,11 @@ def set_up_tables(target: client.Target) -> None:
 
 
 def run_phase(
-    phase: str, settings: Settings, target: client.Target, server_pid: int | None, display: Display
+    phase: str,
+    settings: Settings,
+    target: client.Target,
+    server_pids: Sequence[int],
+    display: Display,
 ) -> dict[str, Any]:
     """Run one phase with the worker processes and return its summary."""
     assert phase in workloads.PHASES, phase
@@ -235,7 +272,7 @@ def run_phase(
         process.start()
     try:
         return _supervise(
-            phase, settings, jobs, processes, messages, go, start, server_pid, display
+            phase, settings, jobs, processes, messages, go, start, server_pids, display
         )
     finally:
         for process in processes:
@@ -261,7 +298,7 @@ def _supervise(
     messages: Any,
     go: Any,
     start: Any,
-    server_pid: int | None,
+    server_pids: Sequence[int],
     display: Display,
 ) -> dict[str, Any]:
     ready: set[int] = set()
@@ -296,16 +333,16 @@ def _supervise(
     end_deadline = stop_at + RESULTS_GRACE_SECONDS
     while len(results) < len(jobs):
         now = time.monotonic()
-        if server_pid is not None:
+        if server_pids:
             if before is None and now >= record_from:
-                before = probe.read(server_pid)
+                before = probe.read(server_pids)
                 rss_max = before.rss_bytes
             elif before is not None:
-                rss_max = max(rss_max, probe.read(server_pid).rss_bytes)
+                rss_max = max(rss_max, probe.read(server_pids).rss_bytes)
         if now > end_deadline:
             raise RuntimeError(f"the {phase} workers did not finish")
         wait = SAMPLE_SECONDS
-        if before is None and server_pid is not None:
+        if before is None and server_pids:
             wait = min(wait, max(0.0, record_from - now))
         message = _receive(messages, wait)
         if message is None:
@@ -336,8 +373,8 @@ def _supervise(
     else:
         elapsed = stop_at - record_from
     server_figures = None
-    if server_pid is not None:
-        after = probe.read(server_pid)
+    if server_pids:
+        after = probe.read(server_pids)
         if before is None:
             before = after
         rss_max = max(rss_max, after.rss_bytes)
@@ -407,13 +444,13 @@ def run(settings: Settings, target: client.Target, server: Server, display: Disp
     started = time.time()
     set_up_tables(target)
     phases = [
-        run_phase(phase, settings, target, server.pid, display) for phase in settings.workloads
+        run_phase(phase, settings, target, server.pids, display) for phase in settings.workloads
     ]
     return {
         "tool": "keeldb bench",
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "endpoint": target.url,
-        "server": {"mode": server.mode, "pid": server.pid},
+        "server": {"mode": server.mode, "pids": server.pids},
         "settings": {
             "workloads": list(settings.workloads),
             "records": settings.shape.records,
