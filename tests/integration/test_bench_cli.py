@@ -104,3 +104,28 @@ def test_bench_refuses_endpoints_it_cannot_speak_to(url: str) -> None:
     done = _bench("--endpoint", url, "--workloads", "c")
     assert done.returncode == 1
     assert "only http:// endpoints" in done.stderr
+
+
+@pytest.mark.slow
+def test_bench_started_cluster_reads_every_nodes_process(tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    done = _bench("--start", "cluster", *_small(out, "load,c"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(out.read_text())
+    assert summary["server"]["mode"] == "cluster"
+    node_pids = summary["server"]["pids"]
+    assert len(node_pids) >= 3
+    phases = _phases(out)
+    assert phases["load"]["items_written"] == 300
+    assert phases["c"]["get_misses"] == 0
+    assert set(node_pids) <= set(phases["c"]["server"]["pids"])
+    # `keeldb cluster down` stopped every node.
+    for pid in node_pids:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
