@@ -527,7 +527,7 @@ def token_time_key(time_ms: int, token: str) -> bytes:
     return TOKEN_TIME_PREFIX + time_ms.to_bytes(8, "big") + token.encode("utf-8")
 
 
-def _stage_token(db: Database, staged: StagedStore, record: dict[str, Any]) -> None:
+def stage_token(db: Database, staged: StagedStore, record: dict[str, Any]) -> None:
     """Record a transaction's token, and remove up to TOKEN_PURGE_MAX expired ones (by the
     record's time, chosen by its proposer, so that every replica removes the same)."""
     token: str = record["token"]
@@ -559,24 +559,30 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def known_token(db: Database, token: str, digest: str, now_ms: int) -> bool:
+    """Whether the store holds this token from a transaction applied in the last ten
+    minutes; raises IdempotentParameterMismatchException if that one had other actions."""
+    data = db.store.get(token_key(token))
+    if data is None:
+        return False
+    stored_digest, applied_ms = msgpack.unpackb(data, raw=False)
+    if now_ms - applied_ms > TOKEN_LIFETIME_SECONDS * 1000:
+        return False
+    if stored_digest != digest:
+        raise IdempotentParameterMismatchException(MISMATCH_MESSAGE)
+    return True
+
+
 def _known_token(db: Database, token: str, digest: str) -> bool:
-    """Whether a transaction with this token was applied in the last ten minutes; raises if
-    it is in flight, or was made with other parameters."""
+    """`known_token`, and first the transactions in flight here: the same one is
+    TransactionInProgressException, another IdempotentParameterMismatchException."""
     state = transactions_state(db)
     flying = state.in_flight.get(token)
     if flying is not None:
         if flying != digest:
             raise IdempotentParameterMismatchException(MISMATCH_MESSAGE)
         raise TransactionInProgressException(IN_PROGRESS_MESSAGE)
-    data = db.store.get(token_key(token))
-    if data is None:
-        return False
-    stored_digest, applied_ms = msgpack.unpackb(data, raw=False)
-    if _now_ms() - applied_ms > TOKEN_LIFETIME_SECONDS * 1000:
-        return False
-    if stored_digest != digest:
-        raise IdempotentParameterMismatchException(MISMATCH_MESSAGE)
-    return True
+    return known_token(db, token, digest, _now_ms())
 
 
 # --- Proposing ------------------------------------------------------------------------------
@@ -945,7 +951,7 @@ def apply_transact(db: Database, lsn: int, record: dict[str, Any]) -> None:
             return
         staged, _, _ = staged_writes(db, writes)
         if record.get("token") is not None:
-            _stage_token(db, staged, record)
+            stage_token(db, staged, record)
         db.store.write(*staged.changes(), applied_lsn=lsn)
     finally:
         for write in writes:

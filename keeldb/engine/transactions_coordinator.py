@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from keeldb.engine.transactions import IN_PROGRESS_MESSAGE
 from keeldb.engine.transactions_partition import (
     LEDGER_CANCELLING,
     LEDGER_COMMITTING,
@@ -31,6 +32,7 @@ from keeldb.engine.transactions_partition import (
     LEDGER_STARTED,
     ledger_record,
 )
+from keeldb.model.errors import TransactionInProgressException
 
 Body = dict[str, Any]
 
@@ -69,18 +71,32 @@ async def coordinate(
     ts: int,
     shares: dict[str, list[tuple[int, Body]]],
     now_ms: int,
+    *,
+    token: str | None = None,
+    digest: str | None = None,
 ) -> list[Body | None] | None:
     """Run one transaction: `shares` maps each partition to its (position in the request,
     TransactItems entry) pairs. Returns None if it committed, else the cancellation reasons
-    in request order."""
+    in request order.
+
+    With a ClientRequestToken, `txid` must be `transactions_partition.token_txid(token)` and
+    `digest` the request's (`transactions.request_digest`), and the caller asks the ledger
+    group first (`ledger_token_committed`) whether a transaction with this token committed
+    already; the ledger then refuses a second start of the same token while the first is in
+    it (TransactionInProgressException), and keeps the token ten minutes once committed."""
     items = {p: [item for _, item in share] for p, share in shares.items()}
-    ok = await ledger.step(ledger_record(txid, ts, LEDGER_STARTED, None, items, now_ms))
-    assert ok, f"transaction id {txid} reused"
+    started = ledger_record(
+        txid, ts, LEDGER_STARTED, None, items, now_ms, token=token, digest=digest
+    )
+    if not await ledger.step(started):
+        if token is not None:
+            raise TransactionInProgressException(IN_PROGRESS_MESSAGE)
+        raise AssertionError(f"transaction id {txid} reused")
     names = list(shares)
     try:
         answers = await asyncio.gather(*(partitions.prepare(p, txid, ts, items[p]) for p in names))
     except Exception:
-        await _finish(ledger, partitions, txid, ts, items, LEDGER_STARTED, now_ms, commit=False)
+        await _finish(ledger, partitions, started, LEDGER_STARTED, now_ms, commit=False)
         raise
     count = sum(len(share) for share in shares.values())
     reasons: list[Body | None] = [None] * count
@@ -88,9 +104,7 @@ async def coordinate(
         for (position, _), reason in zip(shares[partition], answer, strict=True):
             reasons[position] = reason
     prepared = all(reason is None for reason in reasons)
-    decided = await _finish(
-        ledger, partitions, txid, ts, items, LEDGER_STARTED, now_ms, commit=prepared
-    )
+    decided = await _finish(ledger, partitions, started, LEDGER_STARTED, now_ms, commit=prepared)
     if decided is None:
         # Another coordinator took the transaction over (this one was too slow): it can only
         # have cancelled it, since it commits only what a coordinator recorded "committing".
@@ -106,27 +120,31 @@ async def coordinate(
 async def _finish(
     ledger: Ledger,
     partitions: Partitions,
-    txid: str,
-    ts: int,
-    items: dict[str, list[Body]],
+    entry: dict[str, Any],
     previous: str,
     now_ms: int,
     *,
     commit: bool,
 ) -> bool | None:
-    """Decide (if `previous` is "started") and apply the outcome everywhere; returns whether
-    the transaction committed, or None if another coordinator decided it first (and finishes
-    it: the ledger's step then names its decision, which this one never wrote)."""
+    """Decide (if `previous` is "started") and apply the outcome of the transaction `entry`
+    (a ledger record or entry) everywhere; returns whether it committed, or None if another
+    coordinator decided it first (and finishes it: the ledger's step then names its
+    decision, which this one never wrote)."""
+    txid, ts, items = entry["txid"], entry["ts"], entry["shares"]
+    extra: dict[str, Any] = {}
+    if entry.get("token") is not None:
+        extra = {"token": entry["token"], "digest": entry["digest"]}
     status = LEDGER_COMMITTING if commit else LEDGER_CANCELLING
     if previous == LEDGER_STARTED:
-        if not await ledger.step(ledger_record(txid, ts, status, previous, items, now_ms)):
+        step = ledger_record(txid, ts, status, previous, items, now_ms, **extra)
+        if not await ledger.step(step):
             return None
     else:
         status = previous
         commit = previous == LEDGER_COMMITTING
     action = partitions.commit if commit else partitions.cancel
     await asyncio.gather(*(action(p, txid) for p in items))
-    await ledger.step(ledger_record(txid, ts, LEDGER_DONE, status, items, now_ms))
+    await ledger.step(ledger_record(txid, ts, LEDGER_DONE, status, items, now_ms, **extra))
     return commit
 
 
@@ -163,15 +181,6 @@ async def recover_stale(
     for entry in entries:
         if now_ms - entry["time_ms"] < stale_ms:
             continue
-        await _finish(
-            ledger,
-            partitions,
-            entry["txid"],
-            entry["ts"],
-            entry["shares"],
-            entry["status"],
-            now_ms,
-            commit=False,
-        )
+        await _finish(ledger, partitions, entry, entry["status"], now_ms, commit=False)
         finished.append(entry["txid"])
     return finished

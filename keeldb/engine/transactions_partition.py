@@ -38,6 +38,7 @@ It never does IO and never answers a client.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,19 +50,28 @@ from keeldb.engine.transactions import (
     ACTION_SHAPE_MESSAGE,
     CONFLICT_MESSAGE,
     DUPLICATE_ITEM_MESSAGE,
+    IN_PROGRESS_MESSAGE,
     LEDGER_PREFIX,
+    MISMATCH_MESSAGE,
     PREPARED_PREFIX,
     TXN_PREFIX,
     Action,
+    StagedStore,
     evaluate_action,
+    known_token,
     plan_action,
     plan_gets,
     projected,
     read_action,
+    stage_token,
     staged_writes,
     write_entry,
 )
-from keeldb.model.errors import ValidationException
+from keeldb.model.errors import (
+    IdempotentParameterMismatchException,
+    TransactionInProgressException,
+    ValidationException,
+)
 from keeldb.model.keys import prefix_end
 
 Body = dict[str, Any]
@@ -304,13 +314,17 @@ def ledger_record(
     previous: str | None,
     shares: dict[str, list[Body]],
     time_ms: int,
+    *,
+    token: str | None = None,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """The "txn-ledger" record of one step of a transaction: its id, timestamp, the state it
     moves from (`previous`, None for a new transaction) to (`status`), the TransactItems of
     each partition it touches (so another coordinator can finish it) and when the step was
-    recorded (milliseconds since the epoch, chosen by the proposer)."""
+    recorded (milliseconds since the epoch, chosen by the proposer); with the request's
+    ClientRequestToken and digest when it has one (`token_txid`)."""
     assert status in LEDGER_STATES, status
-    return {
+    record: dict[str, Any] = {
         "kind": "txn-ledger",
         "txid": txid,
         "ts": ts,
@@ -319,12 +333,25 @@ def ledger_record(
         "shares": shares,
         "time_ms": time_ms,
     }
+    if token is not None:
+        assert digest is not None
+        record["token"] = token
+        record["digest"] = digest
+    return record
+
+
+def token_txid(token: str) -> str:
+    """The transaction id of a request with a ClientRequestToken: one per token, so that a
+    retry finds the first attempt's ledger entry (the ledger refuses a second "started")."""
+    return "token-" + hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @redo_kind("txn-ledger")
 def apply_ledger(db: Database, lsn: int, record: dict[str, Any]) -> None:
     """A step applies only from the state it names, so that of two coordinators (the first,
-    and one recovering a transaction it believes dead) exactly one decides the outcome."""
+    and one recovering a transaction it believes dead) exactly one decides the outcome. A
+    transaction with a token that commits leaves the token in the ledger group's store for
+    its lifetime, as a single-partition transaction leaves it in its partition's."""
     if lsn <= db.store.applied_lsn():
         return
     key = ledger_key(record["txid"])
@@ -334,10 +361,27 @@ def apply_ledger(db: Database, lsn: int, record: dict[str, Any]) -> None:
         db.store.write([], [], lsn)  # another coordinator moved it first: nothing changes
         return
     if record["status"] == LEDGER_DONE:
-        db.store.write([], [key], lsn)
+        staged = StagedStore(db.store)
+        staged.stage([], [key])
+        if record.get("token") is not None and current == LEDGER_COMMITTING:
+            stage_token(db, staged, record)
+        db.store.write(*staged.changes(), applied_lsn=lsn)
         return
     kept = {k: v for k, v in record.items() if k not in ("kind", "previous")}
     db.store.write([(key, msgpack.packb(kept, use_bin_type=True))], [], lsn)
+
+
+def ledger_token_committed(db: Database, token: str, digest: str, now_ms: int) -> bool:
+    """Whether a transaction with this token committed in the last ten minutes (its retry
+    answers without doing anything). Raises TransactionInProgressException if it is still
+    in the ledger, IdempotentParameterMismatchException if it was made with other actions."""
+    data = db.store.get(ledger_key(token_txid(token)))
+    if data is not None:
+        entry = msgpack.unpackb(data, raw=False)
+        if entry.get("digest") != digest:
+            raise IdempotentParameterMismatchException(MISMATCH_MESSAGE)
+        raise TransactionInProgressException(IN_PROGRESS_MESSAGE)
+    return known_token(db, token, digest, now_ms)
 
 
 def ledger_status(db: Database, txid: str) -> str | None:

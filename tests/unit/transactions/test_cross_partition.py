@@ -13,8 +13,10 @@ from keeldb.engine import transactions_partition as tp
 from keeldb.engine.item_store import items_state
 from keeldb.engine.transactions_coordinator import coordinate, coordinate_read, recover_stale
 from keeldb.model.errors import (
+    IdempotentParameterMismatchException,
     TransactionCanceledException,
     TransactionConflictException,
+    TransactionInProgressException,
     ValidationException,
 )
 
@@ -271,3 +273,59 @@ def test_two_actions_on_one_item_are_refused_by_its_partition(cluster: Cluster) 
         "Transaction request cannot include multiple operations on one item"
     )
     assert cluster.held() == {"p1": {}, "p2": {}}
+
+
+def run_with_token(cluster: Cluster, token: str, ts: int, shares: dict[str, list[Any]]) -> Any:
+    """A coordinator's handling of a request with a ClientRequestToken."""
+    from keeldb.engine.transactions import request_digest
+
+    digest = request_digest({"TransactItems": [i for items in shares.values() for i in items]})
+    if tp.ledger_token_committed(cluster.ledger_db.db, token, digest, now_ms=0):
+        return "replayed"
+    numbered = {}
+    position = 0
+    for partition, items in shares.items():
+        numbered[partition] = []
+        for entry in items:
+            numbered[partition].append((position, entry))
+            position += 1
+    txid = tp.token_txid(token)
+    return cluster.ledger_db.run(
+        coordinate(cluster, cluster, txid, ts, numbered, 0, token=token, digest=digest)
+    )
+
+
+def test_a_token_makes_a_transaction_across_partitions_apply_once(cluster: Cluster) -> None:
+    shares = {"p1": [put("a", 1)], "p2": [put("b", 2)]}
+    assert run_with_token(cluster, "tok", 10, shares) is None
+    assert run_with_token(cluster, "tok", 11, shares) == "replayed"
+    with pytest.raises(IdempotentParameterMismatchException):
+        run_with_token(cluster, "tok", 12, {"p1": [put("a", 5)], "p2": [put("b", 2)]})
+    assert (cluster.value("p1", "a"), cluster.value("p2", "b")) == (1, 2)
+
+
+def test_a_token_in_the_ledger_is_in_progress_and_recovery_remembers_it(
+    cluster: Cluster,
+) -> None:
+    shares = {"p1": [put("a", 1)], "p2": [put("b", 2)]}
+    cluster.die_at = "decided"
+    with pytest.raises(Died):
+        run_with_token(cluster, "tok", 10, shares)
+    cluster.die_at = None
+    with pytest.raises(TransactionInProgressException):
+        run_with_token(cluster, "tok", 11, shares)
+    # Another coordinator finishes it (committed, as decided): the token is remembered.
+    assert cluster.ledger_db.run(recover_stale(cluster, cluster, now_ms=10_000)) == [
+        tp.token_txid("tok")
+    ]
+    assert run_with_token(cluster, "tok", 12, shares) == "replayed"
+    assert (cluster.value("p1", "a"), cluster.value("p2", "b")) == (1, 2)
+
+
+def test_a_cancelled_transaction_leaves_no_token(cluster: Cluster) -> None:
+    shares = {"p1": [put("a", 1)], "p2": [check("zz", "attribute_exists(pk)")]}
+    reasons = run_with_token(cluster, "tok", 10, shares)
+    assert reasons is not None and reasons[1]["Code"] == "ConditionalCheckFailed"
+    cluster.parts["p2"].put("ttt", "zz", n=0)
+    assert run_with_token(cluster, "tok", 11, shares) is None  # a new attempt, not a replay
+    assert cluster.value("p1", "a") == 1
