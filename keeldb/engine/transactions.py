@@ -320,6 +320,11 @@ def _read_transact_write(body: Any) -> tuple[Body, list[Body]]:
     return request, items
 
 
+# The request reading a coordinator on a router needs before it splits a transaction by
+# partition (the checks that need no table: shape, limits, enumerations).
+read_transact_write = _read_transact_write
+
+
 # --- Planning one action --------------------------------------------------------------------
 
 
