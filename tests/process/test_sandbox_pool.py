@@ -290,8 +290,13 @@ def test_idle_instances_are_reaped_and_the_pool_scales_to_zero(
         tmp_path, endpoint_port=1, warm_instances=1, idle_freeze_seconds=0.1, idle_reap_seconds=0.4
     ) as short:
         function = spec(code_dir, "app.count", "reaped")
-        short.invoke_many(function, [b"{}"] * 2)
-        assert short.instances("reaped") == 2
+
+        async def invoke_twice_and_count() -> int:
+            calls = [short.pool.invoke(function, b"{}") for _ in range(2)]
+            await asyncio.gather(*calls)
+            return short.pool.instances("reaped")  # before the janitor can run
+
+        assert short.call(invoke_twice_and_count()) == 2
         deadline = time.monotonic() + 10.0
         while short.instances("reaped") and time.monotonic() < deadline:
             time.sleep(0.05)
