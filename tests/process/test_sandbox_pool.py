@@ -77,6 +77,17 @@ HANDLERS = textwrap.dedent(
                 pass
         return "forged"
 
+    def threads(event, context):
+        import threading
+        done = []
+        workers = [threading.Thread(target=lambda: done.append(sum(range(1000))))
+                   for _ in range(event["n"])]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return len(done)
+
     def slow(event, context):
         time.sleep(event.get("seconds", 1.0))
         return "slept"
@@ -471,3 +482,9 @@ def test_closing_while_the_zygote_starts_fails_the_waiting_call_and_leaves_nothi
         runner.close()
     assert outcome == "crashed"
     assert zygote_pid is None or not _alive(zygote_pid)
+
+
+def test_a_handler_can_run_threads(pool: ThreadedPool, code_dir: Path) -> None:
+    # Each thread reserves address space for its stack: RLIMIT_AS must leave room for that.
+    result = pool.invoke(spec(code_dir, "app.threads", "threads"), b'{"n": 24}')
+    assert (result.function_error, result.payload) == (None, b"24")

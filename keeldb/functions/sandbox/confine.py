@@ -36,8 +36,12 @@ ETC_FILES = {
 # The cumulative CPU time an instance may use over its life: Lambda's longest timeout, so any
 # single invocation fits; the pool retires an instance before it comes near this.
 CPU_SECONDS_LIFETIME_MAX = 900
-# Headroom of RLIMIT_AS above the memory limit, so the cgroup (not a MemoryError) stops a hog.
-ADDRESS_SPACE_SLACK_BYTES = 256 * 1024 * 1024
+# Headroom of RLIMIT_AS above the memory limit. Address space is not memory: each thread
+# reserves its stack (8 MiB) and glibc may reserve a 64 MiB malloc arena for it. With a
+# memory cgroup, RLIMIT_AS is only a backstop and leaves threads ample room; without one it
+# is the memory limit, with room for a dozen threads.
+ADDRESS_SPACE_SLACK_BYTES = 1024 * 1024 * 1024
+ADDRESS_SPACE_SLACK_WITH_CGROUP_BYTES = 16 * 1024 * 1024 * 1024
 # The address space of the runtime before the handler, when /proc cannot say.
 VM_SIZE_GUESS_BYTES = 1024 * 1024 * 1024
 _OLD_ROOT = "/.oldroot"
@@ -175,14 +179,15 @@ def _landlock_abi(plan: dict[str, Any]) -> int:
     return 0 if "landlock" in plan.get("disabled", ()) else plan.get("landlock_abi", 0)
 
 
-def _set_rlimits(assign: dict[str, Any], pids_max: int) -> None:
+def _set_rlimits(assign: dict[str, Any], pids_max: int, memory_cgroup: bool) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_MAX, NOFILE_MAX))
     resource.setrlimit(resource.RLIMIT_NPROC, (pids_max, pids_max))
     cpu_hard = CPU_SECONDS_LIFETIME_MAX + int(assign["timeout_seconds"]) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_hard, cpu_hard))
     vm_bytes = _vm_size_bytes()
-    limit = vm_bytes + assign["memory_mb"] * 1024 * 1024 + ADDRESS_SPACE_SLACK_BYTES
+    slack = ADDRESS_SPACE_SLACK_WITH_CGROUP_BYTES if memory_cgroup else ADDRESS_SPACE_SLACK_BYTES
+    limit = vm_bytes + assign["memory_mb"] * 1024 * 1024 + slack
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -250,7 +255,8 @@ def lock_down(state: Confinement, assign: dict[str, Any], seccomp_program: bytes
         task_dir = assign["code_dir"]
         layers["root_read_only"] = False
     os.chdir(task_dir)
-    _set_rlimits(assign, plan["pids_max"])
+    memory_cgroup = bool(plan.get("memory_cgroup")) and layers.get("cgroup_joined", False)
+    _set_rlimits(assign, plan["pids_max"], memory_cgroup)
     layers["rlimits"] = True
     clock.step("remount_rlimits")
     if os.geteuid() == 0 and state.pivoted:

@@ -742,6 +742,7 @@ class SandboxPool:
             "fallback_tmp_dir": str(fallback_tmp),
             "port": self.endpoint_port,
             "pids_max": self.pids_max,
+            "memory_cgroup": "memory" in self._controllers,
             "landlock_abi": self._hello.get("landlock_abi", 0),
             "disabled": sorted(self.disabled_layers),
         }
@@ -1111,7 +1112,14 @@ def _zygote_environment() -> dict[str, str]:
     """The zygote's environment: nothing of the database's (no keys, no paths), since every
     instance is a copy of the zygote's memory. Handlers get theirs from their FunctionSpec."""
     package_root = str(Path(__file__).resolve().parents[3])
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": package_root}
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": package_root,
+        # glibc reads it when the zygote starts: threads share two malloc arenas instead of
+        # reserving 64 MiB of address space each, which keeps RLIMIT_AS meaningful.
+        "MALLOC_ARENA_MAX": "2",
+    }
 
 
 def _python_paths() -> list[str]:
