@@ -433,10 +433,24 @@ def test_a_killed_zygote_is_replaced_without_stalling_the_next_invocation(
     from keeldb.functions.sandbox.pool import SPAWN_SECONDS_MAX
 
     gone: list[int] = []
-    with ThreadedPool(tmp_path, endpoint_port=1, warm_instances=2) as runner:
+    frozen_instance: list[int] = []
+
+    def frozen_pids() -> list[int]:
+        return [i.pid for i in runner.pool._instances.values() if i.frozen]
+
+    with ThreadedPool(
+        tmp_path, endpoint_port=1, warm_instances=2, idle_freeze_seconds=0.1
+    ) as runner:
         function = spec(code_dir, "app.count", "survivor")
         for cycle in range(3):
             assert runner.invoke(function, b"{}").function_error is None
+            if cycle == 0 and runner.isolation_layers().get("cgroup_freezer"):
+                # A frozen instance too must die with its zygote.
+                deadline = time.monotonic() + 10.0
+                while not runner.on_loop(frozen_pids) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                frozen_instance = runner.on_loop(frozen_pids)
+                assert frozen_instance
             zygote = runner.pool._zygote.pid  # type: ignore[union-attr]
             gone += [
                 zygote,
@@ -456,6 +470,7 @@ def test_a_killed_zygote_is_replaced_without_stalling_the_next_invocation(
         assert (again.cold_start, json.loads(again.payload)["calls"]) == (True, 1)
     for pid in gone:
         assert not _alive(pid), pid
+    assert frozen_instance == [] or set(frozen_instance) <= set(gone)
 
 
 @pytest.mark.parametrize("delay_seconds", [0.0, 0.5])

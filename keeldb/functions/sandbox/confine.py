@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,7 +128,7 @@ def prepare(plan: dict[str, Any]) -> Confinement:
     state = Confinement(plan)
     layers = state.layers
     layers["pid_namespace"] = bool(plan.get("pid_namespace"))
-    _linux.prctl(_linux.PR_SET_PDEATHSIG, 9)
+    _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     joined = True
     for procs in plan["procs_files"]:
         try:
@@ -279,6 +280,9 @@ def lock_down(state: Confinement, assign: dict[str, Any], seccomp_program: bytes
     else:
         layers["unprivileged_user"] = os.geteuid() != 0
         layers["no_capabilities"] = _capabilities_empty()
+    # A change of uid clears the parent-death signal (prctl(2)): arm it again, so that the
+    # instance still dies with its zygote, frozen or not.
+    _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
     layers["no_new_privs"] = True
     clock.step("drop_privileges")

@@ -937,11 +937,12 @@ class SandboxPool:
                 future.exception()  # retrieved: the spawner may already have given up
         self._spawning.clear()
         for instance in list(self._instances.values()):
-            self._free_slot(instance)
-            instance.dead = True
+            # They should die with their parent (PR_SET_PDEATHSIG); kill them all the same,
+            # since a frozen process under a v1 freezer would not die until thawed.
+            self._kill(instance)
             if not instance.exited.done():
                 instance.exited.set_exception(error)
-                instance.exited.exception()
+                instance.exited.exception()  # retrieved: nobody may wait for it
             self._forget(instance)
         if not self._closed and (self._restarting is None or self._restarting.done()):
             log.error("the sandbox zygote exited; starting another")
