@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -335,7 +337,7 @@ def test_close_leaves_no_process_and_no_control_group(tmp_path: Path, code_dir: 
     with runner:
         runner.invoke(spec(code_dir, "app.count", "closing"), b"{}")
         zygote_pid = runner.pool._zygote.pid  # type: ignore[union-attr]
-        pids = runner.on_loop(lambda: [i.pid for i in runner.pool._instances.values()])
+        pids = runner.on_loop(lambda: [i.pid for i in runner.pool._instances.values() if i.pid > 0])
         groups = runner.pool._groups
         assert groups is not None
         bases = [h.base(groups.pool_name) for h in groups.hierarchies]
@@ -503,3 +505,44 @@ def test_a_handler_can_run_threads(pool: ThreadedPool, code_dir: Path) -> None:
     # Each thread reserves address space for its stack: RLIMIT_AS must leave room for that.
     result = pool.invoke(spec(code_dir, "app.threads", "threads"), b'{"n": 24}')
     assert (result.function_error, result.payload) == (None, b"24")
+
+
+DATABASE_STAND_IN = """
+import json, sys, time
+from pathlib import Path
+from keeldb.functions.sandbox import FunctionSpec
+from keeldb.functions.sandbox.testing import ThreadedPool
+
+runner = ThreadedPool(Path(sys.argv[1]), endpoint_port=1, warm_instances=1,
+                      idle_freeze_seconds=0.1)
+runner.__enter__()
+for name in ("first", "second"):
+    spec = FunctionSpec(name, Path(sys.argv[2]), "0", "app.count", "python3.11", 128, 10.0, {})
+    runner.invoke(spec, b"{}")
+pids = runner.on_loop(lambda: [i.pid for i in runner.pool._instances.values() if i.pid > 0])
+print(json.dumps([runner.pool._zygote.pid, *pids]), flush=True)
+time.sleep(120)
+"""
+
+
+def test_kill_9_of_the_pool_process_leaves_no_sandbox_behind(
+    tmp_path: Path, code_dir: Path
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", DATABASE_STAND_IN, str(tmp_path / "work"), str(code_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        pids = json.loads(process.stdout.readline())
+        assert len(pids) >= 3  # the zygote, two assigned instances, the warm ones
+        time.sleep(0.5)  # the idle instances are frozen by now
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10.0
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in pids if _alive(pid)] == []
