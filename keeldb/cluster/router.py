@@ -90,10 +90,6 @@ ITEM_WRITES = ("PutItem", "UpdateItem", "DeleteItem")
 # makes is routed like a client's.
 COMPOSITE = ("ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction")
 UNSUPPORTED: tuple[str, ...] = ()
-CROSS_PARTITION_MESSAGE = (
-    "TransactGetItems whose items lie in more than one partition is not supported by a "
-    "KeelDB cluster yet"
-)
 
 Call = Callable[[int, str, Any, float], Awaitable[Any]]
 
@@ -352,8 +348,8 @@ class Router:
             return await self._partition_op(0, op, body, mode, deadline, check=False, tables=tables)
         distinct = set(partitions)
         if len(distinct) > 1:
-            if op != "TransactWriteItems":
-                raise ValidationException(CROSS_PARTITION_MESSAGE)
+            if op == "TransactGetItems":
+                return await self._read_across(body, partitions, deadline)
             return await self._transact_across(body, partitions, deadline)
         (partition,) = distinct
         assert partition is not None
@@ -382,6 +378,27 @@ class Router:
         if reasons is not None:
             raise transactions.cancelled_error([r or {"Code": "None"} for r in reasons])
         return {}
+
+    async def _read_across(
+        self, body: dict[str, Any], partitions: list[int | None], deadline: float
+    ) -> dict[str, Any]:
+        """A TransactGetItems over several partitions: every partition reads its share at
+        one timestamp, refusing items a transaction holds or wrote later
+        (`transactions_coordinator.coordinate_read`)."""
+        from keeldb.engine import transactions, transactions_coordinator
+
+        _request, gets = transactions._read_transact_get(body)
+        assert len(gets) == len(partitions)
+        shares: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for position, (get, partition) in enumerate(zip(gets, partitions, strict=True)):
+            assert partition is not None
+            shares.setdefault(partition_group(partition), []).append((position, get))
+        reasons, responses = await transactions_coordinator.coordinate_read(
+            self.partitions_view(deadline), time.time_ns() // 1000, shares
+        )
+        if reasons is not None:
+            raise transactions.cancelled_error([r or {"Code": "None"} for r in reasons])
+        return {"Responses": responses}
 
     def partitions_view(self, deadline: float | None = None) -> _RoutedPartitions:
         """The partition leaders as `transactions_coordinator.Partitions`."""
@@ -781,6 +798,12 @@ class _RoutedPartitions:
             partition, {"do": "prepare", "txid": txid, "ts": ts, "items": items}
         )
         return result
+
+    async def read(
+        self, partition: str, ts: int, gets: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any] | None], list[dict[str, Any]]]:
+        reasons, responses = await self._step(partition, {"do": "read", "ts": ts, "gets": gets})
+        return list(reasons), list(responses)
 
     async def commit(self, partition: str, txid: str) -> None:
         await self._step(partition, {"do": "commit", "txid": txid})

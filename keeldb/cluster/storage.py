@@ -384,6 +384,8 @@ class StorageService:
                 result = await transactions_partition.commit(db, payload["txid"])
             elif step == "cancel":
                 result = await transactions_partition.cancel(db, payload["txid"])
+            elif step == "read":
+                result = transactions_partition.read_share(db, payload["ts"], payload["gets"])
             elif step == "ledger_step":
                 result = await transactions_partition.ledger_step(db, payload["record"])
             elif step == "ledger_entries":

@@ -410,6 +410,33 @@ async def test_transactions_in_one_partition_and_across_partitions_answer_as_a_s
     assert mine == theirs
 
 
+@in_cluster
+async def test_a_transactional_read_across_partitions_answers_as_a_single_node(
+    pair: Pair,
+) -> None:
+    await _fill(pair, count=3)
+    for i in range(8):
+        item = {"pk": {"S": f"r{i}"}, "sk": {"N": "1"}, "v": {"N": str(i)}}
+        await pair.both("PutItem", {"TableName": "things", "Item": item})
+    gets = {
+        "TransactItems": [
+            {
+                "Get": {
+                    "TableName": "things",
+                    "Key": {"pk": {"S": f"r{i}"}, "sk": {"N": "1"}},
+                    "ProjectionExpression": "v",
+                }
+            }
+            for i in [*range(8), 99]
+        ]
+    }
+    assert len(keyroute_partitions(pair, gets)) > 1
+    mine, theirs = await pair.both("TransactGetItems", gets)
+    assert mine == theirs
+    assert mine["Responses"][3] == {"Item": {"v": {"N": "3"}}}
+    assert mine["Responses"][8] == {}
+
+
 def keyroute_partitions(pair: Pair, body: dict[str, Any]) -> set[int | None]:
     from keeldb.cluster import keyroute
 
