@@ -45,7 +45,7 @@ from typing import Any
 from keeldb.engine import catalog
 from keeldb.engine.catalog import current_time, existing_table
 from keeldb.engine.database import Body, Database, operation, redo_kind
-from keeldb.engine.item_store import Item, decode_stored, latest_item, propose_write
+from keeldb.engine.item_store import Item, decode_stored, items_state, latest_item, propose_write
 from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING, Table
 from keeldb.model.errors import ResourceInUseException, ValidationException
 from keeldb.model.keys import index_bounds, key_after
@@ -339,6 +339,8 @@ async def _expire(db: Database, table_id: str, key: bytes, attribute: str, now: 
     setting = ttl_setting(table)
     if not setting.enabled or setting.attribute != attribute:
         return False  # TTL disabled (or set to another attribute) since the batch was read.
+    if key in items_state(db).held:
+        return False  # Held by a prepared transaction: a later pass looks at it again.
     item, _ = latest_item(db, key)
     if item is None or not is_expired(item, attribute, now):
         return False  # Deleted or rewritten by a client since it was read: leave it.

@@ -229,6 +229,29 @@ def test_a_pass_deletes_exactly_the_expired_items() -> None:
     run(scenario())
 
 
+def test_an_item_held_by_a_prepared_transaction_waits_for_a_later_pass() -> None:
+    async def scenario() -> None:
+        node = Node()
+        await node.setup()
+        await node.put("held", NOW - 10)
+        await node.put("free", NOW - 10)
+        table = catalog.find_table(node.db, "things")
+        assert table is not None
+        from keeldb.engine.item_store import storage_key
+
+        held_key = storage_key(table, {"pk": {"S": "held"}})
+        items_state(node.db).held[held_key] = "a-transaction"
+        result = await ttl.sweep(node.db)  # no error: the held item is passed over
+        assert result.deleted_items == 1
+        assert await node.keys() == ["held"]
+        del items_state(node.db).held[held_key]
+        result = await ttl.sweep(node.db)
+        assert result.deleted_items == 1
+        assert await node.keys() == []
+
+    run(scenario())
+
+
 def test_expired_items_are_still_read_until_a_pass_deletes_them() -> None:
     async def scenario() -> None:
         node = Node()
