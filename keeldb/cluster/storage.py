@@ -96,12 +96,7 @@ class Replica:
 
 def campaign(group_log: Any) -> None:
     """Ask the group driver to start an election with this member as candidate."""
-    start = getattr(group_log, "campaign", None)
-    if start is not None:
-        start()
-        return
-    group_log.replica.campaign()
-    group_log._work.set()  # the driver's pump picks the campaign up
+    group_log.campaign()
 
 
 def node_number(name: str | None) -> int | None:
