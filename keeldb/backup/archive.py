@@ -121,6 +121,7 @@ class Archiver:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.passes = 0
+        self._first_done = False  # the first pass after start has run
         self.failure: BaseException | None = None
 
     # --- life cycle ------------------------------------------------------------------------
@@ -131,10 +132,16 @@ class Archiver:
         # manifest is read). Segments below the archive's end that a checkpoint removed while
         # no archiver ran leave a gap, which the next pass closes with a snapshot.
         self.log.retain_from(lambda: self._archived_lsn + 1)
-        # The first pass runs before the node serves (the first snapshot, on a new archive,
-        # is where the restorable window starts); later passes run in the background.
+        # On a new archive the first pass runs before the node serves: its snapshot is where
+        # the restorable window starts. On an archive that has one, every pass runs in the
+        # background, the first at once, so that a restart (which after a crash may need a
+        # new snapshot of a large store) does not wait for it; restores, backups and exports
+        # reach the present through `flush` anyway.
         try:
-            await self.flush()
+            await self._load()
+            if not self.manifest.snapshots:
+                await self.flush()
+                self._first_done = True
         except Exception as error:  # noqa: BLE001 - the background passes keep trying
             self.failure = error
             log.warning("the first archive pass failed, retrying in the background: %r", error)
@@ -163,7 +170,9 @@ class Archiver:
     async def _run(self) -> None:
         while not self._closing:
             try:
-                await asyncio.sleep(self.interval_seconds)
+                if self._first_done:
+                    await asyncio.sleep(self.interval_seconds)
+                self._first_done = True
                 await self.flush()
                 self.failure = None
             except asyncio.CancelledError:
@@ -184,17 +193,25 @@ class Archiver:
         """
         async with self._lock:
             loop = asyncio.get_running_loop()
-            if not self._loaded:
-                # Never publish before the published manifest is known: it would be replaced
-                # by one that forgets what it named.
-                self.manifest = await loop.run_in_executor(self._thread, load_manifest, self.store)
-                self._archived_lsn = self.manifest.archived_lsn()
-                self._loaded = True
+            await self._load_locked()
             if self.log.committed_lsn() > self._archived_lsn:
                 await self.log.seal()
             await loop.run_in_executor(self._thread, self._pass, snapshot)
             self.passes += 1
             return self.manifest
+
+    async def _load(self) -> None:
+        async with self._lock:
+            await self._load_locked()
+
+    async def _load_locked(self) -> None:
+        if not self._loaded:
+            # Never publish before the published manifest is known: it would be replaced by
+            # one that forgets what it named.
+            loop = asyncio.get_running_loop()
+            self.manifest = await loop.run_in_executor(self._thread, load_manifest, self.store)
+            self._archived_lsn = self.manifest.archived_lsn()
+            self._loaded = True
 
     def _pass(self, force_snapshot: bool) -> None:
         """Runs in the archive thread."""
