@@ -200,13 +200,26 @@ def test_batch_of_reads_and_writes_is_a_validation_exception(ddb: Any, table_fac
     assert "Item" not in ddb.get_item(TableName=table, Key={"pk": s("x")})
 
 
-def test_execute_transaction_is_an_unknown_operation(ddb: Any, table_factory: Any) -> None:
+def test_execute_transaction_writes_all_statements_or_none(ddb: Any, table_factory: Any) -> None:
     table = table_factory()
+    ddb.put_item(TableName=table, Item={"pk": s("taken")})
     code, _ = error_of(
         ddb.execute_transaction,
-        TransactStatements=[{"Statement": f"INSERT INTO \"{table}\" VALUE {{'pk': 'x'}}"}],
+        TransactStatements=[
+            {"Statement": f"INSERT INTO \"{table}\" VALUE {{'pk': 'new'}}"},
+            {"Statement": f"INSERT INTO \"{table}\" VALUE {{'pk': 'taken'}}"},
+        ],
     )
-    assert code == "UnknownOperationException"
+    assert code == "TransactionCanceledException"
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": s("new")})
+    ddb.execute_transaction(
+        TransactStatements=[
+            {"Statement": f"INSERT INTO \"{table}\" VALUE {{'pk': 'new'}}"},
+            {"Statement": f"DELETE FROM \"{table}\" WHERE pk = 'taken'"},
+        ],
+    )
+    assert "Item" in ddb.get_item(TableName=table, Key={"pk": s("new")})
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": s("taken")})
 
 
 def test_failed_condition_returns_the_old_item_when_asked(ddb: Any, table_factory: Any) -> None:
