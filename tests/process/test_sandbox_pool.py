@@ -497,7 +497,13 @@ def test_closing_while_the_zygote_starts_fails_the_waiting_call_and_leaves_nothi
         outcome, zygote_pid = runner.call(invoke_then_close())
     finally:
         runner.close()
-    assert outcome == "crashed"
+    if delay_seconds == 0.0:
+        assert outcome == "crashed"
+    else:
+        # Half a second in, the zygote is still starting on a busy machine and the call fails
+        # with it, or it has started and the call was answered before the close: either way
+        # the close leaves nothing running.
+        assert outcome in ("crashed", "answered")
     assert zygote_pid is None or not _alive(zygote_pid)
 
 

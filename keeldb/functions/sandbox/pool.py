@@ -48,7 +48,9 @@ WARM_MEMORY_BYTES = 128 * 1024 * 1024
 SPAWN_SECONDS_MAX = 15.0
 ZYGOTE_START_SECONDS_MAX = 60.0
 CLOSE_SECONDS_MAX = 10.0
-COLD_START_ATTEMPTS = 2  # an instance that dies during its set-up is replaced once
+# An instance that dies during its set-up is replaced: once, plus once per warm instance, since
+# a dead zygote takes every warm instance it forked with it.
+COLD_START_ATTEMPTS = 2
 ZYGOTE_RESTART_PAUSE_SECONDS = 1.0  # between attempts to restart a zygote that died
 # After this much CPU time an instance is retired, well before its RLIMIT_CPU hard limit.
 CPU_SECONDS_RETIRE = confine.CPU_SECONDS_LIFETIME_MAX // 2
@@ -395,10 +397,11 @@ class SandboxPool:
         self, spec: FunctionSpec, payload: bytes, request_id: str, function_arn: str
     ) -> InvokeResult:
         """Assign a warm instance to the function and invoke it. An instance that dies before
-        it reports its set-up (its zygote killed, say) is replaced once, as Lambda retries a
+        it reports its set-up (its zygote killed, say) is replaced, as Lambda retries a
         failed init within the same invocation; the handler itself has not run then."""
         request = _invoke_frame(request_id, function_arn, payload)
-        for attempt in range(COLD_START_ATTEMPTS):
+        attempts = COLD_START_ATTEMPTS + self.warm_instances
+        for attempt in range(attempts):
             self._make_room()
             self._assigned += 1  # a slot for this request's instance, until it dies
             try:
@@ -412,7 +415,7 @@ class SandboxPool:
                 init = await self._assign(instance, spec, request)
                 init_ms = init.get("init_ms", 0.0)
                 init_log = init.get("log", "")
-                if init.get("died") and attempt + 1 < COLD_START_ATTEMPTS:
+                if init.get("died") and attempt + 1 < attempts:
                     log.warning("a sandbox instance died during its set-up; starting another")
                     continue
                 if init["error"] is not None:
