@@ -953,14 +953,43 @@ async def export_table_to_point_in_time(db: Database, body: Body) -> Body:
     return {"ExportDescription": description}
 
 
+def _wire_name(member: str) -> str:
+    """How DynamoDB names a request member in its validation messages (exportArn ...)."""
+    return member[0].lower() + member[1:]
+
+
+def _named_arn(body: Body, member: str) -> Any:
+    """The ARN a Describe request names in `member`, checked as DynamoDB checks it."""
+    body = check_types(body, {member: "S"})
+    v = Violations()
+    arn: Any = body.get(member)
+    if v.not_null(arn, _wire_name(member)):
+        v.length(arn, _wire_name(member), 37, 1024)
+    v.raise_if_any()
+    return arn
+
+
+def _listing_request(body: Body, limit_member: str, limit_max: int) -> tuple[Body, Any]:
+    """A List request's checked body and its page size member (None when not given)."""
+    body = check_types(body, {"TableArn": "S", limit_member: "L", "NextToken": "S"})
+    v = Violations()
+    limit = body.get(limit_member)
+    v.at_least(limit, _wire_name(limit_member), 1)
+    v.at_most(limit, _wire_name(limit_member), limit_max)
+    v.raise_if_any()
+    return body, limit
+
+
+def _of_table(records: list[Body], body: Body, arn_key: str) -> list[Body]:
+    """The records of the table the request names (all without TableArn), in ARN order."""
+    if body.get("TableArn") is not None:
+        records = [r for r in records if r["TableArn"] == body["TableArn"]]
+    return sorted(records, key=lambda r: r[arn_key])
+
+
 @operation("DescribeExport")
 async def describe_export(db: Database, body: Body) -> Body:
-    body = check_types(body, {"ExportArn": "S"})
-    v = Violations()
-    arn: Any = body.get("ExportArn")
-    if v.not_null(arn, "exportArn"):
-        v.length(arn, "exportArn", 37, 1024)
-    v.raise_if_any()
+    arn = _named_arn(body, "ExportArn")
     description = await hooks(db).export(arn)
     if description is None:
         raise ExportNotFoundException(f"Export not found: {arn}")
@@ -969,16 +998,8 @@ async def describe_export(db: Database, body: Body) -> Body:
 
 @operation("ListExports")
 async def list_exports(db: Database, body: Body) -> Body:
-    body = check_types(body, {"TableArn": "S", "MaxResults": "L", "NextToken": "S"})
-    v = Violations()
-    limit = body.get("MaxResults")
-    v.at_least(limit, "maxResults", 1)
-    v.at_most(limit, "maxResults", LIST_EXPORTS_RESULTS_MAX)
-    v.raise_if_any()
-    exports = await hooks(db).list_exports()
-    if body.get("TableArn") is not None:
-        exports = [e for e in exports if e["TableArn"] == body["TableArn"]]
-    exports.sort(key=lambda e: e["ExportArn"])
+    body, limit = _listing_request(body, "MaxResults", LIST_EXPORTS_RESULTS_MAX)
+    exports = _of_table(await hooks(db).list_exports(), body, "ExportArn")
     return _page(
         exports,
         body.get("NextToken"),
@@ -1084,12 +1105,7 @@ async def import_table(db: Database, body: Body) -> Body:
 
 @operation("DescribeImport")
 async def describe_import(db: Database, body: Body) -> Body:
-    body = check_types(body, {"ImportArn": "S"})
-    v = Violations()
-    arn: Any = body.get("ImportArn")
-    if v.not_null(arn, "importArn"):
-        v.length(arn, "importArn", 37, 1024)
-    v.raise_if_any()
+    arn = _named_arn(body, "ImportArn")
     description = await hooks(db).import_(arn)
     if description is None:
         raise ImportNotFoundException(f"Import not found: {arn}")
@@ -1098,16 +1114,8 @@ async def describe_import(db: Database, body: Body) -> Body:
 
 @operation("ListImports")
 async def list_imports(db: Database, body: Body) -> Body:
-    body = check_types(body, {"TableArn": "S", "PageSize": "L", "NextToken": "S"})
-    v = Violations()
-    limit = body.get("PageSize")
-    v.at_least(limit, "pageSize", 1)
-    v.at_most(limit, "pageSize", LIST_IMPORTS_PAGE_SIZE_MAX)
-    v.raise_if_any()
-    imports = await hooks(db).list_imports()
-    if body.get("TableArn") is not None:
-        imports = [i for i in imports if i["TableArn"] == body["TableArn"]]
-    imports.sort(key=lambda i: i["ImportArn"])
+    body, limit = _listing_request(body, "PageSize", LIST_IMPORTS_PAGE_SIZE_MAX)
+    imports = _of_table(await hooks(db).list_imports(), body, "ImportArn")
     return _page(
         imports,
         body.get("NextToken"),
