@@ -1,5 +1,6 @@
 """Fixtures of the transaction unit tests: `make_harness()` builds a database over a
-MemoryStore and MemoryLog with a private event loop (`Harness`)."""
+MemoryStore and MemoryLog with a private event loop (`Harness`); `lagging_log` is a log that
+keeps proposals in flight for a few loop turns."""
 
 from __future__ import annotations
 
@@ -93,3 +94,40 @@ def make_harness() -> Iterator[Callable[..., Harness]]:
     yield make
     if made:
         made[0].loop.close()
+
+
+class LaggingLog:
+    """A one-member log that applies appended records in batches on a later loop turn."""
+
+    def __init__(self, apply: Any) -> None:
+        self._apply = apply
+        self._lsn = 0
+        self._waiting: list[tuple[int, bytes, asyncio.Future[int]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def append(self, record: bytes) -> int:
+        self._lsn += 1
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._lsn, record, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        batch, self._waiting, self._task = self._waiting, [], None
+        self._apply([(lsn, record) for lsn, record, _ in batch])
+        for lsn, _, future in batch:
+            future.set_result(lsn)
+
+    def committed_lsn(self) -> int:
+        return self._lsn
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def lagging_log() -> type[LaggingLog]:
+    return LaggingLog

@@ -20,45 +20,13 @@ ACCOUNTS = 5
 OPENING_BALANCE = 100
 
 
-class LaggingLog:
-    """A one-member log that applies appended records in batches on a later loop turn."""
-
-    def __init__(self, apply: Any) -> None:
-        self._apply = apply
-        self._lsn = 0
-        self._waiting: list[tuple[int, bytes, asyncio.Future[int]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def append(self, record: bytes) -> int:
-        self._lsn += 1
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((self._lsn, record, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        for _ in range(3):
-            await asyncio.sleep(0)
-        batch, self._waiting, self._task = self._waiting, [], None
-        self._apply([(lsn, record) for lsn, record, _ in batch])
-        for lsn, _, future in batch:
-            future.set_result(lsn)
-
-    def committed_lsn(self) -> int:
-        return self._lsn
-
-    async def close(self) -> None:
-        return None
-
-
 def account(number: int) -> dict[str, Any]:
     return {"pk": {"S": f"acct{number}"}}
 
 
-async def run_bank(broken: bool, seed: int) -> tuple[list[Txn], list[int]]:
+async def run_bank(lagging_log: type, broken: bool, seed: int) -> tuple[list[Txn], list[int]]:
     db = Database(MemoryStore())
-    db.attach_log(LaggingLog(db.apply))
+    db.attach_log(lagging_log(db.apply))
     await db.dispatch(
         "CreateTable",
         {
@@ -145,9 +113,9 @@ async def run_bank(broken: bool, seed: int) -> tuple[list[Txn], list[int]]:
     return history, totals
 
 
-def test_concurrent_transfers_are_serializable_and_keep_the_total() -> None:
+def test_concurrent_transfers_are_serializable_and_keep_the_total(lagging_log: type) -> None:
     for seed in range(3):
-        history, totals = asyncio.run(run_bank(broken=False, seed=seed))
+        history, totals = asyncio.run(run_bank(lagging_log, broken=False, seed=seed))
         assert set(totals) == {ACCOUNTS * OPENING_BALANCE}
         committed = [t for t in history if t.status == OK and t.id.startswith("x")]
         assert len(committed) > 10  # the transfers really ran, most of them commit
@@ -155,10 +123,10 @@ def test_concurrent_transfers_are_serializable_and_keep_the_total() -> None:
         assert result.valid, result.anomalies[:3]
 
 
-def test_evaluating_on_committed_state_is_caught_by_the_checker() -> None:
+def test_evaluating_on_committed_state_is_caught_by_the_checker(lagging_log: type) -> None:
     caught = set()
     for seed in range(3):
-        history, _ = asyncio.run(run_bank(broken=True, seed=seed))
+        history, _ = asyncio.run(run_bank(lagging_log, broken=True, seed=seed))
         result = check(history, realtime=True)
         caught |= result.kinds()
     assert caught & {"lost-append", "incompatible-order", "G0", "G1c", "G-single", "G2"}
