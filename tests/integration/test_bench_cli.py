@@ -66,8 +66,10 @@ def test_bench_started_server_loads_every_record_and_reports_server_costs(
         assert phase["errors"] == 0
         assert phase["ops"] > 0
         assert phase["lat_ms"]["p99"] >= phase["lat_ms"]["p50"] > 0
-        assert phase["server"]["cpu_us_per_op"] > 0
+        # CPU time is read in clock ticks (10 ms): a short phase may see none of its own.
+        assert phase["server"]["cpu_us_per_op"] >= 0
         assert phase["server"]["rss_mb_end"] > 0
+    assert sum(phase["server"]["cpu_us_per_op"] for phase in phases.values()) > 0
     # Every read finds its record: the load wrote what the run phases read.
     assert phases["a"]["get_misses"] == 0
     assert set(phases["a"]["per_op"]) == {"GetItem", "UpdateItem"}
