@@ -63,8 +63,11 @@ from keeldb.engine.transactions import (
     plan_gets,
     projected,
     read_action,
+    share_answer,
+    share_meter,
     stage_token,
     staged_writes,
+    token_recorded,
     write_entry,
 )
 from keeldb.model.errors import (
@@ -215,9 +218,15 @@ def apply_prepare(db: Database, lsn: int, record: dict[str, Any]) -> None:
 # --- Commit and cancel ----------------------------------------------------------------------
 
 
-async def commit(db: Database, txid: str) -> None:
-    """Apply a prepared share's writes (nothing if it was finished already)."""
+async def commit(db: Database, txid: str) -> Body | None:
+    """Apply a prepared share's writes (nothing if it was finished already). Returns the
+    share's capacity and item collection sizes (`transactions.share_answer`) for the
+    coordinator's answer; None when the share was finished already."""
+    data = db.store.get(prepared_key(txid))
+    prepared = None if data is None else msgpack.unpackb(data, raw=False)
+    meter = None if prepared is None else share_meter(db, prepared)
     await db.propose({"kind": "txn-commit", "txid": txid})
+    return None if prepared is None or meter is None else share_answer(db, prepared, meter)
 
 
 async def cancel(db: Database, txid: str) -> None:
@@ -357,8 +366,14 @@ def apply_ledger(db: Database, lsn: int, record: dict[str, Any]) -> None:
     key = ledger_key(record["txid"])
     data = db.store.get(key)
     current = None if data is None else msgpack.unpackb(data, raw=False)["status"]
-    if current != record["previous"]:
-        db.store.write([], [], lsn)  # another coordinator moved it first: nothing changes
+    if current != record["previous"] or (
+        current is None
+        and record.get("token") is not None
+        and token_recorded(db, record["token"], record["time_ms"])
+    ):
+        # Another coordinator moved it first, or (a token's start) a transaction with this
+        # token committed in the last ten minutes: nothing changes.
+        db.store.write([], [], lsn)
         return
     if record["status"] == LEDGER_DONE:
         staged = StagedStore(db.store)
