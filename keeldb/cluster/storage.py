@@ -385,6 +385,10 @@ class StorageService:
                 result = await transactions_partition.ledger_step(db, payload["record"])
             elif step == "ledger_entries":
                 result = transactions_partition.ledger_entries(db)
+            elif step == "ledger_token":
+                result = transactions_partition.ledger_token_committed(
+                    db, payload["token"], payload["digest"], payload["now_ms"]
+                )
             else:
                 raise AssertionError(f"unknown transaction step {step!r}")
         except ClientError as error:
