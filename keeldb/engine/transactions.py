@@ -961,3 +961,69 @@ def apply_transact(db: Database, lsn: int, record: dict[str, Any]) -> None:
     finally:
         for write in writes:
             settle(db, write["key"])
+
+
+# --- The answer of a share across partitions ------------------------------------------------
+
+
+def share_meter(db: Database, prepared: dict[str, Any]) -> Body:
+    """What a prepared share of a transaction across partitions costs, read on its partition
+    just before its commit is proposed: its items are held since the prepare, so the
+    committed items are the ones the prepare evaluated. In the share's order: for each write
+    [units, [[is_global, index name, units], ...], collection] (collection: the partition key
+    value when the table keeps item collections, else None) under "writes", and each
+    ConditionCheck's units under "checks"; twice the units of plain writes, as a single
+    partition's transaction counts them (`evaluate_action`)."""
+    from keeldb.engine import catalog
+    from keeldb.model.keys import decode_item_key
+
+    writes: list[list[Any]] = []
+    for write in prepared["writes"]:
+        table = catalog.find_table(db, write["name"])
+        if table is None or table.table_id != write["table"]:
+            writes.append([0.0, [], None])  # deleted since: the commit writes nothing
+            continue
+        old, old_size = committed_item(db, write["key"])
+        new, size = write.get("item"), int(write.get("size", 0))
+        changes = plan(table, old, old_size, new, size)
+        indexes = [[i.is_global, i.name, 2.0 * i.units] for i in changes_capacity(changes)]
+        collection = None
+        if table.local_indexes:
+            hash_type = table.hash_key.type
+            range_type = None if table.range_key is None else table.range_key.type
+            collection, _, _ = decode_item_key(
+                write["key"], table.table_id, 0, hash_type, range_type
+            )
+        units = write_units(max(size, old_size), transactional=True)
+        writes.append([units, indexes, collection])
+    checks = [
+        write_units(committed_item(db, skey)[1], transactional=True) for skey in prepared["checks"]
+    ]
+    return {"writes": writes, "checks": checks}
+
+
+def share_answer(db: Database, prepared: dict[str, Any], meter: Body) -> Body:
+    """A committed share's answer to its coordinator: `share_meter`'s figures, and for each
+    write on a table with item collections the collection's size after the commit, in whole
+    gigabytes rounded down (the lower bound of SizeEstimateRangeGB), else None."""
+    from keeldb.engine import catalog
+
+    sizes: list[float | None] = []
+    for write, (_, _, collection) in zip(prepared["writes"], meter["writes"], strict=True):
+        table = catalog.find_table(db, write["name"])
+        if collection is None or table is None:
+            sizes.append(None)
+            continue
+        sizes.append(float(collection_bytes(db, table, collection) // GIGABYTE_BYTES))
+    return {**meter, "collections": sizes}
+
+
+def token_recorded(db: Database, token: str, now_ms: int) -> bool:
+    """Whether a transaction recorded this token in the store in the ten minutes before
+    `now_ms` (whatever its digest): a deterministic check an applier may make, with its
+    record's time."""
+    data = db.store.get(token_key(token))
+    if data is None:
+        return False
+    _digest, applied_ms = msgpack.unpackb(data, raw=False)
+    return bool(now_ms - applied_ms <= TOKEN_LIFETIME_SECONDS * 1000)
