@@ -23,6 +23,7 @@ import collections
 import itertools
 import logging
 import os
+import socket
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Container, Sequence
@@ -229,12 +230,21 @@ class ApiServer:
         """Signature checks and mounted services read headers beyond the few DynamoDB needs."""
         return self.verifier is not None or bool(self.mounts)
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind and start accepting; return the bound port (useful with port 0)."""
+    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> int:
+        """Bind and start accepting; return the bound port (useful with port 0).
+
+        With `sock` (a bound, listening socket made by the caller, e.g. one of the
+        SO_REUSEPORT group of `keeldb.workers`) the server accepts on it instead of binding.
+        """
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
-        )
+        if sock is not None:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(self), sock=sock, backlog=1024
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
+            )
         self._stall_checker = loop.create_task(self._close_stalled_connections())
         sockname = self._server.sockets[0].getsockname()
         return int(sockname[1])
