@@ -651,6 +651,45 @@ class Replica:
         for s in [s for s in self._log if s <= keep_from]:
             del self._log[s]
 
+    def restore_state(self, slot: Slot, state: bytes) -> bool:
+        """The driver has loaded into its state machine, from another member, the state
+        after the chosen slot `slot` (`state` stands for it in a snapshot). A replica that
+        applies nothing only because it was a log-only member, and that the configuration
+        governing `slot + 1` makes a full member, becomes a full replica from there: the
+        state is recorded as its snapshot and every chosen entry after `slot` is handed out
+        to apply. This is how a promoted log replica gets its state while it is caught up
+        (a leader sends snapshots only to replicas behind its compacted log).
+
+        False, changing nothing, when this replica already holds state, when `slot` is not
+        yet known chosen here or is not after its own snapshot, when its log lacks a chosen
+        entry after `slot`, or when that configuration does not make it a full member: the
+        driver tries again later (with a newer state, or once the promotion governs).
+        """
+        if not self._stateless or slot > self._commit:
+            return False
+        if self._snapshot is not None and slot <= self._snapshot.slot:
+            return False
+        if any(Slot(s) not in self._log for s in range(slot + 1, self._commit + 1)):
+            return False
+        first_config = self._config_at(Slot(slot + 1))
+        if not first_config.can_lead(self._id):
+            return False
+        configs: list[tuple[Slot, Config]] = [(Slot(slot + 1), first_config)]
+        configs.extend((first, c) for first, c in self._configs if first > slot + 1)
+        snap = Snapshot(slot, tuple(configs), state)
+        self._snapshot = snap
+        self._rd.persist.append(SnapshotRecord(snap))
+        for s in [s for s in self._log if s <= slot]:
+            del self._log[s]
+        self._note_snapshot_membership(snap)
+        assert not self._stateless
+        self._rd.install_snapshot = snap
+        self._rd.apply = []
+        self._handed = slot
+        self._applied = slot
+        self._hand_out_applies()
+        return True
+
     def has_ready(self) -> bool:
         self._fill_pipeline()
         self._flush_accepts()
