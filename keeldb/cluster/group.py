@@ -65,7 +65,15 @@ from keeldb.consensus.messages import (
     SnapshotRecord,
 )
 from keeldb.consensus.replica import DurableState, Options, Ready, Replica
-from keeldb.consensus.types import Ballot, Config, ConfigError, EntryKind, NodeId, ProposalId
+from keeldb.consensus.types import (
+    Ballot,
+    Config,
+    ConfigError,
+    EntryKind,
+    NodeId,
+    ProposalId,
+    Slot,
+)
 from keeldb.net.transport import Transport, TransportError
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.replog import FatalFn, exit_process
@@ -665,7 +673,8 @@ class GroupLog:
             # The store already holds the snapshot's state (a restart, or a snapshot of a
             # state we have): a token names a store LSN, other bytes the slot itself.
             held = token_lsn if token_lsn is not None else int(snap.slot)
-            if held > applied_lsn:
+            # A log-only member keeps no state: a snapshot it installs only moves its log.
+            if held > applied_lsn and not self._live_replica().log_only:
                 installing = self._snapshot_installer(snap.state, int(snap.slot))
                 if inspect.isawaitable(installing):
                     await installing
@@ -769,7 +778,67 @@ class GroupLog:
         lsn = self._store.applied_lsn()
         if lsn < needed:
             return {"error": f"this member has applied up to {lsn} only"}
-        return {"lsn": lsn, "state": store_snapshot(self._store)}
+        # The store holds exactly the state after `slot`: its last command is `lsn` and it
+        # has applied every slot up to the replica's applied slot (no command since lsn).
+        slot = max(lsn, int(self._replica.applied_slot))
+        return {"lsn": lsn, "slot": slot, "state": store_snapshot(self._store)}
+
+    async def restore_state(self, timeout_seconds: float = SNAPSHOT_PULL_SECONDS) -> bool:
+        """Rebuild a promoted log replica (a log-only member that the configuration now makes
+        a full member) from the state of a full member plus the log since
+        (`Replica.restore_state`). True once this member holds state (at once if it already
+        did); False when no member gave a usable state within the timeout (call again)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        while True:
+            replica = self._live_replica()
+            if not replica.log_only:
+                return True
+            if loop.time() >= deadline or not replica.config.can_lead(self._node_id):
+                return False
+            for member in sorted(replica.config.node_ids):
+                config = replica.config
+                if member == self._node_id or not config.can_lead(member):
+                    continue
+                node = member_name(member, self._options.node_prefix)
+                try:
+                    reply = await self._transport.call(
+                        node,
+                        self._snapshot_channel,
+                        {"slot": 0, "lsn": 0},
+                        max(0.1, min(SNAPSHOT_PULL_SECONDS, deadline - loop.time())),
+                    )
+                except TransportError as error:
+                    log.info("group %s: no state from %s: %s", self.group_id, node, error)
+                    continue
+                if not isinstance(reply, dict) or not isinstance(reply.get("state"), bytes):
+                    continue
+                lsn, slot = reply.get("lsn"), reply.get("slot")
+                if not isinstance(lsn, int) or not isinstance(slot, int) or slot < lsn:
+                    continue
+                if lsn < self._store.applied_lsn():
+                    continue  # older than a state fetched before: a newer one will come
+                # Wait to know the state's slot chosen (it may be a heartbeat ahead of us).
+                while self._live_replica().commit_slot < slot and loop.time() < deadline:
+                    await asyncio.sleep(self._options.tick_seconds)
+                if not self._live_replica().log_only:
+                    return True
+                try:
+                    install_store_snapshot(self._store, reply["state"], lsn)
+                except ValueError as error:
+                    log.warning("group %s: %s sent a bad state: %s", self.group_id, node, error)
+                    continue
+                if self._live_replica().restore_state(Slot(slot), store_token(self._store)):
+                    self._work.set()
+                    log.info(
+                        "group %s: rebuilt from %s at slot %d (store at %d)",
+                        self.group_id,
+                        node,
+                        slot,
+                        lsn,
+                    )
+                    return True
+            await asyncio.sleep(SNAPSHOT_PULL_PAUSE_SECONDS)
 
     def _take_snapshot(self, replica: Replica) -> None:
         """The state machine's bytes after the last applied slot (apply is synchronous on
