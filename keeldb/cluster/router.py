@@ -26,8 +26,6 @@ import asyncio
 import itertools
 import logging
 import os
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -359,46 +357,27 @@ class Router:
         self, body: dict[str, Any], partitions: list[int | None], deadline: float
     ) -> dict[str, Any]:
         """A TransactWriteItems over several partitions, run by this router as the
-        coordinator of `keeldb.engine.transactions_coordinator`: the request is checked as a
-        whole here, each partition prepares its share, the metadata group keeps the ledger."""
-        from keeldb.engine import transactions, transactions_coordinator
+        coordinator of `keeldb.engine.transactions_coordinator` (`txn_route`): the request is
+        checked as a whole here, each partition prepares its share, the metadata group keeps
+        the ledger and the ClientRequestToken."""
+        from keeldb.cluster import txn_route
 
-        _request, actions = transactions._read_transact_write(body)
-        assert len(actions) == len(partitions)
-        shares: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        for position, (action, partition) in enumerate(zip(actions, partitions, strict=True)):
-            assert partition is not None
-            shares.setdefault(partition_group(partition), []).append((position, action))
-        txid = uuid.uuid4().hex
-        ts = time.time_ns() // 1000
-        view = self.partitions_view(deadline)
-        reasons = await transactions_coordinator.coordinate(
-            _RoutedLedger(self, deadline), view, txid, ts, shares, time.time_ns() // 1_000_000
+        view = _RoutedPartitions(self, deadline, collect=True)
+        return await txn_route.transact_write_across(
+            self, body, partitions, deadline, _RoutedLedger(self, deadline), view
         )
-        if reasons is not None:
-            raise transactions.cancelled_error([r or {"Code": "None"} for r in reasons])
-        return {}
 
     async def _read_across(
         self, body: dict[str, Any], partitions: list[int | None], deadline: float
     ) -> dict[str, Any]:
         """A TransactGetItems over several partitions: every partition reads its share at
         one timestamp, refusing items a transaction holds or wrote later
-        (`transactions_coordinator.coordinate_read`)."""
-        from keeldb.engine import transactions, transactions_coordinator
+        (`transactions_coordinator.coordinate_read`, through `txn_route`)."""
+        from keeldb.cluster import txn_route
 
-        _request, gets = transactions._read_transact_get(body)
-        assert len(gets) == len(partitions)
-        shares: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        for position, (get, partition) in enumerate(zip(gets, partitions, strict=True)):
-            assert partition is not None
-            shares.setdefault(partition_group(partition), []).append((position, get))
-        reasons, responses = await transactions_coordinator.coordinate_read(
-            self.partitions_view(deadline), time.time_ns() // 1000, shares
+        return await txn_route.transact_get_across(
+            self, body, partitions, self.partitions_view(deadline)
         )
-        if reasons is not None:
-            raise transactions.cancelled_error([r or {"Code": "None"} for r in reasons])
-        return {"Responses": responses}
 
     def partitions_view(self, deadline: float | None = None) -> _RoutedPartitions:
         """The partition leaders as `transactions_coordinator.Partitions`."""
@@ -775,25 +754,29 @@ class _RoutedView(Database):
 
 class _RoutedPartitions:
     """`transactions_coordinator.Partitions` over the transport: each step goes to the
-    leader of the partition's group (a group id, "p<i>")."""
+    leader of the partition's group (a group id, "p<i>"). With `collect`, the commit answers
+    (each share's capacity and item collection sizes) are kept in `answers` by group."""
 
-    def __init__(self, router: Router, deadline: float | None) -> None:
+    def __init__(self, router: Router, deadline: float | None, *, collect: bool = False) -> None:
         self.router = router
         self.deadline = deadline
+        self.collect = collect
+        self.answers: dict[str, dict[str, Any] | None] = {}
 
     def _deadline(self) -> float:
         if self.deadline is not None:
             return self.deadline
         return asyncio.get_running_loop().time() + REQUEST_SECONDS_MAX
 
-    async def _step(self, group: str, payload: dict[str, Any]) -> Any:
+    async def _step(self, group: str, payload: dict[str, Any], mode: str = MODE_WRITE) -> Any:
         return await self.router._group_call(
-            group, CHANNEL_TXN, {"g": group, **payload}, MODE_WRITE, self._deadline()
+            group, CHANNEL_TXN, {"g": group, **payload}, mode, self._deadline()
         )
 
     async def prepare(
         self, partition: str, txid: str, ts: int, items: list[dict[str, Any]]
     ) -> list[dict[str, Any] | None]:
+        # Never sent twice: a prepare whose outcome is unknown cancels the transaction.
         result: list[dict[str, Any] | None] = await self._step(
             partition, {"do": "prepare", "txid": txid, "ts": ts, "items": items}
         )
@@ -802,14 +785,22 @@ class _RoutedPartitions:
     async def read(
         self, partition: str, ts: int, gets: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any] | None], list[dict[str, Any]]]:
-        reasons, responses = await self._step(partition, {"do": "read", "ts": ts, "gets": gets})
+        reasons, responses = await self._step(
+            partition, {"do": "read", "ts": ts, "gets": gets}, MODE_STRONG
+        )
         return list(reasons), list(responses)
 
+    # Commit and cancel are idempotent (a second one only moves the partition's LSN), so a
+    # call whose outcome is unknown (a timeout, a leader that failed over) is sent again,
+    # to the new leader, instead of failing the transaction's answer.
+
     async def commit(self, partition: str, txid: str) -> None:
-        await self._step(partition, {"do": "commit", "txid": txid})
+        answer = await self._step(partition, {"do": "commit", "txid": txid}, MODE_STRONG)
+        if self.collect and (answer is not None or partition not in self.answers):
+            self.answers[partition] = answer
 
     async def cancel(self, partition: str, txid: str) -> None:
-        await self._step(partition, {"do": "cancel", "txid": txid})
+        await self._step(partition, {"do": "cancel", "txid": txid}, MODE_STRONG)
 
 
 class _RoutedLedger:
@@ -835,6 +826,25 @@ class _RoutedLedger:
             META_GROUP,
             CHANNEL_TXN,
             {"g": META_GROUP, "do": "ledger_entries"},
+            MODE_STRONG,
+            self.deadline,
+        )
+        return result
+
+    async def token_committed(self, token: str, digest: str, now_ms: int) -> bool:
+        """`transactions_partition.ledger_token_committed` on the metadata leader: whether a
+        transaction with this token committed in the last ten minutes; raises
+        TransactionInProgressException or IdempotentParameterMismatchException."""
+        result: bool = await self.router._group_call(
+            META_GROUP,
+            CHANNEL_TXN,
+            {
+                "g": META_GROUP,
+                "do": "ledger_token",
+                "token": token,
+                "digest": digest,
+                "now_ms": now_ms,
+            },
             MODE_STRONG,
             self.deadline,
         )
