@@ -21,6 +21,7 @@ databases. This module never does IO itself.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -38,6 +39,12 @@ Body = dict[str, Any]
 
 # A ledger entry not done after this long has lost its coordinator: another finishes it.
 STALE_TRANSACTION_MS = 5_000
+BUGGIFY_COMMIT_EARLY_ENV = "KEELDB_BUGGIFY_COMMIT_EARLY"
+# A deliberately broken variant, for the test that proves the bank checks catch it: each
+# share is committed as soon as it is prepared, before the coordinator knows whether the
+# others prepared, so a transaction refused by one partition is applied by another. Read
+# once at import; never set outside such a test.
+BUGGIFY_COMMIT_EARLY = os.environ.get(BUGGIFY_COMMIT_EARLY_ENV) == "1"
 
 
 class Partitions(Protocol):
@@ -93,8 +100,9 @@ async def coordinate(
             raise TransactionInProgressException(IN_PROGRESS_MESSAGE)
         raise AssertionError(f"transaction id {txid} reused")
     names = list(shares)
+    prepare = _prepare_and_commit if BUGGIFY_COMMIT_EARLY else _prepare
     try:
-        answers = await asyncio.gather(*(partitions.prepare(p, txid, ts, items[p]) for p in names))
+        answers = await asyncio.gather(*(prepare(partitions, p, txid, ts, items[p]) for p in names))
     except Exception:
         await _finish(ledger, partitions, started, LEDGER_STARTED, now_ms, commit=False)
         raise
@@ -115,6 +123,22 @@ async def coordinate(
             else [conflict] * count
         )
     return None if prepared else reasons
+
+
+async def _prepare(
+    partitions: Partitions, partition: str, txid: str, ts: int, items: list[Body]
+) -> list[Body | None]:
+    return await partitions.prepare(partition, txid, ts, items)
+
+
+async def _prepare_and_commit(
+    partitions: Partitions, partition: str, txid: str, ts: int, items: list[Body]
+) -> list[Body | None]:
+    """The broken variant (`BUGGIFY_COMMIT_EARLY`): a prepared share commits at once."""
+    reasons = await partitions.prepare(partition, txid, ts, items)
+    if all(reason is None for reason in reasons):
+        await partitions.commit(partition, txid)
+    return reasons
 
 
 async def _finish(

@@ -41,6 +41,7 @@ import pytest
 from keeldb.cluster.keyroute import hash_value_partition
 from keeldb.cluster.placement import META_GROUP
 from keeldb.cluster.ring import Ring
+from keeldb.engine.transactions_coordinator import BUGGIFY_COMMIT_EARLY_ENV
 from keeldb.txn.checker import FAIL, INFO, OK, Result, Txn, append, check, read
 
 pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -481,3 +482,18 @@ def test_transfers_keep_the_total_when_leaders_are_cut_off_by_a_network_partitio
     assert report.problems() == [], f"seed {seed}: {report.summary()}"
     assert report.count(OK) >= 5, f"seed {seed}: {report.summary()}"
     assert len(report.audit_totals) >= 5, f"seed {seed}: {report.summary()}"
+
+
+def test_the_checks_catch_coordinators_that_commit_a_share_before_all_are_prepared(
+    cluster_factory: Any,
+) -> None:
+    """The same workload, no faults, against coordinators that commit each share as soon as
+    it is prepared (`transactions_coordinator.BUGGIFY_COMMIT_EARLY`): a transfer refused by
+    one account's partition (its condition fails, or it conflicts) is still applied by the
+    other's, so money appears or vanishes and a refused transfer's id is read."""
+    bank, seed = start(cluster_factory, env={BUGGIFY_COMMIT_EARLY_ENV: "1"})
+    report = bank.run(lambda bank: time.sleep(RUN_SECONDS))
+    print(f"seed {seed}: {report.summary()}; caught: {report.problems()}")
+    assert report.result is not None
+    assert not report.result.valid, f"seed {seed}: the checker missed it: {report.summary()}"
+    assert "G1a" in report.result.kinds(), f"seed {seed}: {report.result.kinds()}"
