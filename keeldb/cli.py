@@ -26,6 +26,8 @@ from keeldb.crypto import EncryptionError
 from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS
 from keeldb.node import Node, NodeConfig
 from keeldb.storage.wal import CorruptLogError, LogInUseError
+from keeldb.workers.pool import WorkersUnsupportedError
+from keeldb.workers.pool import check_config as check_workers
 
 log = logging.getLogger("keeldb.cli")
 
@@ -118,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt data at rest with data keys wrapped by the master key in FILE "
         "(keep it apart from the data directory)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving HTTP on the port (default 1: this process alone); N > 1 "
+        "starts N worker processes that parse, verify and answer reads from the store while "
+        "this process does the writes: use the number of cores the clients leave free",
+    )
     cluster = serve.add_argument_group("cluster node (see `keeldb cluster up`)")
     cluster.add_argument("--node-id", type=int, metavar="N", help="this node's id in the cluster")
     cluster.add_argument("--zone", help="this node's zone (must match the cluster file)")
@@ -170,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"keeldb: no credentials in {args.credentials}", file=sys.stderr)
             return 2
     if args.node_id is not None or args.cluster_config is not None or args.join is not None:
+        if args.workers != 1:
+            print("keeldb: cannot start: --workers is for a single node", file=sys.stderr)
+            return 2
         from keeldb.cluster.cli import serve_cluster
 
         return serve_cluster(args, credentials)
@@ -186,7 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         backup_s3=args.backup_s3,
         backup_s3_endpoint=args.backup_s3_endpoint,
         master_key_file=args.master_key_file,
+        workers=args.workers,
     )
+    try:
+        check_workers(config)
+    except WorkersUnsupportedError as error:
+        print(f"keeldb: cannot start: {error}", file=sys.stderr)
+        return 2
     try:
         uvloop.run(serve(config))
     except (OSError, LogInUseError, CorruptLogError, EncryptionError) as error:

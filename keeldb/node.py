@@ -27,6 +27,7 @@ from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS, TtlSweeper
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.memory import MemoryLog, MemoryStore
 from keeldb.storage.replog import LocalLog
+from keeldb.workers.pool import WorkerPool
 
 log = logging.getLogger("keeldb.node")
 
@@ -63,6 +64,8 @@ class NodeConfig:
     backup_s3_endpoint: str | None = None
     # The file holding the master key that wraps the data keys (None: no encryption at rest).
     master_key_file: Path | None = None
+    # Processes serving HTTP (1: this one alone; N > 1: worker processes, keeldb.workers).
+    workers: int = 1
 
 
 class Node:
@@ -80,6 +83,7 @@ class Node:
         self._closed = False
         self.ttl_sweeper: TtlSweeper | None = None
         self._closers: list[Closer] = []
+        self.workers: WorkerPool | None = None
 
     @property
     def url(self) -> str:
@@ -100,7 +104,11 @@ class Node:
         )
         node = cls(config, store, log_, database, server)
         try:
-            node.port = await server.start(config.host, config.port)
+            if config.workers > 1:
+                node.workers = WorkerPool.bind(config)
+                node.port = await node.workers.start_primary_server(server, config.host)
+            else:
+                node.port = await server.start(config.host, config.port)
         except BaseException:
             await log_.close()
             store.close()
@@ -117,6 +125,8 @@ class Node:
                 closer = await attach(node)
                 if closer is not None:
                     node._closers.append(closer)
+            if node.workers is not None:
+                await node.workers.start(node)  # last: they serve what the services added
         except BaseException:
             await node.close()
             raise
@@ -127,6 +137,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self.workers is not None:
+            await self.workers.close()  # first: their requests in flight still reach us
         for closer in reversed(self._closers):
             try:
                 await closer()
@@ -146,6 +158,8 @@ class Node:
         else:
             count = len(self.config.credentials)
             auth = f"authentication enabled, {count} access key{'s' if count != 1 else ''}"
+        if self.workers is not None:
+            auth += f"; {len(self.workers.slots)} worker processes"
         return f"KeelDB listening on {self.url} (data: {data}; {auth})"
 
 
