@@ -12,6 +12,7 @@ installs signal handlers: the caller owns the process and the loop.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from keeldb.api.server import ApiServer, RestResponse
 from keeldb.api.sigv4 import Credential, Verifier
 from keeldb.cluster import (
+    backup_route,
     catalog_sync,  # noqa: F401  (registers the catalog_sync redo kind)
     topology,
 )
@@ -34,6 +36,13 @@ from keeldb.engine.ttl import TTL_SWEEP_INTERVAL_SECONDS
 from keeldb.net.transport import TransportError
 
 log = logging.getLogger("keeldb.cluster.node")
+
+# The services a cluster node attaches once it serves, in order (`async def attach(node)
+# -> Closer | None` each; closed in reverse before the front end stops). They are imported
+# with this module, so that the redo kinds they register exist before any replica replays.
+CLUSTER_SERVICES = ("keeldb.cluster.streams_route", "keeldb.cluster.functions_route")
+for _service in CLUSTER_SERVICES:
+    importlib.import_module(_service)
 
 STATUS_PATH = "/keeldb/cluster/status"
 FAULT_PATH = "/keeldb/cluster/fault"
@@ -78,6 +87,8 @@ class ClusterNode:
         self.port = 0
         self._closed = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._closers: list[Any] = []
+        self._backup_closer: Any = None
 
     @property
     def url(self) -> str:
@@ -116,7 +127,13 @@ class ClusterNode:
                 await node.storage.open(config.data_dir, node._open_log)
                 node._tasks.append(asyncio.create_task(node._claim_preferred()))
             node.server = node._build_server()
+            # Backups, point-in-time restore, exports and imports (docs/backup.md).
+            node._backup_closer = await backup_route.attach(node)
             node.port = await node.server.start(me.host, me.api_port)
+            for module_name in CLUSTER_SERVICES:
+                closer = await importlib.import_module(module_name).attach(node)
+                if closer is not None:
+                    node._closers.append(closer)
         except BaseException:
             await node.close()
             raise
@@ -127,6 +144,8 @@ class ClusterNode:
     ) -> Any:
         from keeldb.cluster.group import GroupLog
 
+        # A partition's records carry commit times and are archived for point-in-time restore.
+        archive = backup_route.open_archive(self, group_id, group_dir, store, apply)
         group_log = GroupLog(
             group_id,
             transport_name(self.me.node_id),
@@ -136,6 +155,8 @@ class ClusterNode:
             store,
             apply,
         )
+        if archive is not None:
+            archive.group_log = group_log
         await group_log.start()
         return group_log
 
@@ -237,6 +258,8 @@ class ClusterNode:
         self._closed = True
         for task in self._tasks:
             task.cancel()
+        if self._backup_closer is not None:
+            await self._backup_closer()
         if self.server is not None:
             await self.server.close()
         if self.storage is not None:

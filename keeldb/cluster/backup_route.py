@@ -1,0 +1,1139 @@
+"""Backups, point-in-time restore, exports and imports on a cluster.
+
+This module owns the cluster side of DynamoDB's backup API (docs/backup.md, "On a cluster"):
+
+- commit times in partition records: `TimedCodec` stamps every record a replica proposes
+  with its commit time ("ct", microseconds, taken by the proposing leader, so every replica
+  of the group sees the same time), and hands every record a replica applies to its
+  `PartitionArchive`;
+- `PartitionArchive`: on each replica of a partition group, a base snapshot of the
+  replica's store and every record applied after it with its commit time
+  (`DATA_DIR/pitr/GROUP/`), from which the partition is rebuilt as of any instant of its
+  window (`rebuild`);
+- the "kv.backup" transport channel: backup operations run on the metadata group's leader
+  (step "op", with `ClusterBackupHooks` as the engine's `BackupHooks`), and the work on a
+  table's items runs on each partition's leader (steps "window", "copy", "dump_at", "load",
+  "export_part"), next to the data;
+- `attach(node)`: opens the cluster's backup store (shared by every node: `backup_dir`,
+  `backup_s3` / `backup_s3_endpoint` in the cluster file, else `backups` next to the
+  cluster file), answers the channel, serves the backup operations at the node's router, and
+  resumes (or fails cleanly) the jobs a stop interrupted once this node leads the metadata
+  group.
+
+Metadata: point-in-time recovery settings and tables being loaded are catalog state, kept by
+the metadata group (`update_table` / `create_table` / `load_done` records) and synced to the
+partitions; backup, export and import descriptors are objects of the cluster's backup store
+(`clusters/CLUSTER_ID/...`), readable by whichever node leads the metadata group.
+
+It never writes a live store except through records proposed by a group's leader, and never
+answers a client directly: the router does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from keeldb.backup import exports as export_format
+from keeldb.backup.service import (
+    BACKUPS_PREFIX,
+    EXPORTS_PREFIX,
+    IMPORTS_PREFIX,
+    PrefixedStore,
+    _dumps,
+    _id_of,
+    _import_item,
+    _read_items,
+)
+from keeldb.backup.store import ObjectMissingError, get_verified, open_store, put_verified
+from keeldb.cluster import keyroute, topology
+from keeldb.cluster.placement import META_GROUP, partition_group
+from keeldb.cluster.protocol import ERROR, OK, REDIRECT, UNAVAILABLE, error_answer, raise_error
+from keeldb.engine import backups as ops
+from keeldb.engine import catalog
+from keeldb.engine.database import OPERATIONS, Database, decode_record, encode_record
+from keeldb.engine.schema import Table
+from keeldb.model.errors import ClientError, InternalServerError
+from keeldb.model.keys import HASH_SPACE, hash_range_bounds
+from keeldb.storage.lmdb_store import LmdbStore
+from keeldb.storage.wal import fsync_directory
+
+if TYPE_CHECKING:
+    from keeldb.cluster.node import ClusterNode
+
+log = logging.getLogger("keeldb.cluster.backup")
+
+CHANNEL_BACKUP = "kv.backup"
+BACKUP_OPERATIONS = frozenset(
+    {
+        "UpdateContinuousBackups",
+        "DescribeContinuousBackups",
+        "RestoreTableToPointInTime",
+        "CreateBackup",
+        "DescribeBackup",
+        "ListBackups",
+        "DeleteBackup",
+        "RestoreTableFromBackup",
+        "ExportTableToPointInTime",
+        "DescribeExport",
+        "ListExports",
+        "ImportTable",
+        "DescribeImport",
+        "ListImports",
+    }
+)
+# Operations that may change the catalog (a table's PITR settings, a new table): the
+# partitions are synced before the client hears of it.
+CATALOG_CHANGING = frozenset(
+    {
+        "UpdateContinuousBackups",
+        "RestoreTableToPointInTime",
+        "RestoreTableFromBackup",
+        "ImportTable",
+    }
+)
+# Operations that read the archive's restorable window of every partition first.
+WINDOW_READING = frozenset(
+    {
+        "UpdateContinuousBackups",
+        "DescribeContinuousBackups",
+        "RestoreTableToPointInTime",
+        "ExportTableToPointInTime",
+    }
+)
+COMMIT_TIME_KEY = "ct"  # a partition record's commit time, microseconds since the epoch
+OPERATION_SECONDS_MAX = 60.0  # one backup operation at the router (CreateBackup copies first)
+STEP_SECONDS_MAX = 600.0  # one step on a partition leader (a rebuild, a dump, a load)
+LEASE_WAIT_SECONDS_MAX = 3.0  # a new leader's step waits this long for its lease
+LEASE_POLL_SECONDS = 0.01
+RETRY_PAUSE_SECONDS = 0.1  # before asking another member when no leader is known
+SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
+RESUME_CHECK_SECONDS = 1.0  # how often a node checks whether it leads the metadata group now
+PART_WAIT_SECONDS_MAX = 120.0  # a backup's finisher waits this long for a partition's part
+PART_POLL_SECONDS = 0.05
+IMPORT_STEP_ITEMS_MAX = 500  # items of an import sent to a partition leader in one step
+REPLAY_BATCH_RECORDS = 1024  # archived records applied per store transaction in a rebuild
+THREADS = 4  # worker threads for copies, rebuilds and uploads on one node
+BASE_DIR = "base"
+BASE_FILE = "base.json"
+RECORDS_FILE = "records.bin"
+FRAME_RECORD = 0  # [0, commit time, record bytes]
+FRAME_MARK = 1  # [1, store's applied LSN after the records before it]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# --- commit times and the partition archive -------------------------------------------------
+
+
+class TimedCodec:
+    """A `Database.record_codec` that stamps records with their commit time when proposed
+    and shows every applied record to the replica's archive. The record stays a plain record
+    (an extra key that appliers ignore), so a log written with it replays without it."""
+
+    def __init__(self, archive: PartitionArchive) -> None:
+        self.archive = archive
+        self.last_us = 0
+
+    def seal(self, data: bytes) -> bytes:
+        record = decode_record(data)
+        # Never below a time this replica has seen applied, so times do not step back when
+        # the leadership moves to a node whose clock is behind.
+        stamp = max(_now_us(), self.last_us + 1)
+        self.last_us = stamp
+        record[COMMIT_TIME_KEY] = stamp
+        return encode_record(record)
+
+    def open(self, data: bytes) -> bytes:
+        stamp = decode_record(data).get(COMMIT_TIME_KEY, 0)
+        if isinstance(stamp, int):
+            self.last_us = max(self.last_us, stamp)
+        else:
+            stamp = 0
+        self.archive.note(stamp, data)
+        return data
+
+
+class PartitionArchive:
+    """One replica's archive of its partition: a base snapshot of the store and every record
+    applied after it, with commit times. A window starts at its base snapshot; a replica that
+    applied records without archiving them (a crash that lost the archive's tail, a snapshot
+    installed from the leader) starts a new window from a new base."""
+
+    def __init__(self, directory: Path, store: LmdbStore) -> None:
+        self.directory = directory
+        self.store = store
+        self.group_log: Any = None
+        self.base_time_us: int | None = None
+        self._file: Any = None
+        self._buffer: list[bytes] = []
+        self._scheduled = False
+        self._installed = 0
+
+    def open(self) -> None:
+        """Continue the window on disk if it holds every record the store applied, else
+        start a new one (called before the group's log replays anything)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        base_file = self.directory / BASE_FILE
+        marked: int | None = None
+        base: dict[str, Any] | None = None
+        if base_file.exists() and (self.directory / BASE_DIR).exists():
+            base = json.loads(base_file.read_text())
+            marked = base["lsn"]
+            for frame in _frames(self.directory / RECORDS_FILE):
+                if frame[0] == FRAME_MARK:
+                    marked = frame[1]
+        if base is None or marked != self.store.applied_lsn():
+            self.new_window()
+        else:
+            self.base_time_us = int(base["time_us"])
+            self._file = open(self.directory / RECORDS_FILE, "ab")  # noqa: SIM115
+
+    def new_window(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        shutil.rmtree(self.directory / BASE_DIR, ignore_errors=True)
+        (self.directory / RECORDS_FILE).unlink(missing_ok=True)
+        lsn = self.store.snapshot(self.directory / BASE_DIR)
+        time_us = _now_us()
+        temporary = self.directory / (BASE_FILE + ".tmp")
+        with open(temporary, "w") as stream:
+            stream.write(json.dumps({"lsn": lsn, "time_us": time_us}))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, self.directory / BASE_FILE)
+        fsync_directory(self.directory)
+        self._file = open(self.directory / RECORDS_FILE, "ab")  # noqa: SIM115
+        self.base_time_us = time_us
+        if self.group_log is not None:
+            self._installed = self.group_log.snapshots_installed
+        log.info("partition archive %s: a new window from %d", self.directory.name, time_us)
+
+    def note(self, stamp: int, data: bytes) -> None:
+        self._buffer.append(msgpack.packb([FRAME_RECORD, stamp, data], use_bin_type=True))
+        if not self._scheduled:
+            self._scheduled = True
+            # After the batch being applied: the store's applied LSN then covers it.
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._file is None:
+            return
+        if self.group_log is not None and self.group_log.snapshots_installed != self._installed:
+            # The store jumped over records this archive never saw.
+            self._buffer.clear()
+            self.new_window()
+            return
+        frames = self._buffer
+        self._buffer = []
+        frames.append(msgpack.packb([FRAME_MARK, self.store.applied_lsn()]))
+        self._file.write(b"".join(frames))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._buffer:
+            self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def rebuild(self, time_us: int, workdir: Path) -> tuple[Database, Callable[[], None]]:
+        """A scratch database holding this partition as of `time_us` (in a worker thread):
+        the base snapshot, then every archived record committed at or before `time_us`, in
+        the order applied. Returns it and the function that removes it."""
+        if self.base_time_us is None or time_us < self.base_time_us:
+            raise RuntimeError("the instant is before this partition's archive window")
+        scratch = Path(tempfile.mkdtemp(prefix="pitr-", dir=workdir))
+        shutil.copytree(self.directory / BASE_DIR, scratch / "store")
+        size = (self.directory / RECORDS_FILE).stat().st_size
+        store = LmdbStore(scratch / "store")
+        database = Database(store)
+        lsn = store.applied_lsn()
+        batch: list[tuple[int, bytes]] = []
+        for frame in _frames(self.directory / RECORDS_FILE, size):
+            if frame[0] != FRAME_RECORD or frame[1] > time_us:
+                continue
+            lsn += 2  # appliers may record lsn - 1 first: keep the positions apart
+            batch.append((lsn, frame[2]))
+            if len(batch) >= REPLAY_BATCH_RECORDS:
+                with store.batch():
+                    database.apply(batch)
+                batch = []
+        if batch:
+            with store.batch():
+                database.apply(batch)
+
+        def remove() -> None:
+            store.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+        return database, remove
+
+
+def _frames(path: Path, size: int | None = None) -> list[Any]:
+    """The whole frames of an archive file (a torn last frame is left out)."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read() if size is None else stream.read(size)
+    except FileNotFoundError:
+        return []
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    frames: list[Any] = []
+    try:
+        frames.extend(unpacker)
+    except (ValueError, msgpack.UnpackException):
+        pass  # a torn last frame: what came before it stands
+    return frames
+
+
+def open_archive(node: ClusterNode, group_id: str, group_dir: Path, store: Any, apply: Any) -> Any:
+    """Give a partition replica's database its timed codec and archive, before its log opens
+    (the archive must see every record the replica applies). Returns the archive (or None for
+    the metadata group) for `bind_archive` once the log exists."""
+    if group_id == META_GROUP:
+        return None
+    database = getattr(apply, "__self__", None)
+    if not isinstance(database, Database) or not isinstance(store, LmdbStore):
+        return None
+    archive = PartitionArchive(group_dir / "pitr", store)
+    archive.open()
+    database.record_codec = TimedCodec(archive)
+    archives: dict[str, PartitionArchive] = node.__dict__.setdefault("_pitr_archives", {})
+    archives[group_id] = archive
+    return archive
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+def _items_of(database: Database, table_id: str) -> tuple[list[Any], int]:
+    """Every (item, size) of a table in a (scratch or copied) store, and their bytes."""
+    start, end = hash_range_bounds(table_id, 0, 0, HASH_SPACE)
+    items: list[Any] = []
+    cursor: bytes | None = start
+    while cursor is not None:
+        chunk, cursor = _read_items(database.store, cursor, end)
+        items.extend(chunk)
+    return items, sum(size for _, size in items)
+
+
+class ClusterBackupService:
+    def __init__(self, node: ClusterNode, store: PrefixedStore, workdir: Path) -> None:
+        self.node = node
+        self.store = store
+        self.workdir = workdir
+        self.threads = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="keeldb-pitr")
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.window: tuple[float, float] | None = None
+        self.failures: dict[str, str] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._resumed_leading = False
+        self._closing = False
+
+    @property
+    def archives(self) -> dict[str, PartitionArchive]:
+        found: dict[str, PartitionArchive] = self.node.__dict__.get("_pitr_archives", {})
+        return found
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.threads, fn, *args)
+
+    def _spawn(self, key: str, coroutine: Awaitable[None]) -> None:
+        if key in self.tasks:
+            coroutine.close()  # type: ignore[attr-defined]
+            return
+        task = asyncio.get_running_loop().create_task(coroutine, name=f"keeldb-backup-{key}")  # type: ignore[arg-type]
+        self.tasks[key] = task
+        task.add_done_callback(lambda _: self.tasks.pop(key, None))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+        for task in list(self.tasks.values()):
+            task.cancel()
+        for task in list(self.tasks.values()):
+            try:
+                await task
+            except asyncio.CancelledError:
+                continue
+            except Exception:
+                log.exception("a backup job failed while the node stopped")
+        self.threads.shutdown(wait=True)
+
+    # --- calls to group leaders --------------------------------------------------------------
+
+    async def leader_call(
+        self, group_id: str, payload: dict[str, Any], timeout: float, *, retry_unknown: bool
+    ) -> Any:
+        """The answer of `group_id`'s leader to a "kv.backup" step, following redirects.
+        A step whose outcome is unknown (the call timed out or broke after it was sent) is
+        asked again only if `retry_unknown` (steps that may run twice)."""
+        from keeldb.net.transport import CallTimeout, PeerUnavailable, TransportError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        placement = self.node.placements[group_id]
+        router = self.node.router
+        leaders = router.leaders if router is not None else {}
+        node_id = leaders.get(group_id, placement.preferred_leader)
+        position = 0
+        while loop.time() < deadline:
+            try:
+                answer = await self.node.call(
+                    node_id, CHANNEL_BACKUP, {"g": group_id, **payload}, deadline - loop.time()
+                )
+            except (CallTimeout, PeerUnavailable, TransportError) as error:
+                if isinstance(error, CallTimeout) and not retry_unknown:
+                    raise InternalServerError("Internal server error") from None
+                answer = [UNAVAILABLE, repr(error)]
+            kind = answer[0]
+            if kind == OK:
+                leaders[group_id] = node_id
+                return answer[1]
+            if kind == ERROR:
+                raise_error(answer)
+            hint = answer[1] if kind == REDIRECT else None
+            if isinstance(hint, int) and hint in placement.node_ids and hint != node_id:
+                node_id = hint
+                continue
+            position += 1
+            node_id = placement.node_ids[position % len(placement.node_ids)]
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+        raise InternalServerError("Internal server error")
+
+    async def partition_step(self, partition: int, payload: dict[str, Any]) -> Any:
+        return await self.leader_call(
+            partition_group(partition), payload, STEP_SECONDS_MAX, retry_unknown=True
+        )
+
+    def partitions(self) -> range:
+        return range(len(self.node.ring))
+
+    # --- the router's side ---------------------------------------------------------------------
+
+    async def route(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Run a backup operation on the metadata group's leader."""
+        result: dict[str, Any] = await self.leader_call(
+            META_GROUP,
+            {"do": "op", "op": op, "body": body},
+            OPERATION_SECONDS_MAX,
+            retry_unknown=op.startswith(("Describe", "List")),
+        )
+        return result
+
+    # --- the channel -------------------------------------------------------------------------
+
+    async def _leading(self, replica: Any) -> list[Any] | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEASE_WAIT_SECONDS_MAX
+        while True:
+            if not replica.log.is_leader:
+                return [REDIRECT, replica.leader()]
+            if replica.log.read_lease():
+                return None
+            if loop.time() >= deadline:
+                return [UNAVAILABLE, "the leader has no lease yet"]
+            await asyncio.sleep(LEASE_POLL_SECONDS)
+
+    async def on_step(self, sender: str, payload: Any) -> list[Any]:
+        del sender
+        from keeldb.cluster.group import GroupError
+
+        storage = self.node.storage
+        replica = None if storage is None else storage.replicas.get(payload["g"])
+        if replica is None:
+            return [REDIRECT, None]
+        refused = await self._leading(replica)
+        if refused is not None:
+            return refused
+        step = payload["do"]
+        try:
+            if step == "op":
+                return [OK, await self._operation(replica, payload["op"], payload["body"])]
+            result = await self._partition_step(replica, step, payload)
+        except ClientError as error:
+            return error_answer(error)
+        except GroupError:
+            return [REDIRECT, replica.leader()]
+        return [OK, result]
+
+    async def _operation(self, replica: Any, op: str, body: dict[str, Any]) -> Any:
+        db = replica.database
+        hooks = db.state.get(ops.HOOKS_KEY)
+        if not isinstance(hooks, ClusterBackupHooks):
+            hooks = db.state[ops.HOOKS_KEY] = ClusterBackupHooks(self, db)
+        if op in WINDOW_READING:
+            self.window = await self.restorable_window()
+        answer = await OPERATIONS[op](db, body)
+        if op in CATALOG_CHANGING:
+            await self.sync_partitions()
+        return answer
+
+    async def sync_partitions(self) -> None:
+        storage = self.node.storage
+        assert storage is not None
+        try:
+            await asyncio.wait_for(storage.sync_partitions(), SYNC_SECONDS_MAX)
+        except TimeoutError:
+            log.warning("catalog sync of some partitions is late; it will be retried")
+
+    async def restorable_window(self) -> tuple[float, float] | None:
+        """The instants every partition's archive can restore, or None."""
+        try:
+            earliest = await asyncio.gather(
+                *(self.partition_step(p, {"do": "window"}) for p in self.partitions())
+            )
+        except (ClientError, InternalServerError):
+            return None
+        if any(e is None for e in earliest):
+            return None
+        return max(earliest) / 1e6, time.time()
+
+    async def _partition_step(self, replica: Any, step: str, payload: dict[str, Any]) -> Any:
+        archive = self.archives.get(replica.group_id)
+        if step == "window":
+            return None if archive is None else archive.base_time_us
+        if step == "copy":
+            return await self._copy(replica, payload)
+        if step == "dump_at":
+            return await self._dump_at(archive, payload)
+        if step == "load":
+            return await self._load_part(replica, archive, payload)
+        if step == "export_part":
+            return await self._export_part(archive, payload)
+        raise AssertionError(f"unknown backup step {step!r}")
+
+    def _rebuilt(self, archive: PartitionArchive | None, time_us: int) -> Any:
+        if archive is None:
+            raise RuntimeError("this replica keeps no archive")
+        return archive.rebuild(time_us, self.workdir)
+
+    async def _copy(self, replica: Any, payload: dict[str, Any]) -> None:
+        """Copy the partition's store now (before answering), and dump the table's items
+        from the copy into the backup part in the background."""
+        copy_dir = Path(tempfile.mkdtemp(prefix="backup-", dir=self.workdir))
+        await self._run(replica.store.snapshot, copy_dir / "store")
+
+        async def dump() -> None:
+            try:
+
+                def work() -> None:
+                    copy = LmdbStore(copy_dir / "store")
+                    try:
+                        items, size = _items_of(Database(copy), payload["table_id"])
+                    finally:
+                        copy.close()
+                    self._write_part(payload["key"], items, size)
+
+                await self._run(work)
+            except Exception:
+                log.exception("backup part %s failed", payload["key"])
+            finally:
+                shutil.rmtree(copy_dir, ignore_errors=True)
+
+        self._spawn(payload["key"], dump())
+
+    def _write_part(self, key: str, items: list[Any], size: int) -> dict[str, Any]:
+        data = msgpack.packb([[item, s] for item, s in items], use_bin_type=True)
+        sha = put_verified(self.store, key, data)
+        part = {"key": key, "sha256": sha, "bytes": len(data), "items": len(items), "size": size}
+        put_verified(self.store, key + ".json", _dumps(part))
+        return part
+
+    async def _dump_at(self, archive: PartitionArchive | None, payload: dict[str, Any]) -> Any:
+        def work() -> dict[str, Any]:
+            database, remove = self._rebuilt(archive, payload["time_us"])
+            try:
+                items, size = _items_of(database, payload["table_id"])
+            finally:
+                remove()
+            return self._write_part(payload["key"], items, size)
+
+        return await self._run(work)
+
+    async def _load_part(
+        self, replica: Any, archive: PartitionArchive | None, payload: dict[str, Any]
+    ) -> dict[str, int]:
+        """Propose "load_items" records of a table being loaded, on this partition."""
+        db = replica.database
+        table = catalog.get_table_by_id(db, payload["table_id"])
+        if table is None:
+            raise RuntimeError("the table being loaded is not in this partition's catalog")
+        if "pitr" in payload:
+            source = payload["pitr"]
+
+            def read_pitr() -> list[Any]:
+                database, remove = self._rebuilt(archive, source["time_us"])
+                try:
+                    return _items_of(database, source["table_id"])[0]
+                finally:
+                    remove()
+
+            items = await self._run(read_pitr)
+        elif "backup" in payload:
+            part = payload["backup"]
+            data = await self._run(get_verified, self.store, part["key"], part["sha256"])
+            items = [(item, size) for item, size in msgpack.unpackb(data, raw=False)]
+        else:
+            items = [(item, size) for item, size in payload["items"]]
+        for batch in ops.load_batches(items):
+            await ops.load_items(db, table, batch)
+        return {"items": len(items), "bytes": sum(size for _, size in items)}
+
+    async def _export_part(self, archive: PartitionArchive | None, payload: dict[str, Any]) -> Any:
+        def work() -> list[Any]:
+            database, remove = self._rebuilt(archive, payload["time_us"])
+            try:
+                items, size = _items_of(database, payload["table_id"])
+            finally:
+                remove()
+            data = export_format.encode_data_file([item for item, _ in items])
+            bucket = self.store.bucket(payload["bucket"])
+            put_verified(bucket, payload["key"], data)
+            return [export_format.data_file_entry(payload["key"], data, len(items)), size]
+
+        return await self._run(work)
+
+    # --- resuming jobs -------------------------------------------------------------------------
+
+    async def watch_leadership(self) -> None:
+        """Resume the jobs a stop interrupted whenever this node becomes the metadata leader."""
+        while not self._closing:
+            await asyncio.sleep(RESUME_CHECK_SECONDS)
+            storage = self.node.storage
+            meta = None if storage is None else storage.replicas.get(META_GROUP)
+            leading = meta is not None and meta.log.is_leader and meta.log.read_lease()
+            if not leading:
+                self._resumed_leading = False
+                continue
+            if self._resumed_leading:
+                continue
+            try:
+                hooks = meta.database.state.get(ops.HOOKS_KEY)
+                if not isinstance(hooks, ClusterBackupHooks):
+                    hooks = meta.database.state[ops.HOOKS_KEY] = ClusterBackupHooks(
+                        self, meta.database
+                    )
+                await hooks.resume()
+                self._resumed_leading = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the store or a partition may come back
+                log.warning("cannot resume backup jobs yet, retrying: %r", error)
+
+
+class ClusterBackupHooks:
+    """`keeldb.engine.backups.BackupHooks` of the metadata group's database: the operations
+    run there, and their work on items runs on the partition leaders."""
+
+    def __init__(self, service: ClusterBackupService, db: Database) -> None:
+        self.service = service
+        self.db = db
+        self.store = service.store
+
+    def restorable_window(self) -> tuple[float, float] | None:
+        return self.service.window
+
+    async def _read(self, key: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = json.loads(self.store.get(key))
+            except ObjectMissingError:
+                return None
+            return found
+
+        found: dict[str, Any] | None = await self.service._run(read)
+        return found
+
+    async def _write(self, key: str, value: dict[str, Any]) -> None:
+        await self.service._run(put_verified, self.store, key, _dumps(value))
+
+    async def _list(self, prefix: str, suffix: str) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            return [
+                json.loads(self.store.get(k))
+                for k in self.store.list(prefix)
+                if k.endswith(suffix) and not k.endswith(".msgpack.json")
+            ]
+
+        found: list[dict[str, Any]] = await self.service._run(read)
+        return found
+
+    async def resume(self) -> None:
+        for table in ops.loading_tables(self.db):
+            self.start_load(table)
+        for backup in await self.list_backups():
+            if backup["BackupStatus"] == "CREATING":
+                self.service._spawn(backup["BackupArn"], self._finish_backup(backup))
+        for export in await self.list_exports():
+            if export["ExportStatus"] == "IN_PROGRESS":
+                self.service._spawn(export["ExportArn"], self._export(export))
+
+    # --- loading tables ----------------------------------------------------------------------
+
+    def start_load(self, table: Table) -> None:
+        self.service._spawn(table.table_id, self._load(table))
+
+    async def _load(self, table: Table) -> None:
+        from keeldb.cluster.group import GroupError
+
+        load = table.extra[ops.LOAD_KEY]
+        service = self.service
+        started = time.monotonic()
+        try:
+            await service.sync_partitions()  # every partition knows the new table first
+            counts: list[Any]
+            if load["source"] == "pitr":
+                source = {"table_id": load["table_id"], "time_us": load["time_us"]}
+                counts = await asyncio.gather(
+                    *(
+                        service.partition_step(
+                            p, {"do": "load", "table_id": table.table_id, "pitr": source}
+                        )
+                        for p in service.partitions()
+                    )
+                )
+            elif load["source"] == "backup":
+                counts = await self._load_backup(table, load)
+            else:
+                assert load["source"] == "import", load
+                counts = await self._load_import(table, load)
+            await ops.finish_load(self.db, table)
+            await service.sync_partitions()
+            if load["source"] == "import":
+                await self._finish_import(load["import_id"], counts)
+            log.info(
+                "table %s loaded: %d items in %.2f s",
+                table.name,
+                sum(c["items"] for c in counts),
+                time.monotonic() - started,
+            )
+        except asyncio.CancelledError:
+            raise
+        except GroupError as error:
+            # This node no longer leads the metadata group: its new leader resumes the load.
+            log.warning("loading table %s stopped here: %s", table.name, error)
+        except Exception as error:  # noqa: BLE001 - a failed load is reported, not raised
+            log.error("loading table %s failed: %s", table.name, error)
+            service.failures[table.table_id] = str(error)
+            if load["source"] == "import":
+                await self._fail_import(load["import_id"], error)
+            try:
+                await ops.abandon_load(self.db, table)
+                await service.sync_partitions()
+            except Exception:
+                log.exception("could not remove table %s after its load failed", table.name)
+
+    async def _load_backup(self, table: Table, load: dict[str, Any]) -> list[Any]:
+        backup = await self.backup(load["backup_arn"])
+        if backup is None or backup["BackupStatus"] != "AVAILABLE":
+            raise RuntimeError(f"backup {load['backup_arn']} is not available")
+        parts = backup["parts"]
+        if len(parts) != len(self.service.partitions()):
+            raise RuntimeError("the backup was taken with another number of partitions")
+        counts: list[Any] = await asyncio.gather(
+            *(
+                self.service.partition_step(
+                    p, {"do": "load", "table_id": table.table_id, "backup": parts[p]}
+                )
+                for p in self.service.partitions()
+            )
+        )
+        return counts
+
+    async def _load_import(self, table: Table, load: dict[str, Any]) -> list[Any]:
+        service = self.service
+        job = await self._read(f"{IMPORTS_PREFIX}{load['import_id']}.json")
+        if job is None:
+            raise RuntimeError(f"import {load['import_id']} has no description")
+        source = job["S3BucketSource"]
+        bucket = self.store.bucket(source["S3Bucket"])
+        prefix = source.get("S3KeyPrefix", "")
+        keys = [k for k in await service._run(bucket.list, prefix) if export_format.is_data_file(k)]
+        compression = job.get("InputCompressionType", "NONE")
+        totals = {"processed": 0, "errors": 0, "bytes": 0, "items": 0}
+        ring = service.node.ring
+        for key in keys:
+            data = await service._run(bucket.get, key)
+            totals["bytes"] += len(data)
+            by_partition: dict[int, list[Any]] = {}
+            for entry in export_format.read_data_file(data, compression):
+                totals["processed"] += 1
+                checked = _import_item(table, entry)
+                partition = (
+                    None if checked is None else keyroute.key_partition(ring, table, checked[0])
+                )
+                if checked is None or partition is None:
+                    totals["errors"] += 1
+                    continue
+                by_partition.setdefault(partition, []).append([checked[0], checked[1]])
+
+            async def send(partition: int, items: list[Any]) -> None:
+                for start in range(0, len(items), IMPORT_STEP_ITEMS_MAX):
+                    chunk = items[start : start + IMPORT_STEP_ITEMS_MAX]
+                    await service.partition_step(
+                        partition, {"do": "load", "table_id": table.table_id, "items": chunk}
+                    )
+                    totals["items"] += len(chunk)
+
+            await asyncio.gather(*(send(p, items) for p, items in by_partition.items()))
+        return [totals]
+
+    async def _finish_import(self, import_id: str, counts: list[Any]) -> None:
+        (totals,) = counts
+        key = f"{IMPORTS_PREFIX}{import_id}.json"
+        job = await self._read(key)
+        if job is None:
+            return
+        job.update(
+            ImportStatus="COMPLETED",
+            EndTime=catalog.current_time(self.db),
+            ProcessedItemCount=totals["processed"],
+            ImportedItemCount=totals["items"],
+            ErrorCount=totals["errors"],
+            ProcessedSizeBytes=totals["bytes"],
+        )
+        await self._write(key, job)
+
+    async def _fail_import(self, import_id: str, error: Exception) -> None:
+        key = f"{IMPORTS_PREFIX}{import_id}.json"
+        job = await self._read(key)
+        if job is None:
+            return
+        job.update(
+            ImportStatus="FAILED",
+            EndTime=catalog.current_time(self.db),
+            FailureCode="ImportFailed",
+            FailureMessage=str(error),
+        )
+        await self._write(key, job)
+
+    # --- on-demand backups ---------------------------------------------------------------------
+
+    def _backup_key(self, arn: str) -> str:
+        return f"{BACKUPS_PREFIX}{_id_of(arn)}/backup.json"
+
+    def _part_key(self, arn: str, partition: int) -> str:
+        return f"{BACKUPS_PREFIX}{_id_of(arn)}/part-{partition:04d}.msgpack"
+
+    async def create_backup(self, table: Table, name: str, arn: str, now: float) -> dict[str, Any]:
+        backup: dict[str, Any] = {
+            "BackupArn": arn,
+            "BackupName": name,
+            "BackupStatus": "CREATING",
+            "BackupType": "USER",
+            "BackupCreationDateTime": now,
+            "BackupSizeBytes": 0,
+            "ItemCount": 0,
+            "TableSizeBytes": 0,
+            "table": table.to_record(),
+            "parts": [],
+        }
+        await self._write(self._backup_key(arn), backup)
+        # Every partition leader copies its store before the answer, so the backup holds
+        # every write acknowledged before the request and none made after the answer.
+        try:
+            await asyncio.gather(
+                *(
+                    self.service.partition_step(
+                        p,
+                        {"do": "copy", "table_id": table.table_id, "key": self._part_key(arn, p)},
+                    )
+                    for p in self.service.partitions()
+                )
+            )
+        except Exception:
+            backup["BackupStatus"] = "DELETED"
+            await self._write(self._backup_key(arn), backup)
+            raise
+        self.service._spawn(arn, self._finish_backup(backup))
+        return ops.backup_details(backup)
+
+    async def _finish_backup(self, backup: dict[str, Any]) -> None:
+        """Wait for every partition's part; a part a stop lost is dumped again from the
+        partition's archive as of the backup's creation time."""
+        arn = backup["BackupArn"]
+        service = self.service
+        table_id = backup["table"]["table_id"]
+        loop = asyncio.get_running_loop()
+
+        async def part(partition: int) -> dict[str, Any]:
+            key = self._part_key(arn, partition)
+            deadline = loop.time() + PART_WAIT_SECONDS_MAX
+            while loop.time() < deadline:
+                found = await self._read(key + ".json")
+                if found is not None:
+                    return found
+                if key not in service.tasks and partition_leader_gone(service, partition):
+                    break
+                await asyncio.sleep(PART_POLL_SECONDS)
+            time_us = int(backup["BackupCreationDateTime"] * 1_000_000)
+            found = await service.partition_step(
+                partition, {"do": "dump_at", "table_id": table_id, "key": key, "time_us": time_us}
+            )
+            assert isinstance(found, dict)
+            return found
+
+        try:
+            parts = await asyncio.gather(*(part(p) for p in service.partitions()))
+            backup["parts"] = list(parts)
+            backup["ItemCount"] = sum(p["items"] for p in parts)
+            backup["TableSizeBytes"] = sum(p["size"] for p in parts)
+            backup["BackupSizeBytes"] = sum(p["bytes"] for p in parts)
+            backup["BackupStatus"] = "AVAILABLE"
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported through the backup's status
+            log.error("backup %s failed: %s", arn, error)
+            service.failures[arn] = str(error)
+            backup["BackupStatus"] = "DELETED"
+        await self._write(self._backup_key(arn), backup)
+
+    async def backup(self, arn: str) -> dict[str, Any] | None:
+        found = await self._read(self._backup_key(arn))
+        return found if found is not None and found["BackupArn"] == arn else None
+
+    async def list_backups(self) -> list[dict[str, Any]]:
+        return await self._list(BACKUPS_PREFIX, "/backup.json")
+
+    async def delete_backup(self, arn: str) -> dict[str, Any]:
+        backup = await self.backup(arn)
+        assert backup is not None
+
+        def delete() -> None:
+            for part in backup["parts"]:
+                self.store.delete(part["key"])
+                self.store.delete(part["key"] + ".json")
+            self.store.delete(self._backup_key(arn))
+
+        await self.service._run(delete)
+        return dict(backup, BackupStatus="DELETED")
+
+    # --- exports -------------------------------------------------------------------------------
+
+    async def start_export(
+        self, table: Table, request: dict[str, Any], arn: str, now: float
+    ) -> dict[str, Any]:
+        description: dict[str, Any] = {
+            "ExportArn": arn,
+            "ExportStatus": "IN_PROGRESS",
+            "StartTime": now,
+            "TableArn": table.arn,
+            "TableId": table.table_id,
+            "ExportTime": request["ExportTime"],
+            "S3Bucket": request["S3Bucket"],
+            "S3SseAlgorithm": request.get("S3SseAlgorithm", "AES256"),
+            "ExportFormat": "DYNAMODB_JSON",
+            "ExportType": "FULL_EXPORT",
+        }
+        for member in ("ClientToken", "S3Prefix", "S3BucketOwner", "S3SseKmsKeyId"):
+            if request.get(member) is not None:
+                description[member] = request[member]
+        await self._write(f"{EXPORTS_PREFIX}{_id_of(arn)}.json", description)
+        self.service._spawn(arn, self._export(description))
+        return description
+
+    async def _export(self, description: dict[str, Any]) -> None:
+        arn = description["ExportArn"]
+        export_id = _id_of(arn)
+        service = self.service
+        try:
+            root = export_format.export_root(description.get("S3Prefix"), export_id)
+            time_us = int(description["ExportTime"] * 1_000_000)
+            results = await asyncio.gather(
+                *(
+                    service.partition_step(
+                        p,
+                        {
+                            "do": "export_part",
+                            "table_id": description["TableId"],
+                            "time_us": time_us,
+                            "bucket": description["S3Bucket"],
+                            "key": f"{root}data/{uuid.uuid4().hex[:26]}.json.gz",
+                        },
+                    )
+                    for p in service.partitions()
+                )
+            )
+            entries = [entry for entry, _ in results]
+            billed = sum(size for _, size in results)
+            files_key = f"{root}manifest-files.json"
+            end_time = catalog.current_time(self.db)
+            summary = {
+                "version": export_format.MANIFEST_VERSION,
+                "exportArn": arn,
+                "startTime": ops.iso_time(description["StartTime"]),
+                "endTime": ops.iso_time(end_time),
+                "tableArn": description["TableArn"],
+                "tableId": description["TableId"],
+                "exportTime": ops.iso_time(description["ExportTime"]),
+                "s3Bucket": description["S3Bucket"],
+                "s3Prefix": description.get("S3Prefix"),
+                "s3SseAlgorithm": description["S3SseAlgorithm"],
+                "s3SseKmsKeyId": description.get("S3SseKmsKeyId"),
+                "manifestFilesS3Key": files_key,
+                "billedSizeBytes": billed,
+                "itemCount": sum(e["itemCount"] for e in entries),
+                "outputFormat": "DYNAMODB_JSON",
+                "exportType": "FULL_EXPORT",
+            }
+            bucket = self.store.bucket(description["S3Bucket"])
+
+            def finish() -> None:
+                put_verified(bucket, files_key, export_format.encode_manifest_files(entries))
+                put_verified(bucket, f"{root}manifest-summary.json", json.dumps(summary).encode())
+
+            await service._run(finish)
+            description.update(
+                ExportStatus="COMPLETED",
+                EndTime=end_time,
+                ExportManifest=f"{root}manifest-summary.json",
+                BilledSizeBytes=billed,
+                ItemCount=summary["itemCount"],
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported through the export's status
+            log.error("export %s failed: %s", arn, error)
+            description.update(
+                ExportStatus="FAILED",
+                EndTime=catalog.current_time(self.db),
+                FailureCode="ExportFailed",
+                FailureMessage=str(error),
+            )
+        await self._write(f"{EXPORTS_PREFIX}{export_id}.json", description)
+
+    async def export(self, arn: str) -> dict[str, Any] | None:
+        found = await self._read(f"{EXPORTS_PREFIX}{_id_of(arn)}.json")
+        return found if found is not None and found["ExportArn"] == arn else None
+
+    async def list_exports(self) -> list[dict[str, Any]]:
+        return await self._list(EXPORTS_PREFIX, ".json")
+
+    # --- imports -------------------------------------------------------------------------------
+
+    async def start_import(
+        self, table: Table, request: dict[str, Any], arn: str, now: float
+    ) -> dict[str, Any]:
+        description: dict[str, Any] = {
+            "ImportArn": arn,
+            "ImportStatus": "IN_PROGRESS",
+            "TableArn": table.arn,
+            "TableId": table.table_id,
+            "S3BucketSource": request["S3BucketSource"],
+            "ErrorCount": 0,
+            "InputFormat": request["InputFormat"],
+            "InputCompressionType": request.get("InputCompressionType", "NONE"),
+            "TableCreationParameters": request["TableCreationParameters"],
+            "StartTime": now,
+            "ProcessedSizeBytes": 0,
+            "ProcessedItemCount": 0,
+            "ImportedItemCount": 0,
+        }
+        if request.get("ClientToken") is not None:
+            description["ClientToken"] = request["ClientToken"]
+        await self._write(f"{IMPORTS_PREFIX}{_id_of(arn)}.json", description)
+        self.start_load(table)
+        return description
+
+    async def import_(self, arn: str) -> dict[str, Any] | None:
+        found = await self._read(f"{IMPORTS_PREFIX}{_id_of(arn)}.json")
+        return found if found is not None and found["ImportArn"] == arn else None
+
+    async def list_imports(self) -> list[dict[str, Any]]:
+        return await self._list(IMPORTS_PREFIX, ".json")
+
+
+def partition_leader_gone(service: ClusterBackupService, partition: int) -> bool:
+    """Whether the node believed to lead a partition is no longer connected (its copy, and
+    the dump of it, are then lost)."""
+    router = service.node.router
+    if router is None:
+        return False
+    group_id = partition_group(partition)
+    leader = router.leaders.get(group_id)
+    if leader is None or leader == service.node.me.node_id:
+        return False
+    return not service.node.transport.is_connected(f"node{leader}")
+
+
+def cluster_store(node: ClusterNode) -> PrefixedStore | None:
+    """The cluster's backup store, under a prefix of its own (derived from the cluster
+    secret, the same on every node): `backup_dir` or `backup_s3` of the cluster file, else
+    the directory `backups` next to the cluster file."""
+    spec = node.spec
+    cluster_file = Path(node.config.cluster_file)
+    backup_dir: Path | None = None
+    if spec.extra.get("backup_s3") is None:
+        configured = spec.extra.get("backup_dir")
+        backup_dir = Path(configured) if configured else Path("backups")
+        if not backup_dir.is_absolute():
+            backup_dir = cluster_file.parent / backup_dir
+    base = open_store(
+        node.config.data_dir,
+        backup_dir,
+        spec.extra.get("backup_s3"),
+        spec.extra.get("backup_s3_endpoint"),
+        node.config.region,
+    )
+    if base is None:
+        return None
+    secret_file = node.config.secret_file or topology.secret_path(spec, cluster_file)
+    cluster_id = hashlib.sha256(b"keeldb-cluster:" + topology.read_secret(secret_file)).hexdigest()
+    return PrefixedStore(base, f"clusters/{cluster_id[:16]}/")
+
+
+async def attach(node: ClusterNode) -> Callable[[], Awaitable[None]] | None:
+    """Serve backups on a cluster node (after its replicas opened, before it serves)."""
+    store = cluster_store(node)
+    if store is None:
+        return None
+    workdir = Path(node.config.data_dir) / "backup-work"
+    shutil.rmtree(workdir, ignore_errors=True)  # what a stop left of jobs that restart
+    workdir.mkdir(parents=True, exist_ok=True)
+    service = ClusterBackupService(node, store, workdir)
+    for archive_group, archive in service.archives.items():
+        replica = None if node.storage is None else node.storage.replicas.get(archive_group)
+        if replica is not None:
+            archive.group_log = replica.log
+            archive._installed = replica.log.snapshots_installed
+    if node.storage is not None:
+        node.storage.handlers[CHANNEL_BACKUP] = service.on_step
+        node.transport.register(CHANNEL_BACKUP, service.on_step)
+    server = node.server
+    assert server is not None
+    routed = server.dispatch
+
+    async def dispatch(op: str, body: dict[str, Any]) -> dict[str, Any]:
+        if op in BACKUP_OPERATIONS:
+            return await service.route(op, body)
+        result: dict[str, Any] = await routed(op, body)
+        return result
+
+    server.dispatch = dispatch
+    service._watch = asyncio.get_running_loop().create_task(service.watch_leadership())
+
+    async def close() -> None:
+        await service.close()
+        for archive in service.archives.values():
+            archive.close()
+
+    return close
