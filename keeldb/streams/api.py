@@ -81,6 +81,30 @@ GET_RECORDS_SHAPE = {"ShardIterator": "S", "Limit": "L"}
 Body = dict[str, Any]
 
 
+class Naming:
+    """How the wire names a stream's shards, records and iterators. On a single node a shard
+    is named by its stream and number alone; a cluster, whose partitions each keep shards of
+    the same stream, names them by partition too (`keeldb.cluster.streams_route`)."""
+
+    def shard_id(self, stream: Stream, shard: Shard) -> str:
+        return stream.shard_id(shard)
+
+    def parent_id(self, stream: Stream, shard: Shard) -> str | None:
+        return shard.parent_id
+
+    def event_id(self, stream: Stream, shard: Shard, position: int) -> str:
+        return records.event_id(stream, shard, position)
+
+    def encode_iterator(self, stream: Stream, shard: Shard, after: int, issued_ms: int) -> str:
+        return encode_iterator(stream, shard, after, issued_ms)
+
+    def decode_iterator(self, text: str) -> tuple[str, int, int, int]:
+        return decode_iterator(text)
+
+
+SINGLE_NODE = Naming()
+
+
 def _stream_not_found(arn: str) -> ResourceNotFoundException:
     return ResourceNotFoundException(f"Requested resource not found: Stream: {arn} not found")
 
@@ -114,13 +138,15 @@ def _shard_range(stream: Stream, shard: Shard) -> Body:
     return out
 
 
-def _shard(stream: Stream, shard: Shard) -> Body:
+def wire_shard(stream: Stream, shard: Shard, naming: Naming = SINGLE_NODE) -> Body:
+    """A shard as DescribeStream lists it."""
     out: Body = {
-        "ShardId": stream.shard_id(shard),
+        "ShardId": naming.shard_id(stream, shard),
         "SequenceNumberRange": _shard_range(stream, shard),
     }
-    if shard.parent_id is not None:
-        out["ParentShardId"] = shard.parent_id
+    parent = naming.parent_id(stream, shard)
+    if parent is not None:
+        out["ParentShardId"] = parent
     return out
 
 
@@ -225,7 +251,7 @@ async def describe_stream(db: Database, body: Body) -> Body:
         "CreationRequestDateTime": stream.created_ms / 1000,
         "TableName": stream.table_name,
         "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t in stream.key_schema],
-        "Shards": [_shard(stream, s) for s in page],
+        "Shards": [wire_shard(stream, s) for s in page],
     }
     if len(shards) > page_max:
         description["LastEvaluatedShardId"] = stream.shard_id(page[-1])
@@ -266,7 +292,8 @@ def decode_iterator(text: str) -> tuple[str, int, int, int]:
     return arn, shard_number, after, issued_ms
 
 
-async def get_shard_iterator(db: Database, body: Body) -> Body:
+def check_get_shard_iterator(body: Body) -> Body:
+    """GetShardIterator's request checked (types, lengths, the iterator type)."""
     body = check_types(body, GET_SHARD_ITERATOR_SHAPE)
     v = Violations()
     arn = body.get("StreamArn")
@@ -281,9 +308,17 @@ async def get_shard_iterator(db: Database, body: Body) -> Body:
     sequence = body.get("SequenceNumber")
     v.length(sequence, "sequenceNumber", SEQUENCE_NUMBER_LENGTH_MIN, SEQUENCE_NUMBER_LENGTH_MAX)
     v.raise_if_any()
-    assert arn is not None and shard_id is not None and kind is not None
+    return body
+
+
+async def get_shard_iterator(db: Database, body: Body, naming: Naming = SINGLE_NODE) -> Body:
+    body = check_get_shard_iterator(body)
+    arn = body["StreamArn"]
+    shard_id = body["ShardId"]
+    kind = body["ShardIteratorType"]
+    sequence = body.get("SequenceNumber")
     stream = _existing_stream(db, arn)
-    shard = stream.shard_by_id(shard_id)
+    shard = next((s for s in stream.shards if naming.shard_id(stream, s) == shard_id), None)
     if shard is None:
         raise ResourceNotFoundException(
             f"Requested resource not found: Shard: {shard_id} in Stream: {arn} not found"
@@ -307,13 +342,15 @@ async def get_shard_iterator(db: Database, body: Body) -> Body:
         after = shard.trimmed
     else:
         after = shard.closed if shard.closed is not None else records.applied_position(db)
-    return {"ShardIterator": encode_iterator(stream, shard, after, _now_ms(db))}
+    return {"ShardIterator": naming.encode_iterator(stream, shard, after, _now_ms(db))}
 
 
 # --- GetRecords -----------------------------------------------------------------------------
 
 
-def _wire_record(db: Database, stream: Stream, shard: Shard, record: StreamRecord) -> Body:
+def _wire_record(
+    db: Database, stream: Stream, shard: Shard, record: StreamRecord, naming: Naming
+) -> Body:
     change: Body = {
         # "rounded down to the closest second" (API reference, StreamRecord).
         "ApproximateCreationDateTime": record.created_ms // 1000,
@@ -327,7 +364,7 @@ def _wire_record(db: Database, stream: Stream, shard: Shard, record: StreamRecor
     change["SizeBytes"] = record.size_bytes
     change["StreamViewType"] = stream.view_type
     out: Body = {
-        "eventID": records.event_id(stream, shard, record.position),
+        "eventID": naming.event_id(stream, shard, record.position),
         "eventName": record.event_name,
         "eventVersion": EVENT_VERSION,
         "eventSource": EVENT_SOURCE,
@@ -339,7 +376,8 @@ def _wire_record(db: Database, stream: Stream, shard: Shard, record: StreamRecor
     return out
 
 
-async def get_records(db: Database, body: Body) -> Body:
+def check_get_records(body: Body) -> Body:
+    """GetRecords' request checked (types, lengths, Limit)."""
     body = check_types(body, GET_RECORDS_SHAPE)
     v = Violations()
     text = body.get("ShardIterator")
@@ -349,8 +387,13 @@ async def get_records(db: Database, body: Body) -> Body:
     v.at_least(limit, "limit", 1)
     v.at_most(limit, "limit", GET_RECORDS_LIMIT_MAX)
     v.raise_if_any()
-    assert text is not None
-    arn, shard_number, after, issued_ms = decode_iterator(text)
+    return body
+
+
+async def get_records(db: Database, body: Body, naming: Naming = SINGLE_NODE) -> Body:
+    body = check_get_records(body)
+    limit = body.get("Limit")
+    arn, shard_number, after, issued_ms = naming.decode_iterator(body["ShardIterator"])
     now_ms = _now_ms(db)
     if now_ms - issued_ms > ITERATOR_AGE_SECONDS_MAX * 1000:
         raise ExpiredIteratorException("The provided iterator exceeds the maximum age allowed.")
@@ -368,14 +411,14 @@ async def get_records(db: Database, body: Body) -> Body:
     for record in found:
         if page and page_bytes + record.size_bytes > GET_RECORDS_BYTES_MAX:
             break
-        page.append(_wire_record(db, stream, shard, record))
+        page.append(_wire_record(db, stream, shard, record, naming))
         page_bytes += record.size_bytes
         after = record.position
     out: Body = {"Records": page}
     exhausted = len(page) == len(found) and len(found) < records_max
     if shard.closed is not None and exhausted:
         return out  # The end of a closed shard: no next iterator, as DynamoDB's.
-    out["NextShardIterator"] = encode_iterator(stream, shard, after, now_ms)
+    out["NextShardIterator"] = naming.encode_iterator(stream, shard, after, now_ms)
     return out
 
 
