@@ -39,6 +39,8 @@ It never does IO and never answers a client.
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,18 +90,52 @@ LEDGER_COMMITTING = "committing"  # every share prepared: the transaction WILL c
 LEDGER_CANCELLING = "cancelling"  # some share refused or timed out: it will be cancelled
 LEDGER_DONE = "done"  # every partition has applied the outcome: the entry is removed
 LEDGER_STATES = (LEDGER_STARTED, LEDGER_COMMITTING, LEDGER_CANCELLING, LEDGER_DONE)
+# How far a coordinator's clock may run ahead of a partition leader's (timestamps are
+# microseconds of the coordinators' clocks): a new leader's floor is its clock plus this.
+CLOCK_SKEW_US_MAX = 100_000
 
 
 @dataclass(slots=True)
 class PartitionState:
-    # store key -> the latest timestamp of a transaction that wrote the item here
+    # store key -> the latest timestamp of a transaction (or of a single-partition write,
+    # `stamp`) that wrote the item here
     write_ts: dict[bytes, int] = field(default_factory=dict)
     # store key -> the latest timestamp of a transaction that read the item here
     read_ts: dict[bytes, int] = field(default_factory=dict)
-    # Every item not in the maps above has this timestamp (the floor, after a restart).
+    # Every item has at least this timestamp: the largest committed one after a restart,
+    # the clock when this member began to lead (`_note_leadership`).
     floor: int = 0
+    # The ballot this member led at when it last served a transaction step (None: not yet).
+    leading_ballot: Any = None
     # Test-only: skip the timestamp checks (a broken variant the checker must catch).
     skip_timestamp_check: bool = False
+
+    def written(self, skey: bytes) -> int:
+        return max(self.write_ts.get(skey, 0), self.floor)
+
+    def read(self, skey: bytes) -> int:
+        return max(self.read_ts.get(skey, 0), self.floor)
+
+    def stamp(self, writes: Sequence[bytes], reads: Sequence[bytes] = ()) -> None:
+        """Give an operation that runs in this partition alone (a plain write, a
+        single-partition transaction or TransactGetItems) its place in timestamp order: the
+        latest timestamp of what it saw (the transactions that wrote its items and read the
+        items it writes). Its writes then count as written at that timestamp and its reads
+        as read at it, so a transaction across partitions with an earlier timestamp, which
+        the timestamp order puts before this operation, cannot be applied after it on these
+        items (docs/transactions.md, "Plain writes and timestamps")."""
+        ts = max(
+            max((self.written(k) for k in (*writes, *reads)), default=0),
+            max((self.read(k) for k in writes), default=0),
+        )
+        if ts <= self.floor:
+            return  # nothing here is later than the floor: nothing to remember
+        for skey in writes:
+            if ts > self.write_ts.get(skey, 0):
+                self.write_ts[skey] = ts
+        for skey in reads:
+            if ts > self.read_ts.get(skey, 0):
+                self.read_ts[skey] = ts
 
 
 def partition_state(db: Database) -> PartitionState:
@@ -144,9 +180,36 @@ def _too_late(state: PartitionState, skey: bytes, ts: int, *, writes: bool) -> b
     (or equal) timestamp already wrote it, or (for a write) already read it."""
     if state.skip_timestamp_check:
         return False
-    if state.write_ts.get(skey, state.floor) >= ts:
+    if state.written(skey) >= ts:
         return True
-    return writes and state.read_ts.get(skey, state.floor) > ts
+    return writes and state.read(skey) > ts
+
+
+def _note_leadership(db: Database, state: PartitionState) -> None:
+    """Read timestamps (and the stamps of single-partition writes) live only in the memory
+    of the leader that granted them. A member that begins to lead cannot know them, but it
+    knows they are not later than the clock (give or take `CLOCK_SKEW_US_MAX`): so its floor
+    rises to that, and a transaction with an earlier timestamp conflicts and is retried with
+    a new one. Only a replicated log that has leaders (the cluster's) needs this: a log
+    without them never hands its timestamps over."""
+    ballot = _leading_ballot(db)
+    if ballot is None or ballot == state.leading_ballot:
+        return
+    state.leading_ballot = ballot
+    state.floor = max(state.floor, time.time_ns() // 1000 + CLOCK_SKEW_US_MAX)
+    for stamps in (state.write_ts, state.read_ts):
+        for skey in [k for k, v in stamps.items() if v <= state.floor]:
+            del stamps[skey]
+
+
+def _leading_ballot(db: Database) -> Any:
+    """The ballot this member leads its group at, or None (not leading, or a log without
+    ballots)."""
+    log = db.log
+    if not getattr(log, "is_leader", False):
+        return None
+    replica = getattr(log, "replica", None)
+    return getattr(replica, "ballot", None)
 
 
 async def prepare(db: Database, txid: str, ts: int, items: list[Body]) -> list[Body | None]:
@@ -172,6 +235,7 @@ async def prepare(db: Database, txid: str, ts: int, items: list[Body]) -> list[B
     if len({(a.table.table_id, a.skey) for a in actions}) != len(actions):
         raise ValidationException(DUPLICATE_ITEM_MESSAGE)
     state = partition_state(db)
+    _note_leadership(db, state)
     reasons: list[Body | None] = []
     for action in actions:
         writes = action.kind != "ConditionCheck"
@@ -257,9 +321,9 @@ def apply_commit(db: Database, lsn: int, record: dict[str, Any]) -> None:
     state = partition_state(db)
     ts = prepared["ts"]
     for write in prepared["writes"]:
-        state.write_ts[write["key"]] = max(ts, state.write_ts.get(write["key"], state.floor))
+        state.write_ts[write["key"]] = max(ts, state.written(write["key"]))
     for skey in prepared["checks"]:
-        state.read_ts[skey] = max(ts, state.read_ts.get(skey, state.floor))
+        state.read_ts[skey] = max(ts, state.read(skey))
     floor = db.store.get(FLOOR_KEY)
     stored_floor = 0 if floor is None else int(msgpack.unpackb(floor))
     staged.stage([(FLOOR_KEY, msgpack.packb(max(stored_floor, ts)))], [prepared_key(txid)])
@@ -301,6 +365,7 @@ def read_at(db: Database, ts: int, keys: list[bytes]) -> list[Body | None]:
     caller reads the committed items in the same synchronous step."""
     held = items_state(db).held
     state = partition_state(db)
+    _note_leadership(db, state)
     reasons: list[Body | None] = []
     for skey in keys:
         if skey in held or _too_late(state, skey, ts, writes=False):
@@ -309,7 +374,7 @@ def read_at(db: Database, ts: int, keys: list[bytes]) -> list[Body | None]:
             reasons.append(None)
     if all(reason is None for reason in reasons):
         for skey in keys:
-            state.read_ts[skey] = max(ts, state.read_ts.get(skey, state.floor))
+            state.read_ts[skey] = max(ts, state.read(skey))
     return reasons
 
 
