@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -55,7 +56,7 @@ from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
 from keeldb.model.errors import InternalServerError, ValidationException
 from keeldb.model.keys import HASH_SPACE
-from keeldb.storage.memory import MemoryStore
+from keeldb.storage.memory import MemoryLog, MemoryStore
 
 log = logging.getLogger("keeldb.cluster.router")
 
@@ -482,6 +483,9 @@ class Router:
         the first place where some partition stopped early."""
         mode = _read_mode(body)
         tables = self._expect(body.get("TableName"))
+        limit = body.get("Limit")
+        if isinstance(limit, int) and limit >= 1 and _filtered(body):
+            return await self._gather_limited(op, body, source, deadline, limit)
         answers = await asyncio.gather(
             *(
                 self._partition_op(p, op, body, mode, deadline, check=False, tables=tables)
@@ -545,6 +549,86 @@ class Router:
             out["ConsumedCapacity"] = _scaled(consumed[0], units)
         return out
 
+    async def _gather_limited(
+        self, op: str, body: dict[str, Any], source: paging.Source, deadline: float, limit: int
+    ) -> dict[str, Any]:
+        """A global-index Query or Scan with Limit and a filter evaluates exactly `Limit`
+        entries in the index's order, as one node does. First every partition names the
+        positions (keys only, no filter) of its next `Limit` entries; the first `Limit` of
+        all of them, merged, say how many each partition evaluates; then each evaluates
+        that many with the request's own filter and projection."""
+        mode = _read_mode(body)
+        tables = self._expect(body.get("TableName"))
+        names = source.start_key_names
+        forward = body.get("ScanIndexForward", True) is not False
+        probe = _positions_request(op, body, names, limit)
+        partitions = range(len(self.ring))
+        probes = await asyncio.gather(
+            *(
+                self._partition_op(p, op, probe, mode, deadline, check=False, tables=tables)
+                for p in partitions
+            )
+        )
+        cut: bytes | None = None
+        cut_key: Any = None
+        for answer in probes:
+            last = answer.get("LastEvaluatedKey")
+            if last is None or len(answer.get("Items", ())) >= limit:
+                continue  # stopped at Limit: not a bound on the merged page
+            at = source.store_key(last)
+            if cut is None or (at < cut if forward else at > cut):
+                cut, cut_key = at, last
+        positions: list[tuple[bytes, int, Any]] = []
+        for partition, answer in zip(partitions, probes, strict=True):
+            for item in answer.get("Items", ()):
+                at = source.store_key(item)
+                if cut is not None and (at > cut if forward else at < cut):
+                    continue
+                positions.append((at, partition, item))
+        positions.sort(key=lambda e: e[0], reverse=not forward)
+        taken = positions[:limit]
+        shares: dict[int, int] = {}
+        for _at, partition, _item in taken:
+            shares[partition] = shares.get(partition, 0) + 1
+        if not shares:
+            # Nothing to evaluate: the request still goes to one partition, which answers
+            # with its validation error or an empty page.
+            shares[0] = limit
+        parts = sorted(shares.items())
+        answers = await asyncio.gather(
+            *(
+                self._partition_op(
+                    p, op, dict(body, Limit=count), mode, deadline, check=False, tables=tables
+                )
+                for p, count in parts
+            )
+        )
+        entries: list[tuple[bytes, Any]] = []
+        ordered = True
+        for answer in answers:
+            for item in answer.get("Items", ()):
+                if any(n not in item for n in names):
+                    ordered = False
+                    entries.append((b"", item))
+                else:
+                    entries.append((source.store_key(item), item))
+        if ordered:
+            entries.sort(key=lambda e: e[0], reverse=not forward)
+        out: dict[str, Any] = {}
+        if body.get("Select") != "COUNT":
+            out["Items"] = [item for _at, item in entries]
+        out["Count"] = sum(int(a.get("Count", 0)) for a in answers)
+        out["ScannedCount"] = sum(int(a.get("ScannedCount", 0)) for a in answers)
+        if len(taken) == limit:
+            out["LastEvaluatedKey"] = {n: taken[-1][2][n] for n in names}
+        elif cut_key is not None:
+            out["LastEvaluatedKey"] = cut_key
+        consumed = [a["ConsumedCapacity"] for a in answers if "ConsumedCapacity" in a]
+        if consumed:
+            units = sum(float(c.get("CapacityUnits", 0)) for c in consumed)
+            out["ConsumedCapacity"] = _scaled(consumed[0], units)
+        return out
+
     # --- batches -------------------------------------------------------------------------
 
     async def _batch(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
@@ -560,11 +644,27 @@ class Router:
             # answers with DynamoDB's exact error (and runs nothing, as the request is bad).
             return await self._partition_op(0, op, body, mode, deadline, check=False, tables=tables)
         parts = sorted(split.items())
+        if op == "BatchWriteItem" and len(parts) > 1:
+            # Every part is checked before any is sent: a part one partition refuses (an item
+            # too large, a key of the wrong type ...) must not leave the others applied, as
+            # a single node refuses the whole batch.
+            await self._check_batch(op, body)
         results = await asyncio.gather(
             *(self._partition_op(p, op, sub, mode, deadline, tables=tables) for p, sub in parts),
             return_exceptions=True,
         )
         return self._merge_batch(op, parts, results)
+
+    async def _check_batch(self, op: str, body: dict[str, Any]) -> None:
+        """Run a batch against an empty scratch database holding the cached catalog: it
+        raises exactly the client error a partition would, and applies nothing anywhere."""
+        scratch = Database(
+            MemoryStore(), region=self.cache.region, account_id=self.cache.account_id
+        )
+        record = catalog_sync.sync_record(1, catalog_sync.catalog_snapshot(self.cache))
+        catalog_sync.apply_catalog_sync(scratch, 1, record)
+        scratch.attach_log(MemoryLog(scratch.apply, start_lsn=scratch.store.applied_lsn()))
+        await scratch.dispatch(op, body)
 
     def _split_batch(self, op: str, body: dict[str, Any]) -> dict[int, dict[str, Any]] | None:
         request_items = body.get("RequestItems")
@@ -714,6 +814,52 @@ def _batch_read_mode(body: dict[str, Any]) -> str:
             if isinstance(spec, dict) and spec.get("ConsistentRead") is True:
                 return MODE_STRONG
     return MODE_EVENTUAL
+
+
+_FILTER_MEMBERS = ("FilterExpression", "QueryFilter", "ScanFilter")
+# Members a positions probe leaves out: it reads keys only, unfiltered, with no capacity report.
+_PROBE_DROPPED = (
+    *_FILTER_MEMBERS,
+    "ConditionalOperator",
+    "ProjectionExpression",
+    "AttributesToGet",
+    "Select",
+    "ReturnConsumedCapacity",
+    "ExpressionAttributeNames",
+    "ExpressionAttributeValues",
+)
+_PLACEHOLDER = re.compile(r"[#:][A-Za-z0-9_]+")
+
+
+def _filtered(body: dict[str, Any]) -> bool:
+    return any(member in body for member in _FILTER_MEMBERS)
+
+
+def _positions_request(
+    op: str, body: dict[str, Any], names: tuple[str, ...], limit: int
+) -> dict[str, Any]:
+    """The request that reads the next `limit` entries' keys of an index, unfiltered: the
+    original's table, index, start, order, consistency and key condition (with only the
+    names and values it uses)."""
+    probe = {k: v for k, v in body.items() if k not in _PROBE_DROPPED}
+    probe["Limit"] = limit
+    condition = body.get("KeyConditionExpression")
+    used = set(_PLACEHOLDER.findall(condition)) if isinstance(condition, str) else set()
+    attribute_names = {
+        k: v for k, v in (body.get("ExpressionAttributeNames") or {}).items() if k in used
+    }
+    values = {k: v for k, v in (body.get("ExpressionAttributeValues") or {}).items() if k in used}
+    if values:
+        probe["ExpressionAttributeValues"] = values
+    if op == "Query" and "KeyConditions" in body:
+        probe["AttributesToGet"] = list(names)  # legacy request: legacy projection
+    else:
+        placeholders = {f"#keeldbk{n}": name for n, name in enumerate(names)}
+        attribute_names.update(placeholders)
+        probe["ProjectionExpression"] = ", ".join(placeholders)
+    if attribute_names:
+        probe["ExpressionAttributeNames"] = attribute_names
+    return probe
 
 
 def _valid_scan_shape(body: Any) -> bool:

@@ -1,0 +1,309 @@
+"""Paging fidelity of the router over several partitions: a global-index Query or Scan with
+Limit and a filter evaluates exactly Limit entries, and a batch split over partitions that
+one of them would refuse applies nothing, as on a single node.
+
+In-process, as tests/cluster/test_cluster_router.py: one storage service holds every group of
+a 4-partition ring (groups of one with an in-memory log), the router calls it directly, and
+every answer is compared with a single-node `Database` given the same requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keeldb.cluster import (
+    catalog_sync,  # noqa: F401  (registers the catalog_sync redo kind)
+    topology,
+)
+from keeldb.cluster.placement import place
+from keeldb.cluster.ring import Ring
+from keeldb.cluster.router import Router
+from keeldb.cluster.storage import StorageService
+from keeldb.engine.database import Database
+from keeldb.model.errors import ClientError
+from keeldb.model.keys import partition_hash
+from keeldb.storage.memory import MemoryLog, MemoryStore
+
+PARTITIONS = 4
+
+
+class FakeGroupLog:
+    """A group of one that always leads: an in-memory log with the GroupLog surface."""
+
+    is_leader = True
+    leader_hint = None
+
+    def __init__(self, store: Any, apply: Callable[..., None]) -> None:
+        self._log = MemoryLog(apply, start_lsn=store.applied_lsn())
+
+    def read_lease(self) -> bool:
+        return True
+
+    def lag(self) -> int:
+        return 0
+
+    async def append(self, record: bytes) -> int:
+        return await self._log.append(record)
+
+    def committed_lsn(self) -> int:
+        return self._log.committed_lsn()
+
+    async def close(self) -> None:
+        await self._log.close()
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def register(self, channel: str, handler: Any) -> None:
+        self.handlers[channel] = handler
+
+
+class Pair:
+    """The router of a partitioned cluster and a single-node database, fed alike."""
+
+    def __init__(self, router: Router, single: Database) -> None:
+        self.router = router
+        self.single = single
+
+    async def both(self, op: str, body: dict[str, Any]) -> tuple[Any, Any]:
+        async def run(dispatch: Any) -> Any:
+            try:
+                return await dispatch(op, body)
+            except ClientError as error:
+                return ("error", error.body())
+
+        return await run(self.router.dispatch), await run(self.single.dispatch)
+
+
+@contextlib.asynccontextmanager
+async def _open_pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    spec = topology.ClusterSpec(
+        nodes=(topology.NodeSpec(1, "a", "127.0.0.1", 1, 2),), partitions=PARTITIONS
+    )
+    ring = Ring.even(PARTITIONS)
+    placements = place(spec)
+    transport = FakeTransport()
+
+    async def call(node: int, channel: str, payload: Any, timeout: float) -> Any:
+        return await transport.handlers[channel]("node1", payload)
+
+    async def open_log(
+        group_id: str, placement: Any, directory: Path, store: Any, apply: Any
+    ) -> Any:
+        return FakeGroupLog(store, apply)
+
+    storage = StorageService(1, ring, placements, transport, call, ttl_interval_seconds=3600)
+    await storage.open(tmp_path, open_log)
+    router = Router(
+        1,
+        ring,
+        placements,
+        call,
+        is_connected=lambda n: True,
+        region="us-east-1",
+        endpoint_address="127.0.0.1:1",
+    )
+    store = MemoryStore()
+    single = Database(store)
+    single.attach_log(MemoryLog(single.apply))
+    try:
+        yield Pair(router, single)
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Path:
+    """Where the in-process cluster of a test keeps its stores (see `in_cluster`)."""
+    return tmp_path
+
+
+def in_cluster(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test on its own event loop with a fresh cluster and single node."""
+
+    @functools.wraps(fn)
+    def run(pair: Path, *args: Any, **kwargs: Any) -> None:
+        async def main() -> None:
+            async with _open_pair(pair) as opened:
+                await fn(opened, *args, **kwargs)
+
+        asyncio.run(main())
+
+    return run
+
+
+TABLE = {
+    "TableName": "things",
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "N"},
+        {"AttributeName": "g", "AttributeType": "S"},
+    ],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": "by_g",
+            "KeySchema": [
+                {"AttributeName": "g", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+
+
+async def _fill(pair: Pair, count: int = 120) -> None:
+    await pair.both("CreateTable", TABLE)
+    rng = random.Random(7)
+    for i in range(count):
+        item = {
+            "pk": {"S": f"p{rng.randrange(30)}"},
+            "sk": {"N": str(i)},
+            "g": {"S": "even" if i % 2 == 0 else "odd"},
+            "n": {"N": str(rng.randrange(100))},
+        }
+        await pair.both("PutItem", {"TableName": "things", "Item": item})
+
+
+async def _pages(dispatch: Any, op: str, body: dict[str, Any]) -> list[Any]:
+    pages = []
+    request = dict(body)
+    for _ in range(500):
+        page = await dispatch(op, request)
+        pages.append(page)
+        if "LastEvaluatedKey" not in page:
+            return pages
+        request = dict(body, ExclusiveStartKey=page["LastEvaluatedKey"])
+    raise AssertionError("paging did not end")
+
+
+def _same_pages(cluster: list[Any], single: list[Any]) -> None:
+    assert len(cluster) == len(single)
+    for mine, theirs in zip(cluster, single, strict=True):
+        for member in ("Items", "Count", "ScannedCount", "LastEvaluatedKey"):
+            assert mine.get(member) == theirs.get(member), member
+
+
+@in_cluster
+async def test_a_global_index_query_with_limit_and_filter_evaluates_exactly_limit(
+    pair: Pair,
+) -> None:
+    await _fill(pair)
+    body = {
+        "TableName": "things",
+        "IndexName": "by_g",
+        "KeyConditionExpression": "#g = :g",
+        "FilterExpression": "#n > :n",
+        "ExpressionAttributeNames": {"#g": "g", "#n": "n"},
+        "ExpressionAttributeValues": {":g": {"S": "even"}, ":n": {"N": "40"}},
+        "Limit": 7,
+    }
+    cluster = await _pages(pair.router.dispatch, "Query", body)
+    single = await _pages(pair.single.dispatch, "Query", body)
+    assert all(page["ScannedCount"] == 7 for page in single[:-1])
+    _same_pages(cluster, single)
+    backwards = dict(body, ScanIndexForward=False, Limit=5)
+    _same_pages(
+        await _pages(pair.router.dispatch, "Query", backwards),
+        await _pages(pair.single.dispatch, "Query", backwards),
+    )
+
+
+@in_cluster
+async def test_a_global_index_scan_with_limit_and_filter_evaluates_exactly_limit(
+    pair: Pair,
+) -> None:
+    await _fill(pair)
+    for body in (
+        {
+            "TableName": "things",
+            "IndexName": "by_g",
+            "FilterExpression": "n < :n",
+            "ExpressionAttributeValues": {":n": {"N": "50"}},
+            "Limit": 9,
+        },
+        {
+            "TableName": "things",
+            "IndexName": "by_g",
+            "ScanFilter": {"n": {"ComparisonOperator": "GE", "AttributeValueList": [{"N": "70"}]}},
+            "Limit": 4,
+            "Select": "COUNT",
+        },
+    ):
+        _same_pages(
+            await _pages(pair.router.dispatch, "Scan", body),
+            await _pages(pair.single.dispatch, "Scan", body),
+        )
+
+
+@in_cluster
+async def test_a_filtered_limited_index_query_with_a_bad_filter_gets_the_single_nodes_error(
+    pair: Pair,
+) -> None:
+    await _fill(pair, count=20)
+    body = {
+        "TableName": "things",
+        "IndexName": "by_g",
+        "KeyConditionExpression": "g = :g",
+        "FilterExpression": "n > :missing",
+        "ExpressionAttributeValues": {":g": {"S": "nothing-here"}},
+        "Limit": 3,
+    }
+    mine, theirs = await pair.both("Query", body)
+    assert mine[0] == "error"
+    assert mine == theirs
+
+
+@in_cluster
+async def test_a_batch_one_partition_would_refuse_applies_nothing_anywhere(pair: Pair) -> None:
+    await _fill(pair, count=0)
+    requests = [
+        {"PutRequest": {"Item": {"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}, "g": {"S": "x"}}}}
+        for i in range(12)
+    ]
+    # The last item's index key has the wrong type: its partition refuses its part.
+    requests.append(
+        {"PutRequest": {"Item": {"pk": {"S": "bad"}, "sk": {"N": "99"}, "g": {"N": "1"}}}}
+    )
+    body = {"RequestItems": {"things": requests}}
+    partitions = {
+        pair.router.ring.partition_of_hash_bytes(partition_hash(r["PutRequest"]["Item"]["pk"]))
+        for r in requests
+    }
+    assert len(partitions) > 1
+    mine, theirs = await pair.both("BatchWriteItem", body)
+    assert theirs[0] == "error"
+    assert mine == theirs
+    count = {"TableName": "things", "Select": "COUNT", "ConsistentRead": True}
+    mine_count, theirs_count = await pair.both("Scan", count)
+    assert theirs_count["Count"] == 0
+    assert mine_count["Count"] == 0
+
+
+@in_cluster
+async def test_a_valid_batch_over_partitions_still_applies_every_part(pair: Pair) -> None:
+    await _fill(pair, count=0)
+    requests = [
+        {"PutRequest": {"Item": {"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}, "g": {"S": "x"}}}}
+        for i in range(25)
+    ]
+    mine, theirs = await pair.both("BatchWriteItem", {"RequestItems": {"things": requests}})
+    assert mine == theirs == {"UnprocessedItems": {}}
+    count = {"TableName": "things", "Select": "COUNT", "ConsistentRead": True}
+    mine_count, _ = await pair.both("Scan", count)
+    assert mine_count["Count"] == 25
