@@ -35,6 +35,8 @@ STOP_SECONDS_MAX = 15.0  # SIGTERM grace before SIGKILL
 STATUS_SECONDS_MAX = 3.0  # per HTTP status request
 POLL_SECONDS = 0.1
 ZONE_NAMES = "abcdefghijklmnopqrstuvwxyz"
+RETIRE_SECONDS_MAX = 300.0  # for a retiring node's replicas to be full elsewhere
+JOINED_FILE = "joined.json"  # nodes added with `add-node` (the cluster file lists the rest)
 
 
 def register(commands: Any) -> None:
@@ -68,6 +70,24 @@ def register(commands: Any) -> None:
     down.add_argument("--data-dir", type=Path, default=DATA_DIR_DEFAULT)
     down.add_argument("--log-level", default="warning")
     down.set_defaults(run=run_down)
+
+    add = sub.add_parser("add-node", help="start one more node that joins the running cluster")
+    add.add_argument("--zone", help="its zone (default: the zone with the fewest nodes)")
+    add.add_argument("--role", choices=topology.ROLES, default="both")
+    add.add_argument("--data-dir", type=Path, default=DATA_DIR_DEFAULT)
+    add.add_argument("--log-level", default="warning")
+    add.set_defaults(run=run_add_node)
+
+    retire = sub.add_parser(
+        "retire", help="move a live node's replicas to other nodes, then stop it"
+    )
+    retire.add_argument("--node", type=int, required=True, metavar="N")
+    retire.add_argument("--data-dir", type=Path, default=DATA_DIR_DEFAULT)
+    retire.add_argument(
+        "--timeout", type=float, default=RETIRE_SECONDS_MAX, help="seconds to wait for the moves"
+    )
+    retire.add_argument("--log-level", default="warning")
+    retire.set_defaults(run=run_retire)
 
     status = sub.add_parser("status", help="nodes, partitions, leaders, replica health and lag")
     status.add_argument("--data-dir", type=Path, default=DATA_DIR_DEFAULT)
@@ -284,14 +304,16 @@ def _alive(pid: int) -> bool:
 
 
 def _is_our_node(pid: int, data_dir: Path) -> bool:
-    """Whether `pid` still runs a node of this cluster (a recycled PID must not be killed)."""
+    """Whether `pid` still runs a node of this cluster (a recycled PID must not be killed):
+    a `serve` of its cluster file, or a `serve --join` with its secret."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             args = cmdline.read().split(b"\0")
     except OSError:
         return False
     wanted = str(data_dir / topology.CLUSTER_FILE_NAME).encode()
-    return b"serve" in args and wanted in args
+    joined = b"--join" in args and str(data_dir / "secret").encode() in args
+    return b"serve" in args and (wanted in args or joined)
 
 
 def stop_node(data_dir: Path, node_id: int, sig: int = signal.SIGTERM) -> None:
@@ -344,9 +366,34 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
     spec = topology.load(data_dir / topology.CLUSTER_FILE_NAME)
     pids = _recorded_pids(data_dir)
     placements = place(spec)
+    members: dict[str, list[int]] = {g: list(p.node_ids) for g, p in placements.items()}
+    doc_states: dict[str, dict[int, str]] = {}
+    all_nodes = {n.node_id: n for n in (*spec.nodes, *joined_nodes(data_dir))}
+    # The live membership, as a node that answers knows it (nodes that joined, replicas
+    # moved by repair or retirement).
+    for node in list(all_nodes.values()):
+        pid = pids.get(node.node_id)
+        if pid is None or not _alive(pid):
+            continue
+        try:
+            with urllib.request.urlopen(
+                node.endpoint + "/keeldb/cluster/status", timeout=STATUS_SECONDS_MAX
+            ) as response:
+                report = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        for data in report.get("nodes", []):
+            try:
+                all_nodes.setdefault(int(data["id"]), _node_spec(data))
+            except (KeyError, TypeError, ValueError):
+                continue
+        members = {g: [int(n) for n in ids] for g, ids in report.get("groups", {}).items()}
+        for group_id, entry in report.get("membership", {}).get("groups", {}).items():
+            doc_states[group_id] = {int(m[0]): str(m[2]) for m in entry["members"]}
+        break
     nodes = []
     views: dict[int, dict[str, Any]] = {}
-    for node in spec.nodes:
+    for node in sorted(all_nodes.values(), key=lambda n: n.node_id):
         pid = pids.get(node.node_id)
         up = pid is not None and _alive(pid)
         view: dict[str, Any] | None = None
@@ -376,11 +423,13 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
     for group_id, placement in placements.items():
         replicas = []
         leader = None
-        for member in placement.node_ids:
+        for member in members.get(group_id, list(placement.node_ids)):
             mine = views.get(member, {}).get(group_id)
             healthy = mine is not None
             if mine is not None and mine.get("is_leader") and mine.get("lease"):
                 leader = member
+            # The replica's own report; the membership document's when it does not answer.
+            state = (mine or {}).get("state") or doc_states.get(group_id, {}).get(member, "full")
             replicas.append(
                 {
                     "node": member,
@@ -388,6 +437,7 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
                     "leader": bool(mine and mine.get("is_leader")),
                     "applied_lsn": None if mine is None else mine.get("applied_lsn"),
                     "lag": None if mine is None else mine.get("lag"),
+                    "state": state,
                 }
             )
         groups.append(
@@ -472,14 +522,15 @@ def _print_status(status: dict[str, Any]) -> None:
         )
     console.print(nodes)
     groups = Table(title="replica groups")
-    for column in ("group", "leader", "replicas (lag)", "healthy"):
+    for column in ("group", "leader", "replicas (lag, state if not full)", "healthy"):
         groups.add_column(column)
     for group in status["groups"]:
         cells = []
         for replica in group["replicas"]:
             mark = "*" if replica["leader"] else ""
             lag = "down" if not replica["healthy"] else str(replica["lag"])
-            cells.append(f"n{replica['node']}{mark} ({lag})")
+            state = "" if replica.get("state", "full") == "full" else f", {replica['state']}"
+            cells.append(f"n{replica['node']}{mark} ({lag}{state})")
         healthy = sum(1 for r in group["replicas"] if r["healthy"])
         leader = "none" if group["leader"] is None else f"n{group['leader']}"
         groups.add_row(group["group"], leader, " ".join(cells), f"{healthy}/{len(cells)}")
@@ -492,24 +543,213 @@ def _print_status(status: dict[str, Any]) -> None:
     )
 
 
+# --- add-node and retire ----------------------------------------------------------------
+
+
+def _node_spec(data: dict[str, Any]) -> topology.NodeSpec:
+    return topology.NodeSpec(
+        node_id=int(data["id"]),
+        zone=str(data["zone"]),
+        host=str(data.get("host", "127.0.0.1")),
+        api_port=int(data["api_port"]),
+        peer_port=int(data["peer_port"]),
+        role=str(data.get("role", "both")),
+    )
+
+
+def joined_nodes(data_dir: Path) -> list[topology.NodeSpec]:
+    """The nodes `add-node` started under `data_dir`."""
+    path = data_dir / JOINED_FILE
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for data in entries if isinstance(entries, list) else []:
+        try:
+            out.append(_node_spec(data))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _live_endpoint(data_dir: Path, nodes: list[topology.NodeSpec], avoid: int = 0) -> str | None:
+    pids = _recorded_pids(data_dir)
+    for node in nodes:
+        pid = pids.get(node.node_id)
+        if node.node_id != avoid and pid is not None and _alive(pid):
+            return node.endpoint
+    return None
+
+
+def join_args(data_dir: Path, node: topology.NodeSpec, target: str) -> list[str]:
+    """The `keeldb serve` arguments of a node that joins through `target` (host:port)."""
+    return [
+        "--join",
+        target,
+        "--zone",
+        node.zone,
+        "--role",
+        node.role,
+        "--host",
+        node.host,
+        "--port",
+        str(node.api_port),
+        "--listen",
+        f"{node.host}:{node.peer_port}",
+        "--cluster-secret-file",
+        str(data_dir / "secret"),
+    ]
+
+
+def run_add_node(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir.resolve()
+    try:
+        spec = topology.load(data_dir / topology.CLUSTER_FILE_NAME)
+    except topology.TopologyError as error:
+        print(f"keeldb: no cluster under {data_dir}: {error}", file=sys.stderr)
+        return 1
+    known = [*spec.nodes, *joined_nodes(data_dir)]
+    target = _live_endpoint(data_dir, list(spec.nodes)) or _live_endpoint(data_dir, known)
+    if target is None:
+        print(f"keeldb: no running node under {data_dir} to join", file=sys.stderr)
+        return 1
+    zones: dict[str, int] = {}
+    for node in known:
+        if node.stores:
+            zones[node.zone] = zones.get(node.zone, 0) + 1
+    zone = args.zone or min(sorted(zones), key=lambda z: zones[z])
+    node_id = max(n.node_id for n in known) + 1
+    host = spec.nodes[0].host
+    api_port, peer_port = _free_ports(host, 2)
+    node = topology.NodeSpec(node_id, zone, host, api_port, peer_port, args.role)
+    directory = node_dir(data_dir, node_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    address = target.removeprefix("http://")
+    _start_joining(data_dir, node, address)
+    entries = [n.to_json() for n in joined_nodes(data_dir)] + [node.to_json()]
+    tmp = data_dir / (JOINED_FILE + ".tmp")
+    tmp.write_text(json.dumps(entries, indent=2) + "\n")
+    tmp.replace(data_dir / JOINED_FILE)
+    deadline = time.monotonic() + START_SECONDS_MAX
+    while True:
+        try:
+            with urllib.request.urlopen(node.endpoint + "/", timeout=1.0) as response:
+                response.read()
+            break
+        except (urllib.error.URLError, OSError):
+            pid = _recorded_pids(data_dir).get(node_id)
+            if time.monotonic() > deadline or pid is None or not _alive(pid):
+                print(
+                    f"keeldb: node {node_id} did not start; see {directory / 'stderr.txt'}",
+                    file=sys.stderr,
+                )
+                return 1
+            time.sleep(POLL_SECONDS)
+    print(f"node {node_id} ({zone}) joined: {node.endpoint}")
+    return 0
+
+
+def _start_joining(data_dir: Path, node: topology.NodeSpec, target: str) -> None:
+    directory = node_dir(data_dir, node.node_id)
+    settings = _settings(data_dir)
+    args = [
+        sys.executable,
+        "-m",
+        "keeldb",
+        "serve",
+        "--node-id",
+        str(node.node_id),
+        "--data-dir",
+        str(directory / "data"),
+        "--log-level",
+        settings.get("log_level", "warning"),
+        *join_args(data_dir, node, target),
+        *settings.get("serve_args", []),
+    ]
+    with (directory / "stdout.txt").open("ab") as out, (directory / "stderr.txt").open("ab") as err:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            start_new_session=True,
+        )
+    pid_path = pid_file(data_dir, node.node_id)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.write_text(f"{process.pid}\n")
+
+
+def run_retire(args: argparse.Namespace) -> int:
+    from keeldb.cluster.membership_service import RETIRE_PATH, MembershipError, post_signed
+
+    data_dir: Path = args.data_dir.resolve()
+    try:
+        spec = topology.load(data_dir / topology.CLUSTER_FILE_NAME)
+        secret = topology.read_secret(data_dir / "secret")
+    except topology.TopologyError as error:
+        print(f"keeldb: no cluster under {data_dir}: {error}", file=sys.stderr)
+        return 1
+    known = [*spec.nodes, *joined_nodes(data_dir)]
+    endpoint = _live_endpoint(data_dir, known, avoid=args.node)
+    if endpoint is None:
+        print(f"keeldb: no other running node under {data_dir}", file=sys.stderr)
+        return 1
+    try:
+        post_signed(endpoint, RETIRE_PATH, secret, {"node": args.node})
+    except (MembershipError, OSError) as error:
+        print(f"keeldb: cannot retire node {args.node}: {error}", file=sys.stderr)
+        return 1
+    print(f"node {args.node} is retiring: its replicas move to other nodes")
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            status = collect_status(data_dir)
+        except (topology.TopologyError, OSError, ValueError):
+            status = None
+        if status is not None:
+            holding = [
+                g["group"]
+                for g in status["groups"]
+                if any(r["node"] == args.node for r in g["replicas"])
+            ]
+            moving = [
+                g["group"]
+                for g in status["groups"]
+                if any(r.get("state") != "full" for r in g["replicas"])
+            ]
+            if not holding and not moving:
+                break
+        if time.monotonic() > deadline:
+            print(
+                f"keeldb: node {args.node}'s replicas did not move within {args.timeout:g} s; "
+                "it keeps running",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(0.5)
+    stop_node(data_dir, args.node)
+    pid = _recorded_pids(data_dir).get(args.node)
+    stop_deadline = time.monotonic() + STOP_SECONDS_MAX
+    while pid is not None and _alive(pid) and time.monotonic() < stop_deadline:
+        time.sleep(POLL_SECONDS)
+    if pid is not None and _alive(pid) and _is_our_node(pid, data_dir):
+        os.kill(pid, signal.SIGKILL)
+    pid_file(data_dir, args.node).unlink(missing_ok=True)
+    print(f"node {args.node} retired and stopped")
+    return 0
+
+
 # --- keeldb serve --node-id ... ---------------------------------------------------------
 
 
 def serve_cluster(args: argparse.Namespace, credentials: Any) -> int:
     """`keeldb serve` with --cluster-config / --node-id: run one cluster node until signalled."""
-    import asyncio
-
-    import uvloop
-
-    from keeldb.cluster.node import ClusterNode, ClusterNodeConfig
+    from keeldb.cluster.node import ClusterNodeConfig
 
     if args.join is not None:
-        print(
-            "keeldb: --join (dynamic membership) is not supported yet; "
-            "start every node with the same --cluster-config FILE",
-            file=sys.stderr,
-        )
-        return 2
+        return _serve_joining(args, credentials)
     if args.cluster_config is None or args.node_id is None:
         print("keeldb: a cluster node needs --cluster-config FILE and --node-id N", file=sys.stderr)
         return 2
@@ -549,6 +789,17 @@ def serve_cluster(args: argparse.Namespace, credentials: Any) -> int:
         else args.cluster_secret_file.resolve(),
     )
 
+    return _run_node(config)
+
+
+def _run_node(config: Any) -> int:
+    import asyncio
+
+    import uvloop
+
+    from keeldb.cluster.membership_service import MembershipError
+    from keeldb.cluster.node import ClusterNode
+
     async def run() -> None:
         node = await ClusterNode.start(config)
         print(node.describe(), flush=True)
@@ -564,7 +815,61 @@ def serve_cluster(args: argparse.Namespace, credentials: Any) -> int:
 
     try:
         uvloop.run(run())
-    except (OSError, topology.TopologyError) as error:
+    except (OSError, topology.TopologyError, MembershipError) as error:
         print(f"keeldb: cannot start: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _serve_joining(args: argparse.Namespace, credentials: Any) -> int:
+    """`keeldb serve --join HOST:PORT`: a new node asks a running one to add it."""
+    from keeldb.cluster.node import ClusterNodeConfig
+
+    missing = [
+        flag
+        for flag, value in (
+            ("--node-id N", args.node_id),
+            ("--zone Z", args.zone),
+            ("--listen HOST:PORT", args.listen),
+            ("--cluster-secret-file FILE", args.cluster_secret_file),
+        )
+        if value is None
+    ]
+    if missing:
+        print(f"keeldb: --join needs {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.cluster_config is not None:
+        print(
+            "keeldb: --join learns the cluster from the node it joins; drop --cluster-config",
+            file=sys.stderr,
+        )
+        return 2
+    peer_host, _, peer_port = args.listen.rpartition(":")
+    try:
+        me = topology.NodeSpec(
+            node_id=args.node_id,
+            zone=args.zone,
+            host=peer_host.strip("[]") or args.host,
+            api_port=args.port,
+            peer_port=int(peer_port),
+            role=args.role or "both",
+        )
+    except ValueError:
+        print(f"keeldb: --listen takes HOST:PORT, got {args.listen!r}", file=sys.stderr)
+        return 2
+    if me.node_id <= 0 or me.api_port <= 0 or me.peer_port <= 0:
+        print("keeldb: --node-id, --port and the --listen port must be positive", file=sys.stderr)
+        return 2
+    config = ClusterNodeConfig(
+        cluster_file=args.data_dir.resolve() / topology.CLUSTER_FILE_NAME,
+        node_id=args.node_id,
+        data_dir=args.data_dir.resolve(),
+        credentials=credentials,
+        region=args.region,
+        ttl_interval_seconds=args.ttl_interval,
+        fault_endpoint=args.fault_endpoint,
+        secret_file=args.cluster_secret_file.resolve(),
+        join=args.join,
+        join_node=me,
+    )
+    return _run_node(config)

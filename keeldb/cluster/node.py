@@ -26,7 +26,11 @@ from keeldb.cluster import (
     catalog_sync,  # noqa: F401  (registers the catalog_sync redo kind)
     topology,
 )
-from keeldb.cluster.placement import GroupPlacement, place
+from keeldb.cluster.membership import empty as empty_membership
+from keeldb.cluster.membership import nodes as member_nodes
+from keeldb.cluster.membership import placements as member_placements
+from keeldb.cluster.membership_service import MembershipService, join_cluster, load_doc, save_doc
+from keeldb.cluster.placement import GroupPlacement
 from keeldb.cluster.protocol import CHANNEL_STATUS, OK
 from keeldb.cluster.ring import Ring
 from keeldb.cluster.router import Router
@@ -71,15 +75,31 @@ class ClusterNodeConfig:
     fault_endpoint: bool = False
     # The cluster secret (None: the file the cluster file names).
     secret_file: Path | None = None
+    # Joining a running cluster: a node's HTTP address ("host:port") and this node itself
+    # (then `cluster_file` is not read: the cluster's description comes from that node).
+    join: str | None = None
+    join_node: topology.NodeSpec | None = None
 
 
 class ClusterNode:
-    def __init__(self, config: ClusterNodeConfig, spec: topology.ClusterSpec) -> None:
+    def __init__(
+        self,
+        config: ClusterNodeConfig,
+        spec: topology.ClusterSpec,
+        doc: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.spec = spec
-        self.me = spec.node(config.node_id)
+        doc = doc if doc is not None else empty_membership()
+        mine = [n for n in member_nodes(spec, doc) if n.node_id == config.node_id]
+        if not mine:
+            raise topology.TopologyError(f"node {config.node_id} is not in the cluster")
+        self.me = mine[0]
         self.ring = Ring.even(spec.partitions)
-        self.placements: dict[str, GroupPlacement] = place(spec)
+        # The live placement (the membership document's changes applied); the router and
+        # the storage service share this dict, which the membership service updates in place.
+        self.placements: dict[str, GroupPlacement] = member_placements(spec, doc)
+        self.members: MembershipService | None = None
         self.transport: Any = None
         self.storage: StorageService | None = None
         self.router: Router | None = None
@@ -101,15 +121,26 @@ class ClusterNode:
     async def start(cls, config: ClusterNodeConfig) -> ClusterNode:
         from keeldb.net.transport import Transport
 
-        spec = topology.load(config.cluster_file)
-        secret_file = config.secret_file or topology.secret_path(spec, config.cluster_file)
-        secret = topology.read_secret(secret_file)
-        node = cls(config, spec)
+        if config.join is not None:
+            assert config.join_node is not None and config.secret_file is not None
+            secret = topology.read_secret(config.secret_file)
+            endpoint = "http://" + config.join
+            spec, doc = await asyncio.get_running_loop().run_in_executor(
+                None, join_cluster, endpoint, secret, config.join_node
+            )
+            save_doc(config.data_dir, doc)
+        else:
+            spec = topology.load(config.cluster_file)
+            secret_file = config.secret_file or topology.secret_path(spec, config.cluster_file)
+            secret = topology.read_secret(secret_file)
+            doc = load_doc(config.data_dir)
+        node = cls(config, spec, doc)
+        node.members = MembershipService(node, secret, doc)
         me = node.me
         node.transport = Transport(transport_name(me.node_id), me.host, me.peer_port, secret)
         try:
             await node.transport.start()
-            for other in spec.nodes:
+            for other in member_nodes(spec, doc):
                 if other.node_id != me.node_id:
                     node.transport.add_peer(
                         transport_name(other.node_id), other.host, other.peer_port
@@ -123,6 +154,7 @@ class ClusterNode:
                     node.call,
                     ttl_interval_seconds=config.ttl_interval_seconds,
                 )
+                node.storage.handlers.update(node.members.handlers())
                 config.data_dir.mkdir(parents=True, exist_ok=True)
                 await node.storage.open(config.data_dir, node._open_log)
                 node._tasks.append(asyncio.create_task(node._claim_preferred()))
@@ -130,6 +162,10 @@ class ClusterNode:
             # Backups, point-in-time restore, exports and imports (docs/backup.md).
             node._backup_closer = await backup_route.attach(node)
             node.port = await node.server.start(me.host, me.api_port)
+            if node.storage is None:
+                for channel, handler in node.members.handlers().items():
+                    node.transport.register(channel, handler)
+            node.members.start()
             for module_name in CLUSTER_SERVICES:
                 closer = await importlib.import_module(module_name).attach(node)
                 if closer is not None:
@@ -197,6 +233,8 @@ class ClusterNode:
             # The metadata leader finishes transactions whose coordinator went silent.
             self.storage.partitions_view = self.router.partitions_view()
         server.mount(STATUS_PATH, self._on_status_request)
+        assert self.members is not None
+        self.members.mount(server)
         if self.config.fault_endpoint:
             server.mount(FAULT_PATH, self._on_fault_request)
         return server
@@ -224,13 +262,16 @@ class ClusterNode:
                 return node_id, {"error": repr(error)}
             return node_id, answer[1] if answer[0] == OK else {"error": answer}
 
-        results = await asyncio.gather(*(one(n.node_id) for n in self.spec.storage_nodes))
+        doc = self.members.doc if self.members is not None else empty_membership()
+        storage_nodes = [n for n in member_nodes(self.spec, doc) if n.stores]
+        results = await asyncio.gather(*(one(n.node_id) for n in storage_nodes))
         return {
             "reporter": self.me.node_id,
             "partitions": self.spec.partitions,
             "groups": {g: list(p.node_ids) for g, p in self.placements.items()},
             "views": {str(n): view for n, view in results},
             "router": None if self.router is None else dict(self.router.stats),
+            **({} if self.members is None else self.members.status()),
         }
 
     async def _on_status_request(self, request: Any) -> RestResponse:
@@ -258,6 +299,8 @@ class ClusterNode:
         self._closed = True
         for task in self._tasks:
             task.cancel()
+        if self.members is not None:
+            await self.members.close()
         if self._backup_closer is not None:
             await self._backup_closer()
         if self.server is not None:

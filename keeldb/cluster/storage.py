@@ -148,31 +148,73 @@ class StorageService:
         # which owns the router that implements them).
         self.partitions_view: Any = None
         self._sync_lock = asyncio.Lock()
+        self._data_dir: Path | None = None
+        self._open_log: Callable[..., Awaitable[Any]] | None = None
+        # The groups whose membership, learned from the metadata leader since this node
+        # started, has this node as a full replica: only those serve eventually consistent
+        # reads (a node replaced while it was down must not answer from its stale data).
+        self.serving_groups: set[str] = set()
+        # Extra channel handlers (membership and repair) are added by the node.
 
     # --- life cycle ----------------------------------------------------------------------
 
     async def open(self, data_dir: Path, open_log: Callable[..., Awaitable[Any]]) -> None:
+        self._data_dir = data_dir
+        self._open_log = open_log
         for group_id, placement in self.placements.items():
             if self.node_id not in placement.node_ids:
                 continue
-            group_dir = data_dir / "groups" / group_id
-            group_dir.mkdir(parents=True, exist_ok=True)
-            store = LmdbStore(group_dir / "store")
-            database = Database(store)
-            try:
-                group_log = await open_log(group_id, placement, group_dir, store, database.apply)
-            except BaseException:
-                store.close()
-                raise
-            database.attach_log(group_log)
-            # Items held by transactions prepared before the store's applied position.
-            transactions_partition.recover(database)
-            partition = None if group_id == META_GROUP else int(group_id[1:])
-            replica = Replica(group_id, placement, store, database, group_log, partition)
-            self.replicas[group_id] = replica
+            await self.open_group(group_id, placement)
         for channel, handler in self.handlers.items():
             self.transport.register(channel, handler)
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    def group_dir(self, group_id: str) -> Path:
+        assert self._data_dir is not None
+        return self._data_dir / "groups" / group_id
+
+    async def open_group(self, group_id: str, placement: GroupPlacement) -> Replica:
+        """Open (or create) this node's replica of a group: its store, database and log.
+        A member that joins a running group starts with the configuration that adds it."""
+        assert self._open_log is not None
+        group_dir = self.group_dir(group_id)
+        group_dir.mkdir(parents=True, exist_ok=True)
+        store = LmdbStore(group_dir / "store")
+        database = Database(store)
+        try:
+            group_log = await self._open_log(group_id, placement, group_dir, store, database.apply)
+        except BaseException:
+            store.close()
+            raise
+        database.attach_log(group_log)
+        # Items held by transactions prepared before the store's applied position.
+        transactions_partition.recover(database)
+        partition = None if group_id == META_GROUP else int(group_id[1:])
+        replica = Replica(group_id, placement, store, database, group_log, partition)
+        self.replicas[group_id] = replica
+        return replica
+
+    async def close_group(self, group_id: str, *, drop: bool) -> None:
+        """Stop this node's replica of a group; with `drop`, delete its data too (it is no
+        longer a member and the group no longer needs it)."""
+        replica = self.replicas.pop(group_id, None)
+        if replica is not None:
+            if replica.ttl is not None:
+                await replica.ttl.stop()
+            try:
+                await replica.log.close()
+            except Exception:
+                log.exception("closing the log of %s failed", group_id)
+            replica.store.close()
+        if drop and self._data_dir is not None:
+            import shutil
+
+            directory = self.group_dir(group_id)
+            if directory.exists():
+                await asyncio.get_running_loop().run_in_executor(
+                    None, shutil.rmtree, directory, True
+                )
+                log.info("dropped the data of %s: this node is no longer a member", group_id)
 
     async def close(self) -> None:
         if self._maintenance is not None:
@@ -204,6 +246,10 @@ class StorageService:
                 return [UNAVAILABLE, "the leader has no lease yet"]
             await asyncio.sleep(LEASE_POLL_SECONDS)
 
+    async def leased(self, replica: Replica) -> list[Any] | None:
+        """None when this replica may serve leader work now; otherwise the answer to send."""
+        return await self._leased(replica)
+
     def _not_leader(self, replica: Replica, error: Exception) -> list[Any]:
         return [REDIRECT, node_number(getattr(error, "leader_hint", None))]
 
@@ -220,8 +266,13 @@ class StorageService:
         db = replica.database
         if payload["mode"] == MODE_EVENTUAL:
             # Any replica close enough to the leader may answer; the leader always may (it
-            # has applied everything it acknowledged, lease or not).
-            if not replica.log.is_leader and replica.log.lag() > EVENTUAL_LAG_ENTRIES_MAX:
+            # has applied everything it acknowledged, lease or not). A log replica, one
+            # still being rebuilt, or one whose membership is not confirmed may not.
+            if not replica.log.is_leader and (
+                replica.log.lag() > EVENTUAL_LAG_ENTRIES_MAX
+                or replica.group_id not in self.serving_groups
+                or replica.log.replica.log_only
+            ):
                 return [REDIRECT, replica.leader()]
         else:
             refused = await self._leased(replica)
@@ -427,8 +478,9 @@ class StorageService:
         for replica in self.replicas.values():
             group_log = replica.log
             if (
-                replica.placement.preferred_leader == self.node_id
+                self.placements[replica.group_id].preferred_leader == self.node_id
                 and not group_log.is_leader
+                and not group_log.replica.log_only
                 and group_log.leader_hint is not None
                 and group_log.lag() == 0
                 and now - self._campaigned_at.get(replica.group_id, -REBALANCE_SECONDS)
@@ -467,12 +519,26 @@ class StorageService:
                 "applied_lsn": replica.store.applied_lsn(),
                 "lag": int(group_log.lag()),
                 "members": list(replica.placement.node_ids),
+                "state": replica_state(group_log, self.node_id),
+                "config": [
+                    [int(m.node_id), m.zone, bool(m.log_only)] for m in group_log.config.members
+                ],
             }
         return {"node": self.node_id, "groups": groups}
 
     async def on_status(self, sender: str, payload: Any) -> list[Any]:
         del sender, payload
         return [OK, self.status()]
+
+
+def replica_state(group_log: Any, node_id: int) -> str:
+    """full, log (a log-only member) or rebuilding (a full member still without state)."""
+    member = group_log.config.member(node_id)
+    if member is None:
+        return "removed"
+    if member.log_only:
+        return "log"
+    return "rebuilding" if group_log.replica.log_only else "full"
 
 
 def _now_ms() -> int:

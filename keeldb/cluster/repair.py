@@ -1,0 +1,284 @@
+"""Replica repair: the metadata leader replaces the replicas of nodes that stay down, and
+moves the replicas of nodes being retired.
+
+Owns failure detection (the metadata leader pings every storage node; one not answering
+for `replace_after_seconds` is down) and the move of one replica of one group from node
+`old` to node `new`, in the steps DynamoDB uses for a failed storage replica:
+
+1. the membership document names `new` a log replica of the group in place of `old`; the
+   group's leader changes the configuration to match (`GroupLog.change_config`: a
+   configuration entry in the group's own log, docs/consensus.md "Reconfiguration"). From
+   the slot it governs, `new` votes in both phases and keeps the log: the write quorum is
+   whole again within seconds, with no state copied;
+2. the document marks `new` rebuilding and the leader makes it a full member of the
+   configuration; `new` loads a full member's state and applies the log since
+   (`GroupLog.restore_state`), and only then may lead or serve reads;
+3. once `new` reports a full replica, the document marks it full. `old`, if it comes back,
+   sees that it is no longer a member and drops its data (`keeldb.cluster.node`).
+
+Each step is idempotent and re-read from the document, so a new metadata leader resumes a
+move where the old one left it. One move per group at a time.
+
+It never changes a group's configuration itself (the group's leader does, through its log)
+and never touches a replica's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from keeldb.cluster import membership
+from keeldb.cluster.placement import META_GROUP, place
+from keeldb.cluster.protocol import CHANNEL_STATUS, OK, REDIRECT
+from keeldb.net.transport import TransportError
+
+log = logging.getLogger("keeldb.cluster.repair")
+
+REPAIR_SECONDS = 0.5  # how often the metadata leader looks for dead nodes and moves
+PING_SECONDS = 1.0  # one liveness call
+RECONFIG_CALL_SECONDS = 20.0  # one configuration change on a group leader
+STEP_PAUSE_SECONDS = 0.5  # between attempts of a step that did not succeed yet
+MOVE_SECONDS_MAX = 600.0  # a move that takes longer is abandoned and started again
+REPLACE_AFTER_SECONDS_DEFAULT = 30.0
+
+
+class LostLeadership(Exception):
+    """This node stopped leading the metadata group during a move."""
+
+
+class Repair:
+    """The repair loop of one node; it acts only while the node leads the metadata group."""
+
+    def __init__(self, node: Any, replace_after_seconds: float) -> None:
+        self.node = node  # keeldb.cluster.node.ClusterNode
+        self.replace_after_seconds = replace_after_seconds
+        self.last_seen: dict[int, float] = {}
+        self.moves: dict[str, asyncio.Task[None]] = {}
+        self._leading = False
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(REPAIR_SECONDS)
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("replica repair failed; retrying")
+
+    def _meta(self) -> Any:
+        storage = self.node.storage
+        if storage is None:
+            return None
+        meta = storage.replicas.get(META_GROUP)
+        if meta is None or not meta.log.is_leader or not meta.log.read_lease():
+            return None
+        return meta
+
+    async def pass_once(self) -> None:
+        meta = self._meta()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if meta is None:
+            if self._leading:
+                self._leading = False
+                for task in self.moves.values():
+                    task.cancel()
+                self.moves.clear()
+            return
+        doc = membership.load(meta.database)
+        storage_nodes = [n for n in membership.nodes(self.node.spec, doc) if n.stores]
+        if not self._leading:
+            # A new leader gives every node a whole timeout before calling it down.
+            self._leading = True
+            self.last_seen = {n.node_id: now for n in storage_nodes}
+        await self._ping(storage_nodes, now)
+        live = {n for n, seen in self.last_seen.items() if now - seen < self.replace_after_seconds}
+        self.moves = {g: t for g, t in self.moves.items() if not t.done()}
+        base = place(self.node.spec)
+        gone = membership.retired(doc)
+        load_by_node: dict[int, int] = {}
+        for group_id in base:
+            for n, _z, _s in membership.group_members(doc, base, group_id):
+                load_by_node[int(n)] = load_by_node.get(int(n), 0) + 1
+        for group_id in base:
+            if group_id in self.moves:
+                continue
+            members = membership.group_members(doc, base, group_id)
+            leaving = [int(n) for n, _z, _s in members if int(n) not in live or int(n) in gone]
+            if leaving:
+                old = leaving[0]
+                new = membership.choose_target(
+                    self.node.spec, doc, members, old, live, load_by_node
+                )
+                if new is None:
+                    log.warning(
+                        "group %s: no node can take the replica of node %d without breaking "
+                        "the zone rule; the group runs without it",
+                        group_id,
+                        old,
+                    )
+                    continue
+                load_by_node[new] = load_by_node.get(new, 0) + 1
+                log.warning(
+                    "group %s: moving the replica of node %d (%s) to node %d",
+                    group_id,
+                    old,
+                    "retiring" if old in gone else "down",
+                    new,
+                )
+                self._start(group_id, old, new)
+            elif not membership.settled(members):
+                self._start(group_id, None, None)  # resume a move a former leader began
+
+    def _start(self, group_id: str, old: int | None, new: int | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._move(group_id, old, new))
+        self.moves[group_id] = task
+
+    async def _ping(self, storage_nodes: list[Any], now: float) -> None:
+        async def one(node_id: int) -> None:
+            try:
+                answer = await self.node.call(node_id, membership.CHANNEL_PING, {}, PING_SECONDS)
+            except TransportError:
+                return
+            if answer and answer[0] == OK:
+                self.last_seen[node_id] = asyncio.get_running_loop().time()
+
+        for n in storage_nodes:
+            self.last_seen.setdefault(n.node_id, now)
+        await asyncio.gather(*(one(n.node_id) for n in storage_nodes))
+
+    # --- one move --------------------------------------------------------------------------
+
+    async def _move(self, group_id: str, old: int | None, new: int | None) -> None:
+        try:
+            await asyncio.wait_for(self._move_steps(group_id, old, new), MOVE_SECONDS_MAX)
+        except LostLeadership:
+            log.info("group %s: the move stops here; the next metadata leader resumes it", group_id)
+        except TimeoutError:
+            log.warning("group %s: the move did not finish in time; it will be retried", group_id)
+
+    async def _propose(self, doc: dict[str, Any]) -> bool:
+        """Propose `doc` if the document is still the one it was made from."""
+        meta = self._meta()
+        if meta is None:
+            raise LostLeadership
+        version = int(doc["version"])
+
+        def change(current: dict[str, Any]) -> dict[str, Any] | None:
+            return doc if int(current["version"]) == version - 1 else None
+
+        result = await self.node.members.propose(meta, change)
+        return result is doc
+
+    def _doc(self) -> dict[str, Any] | None:
+        meta = self._meta()
+        return None if meta is None else membership.load(meta.database)
+
+    async def _move_steps(self, group_id: str, old: int | None, new: int | None) -> None:
+        base = place(self.node.spec)
+        q1, q2 = base[group_id].config.q1, base[group_id].config.q2
+        # Step 1: the document names `new` a log replica instead of `old`.
+        if old is not None and new is not None:
+            while True:
+                doc = self._doc()
+                if doc is None:
+                    return
+                members = membership.group_members(doc, base, group_id)
+                if any(int(n) == new for n, _z, _s in members):
+                    break
+                if not any(int(n) == old for n, _z, _s in members):
+                    return  # someone else moved it
+                zone = membership_zone(self.node.spec, doc, new)
+                changed = [m for m in members if int(m[0]) != old] + [[new, zone, membership.LOG]]
+                if await self._propose(membership.with_group(doc, group_id, changed, q1, q2)):
+                    break
+                await asyncio.sleep(STEP_PAUSE_SECONDS)
+        while True:
+            doc = self._doc()
+            if doc is None:
+                return
+            members = membership.group_members(doc, base, group_id)
+            pending = [m for m in members if m[2] != membership.FULL]
+            if not pending:
+                log.warning(
+                    "group %s: every member is a full replica again: %s",
+                    group_id,
+                    [int(m[0]) for m in members],
+                )
+                return
+            target = pending[0]
+            if target[2] == membership.LOG:
+                # The group's configuration makes it a log replica (the write quorum is
+                # whole again once this is chosen), then a full member to be rebuilt.
+                await self._reconfigure(group_id, doc, members, q1, q2)
+                promoted = [
+                    [n, z, membership.REBUILDING if int(n) == int(target[0]) else s]
+                    for n, z, s in members
+                ]
+                await self._propose(membership.with_group(doc, group_id, promoted, q1, q2))
+                continue
+            # Rebuilding: a full member of the configuration, loading a full member's state.
+            await self._reconfigure(group_id, doc, members, q1, q2)
+            await self._wait_full(group_id, int(target[0]))
+            done = [
+                [n, z, membership.FULL if int(n) == int(target[0]) else s] for n, z, s in members
+            ]
+            await self._propose(membership.with_group(doc, group_id, done, q1, q2))
+
+    async def _reconfigure(
+        self, group_id: str, doc: dict[str, Any], members: list[list[Any]], q1: int, q2: int
+    ) -> None:
+        """Until the group's leader reports its configuration equal to `members`."""
+        peers = {
+            str(n.node_id): [n.host, n.peer_port] for n in membership.nodes(self.node.spec, doc)
+        }
+        payload = {"g": group_id, "members": members, "q1": q1, "q2": q2, "peers": peers}
+        candidates = [int(n) for n, _z, s in members if s != membership.LOG]
+        node: int | None = None
+        attempt = 0
+        while True:
+            if self._meta() is None:
+                raise LostLeadership
+            if node is None:
+                node = candidates[attempt % len(candidates)]
+            attempt += 1
+            try:
+                answer = await self.node.call(
+                    node, membership.CHANNEL_RECONFIG, payload, RECONFIG_CALL_SECONDS
+                )
+            except TransportError as error:
+                log.debug("group %s: reconfiguration via %s failed: %r", group_id, node, error)
+                node = None
+                await asyncio.sleep(STEP_PAUSE_SECONDS)
+                continue
+            if answer[0] == OK:
+                log.info("group %s: configuration %s", group_id, answer[1])
+                return
+            hint = answer[1] if answer[0] == REDIRECT else None
+            node = int(hint) if isinstance(hint, int) and hint in candidates else None
+            await asyncio.sleep(STEP_PAUSE_SECONDS)
+
+    async def _wait_full(self, group_id: str, node_id: int) -> None:
+        while True:
+            if self._meta() is None:
+                raise LostLeadership
+            try:
+                answer = await self.node.call(node_id, CHANNEL_STATUS, {}, PING_SECONDS)
+                mine = answer[1]["groups"].get(group_id) if answer[0] == OK else None
+            except (TransportError, KeyError, TypeError):
+                mine = None
+            if mine is not None and mine.get("state") == membership.FULL:
+                return
+            await asyncio.sleep(STEP_PAUSE_SECONDS)
+
+
+def membership_zone(spec: Any, doc: dict[str, Any], node_id: int) -> str:
+    for node in membership.nodes(spec, doc):
+        if node.node_id == node_id:
+            return node.zone
+    raise KeyError(node_id)
