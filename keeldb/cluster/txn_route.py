@@ -37,7 +37,7 @@ from keeldb.cluster.placement import partition_group
 from keeldb.engine import transactions, transactions_coordinator
 from keeldb.engine.transactions_partition import token_txid
 from keeldb.model.capacity import read_units
-from keeldb.model.errors import TransactionInProgressException, ValidationException
+from keeldb.model.errors import TransactionInProgressException
 from keeldb.model.values import item_size
 
 if TYPE_CHECKING:
@@ -66,26 +66,10 @@ def _shares(entries: list[Body], partitions: list[int | None]) -> Shares:
 
 
 def _plan(router: Router, actions: list[Body]) -> list[transactions.Action]:
-    """Every action checked against the router's catalog, in request order, with the request's
-    whole-size and duplicate-item checks: the errors a single node raises before it reads
+    """Every action checked against the router's catalog in DynamoDB's order
+    (`transactions.plan_actions`): the errors a single node raises before it reads
     anything."""
-    tables: dict[str, Any] = {}
-    planned: list[transactions.Action] = []
-    request_bytes = 0
-    for raw in actions:
-        ((kind, spec),) = raw.items()
-        action = transactions.plan_action(router.cache, kind, spec, tables)
-        request_bytes += action.item_size
-        planned.append(action)
-    if request_bytes > transactions.TRANSACT_REQUEST_BYTES_MAX:
-        raise ValidationException(transactions.REQUEST_TOO_BIG_MESSAGE)
-    seen: set[tuple[str, bytes]] = set()
-    for action in planned:
-        identity = (action.table.table_id, action.skey)
-        if identity in seen:
-            raise ValidationException(transactions.DUPLICATE_ITEM_MESSAGE)
-        seen.add(identity)
-    return planned
+    return transactions.plan_actions(router.cache, actions)
 
 
 async def transact_write_across(

@@ -66,6 +66,9 @@ from keeldb.engine.item_store import (
     storage_key,
 )
 from keeldb.engine.items import (
+    INVALID,
+    KEY_SCHEMA_MESSAGE,
+    NOT_VALID,
     check_index_keys,
     check_item_key,
     check_key,
@@ -116,7 +119,12 @@ CANCELLED_MESSAGE = (
     "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]"
 )
 CONDITION_FAILED_MESSAGE = "The conditional request failed"
-REQUEST_TOO_BIG_MESSAGE = "Transaction request size limit exceeded"
+# No AWS page states this message; it is the one the dynoxide emulator gives (docs/transactions.md,
+# "Messages").
+REQUEST_TOO_BIG_MESSAGE = (
+    "Collection size of items exceeded, which can also be caused by the aggregate size of "
+    "the items in the transaction exceeding the 4MB limit"
+)
 CONFLICT_MESSAGE = "Transaction is ongoing for the item"
 IN_PROGRESS_MESSAGE = "Transaction is in progress"
 MISMATCH_MESSAGE = (
@@ -298,11 +306,9 @@ def _read_transact_write(body: Any) -> tuple[Body, list[Body]]:
     raw_items = body.get("TransactItems")
     items = None if raw_items is None else [read_action(v) for v in shapes.as_list(raw_items)]
     errors: list[str] = []
-    _check_enum(request, "ReturnConsumedCapacity", shapes.RETURN_CONSUMED_CAPACITY, errors)
-    _check_count(items, errors)
-    for number, action in enumerate(items or (), start=1):
-        check_action(action, number, errors)
-    _check_enum(request, "ReturnItemCollectionMetrics", RETURN_ITEM_COLLECTION_METRICS, errors)
+    # The token's length comes first (observed: "2 validation errors detected: Value '...' at
+    # 'clientRequestToken' ...; Value 'BOGUS' at 'returnConsumedCapacity' ...", recorded by
+    # paritysuite/dynamodb-conformance, validation-ordering/transactions.test.ts).
     token = request.get("ClientRequestToken")
     if token is not None and not 1 <= len(token) <= TOKEN_LENGTH_MAX:
         constraint = (
@@ -311,6 +317,11 @@ def _read_transact_write(body: Any) -> tuple[Body, list[Body]]:
             else "Member must have length greater than or equal to 1"
         )
         errors.append(_violation("clientRequestToken", f"'{token}'", constraint))
+    _check_enum(request, "ReturnConsumedCapacity", shapes.RETURN_CONSUMED_CAPACITY, errors)
+    _check_count(items, errors)
+    for number, action in enumerate(items or (), start=1):
+        check_action(action, number, errors)
+    _check_enum(request, "ReturnItemCollectionMetrics", RETURN_ITEM_COLLECTION_METRICS, errors)
     if errors:
         raise shapes.constraint_error(errors[: shapes.CONSTRAINT_ERRORS_MAX])
     assert items is not None
@@ -341,6 +352,9 @@ class Action:
     update: Update | None = None
     item: Item | None = None  # a Put's item
     item_size: int = 0
+    # A key that does not fit the table's schema: the action's ValidationError reason (the
+    # transaction is cancelled with it), and its `key` and `skey` are empty.
+    refused: str | None = None
     # Filled in by evaluation:
     image: Item | None = None  # the after-image (None: deleted)
     size: int = 0
@@ -373,26 +387,77 @@ def _compile(spec: Body, kind: str) -> tuple[Condition | None, Update | None]:
     return condition, update
 
 
-def plan_action(db: Database, kind: str, spec: Body, tables: dict[str, Table]) -> Action:
-    """Check one action against the request rules and its table (nothing read yet)."""
+@dataclass(slots=True)
+class ParsedAction:
+    """One action of a TransactWriteItems read without its table: expressions compiled and
+    the item's or key's values validated (`parse_action`)."""
+
+    kind: str
+    spec: Body
+    condition: Condition | None
+    update: Update | None
+    item: Item | None
+    item_size: int
+    key: Item | None  # the Key given (not a Put's)
+
+
+def parse_action(kind: str, spec: Body) -> ParsedAction:
+    """The checks of one action that need no table. DynamoDB makes them for every action,
+    in request order, before it looks up any table: a malformed expression or an unused
+    value in a later action is reported ahead of a missing table in an earlier one."""
     condition, update = _compile(spec, kind)
     item: Item | None = None
     size = 0
+    key: Item | None = None
     if kind == "Put":
         item = validate_item(spec["Item"])
         size = item_size(item)
         if size > ITEM_BYTES_MAX:
             raise ValidationException("Item size has exceeded the maximum allowed size")
     else:
-        key_given = validate_item(spec["Key"])
+        key = validate_item(spec["Key"])
+    return ParsedAction(kind, spec, condition, update, item, size, key)
+
+
+# Key errors that cancel a transaction with a ValidationError reason instead of refusing the
+# request: a key of the wrong type or shape is found while the transaction runs, whereas an
+# empty key value is refused by DynamoDB's up-front input validation (observed behaviour,
+# recorded by the public conformance suite paritysuite/dynamodb-conformance,
+# tests/tier3/error-messages/transactWriteItems.test.ts).
+_KEY_REASON_PREFIXES = (
+    KEY_SCHEMA_MESSAGE,
+    INVALID + "Type mismatch for key ",
+    INVALID + "Type mismatch for Index Key ",
+    INVALID + "Missing the key ",
+)
+
+
+def _key_reason(error: ValidationException) -> str | None:
+    message: str = error.message
+    return message if message.startswith(_KEY_REASON_PREFIXES) else None
+
+
+def bind_action(db: Database, parsed: ParsedAction, tables: dict[str, Table]) -> Action:
+    """Check a parsed action against its table (nothing read yet)."""
+    kind, spec = parsed.kind, parsed.spec
     name = spec["TableName"]
     table = tables.get(name)
     if table is None:
         table = tables[name] = find_table(db, name)
-    if item is not None:
-        key = check_item_key(table, item)
-    else:
-        key = check_key(table, key_given)
+    try:
+        if parsed.item is not None:
+            key = check_item_key(table, parsed.item)
+        else:
+            assert parsed.key is not None
+            key = check_key(table, parsed.key)
+    except ValidationException as error:
+        reason = _key_reason(error)
+        if reason is None:
+            raise
+        refused = Action(kind, spec, table, {}, b"", parsed.condition, parsed.update)
+        refused.refused = reason
+        return refused
+    update = parsed.update
     if update is not None:
         updated = frozenset(update.top_level_attributes())
         for key_name in table.key_names:
@@ -402,7 +467,45 @@ def plan_action(db: Database, kind: str, spec: Body, tables: dict[str, Table]) -
                     f"{key_name}. This attribute is part of the key"
                 )
         check_scalar_key_paths(table, update.paths, table.global_indexes + table.local_indexes)
-    return Action(kind, spec, table, key, storage_key(table, key), condition, update, item, size)
+    return Action(
+        kind,
+        spec,
+        table,
+        key,
+        storage_key(table, key),
+        parsed.condition,
+        update,
+        parsed.item,
+        parsed.item_size,
+    )
+
+
+def plan_action(db: Database, kind: str, spec: Body, tables: dict[str, Table]) -> Action:
+    """Check one action against the request rules and its table (nothing read yet)."""
+    return bind_action(db, parse_action(kind, spec), tables)
+
+
+def plan_actions(db: Database, items: list[Body]) -> list[Action]:
+    """Every action of a TransactWriteItems checked in DynamoDB's order: first what needs no
+    table, for all actions in request order, then each action against its table; then two
+    actions on one item, then the request's aggregate size."""
+    parsed: list[ParsedAction] = []
+    for raw in items:
+        ((kind, spec),) = raw.items()
+        parsed.append(parse_action(kind, spec))
+    tables: dict[str, Table] = {}
+    actions = [bind_action(db, p, tables) for p in parsed]
+    seen: set[tuple[str, bytes]] = set()
+    for action in actions:
+        if action.refused is not None:
+            continue
+        identity = (action.table.table_id, action.skey)
+        if identity in seen:
+            raise ValidationException(DUPLICATE_ITEM_MESSAGE)
+        seen.add(identity)
+    if sum(a.item_size for a in actions) > TRANSACT_REQUEST_BYTES_MAX:
+        raise ValidationException(REQUEST_TOO_BIG_MESSAGE)
+    return actions
 
 
 def _reason_failed(action: Action) -> Body:
@@ -415,6 +518,8 @@ def _reason_failed(action: Action) -> Body:
 def evaluate_action(db: Database, action: Action, on_committed: bool) -> Body | None:
     """Evaluate one action on the latest view of its item; None if it may proceed, else its
     cancellation reason. Fills in the after-image and the capacity."""
+    if action.refused is not None:
+        return {"Code": "ValidationError", "Message": action.refused}
     if on_committed:
         old, old_size = committed_item(db, action.skey)
     else:
@@ -453,6 +558,11 @@ def evaluate_action(db: Database, action: Action, on_committed: bool) -> Body | 
         if new is not None:
             check_changes_collection_size(db, action.table, changes, new, size - old_size)
     except ValidationException as error:
+        if error.message.startswith(NOT_VALID):
+            # An update that sets an index key to an empty value is refused up front by
+            # DynamoDB, as a request error, not as a cancellation reason (observed behaviour,
+            # paritysuite/dynamodb-conformance, transactIndexKeys.test.ts).
+            raise
         return {"Code": "ValidationError", "Message": error.message}
     except ItemCollectionSizeLimitExceededException as error:
         return {"Code": "ItemCollectionSizeLimitExceeded", "Message": error.message}
@@ -627,22 +737,7 @@ async def propose_transaction(
 @operation("TransactWriteItems")
 async def transact_write_items(db: Database, body: Body) -> Body:
     request, items = _read_transact_write(body)
-    tables: dict[str, Table] = {}
-    actions: list[Action] = []
-    request_bytes = 0
-    for raw in items:
-        ((kind, spec),) = raw.items()
-        action = plan_action(db, kind, spec, tables)
-        request_bytes += action.item_size
-        actions.append(action)
-    if request_bytes > TRANSACT_REQUEST_BYTES_MAX:
-        raise ValidationException(REQUEST_TOO_BIG_MESSAGE)
-    seen: set[tuple[str, bytes]] = set()
-    for action in actions:
-        identity = (action.table.table_id, action.skey)
-        if identity in seen:
-            raise ValidationException(DUPLICATE_ITEM_MESSAGE)
-        seen.add(identity)
+    actions = plan_actions(db, items)
 
     state = transactions_state(db)
     token = request.get("ClientRequestToken")
@@ -778,11 +873,15 @@ def _read_transact_get(body: Any) -> tuple[Body, list[Body]]:
 PlannedGet = tuple[Body, "Table", bytes, Projection | None]  # (Get, table, store key, projection)
 
 
-def plan_gets(db: Database, gets: list[Body]) -> list[PlannedGet]:
-    """Check the Gets of a TransactGetItems against their tables (nothing read yet)."""
-    tables: dict[str, Table] = {}
-    planned: list[PlannedGet] = []
-    seen: set[tuple[str, bytes]] = set()
+def plan_gets(
+    db: Database, gets: list[Body], refusals: dict[int, str] | None = None
+) -> list[PlannedGet]:
+    """Check the Gets of a TransactGetItems against their tables (nothing read yet): first
+    every projection, in request order, then each Get against its table. With `refusals`, a
+    Get whose key does not fit its table's schema is recorded there by its position (its
+    ValidationError reason; its store key is empty), as DynamoDB cancels the transaction
+    with it; without, it is raised."""
+    compiled: list[tuple[Body, Projection | None, Item]] = []
     for spec in gets:
         check_expression_parameters(spec, ("ProjectionExpression",))
         projection = None
@@ -791,12 +890,24 @@ def plan_gets(db: Database, gets: list[Body]) -> list[PlannedGet]:
             if "ProjectionExpression" in spec:
                 projection = context.projection(spec["ProjectionExpression"])
             context.check_unused()
-        key = validate_item(spec["Key"])
+        compiled.append((spec, projection, validate_item(spec["Key"])))
+    tables: dict[str, Table] = {}
+    planned: list[PlannedGet] = []
+    seen: set[tuple[str, bytes]] = set()
+    for number, (spec, projection, key) in enumerate(compiled):
         name = spec["TableName"]
         table = tables.get(name)
         if table is None:
             table = tables[name] = find_table(db, name)
-        check_key(table, key)
+        try:
+            check_key(table, key)
+        except ValidationException as error:
+            reason = _key_reason(error)
+            if reason is None or refusals is None:
+                raise
+            refusals[number] = reason
+            planned.append((spec, table, b"", projection))
+            continue
         if projection is not None:
             check_scalar_key_paths(
                 table, projection.paths, table.global_indexes + table.local_indexes
@@ -819,13 +930,18 @@ def projected(item: Item | None, projection: Projection | None) -> Body:
 @operation("TransactGetItems")
 async def transact_get_items(db: Database, body: Body) -> Body:
     request, gets = _read_transact_get(body)
-    planned = plan_gets(db, gets)
+    refusals: dict[int, str] = {}
+    planned = plan_gets(db, gets, refusals)
 
     # One synchronous pass over committed state: no applied record falls between two reads.
     prepared = items_state(db).held
     reasons: list[Body | None] = []
     found: list[tuple[Item | None, int]] = []
-    for _, _, skey, _ in planned:
+    for number, (_, _, skey, _) in enumerate(planned):
+        if number in refusals:
+            reasons.append({"Code": "ValidationError", "Message": refusals[number]})
+            found.append((None, 0))
+            continue
         if skey in prepared:
             reasons.append({"Code": "TransactionConflict", "Message": CONFLICT_MESSAGE})
             found.append((None, 0))
