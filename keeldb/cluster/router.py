@@ -56,6 +56,8 @@ from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
 from keeldb.model.errors import InternalServerError, ValidationException
 from keeldb.model.keys import HASH_SPACE
+from keeldb.model.limits import PAGE_BYTES_MAX
+from keeldb.model.values import item_size
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
 log = logging.getLogger("keeldb.cluster.router")
@@ -443,29 +445,68 @@ class Router:
         tables: dict[str, str | None],
     ) -> dict[str, Any]:
         """A Scan over partitions in ring order: each continues where the previous ended,
-        until a partition stops early (Limit or 1 MB) and its LastEvaluatedKey is the page's."""
+        until the page is full as a single node's would be: `Limit` entries read, or 1 MB of
+        entries read before the filter (`PAGE_BYTES_MAX`, counted over every partition the
+        page spans), and its LastEvaluatedKey is the last entry read.
+
+        A partition reads at most its own 1 MB, so the bytes already read are carried on:
+        when a page goes on into another partition, the sizes of that partition's next
+        entries are read first (its answer's own items when the request neither filters nor
+        projects, else a probe of the entries unfiltered), and the partition evaluates only
+        the entries up to the one that fills the page."""
         limit = body.get("Limit")
         merged: dict[str, Any] = {"Count": 0, "ScannedCount": 0}
         items: list[Any] = []
         units = 0.0
         consumed: dict[str, Any] | None = None
+        page_bytes = 0  # entries read by the page so far, in bytes, before the filter
+        whole = _reads_whole_items(body)  # the answer's items are the entries it read
+        names = self._scan_key_names(body)
         for position, partition in enumerate(partitions):
             sub = dict(body)
             if position > 0:
                 sub.pop("ExclusiveStartKey", None)
             if isinstance(limit, int):
                 sub["Limit"] = limit - merged["ScannedCount"]
+            sizes: list[int] | None = None
+            if page_bytes > 0 and not whole:
+                sizes = await self._entry_sizes(partition, sub, mode, deadline, tables)
+                fill = _filling(sizes, PAGE_BYTES_MAX - page_bytes)
+                if fill is not None:
+                    sub["Limit"] = fill
             answer = await self._partition_op(partition, "Scan", sub, mode, deadline, tables=tables)
-            items.extend(answer.get("Items", ()))
-            merged["Count"] += answer.get("Count", 0)
-            merged["ScannedCount"] += answer.get("ScannedCount", 0)
+            got = list(answer.get("Items", ()))
+            last_key = answer.get("LastEvaluatedKey")
+            count = int(answer.get("Count", 0))
+            scanned = int(answer.get("ScannedCount", 0))
+            if whole:
+                sizes = [item_size(item) for item in got]
+                fill = _filling(sizes, PAGE_BYTES_MAX - page_bytes)
+                if fill is not None and names is not None and (fill < len(got) or position > 0):
+                    # The page fills inside this partition's answer: it ends at that entry.
+                    got = got[:fill]
+                    count = scanned = fill
+                    last_key = {n: got[-1][n] for n in names}
+            items.extend(got)
+            merged["Count"] += count
+            merged["ScannedCount"] += scanned
             if "ConsumedCapacity" in answer:
                 consumed = answer["ConsumedCapacity"]
                 units += float(consumed.get("CapacityUnits", 0))
-            if "LastEvaluatedKey" in answer:
-                merged["LastEvaluatedKey"] = answer["LastEvaluatedKey"]
+            if last_key is not None:
+                merged["LastEvaluatedKey"] = last_key
                 break
             if isinstance(limit, int) and merged["ScannedCount"] >= limit:
+                break
+            if position + 1 == len(partitions) or scanned == 0:
+                continue
+            if sizes is None:
+                probe = dict(sub, Limit=scanned)
+                sizes = await self._entry_sizes(partition, probe, mode, deadline, tables)
+            page_bytes += sum(sizes[:scanned])
+            if page_bytes >= PAGE_BYTES_MAX and names is not None and got:
+                # The page filled exactly at this partition's last entry.
+                merged["LastEvaluatedKey"] = {n: got[-1][n] for n in names}
                 break
         out: dict[str, Any] = {}
         if body.get("Select") != "COUNT":
@@ -474,6 +515,30 @@ class Router:
         if consumed is not None:
             out["ConsumedCapacity"] = _scaled(consumed, units)
         return out
+
+    def _scan_key_names(self, body: dict[str, Any]) -> tuple[str, ...] | None:
+        """The attributes of a Scan's LastEvaluatedKey (None if the cache cannot say)."""
+        table = keyroute.table_of(self.cache, body.get("TableName"))
+        if table is None:
+            return None
+        try:
+            return paging.source_for(table, body.get("IndexName")).start_key_names
+        except ValidationException:
+            return None
+
+    async def _entry_sizes(
+        self,
+        partition: int,
+        sub: dict[str, Any],
+        mode: str,
+        deadline: float,
+        tables: dict[str, str | None],
+    ) -> list[int]:
+        """The sizes of the entries a Scan request would read on one partition, in order:
+        the same request, unfiltered and unprojected (what DynamoDB's 1 MB counts)."""
+        probe = {k: v for k, v in sub.items() if k not in _PROBE_DROPPED}
+        answer = await self._partition_op(partition, "Scan", probe, mode, deadline, tables=tables)
+        return [item_size(item) for item in answer.get("Items", ())]
 
     async def _gather(
         self, op: str, body: dict[str, Any], source: paging.Source, deadline: float
@@ -829,6 +894,27 @@ _PROBE_DROPPED = (
     "ExpressionAttributeValues",
 )
 _PLACEHOLDER = re.compile(r"[#:][A-Za-z0-9_]+")
+
+
+def _reads_whole_items(body: dict[str, Any]) -> bool:
+    """Whether a table Scan's answer holds exactly the entries it read, whole."""
+    projected = ("ProjectionExpression", "AttributesToGet", "IndexName")
+    return (
+        not _filtered(body)
+        and not any(member in body for member in projected)
+        and body.get("Select", "ALL_ATTRIBUTES") == "ALL_ATTRIBUTES"
+    )
+
+
+def _filling(sizes: list[int], room_bytes: int) -> int | None:
+    """How many of these entries a page with `room_bytes` left reads before it is full
+    (the entry that reaches the limit is read too); None if they all fit with room left."""
+    total = 0
+    for number, size in enumerate(sizes, start=1):
+        total += size
+        if total >= room_bytes:
+            return number
+    return None
 
 
 def _filtered(body: dict[str, Any]) -> bool:

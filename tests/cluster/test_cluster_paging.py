@@ -307,3 +307,47 @@ async def test_a_valid_batch_over_partitions_still_applies_every_part(pair: Pair
     count = {"TableName": "things", "Select": "COUNT", "ConsistentRead": True}
     mine_count, _ = await pair.both("Scan", count)
     assert mine_count["Count"] == 25
+
+
+BIG_TABLE = {
+    "TableName": "big",
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+
+
+async def _fill_big(pair: Pair, count: int = 120) -> None:
+    """Items of 20 to 40 KB, so that a 1 MB page holds a few dozen and spans partitions."""
+    await pair.both("CreateTable", BIG_TABLE)
+    rng = random.Random(11)
+    for i in range(count):
+        item = {
+            "pk": {"S": f"k{i}"},
+            "blob": {"S": "x" * rng.randrange(20_000, 40_000)},
+            "n": {"N": str(i % 10)},
+        }
+        await pair.both("PutItem", {"TableName": "big", "Item": item})
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"FilterExpression": "n = :n", "ExpressionAttributeValues": {":n": {"N": "3"}}},
+        {"ProjectionExpression": "pk, n"},
+        {"Select": "COUNT"},
+        {"Limit": 70},
+    ],
+    ids=["whole", "filtered", "projected", "count", "limit-above-page"],
+)
+@in_cluster
+async def test_a_scan_page_spanning_partitions_stops_at_one_megabyte_as_one_node(
+    pair: Pair, extra: dict[str, Any]
+) -> None:
+    await _fill_big(pair)
+    body = {"TableName": "big", "ConsistentRead": True, **extra}
+    cluster = await _pages(pair.router.dispatch, "Scan", body)
+    single = await _pages(pair.single.dispatch, "Scan", body)
+    assert len(single) >= 3  # several pages, each cut at 1 MB
+    _same_pages(cluster, single)
