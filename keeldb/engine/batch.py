@@ -68,7 +68,7 @@ from keeldb.model.limits import (
     TABLE_NAME_RE,
 )
 from keeldb.model.request_shapes import TABLE_ARN_LENGTH_MAX
-from keeldb.model.values import item_size, validate_item
+from keeldb.model.values import validate_item, validate_item_sized
 
 DUPLICATES_MESSAGE = "Provided list of item keys contains duplicates"
 TOO_MANY_GETS_MESSAGE = "Too many items requested for the BatchGetItem call"
@@ -429,8 +429,7 @@ def _read_batch_write(body: Any) -> tuple[Body, list[_Write]]:
             if ("PutRequest" in write) == ("DeleteRequest" in write):
                 raise ValidationException(WRITE_REQUEST_SHAPE_MESSAGE)
             if "PutRequest" in write:
-                item = validate_item(write["PutRequest"]["Item"])
-                size = item_size(item)
+                item, size = validate_item_sized(write["PutRequest"]["Item"])
                 if size > ITEM_BYTES_MAX:
                     raise ValidationException(ITEM_TOO_BIG_MESSAGE)
                 writes.append(_Write(name, item, {}, size))

@@ -52,6 +52,11 @@ STATE_KEY = "items"  # this module's entry in `Database.state`
 # every secondary index's range, so Query and Scan never meet them.
 META_INDEX_ID = INDEX_ID_MAX
 STATS_SUFFIX = b"stats"
+# The msgpack encoding of a stored value's head (`stored_size`): a fixarray of two, then the
+# size as a positive fixint or a uint8/16/32/64.
+_MSGPACK_ARRAY_OF_TWO = 0x92
+_MSGPACK_FIXINT_MAX = 0x7F
+_MSGPACK_UINT_WIDTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 
 
 @dataclass(slots=True)
@@ -99,6 +104,19 @@ def decode_stored(data: bytes) -> tuple[Item, int]:
     """(item, its size in bytes) from a stored value."""
     size, item = msgpack.unpackb(data, raw=False)
     return item, size
+
+
+def stored_size(data: bytes) -> int:
+    """The size in bytes recorded in a stored value, without decoding its item: the value
+    is a msgpack array of two whose first element is the size, an unsigned integer."""
+    if len(data) > 1 and data[0] == _MSGPACK_ARRAY_OF_TWO:
+        head = data[1]
+        if head <= _MSGPACK_FIXINT_MAX:
+            return head
+        width = _MSGPACK_UINT_WIDTHS.get(head)
+        if width is not None and len(data) >= 2 + width:
+            return int.from_bytes(data[2 : 2 + width], "big")
+    return decode_stored(data)[1]
 
 
 def decode_item(data: bytes) -> Item:
@@ -233,7 +251,11 @@ def _item_write(
     old_item: Item | None = None
     old_size = 0
     if old is not None:
-        old_item, old_size = decode_stored(old)
+        if table.global_indexes or table.local_indexes or table.stream_enabled:
+            old_item, old_size = decode_stored(old)
+        else:
+            # Only the statistics read the old item here: its size is enough.
+            old_size = stored_size(old)
         count -= 1
         size -= old_size
     puts: list[tuple[bytes, bytes]] = []

@@ -75,7 +75,14 @@ from keeldb.model.errors import (
     ValidationException,
 )
 from keeldb.model.limits import ITEM_BYTES_MAX, PARTITION_KEY_BYTES_MAX, SORT_KEY_BYTES_MAX
-from keeldb.model.values import decode_binary, item_size, validate_item, value_type
+from keeldb.model.values import (
+    attribute_size,
+    decode_binary,
+    item_size,
+    validate_item,
+    validate_item_sized,
+    value_type,
+)
 
 if TYPE_CHECKING:
     from keeldb.engine.schema import KeyAttribute, SecondaryIndex, Table
@@ -427,12 +434,11 @@ async def put_item(db: Database, body: Body) -> Body:
     try:
         request = legacy.translate("PutItem", given)
         check_expression_parameters(request, ("ConditionExpression",))
-        item = validate_item(request["Item"])
+        item, size = validate_item_sized(request["Item"])
         if request.get("ReturnValues", "NONE") not in ("ALL_OLD", "NONE"):
             raise ValidationException(PUT_DELETE_RETURN_VALUES_MESSAGE)
     except ValidationException as error:
         raise enveloped(error) from None
-    size = item_size(item)
     if size > ITEM_BYTES_MAX:
         raise ValidationException(ITEM_TOO_BIG_MESSAGE)
     try:
@@ -514,7 +520,7 @@ async def update_item(db: Database, body: Body) -> Body:
         except ValidationException as error:
             # A type fault of a translated AttributeUpdates action has its legacy wording.
             raise legacy.update_error(given, error) from None
-    size = item_size(new)
+    size = _updated_size(old, old_size, new, updated)
     if size > ITEM_BYTES_MAX:
         raise ValidationException(UPDATED_ITEM_TOO_BIG_MESSAGE)
     check_index_keys(table, new, by_update=True, names=updated)
@@ -525,6 +531,24 @@ async def update_item(db: Database, body: Body) -> Body:
     await write_item(db, table, skey, new, size, units + sum(i.units for i in index_units))
     attributes = _update_return_values(request.get("ReturnValues", "NONE"), old, new, effect)
     return _write_response(db, request, table, key, units, attributes, index_units)
+
+
+def _updated_size(old: Item | None, old_size: int, new: Item, updated: frozenset[str]) -> int:
+    """The size of the updated item: the old size, less the old form of every top-level
+    attribute the update wrote or removed, plus its new form; the others are the old item's,
+    unchanged (sizes are additive over top-level attributes). Measured whole when there was
+    no old item, or no update."""
+    if old is None or not updated:
+        return item_size(new)
+    size = old_size
+    for name in updated:
+        before = old.get(name)
+        if before is not None:
+            size -= attribute_size(name, before)
+        after = new.get(name)
+        if after is not None:
+            size += attribute_size(name, after)
+    return size
 
 
 def _update_return_values(

@@ -36,6 +36,12 @@ T = TypeVar("T")
 _NAME_KEY_RE = re.compile(r"#[0-9a-zA-Z_]+\Z")
 _VALUE_KEY_RE = re.compile(r":[0-9a-zA-Z_]+\Z")
 
+# Resolved expressions kept for reuse, keyed by what their resolution depends on (see
+# `_ResolvedCache`). Clients send the same few expressions with new values over and over; a
+# bound keeps a client that sends endless distinct texts from growing memory (an entry holds
+# its key, at most a few KB of text and names, and never a request's values).
+RESOLVED_CACHE_ENTRIES_MAX = 512
+
 # The order in which DynamoDB compiles the expressions of one request (and so which error
 # a request with several bad expressions gets).
 COMPILE_ORDER = (
@@ -122,6 +128,124 @@ def _paths_in(node: ast.Condition | ast.Operand) -> list[ast.Path]:
     return []
 
 
+Builder = Callable[[dict[str, dict[str, Any]]], Any]
+
+# The fields of each node class, in constructor order, for rebuilding a node with new values.
+_NODE_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(cls.__slots__)
+    for cls in (
+        ast.Path,
+        ast.Literal,
+        ast.Function,
+        ast.Arithmetic,
+        ast.Compare,
+        ast.Between,
+        ast.In,
+        ast.And,
+        ast.Or,
+        ast.Not,
+        ast.SetAction,
+        ast.RemoveAction,
+        ast.AddAction,
+        ast.DeleteAction,
+        ast.UpdateClause,
+        ast.UpdateExpression,
+        ast.ProjectionExpression,
+    )
+}
+
+
+class _ValueDependent(Exception):
+    """A resolved tree whose checks read its values' contents, not only their types."""
+
+
+def _builder(node: Any, slots: dict[int, str]) -> Builder | None:
+    """A function that rebuilds `node` with other values in place of the literals that came
+    from the placeholders in `slots` (id of the value -> placeholder), sharing every subtree
+    that holds none; None when nothing below `node` came from a placeholder.
+
+    Raises _ValueDependent for BETWEEN (its bounds are compared) and attribute_type() (its
+    type name is read): their resolution could fail for other values of the same types.
+    """
+    cls = type(node)
+    if cls is ast.Literal:
+        name = slots.get(id(node.value))
+        if name is None:
+            return None
+        return lambda values: ast.Literal(values[name])
+    if cls is tuple:
+        parts = [(_builder(element, slots), element) for element in node]
+        if all(build is None for build, _ in parts):
+            return None
+        return lambda values: tuple(
+            element if build is None else build(values) for build, element in parts
+        )
+    if cls is ast.Between or (cls is ast.Function and node.name == "attribute_type"):
+        raise _ValueDependent
+    fields = _NODE_FIELDS.get(cls)
+    if fields is None:
+        return None  # a name, an index, an operator: no value below
+    members = [(_builder(getattr(node, f), slots), getattr(node, f)) for f in fields]
+    if all(build is None for build, _ in members):
+        return None
+    return lambda values: cls(
+        *[member if build is None else build(values) for build, member in members]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """One resolved expression, ready to be given another request's values."""
+
+    tree: Any  # the resolved tree itself when it holds no values (build is None)
+    build: Builder | None
+    used_names: frozenset[str]
+    used_values: frozenset[str]
+
+    def instantiate(self, values: dict[str, dict[str, Any]]) -> Any:
+        return self.tree if self.build is None else self.build(values)
+
+
+class _ResolvedCache:
+    """Resolved expressions by (kind, text, names, the type of each value).
+
+    Resolution reads the names, the text and only the types of the values (apart from
+    BETWEEN and attribute_type(), never cached): so a request with the same key resolves to
+    the same tree with its own values in it, and uses the same placeholders. Only successful
+    resolutions are kept; a failing one is resolved again, and fails again, each time. Least
+    recently used entries go first. Safe under threads: each step is one dict operation.
+    """
+
+    def __init__(self, entries_max: int) -> None:
+        assert entries_max > 0, entries_max
+        self.entries_max = entries_max
+        self._entries: dict[tuple[Any, ...], _Resolved] = {}
+
+    def get(self, key: tuple[Any, ...]) -> _Resolved | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._entries[key] = entry  # now the most recently used
+        return entry
+
+    def put(self, key: tuple[Any, ...], entry: _Resolved) -> None:
+        entries = self._entries
+        while len(entries) >= self.entries_max:
+            oldest = next(iter(entries), None)
+            if oldest is None:
+                break
+            entries.pop(oldest, None)
+        entries[key] = entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+RESOLVED_CACHE = _ResolvedCache(RESOLVED_CACHE_ENTRIES_MAX)
+
+
 class ExpressionContext:
     """The substitution maps of one request and the bookkeeping of which entries were used.
 
@@ -168,8 +292,52 @@ class ExpressionContext:
                         f"{error.message} for key {key}"
                     ) from None
         self.subs = Substitutions(checked_names, checked_values)
+        # What a resolved expression depends on besides its text (see `_ResolvedCache`).
+        self._shape = (
+            tuple(checked_names.items()),
+            tuple((key, next(iter(value))) for key, value in checked_values.items()),
+        )
 
     # --- compiling ---------------------------------------------------------------------------
+
+    def _cached(
+        self,
+        kind: str,
+        text: str,
+        param: str,
+        parse: Callable[[str], Parsed],
+        resolve: Callable[[Parsed, Substitutions], T],
+    ) -> T:
+        """`_compile`, through the cache of resolved expressions: a hit rebuilds the tree
+        with this request's values and marks the same names and values used."""
+        subs = self.subs
+        key = (kind, text, self._shape)
+        entry = RESOLVED_CACHE.get(key)
+        if entry is not None:
+            subs.used_names.update(entry.used_names)
+            subs.used_values.update(entry.used_values)
+            tree: T = entry.instantiate(subs.values)
+            return tree
+        # Resolved against fresh bookkeeping, to learn which names and values it uses.
+        own = Substitutions(subs.names, subs.values)
+        tree = self._compile(text, param, parse, lambda parsed: resolve(parsed, own))
+        subs.used_names.update(own.used_names)
+        subs.used_values.update(own.used_values)
+        slots = {id(value): name for name, value in subs.values.items()}
+        try:
+            build = _builder(tree, slots)
+        except _ValueDependent:
+            return tree
+        RESOLVED_CACHE.put(
+            key,
+            _Resolved(
+                None if build is not None else tree,
+                build,
+                frozenset(own.used_names),
+                frozenset(own.used_values),
+            ),
+        )
+        return tree
 
     def _compile(
         self, text: str, param: str, parse: Callable[[str], Parsed], resolve: Callable[[Parsed], T]
@@ -193,16 +361,14 @@ class ExpressionContext:
             raise invalid(param, problem.message) from None
 
     def _condition_tree(self, text: str, param: str) -> ast.Condition:
-        def resolve(parsed: Parsed) -> ast.Condition:
+        def resolve(parsed: Parsed, subs: Substitutions) -> ast.Condition:
             tree = parsed.tree
             assert isinstance(
                 tree, (ast.Compare, ast.Between, ast.In, ast.And, ast.Or, ast.Not, ast.Function)
             )
-            return resolve_condition(
-                tree, self.subs, redundant_parentheses=parsed.redundant_parentheses
-            )
+            return resolve_condition(tree, subs, redundant_parentheses=parsed.redundant_parentheses)
 
-        return self._compile(text, param, parse_condition, resolve)
+        return self._cached("condition", text, param, parse_condition, resolve)
 
     def condition(self, text: str, param: str = "ConditionExpression") -> Condition:
         return Condition(text, self._condition_tree(text, param))
@@ -214,18 +380,18 @@ class ExpressionContext:
         return key_condition_from(self._condition_tree(text, "KeyConditionExpression"))
 
     def update(self, text: str) -> Update:
-        def resolve(parsed: Parsed) -> ast.UpdateExpression:
+        def resolve(parsed: Parsed, subs: Substitutions) -> ast.UpdateExpression:
             assert isinstance(parsed.tree, ast.UpdateExpression)
-            return resolve_update(parsed.tree, self.subs)
+            return resolve_update(parsed.tree, subs)
 
-        return Update(text, self._compile(text, "UpdateExpression", parse_update, resolve))
+        return Update(text, self._cached("update", text, "UpdateExpression", parse_update, resolve))
 
     def projection(self, text: str) -> Projection:
-        def resolve(parsed: Parsed) -> ast.ProjectionExpression:
+        def resolve(parsed: Parsed, subs: Substitutions) -> ast.ProjectionExpression:
             assert isinstance(parsed.tree, ast.ProjectionExpression)
-            return resolve_projection(parsed.tree, self.subs)
+            return resolve_projection(parsed.tree, subs)
 
-        tree = self._compile(text, "ProjectionExpression", parse_projection, resolve)
+        tree = self._cached("projection", text, "ProjectionExpression", parse_projection, resolve)
         return Projection(text, tuple(path.parts for path in tree.paths))
 
     # --- after all expressions ---------------------------------------------------------------

@@ -286,14 +286,42 @@ def validate_value(value: Any, *, depth: int = 0) -> dict[str, Any]:
 
 def validate_item(item: Any) -> dict[str, dict[str, Any]]:
     """The canonical form of an item (attribute name -> value) as received."""
+    return validate_item_sized(item)[0]
+
+
+def validate_item_sized(item: Any) -> tuple[dict[str, dict[str, Any]], int]:
+    """The canonical form of an item as received and its size (`item_size`), in one pass.
+
+    Same checks, order and errors as `validate_value` on each value after
+    `check_attribute_name` on its name. The common attribute (an ASCII name, a one-member
+    ASCII string value) takes a short path: it cannot fail any check, and its size is its
+    length; anything else goes through the general functions.
+    """
     if not isinstance(item, dict):
         raise _shape_error(item, "Map")
     out: dict[str, dict[str, Any]] = {}
+    size = 0
     for name, value in item.items():
         if value is None:
             continue  # A null map value is absent, as DynamoDB's deserializer reads it.
-        out[check_attribute_name(name)] = validate_value(value)
-    return out
+        if type(name) is str and name and name.isascii() and len(name) <= ATTRIBUTE_NAME_BYTES_MAX:
+            if type(value) is dict and len(value) == 1:
+                member = value.get("S")
+                if type(member) is str and member.isascii():
+                    out[name] = {"S": member}
+                    size += len(name) + len(member)
+                    continue
+            canonical = validate_value(value)
+            out[name] = canonical
+            size += len(name) + value_size(canonical)
+            continue
+        # The value is checked before its name, as the general form
+        # `out[check_attribute_name(name)] = validate_value(value)` does.
+        canonical = validate_value(value)
+        name = check_attribute_name(name)
+        out[name] = canonical
+        size += len(name.encode("utf-8")) + value_size(canonical)
+    return out, size
 
 
 # --- Reading values -----------------------------------------------------------------------
@@ -430,7 +458,21 @@ def value_size(value: dict[str, Any]) -> int:
 
 def item_size(item: dict[str, dict[str, Any]]) -> int:
     """Bytes an item counts for against the 400 KB limit and in capacity units."""
-    return sum(len(name.encode("utf-8")) + value_size(value) for name, value in item.items())
+    size = 0
+    for name, value in item.items():
+        size += attribute_size(name, value)
+    return size
+
+
+def attribute_size(name: str, value: dict[str, Any]) -> int:
+    """Bytes one top-level attribute (its name and its canonical value) counts for in the
+    item's size. An ASCII text's UTF-8 length is its length: checked in C, without encoding
+    it, for the names and strings most items are made of."""
+    name_bytes = len(name) if name.isascii() else len(name.encode("utf-8"))
+    member = value.get("S")
+    if member is not None and len(value) == 1:
+        return name_bytes + (len(member) if member.isascii() else len(member.encode("utf-8")))
+    return name_bytes + value_size(value)
 
 
 def decimal_of(value: dict[str, Any]) -> Decimal:
