@@ -379,7 +379,7 @@ class Router:
         from keeldb.cluster import txn_route
 
         return await txn_route.transact_get_across(
-            self, body, partitions, self.partitions_view(deadline)
+            self, body, partitions, deadline, self.partitions_view(deadline)
         )
 
     def partitions_view(self, deadline: float | None = None) -> _RoutedPartitions:

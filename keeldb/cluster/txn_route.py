@@ -47,6 +47,32 @@ Body = dict[str, Any]
 Shares = dict[str, list[tuple[int, Body]]]
 
 
+# A transaction refused only by timestamp order (some item was written or read at a later
+# timestamp, or a partition leader that just took over refuses timestamps older than its
+# clock) changed nothing: the coordinator runs it again with a new timestamp, as DynamoDB's
+# transaction coordinators do (Idziorek et al., ATC 2023, section 4), a few times, pausing a
+# little longer each time (a new leader's floor is its clock plus the clock skew bound).
+CONFLICT_RETRIES_MAX = 3
+CONFLICT_PAUSE_SECONDS = 0.06  # times the attempt number
+CONFLICT_RETRY_MARGIN_SECONDS = 2.0  # of the request's budget left, to start another attempt
+
+
+async def _retry_conflict(reasons: list[Body | None] | None, attempt: int, deadline: float) -> bool:
+    """Whether to run a cancelled transaction again (after a pause): every reason is None or
+    TransactionConflict, attempts and budget remain."""
+    if reasons is None or attempt >= CONFLICT_RETRIES_MAX:
+        return False
+    codes = {r["Code"] for r in reasons if r is not None and r.get("Code") != "None"}
+    if codes != {"TransactionConflict"}:
+        return False
+    pause = CONFLICT_PAUSE_SECONDS * (attempt + 1)
+    loop = asyncio.get_running_loop()
+    if deadline - loop.time() < pause + CONFLICT_RETRY_MARGIN_SECONDS:
+        return False
+    await asyncio.sleep(pause)
+    return True
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -92,13 +118,16 @@ async def transact_write_across(
         assert digest is not None
         if await ledger.token_committed(token, digest, _now_ms()):
             return await _replay_answer(router, request, planned, deadline)
-        txid = token_txid(token)
-    else:
-        txid = uuid.uuid4().hex
     try:
-        reasons = await transactions_coordinator.coordinate(
-            ledger, view, txid, _timestamp(), shares, _now_ms(), token=token, digest=digest
-        )
+        for attempt in range(CONFLICT_RETRIES_MAX + 1):
+            # A token names its transaction (the ledger refuses a second start of it while
+            # the first is in it); without one, every attempt is a new transaction.
+            txid = token_txid(token) if token is not None else uuid.uuid4().hex
+            reasons = await transactions_coordinator.coordinate(
+                ledger, view, txid, _timestamp(), shares, _now_ms(), token=token, digest=digest
+            )
+            if not await _retry_conflict(reasons, attempt, deadline):
+                break
     except TransactionInProgressException:
         if token is None:
             raise
@@ -211,6 +240,7 @@ async def transact_get_across(
     router: Router,
     body: Body,
     partitions: list[int | None],
+    deadline: float,
     view: _RoutedPartitions,
 ) -> Body:
     """A TransactGetItems over several partitions: every partition reads its share at one
@@ -227,9 +257,13 @@ async def transact_get_across(
         ]
         for get in sent:
             get.pop("ExpressionAttributeNames", None)
-    reasons, responses = await transactions_coordinator.coordinate_read(
-        view, _timestamp(), _shares(sent, partitions)
-    )
+    shares = _shares(sent, partitions)
+    for attempt in range(CONFLICT_RETRIES_MAX + 1):
+        reasons, responses = await transactions_coordinator.coordinate_read(
+            view, _timestamp(), shares
+        )
+        if not await _retry_conflict(reasons, attempt, deadline):
+            break
     if reasons is not None:
         raise transactions.cancelled_error([r or {"Code": "None"} for r in reasons])
     if planned is None:
