@@ -124,6 +124,7 @@ SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
 RESUME_CHECK_SECONDS = 1.0  # how often a node checks whether it leads the metadata group now
 PART_WAIT_SECONDS_MAX = 120.0  # a backup's finisher waits this long for a partition's part
 PART_POLL_SECONDS = 0.05
+PART_STATUS_SECONDS = 1.0  # how often the finisher asks whether a part is being dumped
 IMPORT_STEP_ITEMS_MAX = 500  # items of an import sent to a partition leader in one step
 REPLAY_BATCH_RECORDS = 1024  # archived records applied per store transaction in a rebuild
 THREADS = 4  # worker threads for copies, rebuilds and uploads on one node
@@ -181,7 +182,6 @@ class PartitionArchive:
         self.group_log: Any = None
         self.base_time_us: int | None = None
         self._file: Any = None
-        self._buffer: list[bytes] = []
         self._scheduled = False
         self._installed = 0
 
@@ -191,14 +191,19 @@ class PartitionArchive:
         self.directory.mkdir(parents=True, exist_ok=True)
         base_file = self.directory / BASE_FILE
         marked: int | None = None
+        tail = False  # record frames after the last mark
         base: dict[str, Any] | None = None
         if base_file.exists() and (self.directory / BASE_DIR).exists():
             base = json.loads(base_file.read_text())
             marked = base["lsn"]
             for frame in _frames(self.directory / RECORDS_FILE):
                 if frame[0] == FRAME_MARK:
-                    marked = frame[1]
-        if base is None or marked != self.store.applied_lsn():
+                    marked, tail = frame[1], False
+                else:
+                    tail = True
+        # Frames after the last mark were written before their batch reached the store; a
+        # store that applied records the archive never saw needs a new window.
+        if base is None or (marked != self.store.applied_lsn() and not tail):
             self.new_window()
         else:
             self.base_time_us = int(base["time_us"])
@@ -225,33 +230,27 @@ class PartitionArchive:
         log.info("partition archive %s: a new window from %d", self.directory.name, time_us)
 
     def note(self, stamp: int, data: bytes) -> None:
-        self._buffer.append(msgpack.packb([FRAME_RECORD, stamp, data], use_bin_type=True))
+        """Archive one record as it is applied: written to the file (the operating system's
+        cache) before the store commits the batch it is in, so a killed process loses none;
+        the mark of the store's position follows after the batch."""
+        if self._file is None:
+            return
+        self._file.write(msgpack.packb([FRAME_RECORD, stamp, data], use_bin_type=True))
+        self._file.flush()
         if not self._scheduled:
             self._scheduled = True
-            # After the batch being applied: the store's applied LSN then covers it.
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self.mark)
 
-    def flush(self) -> None:
+    def mark(self) -> None:
         self._scheduled = False
         if self._file is None:
             return
         if self.group_log is not None and self.group_log.snapshots_installed != self._installed:
             # The store jumped over records this archive never saw.
-            self._buffer.clear()
             self.new_window()
             return
-        frames = self._buffer
-        self._buffer = []
-        frames.append(msgpack.packb([FRAME_MARK, self.store.applied_lsn()]))
-        self._file.write(b"".join(frames))
+        self._file.write(msgpack.packb([FRAME_MARK, self.store.applied_lsn()]))
         self._file.flush()
-
-    def close(self) -> None:
-        if self._buffer:
-            self.flush()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
     def rebuild(self, time_us: int, workdir: Path) -> tuple[Database, Callable[[], None]]:
         """A scratch database holding this partition as of `time_us` (in a worker thread):
@@ -513,6 +512,8 @@ class ClusterBackupService:
             return None if archive is None else archive.base_time_us
         if step == "copy":
             return await self._copy(replica, payload)
+        if step == "part_status":
+            return payload["key"] in self.tasks
         if step == "dump_at":
             return await self._dump_at(archive, payload)
         if step == "load":
@@ -878,16 +879,26 @@ class ClusterBackupHooks:
         async def part(partition: int) -> dict[str, Any]:
             key = self._part_key(arn, partition)
             deadline = loop.time() + PART_WAIT_SECONDS_MAX
+            asked = loop.time()
             while loop.time() < deadline:
                 found = await self._read(key + ".json")
                 if found is not None:
                     return found
-                if key not in service.tasks and partition_leader_gone(service, partition):
-                    break
+                if loop.time() - asked >= PART_STATUS_SECONDS:
+                    # A leader that is not dumping the part (it restarted, or the leadership
+                    # moved) never will: the part is dumped again from the archive.
+                    asked = loop.time()
+                    dumping = await service.partition_step(
+                        partition, {"do": "part_status", "key": key}
+                    )
+                    if not dumping and await self._read(key + ".json") is None:
+                        break
                 await asyncio.sleep(PART_POLL_SECONDS)
             time_us = int(backup["BackupCreationDateTime"] * 1_000_000)
+            # Under a key of its own: a slow first dump may still finish and write its own.
+            again = key.replace(".msgpack", "-again.msgpack")
             found = await service.partition_step(
-                partition, {"do": "dump_at", "table_id": table_id, "key": key, "time_us": time_us}
+                partition, {"do": "dump_at", "table_id": table_id, "key": again, "time_us": time_us}
             )
             assert isinstance(found, dict)
             return found
@@ -919,9 +930,10 @@ class ClusterBackupHooks:
         assert backup is not None
 
         def delete() -> None:
-            for part in backup["parts"]:
-                self.store.delete(part["key"])
-                self.store.delete(part["key"] + ".json")
+            prefix = self._backup_key(arn).rsplit("/", 1)[0] + "/"
+            for key in self.store.list(prefix):
+                if key != self._backup_key(arn):
+                    self.store.delete(key)
             self.store.delete(self._backup_key(arn))
 
         await self.service._run(delete)
@@ -1062,19 +1074,6 @@ class ClusterBackupHooks:
         return await self._list(IMPORTS_PREFIX, ".json")
 
 
-def partition_leader_gone(service: ClusterBackupService, partition: int) -> bool:
-    """Whether the node believed to lead a partition is no longer connected (its copy, and
-    the dump of it, are then lost)."""
-    router = service.node.router
-    if router is None:
-        return False
-    group_id = partition_group(partition)
-    leader = router.leaders.get(group_id)
-    if leader is None or leader == service.node.me.node_id:
-        return False
-    return not service.node.transport.is_connected(f"node{leader}")
-
-
 def cluster_store(node: ClusterNode) -> PrefixedStore | None:
     """The cluster's backup store, under a prefix of its own (derived from the cluster
     secret, the same on every node): `backup_dir` or `backup_s3` of the cluster file, else
@@ -1132,8 +1131,7 @@ async def attach(node: ClusterNode) -> Callable[[], Awaitable[None]] | None:
     service._watch = asyncio.get_running_loop().create_task(service.watch_leadership())
 
     async def close() -> None:
+        # The archives stay open: the replicas apply records until the storage closes.
         await service.close()
-        for archive in service.archives.values():
-            archive.close()
 
     return close
