@@ -568,3 +568,33 @@ async def test_each_partition_records_one_stream_record_per_changed_item(pair: P
         await tp.commit(pair.partition_db(partition), txid)
     total = sum(len(_stream_records(pair.partition_db(p))) for p in range(PARTITIONS))
     assert total == sum(before.values()) + len(PKS)
+
+
+@in_cluster
+async def test_the_ledger_refuses_to_start_a_token_committed_in_the_last_ten_minutes(
+    pair: Pair,
+) -> None:
+    await pair.both("CreateTable", _table("plain"))
+    body = _transfer(PKS, ClientRequestToken="once")
+    assert await pair.mine("TransactWriteItems", body) == {}
+    digest = txn_route.transactions.request_digest(body)
+    now = txn_route._now_ms()
+
+    def start(time_ms: int) -> dict[str, Any]:
+        return tp.ledger_record(
+            tp.token_txid("once"),
+            1,
+            tp.LEDGER_STARTED,
+            None,
+            {},
+            time_ms,
+            token="once",
+            digest=digest,
+        )
+
+    # A coordinator that asked the ledger before the first one committed, and starts now.
+    assert not await tp.ledger_step(pair.meta_db, start(now))
+    assert tp.ledger_entries(pair.meta_db) == []
+    # Ten minutes later the token is forgotten: the same start takes effect.
+    assert await tp.ledger_step(pair.meta_db, start(now + 601_000))
+    assert [e["txid"] for e in tp.ledger_entries(pair.meta_db)] == [tp.token_txid("once")]
