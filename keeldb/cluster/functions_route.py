@@ -63,6 +63,7 @@ _NOT_FORWARDED = frozenset(
         "proxy-connection",
         "upgrade",
         "te",
+        "expect",
     )
 )
 

@@ -460,7 +460,13 @@ class _Keeper:
                 del self.trimmers[group_id]
                 await trimmer.stop()
             if leading and replica.partition is not None:
-                await self.streams.settle(replica)
+                from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
+
+                try:
+                    await self.streams.settle(replica)
+                except (NotLeader, GroupBusy, AppendTimeout, GroupClosed) as error:
+                    # Leadership moved or the group is busy: the next tick (or leader) closes.
+                    log.debug("closing ended streams of %s: %r", group_id, error)
 
 
 async def attach(node: ClusterNode) -> Any:

@@ -3,7 +3,7 @@
 The integration tests honour KEELDB_TEST_ENDPOINT (tests/integration/conftest.py), so the
 same files run unchanged against a cluster's router. A representative subset runs here
 (items, conditions and updates, Query, Scan, batches, tables, indexes, PartiQL, the legacy
-parameters); the whole suite is run by hand with:
+parameters, DynamoDB Streams); the whole suite is run by hand with:
 
     keeldb cluster up --nodes 3 --data-dir /tmp/kc
     KEELDB_TEST_ENDPOINT=http://127.0.0.1:PORT python -m pytest tests/integration
@@ -32,6 +32,7 @@ SUBSET = (
     "test_indexes_client.py",
     "test_partiql_client.py",
     "test_legacy_client.py",
+    "test_streams_client.py",
 )
 SUITE_SECONDS_MAX = 240
 # Tests about which operations the server registers, not about where requests go; this one
