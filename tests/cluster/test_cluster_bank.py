@@ -62,6 +62,8 @@ RETRY_PAUSE_SECONDS = 0.2
 SETUP_SECONDS_MAX = 60.0
 UNBLOCK_SECONDS_MAX = 30.0  # after the faults, for a plain write of every account to succeed
 IN_FLIGHT_WAIT_SECONDS = 5.0  # for a router with a transfer in flight, to kill it then
+BROKEN_REFUSALS = 20  # refused transfers the broken variant's run waits for
+BROKEN_SECONDS_MAX = 30.0
 TABLE = "bank"
 TARGET = "DynamoDB_20120810."
 
@@ -158,8 +160,10 @@ class Report:
         if self.final_total is not None and self.final_total != expected:
             found.append(f"the final total is {self.final_total}, not {expected}")
         if self.result is not None and not self.result.valid:
-            kinds = sorted(self.result.kinds())
-            found.append(f"the checker found {kinds}: {self.result.anomalies[:3]}")
+            first = {}
+            for anomaly in self.result.anomalies:
+                first.setdefault(anomaly.kind, anomaly)
+            found.append(f"the checker found {sorted(first)}: {list(first.values())}")
         return found
 
 
@@ -272,7 +276,26 @@ class Bank:
 
     def fail(self, message: str) -> None:
         with self.lock:
-            self.report.errors.append(message)
+            self.report.errors.append(f"{message}; cluster: {self.groups()}")
+
+    def groups(self) -> dict[str, Any]:
+        """Each live node's view of its groups (leader, lease, applied position, lag)."""
+        views: dict[str, Any] = {}
+        for node in sorted(self.live):
+            try:
+                view = self.cluster.status(node)["views"][str(node)]
+            except (OSError, KeyError, ValueError) as error:
+                views[str(node)] = repr(error)
+                continue
+            views[str(node)] = (
+                {
+                    g: (v.get("leader"), v.get("lease"), v.get("applied_lsn"), v.get("lag"))
+                    for g, v in view.get("groups", {}).items()
+                }
+                if isinstance(view, dict)
+                else view
+            )
+        return views
 
     def transfers(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -492,7 +515,14 @@ def test_the_checks_catch_coordinators_that_commit_a_share_before_all_are_prepar
     one account's partition (its condition fails, or it conflicts) is still applied by the
     other's, so money appears or vanishes and a refused transfer's id is read."""
     bank, seed = start(cluster_factory, env={BUGGIFY_COMMIT_EARLY_ENV: "1"})
-    report = bank.run(lambda bank: time.sleep(RUN_SECONDS))
+
+    def until_refusals(bank: Bank) -> None:
+        # Long enough for transfers to be refused by one partition and not the other.
+        deadline = time.monotonic() + BROKEN_SECONDS_MAX
+        while bank.report.count(FAIL) < BROKEN_REFUSALS and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    report = bank.run(until_refusals)
     print(f"seed {seed}: {report.summary()}; caught: {report.problems()}")
     assert report.result is not None
     assert not report.result.valid, f"seed {seed}: the checker missed it: {report.summary()}"
