@@ -229,8 +229,8 @@ class Forwarder:
 
 async def attach(node: ClusterNode) -> Any:
     """Serve the Lambda API on a cluster node: run the function service on the home, forward
-    to it from every other router. A node that does not route serves no API."""
-    if node.server is None or not node.me.routes:
+    to it from every other node (a storage-only node's HTTP port routes what it is sent)."""
+    if node.server is None:
         return None
     if not getattr(node.config, "functions", True):
         return None

@@ -173,7 +173,7 @@ class PartitionNaming(api.Naming):
 
 def _live(db: Database, stream: Stream) -> bool:
     """Whether the partition's catalog still streams this table under this label."""
-    table = catalog.catalog_state(db).by_id.get(stream.table_id)
+    table = catalog.get_table_by_id(db, stream.table_id)
     return table is not None and table.stream_enabled and table.stream_label == stream.label
 
 
