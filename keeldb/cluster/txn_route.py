@@ -8,13 +8,14 @@ It owns:
   request is checked as a whole against the router's catalog (tables, keys, expressions, the
   4 MB aggregate size, two actions on one item) before anything is prepared, so the client
   gets the error a single node gives, and no partition is touched by a request that cannot
-  run. With a ClientRequestToken, the metadata group's ledger is asked first whether a
-  transaction with this token committed in the last ten minutes (the retry then answers
-  without writing), is still in flight (TransactionInProgressException) or was made with
-  other parameters (IdempotentParameterMismatchException); the transaction then runs under
-  the id the token names (`transactions_partition.token_txid`), so the ledger refuses a
-  second start of it, and keeps the token once it commits, also when another router
-  finishes it. Its answer sums the shares' capacity (ConsumedCapacity TOTAL or INDEXES, at
+  run. With a ClientRequestToken the transaction runs under the id the token names
+  (`transactions_partition.token_txid`): the metadata group's ledger refuses to start it
+  while a transaction with this token is in the ledger or committed in the last ten minutes,
+  and the router then asks which: committed (the retry answers without writing), still in
+  flight (TransactionInProgressException) or made with other parameters
+  (IdempotentParameterMismatchException). The ledger keeps the token once the transaction
+  commits, also when another router finishes it. A transaction refused only by timestamp
+  order runs again with a new timestamp. Its answer sums the shares' capacity (ConsumedCapacity TOTAL or INDEXES, at
   twice the units of plain writes) and item collection sizes, in request order, as one
   partition's answer has them;
 - `transact_get_across`: a TransactGetItems over several partitions, read at one timestamp,
@@ -114,10 +115,9 @@ async def transact_write_across(
     shares = _shares(actions, partitions)
     token = request.get("ClientRequestToken")
     digest = transactions.request_digest(body) if token is not None else None
-    if token is not None:
-        assert digest is not None
-        if await ledger.token_committed(token, digest, _now_ms()):
-            return await _replay_answer(router, request, planned, deadline)
+    # A token is not looked up before the transaction starts: the ledger refuses the start
+    # of a token that is in it or committed in the last ten minutes, and only then is it
+    # asked which (one round trip to the metadata group fewer for every first attempt).
     try:
         for attempt in range(CONFLICT_RETRIES_MAX + 1):
             # A token names its transaction (the ledger refuses a second start of it while
@@ -133,7 +133,7 @@ async def transact_write_across(
             raise
         assert digest is not None
         # The ledger refused the start: a transaction with this token is in it (in flight,
-        # perhaps with other parameters), or one committed just after the first question.
+        # perhaps with other parameters), or one committed in the last ten minutes.
         if await ledger.token_committed(token, digest, _now_ms()):
             return await _replay_answer(router, request, planned, deadline)
         raise
