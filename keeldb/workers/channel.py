@@ -66,10 +66,10 @@ class _FrameWriter:
         self._queued: list[bytes] = []
         self.transport: asyncio.Transport | None = None
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, data: bytes) -> None:
         if not self._queued:
             self._loop.call_soon(self.flush)
-        self._queued.append(protocol.encode(message))
+        self._queued.append(data)
 
     def flush(self) -> None:
         queued, self._queued = self._queued, []
@@ -88,7 +88,7 @@ class WorkerChannel(asyncio.Protocol):
         self._writer = _FrameWriter(self._loop)
         self._decoder = protocol.FrameDecoder()
         self._ids = itertools.count(1)
-        self._calls: dict[int, asyncio.Future[list[Any]]] = {}
+        self._calls: dict[int, asyncio.Future[protocol.Message]] = {}
         self._room: collections.deque[asyncio.Future[None]] = collections.deque()
         self.hello: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -107,12 +107,14 @@ class WorkerChannel(asyncio.Protocol):
             return
         calls = self._calls
         for message in messages:
-            kind = message[0]
-            if kind == protocol.HELLO:
+            if message.kind == protocol.HELLO:
                 if not self.hello.done():
-                    self.hello.set_result(message[1])
+                    try:
+                        self.hello.set_result(protocol.unpacked(message.body))
+                    except protocol.FrameError as error:
+                        self.hello.set_exception(error)
                 continue
-            future = calls.pop(message[1], None)
+            future = calls.pop(message.call_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
         if self._room and len(calls) < CALLS_IN_FLIGHT_MAX:
@@ -142,9 +144,9 @@ class WorkerChannel(asyncio.Protocol):
     # -- calls ------------------------------------------------------------------------
 
     def send_ready(self, pid: int) -> None:
-        self._writer.send([protocol.READY, pid])
+        self._writer.send(protocol.packed(protocol.READY, 0, pid))
 
-    async def _call(self, message: list[Any]) -> list[Any]:
+    async def _call(self, encode: Callable[[int], bytes]) -> protocol.Message:
         if self._writer.transport is None:
             raise PrimaryGoneError("the primary closed the channel")
         while len(self._calls) >= CALLS_IN_FLIGHT_MAX:
@@ -152,38 +154,36 @@ class WorkerChannel(asyncio.Protocol):
             self._room.append(waiter)
             await waiter
         call_id = next(self._ids)
-        message[1] = call_id
-        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        if call_id == protocol.CALL_ID_MAX:
+            self._ids = itertools.count(1)
+        future: asyncio.Future[protocol.Message] = self._loop.create_future()
         self._calls[call_id] = future
-        self._writer.send(message)
+        self._writer.send(encode(call_id))
         return await future
 
     async def call_json(self, service: str, operation: str, body: dict[str, Any]) -> Any:
         """The primary's answer to one JSON operation: its encoded result (an
         `orjson.Fragment`, so that the front end sends the bytes as they are), or the
         `ClientError` it raised."""
-        answer = await self._call([protocol.CALL_JSON, 0, service, operation, body])
-        kind = answer[0]
-        if kind == protocol.ANSWER_JSON:
-            return orjson.Fragment(answer[2])
-        if kind == protocol.ANSWER_ERROR:
-            raise ForwardedClientError(answer[2], orjson.loads(answer[3]))
+        data = orjson.dumps(body)
+        answer = await self._call(
+            lambda call_id: protocol.call_json(call_id, service, operation, data)
+        )
+        if answer.kind == protocol.ANSWER_JSON:
+            return orjson.Fragment(answer.body)
+        if answer.kind == protocol.ANSWER_ERROR:
+            status, error = protocol.parse_answer_error(answer.body)
+            raise ForwardedClientError(status, orjson.loads(error))
         raise PrimaryFailedError(f"the primary failed on {operation}")
 
     async def call_rest(self, request: Request) -> RestResponse:
+        value = [request.method, request.url, request.headers, request.body]
         answer = await self._call(
-            [
-                protocol.CALL_REST,
-                0,
-                request.method,
-                request.url,
-                request.headers,
-                request.body,
-            ]
+            lambda call_id: protocol.packed(protocol.CALL_REST, call_id, value)
         )
-        if answer[0] != protocol.ANSWER_REST:
+        if answer.kind != protocol.ANSWER_REST:
             raise PrimaryFailedError("the primary failed on a REST request")
-        _, _, status, body, content_type, headers = answer
+        status, body, content_type, headers = protocol.unpacked(answer.body)
         return RestResponse(status, body, content_type, [tuple(h) for h in headers])
 
     def json_dispatch(self, service: str) -> Callable[[str, dict[str, Any]], Any]:
@@ -224,7 +224,7 @@ class PrimaryChannel(asyncio.Protocol):
             transport.close()
 
     def send_hello(self, settings: dict[str, Any]) -> None:
-        self._writer.send([protocol.HELLO, settings])
+        self._writer.send(protocol.packed(protocol.HELLO, 0, settings))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -234,20 +234,25 @@ class PrimaryChannel(asyncio.Protocol):
             self.close()
             return
         create_task = self._loop.create_task
-        for message in messages:
-            kind = message[0]
-            if kind == protocol.CALL_JSON:
-                self._running += 1
-                create_task(self._json(message[1], message[2], message[3], message[4]))
-            elif kind == protocol.CALL_REST:
-                self._running += 1
-                create_task(self._rest(message))
-            elif kind == protocol.READY:
-                self._on_ready(message[1])
-            else:
-                log.error("a worker sent a message of unknown kind %r, closing", kind)
-                self.close()
-                return
+        try:
+            for message in messages:
+                kind = message.kind
+                if kind == protocol.CALL_JSON:
+                    service, operation, body = protocol.parse_call_json(message.body)
+                    self._running += 1
+                    create_task(self._json(message.call_id, service, operation, body))
+                elif kind == protocol.CALL_REST:
+                    value = protocol.unpacked(message.body)
+                    self._running += 1
+                    create_task(self._rest(message.call_id, value))
+                elif kind == protocol.READY:
+                    self._on_ready(protocol.unpacked(message.body))
+                else:
+                    raise protocol.FrameError(f"a worker sent a message of kind {kind}")
+        except protocol.FrameError as error:
+            log.error("a worker sent garbage, closing its channel: %s", error)
+            self.close()
+            return
         if self._running >= PRIMARY_CALLS_MAX and not self._paused:
             transport = self._writer.transport
             if transport is not None:
@@ -263,50 +268,53 @@ class PrimaryChannel(asyncio.Protocol):
             if transport is not None:
                 transport.resume_reading()
 
-    async def _json(self, call_id: int, service: str, operation: str, body: Any) -> None:
+    async def _json(self, call_id: int, service: str, operation: str, body: bytes) -> None:
         server = self._server
         try:
             if service == TARGET_PREFIX:
                 dispatch = server.dispatch
             else:
                 dispatch = server.json_services[service][0]
-            result = await dispatch(operation, body)
-            answer: list[Any] = [protocol.ANSWER_JSON, call_id, orjson.dumps(result)]
+            # The worker decoded this body already and found a JSON object.
+            result = await dispatch(operation, orjson.loads(body))
+            answer = protocol.frame(protocol.ANSWER_JSON, call_id, orjson.dumps(result))
         except ClientError as error:
             error_body = error.body()
             if not error.message:
                 # DynamoDB sends these protocol errors with a type and no message at all.
                 error_body.pop("message", None)
-            answer = [protocol.ANSWER_ERROR, call_id, error.status, orjson.dumps(error_body)]
+            answer = protocol.answer_error(call_id, error.status, orjson.dumps(error_body))
         except Exception:
             log.exception("internal error in %s.%s (from a worker)", service, operation)
-            answer = [protocol.ANSWER_FAILED, call_id]
+            answer = protocol.frame(protocol.ANSWER_FAILED, call_id, b"")
         finally:
             self._done()
         self._writer.send(answer)
 
-    async def _rest(self, message: list[Any]) -> None:
-        _, call_id, method, url, headers, body = message
-        request = Request(method, url, headers, body, True)
-        path = url.split(b"?", 1)[0]
+    async def _rest(self, call_id: int, value: Any) -> None:
         try:
+            method, url, headers, body = value
+            request = Request(method, url, headers, body, True)
+            path = url.split(b"?", 1)[0]
             for prefix, handler in self._server.mounts:
                 if path.startswith(prefix):
                     response = await handler(request)
                     break
             else:
                 raise LookupError(f"no mounted service for {path[:200]!r}")
-            answer: list[Any] = [
+            answer = protocol.packed(
                 protocol.ANSWER_REST,
                 call_id,
-                response.status,
-                response.body,
-                response.content_type,
-                [list(header) for header in response.headers],
-            ]
+                [
+                    response.status,
+                    response.body,
+                    response.content_type,
+                    [list(header) for header in response.headers],
+                ],
+            )
         except Exception:
-            log.exception("internal error in %s (from a worker)", url[:200])
-            answer = [protocol.ANSWER_FAILED, call_id]
+            log.exception("internal error in a REST request from a worker")
+            answer = protocol.frame(protocol.ANSWER_FAILED, call_id, b"")
         finally:
             self._done()
         self._writer.send(answer)
