@@ -734,6 +734,15 @@ async def propose_transaction(
         raise
 
 
+def _stamp(db: Database, writes: list[bytes], reads: list[bytes]) -> None:
+    """Give a single-partition transaction its place in the timestamp order of the
+    transactions across partitions (`transactions_partition.PartitionState.stamp`; nothing
+    where none has run)."""
+    stamps = db.state.get("transactions_partition")
+    if stamps is not None:
+        stamps.stamp(writes, reads)
+
+
 @operation("TransactWriteItems")
 async def transact_write_items(db: Database, body: Body) -> Body:
     request, items = _read_transact_write(body)
@@ -756,6 +765,7 @@ async def transact_write_items(db: Database, body: Body) -> Body:
         raise cancelled_error([reason or {"Code": "None"} for reason in reasons])
 
     writes = [a for a in actions if a.kind != "ConditionCheck"]
+    _stamp(db, [a.skey for a in writes], [a.skey for a in actions if a.kind == "ConditionCheck"])
     record: dict[str, Any] = {
         "kind": "transact",
         "writes": [write_entry(a) for a in writes],
@@ -956,6 +966,7 @@ async def transact_get_items(db: Database, body: Body) -> Body:
         _meter(meter, table.name, units)
     if any(reason is not None for reason in reasons):
         raise cancelled_error([reason or {"Code": "None"} for reason in reasons])
+    _stamp(db, [], [skey for _, _, skey, _ in planned])
 
     responses = [
         projected(item, projection)
