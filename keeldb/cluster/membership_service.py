@@ -165,7 +165,15 @@ class MembershipService:
 
     async def call_meta(self, channel: str, payload: Any, timeout: float) -> Any:
         """The body of the metadata leader's "ok" answer; None when none answered."""
+        # The metadata group's members as this node knows them, then every other storage
+        # node (a node back from a long absence may know an old membership): any of them
+        # names the leader.
         candidates = list(self.node.placements[META_GROUP].node_ids)
+        candidates += [
+            n.node_id
+            for n in membership.nodes(self.node.spec, self.doc)
+            if n.stores and n.node_id not in candidates
+        ]
         node: int | None = self.node.router.leaders.get(META_GROUP) if self.node.router else None
         tried: set[int] = set()
         for _ in range(2 * len(candidates)):
