@@ -185,9 +185,11 @@ def _write_answer(
         metrics: dict[str, list[Body]] = {}
         for position, action in enumerate(planned):
             found = figures.get(position)
-            if found is None or found[2] is None or found[3] is None:
+            if found is None:
                 continue
             _, _, collection, low = found
+            if collection is None or low is None:
+                continue
             metrics.setdefault(action.spec["TableName"], []).append(
                 {
                     "ItemCollectionKey": {action.table.hash_key.name: collection},
