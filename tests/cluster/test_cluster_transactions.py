@@ -543,7 +543,8 @@ async def test_each_partition_records_one_stream_record_per_changed_item(pair: P
             for pk in PKS[1:]
         ]
         + [{"Delete": {"TableName": "streamed", "Key": {"pk": {"S": "k0"}}}}]
-        + [{"Delete": {"TableName": "streamed", "Key": {"pk": {"S": "never"}}}}]
+        + [{"Delete": {"TableName": "streamed", "Key": {"pk": {"S": "never"}}}}],
+        "ClientRequestToken": "streamed-once",
     }
     partitions = keyroute.transact_partitions(pair.router.cache, pair.router.ring, body)
     assert len(set(partitions)) > 1
@@ -562,10 +563,12 @@ async def test_each_partition_records_one_stream_record_per_changed_item(pair: P
             if record.keys["pk"]["S"] == "k0":
                 assert record.old_image == {"pk": {"S": "k0"}, "n": {"N": "5"}}
                 assert record.new_image is None
-    # A retried commit (as a recovering coordinator sends) records nothing more.
-    txid = "no-such-transaction"
+    # The same commit sent again (as a recovering coordinator, or a router whose first call
+    # timed out, sends it), and a retry of the request: no record more.
+    txid = tp.token_txid("streamed-once")
     for partition in range(PARTITIONS):
-        await tp.commit(pair.partition_db(partition), txid)
+        assert await tp.commit(pair.partition_db(partition), txid) is None
+    assert await pair.mine("TransactWriteItems", body) == {}
     total = sum(len(_stream_records(pair.partition_db(p))) for p in range(PARTITIONS))
     assert total == sum(before.values()) + len(PKS)
 
