@@ -13,7 +13,7 @@ import pytest
 from keeldb.cluster import catalog_sync, streams_route
 from keeldb.engine import streams as records
 from keeldb.engine.database import Database
-from keeldb.model.errors import ValidationException
+from keeldb.model.errors import ResourceNotFoundException, ValidationException
 from keeldb.storage.memory import MemoryLog, MemoryStore
 from keeldb.streams import api
 
@@ -178,3 +178,151 @@ def test_stream_close_leaves_a_stream_the_catalog_still_streams_alone() -> None:
     stream = asyncio.run(scenario())
     assert stream.status == records.STATUS_ENABLED
     assert stream.shards[0].closed is None
+
+
+# --- The router and storage sides together, over in-memory databases -----------------------
+
+
+class FakeLog:
+    """A group log that always leads with a lease (the storage side asks nothing else)."""
+
+    is_leader = True
+
+    def read_lease(self) -> bool:
+        return True
+
+
+class FakeReplica:
+    def __init__(self, group_id: str, database: Database, partition: int | None) -> None:
+        self.group_id = group_id
+        self.database = database
+        self.partition = partition
+        self.log = FakeLog()
+
+    def leader(self) -> None:
+        return None
+
+
+class FakeStorage:
+    def __init__(self, replicas: dict[str, FakeReplica]) -> None:
+        self.replicas = replicas
+
+
+class FakeRouter:
+    """Calls a group's storage side directly, as a router's call to its leader would."""
+
+    def __init__(self, storage: streams_route.StreamsStorage, partitions: int) -> None:
+        self.storage = storage
+        self.ring = range(partitions)
+
+    async def _group_call(
+        self, group: str, channel: str, payload: Any, mode: str, deadline: float
+    ) -> Any:
+        from keeldb.cluster.protocol import OK, raise_error
+
+        assert channel == streams_route.CHANNEL_STREAMS
+        answer = await self.storage.on_streams("router", payload)
+        if answer[0] != OK:
+            raise_error(answer)
+        return answer[1]
+
+
+def two_partitions() -> tuple[Database, list[Database], streams_route.ClusterStreams]:
+    meta = open_database()
+    partitions = [open_database(), open_database()]
+    replicas = {"meta": FakeReplica("meta", meta, None)}
+    for number, db in enumerate(partitions):
+        replicas[f"p{number}"] = FakeReplica(f"p{number}", db, number)
+    storage = streams_route.StreamsStorage(FakeStorage(replicas))
+    return meta, partitions, streams_route.ClusterStreams(FakeRouter(storage, len(partitions)))
+
+
+def test_the_router_merges_partitions_shards_pages_them_and_follows_their_lineage() -> None:
+    async def scenario() -> None:
+        meta, partitions, router = two_partitions()
+        arn = await streamed_table(meta, partitions[0])
+        await sync(meta, partitions[1])
+        assert (await router.dispatch("DescribeStream", {"StreamArn": arn}))["StreamDescription"][
+            "Shards"
+        ] == []
+        for number, db in enumerate(partitions):
+            key = {"pk": {"S": f"in-{number}"}}
+            await db.dispatch("PutItem", {"TableName": "events", "Item": key})
+        # Partition 1's shard rolls over: a child whose parent is its first shard.
+        stream = only_stream(partitions[1])
+        await partitions[1].propose(
+            records.roll_record(stream.table_id, stream.label, stream.shards[0].created_ms + 1)
+        )
+        await partitions[1].dispatch(
+            "PutItem", {"TableName": "events", "Item": {"pk": {"S": "later"}}}
+        )
+        whole = (await router.dispatch("DescribeStream", {"StreamArn": arn}))["StreamDescription"]
+        shards = whole["Shards"]
+        assert [streams_route.shard_partition(s["ShardId"]) for s in shards] == [0, 1, 1]
+        parent, child = shards[1], shards[2]
+        assert child["ParentShardId"] == parent["ShardId"]
+        assert "EndingSequenceNumber" in parent["SequenceNumberRange"]
+        children = await router.dispatch(
+            "DescribeStream",
+            {
+                "StreamArn": arn,
+                "ShardFilter": {"Type": "CHILD_SHARDS", "ShardId": parent["ShardId"]},
+            },
+        )
+        assert children["StreamDescription"]["Shards"] == [child]
+        paged: list[Any] = []
+        start: str | None = None
+        while True:
+            body: dict[str, Any] = {"StreamArn": arn, "Limit": 2}
+            if start is not None:
+                body["ExclusiveStartShardId"] = start
+            page = (await router.dispatch("DescribeStream", body))["StreamDescription"]
+            paged.extend(page["Shards"])
+            start = page.get("LastEvaluatedShardId")
+            if start is None:
+                break
+        assert paged == shards
+        keys = []
+        for shard in shards:
+            answer = await router.dispatch(
+                "GetShardIterator",
+                {
+                    "StreamArn": arn,
+                    "ShardId": shard["ShardId"],
+                    "ShardIteratorType": "TRIM_HORIZON",
+                },
+            )
+            page = await router.dispatch("GetRecords", {"ShardIterator": answer["ShardIterator"]})
+            keys.append([r["dynamodb"]["Keys"]["pk"]["S"] for r in page["Records"]])
+            assert ("NextShardIterator" in page) is (shard is not parent)
+        assert keys == [["in-0"], ["in-1"], ["later"]]
+
+    asyncio.run(scenario())
+
+
+def test_the_router_tells_an_unknown_stream_from_an_unknown_shard() -> None:
+    async def scenario() -> list[str]:
+        meta, partitions, router = two_partitions()
+        arn = await streamed_table(meta, partitions[0])
+        await sync(meta, partitions[1])
+        messages = []
+        for stream_arn, shard_id in (
+            (arn, "shardId-00000000000000000000-00000000"),
+            (arn, "shardId-00000000000000000000-7f000000"),  # a partition the ring lacks
+            (arn.replace("events", "nothing"), "shardId-00000000000000000000-00000000"),
+        ):
+            with pytest.raises(ResourceNotFoundException) as caught:
+                await router.dispatch(
+                    "GetShardIterator",
+                    {"StreamArn": stream_arn, "ShardId": shard_id, "ShardIteratorType": "LATEST"},
+                )
+            messages.append(str(caught.value))
+        with pytest.raises(ValidationException):
+            await router.dispatch("GetRecords", {"ShardIterator": f"{arn}|1|AAAA"})
+        return messages
+
+    shard_missing, far_partition, stream_missing = asyncio.run(scenario())
+    assert "Shard: shardId-00000000000000000000-00000000 in Stream" in shard_missing
+    assert "Shard: shardId-00000000000000000000-7f000000 in Stream" in far_partition
+    assert stream_missing.startswith("Requested resource not found: Stream: arn:aws:dynamodb:")
+    assert ":table/nothing/stream/" in stream_missing and stream_missing.endswith(" not found")
