@@ -29,7 +29,13 @@ from keeldb.cluster import (
 from keeldb.cluster.membership import empty as empty_membership
 from keeldb.cluster.membership import nodes as member_nodes
 from keeldb.cluster.membership import placements as member_placements
-from keeldb.cluster.membership_service import MembershipService, join_cluster, load_doc, save_doc
+from keeldb.cluster.membership_service import (
+    MembershipError,
+    MembershipService,
+    join_cluster,
+    load_doc,
+    save_doc,
+)
 from keeldb.cluster.placement import GroupPlacement
 from keeldb.cluster.protocol import CHANNEL_STATUS, OK
 from keeldb.cluster.ring import Ring
@@ -125,10 +131,21 @@ class ClusterNode:
             assert config.join_node is not None and config.secret_file is not None
             secret = topology.read_secret(config.secret_file)
             endpoint = "http://" + config.join
-            spec, doc = await asyncio.get_running_loop().run_in_executor(
-                None, join_cluster, endpoint, secret, config.join_node
-            )
-            save_doc(config.data_dir, doc)
+            saved = config.data_dir / topology.CLUSTER_FILE_NAME
+            try:
+                spec, doc = await asyncio.get_running_loop().run_in_executor(
+                    None, join_cluster, endpoint, secret, config.join_node
+                )
+            except (OSError, MembershipError) as error:
+                if not saved.exists():
+                    raise
+                # A node that joined before restarts from what it learned then.
+                log.warning("cannot reach %s (%s); starting from %s", endpoint, error, saved)
+                spec, doc = topology.load(saved), load_doc(config.data_dir)
+            else:
+                config.data_dir.mkdir(parents=True, exist_ok=True)
+                topology.save(spec, saved)
+                save_doc(config.data_dir, doc)
         else:
             spec = topology.load(config.cluster_file)
             secret_file = config.secret_file or topology.secret_path(spec, config.cluster_file)

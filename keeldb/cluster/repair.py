@@ -48,6 +48,10 @@ class LostLeadership(Exception):
     """This node stopped leading the metadata group during a move."""
 
 
+class TargetDown(Exception):
+    """The node a replica is moving to went down itself; the move is chosen again."""
+
+
 class Repair:
     """The repair loop of one node; it acts only while the node leads the metadata group."""
 
@@ -159,6 +163,10 @@ class Repair:
             await asyncio.wait_for(self._move_steps(group_id, old, new), MOVE_SECONDS_MAX)
         except LostLeadership:
             log.info("group %s: the move stops here; the next metadata leader resumes it", group_id)
+        except TargetDown as error:
+            log.warning(
+                "group %s: node %s went down during the move; moving again", group_id, error
+            )
         except TimeoutError:
             log.warning("group %s: the move did not finish in time; it will be retried", group_id)
 
@@ -263,10 +271,17 @@ class Repair:
             node = int(hint) if isinstance(hint, int) and hint in candidates else None
             await asyncio.sleep(STEP_PAUSE_SECONDS)
 
+    def _down(self, node_id: int) -> bool:
+        seen = self.last_seen.get(node_id)
+        now = asyncio.get_running_loop().time()
+        return seen is not None and now - seen >= self.replace_after_seconds
+
     async def _wait_full(self, group_id: str, node_id: int) -> None:
         while True:
             if self._meta() is None:
                 raise LostLeadership
+            if self._down(node_id):
+                raise TargetDown(node_id)
             try:
                 answer = await self.node.call(node_id, CHANNEL_STATUS, {}, PING_SECONDS)
                 mine = answer[1]["groups"].get(group_id) if answer[0] == OK else None
