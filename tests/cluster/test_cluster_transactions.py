@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -601,3 +602,32 @@ async def test_the_ledger_refuses_to_start_a_token_committed_in_the_last_ten_min
     # Ten minutes later the token is forgotten: the same start takes effect.
     assert await tp.ledger_step(pair.meta_db, start(now + 601_000))
     assert [e["txid"] for e in tp.ledger_entries(pair.meta_db)] == [tp.token_txid("once")]
+
+
+@in_cluster
+async def test_a_transaction_refused_by_timestamp_order_runs_again_with_a_new_timestamp(
+    pair: Pair,
+) -> None:
+    await pair.both("CreateTable", _table("plain"))
+    body = _transfer(PKS)
+    partitions = {p for p in pair.spread(body) if p is not None}
+    assert len(partitions) > 1
+    # One partition refuses every timestamp older than a little ahead of now, as a leader
+    # that has just taken over does: the first attempt conflicts, a later one commits.
+    state = tp.partition_state(pair.partition_db(min(partitions)))
+    state.floor = time.time_ns() // 1000 + 50_000
+    assert await pair.mine("TransactWriteItems", body) == {}
+    assert [await _value(pair, pk) for pk in PKS] == [1] * len(PKS)
+    # A floor beyond the retries: cancelled whole, with the conflicts as reasons.
+    state.floor = time.time_ns() // 1000 + 60_000_000
+    answer = await pair.mine("TransactWriteItems", body)
+    assert answer[0] == "error"
+    assert answer[1]["__type"].endswith("TransactionCanceledException")
+    codes = {r["Code"] for r in answer[1]["CancellationReasons"]}
+    assert codes == {"None", "TransactionConflict"}
+    assert [await _value(pair, pk) for pk in PKS] == [1] * len(PKS)
+    reads = {
+        "TransactItems": [{"Get": {"TableName": "plain", "Key": {"pk": {"S": pk}}}} for pk in PKS]
+    }
+    answer = await pair.mine("TransactGetItems", reads)
+    assert answer[1]["__type"].endswith("TransactionCanceledException")
