@@ -142,30 +142,78 @@ def _now_us() -> int:
 # --- commit times and the partition archive -------------------------------------------------
 
 
+_TIME_KEY_BYTES = msgpack.packb(COMMIT_TIME_KEY)
+_UINT64 = 0xCF  # msgpack's tag of an unsigned 64-bit integer (a commit time in microseconds)
+_FIXMAP_ENTRIES_MAX = 15  # a msgpack fixmap holds up to 15 entries; a map16 up to 65535
+_MAP16 = 0xDE
+_MAP16_ENTRIES_MAX = 65535
+
+
+def _map_header(data: bytes) -> tuple[int, int] | None:
+    """(entries, header bytes) of a msgpack map with a fixmap or map16 header, else None."""
+    if not data:
+        return None
+    tag = data[0]
+    if 0x80 <= tag <= 0x8F:
+        return tag & 0x0F, 1
+    if tag == _MAP16 and len(data) >= 3:
+        return int.from_bytes(data[1:3], "big"), 3
+    return None
+
+
+def stamp_record(data: bytes, stamp: int) -> bytes:
+    """An encoded record with COMMIT_TIME_KEY = `stamp` as its first entry. The map's header
+    is rewritten in place of decoding and encoding the whole record."""
+    assert 0 <= stamp < 1 << 64, stamp
+    header = _map_header(data)
+    value = bytes([_UINT64]) + stamp.to_bytes(8, "big")
+    if header is None or header[0] >= _MAP16_ENTRIES_MAX:
+        record = decode_record(data)
+        return encode_record({COMMIT_TIME_KEY: stamp, **record})
+    entries, size = header
+    if entries + 1 <= _FIXMAP_ENTRIES_MAX:
+        head = bytes([0x80 | (entries + 1)])
+    else:
+        head = bytes([_MAP16]) + (entries + 1).to_bytes(2, "big")
+    return head + _TIME_KEY_BYTES + value + data[size:]
+
+
+def record_time(data: bytes) -> int:
+    """The commit time `stamp_record` put in an encoded record (0 if it has none)."""
+    header = _map_header(data)
+    if header is not None:
+        at = header[1]
+        key_end = at + len(_TIME_KEY_BYTES)
+        if (
+            data[at:key_end] == _TIME_KEY_BYTES
+            and len(data) >= key_end + 9
+            and data[key_end] == _UINT64
+        ):
+            return int.from_bytes(data[key_end + 1 : key_end + 9], "big")
+    stamp = decode_record(data).get(COMMIT_TIME_KEY, 0)
+    return stamp if isinstance(stamp, int) else 0
+
+
 class TimedCodec:
     """A `Database.record_codec` that stamps records with their commit time when proposed
     and shows every applied record to the replica's archive. The record stays a plain record
     (an extra key that appliers ignore), so a log written with it replays without it."""
 
-    def __init__(self, archive: PartitionArchive) -> None:
+    def __init__(self, archive: Any, clock: Callable[[], int] | None = None) -> None:
         self.archive = archive
+        self.clock = clock or _now_us
         self.last_us = 0
 
     def seal(self, data: bytes) -> bytes:
-        record = decode_record(data)
-        # Never below a time this replica has seen applied, so times do not step back when
-        # the leadership moves to a node whose clock is behind.
-        stamp = max(_now_us(), self.last_us + 1)
+        # Never below a time this replica has seen, so times do not step back when the clock
+        # does, or when the leadership moves to a node whose clock is behind.
+        stamp = max(self.clock(), self.last_us + 1)
         self.last_us = stamp
-        record[COMMIT_TIME_KEY] = stamp
-        return encode_record(record)
+        return stamp_record(data, stamp)
 
     def open(self, data: bytes) -> bytes:
-        stamp = decode_record(data).get(COMMIT_TIME_KEY, 0)
-        if isinstance(stamp, int):
-            self.last_us = max(self.last_us, stamp)
-        else:
-            stamp = 0
+        stamp = record_time(data)
+        self.last_us = max(self.last_us, stamp)
         self.archive.note(stamp, data)
         return data
 
@@ -176,9 +224,13 @@ class PartitionArchive:
     applied records without archiving them (a crash that lost the archive's tail, a snapshot
     installed from the leader) starts a new window from a new base."""
 
-    def __init__(self, directory: Path, store: LmdbStore) -> None:
+    def __init__(
+        self, directory: Path, store: LmdbStore, clock: Callable[[], int] | None = None
+    ) -> None:
         self.directory = directory
         self.store = store
+        self.clock = clock or _now_us
+        self.last_stamp = 0  # the newest commit time archived
         self.group_log: Any = None
         self.base_time_us: int | None = None
         self._file: Any = None
@@ -215,7 +267,8 @@ class PartitionArchive:
         shutil.rmtree(self.directory / BASE_DIR, ignore_errors=True)
         (self.directory / RECORDS_FILE).unlink(missing_ok=True)
         lsn = self.store.snapshot(self.directory / BASE_DIR)
-        time_us = _now_us()
+        # Every record in the base was committed at or before this time.
+        time_us = max(self.clock(), self.last_stamp)
         temporary = self.directory / (BASE_FILE + ".tmp")
         with open(temporary, "w") as stream:
             stream.write(json.dumps({"lsn": lsn, "time_us": time_us}))
@@ -235,6 +288,7 @@ class PartitionArchive:
         the mark of the store's position follows after the batch."""
         if self._file is None:
             return
+        self.last_stamp = max(self.last_stamp, stamp)
         self._file.write(msgpack.packb([FRAME_RECORD, stamp, data], use_bin_type=True))
         self._file.flush()
         if not self._scheduled:
