@@ -3,10 +3,14 @@ partitions share with them.
 
 This module owns:
 
-- the two requests: their checks in DynamoDB's order, their limits (`TRANSACT_ACTIONS_MAX`,
+- the two requests: their checks in DynamoDB's order (member constraints, the token's
+  first; then every action's expressions and values, in request order, `parse_action`; then
+  each action against its table, `bind_action`; then two actions on one item; then the
+  aggregate size: `plan_actions`), their limits (`TRANSACT_ACTIONS_MAX`,
   `TRANSACT_REQUEST_BYTES_MAX`), their answers (ConsumedCapacity at twice the units of a
   plain read or write, ItemCollectionMetrics) and their errors (TransactionCanceledException
-  with one cancellation reason per action, in order);
+  with one cancellation reason per action, in order; a key of the wrong type or shape is
+  such a reason, ValidationError, while an empty key value refuses the request);
 - the "transact" redo record: every item a transaction writes, in ONE record, applied as ONE
   atomic store write. The applier builds each item's puts and deletes with the item store's
   per-item builder (`item_store._item_write`: the item, its index entries, the statistics,
@@ -15,13 +19,14 @@ This module owns:
 - idempotency: a transaction with a ClientRequestToken records the token, with a digest of
   the request and the time, in the same store write (`TOKEN_PREFIX`, and by time under
   `TOKEN_TIME_PREFIX`, so that each such write also removes a few expired ones); a retry
-  within
-  `TOKEN_LIFETIME_SECONDS` answers without writing again, a retry with other parameters is
+  within `TOKEN_LIFETIME_SECONDS` answers without writing again, a retry with other parameters is
   IdempotentParameterMismatchException and a retry while the first is in flight
   TransactionInProgressException;
 - the pieces the partition side of a transaction across partitions shares with it
   (`keeldb.engine.transactions_partition`, docs/transactions.md): `plan_action`,
-  `evaluate_action`, `plan_gets`, `staged_writes` and the store prefixes under `TXN_PREFIX`.
+  `plan_actions`, `evaluate_action`, `plan_gets`, `staged_writes`, the store prefixes under
+  `TXN_PREFIX`, and a committed share's figures for its coordinator's answer
+  (`share_meter`, `share_answer`).
 
 Evaluation is that of the item operations: every action reads the LATEST view of its item
 (`item_store.latest_item`), conditions and updates are evaluated on it, and the after-images
