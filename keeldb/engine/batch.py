@@ -12,24 +12,27 @@ ExpressionAttributeNames, ConsistentRead), ready to resend.
 
 BatchWriteItem validates every request of the batch (attribute values, item sizes, tables,
 keys, duplicates, the item collection limit) before it writes anything, so that a bad
-request changes nothing. It then
-writes each put or delete as its own redo record through `items.write_item`, all proposed
-concurrently. One record per item (rather than one "batch" record) is deliberate: a
-BatchWriteItem is not atomic in DynamoDB (each write succeeds or fails on its own and comes
-back in UnprocessedItems), its writes may belong to different partitions (different replica
-groups once tables are split), and per-item records keep the appliers, the pending overlay
-and the change streams exactly those of PutItem and DeleteItem. Concurrent proposals are
-safe because the keys of one batch are distinct (duplicates are refused) and the log fixes
-each record's place before its first await. Only a failure of the log itself (an operating
-error, not a client one) can leave part of a batch written, as it can in DynamoDB; the
-client gets an error and retries the batch, whose writes are idempotent.
+request changes nothing. It then writes all its puts and deletes as ONE redo record
+("batch_write": the fields of a "put" or "delete" record per item, in request order),
+applied as one atomic store write in which each item's changes (the item, its index
+entries, statistics, stream record) are built over the state the items before it left,
+exactly as PutItem's and DeleteItem's appliers build them. One record rather than one per
+item is a matter of cost: one log record, one encoding, one proposal and one store write
+for up to 25 items. It is stricter than DynamoDB needs (a BatchWriteItem is not atomic
+there, and each write may come back in UnprocessedItems on its own), never weaker: the
+writes of one batch are applied all or none. In a cluster each partition's share of a
+batch is its own request (`keeldb.cluster.router`), so a record never spans replica groups.
+The keys of one batch are distinct (duplicates are refused), every after-image joins the
+pending overlay before the proposal's first await, and an item held by a prepared
+transaction refuses the batch before anything is proposed. Only a failure of the log
+itself (an operating error, not a client one) fails the batch; the client retries it, and
+its writes are idempotent.
 
 It never touches the store's bytes (that is `item_store`) and never does IO.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +40,7 @@ from typing import Any
 import msgpack
 
 from keeldb.engine import paging
-from keeldb.engine.database import Database, operation
+from keeldb.engine.database import Database, operation, redo_kind
 from keeldb.engine.indexes import (
     IndexUnits,
     check_collection_size,
@@ -46,12 +49,14 @@ from keeldb.engine.indexes import (
 )
 from keeldb.engine.item_store import (
     Item,
+    apply_items_write,
     committed_item,
     items_state,
     latest_item,
+    propose_writes,
     storage_key,
 )
-from keeldb.engine.items import check_item_key, check_key, find_table, write_item
+from keeldb.engine.items import check_item_key, check_key, find_table
 from keeldb.engine.paging import Body, Member
 from keeldb.engine.schema import Table
 from keeldb.expressions import Projection, compile_request
@@ -70,6 +75,8 @@ from keeldb.model.limits import (
 from keeldb.model.request_shapes import TABLE_ARN_LENGTH_MAX
 from keeldb.model.values import validate_item, validate_item_sized
 
+# The redo record of one BatchWriteItem: all its puts and deletes, applied as one store write.
+ITEMS_RECORD_KIND = "batch_write"
 DUPLICATES_MESSAGE = "Provided list of item keys contains duplicates"
 TOO_MANY_GETS_MESSAGE = "Too many items requested for the BatchGetItem call"
 TOO_MANY_WRITES_MESSAGE = "Too many items requested for the BatchWriteItem call"
@@ -487,7 +494,8 @@ async def batch_write_item(db: Database, body: Body) -> Body:
     # collection limit of tables with local indexes is checked here, still before anything
     # is written), then propose them all. No await between reading and proposing.
     capacities = {name: _Capacity() for name in tables}
-    proposals = []
+    records: list[dict[str, Any]] = []
+    images: list[tuple[bytes, Item | None, int]] = []
     for write, skey in zip(writes, store_keys, strict=True):
         table = tables[write.table_name]
         old, old_size = latest_item(db, skey)
@@ -498,9 +506,17 @@ async def batch_write_item(db: Database, body: Body) -> Body:
         capacity = capacities[write.table_name]
         capacity.table_units += base_units
         capacity.add_indexes(index_units)
-        cost = base_units + sum(entry.units for entry in index_units)
-        proposals.append(write_item(db, table, skey, write.image, write.size, cost))
-    await asyncio.gather(*proposals)
+        record: dict[str, Any] = {"table": table.table_id, "name": table.name, "key": skey}
+        if write.image is not None:
+            record["item"] = write.image
+            record["size"] = write.size
+        records.append(record)
+        images.append((skey, write.image, write.size))
+    await propose_writes(db, images, {"kind": ITEMS_RECORD_KIND, "writes": records})
+    meter = items_state(db).write_units
+    for name, capacity in capacities.items():
+        table_name = tables[name].name
+        meter[table_name] = meter.get(table_name, 0.0) + capacity.total
 
     response: Body = {"UnprocessedItems": {}}
     consumed = _consumed(request, capacities)
@@ -517,3 +533,8 @@ async def batch_write_item(db: Database, body: Body) -> Body:
         if metrics:
             response["ItemCollectionMetrics"] = metrics
     return response
+
+
+@redo_kind(ITEMS_RECORD_KIND)
+def apply_items(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    apply_items_write(db, lsn, record)

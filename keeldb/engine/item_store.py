@@ -25,6 +25,9 @@ This module owns:
   in every secondary index (added, moved or removed, `keeldb.engine.indexes.entry_writes`)
   and every statistics record they change, so base and indexes never disagree. A record the store already holds (replayed
   at recovery) is skipped, and one whose table was deleted meanwhile only moves the LSN.
+  `apply_items_write` applies a record of several such writes (BatchWriteItem's) as one
+  store write, each built over the state the writes before it left (`propose_writes`
+  proposes it, with every after-image in the overlay).
 
 It never validates a request, never evaluates an expression and never answers a client.
 """
@@ -204,6 +207,44 @@ async def propose_write(
         raise
 
 
+async def propose_writes(
+    db: Database, writes: list[tuple[bytes, Item | None, int]], record: dict[str, Any]
+) -> int:
+    """`propose_write` for several items written by one record: (store key, after-image,
+    size) each, keys distinct. Every image joins the overlay before the first await and
+    leaves it when the record is applied, or at once if the proposal fails. An item held by
+    a prepared transaction refuses the whole record before anything is proposed."""
+    state = items_state(db)
+    held = state.held
+    for key, _, _ in writes:
+        if key in held:
+            from keeldb.model.errors import TransactionConflictException
+
+            raise TransactionConflictException("Transaction is ongoing for the item")
+    pending = state.pending
+    joined: list[tuple[bytes, PendingWrite]] = []
+    for key, image, size in writes:
+        write = PendingWrite(image, size)
+        queue = pending.get(key)
+        if queue is None:
+            queue = pending[key] = deque()
+        queue.append(write)
+        joined.append((key, write))
+    try:
+        return await db.propose(record)
+    except Exception:
+        for key, write in joined:
+            queue = pending.get(key)
+            if queue is not None:
+                try:
+                    queue.remove(write)
+                except ValueError:
+                    pass
+                if not queue:
+                    del pending[key]
+        raise
+
+
 def _settle(db: Database, key: bytes) -> None:
     """The oldest pending write of `key` has been applied: it leaves the overlay."""
     pending = items_state(db).pending
@@ -235,6 +276,24 @@ def apply_item_write(db: Database, lsn: int, record: dict[str, Any]) -> None:
         db.store.write(*_item_write(db, table, key, record), applied_lsn=lsn)
     finally:
         _settle(db, key)
+
+
+def apply_items_write(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    """Apply a record of several item writes ("writes": the fields of one "put" or "delete"
+    record each) as one atomic store write: each item's writes are built over the store as
+    the items before it in the record left it, so that statistics add up; a write whose
+    table was deleted meanwhile is skipped."""
+    from keeldb.engine.transactions import staged_writes
+
+    writes: list[dict[str, Any]] = record["writes"]
+    try:
+        if lsn <= db.store.applied_lsn():
+            return  # Replayed at recovery, and already in the store.
+        _, puts, deletes = staged_writes(db, writes)
+        db.store.write(puts, deletes, applied_lsn=lsn)
+    finally:
+        for write in writes:
+            _settle(db, write["key"])
 
 
 def _item_write(

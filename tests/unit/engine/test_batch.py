@@ -213,10 +213,25 @@ def test_a_bad_attribute_value_in_a_batch_write_is_refused(h: Harness) -> None:
     assert h.get("hash", {"pk": s("a")}) is None
 
 
-def test_every_write_of_a_batch_is_its_own_log_record(h: Harness) -> None:
+def test_a_batch_is_one_log_record_and_counts_every_item(h: Harness) -> None:
     lsn = h.log.committed_lsn()
     h("BatchWriteItem", {"RequestItems": {"hash": [put({"pk": s(f"k{i}")}) for i in range(5)]}})
-    assert h.log.committed_lsn() == lsn + 5
+    assert h.log.committed_lsn() == lsn + 1
+    h(
+        "BatchWriteItem",
+        {
+            "RequestItems": {
+                "hash": [put({"pk": s("k0"), "v": s("new")})]
+                + [{"DeleteRequest": {"Key": {"pk": s(f"k{i}")}}} for i in (1, 2)]
+            }
+        },
+    )
+    assert h.log.committed_lsn() == lsn + 2
+    assert h.get("hash", {"pk": s("k0")}) == {"pk": s("k0"), "v": s("new")}
+    assert h.get("hash", {"pk": s("k1")}) is None
+    described = h("DescribeTable", {"TableName": "hash"})["Table"]
+    assert described["ItemCount"] == 3
+    assert described["TableSizeBytes"] == (2 + 2) * 2 + (2 + 2 + 1 + 3)
 
 
 # --- BatchGetItem ---------------------------------------------------------------------------
