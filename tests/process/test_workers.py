@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psutil
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 pytestmark = pytest.mark.process
 
@@ -444,27 +447,51 @@ def test_workers_stop_when_the_primary_is_killed(tmp_path: Path) -> None:
         if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     ]
     assert alive == []
-    # The same data directory serves again at once (nothing holds it).
-    again = Server(tmp_path, "--data-dir", str(tmp_path / "data"), "--workers", "2", name="again")
-    again.start()
-    assert again.stop() == 0
 
 
-def test_sigterm_stops_the_primary_and_every_worker_cleanly(tmp_path: Path) -> None:
+def signed_client(port: int, secret: str) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="AKIDWORKERS",
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
+    )
+
+
+def test_signatures_encryption_and_sigterm_with_workers(tmp_path: Path) -> None:
     key = tmp_path / "master.key"
     key.write_bytes(os.urandom(32))
     key.chmod(0o600)
-    # With encryption at rest the workers forward reads too (only the primary holds keys).
+    credentials = tmp_path / "credentials"
+    credentials.write_text("AKIDWORKERS worker-secret\n")
+    # With encryption at rest the workers forward reads too (only the primary holds keys);
+    # they still check every signature themselves.
     flags = ["--data-dir", str(tmp_path / "data"), "--workers", "2", "--master-key-file", str(key)]
-    server = Server(tmp_path, *flags).start()
+    server = Server(tmp_path, *flags, "--credentials", str(credentials)).start()
     assert "2 worker processes" in server.startup_line
-    clients = clients_over_every_process(server.port, 2)
-    clients[0].ok("CreateTable", table_spec("sealed"))
-    clients[0].ok("PutItem", {"TableName": "sealed", "Item": {"pk": {"S": "a"}, "v": {"S": "b"}}})
-    for client in clients:
-        answer = client.ok("GetItem", {"TableName": "sealed", "Key": {"pk": {"S": "a"}}})
+    owner = signed_client(server.port, "worker-secret")
+    owner.create_table(**table_spec("sealed"))
+    owner.put_item(TableName="sealed", Item={"pk": {"S": "a"}, "v": {"S": "b"}})
+    processes = set()
+    for _ in range(CONNECTIONS):
+        client = signed_client(server.port, "worker-secret")  # a connection pool of its own
+        answer = client.get_item(TableName="sealed", Key={"pk": {"S": "a"}})
         assert answer["Item"]["v"] == {"S": "b"}
+        processes.add(answer["ResponseMetadata"]["RequestId"][:REQUEST_ID_PREFIX_CHARS])
+        forger = signed_client(server.port, "not-the-secret")
+        with pytest.raises(ClientError) as refused:
+            forger.get_item(TableName="sealed", Key={"pk": {"S": "a"}})
+        assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
+        with pytest.raises(ClientError) as refused:
+            forger.put_item(TableName="sealed", Item={"pk": {"S": "forged"}})
+        assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
         client.close()
+        forger.close()
+    assert len(processes) == 2
+    assert "Item" not in owner.get_item(TableName="sealed", Key={"pk": {"S": "forged"}})
+    owner.close()
     workers = server.worker_pids()
     assert server.stop() == 0, server.log()
     assert not any(psutil.pid_exists(pid) for pid in workers)
