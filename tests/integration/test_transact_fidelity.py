@@ -280,23 +280,22 @@ def test_a_retried_token_over_many_items_applies_once_and_reads_on_retry(
     ddb: Any, table_factory: Any
 ) -> None:
     table = table_factory()
+    token = table[-30:]  # its own token: the endpoint may be a long-lived cluster
     items = _adds(table, 12)
     first = ddb.transact_write_items(
-        TransactItems=items, ClientRequestToken="many-items", ReturnConsumedCapacity="TOTAL"
+        TransactItems=items, ClientRequestToken=token, ReturnConsumedCapacity="TOTAL"
     )
     assert first["ConsumedCapacity"] == [
         {"TableName": table, "CapacityUnits": 24.0, "WriteCapacityUnits": 24.0}
     ]
     again = ddb.transact_write_items(
-        TransactItems=items, ClientRequestToken="many-items", ReturnConsumedCapacity="TOTAL"
+        TransactItems=items, ClientRequestToken=token, ReturnConsumedCapacity="TOTAL"
     )
     assert again["ConsumedCapacity"] == [
         {"TableName": table, "CapacityUnits": 24.0, "ReadCapacityUnits": 24.0}
     ]
     assert _counts(ddb, table, 12) == [1] * 12
-    mismatch = _refused(
-        ddb.transact_write_items, TransactItems=items[1:], ClientRequestToken="many-items"
-    )
+    mismatch = _refused(ddb.transact_write_items, TransactItems=items[1:], ClientRequestToken=token)
     assert mismatch.response["Error"]["Code"] == "IdempotentParameterMismatchException"
     assert _counts(ddb, table, 12) == [1] * 12
 

@@ -127,7 +127,7 @@ def test_a_missing_table_is_resource_not_found(ddb: Any) -> None:
 
 def test_a_token_makes_retries_idempotent(ddb: Any, table_factory: Any) -> None:
     table = table_factory()
-    request = {"TransactItems": [_update_add(table, "a", 1)], "ClientRequestToken": "token-1"}
+    request = {"TransactItems": [_update_add(table, "a", 1)], "ClientRequestToken": table[-30:]}
     ddb.transact_write_items(**request)
     again = ddb.transact_write_items(**request, ReturnConsumedCapacity="TOTAL")
     assert again["ConsumedCapacity"][0]["ReadCapacityUnits"] > 0  # read, not written again
@@ -135,7 +135,7 @@ def test_a_token_makes_retries_idempotent(ddb: Any, table_factory: Any) -> None:
     assert item["n"] == {"N": "1"}
     with pytest.raises(ClientError) as excinfo:
         ddb.transact_write_items(
-            TransactItems=[_update_add(table, "a", 2)], ClientRequestToken="token-1"
+            TransactItems=[_update_add(table, "a", 2)], ClientRequestToken=table[-30:]
         )
     assert _error(excinfo)["Error"]["Code"] == "IdempotentParameterMismatchException"
 
@@ -242,7 +242,7 @@ def test_execute_transaction_runs_partiql_as_one_transaction(ddb: Any, table_fac
                 "Parameters": [{"S": "b"}],
             },
         ],
-        ClientRequestToken="partiql-1",
+        ClientRequestToken="p-" + table[-30:],
     )
     with pytest.raises(ClientError) as excinfo:
         ddb.execute_transaction(
