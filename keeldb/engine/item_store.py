@@ -171,6 +171,15 @@ def latest_item(db: Database, key: bytes) -> tuple[Item | None, int]:
     return committed_item(db, key)
 
 
+def _stamp(db: Database, keys: Any) -> None:
+    """Each plain write takes its place in the timestamp order of the transactions across
+    partitions (`transactions_partition.PartitionState.stamp`; nothing where none ran)."""
+    stamps = db.state.get("transactions_partition")
+    if stamps is not None:
+        for key in keys:
+            stamps.stamp((key,))
+
+
 async def propose_write(
     db: Database, key: bytes, image: Item | None, size: int, record: dict[str, Any]
 ) -> int:
@@ -187,6 +196,7 @@ async def propose_write(
         from keeldb.model.errors import TransactionConflictException
 
         raise TransactionConflictException("Transaction is ongoing for the item")
+    _stamp(db, (key,))
     pending = state.pending
     write = PendingWrite(image, size)
     queue = pending.get(key)
@@ -221,6 +231,7 @@ async def propose_writes(
             from keeldb.model.errors import TransactionConflictException
 
             raise TransactionConflictException("Transaction is ongoing for the item")
+    _stamp(db, [key for key, _, _ in writes])
     pending = state.pending
     joined: list[tuple[bytes, PendingWrite]] = []
     for key, image, size in writes:
