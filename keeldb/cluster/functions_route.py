@@ -1,53 +1,79 @@
-"""The function service on a cluster: one home node runs it, every other router forwards.
+"""The function service on a cluster: the metadata leader runs it, its state is replicated
+by the metadata group, every other node forwards Lambda requests to it.
 
 A function's code, configuration, event source mappings, their shard positions and the
-queued Event invocations are the state `keeldb.functions.store` keeps on one node's disk.
-On a cluster they live on the functions home: the first node of the cluster file that
-routes (role "both" or "router"), the same on every node because the cluster file is. The
-home runs the `FunctionService` (sandboxes, invoker, stream pollers) over its own data
-directory; every other router hands each Lambda REST request, unchanged (headers, so SigV4
-signatures still verify, and body), to the home's HTTP endpoint and relays its answer.
+queued Event invocations are what `keeldb.functions.store` keeps under a data directory. On
+a cluster that directory is a working copy: every write of it is first proposed to the
+metadata group as a "functions_state" redo record (keys under `STATE_PREFIX` in the
+metadata store), and only then made on the local disk. The node whose metadata replica
+leads with a lease is the **functions home**: it copies the replicated state into its
+directory and runs the `FunctionService` (sandboxes, invoker, stream pollers) over it; a node
+that stops leading stops its service. Only the leader's own node may write the state (its
+write goes to its own replica, which refuses once it does not lead), so a deposed home can
+never overwrite what its successor wrote.
 
-On the home, the service talks to the cluster through this node's router: DynamoDB
-requests (an on-failure table, DescribeTable) are routed like a client's, stream pollers
-read every partition's shards through `keeldb.cluster.streams_route`, and handlers reach the
-database at this node's endpoint. Pollers are woken by records applied in any partition
-replica this node holds, and otherwise look again after a short wait.
+Every other node hands each Lambda REST request, unchanged (headers, so SigV4 signatures
+still verify, and body), to the metadata leader's HTTP endpoint and relays its answer; a
+node asked that is not (or no longer) the home says so, and the sender tries the other
+members of the metadata group, within a bounded wait.
 
-Delivery stays at least once and in order per shard across restarts of the home: a shard's
-position is written to the home's disk only after its batch was processed (as on a single
-node), and ShardIds, sequence numbers and iterators are the same whichever replica leads.
-The trade-off: while the home is down, the Lambda API answers ServiceException and mappings
-pause (nothing is lost: they continue from their saved positions when it returns); see
-docs/cluster.md.
+On the home, the service talks to the cluster through this node's router: DynamoDB requests
+(an on-failure table) are routed like a client's, stream pollers read every partition's
+shards through `keeldb.cluster.streams_route`, and handlers reach the database at the
+home's endpoint. Delivery stays at least once and in order per shard across a change of
+home: a shard's position is replicated only after its batch was processed, and ShardIds
+and sequence numbers are the same whichever replica leads, so a new home continues each
+mapping from the last replicated position (a batch in flight at the change may run twice).
 
-It never runs user code itself and never touches a replica's store.
+It never runs user code itself and never touches a partition's store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from keeldb.api.server import Request, RestResponse
-from keeldb.cluster import topology
+from keeldb.cluster.placement import META_GROUP
+from keeldb.engine.database import Database, redo_kind
+from keeldb.functions.store import CATALOG_FILE, FunctionStore, write_atomically
+from keeldb.model.keys import prefix_end
 
 if TYPE_CHECKING:
     from keeldb.cluster.node import ClusterNode
 
 log = logging.getLogger("keeldb.cluster.functions")
 
+STATE_KIND = "functions_state"
+# The metadata store's keys of the function state: "catalog", "positions/<mapping uuid>",
+# "events/<event id>", "zips/<sha256>" after this prefix (no other store key starts so).
+STATE_PREFIX = b"fn/"
+# How often a node checks whether it became, or stopped being, the functions home.
+HOME_TICK_SECONDS = 0.5
+# A replicated write of the state: one proposal to the metadata group.
+MIRROR_SECONDS_MAX = 15.0
+# A request waits this long for some node to be the home (an election, a start).
+HOME_WAIT_SECONDS_MAX = 10.0
+HOME_RETRY_PAUSE_SECONDS = 0.1
 # An Invoke may run for the longest function timeout Lambda allows (900 s), plus its start.
 FORWARD_SECONDS_MAX = 900.0 + 60.0
 CONNECT_SECONDS_MAX = 5.0
 RESPONSE_HEAD_BYTES_MAX = 64 * 1024
 # The home's answer to a forwarded request is at most Lambda's 6 MB payload in a JSON
-# document, or a 50 MB zip from a code link.
+# document, or a zip from a code link.
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 # How long an idle poller waits for a record applied on this node before it looks again.
 WAIT_SECONDS_MAX = 0.5
+# Marks a request one node forwarded to another (it is never forwarded again), and the
+# answer of a node that is not the home.
+FORWARDED_HEADER = "x-keeldb-forwarded"
+NOT_HOME_HEADER = "x-keeldb-not-home"
 # Headers the HTTP front end writes itself, or that belong to one connection.
 _NOT_FORWARDED = frozenset(
     (
@@ -64,16 +90,114 @@ _NOT_FORWARDED = frozenset(
         "upgrade",
         "te",
         "expect",
+        FORWARDED_HEADER,
+        NOT_HOME_HEADER,
     )
 )
 
 
-def functions_home(spec: topology.ClusterSpec) -> int:
-    """The node that runs the function service: the first routing node of the cluster file."""
-    routing = sorted(n.node_id for n in spec.nodes if n.routes)
-    if not routing:
-        raise topology.TopologyError("a cluster needs a routing node to serve functions")
-    return routing[0]
+# --- The replicated state ---------------------------------------------------------------------
+
+
+@redo_kind(STATE_KIND)
+def apply_functions_state(db: Database, lsn: int, record: dict[str, Any]) -> None:
+    """Write the state keys the home changed, in one store write."""
+    if lsn <= db.store.applied_lsn():
+        return  # Replayed at recovery, and already in the store.
+    puts = [(STATE_PREFIX + key.encode("utf-8"), bytes(value)) for key, value in record["puts"]]
+    deletes = [STATE_PREFIX + key.encode("utf-8") for key in record["deletes"]]
+    db.store.write(puts, deletes, applied_lsn=lsn)
+
+
+def state_entries(db: Database) -> list[tuple[str, bytes]]:
+    """Every key of the replicated function state and its value."""
+    return [
+        (key[len(STATE_PREFIX) :].decode("utf-8"), bytes(value))
+        for key, value in db.store.scan(STATE_PREFIX, prefix_end(STATE_PREFIX))
+    ]
+
+
+_STATE_PATHS = {"catalog": CATALOG_FILE}
+_STATE_FOLDERS = {"positions": ".json", "events": ".event", "zips": ".zip"}
+
+
+def _state_path(root: Path, key: str) -> Path | None:
+    if key in _STATE_PATHS:
+        return root / _STATE_PATHS[key]
+    folder, _, name = key.partition("/")
+    suffix = _STATE_FOLDERS.get(folder)
+    if suffix is None or not name or "/" in name or name.startswith("."):
+        return None
+    return root / folder / f"{name}{suffix}"
+
+
+def materialize(root: Path, entries: list[tuple[str, bytes]]) -> None:
+    """Make `root` hold exactly the replicated state (unzipped code is made again from the
+    zips when needed; sandbox working directories are left alone)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / CATALOG_FILE).unlink(missing_ok=True)
+    for folder in _STATE_FOLDERS:
+        shutil.rmtree(root / folder, ignore_errors=True)
+    for key, value in entries:
+        path = _state_path(root, key)
+        if path is None:
+            log.warning("unknown function state key %r left out", key)
+            continue
+        write_atomically(path, value)
+
+
+class MirroredStore(FunctionStore):
+    """A `FunctionStore` whose every durable write is first replicated by the metadata group
+    (`mirror(puts, deletes)`, blocking, from the worker threads the service writes in)."""
+
+    def __init__(self, root: Path, mirror: Any, mirror_later: Any) -> None:
+        super().__init__(root)
+        self._mirror = mirror
+        self._mirror_later = mirror_later
+
+    def write_catalog(self, generation: int, data: bytes) -> None:
+        with self._catalog_lock:
+            if generation <= self._written_generation:
+                return  # a newer snapshot is already written
+            self._mirror([("catalog", data)], [])
+            write_atomically(self.root / CATALOG_FILE, data)
+            self._written_generation = generation
+
+    def write_positions(self, uuid: str, positions: dict[str, Any]) -> None:
+        data = orjson.dumps(positions)
+        self._mirror([(f"positions/{uuid}", data)], [])
+        write_atomically(self.root / "positions" / f"{uuid}.json", data)
+
+    def forget_positions(self, uuid: str) -> None:
+        self._mirror([], [f"positions/{uuid}"])
+        super().forget_positions(uuid)
+
+    def save_event(self, event_id: str, name: str, received: float, payload: bytes) -> None:
+        head = orjson.dumps({"name": name, "received": received})
+        self._mirror([(f"events/{event_id}", head + b"\n" + payload)], [])
+        super().save_event(event_id, name, received, payload)
+
+    def drop_event(self, event_id: str) -> None:
+        # Called on the event loop when an event ran: not waited for. Should the home change
+        # before it is replicated, the event runs again (at least once, as Lambda's queue).
+        self._mirror_later([], [f"events/{event_id}"])
+        super().drop_event(event_id)
+
+    def save_code(self, name: str, data: bytes) -> str:
+        sha = super().save_code(name, data)
+        self._mirror([(f"zips/{sha}", data)], [])
+        return sha
+
+    def drop_code(self, name: str, keep_sha256_hex: str | None = None) -> None:
+        zips = self.root / "zips"
+        before = {p.stem for p in zips.glob("*.zip")} if zips.exists() else set()
+        super().drop_code(name, keep_sha256_hex)
+        after = {p.stem for p in zips.glob("*.zip")} if zips.exists() else set()
+        if before - after:
+            self._mirror([], [f"zips/{sha}" for sha in sorted(before - after)])
+
+
+# --- The function service's view of the cluster ---------------------------------------------
 
 
 class _RoutedDatabase:
@@ -132,115 +256,291 @@ def _records_waiter(node: ClusterNode) -> Any:
     return wait
 
 
-async def _start_home(node: ClusterNode) -> Any:
-    from keeldb.functions import service as functions_service
-    from keeldb.streams import api as streams_api
+class StateUnavailable(Exception):
+    """This node's metadata replica does not lead: it may not write the function state."""
 
-    assert node.server is not None
-    root = Path(node.config.data_dir) / "functions"
-    streams_dispatch = node.server.json_services[streams_api.TARGET_PREFIX][0]
-    credentials = node.config.credentials
 
-    def build() -> Any:
-        return functions_service.FunctionService(
+# --- The home ---------------------------------------------------------------------------------
+
+
+class Home:
+    """Runs the function service while this node's metadata replica leads with a lease."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        self.api: Any = None
+        self.service: Any = None
+        # Set while the service starts and runs: its writes of the state are allowed then.
+        self.serving = False
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def meta(self) -> Any:
+        storage = self.node.storage
+        return None if storage is None else storage.replicas.get(META_GROUP)
+
+    def leading(self) -> bool:
+        meta = self.meta
+        return meta is not None and bool(meta.log.is_leader) and bool(meta.log.read_lease())
+
+    def leader_hint(self) -> int | None:
+        """The node this one believes leads the metadata group."""
+        meta = self.meta
+        if meta is not None:
+            if meta.log.is_leader:
+                return int(self.node.me.node_id)
+            leader = meta.leader()
+            if leader is not None:
+                return int(leader)
+        router = self.node.router
+        return None if router is None else router.leaders.get(META_GROUP)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="keeldb-fn-home")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._lock:
+            await self._stop()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(HOME_TICK_SECONDS)
+            try:
+                if self.leading():
+                    await self.started()
+                elif self.service is not None:
+                    async with self._lock:
+                        if not self.leading():
+                            log.info("no longer the functions home: stopping the service")
+                            await self._stop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the functions home failed to start or stop; retrying")
+
+    async def started(self) -> Any:
+        """The Lambda API of this node's service, started if needed; None if not the home."""
+        if self.api is not None:
+            return self.api
+        async with self._lock:
+            if self.api is None and self.leading() and not self._closing:
+                await self._start()
+        return self.api
+
+    async def _start(self) -> None:
+        from keeldb.functions import service as functions_service
+        from keeldb.functions.rest import LambdaApi
+        from keeldb.streams import api as streams_api
+
+        node = self.node
+        assert node.server is not None and node.router is not None
+        meta = self.meta
+        assert meta is not None
+        root = Path(node.config.data_dir) / "functions"
+        # The lease means this replica has applied everything chosen before it: its copy of
+        # the state is the newest.
+        await asyncio.to_thread(materialize, root, state_entries(meta.database))
+        streams_dispatch = node.server.json_services[streams_api.TARGET_PREFIX][0]
+        loop = asyncio.get_running_loop()
+
+        def mirror(puts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+            future = asyncio.run_coroutine_threadsafe(self.write_state(puts, deletes), loop)
+            future.result(MIRROR_SECONDS_MAX)
+
+        def mirror_later(puts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+            task = loop.create_task(self.write_state(puts, deletes))
+            task.add_done_callback(_log_failure)
+
+        service = functions_service.FunctionService(
             wait_for_records=_records_waiter(node),
             root=root,
             region=node.config.region,
-            account=node.router.cache.account_id if node.router is not None else "",
+            account=node.router.cache.account_id,
             endpoint_url=node.url,
             endpoint_port=node.port,
-            credentials=functions_service.first_credential(credentials),
+            credentials=functions_service.first_credential(node.config.credentials),
             database=_RoutedDatabase(node),
             streams=lambda: streams_dispatch,
+            store=MirroredStore(root, mirror, mirror_later),
         )
+        self.serving = True
+        try:
+            await service.start()
+        except BaseException:
+            self.serving = False
+            raise
+        self.service = service
+        self.api = LambdaApi(service, credentials=node.config.credentials)
+        log.info("this node is the functions home")
 
-    lazy = functions_service._StartedOnDemand(build, credentials)
-    # Functions, mappings and queued events on disk run again from the start.
-    await lazy.started()
-    for prefix in functions_service.LAMBDA_PATH_PREFIXES:
-        node.server.mount(prefix, lazy.handle)
-    return lazy.close
+    async def _stop(self) -> None:
+        service, self.service, self.api = self.service, None, None
+        self.serving = False
+        if service is not None:
+            await service.close()
+
+    async def write_state(self, puts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+        """Replicate a change of the function state through this node's own metadata replica,
+        which must lead: a node that is not the home can never write it."""
+        from keeldb.cluster.group import NotLeader
+
+        meta = self.meta
+        # Consensus fences a deposed home: its proposal cannot be chosen under an old ballot.
+        if meta is None or not meta.log.is_leader or not self.serving:
+            raise StateUnavailable("this node is not the functions home")
+        record = {"kind": STATE_KIND, "puts": [[k, v] for k, v in puts], "deletes": deletes}
+        try:
+            await meta.database.propose(record)
+        except NotLeader as error:
+            raise StateUnavailable("this node is no longer the functions home") from error
 
 
-class Forwarder:
-    """Hands Lambda REST requests to the functions home and relays its answers."""
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a function state change was not replicated: %r", task.exception())
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
+
+# --- Requests ---------------------------------------------------------------------------------
+
+
+class FunctionsFront:
+    """The Lambda API of every node: served by the home, forwarded to it by the others."""
+
+    def __init__(self, node: ClusterNode, home: Home) -> None:
+        self.node = node
+        self.home = home
 
     async def handle(self, request: Request) -> RestResponse:
         from keeldb.functions.errors import ServiceException
 
-        try:
-            return await asyncio.wait_for(self._exchange(request), FORWARD_SECONDS_MAX)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
-            log.warning("the functions home %s:%s did not answer: %r", self.host, self.port, error)
-            refused = ServiceException("The function service is unavailable; try again later.")
-            return RestResponse(refused.status, refused.payload(), headers=refused.headers())
+        forwarded = FORWARDED_HEADER in request.headers
+        api = await self.home.started()
+        if api is not None:
+            response: RestResponse = await api.handle(request)
+            return response
+        if forwarded:
+            # The sender thought this node was the home: let it look elsewhere.
+            refused = ServiceException("This node is not the functions home.")
+            return RestResponse(
+                503, refused.payload(), headers=[*refused.headers(), (NOT_HOME_HEADER, "1")]
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOME_WAIT_SECONDS_MAX
+        members = list(self.node.placements[META_GROUP].node_ids)
+        tried = 0
+        while loop.time() < deadline:
+            target = self.home.leader_hint()
+            if target is None or target == self.node.me.node_id:
+                target = members[tried % len(members)]
+            tried += 1
+            if target == self.node.me.node_id:
+                api = await self.home.started()
+                if api is not None:
+                    response = await api.handle(request)
+                    return response
+                await asyncio.sleep(HOME_RETRY_PAUSE_SECONDS)
+                continue
+            spec = self.node.spec.node(target)
+            try:
+                answer = await asyncio.wait_for(
+                    _exchange(spec.host, spec.api_port, request), FORWARD_SECONDS_MAX
+                )
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
+                log.debug("functions home candidate %s did not answer: %r", target, error)
+                self._forget(target)
+                await asyncio.sleep(HOME_RETRY_PAUSE_SECONDS)
+                continue
+            if any(name.lower() == NOT_HOME_HEADER for name, _ in answer.headers):
+                self._forget(target)
+                await asyncio.sleep(HOME_RETRY_PAUSE_SECONDS)
+                continue
+            return answer
+        refused = ServiceException("The function service is unavailable; try again later.")
+        return RestResponse(refused.status, refused.payload(), headers=refused.headers())
 
-    async def _exchange(self, request: Request) -> RestResponse:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), CONNECT_SECONDS_MAX
-        )
-        try:
-            head = [f"{request.method} {request.url.decode('latin-1')} HTTP/1.1"]
-            for name, value in request.headers.items():
-                if name not in _NOT_FORWARDED:
-                    head.append(f"{name}: {value}")
-            if "content-type" in request.headers:
-                head.append(f"content-type: {request.headers['content-type']}")
-            head.append(f"content-length: {len(request.body)}")
-            head.append("connection: close")
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + request.body)
-            await writer.drain()
-            raw_head = await reader.readuntil(b"\r\n\r\n")
-            if len(raw_head) > RESPONSE_HEAD_BYTES_MAX:
-                raise ValueError("response head too large")
-            lines = raw_head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            headers: list[tuple[str, str]] = []
-            length: int | None = None
-            content_type = ""
-            for line in lines[1:]:
-                if not line:
-                    continue
-                name, _, value = line.partition(":")
-                name, value = name.strip(), value.strip()
-                lower = name.lower()
-                if lower == "content-length":
-                    length = int(value)
-                elif lower == "content-type":
-                    content_type = value
-                elif lower == "transfer-encoding":
-                    raise ValueError("chunked answers are not relayed")
-                elif lower not in _NOT_FORWARDED:
-                    headers.append((name, value))
-            if length is None:
-                body = await reader.read(RESPONSE_BYTES_MAX)
-            else:
-                if length > RESPONSE_BYTES_MAX:
-                    raise ValueError("response too large")
-                body = await reader.readexactly(length) if request.method != "HEAD" else b""
-            return RestResponse(status, body, content_type, headers)
-        finally:
-            writer.close()
+    def _forget(self, node_id: int) -> None:
+        router = self.node.router
+        if router is not None and router.leaders.get(META_GROUP) == node_id:
+            members = [n for n in self.node.placements[META_GROUP].node_ids if n != node_id]
+            if members:
+                router.leaders[META_GROUP] = members[0]
+
+
+async def _exchange(host: str, port: int, request: Request) -> RestResponse:
+    """One HTTP/1.1 request to another node's front end, and its answer."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port), CONNECT_SECONDS_MAX
+    )
+    try:
+        head = [f"{request.method} {request.url.decode('latin-1')} HTTP/1.1"]
+        for name, value in request.headers.items():
+            if name not in _NOT_FORWARDED:
+                head.append(f"{name}: {value}")
+        if "content-type" in request.headers:
+            head.append(f"content-type: {request.headers['content-type']}")
+        head.append(f"content-length: {len(request.body)}")
+        head.append(f"{FORWARDED_HEADER}: 1")
+        head.append("connection: close")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + request.body)
+        await writer.drain()
+        raw_head = await reader.readuntil(b"\r\n\r\n")
+        if len(raw_head) > RESPONSE_HEAD_BYTES_MAX:
+            raise ValueError("response head too large")
+        lines = raw_head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers: list[tuple[str, str]] = []
+        length: int | None = None
+        content_type = ""
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, _, value = line.partition(":")
+            name, value = name.strip(), value.strip()
+            lower = name.lower()
+            if lower == "content-length":
+                length = int(value)
+            elif lower == "content-type":
+                content_type = value
+            elif lower == "transfer-encoding":
+                raise ValueError("chunked answers are not relayed")
+            elif lower == NOT_HOME_HEADER or lower not in _NOT_FORWARDED:
+                headers.append((name, value))
+        if request.method == "HEAD":
+            body = b""
+        elif length is None:
+            body = await reader.read(RESPONSE_BYTES_MAX)
+        elif length > RESPONSE_BYTES_MAX:
+            raise ValueError("response too large")
+        else:
+            body = await reader.readexactly(length)
+        return RestResponse(status, body, content_type, headers)
+    finally:
+        writer.close()
+
+
+# --- Attaching --------------------------------------------------------------------------------
 
 
 async def attach(node: ClusterNode) -> Any:
-    """Serve the Lambda API on a cluster node: run the function service on the home, forward
-    to it from every other node (a storage-only node's HTTP port routes what it is sent)."""
-    if node.server is None:
+    """Serve the Lambda API on a cluster node; run the function service while this node's
+    metadata replica leads."""
+    if node.server is None or not getattr(node.config, "functions", True):
         return None
-    if not getattr(node.config, "functions", True):
-        return None
-    home = functions_home(node.spec)
-    if node.me.node_id == home:
-        return await _start_home(node)
+    home = Home(node)
+    front = FunctionsFront(node, home)
     from keeldb.functions.service import LAMBDA_PATH_PREFIXES
 
-    target = node.spec.node(home)
-    forwarder = Forwarder(target.host, target.api_port)
     for prefix in LAMBDA_PATH_PREFIXES:
-        node.server.mount(prefix, forwarder.handle)
-    return None
+        node.server.mount(prefix, front.handle)
+    if home.meta is not None:
+        if home.leading():
+            await home.started()
+        home.start()
+    return home.close

@@ -95,6 +95,7 @@ class FunctionService:
         pool: Any = None,
         clock: Any = time.time,
         wait_for_records: Any = None,
+        store: FunctionStore | None = None,
     ) -> None:
         self.region = region
         self.account = account
@@ -108,7 +109,8 @@ class FunctionService:
         # `async (timeout_seconds) -> bool`: returns when a stream record is written (or the
         # timeout passes); None makes idle pollers look again after a short sleep.
         self.wait_for_records = wait_for_records
-        self.store = FunctionStore(root)
+        # A cluster's functions home passes a store that also keeps its state replicated.
+        self.store = store if store is not None else FunctionStore(root)
         self.pool_module = pool_module or load_pool_module(
             os.environ.get(POOL_ENVIRONMENT_VARIABLE) == "local"
         )
