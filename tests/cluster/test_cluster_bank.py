@@ -537,9 +537,13 @@ def test_the_checks_catch_coordinators_that_commit_a_share_before_all_are_prepar
     bank, seed = start(cluster_factory, env={BUGGIFY_COMMIT_EARLY_ENV: "1"})
 
     def until_refusals(bank: Bank) -> None:
-        # Long enough for transfers to be refused by one partition and not the other.
+        # Until a transfer refused by one partition was applied by the other (an audit sees
+        # money appear or vanish), or long enough for many to be refused.
         deadline = time.monotonic() + BROKEN_SECONDS_MAX
         while bank.report.count(FAIL) < BROKEN_REFUSALS and time.monotonic() < deadline:
+            expected = ACCOUNTS * OPENING_BALANCE
+            if bank.report.count(FAIL) and any(t != expected for t in bank.report.audit_totals):
+                return
             time.sleep(0.1)
 
     report = bank.run(until_refusals)
