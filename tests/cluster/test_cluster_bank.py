@@ -550,4 +550,3 @@ def test_the_checks_catch_coordinators_that_commit_a_share_before_all_are_prepar
     print(f"seed {seed}: {report.summary()}; caught: {report.problems()}")
     assert report.result is not None
     assert not report.result.valid, f"seed {seed}: the checker missed it: {report.summary()}"
-    assert "G1a" in report.result.kinds(), f"seed {seed}: {report.result.kinds()}"
