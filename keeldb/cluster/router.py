@@ -54,7 +54,7 @@ from keeldb.cluster.ring import Ring
 from keeldb.engine import catalog, paging
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
-from keeldb.model.errors import InternalServerError, ValidationException
+from keeldb.model.errors import ClientError, InternalServerError, ValidationException
 from keeldb.model.keys import HASH_SPACE
 from keeldb.model.limits import PAGE_BYTES_MAX
 from keeldb.model.values import item_size
@@ -549,8 +549,10 @@ class Router:
         mode = _read_mode(body)
         tables = self._expect(body.get("TableName"))
         limit = body.get("Limit")
-        if isinstance(limit, int) and limit >= 1 and _filtered(body):
-            return await self._gather_limited(op, body, source, deadline, limit)
+        if _filtered(body) or not _reads_whole_entries(body):
+            # What the page returns does not show what it read: two rounds.
+            counted = limit if isinstance(limit, int) and limit >= 1 else None
+            return await self._gather_in_rounds(op, body, source, deadline, counted)
         answers = await asyncio.gather(
             *(
                 self._partition_op(p, op, body, mode, deadline, check=False, tables=tables)
@@ -596,6 +598,11 @@ class Router:
         if isinstance(limit, int) and ordered and not filtered and len(items) > limit:
             items = items[:limit]
             last_key = {n: items[-1][n] for n in names}
+        fill = _filling([item_size(item) for item in items], PAGE_BYTES_MAX)
+        if ordered and fill is not None and (fill < len(items) or last_key is None):
+            # One node stops reading the index after 1 MB of entries: so does the merged page.
+            items = items[:fill]
+            last_key = {n: items[-1][n] for n in names}
         out: dict[str, Any] = {}
         if body.get("Select") != "COUNT":
             out["Items"] = items
@@ -614,19 +621,25 @@ class Router:
             out["ConsumedCapacity"] = _scaled(consumed[0], units)
         return out
 
-    async def _gather_limited(
-        self, op: str, body: dict[str, Any], source: paging.Source, deadline: float, limit: int
+    async def _gather_in_rounds(
+        self,
+        op: str,
+        body: dict[str, Any],
+        source: paging.Source,
+        deadline: float,
+        limit: int | None,
     ) -> dict[str, Any]:
-        """A global-index Query or Scan with Limit and a filter evaluates exactly `Limit`
-        entries in the index's order, as one node does. First every partition names the
-        positions (keys only, no filter) of its next `Limit` entries; the first `Limit` of
-        all of them, merged, say how many each partition evaluates; then each evaluates
-        that many with the request's own filter and projection."""
+        """A global-index Query or Scan whose answer does not show the entries it read (a
+        filter, a projection, Select COUNT) reads exactly what one node would: `Limit`
+        entries or 1 MB of them, in the index's order. First every partition returns its
+        next entries, whole and unfiltered (up to `Limit`, or its own 1 MB); merged, they
+        say where the page ends and how many entries each partition evaluates; then each
+        evaluates that many with the request's own filter and projection."""
         mode = _read_mode(body)
         tables = self._expect(body.get("TableName"))
         names = source.start_key_names
         forward = body.get("ScanIndexForward", True) is not False
-        probe = _positions_request(op, body, names, limit)
+        probe = _positions_request(body, limit)
         partitions = range(len(self.ring))
         probes = await asyncio.gather(
             *(
@@ -638,7 +651,7 @@ class Router:
         cut_key: Any = None
         for answer in probes:
             last = answer.get("LastEvaluatedKey")
-            if last is None or len(answer.get("Items", ())) >= limit:
+            if last is None or (limit is not None and len(answer.get("Items", ())) >= limit):
                 continue  # stopped at Limit: not a bound on the merged page
             at = source.store_key(last)
             if cut is None or (at < cut if forward else at > cut):
@@ -651,40 +664,54 @@ class Router:
                     continue
                 positions.append((at, partition, item))
         positions.sort(key=lambda e: e[0], reverse=not forward)
-        taken = positions[:limit]
+        taken = positions if limit is None else positions[:limit]
+        full = limit is not None and len(taken) == limit
+        fill = _filling([item_size(item) for _at, _p, item in taken], PAGE_BYTES_MAX)
+        if fill is not None:
+            taken, full = taken[:fill], True
         shares: dict[int, int] = {}
         for _at, partition, _item in taken:
             shares[partition] = shares.get(partition, 0) + 1
         if not shares:
             # Nothing to evaluate: the request still goes to one partition, which answers
             # with its validation error or an empty page.
-            shares[0] = limit
+            shares[0] = limit or 1
         parts = sorted(shares.items())
-        answers = await asyncio.gather(
-            *(
-                self._partition_op(
-                    p, op, dict(body, Limit=count), mode, deadline, check=False, tables=tables
+        # The entries' keys come back too (and are taken off again), so that the pages of
+        # several partitions merge in the index's order whatever the projection.
+        keyed, added = _with_keys(body, names)
+        try:
+            answers = await asyncio.gather(
+                *(
+                    self._partition_op(
+                        p, op, dict(keyed, Limit=count), mode, deadline, check=False, tables=tables
+                    )
+                    for p, count in parts
                 )
-                for p, count in parts
             )
-        )
+        except ClientError:
+            if not added:
+                raise
+            # The request itself is refused: its own error, as the client wrote it.
+            partition, count = parts[0]
+            await self._partition_op(
+                partition, op, dict(body, Limit=count), mode, deadline, check=False, tables=tables
+            )
+            raise
         entries: list[tuple[bytes, Any]] = []
-        ordered = True
         for answer in answers:
             for item in answer.get("Items", ()):
-                if any(n not in item for n in names):
-                    ordered = False
-                    entries.append((b"", item))
-                else:
-                    entries.append((source.store_key(item), item))
-        if ordered:
-            entries.sort(key=lambda e: e[0], reverse=not forward)
+                at = source.store_key(item) if all(n in item for n in names) else b""
+                for name in added:
+                    item.pop(name, None)
+                entries.append((at, item))
+        entries.sort(key=lambda e: e[0], reverse=not forward)
         out: dict[str, Any] = {}
         if body.get("Select") != "COUNT":
             out["Items"] = [item for _at, item in entries]
         out["Count"] = sum(int(a.get("Count", 0)) for a in answers)
         out["ScannedCount"] = sum(int(a.get("ScannedCount", 0)) for a in answers)
-        if len(taken) == limit:
+        if full and taken:
             out["LastEvaluatedKey"] = {n: taken[-1][2][n] for n in names}
         elif cut_key is not None:
             out["LastEvaluatedKey"] = cut_key
@@ -921,31 +948,58 @@ def _filtered(body: dict[str, Any]) -> bool:
     return any(member in body for member in _FILTER_MEMBERS)
 
 
-def _positions_request(
-    op: str, body: dict[str, Any], names: tuple[str, ...], limit: int
-) -> dict[str, Any]:
-    """The request that reads the next `limit` entries' keys of an index, unfiltered: the
-    original's table, index, start, order, consistency and key condition (with only the
+def _positions_request(body: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """The request that reads an index's next entries whole and unfiltered (up to `limit`):
+    the original's table, index, start, order, consistency and key condition (with only the
     names and values it uses)."""
     probe = {k: v for k, v in body.items() if k not in _PROBE_DROPPED}
-    probe["Limit"] = limit
+    if limit is not None:
+        probe["Limit"] = limit
     condition = body.get("KeyConditionExpression")
     used = set(_PLACEHOLDER.findall(condition)) if isinstance(condition, str) else set()
-    attribute_names = {
-        k: v for k, v in (body.get("ExpressionAttributeNames") or {}).items() if k in used
-    }
-    values = {k: v for k, v in (body.get("ExpressionAttributeValues") or {}).items() if k in used}
-    if values:
-        probe["ExpressionAttributeValues"] = values
-    if op == "Query" and "KeyConditions" in body:
-        probe["AttributesToGet"] = list(names)  # legacy request: legacy projection
-    else:
-        placeholders = {f"#keeldbk{n}": name for n, name in enumerate(names)}
-        attribute_names.update(placeholders)
-        probe["ProjectionExpression"] = ", ".join(placeholders)
-    if attribute_names:
-        probe["ExpressionAttributeNames"] = attribute_names
+    for member in ("ExpressionAttributeNames", "ExpressionAttributeValues"):
+        given = body.get(member)
+        kept = {k: v for k, v in given.items() if k in used} if isinstance(given, dict) else {}
+        if kept:
+            probe[member] = kept
     return probe
+
+
+def _with_keys(body: dict[str, Any], names: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """The request with the attributes `names` added to its projection if it lacks them,
+    and the names it added (to take off the answer's items)."""
+    if "ProjectionExpression" in body and isinstance(body["ProjectionExpression"], str):
+        given = body.get("ExpressionAttributeNames")
+        attribute_names = dict(given) if isinstance(given, dict) else {}
+        projected = set()
+        for path in body["ProjectionExpression"].split(","):
+            top = path.strip().split(".", 1)[0].split("[", 1)[0]
+            projected.add(attribute_names.get(top, top))
+        missing = [n for n in names if n not in projected]
+        if not missing:
+            return body, []
+        placeholders = {f"#keeldbk{number}": name for number, name in enumerate(missing)}
+        attribute_names.update(placeholders)
+        expression = ", ".join([body["ProjectionExpression"], *placeholders])
+        keyed = dict(
+            body, ProjectionExpression=expression, ExpressionAttributeNames=attribute_names
+        )
+        return keyed, missing
+    if "AttributesToGet" in body and isinstance(body["AttributesToGet"], list):
+        missing = [n for n in names if n not in body["AttributesToGet"]]
+        return dict(body, AttributesToGet=[*body["AttributesToGet"], *missing]), missing
+    return body, []
+
+
+def _reads_whole_entries(body: dict[str, Any]) -> bool:
+    """Whether an index Query's or Scan's answer holds exactly the entries it read, whole."""
+    return (
+        not _filtered(body)
+        and "ProjectionExpression" not in body
+        and "AttributesToGet" not in body
+        and body.get("Select", "ALL_PROJECTED_ATTRIBUTES")
+        in ("ALL_PROJECTED_ATTRIBUTES", "ALL_ATTRIBUTES")
+    )
 
 
 def _valid_scan_shape(body: Any) -> bool:

@@ -312,7 +312,20 @@ async def test_a_valid_batch_over_partitions_still_applies_every_part(pair: Pair
 BIG_TABLE = {
     "TableName": "big",
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "g", "AttributeType": "S"},
+    ],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": "by_g",
+            "KeySchema": [
+                {"AttributeName": "g", "KeyType": "HASH"},
+                {"AttributeName": "pk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ],
     "BillingMode": "PAY_PER_REQUEST",
 }
 
@@ -326,6 +339,7 @@ async def _fill_big(pair: Pair, count: int = 120) -> None:
             "pk": {"S": f"k{i}"},
             "blob": {"S": "x" * rng.randrange(20_000, 40_000)},
             "n": {"N": str(i % 10)},
+            "g": {"S": "a" if i % 3 else "b"},
         }
         await pair.both("PutItem", {"TableName": "big", "Item": item})
 
@@ -350,4 +364,34 @@ async def test_a_scan_page_spanning_partitions_stops_at_one_megabyte_as_one_node
     cluster = await _pages(pair.router.dispatch, "Scan", body)
     single = await _pages(pair.single.dispatch, "Scan", body)
     assert len(single) >= 3  # several pages, each cut at 1 MB
+    _same_pages(cluster, single)
+
+
+@pytest.mark.parametrize(
+    ("op", "extra"),
+    [
+        ("Query", {}),
+        ("Query", {"FilterExpression": "n < :n", "ExpressionAttributeValues": {":n": {"N": "4"}}}),
+        ("Query", {"ProjectionExpression": "n"}),
+        ("Query", {"Select": "COUNT", "ScanIndexForward": False}),
+        ("Scan", {}),
+        ("Scan", {"FilterExpression": "n = :n", "ExpressionAttributeValues": {":n": {"N": "2"}}}),
+    ],
+    ids=["query", "query-filtered", "query-projected", "query-count", "scan", "scan-filtered"],
+)
+@in_cluster
+async def test_a_global_index_page_stops_at_one_megabyte_read_as_one_node(
+    pair: Pair, op: str, extra: dict[str, Any]
+) -> None:
+    await _fill_big(pair)
+    body: dict[str, Any] = {"TableName": "big", "IndexName": "by_g", **extra}
+    if op == "Query":
+        body["KeyConditionExpression"] = "g = :g"
+        body["ExpressionAttributeValues"] = {
+            **body.get("ExpressionAttributeValues", {}),
+            ":g": {"S": "a"},
+        }
+    cluster = await _pages(pair.router.dispatch, op, body)
+    single = await _pages(pair.single.dispatch, op, body)
+    assert len(single) >= 2  # cut at 1 MB
     _same_pages(cluster, single)
