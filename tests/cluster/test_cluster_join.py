@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(240)]
 
 REPLACE_AFTER_SECONDS = 2.0
 WAIT_SECONDS_MAX = 40.0
+ITEMS = 10
 
 
 def _keeldb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -99,12 +100,12 @@ def test_added_nodes_join_appear_in_status_and_take_over_replicas_of_dead_and_re
     cluster_factory: Any, chaos: Any
 ) -> None:
     env = {"KEELDB_REPLACE_AFTER_SECONDS": str(REPLACE_AFTER_SECONDS)}
-    cluster = cluster_factory(nodes=3, profile="standard", partitions=2, env=env)
+    cluster = cluster_factory(nodes=3, profile="standard", partitions=1, env=env)
     data_dir = Path(cluster.data_dir)
     _refused_joins(cluster)
     client = cluster.client(1)
     chaos.create_table(client)
-    for i in range(30):
+    for i in range(ITEMS):
         client.put_item(TableName=chaos.TABLE, Item={"pk": {"S": f"before-{i}"}})
     added = _keeldb("cluster", "add-node", "--data-dir", str(data_dir), env=env)
     try:
@@ -131,7 +132,7 @@ def test_added_nodes_join_appear_in_status_and_take_over_replicas_of_dead_and_re
             assert time.monotonic() < deadline, states
             time.sleep(0.3)
         survivor = cluster.client(2)
-        for i in range(30):
+        for i in range(ITEMS):
             item = survivor.get_item(
                 TableName=chaos.TABLE, Key={"pk": {"S": f"before-{i}"}}, ConsistentRead=True
             ).get("Item")
@@ -144,18 +145,18 @@ def test_added_nodes_join_appear_in_status_and_take_over_replicas_of_dead_and_re
         retired = _keeldb("cluster", "retire", "--node", "2", "--data-dir", str(data_dir))
         assert retired.returncode == 0, retired.stderr + retired.stdout
         assert cluster.processes[2].wait(timeout=20) is not None
-        status = _status(data_dir)
-        for group in status["groups"]:
-            assert _replicas(status, group["group"]) == {3: "full", 4: "full", 5: "full"}
-        assert not {n["id"]: n for n in status["nodes"]}[2]["up"]
+        for group in place(cluster.spec):
+            assert _http_replicas(cluster.endpoint(3), group) == {3: "full", 4: "full", 5: "full"}
+        endpoints = {n["id"]: n["endpoint"] for n in status["nodes"]}
+        endpoints.update({n.node_id: n.endpoint for n in cluster_cli.joined_nodes(data_dir)})
         # Every group now lives on node 3 and the two nodes that joined.
-        last = _client({n["id"]: n for n in status["nodes"]}[5]["endpoint"])
+        last = _client(endpoints[5])
         last.put_item(TableName=chaos.TABLE, Item={"pk": {"S": "after"}})
         item = last.get_item(
             TableName=chaos.TABLE, Key={"pk": {"S": "after"}}, ConsistentRead=True
         ).get("Item")
         assert item is not None
-        for i in range(30):
+        for i in range(ITEMS):
             item = last.get_item(
                 TableName=chaos.TABLE, Key={"pk": {"S": f"before-{i}"}}, ConsistentRead=True
             ).get("Item")

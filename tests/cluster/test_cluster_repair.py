@@ -52,18 +52,22 @@ class StateWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                view = self.cluster.status(self.node)["views"][str(self.node)]
-                state = view["groups"].get(self.group, {}).get("state")
-            except (OSError, KeyError, ValueError, TypeError):
-                state = None
-            if state is not None and (not self.seen or self.seen[-1] != state):
-                self.seen.append(state)
+            self._sample()
             time.sleep(STATE_POLL_SECONDS)
+
+    def _sample(self) -> None:
+        try:
+            view = self.cluster.status(self.node)["views"][str(self.node)]
+            state = view["groups"].get(self.group, {}).get("state")
+        except (OSError, KeyError, ValueError, TypeError):
+            state = None
+        if state is not None and (not self.seen or self.seen[-1] != state):
+            self.seen.append(state)
 
     def stop(self) -> list[str]:
         self._stop.set()
         self._thread.join(timeout=10)
+        self._sample()  # the state now, after whatever the caller waited for
         return self.seen
 
 
@@ -113,7 +117,7 @@ def test_a_node_down_past_the_timeout_is_replaced_in_its_zone_and_retired_when_b
         killed_at.append(time.monotonic())
         cluster.kill(victim)
 
-    result = chaos.run_workload([cluster.endpoint(n) for n in survivors], 9.0, during=fault)
+    result = chaos.run_workload([cluster.endpoint(n) for n in survivors], 7.0, during=fault)
     for other in moved:
         wanted = (set(placements[other].node_ids) - {victim}) | {sibling}
         states = _wait_members(cluster, other, wanted, survivors[0])
