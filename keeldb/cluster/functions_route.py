@@ -375,6 +375,8 @@ class Home:
             await service.start()
         except BaseException:
             self.serving = False
+            with contextlib.suppress(Exception):
+                await service.close()  # whatever part of it started
             raise
         self.service = service
         self.api = LambdaApi(service, credentials=node.config.credentials)
