@@ -60,6 +60,13 @@ def register(commands: Any) -> None:
         "(they may miss the latest writes, as DynamoDB's may)",
     )
     up.add_argument(
+        "--replace-after",
+        type=float,
+        metavar="SECONDS",
+        help="how long a node may stay down before its replicas are replaced on other nodes "
+        "(default 30)",
+    )
+    up.add_argument(
         "--fault-endpoint",
         action="store_true",
         help="let tests drive each node's transport fault switch over HTTP (loopback only)",
@@ -242,6 +249,11 @@ def run_up(args: argparse.Namespace) -> int:
         return 2
     if args.follower_reads:
         spec.extra["follower_reads"] = True
+    if args.replace_after is not None:
+        if args.replace_after <= 0:
+            print("keeldb: --replace-after must be positive", file=sys.stderr)
+            return 2
+        spec.extra["replace_after_seconds"] = args.replace_after
     data_dir.mkdir(parents=True, exist_ok=True)
     topology.write_secret(data_dir / "secret")
     topology.save(spec, data_dir / topology.CLUSTER_FILE_NAME)
