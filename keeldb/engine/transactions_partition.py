@@ -93,6 +93,14 @@ LEDGER_STATES = (LEDGER_STARTED, LEDGER_COMMITTING, LEDGER_CANCELLING, LEDGER_DO
 # How far a coordinator's clock may run ahead of a partition leader's (timestamps are
 # microseconds of the coordinators' clocks): a new leader's floor is its clock plus this.
 CLOCK_SKEW_US_MAX = 100_000
+# A share cancelled before it was prepared here leaves a mark (`cancelled_key`), so that
+# its prepare, if it arrives after all (held back behind a new leader's lease while the
+# coordinator gave up on it), is refused instead of holding its items with no ledger entry
+# left to finish them. Routers give up on a request after 10 s, so a minute is ample.
+CANCELLED_PREFIX = TXN_PREFIX + b"cancelled/"  # + id -> the cancel's time (microseconds)
+CANCELLED_TIME_PREFIX = TXN_PREFIX + b"cancelled-time/"  # + time (8 bytes) + id -> b""
+CANCELLED_LIFETIME_US = 60_000_000
+CANCELLED_PURGE_MAX = 4  # expired marks removed by each cancel that leaves one
 
 
 @dataclass(slots=True)
@@ -152,6 +160,24 @@ def prepared_key(txid: str) -> bytes:
 
 def ledger_key(txid: str) -> bytes:
     return LEDGER_PREFIX + txid.encode("utf-8")
+
+
+def cancelled_key(txid: str) -> bytes:
+    return CANCELLED_PREFIX + txid.encode("utf-8")
+
+
+def cancelled_time_key(time_us: int, txid: str) -> bytes:
+    return CANCELLED_TIME_PREFIX + time_us.to_bytes(8, "big") + txid.encode("utf-8")
+
+
+def _cancelled_before(db: Database, txid: str, ts: int) -> bool:
+    """Whether a share of `txid` at timestamp `ts` was cancelled here before it was
+    prepared: the cancel came after the transaction began (a retry with the same id and a
+    later timestamp is a new attempt, and is not refused). A prepare can only come late
+    when its call timed out or its connection broke, so the cancel's clock is later than
+    the transaction's timestamp by at least that wait, far more than clocks disagree."""
+    data = db.store.get(cancelled_key(txid))
+    return data is not None and ts <= int(msgpack.unpackb(data))
 
 
 def recover(db: Database) -> None:
@@ -236,6 +262,9 @@ async def prepare(db: Database, txid: str, ts: int, items: list[Body]) -> list[B
         raise ValidationException(DUPLICATE_ITEM_MESSAGE)
     state = partition_state(db)
     _note_leadership(db, state)
+    conflict: Body = {"Code": "TransactionConflict", "Message": CONFLICT_MESSAGE}
+    if _cancelled_before(db, txid, ts):
+        return [dict(conflict) for _ in actions]
     reasons: list[Body | None] = []
     for action in actions:
         writes = action.kind != "ConditionCheck"
@@ -263,20 +292,33 @@ async def prepare(db: Database, txid: str, ts: int, items: list[Body]) -> list[B
             if held.get(skey) == txid:
                 del held[skey]
         raise
+    if db.store.get(prepared_key(txid)) is None:
+        # Its cancel was proposed first (`apply_prepare` refused it), or a recovering
+        # coordinator finished the transaction already: it is not prepared here.
+        _release(db, txid)
+        return [dict(conflict) for _ in actions]
     return reasons
 
 
 @redo_kind("txn-prepare")
 def apply_prepare(db: Database, lsn: int, record: dict[str, Any]) -> None:
     held = items_state(db).held
-    for skey in _held_keys(record):
-        held[skey] = record["txid"]  # at recovery and on replicas as on the proposer
+    txid = record["txid"]
     if lsn <= db.store.applied_lsn():
+        # Replayed at recovery: held if the store still has it prepared (a later commit or
+        # cancel, replayed too, would release it anyway; a refused one never was prepared).
+        data = db.store.get(prepared_key(txid))
+        if data is not None and msgpack.unpackb(data, raw=False)["ts"] == record["ts"]:
+            for skey in _held_keys(record):
+                held[skey] = txid
         return
+    if _cancelled_before(db, txid, record["ts"]):
+        db.store.write([], [], lsn)  # cancelled before it came: it never holds anything
+        return
+    for skey in _held_keys(record):
+        held[skey] = txid  # on replicas as on the proposer
     kept = {k: v for k, v in record.items() if k != "kind"}
-    db.store.write(
-        [(prepared_key(record["txid"]), msgpack.packb(kept, use_bin_type=True))], [], lsn
-    )
+    db.store.write([(prepared_key(txid), msgpack.packb(kept, use_bin_type=True))], [], lsn)
 
 
 # --- Commit and cancel ----------------------------------------------------------------------
@@ -294,8 +336,14 @@ async def commit(db: Database, txid: str) -> Body | None:
 
 
 async def cancel(db: Database, txid: str) -> None:
-    """Drop a prepared share (nothing if it was finished already, or never prepared)."""
-    await db.propose({"kind": "txn-cancel", "txid": txid})
+    """Drop a prepared share (nothing if it was finished already). On a log with leaders
+    (the cluster's, whose timestamps are the coordinators' clocks), a share never prepared
+    here is marked cancelled at this leader's clock, so its prepare is refused if it comes
+    after all."""
+    record: dict[str, Any] = {"kind": "txn-cancel", "txid": txid}
+    if _leading_ballot(db) is not None:
+        record["time_us"] = time.time_ns() // 1000
+    await db.propose(record)
 
 
 def _release(db: Database, txid: str) -> None:
@@ -337,10 +385,40 @@ def apply_cancel(db: Database, lsn: int, record: dict[str, Any]) -> None:
     _release(db, txid)
     if lsn <= db.store.applied_lsn():
         return
-    if db.store.get(prepared_key(txid)) is None:
+    if db.store.get(prepared_key(txid)) is not None:
+        db.store.write([], [prepared_key(txid)], lsn)
+        return
+    time_us = record.get("time_us")
+    if time_us is None:
         db.store.write([], [], lsn)
         return
-    db.store.write([], [prepared_key(txid)], lsn)
+    db.store.write(*_cancelled_mark(db, txid, int(time_us)), lsn)
+
+
+def _cancelled_mark(
+    db: Database, txid: str, time_us: int
+) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+    """The store changes that mark `txid` cancelled at `time_us` and remove up to
+    CANCELLED_PURGE_MAX marks older than CANCELLED_LIFETIME_US (by the record's time,
+    chosen by its proposer, so every replica removes the same)."""
+    deletes: list[bytes] = []
+    old = db.store.get(cancelled_key(txid))
+    if old is not None:
+        deletes.append(cancelled_time_key(int(msgpack.unpackb(old)), txid))
+    horizon = CANCELLED_TIME_PREFIX + max(0, time_us - CANCELLED_LIFETIME_US).to_bytes(8, "big")
+    for number, (key, _) in enumerate(db.store.scan(CANCELLED_TIME_PREFIX, horizon)):
+        if number >= CANCELLED_PURGE_MAX:
+            break
+        expired = key[len(CANCELLED_TIME_PREFIX) + 8 :].decode("utf-8")
+        if key not in deletes:
+            deletes.append(key)
+        if expired != txid:
+            deletes.append(cancelled_key(expired))
+    puts = [
+        (cancelled_key(txid), msgpack.packb(time_us)),
+        (cancelled_time_key(time_us, txid), b""),
+    ]
+    return puts, deletes
 
 
 # --- Transactional reads --------------------------------------------------------------------

@@ -4,7 +4,9 @@ does, on in-process databases (the bank tests' ordering rules, one at a time):
 - a plain write, or a single-partition transaction, takes the timestamps of what it saw, so
   a transaction across partitions with an earlier timestamp cannot be applied after it;
 - a member that begins to lead raises its floor to its clock, since the read timestamps
-  the previous leader granted lived only in that leader's memory.
+  the previous leader granted lived only in that leader's memory;
+- a share cancelled before its prepare arrived refuses that prepare (it would hold its
+  items with no ledger entry left to finish them).
 
 Each is shown as the history it prevents: without the rule, the older transaction would
 be prepared (the assertion on TransactionConflict then fails).
@@ -22,7 +24,7 @@ import pytest
 from keeldb.engine import catalog
 from keeldb.engine import transactions_partition as tp
 from keeldb.engine.database import Database
-from keeldb.engine.item_store import storage_key
+from keeldb.engine.item_store import items_state, storage_key
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
 TABLE = "bank"
@@ -197,3 +199,43 @@ def test_a_log_without_ballots_keeps_its_floor(part: Partition) -> None:
     assert part.prepare("t1", 5, [put_action("x", 2)]) == [None]
     part.commit("t1")
     assert tp.partition_state(part.db).floor == 0
+
+
+def test_a_prepare_that_comes_after_its_cancel_holds_nothing(part: Partition) -> None:
+    part.put("x", 1)
+    part.put("y", 1)
+    part.log.ballot = (1, "node1")
+    assert part.prepare("t0", 1, [check_action("y")]) == ["TransactionConflict"]  # the floor
+    time.sleep(3 * tp.CLOCK_SKEW_US_MAX / 1e6)
+    started = time.time_ns() // 1000  # later than the new leader's floor
+    # The coordinator gave up on the prepare and cancelled the transaction here first.
+    part.cancel("t1")
+    assert part.prepare("t1", started, [put_action("x", 2)]) == ["TransactionConflict"]
+    assert items_state(part.db).held == {}
+    # Only the late prepare is refused: another transaction at that timestamp prepares ...
+    assert part.prepare("t2", started, [put_action("y", 2)]) == [None]
+    part.cancel("t2")
+    # ... and so does a new attempt of the same transaction (a token's), with a later one.
+    assert part.prepare("t1", time.time_ns() // 1000, [put_action("x", 3)]) == [None]
+    assert set(items_state(part.db).held.values()) == {"t1"}
+    part.commit("t1")
+    assert items_state(part.db).held == {}
+
+
+def test_a_prepare_proposed_after_its_cancel_is_refused_when_applied(part: Partition) -> None:
+    part.put("x", 1)
+    part.log.ballot = (1, "node1")
+    assert part.prepare("t0", 1, [check_action("x")]) == ["TransactionConflict"]  # the floor
+    time.sleep(3 * tp.CLOCK_SKEW_US_MAX / 1e6)
+    started = time.time_ns() // 1000
+
+    async def both() -> Any:
+        # The cancel is proposed first; the prepare is checked before it is applied.
+        return await asyncio.gather(
+            tp.cancel(part.db, "t1"), tp.prepare(part.db, "t1", started, [put_action("x", 2)])
+        )
+
+    _, reasons = part.run(both())
+    assert [r and r["Code"] for r in reasons] == ["TransactionConflict"]
+    assert items_state(part.db).held == {}
+    assert part.db.store.get(tp.prepared_key("t1")) is None
