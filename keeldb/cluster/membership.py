@@ -192,8 +192,9 @@ def with_group(
     doc: dict[str, Any], group_id: str, members: list[list[Any]], q1: int, q2: int
 ) -> dict[str, Any]:
     out = next_version(doc)
+    rows: list[list[Any]] = [[int(n), str(z), str(s)] for n, z, s in members]
     out["groups"][group_id] = {
-        "members": sorted(([int(n), str(z), str(s)] for n, z, s in members), key=lambda m: m[0]),
+        "members": sorted(rows, key=lambda m: int(m[0])),
         "q1": q1,
         "q2": q2,
     }
