@@ -268,7 +268,9 @@ class Repair:
                 log.info("group %s: configuration %s", group_id, answer[1])
                 return
             hint = answer[1] if answer[0] == REDIRECT else None
-            node = int(hint) if isinstance(hint, int) and hint in candidates else None
+            # The leader may be the member being moved away (a retiring node still leads
+            # until the configuration without it takes effect): follow the hint anywhere.
+            node = int(hint) if isinstance(hint, int) and str(hint) in peers else None
             await asyncio.sleep(STEP_PAUSE_SECONDS)
 
     def _down(self, node_id: int) -> bool:
