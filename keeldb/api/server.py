@@ -230,6 +230,16 @@ class ApiServer:
         """Signature checks and mounted services read headers beyond the few DynamoDB needs."""
         return self.verifier is not None or bool(self.mounts)
 
+    def keeps_all_headers_of(self, url: bytes) -> bool:
+        """Whether a request for `url` needs every header: with signature checks, or when a
+        mounted service answers it; a DynamoDB request needs only USED_HEADERS."""
+        if self.verifier is not None:
+            return True
+        if not self.mounts:
+            return False
+        path = url.split(b"?", 1)[0]
+        return any(path.startswith(prefix) for prefix, _ in self.mounts)
+
     async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> int:
         """Bind and start accepting; return the bound port (useful with port 0).
 
@@ -462,7 +472,9 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._keep_all_headers = server.keep_all_headers
+        # Whether the request being read keeps every header (decided at its first header,
+        # once its URL is known: `ApiServer.keeps_all_headers_of`).
+        self._keep_all_headers: bool | None = None
         self._head_bytes = 0
         self._body_parts: list[bytes] = []
         self._body_bytes = 0
@@ -526,6 +538,7 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_since = self._loop.time()
         self._url = b""
         self._headers = {}
+        self._keep_all_headers = None
         self._head_bytes = 0
         self._body_parts = []
         self._body_bytes = 0
@@ -548,7 +561,10 @@ class HttpProtocol(asyncio.Protocol):
                 _HEADER_KEYS[name] = key
         # Without signature checks only a few headers matter; skipping the rest keeps the
         # per-request cost of the SDKs' many headers (user agent, invocation id ...) low.
-        if self._keep_all_headers or key in USED_HEADERS:
+        keep_all = self._keep_all_headers
+        if keep_all is None:
+            keep_all = self._keep_all_headers = self._server.keeps_all_headers_of(self._url)
+        if keep_all or key in USED_HEADERS:
             headers = self._headers
             text = value.decode("latin-1")
             if key in headers:
