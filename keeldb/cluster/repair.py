@@ -61,6 +61,7 @@ class Repair:
         self.last_seen: dict[int, float] = {}
         self.moves: dict[str, asyncio.Task[None]] = {}
         self._leading = False
+        self._warned: set[tuple[str, int]] = set()  # (group, node) without a target, said once
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -120,6 +121,9 @@ class Repair:
                     self.node.spec, doc, members, old, live, load_by_node
                 )
                 if new is None:
+                    if (group_id, old) in self._warned:
+                        continue
+                    self._warned.add((group_id, old))
                     log.warning(
                         "group %s: no node can take the replica of node %d without breaking "
                         "the zone rule; the group runs without it",
