@@ -295,13 +295,17 @@ class PartitionArchive:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.mark)
 
+    def check(self) -> bool:
+        """Start a new window if the store jumped over records this archive never saw (a
+        snapshot installed from the leader); True if it did."""
+        if self.group_log is not None and self.group_log.snapshots_installed != self._installed:
+            self.new_window()
+            return True
+        return False
+
     def mark(self) -> None:
         self._scheduled = False
-        if self._file is None:
-            return
-        if self.group_log is not None and self.group_log.snapshots_installed != self._installed:
-            # The store jumped over records this archive never saw.
-            self.new_window()
+        if self._file is None or self.check():
             return
         self._file.write(msgpack.packb([FRAME_MARK, self.store.applied_lsn()]))
         self._file.flush()
@@ -562,6 +566,8 @@ class ClusterBackupService:
 
     async def _partition_step(self, replica: Any, step: str, payload: dict[str, Any]) -> Any:
         archive = self.archives.get(replica.group_id)
+        if archive is not None:
+            archive.check()
         if step == "window":
             return None if archive is None else archive.base_time_us
         if step == "copy":
