@@ -109,6 +109,14 @@ def apply_functions_state(db: Database, lsn: int, record: dict[str, Any]) -> Non
     db.store.write(puts, deletes, applied_lsn=lsn)
 
 
+def has_state(db: Database) -> bool:
+    """Whether any function state was ever replicated (a cluster that never used functions
+    starts no sandboxes)."""
+    for _ in db.store.scan(STATE_PREFIX, prefix_end(STATE_PREFIX)):
+        return True
+    return False
+
+
 def state_entries(db: Database) -> list[tuple[str, bytes]]:
     """Every key of the replicated function state and its value."""
     return [
@@ -264,7 +272,8 @@ class StateUnavailable(Exception):
 
 
 class Home:
-    """Runs the function service while this node's metadata replica leads with a lease."""
+    """Runs the function service while this node's metadata replica leads with a lease: from
+    the first Lambda request on, or at once where function state was replicated before."""
 
     def __init__(self, node: ClusterNode) -> None:
         self.node = node
@@ -313,7 +322,7 @@ class Home:
         while True:
             await asyncio.sleep(HOME_TICK_SECONDS)
             try:
-                if self.leading():
+                if self.leading() and self.api is None and has_state(self.meta.database):
                     await self.started()
                 elif self.service is not None:
                     async with self._lock:
@@ -542,7 +551,7 @@ async def attach(node: ClusterNode) -> Any:
     for prefix in LAMBDA_PATH_PREFIXES:
         node.server.mount(prefix, front.handle)
     if home.meta is not None:
-        if home.leading():
-            await home.started()
+        if home.leading() and has_state(home.meta.database):
+            await home.started()  # functions and mappings on record run again from the start
         home.start()
     return home.close
