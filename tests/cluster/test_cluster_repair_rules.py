@@ -3,11 +3,18 @@ document changes placement, and how metadata replicas apply it."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from keeldb.cluster import membership
 from keeldb.cluster.cli import build_spec
 from keeldb.cluster.placement import place
+from keeldb.cluster.protocol import MODE_EVENTUAL, REDIRECT
+from keeldb.cluster.ring import Ring
+from keeldb.cluster.storage import Replica as StorageReplica
+from keeldb.cluster.storage import StorageService
 from keeldb.cluster.topology import ClusterSpec, NodeSpec, TopologyError
 from keeldb.engine.database import Database
 from keeldb.storage.memory import MemoryStore
@@ -108,3 +115,69 @@ def test_a_metadata_replica_applies_only_a_newer_document() -> None:
     assert db.store.applied_lsn() == 2
     membership.apply_membership(db, 2, membership.record(membership.next_version(newer)))
     assert membership.load(db) == newer  # a replayed entry changes nothing
+
+
+def test_aurora_moves_a_replica_within_its_zone_and_never_puts_three_in_one_zone() -> None:
+    spec = build_spec(7, 3, "aurora", 2, "127.0.0.1")  # zone-a: 1, 4, 7
+    members = [
+        [1, "zone-a", "full"],
+        [4, "zone-a", "full"],
+        [2, "zone-b", "full"],
+        [5, "zone-b", "full"],
+        [3, "zone-c", "full"],
+        [6, "zone-c", "full"],
+    ]
+    live = {2, 3, 4, 5, 6, 7}
+    assert membership.choose_target(spec, membership.empty(), members, 1, live, {}) == 7
+    # Node 5 (zone-b) lost, zone-b has no spare: zone-a's spare would be its third replica.
+    assert membership.choose_target(spec, membership.empty(), members, 5, live | {1}, {}) is None
+
+
+class _FollowerLog:
+    """A caught-up follower's group log, as the storage service sees it."""
+
+    def __init__(self, *, log_only: bool) -> None:
+        self.is_leader = False
+        self.leader_hint = "node2"
+        self.replica = type("Core", (), {"log_only": log_only})()
+
+    def lag(self) -> int:
+        return 0
+
+
+def _storage_with(log_only: bool) -> tuple[StorageService, dict[str, Any]]:
+    spec = _spec(3)
+    placements = place(spec)
+    storage = StorageService(1, Ring.even(2), placements, None, _no_calls, ttl_interval_seconds=60)
+    db = Database(MemoryStore())
+    storage.replicas["p0"] = StorageReplica(
+        "p0", placements["p0"], db.store, db, _FollowerLog(log_only=log_only), 0
+    )
+    payload = {
+        "g": "p0",
+        "op": "GetItem",
+        "mode": MODE_EVENTUAL,
+        "body": {"TableName": "nothing", "Key": {"pk": {"S": "a"}}},
+        "check": False,
+    }
+    return storage, payload
+
+
+async def _no_calls(node: int, channel: str, payload: Any, timeout: float) -> Any:
+    raise AssertionError("no call expected")
+
+
+def test_a_replica_the_leaders_document_does_not_name_full_serves_no_eventual_read() -> None:
+    storage, payload = _storage_with(log_only=False)
+    # Not confirmed by the metadata leader's document (a node back after being replaced).
+    assert asyncio.run(storage.on_op("node9", payload)) == [REDIRECT, 2]
+    storage.serving_groups = {"p0"}
+    answer = asyncio.run(storage.on_op("node9", payload))
+    assert answer[0] == "error"  # served here: the table does not exist in this replica
+    assert "ResourceNotFoundException" in answer[1]["__type"]
+
+
+def test_a_log_replica_serves_no_eventual_read() -> None:
+    storage, payload = _storage_with(log_only=True)
+    storage.serving_groups = {"p0"}
+    assert asyncio.run(storage.on_op("node9", payload)) == [REDIRECT, 2]
