@@ -443,7 +443,7 @@ class ClusterBackupService:
         """The answer of `group_id`'s leader to a "kv.backup" step, following redirects.
         A step whose outcome is unknown (the call timed out or broke after it was sent) is
         asked again only if `retry_unknown` (steps that may run twice)."""
-        from keeldb.net.transport import CallTimeout, PeerUnavailable, TransportError
+        from keeldb.net.transport import CallTimeout, PeerUnavailable, RemoteError, TransportError
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -457,6 +457,8 @@ class ClusterBackupService:
                 answer = await self.node.call(
                     node_id, CHANNEL_BACKUP, {"g": group_id, **payload}, deadline - loop.time()
                 )
+            except RemoteError:
+                raise InternalServerError("Internal server error") from None
             except (CallTimeout, PeerUnavailable, TransportError) as error:
                 if isinstance(error, CallTimeout) and not retry_unknown:
                     raise InternalServerError("Internal server error") from None
@@ -530,6 +532,12 @@ class ClusterBackupService:
             return error_answer(error)
         except GroupError:
             return [REDIRECT, replica.leader()]
+        except Exception as error:
+            # Answered, not raised: the caller must not take a step that fails for good (a
+            # damaged part, an instant outside the window) for an unreachable leader.
+            log.exception("backup step %s on %s failed", step, replica.group_id)
+            detail = "Internal server error" if step == "op" else f"{step} failed: {error}"
+            return error_answer(InternalServerError(detail))
         return [OK, result]
 
     async def _operation(self, replica: Any, op: str, body: dict[str, Any]) -> Any:
