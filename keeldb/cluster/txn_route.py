@@ -32,13 +32,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keeldb.cluster.placement import partition_group
 from keeldb.engine import transactions, transactions_coordinator
 from keeldb.engine.transactions_partition import token_txid
 from keeldb.model.capacity import read_units
-from keeldb.model.errors import TransactionInProgressException
+from keeldb.model.errors import ResourceNotFoundException, TransactionInProgressException
 from keeldb.model.values import item_size
 
 if TYPE_CHECKING:
@@ -70,6 +71,32 @@ async def _retry_conflict(reasons: list[Body | None] | None, attempt: int, deadl
     loop = asyncio.get_running_loop()
     if deadline - loop.time() < pause + CONFLICT_RETRY_MARGIN_SECONDS:
         return False
+    await asyncio.sleep(pause)
+    return True
+
+
+# A partition may learn of a table a little after the router does (the metadata leader
+# sends every partition the catalog, and sends it again every 0.5 s until each has it): a
+# share refused as ResourceNotFoundException for a table the router's fresh catalog holds
+# is sent again after a pause, a few times.
+CATALOG_RETRIES_MAX = 4
+CATALOG_PAUSE_SECONDS = 0.15  # times the attempt number: 1.5 s in all, three resends
+
+
+async def _catalog_lags(
+    router: Router, attempt: int, deadline: float, recheck: Callable[[], object]
+) -> bool:
+    """Whether a transaction a partition refused for a missing table should run again: the
+    router's catalog, refreshed, still has every table (`recheck` raises otherwise), and
+    attempts and budget remain. Pauses before answering yes."""
+    if attempt >= CATALOG_RETRIES_MAX:
+        return False
+    pause = CATALOG_PAUSE_SECONDS * (attempt + 1)
+    loop = asyncio.get_running_loop()
+    if deadline - loop.time() < pause + CONFLICT_RETRY_MARGIN_SECONDS:
+        return False
+    await router.refresh(deadline)
+    recheck()
     await asyncio.sleep(pause)
     return True
 
@@ -118,16 +145,25 @@ async def transact_write_across(
     # A token is not looked up before the transaction starts: the ledger refuses the start
     # of a token that is in it or committed in the last ten minutes, and only then is it
     # asked which (one round trip to the metadata group fewer for every first attempt).
+    conflicts = lags = 0
     try:
-        for attempt in range(CONFLICT_RETRIES_MAX + 1):
+        while True:
             # A token names its transaction (the ledger refuses a second start of it while
             # the first is in it); without one, every attempt is a new transaction.
             txid = token_txid(token) if token is not None else uuid.uuid4().hex
-            reasons = await transactions_coordinator.coordinate(
-                ledger, view, txid, _timestamp(), shares, _now_ms(), token=token, digest=digest
-            )
-            if not await _retry_conflict(reasons, attempt, deadline):
+            try:
+                reasons = await transactions_coordinator.coordinate(
+                    ledger, view, txid, _timestamp(), shares, _now_ms(), token=token, digest=digest
+                )
+            except ResourceNotFoundException:
+                # Cancelled everywhere by the coordinator before it raised.
+                if not await _catalog_lags(router, lags, deadline, lambda: _plan(router, actions)):
+                    raise
+                lags += 1
+                continue
+            if not await _retry_conflict(reasons, conflicts, deadline):
                 break
+            conflicts += 1
     except TransactionInProgressException:
         if token is None:
             raise
@@ -260,12 +296,22 @@ async def transact_get_across(
         for get in sent:
             get.pop("ExpressionAttributeNames", None)
     shares = _shares(sent, partitions)
-    for attempt in range(CONFLICT_RETRIES_MAX + 1):
-        reasons, responses = await transactions_coordinator.coordinate_read(
-            view, _timestamp(), shares
-        )
-        if not await _retry_conflict(reasons, attempt, deadline):
+    conflicts = lags = 0
+    while True:
+        try:
+            reasons, responses = await transactions_coordinator.coordinate_read(
+                view, _timestamp(), shares
+            )
+        except ResourceNotFoundException:
+            if not await _catalog_lags(
+                router, lags, deadline, lambda: transactions.plan_gets(router.cache, gets)
+            ):
+                raise
+            lags += 1
+            continue
+        if not await _retry_conflict(reasons, conflicts, deadline):
             break
+        conflicts += 1
     if reasons is not None:
         raise transactions.cancelled_error([r or {"Code": "None"} for r in reasons])
     if planned is None:

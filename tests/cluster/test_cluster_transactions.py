@@ -34,7 +34,7 @@ from keeldb.engine import streams
 from keeldb.engine import transactions_partition as tp
 from keeldb.engine.database import Database
 from keeldb.engine.transactions_coordinator import recover_stale
-from keeldb.model.errors import ClientError
+from keeldb.model.errors import ClientError, ResourceNotFoundException
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
 PARTITIONS = 4
@@ -631,3 +631,48 @@ async def test_a_transaction_refused_by_timestamp_order_runs_again_with_a_new_ti
     }
     answer = await pair.mine("TransactGetItems", reads)
     assert answer[1]["__type"].endswith("TransactionCanceledException")
+
+
+class LaggingPartitions(_RoutedPartitions):
+    """The partition leaders, one of which has not learnt of the table yet for its first
+    `lagging` prepares (as a partition whose catalog sync is late answers)."""
+
+    def __init__(self, router: Router, deadline: float, lagging: int) -> None:
+        super().__init__(router, deadline, collect=True)
+        self.lagging = lagging
+        self.refused = 0
+
+    async def prepare(
+        self, partition: str, txid: str, ts: int, items: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | None]:
+        if partition == "p0" and self.refused < self.lagging:
+            self.refused += 1
+            raise ResourceNotFoundException("Requested resource not found")
+        return await super().prepare(partition, txid, ts, items)
+
+
+@in_cluster
+async def test_a_partition_that_learns_of_a_table_late_is_asked_again(pair: Pair) -> None:
+    await pair.both("CreateTable", _table("plain"))
+    body = _transfer(PKS, ClientRequestToken="late-table")
+    partitions = keyroute.transact_partitions(pair.router.cache, pair.router.ring, body)
+    assert 0 in partitions and len(set(partitions)) > 1
+    deadline = asyncio.get_running_loop().time() + 10
+    view = LaggingPartitions(pair.router, deadline, lagging=2)
+    ledger = _RoutedLedger(pair.router, deadline)
+    answer = await txn_route.transact_write_across(
+        pair.router, body, partitions, deadline, ledger, view
+    )
+    assert answer == {}
+    assert view.refused == 2
+    assert [await _value(pair, pk) for pk in PKS] == [1] * len(PKS)
+    # A partition that never learns of it: the client hears ResourceNotFoundException, and
+    # nothing is written anywhere.
+    other = _transfer(PKS)
+    view = LaggingPartitions(pair.router, deadline + 10, lagging=1_000)
+    with pytest.raises(ResourceNotFoundException):
+        await txn_route.transact_write_across(
+            pair.router, other, partitions, deadline + 10, ledger, view
+        )
+    assert [await _value(pair, pk) for pk in PKS] == [1] * len(PKS)
+    assert tp.ledger_entries(pair.meta_db) == []

@@ -1,12 +1,18 @@
-"""ClientRequestToken across partitions on a real 3-node cluster: a transaction retried with
-its token is applied once, also when the router that coordinated it was killed with SIGKILL
-mid-flight (another router finishes it from the ledger), and when a partition's leader failed
-over between the first attempt and the retry."""
+"""Transactions on a real 3-node cluster: the single node's boto3 transaction tests pass
+against a router, and a transaction retried with its ClientRequestToken is applied once,
+also when the router that coordinated it was killed with SIGKILL mid-flight (another router
+finishes it from the ledger), and when a partition's leader failed over between the first
+attempt and the retry."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +24,15 @@ from keeldb.cluster.ring import Ring
 pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(240)]
 
 PARTITIONS = 2
+ROOT = Path(__file__).resolve().parents[2]
+# The single node's boto3 transaction tests that a cluster runs unchanged here; the AWS
+# CLI's and PynamoDB's (slower, and the same requests) are run by hand: docs/transactions.md.
+SUITE = (
+    "test_transact_write_client.py",
+    "test_transact_fidelity.py",
+    "test_transact_streams.py",
+)
+SUITE_SECONDS_MAX = 150
 TABLE = "tokens"
 RETRY_SECONDS_MAX = 60.0  # a retried transaction must be answered within this
 KILL_AFTER_SECONDS = 1.5
@@ -137,12 +152,35 @@ def test_a_retry_after_the_coordinating_router_was_killed_applies_once(
     print(f"{len(sent)} transactions sent, {len(unanswered)} unanswered at the kill")
 
 
-def test_a_retry_after_a_partition_leader_failed_over_applies_once(
+def test_the_transaction_suite_passes_and_a_token_outlives_a_leader_failover(
     cluster_factory: Any,
 ) -> None:
     cluster = cluster_factory(nodes=3, profile="standard", partitions=PARTITIONS)
     leader = cluster.leader_of("p0")
     router = next(n for n in cluster.node_ids if n != leader)
+    # The boto3 transaction tests of the single node, against this cluster's router.
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            *(str(ROOT / "tests" / "integration" / name) for name in SUITE),
+        ],
+        env=dict(os.environ, KEELDB_TEST_ENDPOINT=cluster.endpoint(router)),
+        capture_output=True,
+        text=True,
+        timeout=SUITE_SECONDS_MAX,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    assert re.search(r"\b\d+ passed\b", completed.stdout)
+    # A transaction with a token, then the leader of a partition it wrote dies: the retry
+    # through the same router answers as a retry (read units, nothing written again).
     client = cluster.client(router)
     _create_table(client)
     keys = _keys("failover")
