@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from keeldb.cluster.protocol import (
     error_answer,
 )
 from keeldb.cluster.ring import Ring
+from keeldb.consensus.types import Config, Member, NodeId
 from keeldb.engine import catalog, indexes, transactions_coordinator, transactions_partition
 from keeldb.engine.database import Database
 from keeldb.engine.ttl import TtlSweeper
@@ -179,6 +181,11 @@ class StorageService:
         assert self._open_log is not None
         group_dir = self.group_dir(group_id)
         group_dir.mkdir(parents=True, exist_ok=True)
+        # A replica restarts with the configuration it was first created with (its log and
+        # snapshots supersede it, docs/consensus.md "Restart"), not with today's members.
+        placement = GroupPlacement(
+            group_id, first_config(group_dir, placement.config), placement.preferred_leader
+        )
         store = LmdbStore(group_dir / "store")
         database = Database(store)
         try:
@@ -529,6 +536,42 @@ class StorageService:
     async def on_status(self, sender: str, payload: Any) -> list[Any]:
         del sender, payload
         return [OK, self.status()]
+
+
+FIRST_CONFIG_FILE = "first_config.json"
+
+
+def first_config(group_dir: Path, config: Config) -> Config:
+    """The configuration this replica was first created with: `config` the first time (and
+    recorded), what was recorded ever after."""
+    import json
+
+    path = group_dir / FIRST_CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        data = None
+    if data is not None:
+        members = tuple(
+            Member(NodeId(int(n)), str(zone), log_only=bool(log_only))
+            for n, zone, log_only in data["members"]
+        )
+        recorded = Config(members, int(data["q1"]), int(data["q2"]), int(data["epoch"]))
+        recorded.validate()
+        return recorded
+    plain = {
+        "members": [[int(m.node_id), m.zone, bool(m.log_only)] for m in config.members],
+        "q1": config.q1,
+        "q2": config.q2,
+        "epoch": config.epoch,
+    }
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as out:
+        out.write(json.dumps(plain))
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+    return config
 
 
 def replica_state(group_log: Any, node_id: int) -> str:
