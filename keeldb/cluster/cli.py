@@ -475,6 +475,7 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
                     "group": group["group"],
                     "leader": group["leader"],
                     "replicas": [r["node"] for r in group["replicas"]],
+                    "replica_states": {str(r["node"]): r["state"] for r in group["replicas"]},
                     "healthy_replicas": sum(1 for r in group["replicas"] if r["healthy"]),
                     "max_lag": max((r["lag"] or 0 for r in group["replicas"]), default=0),
                 }
