@@ -114,6 +114,9 @@ WINDOW_READING = frozenset(
         "ExportTableToPointInTime",
     }
 )
+# "off" leaves partition records without commit times and unarchived (for benchmarks): point-in-
+# time restores and exports then answer ContinuousBackupsUnavailableException, as on one node.
+ARCHIVE_SWITCH_ENV = "KEELDB_ARCHIVE"
 COMMIT_TIME_KEY = "ct"  # a partition record's commit time, microseconds since the epoch
 OPERATION_SECONDS_MAX = 60.0  # one backup operation at the router (CreateBackup copies first)
 STEP_SECONDS_MAX = 600.0  # one step on a partition leader (a rebuild, a dump, a load)
@@ -364,7 +367,7 @@ def open_archive(node: ClusterNode, group_id: str, group_dir: Path, store: Any, 
     """Give a partition replica's database its timed codec and archive, before its log opens
     (the archive must see every record the replica applies). Returns the archive (or None for
     the metadata group) for `bind_archive` once the log exists."""
-    if group_id == META_GROUP:
+    if group_id == META_GROUP or os.environ.get(ARCHIVE_SWITCH_ENV, "on") == "off":
         return None
     database = getattr(apply, "__self__", None)
     if not isinstance(database, Database) or not isinstance(store, LmdbStore):
