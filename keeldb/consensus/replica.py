@@ -83,6 +83,10 @@ class Mutation(enum.Enum):
     LEASE_READ_WITHOUT_WAIT = "lease_read_without_wait"  # new leader ignores old leases
     FORGET_PROMISE_ON_RESTART = "forget_promise_on_restart"  # promised ballot not restored
     RECOVERY_IGNORES_BALLOT = "recovery_ignores_ballot"  # recovery adopts the lowest ballot
+    # The leader counts its own vote for a slot when it assigns it, before its record is on
+    # disk (followers still vote only once durable). Accepts leave before the leader's fsync,
+    # so this lets a slot be chosen on fewer than Q2 disks.
+    LEADER_VOTE_BEFORE_PERSIST = "leader_vote_before_persist"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1076,7 +1080,10 @@ class Replica:
         self._rd.persist.append(AcceptRecord(le))
         self._acks[slot] = set()
         self._unsent.append(slot)
-        if Mutation.ACK_BEFORE_PERSIST in self._mut:
+        if self._mut and (
+            Mutation.ACK_BEFORE_PERSIST in self._mut
+            or Mutation.LEADER_VOTE_BEFORE_PERSIST in self._mut
+        ):
             self._acks[slot].add(self._id)
         else:
             self._rd.self_accepted.append((self._ballot, slot))
@@ -1098,10 +1105,17 @@ class Replica:
         log = self._log
         for i in range(0, len(slots), batch):
             entries = tuple((s, log[s].entry) for s in slots[i : i + batch] if s in log)
+            # Accepts leave before the leader's own record is durable (send_now): the
+            # followers' fsyncs then run in parallel with the leader's. This is safe because
+            # the leader's vote counts toward Q2 only in advance(), once its record is on
+            # disk (self_accepted), and a proposer's message carries no promise of its own:
+            # a leader that crashes before its fsync restarts at a higher ballot (its
+            # promise was persisted before phase 1 completed), so (ballot, slot) never gets
+            # a second value.
             for peer in peers:
                 self._send(
                     Accept(self._id, peer, self._ballot, entries, self._commit, self._now),
-                    after_persist=True,
+                    after_persist=False,
                 )
 
     def _on_accepted(self, m: Accepted) -> None:

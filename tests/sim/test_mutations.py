@@ -21,6 +21,8 @@ EXPECTED_CHECKERS = {
     Mutation.LEASE_READ_WITHOUT_WAIT: {LINEARIZABILITY},
     Mutation.FORGET_PROMISE_ON_RESTART: {AGREEMENT, DURABILITY, LINEARIZABILITY},
     Mutation.RECOVERY_IGNORES_BALLOT: {AGREEMENT, DURABILITY, LINEARIZABILITY},
+    # Caught the moment the leader's commit point passes a slot fewer than Q2 disks hold.
+    Mutation.LEADER_VOTE_BEFORE_PERSIST: {DURABILITY},
 }
 
 

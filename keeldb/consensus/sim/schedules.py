@@ -90,6 +90,19 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "clients": 8,
         "keys": 2,
     },
+    # A leader whose Accepts have left while its own disk is slow, losing power before its
+    # fsync: a value then lives only on the followers that voted, and a successor elected
+    # without them must not find it chosen anywhere. Exposes a leader that counts its own
+    # vote before its record is durable.
+    "unsynced-leader": {
+        **_QUIET_NEMESIS,
+        "crash_weight": 4,
+        "crash_after_send_probability": 0.3,
+        "crash_before_fsync_probability": 0.3,
+        "fsync_max_us": 20_000,
+        "clients": 8,
+        "keys": 2,
+    },
 }
 
 # The schedule each broken variant is run under by default.
@@ -99,6 +112,7 @@ MUTATION_SCHEDULES: dict[Mutation, str] = {
     Mutation.LEASE_READ_WITHOUT_WAIT: "lease-overlap",
     Mutation.FORGET_PROMISE_ON_RESTART: "forgotten-promise",
     Mutation.RECOVERY_IGNORES_BALLOT: "forgotten-promise",
+    Mutation.LEADER_VOTE_BEFORE_PERSIST: "unsynced-leader",
 }
 
 

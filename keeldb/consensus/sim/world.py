@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from keeldb.consensus.messages import Promise
+from keeldb.consensus.messages import AcceptRecord, ChosenRecord, Promise, SnapshotRecord
 from keeldb.consensus.replica import DurableState, Mutation, Options, Ready, Replica, Role
 from keeldb.consensus.sim.checkers import (
     AGREEMENT,
@@ -222,6 +222,13 @@ class SimNode:
     leading: bool = False
     leader_since_us: int = 0
     leader_checked: bool = True
+    # What the disk holds durably, indexed for the chosen-on-disk check: the values voted
+    # or known chosen per slot, the highest snapshot slot, how many durable records are
+    # indexed so far; and the commit point already checked on this incarnation.
+    durable_values: dict[int, list[Any]] = field(default_factory=dict)
+    durable_snapshot_slot: int = 0
+    durable_indexed: int = 0
+    checked_commit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +381,7 @@ class World:
         node.replica = Replica(node.node_id, node.first_config, replica_rng, self.options,
                                durable=durable)
         node.kv = None if node.replica.log_only else KvStore()
+        node.checked_commit = int(node.replica.commit_slot)
         self.log(f"start n{node.node_id} incarnation {node.incarnation}"
                  f"{' (recovered from disk)' if not fresh else ''}")
         self.schedule(self.now + node.clock.next_interval_us(), "tick",
@@ -415,6 +423,9 @@ class World:
         collects their outputs into the next Ready."""
         replica = node.replica
         assert replica is not None
+        # The configurations governing the slots above the commit point now: the core
+        # forgets those it no longer needs once its commit point passes them.
+        configs_before = replica.configs
         if kind == "tick":
             replica.tick()
         elif kind == "step":
@@ -423,7 +434,73 @@ class World:
             self._serve_client(node, arg)
         else:
             raise AssertionError(f"unknown input {kind}")
+        self._check_chosen_on_disk(node, configs_before)
         self._pump(node)
+
+    def _index_durable(self, node: SimNode) -> None:
+        records = node.disk.durable
+        for record in records[node.durable_indexed:]:
+            match record:
+                case AcceptRecord(entry):
+                    node.durable_values.setdefault(int(entry.slot), []).append(entry.entry)
+                case ChosenRecord(slot, entry):
+                    node.durable_values.setdefault(int(slot), []).append(entry)
+                case SnapshotRecord(snapshot):
+                    node.durable_snapshot_slot = max(node.durable_snapshot_slot,
+                                                     int(snapshot.slot))
+                case _:
+                    pass
+        node.durable_indexed = len(records)
+
+    def _holds_durably(self, node_id: NodeId, slot: int, value: Any) -> bool:
+        node = self.nodes.get(node_id)
+        if node is None:
+            return False
+        self._index_durable(node)
+        if node.durable_snapshot_slot >= slot:
+            return True
+        return value in node.durable_values.get(slot, ())
+
+    def _check_chosen_on_disk(self, node: SimNode,
+                              configs_before: tuple[tuple[Slot, Config], ...]) -> None:
+        """A leader takes a slot as chosen only when Q2 members of the configuration that
+        governs it hold its value on disk (fsynced): otherwise a crash of the others could
+        lose a chosen value. Checked the moment the leader's commit point moves, so a
+        leader that counts its own vote before its record is durable is caught even when
+        no crash follows."""
+        replica = node.replica
+        if replica is None:
+            return
+        commit = int(replica.commit_slot)
+        if commit <= node.checked_commit:
+            return
+        first = node.checked_commit + 1
+        node.checked_commit = commit
+        if not replica.is_leader:
+            return
+        # The configuration governing each slot: from every configuration the world saw
+        # chosen and those the leader knows (a restarted replica keeps only the ones
+        # governing slots above its snapshot).
+        merged = {first: config for config, first in self.configs_learned.items()}
+        merged.update(configs_before)
+        merged.update(replica.configs)
+        configs = sorted(merged.items())
+        for slot in range(first, commit + 1):
+            log_entry = replica.entry_at(Slot(slot))
+            if log_entry is None:
+                continue  # compacted into a snapshot already
+            config = configs[0][1]
+            for start, candidate in configs:
+                if start <= slot:
+                    config = candidate
+            holders = [n for n in config.node_ids
+                       if self._holds_durably(n, slot, log_entry.entry)]
+            if len(holders) < config.q2 and len(self.durability.violations) < 10:
+                self.durability.violations.append(Violation(
+                    DURABILITY, self.now,
+                    f"n{node.node_id} took slot {slot} as chosen while only "
+                    f"{len(holders)} member(s) {holders} of Q2 {config.q2} held it on disk",
+                ))
 
     def _pump(self, node: SimNode) -> None:
         """Drain the replica's Ready values, keeping the persist-before-send order."""

@@ -103,5 +103,5 @@ def test_recovery_ignores_ballot_adopts_a_lower_ballot_value() -> None:
                 0,
             )
         )
-        sent = [m for m in r.ready().send_after_persist if isinstance(m, Accept)]
+        sent = [m for m in r.ready().send_now if isinstance(m, Accept)]
         assert sent[0].entries == ((Slot(1), expected),)

@@ -8,6 +8,7 @@ import random
 from keeldb.consensus.harness import Harness
 from keeldb.consensus.messages import (
     Accept,
+    Accepted,
     AcceptRecord,
     InstallSnapshot,
     Nack,
@@ -98,7 +99,7 @@ def _leader_with_promises(promises: list[Promise]) -> Replica:
 def _proposed(r: Replica) -> dict[int, Entry]:
     rd = r.ready()
     out: dict[int, Entry] = {}
-    for msg in rd.send_after_persist:
+    for msg in rd.send_now:
         if isinstance(msg, Accept) and msg.dst == 2:
             out.update({s: e for s, e in msg.entries})
     return out
@@ -348,19 +349,47 @@ def test_a_lagging_candidate_installs_the_snapshot_a_promise_carries() -> None:
     assert h.nodes[NodeId(3)].state == [f"v{i}".encode() for i in range(5)]
 
 
-def test_messages_carrying_our_ballot_leave_only_after_it_is_durable() -> None:
+def test_a_prepare_leaves_only_after_the_candidates_promise_is_durable() -> None:
     r = Replica(NodeId(1), STANDARD, random.Random(1))
     r.campaign()
     rd = r.ready()
     assert {type(m).__name__ for m in rd.send_after_persist} == {"Prepare"}
     assert rd.send_now == []
-    r.advance(rd)
+
+
+def _standard_leader() -> Replica:
+    r = Replica(NodeId(1), STANDARD, random.Random(1))
+    r.campaign()
+    r.advance(r.ready())
     for peer in (2, 3):
         r.step(Promise(NodeId(peer), NodeId(1), r.ballot, (), Slot(0), 0))
+    assert r.is_leader
+    r.advance(r.ready())  # the no-op filling the recovered range, if any
+    return r
+
+
+def test_accepts_leave_before_the_leaders_own_record_is_durable() -> None:
+    r = _standard_leader()
     r.propose(b"a")
     rd = r.ready()
-    assert {type(m).__name__ for m in rd.send_after_persist} == {"Accept", "Heartbeat"}
-    assert rd.send_now == []
+    accepts = [m for m in rd.send_now if isinstance(m, Accept)]
+    assert {m.dst for m in accepts} == {2, 3}
+    assert [type(x).__name__ for x in rd.persist] == ["AcceptRecord"]
+    assert not any(isinstance(m, Accept) for m in rd.send_after_persist)
+
+
+def test_the_leader_counts_its_own_vote_only_once_its_record_is_durable() -> None:
+    r = _standard_leader()
+    r.propose(b"a")
+    rd = r.ready()
+    slot = rd.persist[0].entry.slot
+    commit_before = r.commit_slot
+    # A follower's vote arrives while the leader's own fsync is still running: with Q2 2,
+    # one durable vote is not enough, so nothing is chosen yet.
+    r.step(Accepted(NodeId(2), NodeId(1), r.ballot, (slot,), commit_before, r.now))
+    assert r.commit_slot == commit_before
+    r.advance(rd)  # the leader's record is on disk now: its vote counts
+    assert r.commit_slot == slot
 
 
 def test_a_reelected_leader_acknowledges_only_proposals_of_its_new_leadership() -> None:
