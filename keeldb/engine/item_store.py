@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from keeldb.engine import streams
+from keeldb.engine import catalog, streams
 from keeldb.model.keys import INDEX_ID_MAX, index_prefix, item_key
 
 if TYPE_CHECKING:
@@ -272,8 +272,6 @@ def _settle(db: Database, key: bytes) -> None:
 
 def apply_item_write(db: Database, lsn: int, record: dict[str, Any]) -> None:
     """Apply one "put" or "delete" record as one atomic store write with the statistics."""
-    from keeldb.engine import catalog
-
     key: bytes = record["key"]
     try:
         if lsn <= db.store.applied_lsn():
@@ -312,8 +310,6 @@ def _item_write(
 ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
     """The puts and deletes of one item write: the item, its entries in every secondary
     index (`indexes.entry_writes`) and the statistics records."""
-    from keeldb.engine import indexes
-
     image: Item | None = record.get("item")
     skey = stats_key(record["table"])
     old = db.store.get(key)
@@ -351,6 +347,10 @@ def _item_write(
 
 def index_stats(db: Database, table: Table, index: SecondaryIndex) -> tuple[int, int]:
     """(ItemCount, IndexSizeBytes) of a secondary index, for DescribeTable."""
-    from keeldb.engine import indexes
-
     return indexes.index_stats(db, table, index)
+
+
+# Imported last: `indexes` builds on this module (it imports it first), and this module's
+# appliers call back into it; by the time an applier runs, both are whole. A module-level
+# name, not an import per call, since the appliers run once per item written.
+from keeldb.engine import indexes

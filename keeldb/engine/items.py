@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from keeldb.engine import catalog
 from keeldb.engine.database import Database, operation, redo_kind
 from keeldb.engine.indexes import (
     IndexUnits,
@@ -126,8 +127,6 @@ SERVING_STATUSES = frozenset({"ACTIVE", "UPDATING"})
 
 def find_table(db: Database, name: str) -> Table:
     """The table an item operation addresses, or DynamoDB's ResourceNotFoundException."""
-    from keeldb.engine import catalog
-
     table = catalog.find_table(db, name)
     if table is None or table.status not in SERVING_STATUSES:
         raise ResourceNotFoundException(TABLE_NOT_FOUND_MESSAGE)

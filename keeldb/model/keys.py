@@ -16,6 +16,7 @@ that differs between replicas, and never does IO.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any
 
 from keeldb.model.errors import ValidationException
@@ -212,11 +213,17 @@ def partition_hash(value: dict[str, Any]) -> bytes:
     return _hash_encoded(type_, encode_key_value(value))
 
 
+# Prefixes are asked for on every item operation, for the few tables and indexes a node has.
+PREFIX_CACHE_ENTRIES_MAX = 4096
+
+
+@lru_cache(maxsize=PREFIX_CACHE_ENTRIES_MAX)
 def table_prefix(table_id: str) -> bytes:
     """The prefix of every store key of one table (all its indexes)."""
     return _TABLE_TAG + _escape(table_id.encode("utf-8"))
 
 
+@lru_cache(maxsize=PREFIX_CACHE_ENTRIES_MAX)
 def index_prefix(table_id: str, index_id: int) -> bytes:
     """The prefix of every store key of one index of a table (0 is the base table)."""
     assert 0 <= index_id <= INDEX_ID_MAX, index_id
