@@ -324,9 +324,11 @@ class Home:
             try:
                 if self.leading() and self.api is None and has_state(self.meta.database):
                     await self.started()
-                elif self.service is not None:
+                elif self.service is not None and not self.meta.log.is_leader:
+                    # Stopped when the leadership is lost, not when a lease renewal is late:
+                    # a leader's writes are fenced by consensus anyway.
                     async with self._lock:
-                        if not self.leading():
+                        if not self.meta.log.is_leader:
                             log.info("no longer the functions home: stopping the service")
                             await self._stop()
             except asyncio.CancelledError:
