@@ -8,8 +8,9 @@ under it) is resent with the same ClientRequestToken until it is answered. Audit
 read every account with one TransactGetItems all the while. Meanwhile the cluster suffers,
 one after another: kill -9 of the node leading the metadata group (the coordinator ledger),
 kill -9 of a router with transfers in flight, kill -9 of a partition leader (each node
-restarted), and network partitions (the transport's fault switch) that cut off a partition
-leader and then the metadata leader for a few seconds before healing.
+restarted), network partitions (the transport's fault switch) that cut off a partition
+leader and then the metadata leader for a few seconds before healing, and a partition
+leader paused (SIGSTOP) past its lease, then resumed.
 
 Checked: every successful audit totals the opening balance; once the faults stop, a plain
 UpdateItem of every account succeeds within a bound (no item is left held by a prepared
@@ -30,6 +31,7 @@ import http.client
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -508,7 +510,7 @@ def test_transfers_keep_the_total_when_ledger_routers_and_partition_leaders_are_
     assert len(report.audit_totals) >= 5, f"seed {seed}: {report.summary()}"
 
 
-def test_transfers_keep_the_total_when_leaders_are_cut_off_by_a_network_partition(
+def test_transfers_keep_the_total_when_leaders_are_cut_off_or_paused(
     cluster_factory: Any,
 ) -> None:
     bank, seed = start(cluster_factory)
@@ -518,6 +520,15 @@ def test_transfers_keep_the_total_when_leaders_are_cut_off_by_a_network_partitio
         isolate(bank, cluster.leader_of(f"p{bank.rng.randrange(PARTITIONS)}"))
         time.sleep(RUN_SECONDS)
         isolate(bank, cluster.leader_of(META_GROUP))
+        time.sleep(RUN_SECONDS)
+        # A partition leader paused past its lease: the requests it holds (prepares among
+        # them) run when it resumes, after the others have moved on.
+        victim = cluster.leader_of(f"p{bank.rng.randrange(PARTITIONS)}")
+        cluster.signal(victim, signal.SIGSTOP)
+        try:
+            time.sleep(CUT_SECONDS)
+        finally:
+            cluster.signal(victim, signal.SIGCONT)
         bank.progress(PROGRESS_TRANSFERS)
 
     report = bank.run(faults)
