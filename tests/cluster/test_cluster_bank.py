@@ -10,7 +10,8 @@ one after another: kill -9 of the node leading the metadata group (the coordinat
 kill -9 of a router with transfers in flight, kill -9 of a partition leader (each node
 restarted), network partitions (the transport's fault switch) that cut off a partition
 leader and then the metadata leader for a few seconds before healing, and a partition
-leader paused (SIGSTOP) past its lease, then resumed.
+leader paused (SIGSTOP) past its lease, then resumed, and a partition leader that loses a
+third of its messages.
 
 Checked: every successful audit totals the opening balance; once the faults stop, a plain
 UpdateItem of every account succeeds within a bound (no item is left held by a prepared
@@ -58,6 +59,7 @@ AUDIT_THREADS = 2
 RUN_SECONDS = float(os.environ.get("KEELDB_BANK_SECONDS", "1.5"))
 DOWN_SECONDS = 1.0  # a killed node stays down this long before its restart
 CUT_SECONDS = 3.0  # a network partition lasts this long (several election timeouts)
+DROP_PROBABILITY = 0.3  # of each message to or from a lossy node
 REQUEST_SECONDS_MAX = 15.0  # one HTTP request; above the router's own 10 s budget
 RETRY_SECONDS_MAX = 60.0  # a transfer resent for this long without an answer stays unknown
 RETRY_PAUSE_SECONDS = 0.2
@@ -510,7 +512,7 @@ def test_transfers_keep_the_total_when_ledger_routers_and_partition_leaders_are_
     assert len(report.audit_totals) >= 5, f"seed {seed}: {report.summary()}"
 
 
-def test_transfers_keep_the_total_when_leaders_are_cut_off_or_paused(
+def test_transfers_keep_the_total_when_leaders_are_cut_off_paused_or_lossy(
     cluster_factory: Any,
 ) -> None:
     bank, seed = start(cluster_factory)
@@ -529,6 +531,14 @@ def test_transfers_keep_the_total_when_leaders_are_cut_off_or_paused(
             time.sleep(CUT_SECONDS)
         finally:
             cluster.signal(victim, signal.SIGCONT)
+        time.sleep(RUN_SECONDS)
+        # A lossy network at a partition leader: calls and their answers lost at random.
+        victim = cluster.leader_of(f"p{bank.rng.randrange(PARTITIONS)}")
+        cluster.fault(victim, {"op": "drop", "probability": DROP_PROBABILITY})
+        try:
+            time.sleep(CUT_SECONDS)
+        finally:
+            cluster.fault(victim, {"op": "heal"})
         bank.progress(PROGRESS_TRANSFERS)
 
     report = bank.run(faults)
