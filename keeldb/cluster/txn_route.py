@@ -51,9 +51,10 @@ Shares = dict[str, list[tuple[int, Body]]]
 
 # A transaction refused only by timestamp order (some item was written or read at a later
 # timestamp, or a partition leader that just took over refuses timestamps older than its
-# clock) changed nothing: the coordinator runs it again with a new timestamp, as DynamoDB's
-# transaction coordinators do (Idziorek et al., ATC 2023, section 4), a few times, pausing a
-# little longer each time (a new leader's floor is its clock plus the clock skew bound).
+# clock) changed nothing, and a later timestamp is what timestamp ordering needs to let it
+# through: the coordinator runs it again with a new timestamp, a few times, pausing a little
+# longer each time (a new leader's floor is its clock plus the clock skew bound). The client
+# sees the cancellation only when the conflicts outlast these attempts.
 CONFLICT_RETRIES_MAX = 3
 CONFLICT_PAUSE_SECONDS = 0.06  # times the attempt number
 CONFLICT_RETRY_MARGIN_SECONDS = 2.0  # of the request's budget left, to start another attempt
