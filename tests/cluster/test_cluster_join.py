@@ -164,3 +164,33 @@ def test_added_nodes_join_appear_in_status_and_take_over_replicas_of_dead_and_re
     finally:
         _stop_recorded(data_dir, 4)
         _stop_recorded(data_dir, 5)
+
+
+def test_serve_join_needs_its_zone_listen_address_and_secret_and_a_node_to_join(
+    tmp_path: Path,
+) -> None:
+    missing = _keeldb("serve", "--join", "127.0.0.1:9", "--node-id", "5")
+    assert missing.returncode == 2
+    assert "--zone Z, --listen HOST:PORT, --cluster-secret-file FILE" in missing.stderr
+    secret = tmp_path / "secret"
+    secret.write_text("ab" * 32 + "\n")
+    port, api_port, peer_port = cluster_cli._free_ports("127.0.0.1", 3)
+    nobody = _keeldb(
+        "serve",
+        "--join",
+        f"127.0.0.1:{port}",
+        "--node-id",
+        "5",
+        "--zone",
+        "zone-a",
+        "--listen",
+        f"127.0.0.1:{peer_port}",
+        "--port",
+        str(api_port),
+        "--cluster-secret-file",
+        str(secret),
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert nobody.returncode == 1
+    assert "cannot start" in nobody.stderr
