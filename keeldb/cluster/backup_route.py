@@ -365,8 +365,8 @@ def _frames(path: Path, size: int | None = None) -> list[Any]:
 
 def open_archive(node: ClusterNode, group_id: str, group_dir: Path, store: Any, apply: Any) -> Any:
     """Give a partition replica's database its timed codec and archive, before its log opens
-    (the archive must see every record the replica applies). Returns the archive (or None for
-    the metadata group) for `bind_archive` once the log exists."""
+    (the archive must see every record the replica applies). Returns the archive (None for
+    the metadata group, or with the archive off), which the node hands its group log."""
     if group_id == META_GROUP or os.environ.get(ARCHIVE_SWITCH_ENV, "on") == "off":
         return None
     database = getattr(apply, "__self__", None)
