@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="processes serving HTTP on the port (default 1: this process alone); N > 1 "
-        "starts N worker processes that parse, verify and answer reads from the store while "
-        "this process does the writes: use the number of cores the clients leave free",
+        "adds N - 1 worker processes that parse, verify and answer reads from the store while "
+        "this process also does every write: use the number of cores the clients leave free",
     )
     cluster = serve.add_argument_group("cluster node (see `keeldb cluster up`)")
     cluster.add_argument("--node-id", type=int, metavar="N", help="this node's id in the cluster")

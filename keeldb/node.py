@@ -64,7 +64,7 @@ class NodeConfig:
     backup_s3_endpoint: str | None = None
     # The file holding the master key that wraps the data keys (None: no encryption at rest).
     master_key_file: Path | None = None
-    # Processes serving HTTP (1: this one alone; N > 1: worker processes, keeldb.workers).
+    # Processes serving HTTP (1: this one alone; N > 1: with worker processes, keeldb.workers).
     workers: int = 1
 
 
@@ -159,7 +159,7 @@ class Node:
             count = len(self.config.credentials)
             auth = f"authentication enabled, {count} access key{'s' if count != 1 else ''}"
         if self.workers is not None:
-            auth += f"; {len(self.workers.slots)} worker processes"
+            auth += f"; {self.config.workers} processes"
         return f"KeelDB listening on {self.url} (data: {data}; {auth})"
 
 

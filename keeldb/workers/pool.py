@@ -11,10 +11,11 @@ The port is checked free with an ordinary bind first: another server on it (a se
 `keeldb serve`, with workers or not) is refused as without workers, instead of silently
 sharing the port through SO_REUSEPORT.
 
-Which process serves HTTP: `--workers N` means N processes serve HTTP. By default those are
-N worker processes and the primary serves none, so that the primary's core time goes to the
-writes it alone can do (see docs/performance.md, "Worker processes", for the measurement);
-KEELDB_WORKERS_PRIMARY_HTTP=1 makes the primary one of the N (N - 1 workers).
+Which process serves HTTP: `--workers N` means N processes serve HTTP: by default the primary
+and N - 1 worker processes (the primary answers its own connections' writes without a hop, and
+two processes share two cores better than three: measured in docs/performance.md, "Worker
+processes"). KEELDB_WORKERS_PRIMARY_HTTP=0 leaves HTTP to N worker processes, so that the
+primary's core time goes only to what it alone can do.
 
 It never handles a request itself (`channel.PrimaryChannel` runs them against the node's
 server) and never kills a process it did not start.
@@ -69,7 +70,7 @@ def check_config(config: NodeConfig) -> None:
 
 
 def primary_serves_http() -> bool:
-    return os.environ.get(PRIMARY_HTTP_ENVIRONMENT, "0") == "1"
+    return os.environ.get(PRIMARY_HTTP_ENVIRONMENT, "1") != "0"
 
 
 def listening_sockets(host: str, port: int, count: int) -> tuple[int, list[socket.socket]]:

@@ -17,7 +17,8 @@ request names, in a new read transaction, and compares it with the bytes its cac
 from; any difference (a table created, changed or deleted) reloads the whole catalog from
 one consistent scan. A catalog change is acknowledged only after its entry is committed, so a
 read that starts after the answer sees the new entry. ListTables and other requests without
-one table name reload the catalog every time (they are rare, and the catalog is small).
+one table name reload the catalog every time (they are rare, and the catalog is small), in
+one read transaction, so that the cache is always one committed state of the catalog.
 
 It must never write to the store: the primary is its only writer.
 """
@@ -87,6 +88,15 @@ class ReadOnlyLmdbStore(LmdbStore):
             self._env.set_mapsize(0)
             return super()._scan_chunk(start, end, reverse, after, pairs_max)
 
+    def scan_in_one_transaction(self, start: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
+        """Every pair in [start, end), read in one read transaction: one committed state."""
+        pairs_max = 1 << 62
+        try:
+            return super()._scan_chunk(start, end, False, None, pairs_max)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)
+            return super()._scan_chunk(start, end, False, None, pairs_max)
+
     def applied_lsn(self) -> int:
         with self._env.begin(db=self._meta) as txn:
             raw = txn.get(b"applied_lsn")
@@ -119,8 +129,9 @@ def _catalog_end() -> bytes:
 class CatalogView:
     """Keeps a read-only database's catalog cache equal to the store's committed catalog."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, store: ReadOnlyLmdbStore) -> None:
         self._db = db
+        self._store = store
         self._entries: dict[str, bytes] = {}  # table name -> the entry the cache was built from
         self.reloads = 0
         self.reload()
@@ -130,7 +141,11 @@ class CatalogView:
         db = self._db
         entries: dict[str, bytes] = {}
         tables: dict[str, Table] = {}
-        for key, value in db.store.scan(catalog.CATALOG_PREFIX, _catalog_end()):
+        # One read transaction, so that the cache is one committed state of the catalog (a
+        # chunked scan could mix entries from before and after a change).
+        for key, value in self._store.scan_in_one_transaction(
+            catalog.CATALOG_PREFIX, _catalog_end()
+        ):
             table = Table.from_record(msgpack.unpackb(value, raw=False))
             tables[table.name] = table
             entries[key[len(catalog.CATALOG_PREFIX) :].decode("utf-8")] = value
@@ -146,7 +161,7 @@ class CatalogView:
         if names is None:
             self.reload()
             return
-        get = self._db.store.get
+        get = self._store.get
         entries = self._entries
         for name in names:
             if not isinstance(name, str) or len(name) > TABLE_REFERENCE_LENGTH_MAX:

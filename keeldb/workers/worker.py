@@ -83,7 +83,7 @@ class Worker:
             self.store = ReadOnlyLmdbStore(Path(settings["data_dir"]) / "store")
             self.database = Database(self.store, region=settings["region"])
             self.database.state[catalog.ENDPOINT_STATE_KEY] = settings["endpoint"]
-            self.catalog = CatalogView(self.database)
+            self.catalog = CatalogView(self.database, self.store)
             self.local_operations = LOCAL_OPERATIONS
         credentials = settings["credentials"]
         verifier = None

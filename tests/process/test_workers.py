@@ -40,7 +40,14 @@ REQUEST_ID_PREFIX_CHARS = 32
 class Server:
     """One `keeldb serve` process (and its workers), stopped by PID."""
 
-    def __init__(self, tmp_path: Path, *args: str, name: str = "server") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *args: str,
+        name: str = "server",
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        self.environment = {**os.environ, **(environment or {})}
         self.log_path = tmp_path / f"{name}.log"
         self.command = [
             sys.executable, "-m", "keeldb", "serve", "--host", "127.0.0.1", "--port", "0",
@@ -53,7 +60,11 @@ class Server:
     def start(self) -> Server:
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                self.command, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL
+                self.command,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                stdin=subprocess.DEVNULL,
+                env=self.environment,
             )
         assert self.process.stdout is not None
         seen = b""
@@ -407,16 +418,16 @@ def test_errors_and_answers_are_those_of_a_single_process(
 def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(
     workers_server: Server,
 ) -> None:
-    before = workers_server.worker_pids()
-    assert len(before) == 2
-    os.kill(before[0], signal.SIGKILL)
+    # `--workers 2`: the primary and one worker serve HTTP.
+    (before,) = workers_server.worker_pids()
+    os.kill(before, signal.SIGKILL)
     deadline = time.monotonic() + START_SECONDS_MAX
     while time.monotonic() < deadline:
         after = workers_server.worker_pids()
-        if len(after) == 2 and before[0] not in after:
+        if len(after) == 1 and before not in after:
             break
         time.sleep(0.1)
-    assert len(after) == 2 and before[0] not in after and before[1] in after
+    assert len(after) == 1 and before not in after
     # Once the new worker serves, connections reach both processes again.
     deadline = time.monotonic() + START_SECONDS_MAX
     while True:
@@ -433,9 +444,24 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(
 
 
 def test_workers_stop_when_the_primary_is_killed(tmp_path: Path) -> None:
-    server = Server(tmp_path, "--data-dir", str(tmp_path / "data"), "--workers", "2").start()
+    # Without HTTP in the primary: two worker processes serve the port.
+    server = Server(
+        tmp_path,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--workers",
+        "2",
+        environment={"KEELDB_WORKERS_PRIMARY_HTTP": "0"},
+    ).start()
     workers = server.worker_pids()
     assert len(workers) == 2
+    clients = clients_over_every_process(server.port, 2)
+    clients[0].ok("CreateTable", table_spec("dedicated"))
+    clients[0].ok("PutItem", {"TableName": "dedicated", "Item": {"pk": {"S": "a"}}})
+    for client in clients:
+        # Served by the workers alone: the primary has no HTTP socket.
+        assert client.ok("GetItem", {"TableName": "dedicated", "Key": {"pk": {"S": "a"}}})
+        client.close()
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     deadline = time.monotonic() + STOP_SECONDS_MAX
     while any(psutil.pid_exists(pid) for pid in workers) and time.monotonic() < deadline:
@@ -470,7 +496,7 @@ def test_signatures_encryption_and_sigterm_with_workers(tmp_path: Path) -> None:
     # they still check every signature themselves.
     flags = ["--data-dir", str(tmp_path / "data"), "--workers", "2", "--master-key-file", str(key)]
     server = Server(tmp_path, *flags, "--credentials", str(credentials)).start()
-    assert "2 worker processes" in server.startup_line
+    assert "2 processes" in server.startup_line
     owner = signed_client(server.port, "worker-secret")
     owner.create_table(**table_spec("sealed"))
     owner.put_item(TableName="sealed", Item={"pk": {"S": "a"}, "v": {"S": "b"}})
