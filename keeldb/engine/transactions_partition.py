@@ -18,7 +18,9 @@ It owns:
   applied, so no plain write and no other transaction overtakes them;
 - `commit(db, txid)` / `cancel(db, txid)`: one "txn-commit" record (the prepared writes as one
   atomic store write, as a "transact" record's) or one "txn-cancel" record (nothing written);
-  both are idempotent, so a recovering coordinator may send them again;
+  both are idempotent, so a recovering coordinator may send them again. A cancel of a share
+  never prepared here marks it (`cancelled_key`), so a prepare that arrives after its
+  cancel is refused rather than holding items no ledger entry will finish;
 - `read_share(db, ts, gets)` / `read_at(db, ts, keys)`: a transactional read of several items
   at a timestamp (the partition's share of a TransactGetItems): refused for an item a transaction holds or one
   written by a transaction with a later timestamp, otherwise it raises the items' read
@@ -27,13 +29,19 @@ It owns:
   ledger group's store (`LEDGER_PREFIX` + id: its timestamp, state, partitions and shares),
   removed when the transaction is done; `ledger_entries` lists them for recovery;
 - `recover(db)`: rebuilds the held items and the timestamp floor from the store when a
-  partition's database opens (prepared transactions survive restarts in the store).
+  partition's database opens (prepared transactions survive restarts in the store);
+- `PartitionState.stamp`: the place in timestamp order of what runs in one partition alone
+  (plain writes, single-partition transactions), called by the item store and the
+  single-partition transaction code (docs/transactions.md, "Plain writes and timestamps").
 
 Timestamps live in memory per item; after a restart every item takes the largest timestamp
-any committed transaction had (the floor, stored with each commit), which is safe (it only
-refuses more) and costs one retry with a new timestamp.
+any committed transaction had (the floor, stored with each commit), and a member that
+begins to lead raises its floor to its clock (the read timestamps its predecessor gave out
+are not later), which is safe (it only refuses more) and costs one retry with a new
+timestamp.
 
-It never does IO and never answers a client.
+It never does IO (beyond reading the clock, for a new leader's floor and a cancel's mark)
+and never answers a client.
 """
 
 from __future__ import annotations
