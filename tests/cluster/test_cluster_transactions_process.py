@@ -71,9 +71,22 @@ def _transaction(keys: list[str], token: str) -> dict[str, Any]:
 
 
 def _counts(client: Any, keys: list[str]) -> list[int]:
+    """Each key's counter, by strongly consistent reads (sent again while a leader that has
+    just taken over cannot answer yet)."""
     out = []
     for key in keys:
-        item = client.get_item(TableName=TABLE, Key={"pk": {"S": key}}, ConsistentRead=True)
+        deadline = time.monotonic() + RETRY_SECONDS_MAX
+        while True:
+            try:
+                item = client.get_item(TableName=TABLE, Key={"pk": {"S": key}}, ConsistentRead=True)
+                break
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "InternalServerError":
+                    raise
+            except BotoCoreError:
+                pass
+            assert time.monotonic() < deadline, f"no strong read of {key} was answered"
+            time.sleep(0.3)
         out.append(int(item["Item"]["n"]["N"]) if "Item" in item else 0)
     return out
 
@@ -88,7 +101,16 @@ def _retry_until_answered(client: Any, request: dict[str, Any]) -> dict[str, Any
             return answer
         except ClientError as error:
             code = error.response["Error"]["Code"]
-            if code not in ("TransactionInProgressException", "InternalServerError"):
+            reasons = {r["Code"] for r in error.response.get("CancellationReasons", ())}
+            # A conflict is retried as DynamoDB advises: here only a leader that has just
+            # taken over, refusing timestamps older than its clock, can cause one.
+            conflict = code == "TransactionCanceledException" and reasons <= {
+                "None",
+                "TransactionConflict",
+            }
+            if code not in ("TransactionInProgressException", "InternalServerError") and not (
+                conflict
+            ):
                 raise
         except BotoCoreError:
             pass
