@@ -58,7 +58,7 @@ AUDIT_THREADS = 2
 # How long the workload runs before, between and after the faults.
 RUN_SECONDS = float(os.environ.get("KEELDB_BANK_SECONDS", "1.5"))
 DOWN_SECONDS = 1.0  # a killed node stays down this long before its restart
-CUT_SECONDS = 3.0  # a network partition lasts this long (several election timeouts)
+CUT_SECONDS = 2.0  # a partition (or a pause, or losses) lasts longer than a failover (~1.5 s)
 DROP_PROBABILITY = 0.3  # of each message to or from a lossy node
 REQUEST_SECONDS_MAX = 15.0  # one HTTP request; above the router's own 10 s budget
 RETRY_SECONDS_MAX = 60.0  # a transfer resent for this long without an answer stays unknown
