@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -31,6 +31,8 @@ def _wait(check: Callable[[], Any], what: str) -> Any:
             last = error.response["Error"]
             if last["Code"] not in RETRIED:
                 raise
+        except BotoCoreError as error:  # a node still starting: connection refused
+            last = repr(error)
         else:
             if last:
                 return last
@@ -48,11 +50,18 @@ def _active(client: Any, name: str) -> dict[str, Any]:
 
 
 def _items(client: Any, name: str) -> dict[str, Any]:
-    found = {}
-    for page in client.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
-        for item in page["Items"]:
-            found[item["pk"]["S"]] = item
-    return found
+    """Every item of a table (a scan is read again while a router answers 500 between two
+    leaders, as after a restart)."""
+
+    def scan() -> dict[str, Any]:
+        found = {}
+        for page in client.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
+            for item in page["Items"]:
+                found[item["pk"]["S"]] = item
+        return found
+
+    items: dict[str, Any] = _wait(lambda: (scan(),), f"a scan of {name}")[0]
+    return items
 
 
 def _next_second() -> int:
@@ -160,7 +169,8 @@ def test_backups_exports_and_the_archive_outlive_a_restart_of_every_node(
         cluster.start(node)
     cluster.wait_serving()
     cluster.leader_of("meta")
-    assert [b["BackupArn"] for b in third.list_backups(TableName=TABLE)["BackupSummaries"]] == [arn]
+    listed = _wait(lambda: third.list_backups(TableName=TABLE)["BackupSummaries"], "a listing")
+    assert [b["BackupArn"] for b in listed] == [arn]
     _wait(
         lambda: third.restore_table_to_point_in_time(
             SourceTableName=TABLE, TargetTableName="at-chosen", RestoreDateTime=chosen
