@@ -294,6 +294,10 @@ class ClusterNode:
     async def _on_status_request(self, request: Any) -> RestResponse:
         import orjson
 
+        if request.url.endswith(b"?local"):
+            # This node's own view only: no calls to other nodes (cheap to poll).
+            own = {} if self.storage is None else self.storage.status()
+            return RestResponse(200, orjson.dumps({"reporter": self.me.node_id, "view": own}))
         return RestResponse(200, orjson.dumps(await self.cluster_status()))
 
     async def _on_fault_request(self, request: Any) -> RestResponse:

@@ -116,20 +116,24 @@ class Repair:
             members = membership.group_members(doc, base, group_id)
             leaving = [int(n) for n, _z, _s in members if int(n) not in live or int(n) in gone]
             if leaving:
-                old = leaving[0]
-                new = membership.choose_target(
-                    self.node.spec, doc, members, old, live, load_by_node
-                )
-                if new is None:
-                    if (group_id, old) in self._warned:
-                        continue
-                    self._warned.add((group_id, old))
-                    log.warning(
-                        "group %s: no node can take the replica of node %d without breaking "
-                        "the zone rule; the group runs without it",
-                        group_id,
-                        old,
+                # The first leaving member some node can take over (one move per group).
+                old, new = leaving[0], None
+                for candidate in leaving:
+                    new = membership.choose_target(
+                        self.node.spec, doc, members, candidate, live, load_by_node
                     )
+                    if new is not None:
+                        old = candidate
+                        break
+                    if (group_id, candidate) not in self._warned:
+                        self._warned.add((group_id, candidate))
+                        log.warning(
+                            "group %s: no node can take the replica of node %d without "
+                            "breaking the zone rule; the group runs without it",
+                            group_id,
+                            candidate,
+                        )
+                if new is None:
                     continue
                 load_by_node[new] = load_by_node.get(new, 0) + 1
                 log.warning(
