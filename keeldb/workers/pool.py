@@ -180,7 +180,7 @@ class WorkerPool:
             # Encrypted values need the keyring, which only the primary holds: its workers
             # still parse, verify and encode, and forward the reads too.
             "local_reads": config.master_key_file is None,
-            "operations": sorted(server.operations),
+            "operations": sorted(server.operations),  # type: ignore[call-overload]
             "json_services": [
                 [prefix, sorted(operations)]  # type: ignore[call-overload]
                 for prefix, (_, operations) in server.json_services.items()

@@ -143,10 +143,11 @@ async def run(listen_fd: int, channel_fd: int) -> int:
     channel.send_ready(os.getpid())
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    stopped = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({stopped, channel.closed}, return_when=asyncio.FIRST_COMPLETED)
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    closed: asyncio.Future[Any] = channel.closed
+    done, _ = await asyncio.wait({stopped, closed}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    if channel.closed in done:
+    if closed in done:
         log.warning("worker %d: the primary is gone, stopping", os.getpid())
     # With the primary alive, requests in flight finish (their forwarded calls are answered);
     # without it they fail at once, so this returns quickly either way.
