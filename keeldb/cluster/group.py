@@ -43,6 +43,7 @@ import os
 import random
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -53,7 +54,7 @@ from typing import Any
 import msgpack
 
 from keeldb.cluster.group_codec import decode_message, encode_message
-from keeldb.cluster.group_storage import GroupWal
+from keeldb.cluster.group_storage import MEMBER_TOKEN_FILE, GroupWal, NodeWal
 from keeldb.consensus.codec import CodecError
 from keeldb.consensus.messages import (
     Accept,
@@ -62,6 +63,7 @@ from keeldb.consensus.messages import (
     InstallSnapshot,
     Message,
     Promise,
+    Record,
     SnapshotRecord,
 )
 from keeldb.consensus.replica import DurableState, Options, Ready, Replica
@@ -91,6 +93,9 @@ SNAPSHOT_PULL_SECONDS = 60.0  # one pull of a store's state from a member, at mo
 SNAPSHOT_PULL_ROUNDS_MAX = 20  # rounds over every member before giving up (fatal)
 SNAPSHOT_PULL_PAUSE_SECONDS = 0.5  # between rounds
 STORE_TOKEN = "store-at"  # snapshot bytes that stand for "the holder's store"
+
+NODE_LOG_DIRNAME = "node-log"  # DATA/node-log: the log every member on a node shares
+GROUPS_DIRNAME = "groups"  # a cluster node keeps member G's files in DATA/groups/G/
 
 SnapshotSource = Callable[[], bytes]
 # Called with a snapshot's bytes and slot; may return an awaitable (the driver waits for it
@@ -152,6 +157,9 @@ class GroupOptions:
     node_prefix: str = "node"
     # Called when the log cannot be made durable or apply fails; default: end the process.
     on_fatal: FatalFn = exit_process
+    # Members on one transport whose log directories follow a cluster node's layout
+    # (DATA/groups/<group>/log) share one log, DATA/node-log (see `NodeLog`).
+    share_node_log: bool = True
 
 
 def store_token(store: Store) -> bytes:
@@ -214,6 +222,265 @@ def install_store_snapshot(store: Store, state: bytes, lsn: int) -> None:
             store.write([], [], applied_lsn=lsn)
 
 
+def node_log_directory(data_dir: Path, group_id: str) -> Path | None:
+    """The shared log of the node whose member of `group_id` keeps its log in `data_dir`,
+    when that directory follows a cluster node's layout (DATA/groups/<group>/log, giving
+    DATA/node-log); None otherwise."""
+    data_dir = Path(data_dir)
+    if (
+        data_dir.name == "log"
+        and data_dir.parent.name == group_id
+        and data_dir.parent.parent.name == GROUPS_DIRNAME
+    ):
+        return data_dir.parent.parent.parent / NODE_LOG_DIRNAME
+    return None
+
+
+def _holds_segments(directory: Path) -> bool:
+    return directory.is_dir() and any(p.suffix == ".wal" for p in directory.iterdir())
+
+
+class _MemberDisk:
+    """Where one member's records go: its own `GroupWal` (the member's own disk thread), or
+    its share of the node's `NodeLog`. Every method is awaited on the event loop."""
+
+    async def open(self) -> list[Record]:
+        raise NotImplementedError
+
+    async def append(self, records: Sequence[Record]) -> None:
+        """Durable (fsynced) when this returns."""
+        raise NotImplementedError
+
+    def records_since_rewrite(self) -> int:
+        raise NotImplementedError
+
+    def rebase_wanted(self) -> bool:
+        """Whether a rewrite of this member would let the log free old segments now."""
+        return False
+
+    async def rewrite(self, compact: Sequence[Record]) -> int:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class _OwnWal(_MemberDisk):
+    """A member's own log in its own directory (a group outside a cluster node's layout,
+    or a member whose directory already holds its own log)."""
+
+    def __init__(self, group_id: str, directory: Path) -> None:
+        self._directory = directory
+        self._wal: GroupWal | None = None
+        self._disk = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"keeldb-group-{group_id}"
+        )
+
+    async def open(self) -> list[Record]:
+        directory = self._directory
+
+        def open_wal() -> tuple[GroupWal, list[Record]]:
+            wal = GroupWal(directory)
+            try:
+                return wal, wal.read_all()
+            except BaseException:
+                wal.close()
+                raise
+
+        loop = asyncio.get_running_loop()
+        self._wal, records = await loop.run_in_executor(self._disk, open_wal)
+        return records
+
+    async def append(self, records: Sequence[Record]) -> None:
+        assert self._wal is not None
+        await asyncio.get_running_loop().run_in_executor(self._disk, self._wal.append, records)
+
+    def records_since_rewrite(self) -> int:
+        return self._wal.records_since_rewrite if self._wal is not None else 0
+
+    async def rewrite(self, compact: Sequence[Record]) -> int:
+        assert self._wal is not None
+        loop = asyncio.get_running_loop()
+        removed: int = await loop.run_in_executor(self._disk, self._wal.rewrite, compact)
+        return removed
+
+    async def close(self) -> None:
+        if self._wal is not None:
+            wal, self._wal = self._wal, None
+            await asyncio.get_running_loop().run_in_executor(self._disk, wal.close)
+        self._disk.shutdown(wait=True)
+
+
+# The node log of each transport (one transport per node process).
+_NODE_LOGS: weakref.WeakKeyDictionary[Transport, NodeLog] = weakref.WeakKeyDictionary()
+
+
+class NodeLog:
+    """The log every group member on one node shares: group commit across groups.
+
+    Members hand their `Ready.persist` records to `append` and wait; one flusher task
+    takes everything queued, writes it to the `NodeWal` in the disk thread and fsyncs
+    once, then wakes every member whose records that fsync covered. So a node leading
+    several groups and following others pays one fsync per round for all of them, and
+    nothing a member sends after persisting leaves before the fsync covering it.
+
+    One per transport (i.e. per node process): `for_transport` finds or makes it, members
+    register with `open_member` and leave with `close_member`; the last to leave closes it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._wal: NodeWal | None = None
+        self._members: set[str] = set()
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeldb-node-log")
+        self._queue: list[tuple[str, Sequence[Record], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._open_lock = asyncio.Lock()
+        self._failure: BaseException | None = None
+        self.flush_count = 0  # fsyncs of appended records
+        self.appends_flushed = 0  # member appends those fsyncs covered
+
+    @classmethod
+    def for_transport(cls, transport: Transport, directory: Path) -> NodeLog:
+        node_log = _NODE_LOGS.get(transport)
+        if node_log is None:
+            node_log = cls(directory)
+            _NODE_LOGS[transport] = node_log
+        elif node_log.directory != Path(directory):
+            raise GroupError(
+                f"members on one node share one log: {node_log.directory}, not {directory}"
+            )
+        return node_log
+
+    @property
+    def wal(self) -> NodeWal | None:
+        return self._wal
+
+    async def open_member(self, group_id: str, token_file: Path) -> list[Record]:
+        """Register a member; its records as the log holds them (none if `token_file` does
+        not name the history the log holds for it: see `NodeWal`)."""
+        loop = asyncio.get_running_loop()
+        async with self._open_lock:
+            assert group_id not in self._members, f"group {group_id} is open on this node"
+            if self._wal is None:
+                directory = self.directory
+                self._wal = await loop.run_in_executor(
+                    self._disk,
+                    lambda: NodeWal(directory, groups_dir=directory.parent / GROUPS_DIRNAME),
+                )
+                self._flusher = asyncio.create_task(
+                    self._flush_forever(), name="keeldb-node-log-flusher"
+                )
+            wal = self._wal
+            records = await loop.run_in_executor(self._disk, wal.open_group, group_id, token_file)
+            self._members.add(group_id)
+            return records
+
+    async def append(self, group_id: str, records: Sequence[Record]) -> None:
+        if self._failure is not None:
+            raise GroupClosed(f"the node log failed: {self._failure}")
+        assert self._wal is not None and group_id in self._members
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((group_id, records, future))
+        self._wake.set()
+        await future
+
+    async def _flush_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                continue
+            batch, self._queue = self._queue, []
+            wal = self._wal
+            assert wal is not None
+            try:
+                await loop.run_in_executor(
+                    self._disk, wal.append, [(group, records) for group, records, _ in batch]
+                )
+            except Exception as error:  # noqa: BLE001 - every waiting member learns of it
+                self._failure = error
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.flush_count += 1
+            self.appends_flushed += len(batch)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    def records_since_rewrite(self, group_id: str) -> int:
+        return self._wal.records_since_rewrite(group_id) if self._wal is not None else 0
+
+    def rebase_wanted(self, group_id: str) -> bool:
+        return self._wal is not None and self._wal.rebase_wanted(group_id)
+
+    async def rewrite(self, group_id: str, compact: Sequence[Record]) -> int:
+        """The member's compact record list as its new base (the caller has no append of
+        its own in flight, so nothing of it is queued behind this)."""
+        assert self._wal is not None and group_id in self._members
+        loop = asyncio.get_running_loop()
+        removed: int = await loop.run_in_executor(self._disk, self._wal.rewrite, group_id, compact)
+        return removed
+
+    async def close_member(self, group_id: str) -> None:
+        async with self._open_lock:
+            self._members.discard(group_id)
+            if self._members or self._wal is None:
+                return
+            if self._flusher is not None:
+                self._flusher.cancel()
+                try:
+                    await self._flusher
+                except asyncio.CancelledError:
+                    pass
+                self._flusher = None
+            for _, _, future in self._queue:
+                if not future.done():
+                    future.set_exception(GroupClosed("the node log closed"))
+            self._queue = []
+            wal, self._wal = self._wal, None
+            await asyncio.get_running_loop().run_in_executor(self._disk, wal.close)
+            for transport, node_log in list(_NODE_LOGS.items()):
+                if node_log is self:
+                    del _NODE_LOGS[transport]
+
+
+class _SharedLog(_MemberDisk):
+    """A member's share of its node's `NodeLog`."""
+
+    def __init__(self, group_id: str, node_log: NodeLog, token_file: Path) -> None:
+        self._group_id = group_id
+        self._node_log = node_log
+        self._token_file = token_file
+        self._open = False
+
+    async def open(self) -> list[Record]:
+        records = await self._node_log.open_member(self._group_id, self._token_file)
+        self._open = True
+        return records
+
+    async def append(self, records: Sequence[Record]) -> None:
+        await self._node_log.append(self._group_id, records)
+
+    def records_since_rewrite(self) -> int:
+        return self._node_log.records_since_rewrite(self._group_id)
+
+    def rebase_wanted(self) -> bool:
+        return self._node_log.rebase_wanted(self._group_id)
+
+    async def rewrite(self, compact: Sequence[Record]) -> int:
+        return await self._node_log.rewrite(self._group_id, compact)
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self._node_log.close_member(self._group_id)
+
+
 class GroupLog:
     """One member of one replica group (see the module docstring)."""
 
@@ -230,6 +497,7 @@ class GroupLog:
         options: GroupOptions | None = None,
         snapshot_source: SnapshotSource | None = None,
         snapshot_installer: SnapshotInstaller | None = None,
+        node_log_dir: Path | None = None,
     ) -> None:
         self.group_id = group_id
         self.member_id = member_id
@@ -253,10 +521,11 @@ class GroupLog:
         # Who sent us a snapshot at a slot (it holds the state): the first member to ask.
         self._snapshot_senders: dict[int, NodeId] = {}
         self._replica: Replica | None = None
-        self._wal: GroupWal | None = None
-        self._disk = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"keeldb-group-{group_id}"
-        )
+        # The shared node log, given or found from the layout (None: the member's own).
+        if node_log_dir is None and self._options.share_node_log:
+            node_log_dir = node_log_directory(self._data_dir, group_id)
+        self._node_log_dir = node_log_dir
+        self._disk_log: _MemberDisk | None = None
         self._work = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -286,18 +555,17 @@ class GroupLog:
 
     async def start(self) -> None:
         """Open the member's log, rebuild the replica from it, join the group."""
-        loop = asyncio.get_running_loop()
-        wal_dir = self._data_dir
-
-        def open_wal() -> tuple[GroupWal, list[Any]]:
-            wal = GroupWal(wal_dir)
-            try:
-                return wal, wal.read_all()
-            except BaseException:
-                wal.close()
-                raise
-
-        self._wal, records = await loop.run_in_executor(self._disk, open_wal)
+        disk: _MemberDisk
+        if self._node_log_dir is not None and not _holds_segments(self._data_dir):
+            disk = _SharedLog(
+                self.group_id,
+                NodeLog.for_transport(self._transport, self._node_log_dir),
+                self._data_dir / MEMBER_TOKEN_FILE,
+            )
+        else:
+            disk = _OwnWal(self.group_id, self._data_dir)
+        records = await disk.open()
+        self._disk_log = disk
         durable = DurableState.replay(records) if records else None
         seed = int.from_bytes(os.urandom(8), "little")
         self._replica = Replica(
@@ -331,10 +599,9 @@ class GroupLog:
                 pass
             self._pump_task = None
         self._fail_pending(GroupClosed(f"group {self.group_id} member {self.member_id} closed"))
-        if self._wal is not None:
-            wal, self._wal = self._wal, None
-            await asyncio.get_running_loop().run_in_executor(self._disk, wal.close)
-        self._disk.shutdown(wait=True)
+        if self._disk_log is not None:
+            disk, self._disk_log = self._disk_log, None
+            await disk.close()
 
     # --- the ReplicatedLog interface -----------------------------------------------------
 
@@ -356,22 +623,30 @@ class GroupLog:
         return await self._await_outcome(pid)
 
     async def _await_outcome(self, pid: ProposalId) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
         self._pending[pid] = future
         self._pending_ballot[pid] = self._live_replica().ballot
         self._work.set()
+        # One timer per append rather than wait_for(shield(...)): two fewer futures and a
+        # task less on every write's path.
+        timer = loop.call_later(self._options.append_timeout_seconds, self._expire, future)
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(future), self._options.append_timeout_seconds
-            )
-        except TimeoutError:
-            raise AppendTimeout(
-                f"group {self.group_id}: no outcome within {self._options.append_timeout_seconds} s"
-            ) from None
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(pid, None)
             self._pending_slot.pop(pid, None)
             self._pending_ballot.pop(pid, None)
+
+    def _expire(self, future: asyncio.Future[int]) -> None:
+        if not future.done():
+            future.set_exception(
+                AppendTimeout(
+                    f"group {self.group_id}: no outcome within "
+                    f"{self._options.append_timeout_seconds} s"
+                )
+            )
 
     def committed_lsn(self) -> int:
         """The highest slot known chosen here (every command at or below it is committed)."""
@@ -606,7 +881,6 @@ class GroupLog:
             self._fail(error)
 
     async def _pump_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         replica = self._replica
         assert replica is not None
         while True:
@@ -623,9 +897,9 @@ class GroupLog:
                 # the store ahead of the member's log; the replay skips what the store has.
                 await self._apply_ready(rd)
                 if rd.persist:
-                    wal = self._wal
-                    assert wal is not None
-                    await loop.run_in_executor(self._disk, wal.append, rd.persist)
+                    disk = self._disk_log
+                    assert disk is not None
+                    await disk.append(rd.persist)
                     self.persist_count += 1
                 self._send(rd.send_after_persist)
                 replica.advance(rd)
@@ -633,8 +907,11 @@ class GroupLog:
                 if rd.snapshot_suggested:
                     self._take_snapshot(replica)
                 if any(isinstance(r, SnapshotRecord) for r in rd.persist):
-                    await self._maybe_rewrite(loop, replica)
+                    await self._maybe_rewrite(replica)
                 self._deliver_ticks()
+            disk = self._disk_log
+            if disk is not None and disk.rebase_wanted() and not replica.has_ready():
+                await self._rewrite(replica, "the node log's oldest segment waits for it")
             self._note_leader(replica)
 
     def _note_leader(self, replica: Replica) -> None:
@@ -854,23 +1131,27 @@ class GroupLog:
         self.snapshots_taken += 1
         self._work.set()
 
-    async def _maybe_rewrite(self, loop: asyncio.AbstractEventLoop, replica: Replica) -> None:
-        wal = self._wal
-        assert wal is not None
+    async def _maybe_rewrite(self, replica: Replica) -> None:
+        disk = self._disk_log
+        assert disk is not None
         state = replica.durable_state()
         snap_slot = state.snapshot.slot if state.snapshot is not None else 0
-        if wal.records_since_rewrite < REWRITE_RECORDS_MIN:
+        if disk.records_since_rewrite() < REWRITE_RECORDS_MIN:
             return
         if snap_slot <= self._snapshot_slot_at_rewrite:
             return
         self._snapshot_slot_at_rewrite = snap_slot
-        removed = await loop.run_in_executor(self._disk, wal.rewrite, state.records())
+        await self._rewrite(replica, f"snapshot {snap_slot}")
+
+    async def _rewrite(self, replica: Replica, reason: str) -> None:
+        """Restate the member's durable state as its log's new base (between Readys, so
+        the records of every Ready handed out so far are already in the log)."""
+        disk = self._disk_log
+        assert disk is not None
+        removed = await disk.rewrite(replica.durable_state().records())
         self.rewrites += 1
         log.info(
-            "group %s: rewrote its log at snapshot %d (%d segments removed)",
-            self.group_id,
-            snap_slot,
-            removed,
+            "group %s: rewrote its log (%s; %d segments removed)", self.group_id, reason, removed
         )
 
     def _fail(self, error: BaseException) -> None:

@@ -1,0 +1,343 @@
+"""One log per node shared by every group member it hosts: records split back per group,
+one fsync covers several groups, a segment stays until every group's base has passed it,
+nothing is reported durable before its fsync, and members recover from it after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from keeldb.cluster.group import (
+    GroupLog,
+    GroupOptions,
+    NodeLog,
+    member_name,
+    node_log_directory,
+)
+from keeldb.cluster.group_kv import KEY_PREFIX, KvMachine, KvService
+from keeldb.cluster.group_storage import (
+    MEMBER_TOKEN_FILE,
+    NODE_LOG_SEGMENTS_SOFT_MAX,
+    NodeWal,
+)
+from keeldb.consensus.messages import (
+    AcceptRecord,
+    CommitRecord,
+    IncarnationRecord,
+    PromiseRecord,
+)
+from keeldb.consensus.replica import DurableState
+from keeldb.consensus.types import Ballot, Config, Entry, EntryKind, LogEntry
+from keeldb.net.transport import Transport
+from keeldb.storage.lmdb_store import LmdbStore
+
+SECRET = b"node-log-test-secret-0123456789abcdef"
+TEST_SECONDS_MAX = 60.0
+PUT_SECONDS_MAX = 15.0
+
+
+def _accept(slot: int, tag: bytes) -> AcceptRecord:
+    return AcceptRecord(LogEntry(slot, Ballot(1, 1), Entry(EntryKind.COMMAND, tag, 1, slot)))
+
+
+def _history(tag: bytes, count: int) -> list:
+    return [IncarnationRecord(1), PromiseRecord(Ballot(1, 1))] + [
+        _accept(slot, tag) for slot in range(1, count + 1)
+    ]
+
+
+def _open(wal: NodeWal, base: Path, *groups: str) -> dict[str, list]:
+    return {g: wal.open_group(g, base / "groups" / g / "log" / MEMBER_TOKEN_FILE) for g in groups}
+
+
+def test_node_log_gives_each_group_back_its_own_records_in_order(tmp_path: Path) -> None:
+    wal = NodeWal(tmp_path / "node-log")
+    assert _open(wal, tmp_path, "p0", "p1") == {"p0": [], "p1": []}
+    a, b = _history(b"a", 30), _history(b"b", 20)
+    for i in range(len(a)):
+        batch = [("p0", a[i : i + 1])]
+        if i < len(b):
+            batch.append(("p1", b[i : i + 1]))
+        wal.append(batch)
+    wal.close()
+    again = NodeWal(tmp_path / "node-log")
+    assert _open(again, tmp_path, "p0", "p1") == {"p0": a, "p1": b}
+    assert again.records_since_rewrite("p0") == len(a)
+    again.close()
+
+
+def test_one_fsync_covers_a_batch_of_several_groups(tmp_path: Path) -> None:
+    wal = NodeWal(tmp_path / "node-log")
+    _open(wal, tmp_path, "p0", "p1", "meta")
+    before = wal.fsync_count
+    wal.append([("p0", [_accept(1, b"a")]), ("p1", [_accept(1, b"b")]), ("meta", [])])
+    assert wal.fsync_count == before + 1
+    wal.close()
+
+
+def test_a_member_whose_directory_was_removed_starts_empty_and_holds_nothing_back(
+    tmp_path: Path,
+) -> None:
+    wal = NodeWal(tmp_path / "node-log", segment_bytes=2048, groups_dir=tmp_path / "groups")
+    _open(wal, tmp_path, "gone", "busy")
+    wal.append([("gone", _history(b"g", 5))])
+    busy = _history(b"busy" * 20, 200)
+    for i in range(0, len(busy), 10):
+        wal.append([("busy", busy[i : i + 10])])
+    wal.close()
+    # The node stops holding a replica of "gone": its directory goes, as it did when each
+    # member had its own log there.
+    shutil.rmtree(tmp_path / "groups" / "gone")
+    again = NodeWal(tmp_path / "node-log", segment_bytes=2048, groups_dir=tmp_path / "groups")
+    assert _open(again, tmp_path, "busy") == {"busy": busy}
+    # Its old records hold back no segment once "busy" has a new base ...
+    assert again.rewrite("busy", DurableState.replay(busy).records()) > 0
+    assert int(again.segment_paths()[0].name.split(".")[0]) > 5
+    # ... and a member of it made here again starts empty, as with a removed directory.
+    assert _open(again, tmp_path, "gone") == {"gone": []}
+    again.close()
+    third = NodeWal(tmp_path / "node-log", segment_bytes=2048)
+    assert _open(third, tmp_path, "gone")["gone"] == []
+    third.close()
+
+
+def test_a_segment_stays_until_every_groups_base_has_passed_it(tmp_path: Path) -> None:
+    wal = NodeWal(tmp_path / "node-log", segment_bytes=2048)
+    _open(wal, tmp_path, "quiet", "busy")
+    busy, quiet = _history(b"busy" * 20, 200), _history(b"q", 3)
+    wal.append([("quiet", quiet)])
+    for i in range(0, 200, 10):
+        wal.append([("busy", busy[i : i + 10])])
+    assert len(wal.segment_paths()) > 3
+    # The busy group restates its state: the quiet group's records are in the first
+    # segment, so nothing may go yet.
+    state = DurableState.replay(busy)
+    assert wal.rewrite("busy", state.records()) == 0
+    # Once the quiet group has a base too, every segment before both bases goes.
+    removed = wal.rewrite("quiet", DurableState.replay(quiet).records())
+    assert removed > 0
+    wal.close()
+    again = NodeWal(tmp_path / "node-log", segment_bytes=2048)
+    records = _open(again, tmp_path, "quiet", "busy")
+    assert DurableState.replay(records["busy"]) == state
+    assert DurableState.replay(records["quiet"]) == DurableState.replay(quiet)
+    again.close()
+
+
+def test_a_quiet_group_is_asked_to_rebase_when_it_holds_old_segments(tmp_path: Path) -> None:
+    wal = NodeWal(tmp_path / "node-log", segment_bytes=2048)
+    _open(wal, tmp_path, "quiet", "busy")
+    wal.append([("quiet", _history(b"q", 2))])
+    busy = _history(b"busy" * 20, 400)
+    for i in range(0, len(busy), 10):
+        wal.append([("busy", busy[i : i + 10])])
+    segments_before = len(wal.segment_paths())
+    assert segments_before > NODE_LOG_SEGMENTS_SOFT_MAX
+    assert wal.rebase_wanted("quiet")
+    assert wal.rebase_wanted("busy")  # its base is in the oldest segment too
+    wal.rewrite("busy", DurableState.replay(busy).records())
+    wal.rewrite("quiet", DurableState.replay(_history(b"q", 2)).records())
+    assert not wal.rebase_wanted("quiet")
+    # What is left starts after both groups' old records.
+    remaining = wal.segment_paths()
+    assert int(remaining[0].name.split(".")[0]) > len(busy)
+    wal.close()
+
+
+def test_a_torn_rewrite_of_one_group_keeps_its_history_and_the_other_groups(
+    tmp_path: Path,
+) -> None:
+    wal = NodeWal(tmp_path / "node-log")
+    _open(wal, tmp_path, "p0", "p1")
+    a, b = _history(b"a", 10), _history(b"b", 10)
+    wal.append([("p0", a), ("p1", b)])
+    wal.rewrite("p0", DurableState.replay(a).records())
+    wal.append([("p1", [CommitRecord(10)])])
+    wal.close()
+    # Cut the last records off: p0's base loses part of its list, p1 its commit record.
+    segment = max((tmp_path / "node-log").glob("*.wal"))
+    data = segment.read_bytes()
+    segment.write_bytes(data[: len(data) - 60])
+    again = NodeWal(tmp_path / "node-log")
+    records = _open(again, tmp_path, "p0", "p1")
+    assert DurableState.replay(records["p0"]) == DurableState.replay(a)
+    assert records["p1"] == b
+    again.close()
+
+
+def test_records_are_reported_durable_only_after_the_fsync_covering_them(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        transport = Transport("node1", "127.0.0.1", 0, SECRET)
+        node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
+        tokens = tmp_path / "groups"
+        assert await node_log.open_member("p0", tokens / "p0" / "log" / MEMBER_TOKEN_FILE) == []
+        assert await node_log.open_member("p1", tokens / "p1" / "log" / MEMBER_TOKEN_FILE) == []
+        wal = node_log.wal
+        assert wal is not None
+        gate = threading.Event()
+        synced: list[int] = []
+        real_append = wal.append
+
+        def gated_append(batch: list) -> None:
+            gate.wait(10)
+            real_append(batch)
+            synced.append(len(batch))
+
+        wal.append = gated_append  # type: ignore[method-assign]
+        first = asyncio.ensure_future(node_log.append("p0", [_accept(1, b"a")]))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(node_log.append("p1", [_accept(1, b"b")]))
+        third = asyncio.ensure_future(node_log.append("p0", [_accept(2, b"a")]))
+        await asyncio.sleep(0.2)
+        assert not first.done() and not second.done() and not third.done()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+        # The two appends queued behind the first flush share the next one.
+        assert synced == [1, 2]
+        await node_log.close_member("p0")
+        await node_log.close_member("p1")
+        reopened = NodeWal(tmp_path / "node-log")
+        assert _open(reopened, tmp_path, "p0", "p1") == {
+            "p0": [_accept(1, b"a"), _accept(2, b"a")],
+            "p1": [_accept(1, b"b")],
+        }
+        reopened.close()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+def test_only_a_cluster_nodes_layout_shares_the_node_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert node_log_directory(data / "groups" / "p0" / "log", "p0") == data / "node-log"
+    assert node_log_directory(data / "groups" / "p0" / "log", "p1") is None
+    assert node_log_directory(tmp_path / "node1" / "group", "kv") is None
+
+
+GROUPS = ("meta", "p0", "p1")
+
+
+class NodeSet:
+    """Three nodes on this event loop, each hosting a member of every group in GROUPS,
+    with a cluster node's directory layout (so their members share one log per node)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.names = [member_name(n) for n in (1, 2, 3)]
+        self.ports = dict.fromkeys(self.names, 0)
+        self.transports: dict[str, Transport] = {}
+        self.groups: dict[tuple[str, str], GroupLog] = {}
+        self.stores: dict[tuple[str, str], LmdbStore] = {}
+        self.services: dict[tuple[str, str], KvService] = {}
+        self.fatal: list[BaseException] = []
+
+    async def start(self) -> None:
+        for name in self.names:
+            transport = Transport(name, "127.0.0.1", self.ports[name], SECRET)
+            self.ports[name] = await transport.start()
+            self.transports[name] = transport
+        for name, transport in self.transports.items():
+            for other, port in self.ports.items():
+                if other != name:
+                    transport.add_peer(other, "127.0.0.1", port)
+        options = GroupOptions(tick_seconds=0.05, on_fatal=self.fatal.append)
+        for name in self.names:
+            for group_id in GROUPS:
+                group_dir = self.base / name / "groups" / group_id
+                store = LmdbStore(group_dir / "store")
+                machine = KvMachine(store)
+                group = GroupLog(
+                    group_id,
+                    name,
+                    Config.standard([1, 2, 3]),
+                    self.transports[name],
+                    group_dir / "log",
+                    store,
+                    machine.apply,
+                    options=options,
+                )
+                await group.start()
+                self.groups[name, group_id] = group
+                self.stores[name, group_id] = store
+                self.services[name, group_id] = KvService(group, machine)
+
+    async def stop(self) -> None:
+        for name in self.names:
+            await self.transports[name].close()
+            for group_id in GROUPS:
+                await self.groups[name, group_id].close()
+                self.stores[name, group_id].close()
+        self.groups.clear()
+        assert self.fatal == []
+
+    async def put(self, group_id: str, key: str, value: bytes) -> None:
+        deadline = time.monotonic() + PUT_SECONDS_MAX
+        while True:
+            for name in self.names:
+                if self.groups[name, group_id].is_leader:
+                    reply = await self.services[name, group_id].handle(
+                        "client", {"op": "put", "key": key, "value": value}
+                    )
+                    if reply["ok"]:
+                        return
+            assert time.monotonic() < deadline, f"no write to {group_id} within the deadline"
+            await asyncio.sleep(0.02)
+
+    def values(self, name: str, group_id: str) -> dict[bytes, bytes]:
+        store = self.stores[name, group_id]
+        return dict(store.scan(KEY_PREFIX, KEY_PREFIX + b"\xff"))
+
+
+@pytest.mark.process
+def test_members_of_several_groups_share_one_log_per_node_and_recover_from_it(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        nodes = NodeSet(tmp_path)
+        await nodes.start()
+
+        async def writer(group_id: str) -> None:
+            for i in range(40):
+                await nodes.put(group_id, f"k{i % 5}", b"%s-%d" % (group_id.encode(), i))
+
+        await asyncio.gather(*(writer(g) for g in GROUPS))
+        persists = sum(nodes.groups["node1", g].persist_count for g in GROUPS)
+        node_log = NodeLog.for_transport(nodes.transports["node1"], tmp_path / "node1" / "node-log")
+        # Every member's persists went through the node log (rounds of different groups
+        # share an fsync when they meet; how often depends on timing).
+        # (a member may be between its append and its count: at most one each)
+        assert persists <= node_log.appends_flushed <= persists + len(GROUPS)
+        assert 0 < node_log.flush_count <= node_log.appends_flushed
+        for group_id in GROUPS:
+            assert not list((tmp_path / "node1" / "groups" / group_id / "log").glob("*.wal"))
+        assert list((tmp_path / "node1" / "node-log").glob("*.wal"))
+        commits = {g: nodes.groups["node1", g].committed_lsn() for g in GROUPS}
+        await nodes.stop()
+
+        again = NodeSet(tmp_path)
+        again.ports = nodes.ports
+        await again.start()
+        for group_id in GROUPS:
+            # Each member rebuilt its own consensus state from its share of the log.
+            assert again.groups["node1", group_id].replica.commit_slot >= commits[group_id]
+            await again.put(group_id, "after", b"restart")
+        # Every member of every group ends with every write (the last of each key).
+        deadline = time.monotonic() + PUT_SECONDS_MAX
+        for group_id in GROUPS:
+            expected = {KEY_PREFIX + b"after": b"restart"}
+            expected.update(
+                {KEY_PREFIX + b"k%d" % j: b"%s-%d" % (group_id.encode(), 35 + j) for j in range(5)}
+            )
+            for name in again.names:
+                while again.values(name, group_id) != expected:
+                    assert time.monotonic() < deadline, f"{name} lacks writes of {group_id}"
+                    await asyncio.sleep(0.02)
+        await again.stop()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
