@@ -27,7 +27,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: frames carry batches of messages under a BLAKE2b MAC
 NONCE_BYTES = 32
 NODE_ID_BYTES_MAX = 256  # a node id longer than this is garbage
 SECRET_BYTES_MIN = 16  # a shorter cluster secret is refused: it could be guessed

@@ -47,11 +47,13 @@ import msgpack
 from keeldb.net import auth
 from keeldb.net.faults import FaultCommandError, FaultSwitch
 from keeldb.net.framing import (
+    BATCH_HEADER_BYTES_MAX,
     FRAME_BYTES_MAX,
     LENGTH,
     LENGTH_BYTES,
     MAC_BYTES,
     FramingError,
+    batch,
     encode_frame,
     open_sealed,
     seal,
@@ -61,7 +63,9 @@ log = logging.getLogger(__name__)
 
 SEND_QUEUE_FRAMES_MAX = 8192  # frames waiting for one peer's connection, at most
 SEND_QUEUE_BYTES_MAX = 64 * 1024 * 1024  # ... and their bytes (one snapshot fits)
-WRITE_BATCH_BYTES_MAX = 1024 * 1024  # frames joined into one socket write, at most
+WRITE_BATCH_BYTES_MAX = 1024 * 1024  # messages joined into one frame (one MAC), at most
+# (a single larger message still goes alone in its frame)
+FRAME_OVERHEAD_BYTES = MAC_BYTES + BATCH_HEADER_BYTES_MAX  # what a frame adds to a message
 HANDSHAKE_FRAME_BYTES_MAX = 4096  # a handshake message, at most: a stranger gets no more
 # buffer than this before it has proven the secret
 CONNECT_SECONDS_MAX = 5.0  # to open a connection and finish the handshake
@@ -150,6 +154,18 @@ def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def _messages(data: bytes) -> list[list[Any]]:
+    """The messages of a frame's data (a non-empty msgpack array of non-empty arrays);
+    FramingError (or a decode error) for anything else."""
+    messages = _unpack(data)
+    if not isinstance(messages, list) or not messages:
+        raise FramingError("a frame carries a non-empty list of messages")
+    for message in messages:
+        if not isinstance(message, list) or not message:
+            raise FramingError("a message is a non-empty list")
+    return messages
+
+
 def _keep_alive(writer: asyncio.StreamWriter) -> None:
     """Have the kernel probe an idle connection, so that a peer whose host vanished (no
     reset ever comes) is noticed in seconds rather than after TCP's retransmission limit."""
@@ -196,6 +212,8 @@ class _Peer:
         self.dropped_down = 0  # ... because the peer was down
         self.dropped_oversize = 0  # ... because they did not fit in a frame
         self.lost = False  # the current connection broke
+        self.frames_sent = 0
+        self.messages_sent = 0
         self.task: asyncio.Task[None] | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -338,19 +356,28 @@ class _Peer:
                 await self.has_data.wait()
             if self.lost or self.transport.closed:
                 return
+            # Everything queued goes in one frame: one MAC and one length for a whole round
+            # of messages (every group's, on a node hosting several).
             parts: list[bytes] = []
             batch_bytes = 0
-            while queue and batch_bytes < WRITE_BATCH_BYTES_MAX:
+            while queue and (
+                not parts
+                or batch_bytes + len(queue[0][0]) + FRAME_OVERHEAD_BYTES <= FRAME_BYTES_MAX
+            ):
                 data, call_id = queue.popleft()
                 self.queue_bytes -= len(data)
                 if call_id:
                     self.written_calls.add(call_id)
-                parts.append(encode_frame(seal(key, sequence, data)))
-                sequence += 1
+                parts.append(data)
                 batch_bytes += len(data)
+                if batch_bytes >= WRITE_BATCH_BYTES_MAX:
+                    break
             if not self.full(0):
                 self.space.set()
-            writer.write(b"".join(parts))
+            writer.write(encode_frame(seal(key, sequence, batch(parts))))
+            sequence += 1
+            self.frames_sent += 1
+            self.messages_sent += len(parts)
             await writer.drain()
 
     async def _read_replies(self, reader: asyncio.StreamReader, key: bytes) -> None:
@@ -359,17 +386,17 @@ class _Peer:
             while True:
                 data = open_sealed(key, sequence, await _read_body(reader))
                 sequence += 1
-                message = _unpack(data)
-                if not isinstance(message, list) or len(message) != 4 or message[0] != KIND_REPLY:
-                    raise FramingError(f"expected a reply, got {message!r:.80}")
-                _, call_id, status, value = message
-                future = self.calls.pop(call_id, None)
-                if future is None or future.done():
-                    continue  # the caller gave up
-                if status == REPLY_OK:
-                    future.set_result(value)
-                else:
-                    future.set_exception(RemoteError(f"{self.node_id}: {value}"))
+                for message in _messages(data):
+                    if len(message) != 4 or message[0] != KIND_REPLY:
+                        raise FramingError(f"expected a reply, got {message!r:.80}")
+                    _, call_id, status, value = message
+                    future = self.calls.pop(call_id, None)
+                    if future is None or future.done():
+                        continue  # the caller gave up
+                    if status == REPLY_OK:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(RemoteError(f"{self.node_id}: {value}"))
         except asyncio.CancelledError:
             raise
         except (OSError, EOFError, FramingError, *_DECODE_ERRORS) as error:
@@ -393,7 +420,8 @@ class _Peer:
 
 
 class _Inbound:
-    """A connection a peer dialed to us: its messages come in, our replies go out."""
+    """A connection a peer dialed to us: its messages come in, our replies go out (the
+    replies ready in one turn of the event loop share a frame)."""
 
     def __init__(self, peer: str, writer: asyncio.StreamWriter, key: bytes) -> None:
         self.peer = peer
@@ -402,11 +430,27 @@ class _Inbound:
         self.sequence = 0
         self.calls_in_flight = 0
         self.task: asyncio.Task[Any] | None = None  # the task serving the connection
+        self._replies: list[bytes] = []
+        self._replies_bytes = 0
 
     def reply(self, data: bytes) -> None:
         if self.writer.is_closing():
             return
-        self.writer.write(encode_frame(seal(self.key, self.sequence, data)))
+        if self._replies and self._replies_bytes + len(data) + FRAME_OVERHEAD_BYTES > min(
+            FRAME_BYTES_MAX, WRITE_BATCH_BYTES_MAX
+        ):
+            self._flush()
+        if not self._replies:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._replies.append(data)
+        self._replies_bytes += len(data)
+
+    def _flush(self) -> None:
+        replies, self._replies = self._replies, []
+        self._replies_bytes = 0
+        if not replies or self.writer.is_closing():
+            return
+        self.writer.write(encode_frame(seal(self.key, self.sequence, batch(replies))))
         self.sequence += 1
 
 
@@ -531,6 +575,8 @@ class Transport:
                     "dropped_full": peer.dropped_full,
                     "dropped_down": peer.dropped_down,
                     "dropped_oversize": peer.dropped_oversize,
+                    "frames_sent": peer.frames_sent,
+                    "messages_sent": peer.messages_sent,
                 }
                 for node_id, peer in sorted(self._peers.items())
             },
@@ -548,7 +594,7 @@ class Transport:
             peer.dropped_down += 1
             return False
         data = _pack([KIND_SEND, channel, payload])
-        if len(data) + MAC_BYTES > FRAME_BYTES_MAX:
+        if len(data) + FRAME_OVERHEAD_BYTES > FRAME_BYTES_MAX:
             peer.dropped_oversize += 1
             log.error(
                 "%s: dropped a %d-byte message to %s on %r: frames hold at most %d bytes",
@@ -602,7 +648,7 @@ class Transport:
         self._next_call_id += 1
         call_id = self._next_call_id
         data = _pack([KIND_CALL, call_id, channel, payload])
-        if len(data) + MAC_BYTES > FRAME_BYTES_MAX:
+        if len(data) + FRAME_OVERHEAD_BYTES > FRAME_BYTES_MAX:
             raise ValueError(f"call payload of {len(data)} bytes exceeds {FRAME_BYTES_MAX}")
         future: asyncio.Future[Any] = loop.create_future()
         try:
@@ -686,36 +732,34 @@ class Transport:
         while not self.closed:
             data = open_sealed(key, sequence, await _read_body(reader))
             sequence += 1
-            message = _unpack(data)
-            if not isinstance(message, list) or not message:
-                raise FramingError("a frame is a non-empty list")
-            kind = message[0]
-            if kind == KIND_SEND and len(message) == 3:
-                _, channel, payload = message
-                if not isinstance(channel, str):
-                    raise FramingError("channel names are strings")
-                if self._blocked_from(peer, channel):
-                    continue
-                handler = handlers.get(channel)
-                if handler is None:
-                    continue
-                try:
-                    await handler(peer, payload)
-                except Exception:  # a handler's bug must not kill the link
-                    log.exception("%s: handler for %r failed", self.node_id, channel)
-            elif kind == KIND_CALL and len(message) == 4:
-                _, call_id, channel, payload = message
-                if not isinstance(channel, str) or not isinstance(call_id, int):
-                    raise FramingError("malformed call")
-                if self._blocked_from(peer, channel):
-                    continue
-                if inbound.calls_in_flight >= CALLS_IN_FLIGHT_MAX:
-                    inbound.reply(_pack([KIND_REPLY, call_id, REPLY_ERROR, "busy"]))
-                    continue
-                inbound.calls_in_flight += 1
-                self._spawn(self._serve_call(inbound, call_id, channel, payload))
-            else:
-                raise FramingError(f"unexpected frame kind {kind!r}")
+            for message in _messages(data):
+                kind = message[0]
+                if kind == KIND_SEND and len(message) == 3:
+                    _, channel, payload = message
+                    if not isinstance(channel, str):
+                        raise FramingError("channel names are strings")
+                    if self._blocked_from(peer, channel):
+                        continue
+                    handler = handlers.get(channel)
+                    if handler is None:
+                        continue
+                    try:
+                        await handler(peer, payload)
+                    except Exception:  # a handler's bug must not kill the link
+                        log.exception("%s: handler for %r failed", self.node_id, channel)
+                elif kind == KIND_CALL and len(message) == 4:
+                    _, call_id, channel, payload = message
+                    if not isinstance(channel, str) or not isinstance(call_id, int):
+                        raise FramingError("malformed call")
+                    if self._blocked_from(peer, channel):
+                        continue
+                    if inbound.calls_in_flight >= CALLS_IN_FLIGHT_MAX:
+                        inbound.reply(_pack([KIND_REPLY, call_id, REPLY_ERROR, "busy"]))
+                        continue
+                    inbound.calls_in_flight += 1
+                    self._spawn(self._serve_call(inbound, call_id, channel, payload))
+                else:
+                    raise FramingError(f"unexpected message kind {kind!r}")
 
     async def _serve_call(
         self, inbound: _Inbound, call_id: int, channel: str, payload: Any
@@ -736,7 +780,7 @@ class Transport:
                 data = _pack(reply)
             except (TypeError, ValueError) as error:
                 data = _pack([KIND_REPLY, call_id, REPLY_ERROR, f"unencodable reply: {error}"])
-            if len(data) + MAC_BYTES > FRAME_BYTES_MAX:
+            if len(data) + FRAME_OVERHEAD_BYTES > FRAME_BYTES_MAX:
                 data = _pack([KIND_REPLY, call_id, REPLY_ERROR, "reply larger than a frame"])
             faults = self.faults
             if (

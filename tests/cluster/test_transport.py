@@ -189,9 +189,9 @@ def test_a_frame_with_a_bad_mac_after_the_handshake_closes_the_connection_unhand
         )
         writer.write(encode_frame(msgpack.packb(answer)))
         assert await body_of_next_frame() == ["welcome"]
-        good = msgpack.packb([0, "ch", "first"])
+        good = msgpack.packb([[0, "ch", "first"]])
         writer.write(encode_frame(seal(keys.send, 0, good)))
-        forged = msgpack.packb([0, "ch", "forged"])
+        forged = msgpack.packb([[0, "ch", "forged"]])
         writer.write(encode_frame(seal(b"\0" * 32, 1, forged)))
         assert await asyncio.wait_for(reader.read(), 10) == b""
         assert handled == ["first"]
@@ -471,6 +471,69 @@ def test_a_message_larger_than_a_frame_is_dropped_without_breaking_the_connectio
         assert await a.call("b", "echo", b"still", 5) == b"still"
         assert a.stats()["peers"]["b"]["connections"] == 1
         await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_messages_queued_in_one_turn_share_a_frame_and_arrive_in_order() -> None:
+    async def body() -> None:
+        a, b = await pair()
+        got: list[Any] = []
+
+        async def handler(sender: str, payload: Any) -> None:
+            got.append(payload)
+
+        async def echo(sender: str, payload: Any) -> Any:
+            return payload
+
+        b.register("ch", handler)
+        b.register("echo", echo)
+        assert await a.call("b", "echo", "up", 5) == "up"  # connected
+        before = a.stats()["peers"]["b"]
+        for i in range(200):
+            assert a.send("b", "ch", i)
+        replies = await asyncio.gather(*(a.call("b", "echo", i, 5) for i in range(50)))
+        await eventually(lambda: len(got) == 200)
+        assert got == list(range(200))
+        assert replies == list(range(50))
+        after = a.stats()["peers"]["b"]
+        messages = after["messages_sent"] - before["messages_sent"]
+        frames = after["frames_sent"] - before["frames_sent"]
+        assert messages == 250
+        assert 1 <= frames < 10  # one frame per round, not one per message
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_a_frame_whose_batch_holds_a_malformed_message_closes_the_connection() -> None:
+    async def body() -> None:
+        b = Transport("b", "127.0.0.1", 0, SECRET)
+        await b.start()
+        handled: list[Any] = []
+
+        async def handler(sender: str, payload: Any) -> None:
+            handled.append(payload)
+
+        b.register("ch", handler)
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+
+        async def body_of_next_frame() -> Any:
+            length = int.from_bytes(await reader.readexactly(4), "big")
+            return msgpack.unpackb(await reader.readexactly(length), raw=False)
+
+        nonce = auth.new_nonce()
+        writer.write(encode_frame(msgpack.packb(auth.hello("peer", nonce))))
+        answer, keys = auth.answer_challenge(SECRET, await body_of_next_frame(), "peer", nonce, "b")
+        writer.write(encode_frame(msgpack.packb(answer)))
+        assert await body_of_next_frame() == ["welcome"]
+        writer.write(encode_frame(seal(keys.send, 0, msgpack.packb([[0, "ch", "first"]]))))
+        writer.write(encode_frame(seal(keys.send, 1, msgpack.packb([[0, "ch", "x"], 7]))))
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert handled == ["first"]
+        writer.close()
         await b.close()
 
     run(body)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from keeldb.net.framing import (
     FRAME_BYTES_MAX,
+    MAC_BYTES,
     FrameDecoder,
     FramingError,
+    batch,
     encode_frame,
+    frame_mac,
     open_sealed,
     seal,
 )
@@ -69,3 +73,31 @@ def test_a_replayed_or_reordered_frame_fails_because_the_sequence_differs() -> N
 def test_a_body_sealed_with_another_key_does_not_open() -> None:
     with pytest.raises(FramingError):
         open_sealed(KEY, 0, seal(b"j" * 32, 0, b"payload"))
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65535, 65536])
+def test_a_batch_is_a_msgpack_array_of_the_messages_as_sent(count: int) -> None:
+    messages = [[0, "ch", i] for i in range(count)]
+    data = batch([msgpack.packb(m) for m in messages])
+    assert msgpack.unpackb(data, raw=False) == messages
+
+
+def test_a_sealed_batch_opens_whole_and_an_altered_message_in_it_does_not() -> None:
+    data = batch([msgpack.packb([0, "ch", "a"]), msgpack.packb([0, "ch", "b"])])
+    body = seal(KEY, 0, data)
+    assert open_sealed(KEY, 0, body) == data
+    altered = body.replace(b"\xa1b", b"\xa1c")
+    assert altered != body
+    with pytest.raises(FramingError):
+        open_sealed(KEY, 0, altered)
+
+
+def test_the_mac_depends_on_the_key_the_sequence_and_the_data() -> None:
+    macs = {
+        frame_mac(KEY, 0, b"data"),
+        frame_mac(KEY, 1, b"data"),
+        frame_mac(b"j" * 32, 0, b"data"),
+        frame_mac(KEY, 0, b"date"),
+    }
+    assert len(macs) == 4
+    assert all(len(mac) == MAC_BYTES for mac in macs)
