@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,7 +69,7 @@ from keeldb.engine.schema import Table
 from keeldb.model.errors import ClientError, InternalServerError
 from keeldb.model.keys import HASH_SPACE, hash_range_bounds
 from keeldb.storage.lmdb_store import LmdbStore
-from keeldb.storage.wal import fsync_directory
+from keeldb.storage.wal import RECORD_BYTES_MAX, fsync_directory
 
 if TYPE_CHECKING:
     from keeldb.cluster.node import ClusterNode
@@ -130,6 +130,10 @@ PART_POLL_SECONDS = 0.05
 PART_STATUS_SECONDS = 1.0  # how often the finisher asks whether a part is being dumped
 IMPORT_STEP_ITEMS_MAX = 500  # items of an import sent to a partition leader in one step
 REPLAY_BATCH_RECORDS = 1024  # archived records applied per store transaction in a rebuild
+READ_CHUNK_BYTES = 1024 * 1024  # an archive file is read this much at a time
+# A frame holds one record (at most the group log's record limit) and its time: the reader's
+# buffer holds a chunk plus the frame it cuts.
+FRAME_READ_BUFFER_BYTES_MAX = 2 * RECORD_BYTES_MAX + READ_CHUNK_BYTES
 THREADS = 4  # worker threads for copies, rebuilds and uploads on one node
 BASE_DIR = "base"
 BASE_FILE = "base.json"
@@ -346,21 +350,28 @@ class PartitionArchive:
         return database, remove
 
 
-def _frames(path: Path, size: int | None = None) -> list[Any]:
-    """The whole frames of an archive file (a torn last frame is left out)."""
+def _frames(path: Path, size: int | None = None) -> Iterator[Any]:
+    """The whole frames of an archive file (its first `size` bytes), read a chunk at a time;
+    a torn last frame is left out."""
     try:
-        with open(path, "rb") as stream:
-            data = stream.read() if size is None else stream.read(size)
+        stream = open(path, "rb")  # noqa: SIM115 - closed below, after the last frame
     except FileNotFoundError:
-        return []
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(data)
-    frames: list[Any] = []
-    try:
-        frames.extend(unpacker)
-    except (ValueError, msgpack.UnpackException):
-        pass  # a torn last frame: what came before it stands
-    return frames
+        return
+    with stream:
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=FRAME_READ_BUFFER_BYTES_MAX)
+        remaining = size
+        while remaining is None or remaining > 0:
+            want = READ_CHUNK_BYTES if remaining is None else min(READ_CHUNK_BYTES, remaining)
+            chunk = stream.read(want)
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            unpacker.feed(chunk)
+            try:
+                yield from unpacker
+            except (ValueError, msgpack.UnpackException):
+                return  # a damaged frame: what came before it stands
 
 
 def open_archive(node: ClusterNode, group_id: str, group_dir: Path, store: Any, apply: Any) -> Any:

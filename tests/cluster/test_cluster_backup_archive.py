@@ -158,3 +158,18 @@ def test_a_window_goes_on_after_a_reopen_only_if_the_archive_saw_every_applied_r
         store.close()
 
     asyncio.run(main())
+
+
+def test_a_torn_last_frame_leaves_the_frames_before_it(tmp_path: Path) -> None:
+    import msgpack
+
+    from keeldb.cluster.backup_route import READ_CHUNK_BYTES, _frames
+
+    path = tmp_path / "records.bin"
+    frames = [[0, n, b"x" * 70_000] for n in range(40)]  # more than one read chunk
+    data = b"".join(msgpack.packb(f, use_bin_type=True) for f in frames)
+    assert len(data) > 2 * READ_CHUNK_BYTES
+    path.write_bytes(data[:-5])
+    assert list(_frames(path)) == frames[:-1]
+    assert list(_frames(path, size=len(data) - 5)) == frames[:-1]
+    assert list(_frames(tmp_path / "missing.bin")) == []
