@@ -254,14 +254,23 @@ class Repair:
             str(n.node_id): [n.host, n.peer_port] for n in membership.nodes(self.node.spec, doc)
         }
         payload = {"g": group_id, "members": members, "q1": q1, "q2": q2, "peers": peers}
+        # Members that may lead, the ones known down last (a call to a dead node may wait
+        # out its whole timeout), the router's idea of the leader first.
         candidates = [int(n) for n, _z, s in members if s != membership.LOG]
+        candidates.sort(key=lambda n: (self._down(n), n))
+        router = self.node.router
+        believed = None if router is None else router.leaders.get(group_id)
+        if believed in candidates and not self._down(believed):
+            candidates.remove(believed)
+            candidates.insert(0, believed)
         node: int | None = None
         attempt = 0
         while True:
             if self._meta() is None:
                 raise LostLeadership
             if node is None:
-                node = candidates[attempt % len(candidates)]
+                live = [n for n in candidates if not self._down(n)] or candidates
+                node = live[attempt % len(live)]
             attempt += 1
             try:
                 answer = await self.node.call(
