@@ -140,6 +140,14 @@ class PartitionState:
         as read at it, so a transaction across partitions with an earlier timestamp, which
         the timestamp order puts before this operation, cannot be applied after it on these
         items (docs/transactions.md, "Plain writes and timestamps")."""
+        if len(writes) == 1 and not reads:
+            # A plain write (the common case, kept cheap): it takes the item's read
+            # timestamp when that is the later one.
+            (skey,) = writes
+            read_ts = self.read_ts.get(skey, 0)
+            if read_ts > self.floor and read_ts > self.write_ts.get(skey, 0):
+                self.write_ts[skey] = read_ts
+            return
         ts = max(
             max((self.written(k) for k in (*writes, *reads)), default=0),
             max((self.read(k) for k in writes), default=0),
