@@ -255,6 +255,7 @@ def run_up(args: argparse.Namespace) -> int:
             return 2
         spec.extra["replace_after_seconds"] = args.replace_after
     data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / JOINED_FILE).unlink(missing_ok=True)  # nodes added to an earlier cluster
     topology.write_secret(data_dir / "secret")
     topology.save(spec, data_dir / topology.CLUSTER_FILE_NAME)
     serve_args: list[str] = []
