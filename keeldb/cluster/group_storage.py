@@ -225,6 +225,10 @@ class NodeWal:
         self._base_lsn: dict[str, int] = {}
         self._records_since_base: dict[str, int] = {}
         self._scanned: dict[str, _GroupHistory] | None = None
+        # Groups whose base is in the oldest segment while the log holds more than
+        # NODE_LOG_SEGMENTS_SOFT_MAX segments; recomputed when the segment count changes.
+        self._pinning: frozenset[str] = frozenset()
+        self._segments_seen = 0
         self.fsync_count = 0
 
     @property
@@ -303,6 +307,20 @@ class NodeWal:
         self.fsync_count += 1
         for group_id, count in counts.items():
             self._records_since_base[group_id] = self._records_since_base.get(group_id, 0) + count
+        self._note_segments()
+
+    def _note_segments(self) -> None:
+        segments = self._wal.segment_paths()
+        if len(segments) == self._segments_seen:
+            return
+        self._segments_seen = len(segments)
+        if len(segments) <= NODE_LOG_SEGMENTS_SOFT_MAX:
+            self._pinning = frozenset()
+            return
+        second_first_lsn = int(segments[1].name.split(".")[0])
+        self._pinning = frozenset(
+            group for group, base in self._base_lsn.items() if base < second_first_lsn
+        )
 
     def records_since_rewrite(self, group_id: str) -> int:
         return self._records_since_base.get(group_id, 0)
@@ -315,7 +333,10 @@ class NodeWal:
         token = _read_token(token_file) or os.urandom(16).hex()
         self._new_base(group_id, compact, token, token_file)
         live = [lsn for group, lsn in self._base_lsn.items() if self._live(group)]
-        return self._wal.truncate_before(min(live))
+        removed = self._wal.truncate_before(min(live))
+        self._segments_seen = 0
+        self._note_segments()
+        return removed
 
     def _live(self, group_id: str) -> bool:
         """Whether the group's entries may still be someone's history: its token file
@@ -329,14 +350,7 @@ class NodeWal:
         """Whether the group's base holds back the removal of old segments (the log has
         more than NODE_LOG_SEGMENTS_SOFT_MAX segments and the group's base is in the
         oldest): a rewrite of the group lets them go."""
-        segments = self._wal.segment_paths()
-        if len(segments) <= NODE_LOG_SEGMENTS_SOFT_MAX:
-            return False
-        base = self._base_lsn.get(group_id)
-        if base is None:
-            return False
-        second_first_lsn = int(segments[1].name.split(".")[0])
-        return base < second_first_lsn
+        return group_id in self._pinning
 
     def segment_paths(self) -> list[Path]:
         return self._wal.segment_paths()
