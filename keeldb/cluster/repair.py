@@ -80,7 +80,10 @@ class Repair:
         if storage is None:
             return None
         meta = storage.replicas.get(META_GROUP)
-        if meta is None or not meta.log.is_leader or not meta.log.read_lease():
+        # Leading is enough (no lease needed): every change is proposed through the
+        # metadata log and applied only if newer, so a deposed leader's proposal changes
+        # nothing. A lease would come and go on a loaded machine and stop moves midway.
+        if meta is None or not meta.log.is_leader:
             return None
         return meta
 
@@ -203,12 +206,13 @@ class Repair:
             while True:
                 doc = self._doc()
                 if doc is None:
-                    return
+                    raise LostLeadership
                 members = membership.group_members(doc, base, group_id)
                 if any(int(n) == new for n, _z, _s in members):
                     break
                 if not any(int(n) == old for n, _z, _s in members):
-                    return  # someone else moved it
+                    log.info("group %s: node %d was moved already", group_id, old)
+                    return
                 zone = membership_zone(self.node.spec, doc, new)
                 changed = [m for m in members if int(m[0]) != old] + [[new, zone, membership.LOG]]
                 if await self._propose(membership.with_group(doc, group_id, changed, q1, q2)):
@@ -217,7 +221,7 @@ class Repair:
         while True:
             doc = self._doc()
             if doc is None:
-                return
+                raise LostLeadership
             members = membership.group_members(doc, base, group_id)
             pending = [m for m in members if m[2] != membership.FULL]
             if not pending:
@@ -257,10 +261,10 @@ class Repair:
         # Members that may lead, the ones known down last (a call to a dead node may wait
         # out its whole timeout), the router's idea of the leader first.
         candidates = [int(n) for n, _z, s in members if s != membership.LOG]
-        candidates.sort(key=lambda n: (self._down(n), n))
+        candidates.sort(key=lambda n: (self._unreachable(n), n))
         router = self.node.router
         believed = None if router is None else router.leaders.get(group_id)
-        if believed in candidates and not self._down(believed):
+        if believed in candidates and not self._unreachable(believed):
             candidates.remove(believed)
             candidates.insert(0, believed)
         node: int | None = None
@@ -269,7 +273,7 @@ class Repair:
             if self._meta() is None:
                 raise LostLeadership
             if node is None:
-                live = [n for n in candidates if not self._down(n)] or candidates
+                live = [n for n in candidates if not self._unreachable(n)] or candidates
                 node = live[attempt % len(live)]
             attempt += 1
             try:
@@ -277,18 +281,26 @@ class Repair:
                     node, membership.CHANNEL_RECONFIG, payload, RECONFIG_CALL_SECONDS
                 )
             except TransportError as error:
-                log.debug("group %s: reconfiguration via %s failed: %r", group_id, node, error)
+                log.info("group %s: reconfiguration via %s failed: %r", group_id, node, error)
                 node = None
                 await asyncio.sleep(STEP_PAUSE_SECONDS)
                 continue
             if answer[0] == OK:
                 log.info("group %s: configuration %s", group_id, answer[1])
                 return
+            if attempt % 10 == 1:
+                log.info("group %s: reconfiguration via %s: %s", group_id, node, answer)
             hint = answer[1] if answer[0] == REDIRECT else None
             # The leader may be the member being moved away (a retiring node still leads
             # until the configuration without it takes effect): follow the hint anywhere.
             node = int(hint) if isinstance(hint, int) and str(hint) in peers else None
             await asyncio.sleep(STEP_PAUSE_SECONDS)
+
+    def _unreachable(self, node_id: int) -> bool:
+        """Down, or not connected now (a call to it would wait for a reconnection)."""
+        if node_id == self.node.me.node_id:
+            return False
+        return self._down(node_id) or not self.node.transport.is_connected(f"node{node_id}")
 
     def _down(self, node_id: int) -> bool:
         seen = self.last_seen.get(node_id)
