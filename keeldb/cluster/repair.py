@@ -42,6 +42,9 @@ RECONFIG_CALL_SECONDS = 20.0  # one configuration change on a group leader
 STEP_PAUSE_SECONDS = 0.5  # between attempts of a step that did not succeed yet
 MOVE_SECONDS_MAX = 600.0  # a move that takes longer is abandoned and started again
 REPLACE_AFTER_SECONDS_DEFAULT = 30.0
+# A new member counts as caught up (and may be promoted, or the move be done) when its log
+# is at most this many entries behind the leader's commit point.
+CAUGHT_UP_LAG_ENTRIES_MAX = 64
 
 
 class LostLeadership(Exception):
@@ -236,6 +239,9 @@ class Repair:
                 # The group's configuration makes it a log replica (the write quorum is
                 # whole again once this is chosen), then a full member to be rebuilt.
                 await self._reconfigure(group_id, doc, members, q1, q2)
+                # Promote only a log replica that is running and caught up: then the write
+                # quorum is whole and the log it keeps is the group's.
+                await self._wait_state(group_id, int(target[0]), membership.LOG)
                 promoted = [
                     [n, z, membership.REBUILDING if int(n) == int(target[0]) else s]
                     for n, z, s in members
@@ -244,7 +250,7 @@ class Repair:
                 continue
             # Rebuilding: a full member of the configuration, loading a full member's state.
             await self._reconfigure(group_id, doc, members, q1, q2)
-            await self._wait_full(group_id, int(target[0]))
+            await self._wait_state(group_id, int(target[0]), membership.FULL)
             done = [
                 [n, z, membership.FULL if int(n) == int(target[0]) else s] for n, z, s in members
             ]
@@ -307,7 +313,8 @@ class Repair:
         now = asyncio.get_running_loop().time()
         return seen is not None and now - seen >= self.replace_after_seconds
 
-    async def _wait_full(self, group_id: str, node_id: int) -> None:
+    async def _wait_state(self, group_id: str, node_id: int, state: str) -> None:
+        """Until `node_id` reports its replica of the group in `state` and caught up."""
         while True:
             if self._meta() is None:
                 raise LostLeadership
@@ -318,7 +325,12 @@ class Repair:
                 mine = answer[1]["groups"].get(group_id) if answer[0] == OK else None
             except (TransportError, KeyError, TypeError):
                 mine = None
-            if mine is not None and mine.get("state") == membership.FULL:
+            if (
+                mine is not None
+                and mine.get("state") == state
+                and int(mine.get("commit", 0)) > 0  # it has heard from the leader
+                and int(mine.get("lag", 0)) <= CAUGHT_UP_LAG_ENTRIES_MAX
+            ):
                 return
             await asyncio.sleep(STEP_PAUSE_SECONDS)
 

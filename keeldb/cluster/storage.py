@@ -525,6 +525,7 @@ class StorageService:
                 "lease": bool(group_log.is_leader and group_log.read_lease()),
                 "applied_lsn": replica.store.applied_lsn(),
                 "lag": int(group_log.lag()),
+                "commit": int(group_log.committed_lsn()),
                 "members": list(replica.placement.node_ids),
                 "state": replica_state(group_log, self.node_id),
                 "config": [
