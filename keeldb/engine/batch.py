@@ -51,6 +51,7 @@ from keeldb.engine.item_store import (
     Item,
     apply_items_write,
     committed_item,
+    encode_item,
     items_state,
     latest_item,
     propose_writes,
@@ -508,8 +509,7 @@ async def batch_write_item(db: Database, body: Body) -> Body:
         capacity.add_indexes(index_units)
         record: dict[str, Any] = {"table": table.table_id, "name": table.name, "key": skey}
         if write.image is not None:
-            record["item"] = write.image
-            record["size"] = write.size
+            record["value"] = encode_item(write.image, write.size)
         records.append(record)
         images.append((skey, write.image, write.size))
     await propose_writes(db, images, {"kind": ITEMS_RECORD_KIND, "writes": records})

@@ -309,15 +309,22 @@ def _item_write(
     db: Database, table: Table, key: bytes, record: dict[str, Any]
 ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
     """The puts and deletes of one item write: the item, its entries in every secondary
-    index (`indexes.entry_writes`) and the statistics records."""
+    index (`indexes.entry_writes`) and the statistics records.
+
+    A put carries its after-image either as the stored value itself ("value", what the item
+    operations propose: encoded once, copied into the store as it is) or as the item and
+    its size ("item" and "size": transactions, loads, and records written before "value"
+    existed). The images are decoded only when an index or the stream needs them."""
+    value: bytes | None = record.get("value")
     image: Item | None = record.get("item")
     skey = stats_key(record["table"])
     old = db.store.get(key)
     count, size = _read_stats(db, skey)
+    needs_images = bool(table.global_indexes or table.local_indexes or table.stream_enabled)
     old_item: Item | None = None
     old_size = 0
     if old is not None:
-        if table.global_indexes or table.local_indexes or table.stream_enabled:
+        if needs_images:
             old_item, old_size = decode_stored(old)
         else:
             # Only the statistics read the old item here: its size is enough.
@@ -327,7 +334,15 @@ def _item_write(
     puts: list[tuple[bytes, bytes]] = []
     deletes: list[bytes] = []
     image_size = 0
-    if image is None:
+    if value is not None:
+        assert image is None, "a put carries its image once"
+        image_size = stored_size(value)
+        if needs_images:
+            image = decode_item(value)
+        puts.append((key, value))
+        count += 1
+        size += image_size
+    elif image is None:
         if old is not None:
             deletes.append(key)
     else:

@@ -55,6 +55,7 @@ from keeldb.engine.item_store import (
     Item,
     apply_item_write,
     committed_item,
+    encode_item,
     items_state,
     latest_item,
     propose_write,
@@ -419,7 +420,8 @@ async def write_item(
     if image is None:
         record["kind"] = "delete"
     else:
-        record.update(kind="put", item=image, size=size)
+        # The after-image as the store will hold it: encoded once here, copied by the applier.
+        record.update(kind="put", value=encode_item(image, size))
     await propose_write(db, key, image, size, record)
     _meter_write(db, table, units)
 

@@ -156,3 +156,33 @@ def test_a_batch_maintains_indexes_statistics_and_streams_as_single_puts_do() ->
     assert state(batched) == state(single)
     assert state(batched)[0] == 6
     assert state(batched)[4] == ["k1", "k3", "k5"]
+
+
+def test_put_records_carry_the_stored_value_and_older_records_with_the_item_still_apply() -> None:
+    from keeldb.engine.database import decode_record, encode_record
+    from keeldb.engine.item_store import committed_item, decode_stored, encode_item
+
+    db, log = database()
+    create(db, "tbl")
+    proposed: list[dict[str, Any]] = []
+    real_append = log.append
+
+    async def recording_append(record: bytes) -> int:
+        proposed.append(decode_record(record))
+        return await real_append(record)
+
+    log.append = recording_append  # type: ignore[method-assign]
+    item = {"pk": s("a"), "v": s("x")}
+    run(db, "PutItem", {"TableName": "tbl", "Item": item})
+    assert "item" not in proposed[-1]
+    assert decode_stored(proposed[-1]["value"]) == (item, 5)
+    # A record in the older form (as an existing log may hold) applies the same way.
+    table = find_table(db, "tbl")
+    key = storage_key(table, {"pk": s("b")})
+    older = {"kind": "put", "table": table.table_id, "name": "tbl", "key": key}
+    older.update(item={"pk": s("b"), "w": s("yy")}, size=6)
+    db.apply([(log.committed_lsn() + 1, encode_record(older))])
+    assert committed_item(db, key) == ({"pk": s("b"), "w": s("yy")}, 6)
+    assert db.store.get(key) == encode_item({"pk": s("b"), "w": s("yy")}, 6)
+    described = run(db, "DescribeTable", {"TableName": "tbl"})["Table"]
+    assert (described["ItemCount"], described["TableSizeBytes"]) == (2, 11)
