@@ -236,6 +236,10 @@ class Repair:
                 return
             target = pending[0]
             if target[2] == membership.LOG:
+                # The target runs its (empty) log replica first: once the configuration
+                # counts on it, the group may need its votes to choose anything, the
+                # metadata group's new leader included.
+                await self._wait_state(group_id, int(target[0]), membership.LOG, caught_up=False)
                 # The group's configuration makes it a log replica (the write quorum is
                 # whole again once this is chosen), then a full member to be rebuilt.
                 await self._reconfigure(group_id, doc, members, q1, q2)
@@ -313,8 +317,11 @@ class Repair:
         now = asyncio.get_running_loop().time()
         return seen is not None and now - seen >= self.replace_after_seconds
 
-    async def _wait_state(self, group_id: str, node_id: int, state: str) -> None:
-        """Until `node_id` reports its replica of the group in `state` and caught up."""
+    async def _wait_state(
+        self, group_id: str, node_id: int, state: str, *, caught_up: bool = True
+    ) -> None:
+        """Until `node_id` reports its replica of the group in `state` (and caught up with
+        the leader, unless `caught_up` is False)."""
         while True:
             if self._meta() is None:
                 raise LostLeadership
@@ -325,13 +332,12 @@ class Repair:
                 mine = answer[1]["groups"].get(group_id) if answer[0] == OK else None
             except (TransportError, KeyError, TypeError):
                 mine = None
-            if (
-                mine is not None
-                and mine.get("state") == state
-                and int(mine.get("commit", 0)) > 0  # it has heard from the leader
-                and int(mine.get("lag", 0)) <= CAUGHT_UP_LAG_ENTRIES_MAX
-            ):
-                return
+            if mine is not None and mine.get("state") == state:
+                if not caught_up:
+                    return
+                heard = int(mine.get("commit", 0)) > 0  # it has heard from the leader
+                if heard and int(mine.get("lag", 0)) <= CAUGHT_UP_LAG_ENTRIES_MAX:
+                    return
             await asyncio.sleep(STEP_PAUSE_SECONDS)
 
 
