@@ -67,6 +67,12 @@ def register(commands: Any) -> None:
         "(default 30)",
     )
     up.add_argument(
+        "--backup-dir",
+        type=Path,
+        metavar="DIR",
+        help="the backup store every node shares (default: DATA_DIR/backups)",
+    )
+    up.add_argument(
         "--fault-endpoint",
         action="store_true",
         help="let tests drive each node's transport fault switch over HTTP (loopback only)",
@@ -254,6 +260,8 @@ def run_up(args: argparse.Namespace) -> int:
             print("keeldb: --replace-after must be positive", file=sys.stderr)
             return 2
         spec.extra["replace_after_seconds"] = args.replace_after
+    if args.backup_dir is not None:
+        spec.extra["backup_dir"] = str(args.backup_dir.resolve())
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / JOINED_FILE).unlink(missing_ok=True)  # nodes added to an earlier cluster
     topology.write_secret(data_dir / "secret")
@@ -801,6 +809,8 @@ def serve_cluster(args: argparse.Namespace, credentials: Any) -> int:
         secret_file=None
         if args.cluster_secret_file is None
         else args.cluster_secret_file.resolve(),
+        stream_retention_seconds=args.stream_retention,
+        functions=not args.no_functions,
     )
 
     return _run_node(config)
@@ -885,5 +895,7 @@ def _serve_joining(args: argparse.Namespace, credentials: Any) -> int:
         secret_file=args.cluster_secret_file.resolve(),
         join=args.join,
         join_node=me,
+        stream_retention_seconds=args.stream_retention,
+        functions=not args.no_functions,
     )
     return _run_node(config)

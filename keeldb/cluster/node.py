@@ -85,6 +85,9 @@ class ClusterNodeConfig:
     # (then `cluster_file` is not read: the cluster's description comes from that node).
     join: str | None = None
     join_node: topology.NodeSpec | None = None
+    # `keeldb serve --stream-retention` / `--no-functions` (None: the streams default).
+    stream_retention_seconds: float | None = None
+    functions: bool = True
 
 
 class ClusterNode:

@@ -76,6 +76,8 @@ MAINTENANCE_SECONDS = 0.5
 REBALANCE_SECONDS = 3.0
 SYNC_CALL_SECONDS = 2.0  # one catalog sync proposal on a partition leader
 CATALOG_SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
+# Transaction steps a router may send again when their outcome is unknown (idempotent).
+TXN_STEPS_RESENDABLE = frozenset({"commit", "cancel"})
 
 Caller = Callable[[int, str, Any, float], Awaitable[Any]]
 
@@ -418,7 +420,7 @@ class StorageService:
         partition's share (partition leader), or a step of the coordinator ledger, which the
         metadata group keeps (its leader)."""
         del sender
-        from keeldb.cluster.group import NotLeader
+        from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
 
         replica = self.replicas.get(payload["g"])
         if replica is None:
@@ -453,6 +455,14 @@ class StorageService:
             return error_answer(error)
         except NotLeader as error:
             return self._not_leader(replica, error)
+        except GroupBusy:
+            return [UNAVAILABLE, "the leader's proposal queue is full"]
+        except (AppendTimeout, GroupClosed) as error:
+            if step in TXN_STEPS_RESENDABLE:
+                # Commit and cancel are idempotent: the router sends them again.
+                return [UNAVAILABLE, f"{step} outcome unknown: {error}"]
+            log.warning("transaction %s on %s: outcome unknown: %s", step, replica.group_id, error)
+            return error_answer(InternalServerError("Internal server error"))
         return [OK, result]
 
     # --- background ----------------------------------------------------------------------
