@@ -141,7 +141,17 @@ def test_an_added_node_joins_appears_in_status_and_takes_over_a_dead_nodes_repli
         # node that joined holds full replicas of them.
         cluster.kill(2)
         joined = _client(nodes[4]["endpoint"])
-        joined.put_item(TableName=chaos.TABLE, Item={"pk": {"S": "after"}})
+        # A write sent while the group elects a new leader (node 2 may have led it) can end
+        # with an unknown outcome (InternalServerError); the put is idempotent, so it is
+        # sent again until the new leader answers.
+        deadline = time.monotonic() + WAIT_SECONDS_MAX
+        while True:
+            try:
+                joined.put_item(TableName=chaos.TABLE, Item={"pk": {"S": "after"}})
+                break
+            except joined.exceptions.InternalServerError:
+                assert time.monotonic() < deadline, "no leader took over after node 2 died"
+                time.sleep(0.3)
         for key in ["after", *(f"before-{i}" for i in range(ITEMS))]:
             item = joined.get_item(
                 TableName=chaos.TABLE, Key={"pk": {"S": key}}, ConsistentRead=True
