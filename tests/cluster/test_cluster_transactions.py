@@ -22,12 +22,11 @@ import pytest
 
 from keeldb.cluster import (
     catalog_sync,  # noqa: F401  (registers the catalog_sync redo kind)
+    inprocess,
     keyroute,
-    topology,
     txn_route,
 )
-from keeldb.cluster.placement import META_GROUP, partition_group, place
-from keeldb.cluster.ring import Ring
+from keeldb.cluster.placement import META_GROUP, partition_group
 from keeldb.cluster.router import Router, _RoutedLedger, _RoutedPartitions
 from keeldb.cluster.storage import LocalLedger, StorageService
 from keeldb.engine import streams
@@ -38,39 +37,6 @@ from keeldb.model.errors import ClientError, ResourceNotFoundException
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
 PARTITIONS = 4
-
-
-class FakeGroupLog:
-    """A group of one that always leads: an in-memory log with the GroupLog surface."""
-
-    is_leader = True
-    leader_hint = None
-
-    def __init__(self, store: Any, apply: Callable[..., None]) -> None:
-        self._log = MemoryLog(apply, start_lsn=store.applied_lsn())
-
-    def read_lease(self) -> bool:
-        return True
-
-    def lag(self) -> int:
-        return 0
-
-    async def append(self, record: bytes) -> int:
-        return await self._log.append(record)
-
-    def committed_lsn(self) -> int:
-        return self._log.committed_lsn()
-
-    async def close(self) -> None:
-        await self._log.close()
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.handlers: dict[str, Any] = {}
-
-    def register(self, channel: str, handler: Any) -> None:
-        self.handlers[channel] = handler
 
 
 class Pair:
@@ -109,38 +75,10 @@ async def _answer(dispatch: Any, op: str, body: dict[str, Any]) -> Any:
 
 @contextlib.asynccontextmanager
 async def _open_pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    spec = topology.ClusterSpec(
-        nodes=(topology.NodeSpec(1, "a", "127.0.0.1", 1, 2),), partitions=PARTITIONS
-    )
-    ring = Ring.even(PARTITIONS)
-    placements = place(spec)
-    transport = FakeTransport()
-
-    async def call(node: int, channel: str, payload: Any, timeout: float) -> Any:
-        return await transport.handlers[channel]("node1", payload)
-
-    async def open_log(
-        group_id: str, placement: Any, directory: Path, store: Any, apply: Any
-    ) -> Any:
-        return FakeGroupLog(store, apply)
-
-    storage = StorageService(1, ring, placements, transport, call, ttl_interval_seconds=3600)
-    await storage.open(tmp_path, open_log)
-    router = Router(
-        1,
-        ring,
-        placements,
-        call,
-        is_connected=lambda n: True,
-        region="us-east-1",
-        endpoint_address="127.0.0.1:1",
-    )
     single = Database(MemoryStore())
     single.attach_log(MemoryLog(single.apply))
-    try:
+    async with inprocess.open_cluster(tmp_path, PARTITIONS) as (router, storage):
         yield Pair(router, storage, single)
-    finally:
-        await storage.close()
 
 
 @pytest.fixture
