@@ -47,6 +47,38 @@ def data_file_entry(key: str, data: bytes, item_count: int) -> dict[str, Any]:
     }
 
 
+def manifest_summary(
+    description: dict[str, Any],
+    *,
+    arn: str,
+    end_time: str,
+    files_key: str,
+    entries: list[dict[str, Any]],
+    billed_bytes: int,
+    iso_time: Any,
+) -> dict[str, Any]:
+    """manifest-summary.json of a finished full export, from its description (times as
+    `iso_time` writes them; `end_time` already written so), its files' entries and size."""
+    return {
+        "version": MANIFEST_VERSION,
+        "exportArn": arn,
+        "startTime": iso_time(description["StartTime"]),
+        "endTime": end_time,
+        "tableArn": description["TableArn"],
+        "tableId": description["TableId"],
+        "exportTime": iso_time(description["ExportTime"]),
+        "s3Bucket": description["S3Bucket"],
+        "s3Prefix": description.get("S3Prefix"),
+        "s3SseAlgorithm": description["S3SseAlgorithm"],
+        "s3SseKmsKeyId": description.get("S3SseKmsKeyId"),
+        "manifestFilesS3Key": files_key,
+        "billedSizeBytes": billed_bytes,
+        "itemCount": sum(e["itemCount"] for e in entries),
+        "outputFormat": "DYNAMODB_JSON",
+        "exportType": "FULL_EXPORT",
+    }
+
+
 def encode_manifest_files(entries: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
 

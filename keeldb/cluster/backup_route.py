@@ -1071,24 +1071,15 @@ class ClusterBackupHooks:
             billed = sum(size for _, size in results)
             files_key = f"{root}manifest-files.json"
             end_time = catalog.current_time(self.db)
-            summary = {
-                "version": export_format.MANIFEST_VERSION,
-                "exportArn": arn,
-                "startTime": ops.iso_time(description["StartTime"]),
-                "endTime": ops.iso_time(end_time),
-                "tableArn": description["TableArn"],
-                "tableId": description["TableId"],
-                "exportTime": ops.iso_time(description["ExportTime"]),
-                "s3Bucket": description["S3Bucket"],
-                "s3Prefix": description.get("S3Prefix"),
-                "s3SseAlgorithm": description["S3SseAlgorithm"],
-                "s3SseKmsKeyId": description.get("S3SseKmsKeyId"),
-                "manifestFilesS3Key": files_key,
-                "billedSizeBytes": billed,
-                "itemCount": sum(e["itemCount"] for e in entries),
-                "outputFormat": "DYNAMODB_JSON",
-                "exportType": "FULL_EXPORT",
-            }
+            summary = export_format.manifest_summary(
+                description,
+                arn=arn,
+                end_time=ops.iso_time(end_time),
+                files_key=files_key,
+                entries=entries,
+                billed_bytes=billed,
+                iso_time=ops.iso_time,
+            )
             bucket = self.store.bucket(description["S3Bucket"])
 
             def finish() -> None:
