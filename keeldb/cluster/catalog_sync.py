@@ -11,7 +11,8 @@ newest catalog. Tables are matched by TableId: a deleted table's items are remov
 Index builds belong to each partition: a global index added by the metadata group is
 created here CREATING and backfilled by the partition's own leader over its own items; an
 index the partition has already built keeps its own status, and an index the metadata group
-dropped is marked DELETING so that the partition removes its entries.
+dropped is marked DELETING so that the partition removes its entries. A streaming table's
+stream opens the partition's shard in the same store write (`streams.partition_synced`).
 
 It never proposes records itself and never does IO beyond its store writes.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from keeldb.engine import catalog
+from keeldb.engine import catalog, streams
 from keeldb.engine.database import Database, redo_kind
 from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING, Table
 from keeldb.model.keys import table_bounds
@@ -109,6 +110,8 @@ def apply_catalog_sync(db: Database, lsn: int, record: dict[str, Any]) -> None:
         merged = _merge_indexes(table_record, local.to_record() if same and local else None)
         puts.append((catalog.catalog_key(name), msgpack.packb(merged)))
         tables[name] = Table.from_record(merged)
+        # A stream the partition learns of opens its shard here, before any record of it.
+        puts.extend(streams.partition_synced(db, lsn, tables[name]))
     db.store.write(puts, deletes, lsn)
     state.tables.clear()
     state.tables.update(tables)

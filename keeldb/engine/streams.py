@@ -19,7 +19,8 @@ This module owns:
   any applier) and `table_changed` (from the catalog's appliers: a stream is born when its
   table's stream is enabled, and its shard closes when the stream is disabled or the table is
   deleted; a stream whose table entry was written by another applier gets its descriptor
-  with its first record);
+  with its first record) and `partition_synced` (from a cluster partition's catalog sync: the
+  partition's shard opens when it learns of the stream);
 - the "stream_trim" redo record (`plan_trim`), which removes the records its proposer found
   older than the retention period (a bounded number per record, named by position, so that
   replicas trim alike whatever their clocks) and forgets disabled streams, and closed shards,
@@ -321,6 +322,27 @@ def table_changed(
         puts.append(_descriptor_entry(stream))
         streams_state(db).open_shards[stream.key] = 0
     return puts
+
+
+def partition_synced(db: Database, lsn: int, table: Table) -> list[tuple[bytes, bytes]]:
+    """The store put that opens this partition's shard of `table`'s stream, when a cluster's
+    catalog sync at `lsn` tells the partition of a streaming table whose stream it has no
+    descriptor of yet (a new table, a newly enabled stream, a new label); nothing otherwise.
+
+    Written by the sync's applier in the same store write as the table's entry, so every
+    partition lists an open shard from the moment the stream is enabled, as DynamoDB lists a
+    stream's shards, and no record of the stream can precede its shard. A repeated or
+    replayed sync finds the descriptor and opens nothing. Closing stays with the partition
+    leader's "stream_close" record (`keeldb.cluster.streams_route`), which records the
+    proposer's time on every replica."""
+    if not table.stream_enabled:
+        return []
+    assert table.stream_label is not None
+    if find_stream(db, table.table_id, table.stream_label) is not None:
+        return []
+    stream = _new_stream(table, entry_position(lsn))
+    streams_state(db).open_shards[stream.key] = 0
+    return [_descriptor_entry(stream)]
 
 
 def _new_stream(table: Table, opened: int) -> Stream:

@@ -242,9 +242,11 @@ def test_the_router_merges_partitions_shards_pages_them_and_follows_their_lineag
         meta, partitions, router = two_partitions()
         arn = await streamed_table(meta, partitions[0])
         await sync(meta, partitions[1])
-        assert (await router.dispatch("DescribeStream", {"StreamArn": arn}))["StreamDescription"][
-            "Shards"
-        ] == []
+        # Each partition opened its shard when the sync told it of the stream.
+        before_writes = (await router.dispatch("DescribeStream", {"StreamArn": arn}))[
+            "StreamDescription"
+        ]["Shards"]
+        assert [streams_route.shard_partition(s["ShardId"]) for s in before_writes] == [0, 1]
         for number, db in enumerate(partitions):
             key = {"pk": {"S": f"in-{number}"}}
             await db.dispatch("PutItem", {"TableName": "events", "Item": key})
@@ -259,6 +261,10 @@ def test_the_router_merges_partitions_shards_pages_them_and_follows_their_lineag
         whole = (await router.dispatch("DescribeStream", {"StreamArn": arn}))["StreamDescription"]
         shards = whole["Shards"]
         assert [streams_route.shard_partition(s["ShardId"]) for s in shards] == [0, 1, 1]
+        # The shards opened at the sync are the ones the writes went to (partition 1's now
+        # closed by its rollover).
+        assert shards[0] == before_writes[0]
+        assert shards[1]["ShardId"] == before_writes[1]["ShardId"]
         parent, child = shards[1], shards[2]
         assert child["ParentShardId"] == parent["ShardId"]
         assert "EndingSequenceNumber" in parent["SequenceNumberRange"]
@@ -326,3 +332,100 @@ def test_the_router_tells_an_unknown_stream_from_an_unknown_shard() -> None:
     assert "Shard: shardId-00000000000000000000-7f000000 in Stream" in far_partition
     assert stream_missing.startswith("Requested resource not found: Stream: arn:aws:dynamodb:")
     assert ":table/nothing/stream/" in stream_missing and stream_missing.endswith(" not found")
+
+
+# --- Shards open when a partition learns of the stream ----------------------------------------
+
+
+async def described_shards(router: streams_route.ClusterStreams, arn: str) -> list[Any]:
+    answer = await router.dispatch("DescribeStream", {"StreamArn": arn})
+    shards: list[Any] = answer["StreamDescription"]["Shards"]
+    return shards
+
+
+def check_an_open_shard_per_partition(shards: list[Any], partitions: int) -> None:
+    """What DynamoDB shows of a stream just enabled: its open shards, each with a start."""
+    assert [streams_route.shard_partition(s["ShardId"]) for s in shards] == list(range(partitions))
+    for shard in shards:
+        assert "ParentShardId" not in shard
+        assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
+        assert records.position_of(shard["SequenceNumberRange"]["StartingSequenceNumber"])
+
+
+async def enabled_before_any_write() -> tuple[list[Any], list[Any], list[Any]]:
+    """Shards listed after CreateTable with a stream, after UpdateTable enabling one, and
+    after the same catalog synced again, with no item written anywhere."""
+    meta, partitions, router = two_partitions()
+    created_arn = await streamed_table(meta, partitions[0])
+    await sync(meta, partitions[1])
+    created = await described_shards(router, created_arn)
+    await meta.dispatch(
+        "CreateTable",
+        {
+            "TableName": "later",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        },
+    )
+    for partition in partitions:
+        await sync(meta, partition)
+    await meta.dispatch(
+        "UpdateTable",
+        {
+            "TableName": "later",
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        },
+    )
+    for partition in partitions:
+        await sync(meta, partition)
+    described = await meta.dispatch("DescribeTable", {"TableName": "later"})
+    enabled_arn = described["Table"]["LatestStreamArn"]
+    enabled = await described_shards(router, enabled_arn)
+    # The same catalog again (a sync sent twice, or by a new metadata leader): nothing moves.
+    for partition in partitions:
+        tables = catalog_sync.catalog_snapshot(meta)
+        await partition.propose(catalog_sync.sync_record(meta.store.applied_lsn() + 1, tables))
+    again = await described_shards(router, enabled_arn)
+    return created, enabled, again
+
+
+def test_every_partition_lists_an_open_shard_as_soon_as_the_stream_is_enabled() -> None:
+    created, enabled, again = asyncio.run(enabled_before_any_write())
+    check_an_open_shard_per_partition(created, 2)
+    check_an_open_shard_per_partition(enabled, 2)
+    assert again == enabled
+
+
+def test_the_check_catches_partitions_that_open_no_shard_at_enable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The broken variant: a partition's shard opens only with its first record.
+    monkeypatch.setattr(records, "partition_synced", lambda db, lsn, table: [])
+    created, enabled, _ = asyncio.run(enabled_before_any_write())
+    assert created == [] and enabled == []
+    with pytest.raises(AssertionError):
+        check_an_open_shard_per_partition(created, 2)
+
+
+def test_records_follow_the_shard_opened_at_the_sync_and_a_replayed_sync_keeps_them() -> None:
+    async def scenario() -> tuple[records.Stream, list[Any], records.Stream]:
+        meta = open_database()
+        partition = open_database()
+        await streamed_table(meta, partition)
+        opened = only_stream(partition)
+        for key in ("a", "b"):
+            await partition.dispatch("PutItem", {"TableName": "events", "Item": {"pk": {"S": key}}})
+        stream = only_stream(partition)
+        found = records.read_records(partition, stream, stream.shards[0], -1, 10)
+        # A sync applied again (a replay, or a resend) writes no second descriptor.
+        await sync(meta, partition)
+        return opened, found, only_stream(partition)
+
+    opened, found, after = asyncio.run(scenario())
+    (shard,) = opened.shards
+    assert shard.closed is None
+    assert [r.position for r in found] == sorted(r.position for r in found)
+    assert all(r.position > shard.opened for r in found)
+    assert len(found) == 2
+    assert after.shards == opened.shards
