@@ -48,41 +48,117 @@ def stream_arn(ddb: Any, table: str) -> str:
     return arn
 
 
-# On a cluster a stream has one shard per partition that holds its records (docs/streams.md):
-# tests that need a single shard skip when the stream has another number of them there.
+# A stream has one shard per partition (docs/streams.md): a single node's has exactly one, a
+# cluster's one per partition. The tests read every shard, parents before their children,
+# as a DynamoDB Streams consumer must, and check order per item (SequenceNumber order within
+# the item's shard lineage), never across items; on a single node they also check that there
+# is exactly one shard and the order across the table.
 CLUSTER = bool(os.environ.get("KEELDB_TEST_ENDPOINT"))
-ONE_SHARD_ONLY = "a cluster's stream has one shard per partition holding its records"
+# Bounds on the reading loops, so that a server that never ends a shard fails the test.
+DESCRIBE_PAGES_MAX = 100
+RECORD_PAGES_MAX = 100
 
 
-def only_shard(streams: Any, arn: str) -> dict[str, Any]:
-    shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-    if CLUSTER and len(shards) != 1:
-        pytest.skip(ONE_SHARD_ONLY)
-    assert len(shards) == 1
-    shard: dict[str, Any] = shards[0]
-    return shard
+def all_shards(streams: Any, arn: str) -> list[dict[str, Any]]:
+    """Every shard of a stream, DescribeStream paged by ExclusiveStartShardId, parents
+    before their children; exactly one on a single node."""
+    shards: list[dict[str, Any]] = []
+    args: dict[str, Any] = {"StreamArn": arn}
+    for _ in range(DESCRIBE_PAGES_MAX):
+        description = streams.describe_stream(**args)["StreamDescription"]
+        shards.extend(description["Shards"])
+        if "LastEvaluatedShardId" not in description:
+            break
+        args["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
+    else:
+        raise AssertionError("DescribeStream never ended its pages")
+    ids = [s["ShardId"] for s in shards]
+    assert len(ids) == len(set(ids))
+    if not CLUSTER:
+        assert len(shards) == 1
+    return lineage_order(shards)
+
+
+def lineage_order(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The shards with every parent (when still listed) before its children."""
+    listed = {s["ShardId"]: s for s in shards}
+    ordered: list[dict[str, Any]] = []
+    placed: set[str] = set()
+
+    def place(shard: dict[str, Any]) -> None:
+        if shard["ShardId"] in placed:
+            return
+        parent = listed.get(shard.get("ParentShardId", ""))
+        if parent is not None:
+            place(parent)
+        placed.add(shard["ShardId"])
+        ordered.append(shard)
+
+    for shard in shards:
+        place(shard)
+    return ordered
+
+
+def first_shard(streams: Any, arn: str) -> dict[str, Any]:
+    """A shard of the stream (its only one on a single node)."""
+    shards = all_shards(streams, arn)
+    assert shards
+    return shards[0]
 
 
 def iterator(streams: Any, arn: str, kind: str = "TRIM_HORIZON", **more: Any) -> str:
-    shard = only_shard(streams, arn)
+    """An iterator into the stream's first shard (its only one on a single node)."""
+    return shard_iterator(streams, arn, first_shard(streams, arn)["ShardId"], kind, **more)
+
+
+def shard_iterator(streams: Any, arn: str, shard_id: str, kind: str, **more: Any) -> str:
     answer = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType=kind, **more
+        StreamArn=arn, ShardId=shard_id, ShardIteratorType=kind, **more
     )
     text: str = answer["ShardIterator"]
     return text
 
 
-def read_all(streams: Any, arn: str, kind: str = "TRIM_HORIZON", **more: Any) -> list[Any]:
-    """Every record from the iterator to the end of what is there now."""
-    position: str | None = iterator(streams, arn, kind, **more)
+def read_shard(streams: Any, position: str | None) -> list[Any]:
+    """Every record from the iterator to the end of what the shard holds now."""
     out: list[Any] = []
-    while position is not None:
+    for _ in range(RECORD_PAGES_MAX):
+        if position is None:
+            return out
         page = streams.get_records(ShardIterator=position)
         out.extend(page["Records"])
         if not page["Records"]:
-            break
+            return out
         position = page.get("NextShardIterator")
-    return out
+    raise AssertionError("GetRecords never reached the end of the shard")
+
+
+def read_by_shard(streams: Any, arn: str, kind: str = "TRIM_HORIZON") -> dict[str, list[Any]]:
+    """Every record of every shard, by ShardId, parents before their children."""
+    return {
+        shard["ShardId"]: read_shard(streams, shard_iterator(streams, arn, shard["ShardId"], kind))
+        for shard in all_shards(streams, arn)
+    }
+
+
+def read_all(streams: Any, arn: str) -> list[Any]:
+    """Every record of the stream: shard after shard, parents before their children, so
+    each item's records come in its order (a single node's one shard: the table's order)."""
+    return [r for found in read_by_shard(streams, arn).values() for r in found]
+
+
+def key_of(record: Any) -> str:
+    key: str = record["dynamodb"]["Keys"]["pk"]["S"]
+    return key
+
+
+def check_order_per_item(records: list[Any]) -> None:
+    """Each item's records arrive in increasing SequenceNumber order, each number once."""
+    by_key: dict[str, list[int]] = {}
+    for record in records:
+        by_key.setdefault(key_of(record), []).append(int(record["dynamodb"]["SequenceNumber"]))
+    for key, sequence in by_key.items():
+        assert sequence == sorted(sequence) and len(set(sequence)) == len(sequence), key
 
 
 def error_of(call: Callable[[], Any]) -> tuple[str, str]:
@@ -139,7 +215,7 @@ def test_list_streams_filters_by_table_and_pages_with_limit(
     assert len(seen) == len(set(seen))
 
 
-def test_describe_stream_reports_an_enabled_stream_with_one_open_shard(
+def test_describe_stream_reports_an_enabled_stream_with_its_open_shards(
     ddb: Any, streams: Any, table_factory: Any
 ) -> None:
     table = table_factory(range_key="sk", **with_stream("KEYS_ONLY"))
@@ -154,14 +230,17 @@ def test_describe_stream_reports_an_enabled_stream_with_one_open_shard(
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
     assert description["CreationRequestDateTime"].year >= 2024
-    if CLUSTER and len(description["Shards"]) != 1:
-        pytest.skip(ONE_SHARD_ONLY)
-    (shard,) = description["Shards"]
-    assert shard["ShardId"].startswith("shardId-")
-    assert 28 <= len(shard["ShardId"]) <= 65
-    assert "ParentShardId" not in shard
-    assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
-    assert len(shard["SequenceNumberRange"]["StartingSequenceNumber"]) >= 21
+    # Listed before anything is written, as DynamoDB lists a new stream's shards: one open
+    # shard on a single node, one per partition on a cluster.
+    shards = description["Shards"]
+    assert shards == all_shards(streams, arn)
+    assert len(shards) >= 1
+    for shard in shards:
+        assert shard["ShardId"].startswith("shardId-")
+        assert 28 <= len(shard["ShardId"]) <= 65
+        assert "ParentShardId" not in shard
+        assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
+        assert len(shard["SequenceNumberRange"]["StartingSequenceNumber"]) >= 21
 
 
 # --- Records --------------------------------------------------------------------------------
@@ -261,6 +340,7 @@ def test_batch_writes_emit_one_record_per_item(ddb: Any, streams: Any, table_fac
         f"b{i}" for i in range(10)
     )
     assert {r["eventName"] for r in records} == {"INSERT"}
+    check_order_per_item(records)
 
 
 def test_latest_at_and_after_sequence_number_start_where_they_say(
@@ -270,16 +350,40 @@ def test_latest_at_and_after_sequence_number_start_where_they_say(
     arn = stream_arn(ddb, table)
     for key in ("a", "b"):
         ddb.put_item(TableName=table, Item={"pk": {"S": key}})
-    latest = iterator(streams, arn, "LATEST")
+    latest = [
+        shard_iterator(streams, arn, s["ShardId"], "LATEST") for s in all_shards(streams, arn)
+    ]
     ddb.put_item(TableName=table, Item={"pk": {"S": "c"}})
-    page = streams.get_records(ShardIterator=latest)
-    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in page["Records"]] == ["c"]
-    first, second, third = read_all(streams, arn)
+    # "c" is in exactly one shard: every LATEST iterator together finds it and nothing else.
+    found = [r for it in latest for r in streams.get_records(ShardIterator=it)["Records"]]
+    assert [key_of(r) for r in found] == ["c"]
+    by_shard = read_by_shard(streams, arn)
+    shard_of = {key_of(r): shard for shard, rs in by_shard.items() for r in rs}
+    first, second, third = (
+        next(r for rs in by_shard.values() for r in rs if key_of(r) == key) for key in "abc"
+    )
+    if not CLUSTER:
+        assert [key_of(r) for r in read_all(streams, arn)] == ["a", "b", "c"]
     sequence = second["dynamodb"]["SequenceNumber"]
-    at = read_all(streams, arn, "AT_SEQUENCE_NUMBER", SequenceNumber=sequence)
-    after = read_all(streams, arn, "AFTER_SEQUENCE_NUMBER", SequenceNumber=sequence)
-    assert [r["eventID"] for r in at] == [second["eventID"], third["eventID"]]
-    assert [r["eventID"] for r in after] == [third["eventID"]]
+    shard = shard_of["b"]
+    at = read_shard(
+        streams, shard_iterator(streams, arn, shard, "AT_SEQUENCE_NUMBER", SequenceNumber=sequence)
+    )
+    after = read_shard(
+        streams,
+        shard_iterator(streams, arn, shard, "AFTER_SEQUENCE_NUMBER", SequenceNumber=sequence),
+    )
+    # What follows "b" in its shard: "c" when it landed there too (always on a single node).
+    following = [
+        r["eventID"]
+        for r in by_shard[shard]
+        if int(r["dynamodb"]["SequenceNumber"]) > int(sequence)
+    ]
+    assert following == ([third["eventID"]] if shard_of["c"] == shard else [])
+    if not CLUSTER:
+        assert following == [third["eventID"]]
+    assert [r["eventID"] for r in at] == [second["eventID"], *following]
+    assert [r["eventID"] for r in after] == following
     assert first["eventID"] not in {r["eventID"] for r in at}
 
 
@@ -290,16 +394,23 @@ def test_get_records_limit_pages_through_the_shard(
     arn = stream_arn(ddb, table)
     for i in range(7):
         ddb.put_item(TableName=table, Item={"pk": {"S": f"p{i}"}})
-    position = iterator(streams, arn)
-    keys: list[str] = []
-    for _ in range(10):
-        page = streams.get_records(ShardIterator=position, Limit=3)
-        assert len(page["Records"]) <= 3
-        keys.extend(r["dynamodb"]["Keys"]["pk"]["S"] for r in page["Records"])
-        position = page["NextShardIterator"]  # an open shard always gives one
-        if not page["Records"]:
-            break
-    assert keys == [f"p{i}" for i in range(7)]
+    every: list[str] = []
+    for shard in all_shards(streams, arn):
+        position = shard_iterator(streams, arn, shard["ShardId"], "TRIM_HORIZON")
+        keys: list[str] = []
+        for _ in range(10):
+            page = streams.get_records(ShardIterator=position, Limit=3)
+            assert len(page["Records"]) <= 3
+            keys.extend(key_of(r) for r in page["Records"])
+            position = page["NextShardIterator"]  # an open shard always gives one
+            if not page["Records"]:
+                break
+        # A shard holds its items' records in the order they were written.
+        assert keys == sorted(keys, key=lambda k: int(k[1:]))
+        every.extend(keys)
+    assert sorted(every) == [f"p{i}" for i in range(7)]
+    if not CLUSTER:
+        assert every == [f"p{i}" for i in range(7)]
 
 
 # --- Lifecycle ------------------------------------------------------------------------------
@@ -323,18 +434,31 @@ def test_disabling_closes_the_shard_and_re_enabling_makes_a_new_stream(
 
     old = streams.describe_stream(StreamArn=first_arn)["StreamDescription"]
     assert old["StreamStatus"] == "DISABLED"
-    assert "EndingSequenceNumber" in old["Shards"][0]["SequenceNumberRange"]
+    assert old["Shards"] == all_shards(streams, first_arn)
+    for shard in old["Shards"]:
+        assert "EndingSequenceNumber" in shard["SequenceNumberRange"]
     new = streams.describe_stream(StreamArn=second_arn)["StreamDescription"]
     assert new["StreamStatus"] == "ENABLED"
     assert new["StreamViewType"] == "NEW_IMAGE"
     listed = {s["StreamArn"] for s in streams.list_streams(TableName=table)["Streams"]}
     assert listed == {first_arn, second_arn}
 
-    # The closed shard still reads, and its last page has no next iterator.
-    page = streams.get_records(ShardIterator=iterator(streams, first_arn))
-    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in page["Records"]] == ["before"]
-    assert "NextShardIterator" not in page
-    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in read_all(streams, second_arn)] == ["after"]
+    # The closed shards still read, and the last page of each has no next iterator.
+    assert [key_of(r) for r in last_pages(streams, first_arn)] == ["before"]
+    assert [key_of(r) for r in read_all(streams, second_arn)] == ["after"]
+
+
+def last_pages(streams: Any, arn: str) -> list[Any]:
+    """The records of a disabled stream's closed shards, each read in one page that is its
+    last (no NextShardIterator)."""
+    out: list[Any] = []
+    for shard in all_shards(streams, arn):
+        page = streams.get_records(
+            ShardIterator=shard_iterator(streams, arn, shard["ShardId"], "TRIM_HORIZON")
+        )
+        assert "NextShardIterator" not in page, shard["ShardId"]
+        out.extend(page["Records"])
+    return out
 
 
 def test_a_deleted_tables_stream_stays_listed_disabled_and_readable(
@@ -347,9 +471,7 @@ def test_a_deleted_tables_stream_stays_listed_disabled_and_readable(
     listed = streams.list_streams(TableName=table)["Streams"]
     assert [s["StreamArn"] for s in listed] == [arn]
     assert streams.describe_stream(StreamArn=arn)["StreamDescription"]["StreamStatus"] == "DISABLED"
-    page = streams.get_records(ShardIterator=iterator(streams, arn))
-    assert [r["eventName"] for r in page["Records"]] == ["INSERT"]
-    assert "NextShardIterator" not in page
+    assert [r["eventName"] for r in last_pages(streams, arn)] == ["INSERT"]
 
 
 # --- Errors ---------------------------------------------------------------------------------
@@ -423,7 +545,7 @@ def test_sequence_number_iterators_need_a_sequence_number(
     ddb: Any, streams: Any, table_factory: Any
 ) -> None:
     arn = stream_arn(ddb, table_factory(**with_stream()))
-    shard = only_shard(streams, arn)
+    shard = first_shard(streams, arn)
     code, _ = error_of(
         lambda: streams.get_shard_iterator(
             StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="AT_SEQUENCE_NUMBER"
