@@ -1,7 +1,9 @@
-"""DynamoDB Streams on a real 3-node cluster with 4 partitions, through boto3 only: shards of
-every partition listed by any router, iterators issued by one router read through another,
-every change exactly once and in order per item, iterators that outlive a partition
-leader's death, and disabling that closes every partition's shard."""
+"""DynamoDB Streams on a real 3-node cluster with 4 partitions, through boto3 only: an open
+shard per partition listed by any router as soon as the stream is enabled (CreateTable or
+UpdateTable), the same shards after a partition leader's death, iterators issued by one
+router read through another, every change exactly once and in order per item, iterators
+that outlive a partition leader's death, and disabling that closes every partition's
+shard."""
 
 from __future__ import annotations
 
@@ -47,6 +49,18 @@ def all_shards(streams: Any, arn: str) -> list[dict[str, Any]]:
             return shards
 
 
+def check_open_shard_per_partition(shards: list[dict[str, Any]]) -> None:
+    """A stream just enabled, before any write: one open shard per partition, each with the
+    sequence number it starts at, in ShardId order."""
+    ids = [s["ShardId"] for s in shards]
+    assert ids == sorted(ids)
+    assert [streams_route.shard_partition(i) for i in ids] == list(range(PARTITIONS))
+    for shard in shards:
+        assert "ParentShardId" not in shard
+        assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
+        assert len(shard["SequenceNumberRange"]["StartingSequenceNumber"]) >= 21
+
+
 def drain(streams: Any, iterator: str | None) -> tuple[list[Any], str | None]:
     """Every record from `iterator` on; the next iterator (None at the end of a closed shard)."""
     out: list[Any] = []
@@ -76,6 +90,24 @@ def test_a_clusters_stream_has_a_shard_per_partition_read_through_any_router(
     arn = ddb[1].describe_table(TableName="events")["Table"]["LatestStreamArn"]
     # The label is decided once, by the metadata group: every router reports the same ARN.
     assert {c.describe_table(TableName="events")["Table"]["LatestStreamArn"] for c in ddb} == {arn}
+    # Every partition lists its open shard before anything is written, through any router.
+    at_enable = all_shards(streams[0], arn)
+    check_open_shard_per_partition(at_enable)
+    assert all_shards(streams[1], arn) == all_shards(streams[2], arn) == at_enable
+    # So does a stream that UpdateTable enables on an existing table.
+    ddb[2].create_table(
+        TableName="quiet",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb[0].update_table(
+        TableName="quiet",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+    )
+    quiet_arn = ddb[1].describe_table(TableName="quiet")["Table"]["LatestStreamArn"]
+    quiet = all_shards(streams[1], quiet_arn)
+    check_open_shard_per_partition(quiet)
     for i in range(KEYS):
         client = ddb[i % 3]
         client.put_item(TableName="events", Item={"pk": {"S": f"k{i}"}, "n": {"N": "1"}})
@@ -89,7 +121,7 @@ def test_a_clusters_stream_has_a_shard_per_partition_read_through_any_router(
     shards = all_shards(streams[2], arn)
     ids = [s["ShardId"] for s in shards]
     assert len(ids) == len(set(ids))
-    assert 1 < len(shards) <= PARTITIONS  # 24 keys over 4 partitions: more than one holds some
+    assert ids == [s["ShardId"] for s in at_enable]  # the writes went to the shards opened
     assert {streams_route.shard_partition(i) for i in ids} <= set(range(PARTITIONS))
     assert ids == sorted(ids)
     assert all("EndingSequenceNumber" not in s["SequenceNumberRange"] for s in shards)
@@ -122,6 +154,11 @@ def test_a_clusters_stream_has_a_shard_per_partition_read_through_any_router(
     leader = cluster.leader_of(f"p{victim_partition}")
     cluster.kill(leader)
     alive = [n for n in (1, 2, 3) if n != leader]
+    # The shards are replicated state: the new leaders list the same ones, from the same
+    # starting sequence numbers, and the stream that nothing was written to keeps its own.
+    survivor = streams_client(cluster.endpoint(alive[1]))
+    assert all_shards(survivor, arn) == shards
+    assert all_shards(survivor, quiet_arn) == quiet
     client = streams_client(cluster.endpoint(alive[0]), "dynamodb")
     for i in range(KEYS):
         client.delete_item(TableName="events", Key={"pk": {"S": f"k{i}"}})
@@ -132,8 +169,6 @@ def test_a_clusters_stream_has_a_shard_per_partition_read_through_any_router(
         found, positions[shard_id] = drain(reader, iterator)
         assert {r["eventName"] for r in found} <= {"REMOVE"}
         removed.extend(r["dynamodb"]["Keys"]["pk"]["S"] for r in found)
-    # Partitions that held no key before may have opened their shard since: none did, as
-    # deletes only touch keys that exist.
     assert sorted(removed) == sorted(f"k{i}" for i in range(KEYS))
 
     # Disabling the stream closes every partition's shard; the last page has no iterator.
