@@ -484,10 +484,10 @@ def check_changes_collection_size(
 ) -> None:
     """`check_collection_size` of a write whose `plan` is at hand: `growth_bytes` is how much
     the item itself grows, `changes` add its local index entries."""
+    if not table.local_indexes:
+        return  # before the import below: this runs for every item write
     from keeldb.model.errors import ItemCollectionSizeLimitExceededException
 
-    if not table.local_indexes:
-        return
     growth = growth_bytes
     for change in changes:
         if change.index.is_global:

@@ -45,6 +45,17 @@ the group waits for it: on workload A (50 % UpdateItem, 8 in flight) UpdateItem 
 opening a log lowers the process's switch interval to GIL_SWITCH_INTERVAL_SECONDS (never
 raises it); with a single busy thread the interval has no effect.
 
+Where a group is fsynced: by default ("thread", `SYNC_MODE_DEFAULT`) in the disk thread, as
+above. KEELDB_WAL_SYNC=inline writes and fsyncs each group on the event-loop thread itself
+instead, which saves the two thread wake-ups per group (the disk thread, then the loop
+again; waking the disk thread was 8 % of the interpreter's time in a profile of workload A)
+but serves no request while the fsync runs. On the shared two-core development machine,
+where an fdatasync takes 0.2-0.3 ms at the median and 1-1.6 ms at p90, inline halved A's
+throughput (docs/performance.md), so it is not the default. Sealing, checkpoints and close
+always run in the disk thread; a lock on the files keeps them apart from an inline group,
+and a group that finds the files busy goes to the disk thread after them instead of
+blocking the loop.
+
 An fsync failure is fatal (see `WriteAheadLog.sync`): every waiter gets `LogFailedError`
 and `on_fatal` is called, which by default ends the process so that a restart recovers from
 what is really on disk.
@@ -56,14 +67,17 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.wal import (
+    PREALLOCATE_BYTES,
     RECORD_BYTES_MAX,
     RECORD_HEADER_BYTES,
     SEGMENT_BYTES,
@@ -83,11 +97,16 @@ REPLAY_BATCH_RECORDS = 1024  # entries handed to `apply` at a time during recove
 CHECKPOINT_INTERVAL_SECONDS = 60.0  # a checkpoint at least this often while writes arrive
 CHECKPOINT_WAL_BYTES = 128 * 1024 * 1024  # ... and whenever this much log was written since
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005  # see "The disk thread and the interpreter lock" above
+# Where a group is written and fsynced: in the disk thread, or "inline" on the event-loop
+# thread (no hand-off to the disk thread and back; see "Where a group is fsynced" above).
+SYNC_MODES = ("inline", "thread")
+SYNC_MODE_DEFAULT = "thread"
 EXIT_FSYNC_FAILED = 70  # exit status when the log cannot be made durable (EX_SOFTWARE)
 
 FatalFn = Callable[[BaseException], None]
 ClockFn = Callable[[], int]  # microseconds since the epoch
 RetainFn = Callable[[], int]  # the lowest LSN whose segment must be kept
+_T = TypeVar("_T")
 
 
 def wall_clock_us() -> int:
@@ -121,11 +140,19 @@ class LocalLog:
         checkpoint_interval_seconds: float,
         checkpoint_wal_bytes: int,
         clock_us: ClockFn = wall_clock_us,
+        sync_mode: str = SYNC_MODE_DEFAULT,
     ) -> None:
         """Use `open`; this constructor does no recovery."""
+        assert sync_mode in SYNC_MODES, sync_mode
         self._wal = wal
+        self._inline = sync_mode == "inline"
+        # Held by whichever thread works on the log files (the loop thread writing a group
+        # inline, or the disk thread sealing, checkpointing or closing), so that the two
+        # never interleave; the loop thread never waits for it (it hands the group to the
+        # disk thread instead).
+        self._files_lock = threading.Lock()
         self._clock_us = clock_us
-        # Written by the disk thread only: the time given to the last group written.
+        # Written only while holding the files: the time given to the last group written.
         self._last_time_us = wal.last_commit_time_us()
         self._committed_time_us = self._last_time_us  # ... of the last group committed
         self._retain: RetainFn | None = None
@@ -164,11 +191,14 @@ class LocalLog:
         segment_bytes: int | None = None,
         fsync: FsyncFn | None = None,
         clock_us: ClockFn = wall_clock_us,
+        sync_mode: str | None = None,
+        preallocate_bytes: int | None = None,
     ) -> LocalLog:
         """Open the log in `wal_dir`, replay what the store lacks through `apply`, start.
 
-        `segment_bytes` and `fsync` are passed to the `WriteAheadLog` (tests use small
-        segments and a disk that records or fails its fsyncs). Sizes and intervals left out
+        `segment_bytes`, `fsync` and `preallocate_bytes` are passed to the `WriteAheadLog`
+        (tests use small segments and a disk that records or fails its fsyncs; 0 bytes
+        preallocated turns preallocation off). Sizes and intervals left out
         come from the environment (see `_setting`), else from the named defaults.
         """
         if checkpoint_interval_seconds is None:
@@ -181,6 +211,15 @@ class LocalLog:
             )
         if segment_bytes is None:
             segment_bytes = int(_setting("KEELDB_WAL_SEGMENT_BYTES", SEGMENT_BYTES))
+        if preallocate_bytes is None:
+            raw = os.environ.get("KEELDB_WAL_PREALLOCATE_BYTES")
+            preallocate_bytes = PREALLOCATE_BYTES if raw is None else int(raw)
+        if preallocate_bytes < 0:
+            raise ValueError(f"KEELDB_WAL_PREALLOCATE_BYTES must be >= 0, not {preallocate_bytes}")
+        if sync_mode is None:
+            sync_mode = os.environ.get("KEELDB_WAL_SYNC", SYNC_MODE_DEFAULT)
+        if sync_mode not in SYNC_MODES:
+            raise ValueError(f"KEELDB_WAL_SYNC must be one of {SYNC_MODES}, not {sync_mode!r}")
         loop = asyncio.get_running_loop()
         applied_lsn = store.applied_lsn()
         if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_SECONDS:
@@ -193,6 +232,7 @@ class LocalLog:
                     start_lsn=applied_lsn,
                     segment_bytes=segment_bytes,
                     commit_times=True,
+                    preallocate_bytes=preallocate_bytes,
                 )
             return WriteAheadLog(
                 wal_dir,
@@ -200,6 +240,7 @@ class LocalLog:
                 segment_bytes=segment_bytes,
                 fsync=fsync,
                 commit_times=True,
+                preallocate_bytes=preallocate_bytes,
             )
 
         wal = await loop.run_in_executor(None, open_wal)
@@ -217,6 +258,7 @@ class LocalLog:
                 checkpoint_interval_seconds=checkpoint_interval_seconds,
                 checkpoint_wal_bytes=checkpoint_wal_bytes,
                 clock_us=clock_us,
+                sync_mode=sync_mode,
             )
             replayed = self._recover(applied_lsn)
         except BaseException:
@@ -289,7 +331,7 @@ class LocalLog:
             raise LogFailedError("the log is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._disk, self._wal.seal)
+            return await loop.run_in_executor(self._disk, self._locked, self._wal.seal)
         except FsyncFailedError as error:
             self._fail(error)
             raise LogFailedError(f"the log failed: {error}") from error
@@ -312,10 +354,10 @@ class LocalLog:
         loop = asyncio.get_running_loop()
         if self._failure is None:
             try:
-                await loop.run_in_executor(self._disk, self._checkpoint_on_disk)
+                await loop.run_in_executor(self._disk, self._locked, self._checkpoint_on_disk)
             except FsyncFailedError as error:
                 self._fail(error)
-        await loop.run_in_executor(self._disk, self._wal.close)
+        await loop.run_in_executor(self._disk, self._locked, self._wal.close)
         self._disk.shutdown(wait=True)
 
     async def checkpoint(self) -> None:
@@ -358,7 +400,7 @@ class LocalLog:
             requested, self._checkpoint_waiters = self._checkpoint_waiters, []
             if self._failure is None and (requested or self._checkpoint_due()):
                 try:
-                    await loop.run_in_executor(self._disk, self._checkpoint_on_disk)
+                    await loop.run_in_executor(self._disk, self._locked, self._checkpoint_on_disk)
                 except FsyncFailedError as error:
                     self._fail(error)
             for done in requested:
@@ -400,7 +442,19 @@ class LocalLog:
         payloads = [record for record, _ in group]
         lsn_before = self._wal.last_lsn()
         try:
-            last_lsn = await loop.run_in_executor(self._disk, self._write_and_sync, payloads)
+            if self._inline and self._files_lock.acquire(blocking=False):
+                # The files are free (no seal or checkpoint in the disk thread): write and
+                # fsync here. os.write and os.fdatasync release the interpreter lock, so the
+                # archive thread runs meanwhile; requests that arrive wait in their sockets
+                # and form the next group.
+                try:
+                    last_lsn = self._write_and_sync(payloads)
+                finally:
+                    self._files_lock.release()
+            else:
+                last_lsn = await loop.run_in_executor(
+                    self._disk, self._locked, self._write_and_sync, payloads
+                )
         except FsyncFailedError as error:
             self._fail(error)
             return
@@ -438,8 +492,13 @@ class LocalLog:
                 future.set_result(lsn)
         self._group = []
 
+    def _locked(self, work: Callable[..., _T], *args: object) -> _T:
+        """Runs in the disk thread: `work(*args)` while holding the files."""
+        with self._files_lock:
+            return work(*args)
+
     def _write_and_sync(self, payloads: list[bytes]) -> int:
-        """Runs in the disk thread: write the group, then one fsync for all of it."""
+        """Write the group, then one fsync for all of it (holding the files)."""
         commit_time_us = max(self._clock_us(), self._last_time_us)
         self._last_time_us = commit_time_us
         self._wal.set_commit_time(commit_time_us)

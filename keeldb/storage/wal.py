@@ -56,6 +56,10 @@ SEGMENT_BYTES = 64 * 1024 * 1024  # A segment is closed once the next record wou
 RECORD_BYTES_MAX = 16 * 1024 * 1024  # Payload limit: a transaction of 100 items of 400 KB
 # with before and after images fits in 80 MB, but DynamoDB caps a transaction at 4 MB of
 # request data, so 16 MiB leaves room for the images and refuses runaway records.
+PREALLOCATE_BYTES = 1024 * 1024  # With preallocation, how far past the last record a
+# segment is zeroed at a time: each step costs one fdatasync that also commits the file's
+# metadata, amortised over about 800 records of 1.3 KB.
+_ZEROES = bytes(PREALLOCATE_BYTES)
 TAIL_SEARCH_LSNS = 64  # After a bad record, how many following LSNs are looked for to tell
 # a torn tail (nothing valid follows) from damage in the middle (a valid record follows).
 
@@ -343,6 +347,7 @@ class WriteAheadLog:
         fsync: FsyncFn = _default_fsync,
         write: WriteFn = os.write,
         commit_times: bool = False,
+        preallocate_bytes: int = 0,
     ) -> None:
         """Open (or create) the log in `directory`, cutting off a torn tail.
 
@@ -353,8 +358,19 @@ class WriteAheadLog:
         (a new node, or a store restored from a snapshot): its first record gets
         `start_lsn + 1`. It is ignored when segments exist. `fsync` and `write` are the
         disk's system calls, replaceable by tests that make the disk fail.
+
+        `preallocate_bytes` (0: off) zeroes the segment being written that far ahead of
+        its last record, so that the fdatasync of a group finds the blocks allocated and the
+        file's size unchanged and writes the data alone, without a commit of the
+        filesystem's journal (measured -25 % per fdatasync on ext4, docs/performance.md).
+        The zeroes are never taken for records: the tail after the last record that
+        verifies is cut off when the log is opened (a zeroed tail is not damage), and a
+        segment is cut to its last record before it is sealed and at close.
         """
         assert segment_bytes > SEGMENT_HEADER_BYTES
+        assert preallocate_bytes >= 0, preallocate_bytes
+        self._preallocate_bytes = preallocate_bytes
+        self._zeroed_end = 0  # with preallocation: where the zeroes ahead of the records end
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self._fsync = fsync
@@ -448,15 +464,24 @@ class WriteAheadLog:
                     f"{path}: record {lsn} at byte {offset} does not verify, "
                     f"but a valid record {later} follows it"
                 )
-            log.warning(
-                "%s: discarding a torn tail of %d bytes after record %d",
-                path,
-                len(data) - offset,
-                lsn - 1,
-            )
-        self._fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            if self._preallocate_bytes and _all_zero(data, offset):
+                # What a preallocating log leaves after a crash: not a torn record.
+                log.info(
+                    "%s: cutting %d zeroed bytes after record %d", path, len(data) - offset, lsn - 1
+                )
+            else:
+                log.warning(
+                    "%s: discarding a torn tail of %d bytes after record %d",
+                    path,
+                    len(data) - offset,
+                    lsn - 1,
+                )
+        self._fd = self._open_for_append(path)
         if offset < len(data):
             os.ftruncate(self._fd, offset)
+        if self._preallocate_bytes:
+            os.lseek(self._fd, offset, os.SEEK_SET)
+            self._zeroed_end = offset
         # Sync what was found even when nothing was cut: after a kill -9 the tail may still
         # be only in the page cache, and it is about to be replayed into the store. If it
         # stayed unsynced, a checkpoint could make the store durable past the durable end
@@ -468,6 +493,16 @@ class WriteAheadLog:
         self._last_time_us = last_time_us
         self._segment_size = offset
         self._last_lsn = lsn - 1
+
+    def _open_for_append(self, path: Path) -> int:
+        """The segment's file, positioned for the next record by the caller (at its end).
+
+        Without preallocation the file is in append mode; with it, records are written at
+        the file position (the zeroes ahead lie beyond the end of the records).
+        """
+        if self._preallocate_bytes:
+            return os.open(path, os.O_RDWR)
+        return os.open(path, os.O_RDWR | os.O_APPEND)
 
     def _last_time_in(self, first_lsn: int) -> int:
         """The commit time of the last record of a sealed segment (0 if it has none)."""
@@ -535,6 +570,8 @@ class WriteAheadLog:
         if not frames:
             return
         try:
+            if self._preallocate_bytes and self._segment_size + frames_bytes > self._zeroed_end:
+                self._zero_ahead(self._segment_size + frames_bytes)
             _write_all(self._fd, b"".join(frames), self._write_fn)
         except OSError:
             # A full disk or an IO error may leave part of the batch in the file. Cut it off,
@@ -542,11 +579,30 @@ class WriteAheadLog:
             # the failure and no LSN was used.
             try:
                 os.ftruncate(self._fd, self._segment_size)
+                if self._preallocate_bytes:
+                    os.lseek(self._fd, self._segment_size, os.SEEK_SET)
+                    self._zeroed_end = self._segment_size
             except OSError:
                 self._failed = True
             raise
         self._segment_size += frames_bytes
         self._last_lsn += len(frames)
+
+    def _zero_ahead(self, needed_end: int) -> None:
+        """Zero the segment from the end of its zeroes to past `needed_end` (the end of the
+        records about to be written), at most to the segment's size limit."""
+        end = max(needed_end, min(needed_end + self._preallocate_bytes, self.segment_bytes))
+        position = self._zeroed_end
+        while position < end:
+            chunk = min(end - position, len(_ZEROES))
+            position += os.pwrite(self._fd, memoryview(_ZEROES)[:chunk], position)
+        self._zeroed_end = end
+
+    def _cut_zeroes(self) -> None:
+        """Cut the zeroes after the last record (a sealed segment ends at its last record)."""
+        if self._preallocate_bytes and self._zeroed_end > self._segment_size:
+            os.ftruncate(self._fd, self._segment_size)
+            self._zeroed_end = self._segment_size
 
     def _rotate(self) -> None:
         """Close the current segment durably, then start the next one.
@@ -554,11 +610,15 @@ class WriteAheadLog:
         Syncing the full segment before creating the next means that any record in a
         segment other than the last was synced: damage there is never a torn tail.
         """
+        self._cut_zeroes()
         self.sync()
         os.close(self._fd)
         self._fd = -1
         self._salt = self._create_segment(self._last_lsn + 1)
-        self._fd = os.open(self._path(self._last_lsn + 1), os.O_RDWR | os.O_APPEND)
+        self._fd = self._open_for_append(self._path(self._last_lsn + 1))
+        if self._preallocate_bytes:
+            os.lseek(self._fd, SEGMENT_HEADER_BYTES, os.SEEK_SET)
+            self._zeroed_end = SEGMENT_HEADER_BYTES
         self._segment_first_lsn = self._last_lsn + 1
         self._segment_size = SEGMENT_HEADER_BYTES
         self._timed = self._commit_times
@@ -693,6 +753,11 @@ class WriteAheadLog:
     def close(self) -> None:
         """Close the segment file; appended records not yet synced may be lost on power loss."""
         if self._fd >= 0:
+            if not self._failed:
+                try:
+                    self._cut_zeroes()  # a clean stop leaves no zeroes to cut at the next open
+                except OSError:
+                    pass  # left in place: the next open cuts them
             os.close(self._fd)
             self._fd = -1
         if self._lock_fd >= 0:

@@ -55,7 +55,9 @@ class RecordingDisk:
 def lose_power(directory: Path, disk: RecordingDisk, rng: random.Random) -> None:
     for path in sorted(directory.glob("*.wal")):
         data = path.read_bytes()
-        durable = disk.durable_bytes[str(path)]
+        # A preallocating log cuts its zeroes after the last sync (at a seal, at close):
+        # what was cut held no record, so the durable prefix is at most what is left.
+        durable = min(disk.durable_bytes[str(path)], len(data))
         cut = rng.randrange(durable, len(data) + 1)
         lost = len(data) - cut
         filler = rng.choice([b"", b"\x00" * lost, rng.randbytes(lost)])
@@ -75,9 +77,10 @@ def applier(store: CrashableStore) -> tuple[list[int], object]:
     return applied, apply
 
 
+@pytest.mark.parametrize("sync_mode", ["thread", "inline"])
 @pytest.mark.parametrize("seed", range(12))
 def test_power_loss_at_a_random_moment_loses_no_acknowledged_record(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, sync_mode: str
 ) -> None:
     if not Path("/proc/self/fd").exists():
         pytest.skip("needs /proc to name file descriptors")
@@ -97,6 +100,7 @@ def test_power_loss_at_a_random_moment_loses_no_acknowledged_record(
             segment_bytes=rng.choice([200, 500, 4000]),
             checkpoint_wal_bytes=rng.choice([300, 2000, 10**9]),
             fsync=disk.fsync,
+            sync_mode=sync_mode,
         )
 
         async def writer(index: int) -> None:
