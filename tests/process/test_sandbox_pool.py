@@ -5,20 +5,23 @@ limit, and nothing left behind after close. Real zygote, real instances, real so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from keeldb.functions.sandbox import FunctionSpec, SandboxBusy, SandboxCrashed
+from keeldb.functions.sandbox import FunctionSpec, SandboxBusy, SandboxCrashed, SandboxPool
 from keeldb.functions.sandbox.testing import ThreadedPool
 
 pytestmark = pytest.mark.process
@@ -458,7 +461,10 @@ def test_a_killed_zygote_is_replaced_without_stalling_the_next_invocation(
                 zygote,
                 *runner.on_loop(lambda: [i.pid for i in runner.pool._instances.values()]),
             ]
-            os.kill(zygote, signal.SIGKILL)
+            # The zygote killed by the previous cycle may have lived on (a SIGKILL takes effect
+            # when the kernel next runs it) and only just gone: then there is nothing to kill.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(zygote, signal.SIGKILL)
             started = time.monotonic()
             result = runner.invoke(spec(code_dir, "app.count", f"after{cycle}"), b"{}")
             assert result.function_error is None
@@ -473,6 +479,126 @@ def test_a_killed_zygote_is_replaced_without_stalling_the_next_invocation(
     for pid in gone:
         assert not _alive(pid), pid
     assert frozen_instance == [] or set(frozen_instance) <= set(gone)
+
+
+class HandOutPool(SandboxPool):
+    """A pool whose next hand-out of an instance first runs `at_hand_out(pool, instance)`,
+    on the pool's loop, before the pool checks the instance: a fault placed there, exactly,
+    instead of raced for with a timer."""
+
+    at_hand_out: Callable[[SandboxPool, Any], None] | None = None
+
+    def _handing_out(self, instance: Any) -> None:
+        action, self.at_hand_out = self.at_hand_out, None
+        if action is not None:
+            action(self, instance)
+
+
+def _kill_zygote_and_wait(pool: SandboxPool, instance: Any) -> None:
+    """SIGKILL the zygote and return once it has exited (its socket closed, the parent-death
+    signal sent to its instances), without reaping it: the pool's child watcher does."""
+    del instance
+    assert pool._zygote is not None
+    pid = pool._zygote.pid
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):  # the watcher may reap it first
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
+def _wait_exited(pidfd: int) -> None:
+    ready, _, _ = select.select([pidfd], [], [], 10.0)
+    assert ready, "the instance did not exit"
+
+
+def _kill_instance_unreported(pool: SandboxPool, instance: Any) -> None:
+    """Kill the instance about to be handed out while its zygote is stopped, so that the pool
+    cannot hear of the exit before it sends the invocation; the zygote goes on right after."""
+    assert pool._zygote is not None
+    zygote = pool._zygote.pid
+    os.kill(zygote, signal.SIGSTOP)
+    signal.pidfd_send_signal(instance.pidfd, signal.SIGKILL)
+    _wait_exited(instance.pidfd)
+    asyncio.get_running_loop().call_soon(os.kill, zygote, signal.SIGCONT)
+
+
+@pytest.fixture
+def hand_out_pool(tmp_path: Path) -> Iterator[ThreadedPool]:
+    with ThreadedPool(
+        tmp_path, pool_class=HandOutPool, endpoint_port=1, warm_instances=1
+    ) as running:
+        yield running
+
+
+def _arm(runner: ThreadedPool, action: Callable[[SandboxPool, Any], None]) -> None:
+    def arm() -> None:
+        runner.pool.at_hand_out = action  # type: ignore[attr-defined]
+
+    runner.on_loop(arm)
+
+
+def test_an_idle_instance_whose_zygote_exited_before_its_hand_out_is_not_handed_out(
+    hand_out_pool: ThreadedPool, code_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    function = spec(code_dir, "app.count", "idle-of-a-dead-zygote")
+    assert json.loads(hand_out_pool.invoke(function, b"{}").payload)["calls"] == 1
+    _arm(hand_out_pool, _kill_zygote_and_wait)
+    with caplog.at_level(logging.WARNING, logger="keeldb.functions.sandbox"):
+        result = hand_out_pool.invoke(function, b"{}")
+    assert hand_out_pool.on_loop(lambda: hand_out_pool.pool.at_hand_out) is None  # it ran
+    assert (result.function_error, result.cold_start) == (None, True), result.payload
+    assert json.loads(result.payload)["calls"] == 1  # a fresh instance of the new zygote
+    # The exit was read at the hand-out: the invocation never reached the dead instance.
+    assert "before its handler started" not in caplog.text
+
+
+def test_a_warm_instance_whose_zygote_exited_before_its_hand_out_is_not_assigned(
+    hand_out_pool: ThreadedPool, code_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _arm(hand_out_pool, _kill_zygote_and_wait)
+    with caplog.at_level(logging.WARNING, logger="keeldb.functions.sandbox"):
+        result = hand_out_pool.invoke(spec(code_dir, "app.count", "warm-of-a-dead-zygote"), b"{}")
+    assert hand_out_pool.on_loop(lambda: hand_out_pool.pool.at_hand_out) is None
+    assert (result.function_error, result.cold_start) == (None, True), result.payload
+    assert "died during its set-up" not in caplog.text
+    assert "before its handler started" not in caplog.text
+
+
+def test_an_instance_that_dies_before_its_handler_starts_passes_the_invocation_on(
+    hand_out_pool: ThreadedPool, code_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    function = spec(code_dir, "app.count", "dies-unseen")
+    hand_out_pool.invoke(function, b"{}")
+    _arm(hand_out_pool, _kill_instance_unreported)
+    with caplog.at_level(logging.WARNING, logger="keeldb.functions.sandbox"):
+        result = hand_out_pool.invoke(function, b"{}")
+    assert hand_out_pool.on_loop(lambda: hand_out_pool.pool.at_hand_out) is None
+    assert (result.function_error, result.cold_start) == (None, True), result.payload
+    assert json.loads(result.payload)["calls"] == 1
+    assert "before its handler started" in caplog.text  # the dead one was handed out
+
+
+def test_an_instance_that_dies_in_its_handler_is_never_invoked_again(
+    hand_out_pool: ThreadedPool, code_dir: Path
+) -> None:
+    # At most once: the handler started, so its death is the invocation's result, even when
+    # the instance was of a zygote that exited meanwhile.
+    function = spec(code_dir, "app.slow", "dies-in-handler")
+    hand_out_pool.invoke(function, b'{"seconds": 0.0}')
+
+    async def kill_midway() -> Any:
+        call = asyncio.ensure_future(hand_out_pool.pool.invoke(function, b'{"seconds": 2.0}'))
+        await asyncio.sleep(0.5)
+        (instance,) = [
+            i
+            for i in hand_out_pool.pool._instances.values()
+            if i.busy and i.spec is not None and i.spec.name == function.name
+        ]
+        signal.pidfd_send_signal(instance.pidfd, signal.SIGKILL)
+        return await call
+
+    result = hand_out_pool.call(kill_midway())
+    assert result.function_error == "Unhandled"
+    assert json.loads(result.payload)["errorType"] == "Runtime.ExitError"
 
 
 @pytest.mark.parametrize("delay_seconds", [0.0, 0.5])

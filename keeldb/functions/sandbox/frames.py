@@ -24,6 +24,14 @@ class FrameError(Exception):
     """The peer closed the socket or sent a frame that breaks the format."""
 
 
+class PeerClosed(FrameError):
+    """The peer closed the socket; `between_frames` when it sent no part of a next frame."""
+
+    def __init__(self, between_frames: bool) -> None:
+        super().__init__("peer closed the socket")
+        self.between_frames = between_frames
+
+
 def encode(message: dict[str, Any]) -> bytes:
     body = msgpack.packb(message, use_bin_type=True)
     if len(body) > FRAME_BYTES_MAX:
@@ -48,7 +56,7 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     while got < size:
         n = sock.recv_into(view[got:])
         if n == 0:
-            raise FrameError("peer closed the socket")
+            raise PeerClosed(False)
         got += n
     return bytes(buffer)
 
@@ -71,14 +79,25 @@ async def _arecv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, s
     while got < size:
         n = await loop.sock_recv_into(sock, view[got:])
         if n == 0:
-            raise FrameError("peer closed the socket")
+            raise PeerClosed(False)
         got += n
     return bytes(buffer)
 
 
 async def arecv(sock: socket.socket) -> dict[str, Any]:
+    """The next frame. PeerClosed(between_frames=True) if the peer closed the socket (or
+    reset it) before sending any byte of it."""
     loop = asyncio.get_running_loop()
-    (size,) = _HEADER.unpack(await _arecv_exactly(loop, sock, _HEADER.size))
+    first = bytearray(1)
+    try:
+        n = await loop.sock_recv_into(sock, first)
+    except ConnectionResetError:
+        # A unix socket closed with data it never read is reset: the peer read nothing more.
+        raise PeerClosed(True) from None
+    if n == 0:
+        raise PeerClosed(True)
+    header = bytes(first) + await _arecv_exactly(loop, sock, _HEADER.size - 1)
+    (size,) = _HEADER.unpack(header)
     if size > FRAME_BYTES_MAX:
         raise FrameError(f"frame of {size} bytes exceeds {FRAME_BYTES_MAX}")
     return decode(await _arecv_exactly(loop, sock, size))

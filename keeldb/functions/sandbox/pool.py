@@ -9,6 +9,15 @@ Lambda does: as an `InvokeResult` with `function_error` set, never as an excepti
 
 It must never run function code in the database process, never hand an instance to a second
 function, and never leave a process or a control group behind after `close`.
+
+A synchronous invocation runs its handler at most once. Each zygote is a generation: when it
+exits, its generation ends, and no instance it forked is handed out again or kept idle after
+its current invocation (a zygote's exit is read from its socket before every hand-out, so an
+exit the event loop has not yet turned to still counts). An instance that dies before it
+announces that its handler starts (its "started" frame) has run nothing of the invocation:
+the invocation then goes to a fresh instance. One that dies after it is a crash of that
+invocation (Runtime.ExitError), never retried, since the handler's side effects may have
+happened.
 """
 
 from __future__ import annotations
@@ -136,6 +145,8 @@ class _Instance:
         self.dead = False
         self.holds_slot = False  # counted in the pool's assigned instances
         self.forgotten = False  # the process is reaped and the pool has let go of it
+        self.generation = 0  # the zygote that forked it (SandboxPool._generation then)
+        self.serving = False  # handed out to an invocation that has not ended yet
 
     def kill(self) -> None:
         if self.dead:
@@ -201,6 +212,8 @@ class SandboxPool:
         self._janitor: asyncio.Task[None] | None = None
         self._leftover_groups: list[InstanceGroups] = []
         self._restarting: asyncio.Future[None] | None = None
+        # Each zygote started is a generation; its exit ends it (the counter moves on).
+        self._generation = 0
         self._closed = False
         self._started = False
 
@@ -266,6 +279,7 @@ class SandboxPool:
     async def _start_zygote(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = ours
+        self._generation += 1
         try:
             self._zygote = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -391,14 +405,23 @@ class SandboxPool:
         if instance is None:
             return await self._cold_start(spec, payload, request_id, function_arn)
         request = _invoke_frame(request_id, function_arn, payload)
-        return await self._run(instance, spec, request, request_id, False, None, "")
+        result = await self._run(
+            instance, spec, request, request_id, False, None, "", retryable=True
+        )
+        if result is not None:
+            return result
+        # The idle instance died before its handler started (its zygote exited meanwhile):
+        # nothing of the invocation ran, so a fresh instance takes it.
+        log.warning("an idle sandbox instance died before its handler started; starting another")
+        return await self._cold_start(spec, payload, request_id, function_arn)
 
     async def _cold_start(
         self, spec: FunctionSpec, payload: bytes, request_id: str, function_arn: str
     ) -> InvokeResult:
         """Assign a warm instance to the function and invoke it. An instance that dies before
-        it reports its set-up (its zygote killed, say) is replaced, as Lambda retries a
-        failed init within the same invocation; the handler itself has not run then."""
+        its handler starts (before it reports its set-up, or between that and its "started"
+        frame: its zygote killed, say) is replaced, as Lambda retries a failed init within the
+        same invocation; the handler itself has not run then."""
         request = _invoke_frame(request_id, function_arn, payload)
         attempts = COLD_START_ATTEMPTS + self.warm_instances
         for attempt in range(attempts):
@@ -425,18 +448,57 @@ class SandboxPool:
                     return self._result(
                         spec, request_id, body, "Unhandled", init_log, 0.0, True, init_ms, None
                     )
-                result = await self._run(instance, spec, None, request_id, True, init_ms, init_log)
+                result = await self._run(
+                    instance,
+                    spec,
+                    None,
+                    request_id,
+                    True,
+                    init_ms,
+                    init_log,
+                    retryable=attempt + 1 < attempts,
+                )
+                if result is None:
+                    log.warning("a sandbox instance died before its handler started; another")
+                    continue
                 result.init_steps_ms = init.get("steps_ms")
                 return result
             finally:
                 self._fill_warm()
         raise AssertionError("unreachable: the last attempt returns")
 
+    def _handing_out(self, instance: _Instance) -> None:
+        """Called as `instance` is about to be handed to an invocation, before the pool checks
+        that its zygote still runs. A seam for tests (a zygote killed right here); nothing."""
+        del instance
+
+    def _notice_zygote_exit(self) -> None:
+        """End the zygote's generation now if it exits or was sent its death (SIGKILL, from
+        the OOM killer or anyone), rather than when the event loop next turns to its socket
+        (an invocation already queued on the loop runs first) or when the kernel has torn
+        down its memory, milliseconds or more on a loaded host. Its instances die as it ends
+        (PR_SET_PDEATHSIG): one handed out meanwhile could die inside its handler."""
+        if self._control is None or self._control.fileno() < 0:
+            return
+        self._on_zygote_readable()
+        zygote = self._zygote
+        if self._control.fileno() >= 0 and zygote is not None and _process_ending(zygote.pid):
+            self._zygote_gone()
+
+    def _usable(self, instance: _Instance) -> bool:
+        """Whether an instance may be handed out: alive, and forked by the running zygote."""
+        self._handing_out(instance)
+        self._notice_zygote_exit()
+        return not instance.dead and instance.generation == self._generation
+
     def _take_idle(self, key: tuple[Any, ...]) -> _Instance | None:
         idle = self._idle.get(key)
         while idle:
             instance = idle.pop()  # the most recently used: its caches are warmest
-            if instance.dead:
+            if not self._usable(instance):
+                self._kill(instance)
+                if instance.generation != self._generation:
+                    self._forget(instance)
                 continue
             if instance.frozen:
                 try:
@@ -447,7 +509,10 @@ class SandboxPool:
                     continue
                 instance.frozen = False
             instance.busy = True
+            instance.serving = True
             return instance
+        if not idle:
+            self._idle.pop(key, None)
         return None
 
     def _make_room(self) -> None:
@@ -474,11 +539,14 @@ class SandboxPool:
         cold: bool,
         init_ms: float | None,
         init_log: str,
-    ) -> InvokeResult:
-        """Send the invocation (unless it went with the assignment) and await its result."""
+        *,
+        retryable: bool = False,
+    ) -> InvokeResult | None:
+        """Send the invocation (unless it went with the assignment) and await its result.
+        None (only if `retryable`): the instance died before its handler started."""
         try:
             return await self._exchange(
-                instance, spec, request, request_id, cold, init_ms, init_log
+                instance, spec, request, request_id, cold, init_ms, init_log, retryable
             )
         except asyncio.CancelledError:
             # The caller gave up: the result would arrive later and be read as the next one's.
@@ -488,7 +556,14 @@ class SandboxPool:
             self._settle(instance)
 
     def _settle(self, instance: _Instance) -> None:
-        """After an invocation: a dead instance's socket is closed once its process is gone."""
+        """After an invocation: a dead instance's socket is closed once its process is gone,
+        and an instance whose zygote exited meanwhile is not kept."""
+        instance.serving = False
+        if instance.generation != self._generation and not instance.forgotten:
+            # No zygote reports its exit any more: the pool lets go of it itself.
+            self._kill(instance)
+            instance.busy = False
+            self._forget(instance)
         if instance.dead:
             instance.busy = False
             if instance.forgotten:
@@ -503,14 +578,31 @@ class SandboxPool:
         cold: bool,
         init_ms: float | None,
         init_log: str,
-    ) -> InvokeResult:
+        retryable: bool,
+    ) -> InvokeResult | None:
         started = time.perf_counter()
         try:
             if request is not None:
-                await frames.asend(instance.sock, request)
-            reply = _checked_result(
-                await asyncio.wait_for(frames.arecv(instance.sock), spec.timeout_seconds)
-            )
+                try:
+                    await frames.asend(instance.sock, request)
+                except OSError:
+                    if not retryable:
+                        raise
+                    self._kill(instance)  # gone before it could read the invocation
+                    return None
+            async with asyncio.timeout(spec.timeout_seconds):
+                try:
+                    reply = await frames.arecv(instance.sock)
+                except frames.PeerClosed as e:
+                    if retryable and e.between_frames:
+                        # Gone before it said its handler starts: nothing of this invocation
+                        # ran, and the caller may give it to another instance.
+                        self._kill(instance)
+                        return None
+                    raise
+                if reply.get("op") == "started":
+                    reply = await frames.arecv(instance.sock)
+            reply = _checked_result(reply)
         except TimeoutError:
             duration_ms = (time.perf_counter() - started) * 1000
             self._kill(instance)
@@ -642,8 +734,8 @@ class SandboxPool:
     def _release(self, instance: _Instance) -> None:
         instance.busy = False
         instance.idle_since = time.monotonic()
-        if self._closed or instance.dead:
-            return
+        if self._closed or instance.dead or instance.generation != self._generation:
+            return  # _settle lets go of an instance whose zygote exited
         if instance.cpu_seconds > CPU_SECONDS_RETIRE:
             self._retire(instance)
             return
@@ -708,13 +800,19 @@ class SandboxPool:
         while True:
             while self._warm:
                 instance = self._warm.popleft()
-                if not instance.dead:
+                if self._usable(instance):
                     # The refill waits for this cold start to finish: a fork and a root
                     # set-up running beside it would compete for the CPU and the mount lock.
+                    instance.serving = True
                     return instance
+                self._kill(instance)
+                if instance.generation != self._generation:
+                    self._forget(instance)
             if self.warm_instances == 0 or len(self._warm_waiters) >= self._warm_pending:
                 # No warm instance is coming for this request: start one for it alone.
-                return await self._spawn()
+                instance = await self._spawn()
+                instance.serving = True
+                return instance
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._warm_waiters.append(waiter)
             await waiter
@@ -734,6 +832,7 @@ class SandboxPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         instance = _Instance(instance_id, ours, groups)
+        instance.generation = self._generation
         self._instances[instance_id] = instance
         fallback_tmp = self.work_dir / "tmp" / f"i{instance_id}"
         plan = {
@@ -939,13 +1038,19 @@ class SandboxPool:
                 future.set_exception(error)
                 future.exception()  # retrieved: the spawner may already have given up
         self._spawning.clear()
+        self._generation += 1  # the zygote's generation has ended
         for instance in list(self._instances.values()):
-            # They should die with their parent (PR_SET_PDEATHSIG); kill them all the same,
-            # since a frozen process under a v1 freezer would not die until thawed.
-            self._kill(instance)
             if not instance.exited.done():
                 instance.exited.set_exception(error)
                 instance.exited.exception()  # retrieved: nobody may wait for it
+            if instance.serving and not instance.dead and not self._closed:
+                # Mid-invocation: it dies with its zygote (PR_SET_PDEATHSIG) unless the signal
+                # missed it; then it finishes this invocation and _settle lets go of it. Killing
+                # it here would fail an invocation that may complete.
+                continue
+            # They should die with their parent (PR_SET_PDEATHSIG); kill them all the same,
+            # since a frozen process under a v1 freezer would not die until thawed.
+            self._kill(instance)
             self._forget(instance)
         if not self._closed and (self._restarting is None or self._restarting.done()):
             log.error("the sandbox zygote exited; starting another")
@@ -953,6 +1058,8 @@ class SandboxPool:
 
     def _forget(self, instance: _Instance) -> None:
         """The process is gone: release its sockets and groups."""
+        if instance.forgotten:
+            return
         self._instances.pop(instance.id, None)
         self._free_slot(instance)
         if instance.spec is not None:
@@ -1089,6 +1196,28 @@ def _predicted_layers(controllers: set[str], disabled: frozenset[str]) -> dict[s
         "net_namespace": False,
         "tcp_endpoint_only": abi >= 4,
     }
+
+
+# /proc/PID/stat (proc(5)), after the command's closing parenthesis: state is the first field,
+# flags the 7th, the pending signals the 29th.
+_STAT_STATE, _STAT_FLAGS, _STAT_SIGNALS = 0, 6, 28
+_PF_EXITING = 0x4  # include/linux/sched.h: set as the process enters do_exit()
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def _process_ending(pid: int) -> bool:
+    """Whether a process is gone, exiting, or has SIGKILL pending: a fatal SIGKILL is added to
+    the pending set of every thread of the process before kill(2) returns."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return os.path.exists("/proc/self/stat")  # reaped; or no procfs here: cannot tell
+    except OSError:
+        return False  # cannot tell: the exit is seen on the zygote's socket
+    if fields[_STAT_STATE] in (b"Z", b"X", b"x"):
+        return True
+    return bool(int(fields[_STAT_FLAGS]) & _PF_EXITING or int(fields[_STAT_SIGNALS]) & _SIGKILL_BIT)
 
 
 def _process_state(pid: int) -> str:

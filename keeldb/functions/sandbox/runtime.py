@@ -1,8 +1,9 @@
 """The Lambda-like Python runtime that runs inside one sandbox instance.
 
-Owns: the instance's side of the control protocol (ready, assign, init, invoke), the Lambda
-environment variables and context object, the capture of a handler's output and logging, and
-the shape of the payloads Lambda's Python runtime returns for a handler's errors.
+Owns: the instance's side of the control protocol (ready, assign, init, invoke, started,
+result), the Lambda environment variables and context object, the capture of a handler's output
+and logging, and the shape of the payloads Lambda's Python runtime returns for a handler's
+errors.
 
 It must never talk to anything but its inherited control socket, and never run a handler
 before `confine.lock_down` has returned: function code only ever runs confined.
@@ -31,6 +32,7 @@ LOG_BYTES_MAX = 256 * 1024
 # Lambda's limit on a synchronous response payload.
 RESPONSE_BYTES_MAX = 6 * 1024 * 1024
 RUNTIME_DIR = "/var/runtime"
+STARTED_FRAME = {"op": "started"}
 
 
 class _Capture(io.TextIOBase):
@@ -297,6 +299,10 @@ def serve(sock: socket.socket, plan: dict[str, Any], seccomp_program: bytes | No
                 "Runtime.UnmarshalError", f"Unable to unmarshal input: {e}", request_id, []
             )
             event = None
+        if error is None:
+            # Before the handler's first instruction: an instance that dies before the pool
+            # reads this ran nothing of the invocation, which may then go to another one.
+            frames.send(sock, STARTED_FRAME)
         try:
             if error is None:
                 result = function(event, context)

@@ -22,13 +22,15 @@ CALL_SECONDS_MAX = 120.0  # no pool call in a test takes this long unless someth
 class ThreadedPool:
     """`with ThreadedPool(work_dir, endpoint_port=...) as pool: pool.invoke(spec, b"{}")`."""
 
-    def __init__(self, work_dir: Path, **options: Any) -> None:
+    def __init__(
+        self, work_dir: Path, *, pool_class: type[SandboxPool] = SandboxPool, **options: Any
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         # Tests and benchmarks want measured layers and no zygote start in their first call.
         options.setdefault("eager", True)
-        self.pool = SandboxPool(work_dir, **options)
+        self.pool = pool_class(work_dir, **options)
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = CALL_SECONDS_MAX) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
