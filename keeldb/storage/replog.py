@@ -66,14 +66,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.wal import (
@@ -171,7 +171,7 @@ class LocalLog:
         self._last_checkpoint = time.monotonic()
         self._checkpointed_lsn = store.applied_lsn()
         # One thread for all disk work of this log, so its operations stay in order.
-        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeldb-wal")
+        self._disk = DiskThread(asyncio.get_running_loop(), name="keeldb-wal")
         self._flusher: asyncio.Task[None] | None = None
         self._checkpoint_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -329,9 +329,8 @@ class LocalLog:
             raise LogFailedError("the log has failed") from self._failure
         if self._flusher is None:
             raise LogFailedError("the log is closed")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._disk, self._locked, self._wal.seal)
+            return await self._disk.run(self._locked, self._wal.seal)
         except FsyncFailedError as error:
             self._fail(error)
             raise LogFailedError(f"the log failed: {error}") from error
@@ -351,13 +350,12 @@ class LocalLog:
             self._timer.cancel()
             self._timer = None
         await flusher
-        loop = asyncio.get_running_loop()
         if self._failure is None:
             try:
-                await loop.run_in_executor(self._disk, self._locked, self._checkpoint_on_disk)
+                await self._disk.run(self._locked, self._checkpoint_on_disk)
             except FsyncFailedError as error:
                 self._fail(error)
-        await loop.run_in_executor(self._disk, self._locked, self._wal.close)
+        await self._disk.run(self._locked, self._wal.close)
         self._disk.shutdown(wait=True)
 
     async def checkpoint(self) -> None:
@@ -400,7 +398,7 @@ class LocalLog:
             requested, self._checkpoint_waiters = self._checkpoint_waiters, []
             if self._failure is None and (requested or self._checkpoint_due()):
                 try:
-                    await loop.run_in_executor(self._disk, self._locked, self._checkpoint_on_disk)
+                    await self._disk.run(self._locked, self._checkpoint_on_disk)
                 except FsyncFailedError as error:
                     self._fail(error)
             for done in requested:
@@ -452,9 +450,7 @@ class LocalLog:
                 finally:
                     self._files_lock.release()
             else:
-                last_lsn = await loop.run_in_executor(
-                    self._disk, self._locked, self._write_and_sync, payloads
-                )
+                last_lsn = await self._disk.run(self._locked, self._write_and_sync, payloads)
         except FsyncFailedError as error:
             self._fail(error)
             return
@@ -560,6 +556,71 @@ class LocalLog:
 
     def wal_segment_paths(self) -> list[Path]:
         return self._wal.segment_paths()
+
+
+class DiskThread:
+    """One thread that runs a log's disk work in the order it is given, for the event loop.
+
+    `run(fn, *args)` returns an asyncio future of `fn(*args)`, settled on the loop. It does
+    what `loop.run_in_executor` with a one-thread pool did, without the pool's per-call
+    `concurrent.futures.Future` (a Condition and a lock each), work item, idle-thread
+    semaphore and the chaining of two futures: the hand-off to the disk thread and back is
+    paid once per group commit (docs/performance.md, "The group commit's own cost").
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, name: str) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[
+            tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        if self._stopped:
+            raise RuntimeError("the disk thread was shut down")
+        future: asyncio.Future[_T] = self._loop.create_future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop after the work already given (and wait for it, with `wait`)."""
+        if not self._stopped:
+            self._stopped = True
+            self._jobs.put(None)
+        if wait:
+            self._thread.join()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            try:
+                result = fn(*args)
+            except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+                self._hand_back(future, None, error)
+            else:
+                self._hand_back(future, result, None)
+
+    def _hand_back(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
+        try:
+            self._loop.call_soon_threadsafe(_settle, future, result, error)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _setting(name: str, default: float) -> float:
