@@ -338,18 +338,23 @@ def test_a_handler_reaches_the_database_at_the_endpoint_its_environment_names(
 import os
 import boto3
 def handler(event, context):
-    found = boto3.client("dynamodb").get_item(TableName="{table}", Key={{"pk": {{"S": "seen"}}}})
+    found = boto3.client("dynamodb").get_item(
+        TableName="{table}", Key={{"pk": {{"S": "seen"}}}}, ConsistentRead=True
+    )
     return {{"item": found.get("Item"), "endpoint": os.environ["AWS_ENDPOINT_URL_DYNAMODB"]}}
 """
     name = function_factory(code)
     answer = lam.invoke(FunctionName=name, Payload=b"{}")
     assert "FunctionError" not in answer, answer["Payload"].read()
     result = json.loads(answer["Payload"].read())
-    # boto3 in the handler, with no endpoint of its own, reads the item the client wrote.
+    # boto3 in the handler, with no endpoint of its own, reads the item the client wrote (a
+    # strongly consistent read: an eventually consistent one may miss a write just made,
+    # on DynamoDB as on a cluster's followers).
     assert result["item"] == {"pk": {"S": "seen"}, "n": {"N": "7"}}
     # The endpoint it names serves the same database to anyone.
     named = client_factory(result["endpoint"])
-    assert named.get_item(TableName=table, Key={"pk": {"S": "seen"}})["Item"]["n"] == {"N": "7"}
+    found = named.get_item(TableName=table, Key={"pk": {"S": "seen"}}, ConsistentRead=True)
+    assert found["Item"]["n"] == {"N": "7"}
 
 
 def test_tail_log_type_answers_the_log_in_base64(lam: Any, function_factory: Any) -> None:
