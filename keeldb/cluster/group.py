@@ -39,9 +39,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 import random
 import re
+import sys
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,7 +81,7 @@ from keeldb.consensus.types import (
 )
 from keeldb.net.transport import Transport, TransportError
 from keeldb.storage.protocols import ApplyFn, Entry, Store
-from keeldb.storage.replog import FatalFn, exit_process
+from keeldb.storage.replog import GIL_SWITCH_INTERVAL_SECONDS, FatalFn, exit_process
 from keeldb.storage.wal import RECORD_BYTES_MAX, RecordTooLargeError
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,10 @@ STORE_TOKEN = "store-at"  # snapshot bytes that stand for "the holder's store"
 
 NODE_LOG_DIRNAME = "node-log"  # DATA/node-log: the log every member on a node shares
 GROUPS_DIRNAME = "groups"  # a cluster node keeps member G's files in DATA/groups/G/
+# Where the node log writes and fsyncs a round: "inline" on the event-loop thread, or
+# "thread" in its disk thread (see `NodeLog`); the environment's KEELDB_NODE_LOG_SYNC.
+NODE_LOG_SYNC_ENV = "KEELDB_NODE_LOG_SYNC"
+NODE_LOG_SYNC_MODES = ("inline", "thread")
 
 SnapshotSource = Callable[[], bytes]
 # Called with a snapshot's bytes and slot; may return an awaitable (the driver waits for it
@@ -222,6 +229,11 @@ def install_store_snapshot(store: Store, state: bytes, lsn: int) -> None:
             store.write([], [], applied_lsn=lsn)
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def node_log_directory(data_dir: Path, group_id: str) -> Path | None:
     """The shared log of the node whose member of `group_id` keeps its log in `data_dir`,
     when that directory follows a cluster node's layout (DATA/groups/<group>/log, giving
@@ -319,17 +331,38 @@ class NodeLog:
     """The log every group member on one node shares: group commit across groups.
 
     Members hand their `Ready.persist` records to `append` and wait; one flusher task
-    takes everything queued, writes it to the `NodeWal` in the disk thread and fsyncs
-    once, then wakes every member whose records that fsync covered. So a node leading
-    several groups and following others pays one fsync per round for all of them, and
-    nothing a member sends after persisting leaves before the fsync covering it.
+    takes everything queued, writes it to the `NodeWal` and fsyncs once, then wakes every
+    member whose records that fsync covered. So a node leading several groups and following
+    others pays one fsync per round for all of them, and nothing a member sends after
+    persisting leaves before the fsync covering it.
+
+    The round is written and fsynced on the event-loop thread itself ("inline", as the
+    single node's log does, `keeldb.storage.replog`): handing it to the disk thread cost
+    two thread wake-ups per round (the disk thread, then the loop again), each waiting for
+    a core on a busy host and for the interpreter lock. While the fsync runs the loop
+    serves nothing; what arrives meanwhile waits in its socket and joins the next round.
+    Opening, rewriting and closing still run in the disk thread; a lock keeps them apart
+    from an inline round, and a round that finds the files busy goes to the disk thread
+    after them instead of blocking the loop. KEELDB_NODE_LOG_SYNC=thread sends every round
+    to the disk thread.
 
     One per transport (i.e. per node process): `for_transport` finds or makes it, members
     register with `open_member` and leave with `close_member`; the last to leave closes it.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sync_mode: str | None = None) -> None:
         self.directory = Path(directory)
+        if sync_mode is None:
+            sync_mode = os.environ.get(NODE_LOG_SYNC_ENV, "inline")
+        if sync_mode not in NODE_LOG_SYNC_MODES:
+            raise ValueError(
+                f"{NODE_LOG_SYNC_ENV} must be one of {NODE_LOG_SYNC_MODES}, not {sync_mode!r}"
+            )
+        self._inline = sync_mode == "inline"
+        # Held by whichever thread works on the files: the loop thread writing a round
+        # inline, or the disk thread opening, rewriting or closing. The loop never waits
+        # for it.
+        self._files_lock = threading.Lock()
         self._wal: NodeWal | None = None
         self._members: set[str] = set()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeldb-node-log")
@@ -340,6 +373,16 @@ class NodeLog:
         self._failure: BaseException | None = None
         self.flush_count = 0  # fsyncs of appended records
         self.appends_flushed = 0  # member appends those fsyncs covered
+        self.inline_flushes = 0  # of those, written and fsynced on the loop thread
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_SECONDS:
+            # The disk thread and the loop hand the interpreter lock back and forth
+            # (`keeldb.storage.replog`, "The disk thread and the interpreter lock").
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+
+    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` holding the files (in the disk thread)."""
+        with self._files_lock:
+            return fn(*args)
 
     @classmethod
     def for_transport(cls, transport: Transport, directory: Path) -> NodeLog:
@@ -367,13 +410,16 @@ class NodeLog:
                 directory = self.directory
                 self._wal = await loop.run_in_executor(
                     self._disk,
+                    self._locked,
                     lambda: NodeWal(directory, groups_dir=directory.parent / GROUPS_DIRNAME),
                 )
                 self._flusher = asyncio.create_task(
                     self._flush_forever(), name="keeldb-node-log-flusher"
                 )
             wal = self._wal
-            records = await loop.run_in_executor(self._disk, wal.open_group, group_id, token_file)
+            records = await loop.run_in_executor(
+                self._disk, self._locked, wal.open_group, group_id, token_file
+            )
             self._members.add(group_id)
             return records
 
@@ -396,10 +442,18 @@ class NodeLog:
             batch, self._queue = self._queue, []
             wal = self._wal
             assert wal is not None
+            rounds = [(group, records) for group, records, _ in batch]
             try:
-                await loop.run_in_executor(
-                    self._disk, wal.append, [(group, records) for group, records, _ in batch]
-                )
+                if self._inline and self._files_lock.acquire(blocking=False):
+                    # os.write and os.fsync release the interpreter lock: other threads
+                    # run meanwhile, and what arrives waits in its socket for the next round.
+                    try:
+                        wal.append(rounds)
+                    finally:
+                        self._files_lock.release()
+                    self.inline_flushes += 1
+                else:
+                    await loop.run_in_executor(self._disk, self._locked, wal.append, rounds)
             except Exception as error:  # noqa: BLE001 - every waiting member learns of it
                 self._failure = error
                 for _, _, future in batch:
@@ -423,7 +477,9 @@ class NodeLog:
         its own in flight, so nothing of it is queued behind this)."""
         assert self._wal is not None and group_id in self._members
         loop = asyncio.get_running_loop()
-        removed: int = await loop.run_in_executor(self._disk, self._wal.rewrite, group_id, compact)
+        removed: int = await loop.run_in_executor(
+            self._disk, self._locked, self._wal.rewrite, group_id, compact
+        )
         return removed
 
     async def close_member(self, group_id: str) -> None:
@@ -443,7 +499,7 @@ class NodeLog:
                     future.set_exception(GroupClosed("the node log closed"))
             self._queue = []
             wal, self._wal = self._wal, None
-            await asyncio.get_running_loop().run_in_executor(self._disk, wal.close)
+            await asyncio.get_running_loop().run_in_executor(self._disk, self._locked, wal.close)
             for transport, node_log in list(_NODE_LOGS.items()):
                 if node_log is self:
                     del _NODE_LOGS[transport]
@@ -540,9 +596,13 @@ class GroupLog:
         self._closing = False
         self._leader_seen: tuple[NodeId, int] | None = None  # (leader, tick heard)
         self._leader_commit_seen = 0
+        # When a message of each member last arrived (time.monotonic()): how fresh this
+        # member's view of the group is (`staleness_seconds`).
+        self._heard_at: dict[NodeId, float] = {}
         self._snapshot_slot_at_rewrite = 0
         self._leader_changed = asyncio.Event()
         self._advanced = asyncio.Event()  # set after every Ready the driver completes
+        self._round_waiters: list[asyncio.Future[None]] = []  # woken then, too
         self._last_leader: NodeId | None = None
         # Counters for metrics and tests.
         self.persist_count = 0  # fsyncs of the group log
@@ -700,13 +760,15 @@ class GroupLog:
             remaining = deadline - loop.time()
             if remaining <= 0 or not self.is_leader:
                 return False
-            self._advanced.clear()
+            # Woken after the driver's next Ready, or at the next tick (the lease may start
+            # to hold with time alone): a future and a timer, no task per wait.
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._round_waiters.append(waiter)
+            timer = loop.call_later(min(remaining, self._options.tick_seconds), _wake, waiter)
             try:
-                await asyncio.wait_for(
-                    self._advanced.wait(), min(remaining, self._options.tick_seconds)
-                )
-            except TimeoutError:
-                pass
+                await waiter
+            finally:
+                timer.cancel()
 
     def campaign(self) -> bool:
         """Start an election now, skipping the "do you still hear the leader?" pre-check:
@@ -759,6 +821,30 @@ class GroupLog:
             return 0
         head = max(self._leader_commit_seen, int(replica.commit_slot))
         return max(0, head - int(replica.applied_slot))
+
+    def staleness_seconds(self) -> float | None:
+        """How old this member's knowledge of the group's progress may be: on a follower, the
+        time since it last heard from the leader (whose messages carry the commit point
+        `lag` counts from); on the leader, the time since a phase-2 quorum of the governing
+        configuration (itself included) was last heard from, since a leader cut off from its
+        peers may already have been replaced. None when it never heard from them."""
+        replica = self._replica
+        if replica is None:
+            return None
+        now = time.monotonic()
+        if replica.is_leader:
+            config = replica.config
+            heard = self._heard_at
+            ages = sorted(
+                0.0 if member == self._node_id else now - heard.get(member, -math.inf)
+                for member in config.node_ids
+            )
+            age = ages[config.q2 - 1]
+            return None if math.isinf(age) else age
+        leader = replica.leader_hint
+        if leader is None or leader not in self._heard_at:
+            return None
+        return now - self._heard_at[leader]
 
     def status(self) -> dict[str, Any]:
         replica = self._replica
@@ -851,6 +937,7 @@ class GroupLog:
                 msg.src,
             )
             return
+        self._heard_at[msg.src] = time.monotonic()
         self._deliver_ticks()
         snapshot = msg.snapshot if isinstance(msg, InstallSnapshot | Promise) else None
         if snapshot is not None:
@@ -904,6 +991,10 @@ class GroupLog:
                 self._send(rd.send_after_persist)
                 replica.advance(rd)
                 self._advanced.set()
+                if self._round_waiters:
+                    waiters, self._round_waiters = self._round_waiters, []
+                    for waiter in waiters:
+                        _wake(waiter)
                 if rd.snapshot_suggested:
                     self._take_snapshot(replica)
                 if any(isinstance(r, SnapshotRecord) for r in rd.persist):

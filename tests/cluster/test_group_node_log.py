@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from keeldb.cluster.group import (
+    NODE_LOG_SYNC_ENV,
     GroupLog,
     GroupOptions,
     NodeLog,
@@ -171,8 +172,11 @@ def test_a_torn_rewrite_of_one_group_keeps_its_history_and_the_other_groups(
 
 
 def test_records_are_reported_durable_only_after_the_fsync_covering_them(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The disk thread does the rounds here, so that the test can hold one back.
+    monkeypatch.setenv(NODE_LOG_SYNC_ENV, "thread")
+
     async def body() -> None:
         transport = Transport("node1", "127.0.0.1", 0, SECRET)
         node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
@@ -208,6 +212,55 @@ def test_records_are_reported_durable_only_after_the_fsync_covering_them(
             "p0": [_accept(1, b"a"), _accept(2, b"a")],
             "p1": [_accept(1, b"b")],
         }
+        reopened.close()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+def test_a_round_is_fsynced_on_the_loop_thread_unless_the_files_are_busy(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        transport = Transport("node1", "127.0.0.1", 0, SECRET)
+        node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
+        tokens = tmp_path / "groups"
+        assert await node_log.open_member("p0", tokens / "p0" / "log" / MEMBER_TOKEN_FILE) == []
+        wal = node_log.wal
+        assert wal is not None
+        threads: list[int] = []
+        real_append = wal.append
+
+        def noting_append(batch: list) -> None:
+            threads.append(threading.get_ident())
+            real_append(batch)
+
+        wal.append = noting_append  # type: ignore[method-assign]
+        await node_log.append("p0", [_accept(1, b"a")])
+        assert threads == [threading.get_ident()]  # the loop's own thread
+        assert node_log.inline_flushes == 1
+        # A rewrite holds the files in the disk thread: the next round waits for it there
+        # instead of blocking the loop.
+        release = threading.Event()
+        held = threading.Event()
+
+        def hold_files() -> None:
+            with node_log._files_lock:
+                held.set()
+                release.wait(10)
+
+        holder = asyncio.get_running_loop().run_in_executor(None, hold_files)
+        await asyncio.get_running_loop().run_in_executor(None, held.wait, 10)
+        second = asyncio.ensure_future(node_log.append("p0", [_accept(2, b"a")]))
+        await asyncio.sleep(0.1)
+        assert not second.done()  # the loop went on; the round waits for the files
+        release.set()
+        await asyncio.wait_for(second, 10)
+        await holder
+        assert len(threads) == 2 and threads[1] != threading.get_ident()
+        assert node_log.inline_flushes == 1 and node_log.flush_count == 2
+        await node_log.close_member("p0")
+        reopened = NodeWal(tmp_path / "node-log")
+        assert _open(reopened, tmp_path, "p0") == {"p0": [_accept(1, b"a"), _accept(2, b"a")]}
         reopened.close()
 
     asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
