@@ -55,9 +55,11 @@ def register(commands: Any) -> None:
     up.add_argument("--credentials", type=Path, metavar="FILE", help="passed to every node's serve")
     up.add_argument(
         "--follower-reads",
-        action="store_true",
-        help="let a router answer eventually consistent reads from its own replica "
-        "(they may miss the latest writes, as DynamoDB's may)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let a router answer eventually consistent reads from its own replica while it "
+        "is up to date enough (they may miss the latest writes, as DynamoDB's may); "
+        "--no-follower-reads sends them to the leader (default: on)",
     )
     up.add_argument(
         "--replace-after",
@@ -253,8 +255,8 @@ def run_up(args: argparse.Namespace) -> int:
     except topology.TopologyError as error:
         print(f"keeldb: {error}", file=sys.stderr)
         return 2
-    if args.follower_reads:
-        spec.extra["follower_reads"] = True
+    if not args.follower_reads:
+        spec.extra["follower_reads"] = False
     if args.replace_after is not None:
         if args.replace_after <= 0:
             print("keeldb: --replace-after must be positive", file=sys.stderr)

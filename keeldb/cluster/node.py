@@ -241,7 +241,7 @@ class ClusterNode:
             is_connected=lambda n: self.transport.is_connected(transport_name(n)),
             region=self.config.region,
             endpoint_address=f"{address}:{self.me.api_port}",
-            follower_reads=bool(self.spec.extra.get("follower_reads", False)),
+            follower_reads=bool(self.spec.extra.get("follower_reads", True)),
         )
         server = ApiServer(
             self.router.dispatch,

@@ -2,8 +2,9 @@
 
 Owns the shapes of the requests a router sends over the transport ("kv.op" for a
 partition's operation, "kv.catalog" for the metadata group, "kv.sync", "kv.tables",
-"kv.status") and of their answers, and the translation of a storage node's DynamoDB error
-back into the same error at the router, so that the client sees what a single node answers.
+"kv.status"; and "kv.lead", from one storage node to another) and of their answers, and
+the translation of a storage node's DynamoDB error back into the same error at the router,
+so that the client sees what a single node answers.
 
 Answers are small lists: ["ok", body], ["error", error_body, status], ["redirect", node or
 None] (not the leader, nothing done), ["wrong_partition"] (the key belongs elsewhere, nothing
@@ -27,6 +28,7 @@ CHANNEL_SYNC = "kv.sync"
 CHANNEL_TABLES = "kv.tables"
 CHANNEL_STATUS = "kv.status"
 CHANNEL_TXN = "kv.txn"  # a step of a transaction across partitions, or of its ledger
+CHANNEL_LEAD = "kv.lead"  # a group's leader asks another member to take the leadership
 
 OK = "ok"
 ERROR = "error"

@@ -115,7 +115,7 @@ class Router:
         is_connected: Callable[[int], bool],
         region: str,
         endpoint_address: str,
-        follower_reads: bool = False,
+        follower_reads: bool = True,
     ) -> None:
         self.node_id = node_id
         self.ring = ring
@@ -123,10 +123,14 @@ class Router:
         self._call = call
         self._is_connected = is_connected
         self.endpoint_address = endpoint_address
-        # Whether eventually consistent reads prefer this node's own replica (less traffic,
-        # but a follower may miss writes of the last heartbeat); otherwise the leader serves
-        # them when it can, so that clients read their writes as on a single node, and a
-        # follower only when the leader cannot be reached.
+        # Whether eventually consistent reads prefer this node's own replica, as DynamoDB's
+        # may be served by any of a partition's copies: no network hop, and the leader's
+        # work is left to writes. The replica answers only while it is up to date enough
+        # (`StorageService.may_read_eventually`: within 64 entries of the commit point it
+        # knows, heard from its group within a second) and otherwise sends the router on
+        # to the leader. Off, the leader serves them when it can, so that clients read
+        # their writes as on a single node, and a follower only when the leader cannot be
+        # reached.
         self.follower_reads = follower_reads
         if BUGGIFY_STALE_READS:
             log.warning("%s is set: strong reads may be stale", BUGGIFY_STALE_READS_ENV)

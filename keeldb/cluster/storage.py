@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from keeldb.cluster import catalog_sync, keyroute
 from keeldb.cluster.placement import META_GROUP, GroupPlacement, partition_group
 from keeldb.cluster.protocol import (
     CHANNEL_CATALOG,
+    CHANNEL_LEAD,
     CHANNEL_OP,
     CHANNEL_STATUS,
     CHANNEL_SYNC,
@@ -63,17 +65,41 @@ log = logging.getLogger("keeldb.cluster.storage")
 # How long a new leader's request waits for its lease (the lease wait after an election,
 # docs/consensus.md "Leases") before the router is told to try again.
 LEASE_WAIT_SECONDS_MAX = 3.0
-LEASE_POLL_SECONDS = 0.005
-# An eventually consistent read is served by a follower only if its log is at most this
-# many entries behind what it knows to be chosen; otherwise it goes to the leader.
+# An eventually consistent read is served by a replica other than the leader only if its log
+# is at most this many entries behind what it knows to be chosen ...
 EVENTUAL_LAG_ENTRIES_MAX = 64
+# ... and only if what it knows is this fresh: a follower heard from the leader, a leader
+# from a phase-2 quorum of its group, within this long (`GroupLog.staleness_seconds`). So a
+# replica cut off from its group stops answering eventually consistent reads within a second
+# instead of serving ever older data; the leader heartbeats every 100 ms. DynamoDB says an
+# eventually consistent read "might not reflect the results of a recently completed write"
+# and that consistency across copies "is usually reached within a second".
+EVENTUAL_STALENESS_SECONDS_MAX = 1.0
+# Deliberately broken variants, for the tests that prove their checks catch stale reads:
+# eventually consistent reads served by any replica however far behind (and the router's own
+# stale-read variant, which needs its cut-off replica to answer). Read once at import.
+BUGGIFY_LAGGING_READS_ENV = "KEELDB_BUGGIFY_LAGGING_READS"
+BUGGIFY_LAGGING_READS = (
+    os.environ.get(BUGGIFY_LAGGING_READS_ENV) == "1"
+    or os.environ.get("KEELDB_BUGGIFY_STALE_READS") == "1"
+)
 # How often the metadata leader checks that every partition has the newest catalog, and
 # each partition leader that its index builds run.
 MAINTENANCE_SECONDS = 0.5
-# A node that placement prefers as a group's leader, and that is caught up, takes the
-# leadership back this long after it last tried, so that leaders spread over the nodes again
-# after a failover (the election costs the group about one lease wait of writes).
-REBALANCE_SECONDS = 3.0
+# Leaders follow the workload (as CockroachDB's load-based lease placement does): a group's
+# leader counts, per window, which node's router sent the requests it served. When one node
+# sent at least LOAD_SHARE_MIN of at least LOAD_REQUESTS_MIN requests, the leadership moves
+# to that node's replica, so its router reaches the leader without the network. When the
+# traffic is even (no node above EVEN_SHARE_MAX), or the group is idle and its leadership was
+# not placed by load, it goes back to the node placement prefers, so leaders spread over the
+# nodes again (also after a failover). A group moves at most once per MOVE_SECONDS_MIN, and
+# each move costs its writes about one lease wait (the new leader waits out the old lease).
+LOAD_WINDOW_SECONDS = 2.0
+LOAD_REQUESTS_MIN = 40
+LOAD_SHARE_MIN = 0.7
+EVEN_SHARE_MAX = 0.5
+MOVE_SECONDS_MIN = 5.0
+LEAD_CALL_SECONDS = 1.0  # one "take the leadership" request to another member
 SYNC_CALL_SECONDS = 2.0  # one catalog sync proposal on a partition leader
 CATALOG_SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
 # Transaction steps a router may send again when their outcome is unknown (idempotent).
@@ -101,6 +127,13 @@ class Replica:
 def campaign(group_log: Any) -> None:
     """Ask the group driver to start an election with this member as candidate."""
     group_log.campaign()
+
+
+def transport_name_of(node_id: int) -> str:
+    """A node's name on the transport ("node3")."""
+    from keeldb.cluster.group import member_name
+
+    return member_name(node_id)
 
 
 def node_number(name: str | None) -> int | None:
@@ -137,7 +170,16 @@ class StorageService:
         # metadata leader (forgotten when leadership moves: a new leader syncs again).
         self._synced: dict[str, int] = {}
         self._maintenance: asyncio.Task[None] | None = None
-        self._campaigned_at: dict[str, float] = {}
+        # Leadership placement (see LOAD_WINDOW_SECONDS): requests served as leader in the
+        # current window, per group and sending node; when the window started; when this
+        # node last moved or took each group's leadership; the groups it leads because their
+        # traffic came from here; the "take the leadership" requests in flight.
+        self._origins: dict[str, dict[str, int]] = {}
+        self._window_started = -math.inf
+        self._moved_at: dict[str, float] = {}
+        self._load_placed: set[str] = set()
+        self._moves: set[asyncio.Task[None]] = set()
+        self.stats = {"leadership_moves": 0, "leadership_taken": 0}
         # What this service answers, by transport channel (calls to this node's own storage
         # service skip the network and go straight here).
         self.handlers: dict[str, Callable[[str, Any], Awaitable[list[Any]]]] = {
@@ -147,6 +189,7 @@ class StorageService:
             CHANNEL_TABLES: self.on_tables,
             CHANNEL_STATUS: self.on_status,
             CHANNEL_TXN: self.on_txn,
+            CHANNEL_LEAD: self.on_lead,
         }
         # The partition leaders as the transaction coordinator reaches them (set by the node,
         # which owns the router that implements them).
@@ -230,6 +273,8 @@ class StorageService:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+        for task in list(self._moves):
+            task.cancel()
         for replica in self.replicas.values():
             if replica.ttl is not None:
                 await replica.ttl.stop()
@@ -245,15 +290,20 @@ class StorageService:
 
     async def _leased(self, replica: Replica) -> list[Any] | None:
         """None when this replica may serve leader work now; otherwise the answer to send."""
-        deadline = asyncio.get_running_loop().time() + LEASE_WAIT_SECONDS_MAX
-        while True:
-            if not replica.log.is_leader:
-                return [REDIRECT, replica.leader()]
-            if replica.log.read_lease():
-                return None
-            if asyncio.get_running_loop().time() >= deadline:
-                return [UNAVAILABLE, "the leader has no lease yet"]
-            await asyncio.sleep(LEASE_POLL_SECONDS)
+        group_log = replica.log
+        if group_log.read_lease():
+            return None
+        if not group_log.is_leader:
+            return [REDIRECT, replica.leader()]
+        # A leader refuses lease work between learning that entries are chosen and the end
+        # of the Ready that applies them (under steady writes, much of the time), and while
+        # a new leader waits out the old lease: wait for the driver's next round rather
+        # than poll, so the request goes on as soon as the lease holds.
+        if await group_log.wait_read_lease(LEASE_WAIT_SECONDS_MAX):
+            return None
+        if not group_log.is_leader:
+            return [REDIRECT, replica.leader()]
+        return [UNAVAILABLE, "the leader has no lease yet"]
 
     async def leased(self, replica: Replica) -> list[Any] | None:
         """None when this replica may serve leader work now; otherwise the answer to send."""
@@ -265,7 +315,6 @@ class StorageService:
     # --- kv.op ---------------------------------------------------------------------------
 
     async def on_op(self, sender: str, payload: Any) -> list[Any]:
-        del sender
         group_id: str = payload["g"]
         op: str = payload["op"]
         body: dict[str, Any] = payload["body"]
@@ -274,19 +323,16 @@ class StorageService:
             return [REDIRECT, None]
         db = replica.database
         if payload["mode"] == MODE_EVENTUAL:
-            # Any replica close enough to the leader may answer; the leader always may (it
-            # has applied everything it acknowledged, lease or not). A log replica, one
-            # still being rebuilt, or one whose membership is not confirmed may not.
-            if not replica.log.is_leader and (
-                replica.log.lag() > EVENTUAL_LAG_ENTRIES_MAX
-                or replica.group_id not in self.serving_groups
-                or replica.log.replica.log_only
-            ):
+            if not self.may_read_eventually(replica):
                 return [REDIRECT, replica.leader()]
         else:
             refused = await self._leased(replica)
             if refused is not None:
                 return refused
+            origins = self._origins.get(group_id)
+            if origins is None:
+                origins = self._origins[group_id] = {}
+            origins[sender] = origins.get(sender, 0) + 1
         expected: dict[str, str | None] = payload.get("tables") or {}
         for name, table_id in expected.items():
             table = catalog.find_table(db, name)
@@ -297,6 +343,24 @@ class StorageService:
                 if partition != replica.partition:
                     return [WRONG_PARTITION]
         return await self._run(replica, op, body)
+
+    def may_read_eventually(self, replica: Replica) -> bool:
+        """Whether this replica may answer an eventually consistent read now: its view of
+        the group is fresh (EVENTUAL_STALENESS_SECONDS_MAX) and, unless it leads, it lags
+        the commit point it knows by at most EVENTUAL_LAG_ENTRIES_MAX entries (the leader
+        has applied everything it acknowledged). A log replica, one still being rebuilt, or
+        one whose membership the metadata leader has not confirmed never answers."""
+        group_log = replica.log
+        if BUGGIFY_LAGGING_READS:
+            return True
+        if not group_log.is_leader and (
+            replica.group_id not in self.serving_groups or group_log.replica.log_only
+        ):
+            return False
+        if group_log.lag() > EVENTUAL_LAG_ENTRIES_MAX:
+            return False
+        staleness = group_log.staleness_seconds()
+        return staleness is not None and staleness <= EVENTUAL_STALENESS_SECONDS_MAX
 
     async def _run(self, replica: Replica, op: str, body: dict[str, Any]) -> list[Any]:
         from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
@@ -491,21 +555,7 @@ class StorageService:
                     )
             else:
                 self._synced.clear()
-        now = asyncio.get_running_loop().time()
-        for replica in self.replicas.values():
-            group_log = replica.log
-            if (
-                self.placements[replica.group_id].preferred_leader == self.node_id
-                and not group_log.is_leader
-                and not group_log.replica.log_only
-                and group_log.leader_hint is not None
-                and group_log.lag() == 0
-                and now - self._campaigned_at.get(replica.group_id, -REBALANCE_SECONDS)
-                >= REBALANCE_SECONDS
-            ):
-                self._campaigned_at[replica.group_id] = now
-                log.info("taking back the leadership of %s", replica.group_id)
-                campaign(group_log)
+        self._place_leaders(asyncio.get_running_loop().time())
         for replica in self.replicas.values():
             if replica.partition is None:
                 continue
@@ -520,6 +570,89 @@ class StorageService:
             elif not leading and replica.ttl is not None:
                 sweeper, replica.ttl = replica.ttl, None
                 await sweeper.stop()
+
+    # --- leadership placement -------------------------------------------------------------
+
+    def _place_leaders(self, now: float) -> None:
+        """Once per LOAD_WINDOW_SECONDS: for each group this node leads, ask the member the
+        window's traffic points to (or the preferred leader) to take the leadership."""
+        if now - self._window_started < LOAD_WINDOW_SECONDS:
+            return
+        self._window_started = now
+        origins, self._origins = self._origins, {}
+        me = transport_name_of(self.node_id)
+        for group_id, replica in self.replicas.items():
+            group_log = replica.log
+            if not group_log.is_leader:
+                self._load_placed.discard(group_id)
+                self._moved_at.pop(group_id, None)
+                continue
+            if group_id not in self._moved_at:
+                self._moved_at[group_id] = now  # leading since about now
+                continue
+            if now - self._moved_at[group_id] < MOVE_SECONDS_MIN:
+                continue
+            target = self._leader_wanted(group_id, origins.get(group_id, {}), me)
+            if target is None or not group_log.config.can_lead(NodeId(target)):
+                continue
+            self._moved_at[group_id] = now
+            task = asyncio.get_running_loop().create_task(self._ask_to_lead(target, group_id))
+            self._moves.add(task)
+            task.add_done_callback(self._moves.discard)
+
+    def _leader_wanted(self, group_id: str, counts: dict[str, int], me: str) -> int | None:
+        """The node that should lead `group_id` instead of this one, or None to stay."""
+        total = sum(counts.values())
+        top, top_count = max(counts.items(), key=lambda kv: (kv[1], kv[0]), default=(me, 0))
+        preferred = self.placements[group_id].preferred_leader
+        if total >= LOAD_REQUESTS_MIN and top_count >= LOAD_SHARE_MIN * total:
+            if top == me:
+                self._load_placed.add(group_id)
+                return None
+            if group_id == META_GROUP:
+                return None  # catalog traffic is light: the metadata leader stays put
+            return node_number(top)
+        even = total >= LOAD_REQUESTS_MIN and top_count <= EVEN_SHARE_MAX * total
+        idle = total < LOAD_REQUESTS_MIN and group_id not in self._load_placed
+        if (even or idle) and preferred != self.node_id:
+            return preferred
+        return None
+
+    async def _ask_to_lead(self, node: int, group_id: str) -> None:
+        try:
+            answer = await self.call(node, CHANNEL_LEAD, {"g": group_id}, LEAD_CALL_SECONDS)
+        except TransportError as error:
+            log.debug("asking node %s to lead %s failed: %r", node, group_id, error)
+            return
+        if answer[0] == OK and answer[1]:
+            self.stats["leadership_moves"] += 1
+            log.info("node %s takes the leadership of %s", node, group_id)
+
+    async def on_lead(self, sender: str, payload: Any) -> list[Any]:
+        """The group's leader asks this member to lead: it campaigns if it is a full,
+        caught-up member that hears the leader. The election is the group's usual one: the
+        new leader serves nothing until the old leader's lease has surely expired
+        (docs/consensus.md, "Leases"), and the old leader stops serving as soon as it sees
+        the higher ballot."""
+        replica = self.replicas.get(payload["g"])
+        if replica is None:
+            return [OK, False]
+        group_log = replica.log
+        if group_log.is_leader:
+            return [OK, True]
+        if (
+            group_log.replica.log_only
+            or group_log.lag() != 0
+            or group_log.leader_hint != sender
+            or not group_log.config.can_lead(NodeId(self.node_id))
+        ):
+            return [OK, False]
+        started = bool(group_log.campaign())
+        if started:
+            self.stats["leadership_taken"] += 1
+            self._load_placed.add(replica.group_id)
+            log.info("taking the leadership of %s, as %s asks", replica.group_id, sender)
+        return [OK, started]
 
     # --- status --------------------------------------------------------------------------
 

@@ -1,16 +1,18 @@
 """Fixtures for tests that run a real cluster of `keeldb serve` processes on loopback.
 
-- `cluster_factory(nodes=3, profile="standard", partitions=2) -> LocalCluster`: a cluster
-  started with the same code as `keeldb cluster up` (cluster file, secret, one process per
-  node, PIDs recorded), each node killed with the test process if it dies (PDEATHSIG), all
-  stopped by PID at the end of the test.
+- `cluster_factory(nodes=3, profile="standard", partitions=2, env=None, roles=None,
+  node_env=None) -> LocalCluster`: a cluster started with the same code as `keeldb cluster
+  up` (cluster file, secret, one process per node, PIDs recorded; `node_env` adds to the
+  environment of single nodes), each node killed with the test process if it dies
+  (PDEATHSIG), all stopped by PID at the end of the test.
 - `LocalCluster`: endpoints, `status()`, `leader_of(group)`, `kill(node)` (SIGKILL),
   `stop(node)` / `cont(node)` (SIGSTOP / SIGCONT), `restart(node)`, `fault(node, command)`
   (the node's transport fault switch), `client(node)` (boto3, no retries, short timeouts).
 - `History`: a recorder of single-key operations for the linearizability checker of
   `keeldb.consensus.sim.linearizability`, and `run_workload(...)`, client threads that
   write, compare-and-set and strongly read a few keys while a fault is injected, and also
-  write keys of their own that must all be present at the end if acknowledged.
+  write keys of their own that must all be present at the end if acknowledged (`after=`
+  continues an earlier run's history, e.g. through other routers).
 """
 
 from __future__ import annotations
@@ -71,11 +73,16 @@ def make_client(endpoint: str, **config: Any) -> Any:
 
 class LocalCluster:
     def __init__(
-        self, data_dir: Path, spec: topology.ClusterSpec, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        spec: topology.ClusterSpec,
+        env: dict[str, str] | None = None,
+        node_env: dict[int, dict[str, str]] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.spec = spec
         self.env = env or {}
+        self.node_env = node_env or {}  # extra environment of single nodes
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
@@ -89,7 +96,8 @@ class LocalCluster:
         return self.spec.node(node_id).zone
 
     def start(self, node_id: int) -> None:
-        self.processes[node_id] = _start_node(self.data_dir, node_id, self.env)
+        env = {**self.env, **self.node_env.get(node_id, {})}
+        self.processes[node_id] = _start_node(self.data_dir, node_id, env)
 
     def wait_serving(self, node_ids: list[int] | None = None) -> None:
         cluster_cli.wait_serving(self.spec, node_ids, START_SECONDS_MAX)
@@ -206,6 +214,7 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
         partitions: int = 2,
         env: dict[str, str] | None = None,
         roles: dict[int, str] | None = None,
+        node_env: dict[int, dict[str, str]] | None = None,
     ) -> LocalCluster:
         data_dir = tmp_path / f"cluster{len(made)}"
         data_dir.mkdir()
@@ -221,7 +230,7 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
             spec.validate()
         topology.write_secret(data_dir / "secret")
         topology.save(spec, data_dir / topology.CLUSTER_FILE_NAME)
-        cluster = LocalCluster(data_dir, spec, env)
+        cluster = LocalCluster(data_dir, spec, env, node_env)
         made.append(cluster)
         for node in spec.nodes:
             cluster.start(node.node_id)
@@ -295,12 +304,16 @@ def run_workload(
     during: Callable[[], None] | None = None,
     table: str = TABLE,
     readers: list[str] = (),  # type: ignore[assignment]
+    after: WorkloadResult | None = None,
 ) -> WorkloadResult:
     """`clients` threads, spread over `endpoints`, each in a loop: a strong read, a put or a
     compare-and-set on one of a few registers, and a put of a key of its own; `during`
-    runs in the calling thread meanwhile (the fault)."""
-    history = History()
-    result = WorkloadResult(history, set(), set(), [])
+    runs in the calling thread meanwhile (the fault). With `after`, the workload continues
+    that earlier one: the same history and own keys, new client numbers and values."""
+    history = after.history if after is not None else History()
+    result = after if after is not None else WorkloadResult(history, set(), set(), [])
+    # Client numbers (they name values and own keys) never repeat across continued runs.
+    first = 1 + max((op.client for op in history.ops), default=-1)
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -401,9 +414,11 @@ def run_workload(
                 result.acknowledged.add(own)
                 result.write_times.append(time.monotonic())
 
-    threads = [threading.Thread(target=client_loop, args=(n,), daemon=True) for n in range(clients)]
+    threads = [
+        threading.Thread(target=client_loop, args=(first + n,), daemon=True) for n in range(clients)
+    ]
     threads += [
-        threading.Thread(target=reader_loop, args=(clients + i, endpoint), daemon=True)
+        threading.Thread(target=reader_loop, args=(first + clients + i, endpoint), daemon=True)
         for i, endpoint in enumerate(readers)
     ]
     for thread in threads:

@@ -199,8 +199,11 @@ def test_a_node_that_comes_back_catches_up_and_leads_again(cluster_factory: Any)
     )
     cluster.kill(victim)
     written = [f"k{i}" for i in range(40)]
-    for key in written:
-        client.put_item(TableName="back", Item={"pk": {"S": key}})
+    # Through both routers in turn: even traffic, so no leadership is placed by load (which
+    # would keep it where the traffic comes from instead of giving it back).
+    writers = [client, cluster.client(others[1])]
+    for i, key in enumerate(written):
+        writers[i % 2].put_item(TableName="back", Item={"pk": {"S": key}})
     cluster.restart(victim)
     cluster.wait_serving([victim])
     # Caught up: its replicas have applied what the leaders applied.

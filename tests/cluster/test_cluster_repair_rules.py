@@ -144,6 +144,9 @@ class _FollowerLog:
     def lag(self) -> int:
         return 0
 
+    def staleness_seconds(self) -> float:
+        return 0.0  # heard from the leader just now
+
 
 def _storage_with(log_only: bool) -> tuple[StorageService, dict[str, Any]]:
     spec = _spec(3)
