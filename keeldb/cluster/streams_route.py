@@ -2,8 +2,10 @@
 
 Every partition replica's `Database` writes the stream records of its own items
 (`keeldb.engine.streams.item_written`), so a table's stream has one shard lineage per
-partition, as DynamoDB's shards follow its partitions. A partition's lineage starts with its
-first record of the stream (the descriptor is written with that record). This module owns:
+partition, as DynamoDB's shards follow its partitions. A partition's lineage starts when the
+catalog sync that tells it of the stream is applied (`keeldb.engine.streams.partition_synced`,
+called by `keeldb.cluster.catalog_sync`), so every partition lists an open shard from the
+moment the stream is enabled. This module owns:
 
 - the names that make shards, records and iterators unique across partitions
   (`PartitionNaming`): a ShardId is the partition's own shard id with its last eight hex
