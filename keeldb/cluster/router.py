@@ -136,6 +136,12 @@ class Router:
             log.warning("%s is set: strong reads may be stale", BUGGIFY_STALE_READS_ENV)
             self.follower_reads = True
         self.leaders: dict[str, int] = {g: p.preferred_leader for g, p in placements.items()}
+        # Per group, the highest log position a leader's answer to this router was at (its
+        # applied LSN after a write or a strong read). An eventually consistent read carries
+        # it, and a replica that has not applied that far sends it to the leader: so the
+        # clients of one router read their own writes and never see time go backwards, as on
+        # a single node, while reads of data written elsewhere stay local.
+        self.seen: dict[str, int] = {}
         # The catalog as last read from the metadata group, in a database of its own.
         self.cache = Database(MemoryStore(), region=region)
         self._cache_lsn = itertools.count(1)
@@ -159,6 +165,8 @@ class Router:
         Reroute, or InternalServerError when the budget runs out."""
         loop = asyncio.get_running_loop()
         candidates = self._candidates(group_id, mode)
+        if mode == MODE_EVENTUAL:
+            payload["seen"] = self.seen.get(group_id, 0)
         node = candidates[0]
         position = 0
         for _attempt in range(ATTEMPTS_MAX):
@@ -178,6 +186,7 @@ class Router:
             if kind == OK:
                 if mode != MODE_EVENTUAL:
                     self.leaders[group_id] = node
+                    self._note_seen(group_id, answer)
                 return answer[1]
             if kind == ERROR:
                 if mode != MODE_EVENTUAL:
@@ -200,6 +209,10 @@ class Router:
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
         self.stats["failures"] += 1
         raise InternalServerError(INTERNAL_MESSAGE)
+
+    def _note_seen(self, group_id: str, answer: list[Any]) -> None:
+        if len(answer) > 2 and answer[2] > self.seen.get(group_id, 0):
+            self.seen[group_id] = answer[2]
 
     async def _call_node(
         self, node: int, channel: str, payload: dict[str, Any], timeout: float, mode: str

@@ -323,7 +323,10 @@ class StorageService:
             return [REDIRECT, None]
         db = replica.database
         if payload["mode"] == MODE_EVENTUAL:
-            if not self.may_read_eventually(replica):
+            if not self.may_read_eventually(replica) or (
+                replica.store.applied_lsn() < payload.get("seen", 0) and not replica.log.is_leader
+            ):
+                # Too far behind, or behind what the router's clients have seen already.
                 return [REDIRECT, replica.leader()]
         else:
             refused = await self._leased(replica)
@@ -366,7 +369,7 @@ class StorageService:
         from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
 
         try:
-            return [OK, await replica.database.dispatch(op, body)]
+            result = await replica.database.dispatch(op, body)
         except ClientError as error:
             return error_answer(error)
         except NotLeader as error:
@@ -379,6 +382,9 @@ class StorageService:
             # The record may still be chosen: the outcome is unknown, so it is not retried.
             log.warning("%s on %s: outcome unknown: %s", op, replica.group_id, error)
             return error_answer(InternalServerError("Internal server error"))
+        # The log position the answer reflects (this replica applied its own write before
+        # answering): routers keep the highest they saw (`Router.seen`).
+        return [OK, result, replica.store.applied_lsn()]
 
     # --- metadata ------------------------------------------------------------------------
 
@@ -527,7 +533,7 @@ class StorageService:
                 return [UNAVAILABLE, f"{step} outcome unknown: {error}"]
             log.warning("transaction %s on %s: outcome unknown: %s", step, replica.group_id, error)
             return error_answer(InternalServerError("Internal server error"))
-        return [OK, result]
+        return [OK, result, replica.store.applied_lsn()]
 
     # --- background ----------------------------------------------------------------------
 

@@ -87,13 +87,14 @@ def _service(
     return service
 
 
-def _eventual_read(service: StorageService) -> list[Any]:
+def _eventual_read(service: StorageService, seen: int = 0) -> list[Any]:
     payload = {
         "g": "p0",
         "op": "GetItem",
         "mode": MODE_EVENTUAL,
         "body": {"TableName": "nothing", "Key": {"pk": {"S": "a"}}},
         "check": False,
+        "seen": seen,
     }
     return asyncio.run(service.on_op("node9", payload))
 
@@ -129,6 +130,16 @@ def test_the_freshness_check_catches_replicas_that_serve_however_far_behind(
     monkeypatch.setattr(storage_module, "BUGGIFY_LAGGING_READS", True)
     with pytest.raises(AssertionError):
         _assert_refuses_stale_replicas()
+
+
+def test_a_replica_behind_what_the_router_has_seen_sends_the_read_to_the_leader() -> None:
+    # The router's clients saw position 5 (their own write, say); this follower applied 0.
+    follower = _service(_FakeLog(lag=0, staleness=0.05))
+    assert follower.replicas["p0"].store.applied_lsn() < 5
+    assert _eventual_read(follower, seen=5) == [REDIRECT, 2]
+    assert _served(_eventual_read(follower, seen=0))
+    # The leader has applied everything it answered: it serves.
+    assert _served(_eventual_read(_service(_FakeLog(leader=True, staleness=0.0)), seen=5))
 
 
 # --- where leadership goes -----------------------------------------------------------------
