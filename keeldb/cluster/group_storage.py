@@ -229,6 +229,8 @@ class NodeWal:
         # NODE_LOG_SEGMENTS_SOFT_MAX segments; recomputed when the segment count changes.
         self._pinning: frozenset[str] = frozenset()
         self._segments_seen = 0
+        self._segment_bytes = segment_bytes
+        self._bytes_unchecked = 0  # appended since the segments were last looked at
         self.fsync_count = 0
 
     @property
@@ -307,9 +309,14 @@ class NodeWal:
         self.fsync_count += 1
         for group_id, count in counts.items():
             self._records_since_base[group_id] = self._records_since_base.get(group_id, 0) + count
-        self._note_segments()
+        # A new segment starts only after a segment's worth of bytes: look for one (listing
+        # the segments costs a path per segment) once a quarter of that has been written.
+        self._bytes_unchecked += sum(len(p) for p in payloads)
+        if self._bytes_unchecked >= self._segment_bytes // 4:
+            self._note_segments()
 
     def _note_segments(self) -> None:
+        self._bytes_unchecked = 0
         segments = self._wal.segment_paths()
         if len(segments) == self._segments_seen:
             return
