@@ -1,0 +1,157 @@
+"""The durable write path in one process, without HTTP: CPU per write and per group commit.
+
+Runs the engine (`Database.dispatch` with JSON decoding and encoding) over the node's real
+log (`LocalLog`: WAL segments, fsync per group, the disk thread) and LMDB store in a
+temporary directory, with `--writers` concurrent writers (so groups of about that many
+records), and reports CPU (`time.process_time`: every thread of the process, the disk
+thread's system calls included) and wall time per PutItem and per UpdateItem of one field,
+and records per group commit. `--log memory` swaps the log for one that commits at once,
+which isolates the engine; `--bare` appends 1.3 KB records to the log with a trivial
+apply, which isolates the group commit. Run it from the tree to measure (PYTHONPATH), and
+compare trees or settings alternately in one sitting: the figures move with the host's load.
+
+    python -m benchmarks.write_path --writers 4 --records 3000
+    python -m benchmarks.write_path --bare --writers 1 --sync-mode inline
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from keeldb.engine.database import Database
+from keeldb.storage.lmdb_store import LmdbStore
+from keeldb.storage.memory import MemoryLog
+from keeldb.storage.replog import LocalLog
+
+TABLE = "usertable"
+FIELDS = 10  # the YCSB record of the side-by-side runs: ten fields of 100 characters
+FIELD_CHARACTERS = 100
+
+
+def record(i: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"YCSB_KEY": {"S": f"user{i}"}}
+    for field in range(FIELDS):
+        item[f"field{field}"] = {"S": "x" * FIELD_CHARACTERS}
+    return item
+
+
+async def open_log(args: argparse.Namespace, directory: Path, store: LmdbStore, apply: Any) -> Any:
+    if args.log == "memory":
+        return MemoryLog(apply, start_lsn=store.applied_lsn())
+    options: dict[str, Any] = {}
+    if args.sync_mode is not None:
+        options["sync_mode"] = args.sync_mode
+    if args.preallocate_bytes is not None:
+        options["preallocate_bytes"] = args.preallocate_bytes
+    return await LocalLog.open(directory / "wal", store, apply, **options)
+
+
+async def timed(log: Any, writers: int, bodies: list[Any], run: Any) -> tuple[float, float, float]:
+    """(CPU µs, wall µs per operation, records per group) of `run` over `bodies`."""
+    groups_before = getattr(log, "fsync_count", 0)
+
+    async def writer(first: int) -> None:
+        for body in bodies[first::writers]:
+            await run(body)
+
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    await asyncio.gather(*(writer(i) for i in range(writers)))
+    cpu_us = (time.process_time() - cpu) / len(bodies) * 1e6
+    wall_us = (time.perf_counter() - wall) / len(bodies) * 1e6
+    groups = getattr(log, "fsync_count", 0) - groups_before
+    return cpu_us, wall_us, len(bodies) / groups if groups else float("nan")
+
+
+async def engine(args: argparse.Namespace, directory: Path) -> None:
+    store = LmdbStore(directory / "store")
+    db = Database(store)
+    log = await open_log(args, directory, store, db.apply)
+    db.attach_log(log)
+    await db.dispatch(
+        "CreateTable",
+        {
+            "TableName": TABLE,
+            "KeySchema": [{"AttributeName": "YCSB_KEY", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "YCSB_KEY", "AttributeType": "S"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        },
+    )
+    rng = random.Random(1)
+    count = args.records
+    puts = [orjson.dumps({"TableName": TABLE, "Item": record(i)}) for i in range(count)]
+    updates = [
+        orjson.dumps(
+            {
+                "TableName": TABLE,
+                "Key": {"YCSB_KEY": {"S": f"user{rng.randrange(count)}"}},
+                "UpdateExpression": "SET #f = :v",
+                "ExpressionAttributeNames": {"#f": "field3"},
+                "ExpressionAttributeValues": {":v": {"S": "y" * FIELD_CHARACTERS}},
+            }
+        )
+        for _ in range(count)
+    ]
+    for operation, bodies in (("PutItem", puts), ("UpdateItem", updates)):
+
+        async def run(body: bytes, operation: str = operation) -> None:
+            orjson.dumps(await db.dispatch(operation, orjson.loads(body)))
+
+        cpu_us, wall_us, per_group = await timed(log, args.writers, bodies, run)
+        print(
+            f"{operation}: {cpu_us:.1f} µs CPU, {wall_us:.1f} µs wall per operation; "
+            f"{per_group:.1f} records per group"
+        )
+    await log.close()
+    store.close()
+
+
+async def bare(args: argparse.Namespace, directory: Path) -> None:
+    store = LmdbStore(directory / "store")
+    keys = 5000
+
+    def apply(entries: Any) -> None:
+        for lsn, payload in entries:
+            store.write([(b"k%d" % (lsn % keys), payload)], [], applied_lsn=lsn)
+
+    log = await open_log(args, directory, store, apply)
+    payload = os.urandom(1300)  # about a PutItem's record of the YCSB item
+
+    async def run(_: object) -> None:
+        await log.append(payload)
+
+    cpu_us, wall_us, per_group = await timed(log, args.writers, [None] * args.records, run)
+    print(
+        f"append: {cpu_us:.1f} µs CPU, {wall_us:.1f} µs wall per record; "
+        f"{per_group:.1f} records per group, {cpu_us * per_group:.1f} µs CPU per group"
+    )
+    await log.close()
+    store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=3000)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--log", choices=("wal", "memory"), default="wal")
+    parser.add_argument("--bare", action="store_true", help="the log alone, no engine")
+    parser.add_argument("--sync-mode", choices=("thread", "inline"), default=None)
+    parser.add_argument("--preallocate-bytes", type=int, default=None)
+    args = parser.parse_args()
+    uvloop.install()
+    with tempfile.TemporaryDirectory(prefix="keeldb-write-path-") as name:
+        asyncio.run((bare if args.bare else engine)(args, Path(name)))
+
+
+if __name__ == "__main__":
+    main()
