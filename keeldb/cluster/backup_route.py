@@ -14,6 +14,10 @@ This module owns the cluster side of DynamoDB's backup API (docs/backup.md, "On 
   (step "op", with `ClusterBackupHooks` as the engine's `BackupHooks`), and the work on a
   table's items runs on each partition's leader (steps "window", "copy", "dump_at", "load",
   "export_part"), next to the data;
+- restores of any shape: a backup is found by its ARN under this cluster's prefix of the
+  store or another server's (a single node's, another cluster's), and every item a restore
+  loads is placed by this cluster's ring (`route_items`), whatever the hash ranges of the
+  part or partition it came from;
 - `attach(node)`: opens the cluster's backup store (shared by every node: `backup_dir`,
   `backup_s3` / `backup_s3_endpoint` in the cluster file, else `backups` next to the
   cluster file), answers the channel, serves the backup operations at the node's router, and
@@ -138,6 +142,13 @@ THREADS = 4  # worker threads for copies, rebuilds and uploads on one node
 BASE_DIR = "base"
 BASE_FILE = "base.json"
 RECORDS_FILE = "records.bin"
+# A deliberately broken restore, only for the test that proves its check catches one: a
+# target table whose name starts with this variable's value (never set in production) is
+# loaded part by part, each part as it is through one partition, without re-partitioning.
+RESTORE_AS_IS_FAULT_ENV = "KEELDB_FAULT_RESTORE_AS_IS"
+# Prefixes of the shared backup store under which other servers keep their backups: a single
+# node's (`nodes/NODE_ID/`) and other clusters' (`clusters/CLUSTER_ID/`).
+FOREIGN_PREFIXES = ("nodes/", "clusters/")
 FRAME_RECORD = 0  # [0, commit time, record bytes]
 FRAME_MARK = 1  # [1, store's applied LSN after the records before it]
 
@@ -403,6 +414,33 @@ def _items_of(database: Database, table_id: str) -> tuple[list[Any], int]:
         chunk, cursor = _read_items(database.store, cursor, end)
         items.extend(chunk)
     return items, sum(size for _, size in items)
+
+
+def _partition_of(replica: Any) -> int:
+    group_id: str = replica.group_id
+    assert group_id.startswith("p"), group_id
+    return int(group_id[1:])
+
+
+def route_items(ring: Any, table: Table, items: list[Any]) -> dict[int, list[Any]]:
+    """(item, size) pairs by the partition of `ring` that owns each item's partition key, in
+    their order. The source of a restore may have been cut into other hash ranges (a single
+    node's parts, a cluster with another number of partitions): each item is placed by the
+    target's ring, never by the part it came in."""
+    by_partition: dict[int, list[Any]] = {}
+    for item, size in items:
+        partition = keyroute.key_partition(ring, table, item)
+        if partition is None:
+            raise RuntimeError(
+                f"an item of the source has no valid partition key {table.hash_key.name!r}"
+            )
+        by_partition.setdefault(partition, []).append((item, size))
+    return by_partition
+
+
+def _as_is_fault(table: Table) -> bool:
+    prefix = os.environ.get(RESTORE_AS_IS_FAULT_ENV, "")
+    return prefix != "" and table.name.startswith(prefix)
 
 
 class ClusterBackupService:
@@ -673,12 +711,36 @@ class ClusterBackupService:
             items = await self._run(read_pitr)
         elif "backup" in payload:
             part = payload["backup"]
-            data = await self._run(get_verified, self.store, part["key"], part["sha256"])
-            items = [(item, size) for item, size in msgpack.unpackb(data, raw=False)]
+            store = self.store
+            if payload.get("prefix", self.store.prefix) != self.store.prefix:
+                store = PrefixedStore(self.store.base, payload["prefix"])  # another server's
+            data = await self._run(get_verified, store, part["key"], part["sha256"])
+            try:
+                items = [(item, size) for item, size in msgpack.unpackb(data, raw=False)]
+            except (ValueError, TypeError, msgpack.UnpackException) as error:
+                # A single node's part sealed with its table's data key (encryption at rest):
+                # a cluster holds no keyring to open it.
+                raise RuntimeError(f"backup part {part['key']} cannot be read: {error}") from None
         else:
             items = [(item, size) for item, size in payload["items"]]
-        for batch in ops.load_batches(items):
+        here = _partition_of(replica)
+        if payload.get("as_is"):
+            routed = {here: items}
+        else:
+            routed = route_items(self.node.ring, table, items)
+        forwarded = [
+            self.partition_step(
+                partition, {"do": "load", "table_id": table.table_id, "items": batch}
+            )
+            for partition, share in routed.items()
+            if partition != here
+            for batch in ops.load_batches(share)
+        ]
+        for batch in ops.load_batches(routed.get(here, [])):
             await ops.load_items(db, table, batch)
+        # The part's step answers once every item is in its partition: the table becomes
+        # ACTIVE only after every step answered.
+        await asyncio.gather(*forwarded)
         return {"items": len(items), "bytes": sum(size for _, size in items)}
 
     async def _export_part(self, archive: PartitionArchive | None, payload: dict[str, Any]) -> Any:
@@ -826,18 +888,31 @@ class ClusterBackupHooks:
                 log.exception("could not remove table %s after its load failed", table.name)
 
     async def _load_backup(self, table: Table, load: dict[str, Any]) -> list[Any]:
-        backup = await self.backup(load["backup_arn"])
-        if backup is None or backup["BackupStatus"] != "AVAILABLE":
+        found = await self._find_backup(load["backup_arn"])
+        if found is None or found[0]["BackupStatus"] != "AVAILABLE":
             raise RuntimeError(f"backup {load['backup_arn']} is not available")
+        backup, prefix = found
         parts = backup["parts"]
-        if len(parts) != len(self.service.partitions()):
-            raise RuntimeError("the backup was taken with another number of partitions")
+        partitions = len(self.service.partitions())
+        # Part N of a backup of this cluster holds partition N's hash range: it loads through
+        # partition N's leader with no item crossing the network. A backup of another shape
+        # (a single node's parts, another cluster's partitions) is re-partitioned as it
+        # loads: part N is read by partition N mod P's leader, which sends each item to the
+        # partition of this ring that owns it (route_items).
+        as_is = _as_is_fault(table)
         counts: list[Any] = await asyncio.gather(
             *(
                 self.service.partition_step(
-                    p, {"do": "load", "table_id": table.table_id, "backup": parts[p]}
+                    number % partitions,
+                    {
+                        "do": "load",
+                        "table_id": table.table_id,
+                        "backup": part,
+                        "prefix": prefix,
+                        "as_is": as_is,
+                    },
                 )
-                for p in self.service.partitions()
+                for number, part in enumerate(parts)
             )
         )
         return counts
@@ -1000,23 +1075,51 @@ class ClusterBackupHooks:
             backup["BackupStatus"] = "DELETED"
         await self._write(self._backup_key(arn), backup)
 
-    async def backup(self, arn: str) -> dict[str, Any] | None:
+    async def _find_backup(self, arn: str) -> tuple[dict[str, Any], str] | None:
+        """A backup and the prefix of the store it is kept under: this cluster's own, else
+        (found by its ARN) one of another server sharing the backup store, a single node or
+        another cluster, so that it can be restored here."""
         found = await self._read(self._backup_key(arn))
-        return found if found is not None and found["BackupArn"] == arn else None
+        if found is not None and found["BackupArn"] == arn:
+            return found, self.store.prefix
+        suffix = "/" + self._backup_key(arn)
+
+        def search() -> tuple[dict[str, Any], str] | None:
+            base = self.store.base
+            for owners in FOREIGN_PREFIXES:
+                for key in base.list(owners):
+                    if not key.endswith(suffix) or key.startswith(self.store.prefix):
+                        continue
+                    try:
+                        other: dict[str, Any] = json.loads(base.get(key))
+                    except ObjectMissingError:
+                        continue  # deleted meanwhile
+                    if other.get("BackupArn") == arn:
+                        return other, key[: -len(suffix) + 1]
+            return None
+
+        result: tuple[dict[str, Any], str] | None = await self.service._run(search)
+        return result
+
+    async def backup(self, arn: str) -> dict[str, Any] | None:
+        found = await self._find_backup(arn)
+        return None if found is None else found[0]
 
     async def list_backups(self) -> list[dict[str, Any]]:
         return await self._list(BACKUPS_PREFIX, "/backup.json")
 
     async def delete_backup(self, arn: str) -> dict[str, Any]:
-        backup = await self.backup(arn)
-        assert backup is not None
+        found = await self._find_backup(arn)
+        assert found is not None
+        backup, owner = found
+        store = PrefixedStore(self.store.base, owner)
 
         def delete() -> None:
             prefix = self._backup_key(arn).rsplit("/", 1)[0] + "/"
-            for key in self.store.list(prefix):
+            for key in store.list(prefix):
                 if key != self._backup_key(arn):
-                    self.store.delete(key)
-            self.store.delete(self._backup_key(arn))
+                    store.delete(key)
+            store.delete(self._backup_key(arn))
 
         await self.service._run(delete)
         return dict(backup, BackupStatus="DELETED")
