@@ -57,8 +57,11 @@ RECORD_BYTES_MAX = 16 * 1024 * 1024  # Payload limit: a transaction of 100 items
 # with before and after images fits in 80 MB, but DynamoDB caps a transaction at 4 MB of
 # request data, so 16 MiB leaves room for the images and refuses runaway records.
 PREALLOCATE_BYTES = 1024 * 1024  # With preallocation, how far past the last record a
-# segment is zeroed at a time: each step costs one fdatasync that also commits the file's
-# metadata, amortised over about 800 records of 1.3 KB.
+# segment is zeroed at a time, at most: each step costs one fdatasync that also commits the
+# file's metadata, amortised over about 800 records of 1.3 KB.
+PREALLOCATE_FIRST_BYTES = 64 * 1024  # ... and at first: a step zeroes as much as the segment
+# already holds, so that a segment sealed after a few records (the archive seals every few
+# seconds) has not had a whole PREALLOCATE_BYTES of zeroes written for it.
 _ZEROES = bytes(PREALLOCATE_BYTES)
 TAIL_SEARCH_LSNS = 64  # After a bad record, how many following LSNs are looked for to tell
 # a torn tail (nothing valid follows) from damage in the middle (a valid record follows).
@@ -591,7 +594,11 @@ class WriteAheadLog:
     def _zero_ahead(self, needed_end: int) -> None:
         """Zero the segment from the end of its zeroes to past `needed_end` (the end of the
         records about to be written), at most to the segment's size limit."""
-        end = max(needed_end, min(needed_end + self._preallocate_bytes, self.segment_bytes))
+        step = min(
+            self._preallocate_bytes,
+            max(PREALLOCATE_FIRST_BYTES, self._zeroed_end),
+        )
+        end = max(needed_end, min(needed_end + step, self.segment_bytes))
         position = self._zeroed_end
         while position < end:
             chunk = min(end - position, len(_ZEROES))

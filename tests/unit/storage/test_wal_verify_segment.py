@@ -40,6 +40,10 @@ def summary_by_reading(data: bytes, first_lsn: int | None) -> Any:
         records = [(lsn, time_us) for lsn, time_us, _ in read_segment(data, first_lsn)]
     except CorruptLogError:
         return "corrupt"
+    if not records:
+        # Cut right after the header: a segment without records (times unknown: 0).
+        assert first_lsn is not None
+        return (first_lsn, first_lsn - 1, 0, 0)
     return (records[0][0], records[-1][0], records[0][1], records[-1][1])
 
 
