@@ -8,6 +8,7 @@ import asyncio
 import re
 from typing import Any
 
+import msgpack
 import pytest
 
 from keeldb.cluster import catalog_sync, streams_route
@@ -429,3 +430,38 @@ def test_records_follow_the_shard_opened_at_the_sync_and_a_replayed_sync_keeps_t
     assert all(r.position > shard.opened for r in found)
     assert len(found) == 2
     assert after.shards == opened.shards
+
+
+def test_a_sync_replayed_after_a_crash_between_its_writes_opens_the_shard_once() -> None:
+    async def streamed_catalog() -> dict[str, Any]:
+        meta = open_database()
+        await meta.dispatch(
+            "CreateTable",
+            {
+                "TableName": "events",
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "BillingMode": "PAY_PER_REQUEST",
+                "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+            },
+        )
+        return catalog_sync.sync_record(
+            meta.store.applied_lsn(), catalog_sync.catalog_snapshot(meta)
+        )
+
+    record = asyncio.run(streamed_catalog())
+    partition = Database(MemoryStore())
+    lsn = 7
+    # The applier's first store write (its progress, at lsn - 1) was made, then the crash.
+    partition.store.write(
+        [(catalog_sync.SYNC_STATE_KEY, msgpack.packb([record["meta_lsn"], lsn]))], [], lsn - 1
+    )
+    catalog_sync.apply_catalog_sync(partition, lsn, record)  # the replay finishes it
+    opened = records.list_streams(partition)
+    (stream,) = opened
+    (shard,) = stream.shards
+    assert shard.opened == records.entry_position(lsn)
+    assert shard.closed is None
+    catalog_sync.apply_catalog_sync(partition, lsn, record)  # replayed again
+    catalog_sync.apply_catalog_sync(partition, lsn + 3, record)  # the same sync sent again
+    assert records.list_streams(partition) == opened
