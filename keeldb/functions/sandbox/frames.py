@@ -72,14 +72,20 @@ def recv(sock: socket.socket) -> dict[str, Any]:
     return decode(_recv_exactly(sock, size))
 
 
-async def _arecv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+async def _arecv_exactly(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int, *, frame_start: bool = False
+) -> bytes:
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
     while got < size:
-        n = await loop.sock_recv_into(sock, view[got:])
+        try:
+            n = await loop.sock_recv_into(sock, view[got:])
+        except ConnectionResetError:
+            # A unix socket closed with data it never read is reset: the peer read no more.
+            raise PeerClosed(frame_start and got == 0) from None
         if n == 0:
-            raise PeerClosed(False)
+            raise PeerClosed(frame_start and got == 0)
         got += n
     return bytes(buffer)
 
@@ -88,15 +94,7 @@ async def arecv(sock: socket.socket) -> dict[str, Any]:
     """The next frame. PeerClosed(between_frames=True) if the peer closed the socket (or
     reset it) before sending any byte of it."""
     loop = asyncio.get_running_loop()
-    first = bytearray(1)
-    try:
-        n = await loop.sock_recv_into(sock, first)
-    except ConnectionResetError:
-        # A unix socket closed with data it never read is reset: the peer read nothing more.
-        raise PeerClosed(True) from None
-    if n == 0:
-        raise PeerClosed(True)
-    header = bytes(first) + await _arecv_exactly(loop, sock, _HEADER.size - 1)
+    header = await _arecv_exactly(loop, sock, _HEADER.size, frame_start=True)
     (size,) = _HEADER.unpack(header)
     if size > FRAME_BYTES_MAX:
         raise FrameError(f"frame of {size} bytes exceeds {FRAME_BYTES_MAX}")

@@ -214,6 +214,7 @@ class SandboxPool:
         self._restarting: asyncio.Future[None] | None = None
         # Each zygote started is a generation; its exit ends it (the counter moves on).
         self._generation = 0
+        self._zygote_stat = -1  # /proc/ZYGOTE/stat, to see a SIGKILL before it takes effect
         self._closed = False
         self._started = False
 
@@ -293,6 +294,8 @@ class SandboxPool:
             )
         finally:
             theirs.close()
+        self._close_zygote_stat()
+        self._zygote_stat = _open_stat(self._zygote.pid)
         try:
             ours.setblocking(False)
             loop = asyncio.get_running_loop()
@@ -481,8 +484,7 @@ class SandboxPool:
         if self._control is None or self._control.fileno() < 0:
             return
         self._on_zygote_readable()
-        zygote = self._zygote
-        if self._control.fileno() >= 0 and zygote is not None and _process_ending(zygote.pid):
+        if self._control.fileno() >= 0 and _process_ending(self._zygote_stat):
             self._zygote_gone()
 
     def _usable(self, instance: _Instance) -> bool:
@@ -1039,6 +1041,7 @@ class SandboxPool:
                 future.exception()  # retrieved: the spawner may already have given up
         self._spawning.clear()
         self._generation += 1  # the zygote's generation has ended
+        self._close_zygote_stat()
         for instance in list(self._instances.values()):
             if not instance.exited.done():
                 instance.exited.set_exception(error)
@@ -1055,6 +1058,11 @@ class SandboxPool:
         if not self._closed and (self._restarting is None or self._restarting.done()):
             log.error("the sandbox zygote exited; starting another")
             self._restarting = asyncio.ensure_future(self._restart_zygote())
+
+    def _close_zygote_stat(self) -> None:
+        if self._zygote_stat >= 0:
+            os.close(self._zygote_stat)
+            self._zygote_stat = -1
 
     def _forget(self, instance: _Instance) -> None:
         """The process is gone: release its sockets and groups."""
@@ -1201,20 +1209,31 @@ def _predicted_layers(controllers: set[str], disabled: frozenset[str]) -> dict[s
 # /proc/PID/stat (proc(5)), after the command's closing parenthesis: state is the first field,
 # flags the 7th, the pending signals the 29th.
 _STAT_STATE, _STAT_FLAGS, _STAT_SIGNALS = 0, 6, 28
+PROC_STAT_BYTES_MAX = 4096  # /proc/PID/stat is one line of some 300 bytes
 _PF_EXITING = 0x4  # include/linux/sched.h: set as the process enters do_exit()
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 
 
-def _process_ending(pid: int) -> bool:
+def _open_stat(pid: int) -> int:
+    """A descriptor of /proc/PID/stat, read again by `_process_ending` (-1 without procfs): it
+    names this process only, even once its pid is reused."""
+    try:
+        return os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _process_ending(stat_fd: int) -> bool:
     """Whether a process is gone, exiting, or has SIGKILL pending: a fatal SIGKILL is added to
     the pending set of every thread of the process before kill(2) returns."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except FileNotFoundError:
-        return os.path.exists("/proc/self/stat")  # reaped; or no procfs here: cannot tell
-    except OSError:
+    if stat_fd < 0:
         return False  # cannot tell: the exit is seen on the zygote's socket
+    try:
+        fields = os.pread(stat_fd, PROC_STAT_BYTES_MAX, 0).rsplit(b")", 1)[1].split()
+    except ProcessLookupError:
+        return True  # reaped
+    except (OSError, IndexError):
+        return False
     if fields[_STAT_STATE] in (b"Z", b"X", b"x"):
         return True
     return bool(int(fields[_STAT_FLAGS]) & _PF_EXITING or int(fields[_STAT_SIGNALS]) & _SIGKILL_BIT)
