@@ -20,8 +20,10 @@ moment the stream is enabled. This module owns:
   stream, so the close never cuts off a record;
 - the storage side of the "streams.op" channel: on the metadata leader, ListStreams and the
   stream part of DescribeStream (the metadata group runs the catalog's appliers, so it holds
-  every stream's descriptor, with its ARN and label decided once there); on a partition
-  leader, its shard list, GetShardIterator and GetRecords. Everything is served by leaders
+  every stream's descriptor, with its ARN and label decided once there, and the LSN that
+  enabled it); on a partition leader, its shard list (waiting, bounded, for the catalog
+  sync that opens its shard when the partition has not applied it yet),
+  GetShardIterator and GetRecords. Everything is served by leaders
   with a lease, so a reader never sees a shard move backwards;
 - `ClusterStreams`, the router side: the four operations for any router's HTTP front end;
 - the background task of a node: on every group it leads, the retention trimmer and the
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from keeldb.cluster import catalog_sync
 from keeldb.cluster.placement import META_GROUP, partition_group
 from keeldb.cluster.protocol import OK, REDIRECT, UNAVAILABLE, error_answer
 from keeldb.engine import catalog
@@ -73,6 +76,14 @@ TICK_SECONDS = 0.5
 LEASE_WAIT_SECONDS_MAX = 3.0
 LEASE_POLL_SECONDS = 0.005
 RETENTION_SECONDS_DEFAULT = 24 * 60 * 60.0
+# A partition asked for the shards of a stream that its catalog has not reached yet (the
+# metadata leader answered the enabling request before that partition applied the sync, as
+# it does when the partition had no leader then) waits this long for the sync, which the
+# metadata leader sends again every 0.5 s; then it answers what it has. With the lease wait
+# before it, this stays within one router call (5 s), and a call that runs out is sent again
+# within the request's budget.
+SYNC_WAIT_SECONDS_MAX = 2.0
+SYNC_POLL_SECONDS = 0.02
 
 Body = dict[str, Any]
 
@@ -283,7 +294,12 @@ class StreamsStorage:
             description = (await api.describe_stream(db, body))["StreamDescription"]
             stream = api.find_stream_by_arn(db, body["StreamArn"])
             assert stream is not None  # describe_stream raised otherwise
-            return {"d": description, "table_id": stream.table_id, "label": stream.label}
+            return {
+                "d": description,
+                "table_id": stream.table_id,
+                "label": stream.label,
+                "meta_lsn": enabled_meta_lsn(stream),
+            }
         if step == "exists":
             return api.find_stream_by_arn(db, body["StreamArn"]) is not None
         assert replica.partition is not None, step
@@ -291,6 +307,8 @@ class StreamsStorage:
         await self.settle(replica)
         if step == "shards":
             stream = records.find_stream(db, body["table_id"], body["label"])
+            if stream is None and await _synced_by(db, body.get("meta_lsn", 0)):
+                stream = records.find_stream(db, body["table_id"], body["label"])
             if stream is None:
                 return []
             return [api.wire_shard(stream, s, naming) for s in stream.shards]
@@ -301,6 +319,30 @@ class StreamsStorage:
         if step == "records":
             return await api.get_records(db, body, naming)
         raise AssertionError(f"unknown streams step {step!r}")
+
+
+def enabled_meta_lsn(stream: Stream) -> int:
+    """The metadata group's LSN that enabled an ENABLED stream, read from the metadata
+    group's own descriptor (its first shard opened at that entry); 0 for a disabled stream,
+    which no partition needs to wait for."""
+    if stream.status != records.STATUS_ENABLED or not stream.shards:
+        return 0
+    return min(s.opened for s in stream.shards) // records.RECORDS_PER_ENTRY_MAX
+
+
+async def _synced_by(db: Database, meta_lsn: int) -> bool:
+    """Wait, bounded, until this partition has applied a catalog sync at or after `meta_lsn`
+    (one that tells it of the stream, so that its shard is open); False if it already had,
+    or the wait ran out."""
+    if catalog_sync.applied_meta_lsn(db) >= meta_lsn:
+        return False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SYNC_WAIT_SECONDS_MAX
+    while loop.time() < deadline:
+        await asyncio.sleep(SYNC_POLL_SECONDS)
+        if catalog_sync.applied_meta_lsn(db) >= meta_lsn:
+            return True
+    return False
 
 
 # --- Router side ----------------------------------------------------------------------------
@@ -347,7 +389,11 @@ class ClusterStreams:
         # the partitions, each answering for its own lineage.
         found = await self._call(META_GROUP, "describe", body, deadline)
         description: Body = found["d"]
-        key = {"table_id": found["table_id"], "label": found["label"]}
+        key = {
+            "table_id": found["table_id"],
+            "label": found["label"],
+            "meta_lsn": found.get("meta_lsn", 0),
+        }
         lists = await asyncio.gather(
             *(
                 self._call(partition_group(p), "shards", key, deadline)

@@ -465,3 +465,35 @@ def test_a_sync_replayed_after_a_crash_between_its_writes_opens_the_shard_once()
     catalog_sync.apply_catalog_sync(partition, lsn, record)  # replayed again
     catalog_sync.apply_catalog_sync(partition, lsn + 3, record)  # the same sync sent again
     assert records.list_streams(partition) == opened
+
+
+async def described_while_one_partition_lags() -> list[Any]:
+    """DescribeStream of a stream just enabled while partition 1 has not applied the sync
+    yet; the sync arrives 0.2 s later (as the metadata leader sends it again)."""
+    meta, partitions, router = two_partitions()
+    arn = await streamed_table(meta, partitions[0])
+
+    async def late_sync() -> None:
+        await asyncio.sleep(0.2)
+        await sync(meta, partitions[1])
+
+    late = asyncio.get_running_loop().create_task(late_sync())
+    shards = await described_shards(router, arn)
+    await late
+    return shards
+
+
+def test_a_partition_behind_the_catalog_waits_for_the_sync_that_opens_its_shard() -> None:
+    shards = asyncio.run(described_while_one_partition_lags())
+    check_an_open_shard_per_partition(shards, 2)
+
+
+def test_without_the_wait_a_lagging_partition_would_list_no_shard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The broken variant: the router does not tell partitions when the stream was enabled.
+    monkeypatch.setattr(streams_route, "enabled_meta_lsn", lambda stream: 0)
+    shards = asyncio.run(described_while_one_partition_lags())
+    assert [streams_route.shard_partition(s["ShardId"]) for s in shards] == [0]
+    with pytest.raises(AssertionError):
+        check_an_open_shard_per_partition(shards, 2)
