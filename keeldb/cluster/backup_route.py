@@ -13,7 +13,7 @@ This module owns the cluster side of DynamoDB's backup API (docs/backup.md, "On 
 - the "kv.backup" transport channel: backup operations run on the metadata group's leader
   (step "op", with `ClusterBackupHooks` as the engine's `BackupHooks`), and the work on a
   table's items runs on each partition's leader (steps "window", "copy", "dump_at", "load",
-  "export_part"), next to the data;
+  "export_part", "knows"), next to the data;
 - restores of any shape: a backup is found by its ARN under this cluster's prefix of the
   store or another server's (a single node's, another cluster's), and every item a restore
   loads is placed by this cluster's ring (`route_items`), whatever the hash ranges of the
@@ -128,6 +128,8 @@ LEASE_WAIT_SECONDS_MAX = 3.0  # a new leader's step waits this long for its leas
 LEASE_POLL_SECONDS = 0.01
 RETRY_PAUSE_SECONDS = 0.1  # before asking another member when no leader is known
 SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
+CATALOG_WAIT_SECONDS_MAX = 120.0  # a load waits this long for every partition to know its table
+CATALOG_POLL_SECONDS = 0.2
 RESUME_CHECK_SECONDS = 1.0  # how often a node checks whether it leads the metadata group now
 PART_WAIT_SECONDS_MAX = 120.0  # a backup's finisher waits this long for a partition's part
 PART_POLL_SECONDS = 0.05
@@ -634,6 +636,8 @@ class ClusterBackupService:
             return await self._copy(replica, payload)
         if step == "part_status":
             return payload["key"] in self.tasks
+        if step == "knows":
+            return catalog.get_table_by_id(replica.database, payload["table_id"]) is not None
         if step == "dump_at":
             return await self._dump_at(archive, payload)
         if step == "load":
@@ -844,7 +848,7 @@ class ClusterBackupHooks:
         service = self.service
         started = time.monotonic()
         try:
-            await service.sync_partitions()  # every partition knows the new table first
+            await self._await_catalog(table)  # every partition knows the new table first
             counts: list[Any]
             if load["source"] == "pitr":
                 source = {"table_id": load["table_id"], "time_us": load["time_us"]}
@@ -886,6 +890,27 @@ class ClusterBackupHooks:
                 await service.sync_partitions()
             except Exception:
                 log.exception("could not remove table %s after its load failed", table.name)
+
+    async def _await_catalog(self, table: Table) -> None:
+        """Sync the catalog until every partition's leader knows the table being loaded: a
+        sync may leave out a partition whose group is still electing (a cluster just started),
+        and a load step there would fail the restore."""
+        service = self.service
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATALOG_WAIT_SECONDS_MAX
+        while True:
+            await service.sync_partitions()
+            known = await asyncio.gather(
+                *(
+                    service.partition_step(p, {"do": "knows", "table_id": table.table_id})
+                    for p in service.partitions()
+                )
+            )
+            if all(known):
+                return
+            if loop.time() > deadline:
+                raise RuntimeError(f"partitions {known} did not learn table {table.name}")
+            await asyncio.sleep(CATALOG_POLL_SECONDS)
 
     async def _load_backup(self, table: Table, load: dict[str, Any]) -> list[Any]:
         found = await self._find_backup(load["backup_arn"])
