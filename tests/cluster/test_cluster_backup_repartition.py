@@ -324,3 +324,41 @@ def test_backups_restore_onto_clusters_of_other_partition_counts(
     assert two.client.get_item(
         TableName="again", Key={"pk": {"S": "new"}, "sk": {"N": "1"}}, ConsistentRead=True
     )["Item"]["pk"] == {"S": "new"}
+
+
+def test_a_repartitioning_restore_whose_metadata_leader_is_killed_ends_whole_or_not_at_all(
+    tmp_path: Path, cluster_factory: Callable[..., Any]
+) -> None:
+    cluster = cluster_factory(nodes=3, partitions=4)
+    arn = _single_node_backup(tmp_path, cluster.data_dir / "backups")
+    leader = cluster.leader_of("meta")
+    survivor = _client(cluster.endpoint(next(n for n in cluster.node_ids if n != leader)))
+    _client(cluster.endpoint(leader)).restore_table_from_backup(
+        TargetTableName="restored", BackupArn=arn
+    )
+    cluster.signal(leader, signal.SIGKILL)
+    cluster.processes[leader].wait(timeout=10)
+    cluster.restart(leader)
+    cluster.wait_serving()
+
+    def settled() -> Any:
+        try:
+            table = survivor.describe_table(TableName="restored")["Table"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ResourceNotFoundException":
+                return "removed"
+            raise
+        return "active" if table["TableStatus"] == "ACTIVE" else None
+
+    deadline = time.monotonic() + JOB_SECONDS_MAX
+    outcome = None
+    while outcome is None and time.monotonic() < deadline:
+        try:
+            outcome = settled()
+        except (ClientError, BotoCoreError):  # InternalServerError while leaders change
+            outcome = None
+        time.sleep(0.2)
+    assert outcome in ("active", "removed"), outcome
+    if outcome == "active":
+        _active(survivor, "restored")
+        assert problems(survivor, "restored") == []
