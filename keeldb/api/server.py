@@ -209,6 +209,7 @@ class ApiServer:
         # REST services served on the same endpoint (e.g. the function service), by URL path
         # prefix; they see every request whose path starts with their prefix.
         self.mounts: list[tuple[bytes, RestHandler]] = []
+        self._mount_prefixes: tuple[bytes, ...] = ()  # the prefixes of `mounts`, for startswith
         self._server: asyncio.AbstractServer | None = None
         self._closing = False
         # One line per answered request at DEBUG level; decided once, as the check per
@@ -224,6 +225,7 @@ class ApiServer:
         """Hand every request whose URL path starts with `path_prefix` to `handler`."""
         assert path_prefix.startswith("/") and path_prefix != "/", path_prefix
         self.mounts.append((path_prefix.encode("ascii"), handler))
+        self._mount_prefixes = tuple(prefix for prefix, _ in self.mounts)
 
     @property
     def keep_all_headers(self) -> bool:
@@ -235,10 +237,10 @@ class ApiServer:
         mounted service answers it; a DynamoDB request needs only USED_HEADERS."""
         if self.verifier is not None:
             return True
-        if not self.mounts:
-            return False
+        if not self.mounts or url == b"/":
+            return False  # DynamoDB's own path: no mount is "/" (see `mount`)
         path = url.split(b"?", 1)[0]
-        return any(path.startswith(prefix) for prefix, _ in self.mounts)
+        return path.startswith(self._mount_prefixes)
 
     async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> int:
         """Bind and start accepting; return the bound port (useful with port 0).
@@ -309,7 +311,7 @@ class ApiServer:
             if request.method == "OPTIONS":
                 return self._cors_preflight(request, request_id, close), close
 
-        if self.mounts:
+        if self.mounts and request.url != b"/":
             path = request.url.split(b"?", 1)[0]
             for prefix, handler in self.mounts:
                 if path.startswith(prefix):
