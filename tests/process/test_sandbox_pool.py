@@ -578,7 +578,7 @@ def test_an_instance_that_dies_before_its_handler_starts_passes_the_invocation_o
 
 
 def test_an_instance_that_dies_in_its_handler_is_never_invoked_again(
-    hand_out_pool: ThreadedPool, code_dir: Path
+    hand_out_pool: ThreadedPool, code_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # At most once: the handler started, so its death is the invocation's result, even when
     # the instance was of a zygote that exited meanwhile.
@@ -596,9 +596,13 @@ def test_an_instance_that_dies_in_its_handler_is_never_invoked_again(
         signal.pidfd_send_signal(instance.pidfd, signal.SIGKILL)
         return await call
 
-    result = hand_out_pool.call(kill_midway())
+    with caplog.at_level(logging.WARNING, logger="keeldb.functions.sandbox"):
+        result = hand_out_pool.call(kill_midway())
     assert result.function_error == "Unhandled"
     assert json.loads(result.payload)["errorType"] == "Runtime.ExitError"
+    # Not passed on: no other instance of the function was started for it.
+    assert "before its handler started" not in caplog.text
+    assert hand_out_pool.instances(function.name) == 0
 
 
 @pytest.mark.parametrize("delay_seconds", [0.0, 0.5])
