@@ -724,7 +724,10 @@ class ClusterBackupService:
             except (ValueError, TypeError, msgpack.UnpackException) as error:
                 # A single node's part sealed with its table's data key (encryption at rest):
                 # a cluster holds no keyring to open it.
-                raise RuntimeError(f"backup part {part['key']} cannot be read: {error}") from None
+                raise RuntimeError(
+                    f"backup part {part['key']} cannot be read here (sealed by a node that "
+                    f"encrypts at rest, or damaged): {error}"
+                ) from None
         else:
             items = [(item, size) for item, size in payload["items"]]
         here = _partition_of(replica)

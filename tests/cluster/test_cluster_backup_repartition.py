@@ -271,13 +271,15 @@ def clusters(tmp_path: Path) -> Iterator[Callable[[int, Path], ClusterUp]]:
             cluster.down()
 
 
-def _single_node_backup(tmp_path: Path, backup_dir: Path) -> str:
+def _single_node_backup(
+    tmp_path: Path, backup_dir: Path, name: str = "single", options: tuple[str, ...] = ()
+) -> str:
     """A single node's backup of the table "source", in three hash-range parts."""
     port = _free_port()
-    log = open(tmp_path / "single.log", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "keeldb", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--data-dir", str(tmp_path / "single"), "--backup-dir", str(backup_dir)],
+        + ["--data-dir", str(tmp_path / name), "--backup-dir", str(backup_dir), *options],
         env=_environment(KEELDB_RESTORE_WORKERS="3"),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -311,6 +313,24 @@ def test_backups_restore_onto_clusters_of_other_partition_counts(
     assert problems(four.client, "restored") == []
     _restore(four.client, single_arn, BROKEN + "restored")
     assert problems(four.client, BROKEN + "restored") != []  # the check catches it
+
+    # An encrypted node's parts are sealed with keys a cluster does not hold: the restore
+    # fails and its table is removed, never left with part of its items.
+    key = tmp_path / "master.key"
+    key.write_text("ab" * 32)
+    sealed_arn = _single_node_backup(
+        tmp_path, backup_dir, "encrypted", ("--master-key-file", str(key))
+    )
+    four.client.restore_table_from_backup(TargetTableName="sealed", BackupArn=sealed_arn)
+
+    def removed() -> bool:
+        try:
+            four.client.describe_table(TableName="sealed")
+        except ClientError as error:
+            return bool(error.response["Error"]["Code"] == "ResourceNotFoundException")
+        return False
+
+    _wait(removed, "the removal of the table whose restore failed")
 
     # The cluster's own backup has one part per partition: four, restored onto two.
     four_arn = _backup(four.client, "restored")
