@@ -61,6 +61,9 @@ def inspect_segment(path: Path) -> SegmentReport:
 
 def _why(data: bytes, offset: int, lsn: int) -> str:
     where = f"record {lsn} at byte {offset}"
+    if data.count(0, offset) == len(data) - offset:
+        # What a preallocating log leaves after its last record when it is not closed.
+        return f"{where}: zeroes to the end ({len(data) - offset} bytes, preallocated)"
     if offset + RECORD_HEADER_BYTES > len(data):
         return f"{where}: header cut short ({len(data) - offset} bytes)"
     length, _crc, found_lsn = RECORD_HEADER.unpack_from(data, offset)

@@ -61,3 +61,19 @@ def test_a_missing_segment_shows_as_a_gap(
     segments[1].unlink()
     main([str(tmp_path)])
     assert "gap: expected first LSN" in capsys.readouterr().out
+
+
+def test_the_zeroes_after_a_preallocated_last_record_are_named_and_are_not_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wal = WriteAheadLog(tmp_path, preallocate_bytes=4096)
+    wal.append([b"one", b"two"])
+    wal.sync()
+    (segment,) = sorted(tmp_path.glob("*.wal"))
+    data = segment.read_bytes()  # as a kill -9 leaves it: the zeroes are still there
+    wal.close()
+    segment.write_bytes(data)
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 records" in out
+    assert "zeroes to the end" in out
