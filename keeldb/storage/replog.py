@@ -46,12 +46,13 @@ opening a log lowers the process's switch interval to GIL_SWITCH_INTERVAL_SECOND
 raises it); with a single busy thread the interval has no effect.
 
 Where a group is fsynced: by default ("thread", `SYNC_MODE_DEFAULT`) in the disk thread, as
-above. KEELDB_WAL_SYNC=inline writes and fsyncs each group on the event-loop thread itself
-instead, which saves the two thread wake-ups per group (the disk thread, then the loop
-again; waking the disk thread was 8 % of the interpreter's time in a profile of workload A)
-but serves no request while the fsync runs. On the shared two-core development machine,
-where an fdatasync takes 0.2-0.3 ms at the median and 1-1.6 ms at p90, inline halved A's
-throughput (docs/performance.md), so it is not the default. Sealing, checkpoints and close
+above (`DiskThread`: one plain thread fed by a queue, results handed back with
+`call_soon_threadsafe`). KEELDB_WAL_SYNC=inline writes and fsyncs each group on the
+event-loop thread itself instead, which saves the two thread wake-ups per group (the disk
+thread, then the loop again: about 90 µs of CPU per group in-process) but serves no request
+while the fsync runs. On the shared two-core development machine, where an fdatasync takes
+0.13-0.35 ms at the median and up to 1.7 ms at p90, inline was slower than the disk thread
+on workload A in most rounds, by up to 3x (docs/performance.md), so it is not the default. Sealing, checkpoints and close
 always run in the disk thread; a lock on the files keeps them apart from an inline group,
 and a group that finds the files busy goes to the disk thread after them instead of
 blocking the loop.
