@@ -99,10 +99,11 @@ STORE_TOKEN = "store-at"  # snapshot bytes that stand for "the holder's store"
 
 NODE_LOG_DIRNAME = "node-log"  # DATA/node-log: the log every member on a node shares
 GROUPS_DIRNAME = "groups"  # a cluster node keeps member G's files in DATA/groups/G/
-# Where the node log writes and fsyncs a round: "inline" on the event-loop thread, or
-# "thread" in its disk thread (see `NodeLog`); the environment's KEELDB_NODE_LOG_SYNC.
+# Where the node log writes and fsyncs a round: "thread" in its disk thread, or "inline" on
+# the event-loop thread (see `NodeLog`); the environment's KEELDB_NODE_LOG_SYNC.
 NODE_LOG_SYNC_ENV = "KEELDB_NODE_LOG_SYNC"
-NODE_LOG_SYNC_MODES = ("inline", "thread")
+NODE_LOG_SYNC_MODES = ("thread", "inline")
+NODE_LOG_SYNC_DEFAULT = "thread"
 
 SnapshotSource = Callable[[], bytes]
 # Called with a snapshot's bytes and slot; may return an awaitable (the driver waits for it
@@ -336,15 +337,17 @@ class NodeLog:
     others pays one fsync per round for all of them, and nothing a member sends after
     persisting leaves before the fsync covering it.
 
-    The round is written and fsynced on the event-loop thread itself ("inline", as the
-    single node's log does, `keeldb.storage.replog`): handing it to the disk thread cost
-    two thread wake-ups per round (the disk thread, then the loop again), each waiting for
-    a core on a busy host and for the interpreter lock. While the fsync runs the loop
-    serves nothing; what arrives meanwhile waits in its socket and joins the next round.
-    Opening, rewriting and closing still run in the disk thread; a lock keeps them apart
-    from an inline round, and a round that finds the files busy goes to the disk thread
-    after them instead of blocking the loop. KEELDB_NODE_LOG_SYNC=thread sends every round
-    to the disk thread.
+    Where a round is written and fsynced: by default in the node log's disk thread, so the
+    loop keeps receiving votes and requests meanwhile. KEELDB_NODE_LOG_SYNC=inline does it
+    on the event-loop thread itself, as the single node's log does
+    (`keeldb.storage.replog`), saving two thread wake-ups per round; what arrives during
+    the fsync then waits in its socket and joins the next round. Measured on workload A
+    (docs/performance.md, "Cluster"), inline was no faster on a cluster node (0.22 vs 0.31
+    and 0.29 vs 0.30 of the single node in two runs): a cluster node's loop also carries
+    the followers' votes, which an inline fsync holds back. In inline mode, opening,
+    rewriting and closing still run in the disk thread; a lock keeps them apart from an
+    inline round, and a round that finds the files busy goes to the disk thread after them
+    instead of blocking the loop.
 
     One per transport (i.e. per node process): `for_transport` finds or makes it, members
     register with `open_member` and leave with `close_member`; the last to leave closes it.
@@ -353,7 +356,7 @@ class NodeLog:
     def __init__(self, directory: Path, sync_mode: str | None = None) -> None:
         self.directory = Path(directory)
         if sync_mode is None:
-            sync_mode = os.environ.get(NODE_LOG_SYNC_ENV, "inline")
+            sync_mode = os.environ.get(NODE_LOG_SYNC_ENV, NODE_LOG_SYNC_DEFAULT)
         if sync_mode not in NODE_LOG_SYNC_MODES:
             raise ValueError(
                 f"{NODE_LOG_SYNC_ENV} must be one of {NODE_LOG_SYNC_MODES}, not {sync_mode!r}"

@@ -218,8 +218,10 @@ def test_records_are_reported_durable_only_after_the_fsync_covering_them(
 
 
 def test_a_round_is_fsynced_on_the_loop_thread_unless_the_files_are_busy(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(NODE_LOG_SYNC_ENV, "inline")
+
     async def body() -> None:
         transport = Transport("node1", "127.0.0.1", 0, SECRET)
         node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
