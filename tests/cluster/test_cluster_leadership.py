@@ -29,8 +29,10 @@ READ_TIMEOUT_SECONDS = 4.0
 
 
 def _leaders(cluster: Any, groups: list[str]) -> dict[str, int | None]:
-    """Each group's leader (with a lease) as the live nodes report it."""
-    found: dict[str, int | None] = dict.fromkeys(groups)
+    """Each group's leader as the live nodes report it (None: none, or more than one node
+    believes it leads). Not the lease: under steady writes a leader's lease reads pause
+    between learning entries chosen and applying them, which a poll often sees."""
+    claims: dict[str, list[int]] = {group: [] for group in groups}
     for node in cluster.live():
         try:
             view = cluster.status(node)["views"][str(node)]
@@ -38,9 +40,9 @@ def _leaders(cluster: Any, groups: list[str]) -> dict[str, int | None]:
             continue
         for group in groups:
             mine = view.get("groups", {}).get(group)
-            if mine and mine.get("is_leader") and mine.get("lease"):
-                found[group] = node
-    return found
+            if mine and mine.get("is_leader"):
+                claims[group].append(node)
+    return {g: nodes[0] if len(nodes) == 1 else None for g, nodes in claims.items()}
 
 
 def _wait_for_leaders(cluster: Any, groups: list[str], node: int) -> None:
@@ -60,25 +62,31 @@ def test_leadership_follows_the_traffic_and_loses_no_write_across_moves_and_a_ki
     groups = ["p0", "p1"]
     first, second = 3, 1
     chaos.create_table(cluster.client(first))
-    # Phase 1: every request through node 3's router: both partitions come to lead there.
-    result = chaos.run_workload([cluster.endpoint(first)], PHASE_SECONDS)
-    _wait_for_leaders(cluster, groups, first)
+    # Phase 1: every request through node 3's router, until both partitions lead there (the
+    # traffic goes on while the moves happen: without it nothing moves).
+    result = chaos.run_workload(
+        [cluster.endpoint(first)],
+        PHASE_SECONDS,
+        during=lambda: _wait_for_leaders(cluster, groups, first),
+    )
     # Phase 2: the traffic comes through node 1 instead, and node 3, leading both
-    # partitions after the moves, is killed with SIGKILL on the way.
+    # partitions after the moves, is killed with SIGKILL on the way; the partitions' new
+    # leaders then move to node 1, still under traffic.
     killed: list[float] = []
 
     def fault() -> None:
         time.sleep(2.0)
         killed.append(time.monotonic())
         cluster.kill(first)
+        _wait_for_leaders(cluster, groups, second)
 
     result = chaos.run_workload(
         [cluster.endpoint(second)], PHASE_SECONDS, during=fault, after=result
     )
-    gap = result.longest_gap(killed[0], killed[0] + PHASE_SECONDS - 2.0)
+    end = max(killed[0] + PHASE_SECONDS - 2.0, max(result.write_times, default=killed[0]))
+    gap = result.longest_gap(killed[0], end)
     print(f"kill -9 of the leader placed by load: longest time without a write {gap:.2f} s")
-    assert gap < PHASE_SECONDS - 2.0, "no write acknowledged after the kill"
-    _wait_for_leaders(cluster, groups, second)
+    assert any(t > killed[0] for t in result.write_times), "no write acknowledged after the kill"
     cluster.restart(first)
     cluster.wait_serving([first])
     chaos.final_check(cluster.endpoint(first), result)
