@@ -162,8 +162,14 @@ def check_manifest(backups: Path) -> int:
     return len(named)
 
 
-def writer(ddb: Any, prefix: str, acknowledged: dict[str, int], stop: threading.Event) -> None:
-    number = 0
+def writer(
+    ddb: Any, prefix: str, acknowledged: dict[str, int], stop: threading.Event, start: int
+) -> None:
+    """Put numbers from `start` up until stopped; `acknowledged` keeps each key's last
+    acknowledged number. Each cycle starts above every earlier one, so a put still in flight
+    at a kill (applied, never acknowledged) never holds a smaller number than an acknowledged
+    put of an earlier cycle."""
+    number = start
     while not stop.is_set():
         key = f"{prefix}-{number % 40}"
         try:
@@ -197,7 +203,8 @@ def test_kill_9_during_archiving_loses_nothing_and_leaves_nothing_half_visible(
             stop = threading.Event()
             threads = [
                 threading.Thread(
-                    target=writer, args=(client(server.url), f"w{n}", acknowledged, stop)
+                    target=writer,
+                    args=(client(server.url), f"w{n}", acknowledged, stop, cycle * 1_000_000),
                 )
                 for n in range(3)
             ]
