@@ -69,7 +69,8 @@ from keeldb.cluster.protocol import ERROR, OK, REDIRECT, UNAVAILABLE, error_answ
 from keeldb.engine import backups as ops
 from keeldb.engine import catalog
 from keeldb.engine.database import OPERATIONS, Database, decode_record, encode_record
-from keeldb.engine.schema import Table
+from keeldb.engine.items import SERVING_STATUSES
+from keeldb.engine.schema import STATUS_CREATING, Table
 from keeldb.model.errors import ClientError, InternalServerError
 from keeldb.model.keys import HASH_SPACE, hash_range_bounds
 from keeldb.storage.lmdb_store import LmdbStore
@@ -148,6 +149,18 @@ RECORDS_FILE = "records.bin"
 # target table whose name starts with this variable's value (never set in production) is
 # loaded part by part, each part as it is through one partition, without re-partitioning.
 RESTORE_AS_IS_FAULT_ENV = "KEELDB_FAULT_RESTORE_AS_IS"
+# Another, for the test that proves a loaded table is served everywhere once ACTIVE: a table
+# whose name starts with this variable's value is made ACTIVE in the metadata group without
+# waiting for its partitions' replicas to serve it (the catalog sync after it tells them).
+ACTIVE_FIRST_FAULT_ENV = "KEELDB_FAULT_ACTIVE_FIRST"
+# Before the metadata group makes a loaded table ACTIVE, every replica of every partition is
+# asked until it serves the table: DynamoDB serves every request to a table once DescribeTable
+# says ACTIVE, and an eventually consistent read may be served by any replica. A replica that
+# cannot be reached, or is still behind when the wait ends, is left to catch up (it answers
+# eventually consistent reads only while it is up to date, and strong reads never).
+SERVE_WAIT_SECONDS_MAX = 5.0
+SERVE_POLL_SECONDS = 0.01
+SERVE_CALL_SECONDS = 1.0  # one "do you serve it" question to one replica
 # Prefixes of the shared backup store under which other servers keep their backups: a single
 # node's (`nodes/NODE_ID/`) and other clusters' (`clusters/CLUSTER_ID/`).
 FOREIGN_PREFIXES = ("nodes/", "clusters/")
@@ -445,6 +458,20 @@ def _as_is_fault(table: Table) -> bool:
     return prefix != "" and table.name.startswith(prefix)
 
 
+def _active_first_fault(table: Table) -> bool:
+    prefix = os.environ.get(ACTIVE_FIRST_FAULT_ENV, "")
+    return prefix != "" and table.name.startswith(prefix)
+
+
+def serves(replica: Any, table_id: str) -> bool:
+    """Whether a replica answers item requests on a table (a log replica, which keeps no
+    store and answers no reads, counts as serving it)."""
+    if replica.log.replica.log_only:
+        return True
+    table = catalog.get_table_by_id(replica.database, table_id)
+    return table is not None and table.status in SERVING_STATUSES
+
+
 class ClusterBackupService:
     def __init__(self, node: ClusterNode, store: PrefixedStore, workdir: Path) -> None:
         self.node = node
@@ -574,10 +601,12 @@ class ClusterBackupService:
         replica = None if storage is None else storage.replicas.get(payload["g"])
         if replica is None:
             return [REDIRECT, None]
+        step = payload["do"]
+        if step == "serving":  # asked of every replica, the leader's or not
+            return [OK, serves(replica, payload["table_id"])]
         refused = await self._leading(replica)
         if refused is not None:
             return refused
-        step = payload["do"]
         try:
             if step == "op":
                 return [OK, await self._operation(replica, payload["op"], payload["body"])]
@@ -638,6 +667,8 @@ class ClusterBackupService:
             return payload["key"] in self.tasks
         if step == "knows":
             return catalog.get_table_by_id(replica.database, payload["table_id"]) is not None
+        if step == "serve":
+            return await self._serve(replica, payload["table_id"])
         if step == "dump_at":
             return await self._dump_at(archive, payload)
         if step == "load":
@@ -645,6 +676,49 @@ class ClusterBackupService:
         if step == "export_part":
             return await self._export_part(archive, payload)
         raise AssertionError(f"unknown backup step {step!r}")
+
+    async def _serve(self, replica: Any, table_id: str) -> None:
+        """Make a loaded table ACTIVE in this partition's own catalog (its "load_done" record
+        in this group), before the metadata group does; a catalog sync that still says
+        CREATING leaves it so (`catalog_sync`)."""
+        table = catalog.get_table_by_id(replica.database, table_id)
+        if table is None:
+            raise RuntimeError("the table being loaded is not in this partition's catalog")
+        if table.status == STATUS_CREATING:
+            await ops.finish_load(replica.database, table)
+
+    async def await_serving(self, table_id: str, seconds: float) -> list[str]:
+        """Ask every replica of every partition, until it serves the table or `seconds`
+        pass; the replicas still not serving then (GROUP/NODE), for the log."""
+        from keeldb.net.transport import TransportError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        waiting = {
+            (partition_group(p), node_id)
+            for p in self.partitions()
+            for node_id in self.node.placements[partition_group(p)].node_ids
+        }
+        while waiting:
+
+            async def ask(group_id: str, node_id: int) -> bool:
+                payload = {"g": group_id, "do": "serving", "table_id": table_id}
+                try:
+                    answer = await self.node.call(
+                        node_id, CHANNEL_BACKUP, payload, SERVE_CALL_SECONDS
+                    )
+                except TransportError:
+                    return True  # unreachable: it serves nobody until it catches up
+                # A node without a replica of the group (it moved) answers a redirect.
+                return answer[0] != OK or bool(answer[1])
+
+            asked = sorted(waiting)
+            answers = await asyncio.gather(*(ask(g, n) for g, n in asked))
+            waiting = {member for member, done in zip(asked, answers, strict=True) if not done}
+            if not waiting or loop.time() >= deadline:
+                break
+            await asyncio.sleep(SERVE_POLL_SECONDS)
+        return [f"{g}/{n}" for g, n in sorted(waiting)]
 
     def _rebuilt(self, archive: PartitionArchive | None, time_us: int) -> Any:
         if archive is None:
@@ -868,6 +942,8 @@ class ClusterBackupHooks:
             else:
                 assert load["source"] == "import", load
                 counts = await self._load_import(table, load)
+            if not _active_first_fault(table):
+                await self._serve_everywhere(table)
             await ops.finish_load(self.db, table)
             await service.sync_partitions()
             if load["source"] == "import":
@@ -893,6 +969,22 @@ class ClusterBackupHooks:
                 await service.sync_partitions()
             except Exception:
                 log.exception("could not remove table %s after its load failed", table.name)
+
+    async def _serve_everywhere(self, table: Table) -> None:
+        """Every partition serves the loaded table before the metadata group says it is
+        ACTIVE: each partition's leader makes it ACTIVE in its own group, and every replica
+        is asked until it has applied that (bounded), so that a client who reads ACTIVE
+        through any router and at once reads the table, from any replica, finds it."""
+        service = self.service
+        await asyncio.gather(
+            *(
+                service.partition_step(p, {"do": "serve", "table_id": table.table_id})
+                for p in service.partitions()
+            )
+        )
+        late = await service.await_serving(table.table_id, SERVE_WAIT_SECONDS_MAX)
+        if late:
+            log.warning("table %s is ACTIVE before replicas %s serve it", table.name, late)
 
     async def _await_catalog(self, table: Table) -> None:
         """Sync the catalog until every partition's leader knows the table being loaded: a

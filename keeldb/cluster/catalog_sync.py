@@ -14,6 +14,12 @@ index the partition has already built keeps its own status, and an index the met
 dropped is marked DELETING so that the partition removes its entries. A streaming table's
 stream opens the partition's shard in the same store write (`streams.partition_synced`).
 
+A table being loaded (restored or imported) is CREATING in the metadata group until its
+load is done; its partitions make it ACTIVE first, in their own groups, before the metadata
+group does (`keeldb.cluster.backup_route`), so that it is served everywhere once it is
+reported ACTIVE. A sync never takes a table a partition serves back to CREATING: no table
+goes from ACTIVE back to CREATING, so such a sync was read before the load ended.
+
 It never proposes records itself and never does IO beyond its store writes.
 """
 
@@ -25,6 +31,7 @@ import msgpack
 
 from keeldb.engine import catalog, streams
 from keeldb.engine.database import Database, redo_kind
+from keeldb.engine.items import SERVING_STATUSES
 from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING, Table
 from keeldb.model.keys import table_bounds
 
@@ -108,6 +115,9 @@ def apply_catalog_sync(db: Database, lsn: int, record: dict[str, Any]) -> None:
         local = state.tables.get(name)
         same = local is not None and local.table_id == table_record["table_id"]
         merged = _merge_indexes(table_record, local.to_record() if same and local else None)
+        served = local.status if same and local is not None else None
+        if served in SERVING_STATUSES and merged["status"] == STATUS_CREATING:
+            merged["status"] = served  # the load ended here first: never back to CREATING
         puts.append((catalog.catalog_key(name), msgpack.packb(merged)))
         tables[name] = Table.from_record(merged)
         # A stream the partition learns of opens its shard here, before any record of it.

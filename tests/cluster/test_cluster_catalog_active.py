@@ -1,0 +1,155 @@
+"""A table reported ACTIVE through one router is served by every router of a real cluster.
+
+DynamoDB serves every request to a table from the moment DescribeTable says ACTIVE. On a
+cluster, the metadata group says so, while the partitions (every replica of each) and the
+other routers' catalog caches learn of the table by a catalog sync a moment later: a
+restored table must still never answer ResourceNotFoundException through another node once
+it is ACTIVE, nor a table just created, and a table that does not exist must still answer it
+at once, with DynamoDB's message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from keeldb.cluster.backup_route import ACTIVE_FIRST_FAULT_ENV
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+SOURCE = "source"
+SOURCE_ITEMS = 12
+ROUNDS = 6  # restores (and creations) per test, each checked through every other router
+BROKEN_ROUNDS_MAX = 10  # the broken variant is restored until it fails, at most this often
+READS_PER_ROUTER = 4  # requests of each kind sent to each other router after ACTIVE
+ACTIVE_SECONDS_MAX = 90.0  # a restore of a dozen items takes a second or two, even loaded
+ABSENT_SECONDS_MAX = 5.0  # a table that does not exist is answered without a long wait
+NOT_FOUND_MESSAGE = "Requested resource not found"
+
+
+def _wait_active(client: Any, name: str) -> None:
+    """Poll DescribeTable, without pause, until it says ACTIVE (so the requests after it
+    follow the status change as closely as a client can)."""
+    deadline = time.monotonic() + ACTIVE_SECONDS_MAX
+    while time.monotonic() < deadline:
+        if client.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE":
+            return
+    raise TimeoutError(f"table {name} not ACTIVE in {ACTIVE_SECONDS_MAX} s")
+
+
+def _use_everywhere(clients: list[Any], name: str, errors: Counter[str]) -> None:
+    """Scan, GetItem and PutItem the table through every router given, at once and a few
+    times each (reads eventually consistent, as the SDKs send them by default, so that any
+    replica may answer); every error is counted by request and code, and a scan that finds
+    other than the restored items too."""
+    for repeat in range(READS_PER_ROUTER):
+        for client in clients:
+            for request in ("scan", "get", "put"):
+                try:
+                    if request == "scan":
+                        items = client.scan(TableName=name)["Items"]
+                        restored = [i for i in items if i["pk"]["S"].startswith("k")]
+                        if name.startswith("restored") and len(restored) != SOURCE_ITEMS:
+                            errors[f"scan found {len(restored)} restored items"] += 1
+                    elif request == "get":
+                        client.get_item(TableName=name, Key={"pk": {"S": "k1"}})
+                    else:
+                        client.put_item(TableName=name, Item={"pk": {"S": f"new-{repeat}"}})
+                except ClientError as error:
+                    errors[f"{request}: {error.response['Error']['Code']}"] += 1
+
+
+def _create_source(client: Any) -> None:
+    client.create_table(
+        TableName=SOURCE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    _wait_active(client, SOURCE)
+    client.update_continuous_backups(
+        TableName=SOURCE, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+    )
+    for number in range(SOURCE_ITEMS):
+        client.put_item(TableName=SOURCE, Item={"pk": {"S": f"k{number}"}, "n": {"N": "1"}})
+    time.sleep(1.1)  # the latest restorable time is a second behind
+
+
+def _restore_and_use(cluster: Any, rounds: int, prefix: str = "restored") -> Counter[str]:
+    """Restore the source table `rounds` times through the first node and create as many
+    tables there; each is used through every other node as soon as DescribeTable says
+    ACTIVE. The errors, by request and code (stops at the first round that has any)."""
+    first, *others = cluster.node_ids
+    client = cluster.client(first)
+    other_clients = [cluster.client(n) for n in others]
+    errors: Counter[str] = Counter()
+    for number in range(rounds):
+        restored = f"{prefix}-{number}"
+        client.restore_table_to_point_in_time(
+            SourceTableName=SOURCE, TargetTableName=restored, UseLatestRestorableTime=True
+        )
+        _wait_active(client, restored)
+        _use_everywhere(other_clients, restored, errors)
+        created = f"created-{prefix}-{number}"
+        client.create_table(
+            TableName=created,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        _wait_active(client, created)
+        _use_everywhere(other_clients, created, errors)
+        if errors:
+            break
+    return errors
+
+
+def test_a_restored_or_created_table_is_served_by_every_router_once_active(
+    cluster_factory: Callable[..., Any],
+) -> None:
+    cluster = cluster_factory(nodes=3, partitions=4)
+    _create_source(cluster.client(cluster.node_ids[0]))
+    errors = _restore_and_use(cluster, ROUNDS)
+    assert not errors, dict(errors)
+
+
+def test_the_check_catches_a_restored_table_made_active_before_its_replicas_serve_it(
+    cluster_factory: Callable[..., Any],
+) -> None:
+    """The broken variant: the metadata group makes a restored table ACTIVE as soon as its
+    items are loaded, and its partitions learn it from the catalog sync that follows."""
+    cluster = cluster_factory(nodes=3, partitions=4, env={ACTIVE_FIRST_FAULT_ENV: "broken"})
+    _create_source(cluster.client(cluster.node_ids[0]))
+    errors = _restore_and_use(cluster, BROKEN_ROUNDS_MAX, prefix="broken")
+    assert any("ResourceNotFoundException" in what for what in errors), dict(errors)
+
+
+def test_a_table_that_does_not_exist_is_not_found_at_once_through_every_router(
+    cluster_factory: Callable[..., Any],
+) -> None:
+    cluster = cluster_factory(nodes=3, partitions=2)
+    for node in cluster.node_ids:
+        client = cluster.client(node)
+        requests: list[Callable[[], Any]] = [
+            lambda c=client: c.scan(TableName="absent"),
+            lambda c=client: c.get_item(TableName="absent", Key={"pk": {"S": "k"}}),
+            lambda c=client: c.put_item(TableName="absent", Item={"pk": {"S": "k"}}),
+            lambda c=client: c.query(
+                TableName="absent",
+                KeyConditionExpression="pk = :k",
+                ExpressionAttributeValues={":k": {"S": "k"}},
+            ),
+        ]
+        for request in requests:
+            started = time.monotonic()
+            with pytest.raises(ClientError) as raised:
+                request()
+            assert time.monotonic() - started < ABSENT_SECONDS_MAX
+            error = raised.value.response["Error"]
+            assert error["Code"] == "ResourceNotFoundException"
+            assert error["Message"] == NOT_FOUND_MESSAGE
