@@ -18,7 +18,8 @@ import base64
 import gzip
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 MANIFEST_VERSION = "2020-06-30"  # manifest-summary.json's "version", as AWS writes it
@@ -81,6 +82,55 @@ def manifest_summary(
 
 def encode_manifest_files(entries: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedExport:
+    """The closing objects of a full export and what its description says once they are
+    written."""
+
+    objects: tuple[tuple[str, bytes], ...]  # (key, data) in the order they must be written
+    completed: dict[str, Any]  # the description's members once every object is written
+
+
+def finish_export(
+    description: dict[str, Any],
+    *,
+    root: str,
+    results: list[tuple[dict[str, Any], int]],
+    end_time: float,
+    iso_time: Callable[[float], str],
+) -> FinishedExport:
+    """manifest-files.json and manifest-summary.json of a full export whose data files were
+    written, from each data file's (manifest-files entry, bytes of items read): the files'
+    manifest first, as the summary names it, so a stop between the two leaves no summary
+    naming a manifest that is not there."""
+    entries = [entry for entry, _ in results]
+    billed = sum(size for _, size in results)
+    files_key = f"{root}manifest-files.json"
+    summary_key = f"{root}manifest-summary.json"
+    summary = manifest_summary(
+        description,
+        arn=description["ExportArn"],
+        end_time=iso_time(end_time),
+        files_key=files_key,
+        entries=entries,
+        billed_bytes=billed,
+        iso_time=iso_time,
+    )
+    return FinishedExport(
+        objects=(
+            (files_key, encode_manifest_files(entries)),
+            (summary_key, json.dumps(summary).encode()),
+        ),
+        completed={
+            "ExportStatus": "COMPLETED",
+            "EndTime": end_time,
+            "ExportManifest": summary_key,
+            "BilledSizeBytes": billed,
+            "ItemCount": summary["itemCount"],
+        },
+    )
 
 
 def is_data_file(key: str) -> bool:

@@ -657,34 +657,20 @@ class BackupService:
                 results = []
                 for number in range(len(ranges)):
                     results.append(await self._run(write_part, number))
-                entries = [entry for entry, _ in results]
-                billed = sum(size for _, size in results)
-                files_key = f"{root}manifest-files.json"
-                end_time = catalog.current_time(self.db)
-                summary = export_format.manifest_summary(
+                finished = export_format.finish_export(
                     description,
-                    arn=arn,
-                    end_time=ops.iso_time(end_time),
-                    files_key=files_key,
-                    entries=entries,
-                    billed_bytes=billed,
+                    root=root,
+                    results=results,
+                    end_time=catalog.current_time(self.db),
                     iso_time=ops.iso_time,
                 )
 
                 def finish() -> None:
-                    put_verified(bucket, files_key, export_format.encode_manifest_files(entries))
-                    put_verified(
-                        bucket, f"{root}manifest-summary.json", json.dumps(summary).encode()
-                    )
+                    for key, data in finished.objects:
+                        put_verified(bucket, key, data)
 
                 await self._run(finish)
-                description.update(
-                    ExportStatus="COMPLETED",
-                    EndTime=end_time,
-                    ExportManifest=f"{root}manifest-summary.json",
-                    BilledSizeBytes=billed,
-                    ItemCount=summary["itemCount"],
-                )
+                description.update(finished.completed)
             finally:
                 await self._run(rebuilt.close)
         except asyncio.CancelledError:

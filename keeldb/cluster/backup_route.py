@@ -1290,33 +1290,21 @@ class ClusterBackupHooks:
                     for p in service.partitions()
                 )
             )
-            entries = [entry for entry, _ in results]
-            billed = sum(size for _, size in results)
-            files_key = f"{root}manifest-files.json"
-            end_time = catalog.current_time(self.db)
-            summary = export_format.manifest_summary(
+            finished = export_format.finish_export(
                 description,
-                arn=arn,
-                end_time=ops.iso_time(end_time),
-                files_key=files_key,
-                entries=entries,
-                billed_bytes=billed,
+                root=root,
+                results=[(entry, size) for entry, size in results],
+                end_time=catalog.current_time(self.db),
                 iso_time=ops.iso_time,
             )
             bucket = self.store.bucket(description["S3Bucket"])
 
             def finish() -> None:
-                put_verified(bucket, files_key, export_format.encode_manifest_files(entries))
-                put_verified(bucket, f"{root}manifest-summary.json", json.dumps(summary).encode())
+                for key, data in finished.objects:
+                    put_verified(bucket, key, data)
 
             await service._run(finish)
-            description.update(
-                ExportStatus="COMPLETED",
-                EndTime=end_time,
-                ExportManifest=f"{root}manifest-summary.json",
-                BilledSizeBytes=billed,
-                ItemCount=summary["itemCount"],
-            )
+            description.update(finished.completed)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - reported through the export's status
