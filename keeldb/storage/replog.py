@@ -15,12 +15,23 @@ How a node wires it (the store first, since the database that provides `apply` n
     await log.close()   # final fsync and checkpoint
     store.close()
 
-Group commit: `append` puts a record in a queue and waits. One flusher task takes everything
-queued (up to BATCH_RECORDS_MAX records or BATCH_BYTES_MAX bytes), writes it and fsyncs once
-in a worker thread, so that the event loop keeps parsing requests and queueing the next group
-while the disk works. Back on the loop thread it calls `apply` once with the whole group in
-LSN order, inside one store transaction when the store offers `batch()`, then wakes every
-waiter. Many concurrent writers therefore share one fsync.
+Group commit: `append` puts a record in a queue and waits. The disk thread writes
+everything queued (up to BATCH_RECORDS_MAX records or BATCH_BYTES_MAX bytes) and fsyncs
+once, so that the event loop keeps parsing requests and queueing the next group while the
+disk works. Back on the loop thread the group is applied once, in LSN order, inside one
+store transaction when the store offers `batch()`, and then every waiter is woken. Many
+concurrent writers therefore share one fsync.
+
+The disk thread takes each group itself, when it comes to the write job (the flusher keeps
+GROUPS_IN_FLIGHT_MAX jobs in its queue): so the next group's write starts as soon as the
+previous fsync returns, with everything that arrived during it, instead of after the result
+has crossed back to the loop, been applied and the next job has crossed over again (that
+hand-off both ways took 0.15-0.8 ms of wall time per group on a busy two-core host:
+docs/performance.md, "Where a durable write's time goes"). Only what an fsync covered is
+ever applied or acknowledged: a group is answered after its own fsync, and groups are
+applied in the order they were written. Checkpoints wait until no group is in flight.
+`timings` (`GroupTimings`) sums where the groups' wall time went; with KEELDB_LOG_STATS
+set they are written to that file every second (`benchmarks/write_decompose.py`).
 
 Checkpoint: every CHECKPOINT_INTERVAL_SECONDS (if anything was applied) or after
 CHECKPOINT_WAL_BYTES of log, and at close, the flusher makes the store durable
@@ -65,6 +76,7 @@ what is really on disk.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import queue
@@ -73,6 +85,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,11 +110,16 @@ BATCH_BYTES_MAX = 8 * 1024 * 1024  # payload bytes in one group, at most (a grou
 REPLAY_BATCH_RECORDS = 1024  # entries handed to `apply` at a time during recovery
 CHECKPOINT_INTERVAL_SECONDS = 60.0  # a checkpoint at least this often while writes arrive
 CHECKPOINT_WAL_BYTES = 128 * 1024 * 1024  # ... and whenever this much log was written since
+STATS_WRITE_INTERVAL_SECONDS = 1.0  # how often KEELDB_LOG_STATS is rewritten, when set
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005  # see "The disk thread and the interpreter lock" above
 # Where a group is written and fsynced: in the disk thread, or "inline" on the event-loop
 # thread (no hand-off to the disk thread and back; see "Where a group is fsynced" above).
 SYNC_MODES = ("inline", "thread")
 SYNC_MODE_DEFAULT = "thread"
+# Write jobs given to the disk thread at once: one writing and fsyncing, one waiting to take
+# what arrives meanwhile and write it as soon as that fsync returns. More would only split
+# the writers into smaller groups, each with its own fsync.
+GROUPS_IN_FLIGHT_MAX = 2
 EXIT_FSYNC_FAILED = 70  # exit status when the log cannot be made durable (EX_SOFTWARE)
 
 FatalFn = Callable[[BaseException], None]
@@ -162,8 +180,14 @@ class LocalLog:
         self._on_fatal = on_fatal
         self._checkpoint_interval_seconds = checkpoint_interval_seconds
         self._checkpoint_wal_bytes = checkpoint_wal_bytes
-        self._queue: list[tuple[bytes, asyncio.Future[int]]] = []
-        self._group: list[tuple[bytes, asyncio.Future[int]]] = []  # being committed
+        # (record, its writer's future, when it was appended: perf_counter seconds)
+        self._queue: list[tuple[bytes, asyncio.Future[int], float]] = []
+        self._group: list[tuple[bytes, asyncio.Future[int], float]] = []  # being committed
+        # Write jobs in the disk thread or on their way back (the disk thread's flusher).
+        self._writing = 0
+        # Whether a record was queued since the last write job was started: a job takes
+        # everything queued when it runs, so a new job is only worth starting for these.
+        self._fresh = False
         self._wakeup = asyncio.Event()
         self._committed_lsn = wal.last_lsn()
         self._failure: BaseException | None = None
@@ -176,8 +200,12 @@ class LocalLog:
         self._flusher: asyncio.Task[None] | None = None
         self._checkpoint_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._stats_timer: asyncio.TimerHandle | None = None
         self.fsync_count = 0  # group commits so far: one fsync each
         self.appended_count = 0  # records committed so far
+        self.timings = GroupTimings()  # where a group commit's wall time goes
+        stats_path = os.environ.get("KEELDB_LOG_STATS")
+        self._stats_path = Path(stats_path) if stats_path else None
 
     @classmethod
     async def open(
@@ -223,8 +251,11 @@ class LocalLog:
             raise ValueError(f"KEELDB_WAL_SYNC must be one of {SYNC_MODES}, not {sync_mode!r}")
         loop = asyncio.get_running_loop()
         applied_lsn = store.applied_lsn()
-        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_SECONDS:
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+        switch_interval_seconds = _setting(
+            "KEELDB_GIL_SWITCH_INTERVAL_SECONDS", GIL_SWITCH_INTERVAL_SECONDS
+        )
+        if sys.getswitchinterval() > switch_interval_seconds:
+            sys.setswitchinterval(switch_interval_seconds)
 
         def open_wal() -> WriteAheadLog:
             if fsync is None:
@@ -269,6 +300,7 @@ class LocalLog:
             log.info("replayed %d log records after LSN %d", replayed, applied_lsn)
         self._flusher = asyncio.create_task(self._flush_forever(), name="keeldb-log-flusher")
         self._schedule_timer()
+        self._schedule_stats()
         return self
 
     def _recover(self, applied_lsn: int) -> int:
@@ -303,7 +335,8 @@ class LocalLog:
         if self._closing:
             raise LogFailedError("the log is closed")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((record, future))
+        self._queue.append((record, future, time.perf_counter()))
+        self._fresh = True
         self._wakeup.set()
         return await future
 
@@ -350,7 +383,11 @@ class LocalLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stats_timer is not None:
+            self._stats_timer.cancel()
+            self._stats_timer = None
         await flusher
+        self.write_stats()
         if self._failure is None:
             try:
                 await self._disk.run(self._locked, self._checkpoint_on_disk)
@@ -382,13 +419,63 @@ class LocalLog:
             self._fail(error)
 
     async def _flush_until_closed(self) -> None:
+        if self._inline:
+            await self._flush_inline_until_closed()
+        else:
+            await self._flush_pipelined_until_closed()
+
+    async def _flush_pipelined_until_closed(self) -> None:
+        """The disk thread's flusher: it keeps up to GROUPS_IN_FLIGHT_MAX write jobs in the
+        disk thread, and each job takes its group from the queue when the disk thread comes
+        to it (`_take_write_sync`), so that a group is written as soon as the fsync before
+        it returns, with everything that arrived meanwhile, instead of after the previous
+        group's result has crossed back to the event loop. Each group is still acknowledged
+        only after its own fsync (`_group_written`, on the loop, in log order)."""
+        while True:
+            if self._failure is not None:
+                if not self._writing:
+                    self._fail_queued(self._failure)
+                    return
+            elif self._checkpoint_waiters or self._checkpoint_due():
+                if not self._writing:
+                    await self._checkpoint_between_groups()
+                    continue
+                # Else wait until the groups in flight are applied: no new group meanwhile.
+            elif self._queue and self._fresh and self._writing < GROUPS_IN_FLIGHT_MAX:
+                self._fresh = False
+                self._writing += 1
+                self._disk.run_then(self._group_written, self._take_write_sync)
+                continue
+            elif self._closing and not self._queue and not self._writing:
+                return
+            # Woken by an append, a group written, a checkpoint request, close, or the
+            # checkpoint timer. (Not asyncio.wait_for: on Python 3.11 it can swallow a
+            # cancellation.)
+            await self._wakeup.wait()
+            self._wakeup.clear()
+
+    async def _checkpoint_between_groups(self) -> None:
+        requested, self._checkpoint_waiters = self._checkpoint_waiters, []
+        if self._failure is None:
+            try:
+                await self._disk.run(self._locked, self._checkpoint_on_disk)
+            except FsyncFailedError as error:
+                self._fail(error)
+        for done in requested:
+            if done.done():
+                continue
+            if self._failure is None:
+                done.set_result(None)
+            else:
+                done.set_exception(LogFailedError(f"the log failed: {self._failure}"))
+
+    async def _flush_inline_until_closed(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue and not self._checkpoint_waiters:
                 if self._closing or self._failure is not None:
                     return
                 # Woken by an append, a checkpoint request, close, or the checkpoint timer.
-                # (Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation.)
                 await self._wakeup.wait()
                 self._wakeup.clear()
             if self._failure is not None:
@@ -396,19 +483,63 @@ class LocalLog:
                 return
             if self._queue:
                 await self._commit_group(loop)
-            requested, self._checkpoint_waiters = self._checkpoint_waiters, []
-            if self._failure is None and (requested or self._checkpoint_due()):
-                try:
-                    await self._disk.run(self._locked, self._checkpoint_on_disk)
-                except FsyncFailedError as error:
-                    self._fail(error)
-            for done in requested:
-                if done.done():
-                    continue
-                if self._failure is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(LogFailedError(f"the log failed: {self._failure}"))
+            if self._checkpoint_waiters or (self._failure is None and self._checkpoint_due()):
+                await self._checkpoint_between_groups()
+
+    def _take_write_sync(self) -> _Written:
+        """Runs in the disk thread: take what is queued (one group) and write and fsync it.
+
+        Failures are returned with the group they belong to, so that the loop answers
+        exactly those writers (`_group_written`)."""
+        with self._files_lock:
+            started = time.perf_counter()
+            group = self._take_group() if self._failure is None else []
+            if not group:
+                return _Written(group, 0, None, False, started, started)
+            lsn_before = self._wal.last_lsn()
+            try:
+                last_lsn = self._write_and_sync([record for record, _, _ in group])
+            except BaseException as error:  # noqa: BLE001 - handed to the loop with its group
+                kept_nothing = self._wal.last_lsn() == lsn_before
+                return _Written(group, lsn_before, error, kept_nothing, started, started)
+            return _Written(group, last_lsn, None, False, started, time.perf_counter())
+
+    def _group_written(self, written: _Written | None, error: BaseException | None) -> None:
+        """On the loop: a write job is back from the disk thread; apply and acknowledge its
+        group, or fail its writers. Jobs come back in the order they ran, so groups are
+        applied in LSN order."""
+        self._writing -= 1
+        self._wakeup.set()
+        try:
+            if error is not None or written is None:
+                # The job itself broke (a bug): its group is unknown, so everything stops.
+                self._fail(error if error is not None else AssertionError("no write result"))
+                return
+            group = written.group
+            if not group:
+                return
+            if self._failure is not None:
+                self._group = group
+                self._fail(self._failure)
+                return
+            if written.error is not None:
+                self._group = group
+                failed_write = isinstance(written.error, OSError) and not isinstance(
+                    written.error, FsyncFailedError
+                )
+                if failed_write and written.kept_nothing:
+                    # A write failed (a full disk, say) and nothing of the group was kept:
+                    # these writers get the error, later groups may succeed.
+                    log.error("log write failed: %r", written.error)
+                    self._fail_group(group, written.error)
+                    return
+                self._fail(written.error)
+                return
+            self._finish_group(
+                group, written.last_lsn, written.started, written.durable, inline=False
+            )
+        except Exception as unexpected:  # noqa: BLE001 - never leave writers waiting
+            self._fail(unexpected)
 
     def _schedule_timer(self) -> None:
         """Wake the flusher every checkpoint interval, so an idle log still checkpoints."""
@@ -420,10 +551,42 @@ class LocalLog:
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._checkpoint_interval_seconds, tick)
 
-    def _take_group(self) -> list[tuple[bytes, asyncio.Future[int]]]:
+    def _schedule_stats(self) -> None:
+        """With KEELDB_LOG_STATS set, write `timings` to that file every
+        STATS_WRITE_INTERVAL_SECONDS, so that a benchmark can read a running server's."""
+        if self._stats_path is None or self._flusher is None:
+            return
+
+        def write() -> None:
+            self.write_stats()
+            self._schedule_stats()
+
+        self._stats_timer = asyncio.get_running_loop().call_later(
+            STATS_WRITE_INTERVAL_SECONDS, write
+        )
+
+    def write_stats(self) -> None:
+        """Write the counters to the KEELDB_LOG_STATS file (atomically: a reader never
+        sees half of it)."""
+        if self._stats_path is None:
+            return
+        stats = {
+            **self.timings.as_dict(),
+            "fsync_count": self.fsync_count,
+            "appended_count": self.appended_count,
+            "disk_thread_id": self._disk.native_id,
+        }
+        temporary = self._stats_path.with_name(self._stats_path.name + ".tmp")
+        try:
+            temporary.write_text(json.dumps(stats))
+            temporary.replace(self._stats_path)
+        except OSError as error:
+            log.warning("cannot write log statistics to %s: %r", self._stats_path, error)
+
+    def _take_group(self) -> list[tuple[bytes, asyncio.Future[int], float]]:
         count = 0
         group_bytes = 0
-        for record, _ in self._queue:
+        for record, _, _ in self._queue:
             if count == BATCH_RECORDS_MAX or (
                 count and group_bytes + len(record) > BATCH_BYTES_MAX
             ):
@@ -438,14 +601,17 @@ class LocalLog:
         group = self._take_group()
         # Kept until answered, so that even an unexpected error fails these writers.
         self._group = group
-        payloads = [record for record, _ in group]
+        payloads = [record for record, _, _ in group]
         lsn_before = self._wal.last_lsn()
+        started = time.perf_counter()
+        inline = False
         try:
             if self._inline and self._files_lock.acquire(blocking=False):
                 # The files are free (no seal or checkpoint in the disk thread): write and
                 # fsync here. os.write and os.fdatasync release the interpreter lock, so the
                 # archive thread runs meanwhile; requests that arrive wait in their sockets
                 # and form the next group.
+                inline = True
                 try:
                     last_lsn = self._write_and_sync(payloads)
                 finally:
@@ -462,14 +628,33 @@ class LocalLog:
                 self._fail(error)
                 return
             log.error("log write failed: %r", error)
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(LogFailedError(f"log write failed: {error}"))
-            self._group = []
+            self._fail_group(group, error)
             return
-        first_lsn = last_lsn - len(payloads) + 1
-        assert first_lsn == lsn_before + 1
-        entries: list[Entry] = [(first_lsn + i, p) for i, p in enumerate(payloads)]
+        self._finish_group(group, last_lsn, started, time.perf_counter(), inline=inline)
+
+    def _fail_group(
+        self, group: list[tuple[bytes, asyncio.Future[int], float]], error: BaseException
+    ) -> None:
+        for _, future, _ in group:
+            if not future.done():
+                future.set_exception(LogFailedError(f"log write failed: {error}"))
+        self._group = []
+
+    def _finish_group(
+        self,
+        group: list[tuple[bytes, asyncio.Future[int], float]],
+        last_lsn: int,
+        started: float,
+        durable: float,
+        *,
+        inline: bool,
+    ) -> None:
+        """On the loop, after the group's fsync: apply it, then acknowledge its writers."""
+        received = time.perf_counter()
+        self._group = group
+        first_lsn = last_lsn - len(group) + 1
+        assert first_lsn == self._committed_lsn + 1, (first_lsn, self._committed_lsn)
+        entries: list[Entry] = [(first_lsn + i, record) for i, (record, _, _) in enumerate(group)]
         try:
             with self._store_batch():
                 self._apply(entries)
@@ -483,11 +668,14 @@ class LocalLog:
         self._committed_time_us = self._last_time_us
         self.fsync_count += 1
         self.appended_count += len(entries)
-        self._bytes_since_checkpoint += sum(len(p) + RECORD_HEADER_BYTES for p in payloads)
-        for (_, future), (lsn, _) in zip(group, entries, strict=True):
+        self._bytes_since_checkpoint += sum(
+            len(record) + RECORD_HEADER_BYTES for record, _, _ in group
+        )
+        for (_, future, _), (lsn, _) in zip(group, entries, strict=True):
             if not future.done():
                 future.set_result(lsn)
         self._group = []
+        self.timings.add(group, started, durable, received, time.perf_counter(), inline=inline)
 
     def _locked(self, work: Callable[..., _T], *args: object) -> _T:
         """Runs in the disk thread: `work(*args)` while holding the files."""
@@ -499,8 +687,11 @@ class LocalLog:
         commit_time_us = max(self._clock_us(), self._last_time_us)
         self._last_time_us = commit_time_us
         self._wal.set_commit_time(commit_time_us)
+        written = time.perf_counter()
         last_lsn = self._wal.append(payloads)
+        synced = time.perf_counter()
         self._wal.sync()
+        self.timings.add_disk(synced - written, time.perf_counter() - synced)
         return last_lsn
 
     def _checkpoint_due(self) -> bool:
@@ -535,7 +726,7 @@ class LocalLog:
             self._failure = error
             log.critical("the log failed and stops accepting records: %r", error)
         group, self._group = self._group, []
-        for _, future in group:
+        for _, future, _ in group:
             if not future.done():
                 failed = LogFailedError(f"the log failed: {error}")
                 failed.__cause__ = error
@@ -549,7 +740,7 @@ class LocalLog:
             if not done.done():
                 done.set_exception(LogFailedError(f"the log failed: {error}"))
         queued, self._queue = self._queue, []
-        for _, future in queued:
+        for _, future, _ in queued:
             if not future.done():
                 failed = LogFailedError(f"the log failed: {error}")
                 failed.__cause__ = error
@@ -557,6 +748,85 @@ class LocalLog:
 
     def wal_segment_paths(self) -> list[Path]:
         return self._wal.segment_paths()
+
+
+@dataclass(slots=True)
+class _Written:
+    """What a write job hands back from the disk thread: its group, the group's last LSN
+    (before the group, if it failed), the failure if any and whether the failed write left
+    nothing in the log, and when it started and became durable (perf_counter seconds)."""
+
+    group: list[tuple[bytes, asyncio.Future[int], float]]
+    last_lsn: int
+    error: BaseException | None
+    kept_nothing: bool
+    started: float
+    durable: float
+
+
+class GroupTimings:
+    """Where the wall time of group commits went, summed since the log opened.
+
+    Cheap enough to keep always (a clock read per record and five per group); read by
+    `benchmarks/write_decompose.py` through the file KEELDB_LOG_STATS names, and by tests.
+    The disk fields are added by whichever thread wrote the group.
+    """
+
+    __slots__ = (
+        "apply_seconds",
+        "commit_seconds",
+        "group_sizes",
+        "groups",
+        "handback_seconds",
+        "inline_groups",
+        "queue_wait_seconds",
+        "records",
+        "sync_seconds",
+        "write_seconds",
+    )
+
+    def __init__(self) -> None:
+        self.groups = 0
+        self.inline_groups = 0  # written and fsynced on the loop thread
+        self.records = 0
+        # Per record: from its append to the start of its group's write (waiting for the
+        # group before it to be fsynced and applied, then for the flusher to run).
+        self.queue_wait_seconds = 0.0
+        # Per group: from the start of its write to its fsync's return (inline, or when the
+        # disk thread could not take it: to the loop holding the result again).
+        self.commit_seconds = 0.0
+        # Per group: from its fsync's return in the disk thread to the loop applying it.
+        self.handback_seconds = 0.0
+        self.write_seconds = 0.0  # per group: the write system calls
+        self.sync_seconds = 0.0  # per group: the fdatasync
+        self.apply_seconds = 0.0  # per group: applying it to the store, waking its writers
+        self.group_sizes: dict[int, int] = {}
+
+    def add(
+        self,
+        group: list[tuple[bytes, asyncio.Future[int], float]],
+        started: float,
+        durable: float,
+        received: float,
+        answered: float,
+        *,
+        inline: bool,
+    ) -> None:
+        self.groups += 1
+        self.inline_groups += inline
+        self.records += len(group)
+        self.queue_wait_seconds += sum(started - appended for _, _, appended in group)
+        self.commit_seconds += durable - started
+        self.handback_seconds += received - durable
+        self.apply_seconds += answered - received
+        self.group_sizes[len(group)] = self.group_sizes.get(len(group), 0) + 1
+
+    def add_disk(self, write_seconds: float, sync_seconds: float) -> None:
+        self.write_seconds += write_seconds
+        self.sync_seconds += sync_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class DiskThread:
@@ -571,12 +841,14 @@ class DiskThread:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, name: str) -> None:
         self._loop = loop
-        self._jobs: queue.SimpleQueue[
-            tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
-        ] = queue.SimpleQueue()
+        # (the future to settle, or the callback to call, on the loop; the work; its args)
+        self._jobs: queue.SimpleQueue[tuple[Any, Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
         self._stopped = False
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
+        self.native_id = self._thread.native_id  # the kernel's id of the thread (/proc)
 
     def run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         if self._stopped:
@@ -584,6 +856,15 @@ class DiskThread:
         future: asyncio.Future[_T] = self._loop.create_future()
         self._jobs.put((future, fn, args))
         return future
+
+    def run_then(
+        self, done: Callable[[Any, BaseException | None], None], fn: Callable[[], Any]
+    ) -> None:
+        """Run `fn()` in the disk thread, then `done(result, error)` on the loop: one hop
+        back, without a future for the loop to wake a task with."""
+        if self._stopped:
+            raise RuntimeError("the disk thread was shut down")
+        self._jobs.put((done, fn, ()))
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop after the work already given (and wait for it, with `wait`)."""
@@ -598,19 +879,20 @@ class DiskThread:
             job = self._jobs.get()
             if job is None:
                 return
-            future, fn, args = job
+            target, fn, args = job
             try:
                 result = fn(*args)
             except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
-                self._hand_back(future, None, error)
+                self._hand_back(target, None, error)
             else:
-                self._hand_back(future, result, None)
+                self._hand_back(target, result, None)
 
-    def _hand_back(
-        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
-    ) -> None:
+    def _hand_back(self, target: Any, result: Any, error: BaseException | None) -> None:
         try:
-            self._loop.call_soon_threadsafe(_settle, future, result, error)
+            if isinstance(target, asyncio.Future):
+                self._loop.call_soon_threadsafe(_settle, target, result, error)
+            else:
+                self._loop.call_soon_threadsafe(target, result, error)
         except RuntimeError:
             pass  # the loop is closed: nobody waits any more
 
