@@ -7,9 +7,9 @@ This module owns the cluster side of DynamoDB's backup API (docs/backup.md, "On 
   of the group sees the same time), and hands every record a replica applies to its
   `PartitionArchive`;
 - `PartitionArchive`: on each replica of a partition group, a base snapshot of the
-  replica's store and every record applied after it with its commit time
-  (`DATA_DIR/pitr/GROUP/`), from which the partition is rebuilt as of any instant of its
-  window (`rebuild`);
+  replica's store and every record applied after it with its commit time, in segments
+  (`DATA_DIR/groups/GROUP/pitr/`), from which the partition is rebuilt as of any instant of
+  its window (`rebuild`), kept to a single node's retention (`trim`, every minute);
 - the "kv.backup" transport channel: backup operations run on the metadata group's leader
   (step "op", with `ClusterBackupHooks` as the engine's `BackupHooks`), and the work on a
   table's items runs on each partition's leader (steps "window", "copy", "dump_at", "load",
@@ -42,16 +42,19 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from keeldb.backup import exports as export_format
+from keeldb.backup.archive import ARCHIVE_RETENTION_SECONDS, setting
 from keeldb.backup.service import (
     BACKUPS_PREFIX,
     EXPORTS_PREFIX,
@@ -144,7 +147,17 @@ FRAME_READ_BUFFER_BYTES_MAX = 2 * RECORD_BYTES_MAX + READ_CHUNK_BYTES
 THREADS = 4  # worker threads for copies, rebuilds and uploads on one node
 BASE_DIR = "base"
 BASE_FILE = "base.json"
-RECORDS_FILE = "records.bin"
+RECORDS_FILE = "records.bin"  # the first segment of an archive's records
+# A partition archive is kept as long as a single node's (KEELDB_ARCHIVE_RETENTION_SECONDS,
+# DynamoDB's longest recovery period): its records are cut into segments, each closed after
+# SEGMENT_BYTES_MAX or once it spans SEGMENT_SECONDS_MAX of commit times, and every
+# TRIM_CHECK_SECONDS each node rolls its archives' bases forward over the segments committed
+# wholly before the cutoff. So a window holds the retention and at most one segment more.
+SEGMENT_BYTES_MAX = 64 * 1024 * 1024
+SEGMENT_SECONDS_MAX = 3600.0
+SEGMENT_SECONDS_ENV = "KEELDB_ARCHIVE_SEGMENT_SECONDS"
+TRIM_CHECK_SECONDS = 60.0
+TRIM_CHECK_ENV = "KEELDB_ARCHIVE_TRIM_SECONDS"
 # A deliberately broken restore, only for the test that proves its check catches one: a
 # target table whose name starts with this variable's value (never set in production) is
 # loaded part by part, each part as it is through one partition, without re-partitioning.
@@ -251,69 +264,175 @@ class TimedCodec:
         return data
 
 
+@dataclass(slots=True)
+class _Segment:
+    """One file of an archive's records (`records.bin`, then `records-00000001.bin` ...)."""
+
+    seq: int
+    bytes: int = 0
+    first_stamp: int = 0  # the first record's commit time (0: no record yet)
+    last_stamp: int = 0  # the latest commit time of its records
+    last_mark: int | None = None  # the store's applied LSN its last mark names
+    tail: bool = False  # record frames after its last mark (read at open only)
+
+
+def _segment_name(seq: int) -> str:
+    return RECORDS_FILE if seq == 0 else f"records-{seq:08d}.bin"
+
+
+def _segment_seq(name: str) -> int | None:
+    if name == RECORDS_FILE:
+        return 0
+    if name.startswith("records-") and name.endswith(".bin") and name[8:-4].isdigit():
+        return int(name[8:-4])
+    return None
+
+
 class PartitionArchive:
     """One replica's archive of its partition: a base snapshot of the store and every record
-    applied after it, with commit times. A window starts at its base snapshot; a replica that
-    applied records without archiving them (a crash that lost the archive's tail, a snapshot
-    installed from the leader) starts a new window from a new base."""
+    applied after it, with commit times, in segment files. A window starts at its base
+    snapshot; a replica that applied records without archiving them (a crash that lost the
+    archive's tail, a snapshot installed from the leader) starts a new window from a new
+    base.
+
+    The window is kept to the retention of a single node's archive: a segment is closed
+    after `segment_bytes` or once it spans `segment_seconds` of commit times, and `trim`
+    rolls the base forward over the closed segments whose records were all committed before
+    the cutoff (a copy of the base with their records applied, then one atomic replace of
+    `base.json`), so the disk holds the retention and at most one segment more."""
 
     def __init__(
-        self, directory: Path, store: LmdbStore, clock: Callable[[], int] | None = None
+        self,
+        directory: Path,
+        store: LmdbStore,
+        clock: Callable[[], int] | None = None,
+        *,
+        segment_bytes: int | None = None,
+        segment_seconds: float | None = None,
     ) -> None:
         self.directory = directory
         self.store = store
         self.clock = clock or _now_us
+        self.segment_bytes = segment_bytes or SEGMENT_BYTES_MAX
+        self.segment_us = int(
+            (segment_seconds or setting(SEGMENT_SECONDS_ENV, SEGMENT_SECONDS_MAX)) * 1_000_000
+        )
         self.last_stamp = 0  # the newest commit time archived
         self.group_log: Any = None
         self.base_time_us: int | None = None
+        self.base_name = BASE_DIR  # the base snapshot's directory, named by base.json
+        self.base_lsn = 0  # the store's applied LSN the base holds (its last mark)
+        self.segments: list[_Segment] = []  # oldest first; records go to the last
+        self.generation = 0  # moves at each new window and trim
         self._file: Any = None
         self._scheduled = False
         self._installed = 0
+        # Rebuilds read the base and the segments in worker threads; a trim replaces them
+        # only while none does (it tries again later otherwise).
+        self._lock = threading.Lock()
+        self._readers = 0
 
     def open(self) -> None:
         """Continue the window on disk if it holds every record the store applied, else
         start a new one (called before the group's log replays anything)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         base_file = self.directory / BASE_FILE
-        marked: int | None = None
-        tail = False  # record frames after the last mark
         base: dict[str, Any] | None = None
-        if base_file.exists() and (self.directory / BASE_DIR).exists():
+        segments: list[_Segment] = []
+        if base_file.exists():
             base = json.loads(base_file.read_text())
-            marked = base["lsn"]
-            for frame in _frames(self.directory / RECORDS_FILE):
-                if frame[0] == FRAME_MARK:
-                    marked, tail = frame[1], False
-                else:
-                    tail = True
+            self.base_name = str(base.get("dir", BASE_DIR))
+            segments = self._read_segments(int(base.get("first_segment", 0)))
+        if base is None or not (self.directory / self.base_name).exists() or not segments:
+            self.new_window()
+            return
         # Frames after the last mark were written before their batch reached the store; a
         # store that applied records the archive never saw needs a new window.
-        if base is None or (marked != self.store.applied_lsn() and not tail):
+        marked: int = base["lsn"]
+        tail = False  # record frames after the last mark
+        for segment in segments:
+            if segment.last_mark is not None:
+                marked, tail = segment.last_mark, segment.tail
+            else:
+                tail = tail or segment.tail
+        if marked != self.store.applied_lsn() and not tail:
             self.new_window()
-        else:
-            self.base_time_us = int(base["time_us"])
-            self._file = open(self.directory / RECORDS_FILE, "ab")  # noqa: SIM115
+            return
+        self.base_time_us = int(base["time_us"])
+        self.base_lsn = int(base["lsn"])
+        self.segments = segments
+        self.last_stamp = max(s.last_stamp for s in segments)
+        self._remove_strays()
+        self._file = open(self._path(segments[-1].seq), "ab")  # noqa: SIM115
+
+    def _path(self, seq: int) -> Path:
+        return self.directory / _segment_name(seq)
+
+    def _read_segments(self, first: int) -> list[_Segment]:
+        """The segments from `first` on, read whole (empty if one is missing)."""
+        found = sorted(
+            seq
+            for path in self.directory.iterdir()
+            if (seq := _segment_seq(path.name)) is not None and seq >= first
+        )
+        if not found or found != list(range(first, first + len(found))):
+            return []
+        segments = []
+        for seq in found:
+            segment = _Segment(seq)
+            for frame in _frames(self._path(seq)):
+                if frame[0] == FRAME_MARK:
+                    segment.last_mark, segment.tail = frame[1], False
+                else:
+                    segment.first_stamp = segment.first_stamp or frame[1]
+                    segment.last_stamp = max(segment.last_stamp, frame[1])
+                    segment.tail = True
+            segment.bytes = self._path(seq).stat().st_size
+            segments.append(segment)
+        return segments
+
+    def _remove_strays(self) -> None:
+        """What a trim or a new window left when it stopped midway: base directories and
+        segments that base.json does not name."""
+        first = self.segments[0].seq if self.segments else 0
+        for path in self.directory.iterdir():
+            seq = _segment_seq(path.name)
+            if seq is not None and seq < first:
+                path.unlink(missing_ok=True)
+            elif path.name.startswith(BASE_DIR) and path.is_dir() and path.name != self.base_name:
+                shutil.rmtree(path, ignore_errors=True)
 
     def new_window(self) -> None:
         if self._file is not None:
             self._file.close()
-        shutil.rmtree(self.directory / BASE_DIR, ignore_errors=True)
-        (self.directory / RECORDS_FILE).unlink(missing_ok=True)
+        for path in self.directory.iterdir():
+            if _segment_seq(path.name) is not None:
+                path.unlink()
+            elif path.name.startswith(BASE_DIR) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
         lsn = self.store.snapshot(self.directory / BASE_DIR)
         # Every record in the base was committed at or before this time.
         time_us = max(self.clock(), self.last_stamp)
+        self._write_base({"lsn": lsn, "time_us": time_us})
+        self.base_name = BASE_DIR
+        self.base_lsn = lsn
+        self.segments = [_Segment(0)]
+        self._file = open(self._path(0), "ab")  # noqa: SIM115
+        self.base_time_us = time_us
+        self.generation += 1
+        if self.group_log is not None:
+            self._installed = self.group_log.snapshots_installed
+        log.info("partition archive %s: a new window from %d", self.directory.name, time_us)
+
+    def _write_base(self, base: dict[str, Any]) -> None:
+        """Replace base.json in one atomic step (the commit point of a new window or trim)."""
         temporary = self.directory / (BASE_FILE + ".tmp")
         with open(temporary, "w") as stream:
-            stream.write(json.dumps({"lsn": lsn, "time_us": time_us}))
+            stream.write(json.dumps(base))
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, self.directory / BASE_FILE)
         fsync_directory(self.directory)
-        self._file = open(self.directory / RECORDS_FILE, "ab")  # noqa: SIM115
-        self.base_time_us = time_us
-        if self.group_log is not None:
-            self._installed = self.group_log.snapshots_installed
-        log.info("partition archive %s: a new window from %d", self.directory.name, time_us)
 
     def note(self, stamp: int, data: bytes) -> None:
         """Archive one record as it is applied: written to the file (the operating system's
@@ -322,8 +441,13 @@ class PartitionArchive:
         if self._file is None:
             return
         self.last_stamp = max(self.last_stamp, stamp)
-        self._file.write(msgpack.packb([FRAME_RECORD, stamp, data], use_bin_type=True))
+        frame = msgpack.packb([FRAME_RECORD, stamp, data], use_bin_type=True)
+        self._file.write(frame)
         self._file.flush()
+        segment = self.segments[-1]
+        segment.bytes += len(frame)
+        segment.first_stamp = segment.first_stamp or stamp
+        segment.last_stamp = max(segment.last_stamp, stamp)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.mark)
@@ -340,40 +464,147 @@ class PartitionArchive:
         self._scheduled = False
         if self._file is None or self.check():
             return
-        self._file.write(msgpack.packb([FRAME_MARK, self.store.applied_lsn()]))
+        applied = self.store.applied_lsn()
+        frame = msgpack.packb([FRAME_MARK, applied])
+        self._file.write(frame)
         self._file.flush()
+        segment = self.segments[-1]
+        segment.bytes += len(frame)
+        segment.last_mark = applied
+        if segment.bytes >= self.segment_bytes or (
+            segment.first_stamp and segment.last_stamp - segment.first_stamp >= self.segment_us
+        ):
+            # Closed after a mark, so a segment holds whole batches.
+            self._file.close()
+            self.segments.append(_Segment(segment.seq + 1))
+            self._file = open(self._path(segment.seq + 1), "ab")  # noqa: SIM115
+
+    def _reading(self) -> tuple[Path, list[tuple[Path, int]]]:
+        """Count a reader in (the caller counts it out with `_done`): the base directory and
+        every segment with its size now."""
+        with self._lock:
+            self._readers += 1
+            files = [(self._path(s.seq), s.bytes) for s in self.segments]
+            return self.directory / self.base_name, files
+
+    def _done(self) -> None:
+        with self._lock:
+            self._readers -= 1
 
     def rebuild(self, time_us: int, workdir: Path) -> tuple[Database, Callable[[], None]]:
         """A scratch database holding this partition as of `time_us` (in a worker thread):
         the base snapshot, then every archived record committed at or before `time_us`, in
         the order applied. Returns it and the function that removes it."""
-        if self.base_time_us is None or time_us < self.base_time_us:
-            raise RuntimeError("the instant is before this partition's archive window")
-        scratch = Path(tempfile.mkdtemp(prefix="pitr-", dir=workdir))
-        shutil.copytree(self.directory / BASE_DIR, scratch / "store")
-        size = (self.directory / RECORDS_FILE).stat().st_size
-        store = LmdbStore(scratch / "store")
-        database = Database(store)
-        lsn = store.applied_lsn()
-        batch: list[tuple[int, bytes]] = []
-        for frame in _frames(self.directory / RECORDS_FILE, size):
-            if frame[0] != FRAME_RECORD or frame[1] > time_us:
-                continue
-            lsn += 2  # appliers may record lsn - 1 first: keep the positions apart
-            batch.append((lsn, frame[2]))
-            if len(batch) >= REPLAY_BATCH_RECORDS:
-                with store.batch():
-                    database.apply(batch)
-                batch = []
-        if batch:
-            with store.batch():
-                database.apply(batch)
+        base, files = self._reading()
+        try:
+            if self.base_time_us is None or time_us < self.base_time_us:
+                raise RuntimeError("the instant is before this partition's archive window")
+            scratch = Path(tempfile.mkdtemp(prefix="pitr-", dir=workdir))
+            shutil.copytree(base, scratch / "store")
+            store = LmdbStore(scratch / "store")
+            database = Database(store)
+            _replay(database, files, time_us)
+        finally:
+            self._done()
 
         def remove() -> None:
             store.close()
             shutil.rmtree(scratch, ignore_errors=True)
 
         return database, remove
+
+    async def trim(self, cutoff_us: int, workdir: Path, run: Callable[..., Awaitable[Any]]) -> bool:
+        """Roll the base forward over the closed segments whose records were all committed
+        at or before `cutoff_us`; the window then starts at the latest of those commit
+        times. The work runs in a worker thread (`run`); the replacement is one atomic
+        replace of base.json, made only if no rebuild read the archive meanwhile and no new
+        window started. True if the archive was trimmed."""
+        consumed: list[_Segment] = []
+        for segment in self.segments[:-1]:
+            if segment.last_stamp > cutoff_us:
+                break
+            consumed.append(segment)
+        if not consumed or self.base_time_us is None:
+            return False
+        generation = self.generation
+        name = f"{BASE_DIR}-{consumed[-1].seq + 1:08d}"
+        target = self.directory / name
+        await run(self._roll, [(self._path(s.seq), s.bytes) for s in consumed], target, workdir)
+        lsn = self.base_lsn
+        for segment in consumed:
+            lsn = segment.last_mark if segment.last_mark is not None else lsn
+        time_us = max([self.base_time_us] + [s.last_stamp for s in consumed])
+        old = self.directory / self.base_name
+        if self.generation != generation or not self._lock.acquire(blocking=False):
+            await run(shutil.rmtree, target, True)
+            return False
+        try:
+            if self._readers:
+                committed = False
+            else:
+                first = consumed[-1].seq + 1
+                self._write_base(
+                    {"lsn": lsn, "time_us": time_us, "dir": name, "first_segment": first}
+                )
+                self.base_name, self.base_lsn, self.base_time_us = name, lsn, time_us
+                self.segments = self.segments[len(consumed) :]
+                self.generation += 1
+                committed = True
+        finally:
+            self._lock.release()
+        if not committed:
+            await run(shutil.rmtree, target, True)
+            return False
+
+        def remove() -> None:
+            shutil.rmtree(old, ignore_errors=True)
+            for segment in consumed:
+                self._path(segment.seq).unlink(missing_ok=True)
+
+        await run(remove)
+        log.info("partition archive %s: trimmed to a window from %d", self.directory, time_us)
+        return True
+
+    def _roll(self, files: list[tuple[Path, int]], target: Path, workdir: Path) -> None:
+        """(In a worker thread) the base with every record of `files` applied, as a compact
+        copy in `target`."""
+        base, _ = self._reading()
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix="trim-", dir=workdir))
+            try:
+                shutil.copytree(base, scratch / "store")
+                store = LmdbStore(scratch / "store")
+                try:
+                    _replay(Database(store), files, None)
+                    shutil.rmtree(target, ignore_errors=True)
+                    store.snapshot(target)
+                finally:
+                    store.close()
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            self._done()
+
+
+def _replay(database: Database, files: list[tuple[Path, int]], time_us: int | None) -> None:
+    """Apply the records of archive segments (each up to its size) committed at or before
+    `time_us` (every one if None), in order, to a scratch database."""
+    store = database.store
+    lsn = store.applied_lsn()
+    batch: list[tuple[int, bytes]] = []
+    for path, size in files:
+        for frame in _frames(path, size):
+            if frame[0] != FRAME_RECORD or (time_us is not None and frame[1] > time_us):
+                continue
+            lsn += 2  # appliers may record lsn - 1 first: keep the positions apart
+            batch.append((lsn, frame[2]))
+            if len(batch) >= REPLAY_BATCH_RECORDS:
+                with store.batch():  # type: ignore[attr-defined]
+                    database.apply(batch)
+                batch = []
+    if batch:
+        with store.batch():  # type: ignore[attr-defined]
+            database.apply(batch)
 
 
 def _frames(path: Path, size: int | None = None) -> Iterator[Any]:
@@ -482,6 +713,11 @@ class ClusterBackupService:
         self.window: tuple[float, float] | None = None
         self.failures: dict[str, str] = {}
         self._watch: asyncio.Task[None] | None = None
+        self._trim: asyncio.Task[None] | None = None
+        self.retention_seconds = setting(
+            "KEELDB_ARCHIVE_RETENTION_SECONDS", ARCHIVE_RETENTION_SECONDS
+        )
+        self.trim_seconds = setting(TRIM_CHECK_ENV, TRIM_CHECK_SECONDS)
         self._resumed_leading = False
         self._closing = False
 
@@ -503,8 +739,9 @@ class ClusterBackupService:
 
     async def close(self) -> None:
         self._closing = True
-        if self._watch is not None:
-            self._watch.cancel()
+        for loop_task in (self._watch, self._trim):
+            if loop_task is not None:
+                loop_task.cancel()
         for task in list(self.tasks.values()):
             task.cancel()
         for task in list(self.tasks.values()):
@@ -837,6 +1074,26 @@ class ClusterBackupService:
             return [export_format.data_file_entry(payload["key"], data, len(items)), size]
 
         return await self._run(work)
+
+    # --- trimming the partition archives -------------------------------------------------------
+
+    async def trim_archives(self) -> int:
+        """Trim every partition archive of this node to the retention; how many were."""
+        cutoff_us = _now_us() - int(self.retention_seconds * 1_000_000)
+        trimmed = 0
+        for group_id, archive in sorted(self.archives.items()):
+            try:
+                trimmed += await archive.trim(cutoff_us, self.workdir, self._run)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - an archive is trimmed at the next check
+                log.warning("could not trim the archive of %s: %r", group_id, error)
+        return trimmed
+
+    async def trim_forever(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.trim_seconds)
+            await self.trim_archives()
 
     # --- resuming jobs -------------------------------------------------------------------------
 
@@ -1413,6 +1670,7 @@ async def attach(node: ClusterNode) -> Callable[[], Awaitable[None]] | None:
 
     server.dispatch = dispatch
     service._watch = asyncio.get_running_loop().create_task(service.watch_leadership())
+    service._trim = asyncio.get_running_loop().create_task(service.trim_forever())
 
     async def close() -> None:
         # The archives stay open: the replicas apply records until the storage closes.
