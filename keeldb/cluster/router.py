@@ -54,6 +54,7 @@ from keeldb.cluster.ring import Ring
 from keeldb.engine import catalog, paging
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
+from keeldb.engine.items import SERVING_STATUSES
 from keeldb.model.errors import ClientError, InternalServerError, ValidationException
 from keeldb.model.keys import HASH_SPACE
 from keeldb.model.limits import PAGE_BYTES_MAX
@@ -257,9 +258,13 @@ class Router:
         return out
 
     async def _known(self, name: Any, deadline: float) -> None:
-        """Refresh the cache when it does not know a table a request names."""
-        if isinstance(name, str) and catalog.find_table(self.cache, name) is None:
-            await self.refresh(deadline)
+        """Refresh the cache when it does not know a table a request names, or knows it only
+        as not serving yet (a table being restored may have turned ACTIVE since, and a batch
+        is checked against the cache here)."""
+        if isinstance(name, str):
+            table = catalog.find_table(self.cache, name)
+            if table is None or table.status not in SERVING_STATUSES:
+                await self.refresh(deadline)
 
     # --- dispatch ------------------------------------------------------------------------
 
