@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.process, pytest.mark.slow]
 SOURCE = "source"
 SOURCE_ITEMS = 12
 ROUNDS = 6  # restores (and creations) per test, each checked through every other router
-BROKEN_ROUNDS_MAX = 10  # the broken variant is restored until it fails, at most this often
+BROKEN_ROUNDS_MAX = 10
+CREATING_ROUNDS_MAX = 10  # restores until a request reaches one while it is CREATING  # the broken variant is restored until it fails, at most this often
 READS_PER_ROUTER = 4  # requests of each kind sent to each other router after ACTIVE
 ACTIVE_SECONDS_MAX = 90.0  # a restore of a dozen items takes a second or two, even loaded
 ABSENT_SECONDS_MAX = 5.0  # a table that does not exist is answered without a long wait
@@ -127,6 +128,37 @@ def test_the_check_catches_a_restored_table_made_active_before_its_replicas_serv
     _create_source(cluster.client(cluster.node_ids[0]))
     errors = _restore_and_use(cluster, BROKEN_ROUNDS_MAX, prefix="broken")
     assert any("ResourceNotFoundException" in what for what in errors), dict(errors)
+
+
+def test_a_router_that_saw_a_table_creating_serves_it_once_active(
+    cluster_factory: Callable[..., Any],
+) -> None:
+    """A router whose catalog cache learned a restored table while it was CREATING (a
+    request for it was answered ResourceNotFoundException then, as DynamoDB answers) serves
+    it once ACTIVE, also where it checks a request against its cache itself: a
+    BatchWriteItem over several partitions."""
+    cluster = cluster_factory(nodes=3, partitions=4)
+    first, second, _third = cluster.node_ids
+    client, other = cluster.client(first), cluster.client(second)
+    _create_source(client)
+    batch = [{"PutRequest": {"Item": {"pk": {"S": f"b{n}"}}}} for n in range(20)]
+    seen_creating = 0
+    for number in range(CREATING_ROUNDS_MAX):
+        restored = f"restored-{number}"
+        client.restore_table_to_point_in_time(
+            SourceTableName=SOURCE, TargetTableName=restored, UseLatestRestorableTime=True
+        )
+        try:
+            other.get_item(TableName=restored, Key={"pk": {"S": "k1"}})
+        except ClientError as error:
+            assert error.response["Error"]["Code"] == "ResourceNotFoundException"
+            seen_creating += 1
+        _wait_active(client, restored)
+        answer = other.batch_write_item(RequestItems={restored: batch})
+        assert answer["UnprocessedItems"] == {}
+        if seen_creating:
+            break
+    assert seen_creating, "no request reached the table while it was CREATING"
 
 
 def test_a_table_that_does_not_exist_is_not_found_at_once_through_every_router(
