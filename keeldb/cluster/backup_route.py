@@ -515,16 +515,21 @@ class PartitionArchive:
 
     async def trim(self, cutoff_us: int, workdir: Path, run: Callable[..., Awaitable[Any]]) -> bool:
         """Roll the base forward over the closed segments whose records were all committed
-        at or before `cutoff_us`; the window then starts at the latest of those commit
-        times. The work runs in a worker thread (`run`); the replacement is one atomic
+        at or before `cutoff_us`, once the window starts a segment's span before it; the
+        window then starts at the latest of those commit times. The work runs in a worker
+        thread (`run`); the replacement is one atomic
         replace of base.json, made only if no rebuild read the archive meanwhile and no new
         window started. True if the archive was trimmed."""
+        if self.base_time_us is None or self.base_time_us >= cutoff_us - self.segment_us:
+            # Within a segment's span of the cutoff: a trim copies the whole base, so it
+            # waits until it can drop about a segment's span of records.
+            return False
         consumed: list[_Segment] = []
         for segment in self.segments[:-1]:
             if segment.last_stamp > cutoff_us:
                 break
             consumed.append(segment)
-        if not consumed or self.base_time_us is None:
+        if not consumed:
             return False
         generation = self.generation
         name = f"{BASE_DIR}-{consumed[-1].seq + 1:08d}"

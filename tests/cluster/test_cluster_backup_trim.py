@@ -146,6 +146,35 @@ def test_a_trim_keeps_every_instant_after_the_cutoff_and_drops_the_segments_befo
     asyncio.run(main())
 
 
+def test_a_trim_waits_until_it_can_drop_a_segments_span_of_records(tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = FakeClock(1_000_000)
+        store = LmdbStore(tmp_path / "store")
+        database = Database(store)
+        # Segments closed by size (a few records each), spans of 20 steps.
+        span_us = 20 * STEP_US
+        archive = PartitionArchive(
+            tmp_path / "pitr", store, clock, segment_bytes=300, segment_seconds=span_us / 1e6
+        )
+        archive.open()
+        database.record_codec = TimedCodec(archive, clock)
+        database.attach_log(MemoryLog(database.apply, start_lsn=store.applied_lsn()))
+        await database.dispatch("CreateTable", TABLE)
+        await _write(database, clock, range(60))
+        assert await archive.trim(2_000_000 + 10 * STEP_US, tmp_path, _in_thread)
+        window = archive.base_time_us
+        assert window is not None
+        # Closed segments lie wholly before this cutoff, but the window is within a span.
+        assert archive.segments[0].last_stamp < window + span_us
+        assert not await archive.trim(window + span_us, tmp_path, _in_thread)
+        assert archive.base_time_us == window
+        assert await archive.trim(window + span_us + 1, tmp_path, _in_thread)
+        assert archive.base_time_us is not None and archive.base_time_us > window
+        store.close()
+
+    asyncio.run(main())
+
+
 def test_a_trim_waits_while_a_rebuild_reads_the_archive(tmp_path: Path) -> None:
     async def main() -> None:
         clock = FakeClock(1_000_000)
