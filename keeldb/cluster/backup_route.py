@@ -583,6 +583,11 @@ class PartitionArchive:
                     _replay(Database(store), files, None)
                     shutil.rmtree(target, ignore_errors=True)
                     store.snapshot(target)
+                    # On disk before base.json names it: a power loss after the replace
+                    # must not leave a base that is only partly written.
+                    for path in target.iterdir():
+                        with open(path, "rb+") as stream:
+                            os.fsync(stream.fileno())
                 finally:
                     store.close()
             finally:
