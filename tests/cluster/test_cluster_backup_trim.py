@@ -175,6 +175,43 @@ def test_a_trim_waits_until_it_can_drop_a_segments_span_of_records(tmp_path: Pat
     asyncio.run(main())
 
 
+def test_a_start_removes_what_a_trim_stopped_midway_left(tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = FakeClock(1_000_000)
+        database, store, archive = await _open(tmp_path, clock)
+        await database.dispatch("CreateTable", TABLE)
+        table = catalog.find_table(database, "tbl")
+        assert table is not None
+        states = await _write(database, clock, range(30))
+        pitr = tmp_path / "pitr"
+        # Stopped before base.json was replaced: a new base that nothing names.
+        (pitr / "base-00000009").mkdir()
+        (pitr / "base-00000009" / "data.mdb").write_bytes(b"half a copy")
+        store.close()
+        database, store, archive = await _open(tmp_path, clock)
+        assert not (pitr / "base-00000009").exists()
+        assert archive.base_name == "base"
+        assert await archive.trim(2_000_000 + 15 * STEP_US, tmp_path, _in_thread)
+        window = archive.base_time_us
+        assert window is not None
+        kept = archive.segments[0].seq
+        # Stopped after base.json was replaced: the old base and segments still there.
+        (pitr / "base").mkdir()
+        (pitr / RECORDS_FILE).write_bytes(b"")
+        store.close()
+        database, store, archive = await _open(tmp_path, clock)
+        assert archive.base_time_us == window
+        assert archive.segments[0].seq == kept
+        assert not (pitr / "base").exists()
+        assert not (pitr / RECORDS_FILE).exists()
+        for instant, expected in states.items():
+            if instant >= window:
+                assert _rebuilt(archive, table.table_id, instant, tmp_path) == expected, instant
+        store.close()
+
+    asyncio.run(main())
+
+
 def test_a_trim_waits_while_a_rebuild_reads_the_archive(tmp_path: Path) -> None:
     async def main() -> None:
         clock = FakeClock(1_000_000)
