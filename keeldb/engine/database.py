@@ -114,6 +114,8 @@ class Database:
         # Per-module state (the catalog's table cache, pending after-images ...) hangs here,
         # keyed by module name, so that modules do not import each other's internals.
         self.state: dict[str, Any] = {}
+        # Requests inside `dispatch` now (evaluating, or waiting for their record to commit).
+        self.requests_in_progress = 0
 
     @property
     def log(self) -> ReplicatedLog:
@@ -124,12 +126,21 @@ class Database:
         """The log is built with `self.apply` as its callback, so it is attached after."""
         assert self._log is None
         self._log = log
+        # A log that chooses where to fsync by how many requests wait (the node's log in its
+        # "auto" mode) asks the database, which sees every request.
+        set_demand = getattr(log, "set_demand", None)
+        if set_demand is not None:
+            set_demand(lambda: self.requests_in_progress)
 
     async def dispatch(self, operation_name: str, body: Body) -> Body:
         handler = OPERATIONS.get(operation_name)
         if handler is None:
             raise UnknownOperationException("")
-        return await handler(self, body)
+        self.requests_in_progress += 1
+        try:
+            return await handler(self, body)
+        finally:
+            self.requests_in_progress -= 1
 
     async def propose(self, record: dict[str, Any]) -> int:
         """Append one redo record and wait until it is committed and applied."""

@@ -57,16 +57,16 @@ opening a log lowers the process's switch interval to GIL_SWITCH_INTERVAL_SECOND
 raises it); with a single busy thread the interval has no effect.
 
 Where a group is fsynced: by default ("thread", `SYNC_MODE_DEFAULT`) in the disk thread, as
-above (`DiskThread`: one plain thread fed by a queue, results handed back with
-`call_soon_threadsafe`). KEELDB_WAL_SYNC=inline writes and fsyncs each group on the
-event-loop thread itself instead, which saves the two thread wake-ups per group (the disk
-thread, then the loop again: about 90 µs of CPU per group in-process) but serves no request
-while the fsync runs. On the shared two-core development machine, where an fdatasync takes
-0.13-0.35 ms at the median and up to 1.7 ms at p90, inline was slower than the disk thread
-on workload A in most rounds, by up to 3x (docs/performance.md), so it is not the default. Sealing, checkpoints and close
-always run in the disk thread; a lock on the files keeps them apart from an inline group,
-and a group that finds the files busy goes to the disk thread after them instead of
-blocking the loop.
+above. KEELDB_WAL_SYNC=inline writes and fsyncs each group on the event-loop thread itself
+instead, which saves the hand-off to the disk thread and back but serves no request while the
+fsync runs. KEELDB_WAL_SYNC=auto chooses per group: inline when no write job is in flight and
+every request the log's owner holds (`set_demand`: the database's requests in `dispatch`) is
+a writer in the group, since then nothing could be served during the fsync; the disk thread
+otherwise. On the shared two-core development machine none of the three was consistently
+faster than the others on workloads load and A (docs/performance.md), so the disk thread,
+which never blocks the loop, stays the default. Sealing, checkpoints and close always run in
+the disk thread; a lock on the files keeps them apart from an inline group, and a group that
+finds the files busy goes to the disk thread after them instead of blocking the loop.
 
 An fsync failure is fatal (see `WriteAheadLog.sync`): every waiter gets `LogFailedError`
 and `on_fatal` is called, which by default ends the process so that a restart recovers from
@@ -114,7 +114,7 @@ STATS_WRITE_INTERVAL_SECONDS = 1.0  # how often KEELDB_LOG_STATS is rewritten, w
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005  # see "The disk thread and the interpreter lock" above
 # Where a group is written and fsynced: in the disk thread, or "inline" on the event-loop
 # thread (no hand-off to the disk thread and back; see "Where a group is fsynced" above).
-SYNC_MODES = ("inline", "thread")
+SYNC_MODES = ("inline", "thread", "auto")
 SYNC_MODE_DEFAULT = "thread"
 # Write jobs given to the disk thread at once: one writing and fsyncing, one waiting to take
 # what arrives meanwhile and write it as soon as that fsync returns. More would only split
@@ -123,6 +123,7 @@ GROUPS_IN_FLIGHT_MAX = 2
 EXIT_FSYNC_FAILED = 70  # exit status when the log cannot be made durable (EX_SOFTWARE)
 
 FatalFn = Callable[[BaseException], None]
+DemandFn = Callable[[], int]  # how many requests the log's owner holds now
 ClockFn = Callable[[], int]  # microseconds since the epoch
 RetainFn = Callable[[], int]  # the lowest LSN whose segment must be kept
 _T = TypeVar("_T")
@@ -165,6 +166,10 @@ class LocalLog:
         assert sync_mode in SYNC_MODES, sync_mode
         self._wal = wal
         self._inline = sync_mode == "inline"
+        # "auto": inline when every request its owner holds is a writer in the group (see
+        # `set_demand`), else the disk thread.
+        self._auto = sync_mode == "auto"
+        self._demand: DemandFn | None = None
         # Held by whichever thread works on the log files (the loop thread writing a group
         # inline, or the disk thread sealing, checkpointing or closing), so that the two
         # never interleave; the loop thread never waits for it (it hands the group to the
@@ -442,6 +447,10 @@ class LocalLog:
                     continue
                 # Else wait until the groups in flight are applied: no new group meanwhile.
             elif self._queue and self._fresh and self._writing < GROUPS_IN_FLIGHT_MAX:
+                if self._inline_now() and self._files_lock.acquire(blocking=False):
+                    self._fresh = False
+                    self._commit_inline()
+                    continue
                 self._fresh = False
                 self._writing += 1
                 self._disk.run_then(self._group_written, self._take_write_sync)
@@ -453,6 +462,41 @@ class LocalLog:
             # cancellation.)
             await self._wakeup.wait()
             self._wakeup.clear()
+
+    def set_demand(self, demand: DemandFn | None) -> None:
+        """`demand()` tells how many requests the log's owner holds (the database: those in
+        its `dispatch`); in the "auto" sync mode a group is written and fsynced on the
+        loop thread when every one of them is a writer in the group, since then nobody
+        could be served during the fsync anyway, and in the disk thread otherwise."""
+        self._demand = demand
+
+    def _inline_now(self) -> bool:
+        if not self._auto or self._writing or self._demand is None:
+            return False
+        return self._demand() <= min(len(self._queue), BATCH_RECORDS_MAX)
+
+    def _commit_inline(self) -> None:
+        """On the loop thread, holding the files: write, fsync, apply and answer one group."""
+        group = self._take_group()
+        self._group = group
+        lsn_before = self._wal.last_lsn()
+        started = time.perf_counter()
+        try:
+            last_lsn = self._write_and_sync([record for record, _, _ in group])
+        except FsyncFailedError as error:
+            self._files_lock.release()
+            self._fail(error)
+            return
+        except OSError as error:
+            self._files_lock.release()
+            if self._wal.last_lsn() != lsn_before:
+                self._fail(error)
+                return
+            log.error("log write failed: %r", error)
+            self._fail_group(group, error)
+            return
+        self._files_lock.release()
+        self._finish_group(group, last_lsn, started, time.perf_counter(), inline=True)
 
     async def _checkpoint_between_groups(self) -> None:
         requested, self._checkpoint_waiters = self._checkpoint_waiters, []

@@ -204,3 +204,35 @@ def test_run_then_hands_results_and_errors_back_to_the_loop_in_order() -> None:
         disk.shutdown(wait=True)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("others_in_progress", "inline_expected"), [(0, True), (1, False)], ids=["alone", "others"]
+)
+def test_auto_mode_fsyncs_on_the_loop_only_when_every_request_held_is_in_the_group(
+    tmp_path: Path, others_in_progress: int, inline_expected: bool
+) -> None:
+    fsync_threads: list[int] = []
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        log = await LocalLog.open(
+            tmp_path / "wal",
+            store,
+            recording_apply(store, []),
+            fsync=lambda fd: fsync_threads.append(threading.get_ident()),
+            sync_mode="auto",
+        )
+        writers = 5
+        # What the database would report: its writers (all in the queue by the time the
+        # flusher runs) and, in the second case, one more request doing something else.
+        log.set_demand(lambda: writers + others_in_progress)
+        fsync_threads.clear()
+        lsns = await asyncio.gather(*(log.append(b"w%d" % i) for i in range(writers)))
+        assert lsns == [1, 2, 3, 4, 5]
+        assert log.timings.inline_groups == (1 if inline_expected else 0)
+        on_loop = [thread == threading.get_ident() for thread in fsync_threads]
+        assert on_loop == [inline_expected]
+        await log.close()
+
+    asyncio.run(scenario())
