@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -90,6 +91,10 @@ CHANNEL_PREFIX = "group/"
 REWRITE_RECORDS_MIN = 8192  # records appended since the last rewrite before another
 LEADER_SEEN_TICKS = 6  # a leader heard from this recently counts as known (3 heartbeats)
 SNAPSHOT_CHUNK_KEYS = 4096  # keys per write when a snapshot replaces a store's state
+# Readys the driver has advanced while their records are still on the way to disk, at
+# most: it takes the next Ready during the previous one's fsync (docs/transport.md,
+# "Pipelining"); this bounds the records a crash may find unsynced and the memory held.
+PIPELINE_READYS_MAX = 8
 
 SNAPSHOT_CHANNEL_PREFIX = "groupsnap/"
 SNAPSHOT_PULL_SECONDS = 60.0  # one pull of a store's state from a member, at most
@@ -262,6 +267,11 @@ class _MemberDisk:
 
     async def append(self, records: Sequence[Record]) -> None:
         """Durable (fsynced) when this returns."""
+        await self.submit(records)
+
+    def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
+        """Queue `records` behind everything submitted before; the future is done once they
+        (and so everything before them) are durable."""
         raise NotImplementedError
 
     def records_since_rewrite(self) -> int:
@@ -304,9 +314,11 @@ class _OwnWal(_MemberDisk):
         self._wal, records = await loop.run_in_executor(self._disk, open_wal)
         return records
 
-    async def append(self, records: Sequence[Record]) -> None:
+    def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
         assert self._wal is not None
-        await asyncio.get_running_loop().run_in_executor(self._disk, self._wal.append, records)
+        # One disk thread: appends run, and fsync, in the order submitted.
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._disk, self._wal.append, records)
 
     def records_since_rewrite(self) -> int:
         return self._wal.records_since_rewrite if self._wal is not None else 0
@@ -427,13 +439,18 @@ class NodeLog:
             return records
 
     async def append(self, group_id: str, records: Sequence[Record]) -> None:
+        await self.submit(group_id, records)
+
+    def submit(self, group_id: str, records: Sequence[Record]) -> asyncio.Future[None]:
+        """Queue a member's records for the next round; the future is done once a round's
+        fsync covers them (rounds are written in the order queued)."""
         if self._failure is not None:
             raise GroupClosed(f"the node log failed: {self._failure}")
         assert self._wal is not None and group_id in self._members
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((group_id, records, future))
         self._wake.set()
-        await future
+        return future
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -522,8 +539,8 @@ class _SharedLog(_MemberDisk):
         self._open = True
         return records
 
-    async def append(self, records: Sequence[Record]) -> None:
-        await self._node_log.append(self._group_id, records)
+    def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
+        return self._node_log.submit(self._group_id, records)
 
     def records_since_rewrite(self) -> int:
         return self._node_log.records_since_rewrite(self._group_id)
@@ -604,6 +621,10 @@ class GroupLog:
         self._heard_at: dict[NodeId, float] = {}
         self._snapshot_slot_at_rewrite = 0
         self._leader_changed = asyncio.Event()
+        # Readys advanced whose records are on the way to disk, oldest first, each with
+        # the future of its persist (None: nothing to persist, durable with the one before).
+        self._unsynced: deque[tuple[Ready, asyncio.Future[None] | None]] = deque()
+        self._rewrite_due = False  # a snapshot record went to the log: rewrite when synced
         self._advanced = asyncio.Event()  # set after every Ready the driver completes
         self._round_waiters: list[asyncio.Future[None]] = []  # woken then, too
         self._last_leader: NodeId | None = None
@@ -971,13 +992,21 @@ class GroupLog:
             self._fail(error)
 
     async def _pump_forever(self) -> None:
+        """The driver, pipelined: a Ready's records go to the disk and the next Ready is
+        taken at once, so a proposal or a vote that arrives during an fsync is answered by
+        the next round instead of waiting for that fsync. What may not leave before the
+        records are durable (votes, and whatever the core holds back while an earlier
+        Ready is unsynced: `Replica.advance`) leaves in `_complete_durable`, in order, and
+        only then does the core count this member's own votes."""
         replica = self._replica
         assert replica is not None
+        unsynced = self._unsynced
         while True:
             await self._work.wait()
             self._work.clear()
             self._deliver_ticks()
-            while replica.has_ready():
+            self._complete_durable(replica)
+            while len(unsynced) < PIPELINE_READYS_MAX and replica.has_ready():
                 rd = replica.ready()
                 self._send(rd.send_now)
                 # Apply and answer before this Ready's fsync: every entry handed out is
@@ -986,13 +1015,20 @@ class GroupLog:
                 # the local records only speed up recovery. A crash before the fsync leaves
                 # the store ahead of the member's log; the replay skips what the store has.
                 await self._apply_ready(rd)
-                if rd.persist:
-                    disk = self._disk_log
-                    assert disk is not None
-                    await disk.append(rd.persist)
-                    self.persist_count += 1
-                self._send(rd.send_after_persist)
-                replica.advance(rd)
+                if rd.persist or unsynced:
+                    future: asyncio.Future[None] | None = None
+                    if rd.persist:
+                        disk = self._disk_log
+                        assert disk is not None
+                        future = disk.submit(rd.persist)
+                        future.add_done_callback(self._on_synced)
+                        if any(isinstance(r, SnapshotRecord) for r in rd.persist):
+                            self._rewrite_due = True
+                    replica.advance(rd, durable=False)
+                    unsynced.append((rd, future))
+                else:
+                    self._send(rd.send_after_persist)
+                    replica.advance(rd)
                 self._advanced.set()
                 if self._round_waiters:
                     waiters, self._round_waiters = self._round_waiters, []
@@ -1000,13 +1036,47 @@ class GroupLog:
                         _wake(waiter)
                 if rd.snapshot_suggested:
                     self._take_snapshot(replica)
-                if any(isinstance(r, SnapshotRecord) for r in rd.persist):
-                    await self._maybe_rewrite(replica)
                 self._deliver_ticks()
-            disk = self._disk_log
-            if disk is not None and disk.rebase_wanted() and not replica.has_ready():
-                await self._rewrite(replica, "the node log's oldest segment waits for it")
+                self._complete_durable(replica)
+            if len(unsynced) >= PIPELINE_READYS_MAX:
+                # Full: wait for the oldest persist itself (the event may be set again at
+                # once by ticks while the core has a Ready, which would spin the loop).
+                head = unsynced[0][1]
+                assert head is not None, "a Ready with nothing to persist completes at once"
+                await asyncio.wait((head,))
+                self._work.set()
+            if not unsynced:
+                # Rewrites restate the member's durable state: only with nothing in flight.
+                if self._rewrite_due:
+                    self._rewrite_due = False
+                    await self._maybe_rewrite(replica)
+                disk = self._disk_log
+                if disk is not None and disk.rebase_wanted() and not replica.has_ready():
+                    await self._rewrite(replica, "the node log's oldest segment waits for it")
             self._note_leader(replica)
+
+    def _on_synced(self, future: asyncio.Future[None]) -> None:
+        del future
+        self._work.set()
+
+    def _complete_durable(self, replica: Replica) -> None:
+        """Finish, in order, every Ready whose records are now on disk: send what waited
+        for them and let the core count this member's votes."""
+        unsynced = self._unsynced
+        while unsynced:
+            rd, future = unsynced[0]
+            if future is not None:
+                if not future.done():
+                    return
+                error = future.exception()
+                if error is not None:
+                    raise error
+                self.persist_count += 1
+            unsynced.popleft()
+            self._send(rd.send_after_persist)
+            replica.persisted(rd)
+            if future is not None and replica.has_ready():
+                self._work.set()
 
     def _note_leader(self, replica: Replica) -> None:
         if replica.is_leader and replica.ballot != self._leading_ballot:

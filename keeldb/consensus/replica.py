@@ -87,6 +87,10 @@ class Mutation(enum.Enum):
     # disk (followers still vote only once durable). Accepts leave before the leader's fsync,
     # so this lets a slot be chosen on fewer than Q2 disks.
     LEADER_VOTE_BEFORE_PERSIST = "leader_vote_before_persist"
+    # A pipelining driver advances a Ready before its records are durable
+    # (`advance(rd, durable=False)`); this variant counts the Ready's own votes right then
+    # instead of at `persisted(rd)`, so a slot can be chosen on fewer than Q2 disks.
+    PIPELINED_VOTE_AT_ADVANCE = "pipelined_vote_at_advance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +257,10 @@ class DurableState:
 _TICK_NEVER = -(10**18)
 
 
+# A leader's messages that may leave before earlier records are durable (pipelining).
+_LEADER_MESSAGES: tuple[type, ...] = (Accept, CatchUp, InstallSnapshot)
+
+
 def _with_epoch_of_slot(entry: Entry, slot: Slot) -> Entry:
     """A configuration entry as proposed in `slot`: its epoch is the slot number. A value
     is only ever chosen in the slot it was first proposed for (recovery re-proposes it in
@@ -298,6 +306,9 @@ class Replica:
         # What the next Ready carries.
         self._rd = Ready()
         self._rd_out: Ready | None = None
+        # Readys advanced before their records were durable (a pipelining driver), oldest
+        # first: their own votes are counted only at `persisted`.
+        self._undurable: deque[Ready] = deque()
         self._applied = SLOT_NONE  # applied by the driver (advanced)
         self._handed = SLOT_NONE  # handed out for apply (maybe not yet advanced)
 
@@ -711,11 +722,35 @@ class Replica:
         rd.snapshot_suggested = (
             not self.log_only and self._handed - covered >= self._opts.compaction_entries_min
         )
+        if self._undurable and rd.send_now:
+            self._hold_until_durable(rd)
         self._rd = Ready()
         self._rd_out = rd
         return rd
 
-    def advance(self, rd: Ready) -> None:
+    def _hold_until_durable(self, rd: Ready) -> None:
+        """An earlier Ready's records are not durable yet (a pipelining driver): what this
+        Ready says was decided on state that may not survive a crash (a promise, a vote, a
+        commit point learned from one), so it leaves only with `send_after_persist`, after
+        the records of every Ready up to this one are durable. The leader's own phase-2
+        messages are the exception: Accepts and catch-ups carry no promise or vote of the
+        leader's (see `_send_accepts`), so they still leave at once, which is the point of
+        pipelining. (Heartbeats always wait for the persist: `_broadcast_heartbeat`.)"""
+        early: tuple[type, ...] = _LEADER_MESSAGES
+        if Mutation.ACK_BEFORE_PERSIST in self._mut:
+            early = (*early, Accepted, Promise)  # the broken variant's votes never wait
+        keep = [m for m in rd.send_now if type(m) in early]
+        if len(keep) < len(rd.send_now):
+            held = [m for m in rd.send_now if type(m) not in early]
+            rd.send_after_persist[:0] = held
+            rd.send_now = keep
+
+    def advance(self, rd: Ready, *, durable: bool = True) -> None:
+        """The driver has done `rd` (applied it, sent `send_now`). With `durable` (the
+        default) its records are on disk and its `send_after_persist` may leave now; a
+        pipelining driver passes durable=False to take the next Ready while the disk syncs,
+        and calls `persisted(rd)` once they are on disk, holding `send_after_persist` until
+        then. Readys become durable in the order they were handed out."""
         assert rd is self._rd_out
         self._rd_out = None
         if rd.apply:
@@ -724,6 +759,29 @@ class Replica:
             self._applied = max(self._applied, rd.install_snapshot.slot)
         if self.log_only:
             self._applied = max(self._applied, self._handed)
+        if not durable:
+            self._undurable.append(rd)
+            if Mutation.PIPELINED_VOTE_AT_ADVANCE in self._mut:
+                self._count_own_votes(rd)
+            return
+        assert not self._undurable, "persisted() the earlier Readys first"
+        self._count_own_votes(rd)
+
+    def persisted(self, rd: Ready) -> None:
+        """The records of `rd` (advanced with durable=False), and so of every Ready before
+        it, are on disk: its own votes count now."""
+        assert self._undurable, "no Ready awaits its persist"
+        assert self._undurable[0] is rd, "Readys become durable in the order handed out"
+        self._undurable.popleft()
+        if Mutation.PIPELINED_VOTE_AT_ADVANCE not in self._mut:
+            self._count_own_votes(rd)
+
+    @property
+    def undurable_count(self) -> int:
+        """Readys advanced whose records the driver has not yet reported durable."""
+        return len(self._undurable)
+
+    def _count_own_votes(self, rd: Ready) -> None:
         if rd.self_promise is not None:
             self._on_promise(rd.self_promise)
         if rd.self_accepted:

@@ -8,7 +8,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from keeldb.cluster.group import (
 )
 from keeldb.cluster.group_harness import History, final_reads, kv_workload
 from keeldb.cluster.group_kv import KEY_PREFIX, KvMachine, KvService, encode_put
-from keeldb.consensus.replica import Options
+from keeldb.consensus.replica import Mutation, Options
 from keeldb.consensus.sim.linearizability import OpKind, Verdict
 from keeldb.consensus.types import Config, Member, NodeId
 from keeldb.net.transport import Transport
@@ -629,5 +629,138 @@ def test_a_proposal_in_flight_when_its_leader_was_cut_off_fails_at_once_when_it_
         assert cluster.values(old)[KEY_PREFIX + b"k"] == b"majority"
         assert cluster.values(survivor)[KEY_PREFIX + b"k"] == b"majority"
         await cluster.stop_all()
+
+    run(body)
+
+
+class HeldDisk(group_module._MemberDisk):
+    """A member's disk whose fsyncs complete only when the test releases them (a slow disk
+    under the test's control): records submitted while held wait, in order, and are handed
+    to the real log on release."""
+
+    def __init__(self, inner: group_module._MemberDisk) -> None:
+        self.inner = inner
+        self.held = True
+        self.waiting: list[tuple[Any, asyncio.Future[None]]] = []
+
+    def submit(self, records: Any) -> asyncio.Future[None]:
+        if not self.held and not self.waiting:
+            return self.inner.submit(records)
+        outer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append((records, outer))
+        return outer
+
+    def release(self) -> None:
+        self.held = False
+        waiting, self.waiting = self.waiting, []
+        for records, outer in waiting:
+            inner = self.inner.submit(records)
+            inner.add_done_callback(
+                lambda f, outer=outer: (
+                    outer.set_exception(e)
+                    if (e := f.exception()) is not None
+                    else outer.set_result(None)
+                )
+            )
+
+    def records_since_rewrite(self) -> int:
+        return self.inner.records_since_rewrite()
+
+    async def rewrite(self, compact: Any) -> int:
+        return await self.inner.rewrite(compact)
+
+    async def close(self) -> None:
+        self.release()
+        await self.inner.close()
+
+
+def hold_disk(cluster: Cluster, name: str) -> HeldDisk:
+    group = cluster.group(name)
+    inner = group._disk_log
+    assert inner is not None
+    held = HeldDisk(inner)
+    group._disk_log = held
+    return held
+
+
+EARLY_COMMIT_SECONDS = 2.0  # how long a put that should wait is given to commit anyway
+# A leader whose disk is held sends no heartbeats (they wait for its persist): elections
+# slower than the hold keep it leading.
+SLOW_ELECTIONS = Options(election_ticks_min=100, election_ticks_max=120)
+
+
+async def pending_put(cluster: Cluster, leader: str, key: str) -> asyncio.Task[dict[str, Any]]:
+    """A put on the leader, left running: returned once it is done, or after
+    EARLY_COMMIT_SECONDS (time enough on a loaded machine to cross the network and every
+    disk that is not held)."""
+    task = asyncio.create_task(cluster.call(leader, {"op": "put", "key": key, "value": b"v"}))
+    await asyncio.wait((task,), timeout=EARLY_COMMIT_SECONDS)
+    return task
+
+
+async def _followers_vote_only_once_durable(tmp_path: Path, replica: Options) -> bool:
+    """Whether a put committed while both followers' disks were held (it must not)."""
+    cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), replica=replica)
+    await cluster.start_all()
+    cluster.group(member_name(1)).campaign()  # elections are slow here: do not wait
+    leader = await cluster.leader()
+    await put(cluster, leader, "warm", b"up")
+    followers = [n for n in cluster.running() if n != leader]
+    held = [hold_disk(cluster, n) for n in followers]
+    task = await pending_put(cluster, leader, "k")
+    committed_early = task.done()
+    for disk in held:
+        disk.release()
+    reply = await asyncio.wait_for(task, PUT_SECONDS_MAX)
+    assert reply["ok"], reply
+    await cluster.stop_all()
+    return committed_early
+
+
+def test_a_write_waits_for_a_follower_fsync_and_the_broken_variant_does_not(
+    tmp_path: Path,
+) -> None:
+    """The leader's own vote is one of the two of Q2: with both followers' disks stalled,
+    the write waits; followers that acknowledge before their fsync let it through."""
+
+    async def body() -> None:
+        sound = SLOW_ELECTIONS
+        assert not await _followers_vote_only_once_durable(tmp_path / "sound", sound)
+        broken = replace(sound, mutations=frozenset([Mutation.ACK_BEFORE_PERSIST]))
+        assert await _followers_vote_only_once_durable(tmp_path / "broken", broken)
+
+    run(body)
+
+
+async def _leader_counts_itself_only_once_durable(tmp_path: Path, replica: Options) -> bool:
+    """Whether a put committed while the leader's disk and one follower's were held: only
+    one durable vote exists (the other follower's), so it must not."""
+    cluster = Cluster(tmp_path, Config.standard([1, 2, 3]), replica=replica)
+    await cluster.start_all()
+    cluster.group(member_name(1)).campaign()  # elections are slow here: do not wait
+    leader = await cluster.leader()
+    await put(cluster, leader, "warm", b"up")
+    follower = next(n for n in cluster.running() if n != leader)
+    held = [hold_disk(cluster, leader), hold_disk(cluster, follower)]
+    task = await pending_put(cluster, leader, "k")
+    committed_early = task.done()
+    # Its Accepts left before its own fsync (pipelining): the free follower holds the
+    # value on disk already.
+    for disk in held:
+        disk.release()
+    reply = await asyncio.wait_for(task, PUT_SECONDS_MAX)
+    assert reply["ok"], reply
+    await cluster.stop_all()
+    return committed_early
+
+
+def test_a_pipelined_leader_counts_its_own_vote_only_once_its_fsync_is_done(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        sound = SLOW_ELECTIONS
+        assert not await _leader_counts_itself_only_once_durable(tmp_path / "sound", sound)
+        broken = replace(sound, mutations=frozenset([Mutation.PIPELINED_VOTE_AT_ADVANCE]))
+        assert await _leader_counts_itself_only_once_durable(tmp_path / "broken", broken)
 
     run(body)

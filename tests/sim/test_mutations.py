@@ -23,6 +23,9 @@ EXPECTED_CHECKERS = {
     Mutation.RECOVERY_IGNORES_BALLOT: {AGREEMENT, DURABILITY, LINEARIZABILITY},
     # Caught the moment the leader's commit point passes a slot fewer than Q2 disks hold.
     Mutation.LEADER_VOTE_BEFORE_PERSIST: {DURABILITY},
+    # The same bug in a pipelining driver: own votes counted when a Ready is advanced
+    # rather than when its records are durable.
+    Mutation.PIPELINED_VOTE_AT_ADVANCE: {DURABILITY},
 }
 
 

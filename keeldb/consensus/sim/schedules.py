@@ -103,6 +103,31 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "clients": 8,
         "keys": 2,
     },
+    # The same faults with every replica driven as a cluster node drives it: the next
+    # Ready taken while the previous one's fsync runs (RunConfig.pipeline).
+    "pipelined": {"pipeline": True},
+    "pipelined-competing-ballots": {
+        "pipeline": True,
+        "nemesis_interval_us": 50_000,
+        "crash_after_send_probability": 0.1,
+        "crash_after_ack_probability": 0.02,
+        "crash_after_promise_probability": 0.2,
+        "isolate_leader_weight": 4,
+        "fsync_max_us": 10_000,
+        "clients": 8,
+        "keys": 2,
+    },
+    # A pipelining leader losing power with several Readys written but not synced.
+    "pipelined-unsynced-leader": {
+        **_QUIET_NEMESIS,
+        "pipeline": True,
+        "crash_weight": 4,
+        "crash_after_send_probability": 0.3,
+        "crash_before_fsync_probability": 0.3,
+        "fsync_max_us": 20_000,
+        "clients": 8,
+        "keys": 2,
+    },
 }
 
 # The schedule each broken variant is run under by default.
@@ -113,6 +138,7 @@ MUTATION_SCHEDULES: dict[Mutation, str] = {
     Mutation.FORGET_PROMISE_ON_RESTART: "forgotten-promise",
     Mutation.RECOVERY_IGNORES_BALLOT: "forgotten-promise",
     Mutation.LEADER_VOTE_BEFORE_PERSIST: "unsynced-leader",
+    Mutation.PIPELINED_VOTE_AT_ADVANCE: "pipelined-unsynced-leader",
 }
 
 

@@ -126,6 +126,12 @@ class RunConfig:
     torn_probability: float = 0.5
     fsync_min_us: int = 200
     fsync_max_us: int = 3_000
+    # Drive each replica as a pipelining node does (`keeldb.cluster.group`): take the next
+    # Ready while the previous one's fsync runs (`advance(rd, durable=False)`, then
+    # `persisted(rd)` in order), apply chosen entries at once, and hold every
+    # `send_after_persist` until the fsync covering its Ready completes.
+    pipeline: bool = False
+    pipeline_readys_max: int = 8  # Readys advanced but not yet durable, at most
     lease_reads: bool = True
     # Clock rates vary within this relative bound; None means the bound the core assumes
     # (Options.clock_drift_max). Larger values break the lease argument on purpose.
@@ -174,6 +180,7 @@ class RunResult:
     completed_after_heal: int = 0
     first_completion_after_heal_us: int | None = None  # how long the group took to serve
     acknowledged_at_us: list[int] = field(default_factory=list)
+    unsynced_readys_max: int = 0  # pipelined: the most Readys advanced before their fsync
 
     @property
     def ok(self) -> bool:
@@ -216,6 +223,10 @@ class SimNode:
     applied_slot: int = 0
     snapshot_slot: int = 0
     persisting: Ready | None = None  # the Ready whose persist is in flight to the disk
+    # Pipelined: Readys advanced whose records no fsync has covered yet, and those that
+    # the fsync in flight covers (oldest first).
+    unsynced: list[Ready] = field(default_factory=list)
+    syncing: list[Ready] | None = None
     # Client requests this node proposed, by proposal id: answered when acknowledged.
     waiting: dict[ProposalId, tuple[int, Command]] = field(default_factory=dict)
     permanently_failed: bool = False
@@ -372,6 +383,8 @@ class World:
         node.incarnation += 1
         node.up = True
         node.persisting = None
+        node.unsynced = []
+        node.syncing = None
         node.waiting.clear()
         node.leading = False
         node.applied_slot = 0
@@ -395,6 +408,8 @@ class World:
         node.replica = None
         node.kv = None
         node.persisting = None
+        node.unsynced = []
+        node.syncing = None
         node.waiting.clear()
         node.leading = False
         self.result.crashes += 1
@@ -504,6 +519,9 @@ class World:
 
     def _pump(self, node: SimNode) -> None:
         """Drain the replica's Ready values, keeping the persist-before-send order."""
+        if self.cfg.pipeline:
+            self._pump_pipelined(node)
+            return
         while node.up and node.persisting is None:
             replica = node.replica
             assert replica is not None
@@ -529,6 +547,54 @@ class World:
                 return
             self._after_persist(node, ready)
 
+    def _pump_pipelined(self, node: SimNode) -> None:
+        """The pipelining driver: each Ready's Accepts leave and its chosen entries are
+        applied at once, its records are written, and it is advanced before they are
+        durable; one fsync at a time covers every Ready written before it started, and only
+        then do their `send_after_persist` messages leave and their own votes count."""
+        while node.up and len(node.unsynced) < self.cfg.pipeline_readys_max:
+            replica = node.replica
+            assert replica is not None
+            if not replica.has_ready():
+                self._note_role(node)
+                break
+            ready = replica.ready()
+            self._send(node, ready.send_now)
+            if ready.persist:
+                node.disk.write(list(ready.persist))
+            self._apply_ready(node, ready)
+            if ready.persist or node.unsynced or node.syncing is not None:
+                replica.advance(ready, durable=False)
+                node.unsynced.append(ready)
+            else:
+                self._send(node, ready.send_after_persist)
+                replica.advance(ready)
+            self._maybe_snapshot(node, ready.snapshot_suggested)
+        depth = len(node.unsynced) + len(node.syncing or ())
+        self.result.unsynced_readys_max = max(self.result.unsynced_readys_max, depth)
+        if node.up and node.syncing is None and node.unsynced:
+            node.syncing, node.unsynced = node.unsynced, []
+            latency = node.rng.randint(self.cfg.fsync_min_us, self.cfg.fsync_max_us)
+            self.schedule(self.now + latency, "fsync", (node.node_id, node.incarnation))
+            if (self.cfg.nemesis and self.now < self.heal_us
+                    and self.nemesis_rng.random() < self.cfg.crash_after_send_probability):
+                at = self.now + self.nemesis_rng.randint(0, latency)
+                self.schedule(at, "nemesis", ("crash", node.node_id, node.incarnation))
+
+    def _on_fsync_pipelined(self, node: SimNode) -> None:
+        node.disk.fsync()
+        covered, node.syncing = node.syncing, None
+        assert covered is not None
+        replica = node.replica
+        assert replica is not None
+        configs_before = replica.configs
+        for ready in covered:
+            self._send(node, ready.send_after_persist)
+            replica.persisted(ready)
+        # The leader's own votes count here: its commit point may move.
+        self._check_chosen_on_disk(node, configs_before)
+        self._pump(node)
+
     def _note_role(self, node: SimNode) -> None:
         replica = node.replica
         assert replica is not None
@@ -545,7 +611,13 @@ class World:
     def _on_fsync(self, payload: tuple[NodeId, int]) -> None:
         node_id, incarnation = payload
         node = self.nodes[node_id]
-        if not node.up or node.incarnation != incarnation or node.persisting is None:
+        if not node.up or node.incarnation != incarnation:
+            return
+        if self.cfg.pipeline:
+            if node.syncing is not None:
+                self._on_fsync_pipelined(node)
+            return
+        if node.persisting is None:
             return
         node.disk.fsync()
         ready = node.persisting
@@ -555,6 +627,13 @@ class World:
 
     def _after_persist(self, node: SimNode, ready: Ready) -> None:
         self._send(node, ready.send_after_persist)
+        self._apply_ready(node, ready)
+        replica = node.replica
+        assert replica is not None
+        replica.advance(ready)
+        self._maybe_snapshot(node, ready.snapshot_suggested)
+
+    def _apply_ready(self, node: SimNode, ready: Ready) -> None:
         if ready.install_snapshot is not None:
             self._install(node, ready.install_snapshot)
         for slot, entry in ready.apply:
@@ -566,10 +645,6 @@ class World:
             if waiting is not None:
                 client_id, command = waiting
                 self._reply(node, client_id, command.request, None, not_leader=True)
-        replica = node.replica
-        assert replica is not None
-        replica.advance(ready)
-        self._maybe_snapshot(node, ready.snapshot_suggested)
 
     def _send(self, node: SimNode, messages: Any) -> None:
         for msg in messages:
