@@ -88,6 +88,8 @@ REQUEST_READ_SECONDS_MAX = 60.0
 STALL_CHECK_SECONDS = 1.0
 # How long a clean shutdown waits for in-flight requests before closing their connections.
 SHUTDOWN_SECONDS_MAX = 10.0
+# Answers are written to the socket directly when nothing is buffered (`HttpProtocol._send`).
+DIRECT_SEND = os.environ.get("KEELDB_DIRECT_SEND", "1") != "0"
 
 HEALTH_TEMPLATE = "healthy: dynamodb.{region}.amazonaws.com "
 NOT_FOUND_BODY = b"<UnknownOperationException/>\n"
@@ -471,6 +473,7 @@ class HttpProtocol(asyncio.Protocol):
         self._server = server
         self._loop = asyncio.get_event_loop()
         self._transport: asyncio.Transport | None = None
+        self._fd = -1  # the socket's descriptor, for `_send` (-1: the transport's write only)
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -504,6 +507,26 @@ class HttpProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = transport  # type: ignore[assignment]
         self._server.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if DIRECT_SEND and sock is not None else -1
+
+    def _send(self, transport: asyncio.Transport, response: bytes) -> None:
+        """Send an answer: straight to the socket with os.write when nothing is buffered
+        before it (the system call releases the interpreter lock, which uvloop's write
+        holds: on loopback the send does the client's TCP receive and wakes it, and on a
+        busy host the thread is often descheduled there), the rest through the transport.
+        The descriptor is used only while the transport is open, so it is still ours."""
+        fd = self._fd
+        if fd >= 0 and not transport.is_closing() and not transport.get_write_buffer_size():
+            try:
+                sent = os.write(fd, response)
+            except OSError:
+                sent = 0  # would block, or a broken connection: the transport finds out
+            if sent == len(response):
+                return
+            if sent:
+                response = response[sent:]
+        transport.write(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -669,7 +692,7 @@ class HttpProtocol(asyncio.Protocol):
                 if self._lost:
                     # The client left; the request's effect stands, its answer is dropped.
                     continue
-                transport.write(response)
+                self._send(transport, response)
                 if close or (self._eof and not self._pending):
                     transport.close()
                     return
