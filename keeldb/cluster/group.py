@@ -82,7 +82,12 @@ from keeldb.consensus.types import (
 )
 from keeldb.net.transport import Transport, TransportError
 from keeldb.storage.protocols import ApplyFn, Entry, Store
-from keeldb.storage.replog import GIL_SWITCH_INTERVAL_SECONDS, FatalFn, exit_process
+from keeldb.storage.replog import (
+    GIL_SWITCH_INTERVAL_SECONDS,
+    DiskThread,
+    FatalFn,
+    exit_process,
+)
 from keeldb.storage.wal import RECORD_BYTES_MAX, RecordTooLargeError
 
 log = logging.getLogger(__name__)
@@ -380,10 +385,12 @@ class NodeLog:
         self._files_lock = threading.Lock()
         self._wal: NodeWal | None = None
         self._members: set[str] = set()
-        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeldb-node-log")
+        # The disk thread (`keeldb.storage.replog.DiskThread`: one eventfd wake-up and one
+        # call_soon_threadsafe back per round, no pool futures), started with the log.
+        self._disk: DiskThread | None = None
         self._queue: list[tuple[str, Sequence[Record], asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
+        self._flush_scheduled = False  # a round starts at the end of this loop turn
+        self._flushing: list[tuple[str, Sequence[Record], asyncio.Future[None]]] | None = None
         self._open_lock = asyncio.Lock()
         self._failure: BaseException | None = None
         self.flush_count = 0  # fsyncs of appended records
@@ -398,6 +405,10 @@ class NodeLog:
         """Run `fn(*args)` holding the files (in the disk thread)."""
         with self._files_lock:
             return fn(*args)
+
+    def _in_disk_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        assert self._disk is not None
+        return self._disk.run(self._locked, fn, *args)
 
     @classmethod
     def for_transport(cls, transport: Transport, directory: Path) -> NodeLog:
@@ -418,23 +429,17 @@ class NodeLog:
     async def open_member(self, group_id: str, token_file: Path) -> list[Record]:
         """Register a member; its records as the log holds them (none if `token_file` does
         not name the history the log holds for it: see `NodeWal`)."""
-        loop = asyncio.get_running_loop()
         async with self._open_lock:
             assert group_id not in self._members, f"group {group_id} is open on this node"
             if self._wal is None:
                 directory = self.directory
-                self._wal = await loop.run_in_executor(
-                    self._disk,
-                    self._locked,
-                    lambda: NodeWal(directory, groups_dir=directory.parent / GROUPS_DIRNAME),
-                )
-                self._flusher = asyncio.create_task(
-                    self._flush_forever(), name="keeldb-node-log-flusher"
+                if self._disk is None:
+                    self._disk = DiskThread(asyncio.get_running_loop(), name="keeldb-node-log")
+                self._wal = await self._in_disk_thread(
+                    lambda: NodeWal(directory, groups_dir=directory.parent / GROUPS_DIRNAME)
                 )
             wal = self._wal
-            records = await loop.run_in_executor(
-                self._disk, self._locked, wal.open_group, group_id, token_file
-            )
+            records: list[Record] = await self._in_disk_thread(wal.open_group, group_id, token_file)
             self._members.add(group_id)
             return records
 
@@ -443,48 +448,70 @@ class NodeLog:
 
     def submit(self, group_id: str, records: Sequence[Record]) -> asyncio.Future[None]:
         """Queue a member's records for the next round; the future is done once a round's
-        fsync covers them (rounds are written in the order queued)."""
+        fsync covers them (rounds are written in the order queued). What every member
+        submits in one turn of the event loop goes in one round."""
         if self._failure is not None:
             raise GroupClosed(f"the node log failed: {self._failure}")
         assert self._wal is not None and group_id in self._members
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._queue.append((group_id, records, future))
-        self._wake.set()
+        if self._flushing is None and not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_round)
         return future
 
-    async def _flush_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue:
-                continue
-            batch, self._queue = self._queue, []
-            wal = self._wal
-            assert wal is not None
-            rounds = [(group, records) for group, records, _ in batch]
+    def _start_round(self) -> None:
+        """Write and fsync everything queued: inline on this thread when so configured and
+        the files are free, else in the disk thread (`_round_done` follows either way)."""
+        self._flush_scheduled = False
+        if self._flushing is not None or not self._queue or self._wal is None:
+            return
+        batch, self._queue = self._queue, []
+        self._flushing = batch
+        wal = self._wal
+        rounds = [(group, records) for group, records, _ in batch]
+        if self._inline and self._files_lock.acquire(blocking=False):
+            # os.write and os.fsync release the interpreter lock: other threads run
+            # meanwhile, and what arrives waits in its socket for the next round.
             try:
-                if self._inline and self._files_lock.acquire(blocking=False):
-                    # os.write and os.fsync release the interpreter lock: other threads
-                    # run meanwhile, and what arrives waits in its socket for the next round.
-                    try:
-                        wal.append(rounds)
-                    finally:
-                        self._files_lock.release()
-                    self.inline_flushes += 1
-                else:
-                    await loop.run_in_executor(self._disk, self._locked, wal.append, rounds)
+                wal.append(rounds)
             except Exception as error:  # noqa: BLE001 - every waiting member learns of it
-                self._failure = error
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            self.flush_count += 1
-            self.appends_flushed += len(batch)
+                self._round_done(None, error)
+                return
+            finally:
+                self._files_lock.release()
+            self.inline_flushes += 1
+            self._round_done(None, None)
+            return
+        assert self._disk is not None
+        self._disk.run_then(self._round_done, lambda: self._locked(wal.append, rounds))
+
+    def _round_done(self, result: Any, error: BaseException | None) -> None:
+        del result
+        batch, self._flushing = self._flushing, None
+        assert batch is not None
+        if error is not None:
+            self._failure = error
             for _, _, future in batch:
                 if not future.done():
-                    future.set_result(None)
+                    future.set_exception(error)
+            self._fail_queued(error)
+            return
+        self.flush_count += 1
+        self.appends_flushed += len(batch)
+        for _, _, future in batch:
+            if not future.done():
+                future.set_result(None)
+        if self._queue:
+            # Queued during this round's fsync: the next round starts at once.
+            self._start_round()
+
+    def _fail_queued(self, error: BaseException) -> None:
+        queued, self._queue = self._queue, []
+        for _, _, future in queued:
+            if not future.done():
+                future.set_exception(error)
 
     def records_since_rewrite(self, group_id: str) -> int:
         return self._wal.records_since_rewrite(group_id) if self._wal is not None else 0
@@ -496,10 +523,7 @@ class NodeLog:
         """The member's compact record list as its new base (the caller has no append of
         its own in flight, so nothing of it is queued behind this)."""
         assert self._wal is not None and group_id in self._members
-        loop = asyncio.get_running_loop()
-        removed: int = await loop.run_in_executor(
-            self._disk, self._locked, self._wal.rewrite, group_id, compact
-        )
+        removed: int = await self._in_disk_thread(self._wal.rewrite, group_id, compact)
         return removed
 
     async def close_member(self, group_id: str) -> None:
@@ -507,19 +531,13 @@ class NodeLog:
             self._members.discard(group_id)
             if self._members or self._wal is None:
                 return
-            if self._flusher is not None:
-                self._flusher.cancel()
-                try:
-                    await self._flusher
-                except asyncio.CancelledError:
-                    pass
-                self._flusher = None
-            for _, _, future in self._queue:
-                if not future.done():
-                    future.set_exception(GroupClosed("the node log closed"))
-            self._queue = []
+            self._fail_queued(GroupClosed("the node log closed"))
             wal, self._wal = self._wal, None
-            await asyncio.get_running_loop().run_in_executor(self._disk, self._locked, wal.close)
+            # After any round in flight: the disk thread runs its work in order.
+            await self._in_disk_thread(wal.close)
+            disk, self._disk = self._disk, None
+            if disk is not None:
+                disk.shutdown(wait=False)
             for transport, node_log in list(_NODE_LOGS.items()):
                 if node_log is self:
                     del _NODE_LOGS[transport]
