@@ -63,6 +63,7 @@ from keeldb.consensus.codec import CodecError
 from keeldb.consensus.messages import (
     Accept,
     CatchUp,
+    CommitRecord,
     Heartbeat,
     InstallSnapshot,
     Message,
@@ -259,6 +260,17 @@ def node_log_directory(data_dir: Path, group_id: str) -> Path | None:
     return None
 
 
+def _waits_for_nothing(rd: Ready) -> bool:
+    """Whether a Ready's records are only commit points that nothing sent or counted
+    depends on: no message waits for them and they carry no vote of this member's."""
+    return (
+        not rd.send_after_persist
+        and not rd.self_accepted
+        and rd.self_promise is None
+        and all(type(record) is CommitRecord for record in rd.persist)
+    )
+
+
 def _holds_segments(directory: Path) -> bool:
     return directory.is_dir() and any(p.suffix == ".wal" for p in directory.iterdir())
 
@@ -278,6 +290,11 @@ class _MemberDisk:
         """Queue `records` behind everything submitted before; the future is done once they
         (and so everything before them) are durable."""
         raise NotImplementedError
+
+    def submit_lazily(self, records: Sequence[Record]) -> None:
+        """Queue `records` behind everything submitted before, with nobody waiting for them
+        (they may go with a later round)."""
+        self.submit(records)
 
     def records_since_rewrite(self) -> int:
         raise NotImplementedError
@@ -388,9 +405,12 @@ class NodeLog:
         # The disk thread (`keeldb.storage.replog.DiskThread`: one eventfd wake-up and one
         # call_soon_threadsafe back per round, no pool futures), started with the log.
         self._disk: DiskThread | None = None
-        self._queue: list[tuple[str, Sequence[Record], asyncio.Future[None]]] = []
+        # Queued records and who waits for them (None: nobody, `submit_lazily`).
+        self._queue: list[tuple[str, Sequence[Record], asyncio.Future[None] | None]] = []
         self._flush_scheduled = False  # a round starts at the end of this loop turn
-        self._flushing: list[tuple[str, Sequence[Record], asyncio.Future[None]]] | None = None
+        self._flushing: list[tuple[str, Sequence[Record], asyncio.Future[None] | None]] | None = (
+            None
+        )
         self._open_lock = asyncio.Lock()
         self._failure: BaseException | None = None
         self.flush_count = 0  # fsyncs of appended records
@@ -461,6 +481,14 @@ class NodeLog:
             loop.call_soon(self._start_round)
         return future
 
+    def submit_lazily(self, group_id: str, records: Sequence[Record]) -> None:
+        """Queue a member's records for whichever round comes next, starting none: for
+        records nothing waits on (commit points, which a restart may learn again)."""
+        if self._failure is not None:
+            raise GroupClosed(f"the node log failed: {self._failure}")
+        assert self._wal is not None and group_id in self._members
+        self._queue.append((group_id, records, None))
+
     def _start_round(self) -> None:
         """Write and fsync everything queued: inline on this thread when so configured and
         the files are free, else in the disk thread (`_round_done` follows either way)."""
@@ -494,14 +522,14 @@ class NodeLog:
         if error is not None:
             self._failure = error
             for _, _, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(error)
             self._fail_queued(error)
             return
         self.flush_count += 1
         self.appends_flushed += len(batch)
         for _, _, future in batch:
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_result(None)
         if self._queue:
             # Queued during this round's fsync: the next round starts at once.
@@ -510,7 +538,7 @@ class NodeLog:
     def _fail_queued(self, error: BaseException) -> None:
         queued, self._queue = self._queue, []
         for _, _, future in queued:
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_exception(error)
 
     def records_since_rewrite(self, group_id: str) -> int:
@@ -559,6 +587,9 @@ class _SharedLog(_MemberDisk):
 
     def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
         return self._node_log.submit(self._group_id, records)
+
+    def submit_lazily(self, records: Sequence[Record]) -> None:
+        self._node_log.submit_lazily(self._group_id, records)
 
     def records_since_rewrite(self) -> int:
         return self._node_log.records_since_rewrite(self._group_id)
@@ -1033,6 +1064,13 @@ class GroupLog:
                 # the local records only speed up recovery. A crash before the fsync leaves
                 # the store ahead of the member's log; the replay skips what the store has.
                 await self._apply_ready(rd)
+                if rd.persist and _waits_for_nothing(rd):
+                    # Only a commit point, and nothing waits for it: it goes with the next
+                    # round instead of paying one (a restart may learn it again).
+                    disk = self._disk_log
+                    assert disk is not None
+                    disk.submit_lazily(rd.persist)
+                    rd.persist = []
                 if rd.persist or unsynced:
                     future: asyncio.Future[None] | None = None
                     if rd.persist:

@@ -396,3 +396,27 @@ def test_members_of_several_groups_share_one_log_per_node_and_recover_from_it(
         await again.stop()
 
     asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+def test_a_lazy_commit_point_starts_no_round_and_goes_with_the_next_one(tmp_path: Path) -> None:
+    async def body() -> None:
+        transport = Transport("node1", "127.0.0.1", 0, SECRET)
+        node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
+        tokens = tmp_path / "groups"
+        assert await node_log.open_member("p0", tokens / "p0" / "log" / MEMBER_TOKEN_FILE) == []
+        await node_log.append("p0", [_accept(1, b"a")])
+        rounds = node_log.flush_count
+        node_log.submit_lazily("p0", [CommitRecord(1)])
+        await asyncio.sleep(0.1)
+        assert node_log.flush_count == rounds  # no round of its own
+        await node_log.append("p0", [_accept(2, b"a")])
+        assert node_log.flush_count == rounds + 1
+        await node_log.close_member("p0")
+        reopened = NodeWal(tmp_path / "node-log")
+        # In the order submitted, written by the round that followed.
+        assert _open(reopened, tmp_path, "p0") == {
+            "p0": [_accept(1, b"a"), CommitRecord(1), _accept(2, b"a")]
+        }
+        reopened.close()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
