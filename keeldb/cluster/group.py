@@ -415,6 +415,7 @@ class NodeLog:
         self._failure: BaseException | None = None
         self.flush_count = 0  # fsyncs of appended records
         self.appends_flushed = 0  # member appends those fsyncs covered
+        self.lazy_flushed = 0  # and records that nobody waited for (`submit_lazily`)
         self.inline_flushes = 0  # of those, written and fsynced on the loop thread
         if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_SECONDS:
             # The disk thread and the loop hand the interpreter lock back and forth
@@ -527,9 +528,12 @@ class NodeLog:
             self._fail_queued(error)
             return
         self.flush_count += 1
-        self.appends_flushed += len(batch)
         for _, _, future in batch:
-            if future is not None and not future.done():
+            if future is None:
+                self.lazy_flushed += 1
+                continue
+            self.appends_flushed += 1
+            if not future.done():
                 future.set_result(None)
         if self._queue:
             # Queued during this round's fsync: the next round starts at once.
@@ -986,10 +990,12 @@ class GroupLog:
         replica = self._replica
         assert replica is not None
         due = int((time.monotonic() - self._clock_start) / self._options.tick_seconds)
+        if self._ticks >= due:
+            return  # nothing new: whoever changed the replica since woke the driver
         while self._ticks < due:
             self._ticks += 1
             replica.tick()
-        if due and replica.has_ready():
+        if replica.has_ready():
             self._work.set()
 
     async def _on_message(self, sender: str, payload: Any) -> None:

@@ -411,6 +411,7 @@ def test_a_lazy_commit_point_starts_no_round_and_goes_with_the_next_one(tmp_path
         assert node_log.flush_count == rounds  # no round of its own
         await node_log.append("p0", [_accept(2, b"a")])
         assert node_log.flush_count == rounds + 1
+        assert node_log.lazy_flushed == 1
         await node_log.close_member("p0")
         reopened = NodeWal(tmp_path / "node-log")
         # In the order submitted, written by the round that followed.
