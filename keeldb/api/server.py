@@ -8,9 +8,9 @@ a `ClientError` becomes an HTTP response (`{"__type": ..., "message": ...}` with
 
 It must never evaluate a request itself, touch storage, or hop threads per request: a request
 is parsed, dispatched on the event loop and answered with one write (`HttpProtocol._send`:
-straight to the socket when nothing is buffered before it, else through the transport). An exception
-that is not a `ClientError` is our bug: it is logged with its traceback and answered with a
-500 InternalServerError, and the connection and server carry on.
+straight to the socket when nothing is buffered before it, else through the transport). An
+exception that is not a `ClientError` is our bug: it is logged with its traceback and
+answered with a 500 InternalServerError, and the connection and server carry on.
 
 The wire behaviour (health check text, 404 for non-POST or an unknown content type,
 SerializationException and UnknownOperationException without a message, check order) follows
