@@ -478,6 +478,8 @@ class LocalLog:
     def _commit_inline(self) -> None:
         """On the loop thread, holding the files: write, fsync, apply and answer one group."""
         group = self._take_group()
+        if self._queue:
+            self._fresh = True  # the group was full: the rest goes in the next one
         self._group = group
         lsn_before = self._wal.last_lsn()
         started = time.perf_counter()
@@ -538,6 +540,7 @@ class LocalLog:
         with self._files_lock:
             started = time.perf_counter()
             group = self._take_group() if self._failure is None else []
+            left_behind = bool(group) and bool(self._queue)
             if not group:
                 return _Written(group, 0, None, False, started, started)
             lsn_before = self._wal.last_lsn()
@@ -545,14 +548,19 @@ class LocalLog:
                 last_lsn = self._write_and_sync([record for record, _, _ in group])
             except BaseException as error:  # noqa: BLE001 - handed to the loop with its group
                 kept_nothing = self._wal.last_lsn() == lsn_before
-                return _Written(group, lsn_before, error, kept_nothing, started, started)
-            return _Written(group, last_lsn, None, False, started, time.perf_counter())
+                return _Written(
+                    group, lsn_before, error, kept_nothing, started, started, left_behind
+                )
+            durable = time.perf_counter()
+            return _Written(group, last_lsn, None, False, started, durable, left_behind)
 
     def _group_written(self, written: _Written | None, error: BaseException | None) -> None:
         """On the loop: a write job is back from the disk thread; apply and acknowledge its
         group, or fail its writers. Jobs come back in the order they ran, so groups are
         applied in LSN order."""
         self._writing -= 1
+        if written is not None and written.left_behind:
+            self._fresh = True
         try:
             if error is not None or written is None:
                 # The job itself broke (a bug): its group is unknown, so everything stops.
@@ -820,6 +828,9 @@ class _Written:
     kept_nothing: bool
     started: float
     durable: float
+    # Records were still queued after the group was taken (it was full): another job must
+    # take them even if no record arrives after this one.
+    left_behind: bool = False
 
 
 class GroupTimings:

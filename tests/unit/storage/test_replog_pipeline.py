@@ -236,3 +236,32 @@ def test_auto_mode_fsyncs_on_the_loop_only_when_every_request_held_is_in_the_gro
         await log.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("sync_mode", ["thread", "auto"])
+def test_records_left_behind_by_a_full_group_are_written_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_mode: str
+) -> None:
+    from keeldb.storage import replog
+
+    monkeypatch.setattr(replog, "BATCH_RECORDS_MAX", 3)
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        applied: list[list[int]] = []
+        log = await LocalLog.open(
+            tmp_path / "wal",
+            store,
+            recording_apply(store, applied),
+            fsync=lambda fd: None,
+            sync_mode=sync_mode,
+        )
+        log.set_demand(lambda: 0)
+        lsns = await asyncio.wait_for(
+            asyncio.gather(*(log.append(b"r%d" % i) for i in range(10))), WAIT_SECONDS_MAX
+        )
+        assert lsns == list(range(1, 11))
+        assert applied == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]
+        await log.close()
+
+    asyncio.run(scenario())
