@@ -486,18 +486,17 @@ class LocalLog:
         try:
             last_lsn = self._write_and_sync([record for record, _, _ in group])
         except FsyncFailedError as error:
-            self._files_lock.release()
             self._fail(error)
             return
         except OSError as error:
-            self._files_lock.release()
             if self._wal.last_lsn() != lsn_before:
                 self._fail(error)
                 return
             log.error("log write failed: %r", error)
             self._fail_group(group, error)
             return
-        self._files_lock.release()
+        finally:
+            self._files_lock.release()
         self._finish_group(group, last_lsn, started, time.perf_counter(), inline=True)
 
     async def _checkpoint_between_groups(self) -> None:

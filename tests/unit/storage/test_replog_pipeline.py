@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from keeldb.storage.memory import MemoryStore
 from keeldb.storage.protocols import Entry
-from keeldb.storage.replog import DiskThread, LocalLog
+from keeldb.storage.replog import DiskThread, LocalLog, LogFailedError
 
 WAIT_SECONDS_MAX = 10.0  # generous: the host may be loaded
 
@@ -263,5 +264,52 @@ def test_records_left_behind_by_a_full_group_are_written_by_the_next(
         assert lsns == list(range(1, 11))
         assert applied == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]
         await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_inline_group_on_a_full_disk_fails_alone_and_a_broken_write_stops_the_log(
+    tmp_path: Path,
+) -> None:
+    fatal: list[BaseException] = []
+
+    class FullDisk:
+        full = False
+
+        def __call__(self, fd: int, data: memoryview) -> int:
+            if self.full:
+                raise OSError(28, "No space left on device")
+            return os.write(fd, data)
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        log = await LocalLog.open(
+            tmp_path / "wal",
+            store,
+            recording_apply(store, []),
+            fsync=lambda fd: None,
+            sync_mode="auto",
+            on_fatal=fatal.append,
+        )
+        log.set_demand(lambda: 1)  # one writer at a time: every group goes inline
+        disk = FullDisk()
+        log._wal._write_fn = disk
+        assert await log.append(b"a") == 1
+        disk.full = True
+        with pytest.raises(LogFailedError, match="No space left"):
+            await log.append(b"b")
+        disk.full = False
+        assert await log.append(b"c") == 2
+        assert (log.timings.inline_groups, fatal) == (2, [])
+
+        def broken_append(payloads: list[bytes]) -> int:
+            raise ValueError("a bug in the log")
+
+        log._wal.append = broken_append  # type: ignore[method-assign]
+        with pytest.raises(LogFailedError):
+            await asyncio.wait_for(log.append(b"d"), WAIT_SECONDS_MAX)
+        assert isinstance(fatal[0], ValueError)
+        # The files were released: closing does not hang on them.
+        await asyncio.wait_for(log.close(), WAIT_SECONDS_MAX)
 
     asyncio.run(scenario())
