@@ -485,15 +485,8 @@ class LocalLog:
         started = time.perf_counter()
         try:
             last_lsn = self._write_and_sync([record for record, _, _ in group])
-        except FsyncFailedError as error:
-            self._fail(error)
-            return
-        except OSError as error:
-            if self._wal.last_lsn() != lsn_before:
-                self._fail(error)
-                return
-            log.error("log write failed: %r", error)
-            self._fail_group(group, error)
+        except (FsyncFailedError, OSError) as error:
+            self._group_write_failed(group, error, lsn_before)
             return
         finally:
             self._files_lock.release()
@@ -683,19 +676,25 @@ class LocalLog:
                     self._files_lock.release()
             else:
                 last_lsn = await self._disk.run(self._locked, self._write_and_sync, payloads)
-        except FsyncFailedError as error:
-            self._fail(error)
-            return
-        except OSError as error:
-            # A write failed (a full disk, say) and nothing of the group was kept: these
-            # writers get the error, later groups may succeed.
-            if self._wal.last_lsn() != lsn_before:
-                self._fail(error)
-                return
-            log.error("log write failed: %r", error)
-            self._fail_group(group, error)
+        except (FsyncFailedError, OSError) as error:
+            self._group_write_failed(group, error, lsn_before)
             return
         self._finish_group(group, last_lsn, started, time.perf_counter(), inline=inline)
+
+    def _group_write_failed(
+        self,
+        group: list[tuple[bytes, asyncio.Future[int], float]],
+        error: BaseException,
+        lsn_before: int,
+    ) -> None:
+        """A group's write or fsync raised `error`. A failed fsync, or a write that kept
+        part of the group, stops the log; a write that kept nothing (a full disk, say)
+        fails these writers alone, and later groups may succeed."""
+        if isinstance(error, FsyncFailedError) or self._wal.last_lsn() != lsn_before:
+            self._fail(error)
+            return
+        log.error("log write failed: %r", error)
+        self._fail_group(group, error)
 
     def _fail_group(
         self, group: list[tuple[bytes, asyncio.Future[int], float]], error: BaseException
