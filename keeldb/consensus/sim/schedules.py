@@ -34,6 +34,27 @@ _QUIET_NEMESIS: dict[str, Any] = {
     "crash_after_promise_probability": 0.0,
 }
 
+# Two fault mixes run both as they are and with a pipelining driver (see SCHEDULES).
+_COMPETING_BALLOTS: dict[str, Any] = {
+    "nemesis_interval_us": 50_000,
+    "crash_after_send_probability": 0.1,
+    "crash_after_ack_probability": 0.02,
+    "crash_after_promise_probability": 0.2,
+    "isolate_leader_weight": 4,
+    "fsync_max_us": 10_000,
+    "clients": 8,
+    "keys": 2,
+}
+_UNSYNCED_LEADER: dict[str, Any] = {
+    **_QUIET_NEMESIS,
+    "crash_weight": 4,
+    "crash_after_send_probability": 0.3,
+    "crash_before_fsync_probability": 0.3,
+    "fsync_max_us": 20_000,
+    "clients": 8,
+    "keys": 2,
+}
+
 SCHEDULES: dict[str, dict[str, Any]] = {
     DEFAULT_SCHEDULE: {},
     "calm": {"nemesis": False, "network": CALM},
@@ -80,54 +101,18 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     # Competing ballots and votes in flight when machines lose power: leader isolation
     # healed mid-election, reboots right after promises and right after acknowledgements,
     # slow disks so that much is unsynced when the power goes.
-    "competing-ballots": {
-        "nemesis_interval_us": 50_000,
-        "crash_after_send_probability": 0.1,
-        "crash_after_ack_probability": 0.02,
-        "crash_after_promise_probability": 0.2,
-        "isolate_leader_weight": 4,
-        "fsync_max_us": 10_000,
-        "clients": 8,
-        "keys": 2,
-    },
+    "competing-ballots": _COMPETING_BALLOTS,
     # A leader whose Accepts have left while its own disk is slow, losing power before its
     # fsync: a value then lives only on the followers that voted, and a successor elected
     # without them must not find it chosen anywhere. Exposes a leader that counts its own
     # vote before its record is durable.
-    "unsynced-leader": {
-        **_QUIET_NEMESIS,
-        "crash_weight": 4,
-        "crash_after_send_probability": 0.3,
-        "crash_before_fsync_probability": 0.3,
-        "fsync_max_us": 20_000,
-        "clients": 8,
-        "keys": 2,
-    },
+    "unsynced-leader": _UNSYNCED_LEADER,
     # The same faults with every replica driven as a cluster node drives it: the next
     # Ready taken while the previous one's fsync runs (RunConfig.pipeline).
     "pipelined": {"pipeline": True},
-    "pipelined-competing-ballots": {
-        "pipeline": True,
-        "nemesis_interval_us": 50_000,
-        "crash_after_send_probability": 0.1,
-        "crash_after_ack_probability": 0.02,
-        "crash_after_promise_probability": 0.2,
-        "isolate_leader_weight": 4,
-        "fsync_max_us": 10_000,
-        "clients": 8,
-        "keys": 2,
-    },
+    "pipelined-competing-ballots": {**_COMPETING_BALLOTS, "pipeline": True},
     # A pipelining leader losing power with several Readys written but not synced.
-    "pipelined-unsynced-leader": {
-        **_QUIET_NEMESIS,
-        "pipeline": True,
-        "crash_weight": 4,
-        "crash_after_send_probability": 0.3,
-        "crash_before_fsync_probability": 0.3,
-        "fsync_max_us": 20_000,
-        "clients": 8,
-        "keys": 2,
-    },
+    "pipelined-unsynced-leader": {**_UNSYNCED_LEADER, "pipeline": True},
 }
 
 # The schedule each broken variant is run under by default.
