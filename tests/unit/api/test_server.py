@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
-import uvloop
 
 from keeldb.api import server as server_module
 from keeldb.api.server import PIPELINE_REQUESTS_MAX, ApiServer
@@ -58,7 +57,7 @@ class Running:
 
 
 @pytest.fixture
-def running() -> Iterator[Running]:
+def running(serve_in_thread: Any) -> Iterator[Running]:
     engine = FakeEngine()
     server = ApiServer(
         engine.dispatch,
@@ -67,25 +66,8 @@ def running() -> Iterator[Running]:
         request_bytes_max=1024 * 1024,
         request_read_seconds_max=0.5,
     )
-    loop = uvloop.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        holder["port"] = loop.run_until_complete(server.start("127.0.0.1", 0))
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(server.close())
-        loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(TIMEOUT_SECONDS)
-    yield Running(server, holder["port"], engine)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(TIMEOUT_SECONDS)
-    assert not thread.is_alive()
+    with serve_in_thread(server) as port:
+        yield Running(server, port, engine)
 
 
 def connect(port: int) -> socket.socket:

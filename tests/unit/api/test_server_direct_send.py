@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvloop
 
 from keeldb.api import server as server_module
 from keeldb.api.server import ApiServer
@@ -30,27 +29,10 @@ async def echo(operation: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def port() -> Iterator[int]:
+def port(serve_in_thread: Any) -> Iterator[int]:
     server = ApiServer(echo, {"Echo"}, request_bytes_max=1024 * 1024)
-    loop = uvloop.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, int] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        holder["port"] = loop.run_until_complete(server.start("127.0.0.1", 0))
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(server.close())
-        loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(TIMEOUT_SECONDS)
-    yield holder["port"]
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(TIMEOUT_SECONDS)
-    assert not thread.is_alive()
+    with serve_in_thread(server) as port:
+        yield port
 
 
 def post(body: dict[str, Any]) -> bytes:

@@ -3,14 +3,11 @@ or closes the connection, and keeps serving everyone else."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,26 +25,10 @@ async def echo(operation: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+def port(serve_in_thread: Any) -> Iterator[int]:
     server = ApiServer(echo, {"Echo"})
-    loop = uvloop.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, int] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        holder["port"] = loop.run_until_complete(server.start("127.0.0.1", 0))
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(server.close())
-        loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(TIMEOUT_SECONDS)
-    yield holder["port"]
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(TIMEOUT_SECONDS)
+    with serve_in_thread(server, stop_seconds=TIMEOUT_SECONDS, require_stopped=False) as port:
+        yield port
 
 
 def send_and_drain(port: int, data: bytes) -> bytes:

@@ -3,15 +3,12 @@ services mounted by path prefix, next to DynamoDB's own operations."""
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvloop
 
 from keeldb.api.server import ApiServer, Request, RestResponse
 from keeldb.model.errors import ValidationException
@@ -44,29 +41,12 @@ async def _rest(request: Request) -> RestResponse:
 
 
 @pytest.fixture
-def port() -> Iterator[int]:
+def port(serve_in_thread: Any) -> Iterator[int]:
     server = ApiServer(_dynamodb, {"GetItem"})
     server.add_json_service("DynamoDBStreams_20120810", _streams, {"ListStreams", "Fail"})
     server.mount("/2015-03-31/", _rest)
-    loop = uvloop.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, int] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        holder["port"] = loop.run_until_complete(server.start("127.0.0.1", 0))
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(server.close())
-        loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(TIMEOUT_SECONDS)
-    yield holder["port"]
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(TIMEOUT_SECONDS)
-    assert not thread.is_alive()
+    with serve_in_thread(server) as port:
+        yield port
 
 
 def _call(
