@@ -100,6 +100,11 @@ LOAD_SHARE_MIN = 0.7
 EVEN_SHARE_MAX = 0.5
 MOVE_SECONDS_MIN = 5.0
 LEAD_CALL_SECONDS = 1.0  # one "take the leadership" request to another member
+# A member asked to lead campaigns only if its log is at most this many entries behind the
+# commit point it knows: under steady writes a follower may be a few entries behind at any
+# moment (it learns a commit point a moment before it applies it), and a small gap costs the
+# new leader only its own apply before it serves.
+LEAD_LAG_ENTRIES_MAX = 64
 SYNC_CALL_SECONDS = 2.0  # one catalog sync proposal on a partition leader
 CATALOG_SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
 # Transaction steps a router may send again when their outcome is unknown (idempotent).
@@ -648,7 +653,7 @@ class StorageService:
             return [OK, True]
         if (
             group_log.replica.log_only
-            or group_log.lag() != 0
+            or group_log.lag() > LEAD_LAG_ENTRIES_MAX
             or group_log.leader_hint != sender
             or not group_log.config.can_lead(NodeId(self.node_id))
         ):

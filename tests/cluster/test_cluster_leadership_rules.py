@@ -18,6 +18,7 @@ from keeldb.cluster.ring import Ring
 from keeldb.cluster.storage import (
     EVENTUAL_LAG_ENTRIES_MAX,
     EVENTUAL_STALENESS_SECONDS_MAX,
+    LEAD_LAG_ENTRIES_MAX,
     LOAD_REQUESTS_MIN,
     LOAD_WINDOW_SECONDS,
     MOVE_SECONDS_MIN,
@@ -254,10 +255,13 @@ def test_a_member_takes_the_leadership_only_when_caught_up_and_asked_by_its_lead
     def ask(log: _FakeLog, sender: str = "node2") -> list[Any]:
         return asyncio.run(_service(log).on_lead(sender, {"g": "p0"}))
 
-    caught_up = _FakeLog(leader_hint="node2")
-    assert ask(caught_up) == [OK, True] and caught_up.campaigns == 1
+    for caught_up in (
+        _FakeLog(leader_hint="node2"),
+        _FakeLog(leader_hint="node2", lag=LEAD_LAG_ENTRIES_MAX),  # a few entries behind
+    ):
+        assert ask(caught_up) == [OK, True] and caught_up.campaigns == 1
     for refusing in (
-        _FakeLog(leader_hint="node2", lag=1),
+        _FakeLog(leader_hint="node2", lag=LEAD_LAG_ENTRIES_MAX + 1),
         _FakeLog(leader_hint="node2", log_only=True),
     ):
         assert ask(refusing) == [OK, False] and refusing.campaigns == 0
