@@ -87,8 +87,9 @@ BUGGIFY_LAGGING_READS = (
 # each partition leader that its index builds run.
 MAINTENANCE_SECONDS = 0.5
 # Leaders follow the workload (as CockroachDB's load-based lease placement does): a group's
-# leader counts, per window, which node's router sent the requests it served. When one node
-# sent at least LOAD_SHARE_MIN of at least LOAD_REQUESTS_MIN requests, the leadership moves
+# leader counts which node's router sent the requests it served, and looks at the counts
+# once per window. When one node sent at least LOAD_SHARE_MIN of at least LOAD_REQUESTS_MIN
+# requests (counted over one or more windows), the leadership moves
 # to that node's replica, so its router reaches the leader without the network. When the
 # traffic is even (no node above EVEN_SHARE_MAX), or the group is idle and its leadership was
 # not placed by load, it goes back to the node placement prefers, so leaders spread over the
@@ -96,6 +97,12 @@ MAINTENANCE_SECONDS = 0.5
 # each move costs its writes about one lease wait (the new leader waits out the old lease).
 LOAD_WINDOW_SECONDS = 2.0
 LOAD_REQUESTS_MIN = 40
+# A sample of a group's traffic spans as many windows as it takes to count LOAD_REQUESTS_MIN
+# requests, up to this long; a group that served fewer in that time is idle. (A slower
+# machine serves a steady client more slowly: counted per window alone, a stream of 15
+# requests a second from one router would look idle, and its leadership would be sent to
+# the preferred node instead of following the traffic.)
+LOAD_SAMPLE_SECONDS_MAX = 10.0
 LOAD_SHARE_MIN = 0.7
 EVEN_SHARE_MAX = 0.5
 MOVE_SECONDS_MIN = 5.0
@@ -176,12 +183,14 @@ class StorageService:
         self._synced: dict[str, int] = {}
         self._maintenance: asyncio.Task[None] | None = None
         # Leadership placement (see LOAD_WINDOW_SECONDS): requests served as leader in the
-        # current window, per group and sending node; when the window started; when this
-        # node last moved or took each group's leadership; the groups it leads because their
-        # traffic came from here; the "take the leadership" requests in flight.
+        # current sample, per group and sending node; when each sample started; when the
+        # last window was looked at; when this node last moved or took each group's
+        # leadership; the groups it leads because their traffic came from here; the "take
+        # the leadership" requests in flight.
         self._origins: dict[str, dict[str, int]] = {}
         self._window_started = -math.inf
         self._moved_at: dict[str, float] = {}
+        self._sampled_since: dict[str, float] = {}
         self._load_placed: set[str] = set()
         self._moves: set[asyncio.Task[None]] = set()
         self.stats = {"leadership_moves": 0, "leadership_taken": 0}
@@ -585,31 +594,50 @@ class StorageService:
     # --- leadership placement -------------------------------------------------------------
 
     def _place_leaders(self, now: float) -> None:
-        """Once per LOAD_WINDOW_SECONDS: for each group this node leads, ask the member the
-        window's traffic points to (or the preferred leader) to take the leadership."""
+        """Once per LOAD_WINDOW_SECONDS: for each group this node leads whose traffic sample
+        is complete, ask the member the sample points to (or the preferred leader) to take
+        the leadership."""
         if now - self._window_started < LOAD_WINDOW_SECONDS:
             return
         self._window_started = now
-        origins, self._origins = self._origins, {}
         me = transport_name_of(self.node_id)
         for group_id, replica in self.replicas.items():
             group_log = replica.log
             if not group_log.is_leader:
                 self._load_placed.discard(group_id)
                 self._moved_at.pop(group_id, None)
+                self._origins.pop(group_id, None)
+                self._sampled_since.pop(group_id, None)
                 continue
             if group_id not in self._moved_at:
                 self._moved_at[group_id] = now  # leading since about now
+                self._restart_sample(group_id, now)
                 continue
             if now - self._moved_at[group_id] < MOVE_SECONDS_MIN:
-                continue
-            target = self._leader_wanted(group_id, origins.get(group_id, {}), me)
+                continue  # the sample goes on: it covers the traffic since the last move
+            counts = self._origins.get(group_id, {})
+            started = self._sampled_since.setdefault(group_id, now)
+            if sum(counts.values()) < LOAD_REQUESTS_MIN and now - started < LOAD_SAMPLE_SECONDS_MAX:
+                continue  # too few requests yet to tell a slow stream from an idle group
+            self._restart_sample(group_id, now)
+            target = self._leader_wanted(group_id, counts, me)
+            log.debug(
+                "%s: %.1f s of requests by origin %s, wanted leader %s",
+                group_id,
+                now - started,
+                counts,
+                target,
+            )
             if target is None or not group_log.config.can_lead(NodeId(target)):
                 continue
             self._moved_at[group_id] = now
             task = asyncio.get_running_loop().create_task(self._ask_to_lead(target, group_id))
             self._moves.add(task)
             task.add_done_callback(self._moves.discard)
+
+    def _restart_sample(self, group_id: str, now: float) -> None:
+        self._origins.pop(group_id, None)
+        self._sampled_since[group_id] = now
 
     def _leader_wanted(self, group_id: str, counts: dict[str, int], me: str) -> int | None:
         """The node that should lead `group_id` instead of this one, or None to stay."""
@@ -633,7 +661,7 @@ class StorageService:
         try:
             answer = await self.call(node, CHANNEL_LEAD, {"g": group_id}, LEAD_CALL_SECONDS)
         except TransportError as error:
-            log.debug("asking node %s to lead %s failed: %r", node, group_id, error)
+            log.info("asking node %s to lead %s failed: %r", node, group_id, error)
             return
         if answer[0] == OK and answer[1]:
             self.stats["leadership_moves"] += 1
@@ -657,6 +685,13 @@ class StorageService:
             or group_log.leader_hint != sender
             or not group_log.config.can_lead(NodeId(self.node_id))
         ):
+            log.info(
+                "not taking the leadership of %s that %s asks for: lag %d, leader %s",
+                replica.group_id,
+                sender,
+                group_log.lag(),
+                group_log.leader_hint,
+            )
             return [OK, False]
         started = bool(group_log.campaign())
         if started:

@@ -45,6 +45,9 @@ from keeldb.consensus.sim.linearizability import Operation, OpKind, check_histor
 START_SECONDS_MAX = 60.0
 CLIENT_CONNECT_SECONDS = 2.0
 CLIENT_READ_SECONDS = 12.0  # above the router's request budget, so it answers first
+# The nodes' log level (their logs are in DATA/nodes/nN/stderr.txt): quiet by default, raised
+# to diagnose a failure (e.g. KEELDB_TEST_NODE_LOG_LEVEL=info shows leadership moves).
+NODE_LOG_LEVEL = os.environ.get("KEELDB_TEST_NODE_LOG_LEVEL", "warning")
 
 _PR_SET_PDEATHSIG = 1
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -186,7 +189,7 @@ def _start_node(data_dir: Path, node_id: int, env: dict[str, str]) -> subprocess
         "--data-dir",
         str(directory / "data"),
         "--log-level",
-        "warning",
+        NODE_LOG_LEVEL,
         "--fault-endpoint",
     ]
     with (directory / "stdout.txt").open("ab") as out, (directory / "stderr.txt").open("ab") as err:

@@ -20,6 +20,7 @@ from keeldb.cluster.storage import (
     EVENTUAL_STALENESS_SECONDS_MAX,
     LEAD_LAG_ENTRIES_MAX,
     LOAD_REQUESTS_MIN,
+    LOAD_SAMPLE_SECONDS_MAX,
     LOAD_WINDOW_SECONDS,
     MOVE_SECONDS_MIN,
     StorageService,
@@ -163,13 +164,18 @@ def _window(service: StorageService, group: str, counts: dict[str, int], now: fl
     service._place_leaders(now)
 
 
+# Late enough after a node starts leading that it may move the group and that even a sample
+# of fewer than LOAD_REQUESTS_MIN requests is complete.
+DECIDED_SECONDS = max(MOVE_SECONDS_MIN, LOAD_SAMPLE_SECONDS_MAX) + LOAD_WINDOW_SECONDS
+
+
 def _moves(service: StorageService, calls: _Calls, group: str, counts: dict[str, int]) -> list:
-    """The "take the leadership" requests one traffic window leads to, once this node has
+    """The "take the leadership" requests one traffic sample leads to, once this node has
     led long enough to move the group."""
 
     async def run() -> None:
         service._place_leaders(0.0)  # the first window notes that this node leads
-        _window(service, group, counts, MOVE_SECONDS_MIN + LOAD_WINDOW_SECONDS)
+        _window(service, group, counts, DECIDED_SECONDS)
         await asyncio.gather(*service._moves)
 
     asyncio.run(run())
@@ -206,7 +212,7 @@ def test_even_traffic_gives_the_leadership_back_to_the_preferred_node() -> None:
 
 
 def test_a_leadership_placed_by_load_stays_while_idle_and_one_won_by_failover_goes_back() -> None:
-    window = MOVE_SECONDS_MIN + LOAD_WINDOW_SECONDS
+    window = DECIDED_SECONDS
     # This node leads p1 because its traffic came from here: idle windows keep it here.
     service, calls = _leading("p1")
     mine = {f"node{service.node_id}": 2 * LOAD_REQUESTS_MIN}
@@ -223,6 +229,40 @@ def test_a_leadership_placed_by_load_stays_while_idle_and_one_won_by_failover_go
     # The same node leading p1 after a failover, idle: back to the preferred node.
     service, calls = _leading("p1")
     assert _moves(service, calls, "p1", {}) == [(PLACEMENTS["p1"].preferred_leader, "p1")]
+
+
+def _slow_stream(service: StorageService, calls: _Calls, group: str, origin: str) -> list[int]:
+    """Windows of a steady stream too slow to fill one window's sample: each adds fewer
+    than LOAD_REQUESTS_MIN requests from `origin` (a loaded machine's pace). The nodes
+    asked to lead, in order."""
+    per_window = LOAD_REQUESTS_MIN * 2 // 3
+
+    async def run() -> None:
+        service._place_leaders(0.0)  # won in a failover: leading since now
+        now = 0.0
+        while now < 2 * (MOVE_SECONDS_MIN + LOAD_SAMPLE_SECONDS_MAX) and not calls.made:
+            now += LOAD_WINDOW_SECONDS
+            counts = service._origins.setdefault(group, {})
+            counts[origin] = counts.get(origin, 0) + per_window
+            service._place_leaders(now)
+            await asyncio.gather(*service._moves)
+
+    asyncio.run(run())
+    return [node for node, channel, _payload in calls.made if channel == CHANNEL_LEAD]
+
+
+def test_a_slow_steady_stream_from_one_router_moves_the_leadership_there_not_back_home() -> None:
+    # p1's leadership was won in a failover by a node that is not its preferred leader; all
+    # of its traffic comes through a third node's router, slowly. Counted one window at a
+    # time the group would look idle and go back to the preferred node.
+    preferred = PLACEMENTS["p1"].preferred_leader
+    me, router = (n for n in (1, 2, 3) if n != preferred)
+    service, calls = _leading("p1", me=me)
+    assert _slow_stream(service, calls, "p1", f"node{router}") == [router]
+    # The same stream through this node's own router: the leadership stays here.
+    service, calls = _leading("p1", me=me)
+    assert _slow_stream(service, calls, "p1", f"node{me}") == []
+    assert "p1" in service._load_placed
 
 
 def test_the_metadata_group_does_not_follow_catalog_traffic() -> None:
