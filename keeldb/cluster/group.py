@@ -998,7 +998,7 @@ class GroupLog:
         if replica.has_ready():
             self._work.set()
 
-    async def _on_message(self, sender: str, payload: Any) -> None:
+    def _on_message(self, sender: str, payload: Any) -> None:
         if self._replica is None or self._closing or self._failure is not None:
             return
         try:

@@ -97,21 +97,29 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Every complete body the stream now holds, in order; FramingError on garbage."""
-        self._buffer += data
+        if self._buffer:
+            self._buffer += data
+            source: bytes | bytearray = self._buffer
+        else:
+            source = data  # the common case: frames cut from the chunk itself, one copy each
         bodies: list[bytes] = []
         offset = 0
-        buffer = self._buffer
-        while len(buffer) - offset >= LENGTH_BYTES:
-            (length,) = LENGTH.unpack_from(buffer, offset)
-            if length > self._frame_bytes_max:
-                raise FramingError(f"frame length {length} exceeds {self._frame_bytes_max} bytes")
+        size = len(source)
+        frame_bytes_max = self._frame_bytes_max
+        while size - offset >= LENGTH_BYTES:
+            (length,) = LENGTH.unpack_from(source, offset)
+            if length > frame_bytes_max:
+                raise FramingError(f"frame length {length} exceeds {frame_bytes_max} bytes")
             end = offset + LENGTH_BYTES + length
-            if end > len(buffer):
+            if end > size:
                 break
-            bodies.append(bytes(buffer[offset + LENGTH_BYTES : end]))
+            bodies.append(bytes(source[offset + LENGTH_BYTES : end]))
             offset = end
-        if offset:
-            del buffer[:offset]
+        if source is self._buffer:
+            if offset:
+                del self._buffer[:offset]
+        elif offset < size:
+            self._buffer += data[offset:]
         return bodies
 
     @property

@@ -19,9 +19,11 @@ matters, and a slow peer must not make the sender's memory grow. A call waits fo
 within its timeout. Messages to a peer whose last connection attempt failed are dropped at
 once, and a call to it first tries one fresh connection within its timeout.
 
-Handlers. `register(channel, handler)` with `async handler(sender, payload) -> reply`.
-One-way messages of a connection are handled one at a time, in the order sent (a handler
-that awaits holds up the messages behind it, so they should be quick); calls run
+Handlers. `register(channel, handler)` with `async handler(sender, payload) -> reply`, or a
+plain function of the same arguments (called directly, with no task or coroutine: the cheap
+path for the one-way messages of consensus). One-way messages of a connection are handled
+one at a time, in the order sent (a handler that awaits holds up the messages behind it, so
+they should be quick); calls run
 concurrently, each in its own task, and their replies may overtake each other. An exception
 in a call's handler becomes a `RemoteError` at the caller; in a one-way handler it is logged.
 
@@ -32,10 +34,13 @@ Channel names starting with "_" are the transport's own: "_fault" takes fault co
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import os
 import random
 import socket
 import ssl
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +57,7 @@ from keeldb.net.framing import (
     LENGTH,
     LENGTH_BYTES,
     MAC_BYTES,
+    FrameDecoder,
     FramingError,
     batch,
     encode_frame,
@@ -64,6 +70,8 @@ log = logging.getLogger(__name__)
 SEND_QUEUE_FRAMES_MAX = 8192  # frames waiting for one peer's connection, at most
 SEND_QUEUE_BYTES_MAX = 64 * 1024 * 1024  # ... and their bytes (one snapshot fits)
 WRITE_BATCH_BYTES_MAX = 1024 * 1024  # messages joined into one frame (one MAC), at most
+WRITE_BUFFER_BYTES_MAX = 256 * 1024  # unsent bytes in a connection's socket buffer past
+# which new frames wait for it to drain (in the connection's task) instead of piling up
 # (a single larger message still goes alone in its frame)
 FRAME_OVERHEAD_BYTES = MAC_BYTES + BATCH_HEADER_BYTES_MAX  # what a frame adds to a message
 HANDSHAKE_FRAME_BYTES_MAX = 4096  # a handshake message, at most: a stranger gets no more
@@ -73,10 +81,17 @@ BACKOFF_MIN_SECONDS = 0.05  # first wait after a failed connection attempt
 BACKOFF_MAX_SECONDS = 1.0  # the wait doubles per failure up to this
 READ_BUFFER_BYTES = 256 * 1024  # a connection's read buffer; past twice this the
 # transport stops reading the socket, so a slow handler pushes back on the sender over TCP
+READ_CHUNK_BYTES = 256 * 1024  # taken from that buffer at once and cut into frames
 KEEPALIVE_IDLE_SECONDS = 5  # an idle connection is probed after this long ...
 KEEPALIVE_INTERVAL_SECONDS = 2  # ... every this often ...
 KEEPALIVE_PROBES = 3  # ... and given up after this many unanswered probes (about 11 s)
 CALLS_IN_FLIGHT_MAX = 4096  # calls one inbound connection may have running at once
+
+LOCAL_SOCKETS_ENV = "KEELDB_PEER_SOCKETS"  # "tcp": never Unix-domain sockets (default: on)
+LOCAL_NAME_PREFIX = "\0keeldb-peer/"  # abstract Unix-domain names (Linux): no file, gone
+# when the socket closes, and scoped to the network namespace as loopback itself is
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 KIND_SEND = 0
 KIND_CALL = 1
@@ -84,7 +99,7 @@ KIND_REPLY = 2
 REPLY_OK = 0
 REPLY_ERROR = 1
 
-Handler = Callable[[str, Any], Awaitable[Any]]
+Handler = Callable[[str, Any], Awaitable[Any] | Any]  # async, or a plain function
 
 _DECODE_ERRORS = (
     ValueError,
@@ -145,6 +160,30 @@ class TlsConfig:
         return TlsConfig(server, client, server_hostname)
 
 
+def local_name(host: str, port: int) -> str | None:
+    """The abstract Unix-domain socket name a transport listening on loopback `host:port`
+    also listens on, or None where there is none (another host, or not Linux).
+
+    Both ends derive it from the TCP address the cluster configuration gives, so nothing
+    more needs configuring; the TCP port, bound first, keeps it unique on the host. A
+    Unix-domain send costs about half of a loopback TCP one, sender and receiver together
+    (no TCP stack on either side), and everything above the socket (handshake, MACs,
+    frames, faults) is the same.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    host = host.strip("[]")
+    if host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+        return None
+    if host == "localhost":
+        host = "127.0.0.1"
+    return f"{LOCAL_NAME_PREFIX}{host}/{port}"
+
+
+def _local_sockets_default() -> bool:
+    return os.environ.get(LOCAL_SOCKETS_ENV, "").strip().lower() != "tcp"
+
+
 def _pack(value: Any) -> bytes:
     data: bytes = msgpack.packb(value, use_bin_type=True)
     return data
@@ -170,13 +209,24 @@ def _keep_alive(writer: asyncio.StreamWriter) -> None:
     """Have the kernel probe an idle connection, so that a peer whose host vanished (no
     reset ever comes) is noticed in seconds rather than after TCP's retransmission limit."""
     sock = writer.get_extra_info("socket")
-    if sock is None:
-        return
+    if sock is None or sock.family == socket.AF_UNIX:
+        return  # a Unix-domain peer is on this host: its death resets the connection
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system defaults apply
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
+
+async def _open_local(name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, name)
+        return await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 async def _read_body(reader: asyncio.StreamReader, bytes_max: int | None = None) -> bytes:
@@ -215,7 +265,11 @@ class _Peer:
         self.frames_sent = 0
         self.messages_sent = 0
         self.task: asyncio.Task[None] | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.writer: asyncio.StreamWriter | None = None  # the live connection's, once up
+        self.key = b""  # the live connection's sending key ...
+        self.sequence = 0  # ... and the number of its next frame
+        self.flush_scheduled = False
+        self.local = False  # the connection is a Unix-domain one
 
     @property
     def down(self) -> bool:
@@ -235,7 +289,51 @@ class _Peer:
         self.queue_bytes += len(data)
         if self.full(0):
             self.space.clear()
-        self.has_data.set()
+        if not self.flush_scheduled:
+            # Everything queued for this peer in the rest of this loop turn, by every group,
+            # leaves in one frame at its end, written by the callback itself: no task wakes.
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        writer = self.writer
+        if not self.queue or writer is None or self.lost:
+            return  # not connected: the connection's task sends the queue once it is
+        if writer.transport.get_write_buffer_size() > WRITE_BUFFER_BYTES_MAX:
+            self.has_data.set()  # the socket is backed up: the task writes once it drains
+            return
+        try:
+            self.write_frames(writer)
+        except (OSError, RuntimeError) as error:  # the connection is going: the task sees it
+            log.info("%s: write to %s failed: %s", self.transport.node_id, self.node_id, error)
+            self.has_data.set()
+
+    def write_frames(self, writer: asyncio.StreamWriter) -> None:
+        """Write the queue in frames (normally one): one MAC and one length for a whole
+        round of messages (every group's, on a node hosting several)."""
+        queue = self.queue
+        while queue:
+            parts: list[bytes] = []
+            batch_bytes = 0
+            while queue and (
+                not parts
+                or batch_bytes + len(queue[0][0]) + FRAME_OVERHEAD_BYTES <= FRAME_BYTES_MAX
+            ):
+                data, call_id = queue.popleft()
+                self.queue_bytes -= len(data)
+                if call_id:
+                    self.written_calls.add(call_id)
+                parts.append(data)
+                batch_bytes += len(data)
+                if batch_bytes >= WRITE_BATCH_BYTES_MAX:
+                    break
+            writer.write(encode_frame(seal(self.key, self.sequence, batch(parts))))
+            self.sequence += 1
+            self.frames_sent += 1
+            self.messages_sent += len(parts)
+        if not self.full(0):
+            self.space.set()
 
     def next_attempt(self) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -290,11 +388,13 @@ class _Peer:
             self.lost = False
             self.failed_attempts = 0
             self.connected_count += 1
+            self.key = keys.send
+            self.sequence = 0
             self.writer = writer
             self._attempt_finished()
             replies = asyncio.create_task(self._read_replies(reader, keys.receive))
             try:
-                await self._write_until_lost(writer, keys.send)
+                await self._write_until_lost(writer)
             except (OSError, FramingError) as error:
                 log.info(
                     "%s: connection to %s lost: %s", self.transport.node_id, self.node_id, error
@@ -311,7 +411,17 @@ class _Peer:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, auth.SessionKeys]:
         transport = self.transport
         tls = transport.tls
-        if tls is None:
+        name = local_name(self.host, self.port) if transport.local_sockets else None
+        local = None
+        if name is not None:
+            try:
+                local = await _open_local(name)
+            except OSError:
+                pass  # the peer does not listen there (an older build, or TCP only): TCP
+        self.local = local is not None
+        if local is not None:
+            reader, writer = local
+        elif tls is None:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         else:
             reader, writer = await asyncio.open_connection(
@@ -347,56 +457,40 @@ class _Peer:
             raise
         return reader, writer, keys
 
-    async def _write_until_lost(self, writer: asyncio.StreamWriter, key: bytes) -> None:
-        sequence = 0
-        queue = self.queue
+    async def _write_until_lost(self, writer: asyncio.StreamWriter) -> None:
+        """Send what the loop-turn flush could not (queued before the connection was up,
+        or while the socket was backed up), waiting for the socket to drain in between."""
         while True:
-            if not queue:
+            if not self.queue:
                 self.has_data.clear()
                 await self.has_data.wait()
             if self.lost or self.transport.closed:
                 return
-            # Everything queued goes in one frame: one MAC and one length for a whole round
-            # of messages (every group's, on a node hosting several).
-            parts: list[bytes] = []
-            batch_bytes = 0
-            while queue and (
-                not parts
-                or batch_bytes + len(queue[0][0]) + FRAME_OVERHEAD_BYTES <= FRAME_BYTES_MAX
-            ):
-                data, call_id = queue.popleft()
-                self.queue_bytes -= len(data)
-                if call_id:
-                    self.written_calls.add(call_id)
-                parts.append(data)
-                batch_bytes += len(data)
-                if batch_bytes >= WRITE_BATCH_BYTES_MAX:
-                    break
-            if not self.full(0):
-                self.space.set()
-            writer.write(encode_frame(seal(key, sequence, batch(parts))))
-            sequence += 1
-            self.frames_sent += 1
-            self.messages_sent += len(parts)
+            self.write_frames(writer)
             await writer.drain()
 
     async def _read_replies(self, reader: asyncio.StreamReader, key: bytes) -> None:
         sequence = 0
+        decoder = FrameDecoder()
         try:
             while True:
-                data = open_sealed(key, sequence, await _read_body(reader))
-                sequence += 1
-                for message in _messages(data):
-                    if len(message) != 4 or message[0] != KIND_REPLY:
-                        raise FramingError(f"expected a reply, got {message!r:.80}")
-                    _, call_id, status, value = message
-                    future = self.calls.pop(call_id, None)
-                    if future is None or future.done():
-                        continue  # the caller gave up
-                    if status == REPLY_OK:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(RemoteError(f"{self.node_id}: {value}"))
+                chunk = await reader.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    return  # the peer closed the connection
+                for body in decoder.feed(chunk):
+                    data = open_sealed(key, sequence, body)
+                    sequence += 1
+                    for message in _messages(data):
+                        if len(message) != 4 or message[0] != KIND_REPLY:
+                            raise FramingError(f"expected a reply, got {message!r:.80}")
+                        _, call_id, status, value = message
+                        future = self.calls.pop(call_id, None)
+                        if future is None or future.done():
+                            continue  # the caller gave up
+                        if status == REPLY_OK:
+                            future.set_result(value)
+                        else:
+                            future.set_exception(RemoteError(f"{self.node_id}: {value}"))
         except asyncio.CancelledError:
             raise
         except (OSError, EOFError, FramingError, *_DECODE_ERRORS) as error:
@@ -466,6 +560,7 @@ class Transport:
         *,
         tls: TlsConfig | None = None,
         faults: FaultSwitch | None = None,
+        local_sockets: bool | None = None,
     ) -> None:
         auth.check_secret(secret)
         self.node_id = node_id
@@ -474,6 +569,12 @@ class Transport:
         self.secret = secret
         self.tls = tls
         self.faults = faults if faults is not None else FaultSwitch()
+        # Peers on this host over Unix-domain sockets (not with TLS: its certificates name
+        # hosts); None: on unless KEELDB_PEER_SOCKETS=tcp.
+        if local_sockets is None:
+            local_sockets = _local_sockets_default()
+        self.local_sockets = local_sockets and tls is None
+        self._local_server: asyncio.base_events.Server | None = None
         self.closed = False
         self._handlers: dict[str, Handler] = {
             "_fault": self._on_fault_command,
@@ -499,7 +600,31 @@ class Transport:
             limit=READ_BUFFER_BYTES,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.local_sockets:
+            await self._listen_locally()
         return self.port
+
+    async def _listen_locally(self) -> None:
+        host = "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+        name = local_name(host, self.port)
+        if name is None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(name)
+            sock.listen(128)
+            sock.setblocking(False)
+            self._local_server = await asyncio.start_unix_server(
+                self._on_connection, sock=sock, limit=READ_BUFFER_BYTES
+            )
+        except OSError as error:  # taken (another namespace's stale name?): TCP only
+            sock.close()
+            log.warning("%s: no Unix-domain socket %r: %s", self.node_id, name[1:], error)
+
+    @property
+    def local_listening(self) -> bool:
+        """Whether peers on this host may reach this node over a Unix-domain socket."""
+        return self._local_server is not None
 
     async def close(self) -> None:
         """Stop listening, close every connection, fail every call in flight. Idempotent."""
@@ -508,6 +633,8 @@ class Transport:
         self.closed = True
         if self._server is not None:
             self._server.close()
+        if self._local_server is not None:
+            self._local_server.close()
         for peer in list(self._peers.values()):
             await peer.close()
         serving = []
@@ -524,6 +651,8 @@ class Transport:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._local_server is not None:
+            await self._local_server.wait_closed()
 
     # --- peers and handlers --------------------------------------------------------------
 
@@ -576,6 +705,7 @@ class Transport:
                     "dropped_down": peer.dropped_down,
                     "dropped_oversize": peer.dropped_oversize,
                     "frames_sent": peer.frames_sent,
+                    "socket": "unix" if peer.local else "tcp",
                     "messages_sent": peer.messages_sent,
                 }
                 for node_id, peer in sorted(self._peers.items())
@@ -726,40 +856,50 @@ class Transport:
         return dialer, keys
 
     async def _serve(self, reader: asyncio.StreamReader, inbound: _Inbound, key: bytes) -> None:
+        # Whatever the socket holds is read at once and cut into frames (one await per
+        # chunk, not two per frame); each frame is verified whole before any of its
+        # messages is handled.
         sequence = 0
         peer = inbound.peer
         handlers = self._handlers
+        decoder = FrameDecoder()
         while not self.closed:
-            data = open_sealed(key, sequence, await _read_body(reader))
-            sequence += 1
-            for message in _messages(data):
-                kind = message[0]
-                if kind == KIND_SEND and len(message) == 3:
-                    _, channel, payload = message
-                    if not isinstance(channel, str):
-                        raise FramingError("channel names are strings")
-                    if self._blocked_from(peer, channel):
-                        continue
-                    handler = handlers.get(channel)
-                    if handler is None:
-                        continue
-                    try:
-                        await handler(peer, payload)
-                    except Exception:  # a handler's bug must not kill the link
-                        log.exception("%s: handler for %r failed", self.node_id, channel)
-                elif kind == KIND_CALL and len(message) == 4:
-                    _, call_id, channel, payload = message
-                    if not isinstance(channel, str) or not isinstance(call_id, int):
-                        raise FramingError("malformed call")
-                    if self._blocked_from(peer, channel):
-                        continue
-                    if inbound.calls_in_flight >= CALLS_IN_FLIGHT_MAX:
-                        inbound.reply(_pack([KIND_REPLY, call_id, REPLY_ERROR, "busy"]))
-                        continue
-                    inbound.calls_in_flight += 1
-                    self._spawn(self._serve_call(inbound, call_id, channel, payload))
-                else:
-                    raise FramingError(f"unexpected message kind {kind!r}")
+            chunk = await reader.read(READ_CHUNK_BYTES)
+            if not chunk:
+                return  # the peer closed the connection
+            for body in decoder.feed(chunk):
+                data = open_sealed(key, sequence, body)
+                sequence += 1
+                for message in _messages(data):
+                    kind = message[0]
+                    if kind == KIND_SEND and len(message) == 3:
+                        _, channel, payload = message
+                        if not isinstance(channel, str):
+                            raise FramingError("channel names are strings")
+                        if self._blocked_from(peer, channel):
+                            continue
+                        handler = handlers.get(channel)
+                        if handler is None:
+                            continue
+                        try:
+                            result = handler(peer, payload)
+                            if result is not None and inspect.isawaitable(result):
+                                await result
+                        except Exception:  # a handler's bug must not kill the link
+                            log.exception("%s: handler for %r failed", self.node_id, channel)
+                    elif kind == KIND_CALL and len(message) == 4:
+                        _, call_id, channel, payload = message
+                        if not isinstance(channel, str) or not isinstance(call_id, int):
+                            raise FramingError("malformed call")
+                        if self._blocked_from(peer, channel):
+                            continue
+                        if inbound.calls_in_flight >= CALLS_IN_FLIGHT_MAX:
+                            inbound.reply(_pack([KIND_REPLY, call_id, REPLY_ERROR, "busy"]))
+                            continue
+                        inbound.calls_in_flight += 1
+                        self._spawn(self._serve_call(inbound, call_id, channel, payload))
+                    else:
+                        raise FramingError(f"unexpected message kind {kind!r}")
 
     async def _serve_call(
         self, inbound: _Inbound, call_id: int, channel: str, payload: Any
@@ -770,7 +910,9 @@ class Transport:
                 reply = [KIND_REPLY, call_id, REPLY_ERROR, f"no handler for channel {channel!r}"]
             else:
                 try:
-                    result = await handler(inbound.peer, payload)
+                    result = handler(inbound.peer, payload)
+                    if inspect.isawaitable(result):
+                        result = await result
                     reply = [KIND_REPLY, call_id, REPLY_OK, result]
                 except asyncio.CancelledError:
                     raise

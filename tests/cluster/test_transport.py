@@ -57,7 +57,7 @@ async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> Non
 
 def test_call_returns_the_handlers_reply_and_one_way_messages_arrive_in_order() -> None:
     async def body() -> None:
-        a, b = await pair()
+        a, b = await pair(local_sockets=False)  # TCP, whose keepalive is checked below
         got: list[Any] = []
 
         async def handler(sender: str, payload: Any) -> Any:
