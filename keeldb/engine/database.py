@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import msgpack
 
+from keeldb.engine.packing import pack
 from keeldb.model.errors import UnknownOperationException
 from keeldb.storage.protocols import Entry, ReplicatedLog, Store
 
@@ -43,6 +44,11 @@ OPERATION_MODULES = (
     "keeldb.engine.transactions_partition",
     "keeldb.engine.transactions_partiql",
 )
+
+# Proposed records kept for `apply` to take without decoding them (`Database.propose`): one
+# per write in flight, so a few hundred at most in practice; past this bound a record is
+# simply decoded again when it is applied.
+PROPOSED_RECORDS_MAX = 4096
 
 OPERATIONS: dict[str, OperationFn] = {}
 APPLIERS: dict[str, ApplierFn] = {}
@@ -73,7 +79,7 @@ def redo_kind(kind: str) -> Callable[[ApplierFn], ApplierFn]:
 def encode_record(record: dict[str, Any]) -> bytes:
     """Redo records are msgpack maps with a "kind" key naming their applier."""
     assert record["kind"] in APPLIERS, record["kind"]
-    return msgpack.packb(record, use_bin_type=True)
+    return pack(record)
 
 
 def decode_record(data: bytes) -> dict[str, Any]:
@@ -116,6 +122,10 @@ class Database:
         self.state: dict[str, Any] = {}
         # Requests inside `dispatch` now (evaluating, or waiting for their record to commit).
         self.requests_in_progress = 0
+        # Records proposed here and not applied yet that `apply` may take as they are instead
+        # of decoding them again (`propose(..., round_trips=True)`): id of the appended bytes
+        # -> (those bytes, the record). The bytes are held, so their id cannot be reused.
+        self._proposed: dict[int, tuple[bytes, dict[str, Any]]] = {}
 
     @property
     def log(self) -> ReplicatedLog:
@@ -142,15 +152,37 @@ class Database:
         finally:
             self.requests_in_progress -= 1
 
-    async def propose(self, record: dict[str, Any]) -> int:
-        """Append one redo record and wait until it is committed and applied."""
+    async def propose(self, record: dict[str, Any], *, round_trips: bool = False) -> int:
+        """Append one redo record and wait until it is committed and applied.
+
+        `round_trips`: the record decodes to an equal record (str keys; str, bytes, int and
+        None values, no tuples), so when the log hands back these very bytes to `apply`, it
+        may apply `record` itself rather than decode (and open) them again. A log that
+        hands back other bytes (a replica's, a recovery's) gets them decoded as always.
+        """
         data = encode_record(record)
         if self.record_codec is not None:
             data = self.record_codec.seal(data)
-        return await self.log.append(data)
+        if not round_trips or len(self._proposed) >= PROPOSED_RECORDS_MAX:
+            return await self.log.append(data)
+        proposed = self._proposed
+        handle = id(data)
+        proposed[handle] = (data, record)
+        try:
+            return await self.log.append(data)
+        finally:
+            # Applied (`apply` took it), failed or cancelled: never kept past its append.
+            proposed.pop(handle, None)
 
     def apply(self, entries: Sequence[Entry]) -> None:
         codec = self.record_codec
+        proposed = self._proposed
         for lsn, data in entries:
-            record = decode_record(data if codec is None else codec.open(data))
+            mine = proposed.pop(id(data), None) if proposed else None
+            if mine is not None and mine[0] is data:
+                record = mine[1]
+            else:
+                if mine is not None:
+                    proposed[id(data)] = mine  # another object at that id: not ours
+                record = decode_record(data if codec is None else codec.open(data))
             APPLIERS[record["kind"]](self, lsn, record)

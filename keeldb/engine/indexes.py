@@ -72,6 +72,7 @@ from keeldb.engine.item_store import (
     decode_stored,
     encode_item,
 )
+from keeldb.engine.packing import pack
 from keeldb.engine.schema import (
     STATUS_ACTIVE,
     STATUS_CREATING,
@@ -275,6 +276,8 @@ def plan(
     """The change one item write (old image -> new image, with their sizes) makes to each
     maintained index, in the table's index order: derived once per write and shared by the
     capacity, the item collection check and the applier."""
+    if not table.local_indexes and not table.global_indexes:
+        return []  # most tables: nothing to derive, on every write and every apply
     old_sizes: dict[str, int] = {}
     new_sizes: dict[str, int] = {}
     return [
@@ -388,7 +391,7 @@ class _Batch:
             size += current_size
             assert count >= 0, count
             assert size >= 0, size
-            self.puts.append((key, msgpack.packb([count, size])))
+            self.puts.append((key, pack([count, size])))
 
 
 def entry_writes(
@@ -430,7 +433,7 @@ def entry_writes(
         if size == 0:
             deletes.append(key)
         else:
-            puts.append((key, msgpack.packb(size)))
+            puts.append((key, pack(size)))
 
 
 # --- Capacity and the item collection limit -------------------------------------------------

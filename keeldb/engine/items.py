@@ -422,7 +422,8 @@ async def write_item(
     else:
         # The after-image as the store will hold it: encoded once here, copied by the applier.
         record.update(kind="put", value=encode_item(image, size))
-    await propose_write(db, key, image, size, record)
+    # Flat: str and bytes values only, so it decodes to an equal record (`Database.propose`).
+    await propose_write(db, key, image, size, record, round_trips=True)
     _meter_write(db, table, units)
 
 
