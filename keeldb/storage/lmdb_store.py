@@ -282,6 +282,9 @@ class LmdbStore:
         try:
             yield
             self._txn = None
+            if self._applied_lsn != applied_before:
+                # Once per batch: the writes inside only moved `_applied_lsn` (`_record_lsn`).
+                txn.put(_APPLIED_LSN_KEY, _LSN.pack(self._applied_lsn), db=self._meta)
             txn.commit()
         except BaseException as error:
             self._txn = None
@@ -396,7 +399,10 @@ class LmdbStore:
             after = chunk[-1][0]
 
     def _record_lsn(self, txn: lmdb.Transaction, applied_lsn: int) -> None:
-        txn.put(_APPLIED_LSN_KEY, _LSN.pack(applied_lsn), db=self._meta)
+        if txn is not self._txn:
+            txn.put(_APPLIED_LSN_KEY, _LSN.pack(applied_lsn), db=self._meta)
+        # Inside a batch the LSN is stored once, when the batch commits (`batch`): the
+        # records of a group commit each move it, and only the last one counts.
         self._applied_lsn = applied_lsn
 
     # --- durability ----------------------------------------------------------------------
