@@ -65,9 +65,18 @@ log = logging.getLogger("keeldb.cluster.router")
 
 REQUEST_SECONDS_MAX = 10.0  # a request's whole budget, retries included
 CALL_SECONDS_MAX = 5.0  # one call to a storage node
-ATTEMPTS_MAX = 12  # calls per request to one group (redirects, failovers)
-REROUTES_MAX = 3  # catalog refreshes per request after "wrong partition" / "stale catalog"
-RETRY_PAUSE_SECONDS = 0.05  # before asking again when no node knows a leader
+# Calls per request to one group (redirects, failovers). While no node knows a leader (an
+# election, longer on a loaded machine), the pause before the next call doubles from
+# RETRY_PAUSE_SECONDS up to RETRY_PAUSE_SECONDS_MAX: so the calls span most of the request's
+# budget (about 9 s) instead of giving up within a second, and an idle router asks a
+# leaderless group only a few times a second.
+ATTEMPTS_MAX = 24
+RETRY_PAUSE_SECONDS = 0.05
+RETRY_PAUSE_SECONDS_MAX = 0.5
+# Catalog refreshes per request after "wrong partition" / "stale catalog", with the same
+# growing pauses: a partition that does not know a table the metadata group has (its catalog
+# sync waits for its new leader) is asked again until the sync reaches it, within the budget.
+REROUTES_MAX = 16
 INTERNAL_MESSAGE = "Internal server error"
 BUGGIFY_STALE_READS_ENV = "KEELDB_BUGGIFY_STALE_READS"
 # A deliberately broken variant, for the tests that prove the fault tests' checks catch
@@ -170,6 +179,8 @@ class Router:
             payload["seen"] = self.seen.get(group_id, 0)
         node = candidates[0]
         position = 0
+        waits = 0  # pauses so far: each one is longer (`_pause`)
+        unreachable: set[int] = set()  # nodes this request could not reach (a dead leader)
         for _attempt in range(ATTEMPTS_MAX):
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -179,9 +190,11 @@ class Router:
                     node, channel, payload, min(remaining, CALL_SECONDS_MAX), mode
                 )
             except _Unsent:
+                unreachable.add(node)
                 position += 1
                 node = candidates[position % len(candidates)]
-                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                await _pause(waits, deadline)
+                waits += 1
                 continue
             kind = answer[0]
             if kind == OK:
@@ -197,17 +210,21 @@ class Router:
                 raise Reroute(kind)
             self.stats["redirects"] += 1
             hint = answer[1] if kind == REDIRECT else None
-            if hint is not None and hint in self.placements[group_id].node_ids and hint != node:
+            if (
+                hint is not None
+                and hint in self.placements[group_id].node_ids
+                and hint != node
+                and hint not in unreachable  # a follower that has not noticed its death
+            ):
                 node = hint
                 self.leaders[group_id] = hint
                 continue
-            if kind == UNAVAILABLE:
-                await asyncio.sleep(RETRY_PAUSE_SECONDS)
-                if node == self.leaders.get(group_id):
-                    continue
+            await _pause(waits, deadline)
+            waits += 1
+            if kind == UNAVAILABLE and node == self.leaders.get(group_id):
+                continue  # the leader has no lease yet: ask it again
             position += 1
             node = candidates[position % len(candidates)]
-            await asyncio.sleep(RETRY_PAUSE_SECONDS)
         self.stats["failures"] += 1
         raise InternalServerError(INTERNAL_MESSAGE)
 
@@ -290,8 +307,11 @@ class Router:
                 self.stats["reroutes"] += 1
                 if attempt == REROUTES_MAX:
                     break
+                # The first reroute goes at once (the cache was stale); later ones wait for
+                # a partition's catalog sync.
+                if attempt > 0:
+                    await _pause(attempt - 1, deadline)
                 await self.refresh(deadline)
-                await asyncio.sleep(RETRY_PAUSE_SECONDS * attempt)
         self.stats["failures"] += 1
         raise InternalServerError(INTERNAL_MESSAGE)
 
@@ -912,6 +932,14 @@ class Router:
                     index["IndexStatus"] = "CREATING"
                     index["Backfilling"] = True
         return answer
+
+
+async def _pause(waits: int, deadline: float) -> None:
+    """The pause before asking again after `waits` earlier pauses: RETRY_PAUSE_SECONDS,
+    doubling up to RETRY_PAUSE_SECONDS_MAX, never past the request's deadline."""
+    seconds = min(RETRY_PAUSE_SECONDS * 2 ** min(waits, 16), RETRY_PAUSE_SECONDS_MAX)
+    remaining = deadline - asyncio.get_running_loop().time()
+    await asyncio.sleep(max(0.0, min(seconds, remaining)))
 
 
 def _read_mode(body: Any) -> str:

@@ -113,7 +113,16 @@ LEAD_CALL_SECONDS = 1.0  # one "take the leadership" request to another member
 # new leader only its own apply before it serves.
 LEAD_LAG_ENTRIES_MAX = 64
 SYNC_CALL_SECONDS = 2.0  # one catalog sync proposal on a partition leader
-CATALOG_SYNC_SECONDS_MAX = 10.0  # a catalog change waits this long for every partition
+# A catalog change waits this long for every partition to have it before it answers, trying
+# again (with growing pauses, from SYNC_PAUSE_SECONDS to SYNC_PAUSE_SECONDS_MAX) the
+# partitions that have no leader yet (an election after a leader died, or a cluster just
+# started). It stays below the router's call timeout (`router.CALL_SECONDS_MAX`, 5 s), so
+# the answer of a change that was made always reaches the client: a CreateTable cannot be
+# sent again safely. A partition still without the change is synced by the metadata
+# leader's maintenance loop, and routers wait for it (`router.REROUTES_MAX`).
+CATALOG_SYNC_SECONDS_MAX = 3.5
+SYNC_PAUSE_SECONDS = 0.05
+SYNC_PAUSE_SECONDS_MAX = 0.4
 # Transaction steps a router may send again when their outcome is unknown (idempotent).
 TXN_STEPS_RESENDABLE = frozenset({"commit", "cancel"})
 
@@ -422,17 +431,37 @@ class StorageService:
         if refused is not None:
             return refused
         answer = await self._run(replica, payload["op"], payload["body"])
-        if answer[0] == OK and payload.get("changes", False):
-            # The client hears of the change once every partition knows it, so that its
-            # next item request finds the table wherever it lands.
-            try:
-                await asyncio.wait_for(self.sync_partitions(), CATALOG_SYNC_SECONDS_MAX)
-            except TimeoutError:
-                log.warning("catalog sync of some partitions is late; it will be retried")
+        # The client hears of a change once every partition knows it, so that its next item
+        # request finds the table wherever it lands.
+        if (
+            answer[0] == OK
+            and payload.get("changes", False)
+            and not await self.sync_partitions_within(CATALOG_SYNC_SECONDS_MAX)
+        ):
+            log.warning("catalog sync of some partitions is late; it will be retried")
         return answer
 
-    async def sync_partitions(self) -> None:
-        """Propose the metadata group's catalog to every partition that may lack it."""
+    async def sync_partitions_within(self, seconds: float) -> bool:
+        """`sync_partitions` until every partition has the catalog (True) or `seconds`
+        pass (False): a partition that has no leader yet is tried again once it may."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        pause = SYNC_PAUSE_SECONDS
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                if await asyncio.wait_for(self.sync_partitions(), remaining):
+                    return True
+            except TimeoutError:
+                return False
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(2 * pause, SYNC_PAUSE_SECONDS_MAX)
+
+    async def sync_partitions(self) -> bool:
+        """Propose the metadata group's catalog to every partition that may lack it; True
+        when every partition has it."""
         replica = self.replicas[META_GROUP]
         async with self._sync_lock:
             db = replica.database
@@ -449,6 +478,7 @@ class StorageService:
             for group_id, result in zip(groups, results, strict=True):
                 if result is True:
                     self._synced[group_id] = lsn
+            return all(result is True for result in results)
 
     async def _sync_one(self, group_id: str, record: dict[str, Any]) -> bool:
         placement = self.placements[group_id]
