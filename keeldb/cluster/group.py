@@ -101,6 +101,8 @@ SNAPSHOT_CHUNK_KEYS = 4096  # keys per write when a snapshot replaces a store's 
 # most: it takes the next Ready during the previous one's fsync (docs/transport.md,
 # "Pipelining"); this bounds the records a crash may find unsynced and the memory held.
 PIPELINE_READYS_MAX = 8
+DRIVER_WAKE_TICKS = 20  # a driver with nothing to do is woken for its housekeeping (log
+# rewrites a node log waits for) once per this many ticks (1 s at the default tick)
 
 SNAPSHOT_CHANNEL_PREFIX = "groupsnap/"
 SNAPSHOT_PULL_SECONDS = 60.0  # one pull of a store's state from a member, at most
@@ -658,6 +660,7 @@ class GroupLog:
         self._work = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_count = 0
         self._clock_start = 0.0
         self._ticks = 0
         self._pending: dict[ProposalId, asyncio.Future[int]] = {}
@@ -980,10 +983,30 @@ class GroupLog:
         self._timer = loop.call_later(self._options.tick_seconds, self._on_timer)
 
     def _on_timer(self) -> None:
+        """Deliver the elapsed ticks here and wake the driver only when they made work for
+        it (a heartbeat, an election, a lease that ran out), when the leadership it knows
+        changed, or once per DRIVER_WAKE_TICKS for its housekeeping (rewrites): a node
+        hosting many groups would otherwise wake every group's driver on every tick."""
         if self._closing:
             return
-        self._work.set()
         self._schedule_tick()
+        replica = self._replica
+        if replica is None or self._failure is not None:
+            self._work.set()
+            return
+        self._timer_count += 1
+        try:
+            self._deliver_ticks()
+        except Exception as error:  # noqa: BLE001 - as in the driver: never die silently
+            self._fail(error)
+            return
+        leader = replica.leader_hint if replica.is_leader or replica.leader_hint else None
+        if (
+            self._timer_count % DRIVER_WAKE_TICKS == 0
+            or leader != self._last_leader
+            or (replica.is_leader and replica.ballot != self._leading_ballot)
+        ):
+            self._work.set()
 
     def _deliver_ticks(self) -> None:
         """Give the replica every tick that has elapsed on the monotonic clock."""
