@@ -166,6 +166,13 @@ RESTORE_AS_IS_FAULT_ENV = "KEELDB_FAULT_RESTORE_AS_IS"
 # whose name starts with this variable's value is made ACTIVE in the metadata group without
 # waiting for its partitions' replicas to serve it (the catalog sync after it tells them).
 ACTIVE_FIRST_FAULT_ENV = "KEELDB_FAULT_ACTIVE_FIRST"
+# A slow schedule, not a broken one, for the test that a table is served exactly when
+# DescribeTable says ACTIVE: for a table whose name starts with this variable's value, the
+# metadata group waits ACTIVE_LATE_SECONDS after every partition serves the table before it
+# makes it ACTIVE (as a slow metadata proposal would), so that requests surely arrive while
+# the partitions serve it and the metadata group still says CREATING.
+ACTIVE_LATE_FAULT_ENV = "KEELDB_FAULT_ACTIVE_LATE"
+ACTIVE_LATE_SECONDS = 2.0
 # Before the metadata group makes a loaded table ACTIVE, every replica of every partition is
 # asked until it serves the table: DynamoDB serves every request to a table once DescribeTable
 # says ACTIVE, and an eventually consistent read may be served by any replica. A replica that
@@ -704,6 +711,11 @@ def _active_first_fault(table: Table) -> bool:
     return prefix != "" and table.name.startswith(prefix)
 
 
+def _active_late_fault(table: Table) -> bool:
+    prefix = os.environ.get(ACTIVE_LATE_FAULT_ENV, "")
+    return prefix != "" and table.name.startswith(prefix)
+
+
 def serves(replica: Any, table_id: str) -> bool:
     """Whether a replica answers item requests on a table (a log replica, which keeps no
     store and answers no reads, counts as serving it)."""
@@ -1211,6 +1223,8 @@ class ClusterBackupHooks:
                 counts = await self._load_import(table, load)
             if not _active_first_fault(table):
                 await self._serve_everywhere(table)
+            if _active_late_fault(table):
+                await asyncio.sleep(ACTIVE_LATE_SECONDS)
             await ops.finish_load(self.db, table)
             await service.sync_partitions()
             if load["source"] == "import":

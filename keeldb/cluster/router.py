@@ -54,8 +54,13 @@ from keeldb.cluster.ring import Ring
 from keeldb.engine import catalog, paging
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
-from keeldb.engine.items import SERVING_STATUSES
-from keeldb.model.errors import ClientError, InternalServerError, ValidationException
+from keeldb.engine.items import SERVING_STATUSES, TABLE_NOT_FOUND_MESSAGE
+from keeldb.model.errors import (
+    ClientError,
+    InternalServerError,
+    ResourceNotFoundException,
+    ValidationException,
+)
 from keeldb.model.keys import HASH_SPACE
 from keeldb.model.limits import PAGE_BYTES_MAX
 from keeldb.model.values import item_size
@@ -277,11 +282,21 @@ class Router:
     async def _known(self, name: Any, deadline: float) -> None:
         """Refresh the cache when it does not know a table a request names, or knows it only
         as not serving yet (a table being restored may have turned ACTIVE since, and a batch
-        is checked against the cache here)."""
+        is checked against the cache here).
+
+        A table the newest catalog still has as not serving (CREATING while it is restored
+        or imported, DELETING) is answered ResourceNotFoundException here, as a single node
+        answers, without asking its partitions: they serve a loaded table a moment before
+        the metadata group says ACTIVE (`backup_route`), and a request served then would be
+        served while DescribeTable says CREATING. So a table is served through every router
+        exactly when DescribeTable says ACTIVE (or UPDATING)."""
         if isinstance(name, str):
             table = catalog.find_table(self.cache, name)
             if table is None or table.status not in SERVING_STATUSES:
                 await self.refresh(deadline)
+                table = catalog.find_table(self.cache, name)
+                if table is not None and table.status not in SERVING_STATUSES:
+                    raise ResourceNotFoundException(TABLE_NOT_FOUND_MESSAGE)
 
     # --- dispatch ------------------------------------------------------------------------
 

@@ -18,15 +18,17 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from keeldb.cluster.backup_route import ACTIVE_FIRST_FAULT_ENV
+from keeldb.cluster.backup_route import ACTIVE_FIRST_FAULT_ENV, ACTIVE_LATE_FAULT_ENV
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 SOURCE = "source"
 SOURCE_ITEMS = 12
 ROUNDS = 6  # restores (and creations) per test, each checked through every other router
-BROKEN_ROUNDS_MAX = 10
-CREATING_ROUNDS_MAX = 10  # restores until a request reaches one while it is CREATING  # the broken variant is restored until it fails, at most this often
+BROKEN_ROUNDS_MAX = 10  # the broken variant is restored until it fails, at most this often
+CREATING_ROUNDS_MAX = 10  # restores until a request reaches one while it is CREATING
+LATE_ROUNDS = 2  # restores whose ACTIVE the metadata group delays, each watched throughout
+AFTER_ACTIVE_PROBES = 6  # probes through every router after one sees ACTIVE
 READS_PER_ROUTER = 4  # requests of each kind sent to each other router after ACTIVE
 ACTIVE_SECONDS_MAX = 90.0  # a restore of a dozen items takes a second or two, even loaded
 ABSENT_SECONDS_MAX = 5.0  # a table that does not exist is answered without a long wait
@@ -185,3 +187,65 @@ def test_a_table_that_does_not_exist_is_not_found_at_once_through_every_router(
             error = raised.value.response["Error"]
             assert error["Code"] == "ResourceNotFoundException"
             assert error["Message"] == NOT_FOUND_MESSAGE
+
+
+def _probe(client: Any, name: str, consistent: bool) -> tuple[str, str, str]:
+    """DescribeTable's status, then a GetItem of a restored item ("served", "not found" or
+    another error's code), then DescribeTable's status again, through one router."""
+
+    def status() -> str:
+        return str(client.describe_table(TableName=name)["Table"]["TableStatus"])
+
+    before = status()
+    try:
+        client.get_item(TableName=name, Key={"pk": {"S": "k1"}}, ConsistentRead=consistent)
+        outcome = "served"
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        outcome = "not found" if code == "ResourceNotFoundException" else code
+    return before, outcome, status()
+
+
+def _disorders(probes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Probes that contradict "served exactly when ACTIVE": a request served although a
+    DescribeTable sent after it said CREATING, or refused although one sent before it said
+    ACTIVE (the status never goes back from ACTIVE), or any other error."""
+    return [
+        (before, outcome, after)
+        for before, outcome, after in probes
+        if (outcome == "served" and after != "ACTIVE")
+        or (outcome != "served" and before == "ACTIVE")
+        or outcome not in ("served", "not found")
+    ]
+
+
+def test_a_restored_table_is_served_exactly_when_describe_table_says_active(
+    cluster_factory: Callable[..., Any],
+) -> None:
+    """Every router is probed, in turn and without pause, from the moment a restore starts
+    until some time after it is ACTIVE; the metadata group makes these tables ACTIVE two
+    seconds after their partitions serve them (`ACTIVE_LATE_FAULT_ENV`, a slow but legal
+    schedule), so many probes fall in between: each must see the table not found while
+    DescribeTable says CREATING, and served once it says ACTIVE."""
+    cluster = cluster_factory(nodes=3, partitions=4, env={ACTIVE_LATE_FAULT_ENV: "late"})
+    clients = [cluster.client(n) for n in cluster.node_ids]
+    _create_source(clients[0])
+    for number in range(LATE_ROUNDS):
+        name = f"late-{number}"
+        clients[0].restore_table_to_point_in_time(
+            SourceTableName=SOURCE, TargetTableName=name, UseLatestRestorableTime=True
+        )
+        probes: list[tuple[str, str, str]] = []
+        deadline = time.monotonic() + ACTIVE_SECONDS_MAX
+        after_active = 0
+        while after_active < AFTER_ACTIVE_PROBES:
+            assert time.monotonic() < deadline, f"{name} not ACTIVE in {ACTIVE_SECONDS_MAX} s"
+            for client in clients:
+                probes.append(_probe(client, name, consistent=len(probes) % 2 == 0))
+            if probes[-1][2] == "ACTIVE":
+                after_active += 1
+        assert not _disorders(probes), _disorders(probes)
+        creating = sum(1 for probe in probes if probe[2] == "CREATING")
+        served = sum(1 for probe in probes if probe[1] == "served")
+        print(f"{name}: {creating} probes while CREATING, {served} served")
+        assert creating and served, probes
