@@ -8,7 +8,9 @@ a `ClientError` becomes an HTTP response (`{"__type": ..., "message": ...}` with
 
 It must never evaluate a request itself, touch storage, or hop threads per request: a request
 is parsed, dispatched on the event loop and answered with one write (`HttpProtocol._send`:
-straight to the socket when nothing is buffered before it, else through the transport). An
+straight to the socket when nothing is buffered before it, else through the transport). On an
+idle connection the dispatch starts inside the read callback (`HttpProtocol._start`), so a
+request that never waits (a read) is answered there without a task of its own. An
 exception that is not a `ClientError` is our bug: it is logged with its traceback and
 answered with a 500 InternalServerError, and the connection and server carry on.
 
@@ -27,7 +29,7 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Coroutine, Sequence
 from email.utils import formatdate
 from typing import Any
 
@@ -91,6 +93,9 @@ STALL_CHECK_SECONDS = 1.0
 SHUTDOWN_SECONDS_MAX = 10.0
 # Answers are written to the socket directly when nothing is buffered (`HttpProtocol._send`).
 DIRECT_SEND = os.environ.get("KEELDB_DIRECT_SEND", "1") != "0"
+# A request on an idle connection is handled in its read callback up to its first wait
+# (`HttpProtocol._start`); 0 sends every request through a task, as before.
+EAGER_REQUESTS = os.environ.get("KEELDB_EAGER_REQUESTS", "1") != "0"
 
 HEALTH_TEMPLATE = "healthy: dynamodb.{region}.amazonaws.com "
 NOT_FOUND_BODY = b"<UnknownOperationException/>\n"
@@ -637,6 +642,17 @@ class HttpProtocol(asyncio.Protocol):
             b"".join(self._body_parts),
             parser.should_keep_alive(),
         )
+        if (
+            EAGER_REQUESTS
+            and self._task is None
+            and not self._pending
+            and (self._writable is None or self._writable.done())
+            and self._transport is not None
+            and not self._transport.is_closing()
+        ):
+            # Nothing is owed on this connection: start answering now (`_start`).
+            self._start(request)
+            return
         self._pending.append(request)
         self._pending_bytes += len(request.body)
         if self._task is None:
@@ -677,10 +693,81 @@ class HttpProtocol(asyncio.Protocol):
         self._eof = True
         return self._task is not None and not self._refused
 
-    async def _serve(self) -> None:
+    def _start(self, request: Request) -> None:
+        """Run a request's handling up to its first suspension right here, in the read
+        callback, rather than in a new task on a later turn of the loop. A request that needs
+        no waiting (a read: GetItem, Query ...) is answered at once, without a task; one that
+        waits (a write, for its group's fsync) goes on in a task (`_resume`), and requests
+        that arrive meanwhile queue behind it as before, so answers keep their order."""
+        transport = self._transport
+        assert transport is not None
+        handling = self._server.handle(request)
+        try:
+            awaited = handling.send(None)
+        except StopIteration as done:
+            response, close = done.value
+            self._send(transport, response)
+            if close or self._eof:
+                transport.close()
+            return
+        except Exception:
+            # Only a bug of ours can get here (handle() answers every failure itself).
+            log.exception("connection handler failed")
+            transport.close()
+            return
+        self._task = self._loop.create_task(self._serve(handling, awaited))
+
+    async def _resume(
+        self, handling: Coroutine[Any, Any, tuple[bytes, bool]], awaited: Any
+    ) -> tuple[bytes, bool]:
+        """Drive `handling`, suspended by `_start` on `awaited` (what it yielded: a future,
+        or None for a bare yield), to its end. Each future is waited for here, and then the
+        coroutine is resumed and reads the future's outcome itself, as under a task; a
+        cancellation of this task is passed into the coroutine."""
+        while True:
+            try:
+                if awaited is None:
+                    await asyncio.sleep(0)
+                else:
+                    # Taken over as a task takes a future its coroutine yielded; without
+                    # this a second await of the pending future refuses to wait.
+                    awaited._asyncio_future_blocking = False
+                    await awaited
+            except asyncio.CancelledError as cancelled:
+                if awaited is None or not awaited.cancelled():
+                    # This task was cancelled, not the future: the coroutine is told so.
+                    try:
+                        awaited = handling.throw(cancelled)
+                    except StopIteration as done:
+                        result: tuple[bytes, bool] = done.value
+                        return result
+                    continue
+            except Exception:  # noqa: BLE001, S110 - the coroutine reads it from the future
+                pass
+            try:
+                awaited = handling.send(None)
+            except StopIteration as done:
+                result = done.value
+                return result
+
+    async def _serve(
+        self,
+        handling: Coroutine[Any, Any, tuple[bytes, bool]] | None = None,
+        awaited: Any = None,
+    ) -> None:
+        """Answer the queued requests in order; first, when `_start` began one, that one."""
         transport = self._transport
         assert transport is not None
         try:
+            if handling is not None:
+                response, close = await self._resume(handling, awaited)
+                if not self._lost:
+                    self._send(transport, response)
+                    if close or (self._eof and not self._pending):
+                        transport.close()
+                        return
+                    if self._writable is not None and not self._writable.done():
+                        await self._writable
             while self._pending:
                 item = self._pending.popleft()
                 if isinstance(item, bytes):

@@ -1,0 +1,205 @@
+"""Requests handled in their read callback up to their first wait (`HttpProtocol._start`):
+one that needs no waiting is answered before the callback returns, without a task; one that
+waits goes on in a task that hands it the outcome of what it waits for (a result, a failure,
+or the task's own cancellation), exactly as a task running it from the start would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from keeldb.api import server as server_module
+from keeldb.api.server import ApiServer, HttpProtocol
+
+
+class FakeTransport:
+    """Collects what the protocol writes; never full, never closing until closed."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str) -> Any:
+        return None  # no socket: answers go through write()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+
+def post(operation: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        f"POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: DynamoDB_20120810.{operation}\r\n"
+        f"Content-Type: application/x-amz-json-1.0\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+def body_of(response: bytes) -> Any:
+    return json.loads(response.split(b"\r\n\r\n", 1)[1])
+
+
+class Service:
+    """Echo answers at once; Wait waits for `gate` and reports what it saw."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Future[str] | None = None
+        self.seen: list[str] = []
+
+    async def dispatch(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        if operation == "Echo":
+            return {"Echo": body}
+        self.gate = asyncio.get_running_loop().create_future()
+        try:
+            value = await self.gate
+        except asyncio.CancelledError:
+            self.seen.append("cancelled")
+            raise
+        except OSError as error:
+            self.seen.append(f"failed: {error}")
+            return {"Failed": str(error)}
+        self.seen.append(f"result: {value}")
+        return {"Got": value}
+
+
+def connected(service: Service) -> tuple[HttpProtocol, FakeTransport]:
+    protocol = HttpProtocol(ApiServer(service.dispatch, {"Echo", "Wait"}))
+    transport = FakeTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+def test_a_request_that_needs_no_waiting_is_answered_within_its_read_callback() -> None:
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Echo", {"i": 1}))
+        # No turn of the loop has passed: the answer is already written, and no task exists.
+        assert [body_of(r) for r in transport.written] == [{"Echo": {"i": 1}}]
+        assert not protocol.busy
+
+    asyncio.run(run())
+
+
+def test_without_eager_requests_the_answer_waits_for_a_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "EAGER_REQUESTS", False)
+
+    async def run() -> None:
+        protocol, transport = connected(Service())
+        protocol.data_received(post("Echo", {"i": 1}))
+        assert transport.written == []
+        assert protocol.busy
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [body_of(r) for r in transport.written] == [{"Echo": {"i": 1}}]
+
+    asyncio.run(run())
+
+
+def test_a_waiting_request_gets_its_result_and_later_requests_queue_behind_it() -> None:
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}) + post("Echo", {"i": 2}))
+        assert transport.written == []
+        assert protocol.busy
+        assert service.gate is not None
+        await asyncio.sleep(0)
+        service.gate.set_result("ok")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [body_of(r) for r in transport.written] == [{"Got": "ok"}, {"Echo": {"i": 2}}]
+        assert service.seen == ["result: ok"]
+        assert not protocol.busy
+
+    asyncio.run(run())
+
+
+def test_a_waiting_request_sees_the_failure_of_what_it_waits_for() -> None:
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}))
+        assert service.gate is not None
+        service.gate.set_exception(OSError("disk full"))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [body_of(r) for r in transport.written] == [{"Failed": "disk full"}]
+        assert service.seen == ["failed: disk full"]
+
+    asyncio.run(run())
+
+
+def test_cancelling_the_task_of_a_waiting_request_cancels_its_handling() -> None:
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}))
+        task = protocol._task
+        assert task is not None
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert service.seen == ["cancelled"]
+        assert transport.written == []
+
+    asyncio.run(run())
+
+
+def test_a_request_after_a_finished_wait_is_answered_eagerly_again() -> None:
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}))
+        assert service.gate is not None
+        service.gate.set_result("first")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not protocol.busy
+        protocol.data_received(post("Echo", {"i": 3}))
+        assert [body_of(r) for r in transport.written] == [{"Got": "first"}, {"Echo": {"i": 3}}]
+
+    asyncio.run(run())
+
+
+def test_a_cancellation_that_arrives_after_the_result_still_reaches_the_handling() -> None:
+    """The task is cancelled when what it waits for is already done (so that cannot be
+    cancelled): as under a task of its own, the handling gets the cancellation."""
+
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}))
+        task = protocol._task
+        assert task is not None
+        await asyncio.sleep(0)
+        assert service.gate is not None
+        service.gate.set_result("late")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert service.seen == ["cancelled"]
+        assert transport.written == []
+
+    asyncio.run(run())
