@@ -661,6 +661,7 @@ class GroupLog:
         self._pump_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_count = 0
+        self._parked = False  # the driver waits between Readys (nothing half done)
         self._clock_start = 0.0
         self._ticks = 0
         self._pending: dict[ProposalId, asyncio.Future[int]] = {}
@@ -1080,7 +1081,11 @@ class GroupLog:
         assert replica is not None
         unsynced = self._unsynced
         while True:
-            await self._work.wait()
+            self._parked = True
+            try:
+                await self._work.wait()
+            finally:
+                self._parked = False
             self._work.clear()
             self._deliver_ticks()
             self._complete_durable(replica)
@@ -1128,7 +1133,11 @@ class GroupLog:
                 # once by ticks while the core has a Ready, which would spin the loop).
                 head = unsynced[0][1]
                 assert head is not None, "a Ready with nothing to persist completes at once"
-                await asyncio.wait((head,))
+                self._parked = True
+                try:
+                    await asyncio.wait((head,))
+                finally:
+                    self._parked = False
                 self._work.set()
             if not unsynced:
                 # Rewrites restate the member's durable state: only with nothing in flight.
@@ -1141,8 +1150,27 @@ class GroupLog:
             self._note_leader(replica)
 
     def _on_synced(self, future: asyncio.Future[None]) -> None:
+        """A round of the disk finished. With the driver parked between Readys, the Readys
+        it made durable are finished here at once (their held-back messages sent, the core
+        told), and the driver is woken only if that gave it work: one task switch less per
+        Ready on every member. Mid-Ready (a snapshot install awaits) the driver does it."""
         del future
-        self._work.set()
+        replica = self._replica
+        if not self._parked or replica is None or self._closing or self._failure is not None:
+            self._work.set()
+            return
+        leader = self._last_leader
+        try:
+            self._complete_durable(replica)
+        except Exception as error:  # noqa: BLE001 - as in the driver: never die silently
+            self._fail(error)
+            return
+        if (
+            replica.has_ready()
+            or (not self._unsynced and self._rewrite_due)
+            or (replica.leader_hint if replica.is_leader or replica.leader_hint else None) != leader
+        ):
+            self._work.set()
 
     def _complete_durable(self, replica: Replica) -> None:
         """Finish, in order, every Ready whose records are now on disk: send what waited
