@@ -612,6 +612,50 @@ class _SharedLog(_MemberDisk):
             await self._node_log.close_member(self._group_id)
 
 
+class _Ticker:
+    """One timer for every group driver of an event loop with the same tick length: a
+    node hosting a member of every partition arms one timer per tick, not one per group.
+    Each tick runs every registered driver's `_on_timer`, in registration order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick_seconds: float) -> None:
+        self._loop = loop
+        self._tick_seconds = tick_seconds
+        self._groups: dict[GroupLog, None] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, tick_seconds: float) -> _Ticker:
+        tickers = _TICKERS.setdefault(loop, {})
+        ticker = tickers.get(tick_seconds)
+        if ticker is None:
+            ticker = tickers[tick_seconds] = cls(loop, tick_seconds)
+        return ticker
+
+    def add(self, group: GroupLog) -> None:
+        self._groups[group] = None
+        if self._handle is None:
+            self._handle = self._loop.call_later(self._tick_seconds, self._fire)
+
+    def remove(self, group: GroupLog) -> None:
+        self._groups.pop(group, None)
+        if not self._groups and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = self._loop.call_later(self._tick_seconds, self._fire)
+        for group in list(self._groups):
+            try:
+                group._on_timer()
+            except Exception:  # one driver's bug must not stop the others' clocks
+                log.exception("group %s: tick failed", group.group_id)
+
+
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Ticker]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class GroupLog:
     """One member of one replica group (see the module docstring)."""
 
@@ -659,7 +703,7 @@ class GroupLog:
         self._disk_log: _MemberDisk | None = None
         self._work = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticker: _Ticker | None = None
         self._timer_count = 0
         self._parked = False  # the driver waits between Readys (nothing half done)
         self._clock_start = 0.0
@@ -717,7 +761,8 @@ class GroupLog:
         self._transport.register(self._channel, self._on_message)
         self._transport.register(self._snapshot_channel, self._on_snapshot_pull)
         self._pump_task = asyncio.create_task(self._pump(), name=f"keeldb-group-{self.group_id}")
-        self._schedule_tick()
+        self._ticker = _Ticker.of(asyncio.get_running_loop(), self._options.tick_seconds)
+        self._ticker.add(self)
         if self._initial_config.n == 1 and self._initial_config.can_lead(self._node_id):
             self._replica.campaign()  # a group of one need not wait for an election timeout
         self._work.set()
@@ -729,9 +774,9 @@ class GroupLog:
         self._closing = True
         self._transport.unregister(self._channel)
         self._transport.unregister(self._snapshot_channel)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._ticker is not None:
+            self._ticker.remove(self)
+            self._ticker = None
         if self._pump_task is not None:
             self._pump_task.cancel()
             try:
@@ -979,10 +1024,6 @@ class GroupLog:
             raise GroupClosed(f"group {self.group_id} member {self.member_id} is not running")
         return self._replica
 
-    def _schedule_tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._options.tick_seconds, self._on_timer)
-
     def _on_timer(self) -> None:
         """Deliver the elapsed ticks here and wake the driver only when they made work for
         it (a heartbeat, an election, a lease that ran out), when the leadership it knows
@@ -990,7 +1031,6 @@ class GroupLog:
         hosting many groups would otherwise wake every group's driver on every tick."""
         if self._closing:
             return
-        self._schedule_tick()
         replica = self._replica
         if replica is None or self._failure is not None:
             self._work.set()
