@@ -247,13 +247,16 @@ def test_a_call_to_an_address_where_nothing_listens_fails_fast_as_unavailable() 
     run(body)
 
 
+@pytest.mark.parametrize("local", [True, False], ids=["unix", "tcp"])
 def test_a_full_send_queue_drops_one_way_messages_and_calls_time_out(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, local: bool
 ) -> None:
     monkeypatch.setattr(transport_module, "SEND_QUEUE_FRAMES_MAX", 32)
 
     async def body() -> None:
-        a, b = await pair()
+        a, b = await pair(local_sockets=local)
+        assert await a.call("b", "_ping", None, 5) == "pong"
+        assert a.stats()["peers"]["b"]["socket"] == ("unix" if local else "tcp")
         release = asyncio.Event()
         received: list[int] = []
 
@@ -286,9 +289,10 @@ def test_a_full_send_queue_drops_one_way_messages_and_calls_time_out(
     run(body)
 
 
-def test_partition_on_one_node_cuts_both_directions_until_healed_from_outside() -> None:
+@pytest.mark.parametrize("local", [True, False], ids=["unix", "tcp"])
+def test_partition_on_one_node_cuts_both_directions_until_healed_from_outside(local: bool) -> None:
     async def body() -> None:
-        a, b = await pair()
+        a, b = await pair(local_sockets=local)
         got: list[Any] = []
 
         async def handler(sender: str, payload: Any) -> Any:
@@ -318,9 +322,10 @@ def test_partition_on_one_node_cuts_both_directions_until_healed_from_outside() 
     run(body)
 
 
-def test_drop_and_delay_faults_apply_to_ordinary_channels() -> None:
+@pytest.mark.parametrize("local", [True, False], ids=["unix", "tcp"])
+def test_drop_and_delay_faults_apply_to_ordinary_channels(local: bool) -> None:
     async def body() -> None:
-        a, b = await pair()
+        a, b = await pair(local_sockets=local)
         got: list[Any] = []
 
         async def handler(sender: str, payload: Any) -> Any:
@@ -476,9 +481,10 @@ def test_a_message_larger_than_a_frame_is_dropped_without_breaking_the_connectio
     run(body)
 
 
-def test_messages_queued_in_one_turn_share_a_frame_and_arrive_in_order() -> None:
+@pytest.mark.parametrize("local", [True, False], ids=["unix", "tcp"])
+def test_messages_queued_in_one_turn_share_a_frame_and_arrive_in_order(local: bool) -> None:
     async def body() -> None:
-        a, b = await pair()
+        a, b = await pair(local_sockets=local)
         got: list[Any] = []
 
         async def handler(sender: str, payload: Any) -> None:
@@ -533,6 +539,108 @@ def test_a_frame_whose_batch_holds_a_malformed_message_closes_the_connection() -
         writer.write(encode_frame(seal(keys.send, 1, msgpack.packb([[0, "ch", "x"], 7]))))
         assert await asyncio.wait_for(reader.read(), 10) == b""
         assert handled == ["first"]
+        writer.close()
+        await b.close()
+
+    run(body)
+
+
+def test_peers_on_loopback_talk_over_a_unix_socket_unless_told_tcp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def body() -> None:
+        a, b = await pair()
+        assert a.local_listening and b.local_listening
+        assert await a.call("b", "_ping", None, 5) == "pong"
+        assert a.stats()["peers"]["b"]["socket"] == "unix"
+        sock = a._peers["b"].writer.get_extra_info("socket")
+        assert sock.family == socket.AF_UNIX
+        await a.close()
+        await b.close()
+        # The environment switch turns them off; TCP then carries everything.
+        monkeypatch.setenv(transport_module.LOCAL_SOCKETS_ENV, "tcp")
+        c, d = await pair()
+        assert not c.local_listening and not d.local_listening
+        assert await c.call("b", "_ping", None, 5) == "pong"
+        assert c.stats()["peers"]["b"]["socket"] == "tcp"
+        await c.close()
+        await d.close()
+
+    run(body)
+
+
+def test_a_dialer_falls_back_to_tcp_when_the_peer_has_no_unix_socket() -> None:
+    async def body() -> None:
+        a = Transport("a", "127.0.0.1", 0, SECRET)
+        b = Transport("b", "127.0.0.1", 0, SECRET, local_sockets=False)
+        await a.start()
+        await b.start()
+        a.add_peer("b", "127.0.0.1", b.port)
+        b.add_peer("a", "127.0.0.1", a.port)
+        assert await a.call("b", "_ping", None, 5) == "pong"
+        assert a.stats()["peers"]["b"]["socket"] == "tcp"
+        assert await b.call("a", "_ping", None, 5) == "pong"
+        assert b.stats()["peers"]["a"]["socket"] == "tcp"  # b never tries one
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_a_unix_socket_name_exists_only_for_loopback_addresses() -> None:
+    assert transport_module.local_name("127.0.0.1", 7001) is not None
+    assert transport_module.local_name("localhost", 7001) == transport_module.local_name(
+        "127.0.0.1", 7001
+    )
+    assert transport_module.local_name("127.0.0.1", 7001) != transport_module.local_name(
+        "127.0.0.1", 7002
+    )
+    assert transport_module.local_name("10.0.0.5", 7001) is None
+    assert transport_module.local_name("db2.example.com", 7001) is None
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["unix", "tcp"])
+def test_a_frame_of_several_messages_with_a_bad_mac_is_rejected_whole(local: bool) -> None:
+    async def body() -> None:
+        b = Transport("b", "127.0.0.1", 0, SECRET)
+        await b.start()
+        handled: list[Any] = []
+
+        def handler(sender: str, payload: Any) -> None:  # a plain-function handler
+            handled.append(payload)
+
+        b.register("ch", handler)
+        if local:
+            name = transport_module.local_name("127.0.0.1", b.port)
+            assert name is not None
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(name)
+            reader, writer = await asyncio.open_connection(sock=sock)
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+
+        async def body_of_next_frame() -> Any:
+            length = int.from_bytes(await reader.readexactly(4), "big")
+            return msgpack.unpackb(await reader.readexactly(length), raw=False)
+
+        nonce = auth.new_nonce()
+        writer.write(encode_frame(msgpack.packb(auth.hello("peer", nonce))))
+        answer, keys = auth.answer_challenge(SECRET, await body_of_next_frame(), "peer", nonce, "b")
+        writer.write(encode_frame(msgpack.packb(answer)))
+        assert await body_of_next_frame() == ["welcome"]
+        good = msgpack.packb([[0, "ch", 1], [0, "ch", 2]])
+        bad_data = msgpack.packb([[0, "ch", 3], [0, "ch", 4], [0, "ch", 5]])
+        bad = bytearray(seal(keys.send, 1, bad_data))
+        bad[-1] ^= 1  # the last message altered after sealing: the MAC no longer verifies
+        after = msgpack.packb([[0, "ch", 6]])
+        # All three frames in one write, so they arrive in one chunk and are cut apart there.
+        writer.write(
+            encode_frame(seal(keys.send, 0, good))
+            + encode_frame(bytes(bad))
+            + encode_frame(seal(keys.send, 2, after))
+        )
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert handled == [1, 2]  # the good frame; none of the bad one, nothing after it
         writer.close()
         await b.close()
 
