@@ -1,4 +1,5 @@
-"""Node-to-node messaging: authenticated TCP connections carrying msgpack frames.
+"""Node-to-node messaging: authenticated connections (TCP, or Unix-domain sockets between
+peers on one host) carrying msgpack frames.
 
 Owns the connections of one node to its peers: dialing each peer once and keeping that
 connection (reconnecting with exponential backoff and jitter when it breaks), the mutual
@@ -12,6 +13,11 @@ connection carries this node's one-way messages and calls to the peer, and the p
 replies to those calls. A peer's messages to us come over the connection it dialed. So
 between two nodes that talk both ways there are two connections, one per direction, each
 reused for everything that goes that way.
+
+Sockets. Between peers on one host (a loopback address) the connection is an abstract
+Unix-domain socket named after the listener's TCP address (`local_name`), which a transport
+on loopback listens on besides its TCP port; dialers try it first and fall back to TCP.
+Across hosts, and with TLS, it is TCP. `KEELDB_PEER_SOCKETS=tcp` turns Unix sockets off.
 
 Backpressure. Each peer has a send queue bounded in frames and bytes. A one-way message
 that does not fit is dropped (and counted): consensus tolerates loss and resends what
