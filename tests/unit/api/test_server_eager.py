@@ -203,3 +203,66 @@ def test_a_cancellation_that_arrives_after_the_result_still_reaches_the_handling
         assert transport.written == []
 
     asyncio.run(run())
+
+
+class LaterLog:
+    """A log of one member that commits each record on a later turn of the loop, as a group
+    commit does: so a write waits, and a request behind it on the connection must too."""
+
+    def __init__(self, apply: Any) -> None:
+        self._apply = apply
+        self._lsn = 0
+
+    async def append(self, record: bytes) -> int:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self._lsn += 1
+        self._apply([(self._lsn, record)])
+        return self._lsn
+
+    def committed_lsn(self) -> int:
+        return self._lsn
+
+    async def close(self) -> None:
+        return None
+
+
+def test_pipelined_reads_after_writes_see_them_and_answers_keep_their_order() -> None:
+    from keeldb.engine.database import Database
+    from keeldb.storage.memory import MemoryStore
+
+    async def run() -> None:
+        db = Database(MemoryStore())
+        db.attach_log(LaterLog(db.apply))
+        await db.dispatch(
+            "CreateTable",
+            {
+                "TableName": "eager",
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
+        )
+        protocol = HttpProtocol(ApiServer(db.dispatch, {"PutItem", "GetItem"}))
+        transport = FakeTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        key = {"pk": {"S": "k"}}
+
+        def put(value: str) -> bytes:
+            return post("PutItem", {"TableName": "eager", "Item": {**key, "v": {"S": value}}})
+
+        get = post("GetItem", {"TableName": "eager", "Key": key})
+        protocol.data_received(get + put("one") + get + put("two") + get)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        answers = [body_of(r) for r in transport.written]
+        assert answers == [
+            {},
+            {},
+            {"Item": {**key, "v": {"S": "one"}}},
+            {},
+            {"Item": {**key, "v": {"S": "two"}}},
+        ]
+        assert not protocol.busy
+
+    asyncio.run(run())
