@@ -9,8 +9,11 @@ a `ClientError` becomes an HTTP response (`{"__type": ..., "message": ...}` with
 It must never evaluate a request itself, touch storage, or hop threads per request: a request
 is parsed, dispatched on the event loop and answered with one write (`HttpProtocol._send`:
 straight to the socket when nothing is buffered before it, else through the transport). On an
-idle connection the dispatch starts inside the read callback (`HttpProtocol._start`), so a
-request that never waits (a read) is answered there without a task of its own. An
+idle connection the dispatch of a JSON-service request starts inside the read callback
+(`HttpProtocol._start`), so a request that never waits (a read) is answered there without a
+task of its own; so no JSON operation may use, before its first wait, what works only inside
+a task (`asyncio.timeout`, `TaskGroup`, `current_task`). Mounted services always get a task.
+An
 exception that is not a `ClientError` is our bug: it is logged with its traceback and
 answered with a 500 InternalServerError, and the connection and server carry on.
 
@@ -249,6 +252,12 @@ class ApiServer:
             return False  # DynamoDB's own path: no mount is "/" (see `mount`)
         path = url.split(b"?", 1)[0]
         return path.startswith(self._mount_prefixes)
+
+    def is_mounted(self, url: bytes) -> bool:
+        """Whether a mounted service answers a request for `url`."""
+        if not self.mounts or url == b"/":
+            return False
+        return url.split(b"?", 1)[0].startswith(self._mount_prefixes)
 
     async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> int:
         """Bind and start accepting; return the bound port (useful with port 0).
@@ -649,6 +658,9 @@ class HttpProtocol(asyncio.Protocol):
             and (self._writable is None or self._writable.done())
             and self._transport is not None
             and not self._transport.is_closing()
+            # A mounted service's handler may need to run in a task from its start (e.g.
+            # `asyncio.timeout` refuses to work outside one): it always gets one.
+            and not self._server.is_mounted(request.url)
         ):
             # Nothing is owed on this connection: start answering now (`_start`).
             self._start(request)

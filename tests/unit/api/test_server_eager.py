@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from keeldb.api import server as server_module
-from keeldb.api.server import ApiServer, HttpProtocol
+from keeldb.api.server import ApiServer, HttpProtocol, RestResponse
 
 
 class FakeTransport:
@@ -264,5 +264,35 @@ def test_pipelined_reads_after_writes_see_them_and_answers_keep_their_order() ->
             {"Item": {**key, "v": {"S": "two"}}},
         ]
         assert not protocol.busy
+
+    asyncio.run(run())
+
+
+def test_a_mounted_service_runs_in_a_task_from_its_start() -> None:
+    """A mounted handler may use what works only inside a task (`asyncio.timeout` before
+    its first wait, as the function service's invocation does): it is never started in the
+    read callback. Started there, it answers 500."""
+
+    async def handler(request: Any) -> RestResponse:
+        async with asyncio.timeout(5):  # entered before the handler's first wait
+            await asyncio.sleep(0)
+            return RestResponse(200, b"{}", "application/json", {})
+
+    async def run() -> None:
+        server = ApiServer(Service().dispatch, {"Echo", "Wait"})
+        server.mount("/rest/", handler)
+        protocol = HttpProtocol(server)
+        transport = FakeTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        # From a callback of the loop, as a transport calls it: no task is running there.
+        asyncio.get_running_loop().call_soon(
+            protocol.data_received, b"GET /rest/thing HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [r.split(b"\r\n", 1)[0] for r in transport.written] == [b"HTTP/1.1 200 OK"]
+        # DynamoDB's own requests on the same server are still answered in the callback.
+        protocol.data_received(post("Echo", {"i": 4}))
+        assert body_of(transport.written[-1]) == {"Echo": {"i": 4}}
 
     asyncio.run(run())
