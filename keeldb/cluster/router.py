@@ -201,6 +201,16 @@ class Router:
                 await _pause(waits, deadline)
                 waits += 1
                 continue
+            except InternalServerError:
+                # The outcome is unknown (a write that timed out, or whose connection broke
+                # after it was sent): not retried, but the node is no longer taken for the
+                # leader, so the next request asks another member first and is sent on to
+                # the group's leader of now. Otherwise, with a leader cut off or paused, every
+                # write would wait out the whole call timeout on it and fail, while only a
+                # strong read could teach the router where the new leader is.
+                if self.leaders.get(group_id) == node:
+                    self._forget_leader(group_id, node)
+                raise
             kind = answer[0]
             if kind == OK:
                 if mode != MODE_EVENTUAL:
@@ -232,6 +242,13 @@ class Router:
             node = candidates[position % len(candidates)]
         self.stats["failures"] += 1
         raise InternalServerError(INTERNAL_MESSAGE)
+
+    def _forget_leader(self, group_id: str, node: int) -> None:
+        """Stop taking `node` for the group's leader: ask this node's own replica next (it
+        knows whom it follows) or else another member."""
+        others = [n for n in self.placements[group_id].node_ids if n != node]
+        if others:
+            self.leaders[group_id] = self.node_id if self.node_id in others else others[0]
 
     def _note_seen(self, group_id: str, answer: list[Any]) -> None:
         if len(answer) > 2 and answer[2] > self.seen.get(group_id, 0):

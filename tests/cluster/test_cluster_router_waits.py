@@ -22,6 +22,7 @@ from keeldb.cluster.protocol import (
     CHANNEL_OP,
     CHANNEL_TABLES,
     MODE_STRONG,
+    MODE_WRITE,
     OK,
     REDIRECT,
     STALE_CATALOG,
@@ -30,7 +31,7 @@ from keeldb.cluster.ring import Ring
 from keeldb.cluster.router import Router
 from keeldb.engine.database import Database
 from keeldb.model.errors import InternalServerError
-from keeldb.net.transport import PeerUnavailable
+from keeldb.net.transport import CallTimeout, PeerUnavailable
 from keeldb.storage.memory import MemoryLog, MemoryStore
 
 ELECTION_SECONDS = 1.5  # a failover on a loaded machine: well past the old bounds
@@ -73,10 +74,10 @@ def _router(cluster: _Cluster, dead: frozenset[int] = frozenset()) -> Router:
     )
 
 
-async def _strong_call(router: Router, group: str) -> Any:
+async def _strong_call(router: Router, group: str, mode: str = MODE_STRONG) -> Any:
     deadline = asyncio.get_running_loop().time() + router_module.REQUEST_SECONDS_MAX
-    payload = {"g": group, "op": "GetItem", "body": {}, "mode": MODE_STRONG}
-    return await router._group_call(group, CHANNEL_OP, payload, MODE_STRONG, deadline)
+    payload = {"g": group, "op": "GetItem", "body": {}, "mode": mode}
+    return await router._group_call(group, CHANNEL_OP, payload, mode, deadline)
 
 
 def _no_leader_then(leader: int) -> _Cluster:
@@ -184,3 +185,27 @@ def test_the_old_bounds_give_up_before_the_catalog_sync_arrives(
     _old_bounds(monkeypatch)
     with pytest.raises(InternalServerError):
         _put(_router(_partition_without_the_table()))
+
+
+def test_a_write_that_timed_out_on_the_leader_sends_the_next_write_to_another_member() -> None:
+    """Node 2, the leader this router knows, was cut off (its calls time out) and node 3
+    leads now. The write sent to node 2 has an unknown outcome (InternalServerError, never
+    retried); the next write must not wait out another timeout there."""
+
+    def answer(node: int, channel: str, payload: Any, elapsed: float) -> Any:
+        if node == 2:
+            raise CallTimeout("node2 did not answer")
+        return [OK, {}, 5] if node == 3 else [REDIRECT, 3]
+
+    cluster = _Cluster(answer)
+    router = _router(cluster)
+    router.leaders["p0"] = 2
+
+    async def two_writes() -> Any:
+        with pytest.raises(InternalServerError):
+            await _strong_call(router, "p0", MODE_WRITE)
+        return await _strong_call(router, "p0", MODE_WRITE)
+
+    assert asyncio.run(two_writes()) == {}
+    assert [node for node, _channel in cluster.calls].count(2) == 1, cluster.calls
+    assert router.leaders["p0"] == 3
