@@ -19,6 +19,7 @@ from keeldb.expressions.evaluate import UpdateEffect, apply_update, evaluate, pr
 from keeldb.expressions.keycondition import KeyCondition, key_condition_from
 from keeldb.expressions.lexer import ExpressionSyntaxError, invalid
 from keeldb.expressions.parser import Parsed, parse_condition, parse_projection, parse_update
+from keeldb.expressions.plan import UpdatePlan, plan_update
 from keeldb.expressions.resolve import (
     Problem,
     Substitutions,
@@ -70,19 +71,58 @@ class Condition:
         return {str(path.parts[0]) for path in _paths_in(self.tree)}
 
 
-@dataclass(frozen=True)
 class Update:
-    """A compiled UpdateExpression."""
+    """A compiled UpdateExpression.
 
-    text: str
-    tree: ast.UpdateExpression  # resolved
+    Made either from its resolved tree, or from a cached resolution and the request's values:
+    then its tree is built only when asked for, and an update of the planned shape
+    (`keeldb.expressions.plan`) is applied from its plan.
+    """
+
+    __slots__ = ("_resolved", "_tree", "_values", "text")
+
+    def __init__(
+        self,
+        text: str,
+        tree: ast.UpdateExpression | None = None,
+        *,
+        resolved: _Resolved | None = None,
+        values: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        assert tree is not None or resolved is not None, "an update needs a tree or a resolution"
+        self.text = text
+        self._tree = tree
+        self._resolved = resolved
+        self._values = values
+
+    @property
+    def tree(self) -> ast.UpdateExpression:
+        """The resolved tree."""
+        tree = self._tree
+        if tree is None:
+            assert self._resolved is not None
+            assert self._values is not None
+            tree = self._tree = self._resolved.instantiate(self._values)
+        return tree
+
+    @property
+    def _plan(self) -> UpdatePlan | None:
+        resolved = self._resolved
+        return None if resolved is None or self._values is None else resolved.plan
 
     def apply(self, item: Item | None) -> tuple[Item, UpdateEffect]:
         """The item after the update (a new dict; `item` is never changed) and what changed."""
+        plan = self._plan
+        if plan is not None:
+            assert self._values is not None
+            return plan.apply(self._values, item)
         return apply_update(self.tree, item)
 
     def top_level_attributes(self) -> set[str]:
         """The top-level attribute names the update writes or removes."""
+        plan = self._plan
+        if plan is not None:
+            return set(plan.names)
         names = set()
         for action in self.tree.actions():
             first = action.path.parts[0]
@@ -92,7 +132,20 @@ class Update:
 
     @property
     def paths(self) -> tuple[tuple[ast.PathPart, ...], ...]:
+        plan = self._plan
+        if plan is not None:
+            return plan.paths
         return tuple(action.path.parts for action in self.tree.actions())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Update):
+            return NotImplemented
+        return self.text == other.text and self.tree == other.tree
+
+    __hash__ = None  # type: ignore[assignment]  # a tree holds dicts
+
+    def __repr__(self) -> str:
+        return f"Update(text={self.text!r}, tree={self.tree!r})"
 
 
 @dataclass(frozen=True)
@@ -201,6 +254,8 @@ class _Resolved:
     build: Builder | None
     used_names: frozenset[str]
     used_values: frozenset[str]
+    # An update of the planned shape, applied without rebuilding its tree.
+    plan: UpdatePlan | None = None
 
     def instantiate(self, values: dict[str, dict[str, Any]]) -> Any:
         return self.tree if self.build is None else self.build(values)
@@ -310,14 +365,37 @@ class ExpressionContext:
     ) -> T:
         """`_compile`, through the cache of resolved expressions: a hit rebuilds the tree
         with this request's values and marks the same names and values used."""
+        tree, entry = self._resolved(kind, text, param, parse, resolve)
+        if entry is not None:
+            built: T = entry.instantiate(self.subs.values)
+            return built
+        return tree  # type: ignore[return-value]
+
+    def _cache_key(self, kind: str, text: str) -> tuple[Any, ...]:
+        """What a resolution depends on: the kind, the text, the names map and the type of
+        each value (see `_ResolvedCache`)."""
+        return (kind, text, self._shape)
+
+    def _resolved(
+        self,
+        kind: str,
+        text: str,
+        param: str,
+        parse: Callable[[str], Parsed],
+        resolve: Callable[[Parsed, Substitutions], T],
+        planner: Callable[[T, dict[int, str]], UpdatePlan | None] | None = None,
+    ) -> tuple[T | None, _Resolved | None]:
+        """The cache entry for the expression (tree None), marking its names and values
+        used; or, when it cannot be cached, its resolved tree (entry None). `planner`, given
+        the resolved tree and the placeholder of each value in it, makes the plan kept with
+        the entry."""
         subs = self.subs
-        key = (kind, text, self._shape)
+        key = self._cache_key(kind, text)
         entry = RESOLVED_CACHE.get(key)
         if entry is not None:
             subs.used_names.update(entry.used_names)
             subs.used_values.update(entry.used_values)
-            tree: T = entry.instantiate(subs.values)
-            return tree
+            return None, entry
         # Resolved against fresh bookkeeping, to learn which names and values it uses.
         own = Substitutions(subs.names, subs.values)
         tree = self._compile(text, param, parse, lambda parsed: resolve(parsed, own))
@@ -327,17 +405,16 @@ class ExpressionContext:
         try:
             build = _builder(tree, slots)
         except _ValueDependent:
-            return tree
-        RESOLVED_CACHE.put(
-            key,
-            _Resolved(
-                None if build is not None else tree,
-                build,
-                frozenset(own.used_names),
-                frozenset(own.used_values),
-            ),
+            return tree, None
+        entry = _Resolved(
+            None if build is not None else tree,
+            build,
+            frozenset(own.used_names),
+            frozenset(own.used_values),
+            None if planner is None else planner(tree, slots),
         )
-        return tree
+        RESOLVED_CACHE.put(key, entry)
+        return None, entry
 
     def _compile(
         self, text: str, param: str, parse: Callable[[str], Parsed], resolve: Callable[[Parsed], T]
@@ -384,7 +461,13 @@ class ExpressionContext:
             assert isinstance(parsed.tree, ast.UpdateExpression)
             return resolve_update(parsed.tree, subs)
 
-        return Update(text, self._cached("update", text, "UpdateExpression", parse_update, resolve))
+        tree, entry = self._resolved(
+            "update", text, "UpdateExpression", parse_update, resolve, plan_update
+        )
+        if entry is None:
+            assert tree is not None
+            return Update(text, tree)
+        return Update(text, resolved=entry, values=self.subs.values)
 
     def projection(self, text: str) -> Projection:
         def resolve(parsed: Parsed, subs: Substitutions) -> ast.ProjectionExpression:
