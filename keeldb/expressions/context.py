@@ -43,6 +43,11 @@ _VALUE_KEY_RE = re.compile(r":[0-9a-zA-Z_]+\Z")
 # its key, at most a few KB of text and names, and never a request's values).
 RESOLVED_CACHE_ENTRIES_MAX = 512
 
+# Well-formed placeholder keys remembered (of each kind): clients use a few dozen; the bound
+# keeps one that sends endless distinct keys from growing memory (a key is at most an
+# expression's length).
+PLACEHOLDER_KEYS_SEEN_MAX = 1024
+
 # The order in which DynamoDB compiles the expressions of one request (and so which error
 # a request with several bad expressions gets).
 COMPILE_ORDER = (
@@ -79,7 +84,7 @@ class Update:
     (`keeldb.expressions.plan`) is applied from its plan.
     """
 
-    __slots__ = ("_resolved", "_tree", "_values", "text")
+    __slots__ = ("_plan", "_resolved", "_tree", "_values", "text")
 
     def __init__(
         self,
@@ -94,6 +99,8 @@ class Update:
         self._tree = tree
         self._resolved = resolved
         self._values = values
+        # The plan, when the resolution has one and there are values to bind it to.
+        self._plan = None if resolved is None or values is None else resolved.plan
 
     @property
     def tree(self) -> ast.UpdateExpression:
@@ -104,11 +111,6 @@ class Update:
             assert self._values is not None
             tree = self._tree = self._resolved.instantiate(self._values)
         return tree
-
-    @property
-    def _plan(self) -> UpdatePlan | None:
-        resolved = self._resolved
-        return None if resolved is None or self._values is None else resolved.plan
 
     def apply(self, item: Item | None) -> tuple[Item, UpdateEffect]:
         """The item after the update (a new dict; `item` is never changed) and what changed."""
@@ -301,6 +303,30 @@ class _ResolvedCache:
 RESOLVED_CACHE = _ResolvedCache(RESOLVED_CACHE_ENTRIES_MAX)
 
 
+class _SeenKeys:
+    """Placeholder keys already found well formed, so that a client's usual few are not
+    matched against the pattern again. Safe under threads: each step is one set operation."""
+
+    def __init__(self, keys_max: int) -> None:
+        assert keys_max > 0, keys_max
+        self.keys_max = keys_max
+        self._keys: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def add(self, key: str) -> None:
+        if len(self._keys) >= self.keys_max:
+            self._keys.clear()
+        self._keys.add(key)
+
+
+# Name keys ("#...") and value keys (":...") are remembered apart: a key is only ever found
+# well formed as one of the two.
+_NAME_KEYS_SEEN = _SeenKeys(PLACEHOLDER_KEYS_SEEN_MAX)
+_VALUE_KEYS_SEEN = _SeenKeys(PLACEHOLDER_KEYS_SEEN_MAX)
+
+
 class ExpressionContext:
     """The substitution maps of one request and the bookkeeping of which entries were used.
 
@@ -318,10 +344,13 @@ class ExpressionContext:
             if not names:
                 raise ValidationException("ExpressionAttributeNames must not be empty")
             for key, name in names.items():
-                if not _NAME_KEY_RE.match(key):
-                    raise ValidationException(
-                        f'ExpressionAttributeNames contains invalid key: Syntax error; key: "{key}"'
-                    )
+                if key not in _NAME_KEYS_SEEN:
+                    if not _NAME_KEY_RE.match(key):
+                        raise ValidationException(
+                            "ExpressionAttributeNames contains invalid key: Syntax error; "
+                            f'key: "{key}"'
+                        )
+                    _NAME_KEYS_SEEN.add(key)
                 if name == "":
                     raise ValidationException(
                         "ExpressionAttributeNames contains invalid value: Empty attribute name "
@@ -329,29 +358,32 @@ class ExpressionContext:
                     )
                 checked_names[key] = name
         checked_values: dict[str, dict[str, Any]] = {}
+        value_types: list[tuple[str, str]] = []
         if values is not None:
             if not values:
                 raise ValidationException("ExpressionAttributeValues must not be empty")
             for key in values:
-                if not _VALUE_KEY_RE.match(key):
-                    raise ValidationException(
-                        "ExpressionAttributeValues contains invalid key: Syntax error; "
-                        f'key: "{key}"'
-                    )
+                if key not in _VALUE_KEYS_SEEN:
+                    if not _VALUE_KEY_RE.match(key):
+                        raise ValidationException(
+                            "ExpressionAttributeValues contains invalid key: Syntax error; "
+                            f'key: "{key}"'
+                        )
+                    _VALUE_KEYS_SEEN.add(key)
             for key, value in values.items():
                 try:
-                    checked_values[key] = validate_value(value)
+                    checked = validate_value(value)
                 except ValidationException as error:
                     raise ValidationException(
                         "ExpressionAttributeValues contains invalid value: "
                         f"{error.message} for key {key}"
                     ) from None
+                checked_values[key] = checked
+                # A valid value has exactly one member: its type.
+                value_types.append((key, *checked))
         self.subs = Substitutions(checked_names, checked_values)
         # What a resolved expression depends on besides its text (see `_ResolvedCache`).
-        self._shape = (
-            tuple(checked_names.items()),
-            tuple((key, next(iter(value))) for key, value in checked_values.items()),
-        )
+        self._shape = (tuple(checked_names.items()), tuple(value_types))
 
     # --- compiling ---------------------------------------------------------------------------
 
@@ -366,10 +398,11 @@ class ExpressionContext:
         """`_compile`, through the cache of resolved expressions: a hit rebuilds the tree
         with this request's values and marks the same names and values used."""
         tree, entry = self._resolved(kind, text, param, parse, resolve)
-        if entry is not None:
+        if tree is None:
+            assert entry is not None
             built: T = entry.instantiate(self.subs.values)
             return built
-        return tree  # type: ignore[return-value]
+        return tree
 
     def _cache_key(self, kind: str, text: str) -> tuple[Any, ...]:
         """What a resolution depends on: the kind, the text, the names map and the type of
@@ -385,8 +418,9 @@ class ExpressionContext:
         resolve: Callable[[Parsed, Substitutions], T],
         planner: Callable[[T, dict[int, str]], UpdatePlan | None] | None = None,
     ) -> tuple[T | None, _Resolved | None]:
-        """The cache entry for the expression (tree None), marking its names and values
-        used; or, when it cannot be cached, its resolved tree (entry None). `planner`, given
+        """The resolved tree and the cache entry of the expression, marking its names and
+        values used: on a hit the tree is None (the entry builds it), and an expression that
+        cannot be cached has no entry. `planner`, given
         the resolved tree and the placeholder of each value in it, makes the plan kept with
         the entry."""
         subs = self.subs
@@ -414,7 +448,7 @@ class ExpressionContext:
             None if planner is None else planner(tree, slots),
         )
         RESOLVED_CACHE.put(key, entry)
-        return None, entry
+        return tree, entry
 
     def _compile(
         self, text: str, param: str, parse: Callable[[str], Parsed], resolve: Callable[[Parsed], T]
@@ -467,7 +501,7 @@ class ExpressionContext:
         if entry is None:
             assert tree is not None
             return Update(text, tree)
-        return Update(text, resolved=entry, values=self.subs.values)
+        return Update(text, tree, resolved=entry, values=self.subs.values)
 
     def projection(self, text: str) -> Projection:
         def resolve(parsed: Parsed, subs: Substitutions) -> ast.ProjectionExpression:
@@ -481,6 +515,10 @@ class ExpressionContext:
 
     def check_unused(self) -> None:
         """DynamoDB's error for names or values no expression of the request used."""
+        subs = self.subs
+        # The used sets only ever hold keys of the maps: equal sizes mean all were used.
+        if len(subs.used_names) == len(subs.names) and len(subs.used_values) == len(subs.values):
+            return
         unused_names = [k for k in self.subs.names if k not in self.subs.used_names]
         if unused_names:
             raise ValidationException(
