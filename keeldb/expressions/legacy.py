@@ -609,7 +609,10 @@ def _expected_tree(
 
 def uses_legacy(operation: str, body: Body) -> bool:
     """Whether the request gives any legacy parameter of its operation."""
-    return bool(_given(body, LEGACY_PARAMETERS.get(operation, ())))
+    params = LEGACY_PARAMETERS.get(operation, ())
+    if body.keys().isdisjoint(params):
+        return False  # the usual request: none of them named at all
+    return bool(_given(body, params))
 
 
 def translate(operation: str, body: Body) -> Body:
