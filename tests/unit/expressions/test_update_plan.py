@@ -268,3 +268,15 @@ def test_a_broken_cache_key_is_caught(
 ) -> None:
     monkeypatch.setattr(ExpressionContext, "_cache_key", broken)
     assert caught in reuse_mistakes()
+
+
+def test_new_attributes_are_written_in_path_order_as_the_general_evaluator_writes_them() -> None:
+    values = {":c": {"N": "3"}, ":a": {"N": "1"}, ":b": {"SS": ["x"]}}
+    text = "SET c = :c, a = :a ADD b :b"
+    compiled(text, None, values)
+    update = compiled(text, None, values)
+    assert update._plan is not None
+    new, _ = update.apply({"k": {"S": "1"}})
+    assert list(new) == ["k", "a", "b", "c"]
+    general, _ = apply_update(update.tree, {"k": {"S": "1"}})
+    assert list(general) == list(new)
