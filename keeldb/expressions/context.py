@@ -379,8 +379,8 @@ class ExpressionContext:
                         f"{error.message} for key {key}"
                     ) from None
                 checked_values[key] = checked
-                # A valid value has exactly one member: its type.
-                value_types.append((key, *checked))
+                (type_,) = checked  # a valid value has exactly one member: its type
+                value_types.append((key, type_))
         self.subs = Substitutions(checked_names, checked_values)
         # What a resolved expression depends on besides its text (see `_ResolvedCache`).
         self._shape = (tuple(checked_names.items()), tuple(value_types))
@@ -416,7 +416,7 @@ class ExpressionContext:
         param: str,
         parse: Callable[[str], Parsed],
         resolve: Callable[[Parsed, Substitutions], T],
-        planner: Callable[[T, dict[int, str]], UpdatePlan | None] | None = None,
+        planner: Callable[[Any, dict[int, str]], UpdatePlan | None] | None = None,
     ) -> tuple[T | None, _Resolved | None]:
         """The resolved tree and the cache entry of the expression, marking its names and
         values used: on a hit the tree is None (the entry builds it), and an expression that
