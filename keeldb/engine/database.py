@@ -180,6 +180,8 @@ class Database:
         for lsn, data in entries:
             mine = proposed.pop(id(data), None) if proposed else None
             if mine is not None and mine[0] is data:
+                if codec is not None:
+                    codec.open(data)  # it sees every applied record (e.g. an archive's copy)
                 record = mine[1]
             else:
                 if mine is not None:

@@ -157,6 +157,32 @@ def test_a_round_tripping_record_is_applied_as_proposed() -> None:
     assert db._proposed == {}
 
 
+class _NotingCodec:
+    """A record codec that keeps a copy of every record it seals and opens (as the cluster's
+    commit-time codec hands each applied record to the replica's archive)."""
+
+    def __init__(self) -> None:
+        self.opened: list[bytes] = []
+
+    def seal(self, data: bytes) -> bytes:
+        return b"" + data
+
+    def open(self, data: bytes) -> bytes:
+        self.opened.append(data)
+        return data
+
+
+def test_a_record_applied_as_proposed_is_still_shown_to_the_record_codec() -> None:
+    SEEN.clear()
+    codec = _NotingCodec()
+    db = Database(MemoryStore(), record_codec=codec)
+    db.attach_log(HandBackLog(db.apply))
+    record = {"kind": "test-economy-note", "key": b"k", "n": 2}
+    asyncio.run(db.propose(record, round_trips=True))
+    assert SEEN[0] is record
+    assert [decode_record(data) for data in codec.opened] == [record]
+
+
 def test_a_record_proposed_without_round_trips_is_decoded() -> None:
     SEEN.clear()
     db, _ = _database()
