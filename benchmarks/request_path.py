@@ -32,16 +32,11 @@ from typing import Any
 
 import orjson
 import uvloop
+from ycsb_table import FIELDS, TABLE, loaded_database, record
 
 from keeldb.api.server import ApiServer, HttpProtocol
-from keeldb.engine.database import Database
-from keeldb.storage.lmdb_store import LmdbStore
-from keeldb.storage.memory import MemoryLog
 
-TABLE = "usertable"
 ITEMS = 5000
-FIELDS = 10  # the YCSB record of the side-by-side runs: ten fields of 100 characters
-FIELD_CHARACTERS = 100
 # The headers the reference harness sends (a SigV4 signature's worth of bytes).
 HEAD = (
     "POST / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/x-amz-json-1.0\r\n"
@@ -81,11 +76,6 @@ class CollectingTransport:
         return None
 
 
-def item(i: int) -> dict[str, Any]:
-    fields = {f"field{f}": {"S": "x" * FIELD_CHARACTERS} for f in range(FIELDS)}
-    return {"YCSB_KEY": {"S": f"user{i}"}, **fields}
-
-
 def request(operation: str, body: dict[str, Any]) -> bytes:
     data = orjson.dumps(body)
     head = HEAD.format(operation=operation, signature="a" * 64, length=len(data))
@@ -99,7 +89,7 @@ def bodies(operation: str, count: int, rng: random.Random) -> list[bytes]:
         if operation == "GetItem":
             body: dict[str, Any] = {"TableName": TABLE, "Key": key}
         elif operation == "PutItem":
-            body = {"TableName": TABLE, "Item": item(rng.randrange(ITEMS))}
+            body = {"TableName": TABLE, "Item": record(rng.randrange(ITEMS))}
         else:
             body = {
                 "TableName": TABLE,
@@ -113,21 +103,7 @@ def bodies(operation: str, count: int, rng: random.Random) -> list[bytes]:
 
 
 async def run(args: argparse.Namespace, directory: Path) -> None:
-    store = LmdbStore(directory / "store")
-    db = Database(store)
-    log = MemoryLog(db.apply, start_lsn=store.applied_lsn())
-    db.attach_log(log)
-    await db.dispatch(
-        "CreateTable",
-        {
-            "TableName": TABLE,
-            "KeySchema": [{"AttributeName": "YCSB_KEY", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "YCSB_KEY", "AttributeType": "S"}],
-            "BillingMode": "PAY_PER_REQUEST",
-        },
-    )
-    for i in range(ITEMS):
-        await db.dispatch("PutItem", {"TableName": TABLE, "Item": item(i)})
+    db = await loaded_database(directory, ITEMS)
     server = ApiServer(db.dispatch, {"GetItem", "PutItem", "UpdateItem"})
     protocol = HttpProtocol(server)
     transport = CollectingTransport()
@@ -155,7 +131,7 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
             f"{operation}: {ordered[len(ordered) // 2]:.1f} µs of loop CPU per request "
             f"(least {ordered[0]:.1f})"
         )
-    store.close()
+    db.store.close()
 
 
 def main() -> None:

@@ -28,20 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from keeldb.engine.database import Database
+from ycsb_table import FIELDS, TABLE, loaded_database, record
+
 from keeldb.expressions import ExpressionContext
-from keeldb.storage.lmdb_store import LmdbStore
-from keeldb.storage.memory import MemoryLog
 
-TABLE = "usertable"
 ITEMS = 2000
-FIELDS = 10  # the YCSB record of the side-by-side runs: ten fields of 100 characters
-FIELD_CHARACTERS = 100
-
-
-def record(i: int) -> dict[str, Any]:
-    fields = {f"field{f}": {"S": "x" * FIELD_CHARACTERS} for f in range(FIELDS)}
-    return {"YCSB_KEY": {"S": f"user{i}"}, **fields}
 
 
 def bodies(count: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -87,21 +78,7 @@ def expressions(requests: list[dict[str, Any]], chunks: int) -> list[float]:
 
 
 async def operation(requests: list[dict[str, Any]], chunks: int, directory: Path) -> list[float]:
-    store = LmdbStore(directory / "store")
-    db = Database(store)
-    log = MemoryLog(db.apply, start_lsn=store.applied_lsn())
-    db.attach_log(log)
-    await db.dispatch(
-        "CreateTable",
-        {
-            "TableName": TABLE,
-            "KeySchema": [{"AttributeName": "YCSB_KEY", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "YCSB_KEY", "AttributeType": "S"}],
-            "BillingMode": "PAY_PER_REQUEST",
-        },
-    )
-    for i in range(ITEMS):
-        await db.dispatch("PutItem", {"TableName": TABLE, "Item": record(i)})
+    db = await loaded_database(directory, ITEMS)
     size = max(1, len(requests) // chunks)
     per_request_us = []
     try:
@@ -112,7 +89,7 @@ async def operation(requests: list[dict[str, Any]], chunks: int, directory: Path
                 await db.dispatch("UpdateItem", body)
             per_request_us.append((time.thread_time() - cpu) / len(chunk) * 1e6)
     finally:
-        store.close()
+        db.store.close()
     return per_request_us
 
 

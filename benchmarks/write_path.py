@@ -30,22 +30,12 @@ from typing import Any
 
 import orjson
 import uvloop
+from ycsb_table import FIELD_CHARACTERS, TABLE, create_table, record
 
 from keeldb.engine.database import Database
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.memory import MemoryLog
 from keeldb.storage.replog import LocalLog
-
-TABLE = "usertable"
-FIELDS = 10  # the YCSB record of the side-by-side runs: ten fields of 100 characters
-FIELD_CHARACTERS = 100
-
-
-def record(i: int) -> dict[str, Any]:
-    item: dict[str, Any] = {"YCSB_KEY": {"S": f"user{i}"}}
-    for field in range(FIELDS):
-        item[f"field{field}"] = {"S": "x" * FIELD_CHARACTERS}
-    return item
 
 
 async def open_log(args: argparse.Namespace, directory: Path, store: LmdbStore, apply: Any) -> Any:
@@ -91,15 +81,7 @@ async def engine(args: argparse.Namespace, directory: Path) -> None:
     db = Database(store)
     log = await open_log(args, directory, store, db.apply)
     db.attach_log(log)
-    await db.dispatch(
-        "CreateTable",
-        {
-            "TableName": TABLE,
-            "KeySchema": [{"AttributeName": "YCSB_KEY", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "YCSB_KEY", "AttributeType": "S"}],
-            "BillingMode": "PAY_PER_REQUEST",
-        },
-    )
+    await create_table(db)
     rng = random.Random(1)
     count = args.records
     puts = [orjson.dumps({"TableName": TABLE, "Item": record(i)}) for i in range(count)]
