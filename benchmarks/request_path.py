@@ -32,9 +32,9 @@ from typing import Any
 
 import orjson
 import uvloop
-from ycsb_table import FIELDS, TABLE, loaded_database, record
 
 from keeldb.api.server import ApiServer, HttpProtocol
+from keeldb.bench.inprocess import FIELDS, TABLE, loaded_database, record
 
 ITEMS = 5000
 # The headers the reference harness sends (a SigV4 signature's worth of bytes).

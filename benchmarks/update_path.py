@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ycsb_table import FIELDS, TABLE, loaded_database, record
-
+from keeldb.bench.inprocess import FIELDS, TABLE, loaded_database, record
 from keeldb.expressions import ExpressionContext
 
 ITEMS = 2000

@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 import uvloop
-from ycsb_table import FIELD_CHARACTERS, TABLE, create_table, record
 
+from keeldb.bench.inprocess import FIELD_CHARACTERS, TABLE, create_table, record
 from keeldb.engine.database import Database
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.memory import MemoryLog

@@ -1,19 +1,21 @@
-"""The table and records the in-process benchmarks (`write_path.py`, `request_path.py`,
-`update_path.py`) share: the YCSB record of the side-by-side runs (a string key and ten
-fields of 100 characters) in a pay-per-request table, on an engine over LMDB."""
+"""The table and records the in-process benchmarks (benchmarks/write_path.py,
+request_path.py, update_path.py) share: the YCSB record of the side-by-side runs (a string
+key and ten fields of 100 characters, as `workloads` defines it) in a pay-per-request table,
+on an engine over LMDB. It owns nothing else, and is never used by the server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from keeldb.bench.workloads import FIELD_BYTES, FIELD_COUNT, USER_TABLE
 from keeldb.engine.database import Database
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.memory import MemoryLog
 
-TABLE = "usertable"
-FIELDS = 10  # the YCSB record of the side-by-side runs: ten fields of 100 characters
-FIELD_CHARACTERS = 100
+TABLE = USER_TABLE
+FIELDS = FIELD_COUNT
+FIELD_CHARACTERS = FIELD_BYTES
 
 
 def record(i: int) -> dict[str, Any]:
