@@ -327,6 +327,17 @@ _NAME_KEYS_SEEN = _SeenKeys(PLACEHOLDER_KEYS_SEEN_MAX)
 _VALUE_KEYS_SEEN = _SeenKeys(PLACEHOLDER_KEYS_SEEN_MAX)
 
 
+def _check_key(key: str, seen: _SeenKeys, pattern: re.Pattern[str], parameter: str) -> None:
+    """Refuse a placeholder key of `parameter` that `pattern` does not match; remember a
+    well-formed one in `seen`, so it is not matched again."""
+    if key not in seen:
+        if not pattern.match(key):
+            raise ValidationException(
+                f'{parameter} contains invalid key: Syntax error; key: "{key}"'
+            )
+        seen.add(key)
+
+
 class ExpressionContext:
     """The substitution maps of one request and the bookkeeping of which entries were used.
 
@@ -344,13 +355,7 @@ class ExpressionContext:
             if not names:
                 raise ValidationException("ExpressionAttributeNames must not be empty")
             for key, name in names.items():
-                if key not in _NAME_KEYS_SEEN:
-                    if not _NAME_KEY_RE.match(key):
-                        raise ValidationException(
-                            "ExpressionAttributeNames contains invalid key: Syntax error; "
-                            f'key: "{key}"'
-                        )
-                    _NAME_KEYS_SEEN.add(key)
+                _check_key(key, _NAME_KEYS_SEEN, _NAME_KEY_RE, "ExpressionAttributeNames")
                 if name == "":
                     raise ValidationException(
                         "ExpressionAttributeNames contains invalid value: Empty attribute name "
@@ -363,13 +368,7 @@ class ExpressionContext:
             if not values:
                 raise ValidationException("ExpressionAttributeValues must not be empty")
             for key in values:
-                if key not in _VALUE_KEYS_SEEN:
-                    if not _VALUE_KEY_RE.match(key):
-                        raise ValidationException(
-                            "ExpressionAttributeValues contains invalid key: Syntax error; "
-                            f'key: "{key}"'
-                        )
-                    _VALUE_KEYS_SEEN.add(key)
+                _check_key(key, _VALUE_KEYS_SEEN, _VALUE_KEY_RE, "ExpressionAttributeValues")
             for key, value in values.items():
                 try:
                     checked = validate_value(value)
