@@ -705,7 +705,14 @@ class GroupLog:
         self._pump_task: asyncio.Task[None] | None = None
         self._ticker: _Ticker | None = None
         self._timer_count = 0
-        self._parked = False  # the driver waits between Readys (nothing half done)
+        self._parked = False  # the driver task waits (between Readys, or for a full pipeline)
+        # The driver task waits between Readys with nothing half done: new work is then
+        # done by a callback at the end of the loop turn (`_kick`), not by waking the task.
+        self._idle = False
+        self._driving = False  # `_drive` runs (it looks for more work before it returns)
+        self._drive_scheduled = False  # a `_drive_callback` is due this loop turn
+        # A Ready taken by `_drive` that installs a snapshot: the task finishes it (awaits).
+        self._handoff: Ready | None = None
         self._clock_start = 0.0
         self._ticks = 0
         self._pending: dict[ProposalId, asyncio.Future[int]] = {}
@@ -813,7 +820,7 @@ class GroupLog:
         future: asyncio.Future[int] = loop.create_future()
         self._pending[pid] = future
         self._pending_ballot[pid] = self._live_replica().ballot
-        self._work.set()
+        self._kick()
         # One timer per append rather than wait_for(shield(...)): two fewer futures and a
         # task less on every write's path.
         timer = loop.call_later(self._options.append_timeout_seconds, self._expire, future)
@@ -902,7 +909,7 @@ class GroupLog:
         member may not lead (log-only, or not a member). An unneeded campaign is safe but
         deposes a working leader, so callers check `leader_hint` first."""
         started = self._live_replica().campaign()
-        self._work.set()
+        self._kick()
         return started
 
     async def wait_for_leader(self, timeout_seconds: float) -> str:
@@ -1047,7 +1054,7 @@ class GroupLog:
             or leader != self._last_leader
             or (replica.is_leader and replica.ballot != self._leading_ballot)
         ):
-            self._work.set()
+            self._kick()
 
     def _deliver_ticks(self) -> None:
         """Give the replica every tick that has elapsed on the monotonic clock."""
@@ -1060,7 +1067,7 @@ class GroupLog:
             self._ticks += 1
             replica.tick()
         if replica.has_ready():
-            self._work.set()
+            self._kick()
 
     def _on_message(self, sender: str, payload: Any) -> None:
         if self._replica is None or self._closing or self._failure is not None:
@@ -1093,7 +1100,7 @@ class GroupLog:
                 commit = int(msg.commit_slot)
             self._leader_commit_seen = max(self._leader_commit_seen, commit)
         self._replica.step(msg)
-        self._work.set()
+        self._kick()
 
     def _send(self, messages: Sequence[Message]) -> None:
         transport = self._transport
@@ -1111,64 +1118,32 @@ class GroupLog:
             self._fail(error)
 
     async def _pump_forever(self) -> None:
-        """The driver, pipelined: a Ready's records go to the disk and the next Ready is
-        taken at once, so a proposal or a vote that arrives during an fsync is answered by
-        the next round instead of waiting for that fsync. What may not leave before the
-        records are durable (votes, and whatever the core holds back while an earlier
-        Ready is unsynced: `Replica.advance`) leaves in `_complete_durable`, in order, and
-        only then does the core count this member's own votes."""
+        """The driver task. The Readys themselves are done by `_drive`, here or, while this
+        task waits between Readys, in a callback at the end of the loop turn that brought
+        the work (`_kick`): a message, a proposal or a finished disk round then costs no
+        task wake-up. This task keeps what awaits: installing a snapshot, waiting for the
+        oldest persist while the pipeline is full, and rewriting the member's log."""
         replica = self._replica
         assert replica is not None
         unsynced = self._unsynced
         while True:
-            self._parked = True
+            self._parked = self._idle = True
             try:
                 await self._work.wait()
             finally:
-                self._parked = False
+                self._parked = self._idle = False
             self._work.clear()
-            self._deliver_ticks()
-            self._complete_durable(replica)
-            while len(unsynced) < PIPELINE_READYS_MAX and replica.has_ready():
-                rd = replica.ready()
-                self._send(rd.send_now)
-                # Apply and answer before this Ready's fsync: every entry handed out is
-                # already chosen (durable on a Q2 quorum: the leader counts its own vote only
-                # once it is on disk, a follower learns a slot chosen from the leader), so
-                # the local records only speed up recovery. A crash before the fsync leaves
-                # the store ahead of the member's log; the replay skips what the store has.
-                await self._apply_ready(rd)
-                if rd.persist and _waits_for_nothing(rd):
-                    # Only a commit point, and nothing waits for it: it goes with the next
-                    # round instead of paying one (a restart may learn it again).
-                    disk = self._disk_log
-                    assert disk is not None
-                    disk.submit_lazily(rd.persist)
-                    rd.persist = []
-                if rd.persist or unsynced:
-                    future: asyncio.Future[None] | None = None
-                    if rd.persist:
-                        disk = self._disk_log
-                        assert disk is not None
-                        future = disk.submit(rd.persist)
-                        future.add_done_callback(self._on_synced)
-                        if any(isinstance(r, SnapshotRecord) for r in rd.persist):
-                            self._rewrite_due = True
-                    replica.advance(rd, durable=False)
-                    unsynced.append((rd, future))
-                else:
-                    self._send(rd.send_after_persist)
-                    replica.advance(rd)
-                self._advanced.set()
-                if self._round_waiters:
-                    waiters, self._round_waiters = self._round_waiters, []
-                    for waiter in waiters:
-                        _wake(waiter)
-                if rd.snapshot_suggested:
-                    self._take_snapshot(replica)
-                self._deliver_ticks()
-                self._complete_durable(replica)
-            if len(unsynced) >= PIPELINE_READYS_MAX:
+            rd = self._handoff
+            if rd is not None:
+                self._handoff = None
+                await self._install_snapshot_of(rd)
+                self._apply_entries(rd)
+                self._finish_ready(replica, rd)
+            if not self._drive(replica):
+                continue
+            if self._handoff is not None:
+                self._work.set()
+            elif len(unsynced) >= PIPELINE_READYS_MAX:
                 # Full: wait for the oldest persist itself (the event may be set again at
                 # once by ticks while the core has a Ready, which would spin the loop).
                 head = unsynced[0][1]
@@ -1179,7 +1154,7 @@ class GroupLog:
                 finally:
                     self._parked = False
                 self._work.set()
-            if not unsynced:
+            elif not unsynced:
                 # Rewrites restate the member's durable state: only with nothing in flight.
                 if self._rewrite_due:
                     self._rewrite_due = False
@@ -1187,29 +1162,137 @@ class GroupLog:
                 disk = self._disk_log
                 if disk is not None and disk.rebase_wanted() and not replica.has_ready():
                     await self._rewrite(replica, "the node log's oldest segment waits for it")
-            self._note_leader(replica)
+                self._note_leader(replica)
+                if replica.has_ready():
+                    self._work.set()
 
-    def _on_synced(self, future: asyncio.Future[None]) -> None:
-        """A round of the disk finished. With the driver parked between Readys, the Readys
-        it made durable are finished here at once (their held-back messages sent, the core
-        told), and the driver is woken only if that gave it work: one task switch less per
-        Ready on every member. Mid-Ready (a snapshot install awaits) the driver does it."""
-        del future
-        replica = self._replica
-        if not self._parked or replica is None or self._closing or self._failure is not None:
-            self._work.set()
+    def _kick(self) -> None:
+        """There is work for the driver (a message stepped, a proposal, ticks, a disk round
+        done). With the task waiting between Readys, one callback at the end of this loop
+        turn does it, whatever else the turn brings; otherwise the task is woken (or is
+        running `_drive`, which looks for more work before it returns)."""
+        if self._driving:
             return
-        leader = self._last_leader
+        if self._idle and not self._work.is_set():
+            if not self._drive_scheduled:
+                self._drive_scheduled = True
+                asyncio.get_running_loop().call_soon(self._drive_callback)
+            return
+        self._work.set()
+
+    def _drive_callback(self) -> None:
+        self._drive_scheduled = False
+        replica = self._replica
+        if replica is None or self._closing or self._failure is not None:
+            return
+        if not self._idle or self._work.is_set():
+            self._work.set()  # the task runs (or is mid-way): it does the work
+            return
         try:
-            self._complete_durable(replica)
+            needs_task = self._drive(replica)
         except Exception as error:  # noqa: BLE001 - as in the driver: never die silently
             self._fail(error)
             return
-        if (
-            replica.has_ready()
-            or (not self._unsynced and self._rewrite_due)
-            or (replica.leader_hint if replica.is_leader or replica.leader_hint else None) != leader
-        ):
+        if needs_task:
+            self._work.set()
+
+    def _drive(self, replica: Replica) -> bool:
+        """Do every Ready the core has, pipelined: a Ready's records go to the disk and the
+        next Ready is taken at once, so a proposal or a vote that arrives during an fsync is
+        answered by the next round instead of waiting for that fsync. What may not leave
+        before the records are durable (votes, and whatever the core holds back while an
+        earlier Ready is unsynced: `Replica.advance`) leaves in `_complete_durable`, in
+        order, and only then does the core count this member's own votes.
+
+        Synchronous; True when what is left needs the driver task (a snapshot to install,
+        in `_handoff`; a full pipeline; a log rewrite), False when all is done."""
+        assert not self._driving, "the driver does not run twice at once"
+        assert self._handoff is None, "the task finishes a handed-off Ready first"
+        unsynced = self._unsynced
+        self._driving = True
+        try:
+            self._deliver_ticks()
+            self._complete_durable(replica)
+            while len(unsynced) < PIPELINE_READYS_MAX and replica.has_ready():
+                rd = replica.ready()
+                self._send(rd.send_now)
+                if rd.install_snapshot is not None:
+                    self._handoff = rd
+                    return True
+                self._apply_entries(rd)
+                self._finish_ready(replica, rd)
+            if len(unsynced) >= PIPELINE_READYS_MAX:
+                return True
+            if not unsynced:
+                disk = self._disk_log
+                if self._rewrite_due or (
+                    disk is not None and disk.rebase_wanted() and not replica.has_ready()
+                ):
+                    return True
+            self._note_leader(replica)
+            return False
+        finally:
+            self._driving = False
+
+    def _finish_ready(self, replica: Replica, rd: Ready) -> None:
+        """After a Ready's messages went out and its entries were applied: its records to
+        the disk (or straight on, with nothing to persist), the core advanced."""
+        # Applied and answered before this Ready's fsync: every entry handed out is already
+        # chosen (durable on a Q2 quorum: the leader counts its own vote only once it is on
+        # disk, a follower learns a slot chosen from the leader), so the local records only
+        # speed up recovery. A crash before the fsync leaves the store ahead of the
+        # member's log; the replay skips what the store has.
+        unsynced = self._unsynced
+        if rd.persist and _waits_for_nothing(rd):
+            # Only a commit point, and nothing waits for it: it goes with the next round
+            # instead of paying one (a restart may learn it again).
+            disk = self._disk_log
+            assert disk is not None
+            disk.submit_lazily(rd.persist)
+            rd.persist = []
+        if rd.persist or unsynced:
+            future: asyncio.Future[None] | None = None
+            if rd.persist:
+                disk = self._disk_log
+                assert disk is not None
+                future = disk.submit(rd.persist)
+                future.add_done_callback(self._on_synced)
+                if any(isinstance(r, SnapshotRecord) for r in rd.persist):
+                    self._rewrite_due = True
+            replica.advance(rd, durable=False)
+            unsynced.append((rd, future))
+        else:
+            self._send(rd.send_after_persist)
+            replica.advance(rd)
+        self._advanced.set()
+        if self._round_waiters:
+            waiters, self._round_waiters = self._round_waiters, []
+            for waiter in waiters:
+                _wake(waiter)
+        if rd.snapshot_suggested:
+            self._take_snapshot(replica)
+        self._deliver_ticks()
+        self._complete_durable(replica)
+
+    def _on_synced(self, future: asyncio.Future[None]) -> None:
+        """A round of the disk finished: with the driver task waiting between Readys, the
+        Readys it made durable are finished here at once (their held-back messages sent,
+        the core told) and whatever that gave the core to do with them; else the task is
+        woken. Mid-Ready (a snapshot install awaits) the task does it."""
+        del future
+        replica = self._replica
+        if replica is None or self._closing or self._failure is not None:
+            self._work.set()
+            return
+        if self._driving or not self._idle or self._work.is_set():
+            self._work.set()
+            return
+        try:
+            needs_task = self._drive(replica)
+        except Exception as error:  # noqa: BLE001 - as in the driver: never die silently
+            self._fail(error)
+            return
+        if needs_task:
             self._work.set()
 
     def _complete_durable(self, replica: Replica) -> None:
@@ -1229,7 +1312,7 @@ class GroupLog:
             self._send(rd.send_after_persist)
             replica.persisted(rd)
             if future is not None and replica.has_ready():
-                self._work.set()
+                self._kick()
 
     def _note_leader(self, replica: Replica) -> None:
         if replica.is_leader and replica.ballot != self._leading_ballot:
@@ -1258,30 +1341,37 @@ class GroupLog:
                     )
                 )
 
-    async def _apply_ready(self, rd: Ready) -> None:
+    async def _install_snapshot_of(self, rd: Ready) -> None:
+        """Install the snapshot a Ready carries, unless the store already holds its state."""
+        snap = rd.install_snapshot
+        assert snap is not None
+        store = self._store
+        token_lsn = store_token_lsn(snap.state)
+        # The store already holds the snapshot's state (a restart, or a snapshot of a
+        # state we have): a token names a store LSN, other bytes the slot itself.
+        held = token_lsn if token_lsn is not None else int(snap.slot)
+        # A log-only member keeps no state: a snapshot it installs only moves its log.
+        if held > store.applied_lsn() and not self._live_replica().log_only:
+            installing = self._snapshot_installer(snap.state, int(snap.slot))
+            if inspect.isawaitable(installing):
+                await installing
+            self.snapshots_installed += 1
+            assert store.applied_lsn() >= held, "the installed state is older than its snapshot"
+        self._snapshot_senders.clear()
+
+    def _apply_entries(self, rd: Ready) -> None:
+        """Hand a Ready's chosen commands to the state machine (one store batch) and answer
+        the proposals it settles."""
         store = self._store
         applied_lsn = store.applied_lsn()
-        if rd.install_snapshot is not None:
-            snap = rd.install_snapshot
-            token_lsn = store_token_lsn(snap.state)
-            # The store already holds the snapshot's state (a restart, or a snapshot of a
-            # state we have): a token names a store LSN, other bytes the slot itself.
-            held = token_lsn if token_lsn is not None else int(snap.slot)
-            # A log-only member keeps no state: a snapshot it installs only moves its log.
-            if held > applied_lsn and not self._live_replica().log_only:
-                installing = self._snapshot_installer(snap.state, int(snap.slot))
-                if inspect.isawaitable(installing):
-                    await installing
-                self.snapshots_installed += 1
-                applied_lsn = store.applied_lsn()
-                assert applied_lsn >= held, "the installed state is older than its snapshot"
-            self._snapshot_senders.clear()
         batch: list[Entry] = []
         pending = self._pending
+        node_id = self._node_id
+        command = EntryKind.COMMAND
         for slot, entry in rd.apply:
-            if pending and entry.origin == self._node_id and entry.proposal_id in pending:
+            if pending and entry.origin == node_id and entry.proposal_id in pending:
                 self._pending_slot[entry.proposal_id] = int(slot)
-            if entry.kind is EntryKind.COMMAND and slot > applied_lsn:
+            if entry.kind is command and slot > applied_lsn:
                 batch.append((int(slot), entry.command))
         if batch:
             batch_context = getattr(store, "batch", None)
@@ -1423,7 +1513,7 @@ class GroupLog:
                     log.warning("group %s: %s sent a bad state: %s", self.group_id, node, error)
                     continue
                 if self._live_replica().restore_state(Slot(slot), store_token(self._store)):
-                    self._work.set()
+                    self._kick()
                     log.info(
                         "group %s: rebuilt from %s at slot %d (store at %d)",
                         self.group_id,
@@ -1446,7 +1536,7 @@ class GroupLog:
             return
         replica.take_snapshot(slot, self._snapshot_source())
         self.snapshots_taken += 1
-        self._work.set()
+        self._kick()
 
     async def _maybe_rewrite(self, replica: Replica) -> None:
         disk = self._disk_log
