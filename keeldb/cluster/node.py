@@ -12,6 +12,7 @@ installs signal handlers: the caller owns the process and the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 from collections.abc import Mapping
@@ -252,6 +253,10 @@ class ClusterNode:
         if self.storage is not None:
             # The metadata leader finishes transactions whose coordinator went silent.
             self.storage.partitions_view = self.router.partitions_view()
+            # Requests for this node's own replicas skip the transport; the router routes
+            # keys with the storage service's own ring, so they are not checked again.
+            assert self.storage.ring is self.router.ring
+            self.router.local_op = functools.partial(self.storage.serve_op, local=True)
         server.mount(STATUS_PATH, self._on_status_request)
         assert self.members is not None
         self.members.mount(server)

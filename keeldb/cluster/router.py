@@ -51,6 +51,7 @@ from keeldb.cluster.protocol import (
     raise_error,
 )
 from keeldb.cluster.ring import Ring
+from keeldb.consensus.types import NodeId
 from keeldb.engine import catalog, paging
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
@@ -108,6 +109,11 @@ COMPOSITE = ("ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction")
 UNSUPPORTED: tuple[str, ...] = ()
 
 Call = Callable[[int, str, Any, float], Awaitable[Any]]
+# This node's own storage service, called without the transport: (sender, "kv.op" payload,
+# check the keys' partition) -> answer (`StorageService.serve_op`).
+LocalOp = Callable[[str, dict[str, Any], bool], Awaitable[list[Any]]]
+_ITEM_OPERATIONS = frozenset(keyroute.ITEM_OPERATIONS)
+_ITEM_WRITES = frozenset(ITEM_WRITES)
 
 
 class _Unsent(Exception):
@@ -162,14 +168,40 @@ class Router:
         self._cache_lsn = itertools.count(1)
         self._refresh_lock = asyncio.Lock()
         self.stats = {"redirects": 0, "reroutes": 0, "refreshes": 0, "failures": 0}
+        # This node's storage service, called directly (set by the node when it holds
+        # replicas and routes with the same ring object as its storage service, so that
+        # the keys need not be checked again there); None: every call goes through `call`.
+        self.local_op: LocalOp | None = None
+        self._me_name = f"node{node_id}"
+        # Per group: the placement its members were read from, its members, and those that
+        # may lead or serve reads (full members first, log replicas after them).
+        self._members: dict[str, tuple[GroupPlacement, tuple[int, ...], tuple[int, ...]]] = {}
 
     # --- calls to groups ------------------------------------------------------------------
 
-    def _candidates(self, group_id: str, mode: str) -> list[int]:
+    def _group_members(self, group_id: str) -> tuple[GroupPlacement, tuple[int, ...]]:
+        """The group's placement and its members in the order they are asked: full
+        members (which may lead and serve reads) before log replicas (which only know
+        where the leader is). Read again whenever the membership replaces the placement."""
         placement = self.placements[group_id]
+        cached = self._members.get(group_id)
+        if cached is None or cached[0] is not placement:
+            config = placement.config
+            ids = placement.node_ids
+            ordered = tuple(sorted(ids, key=lambda n: config.can_lead(NodeId(n)) is False))
+            cached = self._members[group_id] = (placement, ids, ordered)
+        return cached[0], cached[2]
+
+    def _readable_here(self, group_id: str) -> bool:
+        """Whether this node holds a full replica of the group (one that may serve reads)."""
+        placement, ordered = self._group_members(group_id)
+        return self.node_id in ordered and placement.config.can_lead(NodeId(self.node_id))
+
+    def _candidates(self, group_id: str, mode: str) -> list[int]:
+        placement, ordered = self._group_members(group_id)
         leader = self.leaders.get(group_id, placement.preferred_leader)
-        others = [n for n in placement.node_ids if n != leader]
-        if mode == MODE_EVENTUAL and self.follower_reads and self.node_id in placement.node_ids:
+        others = [n for n in ordered if n != leader]
+        if mode == MODE_EVENTUAL and self.follower_reads and self._readable_here(group_id):
             return [self.node_id] + [n for n in [leader, *others] if n != self.node_id]
         return [leader, *others]
 
@@ -191,9 +223,19 @@ class Router:
             if remaining <= 0:
                 break
             try:
-                answer = await self._call_node(
-                    node, channel, payload, min(remaining, CALL_SECONDS_MAX), mode
-                )
+                if node == self.node_id and channel == CHANNEL_OP and self.local_op is not None:
+                    try:
+                        answer = await self.local_op(self._me_name, payload, False)
+                    except ClientError:
+                        # The operation ran here and was refused: this node leads (or, for
+                        # an eventual read, simply answered).
+                        if mode != MODE_EVENTUAL:
+                            self.leaders[group_id] = node
+                        raise
+                else:
+                    answer = await self._call_node(
+                        node, channel, payload, min(remaining, CALL_SECONDS_MAX), mode
+                    )
             except _Unsent:
                 unreachable.add(node)
                 position += 1
@@ -386,17 +428,27 @@ class Router:
 
     async def _route(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
         name = body.get("TableName") if isinstance(body, dict) else None
-        if op in keyroute.ITEM_OPERATIONS:
-            await self._known(name, deadline)
-            partition = keyroute.item_partition(self.cache, self.ring, op, body)
-            mode = MODE_WRITE if op in ITEM_WRITES else _read_mode(body)
+        if op in _ITEM_OPERATIONS:
+            # One look at the cached catalog serves the routing and the table the partition
+            # is told to expect (`_known` only when it does not serve the table yet).
+            table = catalog.find_table(self.cache, name) if isinstance(name, str) else None
+            if table is None or table.status not in SERVING_STATUSES:
+                await self._known(name, deadline)
+                table = keyroute.table_of(self.cache, name)
+            partition = None
+            if table is not None:
+                key = body.get("Item") if op == "PutItem" else body.get("Key")
+                partition = keyroute.key_partition(self.ring, table, key)
+            mode = MODE_WRITE if op in _ITEM_WRITES else _read_mode(body)
             return await self._partition_op(
                 0 if partition is None else partition,
                 op,
                 body,
                 mode,
                 deadline,
-                tables=self._expect(name),
+                tables={name: None if table is None else table.table_id}
+                if isinstance(name, str)
+                else {},
             )
         if op == "Query":
             return await self._query(body, deadline)

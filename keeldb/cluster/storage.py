@@ -338,13 +338,22 @@ class StorageService:
     # --- kv.op ---------------------------------------------------------------------------
 
     async def on_op(self, sender: str, payload: Any) -> list[Any]:
+        return await self.serve_op(sender, payload, payload.get("check", True), local=False)
+
+    async def serve_op(
+        self, sender: str, payload: dict[str, Any], check: bool, *, local: bool
+    ) -> list[Any]:
+        """One "kv.op" request. The router of this node calls it directly (`local`): with
+        `check` False when it routed the keys with the ring this service checks them
+        against (the same object), and then a client error is raised as it is, not
+        encoded into an answer the router would only decode into the same error again."""
         group_id: str = payload["g"]
-        op: str = payload["op"]
-        body: dict[str, Any] = payload["body"]
         replica = self.replicas.get(group_id)
         if replica is None:
             return [REDIRECT, None]
         db = replica.database
+        op: str = payload["op"]
+        body: dict[str, Any] = payload["body"]
         if payload["mode"] == MODE_EVENTUAL:
             if not self.may_read_eventually(replica) or (
                 replica.store.applied_lsn() < payload.get("seen", 0) and not replica.log.is_leader
@@ -352,23 +361,25 @@ class StorageService:
                 # Too far behind, or behind what the router's clients have seen already.
                 return [REDIRECT, replica.leader()]
         else:
-            refused = await self._leased(replica)
-            if refused is not None:
-                return refused
+            if not replica.log.read_lease():
+                refused = await self._leased(replica)
+                if refused is not None:
+                    return refused
             origins = self._origins.get(group_id)
             if origins is None:
                 origins = self._origins[group_id] = {}
             origins[sender] = origins.get(sender, 0) + 1
-        expected: dict[str, str | None] = payload.get("tables") or {}
-        for name, table_id in expected.items():
-            table = catalog.find_table(db, name)
-            if (table.table_id if table is not None else None) != table_id:
-                return [STALE_CATALOG]
-        if replica.partition is not None and payload.get("check", True):
+        expected: dict[str, str | None] | None = payload.get("tables")
+        if expected:
+            for name, table_id in expected.items():
+                table = catalog.find_table(db, name)
+                if (table.table_id if table is not None else None) != table_id:
+                    return [STALE_CATALOG]
+        if check and replica.partition is not None:
             for partition in keyroute.partitions_of_request(db, self.ring, op, body):
                 if partition != replica.partition:
                     return [WRONG_PARTITION]
-        return await self._run(replica, op, body)
+        return await self._run(replica, op, body, local=local)
 
     def may_read_eventually(self, replica: Replica) -> bool:
         """Whether this replica may answer an eventually consistent read now: its view of
@@ -388,12 +399,16 @@ class StorageService:
         staleness = group_log.staleness_seconds()
         return staleness is not None and staleness <= EVENTUAL_STALENESS_SECONDS_MAX
 
-    async def _run(self, replica: Replica, op: str, body: dict[str, Any]) -> list[Any]:
+    async def _run(
+        self, replica: Replica, op: str, body: dict[str, Any], *, local: bool = False
+    ) -> list[Any]:
         from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
 
         try:
             result = await replica.database.dispatch(op, body)
         except ClientError as error:
+            if local:
+                raise
             return error_answer(error)
         except NotLeader as error:
             # Refused before a slot was taken, or the slot went to another value: either
