@@ -57,7 +57,7 @@ from typing import Any
 
 import msgpack
 
-from keeldb.cluster.group_codec import decode_message, encode_message
+from keeldb.cluster.group_codec import decode_message, packed_messages
 from keeldb.cluster.group_storage import MEMBER_TOKEN_FILE, GroupWal, NodeWal
 from keeldb.consensus.codec import CodecError
 from keeldb.consensus.messages import (
@@ -117,6 +117,9 @@ GROUPS_DIRNAME = "groups"  # a cluster node keeps member G's files in DATA/group
 NODE_LOG_SYNC_ENV = "KEELDB_NODE_LOG_SYNC"
 NODE_LOG_SYNC_MODES = ("thread", "inline")
 NODE_LOG_SYNC_DEFAULT = "thread"
+
+# The messages only a leader sends: whoever sends one leads (as far as this member knows).
+_FROM_LEADER: frozenset[type] = frozenset({Heartbeat, Accept, CatchUp, InstallSnapshot})
 
 SnapshotSource = Callable[[], bytes]
 # Called with a snapshot's bytes and slot; may return an awaitable (the driver waits for it
@@ -692,6 +695,7 @@ class GroupLog:
             snapshot_installer or self._install_from_store_snapshot
         )
         self._channel = CHANNEL_PREFIX + group_id
+        self._member_names: dict[NodeId, str] = {}  # member -> the node hosting it
         self._snapshot_channel = SNAPSHOT_CHANNEL_PREFIX + group_id
         # Who sent us a snapshot at a slot (it holds the state): the first member to ask.
         self._snapshot_senders: dict[int, NodeId] = {}
@@ -1056,11 +1060,14 @@ class GroupLog:
         ):
             self._kick()
 
-    def _deliver_ticks(self) -> None:
-        """Give the replica every tick that has elapsed on the monotonic clock."""
+    def _deliver_ticks(self, now: float | None = None) -> None:
+        """Give the replica every tick that has elapsed on the monotonic clock (`now`, read
+        here unless the caller just did)."""
         replica = self._replica
         assert replica is not None
-        due = int((time.monotonic() - self._clock_start) / self._options.tick_seconds)
+        if now is None:
+            now = time.monotonic()
+        due = int((now - self._clock_start) / self._options.tick_seconds)
         if self._ticks >= due:
             return  # nothing new: whoever changed the replica since woke the driver
         while self._ticks < due:
@@ -1079,7 +1086,11 @@ class GroupLog:
             return
         if msg.dst != self._node_id:
             return
-        if member_name(msg.src, self._options.node_prefix) != sender:
+        src = msg.src
+        name = self._member_names.get(src)
+        if name is None:
+            name = self._member_names[src] = member_name(src, self._options.node_prefix)
+        if name != sender:
             log.warning(
                 "group %s: %s sent a message claiming to be from member %s",
                 self.group_id,
@@ -1087,27 +1098,35 @@ class GroupLog:
                 msg.src,
             )
             return
-        self._heard_at[msg.src] = time.monotonic()
-        self._deliver_ticks()
-        snapshot = msg.snapshot if isinstance(msg, InstallSnapshot | Promise) else None
-        if snapshot is not None:
-            self._snapshot_senders[int(snapshot.slot)] = msg.src  # it holds that state
-        if isinstance(msg, Heartbeat | Accept | CatchUp | InstallSnapshot):
-            self._leader_seen = (msg.src, self._replica.now)
-            if isinstance(msg, InstallSnapshot):
-                commit = int(msg.snapshot.slot)
+        now = time.monotonic()
+        self._heard_at[src] = now
+        self._deliver_ticks(now)
+        kind = type(msg)
+        if kind is InstallSnapshot or kind is Promise:
+            snapshot = msg.snapshot  # type: ignore[union-attr]
+            if snapshot is not None:
+                self._snapshot_senders[int(snapshot.slot)] = src  # it holds that state
+        if kind in _FROM_LEADER:
+            self._leader_seen = (src, self._replica.now)
+            if kind is InstallSnapshot:
+                commit = int(msg.snapshot.slot)  # type: ignore[union-attr]
             else:
-                commit = int(msg.commit_slot)
+                commit = int(msg.commit_slot)  # type: ignore[union-attr]
             self._leader_commit_seen = max(self._leader_commit_seen, commit)
         self._replica.step(msg)
         self._kick()
 
     def _send(self, messages: Sequence[Message]) -> None:
-        transport = self._transport
-        prefix = self._options.node_prefix
+        if not messages:
+            return
+        send = self._transport.send_packed
+        names = self._member_names
         channel = self._channel
-        for msg in messages:
-            transport.send(member_name(msg.dst, prefix), channel, encode_message(msg))
+        for msg, data in zip(messages, packed_messages(messages), strict=True):
+            name = names.get(msg.dst)
+            if name is None:
+                name = names[msg.dst] = member_name(msg.dst, self._options.node_prefix)
+            send(name, channel, data)
 
     async def _pump(self) -> None:
         try:

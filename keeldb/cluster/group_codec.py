@@ -21,11 +21,19 @@ kind 0 for COMMAND and 1 for NOOP; an entry holding a configuration takes the ge
     ChosenRecord  ["k", slot, kind, cmd, origin, pid]
     CommitRecord  ["m", slot]
     anything else ["g", consensus.codec.to_plain(value)]
+
+On the wire a message is the msgpack encoding of its form (`packed_messages`): the Accepts
+of one round, which differ only in their destination, share the bytes of everything after
+it, packed once rather than once per follower.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from typing import Any
+
+import msgpack
 
 from keeldb.consensus.codec import CodecError, from_plain, to_plain
 from keeldb.consensus.messages import (
@@ -125,6 +133,60 @@ def encode_message(msg: Message) -> list[Any]:
             b = msg.ballot
             return ["c", msg.src, msg.dst, b.round, b.node_id, msg.commit_slot, *flat]
     return ["g", to_plain(msg)]
+
+
+_ARRAY16 = struct.Struct("!BH")
+_ARRAY32 = struct.Struct("!BI")
+_ACCEPT_TAG = msgpack.packb("a")
+_ACCEPT_FIELDS_BEFORE_TAIL = 3  # tag, src, dst: the tail starts with the ballot
+
+
+def _array_header(count: int) -> bytes:
+    """The msgpack header of an array of `count` items."""
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return _ARRAY16.pack(0xDC, count)
+    return _ARRAY32.pack(0xDD, count)
+
+
+def _pack(value: Any) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def packed_messages(messages: Sequence[Message]) -> list[bytes]:
+    """`msgpack.packb(encode_message(m))` of every message, byte for byte; Accepts in a row
+    that carry the same entries (the one tuple the core sends to every follower), ballot,
+    commit point and tick are packed once, only their source and destination apart."""
+    out: list[bytes] = []
+    shared: Accept | None = None  # the Accept whose tail `tail` holds
+    tail = b""
+    count = 0
+    for msg in messages:
+        if type(msg) is not Accept:
+            out.append(_pack(encode_message(msg)))
+            continue
+        assert isinstance(msg, Accept)
+        if (
+            shared is None
+            or msg.entries is not shared.entries
+            or msg.ballot != shared.ballot
+            or msg.commit_slot != shared.commit_slot
+            or msg.sent_tick != shared.sent_tick
+        ):
+            flat = _flat_entries(msg.entries)
+            if flat is None:
+                shared = None
+                out.append(_pack(encode_message(msg)))
+                continue
+            b = msg.ballot
+            rest = [b.round, b.node_id, msg.commit_slot, msg.sent_tick, *flat]
+            tail = _pack(rest)[len(_array_header(len(rest))) :]
+            count = len(rest) + _ACCEPT_FIELDS_BEFORE_TAIL
+            shared = msg
+        out.append(_array_header(count) + _ACCEPT_TAG + _pack(msg.src) + _pack(msg.dst) + tail)
+    return out
 
 
 def decode_message(plain: Any) -> Message:

@@ -587,6 +587,7 @@ class Transport:
             "_ping": self._on_ping,
         }
         self._peers: dict[str, _Peer] = {}
+        self._send_heads: dict[str, bytes] = {}  # a one-way message's bytes before its payload
         self._inbound: set[_Inbound] = set()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -729,7 +730,28 @@ class Transport:
         if peer.down:
             peer.dropped_down += 1
             return False
-        data = _pack([KIND_SEND, channel, payload])
+        return self._send_data(peer, channel, _pack([KIND_SEND, channel, payload]))
+
+    def send_packed(self, node_id: str, channel: str, payload: bytes) -> bool:
+        """`send` of a payload given already msgpack-encoded (exactly one msgpack object,
+        e.g. `msgpack.packb(value)`): the receiver's handler gets the decoded value, as from
+        `send`. For one payload sent to several peers, or built from parts packed once."""
+        peer = self._peers.get(node_id)
+        if peer is None or self.closed:
+            return False
+        if peer.down:
+            peer.dropped_down += 1
+            return False
+        head = self._send_heads.get(channel)
+        if head is None:
+            # A message [KIND_SEND, channel, payload]: a three-item array header, the kind
+            # (a positive fixint) and the channel, then the payload's own bytes.
+            assert 0 <= KIND_SEND < 0x80
+            head = self._send_heads[channel] = bytes([0x93, KIND_SEND]) + _pack(channel)
+        return self._send_data(peer, channel, head + payload)
+
+    def _send_data(self, peer: _Peer, channel: str, data: bytes) -> bool:
+        node_id = peer.node_id
         if len(data) + FRAME_OVERHEAD_BYTES > FRAME_BYTES_MAX:
             peer.dropped_oversize += 1
             log.error(

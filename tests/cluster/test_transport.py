@@ -645,3 +645,31 @@ def test_a_frame_of_several_messages_with_a_bad_mac_is_rejected_whole(local: boo
         await b.close()
 
     run(body)
+
+
+def test_prepacked_payloads_arrive_decoded_in_order_with_plain_sends_and_obey_faults() -> None:
+    async def body() -> None:
+        a, b = await pair()
+        got: list[Any] = []
+        b.register("ch", lambda sender, payload: got.append((sender, payload)))
+        b.register("other", lambda sender, payload: got.append(("other", payload)))
+        shared = msgpack.packb(["x", b"\x00" * 300, {"k": 1}], use_bin_type=True)
+        for i in range(50):
+            assert a.send("b", "ch", i)
+            assert a.send_packed("b", "ch", shared)
+            assert a.send_packed("b", "other", msgpack.packb(i))
+        await eventually(lambda: len(got) == 150)
+        expected: list[Any] = []
+        for i in range(50):
+            expected += [("a", i), ("a", ["x", b"\x00" * 300, {"k": 1}]), ("other", i)]
+        assert got == expected
+        await a.apply_fault_command({"op": "drop", "probability": 1.0})
+        assert not a.send_packed("b", "ch", shared)
+        await a.apply_fault_command({"op": "heal"})
+        assert not a.send_packed("nobody", "ch", shared)
+        assert a.send_packed("b", "ch", shared)
+        await eventually(lambda: len(got) == 151)
+        await a.close()
+        await b.close()
+
+    run(body)
