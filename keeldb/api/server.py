@@ -11,9 +11,10 @@ is parsed, dispatched on the event loop and answered with one write (`HttpProtoc
 straight to the socket when nothing is buffered before it, else through the transport). On an
 idle connection the dispatch of a JSON-service request starts inside the read callback
 (`HttpProtocol._start`), so a request that never waits (a read) is answered there without a
-task of its own; so no JSON operation may use, before its first wait, what works only inside
-a task (`asyncio.timeout`, `TaskGroup`, `current_task`). Mounted services always get a task.
-An
+task of its own, and one that waits for a future (a write, for its group's fsync) is resumed
+by that future's done callback (`HttpProtocol._step`), still without a task; so no JSON
+operation may use what works only inside a task (`asyncio.timeout`, `TaskGroup`,
+`current_task`). Mounted services always get a task. An
 exception that is not a `ClientError` is our bug: it is logged with its traceback and
 answered with a 500 InternalServerError, and the connection and server carry on.
 
@@ -30,6 +31,7 @@ import itertools
 import logging
 import os
 import socket
+import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Container, Coroutine, Sequence
@@ -99,6 +101,12 @@ DIRECT_SEND = os.environ.get("KEELDB_DIRECT_SEND", "1") != "0"
 # A request on an idle connection is handled in its read callback up to its first wait
 # (`HttpProtocol._start`); 0 sends every request through a task, as before.
 EAGER_REQUESTS = os.environ.get("KEELDB_EAGER_REQUESTS", "1") != "0"
+# Such a request that waits for a future (a write, for its group's fsync) is resumed by that
+# future's done callback (`HttpProtocol._step`) rather than by a task made for it; 0 gives it
+# a task, as before. Only before Python 3.12: from 3.12 on `asyncio.wait_for` (which the
+# cluster's dispatch uses after its first wait) is built on `asyncio.timeout`, which works
+# only inside a task.
+CALLBACK_WAITS = os.environ.get("KEELDB_CALLBACK_WAITS", "1") != "0" and sys.version_info < (3, 12)
 
 HEALTH_TEMPLATE = "healthy: dynamodb.{region}.amazonaws.com "
 NOT_FOUND_BODY = b"<UnknownOperationException/>\n"
@@ -503,6 +511,9 @@ class HttpProtocol(asyncio.Protocol):
         # already decided (a refusal), sent in order and followed by closing.
         self._pending: collections.deque[Request | bytes] = collections.deque()
         self._task: asyncio.Task[None] | None = None
+        # A request's handling begun in a read callback and suspended on a future whose
+        # done callback resumes it (`_step`), with no task of its own; None otherwise.
+        self._suspended: Coroutine[Any, Any, tuple[bytes, bool]] | None = None
         self._pending_bytes = 0  # bodies of the requests in `_pending`
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -514,7 +525,8 @@ class HttpProtocol(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None
+        """Whether a request of this connection is being answered (or waits to be)."""
+        return self._task is not None or self._suspended is not None
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -621,7 +633,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if (
             self._headers.get("expect", "").lower() == "100-continue"
-            and self._task is None
+            and not self.busy
             and not self._pending
         ):
             # Only when nothing is owed on this connection: an interim answer must not
@@ -653,7 +665,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         if (
             EAGER_REQUESTS
-            and self._task is None
+            and not self.busy
             and not self._pending
             and (self._writable is None or self._writable.done())
             and self._transport is not None
@@ -667,7 +679,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._pending.append(request)
         self._pending_bytes += len(request.body)
-        if self._task is None:
+        if not self.busy:
             self._task = self._loop.create_task(self._serve())
         elif not self._reading_paused and (
             len(self._pending) >= PIPELINE_REQUESTS_MAX or self._pending_bytes >= PIPELINE_BYTES_MAX
@@ -686,7 +698,7 @@ class HttpProtocol(asyncio.Protocol):
         self._refused = True
         self.reading_since = None
         self._pending.append(self._server.bare_response(status, close=True))
-        if self._task is None:
+        if not self.busy:
             self._task = self._loop.create_task(self._serve())
 
     def _linger(self, transport: asyncio.Transport) -> None:
@@ -703,14 +715,16 @@ class HttpProtocol(asyncio.Protocol):
         # The client finished sending. Requests it sent before are still answered: keep the
         # connection half-open until they are, then `_serve` closes it.
         self._eof = True
-        return self._task is not None and not self._refused
+        return self.busy and not self._refused
 
     def _start(self, request: Request) -> None:
         """Run a request's handling up to its first suspension right here, in the read
         callback, rather than in a new task on a later turn of the loop. A request that needs
         no waiting (a read: GetItem, Query ...) is answered at once, without a task; one that
         waits (a write, for its group's fsync) goes on in a task (`_resume`), and requests
-        that arrive meanwhile queue behind it as before, so answers keep their order."""
+        that arrive meanwhile queue behind it as before, so answers keep their order.
+        A handling that waits for a future is resumed by the future's done callback
+        (`_step`), without a task; anything else it waits on goes to a task (`_resume`)."""
         transport = self._transport
         assert transport is not None
         handling = self._server.handle(request)
@@ -727,7 +741,55 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("connection handler failed")
             transport.close()
             return
+        self._wait(handling, awaited)
+
+    def _wait(self, handling: Coroutine[Any, Any, tuple[bytes, bool]], awaited: Any) -> None:
+        """`handling` yielded `awaited`: resume it when that future is done (`_step`), as a
+        task would, or hand it to a task when it yielded anything but a future."""
+        if CALLBACK_WAITS and getattr(awaited, "_asyncio_future_blocking", None) is True:
+            # Taken over as a task takes a future its coroutine yielded.
+            awaited._asyncio_future_blocking = False
+            self._suspended = handling
+            awaited.add_done_callback(self._step)
+            return
         self._task = self._loop.create_task(self._serve(handling, awaited))
+
+    def _step(self, awaited: asyncio.Future[Any]) -> None:
+        """The future a suspended handling waits for is done: resume the handling, which
+        reads the future's outcome itself (its result, its exception, or CancelledError if
+        it was cancelled), exactly as when a task resumes it; answer when it returns, and
+        then serve the requests that queued behind it, in a task."""
+        handling = self._suspended
+        assert handling is not None
+        transport = self._transport
+        assert transport is not None
+        try:
+            awaited = handling.send(None)
+        except StopIteration as done:
+            self._suspended = None
+            response, close = done.value
+            if not self._lost:
+                self._send(transport, response)
+                if close or (self._eof and not self._pending):
+                    transport.close()
+                    return
+            if self._pending:
+                self._task = self._loop.create_task(self._serve(writable_first=True))
+            return
+        except asyncio.CancelledError:
+            # What it waited for was cancelled and the handling let that through: it has no
+            # answer, so the connection is closed rather than left waiting for one.
+            self._suspended = None
+            transport.close()
+            return
+        except Exception:
+            # Only a bug of ours can get here (handle() answers every failure itself).
+            self._suspended = None
+            log.exception("connection handler failed")
+            transport.close()
+            return
+        self._suspended = None
+        self._wait(handling, awaited)
 
     async def _resume(
         self, handling: Coroutine[Any, Any, tuple[bytes, bool]], awaited: Any
@@ -766,11 +828,17 @@ class HttpProtocol(asyncio.Protocol):
         self,
         handling: Coroutine[Any, Any, tuple[bytes, bool]] | None = None,
         awaited: Any = None,
+        *,
+        writable_first: bool = False,
     ) -> None:
-        """Answer the queued requests in order; first, when `_start` began one, that one."""
+        """Answer the queued requests in order; first, when `_start` began one, that one.
+        `writable_first`: the answer before them was just sent, so wait for the transport to
+        take more first, as between any two answers."""
         transport = self._transport
         assert transport is not None
         try:
+            if writable_first and self._writable is not None and not self._writable.done():
+                await self._writable
             if handling is not None:
                 response, close = await self._resume(handling, awaited)
                 if not self._lost:

@@ -5,6 +5,7 @@ on an engine over LMDB. It owns nothing else, and is never used by the server.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,17 @@ async def create_table(db: Database) -> None:
     )
 
 
-async def loaded_database(directory: Path, items: int) -> Database:
-    """An engine over LMDB in `directory` with an in-memory log (no fsync), the table
-    created and records 0 .. items-1 put."""
+async def loaded_database(
+    directory: Path, items: int, log: Callable[[Database], Any] | None = None
+) -> Database:
+    """An engine over LMDB in `directory` with an in-memory log (no fsync), or the log that
+    `log(db)` makes, the table created and records 0 .. items-1 put."""
     store = LmdbStore(directory / "store")
     db = Database(store)
-    db.attach_log(MemoryLog(db.apply, start_lsn=store.applied_lsn()))
+    if log is None:
+        db.attach_log(MemoryLog(db.apply, start_lsn=store.applied_lsn()))
+    else:
+        db.attach_log(log(db))
     await create_table(db)
     for i in range(items):
         await db.dispatch("PutItem", {"TableName": TABLE, "Item": record(i)})

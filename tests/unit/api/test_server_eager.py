@@ -1,7 +1,10 @@
 """Requests handled in their read callback up to their first wait (`HttpProtocol._start`):
 one that needs no waiting is answered before the callback returns, without a task; one that
-waits goes on in a task that hands it the outcome of what it waits for (a result, a failure,
-or the task's own cancellation), exactly as a task running it from the start would."""
+waits for a future is resumed by the future's done callback (`HttpProtocol._step`) and reads
+its outcome (a result, a failure, a cancellation) exactly as under a task; with callback
+waits off, or when it waits on anything but a future, it goes on in a task that hands it the
+outcome of what it waits for (or the task's own cancellation), exactly as a task running it
+from the start would."""
 
 from __future__ import annotations
 
@@ -150,7 +153,11 @@ def test_a_waiting_request_sees_the_failure_of_what_it_waits_for() -> None:
     asyncio.run(run())
 
 
-def test_cancelling_the_task_of_a_waiting_request_cancels_its_handling() -> None:
+def test_cancelling_the_task_of_a_waiting_request_cancels_its_handling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "CALLBACK_WAITS", False)
+
     async def run() -> None:
         service = Service()
         protocol, transport = connected(service)
@@ -183,9 +190,12 @@ def test_a_request_after_a_finished_wait_is_answered_eagerly_again() -> None:
     asyncio.run(run())
 
 
-def test_a_cancellation_that_arrives_after_the_result_still_reaches_the_handling() -> None:
+def test_a_cancellation_that_arrives_after_the_result_still_reaches_the_handling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The task is cancelled when what it waits for is already done (so that cannot be
     cancelled): as under a task of its own, the handling gets the cancellation."""
+    monkeypatch.setattr(server_module, "CALLBACK_WAITS", False)
 
     async def run() -> None:
         service = Service()
@@ -201,6 +211,144 @@ def test_a_cancellation_that_arrives_after_the_result_still_reaches_the_handling
             await task
         assert service.seen == ["cancelled"]
         assert transport.written == []
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("callback_waits", [True, False])
+def test_a_waiting_request_gets_its_result_with_and_without_callback_waits(
+    monkeypatch: pytest.MonkeyPatch, callback_waits: bool
+) -> None:
+    monkeypatch.setattr(server_module, "CALLBACK_WAITS", callback_waits)
+
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}) + post("Echo", {"i": 2}))
+        assert protocol.busy
+        # Resumed by the future's callback: no task until requests queued behind it.
+        assert (protocol._task is None) is callback_waits
+        assert service.gate is not None
+        service.gate.set_result("ok")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [body_of(r) for r in transport.written] == [{"Got": "ok"}, {"Echo": {"i": 2}}]
+        assert not protocol.busy
+
+    asyncio.run(run())
+
+
+class TwoWaits:
+    """Waits for two futures one after the other, then for a bare yield (a task's turn)."""
+
+    def __init__(self) -> None:
+        self.gates: list[asyncio.Future[str]] = []
+
+    async def dispatch(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        got = []
+        for _ in range(2):
+            gate = asyncio.get_running_loop().create_future()
+            self.gates.append(gate)
+            got.append(await gate)
+        if operation == "WaitAndYield":
+            await asyncio.sleep(0)
+        return {"Got": got}
+
+
+def test_a_handling_that_waits_again_is_resumed_each_time_and_a_bare_yield_takes_a_task() -> None:
+    async def run() -> None:
+        service = TwoWaits()
+        protocol = HttpProtocol(ApiServer(service.dispatch, {"Wait", "WaitAndYield"}))
+        transport = FakeTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        for operation in ("Wait", "WaitAndYield"):
+            protocol.data_received(post(operation, {}))
+            service.gates[-1].set_result("a")
+            await asyncio.sleep(0)
+            assert protocol.busy and protocol._task is None
+            service.gates[-1].set_result("b")
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not protocol.busy
+        assert [body_of(r) for r in transport.written] == [{"Got": ["a", "b"]}] * 2
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_wait_closes_the_connection_unanswered() -> None:
+    """The future a handling waits for is cancelled and the handling lets it through: there
+    is no answer, so the connection is closed rather than left waiting for one."""
+
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}))
+        assert service.gate is not None
+        service.gate.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert service.seen == ["cancelled"]
+        assert transport.written == []
+        assert transport.closed
+        assert not protocol.busy
+
+    asyncio.run(run())
+
+
+def test_requests_queued_behind_a_waiting_request_wait_for_the_transport_to_take_more() -> None:
+    """After the waiting request's answer, the requests queued behind it wait until the
+    transport asks for more (resume_writing), as between any two answers."""
+
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}) + post("Echo", {"i": 2}))
+        protocol.pause_writing()
+        assert service.gate is not None
+        service.gate.set_result("ok")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [body_of(r) for r in transport.written] == [{"Got": "ok"}]
+        protocol.resume_writing()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [body_of(r) for r in transport.written] == [{"Got": "ok"}, {"Echo": {"i": 2}}]
+        assert not protocol.busy
+
+    asyncio.run(run())
+
+
+def test_a_connection_lost_during_a_wait_drops_the_answer_and_serves_no_more() -> None:
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}) + post("Echo", {"i": 2}))
+        protocol.connection_lost(None)
+        assert service.gate is not None
+        service.gate.set_result("late")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        # The request's effect stands (it saw its result); nothing is written to a lost
+        # connection.
+        assert service.seen == ["result: late"]
+        assert transport.written == []
+        assert not protocol.busy
+
+    asyncio.run(run())
+
+
+def test_eof_while_a_request_waits_keeps_the_connection_until_it_is_answered() -> None:
+    async def run() -> None:
+        service = Service()
+        protocol, transport = connected(service)
+        protocol.data_received(post("Wait", {}))
+        assert protocol.eof_received() is True  # half-open: the answer is still owed
+        assert service.gate is not None
+        service.gate.set_result("ok")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [body_of(r) for r in transport.written] == [{"Got": "ok"}]
+        assert transport.closed
 
     asyncio.run(run())
 
