@@ -122,6 +122,11 @@ class FrameDecoder:
             self._buffer += data[offset:]
         return bodies
 
+    def set_limit(self, frame_bytes_max: int) -> None:
+        """Frames longer than this are garbage from now on (a connection's limit grows once
+        its peer has proven itself)."""
+        self._frame_bytes_max = frame_bytes_max
+
     @property
     def buffered_bytes(self) -> int:
         return len(self._buffer)

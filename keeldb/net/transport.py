@@ -28,8 +28,10 @@ once, and a call to it first tries one fresh connection within its timeout.
 Handlers. `register(channel, handler)` with `async handler(sender, payload) -> reply`, or a
 plain function of the same arguments (called directly, with no task or coroutine: the cheap
 path for the one-way messages of consensus). One-way messages of a connection are handled
-one at a time, in the order sent (a handler that awaits holds up the messages behind it, so
-they should be quick); calls run
+one at a time, in the order sent, as the socket delivers them (a connection a peer dialed is
+read by protocol callbacks, not a stream and a task); a handler that awaits holds up the
+messages behind it and pauses reading the connection until it is done, so they should be
+quick, and a slow one pushes back on its sender through the socket; calls run
 concurrently, each in its own task, and their replies may overtake each other. An exception
 in a call's handler becomes a `RemoteError` at the caller; in a one-way handler it is logged.
 
@@ -51,7 +53,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -85,9 +87,7 @@ HANDSHAKE_FRAME_BYTES_MAX = 4096  # a handshake message, at most: a stranger get
 CONNECT_SECONDS_MAX = 5.0  # to open a connection and finish the handshake
 BACKOFF_MIN_SECONDS = 0.05  # first wait after a failed connection attempt
 BACKOFF_MAX_SECONDS = 1.0  # the wait doubles per failure up to this
-READ_BUFFER_BYTES = 256 * 1024  # a connection's read buffer; past twice this the
-# transport stops reading the socket, so a slow handler pushes back on the sender over TCP
-READ_CHUNK_BYTES = 256 * 1024  # taken from that buffer at once and cut into frames
+READ_CHUNK_BYTES = 256 * 1024  # a dialer reads its replies this much at a time
 KEEPALIVE_IDLE_SECONDS = 5  # an idle connection is probed after this long ...
 KEEPALIVE_INTERVAL_SECONDS = 2  # ... every this often ...
 KEEPALIVE_PROBES = 3  # ... and given up after this many unanswered probes (about 11 s)
@@ -211,7 +211,7 @@ def _messages(data: bytes) -> list[list[Any]]:
     return messages
 
 
-def _keep_alive(writer: asyncio.StreamWriter) -> None:
+def _keep_alive(writer: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
     """Have the kernel probe an idle connection, so that a peer whose host vanished (no
     reset ever comes) is noticed in seconds rather than after TCP's retransmission limit."""
     sock = writer.get_extra_info("socket")
@@ -523,13 +523,14 @@ class _Inbound:
     """A connection a peer dialed to us: its messages come in, our replies go out (the
     replies ready in one turn of the event loop share a frame)."""
 
-    def __init__(self, peer: str, writer: asyncio.StreamWriter, key: bytes) -> None:
+    def __init__(self, peer: str, writer: asyncio.WriteTransport, key: bytes) -> None:
         self.peer = peer
         self.writer = writer
         self.key = key
         self.sequence = 0
         self.calls_in_flight = 0
-        self.task: asyncio.Task[Any] | None = None  # the task serving the connection
+        # The task finishing a one-way handler that awaits (reading is paused meanwhile).
+        self.task: asyncio.Task[Any] | None = None
         self._replies: list[bytes] = []
         self._replies_bytes = 0
 
@@ -552,6 +553,220 @@ class _Inbound:
             return
         self.writer.write(encode_frame(seal(self.key, self.sequence, batch(replies))))
         self.sequence += 1
+
+
+class _InboundProtocol(asyncio.Protocol):
+    """A connection a peer dialed to us, read by callbacks rather than a stream and a task:
+    the handshake first (a task awaits its frames), then each chunk the socket gives is cut
+    into frames, each frame verified whole, and its messages handled at once, in order,
+    with no stream buffer and no task woken per chunk. A one-way handler that returns an
+    awaitable holds up the messages behind it: reading pauses until it is done, so a slow
+    handler pushes back on the sender through the socket."""
+
+    def __init__(self, owner: Transport) -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(HANDSHAKE_FRAME_BYTES_MAX)
+        self.inbound: _Inbound | None = None  # set once the peer has proven itself
+        self.key = b""  # the receiving key, then
+        self.sequence = 0  # and the number of the next frame
+        # Before that: the handshake's frames, and who waits for them.
+        self.handshake_bodies: deque[bytes] = deque()
+        self.handshake_error: BaseException | None = None
+        self.handshake_waiter: asyncio.Future[None] | None = None
+        # Frames not yet handled, and the messages of the frame being handled.
+        self.bodies: deque[bytes] = deque()
+        self.messages: deque[list[Any]] = deque()
+        self.holding = False  # a one-way handler awaits: the rest waits for it
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports have the methods of asyncio.Transport, not the class)
+        self.transport = cast(asyncio.Transport, transport)
+        self.owner._spawn(self._handshake())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._wake_handshake()
+        inbound = self.inbound
+        if inbound is not None:
+            self.owner._inbound.discard(inbound)
+            if inbound.task is not None:
+                inbound.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self.decoder.feed(data)
+        except FramingError as error:
+            if self.inbound is None:
+                self.handshake_error = error
+                self._wake_handshake()
+            else:
+                self._drop(error)
+            return
+        if self.inbound is None:
+            self.handshake_bodies.extend(bodies)
+            self._wake_handshake()
+            return
+        self.bodies.extend(bodies)
+        if not self.holding:
+            self._handle_queued()
+
+    # --- the handshake -------------------------------------------------------------------
+
+    def _wake_handshake(self) -> None:
+        waiter = self.handshake_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _handshake_message(self) -> Any:
+        while not self.handshake_bodies:
+            if self.handshake_error is not None:
+                raise self.handshake_error
+            if self.lost:
+                raise EOFError("the peer closed the connection")
+            self.handshake_waiter = asyncio.get_running_loop().create_future()
+            await self.handshake_waiter
+        try:
+            return _unpack(self.handshake_bodies.popleft())
+        except _DECODE_ERRORS as error:
+            raise auth.AuthError(f"malformed handshake: {error}") from None
+
+    async def _handshake(self) -> None:
+        owner = self.owner
+        transport = self.transport
+        assert transport is not None
+        try:
+            await asyncio.wait_for(self._prove(transport), CONNECT_SECONDS_MAX)
+        except (OSError, EOFError, TimeoutError, auth.AuthError, FramingError) as error:
+            owner.refused_count += 1
+            log.warning(
+                "%s: refused a connection: %s", owner.node_id, error or type(error).__name__
+            )
+            transport.close()
+        except asyncio.CancelledError:
+            transport.close()  # the transport closes
+            raise
+
+    async def _prove(self, transport: asyncio.Transport) -> None:
+        owner = self.owner
+        dialer, dialer_nonce = auth.parse_hello(await self._handshake_message())
+        nonce = auth.new_nonce()
+        transport.write(
+            encode_frame(
+                _pack(auth.challenge(owner.secret, dialer, dialer_nonce, owner.node_id, nonce))
+            )
+        )
+        answer = await self._handshake_message()
+        keys = auth.check_auth(owner.secret, answer, dialer, dialer_nonce, owner.node_id, nonce)
+        if self.lost or owner.closed:
+            raise EOFError("the connection closed during the handshake")
+        # Proven: from here on frames are sealed and may be large. Switched before the
+        # welcome leaves, so that nothing the dialer sends after it is read the old way.
+        _keep_alive(transport)
+        self.key = keys.receive
+        self.decoder.set_limit(FRAME_BYTES_MAX)
+        self.inbound = _Inbound(dialer, transport, keys.send)
+        owner._inbound.add(self.inbound)
+        transport.write(encode_frame(_pack(["welcome"])))
+        if self.handshake_bodies:  # sent early (it should wait for the welcome): in order
+            self.bodies.extend(self.handshake_bodies)
+            self.handshake_bodies.clear()
+            self._handle_queued()
+
+    # --- messages ------------------------------------------------------------------------
+
+    def _drop(self, error: BaseException) -> None:
+        inbound = self.inbound
+        log.warning(
+            "%s: dropping the connection from %s: %s",
+            self.owner.node_id,
+            inbound.peer if inbound is not None else "an unproven peer",
+            error,
+        )
+        assert self.transport is not None
+        self.transport.close()
+
+    def _handle_queued(self) -> None:
+        """Handle the queued messages and frames in order, until a one-way handler awaits
+        (the rest then waits for it) or none is left."""
+        try:
+            messages = self.messages
+            bodies = self.bodies
+            while True:
+                while messages:
+                    awaiting = self._handle(messages.popleft())
+                    if awaiting is not None:
+                        self._hold(awaiting)
+                        return
+                if not bodies or self.lost:
+                    break
+                data = open_sealed(self.key, self.sequence, bodies.popleft())
+                self.sequence += 1
+                messages.extend(_messages(data))
+        except (FramingError, *_DECODE_ERRORS) as error:
+            self._drop(error)
+            return
+        if self.holding:
+            self.holding = False
+            assert self.inbound is not None
+            self.inbound.task = None
+            if self.transport is not None and not self.lost:
+                self.transport.resume_reading()
+
+    def _hold(self, awaiting: Awaitable[Any]) -> None:
+        assert self.inbound is not None and self.transport is not None
+        if not self.holding:
+            self.holding = True
+            self.transport.pause_reading()
+        self.inbound.task = asyncio.ensure_future(self._finish(awaiting))
+
+    async def _finish(self, awaiting: Awaitable[Any]) -> None:
+        try:
+            await awaiting
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a handler's bug must not kill the link
+            log.exception("%s: a one-way handler failed", self.owner.node_id)
+        if not self.lost:
+            self._handle_queued()
+
+    def _handle(self, message: list[Any]) -> Awaitable[Any] | None:
+        """Handle one message; the awaitable a one-way handler returned, if any."""
+        owner = self.owner
+        inbound = self.inbound
+        assert inbound is not None
+        kind = message[0]
+        if kind == KIND_SEND and len(message) == 3:
+            _, channel, payload = message
+            if not isinstance(channel, str):
+                raise FramingError("channel names are strings")
+            if owner.faults.active and owner._blocked_from(inbound.peer, channel):
+                return None
+            handler = owner._handlers.get(channel)
+            if handler is None:
+                return None
+            try:
+                result = handler(inbound.peer, payload)
+            except Exception:  # a handler's bug must not kill the link
+                log.exception("%s: handler for %r failed", owner.node_id, channel)
+                return None
+            if result is not None and inspect.isawaitable(result):
+                return result
+            return None
+        if kind == KIND_CALL and len(message) == 4:
+            _, call_id, channel, payload = message
+            if not isinstance(channel, str) or not isinstance(call_id, int):
+                raise FramingError("malformed call")
+            if owner.faults.active and owner._blocked_from(inbound.peer, channel):
+                return None
+            if inbound.calls_in_flight >= CALLS_IN_FLIGHT_MAX:
+                inbound.reply(_pack([KIND_REPLY, call_id, REPLY_ERROR, "busy"]))
+                return None
+            inbound.calls_in_flight += 1
+            owner._spawn(owner._serve_call(inbound, call_id, channel, payload))
+            return None
+        raise FramingError(f"unexpected message kind {kind!r}")
 
 
 class Transport:
@@ -599,12 +814,11 @@ class Transport:
     async def start(self) -> int:
         """Listen; returns the bound port (useful when constructed with port 0)."""
         assert self._server is None
-        self._server = await asyncio.start_server(
-            self._on_connection,
+        self._server = await asyncio.get_running_loop().create_server(
+            self._inbound_protocol,
             self.host,
             self.port,
             ssl=self.tls.server if self.tls is not None else None,
-            limit=READ_BUFFER_BYTES,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.local_sockets:
@@ -621,8 +835,8 @@ class Transport:
             sock.bind(name)
             sock.listen(128)
             sock.setblocking(False)
-            self._local_server = await asyncio.start_unix_server(
-                self._on_connection, sock=sock, limit=READ_BUFFER_BYTES
+            self._local_server = await asyncio.get_running_loop().create_unix_server(
+                self._inbound_protocol, sock=sock
             )
         except OSError as error:  # taken (another namespace's stale name?): TCP only
             sock.close()
@@ -834,100 +1048,8 @@ class Transport:
 
     # --- receiving -----------------------------------------------------------------------
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            peer, keys = await asyncio.wait_for(
-                self._handshake(reader, writer), CONNECT_SECONDS_MAX
-            )
-        except (OSError, EOFError, TimeoutError, auth.AuthError, FramingError) as error:
-            self.refused_count += 1
-            log.warning("%s: refused a connection: %s", self.node_id, error or type(error).__name__)
-            writer.close()
-            return
-        _keep_alive(writer)
-        inbound = _Inbound(peer, writer, keys.send)
-        inbound.task = asyncio.current_task()
-        self._inbound.add(inbound)
-        try:
-            await self._serve(reader, inbound, keys.receive)
-        except asyncio.CancelledError:
-            # close() ends this connection. Returning normally, not re-raising: the stream
-            # machinery of Python 3.11 reports a cancelled connection task as an error.
-            pass
-        except (OSError, EOFError, FramingError, *_DECODE_ERRORS) as error:
-            if not isinstance(error, asyncio.IncompleteReadError):
-                log.warning("%s: dropping the connection from %s: %s", self.node_id, peer, error)
-        finally:
-            self._inbound.discard(inbound)
-            writer.close()
-
-    async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[str, auth.SessionKeys]:
-        try:
-            dialer, dialer_nonce = auth.parse_hello(
-                _unpack(await _read_body(reader, HANDSHAKE_FRAME_BYTES_MAX))
-            )
-            nonce = auth.new_nonce()
-            writer.write(
-                encode_frame(
-                    _pack(auth.challenge(self.secret, dialer, dialer_nonce, self.node_id, nonce))
-                )
-            )
-            answer = _unpack(await _read_body(reader, HANDSHAKE_FRAME_BYTES_MAX))
-        except _DECODE_ERRORS as error:
-            raise auth.AuthError(f"malformed handshake: {error}") from None
-        keys = auth.check_auth(self.secret, answer, dialer, dialer_nonce, self.node_id, nonce)
-        writer.write(encode_frame(_pack(["welcome"])))
-        return dialer, keys
-
-    async def _serve(self, reader: asyncio.StreamReader, inbound: _Inbound, key: bytes) -> None:
-        # Whatever the socket holds is read at once and cut into frames (one await per
-        # chunk, not two per frame); each frame is verified whole before any of its
-        # messages is handled.
-        sequence = 0
-        peer = inbound.peer
-        handlers = self._handlers
-        decoder = FrameDecoder()
-        while not self.closed:
-            chunk = await reader.read(READ_CHUNK_BYTES)
-            if not chunk:
-                return  # the peer closed the connection
-            for body in decoder.feed(chunk):
-                data = open_sealed(key, sequence, body)
-                sequence += 1
-                for message in _messages(data):
-                    kind = message[0]
-                    if kind == KIND_SEND and len(message) == 3:
-                        _, channel, payload = message
-                        if not isinstance(channel, str):
-                            raise FramingError("channel names are strings")
-                        if self._blocked_from(peer, channel):
-                            continue
-                        handler = handlers.get(channel)
-                        if handler is None:
-                            continue
-                        try:
-                            result = handler(peer, payload)
-                            if result is not None and inspect.isawaitable(result):
-                                await result
-                        except Exception:  # a handler's bug must not kill the link
-                            log.exception("%s: handler for %r failed", self.node_id, channel)
-                    elif kind == KIND_CALL and len(message) == 4:
-                        _, call_id, channel, payload = message
-                        if not isinstance(channel, str) or not isinstance(call_id, int):
-                            raise FramingError("malformed call")
-                        if self._blocked_from(peer, channel):
-                            continue
-                        if inbound.calls_in_flight >= CALLS_IN_FLIGHT_MAX:
-                            inbound.reply(_pack([KIND_REPLY, call_id, REPLY_ERROR, "busy"]))
-                            continue
-                        inbound.calls_in_flight += 1
-                        self._spawn(self._serve_call(inbound, call_id, channel, payload))
-                    else:
-                        raise FramingError(f"unexpected message kind {kind!r}")
+    def _inbound_protocol(self) -> _InboundProtocol:
+        return _InboundProtocol(self)
 
     async def _serve_call(
         self, inbound: _Inbound, call_id: int, channel: str, payload: Any

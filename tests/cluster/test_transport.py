@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 import pytest
+import uvloop
 
 from keeldb.net import auth
 from keeldb.net import transport as transport_module
@@ -673,3 +674,30 @@ def test_prepacked_payloads_arrive_decoded_in_order_with_plain_sends_and_obey_fa
         await b.close()
 
     run(body)
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["tcp", "unix"])
+def test_under_uvloop_calls_one_way_messages_and_an_awaiting_handler_keep_their_order(
+    local: bool,
+) -> None:
+    # Nodes run on uvloop, whose transports are not asyncio's classes.
+    async def body() -> None:
+        a, b = await pair(local_sockets=local)
+        got: list[Any] = []
+
+        async def slow(sender: str, payload: Any) -> None:
+            await asyncio.sleep(0.001 * (payload % 3))  # holds up the messages behind it
+            got.append(payload)
+
+        b.register("slow", slow)
+        b.register("echo", lambda sender, payload: payload)
+        assert await a.call("b", "echo", [1, b"x"], 5) == [1, b"x"]
+        for i in range(200):
+            assert a.send("b", "slow", i)
+        await eventually(lambda: len(got) == 200)
+        assert got == list(range(200))
+        assert await a.call("b", "echo", "after", 5) == "after"
+        await a.close()
+        await b.close()
+
+    uvloop.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
