@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from keeldb.cluster import topology
-from keeldb.cluster.placement import META_GROUP, partition_group, place
+from keeldb.cluster.placement import LOG_REPLICAS_KEY, META_GROUP, partition_group, place
 
 DATA_DIR_DEFAULT = Path("keeldb-cluster")
 START_SECONDS_MAX = 60.0  # for every node to serve and the metadata group to answer
@@ -60,6 +60,12 @@ def register(commands: Any) -> None:
         help="let a router answer eventually consistent reads from its own replica while it "
         "is up to date enough (they may miss the latest writes, as DynamoDB's may); "
         "--no-follower-reads sends them to the leader (default: on)",
+    )
+    up.add_argument(
+        "--log-replicas",
+        action="store_true",
+        help="aurora: make the second replica of each zone a log replica (it votes and keeps "
+        "the log, applies nothing, never leads or serves reads); see docs/cluster.md",
     )
     up.add_argument(
         "--replace-after",
@@ -257,6 +263,11 @@ def run_up(args: argparse.Namespace) -> int:
         return 2
     if not args.follower_reads:
         spec.extra["follower_reads"] = False
+    if args.log_replicas:
+        if spec.profile != "aurora":
+            print("keeldb: --log-replicas needs the aurora profile", file=sys.stderr)
+            return 2
+        spec.extra[LOG_REPLICAS_KEY] = True
     if args.replace_after is not None:
         if args.replace_after <= 0:
             print("keeldb: --replace-after must be positive", file=sys.stderr)
@@ -386,6 +397,8 @@ def run_down(args: argparse.Namespace) -> int:
 
 def collect_status(data_dir: Path) -> dict[str, Any]:
     """The status object of `keeldb cluster status --json`."""
+    from keeldb.cluster import membership
+
     spec = topology.load(data_dir / topology.CLUSTER_FILE_NAME)
     pids = _recorded_pids(data_dir)
     placements = place(spec)
@@ -446,13 +459,24 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
     for group_id, placement in placements.items():
         replicas = []
         leader = None
+        # The state each member is meant to stay in: `log` for a log replica placed as one
+        # (the document's `log-kept`, or placement's when the document has no entry).
+        intended = {
+            int(m.node_id): "log" if m.log_only else "full" for m in placement.config.members
+        }
+        for node_id, doc_state in doc_states.get(group_id, {}).items():
+            intended[node_id] = "log" if doc_state == membership.LOG_KEPT else "full"
         for member in members.get(group_id, list(placement.node_ids)):
             mine = views.get(member, {}).get(group_id)
             healthy = mine is not None
             if mine is not None and mine.get("is_leader") and mine.get("lease"):
                 leader = member
             # The replica's own report; the membership document's when it does not answer.
-            state = (mine or {}).get("state") or doc_states.get(group_id, {}).get(member, "full")
+            state = (mine or {}).get("state") or doc_states.get(group_id, {}).get(
+                member, "log-kept" if intended.get(member) == "log" else "full"
+            )
+            if state == membership.LOG_KEPT:
+                state = "log"
             replicas.append(
                 {
                     "node": member,
@@ -461,6 +485,7 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
                     "applied_lsn": None if mine is None else mine.get("applied_lsn"),
                     "lag": None if mine is None else mine.get("lag"),
                     "state": state,
+                    "intended": intended.get(member, "full"),
                 }
             )
         groups.append(
@@ -553,7 +578,11 @@ def _print_status(status: dict[str, Any]) -> None:
         for replica in group["replicas"]:
             mark = "*" if replica["leader"] else ""
             lag = "down" if not replica["healthy"] else str(replica["lag"])
-            state = "" if replica.get("state", "full") == "full" else f", {replica['state']}"
+            state = replica.get("state", "full")
+            wanted = replica.get("intended", "full")
+            state = "" if state == wanted == "full" else f", {state}"
+            if replica.get("state", "full") != wanted:
+                state += f" -> {wanted}"
             cells.append(f"n{replica['node']}{mark} ({lag}{state})")
         healthy = sum(1 for r in group["replicas"] if r["healthy"])
         leader = "none" if group["leader"] is None else f"n{group['leader']}"
@@ -741,7 +770,7 @@ def run_retire(args: argparse.Namespace) -> int:
             moving = [
                 g["group"]
                 for g in status["groups"]
-                if any(r.get("state") != "full" for r in g["replicas"])
+                if any(r.get("state") != r.get("intended", "full") for r in g["replicas"])
             ]
             if not holding and not moving:
                 break

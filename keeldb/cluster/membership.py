@@ -16,10 +16,12 @@ The document (msgpack-able plain data):
      "retired": [node ids],            # retiring or retired: never chosen as a target
      "groups": {"<group>": {"members": [[node id, zone, state], ...], "q1": int, "q2": int}}}
 
-A member's state is `full`, `log` (a log replica: it votes and keeps the log, holds no
-state, never leads) or `rebuilding` (the configuration makes it a full member and it is
-loading a full member's state; until then it still applies nothing). A group absent from
-`groups` has the members placement gives it.
+A member's state is `full`, `log` (a log replica on its way to full: it votes and keeps
+the log, holds no state, never leads), `rebuilding` (the configuration makes it a full
+member and it is loading a full member's state; until then it still applies nothing) or
+`log-kept` (a log replica by design, as `aurora` with `log_replicas` places one per zone:
+a log replica that stays one, so repair leaves it be). A group absent from `groups` has the
+members placement gives it (`full`, or `log-kept` for placement's log replicas).
 
 It owns the document's shape and the rules that read it; it never proposes anything and
 never does IO beyond its store write (the metadata leader's repair loop proposes).
@@ -32,7 +34,7 @@ from typing import Any
 
 import msgpack
 
-from keeldb.cluster.placement import GroupPlacement, place
+from keeldb.cluster.placement import GroupPlacement, log_replicas, place
 from keeldb.cluster.topology import ClusterSpec, NodeSpec, TopologyError
 from keeldb.consensus.types import Config, Member, NodeId
 from keeldb.engine.database import Database, redo_kind
@@ -43,7 +45,12 @@ STATE_KEY = b"k/cluster_membership"
 FULL = "full"
 LOG = "log"
 REBUILDING = "rebuilding"
-STATES = (FULL, LOG, REBUILDING)
+LOG_KEPT = "log-kept"
+STATES = (FULL, LOG, REBUILDING, LOG_KEPT)
+# The states in which a member is a log-only member of its group's configuration.
+LOG_STATES = (LOG, LOG_KEPT)
+# The states in which a member needs no more repair steps.
+SETTLED_STATES = (FULL, LOG_KEPT)
 
 # Transport channels of membership and repair (answers as in `keeldb.cluster.protocol`).
 CHANNEL_MEMBERS = "kv.members"  # the metadata leader's document
@@ -154,16 +161,16 @@ def group_members(
             ([int(m[0]), str(m[1]), str(m[2])] for m in entry["members"]), key=lambda m: m[0]
         )
     return [
-        [int(m.node_id), m.zone, FULL]
+        [int(m.node_id), m.zone, LOG_KEPT if m.log_only else FULL]
         for m in sorted(base[group_id].config.members, key=lambda m: m.node_id)
     ]
 
 
 def config_of(members: list[list[Any]], q1: int, q2: int) -> Config:
-    """The consensus configuration of a member list (log replicas log-only; a rebuilding
-    member is a full member of the configuration)."""
+    """The consensus configuration of a member list (log replicas log-only, whether kept or
+    on their way to full; a rebuilding member is a full member of the configuration)."""
     return Config(
-        tuple(Member(NodeId(int(n)), str(z), log_only=(s == LOG)) for n, z, s in members),
+        tuple(Member(NodeId(int(n)), str(z), log_only=(s in LOG_STATES)) for n, z, s in members),
         q1=q1,
         q2=q2,
     )
@@ -202,8 +209,23 @@ def with_group(
 
 
 def settled(members: list[list[Any]]) -> bool:
-    """Every member of the group is a full replica (no move in progress)."""
-    return all(s == FULL for _n, _z, s in members)
+    """Every member of the group is in the state it is meant to stay in: a full replica, or
+    a log replica placed as one (no move in progress)."""
+    return all(s in SETTLED_STATES for _n, _z, s in members)
+
+
+def stays_log(spec: ClusterSpec, members: list[list[Any]], node_id: int) -> bool:
+    """Whether a new log replica `node_id` of a group (one that took a leaving member's
+    place) stays a log replica rather than becoming full: only in a cluster placed with log
+    replicas, and only while another member of its zone is (or is becoming) a full replica,
+    so that every zone keeps a full replica to read from and lead. A replica that replaced
+    a zone's full one therefore becomes full, one that replaced its log replica stays log."""
+    if not log_replicas(spec):
+        return False
+    zone = next((str(z) for n, z, _s in members if int(n) == node_id), None)
+    return any(
+        int(n) != node_id and str(z) == zone and s in (FULL, REBUILDING) for n, z, s in members
+    )
 
 
 def choose_target(

@@ -2,9 +2,12 @@
 should lead it.
 
 Owns the rule that spreads replicas over zones (`standard`: 3 replicas, one in each of 3
-zones; `aurora`: 6 replicas, two in each of 3 zones, as Aurora, SIGMOD 2017, section 2.1)
-and leaders over nodes (each node prefers to lead about as many groups as any other). The
-rule is a pure function of the cluster file, so every node computes the same placement.
+zones; `aurora`: 6 replicas, two in each of 3 zones, as Aurora, SIGMOD 2017, section 2.1),
+which of them are log replicas (with the cluster file's `log_replicas`, `aurora` makes the
+second replica of each zone one: it votes and keeps the log but applies nothing, so every
+zone still holds a full replica to read from and lead) and leaders over nodes (each node
+prefers to lead about as many groups as any other; only full replicas lead). The rule is a
+pure function of the cluster file, so every node computes the same placement.
 
 It never talks to nodes and never changes a running group: reconfiguration is the group
 driver's.
@@ -23,6 +26,8 @@ META_GROUP = "meta"  # the metadata group: the catalog of tables and indexes
 REPLICAS = {"standard": 3, "aurora": 6}
 QUORUMS = {"standard": (2, 2), "aurora": (3, 4)}  # (Q1, Q2), docs/consensus.md
 ZONES_PER_GROUP = 3
+# The cluster file's switch for aurora log replicas (off unless it says true).
+LOG_REPLICAS_KEY = "log_replicas"
 
 
 def partition_group(partition: int) -> str:
@@ -47,6 +52,11 @@ def _zones(nodes: Sequence[NodeSpec]) -> dict[str, list[NodeSpec]]:
     return dict(sorted(by_zone.items()))
 
 
+def log_replicas(spec: ClusterSpec) -> bool:
+    """Whether the cluster's groups start with log replicas (aurora with `log_replicas`)."""
+    return spec.profile == "aurora" and spec.extra.get(LOG_REPLICAS_KEY) is True
+
+
 def _members(spec: ClusterSpec, index: int) -> tuple[Member, ...]:
     storage = spec.storage_nodes
     if len(storage) == 1:
@@ -54,13 +64,16 @@ def _members(spec: ClusterSpec, index: int) -> tuple[Member, ...]:
     by_zone = _zones(storage)
     zone_names = list(by_zone)
     per_zone = REPLICAS[spec.profile] // ZONES_PER_GROUP
+    with_log = log_replicas(spec)
     chosen: list[Member] = []
     for k in range(ZONES_PER_GROUP):
         zone = zone_names[(index + k) % len(zone_names)]
         nodes = by_zone[zone]
         for j in range(min(per_zone, len(nodes))):
             node = nodes[(index * per_zone + j) % len(nodes)]
-            chosen.append(Member(NodeId(node.node_id), zone))
+            # A zone's first replica is full, its second a log replica: Q2 (4 of 6) is
+            # met by log replicas as by full ones, and a zone lost leaves two full ones.
+            chosen.append(Member(NodeId(node.node_id), zone, log_only=with_log and j > 0))
     return tuple(sorted(chosen, key=lambda m: m.node_id))
 
 
@@ -86,9 +99,10 @@ def place(spec: ClusterSpec) -> dict[str, GroupPlacement]:
     for index, group_id in enumerate(groups):
         members = _members(spec, index)
         config = _config(spec, members)
-        # The member that leads fewest groups so far; ties go round-robin by group index.
+        # The full member that leads fewest groups so far; ties go round-robin by group
+        # index. A log replica never leads (it holds no state to serve from).
         order = [members[(index + k) % len(members)] for k in range(len(members))]
-        leader = min(order, key=lambda m: leads[int(m.node_id)])
+        leader = min((m for m in order if not m.log_only), key=lambda m: leads[int(m.node_id)])
         leads[int(leader.node_id)] += 1
         placed[group_id] = GroupPlacement(group_id, config, int(leader.node_id))
     return placed

@@ -16,6 +16,12 @@ for `replace_after_seconds` is down) and the move of one replica of one group fr
 3. once `new` reports a full replica, the document marks it full. `old`, if it comes back,
    sees that it is no longer a member and drops its data (`keeldb.cluster.node`).
 
+In a cluster placed with log replicas (`aurora` with `log_replicas`), a new member that
+replaced a zone's log replica stays one: after step 1 the document marks it `log-kept`
+(`membership.stays_log`) and the move ends there; one that replaced a zone's full replica
+goes on through steps 2 and 3. Replicas placed as log replicas are never "repaired" into
+full ones.
+
 Each step is idempotent and re-read from the document, so a new metadata leader resumes a
 move where the old one left it. One move per group at a time.
 
@@ -226,10 +232,10 @@ class Repair:
             if doc is None:
                 raise LostLeadership
             members = membership.group_members(doc, base, group_id)
-            pending = [m for m in members if m[2] != membership.FULL]
+            pending = [m for m in members if m[2] not in membership.SETTLED_STATES]
             if not pending:
                 log.warning(
-                    "group %s: every member is a full replica again: %s",
+                    "group %s: every member is in the state it is meant to stay in again: %s",
                     group_id,
                     [int(m[0]) for m in members],
                 )
@@ -246,10 +252,14 @@ class Repair:
                 # Promote only a log replica that is running and caught up: then the write
                 # quorum is whole and the log it keeps is the group's.
                 await self._wait_state(group_id, int(target[0]), membership.LOG)
-                promoted = [
-                    [n, z, membership.REBUILDING if int(n) == int(target[0]) else s]
-                    for n, z, s in members
-                ]
+                # A replica that took a log replica's place stays one (its zone has a full
+                # replica); any other becomes a full member to be rebuilt.
+                state = (
+                    membership.LOG_KEPT
+                    if membership.stays_log(self.node.spec, members, int(target[0]))
+                    else membership.REBUILDING
+                )
+                promoted = [[n, z, state if int(n) == int(target[0]) else s] for n, z, s in members]
                 await self._propose(membership.with_group(doc, group_id, promoted, q1, q2))
                 continue
             # Rebuilding: a full member of the configuration, loading a full member's state.
@@ -270,7 +280,7 @@ class Repair:
         payload = {"g": group_id, "members": members, "q1": q1, "q2": q2, "peers": peers}
         # Members that may lead, the ones known down last (a call to a dead node may wait
         # out its whole timeout), the router's idea of the leader first.
-        candidates = [int(n) for n, _z, s in members if s != membership.LOG]
+        candidates = [int(n) for n, _z, s in members if s not in membership.LOG_STATES]
         candidates.sort(key=lambda n: (self._unreachable(n), n))
         router = self.node.router
         believed = None if router is None else router.leaders.get(group_id)

@@ -89,6 +89,12 @@ BUGGIFY_STALE_READS_ENV = "KEELDB_BUGGIFY_STALE_READS"
 # stale reads: strongly consistent reads served like eventual ones by the router's own
 # replica. Read once at import; never set outside such a test.
 BUGGIFY_STALE_READS = os.environ.get(BUGGIFY_STALE_READS_ENV) == "1"
+# A deliberately broken variant, for the test that proves its check catches reads from log
+# replicas: this router takes its own replica for readable even where it is a log replica,
+# and the storage service serves eventually consistent reads from it (`storage`). Read once
+# at import; never set outside that test.
+BUGGIFY_LOG_REPLICA_READS_ENV = "KEELDB_BUGGIFY_LOG_REPLICA_READS"
+BUGGIFY_LOG_REPLICA_READS = os.environ.get(BUGGIFY_LOG_REPLICA_READS_ENV) == "1"
 BATCH_GET_KEYS_MAX = 100  # DynamoDB's BatchGetItem limit (its database says so exactly)
 BATCH_WRITE_REQUESTS_MAX = 25  # DynamoDB's BatchWriteItem limit
 
@@ -195,6 +201,8 @@ class Router:
     def _readable_here(self, group_id: str) -> bool:
         """Whether this node holds a full replica of the group (one that may serve reads)."""
         placement, ordered = self._group_members(group_id)
+        if BUGGIFY_LOG_REPLICA_READS:
+            return self.node_id in ordered
         return self.node_id in ordered and placement.config.can_lead(NodeId(self.node_id))
 
     def _candidates(self, group_id: str, mode: str) -> list[int]:

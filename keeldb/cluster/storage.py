@@ -83,6 +83,9 @@ BUGGIFY_LAGGING_READS = (
     os.environ.get(BUGGIFY_LAGGING_READS_ENV) == "1"
     or os.environ.get("KEELDB_BUGGIFY_STALE_READS") == "1"
 )
+# The router's broken variant that reads from log replicas (`router.BUGGIFY_LOG_REPLICA_READS`):
+# a log replica then serves eventually consistent reads from its empty store.
+BUGGIFY_LOG_REPLICA_READS = os.environ.get("KEELDB_BUGGIFY_LOG_REPLICA_READS") == "1"
 # How often the metadata leader checks that every partition has the newest catalog, and
 # each partition leader that its index builds run.
 MAINTENANCE_SECONDS = 0.5
@@ -388,7 +391,7 @@ class StorageService:
         has applied everything it acknowledged). A log replica, one still being rebuilt, or
         one whose membership the metadata leader has not confirmed never answers."""
         group_log = replica.log
-        if BUGGIFY_LAGGING_READS:
+        if BUGGIFY_LAGGING_READS or BUGGIFY_LOG_REPLICA_READS:
             return True
         if not group_log.is_leader and (
             replica.group_id not in self.serving_groups or group_log.replica.log_only

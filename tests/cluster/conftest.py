@@ -1,9 +1,10 @@
 """Fixtures for tests that run a real cluster of `keeldb serve` processes on loopback.
 
 - `cluster_factory(nodes=3, profile="standard", partitions=2, env=None, roles=None,
-  node_env=None) -> LocalCluster`: a cluster started with the same code as `keeldb cluster
-  up` (cluster file, secret, one process per node, PIDs recorded; `node_env` adds to the
-  environment of single nodes), each node killed with the test process if it dies
+  node_env=None, extra=None) -> LocalCluster`: a cluster started with the same code as
+  `keeldb cluster up` (cluster file, secret, one process per node, PIDs recorded; `node_env`
+  adds to the environment of single nodes; `extra` to the cluster file, e.g.
+  `{"log_replicas": True}`), each node killed with the test process if it dies
   (PDEATHSIG), all stopped by PID at the end of the test.
 - `LocalCluster`: endpoints, `status()`, `leader_of(group)`, `kill(node)` (SIGKILL),
   `stop(node)` / `cont(node)` (SIGSTOP / SIGCONT), `restart(node)`, `fault(node, command)`
@@ -218,6 +219,7 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
         env: dict[str, str] | None = None,
         roles: dict[int, str] | None = None,
         node_env: dict[int, dict[str, str]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> LocalCluster:
         data_dir = tmp_path / f"cluster{len(made)}"
         data_dir.mkdir()
@@ -231,6 +233,8 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
                 ),
             )
             spec.validate()
+        if extra:
+            spec.extra.update(extra)
         topology.write_secret(data_dir / "secret")
         topology.save(spec, data_dir / topology.CLUSTER_FILE_NAME)
         cluster = LocalCluster(data_dir, spec, env, node_env)

@@ -54,8 +54,13 @@ def test_killing_a_partition_leader_loses_no_acknowledged_write(
     chaos.final_check(cluster.endpoint(victim), result)
 
 
-def test_aurora_keeps_writing_through_the_loss_of_a_zone(cluster_factory: Any, chaos: Any) -> None:
-    cluster = cluster_factory(nodes=6, profile="aurora", partitions=2)
+@pytest.mark.parametrize("log_replicas", [False, True], ids=["full", "log-replicas"])
+def test_aurora_keeps_writing_through_the_loss_of_a_zone(
+    cluster_factory: Any, chaos: Any, log_replicas: bool
+) -> None:
+    cluster = cluster_factory(
+        nodes=6, profile="aurora", partitions=2, extra={"log_replicas": log_replicas}
+    )
     zone = cluster.zone(cluster.leader_of("p0"))
     lost = [n for n in cluster.node_ids if cluster.zone(n) == zone]
     assert len(lost) == 2
