@@ -721,6 +721,8 @@ class GroupLog:
         self._ticks = 0
         self._pending: dict[ProposalId, asyncio.Future[int]] = {}
         self._pending_slot: dict[ProposalId, int] = {}
+        # (deadline on time.monotonic(), future) of every append waiting, oldest first.
+        self._deadlines: deque[tuple[float, asyncio.Future[int]]] = deque()
         # The ballot each pending proposal was made under, and the ballot we last led at.
         self._pending_ballot: dict[ProposalId, Ballot] = {}
         self._leading_ballot: Ballot | None = None
@@ -825,16 +827,22 @@ class GroupLog:
         self._pending[pid] = future
         self._pending_ballot[pid] = self._live_replica().ballot
         self._kick()
-        # One timer per append rather than wait_for(shield(...)): two fewer futures and a
-        # task less on every write's path.
-        timer = loop.call_later(self._options.append_timeout_seconds, self._expire, future)
+        # No timer per append: the ticks expire overdue appends (`_expire_overdue`), at most
+        # a tick late. Deadlines are appended in increasing order (one timeout per group).
+        self._deadlines.append((time.monotonic() + self._options.append_timeout_seconds, future))
         try:
             return await future
         finally:
-            timer.cancel()
             self._pending.pop(pid, None)
             self._pending_slot.pop(pid, None)
             self._pending_ballot.pop(pid, None)
+
+    def _expire_overdue(self) -> None:
+        """Fail the appends whose timeout has passed (and forget the settled ones)."""
+        deadlines = self._deadlines
+        now = time.monotonic()
+        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+            self._expire(deadlines.popleft()[1])
 
     def _expire(self, future: asyncio.Future[int]) -> None:
         if not future.done():
@@ -1047,6 +1055,8 @@ class GroupLog:
             self._work.set()
             return
         self._timer_count += 1
+        if self._deadlines:
+            self._expire_overdue()
         try:
             self._deliver_ticks()
         except Exception as error:  # noqa: BLE001 - as in the driver: never die silently

@@ -764,3 +764,38 @@ def test_a_pipelined_leader_counts_its_own_vote_only_once_its_fsync_is_done(
         assert await _leader_counts_itself_only_once_durable(tmp_path / "broken", broken)
 
     run(body)
+
+
+def test_an_append_without_an_outcome_times_out_after_its_timeout_and_not_long_before(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        timeout = 0.5
+        cluster = Cluster(
+            tmp_path,
+            Config.standard([1, 2, 3]),
+            replica=SLOW_ELECTIONS,
+            append_timeout_seconds=timeout,
+        )
+        await cluster.start_all()
+        leader = await cluster.leader()
+        held = hold_disk(cluster, leader)
+        for name in cluster.nodes:  # no quorum: the followers' votes are all lost
+            if name != leader:
+                transport = cluster.nodes[name].transport
+                assert transport is not None
+                await transport.apply_fault_command({"op": "drop", "probability": 1.0})
+        started = time.monotonic()
+        with pytest.raises(AppendTimeout, match="no outcome within"):
+            await asyncio.wait_for(cluster.group(leader).append(encode_put("k", b"v")), 10)
+        waited = time.monotonic() - started
+        assert timeout <= waited < timeout + 5.0
+        assert not cluster.group(leader)._deadlines  # the expired append is forgotten
+        held.release()
+        for name in cluster.nodes:
+            transport = cluster.nodes[name].transport
+            assert transport is not None
+            await transport.apply_fault_command({"op": "heal"})
+        await cluster.stop_all()
+
+    run(body)
