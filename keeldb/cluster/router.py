@@ -230,37 +230,30 @@ class Router:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            try:
-                if node == self.node_id and channel == CHANNEL_OP and self.local_op is not None:
-                    try:
-                        answer = await self.local_op(self._me_name, payload, False)
-                    except ClientError:
-                        # The operation ran here and was refused: this node leads (or, for
-                        # an eventual read, simply answered).
-                        if mode != MODE_EVENTUAL:
-                            self.leaders[group_id] = node
-                        raise
-                else:
+            if node == self.node_id and channel == CHANNEL_OP and self.local_op is not None:
+                answer = await self._call_local(group_id, payload, mode)
+            else:
+                try:
                     answer = await self._call_node(
                         node, channel, payload, min(remaining, CALL_SECONDS_MAX), mode
                     )
-            except _Unsent:
-                unreachable.add(node)
-                position += 1
-                node = candidates[position % len(candidates)]
-                await _pause(waits, deadline)
-                waits += 1
-                continue
-            except InternalServerError:
-                # The outcome is unknown (a write that timed out, or whose connection broke
-                # after it was sent): not retried, but the node is no longer taken for the
-                # leader, so the next request asks another member first and is sent on to
-                # the group's leader of now. Otherwise, with a leader cut off or paused, every
-                # write would wait out the whole call timeout on it and fail, while only a
-                # strong read could teach the router where the new leader is.
-                if self.leaders.get(group_id) == node:
-                    self._forget_leader(group_id, node)
-                raise
+                except _Unsent:
+                    unreachable.add(node)
+                    position += 1
+                    node = candidates[position % len(candidates)]
+                    await _pause(waits, deadline)
+                    waits += 1
+                    continue
+                except InternalServerError:
+                    # The outcome is unknown (a write that timed out, or whose connection broke
+                    # after it was sent): not retried, but the node is no longer taken for the
+                    # leader, so the next request asks another member first and is sent on to
+                    # the group's leader of now. Otherwise, with a leader cut off or paused, every
+                    # write would wait out the whole call timeout on it and fail, while only a
+                    # strong read could teach the router where the new leader is.
+                    if self.leaders.get(group_id) == node:
+                        self._forget_leader(group_id, node)
+                    raise
             kind = answer[0]
             if kind == OK:
                 if mode != MODE_EVENTUAL:
@@ -292,6 +285,18 @@ class Router:
             node = candidates[position % len(candidates)]
         self.stats["failures"] += 1
         raise InternalServerError(INTERNAL_MESSAGE)
+
+    async def _call_local(self, group_id: str, payload: dict[str, Any], mode: str) -> Any:
+        """The answer of this node's own storage service. A client error the operation
+        raised there is raised here as it is (an "error" answer from another node is raised
+        as the same error): this node leads, or simply answered an eventual read."""
+        assert self.local_op is not None
+        try:
+            return await self.local_op(self._me_name, payload, False)
+        except ClientError:
+            if mode != MODE_EVENTUAL:
+                self.leaders[group_id] = self.node_id
+            raise
 
     def _forget_leader(self, group_id: str, node: int) -> None:
         """Stop taking `node` for the group's leader: ask this node's own replica next (it
