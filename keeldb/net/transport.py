@@ -686,6 +686,9 @@ class _InboundProtocol(asyncio.Protocol):
         )
         assert self.transport is not None
         self.transport.close()
+        self.lost = True  # nothing more of this connection is handled
+        self.bodies.clear()
+        self.messages.clear()
 
     def _handle_queued(self) -> None:
         """Handle the queued messages and frames in order, until a one-way handler awaits
