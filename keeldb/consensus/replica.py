@@ -284,6 +284,8 @@ class Replica:
         durable: DurableState | None = None,
     ) -> None:
         self._opts = options if options is not None else Options()
+        # Read on every lease check: computed once (exact arithmetic on the drift bound).
+        self._lease_valid_ticks = self._opts.lease_valid_ticks
         self._opts.validate()
         config.validate()
         self._id = node_id
@@ -1337,7 +1339,7 @@ class Replica:
         start = self._lease_start()
         if start is None or start < self._became_leader_tick:
             return False
-        return self._now < start + self._opts.lease_valid_ticks
+        return self._now < start + self._lease_valid_ticks
 
     def _on_heartbeat_ack(self, m: HeartbeatAck) -> None:
         if self._role is not Role.LEADER or m.ballot != self._ballot:
