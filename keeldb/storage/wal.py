@@ -62,7 +62,11 @@ PREALLOCATE_BYTES = 1024 * 1024  # With preallocation, how far past the last rec
 PREALLOCATE_FIRST_BYTES = 64 * 1024  # ... and at first: a step zeroes as much as the segment
 # already holds, so that a segment sealed after a few records (the archive seals every few
 # seconds) has not had a whole PREALLOCATE_BYTES of zeroes written for it.
-_ZEROES = bytes(PREALLOCATE_BYTES)
+ZERO_WRITE_BYTES = 4096  # Zeroes are written a page per call: a larger write leaves one
+# large page-cache folio, and the kernel then counts the whole folio as written (in the
+# process's write_bytes) at every fdatasync of a record inside it, though the disk gets only
+# the changed blocks; page-sized writes keep that count true to the disk's.
+_ZEROES = bytes(ZERO_WRITE_BYTES)
 TAIL_SEARCH_LSNS = 64  # After a bad record, how many following LSNs are looked for to tell
 # a torn tail (nothing valid follows) from damage in the middle (a valid record follows).
 
@@ -601,7 +605,7 @@ class WriteAheadLog:
         end = max(needed_end, min(needed_end + step, self.segment_bytes))
         position = self._zeroed_end
         while position < end:
-            chunk = min(end - position, len(_ZEROES))
+            chunk = min(end - position, ZERO_WRITE_BYTES - position % ZERO_WRITE_BYTES)
             position += os.pwrite(self._fd, memoryview(_ZEROES)[:chunk], position)
         self._zeroed_end = end
 

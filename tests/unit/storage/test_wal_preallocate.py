@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from keeldb.storage.wal import SEGMENT_HEADER_BYTES, WriteAheadLog, verify_segment
+import keeldb.storage.wal as wal_module
+from keeldb.storage.wal import (
+    SEGMENT_HEADER_BYTES,
+    ZERO_WRITE_BYTES,
+    WriteAheadLog,
+    verify_segment,
+)
 
 PREALLOCATE_BYTES = 4096
 
@@ -155,3 +161,30 @@ def test_a_log_without_preallocation_reads_a_preallocated_one(tmp_path: Path) ->
     wal = open_log(tmp_path)
     assert list(wal.replay(0)) == [(1, b"p"), (2, b"q"), (3, b"r")]
     wal.close()
+
+
+def test_zeroes_are_written_a_page_at_a_time_on_page_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A larger write of zeroes would leave a large page-cache folio, which the kernel counts
+    # whole as written at every later fdatasync of a record inside it.
+    writes: list[tuple[int, int]] = []
+    real_pwrite = os.pwrite
+
+    def recording_pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        writes.append((offset, len(data)))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(wal_module.os, "pwrite", recording_pwrite)
+    wal = WriteAheadLog(tmp_path, fsync=no_fsync, preallocate_bytes=1024 * 1024)
+    for i in range(40):
+        wal.append([bytes([i]) * 3000])
+        wal.sync()
+    zeroed = sum(length for _, length in writes)
+    assert zeroed >= 40 * 3000
+    for offset, length in writes:
+        assert 0 < length <= ZERO_WRITE_BYTES
+        # within one page
+        assert offset // ZERO_WRITE_BYTES == (offset + length - 1) // ZERO_WRITE_BYTES
+    kill(wal)
+    assert [p for _, p in open_log(tmp_path).replay(0)] == [bytes([i]) * 3000 for i in range(40)]
