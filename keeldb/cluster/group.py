@@ -1217,6 +1217,10 @@ class GroupLog:
         if not self._idle or self._work.is_set():
             self._work.set()  # the task runs (or is mid-way): it does the work
             return
+        self._drive_here(replica)
+
+    def _drive_here(self, replica: Replica) -> None:
+        """Drive from a callback; the task takes over what `_drive` leaves it."""
         try:
             needs_task = self._drive(replica)
         except Exception as error:  # noqa: BLE001 - as in the driver: never die silently
@@ -1316,13 +1320,7 @@ class GroupLog:
         if self._driving or not self._idle or self._work.is_set():
             self._work.set()
             return
-        try:
-            needs_task = self._drive(replica)
-        except Exception as error:  # noqa: BLE001 - as in the driver: never die silently
-            self._fail(error)
-            return
-        if needs_task:
-            self._work.set()
+        self._drive_here(replica)
 
     def _complete_durable(self, replica: Replica) -> None:
         """Finish, in order, every Ready whose records are now on disk: send what waited

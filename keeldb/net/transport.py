@@ -938,14 +938,22 @@ class Transport:
 
     # --- sending -------------------------------------------------------------------------
 
+    def _sendable(self, node_id: str) -> _Peer | None:
+        """The peer a one-way message may go to now (None: unknown, closed, or down, which
+        counts the drop)."""
+        peer = self._peers.get(node_id)
+        if peer is None or self.closed:
+            return None
+        if peer.down:
+            peer.dropped_down += 1
+            return None
+        return peer
+
     def send(self, node_id: str, channel: str, payload: Any) -> bool:
         """Send a one-way message; False when it was dropped (unknown or down peer, full
         queue, or an injected fault). Never blocks."""
-        peer = self._peers.get(node_id)
-        if peer is None or self.closed:
-            return False
-        if peer.down:
-            peer.dropped_down += 1
+        peer = self._sendable(node_id)
+        if peer is None:
             return False
         return self._send_data(peer, channel, _pack([KIND_SEND, channel, payload]))
 
@@ -953,11 +961,8 @@ class Transport:
         """`send` of a payload given already msgpack-encoded (exactly one msgpack object,
         e.g. `msgpack.packb(value)`): the receiver's handler gets the decoded value, as from
         `send`. For one payload sent to several peers, or built from parts packed once."""
-        peer = self._peers.get(node_id)
-        if peer is None or self.closed:
-            return False
-        if peer.down:
-            peer.dropped_down += 1
+        peer = self._sendable(node_id)
+        if peer is None:
             return False
         head = self._send_heads.get(channel)
         if head is None:
