@@ -59,6 +59,12 @@ def item_partition(db: Database, ring: Ring, op: str, body: Any) -> int | None:
     table = table_of(db, body.get("TableName"))
     if table is None:
         return None
+    return table_item_partition(ring, table, op, body)
+
+
+def table_item_partition(ring: Ring, table: Table, op: str, body: dict[str, Any]) -> int | None:
+    """The partition of the item an item operation on `table` names (its Item for PutItem,
+    its Key otherwise)."""
     key = body.get("Item") if op == "PutItem" else body.get("Key")
     return key_partition(ring, table, key)
 

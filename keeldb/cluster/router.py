@@ -450,8 +450,7 @@ class Router:
                 table = keyroute.table_of(self.cache, name)
             partition = None
             if table is not None:
-                key = body.get("Item") if op == "PutItem" else body.get("Key")
-                partition = keyroute.key_partition(self.ring, table, key)
+                partition = keyroute.table_item_partition(self.ring, table, op, body)
             mode = MODE_WRITE if op in _ITEM_WRITES else _read_mode(body)
             return await self._partition_op(
                 0 if partition is None else partition,
