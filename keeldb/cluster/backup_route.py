@@ -332,12 +332,16 @@ class PartitionArchive:
         self.segments: list[_Segment] = []  # oldest first; records go to the last
         self.generation = 0  # moves at each new window and trim
         self._file: Any = None
+        # The frames of the store batch being applied, written by `flush` just before it
+        # commits.
+        self._pending: list[bytes] = []
         self._scheduled = False
         self._installed = 0
         # Rebuilds read the base and the segments in worker threads; a trim replaces them
         # only while none does (it tries again later otherwise).
         self._lock = threading.Lock()
         self._readers = 0
+        store.batch_hook = self  # `before_commit` and `aborted`
 
     def open(self) -> None:
         """Continue the window on disk if it holds every record the store applied, else
@@ -353,8 +357,13 @@ class PartitionArchive:
         if base is None or not (self.directory / self.base_name).exists() or not segments:
             self.new_window()
             return
-        # Frames after the last mark were written before their batch reached the store; a
-        # store that applied records the archive never saw needs a new window.
+        # A store batch's frames and its mark are written before the store commits the
+        # batch, so a mark may name a position the store never reached (a kill between the
+        # two): the archive then holds more than the store, and the log applies the rest
+        # again, archived again. Frames after the last mark (records applied outside a
+        # store batch, whose mark follows after the loop turn) were written before their
+        # records reached the store. Only a store that applied records the archive never
+        # saw needs a new window.
         marked: int = base["lsn"]
         tail = False  # record frames after the last mark
         for segment in segments:
@@ -362,7 +371,7 @@ class PartitionArchive:
                 marked, tail = segment.last_mark, segment.tail
             else:
                 tail = tail or segment.tail
-        if marked != self.store.applied_lsn() and not tail:
+        if marked < self.store.applied_lsn() and not tail:
             self.new_window()
             return
         self.base_time_us = int(base["time_us"])
@@ -410,6 +419,8 @@ class PartitionArchive:
                 shutil.rmtree(path, ignore_errors=True)
 
     def new_window(self) -> None:
+        # Never inside a store batch: the base must hold every record before the window's.
+        assert not self._pending, "a new window while a batch's records wait"
         if self._file is not None:
             self._file.close()
         for path in self.directory.iterdir():
@@ -443,18 +454,54 @@ class PartitionArchive:
 
     def note(self, stamp: int, data: bytes) -> None:
         """Archive one record as it is applied: written to the file (the operating system's
-        cache) before the store commits the batch it is in, so a killed process loses none;
-        the mark of the store's position follows after the batch."""
+        cache) before the store commits the batch it is in, so a killed process loses none.
+        Inside a store batch (a replica's apply) the frame waits for `before_commit`,
+        which the store calls just before it commits the batch; outside one it is written
+        at once and the mark of the store's position follows after the loop turn (`mark`)."""
         if self._file is None:
             return
-        self.last_stamp = max(self.last_stamp, stamp)
+        if stamp > self.last_stamp:
+            self.last_stamp = stamp
         frame = msgpack.packb([FRAME_RECORD, stamp, data], use_bin_type=True)
-        self._file.write(frame)
-        self._file.flush()
         segment = self.segments[-1]
-        segment.bytes += len(frame)
-        segment.first_stamp = segment.first_stamp or stamp
-        segment.last_stamp = max(segment.last_stamp, stamp)
+        if not segment.first_stamp:
+            segment.first_stamp = stamp
+        if stamp > segment.last_stamp:
+            segment.last_stamp = stamp
+        if self.store.in_batch:
+            self._pending.append(frame)
+            return
+        self._write(frame)
+        self._schedule_mark()
+
+    def before_commit(self) -> None:
+        """(The store's batch hook.) Write the batch's frames and the mark of the
+        position the store commits with them in one write to the file (the operating
+        system's cache, so a killed process loses none), before the store commits the
+        batch: the file is never behind the store."""
+        if not self._pending:
+            return
+        frames = self._pending
+        self._pending = []
+        if self.group_log is not None and self.group_log.snapshots_installed != self._installed:
+            # The store took a snapshot since the last mark: `mark`, after this batch
+            # commits, starts a new window whose base holds these records.
+            self._write(b"".join(frames))
+            self._schedule_mark()
+            return
+        self._write_marked(frames)
+
+    def aborted(self) -> None:
+        """(The store's batch hook.) Nothing of the batch was kept: neither are its frames
+        (the log applies its records again)."""
+        self._pending = []
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+        self.segments[-1].bytes += len(data)
+
+    def _schedule_mark(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.mark)
@@ -471,17 +518,20 @@ class PartitionArchive:
         self._scheduled = False
         if self._file is None or self.check():
             return
+        self._write_marked([])
+
+    def _write_marked(self, frames: list[bytes]) -> None:
+        """Write `frames` and a mark of the store's applied LSN after them in one write;
+        then start the next segment once this one is full or spans its time, so a segment
+        holds whole batches."""
         applied = self.store.applied_lsn()
-        frame = msgpack.packb([FRAME_MARK, applied])
-        self._file.write(frame)
-        self._file.flush()
+        frames.append(msgpack.packb([FRAME_MARK, applied]))
+        self._write(b"".join(frames))
         segment = self.segments[-1]
-        segment.bytes += len(frame)
         segment.last_mark = applied
         if segment.bytes >= self.segment_bytes or (
             segment.first_stamp and segment.last_stamp - segment.first_stamp >= self.segment_us
         ):
-            # Closed after a mark, so a segment holds whole batches.
             self._file.close()
             self.segments.append(_Segment(segment.seq + 1))
             self._file = open(self._path(segment.seq + 1), "ab")  # noqa: SIM115

@@ -37,7 +37,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
 import lmdb
 import msgpack  # type: ignore[import-untyped]
@@ -86,6 +86,14 @@ def _encode_bucket(pairs: list[list[bytes]]) -> bytes:
     return packed
 
 
+class BatchHook(Protocol):
+    """What a store batch tells at its end (`LmdbStore.batch_hook`)."""
+
+    def before_commit(self) -> None: ...
+
+    def aborted(self) -> None: ...
+
+
 class LmdbStore:
     """A `Store` in an LMDB environment in directory `path`, created if missing."""
 
@@ -120,6 +128,11 @@ class LmdbStore:
         self._applied_lsn = 0 if raw is None else _LSN.unpack(raw)[0]
         # While a batch is open (see `batch`), writes go to this one transaction.
         self._txn: lmdb.Transaction | None = None
+        # Told of the end of every batch: `before_commit()` just before it commits (a
+        # replica's archive writes the batch's records there, so that they are in its file
+        # before the store holds them; if it raises, nothing of the batch is kept), and
+        # `aborted()` when nothing of it was kept.
+        self.batch_hook: BatchHook | None = None
         self._closed = False
 
     # --- reading -------------------------------------------------------------------------
@@ -266,6 +279,11 @@ class LmdbStore:
     def applied_lsn(self) -> int:
         return self._applied_lsn
 
+    @property
+    def in_batch(self) -> bool:
+        """Whether a batch is open (its writes commit when it ends)."""
+        return self._txn is not None
+
     # --- writing -------------------------------------------------------------------------
 
     @contextmanager
@@ -281,15 +299,19 @@ class LmdbStore:
         applied_before = self._applied_lsn
         try:
             yield
-            self._txn = None
+            if self.batch_hook is not None:
+                self.batch_hook.before_commit()
             if self._applied_lsn != applied_before:
                 # Once per batch: the writes inside only moved `_applied_lsn` (`_record_lsn`).
                 txn.put(_APPLIED_LSN_KEY, _LSN.pack(self._applied_lsn), db=self._meta)
+            self._txn = None
             txn.commit()
         except BaseException as error:
             self._txn = None
             txn.abort()
             self._applied_lsn = applied_before
+            if self.batch_hook is not None:
+                self.batch_hook.aborted()
             if isinstance(error, lmdb.MapFullError):
                 # The batch cannot be redone here (the caller's code ran inside it); make
                 # room so that a restart, which replays the batch from the log, succeeds.
