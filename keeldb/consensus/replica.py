@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import ceil, floor
@@ -345,6 +345,11 @@ class Replica:
         self._writable_at = 0
         self._last_heartbeat_tick = _TICK_NEVER
         self._peer_commit: dict[NodeId, Slot] = {}
+        # Per peer, the run of slots [first, last] it has acknowledged at our ballot with
+        # no slot missing (`_note_accepted`): a peer holding every slot after its commit
+        # point up to ours learns the commit point from the next Accept or heartbeat, and
+        # needs no catch-up.
+        self._peer_accepted: dict[NodeId, tuple[Slot, Slot]] = {}
         self._catchup_tick: dict[NodeId, int] = {}
         self._became_leader_tick = 0
 
@@ -763,7 +768,7 @@ class Replica:
             self._applied = max(self._applied, self._handed)
         if not durable:
             self._undurable.append(rd)
-            if Mutation.PIPELINED_VOTE_AT_ADVANCE in self._mut:
+            if self._mut and Mutation.PIPELINED_VOTE_AT_ADVANCE in self._mut:
                 self._count_own_votes(rd)
             return
         assert not self._undurable, "persisted() the earlier Readys first"
@@ -775,7 +780,7 @@ class Replica:
         assert self._undurable, "no Ready awaits its persist"
         assert self._undurable[0] is rd, "Readys become durable in the order handed out"
         self._undurable.popleft()
-        if Mutation.PIPELINED_VOTE_AT_ADVANCE not in self._mut:
+        if not self._mut or Mutation.PIPELINED_VOTE_AT_ADVANCE not in self._mut:
             self._count_own_votes(rd)
 
     @property
@@ -803,7 +808,9 @@ class Replica:
 
     def _send_vote(self, msg: Message) -> None:
         """Promise/Accepted: only once the vote is durable (unless deliberately broken)."""
-        self._send(msg, after_persist=Mutation.ACK_BEFORE_PERSIST not in self._mut)
+        # (`self._mut and` first: an enum's hash is a Python call, and this is per vote.)
+        early = self._mut and Mutation.ACK_BEFORE_PERSIST in self._mut
+        self._send(msg, after_persist=not early)
 
     def _new_proposal_id(self) -> ProposalId:
         self._proposal_counter += 1
@@ -865,6 +872,7 @@ class Replica:
         self._unsent = []
         self._lease_acks = {}
         self._peer_commit = {}
+        self._peer_accepted = {}
         self._catchup_tick = {}
         self._pad_until = SLOT_NONE
         if self._reconfig_slot is not None and self._reconfig_slot < 0:
@@ -1080,6 +1088,7 @@ class Replica:
         self._sent_tick = {}
         self._lease_acks = {}
         self._peer_commit = {}
+        self._peer_accepted = {}
         self._catchup_tick = {}
         # Proposals of an earlier leadership whose slots are not yet chosen have an unknown
         # outcome: forget them (their clients time out and retry), so that everything this
@@ -1182,7 +1191,22 @@ class Replica:
         if self._role is not Role.LEADER or m.ballot != self._ballot:
             return
         self._note_peer(m.src, m.commit_slot, m.sent_tick)
+        self._note_accepted(m.src, m.slots)
         self._count_accepted(m.src, m.ballot, list(m.slots), m.sent_tick)
+
+    def _note_accepted(self, src: NodeId, slots: Sequence[Slot]) -> None:
+        """Extend the peer's run of slots acknowledged at our ballot; a slot outside it
+        (a gap, a retransmission of an earlier one) starts a new run."""
+        run = self._peer_accepted.get(src)
+        for slot in slots:
+            if run is None:
+                run = (slot, slot)
+            elif slot == run[1] + 1:
+                run = (run[0], slot)
+            elif not run[0] <= slot <= run[1]:
+                run = (slot, slot)
+        if run is not None:
+            self._peer_accepted[src] = run
 
     def _count_accepted(self, src: NodeId, ballot: Ballot, slots: list[Slot], tick: int) -> None:
         if self._role is not Role.LEADER or ballot != self._ballot:
@@ -1350,6 +1374,11 @@ class Replica:
     def _maybe_catch_up(self, peer: NodeId, *, force: bool) -> None:
         peer_commit = self._peer_commit.get(peer, SLOT_NONE)
         if peer_commit >= self._commit:
+            return
+        run = self._peer_accepted.get(peer)
+        if run is not None and run[0] <= peer_commit + 1 and run[1] >= self._commit:
+            # The peer holds every slot it has not seen chosen, at our ballot: it only
+            # lags in the commit point, which every Accept and heartbeat carries.
             return
         last = self._catchup_tick.get(peer, _TICK_NEVER)
         if not force and self._now - last < self._opts.heartbeat_ticks:

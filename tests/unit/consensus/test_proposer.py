@@ -410,3 +410,48 @@ def test_a_reelected_leader_acknowledges_only_proposals_of_its_new_leadership() 
     node = h.nodes[NodeId(1)]
     assert node.acknowledged == [new]  # but its outcome was unknown: the client retries
     assert old not in node.dropped
+
+
+def _catch_ups(h: Harness) -> list[str]:
+    return [e for e in h.take_events() if " CatchUp " in e]
+
+
+def test_a_follower_holding_every_slot_lags_only_in_the_commit_point_and_gets_no_catch_up() -> (
+    None
+):
+    h = Harness(STANDARD)
+    h.elect(1)
+    h.propose(1, b"a")
+    h.deliver_all()
+    h.tick(n=h.replica(1)._opts.heartbeat_ticks)
+    h.deliver(kinds=("Heartbeat",))  # the acks carry the commit point as of now...
+    h.propose(1, b"b")  # ...and a write is chosen before they arrive
+    h.deliver(kinds=("Accept",))
+    h.deliver(kinds=("Accepted",))
+    assert h.replica(1).commit_slot > h.replica(2).commit_slot
+    h.take_events()
+    h.deliver(kinds=("HeartbeatAck",))
+    h.deliver_all()
+    assert not _catch_ups(h)
+    h.run(h.replica(1)._opts.heartbeat_ticks)  # the next heartbeat carries the commit point
+    for node in (2, 3):
+        assert h.replica(node).commit_slot == h.replica(1).commit_slot
+        assert h.nodes[NodeId(node)].state == [b"a", b"b"]
+
+
+def test_a_follower_that_missed_a_chosen_slot_is_caught_up() -> None:
+    h = Harness(STANDARD)
+    h.elect(1)
+    h.propose(1, b"a")
+    h.deliver_all()
+    h.propose(1, b"b")
+    h.drop(1, 3, ("Accept",))  # 3 never sees "b"; 1 and 2 choose it
+    h.deliver_all()
+    h.take_events()
+    h.propose(1, b"c")
+    h.deliver(kinds=("Accept",))  # 3 acknowledges "c" but cannot learn the commit point
+    assert h.replica(3).commit_slot < h.replica(2).commit_slot  # past the gap
+    h.run(h.replica(1)._opts.heartbeat_ticks)
+    assert _catch_ups(h)
+    assert h.nodes[NodeId(3)].state == [b"a", b"b", b"c"]
+
