@@ -1736,11 +1736,11 @@ async def attach(node: ClusterNode) -> Callable[[], Awaitable[None]] | None:
     assert server is not None
     routed = server.dispatch
 
-    async def dispatch(op: str, body: dict[str, Any]) -> dict[str, Any]:
+    def dispatch(op: str, body: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+        # The router's own coroutine for every other operation, not one more around it.
         if op in BACKUP_OPERATIONS:
-            return await service.route(op, body)
-        result: dict[str, Any] = await routed(op, body)
-        return result
+            return service.route(op, body)
+        return routed(op, body)
 
     server.dispatch = dispatch
     service._watch = asyncio.get_running_loop().create_task(service.watch_leadership())

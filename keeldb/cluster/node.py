@@ -12,7 +12,6 @@ installs signal handlers: the caller owns the process and the loop.
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import logging
 from collections.abc import Mapping
@@ -256,7 +255,7 @@ class ClusterNode:
             # Requests for this node's own replicas skip the transport; the router routes
             # keys with the storage service's own ring, so they are not checked again.
             assert self.storage.ring is self.router.ring
-            self.router.local_op = functools.partial(self.storage.serve_op, local=True)
+            self.router.attach_local(self.storage)
         server.mount(STATUS_PATH, self._on_status_request)
         assert self.members is not None
         self.members.mount(server)

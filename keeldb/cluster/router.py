@@ -23,12 +23,13 @@ It never touches a store: every answer comes from a storage node.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -118,6 +119,20 @@ Call = Callable[[int, str, Any, float], Awaitable[Any]]
 # This node's own storage service, called without the transport: (sender, "kv.op" payload,
 # check the keys' partition) -> answer (`StorageService.serve_op`).
 LocalOp = Callable[[str, dict[str, Any], bool], Awaitable[list[Any]]]
+
+
+class LocalStorage(Protocol):
+    """What the router uses of its node's `StorageService` (`Router.attach_local`)."""
+
+    def serve_op(
+        self, sender: str, payload: dict[str, Any], check: bool, *, local: bool
+    ) -> Awaitable[list[Any]]: ...
+
+    def admit(self, sender: str, payload: dict[str, Any], check: bool) -> Any: ...
+
+    def refusal(self, replica: Any, op: str, error: Exception) -> list[Any]: ...
+
+
 _ITEM_OPERATIONS = frozenset(keyroute.ITEM_OPERATIONS)
 _ITEM_WRITES = frozenset(ITEM_WRITES)
 
@@ -178,10 +193,21 @@ class Router:
         # replicas and routes with the same ring object as its storage service, so that
         # the keys need not be checked again there); None: every call goes through `call`.
         self.local_op: LocalOp | None = None
+        # The same storage service itself (`attach_local`): an item request to one of this
+        # node's replicas that it admits without waiting runs on that replica's database
+        # from here (`_item`), so the operation is the only coroutine under the request.
+        self.local_storage: LocalStorage | None = None
         self._me_name = f"node{node_id}"
         # Per group: the placement its members were read from, its members, and those that
         # may lead or serve reads (full members first, log replicas after them).
         self._members: dict[str, tuple[GroupPlacement, tuple[int, ...], tuple[int, ...]]] = {}
+
+    def attach_local(self, storage: LocalStorage) -> None:
+        """Call this node's own storage service directly (`local_op`, `local_storage`): the
+        router must route keys with the very ring object the storage service checks them
+        with, so that they need not be checked again there."""
+        self.local_op = functools.partial(storage.serve_op, local=True)
+        self.local_storage = storage
 
     # --- calls to groups ------------------------------------------------------------------
 
@@ -214,23 +240,36 @@ class Router:
         return [leader, *others]
 
     async def _group_call(
-        self, group_id: str, channel: str, payload: dict[str, Any], mode: str, deadline: float
+        self,
+        group_id: str,
+        channel: str,
+        payload: dict[str, Any],
+        mode: str,
+        deadline: float,
+        *,
+        candidates: list[int] | None = None,
+        answer: list[Any] | None = None,
     ) -> Any:
         """The body of an "ok" answer; raises the DynamoDB error of an "error" answer,
-        Reroute, or InternalServerError when the budget runs out."""
+        Reroute, or InternalServerError when the budget runs out. `candidates` and `answer`:
+        the first member was asked already (`_item`), with `payload` as it is, and gave
+        this answer."""
         loop = asyncio.get_running_loop()
-        candidates = self._candidates(group_id, mode)
-        if mode == MODE_EVENTUAL:
-            payload["seen"] = self.seen.get(group_id, 0)
+        if candidates is None:
+            candidates = self._candidates(group_id, mode)
+            if mode == MODE_EVENTUAL:
+                payload["seen"] = self.seen.get(group_id, 0)
         node = candidates[0]
         position = 0
         waits = 0  # pauses so far: each one is longer (`_pause`)
         unreachable: set[int] = set()  # nodes this request could not reach (a dead leader)
+        first = answer
         for _attempt in range(ATTEMPTS_MAX):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if first is not None:
+                answer, first = first, None  # the first attempt's, made by the caller
+            elif (remaining := deadline - loop.time()) <= 0:
                 break
-            if node == self.node_id and channel == CHANNEL_OP and self.local_op is not None:
+            elif node == self.node_id and channel == CHANNEL_OP and self.local_op is not None:
                 answer = await self._call_local(group_id, payload, mode)
             else:
                 try:
@@ -387,8 +426,11 @@ class Router:
             await self.refresh(deadline)
             handler = database_module.OPERATIONS[op]
             return await handler(_RoutedView(self), body)
+        item = op in _ITEM_OPERATIONS
         for attempt in range(REROUTES_MAX + 1):
             try:
+                if item:
+                    return await self._item(op, body, deadline)
                 return await self._route(op, body, deadline)
             except Reroute:
                 self.stats["reroutes"] += 1
@@ -439,29 +481,65 @@ class Router:
         )
         return result
 
+    async def _item(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """An item request (GetItem, PutItem, UpdateItem, DeleteItem), sent to the group of
+        its partition as `_partition_op` sends it. When this node is the member asked first
+        and its storage service admits the request without waiting (`StorageService.admit`),
+        the operation runs on that replica's database from here: the result, the error and
+        what the router learns (the leader, the position seen) are those of a call through
+        `local_op`, without the coroutines between. Anything else (a refusal, a lease to
+        wait for, a failure of the group) goes on through `_group_call` as it would."""
+        name = body.get("TableName")
+        # One look at the cached catalog serves the routing and the table the partition is
+        # told to expect (`_known` only when it does not serve the table yet).
+        table = catalog.find_table(self.cache, name) if isinstance(name, str) else None
+        if table is None or table.status not in SERVING_STATUSES:
+            await self._known(name, deadline)
+            table = keyroute.table_of(self.cache, name)
+        partition = None
+        if table is not None:
+            partition = keyroute.table_item_partition(self.ring, table, op, body)
+        mode = MODE_WRITE if op in _ITEM_WRITES else _read_mode(body)
+        group_id = partition_group(0 if partition is None else partition)
+        payload: dict[str, Any] = {"g": group_id, "op": op, "body": body, "mode": mode}
+        if isinstance(name, str):
+            payload["tables"] = {name: None if table is None else table.table_id}
+        candidates = self._candidates(group_id, mode)
+        if mode == MODE_EVENTUAL:
+            payload["seen"] = self.seen.get(group_id, 0)
+        storage = self.local_storage
+        answer: list[Any] | None = None
+        if (
+            storage is not None
+            and candidates[0] == self.node_id
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            admitted = storage.admit(self._me_name, payload, False)
+            if type(admitted) is list:
+                answer = admitted
+            elif admitted is not None:
+                try:
+                    result: dict[str, Any] = await admitted.database.dispatch(op, body)
+                except ClientError:
+                    if mode != MODE_EVENTUAL:
+                        self.leaders[group_id] = self.node_id
+                    raise
+                except Exception as error:
+                    answer = storage.refusal(admitted, op, error)
+                else:
+                    if mode != MODE_EVENTUAL:
+                        self.leaders[group_id] = self.node_id
+                        lsn = admitted.store.applied_lsn()
+                        if lsn > self.seen.get(group_id, 0):
+                            self.seen[group_id] = lsn
+                    return result
+        done: dict[str, Any] = await self._group_call(
+            group_id, CHANNEL_OP, payload, mode, deadline, candidates=candidates, answer=answer
+        )
+        return done
+
     async def _route(self, op: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
         name = body.get("TableName") if isinstance(body, dict) else None
-        if op in _ITEM_OPERATIONS:
-            # One look at the cached catalog serves the routing and the table the partition
-            # is told to expect (`_known` only when it does not serve the table yet).
-            table = catalog.find_table(self.cache, name) if isinstance(name, str) else None
-            if table is None or table.status not in SERVING_STATUSES:
-                await self._known(name, deadline)
-                table = keyroute.table_of(self.cache, name)
-            partition = None
-            if table is not None:
-                partition = keyroute.table_item_partition(self.ring, table, op, body)
-            mode = MODE_WRITE if op in _ITEM_WRITES else _read_mode(body)
-            return await self._partition_op(
-                0 if partition is None else partition,
-                op,
-                body,
-                mode,
-                deadline,
-                tables={name: None if table is None else table.table_id}
-                if isinstance(name, str)
-                else {},
-            )
         if op == "Query":
             return await self._query(body, deadline)
         if op == "Scan":

@@ -350,28 +350,55 @@ class StorageService:
         `check` False when it routed the keys with the ring this service checks them
         against (the same object), and then a client error is raised as it is, not
         encoded into an answer the router would only decode into the same error again."""
-        group_id: str = payload["g"]
-        replica = self.replicas.get(group_id)
+        admitted = self.admit(sender, payload, check)
+        if admitted is None:
+            # A leader without a valid lease: wait for it (or refuse), then go on.
+            replica = self.replicas[payload["g"]]
+            refused = await self._leased(replica)
+            if refused is not None:
+                return refused
+            admitted = self._admit_leased(replica, sender, payload, check)
+        if type(admitted) is list:
+            return admitted
+        return await self._run(admitted, payload["op"], payload["body"], local=local)
+
+    def admit(
+        self, sender: str, payload: dict[str, Any], check: bool
+    ) -> Replica | list[Any] | None:
+        """The checks of a "kv.op" request before its operation runs, made without waiting:
+        the replica to run it on, or the refusal to answer, or None when the replica leads
+        without a valid lease just now (`serve_op` waits for it; nothing was counted). The
+        router of this node runs an admitted item request on the replica itself
+        (`Router._item`), so that the operation is the only coroutine under it."""
+        replica = self.replicas.get(payload["g"])
         if replica is None:
             return [REDIRECT, None]
-        db = replica.database
-        op: str = payload["op"]
-        body: dict[str, Any] = payload["body"]
         if payload["mode"] == MODE_EVENTUAL:
             if not self.may_read_eventually(replica) or (
                 replica.store.applied_lsn() < payload.get("seen", 0) and not replica.log.is_leader
             ):
                 # Too far behind, or behind what the router's clients have seen already.
                 return [REDIRECT, replica.leader()]
-        else:
-            if not replica.log.read_lease():
-                refused = await self._leased(replica)
-                if refused is not None:
-                    return refused
-            origins = self._origins.get(group_id)
-            if origins is None:
-                origins = self._origins[group_id] = {}
-            origins[sender] = origins.get(sender, 0) + 1
+            return self._admit_table(replica, payload, check)
+        if not replica.log.read_lease():
+            return None
+        return self._admit_leased(replica, sender, payload, check)
+
+    def _admit_leased(
+        self, replica: Replica, sender: str, payload: dict[str, Any], check: bool
+    ) -> Replica | list[Any]:
+        """`admit` of leader work, once the lease holds: counted for the sender's node."""
+        origins = self._origins.get(replica.group_id)
+        if origins is None:
+            origins = self._origins[replica.group_id] = {}
+        origins[sender] = origins.get(sender, 0) + 1
+        return self._admit_table(replica, payload, check)
+
+    def _admit_table(
+        self, replica: Replica, payload: dict[str, Any], check: bool
+    ) -> Replica | list[Any]:
+        """The last of `admit`: the tables the router expects, and the keys' partition."""
+        db = replica.database
         expected: dict[str, str | None] | None = payload.get("tables")
         if expected:
             for name, table_id in expected.items():
@@ -379,10 +406,12 @@ class StorageService:
                 if (table.table_id if table is not None else None) != table_id:
                     return [STALE_CATALOG]
         if check and replica.partition is not None:
-            for partition in keyroute.partitions_of_request(db, self.ring, op, body):
+            for partition in keyroute.partitions_of_request(
+                db, self.ring, payload["op"], payload["body"]
+            ):
                 if partition != replica.partition:
                     return [WRONG_PARTITION]
-        return await self._run(replica, op, body, local=local)
+        return replica
 
     def may_read_eventually(self, replica: Replica) -> bool:
         """Whether this replica may answer an eventually consistent read now: its view of
@@ -405,27 +434,34 @@ class StorageService:
     async def _run(
         self, replica: Replica, op: str, body: dict[str, Any], *, local: bool = False
     ) -> list[Any]:
-        from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
-
         try:
             result = await replica.database.dispatch(op, body)
         except ClientError as error:
             if local:
                 raise
             return error_answer(error)
-        except NotLeader as error:
-            # Refused before a slot was taken, or the slot went to another value: either
-            # way the operation did not happen here.
-            return self._not_leader(replica, error)
-        except GroupBusy:
-            return [UNAVAILABLE, "the leader's proposal queue is full"]
-        except (AppendTimeout, GroupClosed) as error:
-            # The record may still be chosen: the outcome is unknown, so it is not retried.
-            log.warning("%s on %s: outcome unknown: %s", op, replica.group_id, error)
-            return error_answer(InternalServerError("Internal server error"))
+        except Exception as error:
+            return self.refusal(replica, op, error)
         # The log position the answer reflects (this replica applied its own write before
         # answering): routers keep the highest they saw (`Router.seen`).
         return [OK, result, replica.store.applied_lsn()]
+
+    def refusal(self, replica: Replica, op: str, error: Exception) -> list[Any]:
+        """The answer to an operation that failed on `replica` with an operating error of
+        its group; any other error is raised again."""
+        from keeldb.cluster.group import AppendTimeout, GroupBusy, GroupClosed, NotLeader
+
+        if isinstance(error, NotLeader):
+            # Refused before a slot was taken, or the slot went to another value: either
+            # way the operation did not happen here.
+            return self._not_leader(replica, error)
+        if isinstance(error, GroupBusy):
+            return [UNAVAILABLE, "the leader's proposal queue is full"]
+        if isinstance(error, (AppendTimeout, GroupClosed)):
+            # The record may still be chosen: the outcome is unknown, so it is not retried.
+            log.warning("%s on %s: outcome unknown: %s", op, replica.group_id, error)
+            return error_answer(InternalServerError("Internal server error"))
+        raise error
 
     # --- metadata ------------------------------------------------------------------------
 
