@@ -322,6 +322,12 @@ class LmdbStore:
         self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes], applied_lsn: int
     ) -> None:
         assert applied_lsn >= self._applied_lsn
+        txn = self._txn
+        if txn is not None:
+            # Inside a batch (a replica applies every record so), straight into its
+            # transaction: the common case, without a closure per record.
+            self._write_in(txn, puts, deletes, applied_lsn)
+            return
         self._run_write(lambda txn: self._write_in(txn, puts, deletes, applied_lsn))
 
     def delete_range(self, start: bytes, end: bytes, applied_lsn: int) -> None:
