@@ -200,7 +200,9 @@ class Router:
         self._me_name = f"node{node_id}"
         # Per group: the placement its members were read from, its members, and those that
         # may lead or serve reads (full members first, log replicas after them).
-        self._members: dict[str, tuple[GroupPlacement, tuple[int, ...], tuple[int, ...]]] = {}
+        self._members: dict[
+            str, tuple[GroupPlacement, tuple[int, ...], tuple[int, ...], bool]
+        ] = {}
 
     def attach_local(self, storage: LocalStorage) -> None:
         """Call this node's own storage service directly (`local_op`, `local_storage`): the
@@ -211,31 +213,38 @@ class Router:
 
     # --- calls to groups ------------------------------------------------------------------
 
-    def _group_members(self, group_id: str) -> tuple[GroupPlacement, tuple[int, ...]]:
-        """The group's placement and its members in the order they are asked: full
-        members (which may lead and serve reads) before log replicas (which only know
-        where the leader is). Read again whenever the membership replaces the placement."""
+    def _group_members(
+        self, group_id: str
+    ) -> tuple[GroupPlacement, tuple[int, ...], tuple[int, ...], bool]:
+        """The group's placement, its members, the members in the order they are asked
+        (full members, which may lead and serve reads, before log replicas, which only know
+        where the leader is), and whether this node holds a full replica. Read again
+        whenever the membership replaces the placement."""
         placement = self.placements[group_id]
         cached = self._members.get(group_id)
         if cached is None or cached[0] is not placement:
             config = placement.config
             ids = placement.node_ids
             ordered = tuple(sorted(ids, key=lambda n: config.can_lead(NodeId(n)) is False))
-            cached = self._members[group_id] = (placement, ids, ordered)
-        return cached[0], cached[2]
+            # Whether this node holds a full replica of the group (one that may serve reads).
+            readable = self.node_id in ordered and (
+                BUGGIFY_LOG_REPLICA_READS or config.can_lead(NodeId(self.node_id))
+            )
+            cached = self._members[group_id] = (placement, ids, ordered, readable)
+        return cached
 
-    def _readable_here(self, group_id: str) -> bool:
-        """Whether this node holds a full replica of the group (one that may serve reads)."""
-        placement, ordered = self._group_members(group_id)
-        if BUGGIFY_LOG_REPLICA_READS:
-            return self.node_id in ordered
-        return self.node_id in ordered and placement.config.can_lead(NodeId(self.node_id))
+    def _asked_first(self, group_id: str, mode: str) -> int:
+        """The member `_candidates` puts first, without building the list."""
+        placement, _ids, _ordered, readable = self._group_members(group_id)
+        if mode == MODE_EVENTUAL and self.follower_reads and readable:
+            return self.node_id
+        return self.leaders.get(group_id, placement.preferred_leader)
 
     def _candidates(self, group_id: str, mode: str) -> list[int]:
-        placement, ordered = self._group_members(group_id)
+        placement, _ids, ordered, readable = self._group_members(group_id)
         leader = self.leaders.get(group_id, placement.preferred_leader)
         others = [n for n in ordered if n != leader]
-        if mode == MODE_EVENTUAL and self.follower_reads and self._readable_here(group_id):
+        if mode == MODE_EVENTUAL and self.follower_reads and readable:
             return [self.node_id] + [n for n in [leader, *others] if n != self.node_id]
         return [leader, *others]
 
@@ -504,14 +513,13 @@ class Router:
         payload: dict[str, Any] = {"g": group_id, "op": op, "body": body, "mode": mode}
         if isinstance(name, str):
             payload["tables"] = {name: None if table is None else table.table_id}
-        candidates = self._candidates(group_id, mode)
         if mode == MODE_EVENTUAL:
             payload["seen"] = self.seen.get(group_id, 0)
         storage = self.local_storage
         answer: list[Any] | None = None
         if (
             storage is not None
-            and candidates[0] == self.node_id
+            and self._asked_first(group_id, mode) == self.node_id
             and asyncio.get_running_loop().time() < deadline
         ):
             admitted = storage.admit(self._me_name, payload, False)
@@ -533,8 +541,16 @@ class Router:
                         if lsn > self.seen.get(group_id, 0):
                             self.seen[group_id] = lsn
                     return result
+        # The members to ask, as the router knows them now (this request changed nothing
+        # of what it knows so far).
         done: dict[str, Any] = await self._group_call(
-            group_id, CHANNEL_OP, payload, mode, deadline, candidates=candidates, answer=answer
+            group_id,
+            CHANNEL_OP,
+            payload,
+            mode,
+            deadline,
+            candidates=self._candidates(group_id, mode),
+            answer=answer,
         )
         return done
 
