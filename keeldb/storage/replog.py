@@ -68,6 +68,22 @@ which never blocks the loop, stays the default. Sealing, checkpoints and close a
 the disk thread; a lock on the files keeps them apart from an inline group, and a group that
 finds the files busy goes to the disk thread after them instead of blocking the loop.
 
+Completion-based fsync: KEELDB_WAL_SYNC=async writes each group on the loop thread (into
+the page cache: cheap, the segments being preallocated) and submits its fdatasync to the
+kernel through io_uring (`keeldb/storage/async_sync.py`); the loop keeps serving, and when the
+kernel posts the completion the loop, in `_synced`, first writes and submits the next group
+(everything queued meanwhile) and then applies and answers the completed one. No thread of
+ours waits for the disk, so nothing waits for the interpreter lock on the way back. One group
+is in flight at a time: a group is written only after the fdatasync before it completed, so
+each is answered after a sync submitted after its write, and applied in LSN order. The
+kernel looks the segment's descriptor up when it runs the sync, so seals, checkpoints and
+close run between groups (the flusher waits until nothing is in flight, and `_synced` starts
+no group while one is requested). A failed fdatasync is fatal as in the other modes. Where
+io_uring is missing or refused (an old kernel, io_uring_disabled, a seccomp filter, a machine
+other than x86-64) the log falls back to the disk thread. A disk given by a test (`fsync`)
+is run on the loop in a later iteration instead of the kernel's (`CallSync`), so that the
+same completion path is exercised.
+
 An fsync failure is fatal (see `WriteAheadLog.sync`): every waiter gets `LogFailedError`
 and `on_fatal` is called, which by default ends the process so that a restart recovers from
 what is really on disk.
@@ -89,6 +105,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keeldb.storage.async_sync import AsyncSyncer, CallSync, open_uring_sync
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.wal import (
     PREALLOCATE_BYTES,
@@ -114,7 +131,9 @@ STATS_WRITE_INTERVAL_SECONDS = 1.0  # how often KEELDB_LOG_STATS is rewritten, w
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005  # see "The disk thread and the interpreter lock" above
 # Where a group is written and fsynced: in the disk thread, or "inline" on the event-loop
 # thread (no hand-off to the disk thread and back; see "Where a group is fsynced" above).
-SYNC_MODES = ("inline", "thread", "auto")
+# "async": written on the loop thread, fdatasync completed on it through io_uring (see
+# "Completion-based fsync" above).
+SYNC_MODES = ("inline", "thread", "auto", "async")
 SYNC_MODE_DEFAULT = "thread"
 # Write jobs given to the disk thread at once: one writing and fsyncing, one waiting to take
 # what arrives meanwhile and write it as soon as that fsync returns. More would only split
@@ -161,10 +180,19 @@ class LocalLog:
         checkpoint_wal_bytes: int,
         clock_us: ClockFn = wall_clock_us,
         sync_mode: str = SYNC_MODE_DEFAULT,
+        syncer: AsyncSyncer | None = None,
     ) -> None:
         """Use `open`; this constructor does no recovery."""
         assert sync_mode in SYNC_MODES, sync_mode
+        assert (syncer is not None) == (sync_mode == "async"), (sync_mode, syncer)
         self._wal = wal
+        # "async": completes each group's fdatasync on the loop (`_start_async_group`);
+        # one group in flight at a time, the one in `_in_sync`.
+        self._syncer = syncer
+        self._in_sync: _Written | None = None
+        self._groups_in_flight_max = 1 if syncer is not None else GROUPS_IN_FLIGHT_MAX
+        # `seal` callers in the "async" mode, which seals between groups (see `seal`).
+        self._seal_waiters: list[asyncio.Future[bool]] = []
         self._inline = sync_mode == "inline"
         # "auto": inline when every request its owner holds is a writer in the group (see
         # `set_demand`), else the disk thread.
@@ -255,6 +283,13 @@ class LocalLog:
         if sync_mode not in SYNC_MODES:
             raise ValueError(f"KEELDB_WAL_SYNC must be one of {SYNC_MODES}, not {sync_mode!r}")
         loop = asyncio.get_running_loop()
+        syncer: AsyncSyncer | None = None
+        if sync_mode == "async":
+            # A disk given by a test (recording or failing its fsyncs) is completed on the
+            # loop too; else the kernel's io_uring, or the disk thread where it is missing.
+            syncer = CallSync(loop, fsync) if fsync is not None else open_uring_sync(loop)
+            if syncer is None:
+                sync_mode = "thread"
         applied_lsn = store.applied_lsn()
         switch_interval_seconds = _setting(
             "KEELDB_GIL_SWITCH_INTERVAL_SECONDS", GIL_SWITCH_INTERVAL_SECONDS
@@ -296,10 +331,13 @@ class LocalLog:
                 checkpoint_wal_bytes=checkpoint_wal_bytes,
                 clock_us=clock_us,
                 sync_mode=sync_mode,
+                syncer=syncer,
             )
             replayed = self._recover(applied_lsn)
         except BaseException:
             wal.close()
+            if syncer is not None:
+                syncer.close()
             raise
         if replayed:
             log.info("replayed %d log records after LSN %d", replayed, applied_lsn)
@@ -368,6 +406,13 @@ class LocalLog:
             raise LogFailedError("the log has failed") from self._failure
         if self._flusher is None:
             raise LogFailedError("the log is closed")
+        if self._syncer is not None:
+            # The segment's descriptor must stay open while a group's fdatasync is in
+            # flight: the flusher seals between groups, as it checkpoints.
+            sealed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._seal_waiters.append(sealed)
+            self._wakeup.set()
+            return await sealed
         try:
             return await self._disk.run(self._locked, self._wal.seal)
         except FsyncFailedError as error:
@@ -400,6 +445,8 @@ class LocalLog:
                 self._fail(error)
         await self._disk.run(self._locked, self._wal.close)
         self._disk.shutdown(wait=True)
+        if self._syncer is not None:
+            self._syncer.close()
 
     async def checkpoint(self) -> None:
         """Make the store durable now and drop the log below it (tests, backups).
@@ -441,12 +488,19 @@ class LocalLog:
                 if not self._writing:
                     self._fail_queued(self._failure)
                     return
-            elif self._checkpoint_waiters or self._checkpoint_due():
+            elif self._seal_waiters or self._checkpoint_waiters or self._checkpoint_due():
                 if not self._writing:
-                    await self._checkpoint_between_groups()
+                    if self._seal_waiters:
+                        await self._seal_between_groups()
+                    else:
+                        await self._checkpoint_between_groups()
                     continue
                 # Else wait until the groups in flight are applied: no new group meanwhile.
-            elif self._queue and self._fresh and self._writing < GROUPS_IN_FLIGHT_MAX:
+            elif self._queue and self._fresh and self._writing < self._groups_in_flight_max:
+                if self._syncer is not None:
+                    self._fresh = False
+                    self._start_async_group()
+                    continue
                 if self._inline_now() and self._files_lock.acquire(blocking=False):
                     self._fresh = False
                     self._commit_inline()
@@ -491,6 +545,28 @@ class LocalLog:
         finally:
             self._files_lock.release()
         self._finish_group(group, last_lsn, started, time.perf_counter(), inline=True)
+
+    async def _seal_between_groups(self) -> None:
+        """The "async" mode's seals, in the disk thread while no group is in flight."""
+        requested, self._seal_waiters = self._seal_waiters, []
+        try:
+            sealed = await self._disk.run(self._locked, self._wal.seal)
+        except BaseException as error:  # noqa: BLE001 - handed to the callers of seal
+            for done in requested:
+                if not done.done():
+                    done.set_exception(
+                        LogFailedError(f"the log failed: {error}")
+                        if isinstance(error, FsyncFailedError)
+                        else error
+                    )
+            if isinstance(error, FsyncFailedError):
+                self._fail(error)
+            elif not isinstance(error, Exception):
+                raise
+            return
+        for done in requested:
+            if not done.done():
+                done.set_result(sealed)
 
     async def _checkpoint_between_groups(self) -> None:
         requested, self._checkpoint_waiters = self._checkpoint_waiters, []
@@ -586,18 +662,109 @@ class LocalLog:
         except Exception as unexpected:  # noqa: BLE001 - never leave writers waiting
             self._fail(unexpected)
         finally:
-            if (self._queue and self._fresh) or (
-                not self._writing
-                and (
-                    self._closing
-                    or self._failure is not None
-                    or self._checkpoint_waiters
-                    or self._checkpoint_due()
-                )
+            self._wake_flusher_if_needed()
+
+    def _wake_flusher_if_needed(self) -> None:
+        """After a group came back: wake the flusher if it has a group to start, or waits
+        for the groups in flight to drain; otherwise it sleeps on (one task wake-up less
+        per group)."""
+        if (self._queue and self._fresh) or (
+            not self._writing
+            and (
+                self._closing
+                or self._failure is not None
+                or self._seal_waiters
+                or self._checkpoint_waiters
+                or self._checkpoint_due()
+            )
+        ):
+            self._wakeup.set()
+
+    # --- the "async" mode: the fdatasync completes on the loop ---------------------------
+
+    def _start_async_group(self) -> None:
+        """On the loop, nothing in flight: write the next group into the file (the page
+        cache) and submit its fdatasync; `_synced` applies and answers it on completion."""
+        assert self._syncer is not None
+        assert not self._writing, self._writing
+        if not self._files_lock.acquire(blocking=False):
+            # Seals and checkpoints run between groups in this mode, so the files are
+            # free; were they not, the disk thread takes the group after them.
+            self._writing += 1
+            self._disk.run_then(self._group_written, self._take_write_sync)
+            return
+        group = self._take_group()
+        if self._queue:
+            self._fresh = True  # the group was full: the rest goes in the next one
+        self._group = group  # until it is in flight: an unexpected error fails its writers
+        lsn_before = self._wal.last_lsn()
+        started = time.perf_counter()
+        try:
+            last_lsn = self._write_group([record for record, _, _ in group])
+            # Submitted while holding the files: nothing closes the segment's descriptor
+            # before the kernel has completed the sync (seals wait for `_synced`).
+            self._syncer.fdatasync(self._wal.sync_fd(), self._synced)
+        except (FsyncFailedError, OSError) as error:
+            # A write that kept nothing fails its writers alone; a roll-over's failed
+            # fsync, a write that kept part of the group, or a refused submission (the
+            # group is in the file, unsynced) stops the log.
+            self._group_write_failed(group, error, lsn_before)
+            return
+        finally:
+            self._files_lock.release()
+        self._group = []
+        self._writing += 1
+        written = time.perf_counter()
+        self._in_sync = _Written(
+            group, last_lsn, None, False, started, written, commit_time_us=self._last_time_us
+        )
+
+    def _synced(self, error: OSError | None) -> None:
+        """On the loop: the fdatasync of the group in flight completed. Start the next
+        group (so the disk works while this one is applied), then apply and answer this
+        one; a failed fdatasync stops the log."""
+        written, self._in_sync = self._in_sync, None
+        assert written is not None
+        self._writing -= 1
+        durable = time.perf_counter()
+        group = written.group
+        try:
+            self.timings.add_disk(written.durable - written.started, durable - written.durable)
+            if error is not None:
+                self._group = group
+                self._fail(self._wal.sync_failed(error))
+                return
+            if (
+                self._queue
+                and self._failure is None
+                and not self._seal_waiters
+                and not self._checkpoint_waiters
+                and not self._checkpoint_due()
             ):
-                # The flusher has a group to start, or waits for the groups in flight to
-                # drain; otherwise it sleeps on (one task wake-up less per group).
-                self._wakeup.set()
+                self._fresh = False
+                self._start_async_group()
+            if self._failure is not None:
+                # Never acknowledged once the log failed (the process is stopping).
+                for _, future, _ in group:
+                    if not future.done():
+                        future.set_exception(LogFailedError(f"the log failed: {self._failure}"))
+                return
+            self.timings.async_groups += 1
+            self._finish_group(
+                group,
+                written.last_lsn,
+                written.started,
+                durable,
+                inline=False,
+                commit_time_us=written.commit_time_us,
+            )
+        except Exception as unexpected:  # noqa: BLE001 - never leave writers waiting
+            self._fail(unexpected)  # fails the next group, if it was being started
+            for _, future, _ in group:
+                if not future.done():
+                    future.set_exception(LogFailedError(f"the log failed: {unexpected}"))
+        finally:
+            self._wake_flusher_if_needed()
 
     def _schedule_timer(self) -> None:
         """Wake the flusher every checkpoint interval, so an idle log still checkpoints."""
@@ -712,8 +879,11 @@ class LocalLog:
         durable: float,
         *,
         inline: bool,
+        commit_time_us: int | None = None,
     ) -> None:
-        """On the loop, after the group's fsync: apply it, then acknowledge its writers."""
+        """On the loop, after the group's fsync: apply it, then acknowledge its writers.
+        `commit_time_us` is the group's commit time if a later group may have been written
+        since (else the time of the last group written)."""
         received = time.perf_counter()
         self._group = group
         first_lsn = last_lsn - len(group) + 1
@@ -729,7 +899,9 @@ class LocalLog:
             return
         assert self._store.applied_lsn() <= last_lsn
         self._committed_lsn = last_lsn
-        self._committed_time_us = self._last_time_us
+        self._committed_time_us = (
+            self._last_time_us if commit_time_us is None else commit_time_us
+        )
         self.fsync_count += 1
         self.appended_count += len(entries)
         self._bytes_since_checkpoint += sum(
@@ -746,13 +918,17 @@ class LocalLog:
         with self._files_lock:
             return work(*args)
 
-    def _write_and_sync(self, payloads: list[bytes]) -> int:
-        """Write the group, then one fsync for all of it (holding the files)."""
+    def _write_group(self, payloads: list[bytes]) -> int:
+        """Write the group with its commit time (holding the files); returns its last LSN."""
         commit_time_us = max(self._clock_us(), self._last_time_us)
         self._last_time_us = commit_time_us
         self._wal.set_commit_time(commit_time_us)
+        return self._wal.append(payloads)
+
+    def _write_and_sync(self, payloads: list[bytes]) -> int:
+        """Write the group, then one fsync for all of it (holding the files)."""
         written = time.perf_counter()
-        last_lsn = self._wal.append(payloads)
+        last_lsn = self._write_group(payloads)
         synced = time.perf_counter()
         self._wal.sync()
         self.timings.add_disk(synced - written, time.perf_counter() - synced)
@@ -799,7 +975,10 @@ class LocalLog:
         self._on_fatal(error)
 
     def _fail_queued(self, error: BaseException) -> None:
-        waiting, self._checkpoint_waiters = self._checkpoint_waiters, []
+        waiting: list[asyncio.Future[Any]]
+        waiting, self._checkpoint_waiters = list(self._checkpoint_waiters), []
+        waiting += self._seal_waiters
+        self._seal_waiters = []
         for done in waiting:
             if not done.done():
                 done.set_exception(LogFailedError(f"the log failed: {error}"))
@@ -829,6 +1008,7 @@ class _Written:
     # Records were still queued after the group was taken (it was full): another job must
     # take them even if no record arrives after this one.
     left_behind: bool = False
+    commit_time_us: int | None = None  # the group's (the "async" mode; else not needed)
 
 
 class GroupTimings:
@@ -841,6 +1021,7 @@ class GroupTimings:
 
     __slots__ = (
         "apply_seconds",
+        "async_groups",
         "commit_seconds",
         "group_sizes",
         "groups",
@@ -855,6 +1036,7 @@ class GroupTimings:
     def __init__(self) -> None:
         self.groups = 0
         self.inline_groups = 0  # written and fsynced on the loop thread
+        self.async_groups = 0  # written on the loop thread, fdatasync completed on it
         self.records = 0
         # Per record: from its append to the start of its group's write (waiting for the
         # group before it to be fsynced and applied, then for the flusher to run).

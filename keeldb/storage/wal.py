@@ -663,6 +663,23 @@ class WriteAheadLog:
         assert not self._failed, "the log failed an fsync and must not be used"
         self._sync_fd(self._fd)
 
+    def sync_fd(self) -> int:
+        """The descriptor of the segment being written, for a caller that syncs it itself,
+        asynchronously (`keeldb/storage/async_sync.py`): a completed fdatasync of it makes
+        every record appended so far durable, as `sync` does. It stays open until the next
+        `seal`, segment roll-over (an `append` that crosses the segment size) or `close`; the
+        caller must not call those while its sync is in flight."""
+        assert not self._failed, "the log failed an fsync and must not be used"
+        return self._fd
+
+    def sync_failed(self, error: OSError) -> FsyncFailedError:
+        """A caller's fdatasync of `sync_fd` failed: the log refuses all further use, as
+        after a failed `sync`; returns the error to report."""
+        self._failed = True
+        failed = FsyncFailedError(f"fsync of the log in {self.directory} failed")
+        failed.__cause__ = error
+        return failed
+
     def _sync_fd(self, fd: int) -> None:
         try:
             self._fsync(fd)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from keeldb.storage.async_sync import CallSync
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.protocols import Entry, Store
 from keeldb.storage.replog import LocalLog, LogFailedError
@@ -44,10 +45,21 @@ async def open_node(
     return store, applier, log
 
 
+@pytest.fixture(autouse=True, params=["thread", "async"])
+def sync_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with groups fsynced in the disk thread and with the fdatasync
+    completed on the loop (io_uring, or the tests' own disk run from the loop)."""
+    mode: str = request.param
+    monkeypatch.setenv("KEELDB_WAL_SYNC", mode)
+    return mode
+
+
 def die(log: LocalLog) -> None:
     """What kill -9 leaves behind: no close, no checkpoint, the files as they are."""
     assert log._flusher is not None
     log._flusher.cancel()
+    if log._syncer is not None:
+        log._syncer.close()  # a sync in flight never completes
     log._wal.close()  # the kernel closes a dead process's files and releases its lock
     log._disk.shutdown(wait=False)
 
@@ -233,6 +245,9 @@ def test_a_failed_fsync_fails_the_writers_and_stops_the_log(tmp_path: Path) -> N
             raise OSError(5, "Input/output error")
 
         log._wal._fsync = broken_disk  # the disk fails from now on
+        if log._syncer is not None:  # ... also for the fdatasyncs completed on the loop
+            log._syncer.close()
+            log._syncer = CallSync(asyncio.get_running_loop(), broken_disk)
         results = await asyncio.gather(
             *(log.append(b"b=%d" % i) for i in range(5)), return_exceptions=True
         )
@@ -270,6 +285,7 @@ def test_the_default_fatal_reaction_ends_the_process(tmp_path: Path) -> None:
     script = f"""
 import asyncio, os
 from pathlib import Path
+from keeldb.storage.async_sync import CallSync
 from keeldb.storage.lmdb_store import LmdbStore
 from keeldb.storage.replog import LocalLog
 
@@ -279,6 +295,9 @@ async def main():
     def broken_disk(fd):
         raise OSError(5, "Input/output error")
     log._wal._fsync = broken_disk
+    if log._syncer is not None:
+        log._syncer.close()
+        log._syncer = CallSync(asyncio.get_running_loop(), broken_disk)
     await log.append(b"x")
     print("still running")
 
