@@ -291,9 +291,12 @@ class _MemberDisk:
         """Durable (fsynced) when this returns."""
         await self.submit(records)
 
-    def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
+    def submit(
+        self, records: Sequence[Record], on_durable: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
         """Queue `records` behind everything submitted before; the future is done once they
-        (and so everything before them) are durable."""
+        (and so everything before them) are durable, or failed. `on_durable` is called then
+        (after the future is settled, whether or not it failed), on the loop."""
         raise NotImplementedError
 
     def submit_lazily(self, records: Sequence[Record]) -> None:
@@ -341,11 +344,16 @@ class _OwnWal(_MemberDisk):
         self._wal, records = await loop.run_in_executor(self._disk, open_wal)
         return records
 
-    def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
+    def submit(
+        self, records: Sequence[Record], on_durable: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
         assert self._wal is not None
         # One disk thread: appends run, and fsync, in the order submitted.
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._disk, self._wal.append, records)
+        future = loop.run_in_executor(self._disk, self._wal.append, records)
+        if on_durable is not None:
+            future.add_done_callback(lambda _: on_durable())
+        return future
 
     def records_since_rewrite(self) -> int:
         return self._wal.records_since_rewrite if self._wal is not None else 0
@@ -365,6 +373,25 @@ class _OwnWal(_MemberDisk):
 
 # The node log of each transport (one transport per node process).
 _NODE_LOGS: weakref.WeakKeyDictionary[Transport, NodeLog] = weakref.WeakKeyDictionary()
+
+
+# A member's records queued for the node log: (group, records, the future of their fsync or
+# None when nobody waits, what to call once a round settled them or None).
+_Queued = tuple[str, Sequence[Record], "asyncio.Future[None] | None", "Callable[[], None] | None"]
+
+
+def _call_each(queued: Sequence[_Queued]) -> None:
+    """Call every distinct `on_durable` of `queued`, once each, in the order first queued.
+    A caller's exception is its own failure: it is logged and the others still run."""
+    seen: set[Callable[[], None]] = set()
+    for _, _, _, on_durable in queued:
+        if on_durable is None or on_durable in seen:
+            continue
+        seen.add(on_durable)
+        try:
+            on_durable()
+        except Exception:  # noqa: BLE001 - one member's failure must not stop the others
+            log.exception("a member failed to finish a node-log round")
 
 
 class NodeLog:
@@ -410,12 +437,11 @@ class NodeLog:
         # The disk thread (`keeldb.storage.replog.DiskThread`: one eventfd wake-up and one
         # call_soon_threadsafe back per round, no pool futures), started with the log.
         self._disk: DiskThread | None = None
-        # Queued records and who waits for them (None: nobody, `submit_lazily`).
-        self._queue: list[tuple[str, Sequence[Record], asyncio.Future[None] | None]] = []
+        # Queued records, who waits for them (None: nobody, `submit_lazily`) and what to
+        # call once a round settled them.
+        self._queue: list[_Queued] = []
         self._flush_scheduled = False  # a round starts at the end of this loop turn
-        self._flushing: list[tuple[str, Sequence[Record], asyncio.Future[None] | None]] | None = (
-            None
-        )
+        self._flushing: list[_Queued] | None = None
         self._open_lock = asyncio.Lock()
         self._failure: BaseException | None = None
         self.flush_count = 0  # fsyncs of appended records
@@ -472,16 +498,26 @@ class NodeLog:
     async def append(self, group_id: str, records: Sequence[Record]) -> None:
         await self.submit(group_id, records)
 
-    def submit(self, group_id: str, records: Sequence[Record]) -> asyncio.Future[None]:
+    def submit(
+        self,
+        group_id: str,
+        records: Sequence[Record],
+        on_durable: Callable[[], None] | None = None,
+    ) -> asyncio.Future[None]:
         """Queue a member's records for the next round; the future is done once a round's
         fsync covers them (rounds are written in the order queued). What every member
-        submits in one turn of the event loop goes in one round."""
+        submits in one turn of the event loop goes in one round.
+
+        `on_durable` is called straight from the round's completion, once every future of
+        the round is settled: one call per callable per round, in the order first queued,
+        so a node's members finish a round in one pass with no callback scheduled per
+        member (the same callable given twice in a round runs once)."""
         if self._failure is not None:
             raise GroupClosed(f"the node log failed: {self._failure}")
         assert self._wal is not None and group_id in self._members
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.append((group_id, records, future))
+        self._queue.append((group_id, records, future, on_durable))
         if self._flushing is None and not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._start_round)
@@ -493,7 +529,7 @@ class NodeLog:
         if self._failure is not None:
             raise GroupClosed(f"the node log failed: {self._failure}")
         assert self._wal is not None and group_id in self._members
-        self._queue.append((group_id, records, None))
+        self._queue.append((group_id, records, None, None))
 
     def _start_round(self) -> None:
         """Write and fsync everything queued: inline on this thread when so configured and
@@ -504,7 +540,7 @@ class NodeLog:
         batch, self._queue = self._queue, []
         self._flushing = batch
         wal = self._wal
-        rounds = [(group, records) for group, records, _ in batch]
+        rounds = [(group, records) for group, records, _, _ in batch]
         if self._inline and self._files_lock.acquire(blocking=False):
             # os.write and os.fsync release the interpreter lock: other threads run
             # meanwhile, and what arrives waits in its socket for the next round.
@@ -527,28 +563,35 @@ class NodeLog:
         assert batch is not None
         if error is not None:
             self._failure = error
-            for _, _, future in batch:
+            for _, _, future, _ in batch:
                 if future is not None and not future.done():
                     future.set_exception(error)
             self._fail_queued(error)
+            _call_each(batch)
             return
         self.flush_count += 1
-        for _, _, future in batch:
+        for _, _, future, _ in batch:
             if future is None:
                 self.lazy_flushed += 1
                 continue
             self.appends_flushed += 1
             if not future.done():
                 future.set_result(None)
-        if self._queue:
-            # Queued during this round's fsync: the next round starts at once.
+        # The members finish what the round made durable (send their votes, take their
+        # next Readys) here; what they submit meanwhile joins the round started next.
+        _call_each(batch)
+        if self._queue and self._flushing is None and not (self._inline and self._flush_scheduled):
+            # Queued during this round's fsync: the next round starts at once. (An inline
+            # round takes what the members just queued at the end of this loop turn, as
+            # `submit` arranged, rather than in a round nested in this one.)
             self._start_round()
 
     def _fail_queued(self, error: BaseException) -> None:
         queued, self._queue = self._queue, []
-        for _, _, future in queued:
+        for _, _, future, _ in queued:
             if future is not None and not future.done():
                 future.set_exception(error)
+        _call_each(queued)
 
     def records_since_rewrite(self, group_id: str) -> int:
         return self._wal.records_since_rewrite(group_id) if self._wal is not None else 0
@@ -594,8 +637,10 @@ class _SharedLog(_MemberDisk):
         self._open = True
         return records
 
-    def submit(self, records: Sequence[Record]) -> asyncio.Future[None]:
-        return self._node_log.submit(self._group_id, records)
+    def submit(
+        self, records: Sequence[Record], on_durable: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
+        return self._node_log.submit(self._group_id, records, on_durable)
 
     def submit_lazily(self, records: Sequence[Record]) -> None:
         self._node_log.submit_lazily(self._group_id, records)
@@ -659,6 +704,44 @@ _TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Tick
 )
 
 
+class _DrivePass:
+    """One callback per loop turn for every group driver with work on an event loop: the
+    drivers a turn kicks (messages stepped, proposals, ticks) are driven one after the
+    other in that callback, in the order kicked, instead of a callback each; so the
+    messages they send to one peer leave in one frame and their records in one node-log
+    round, and a node hosting many groups pays the loop's per-callback cost once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: list[GroupLog] = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _DrivePass:
+        drive_pass = _DRIVE_PASSES.get(loop)
+        if drive_pass is None:
+            drive_pass = _DRIVE_PASSES[loop] = cls(loop)
+        return drive_pass
+
+    def add(self, group: GroupLog) -> None:
+        """Drive `group` at the end of this loop turn (the caller adds it once per turn)."""
+        if not self._due:
+            self._loop.call_soon(self._run)
+        self._due.append(group)
+
+    def _run(self) -> None:
+        due, self._due = self._due, []
+        for group in due:
+            try:
+                group._drive_callback()
+            except Exception:  # one driver's bug must not stop the others
+                log.exception("group %s: drive failed", group.group_id)
+
+
+_DRIVE_PASSES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _DrivePass] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class GroupLog:
     """One member of one replica group (see the module docstring)."""
 
@@ -708,6 +791,7 @@ class GroupLog:
         self._work = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._ticker: _Ticker | None = None
+        self._drive_pass: _DrivePass | None = None
         self._timer_count = 0
         self._parked = False  # the driver task waits (between Readys, or for a full pipeline)
         # The driver task waits between Readys with nothing half done: new work is then
@@ -719,6 +803,7 @@ class GroupLog:
         self._handoff: Ready | None = None
         self._clock_start = 0.0
         self._ticks = 0
+        self._next_tick_at = math.inf  # time.monotonic() when the next tick is due
         self._pending: dict[ProposalId, asyncio.Future[int]] = {}
         self._pending_slot: dict[ProposalId, int] = {}
         # (deadline on time.monotonic(), future) of every append waiting, oldest first.
@@ -771,10 +856,13 @@ class GroupLog:
         )
         self._clock_start = time.monotonic()
         self._ticks = 0
+        self._next_tick_at = self._clock_start + self._options.tick_seconds
         self._transport.register(self._channel, self._on_message)
         self._transport.register(self._snapshot_channel, self._on_snapshot_pull)
         self._pump_task = asyncio.create_task(self._pump(), name=f"keeldb-group-{self.group_id}")
-        self._ticker = _Ticker.of(asyncio.get_running_loop(), self._options.tick_seconds)
+        loop = asyncio.get_running_loop()
+        self._drive_pass = _DrivePass.of(loop)
+        self._ticker = _Ticker.of(loop, self._options.tick_seconds)
         self._ticker.add(self)
         if self._initial_config.n == 1 and self._initial_config.can_lead(self._node_id):
             self._replica.campaign()  # a group of one need not wait for an election timeout
@@ -1077,12 +1165,14 @@ class GroupLog:
         assert replica is not None
         if now is None:
             now = time.monotonic()
-        due = int((now - self._clock_start) / self._options.tick_seconds)
-        if self._ticks >= due:
+        if now < self._next_tick_at:
             return  # nothing new: whoever changed the replica since woke the driver
+        tick_seconds = self._options.tick_seconds
+        due = int((now - self._clock_start) / tick_seconds)
         while self._ticks < due:
             self._ticks += 1
             replica.tick()
+        self._next_tick_at = self._clock_start + (self._ticks + 1) * tick_seconds
         if replica.has_ready():
             self._kick()
 
@@ -1123,8 +1213,16 @@ class GroupLog:
             else:
                 commit = int(msg.commit_slot)  # type: ignore[union-attr]
             self._leader_commit_seen = max(self._leader_commit_seen, commit)
-        self._replica.step(msg)
-        self._kick()
+        replica = self._replica
+        replica.step(msg)
+        # A message that gave the core nothing to do (a vote for a slot already chosen, a
+        # retransmission) wakes no driver, unless the leadership it knows changed.
+        if (
+            replica.has_ready()
+            or replica.leader_hint != self._last_leader
+            or (replica.is_leader and replica.ballot != self._leading_ballot)
+        ):
+            self._kick()
 
     def _send(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -1205,7 +1303,9 @@ class GroupLog:
         if self._idle and not self._work.is_set():
             if not self._drive_scheduled:
                 self._drive_scheduled = True
-                asyncio.get_running_loop().call_soon(self._drive_callback)
+                drive_pass = self._drive_pass
+                assert drive_pass is not None
+                drive_pass.add(self)
             return
         self._work.set()
 
@@ -1288,8 +1388,7 @@ class GroupLog:
             if rd.persist:
                 disk = self._disk_log
                 assert disk is not None
-                future = disk.submit(rd.persist)
-                future.add_done_callback(self._on_synced)
+                future = disk.submit(rd.persist, self._on_synced)
                 if any(isinstance(r, SnapshotRecord) for r in rd.persist):
                     self._rewrite_due = True
             replica.advance(rd, durable=False)
@@ -1307,12 +1406,13 @@ class GroupLog:
         self._deliver_ticks()
         self._complete_durable(replica)
 
-    def _on_synced(self, future: asyncio.Future[None]) -> None:
-        """A round of the disk finished: with the driver task waiting between Readys, the
-        Readys it made durable are finished here at once (their held-back messages sent,
-        the core told) and whatever that gave the core to do with them; else the task is
-        woken. Mid-Ready (a snapshot install awaits) the task does it."""
-        del future
+    def _on_synced(self) -> None:
+        """A round of the disk finished (called from the node log's round completion, once
+        per round however many of this member's Readys it covered): with the driver task
+        waiting between Readys, the Readys it made durable are finished here at once (their
+        held-back messages sent, the core told) and whatever that gave the core to do with
+        them; else the task is woken. Mid-Ready (a snapshot install awaits) the task does
+        it."""
         replica = self._replica
         if replica is None or self._closing or self._failure is not None:
             self._work.set()

@@ -107,6 +107,24 @@ def _ints(*values: Any) -> None:
             raise CodecError("expected an integer")
 
 
+# The ballots of recent messages, by (round, node): a group's messages carry one ballot for a
+# whole leadership, so decoding hands back the one object (cheaper than a new frozen
+# dataclass per message, and the core's comparisons with the ballot it holds then start
+# with an identity check that holds). Dropped whole when it grows past the bound.
+_BALLOTS: dict[tuple[int, int], Ballot] = {}
+_BALLOTS_MAX = 1024
+
+
+def _ballot(r: int, n: int) -> Ballot:
+    key = (r, n)
+    ballot = _BALLOTS.get(key)
+    if ballot is None:
+        if len(_BALLOTS) >= _BALLOTS_MAX:
+            _BALLOTS.clear()
+        ballot = _BALLOTS[key] = Ballot(r, n)  # type: ignore[arg-type]
+    return ballot
+
+
 def encode_message(msg: Message) -> list[Any]:
     kind = type(msg)
     if kind is Accept:
@@ -198,23 +216,23 @@ def decode_message(plain: Any) -> Message:
         if tag == "a":
             _, src, dst, r, n, commit, tick, *items = plain
             _ints(src, dst, r, n, commit, tick)
-            return Accept(src, dst, Ballot(r, n), _slot_entries(items), commit, tick)
+            return Accept(src, dst, _ballot(r, n), _slot_entries(items), commit, tick)
         if tag == "A":
             _, src, dst, r, n, slots, commit, tick = plain
             _ints(src, dst, r, n, commit, tick)
             if not isinstance(slots, list):
                 raise CodecError("malformed slots")
             _ints(*slots)
-            return Accepted(src, dst, Ballot(r, n), tuple(slots), commit, tick)
+            return Accepted(src, dst, _ballot(r, n), tuple(slots), commit, tick)
         if tag == "h" or tag == "H":
             _, src, dst, r, n, commit, tick = plain
             _ints(src, dst, r, n, commit, tick)
             cls = Heartbeat if tag == "h" else HeartbeatAck
-            return cls(src, dst, Ballot(r, n), commit, tick)
+            return cls(src, dst, _ballot(r, n), commit, tick)
         if tag == "c":
             _, src, dst, r, n, commit, *items = plain
             _ints(src, dst, r, n, commit)
-            return CatchUp(src, dst, Ballot(r, n), _slot_entries(items), commit)
+            return CatchUp(src, dst, _ballot(r, n), _slot_entries(items), commit)
     except ValueError as error:  # wrong number of fields to unpack
         raise CodecError(f"malformed {tag!r} message: {error}") from None
     if tag == "g" and len(plain) == 2:

@@ -1418,11 +1418,13 @@ class Replica:
 
     def _accept_leader(self, src: NodeId, ballot: Ballot) -> bool:
         """Common checks for messages from a leader. False (and a Nack) when stale."""
-        if ballot < self._promised:
-            self._send(Nack(self._id, src, ballot, self._promised), after_persist=False)
-            return False
-        if ballot > self._promised:
-            self._set_promised(ballot)
+        promised = self._promised
+        if ballot is not promised:  # (the same object as a rule: one decoded per leadership)
+            if ballot < promised:
+                self._send(Nack(self._id, src, ballot, promised), after_persist=False)
+                return False
+            if ballot > promised:
+                self._set_promised(ballot)
         if self._role is not Role.FOLLOWER and src != self._id:
             self._become_follower(src)
         self._hear_leader(src)

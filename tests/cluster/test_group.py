@@ -5,6 +5,7 @@ the aurora profile, and a recorded history checked for linearizability."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from keeldb.cluster import group as group_module
@@ -22,9 +24,12 @@ from keeldb.cluster.group import (
     NotLeader,
     is_store_token,
     member_name,
+    member_node_id,
 )
+from keeldb.cluster.group_codec import packed_messages
 from keeldb.cluster.group_harness import History, final_reads, kv_workload
 from keeldb.cluster.group_kv import KEY_PREFIX, KvMachine, KvService, encode_put
+from keeldb.consensus.messages import Accepted, Heartbeat
 from keeldb.consensus.replica import Mutation, Options
 from keeldb.consensus.sim.linearizability import OpKind, Verdict
 from keeldb.consensus.types import Config, Member, NodeId
@@ -641,27 +646,37 @@ class HeldDisk(group_module._MemberDisk):
     def __init__(self, inner: group_module._MemberDisk) -> None:
         self.inner = inner
         self.held = True
-        self.waiting: list[tuple[Any, asyncio.Future[None]]] = []
+        self.waiting: list[tuple[Any, asyncio.Future[None], Callable[[], None] | None]] = []
 
-    def submit(self, records: Any) -> asyncio.Future[None]:
+    def submit(
+        self, records: Any, on_durable: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
         if not self.held and not self.waiting:
-            return self.inner.submit(records)
+            return self.inner.submit(records, on_durable)
         outer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append((records, outer))
+        self.waiting.append((records, outer, on_durable))
         return outer
 
     def release(self) -> None:
         self.held = False
         waiting, self.waiting = self.waiting, []
-        for records, outer in waiting:
+        for records, outer, on_durable in waiting:
             inner = self.inner.submit(records)
-            inner.add_done_callback(
-                lambda f, outer=outer: (
-                    outer.set_exception(e)
-                    if (e := f.exception()) is not None
-                    else outer.set_result(None)
-                )
-            )
+            inner.add_done_callback(functools.partial(self._settle, outer, on_durable))
+
+    @staticmethod
+    def _settle(
+        outer: asyncio.Future[None],
+        on_durable: Callable[[], None] | None,
+        inner: asyncio.Future[None],
+    ) -> None:
+        error = inner.exception()
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(None)
+        if on_durable is not None:
+            on_durable()
 
     def records_since_rewrite(self) -> int:
         return self.inner.records_since_rewrite()
@@ -796,6 +811,54 @@ def test_an_append_without_an_outcome_times_out_after_its_timeout_and_not_long_b
             transport = cluster.nodes[name].transport
             assert transport is not None
             await transport.apply_fault_command({"op": "heal"})
+        await cluster.stop_all()
+
+    run(body)
+
+
+def test_a_message_that_gives_the_core_nothing_to_do_wakes_no_driver(tmp_path: Path) -> None:
+    async def body() -> None:
+        cluster = Cluster(tmp_path, Config.standard([1, 2, 3]))
+        await cluster.start_all()
+        leader_name = await cluster.leader()
+        await put(cluster, leader_name, "k", b"v")
+        await cluster.converged(list(cluster.nodes))
+        leader = cluster.group(leader_name)
+        follower_name = next(n for n in cluster.nodes if n != leader_name)
+        follower = cluster.group(follower_name)
+        replica = leader.replica
+        await asyncio.sleep(TICK_SECONDS * 2)  # whatever the put left to do is done
+        # No ticks delivered meanwhile: a tick may give the core work of its own.
+        for group in (leader, follower):
+            group._deliver_ticks = lambda now=None: None  # type: ignore[method-assign]
+        try:
+            assert not leader._drive_scheduled and not follower._drive_scheduled
+            # A vote for a slot already chosen, again: nothing for the leader's driver.
+            stale = Accepted(
+                NodeId(member_node_id(follower_name)),
+                NodeId(member_node_id(leader_name)),
+                replica.ballot,
+                (replica.commit_slot,),
+                replica.commit_slot,
+                replica.now,
+            )
+            leader._on_message(follower_name, msgpack.unpackb(packed_messages([stale])[0]))
+            assert not leader._drive_scheduled and not leader._work.is_set()
+            # A heartbeat is answered: the follower's driver runs at the end of the turn.
+            beat = Heartbeat(
+                NodeId(member_node_id(leader_name)),
+                NodeId(member_node_id(follower_name)),
+                replica.ballot,
+                replica.commit_slot,
+                replica.now,
+            )
+            follower._on_message(leader_name, msgpack.unpackb(packed_messages([beat])[0]))
+            assert follower._drive_scheduled or follower._work.is_set()
+        finally:
+            for group in (leader, follower):
+                del group._deliver_ticks
+        await put(cluster, leader_name, "k", b"w")
+        await cluster.converged(list(cluster.nodes))
         await cluster.stop_all()
 
     run(body)

@@ -154,3 +154,18 @@ def test_a_packer_sharing_more_than_the_entries_is_caught_by_the_byte_comparison
     assert good == _one_by_one([first, second])
     assert broken != _one_by_one([first, second])
     assert group_codec.decode_message(msgpack.unpackb(broken[1], raw=False)).commit_slot == 9
+
+
+def test_messages_of_one_leadership_share_one_decoded_ballot_and_the_cache_stays_bounded() -> (
+    None
+):
+    def heartbeat(round_: int) -> list:
+        return group_codec.encode_message(Heartbeat(1, 2, Ballot(round_, 1), 3, 4))
+
+    decode = group_codec.decode_message
+    first, second = decode(heartbeat(7)), decode(heartbeat(7))
+    assert first.ballot is second.ballot and first.ballot == Ballot(7, 1)
+    assert decode(heartbeat(8)).ballot == Ballot(8, 1)
+    for round_ in range(group_codec._BALLOTS_MAX * 2):
+        assert decode(heartbeat(round_)).ballot == Ballot(round_, 1)
+    assert len(group_codec._BALLOTS) <= group_codec._BALLOTS_MAX

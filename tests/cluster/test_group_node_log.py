@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -421,5 +422,64 @@ def test_a_lazy_commit_point_starts_no_round_and_goes_with_the_next_one(tmp_path
             "p0": [_accept(1, b"a"), CommitRecord(1), _accept(2, b"a")]
         }
         reopened.close()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+def test_a_round_calls_each_members_finisher_once_after_every_future_is_settled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NODE_LOG_SYNC_ENV, "thread")
+
+    async def body() -> None:
+        transport = Transport("node1", "127.0.0.1", 0, SECRET)
+        node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
+        tokens = tmp_path / "groups"
+        for group in ("p0", "p1"):
+            await node_log.open_member(group, tokens / group / "log" / MEMBER_TOKEN_FILE)
+        wal = node_log.wal
+        assert wal is not None
+        gate = threading.Event()
+        real_append = wal.append
+
+        def gated_append(batch: list) -> None:
+            gate.wait(10)
+            real_append(batch)
+
+        wal.append = gated_append  # type: ignore[method-assign]
+        calls: list[tuple[str, list[bool]]] = []
+        futures: list[asyncio.Future[None]] = []
+
+        def finisher(name: str) -> Callable[[], None]:
+            def finish() -> None:  # sees every future of the round settled
+                calls.append((name, [f.done() for f in futures]))
+
+            return finish
+
+        p0, p1 = finisher("p0"), finisher("p1")
+        futures.append(node_log.submit("p0", [_accept(1, b"a")], p0))
+        await asyncio.sleep(0.05)  # the first round is in the disk thread, held
+        futures.append(node_log.submit("p1", [_accept(1, b"b")], p1))
+        futures.append(node_log.submit("p0", [_accept(2, b"a")], p0))  # same round, p0 again
+        futures.append(node_log.submit("p1", [_accept(2, b"b")]))  # nobody to call
+        futures.append(node_log.submit("p0", [_accept(3, b"a")], p0))  # and again
+        assert not calls
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert calls == [("p0", [True] + [False] * 4), ("p1", [True] * 5), ("p0", [True] * 5)]
+        # A round that fails still calls them (the futures hold the error).
+        failed: list[bool] = []
+
+        def broken_append(batch: list) -> None:
+            raise OSError("the disk is gone")
+
+        wal.append = broken_append  # type: ignore[method-assign]
+        future = node_log.submit("p0", [_accept(4, b"a")], lambda: failed.append(future.done()))
+        with pytest.raises(OSError):
+            await asyncio.wait_for(future, 10)
+        assert failed == [True]
+        wal.append = real_append  # type: ignore[method-assign]
+        await node_log.close_member("p0")
+        await node_log.close_member("p1")
 
     asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
