@@ -14,8 +14,11 @@ How: one io_uring ring (`io_uring_setup`), an eventfd registered with it
 eventfd watched with `loop.add_reader`. `fdatasync` writes one submission (IORING_OP_FSYNC
 with IORING_FSYNC_DATASYNC over the whole file) and enters it with `io_uring_enter`; the
 kernel runs the fdatasync in its own worker thread (io-wq), which needs no interpreter lock,
-and the loop reaps the completion when it next polls. Completions of several syncs in flight
-may come in any order; each gets its own callback, in the order the kernel posted them.
+and the loop reaps the completion when it next polls. Each sync is submitted with
+IOSQE_IO_DRAIN: the kernel starts it only once every sync submitted before it has completed,
+so syncs run one at a time, in submission order, and their callbacks are called in that
+order; a caller may submit the next sync (of data written since) while one is in flight and
+the kernel starts it the moment the previous completes, without waiting for the loop.
 
 The kernel looks the descriptor up when its worker starts the sync, not at submission: the
 caller must keep `fd` open, and not reuse its number, until `done` is called.
@@ -68,6 +71,7 @@ SYS_IO_URING_REGISTER = 427
 IORING_OP_NOP = 0
 IORING_OP_FSYNC = 3
 IORING_FSYNC_DATASYNC = 1 << 0
+IOSQE_IO_DRAIN = 1 << 1  # start only after every submission before it has completed
 IORING_ENTER_GETEVENTS = 1 << 0
 IORING_REGISTER_EVENTFD = 4
 IORING_FEAT_SINGLE_MMAP = 1 << 0
@@ -254,13 +258,14 @@ class UringSync:
             pass  # an eventfd not signalled is found out at the first sync instead
 
     def fdatasync(self, fd: int, done: DoneFn) -> None:
-        """Submit fdatasync(fd); `done(None)` (or `done(error)`) is called on the loop once
-        the kernel has completed it. Raises OSError if the kernel refused the submission
+        """Submit fdatasync(fd), to start once the syncs submitted before have completed;
+        `done(None)` (or `done(error)`) is called on the loop once the kernel has completed
+        it. Raises OSError if the kernel refused the submission
         (nothing is then in flight and `done` is never called)."""
         assert self._ring_fd >= 0, "the ring was closed"
         assert fd >= 0, fd
         user_data = next(self._numbers)
-        self._submit(IORING_OP_FSYNC, fd, IORING_FSYNC_DATASYNC, user_data)
+        self._submit(IORING_OP_FSYNC, fd, IORING_FSYNC_DATASYNC, user_data, IOSQE_IO_DRAIN)
         self._done[user_data] = done
         try:
             submitted = self._call(
@@ -281,13 +286,15 @@ class UringSync:
     def in_flight(self) -> int:
         return len(self._done)
 
-    def _submit(self, opcode: int, fd: int, fsync_flags: int, user_data: int) -> None:
+    def _submit(
+        self, opcode: int, fd: int, fsync_flags: int, user_data: int, flags: int = 0
+    ) -> None:
         """Write one submission at the ring's tail and publish it (not yet entered)."""
         tail = self._sq_tail.value
         index = tail & self._sq_mask
         SQE.pack_into(
-            self._sqes, index * SQE.size, opcode, 0, 0, fd, 0, 0, 0, fsync_flags, user_data,
-            0, 0, 0, 0, 0,
+            self._sqes, index * SQE.size, opcode, flags, 0, fd, 0, 0, 0, fsync_flags,
+            user_data, 0, 0, 0, 0, 0,
         )  # fmt: skip
         struct.pack_into("<I", self._sq_map, self._sq_array + index * 4, index)
         self._sq_tail.value = (tail + 1) & 0xFFFFFFFF

@@ -73,9 +73,12 @@ the page cache: cheap, the segments being preallocated) and submits its fdatasyn
 kernel through io_uring (`keeldb/storage/async_sync.py`); the loop keeps serving, and when the
 kernel posts the completion the loop, in `_synced`, first writes and submits the next group
 (everything queued meanwhile) and then applies and answers the completed one. No thread of
-ours waits for the disk, so nothing waits for the interpreter lock on the way back. One group
-is in flight at a time: a group is written only after the fdatasync before it completed, so
-each is answered after a sync submitted after its write, and applied in LSN order. The
+ours waits for the disk, so nothing waits for the interpreter lock on the way back. Up to
+GROUPS_IN_FLIGHT_MAX groups are in flight: records queued while a sync runs are written at
+once and their sync submitted behind it, and the kernel starts it when the one before
+completes (IOSQE_IO_DRAIN), without waiting for the loop; so completions come in LSN order,
+each group is answered after a sync submitted after its write, and groups are applied in
+order. A group that would roll over to a new segment waits until nothing is in flight. The
 kernel looks the segment's descriptor up when it runs the sync, so seals, checkpoints and
 close run between groups (the flusher waits until nothing is in flight, and `_synced` starts
 no group while one is requested). A failed fdatasync is fatal as in the other modes. Where
@@ -187,10 +190,9 @@ class LocalLog:
         assert (syncer is not None) == (sync_mode == "async"), (sync_mode, syncer)
         self._wal = wal
         # "async": completes each group's fdatasync on the loop (`_start_async_group`);
-        # one group in flight at a time, the one in `_in_sync`.
+        # the groups whose fdatasync is in flight, oldest first (they complete in order).
         self._syncer = syncer
-        self._in_sync: _Written | None = None
-        self._groups_in_flight_max = 1 if syncer is not None else GROUPS_IN_FLIGHT_MAX
+        self._in_sync: collections.deque[_Written] = collections.deque()
         # `seal` callers in the "async" mode, which seals between groups (see `seal`).
         self._seal_waiters: list[asyncio.Future[bool]] = []
         self._inline = sync_mode == "inline"
@@ -496,7 +498,7 @@ class LocalLog:
                         await self._checkpoint_between_groups()
                     continue
                 # Else wait until the groups in flight are applied: no new group meanwhile.
-            elif self._queue and self._fresh and self._writing < self._groups_in_flight_max:
+            elif self._queue and self._fresh and self._writing < GROUPS_IN_FLIGHT_MAX:
                 if self._syncer is not None:
                     self._fresh = False
                     self._start_async_group()
@@ -683,15 +685,22 @@ class LocalLog:
     # --- the "async" mode: the fdatasync completes on the loop ---------------------------
 
     def _start_async_group(self) -> None:
-        """On the loop, nothing in flight: write the next group into the file (the page
-        cache) and submit its fdatasync; `_synced` applies and answers it on completion."""
+        """On the loop: write the next group into the file (the page cache) and submit its
+        fdatasync, to start when the one in flight (if any) has completed; `_synced`
+        applies and answers it on completion. Leaves the records queued (for `_synced` to
+        start) if a group is in flight and this one would roll over to a new segment,
+        which closes the descriptor the sync in flight was submitted for."""
         assert self._syncer is not None
-        assert not self._writing, self._writing
+        assert self._writing < GROUPS_IN_FLIGHT_MAX, self._writing
+        if self._writing and not self._wal.fits([record for record, _, _ in self._peek_group()]):
+            return
         if not self._files_lock.acquire(blocking=False):
             # Seals and checkpoints run between groups in this mode, so the files are
-            # free; were they not, the disk thread takes the group after them.
-            self._writing += 1
-            self._disk.run_then(self._group_written, self._take_write_sync)
+            # free; were they not, the disk thread takes the group after them, unless a
+            # group is in flight (it would be applied first): then `_synced` starts it.
+            if not self._writing:
+                self._writing += 1
+                self._disk.run_then(self._group_written, self._take_write_sync)
             return
         group = self._take_group()
         if self._queue:
@@ -715,22 +724,23 @@ class LocalLog:
         self._group = []
         self._writing += 1
         written = time.perf_counter()
-        self._in_sync = _Written(
-            group, last_lsn, None, False, started, written, commit_time_us=self._last_time_us
+        self._in_sync.append(
+            _Written(
+                group, last_lsn, None, False, started, written, commit_time_us=self._last_time_us
+            )
         )
 
     def _synced(self, error: OSError | None) -> None:
-        """On the loop: the fdatasync of the group in flight completed. Start the next
-        group (so the disk works while this one is applied), then apply and answer this
-        one; a failed fdatasync stops the log."""
-        written, self._in_sync = self._in_sync, None
-        assert written is not None
+        """On the loop: the fdatasync of the oldest group in flight completed. Start the
+        next group (so the disk works while this one is applied), then apply and answer
+        this one; a failed fdatasync stops the log."""
+        written = self._in_sync.popleft()
         self._writing -= 1
         durable = time.perf_counter()
         group = written.group
         try:
             self.timings.add_disk(written.durable - written.started, durable - written.durable)
-            if error is not None:
+            if error is not None and self._failure is None:
                 self._group = group
                 self._fail(self._wal.sync_failed(error))
                 return
@@ -809,6 +819,12 @@ class LocalLog:
             log.warning("cannot write log statistics to %s: %r", self._stats_path, error)
 
     def _take_group(self) -> list[tuple[bytes, asyncio.Future[int], float]]:
+        group = self._peek_group()
+        del self._queue[: len(group)]
+        return group
+
+    def _peek_group(self) -> list[tuple[bytes, asyncio.Future[int], float]]:
+        """The records the next group would take from the queue."""
         count = 0
         group_bytes = 0
         for record, _, _ in self._queue:
@@ -818,9 +834,7 @@ class LocalLog:
                 break
             count += 1
             group_bytes += len(record)
-        group = self._queue[:count]
-        del self._queue[:count]
-        return group
+        return self._queue[:count]
 
     async def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
         group = self._take_group()

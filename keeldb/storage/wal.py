@@ -663,6 +663,13 @@ class WriteAheadLog:
         assert not self._failed, "the log failed an fsync and must not be used"
         self._sync_fd(self._fd)
 
+    def fits(self, payloads: Sequence[bytes]) -> bool:
+        """Whether `append(payloads)` would write into the segment being written, without
+        rolling over to a new one (which syncs and closes this one)."""
+        stamp_bytes = COMMIT_TIME_BYTES if self._timed else 0
+        frames_bytes = sum(RECORD_HEADER_BYTES + stamp_bytes + len(p) for p in payloads)
+        return self._segment_size + frames_bytes <= self.segment_bytes
+
     def sync_fd(self) -> int:
         """The descriptor of the segment being written, for a caller that syncs it itself,
         asynchronously (`keeldb/storage/async_sync.py`): a completed fdatasync of it makes

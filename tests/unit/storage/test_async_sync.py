@@ -42,20 +42,21 @@ class ManualSync:
     """A syncer whose fdatasyncs complete when the test says so."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, DoneFn]] = []
+        self.pending: list[tuple[int, int, DoneFn]] = []
         self.submitted = 0
 
     def fdatasync(self, fd: int, done: DoneFn) -> None:
-        os.fstat(fd)  # the descriptor must be open when submitted
         self.submitted += 1
-        self.pending.append((fd, done))
+        self.pending.append((fd, os.fstat(fd).st_ino, done))
 
     def in_flight(self) -> int:
         return len(self.pending)
 
     def complete(self, error: OSError | None = None) -> None:
-        fd, done = self.pending.pop(0)
-        os.fstat(fd)  # ... and still open (not closed by a seal) when it completes
+        fd, inode, done = self.pending.pop(0)
+        # The kernel looks the descriptor up when it starts the sync: it must still be the
+        # file it was submitted for (not closed, nor its number reused, by a roll-over).
+        assert os.fstat(fd).st_ino == inode, "the synced descriptor changed file"
         done(error)
 
     def close(self) -> None:
@@ -101,7 +102,7 @@ def test_the_ring_completes_fdatasyncs_on_the_loop(tmp_path: Path) -> None:
                 syncer.fdatasync(fd, done)
             assert syncer.in_flight() == 3
             await asyncio.wait_for(finished, WAIT_SECONDS_MAX)
-            assert sorted(number for number, _, _ in results) == [0, 1, 2]
+            assert [number for number, _, _ in results] == [0, 1, 2]  # in submission order
             assert all(error is None for _, error, _ in results)
             assert {thread for _, _, thread in results} == {threading.get_ident()}
             assert syncer.in_flight() == 0
@@ -200,22 +201,51 @@ def test_a_group_is_applied_and_answered_only_after_its_fdatasync_completes(
         store, log, manual = await open_manual(tmp_path)
         first = [asyncio.ensure_future(log.append(b"a%d" % i)) for i in range(3)]
         await until(lambda: manual.submitted == 1, "the first group's fdatasync")
-        # Written, not yet durable: nothing applied or answered; later records wait.
+        # Records queued meanwhile are written and their sync submitted behind it.
         second = [asyncio.ensure_future(log.append(b"b%d" % i)) for i in range(4)]
+        await until(lambda: manual.submitted == 2, "the second group's fdatasync")
+        third = asyncio.ensure_future(log.append(b"c"))
         for _ in range(20):
             await asyncio.sleep(0)
+        # Written, not yet durable: nothing applied or answered; a third group waits.
         assert (store.applied_lsn(), log.committed_lsn()) == (0, 0)
-        assert not any(future.done() for future in first + second)
-        assert manual.submitted == 1, "a second group in flight"
+        assert not any(future.done() for future in [*first, *second, third])
+        assert manual.submitted == 2, "a third group in flight"
         manual.complete()
-        # The next group was written and submitted at the completion; the first answered.
-        assert manual.submitted == 2
+        # The first group is answered; the third was written and submitted at once.
         assert store.applied_lsn() == 3
         assert await asyncio.gather(*first) == [1, 2, 3]
-        assert not any(future.done() for future in second)
+        assert manual.submitted == 3
+        assert not any(future.done() for future in [*second, third])
         manual.complete()
         assert await asyncio.gather(*second) == [4, 5, 6, 7]
+        assert not third.done()
+        manual.complete()
+        assert await third == 8
         assert log.committed_time_us() > 0
+        await log.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_group_that_rolls_over_to_a_new_segment_waits_for_the_sync_in_flight(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        store, log, manual = await open_manual(tmp_path, segment_bytes=300)
+        first = asyncio.ensure_future(log.append(b"a" * 100))
+        await until(lambda: manual.submitted == 1, "the first group's fdatasync")
+        second = asyncio.ensure_future(log.append(b"b" * 150))  # needs a new segment
+        for _ in range(20):
+            await asyncio.sleep(0.001)
+        assert manual.submitted == 1, "written while the segment's sync was in flight"
+        assert len(log.wal_segment_paths()) == 1
+        manual.complete()  # ManualSync checks the descriptor is still the segment's
+        assert await first == 1
+        assert manual.submitted == 2 and len(log.wal_segment_paths()) == 2
+        manual.complete()
+        assert await second == 2
         await log.close()
 
     asyncio.run(scenario())
