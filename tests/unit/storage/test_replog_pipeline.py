@@ -67,7 +67,11 @@ def test_a_group_written_behind_another_is_acknowledged_only_after_its_own_fsync
         # The log's own fsyncs at open are not gated: count them first.
         fsync = GatedFsync(held=set())
         log = await LocalLog.open(
-            tmp_path / "wal", store, recording_apply(store, applied), fsync=fsync
+            tmp_path / "wal",
+            store,
+            recording_apply(store, applied),
+            fsync=fsync,
+            sync_mode="thread",  # the disk thread's pipeline, whatever KEELDB_WAL_SYNC says
         )
         opened = fsync.calls
         first_group, second_group = opened + 1, opened + 2
@@ -109,7 +113,11 @@ def test_a_checkpoint_waits_until_the_groups_in_flight_are_applied(tmp_path: Pat
         applied: list[list[int]] = []
         fsync = GatedFsync(held=set())
         log = await LocalLog.open(
-            tmp_path / "wal", store, recording_apply(store, applied), fsync=fsync
+            tmp_path / "wal",
+            store,
+            recording_apply(store, applied),
+            fsync=fsync,
+            sync_mode="thread",  # the disk thread's pipeline, whatever KEELDB_WAL_SYNC says
         )
         held = fsync.calls + 1
         fsync.gates = {held: threading.Event()}
