@@ -56,17 +56,20 @@ the group waits for it: on workload A (50 % UpdateItem, 8 in flight) UpdateItem 
 opening a log lowers the process's switch interval to GIL_SWITCH_INTERVAL_SECONDS (never
 raises it); with a single busy thread the interval has no effect.
 
-Where a group is fsynced: by default ("thread", `SYNC_MODE_DEFAULT`) in the disk thread, as
-above. KEELDB_WAL_SYNC=inline writes and fsyncs each group on the event-loop thread itself
-instead, which saves the hand-off to the disk thread and back but serves no request while the
-fsync runs. KEELDB_WAL_SYNC=auto chooses per group: inline when no write job is in flight and
-every request the log's owner holds (`set_demand`: the database's requests in `dispatch`) is
-a writer in the group, since then nothing could be served during the fsync; the disk thread
-otherwise. On the shared two-core development machine none of the three was consistently
-faster than the others on workloads load and A (docs/performance.md), so the disk thread,
-which never blocks the loop, stays the default. Sealing, checkpoints and close always run in
-the disk thread; a lock on the files keeps them apart from an inline group, and a group that
-finds the files busy goes to the disk thread after them instead of blocking the loop.
+Where a group is fsynced: by default ("async", `SYNC_MODE_DEFAULT`) by the kernel, completed
+on the loop (see "Completion-based fsync" below) where io_uring is available, else ("thread")
+in the disk thread, as above. KEELDB_WAL_SYNC=inline writes and fsyncs each group on the
+event-loop thread itself instead, which saves the hand-off to the disk thread and back but
+serves no request while the fsync runs. KEELDB_WAL_SYNC=auto chooses per group: inline when
+no write job is in flight and every request the log's owner holds (`set_demand`: the
+database's requests in `dispatch`) is a writer in the group, since then nothing could be
+served during the fsync; the disk thread otherwise. On the shared two-core development
+machine none of thread, inline and auto was consistently faster than the others on
+workloads load and A; async was faster than thread by 7 % at the median of ten interleaved
+pairs on each (docs/performance.md), and is the default. In the thread, inline and auto
+modes, sealing, checkpoints and close run in the disk thread; a lock on the files keeps them
+apart from an inline group, and a group that finds the files busy goes to the disk thread
+after them instead of blocking the loop.
 
 Completion-based fsync: KEELDB_WAL_SYNC=async writes each group on the loop thread (into
 the page cache: cheap, the segments being preallocated) and submits its fdatasync to the
@@ -137,7 +140,7 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005  # see "The disk thread and the interpreter
 # "async": written on the loop thread, fdatasync completed on it through io_uring (see
 # "Completion-based fsync" above).
 SYNC_MODES = ("inline", "thread", "auto", "async")
-SYNC_MODE_DEFAULT = "thread"
+SYNC_MODE_DEFAULT = "async"  # "thread" where io_uring cannot be used
 # Write jobs given to the disk thread at once: one writing and fsyncing, one waiting to take
 # what arrives meanwhile and write it as soon as that fsync returns. More would only split
 # the writers into smaller groups, each with its own fsync.
@@ -182,7 +185,7 @@ class LocalLog:
         checkpoint_interval_seconds: float,
         checkpoint_wal_bytes: int,
         clock_us: ClockFn = wall_clock_us,
-        sync_mode: str = SYNC_MODE_DEFAULT,
+        sync_mode: str = "thread",
         syncer: AsyncSyncer | None = None,
     ) -> None:
         """Use `open`; this constructor does no recovery."""
