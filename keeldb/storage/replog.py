@@ -81,7 +81,8 @@ GROUPS_IN_FLIGHT_MAX groups are in flight: records queued while a sync runs are 
 once and their sync submitted behind it, and the kernel starts it when the one before
 completes (IOSQE_IO_DRAIN), without waiting for the loop; so completions come in LSN order,
 each group is answered after a sync submitted after its write, and groups are applied in
-order. A group that would roll over to a new segment waits until nothing is in flight. The
+order. A group that would roll over to a new segment, or write zeroes ahead in it, goes to
+the disk thread once nothing is in flight (the loop writes records only). The
 kernel looks the segment's descriptor up when it runs the sync, so seals, checkpoints and
 close run between groups (the flusher waits until nothing is in flight, and `_synced` starts
 no group while one is requested). A failed fdatasync is fatal as in the other modes. Where
@@ -667,6 +668,9 @@ class LocalLog:
         except Exception as unexpected:  # noqa: BLE001 - never leave writers waiting
             self._fail(unexpected)
         finally:
+            if self._syncer is not None and self._queue:
+                # Records left queued while this group was in the disk thread.
+                self._fresh = True
             self._wake_flusher_if_needed()
 
     def _wake_flusher_if_needed(self) -> None:
@@ -690,12 +694,21 @@ class LocalLog:
     def _start_async_group(self) -> None:
         """On the loop: write the next group into the file (the page cache) and submit its
         fdatasync, to start when the one in flight (if any) has completed; `_synced`
-        applies and answers it on completion. Leaves the records queued (for `_synced` to
-        start) if a group is in flight and this one would roll over to a new segment,
-        which closes the descriptor the sync in flight was submitted for."""
+        applies and answers it on completion.
+
+        A group that needs more than a write of its records (a roll-over to a new segment,
+        which syncs and closes the segment, the descriptor of a sync in flight; or zeroes
+        written ahead in a preallocated segment, a few hundred system calls) is written and
+        synced in the disk thread instead, once nothing is in flight, and the groups after it
+        wait for it: the records stay queued until `_synced` or `_group_written` comes."""
         assert self._syncer is not None
         assert self._writing < GROUPS_IN_FLIGHT_MAX, self._writing
-        if self._writing and not self._wal.fits([record for record, _, _ in self._peek_group()]):
+        if len(self._in_sync) != self._writing:
+            return  # a group is in the disk thread: it is applied first
+        if not self._wal.writes_in_place([record for record, _, _ in self._peek_group()]):
+            if not self._writing:
+                self._writing += 1
+                self._disk.run_then(self._group_written, self._take_write_sync)
             return
         if not self._files_lock.acquire(blocking=False):
             # Seals and checkpoints run between groups in this mode, so the files are

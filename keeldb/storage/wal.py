@@ -663,12 +663,16 @@ class WriteAheadLog:
         assert not self._failed, "the log failed an fsync and must not be used"
         self._sync_fd(self._fd)
 
-    def fits(self, payloads: Sequence[bytes]) -> bool:
-        """Whether `append(payloads)` would write into the segment being written, without
-        rolling over to a new one (which syncs and closes this one)."""
+    def writes_in_place(self, payloads: Sequence[bytes]) -> bool:
+        """Whether `append(payloads)` would only write the records: into the segment being
+        written, without rolling over to a new one (which syncs and closes this one) and,
+        with preallocation, into zeroes already written (no zeroes to write ahead)."""
         stamp_bytes = COMMIT_TIME_BYTES if self._timed else 0
         frames_bytes = sum(RECORD_HEADER_BYTES + stamp_bytes + len(p) for p in payloads)
-        return self._segment_size + frames_bytes <= self.segment_bytes
+        end = self._segment_size + frames_bytes
+        if end > self.segment_bytes:
+            return False
+        return not self._preallocate_bytes or end <= self._zeroed_end
 
     def sync_fd(self) -> int:
         """The descriptor of the segment being written, for a caller that syncs it itself,

@@ -172,7 +172,9 @@ def test_the_async_mode_commits_through_the_ring(tmp_path: Path) -> None:
             lsns = await asyncio.gather(*(log.append(b"r") for _ in range(8)))
             assert sorted(lsns) == list(range(min(lsns), max(lsns) + 1))
         assert store.applied_lsn() == log.committed_lsn() == 24
-        assert log.timings.async_groups == log.fsync_count == log.timings.groups >= 3
+        assert log.timings.groups == log.fsync_count >= 3
+        # (The first group wrote the segment's first zeroes, in the disk thread.)
+        assert log.timings.async_groups >= 2
         assert await log.seal()
         assert await log.append(b"after the seal") == 25
         await log.close()
@@ -185,6 +187,9 @@ def test_the_async_mode_commits_through_the_ring(tmp_path: Path) -> None:
 
 
 async def open_manual(tmp_path: Path, **kwargs: object) -> tuple[MemoryStore, LocalLog, ManualSync]:
+    """A log whose fdatasyncs complete when the test says so; without preallocation (unless
+    asked), so that every group is written on the loop until it fills its segment."""
+    kwargs.setdefault("preallocate_bytes", 0)
     store, log = await open_async(tmp_path, fsync=lambda fd: None, **kwargs)
     assert log._syncer is not None
     log._syncer.close()
@@ -243,9 +248,33 @@ def test_a_group_that_rolls_over_to_a_new_segment_waits_for_the_sync_in_flight(
         assert len(log.wal_segment_paths()) == 1
         manual.complete()  # ManualSync checks the descriptor is still the segment's
         assert await first == 1
-        assert manual.submitted == 2 and len(log.wal_segment_paths()) == 2
+        # The roll-over (a sync, a new file) ran in the disk thread, not through the ring.
+        assert await asyncio.wait_for(second, WAIT_SECONDS_MAX) == 2
+        assert manual.submitted == 1 and len(log.wal_segment_paths()) == 2
+        third = asyncio.ensure_future(log.append(b"c"))
+        await until(lambda: manual.submitted == 2, "the next group through the ring")
+        manual.complete()
+        assert await third == 3
+        await log.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_group_that_needs_zeroes_written_ahead_goes_to_the_disk_thread(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        store, log, manual = await open_manual(tmp_path, preallocate_bytes=4096)
+        # The segment has no zeroes ahead yet: the first group writes them, off the loop.
+        assert await asyncio.wait_for(log.append(b"a"), WAIT_SECONDS_MAX) == 1
+        assert manual.submitted == 0 and log.timings.async_groups == 0
+        # The next fits in the zeroes: written on the loop, synced through the ring.
+        second = asyncio.ensure_future(log.append(b"b"))
+        await until(lambda: manual.submitted == 1, "the second group through the ring")
         manual.complete()
         assert await second == 2
+        assert log.timings.async_groups == 1
         await log.close()
 
     asyncio.run(scenario())
