@@ -175,7 +175,10 @@ class GroupOptions:
     # timeout 10 to 20) this gives a heartbeat every 100 ms, a 400 ms lease and a failover
     # within about 1.5 s of a leader's death.
     tick_seconds: float = 0.05
-    replica: Options = field(default_factory=Options)
+    # Accepts go to a phase-2 quorum only; the other replicas catch up once per heartbeat
+    # (`Options.thrifty_accepts`): on a shared machine each follower's fsync and apply per
+    # write is CPU the others need.
+    replica: Options = field(default_factory=lambda: Options(thrifty_accepts=True))
     # How long `append` waits for its outcome before raising AppendTimeout.
     append_timeout_seconds: float = 30.0
     node_prefix: str = "node"
@@ -1069,8 +1072,8 @@ class GroupLog:
             config = replica.config
             heard = self._heard_at
             ages = sorted(
-                0.0 if member == self._node_id else now - heard.get(member, -math.inf)
-                for member in config.node_ids
+                0.0 if m.node_id == self._node_id else now - heard.get(m.node_id, -math.inf)
+                for m in config.members
             )
             age = ages[config.q2 - 1]
             return None if math.isinf(age) else age

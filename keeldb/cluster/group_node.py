@@ -89,7 +89,7 @@ async def serve(args: argparse.Namespace) -> None:
     machine = KvMachine(store)
     options = GroupOptions(
         tick_seconds=args.tick_seconds,
-        replica=Options(compaction_entries_min=args.compaction_entries),
+        replica=Options(compaction_entries_min=args.compaction_entries, thrifty_accepts=True),
     )
     group = GroupLog(
         GROUP_ID,

@@ -127,6 +127,12 @@ class Options:
     compaction_entries_min: int = 4096
     # Entries kept below a snapshot so slightly lagging replicas catch up from the log.
     log_entries_retained: int = 256
+    # Send each Accept to only as many peers as a phase-2 quorum needs beside the leader,
+    # chosen among those that answered the last two heartbeats (thrifty Paxos); the others
+    # get the chosen entries in catch-ups paced by the heartbeats, a batch per round, and
+    # every Accept that stays unacknowledged for a heartbeat goes to all peers. Safety does
+    # not depend on it: a slot is chosen on Q2 votes either way.
+    thrifty_accepts: bool = False
     mutations: frozenset[Mutation] = frozenset()
 
     def validate(self) -> None:
@@ -342,6 +348,8 @@ class Replica:
         self._pad_until = SLOT_NONE
         self._reconfig_slot: Slot | None = None
         self._lease_acks: dict[NodeId, int] = {}
+        # The peers Accepts go to while thrifty (None: every peer).
+        self._accept_targets: list[NodeId] | None = None
         self._writable_at = 0
         self._last_heartbeat_tick = _TICK_NEVER
         self._peer_commit: dict[NodeId, Slot] = {}
@@ -351,6 +359,9 @@ class Replica:
         # needs no catch-up.
         self._peer_accepted: dict[NodeId, tuple[Slot, Slot]] = {}
         self._catchup_tick: dict[NodeId, int] = {}
+        # Catch-ups sent to each peer and not yet acknowledged, as (last slot, tick sent);
+        # kept with thrifty Accepts only.
+        self._catchup_upto: dict[NodeId, list[tuple[Slot, int]]] = {}
         self._became_leader_tick = 0
 
         # Our own proposals: slot -> proposal id, once given a slot.
@@ -871,9 +882,11 @@ class Replica:
         self._sent_tick = {}
         self._unsent = []
         self._lease_acks = {}
+        self._accept_targets = None
         self._peer_commit = {}
         self._peer_accepted = {}
         self._catchup_tick = {}
+        self._catchup_upto = {}
         self._pad_until = SLOT_NONE
         if self._reconfig_slot is not None and self._reconfig_slot < 0:
             self._reconfig_slot = None
@@ -1087,9 +1100,11 @@ class Replica:
         self._acks = {}
         self._sent_tick = {}
         self._lease_acks = {}
+        self._accept_targets = None
         self._peer_commit = {}
         self._peer_accepted = {}
         self._catchup_tick = {}
+        self._catchup_upto = {}
         # Proposals of an earlier leadership whose slots are not yet chosen have an unknown
         # outcome: forget them (their clients time out and retry), so that everything this
         # leadership acknowledges comes after the slots it recovered.
@@ -1167,7 +1182,8 @@ class Replica:
             return
         for slot in slots:
             self._sent_tick[slot] = self._now
-        self._send_accepts(slots, self._peers())
+        targets = self._accept_targets
+        self._send_accepts(slots, self._peers() if targets is None else targets)
 
     def _send_accepts(self, slots: list[Slot], peers: list[NodeId]) -> None:
         batch = self._opts.batch_entries_max
@@ -1323,6 +1339,37 @@ class Replica:
                 Heartbeat(self._id, peer, self._ballot, self._commit, self._now),
                 after_persist=True,
             )
+        if self._opts.thrifty_accepts:
+            self._choose_accept_targets()
+
+    def _choose_accept_targets(self) -> None:
+        """Pick the peers the next Accepts go to: Q2 minus the leader's own vote, among the
+        peers that acknowledged one of the last two heartbeats, keeping the previous choice
+        where it still qualifies. Every peer while the configuration is changing, or when
+        too few peers answer."""
+        previous = self._accept_targets or []
+        self._accept_targets = None
+        live = self._live_configs()
+        if len(live) != 1 or self._reconfig_in_progress():
+            return
+        config = live[0]
+        need = config.q2 - (1 if self._id in self._members(config) else 0)
+        peers = self._peers()
+        if need >= len(peers):
+            return
+        fresh_from = self._now - 2 * self._opts.heartbeat_ticks
+        lease_acks = self._lease_acks
+        fresh = [p for p in peers if lease_acks.get(p, _TICK_NEVER) >= fresh_from]
+        if len(fresh) < need:
+            return
+        # A new choice is random, so that the groups one node leads spread their Accepts
+        # over the peers; log-only members first: they keep the log but apply nothing, so a
+        # vote costs them the least (Aurora's write quorum leans on its log-only copies).
+        if not all(p in fresh for p in previous) or len(previous) != need:
+            self._rng.shuffle(fresh)
+        log_only = {m.node_id for m in config.members if m.log_only}
+        fresh.sort(key=lambda p: (p not in previous, p not in log_only))
+        self._accept_targets = fresh[:need]
 
     def _resend_unacked(self) -> None:
         if not self._acks:
@@ -1350,7 +1397,7 @@ class Replica:
         for config in self._live_configs():
             ticks = sorted(
                 (self._now if n == self._id else self._lease_acks.get(n, _TICK_NEVER))
-                for n in config.node_ids
+                for n in self._members(config)
             )
             ticks.reverse()
             tick = ticks[config.q2 - 1]
@@ -1385,6 +1432,19 @@ class Replica:
             return
         self._catchup_tick[peer] = self._now
         start = Slot(peer_commit + 1)
+        if self._opts.thrifty_accepts:
+            # A peer kept current by catch-ups gets each entry once: the next batch starts
+            # after the last one sent (the link delivers in order) unless that one has had
+            # a few heartbeats to be acknowledged and was not.
+            sent = self._catchup_upto.setdefault(peer, [])
+            while sent and sent[0][0] < start:
+                del sent[0]  # acknowledged
+            if sent and self._now - sent[0][1] >= 4 * self._opts.heartbeat_ticks:
+                sent.clear()  # lost, or not applied: start again from the peer's commit
+            if sent:
+                start = Slot(sent[-1][0] + 1)
+                if start > self._commit:
+                    return
         if start not in self._log:
             if self._snapshot is not None and self._snapshot.slot >= start:
                 self._send(
@@ -1394,6 +1454,8 @@ class Replica:
             return
         end = min(self._commit, start + self._opts.catchup_entries_max - 1)
         entries = tuple((Slot(s), self._log[Slot(s)].entry) for s in range(start, end + 1))
+        if self._opts.thrifty_accepts:
+            self._catchup_upto[peer].append((Slot(end), self._now))
         self._send(
             CatchUp(self._id, peer, self._ballot, entries, self._commit), after_persist=False
         )
@@ -1403,6 +1465,13 @@ class Replica:
             return
         if m.commit_slot > self._peer_commit.get(m.src, SLOT_NONE):
             self._peer_commit[m.src] = m.commit_slot
+        if (
+            self._opts.thrifty_accepts
+            and self._commit - m.commit_slot < self._opts.catchup_entries_max
+        ):
+            # A peer that Accepts skip is always a little behind while writes flow: catch
+            # it up once per heartbeat, in one batch, unless it lags by a full batch.
+            return
         self._maybe_catch_up(m.src, force=True)
 
     def _on_nack(self, m: Nack) -> None:

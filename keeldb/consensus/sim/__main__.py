@@ -51,6 +51,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-faults", action="store_true", help="calm network, no nemesis")
     parser.add_argument("--clock-drift", type=float, default=None,
                         help="relative clock drift to simulate (default: the core's bound)")
+    parser.add_argument("--thrifty", action="store_true",
+                        help="replicas send Accepts to a phase-2 quorum only")
     parser.add_argument("--stop-on-failure", action="store_true")
     return parser.parse_args(argv)
 
@@ -63,6 +65,8 @@ def _config(args: argparse.Namespace, seed: int, profile: str) -> RunConfig:
         config = replace(config, fault_us=args.fault_ms * 1000)
     if args.clock_drift is not None:
         config = replace(config, clock_drift=args.clock_drift)
+    if args.thrifty:
+        config = replace(config, thrifty_accepts=True)
     return config
 
 

@@ -155,6 +155,8 @@ class RunConfig:
     failed_nodes: tuple[int, ...] = ()
     fail_at_us: int = 300_000
     keep_trace: bool = False
+    # Replicas send Accepts to a phase-2 quorum only (`Options.thrifty_accepts`).
+    thrifty_accepts: bool = False
     schedule: str = "all-faults"  # the name of the schedule these settings came from
 
 
@@ -194,6 +196,8 @@ class RunResult:
         parts.append(f"--schedule {self.config.schedule}")
         if self.config.clock_drift is not None:
             parts.append(f"--clock-drift {self.config.clock_drift}")
+        if self.config.thrifty_accepts:
+            parts.append("--thrifty")
         parts.append("--trace")
         return " ".join(parts)
 
@@ -284,6 +288,7 @@ class World:
             catchup_entries_max=config.batch_entries_max,
             log_entries_retained=config.log_entries_retained,
             compaction_entries_min=config.snapshot_every_slots * 2,
+            thrifty_accepts=config.thrifty_accepts,
         )
         self.nodes: dict[NodeId, SimNode] = {}
         self.next_node_id = 1 + max(self.group_config.node_ids)
