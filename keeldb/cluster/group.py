@@ -58,7 +58,7 @@ from typing import Any
 import msgpack
 
 from keeldb.cluster.group_codec import decode_message, packed_messages
-from keeldb.cluster.group_storage import MEMBER_TOKEN_FILE, GroupWal, NodeWal
+from keeldb.cluster.group_storage import MEMBER_TOKEN_FILE, GroupWal, NodeRound, NodeWal
 from keeldb.consensus.codec import CodecError
 from keeldb.consensus.messages import (
     Accept,
@@ -82,6 +82,7 @@ from keeldb.consensus.types import (
     Slot,
 )
 from keeldb.net.transport import Transport, TransportError
+from keeldb.storage.async_sync import AsyncSyncer, open_uring_sync
 from keeldb.storage.protocols import ApplyFn, Entry, Store
 from keeldb.storage.replog import (
     GIL_SWITCH_INTERVAL_SECONDS,
@@ -112,11 +113,13 @@ STORE_TOKEN = "store-at"  # snapshot bytes that stand for "the holder's store"
 
 NODE_LOG_DIRNAME = "node-log"  # DATA/node-log: the log every member on a node shares
 GROUPS_DIRNAME = "groups"  # a cluster node keeps member G's files in DATA/groups/G/
-# Where the node log writes and fsyncs a round: "thread" in its disk thread, or "inline" on
-# the event-loop thread (see `NodeLog`); the environment's KEELDB_NODE_LOG_SYNC.
+# Where the node log writes and fsyncs a round: "async" written on the event-loop thread
+# with its fdatasync completed there through io_uring ("thread" where io_uring cannot be
+# used), "thread" in its disk thread, or "inline" on the event-loop thread (see `NodeLog`);
+# the environment's KEELDB_NODE_LOG_SYNC.
 NODE_LOG_SYNC_ENV = "KEELDB_NODE_LOG_SYNC"
-NODE_LOG_SYNC_MODES = ("thread", "inline")
-NODE_LOG_SYNC_DEFAULT = "thread"
+NODE_LOG_SYNC_MODES = ("async", "thread", "inline")
+NODE_LOG_SYNC_DEFAULT = "async"
 
 # The messages only a leader sends: whoever sends one leads (as far as this member knows).
 _FROM_LEADER: frozenset[type] = frozenset({Heartbeat, Accept, CatchUp, InstallSnapshot})
@@ -406,8 +409,14 @@ class NodeLog:
     others pays one fsync per round for all of them, and nothing a member sends after
     persisting leaves before the fsync covering it.
 
-    Where a round is written and fsynced: by default in the node log's disk thread, so the
-    loop keeps receiving votes and requests meanwhile. KEELDB_NODE_LOG_SYNC=inline does it
+    Where a round is written and fsynced: by default ("async") the loop writes it and
+    submits its fdatasync to the kernel through io_uring (`keeldb.storage.async_sync`, as
+    the single node's log does); the loop keeps receiving votes and requests meanwhile and
+    the round completes in a callback when the kernel reports the fdatasync done. The files
+    stay locked from the write to that completion, so no rewrite or close in the disk thread
+    closes the descriptor being synced. A round that needs more than a write (a new segment,
+    zeroes ahead) goes to the disk thread, as every round does where io_uring cannot be used
+    or with KEELDB_NODE_LOG_SYNC=thread. KEELDB_NODE_LOG_SYNC=inline does it
     on the event-loop thread itself, as the single node's log does
     (`keeldb.storage.replog`), saving two thread wake-ups per round; what arrives during
     the fsync then waits in its socket and joins the next round. Measured on workload A
@@ -431,6 +440,9 @@ class NodeLog:
                 f"{NODE_LOG_SYNC_ENV} must be one of {NODE_LOG_SYNC_MODES}, not {sync_mode!r}"
             )
         self._inline = sync_mode == "inline"
+        self._async = sync_mode == "async"
+        # The io_uring ring of the "async" mode, opened with the log (None: not in use).
+        self._syncer: AsyncSyncer | None = None
         # Held by whichever thread works on the files: the loop thread writing a round
         # inline, or the disk thread opening, rewriting or closing. The loop never waits
         # for it.
@@ -451,6 +463,7 @@ class NodeLog:
         self.appends_flushed = 0  # member appends those fsyncs covered
         self.lazy_flushed = 0  # and records that nobody waited for (`submit_lazily`)
         self.inline_flushes = 0  # of those, written and fsynced on the loop thread
+        self.async_flushes = 0  # of those, written on the loop and synced through io_uring
         if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_SECONDS:
             # The disk thread and the loop hand the interpreter lock back and forth
             # (`keeldb.storage.replog`, "The disk thread and the interpreter lock").
@@ -490,6 +503,8 @@ class NodeLog:
                 directory = self.directory
                 if self._disk is None:
                     self._disk = DiskThread(asyncio.get_running_loop(), name="keeldb-node-log")
+                if self._async and self._syncer is None:
+                    self._syncer = open_uring_sync(asyncio.get_running_loop())
                 self._wal = await self._in_disk_thread(
                     lambda: NodeWal(directory, groups_dir=directory.parent / GROUPS_DIRNAME)
                 )
@@ -544,7 +559,10 @@ class NodeLog:
         self._flushing = batch
         wal = self._wal
         rounds = [(group, records) for group, records, _, _ in batch]
-        if self._inline and self._files_lock.acquire(blocking=False):
+        if self._syncer is not None and self._files_lock.acquire(blocking=False):
+            if self._start_async_round(wal, rounds):
+                return
+        elif self._inline and self._files_lock.acquire(blocking=False):
             # os.write and os.fsync release the interpreter lock: other threads run
             # meanwhile, and what arrives waits in its socket for the next round.
             try:
@@ -559,6 +577,48 @@ class NodeLog:
             return
         assert self._disk is not None
         self._disk.run_then(self._round_done, lambda: self._locked(wal.append, rounds))
+
+    def _start_async_round(
+        self, wal: NodeWal, rounds: list[tuple[str, Sequence[Record]]]
+    ) -> bool:
+        """Holding the files: write the round on the loop and submit its fdatasync; the
+        files stay held until `_async_synced`. False (files released) when the round needs
+        the disk thread."""
+        syncer = self._syncer
+        assert syncer is not None
+        try:
+            round_ = wal.prepare(rounds)
+            if round_ is not None and not wal.writes_in_place(round_):
+                self._files_lock.release()
+                return False
+            if round_ is None:
+                self._files_lock.release()
+                self._round_done(None, None)
+                return True
+            wal.write(round_)
+            syncer.fdatasync(
+                wal.sync_fd(), lambda error: self._async_synced(wal, round_, error)
+            )
+        except Exception as error:  # noqa: BLE001 - every waiting member learns of it
+            # A write that failed, or a refused submission (the round is in the file,
+            # unsynced): the log stops, as after a failed fsync.
+            self._files_lock.release()
+            self._round_done(None, error)
+            return True
+        return True
+
+    def _async_synced(self, wal: NodeWal, round_: NodeRound, error: OSError | None) -> None:
+        self._files_lock.release()
+        if error is not None:
+            self._round_done(None, wal.sync_failed(error))
+            return
+        try:
+            wal.synced(round_)
+        except Exception as unexpected:  # noqa: BLE001 - every waiting member learns of it
+            self._round_done(None, unexpected)
+            return
+        self.async_flushes += 1
+        self._round_done(None, None)
 
     def _round_done(self, result: Any, error: BaseException | None) -> None:
         del result
@@ -618,6 +678,9 @@ class NodeLog:
             wal, self._wal = self._wal, None
             # After any round in flight: the disk thread runs its work in order.
             await self._in_disk_thread(wal.close)
+            syncer, self._syncer = self._syncer, None
+            if syncer is not None:
+                syncer.close()  # its last completion came before the close got the files
             disk, self._disk = self._disk, None
             if disk is not None:
                 disk.shutdown(wait=False)

@@ -189,6 +189,14 @@ class _GroupHistory:
     records: list[Record]
 
 
+@dataclass(slots=True)
+class NodeRound:
+    """One round of the node log: its record payloads and records per group."""
+
+    payloads: list[bytes]
+    counts: dict[str, int]
+
+
 class NodeWal:
     """The consensus records of every group member a node hosts, in one `WriteAheadLog`, so
     that one fsync makes a whole round of every group's records durable.
@@ -295,6 +303,19 @@ class NodeWal:
 
     def append(self, batch: Sequence[tuple[str, Sequence[Record]]]) -> None:
         """Write every group's records, then fsync once: all durable when this returns."""
+        round_ = self.prepare(batch)
+        if round_ is None:
+            return
+        self.write(round_)
+        self._wal.sync()
+        self.synced(round_)
+
+    # A round split in its steps, for a caller that completes the fsync itself (the node
+    # log's "async" mode): prepare, check `writes_in_place`, write, fdatasync `sync_fd`
+    # (not closing it meanwhile: no rewrite, close or other append), then `synced`.
+
+    def prepare(self, batch: Sequence[tuple[str, Sequence[Record]]]) -> NodeRound | None:
+        """The round's payloads, tagged with their groups; None when it has no records."""
         payloads: list[bytes] = []
         counts: dict[str, int] = {}
         for group_id, records in batch:
@@ -303,15 +324,33 @@ class NodeWal:
             payloads.extend(prefix + encode_record(r) for r in records)
             counts[group_id] = counts.get(group_id, 0) + len(records)
         if not payloads:
-            return
-        self._wal.append(payloads)
-        self._wal.sync()
+            return None
+        return NodeRound(payloads, counts)
+
+    def writes_in_place(self, round_: NodeRound) -> bool:
+        """Whether writing the round only writes its records (no new segment, no zeroes
+        ahead): then `sync_fd` stays the descriptor to sync."""
+        return self._wal.writes_in_place(round_.payloads)
+
+    def write(self, round_: NodeRound) -> None:
+        """Write the round into the log, not yet durable."""
+        self._wal.append(round_.payloads)
+
+    def sync_fd(self) -> int:
+        return self._wal.sync_fd()
+
+    def sync_failed(self, error: OSError) -> BaseException:
+        """A caller's fdatasync of `sync_fd` failed: the log refuses all further use."""
+        return self._wal.sync_failed(error)
+
+    def synced(self, round_: NodeRound) -> None:
+        """The round's fsync completed: count it."""
         self.fsync_count += 1
-        for group_id, count in counts.items():
+        for group_id, count in round_.counts.items():
             self._records_since_base[group_id] = self._records_since_base.get(group_id, 0) + count
         # A new segment starts only after a segment's worth of bytes: look for one (listing
         # the segments costs a path per segment) once a quarter of that has been written.
-        self._bytes_unchecked += sum(len(p) for p in payloads)
+        self._bytes_unchecked += sum(len(p) for p in round_.payloads)
         if self._bytes_unchecked >= self._segment_bytes // 4:
             self._note_segments()
 

@@ -15,6 +15,7 @@ import pytest
 
 from keeldb.cluster.group import (
     NODE_LOG_SYNC_ENV,
+    GroupClosed,
     GroupLog,
     GroupOptions,
     NodeLog,
@@ -172,6 +173,18 @@ def test_a_torn_rewrite_of_one_group_keeps_its_history_and_the_other_groups(
     again.close()
 
 
+async def _close_and_check_a_then_b(node_log: NodeLog, tmp_path: Path) -> None:
+    """Close both members; the log then holds p0's two records and p1's one, in order."""
+    await node_log.close_member("p0")
+    await node_log.close_member("p1")
+    reopened = NodeWal(tmp_path / "node-log")
+    assert _open(reopened, tmp_path, "p0", "p1") == {
+        "p0": [_accept(1, b"a"), _accept(2, b"a")],
+        "p1": [_accept(1, b"b")],
+    }
+    reopened.close()
+
+
 def test_records_are_reported_durable_only_after_the_fsync_covering_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,14 +219,7 @@ def test_records_are_reported_durable_only_after_the_fsync_covering_them(
         await asyncio.wait_for(asyncio.gather(first, second, third), 10)
         # The two appends queued behind the first flush share the next one.
         assert synced == [1, 2]
-        await node_log.close_member("p0")
-        await node_log.close_member("p1")
-        reopened = NodeWal(tmp_path / "node-log")
-        assert _open(reopened, tmp_path, "p0", "p1") == {
-            "p0": [_accept(1, b"a"), _accept(2, b"a")],
-            "p1": [_accept(1, b"b")],
-        }
-        reopened.close()
+        await _close_and_check_a_then_b(node_log, tmp_path)
 
     asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
 
@@ -265,6 +271,107 @@ def test_a_round_is_fsynced_on_the_loop_thread_unless_the_files_are_busy(
         reopened = NodeWal(tmp_path / "node-log")
         assert _open(reopened, tmp_path, "p0") == {"p0": [_accept(1, b"a"), _accept(2, b"a")]}
         reopened.close()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+class _HeldSync:
+    """The node log's io_uring syncer with its completions held until the test lets them
+    through (the kernel's real fdatasync then runs)."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.held: list[tuple[int, Callable[[OSError | None], None]]] = []
+
+    def fdatasync(self, fd: int, done: Callable[[OSError | None], None]) -> None:
+        self.held.append((fd, done))
+
+    def release(self, error: OSError | None = None) -> None:
+        held, self.held = self.held, []
+        for fd, done in held:
+            if error is None:
+                self.real.fdatasync(fd, done)  # type: ignore[attr-defined]
+            else:
+                done(error)
+
+    def in_flight(self) -> int:
+        return len(self.held)
+
+    def close(self) -> None:
+        self.real.close()  # type: ignore[attr-defined]
+
+
+def test_an_async_round_is_written_on_the_loop_and_durable_only_after_its_fdatasync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NODE_LOG_SYNC_ENV, "async")
+
+    async def body() -> None:
+        transport = Transport("node1", "127.0.0.1", 0, SECRET)
+        node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
+        tokens = tmp_path / "groups"
+        for group in ("p0", "p1"):
+            await node_log.open_member(group, tokens / group / "log" / MEMBER_TOKEN_FILE)
+        if node_log._syncer is None:
+            pytest.skip("io_uring is not available here")
+        held = _HeldSync(node_log._syncer)
+        node_log._syncer = held  # type: ignore[assignment]
+        wal = node_log.wal
+        assert wal is not None
+        threads: list[int] = []
+        real_write = wal.write
+
+        def noting_write(round_: object) -> None:
+            threads.append(threading.get_ident())
+            real_write(round_)  # type: ignore[arg-type]
+
+        wal.write = noting_write  # type: ignore[method-assign]
+        first = node_log.submit("p0", [_accept(1, b"a")])
+        await asyncio.sleep(0.05)
+        second = node_log.submit("p1", [_accept(1, b"b")])
+        third = node_log.submit("p0", [_accept(2, b"a")])
+        await asyncio.sleep(0.1)
+        assert threads == [threading.get_ident()]  # written by the loop's own thread
+        assert len(held.held) == 1
+        assert not first.done() and not second.done() and not third.done()
+        assert node_log._files_lock.locked()  # no rewrite or close while it syncs
+        held.release()
+        await asyncio.wait_for(first, 10)
+        assert not second.done()  # the next round: its own fdatasync, held
+        for _ in range(100):
+            if held.held:
+                break
+            await asyncio.sleep(0.01)
+        assert len(held.held) == 1
+        held.release()
+        await asyncio.wait_for(asyncio.gather(second, third), 10)
+        assert node_log.async_flushes == 2 and node_log.flush_count == 2
+        assert not node_log._files_lock.locked()
+        await _close_and_check_a_then_b(node_log, tmp_path)
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+def test_a_failed_async_fdatasync_fails_the_round_and_stops_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NODE_LOG_SYNC_ENV, "async")
+
+    async def body() -> None:
+        transport = Transport("node1", "127.0.0.1", 0, SECRET)
+        node_log = NodeLog.for_transport(transport, tmp_path / "node-log")
+        await node_log.open_member("p0", tmp_path / "groups" / "p0" / "log" / MEMBER_TOKEN_FILE)
+        if node_log._syncer is None:
+            pytest.skip("io_uring is not available here")
+        held = _HeldSync(node_log._syncer)
+        node_log._syncer = held  # type: ignore[assignment]
+        first = node_log.submit("p0", [_accept(1, b"a")])
+        await asyncio.sleep(0.05)
+        held.release(OSError(5, "Input/output error"))
+        with pytest.raises(Exception, match="fsync"):
+            await asyncio.wait_for(first, 10)
+        with pytest.raises(GroupClosed):
+            node_log.submit("p0", [_accept(2, b"a")])
 
     asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
 
