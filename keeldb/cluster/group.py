@@ -1352,8 +1352,7 @@ class GroupLog:
                 if self._rewrite_due:
                     self._rewrite_due = False
                     await self._maybe_rewrite(replica)
-                disk = self._disk_log
-                if disk is not None and disk.rebase_wanted() and not replica.has_ready():
+                if self._rebase_wanted(replica):
                     await self._rewrite(replica, "the node log's oldest segment waits for it")
                 self._note_leader(replica)
                 if replica.has_ready():
@@ -1423,10 +1422,7 @@ class GroupLog:
             if len(unsynced) >= PIPELINE_READYS_MAX:
                 return True
             if not unsynced:
-                disk = self._disk_log
-                if self._rewrite_due or (
-                    disk is not None and disk.rebase_wanted() and not replica.has_ready()
-                ):
+                if self._rewrite_due or self._rebase_wanted(replica):
                     return True
             self._note_leader(replica)
             return False
@@ -1730,6 +1726,20 @@ class GroupLog:
         replica.take_snapshot(slot, self._snapshot_source())
         self.snapshots_taken += 1
         self._kick()
+
+    def _rebase_wanted(self, replica: Replica) -> bool:
+        """Whether to restate this member's state now because the node log's oldest segment
+        waits for it. Never for a log-only member: it keeps every entry (it has no snapshot
+        to restate them with), so a rewrite would copy its whole log to the head again, and
+        the copies of every log-only member on a node would fill the segments that ask for
+        the next rewrites, without end; its entries keep their segments instead."""
+        disk = self._disk_log
+        return (
+            disk is not None
+            and not replica.log_only
+            and disk.rebase_wanted()
+            and not replica.has_ready()
+        )
 
     async def _maybe_rewrite(self, replica: Replica) -> None:
         disk = self._disk_log
