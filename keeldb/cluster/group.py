@@ -588,13 +588,13 @@ class NodeLog:
         assert syncer is not None
         try:
             round_ = wal.prepare(rounds)
-            if round_ is not None and not wal.writes_in_place(round_):
-                self._files_lock.release()
-                return False
-            if round_ is None:
+            if round_ is None:  # nothing to write: the round is done
                 self._files_lock.release()
                 self._round_done(None, None)
                 return True
+            if not wal.writes_in_place(round_):
+                self._files_lock.release()
+                return False
             wal.write(round_)
             syncer.fdatasync(
                 wal.sync_fd(), lambda error: self._async_synced(wal, round_, error)
@@ -604,7 +604,6 @@ class NodeLog:
             # unsynced): the log stops, as after a failed fsync.
             self._files_lock.release()
             self._round_done(None, error)
-            return True
         return True
 
     def _async_synced(self, wal: NodeWal, round_: NodeRound, error: OSError | None) -> None:

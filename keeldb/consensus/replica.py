@@ -361,7 +361,7 @@ class Replica:
         self._catchup_tick: dict[NodeId, int] = {}
         # Catch-ups sent to each peer and not yet acknowledged, as (last slot, tick sent);
         # kept with thrifty Accepts only.
-        self._catchup_upto: dict[NodeId, list[tuple[Slot, int]]] = {}
+        self._catchup_sent: dict[NodeId, list[tuple[Slot, int]]] = {}
         self._became_leader_tick = 0
 
         # Our own proposals: slot -> proposal id, once given a slot.
@@ -886,7 +886,7 @@ class Replica:
         self._peer_commit = {}
         self._peer_accepted = {}
         self._catchup_tick = {}
-        self._catchup_upto = {}
+        self._catchup_sent = {}
         self._pad_until = SLOT_NONE
         if self._reconfig_slot is not None and self._reconfig_slot < 0:
             self._reconfig_slot = None
@@ -1104,7 +1104,7 @@ class Replica:
         self._peer_commit = {}
         self._peer_accepted = {}
         self._catchup_tick = {}
-        self._catchup_upto = {}
+        self._catchup_sent = {}
         # Proposals of an earlier leadership whose slots are not yet chosen have an unknown
         # outcome: forget them (their clients time out and retry), so that everything this
         # leadership acknowledges comes after the slots it recovered.
@@ -1436,7 +1436,7 @@ class Replica:
             # A peer kept current by catch-ups gets each entry once: the next batch starts
             # after the last one sent (the link delivers in order) unless that one has had
             # a few heartbeats to be acknowledged and was not.
-            sent = self._catchup_upto.setdefault(peer, [])
+            sent = self._catchup_sent.setdefault(peer, [])
             while sent and sent[0][0] < start:
                 del sent[0]  # acknowledged
             if sent and self._now - sent[0][1] >= 4 * self._opts.heartbeat_ticks:
@@ -1455,7 +1455,7 @@ class Replica:
         end = min(self._commit, start + self._opts.catchup_entries_max - 1)
         entries = tuple((Slot(s), self._log[Slot(s)].entry) for s in range(start, end + 1))
         if self._opts.thrifty_accepts:
-            self._catchup_upto[peer].append((Slot(end), self._now))
+            self._catchup_sent[peer].append((Slot(end), self._now))
         self._send(
             CatchUp(self._id, peer, self._ballot, entries, self._commit), after_persist=False
         )
