@@ -5,6 +5,7 @@ nothing is reported durable before its fsync, and members recover from it after 
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import threading
 import time
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from keeldb.cluster import group as group_module
+from keeldb.cluster import group_storage
 from keeldb.cluster.group import (
+    DRIVER_WAKE_TICKS,
     NODE_LOG_SYNC_ENV,
     GroupClosed,
     GroupLog,
@@ -35,13 +39,15 @@ from keeldb.consensus.messages import (
     PromiseRecord,
 )
 from keeldb.consensus.replica import DurableState
-from keeldb.consensus.types import Ballot, Config, Entry, EntryKind, LogEntry
+from keeldb.consensus.types import Ballot, Config, Entry, EntryKind, LogEntry, Member, NodeId
 from keeldb.net.transport import Transport
 from keeldb.storage.lmdb_store import LmdbStore
 
 SECRET = b"node-log-test-secret-0123456789abcdef"
 TEST_SECONDS_MAX = 60.0
 PUT_SECONDS_MAX = 15.0
+SMALL_SEGMENT_BYTES = 64 * 1024
+REWRITE_TEST_WRITES = 120
 
 
 def _accept(slot: int, tag: bytes) -> AcceptRecord:
@@ -390,8 +396,9 @@ class NodeSet:
     """Three nodes on this event loop, each hosting a member of every group in GROUPS,
     with a cluster node's directory layout (so their members share one log per node)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: Config | None = None) -> None:
         self.base = base
+        self.config = Config.standard([1, 2, 3]) if config is None else config
         self.names = [member_name(n) for n in (1, 2, 3)]
         self.ports = dict.fromkeys(self.names, 0)
         self.transports: dict[str, Transport] = {}
@@ -418,7 +425,7 @@ class NodeSet:
                 group = GroupLog(
                     group_id,
                     name,
-                    Config.standard([1, 2, 3]),
+                    self.config,
                     self.transports[name],
                     group_dir / "log",
                     store,
@@ -504,6 +511,63 @@ def test_members_of_several_groups_share_one_log_per_node_and_recover_from_it(
                     assert time.monotonic() < deadline, f"{name} lacks writes of {group_id}"
                     await asyncio.sleep(0.02)
         await again.stop()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+@pytest.mark.process
+def test_a_log_only_member_is_never_asked_to_rewrite_for_the_oldest_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node 3 holds log-only members: they keep every entry, so their base stays in the
+    node log's oldest segment. Full members there are asked to restate their state (a
+    rewrite) to free old segments; a log-only member never is, since its rewrite would
+    copy its whole log to the head, and those copies would fill the segments that ask
+    for the next rewrites."""
+    monkeypatch.setattr(group_storage, "NODE_LOG_SEGMENTS_SOFT_MAX", 2)
+    monkeypatch.setattr(
+        group_module, "NodeWal", functools.partial(NodeWal, segment_bytes=SMALL_SEGMENT_BYTES)
+    )
+    config = Config(
+        (
+            Member(NodeId(1), "a"),
+            Member(NodeId(2), "b"),
+            Member(NodeId(3), "c", log_only=True),
+        ),
+        q1=2,
+        q2=2,
+    )
+
+    async def body() -> None:
+        nodes = NodeSet(tmp_path, config)
+        await nodes.start()
+        assert all(nodes.groups["node3", g].replica.log_only for g in GROUPS)
+        value = b"v" * 2000
+
+        async def writer(group_id: str) -> None:
+            for i in range(REWRITE_TEST_WRITES):
+                await nodes.put(group_id, f"k{i % 5}", value)
+
+        await asyncio.gather(*(writer(g) for g in GROUPS))
+        node3_log = NodeLog.for_transport(
+            nodes.transports["node3"], tmp_path / "node3" / "node-log"
+        )
+        segments = len(node3_log.wal.segment_paths()) if node3_log.wal is not None else 0
+        assert segments > group_storage.NODE_LOG_SEGMENTS_SOFT_MAX
+        # The full members were asked (at their housekeeping, once a second) to rewrite.
+        deadline = time.monotonic() + PUT_SECONDS_MAX
+        while not all(
+            sum(nodes.groups[n, g].rewrites for g in GROUPS) > 0 for n in ("node1", "node2")
+        ):
+            assert time.monotonic() < deadline, "no full member rewrote for the oldest segment"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2 * GroupOptions().tick_seconds * DRIVER_WAKE_TICKS)
+        assert [nodes.groups["node3", g].rewrites for g in GROUPS] == [0, 0, 0]
+        # Its log still holds every entry it accepted: none was dropped in its place.
+        for group_id in GROUPS:
+            member = nodes.groups["node3", group_id].replica
+            assert len(member.durable_state().log) >= REWRITE_TEST_WRITES
+        await nodes.stop()
 
     asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
 
