@@ -212,6 +212,16 @@ class UringSync:
         self._cq_tail = ctypes.c_uint32.from_buffer(cq_map, cq.tail)
         self._cq_mask = ctypes.c_uint32.from_buffer(cq_map, cq.ring_mask).value
         self._cqes = cq.cqes
+        # io_uring_enter's arguments to submit one entry without waiting (made once: the
+        # ctypes values are only read by each call).
+        self._submit_one_args = (
+            ctypes.c_uint(self._ring_fd),
+            ctypes.c_uint(1),
+            ctypes.c_uint(0),
+            ctypes.c_uint(0),
+            None,
+            ctypes.c_size_t(0),
+        )
         self._event_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         event_fd = ctypes.c_int32(self._event_fd)
         self._call(
@@ -268,15 +278,7 @@ class UringSync:
         self._submit(IORING_OP_FSYNC, fd, IORING_FSYNC_DATASYNC, user_data, IOSQE_IO_DRAIN)
         self._done[user_data] = done
         try:
-            submitted = self._call(
-                SYS_IO_URING_ENTER,
-                ctypes.c_uint(self._ring_fd),
-                ctypes.c_uint(1),
-                ctypes.c_uint(0),
-                ctypes.c_uint(0),
-                None,
-                ctypes.c_size_t(0),
-            )
+            submitted = self._call(SYS_IO_URING_ENTER, *self._submit_one_args)
             if submitted != 1:
                 raise OSError(errno.EAGAIN, f"the ring took {submitted} submissions, not 1")
         except OSError:

@@ -193,6 +193,10 @@ class LocalLog:
         assert sync_mode in SYNC_MODES, sync_mode
         assert (syncer is not None) == (sync_mode == "async"), (sync_mode, syncer)
         self._wal = wal
+        # The store's `batch` (one transaction for a group's writes), if it has one.
+        self._batch: Callable[[], AbstractContextManager[object]] | None = getattr(
+            store, "batch", None
+        )
         # "async": completes each group's fdatasync on the loop (`_start_async_group`);
         # the groups whose fdatasync is in flight, oldest first (they complete in order).
         self._syncer = syncer
@@ -228,6 +232,9 @@ class LocalLog:
         # everything queued when it runs, so a new job is only worth starting for these.
         self._fresh = False
         self._wakeup = asyncio.Event()
+        # "async": a call of `_start_appended` is due at the end of this loop turn.
+        self._start_scheduled = False
+        self._loop = asyncio.get_running_loop()
         self._committed_lsn = wal.last_lsn()
         self._failure: BaseException | None = None
         self._closing = False
@@ -364,7 +371,7 @@ class LocalLog:
         return replayed
 
     def _store_batch(self) -> AbstractContextManager[object]:
-        batch = getattr(self._store, "batch", None)
+        batch = self._batch
         if batch is None:
             return nullcontext()
         context: AbstractContextManager[object] = batch()
@@ -383,11 +390,44 @@ class LocalLog:
             raise LogFailedError("the log has failed") from self._failure
         if self._closing:
             raise LogFailedError("the log is closed")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = self._loop.create_future()
         self._queue.append((record, future, time.perf_counter()))
         self._fresh = True
-        self._wakeup.set()
+        if self._syncer is None:
+            self._wakeup.set()
+        elif not self._start_scheduled:
+            # Once per loop turn, after the callbacks already ready (whose appends join
+            # the same group), as the flusher's wake-up would, without a task step.
+            self._start_scheduled = True
+            self._loop.call_soon(self._start_appended)
         return await future
+
+    def _start_appended(self) -> None:
+        """The "async" mode's start of groups for new appends, at the end of the loop turn
+        they arrived in: what the flusher would do when woken (`_flush_pipelined_until_closed`),
+        done here; anything else (a failure, a seal or a checkpoint to run between groups)
+        is left to the flusher. It acts for the flusher: once that has ended (or was
+        cancelled), no group starts here either."""
+        self._start_scheduled = False
+        flusher = self._flusher
+        if flusher is None or flusher.done():
+            return
+        while self._queue and self._fresh and self._writing < GROUPS_IN_FLIGHT_MAX:
+            if (
+                self._failure is not None
+                or self._seal_waiters
+                or self._checkpoint_waiters
+                or self._checkpoint_due()
+            ):
+                self._wakeup.set()
+                return
+            self._fresh = False
+            try:
+                self._start_async_group()
+            except Exception as error:  # noqa: BLE001 - as in the flusher: never leave
+                # writers waiting on a log that no longer flushes.
+                self._fail(error)
+                return
 
     def committed_lsn(self) -> int:
         return self._committed_lsn
@@ -705,7 +745,9 @@ class LocalLog:
         assert self._writing < GROUPS_IN_FLIGHT_MAX, self._writing
         if len(self._in_sync) != self._writing:
             return  # a group is in the disk thread: it is applied first
-        if not self._wal.writes_in_place([record for record, _, _ in self._peek_group()]):
+        group = self._peek_group()
+        payloads = [record for record, _, _ in group]
+        if not self._wal.writes_in_place(payloads):
             if not self._writing:
                 self._writing += 1
                 self._disk.run_then(self._group_written, self._take_write_sync)
@@ -718,14 +760,14 @@ class LocalLog:
                 self._writing += 1
                 self._disk.run_then(self._group_written, self._take_write_sync)
             return
-        group = self._take_group()
+        del self._queue[: len(group)]  # the group peeked above
         if self._queue:
             self._fresh = True  # the group was full: the rest goes in the next one
         self._group = group  # until it is in flight: an unexpected error fails its writers
         lsn_before = self._wal.last_lsn()
         started = time.perf_counter()
         try:
-            last_lsn = self._write_group([record for record, _, _ in group])
+            last_lsn = self._write_group(payloads)
             # Submitted while holding the files: nothing closes the segment's descriptor
             # before the kernel has completed the sync (seals wait for `_synced`).
             self._syncer.fdatasync(self._wal.sync_fd(), self._synced)
