@@ -78,7 +78,8 @@ kernel posts the completion the loop, in `_synced`, first writes and submits the
 (everything queued meanwhile) and then applies and answers the completed one. No thread of
 ours waits for the disk, so nothing waits for the interpreter lock on the way back. Up to
 GROUPS_IN_FLIGHT_MAX groups are in flight: records queued while a sync runs are written at
-once and their sync submitted behind it, and the kernel starts it when the one before
+once (by one callback at the end of the loop turn they were appended in, `_start_appended`,
+rather than by waking the flusher task) and their sync submitted behind it, and the kernel starts it when the one before
 completes (IOSQE_IO_DRAIN), without waiting for the loop; so completions come in LSN order,
 each group is answered after a sync submitted after its write, and groups are applied in
 order. A group that would roll over to a new segment, or write zeroes ahead in it, goes to
