@@ -79,10 +79,10 @@ kernel posts the completion the loop, in `_synced`, first writes and submits the
 ours waits for the disk, so nothing waits for the interpreter lock on the way back. Up to
 GROUPS_IN_FLIGHT_MAX groups are in flight: records queued while a sync runs are written at
 once (by one callback at the end of the loop turn they were appended in, `_start_appended`,
-rather than by waking the flusher task) and their sync submitted behind it, and the kernel starts it when the one before
-completes (IOSQE_IO_DRAIN), without waiting for the loop; so completions come in LSN order,
-each group is answered after a sync submitted after its write, and groups are applied in
-order. A group that would roll over to a new segment, or write zeroes ahead in it, goes to
+rather than by waking the flusher task) and their sync submitted behind it, and the kernel
+starts it when the one before completes (IOSQE_IO_DRAIN), without waiting for the loop; so
+completions come in LSN order, each group is answered after a sync submitted after its
+write, and groups are applied in order. A group that would roll over to a new segment, or write zeroes ahead in it, goes to
 the disk thread once nothing is in flight (the loop writes records only). The
 kernel looks the segment's descriptor up when it runs the sync, so seals, checkpoints and
 close run between groups (the flusher waits until nothing is in flight, and `_synced` starts
