@@ -82,9 +82,9 @@ once (by one callback at the end of the loop turn they were appended in, `_start
 rather than by waking the flusher task) and their sync submitted behind it, and the kernel
 starts it when the one before completes (IOSQE_IO_DRAIN), without waiting for the loop; so
 completions come in LSN order, each group is answered after a sync submitted after its
-write, and groups are applied in order. A group that would roll over to a new segment, or write zeroes ahead in it, goes to
-the disk thread once nothing is in flight (the loop writes records only). The
-kernel looks the segment's descriptor up when it runs the sync, so seals, checkpoints and
+write, and groups are applied in order. A group that would roll over to a new segment, or
+write zeroes ahead in it, goes to the disk thread once nothing is in flight (the loop
+writes records only). The kernel looks the segment's descriptor up when it runs the sync, so seals, checkpoints and
 close run between groups (the flusher waits until nothing is in flight, and `_synced` starts
 no group while one is requested). A failed fdatasync is fatal as in the other modes. Where
 io_uring is missing or refused (an old kernel, io_uring_disabled, a seccomp filter, a machine
@@ -243,7 +243,7 @@ class LocalLog:
         self._last_checkpoint = time.monotonic()
         self._checkpointed_lsn = store.applied_lsn()
         # One thread for all disk work of this log, so its operations stay in order.
-        self._disk = DiskThread(asyncio.get_running_loop(), name="keeldb-wal")
+        self._disk = DiskThread(self._loop, name="keeldb-wal")
         self._flusher: asyncio.Task[None] | None = None
         self._checkpoint_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -414,12 +414,7 @@ class LocalLog:
         if flusher is None or flusher.done():
             return
         while self._queue and self._fresh and self._writing < GROUPS_IN_FLIGHT_MAX:
-            if (
-                self._failure is not None
-                or self._seal_waiters
-                or self._checkpoint_waiters
-                or self._checkpoint_due()
-            ):
+            if self._flusher_work_due():
                 self._wakeup.set()
                 return
             self._fresh = False
@@ -429,6 +424,16 @@ class LocalLog:
                 # writers waiting on a log that no longer flushes.
                 self._fail(error)
                 return
+
+    def _flusher_work_due(self) -> bool:
+        """Whether the flusher has something to do before the next group starts: fail what
+        is queued, or run a seal or a checkpoint between groups."""
+        return (
+            self._failure is not None
+            or bool(self._seal_waiters)
+            or bool(self._checkpoint_waiters)
+            or self._checkpoint_due()
+        )
 
     def committed_lsn(self) -> int:
         return self._committed_lsn
@@ -803,13 +808,7 @@ class LocalLog:
                 self._group = group
                 self._fail(self._wal.sync_failed(error))
                 return
-            if (
-                self._queue
-                and self._failure is None
-                and not self._seal_waiters
-                and not self._checkpoint_waiters
-                and not self._checkpoint_due()
-            ):
+            if self._queue and not self._flusher_work_due():
                 self._fresh = False
                 self._start_async_group()
             if self._failure is not None:
