@@ -84,9 +84,9 @@ starts it when the one before completes (IOSQE_IO_DRAIN), without waiting for th
 completions come in LSN order, each group is answered after a sync submitted after its
 write, and groups are applied in order. A group that would roll over to a new segment, or
 write zeroes ahead in it, goes to the disk thread once nothing is in flight (the loop
-writes records only). The kernel looks the segment's descriptor up when it runs the sync, so seals, checkpoints and
-close run between groups (the flusher waits until nothing is in flight, and `_synced` starts
-no group while one is requested). A failed fdatasync is fatal as in the other modes. Where
+writes records only). The kernel looks the segment's descriptor up when it runs the sync,
+so seals, checkpoints and close run between groups (the flusher waits until nothing is in
+flight, and `_synced` starts no group while one is requested). A failed fdatasync is fatal as in the other modes. Where
 io_uring is missing or refused (an old kernel, io_uring_disabled, a seccomp filter, a machine
 other than x86-64) the log falls back to the disk thread. A disk given by a test (`fsync`)
 is run on the loop in a later iteration instead of the kernel's (`CallSync`), so that the
