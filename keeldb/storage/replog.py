@@ -73,24 +73,25 @@ after them instead of blocking the loop.
 
 Completion-based fsync: KEELDB_WAL_SYNC=async writes each group on the loop thread (into
 the page cache: cheap, the segments being preallocated) and submits its fdatasync to the
-kernel through io_uring (`keeldb/storage/async_sync.py`); the loop keeps serving, and when the
-kernel posts the completion the loop, in `_synced`, first writes and submits the next group
-(everything queued meanwhile) and then applies and answers the completed one. No thread of
-ours waits for the disk, so nothing waits for the interpreter lock on the way back. Up to
-GROUPS_IN_FLIGHT_MAX groups are in flight: records queued while a sync runs are written at
-once (by one callback at the end of the loop turn they were appended in, `_start_appended`,
-rather than by waking the flusher task) and their sync submitted behind it, and the kernel
-starts it when the one before completes (IOSQE_IO_DRAIN), without waiting for the loop; so
-completions come in LSN order, each group is answered after a sync submitted after its
-write, and groups are applied in order. A group that would roll over to a new segment, or
-write zeroes ahead in it, goes to the disk thread once nothing is in flight (the loop
-writes records only). The kernel looks the segment's descriptor up when it runs the sync,
-so seals, checkpoints and close run between groups (the flusher waits until nothing is in
-flight, and `_synced` starts no group while one is requested). A failed fdatasync is fatal as in the other modes. Where
-io_uring is missing or refused (an old kernel, io_uring_disabled, a seccomp filter, a machine
-other than x86-64) the log falls back to the disk thread. A disk given by a test (`fsync`)
-is run on the loop in a later iteration instead of the kernel's (`CallSync`), so that the
-same completion path is exercised.
+kernel through io_uring (`keeldb/storage/async_sync.py`); the loop keeps serving, and when
+the kernel posts the completion the loop, in `_synced`, first writes and submits the next
+group (everything queued meanwhile) and then applies and answers the completed one. No
+thread of ours waits for the disk, so nothing waits for the interpreter lock on the way
+back. Up to GROUPS_IN_FLIGHT_MAX groups are in flight: records queued while a sync runs are
+written at once (by one callback at the end of the loop turn they were appended in,
+`_start_appended`, rather than by waking the flusher task) and their sync submitted behind
+it, and the kernel starts it when the one before completes (IOSQE_IO_DRAIN), without
+waiting for the loop; so completions come in LSN order, each group is answered after a sync
+submitted after its write, and groups are applied in order. A group that would roll over to
+a new segment, or write zeroes ahead in it, goes to the disk thread once nothing is in
+flight (the loop writes records only). The kernel looks the segment's descriptor up when it
+runs the sync, so seals, checkpoints and close run between groups (the flusher waits until
+nothing is in flight, and `_synced` starts no group while one is requested). A failed
+fdatasync is fatal as in the other modes. Where io_uring is missing or refused (an old
+kernel, io_uring_disabled, a seccomp filter, a machine other than x86-64) the log falls
+back to the disk thread. A disk given by a test (`fsync`) is run on the loop in a later
+iteration instead of the kernel's (`CallSync`), so that the same completion path is
+exercised.
 
 An fsync failure is fatal (see `WriteAheadLog.sync`): every waiter gets `LogFailedError`
 and `on_fatal` is called, which by default ends the process so that a restart recovers from
