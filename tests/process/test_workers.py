@@ -92,8 +92,15 @@ class Server:
         return self.process.pid
 
     def worker_pids(self) -> list[int]:
-        children = psutil.Process(self.pid).children()
-        return sorted(c.pid for c in children if "keeldb.workers.worker" in " ".join(c.cmdline()))
+        pids = []
+        for child in psutil.Process(self.pid).children():
+            try:
+                command = " ".join(child.cmdline())
+            except psutil.NoSuchProcess:
+                continue  # a worker that exited (killed, not yet replaced) between the two looks
+            if "keeldb.workers.worker" in command:
+                pids.append(child.pid)
+        return sorted(pids)
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
         if self.process is None:
