@@ -57,6 +57,7 @@ from keeldb.engine import catalog, paging
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
 from keeldb.engine.items import SERVING_STATUSES, TABLE_NOT_FOUND_MESSAGE
+from keeldb.engine.schema import STATUS_DELETING
 from keeldb.model.errors import (
     ClientError,
     InternalServerError,
@@ -200,9 +201,7 @@ class Router:
         self._me_name = f"node{node_id}"
         # Per group: the placement its members were read from, its members, and those that
         # may lead or serve reads (full members first, log replicas after them).
-        self._members: dict[
-            str, tuple[GroupPlacement, tuple[int, ...], tuple[int, ...], bool]
-        ] = {}
+        self._members: dict[str, tuple[GroupPlacement, tuple[int, ...], tuple[int, ...], bool]] = {}
 
     def attach_local(self, storage: LocalStorage) -> None:
         """Call this node's own storage service directly (`local_op`, `local_storage`): the
@@ -399,6 +398,22 @@ class Router:
                 out[name] = None if table is None else table.table_id
         return out
 
+    def _known_index(self, table_name: Any, index_name: str) -> list[str] | None:
+        """[table, index] when the cached catalog has the index and it is not being dropped:
+        a partition whose copy of the catalog does not have it yet refuses the request
+        (`StorageService._admit_table`) rather than answer that there is no such index.
+        Otherwise None, and the partition's database answers as it would. (Whether the
+        index is built is the partitions' to say: each builds its own entries.)"""
+        if type(table_name) is not str:
+            return None
+        table = catalog.find_table(self.cache, table_name)
+        if table is None:
+            return None
+        index = table.index(index_name)
+        if index is None or index.status == STATUS_DELETING:
+            return None
+        return [table.name, index_name]
+
     async def _known(self, name: Any, deadline: float) -> None:
         """Refresh the cache when it does not know a table a request names, or knows it only
         as not serving yet (a table being restored may have turned ACTIVE since, and a batch
@@ -483,6 +498,11 @@ class Router:
         payload = {"g": partition_group(partition), "op": op, "body": body, "mode": mode}
         if tables:
             payload["tables"] = tables
+            index_name = body.get("IndexName")
+            if type(index_name) is str:
+                known = self._known_index(body.get("TableName"), index_name)
+                if known is not None:
+                    payload["index"] = known
         if not check:
             payload["check"] = False
         result: dict[str, Any] = await self._group_call(

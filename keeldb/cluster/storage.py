@@ -55,6 +55,7 @@ from keeldb.cluster.ring import Ring
 from keeldb.consensus.types import Config, Member, NodeId
 from keeldb.engine import catalog, indexes, transactions_coordinator, transactions_partition
 from keeldb.engine.database import Database
+from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING
 from keeldb.engine.ttl import TtlSweeper
 from keeldb.model.errors import ClientError, InternalServerError
 from keeldb.net.transport import TransportError
@@ -397,7 +398,8 @@ class StorageService:
     def _admit_table(
         self, replica: Replica, payload: dict[str, Any], check: bool
     ) -> Replica | list[Any]:
-        """The last of `admit`: the tables the router expects, and the keys' partition."""
+        """The last of `admit`: the tables the router expects, the index it knows of, and
+        the keys' partition."""
         db = replica.database
         expected: dict[str, str | None] | None = payload.get("tables")
         if expected:
@@ -405,6 +407,16 @@ class StorageService:
                 table = catalog.find_table(db, name)
                 if (table.table_id if table is not None else None) != table_id:
                     return [STALE_CATALOG]
+        known: list[str] | None = payload.get("index")
+        if known is not None:
+            leads = replica.log.is_leader
+            if not _has_index(db, known[0], known[1], built=not leads):
+                # The router's catalog has the index and this replica's copy does not yet:
+                # a follower behind its group sends the read to the leader (a catalog change
+                # answers once every partition's leader has it), and so does one still
+                # applying the leader's build of its entries; a leader has the router read
+                # the catalog again and retry.
+                return [STALE_CATALOG] if leads else [REDIRECT, replica.leader()]
         if check and replica.partition is not None:
             for partition in keyroute.partitions_of_request(
                 db, self.ring, payload["op"], payload["body"]
@@ -873,3 +885,13 @@ class LocalLedger:
 
     async def entries(self) -> list[dict[str, Any]]:
         return transactions_partition.ledger_entries(self.db)
+
+
+def _has_index(db: Database, table_name: str, index_name: str, *, built: bool) -> bool:
+    """Whether this replica's catalog has the index, not being dropped (and its entries all
+    built here, when `built`)."""
+    table = catalog.find_table(db, table_name)
+    index = None if table is None else table.index(index_name)
+    if index is None or index.status == STATUS_DELETING:
+        return False
+    return not built or index.status != STATUS_CREATING

@@ -127,6 +127,17 @@ class Database:
         # -> (those bytes, the record). The bytes are held, so their id cannot be reused.
         self._proposed: dict[int, tuple[bytes, dict[str, Any]]] = {}
 
+    @classmethod
+    def in_memory(cls) -> Database:
+        """A database over an in-memory store and a log that commits each record as it is
+        appended (nothing on disk: tests, and stand-ins such as a router's catalog cache)."""
+        from keeldb.storage.memory import MemoryLog, MemoryStore
+
+        store = MemoryStore()
+        db = cls(store)
+        db.attach_log(MemoryLog(db.apply, start_lsn=store.applied_lsn()))
+        return db
+
     @property
     def log(self) -> ReplicatedLog:
         assert self._log is not None, "attach_log() first"

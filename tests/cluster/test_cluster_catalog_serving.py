@@ -15,20 +15,12 @@ from keeldb.engine import catalog
 from keeldb.engine.database import Database
 from keeldb.engine.schema import Table
 from keeldb.model.errors import ResourceNotFoundException
-from keeldb.storage.memory import MemoryLog, MemoryStore
 
 REQUEST = {
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
     "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
     "BillingMode": "PAY_PER_REQUEST",
 }
-
-
-def _database() -> Database:
-    store = MemoryStore()
-    db = Database(store)
-    db.attach_log(MemoryLog(db.apply, start_lsn=store.applied_lsn()))
-    return db
 
 
 def _loading(meta: Database, name: str) -> Table:
@@ -51,7 +43,7 @@ def _get(db: Database, name: str) -> Any:
 
 
 def test_a_partition_serves_a_loaded_table_before_the_metadata_group_says_active() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     table = _loading(meta, "restored")
     _sync(partition, meta)
     assert _status(partition, "restored") == "CREATING"
@@ -69,7 +61,7 @@ def test_a_partition_serves_a_loaded_table_before_the_metadata_group_says_active
 
 
 def test_a_sync_read_before_the_load_ended_leaves_a_served_table_active() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _loading(meta, "restored")
     _sync(partition, meta)
     local = catalog.find_table(partition, "restored")
@@ -83,7 +75,7 @@ def test_a_sync_read_before_the_load_ended_leaves_a_served_table_active() -> Non
 
 
 def test_a_table_re_created_under_the_same_name_is_not_served_before_its_own_load() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     first = _loading(meta, "restored")
     _sync(partition, meta)
     local = catalog.find_table(partition, "restored")

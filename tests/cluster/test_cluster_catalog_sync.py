@@ -13,14 +13,6 @@ from keeldb.cluster import catalog_sync
 from keeldb.engine import catalog
 from keeldb.engine.database import Database
 from keeldb.model.keys import table_bounds
-from keeldb.storage.memory import MemoryLog, MemoryStore
-
-
-def _database() -> Database:
-    store = MemoryStore()
-    db = Database(store)
-    db.attach_log(MemoryLog(db.apply, start_lsn=store.applied_lsn()))
-    return db
 
 
 def _create(db: Database, name: str, **extra: Any) -> dict[str, Any]:
@@ -51,7 +43,7 @@ def _sync(partition: Database, meta: Database, meta_lsn: int | None = None) -> N
 
 
 def test_a_partition_learns_the_tables_of_the_metadata_group_with_their_ids() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _create(meta, "orders")
     _sync(partition, meta)
     mine = catalog.find_table(partition, "orders")
@@ -62,7 +54,7 @@ def test_a_partition_learns_the_tables_of_the_metadata_group_with_their_ids() ->
 
 
 def test_an_older_or_repeated_sync_changes_nothing() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _create(meta, "first")
     old_lsn = meta.store.applied_lsn()
     old = catalog_sync.sync_record(old_lsn, catalog_sync.catalog_snapshot(meta))
@@ -75,7 +67,7 @@ def test_an_older_or_repeated_sync_changes_nothing() -> None:
 
 
 def test_a_table_deleted_by_the_metadata_group_takes_its_items_along() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _create(meta, "gone")
     _sync(partition, meta)
     asyncio.run(partition.dispatch("PutItem", {"TableName": "gone", "Item": {"pk": {"S": "a"}}}))
@@ -90,7 +82,7 @@ def test_a_table_deleted_by_the_metadata_group_takes_its_items_along() -> None:
 
 
 def test_a_re_created_table_replaces_the_old_one_and_its_items() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _create(meta, "again")
     _sync(partition, meta)
     asyncio.run(partition.dispatch("PutItem", {"TableName": "again", "Item": {"pk": {"S": "a"}}}))
@@ -107,7 +99,7 @@ def test_a_re_created_table_replaces_the_old_one_and_its_items() -> None:
 
 
 def test_an_index_added_later_is_built_by_the_partition_itself() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _create(meta, "late")
     _sync(partition, meta)
     asyncio.run(
@@ -133,7 +125,7 @@ def test_an_index_added_later_is_built_by_the_partition_itself() -> None:
 
 
 def test_an_index_of_a_new_table_needs_no_build() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _create(meta, "indexed", GlobalSecondaryIndexes=[GSI])
     _sync(partition, meta)
     table = catalog.find_table(partition, "indexed")
@@ -142,7 +134,7 @@ def test_an_index_of_a_new_table_needs_no_build() -> None:
 
 
 def test_the_sync_state_is_kept_in_the_partitions_store() -> None:
-    meta, partition = _database(), _database()
+    meta, partition = Database.in_memory(), Database.in_memory()
     _create(meta, "kept")
     _sync(partition, meta)
     raw = partition.store.get(catalog_sync.SYNC_STATE_KEY)
