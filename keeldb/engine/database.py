@@ -130,7 +130,7 @@ class Database:
     @classmethod
     def in_memory(cls) -> Database:
         """A database over an in-memory store and a log that commits each record as it is
-        appended (nothing on disk: tests, and stand-ins such as a router's catalog cache)."""
+        appended: nothing on disk (tests)."""
         from keeldb.storage.memory import MemoryLog, MemoryStore
 
         store = MemoryStore()
