@@ -57,7 +57,6 @@ from keeldb.engine import catalog, paging
 from keeldb.engine import database as database_module
 from keeldb.engine.database import Database
 from keeldb.engine.items import SERVING_STATUSES, TABLE_NOT_FOUND_MESSAGE
-from keeldb.engine.schema import STATUS_DELETING
 from keeldb.model.errors import (
     ClientError,
     InternalServerError,
@@ -406,13 +405,8 @@ class Router:
         index is built is the partitions' to say: each builds its own entries.)"""
         if type(table_name) is not str:
             return None
-        table = catalog.find_table(self.cache, table_name)
-        if table is None:
-            return None
-        index = table.index(index_name)
-        if index is None or index.status == STATUS_DELETING:
-            return None
-        return [table.name, index_name]
+        found = catalog.find_index(self.cache, table_name, index_name)
+        return None if found is None else [found[0].name, index_name]
 
     async def _known(self, name: Any, deadline: float) -> None:
         """Refresh the cache when it does not know a table a request names, or knows it only

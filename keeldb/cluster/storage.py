@@ -55,7 +55,7 @@ from keeldb.cluster.ring import Ring
 from keeldb.consensus.types import Config, Member, NodeId
 from keeldb.engine import catalog, indexes, transactions_coordinator, transactions_partition
 from keeldb.engine.database import Database
-from keeldb.engine.schema import STATUS_CREATING, STATUS_DELETING
+from keeldb.engine.schema import STATUS_CREATING
 from keeldb.engine.ttl import TtlSweeper
 from keeldb.model.errors import ClientError, InternalServerError
 from keeldb.net.transport import TransportError
@@ -890,8 +890,5 @@ class LocalLedger:
 def _has_index(db: Database, table_name: str, index_name: str, *, built: bool) -> bool:
     """Whether this replica's catalog has the index, not being dropped (and its entries all
     built here, when `built`)."""
-    table = catalog.find_table(db, table_name)
-    index = None if table is None else table.index(index_name)
-    if index is None or index.status == STATUS_DELETING:
-        return False
-    return not built or index.status != STATUS_CREATING
+    found = catalog.find_index(db, table_name, index_name)
+    return found is not None and (not built or found[1].status != STATUS_CREATING)

@@ -182,6 +182,18 @@ def find_table(db: Database, name: str) -> Table | None:
     return catalog_state(db).tables.get(name)
 
 
+def find_index(
+    db: Database, table_name: str, index_name: str
+) -> tuple[Table, SecondaryIndex] | None:
+    """The table called `table_name` and its secondary index `index_name`, unless either is
+    missing or the index is being dropped."""
+    table = find_table(db, table_name)
+    index = None if table is None else table.index(index_name)
+    if table is None or index is None or index.status == STATUS_DELETING:
+        return None
+    return table, index
+
+
 def get_table(db: Database, name: str) -> Table:
     """The table item operations act on; DynamoDB's error when it does not exist."""
     table = find_table(db, name)
