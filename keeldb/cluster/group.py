@@ -456,6 +456,9 @@ class NodeLog:
         # call once a round settled them.
         self._queue: list[_Queued] = []
         self._flush_scheduled = False  # a round starts at the end of this loop turn
+        # The node's transport (weakly: it owns this log), whose peers' queued messages a
+        # round's completion writes at once (`_round_done`).
+        self._transport: weakref.ref[Transport] | None = None
         self._flushing: list[_Queued] | None = None
         self._open_lock = asyncio.Lock()
         self._failure: BaseException | None = None
@@ -483,6 +486,7 @@ class NodeLog:
         node_log = _NODE_LOGS.get(transport)
         if node_log is None:
             node_log = cls(directory)
+            node_log._transport = weakref.ref(transport)
             _NODE_LOGS[transport] = node_log
         elif node_log.directory != Path(directory):
             raise GroupError(
@@ -642,10 +646,21 @@ class NodeLog:
         # The members finish what the round made durable (send their votes, take their
         # next Readys) here; what they submit meanwhile joins the round started next.
         _call_each(batch)
+        # What they sent (votes, Accepts held back for this round) leaves now, not in a
+        # callback of the next turn of the loop.
+        transport = self._transport() if self._transport is not None else None
+        if transport is not None:
+            transport.flush_now()
         if self._queue and self._flushing is None and not (self._inline and self._flush_scheduled):
             # Queued during this round's fsync: the next round starts at once. (An inline
             # round takes what the members just queued at the end of this loop turn, as
             # `submit` arranged, rather than in a round nested in this one.)
+            self._start_round()
+
+    def start_now(self) -> None:
+        """Start the round `submit` scheduled for the end of this loop turn now (with no
+        round in flight, and unless rounds run inline)."""
+        if self._flush_scheduled and self._flushing is None and not self._inline:
             self._start_round()
 
     def _fail_queued(self, error: BaseException) -> None:
@@ -800,6 +815,15 @@ class _DrivePass:
                 group._drive_callback()
             except Exception:  # one driver's bug must not stop the others
                 log.exception("group %s: drive failed", group.group_id)
+        # What the pass queued goes out at its end rather than in callbacks of the next
+        # turn of the loop: its messages in one frame per peer (first: a follower's fsync
+        # is the longer path), then its records in one node-log round. Each callback of a
+        # turn waits behind everything the turn's I/O brought in.
+        for transport in {group._transport for group in due}:
+            transport.flush_now()
+            node_log = _NODE_LOGS.get(transport)
+            if node_log is not None:
+                node_log.start_now()
 
 
 _DRIVE_PASSES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _DrivePass] = (

@@ -1000,6 +1000,14 @@ class Transport:
         peer.enqueue(data)
         return True
 
+    def flush_now(self) -> None:
+        """Write now what every peer queued for the end of this loop turn (for a caller
+        that has finished a batch of sends: the callback that would write them waits
+        behind the rest of the turn)."""
+        for peer in self._peers.values():
+            if peer.flush_scheduled:
+                peer._flush()
+
     def _enqueue_late(self, peer: _Peer, data: bytes, call_id: int = 0) -> None:
         if not self.closed and not peer.down and not peer.full(len(data)):
             peer.enqueue(data, call_id)

@@ -655,3 +655,98 @@ def test_a_round_calls_each_members_finisher_once_after_every_future_is_settled(
         await node_log.close_member("p1")
 
     asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+class _PassMember:
+    """Stands in for a group driver in a drive pass: its drive sends one message to the
+    peer and queues one record for the node log, as a Ready does."""
+
+    def __init__(self, transport: Transport, node_log: NodeLog, group: str) -> None:
+        self._transport = transport
+        self.group_id = group
+        self._node_log = node_log
+        self.futures: list[asyncio.Future[None]] = []
+
+    def _drive_callback(self) -> None:
+        assert self._transport.send("node2", "ch", self.group_id)
+        self.futures.append(self._node_log.submit(self.group_id, [_accept(1, b"a")]))
+
+
+async def _connected_pair(node_log_dir: Path) -> tuple[Transport, Transport, NodeLog]:
+    a = Transport("node1", "127.0.0.1", 0, SECRET)
+    b = Transport("node2", "127.0.0.1", 0, SECRET)
+    await a.start()
+    await b.start()
+    a.add_peer("node2", "127.0.0.1", b.port)
+
+    async def echo(sender: str, payload: object) -> object:
+        return payload
+
+    b.register("echo", echo)
+    b.register("ch", lambda sender, payload: None)
+    assert await a.call("node2", "echo", "up", 5) == "up"  # connected
+    return a, b, NodeLog.for_transport(a, node_log_dir)
+
+
+def test_a_drive_pass_sends_its_messages_and_starts_its_round_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NODE_LOG_SYNC_ENV, "thread")
+
+    async def body() -> None:
+        a, b, node_log = await _connected_pair(tmp_path / "node-log")
+        tokens = tmp_path / "groups"
+        for group in ("p0", "p1"):
+            await node_log.open_member(group, tokens / group / "log" / MEMBER_TOKEN_FILE)
+        frames = a.stats()["peers"]["node2"]["frames_sent"]
+        rounds = node_log.flush_count
+        members = [_PassMember(a, node_log, g) for g in ("p0", "p1")]
+        drive_pass = group_module._DrivePass.of(asyncio.get_running_loop())
+        for member in members:
+            drive_pass.add(member)  # type: ignore[arg-type]
+        drive_pass._run()  # the callback `add` scheduled, run here to look right after it
+        # Both members' messages left in one frame, and one round holds both records,
+        # before any other callback of the loop ran.
+        assert a.stats()["peers"]["node2"]["frames_sent"] == frames + 1
+        assert node_log._flushing is not None and len(node_log._flushing) == 2
+        await asyncio.wait_for(asyncio.gather(*(f for m in members for f in m.futures)), 10)
+        assert node_log.flush_count == rounds + 1
+        await node_log.close_member("p0")
+        await node_log.close_member("p1")
+        await a.close()
+        await b.close()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
+
+
+def test_what_members_send_when_a_round_completes_leaves_with_the_completion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NODE_LOG_SYNC_ENV, "thread")
+
+    async def body() -> None:
+        a, b, node_log = await _connected_pair(tmp_path / "node-log")
+        await node_log.open_member("p0", tmp_path / "groups" / "p0" / "log" / MEMBER_TOKEN_FILE)
+
+        def frames_sent() -> int:
+            sent: int = a.stats()["peers"]["node2"]["frames_sent"]
+            return sent
+
+        frames = frames_sent()
+        seen: list[int] = []
+
+        def vote() -> None:  # a member sends its vote once the round made it durable
+            assert a.send("node2", "ch", "vote")
+
+        future = node_log.submit("p0", [_accept(1, b"a")], vote)
+        # The future's callbacks were scheduled when the round settled it, before the
+        # member's send: this one runs ahead of any callback that send could have left.
+        future.add_done_callback(lambda _: seen.append(frames_sent()))
+        await asyncio.wait_for(future, 10)
+        await asyncio.sleep(0)
+        assert seen == [frames + 1]  # written by the completion itself
+        await node_log.close_member("p0")
+        await a.close()
+        await b.close()
+
+    asyncio.run(asyncio.wait_for(body(), TEST_SECONDS_MAX))
