@@ -1362,13 +1362,15 @@ class Replica:
         fresh = [p for p in peers if lease_acks.get(p, _TICK_NEVER) >= fresh_from]
         if len(fresh) < need:
             return
-        # A new choice is random, so that the groups one node leads spread their Accepts
-        # over the peers; log-only members first: they keep the log but apply nothing, so a
-        # vote costs them the least (Aurora's write quorum leans on its log-only copies).
-        if not all(p in fresh for p in previous) or len(previous) != need:
-            self._rng.shuffle(fresh)
+        # In ring order from this node (the next node ids first, then from the lowest): the
+        # groups one node leads choose the same peers, so that their Accepts of a drive pass
+        # leave in one frame per peer and wake as few peers as possible, while leaders on
+        # different nodes choose different peers. Log-only members first: they keep the log
+        # but apply nothing, so a vote costs them the least (Aurora's write quorum leans on
+        # its log-only copies). A previous choice that still qualifies stays.
+        me = self._id
         log_only = {m.node_id for m in config.members if m.log_only}
-        fresh.sort(key=lambda p: (p not in previous, p not in log_only))
+        fresh.sort(key=lambda p: (p not in previous, p not in log_only, p < me, p))
         self._accept_targets = fresh[:need]
 
     def _resend_unacked(self) -> None:

@@ -41,15 +41,23 @@ def test_accepts_go_to_a_phase_2_quorum_only() -> None:
     assert len(targets) == 3 and targets <= {2, 3, 4, 5, 6}  # Q2 = 4 of 6
 
 
-def test_the_groups_of_one_leader_spread_their_targets() -> None:
-    chosen = set()
-    for seed in range(16):
-        h = Harness(STANDARD, options=THRIFTY, seed=seed)
-        h.elect(1)
+def test_the_groups_of_one_leader_choose_the_same_targets_in_ring_order() -> None:
+    # Whatever a group's seed, the groups one node leads send their Accepts to the same
+    # peers (one frame per peer per drive pass); leaders on different nodes, to different
+    # peers: the next node ids after their own first.
+    for leader, expected in ((1, {2}), (2, {3}), (3, {1})):
+        for seed in range(8):
+            h = Harness(STANDARD, options=THRIFTY, seed=seed)
+            h.elect(leader)
+            h.run(2 * THRIFTY.heartbeat_ticks)
+            h.propose(leader, b"a")
+            assert _accept_destinations(h) == expected, (leader, seed)
+    for seed in range(8):
+        h = Harness(AURORA, options=THRIFTY, seed=seed)
+        h.elect(5)
         h.run(2 * THRIFTY.heartbeat_ticks)
-        h.propose(1, b"a")
-        chosen |= _accept_destinations(h)
-    assert chosen == {2, 3}
+        h.propose(5, b"a")
+        assert _accept_destinations(h) == {6, 1, 2}
 
 
 def test_without_the_option_accepts_go_to_every_peer() -> None:
