@@ -841,7 +841,9 @@ class Router:
         limit = body.get("Limit")
         filtered = "FilterExpression" in body or "QueryFilter" in body or "ScanFilter" in body
         last_key = cut_key
-        if isinstance(limit, int) and ordered and not filtered and len(items) > limit:
+        if isinstance(limit, int) and 1 <= limit <= len(items) and ordered and not filtered:
+            # The page ends at its Limit-th entry, with that entry's key as LastEvaluatedKey
+            # even when no entry follows it: one node stops reading there and cannot know.
             items = items[:limit]
             last_key = {n: items[-1][n] for n in names}
         fill = _filling([item_size(item) for item in items], PAGE_BYTES_MAX)

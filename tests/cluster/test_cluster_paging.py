@@ -187,6 +187,33 @@ async def test_a_global_index_scan_with_limit_and_filter_evaluates_exactly_limit
 
 
 @in_cluster
+async def test_an_index_page_that_reads_exactly_limit_entries_has_a_last_evaluated_key(
+    pair: Pair,
+) -> None:
+    """One node that stops at Limit entries names the last one read, even when no entry
+    follows it (the next page is empty): so does a page merged from every partition."""
+    await _fill(pair, count=12)
+    for op, body in (
+        ("Scan", {"TableName": "things", "IndexName": "by_g", "Limit": 12}),
+        (
+            "Query",
+            {
+                "TableName": "things",
+                "IndexName": "by_g",
+                "KeyConditionExpression": "g = :g",
+                "ExpressionAttributeValues": {":g": {"S": "odd"}},
+                "Limit": 6,
+            },
+        ),
+    ):
+        cluster = await _pages(pair.router.dispatch, op, body)
+        single = await _pages(pair.single.dispatch, op, body)
+        assert len(single) == 2 and single[-1]["Count"] == 0, single
+        assert "LastEvaluatedKey" in single[0]
+        _same_pages(cluster, single)
+
+
+@in_cluster
 async def test_a_filtered_limited_index_query_with_a_bad_filter_gets_the_single_nodes_error(
     pair: Pair,
 ) -> None:
