@@ -154,6 +154,32 @@ def transact_partitions(db: Database, ring: Ring, body: Any) -> list[int | None]
     return out
 
 
+def place_unkeyed_actions(
+    db: Database, body: Any, partitions: list[int | None]
+) -> list[int] | None:
+    """`partitions` (from `transact_partitions`) with every action whose key cannot be
+    placed put with the first placed action (partition 0 if none is), when each such action
+    is well formed and names a known table: only its key is wrong, which whichever partition
+    reads it refuses as that action's ValidationError cancellation reason, the others being
+    checked where their items are. None when some action is malformed otherwise, or names
+    no known table (the request as a whole is then refused, by any one partition)."""
+    actions = body.get("TransactItems") if isinstance(body, dict) else None
+    if not isinstance(actions, list) or len(actions) != len(partitions) or not partitions:
+        return None
+    for action, partition in zip(actions, partitions, strict=True):
+        if partition is not None:
+            continue
+        if not isinstance(action, dict) or len(action) != 1:
+            return None
+        ((kind, spec),) = action.items()
+        if kind not in _ACTION_KEYS or not isinstance(spec, dict):
+            return None
+        if table_of(db, spec.get("TableName")) is None:
+            return None
+    first = next((p for p in partitions if p is not None), 0)
+    return [first if p is None else p for p in partitions]
+
+
 def transact_tables(body: Any) -> list[Any]:
     actions = body.get("TransactItems") if isinstance(body, dict) else None
     names = []

@@ -592,7 +592,12 @@ class Router:
         mode = MODE_WRITE if op == "TransactWriteItems" else MODE_STRONG
         partitions = keyroute.transact_partitions(self.cache, self.ring, body)
         if not partitions or any(p is None for p in partitions):
-            return await self._partition_op(0, op, body, mode, deadline, check=False, tables=tables)
+            placed = keyroute.place_unkeyed_actions(self.cache, body, partitions)
+            if placed is None or op != "TransactWriteItems":
+                return await self._partition_op(
+                    0, op, body, mode, deadline, check=False, tables=tables
+                )
+            partitions = [*placed]
         distinct = set(partitions)
         if len(distinct) > 1:
             if op == "TransactGetItems":

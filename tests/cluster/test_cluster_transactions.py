@@ -571,6 +571,46 @@ async def test_a_transaction_refused_by_timestamp_order_runs_again_with_a_new_ti
     assert answer[1]["__type"].endswith("TransactionCanceledException")
 
 
+@in_cluster
+async def test_an_action_with_a_wrong_key_is_refused_beside_the_others_checked_where_they_are(
+    pair: Pair,
+) -> None:
+    """An action whose key does not match the schema cannot be placed on the ring: it is
+    cancelled with its ValidationError reason, while every other action is still checked
+    on the partition that holds its item, as a single node checks them all."""
+    await pair.both("CreateTable", _table("plain"))
+    for pk in PKS:
+        await pair.both("PutItem", {"TableName": "plain", "Item": {"pk": {"S": pk}}})
+
+    def check(pk: str, condition: str) -> dict[str, Any]:
+        return {
+            "ConditionCheck": {
+                "TableName": "plain",
+                "Key": {"pk": {"S": pk}},
+                "ConditionExpression": condition,
+            }
+        }
+
+    wrong_key = {"Delete": {"TableName": "plain", "Key": {"pk": {"N": "1"}}}}
+    across = [check(pk, "attribute_exists(pk)") for pk in PKS[:4]] + [wrong_key]
+    assert len({p for p in pair.spread({"TransactItems": across}) if p is not None}) > 1
+    alone = [check(PKS[0], "attribute_exists(pk)"), check(PKS[0], "attribute_exists(n)")]
+    for actions in (
+        across,
+        [*alone[:1], wrong_key],
+        [wrong_key, check(PKS[1], "attribute_exists(n)")],
+    ):
+        mine, single = await pair.both("TransactWriteItems", {"TransactItems": actions})
+        assert single[0] == "error", single
+        assert mine == single
+    # Nothing was deleted or written anywhere.
+    for pk in PKS:
+        answer = await pair.router.dispatch(
+            "GetItem", {"TableName": "plain", "Key": {"pk": {"S": pk}}, "ConsistentRead": True}
+        )
+        assert answer["Item"] == {"pk": {"S": pk}}
+
+
 class LaggingPartitions(_RoutedPartitions):
     """The partition leaders, one of which has not learnt of the table yet for its first
     `lagging` prepares (as a partition whose catalog sync is late answers)."""
