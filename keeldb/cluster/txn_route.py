@@ -49,24 +49,26 @@ Body = dict[str, Any]
 Shares = dict[str, list[tuple[int, Body]]]
 
 
-# A transaction refused only by timestamp order (some item was written or read at a later
-# timestamp, or a partition leader that just took over refuses timestamps older than its
-# clock) changed nothing, and a later timestamp is what timestamp ordering needs to let it
-# through: the coordinator runs it again with a new timestamp, a few times, pausing a little
-# longer each time (a new leader's floor is its clock plus the clock skew bound). The client
-# sees the cancellation only when the conflicts outlast these attempts.
+# A transaction some item refused by timestamp order (the item was written or read at a
+# later timestamp, or a partition leader that just took over refuses timestamps older than
+# its clock) changed nothing, and a later timestamp is what timestamp ordering needs to let
+# it through: the coordinator runs it again with a new timestamp, a few times, pausing a
+# little longer each time (a new leader's floor is its clock plus the clock skew bound). The
+# client sees the conflicts only when they outlast these attempts. This holds too when
+# another item's condition failed: the transaction is cancelled either way, but the reasons
+# must say what each item's check found, as a single node says, not that the timestamp came
+# too early.
 CONFLICT_RETRIES_MAX = 3
 CONFLICT_PAUSE_SECONDS = 0.06  # times the attempt number
 CONFLICT_RETRY_MARGIN_SECONDS = 2.0  # of the request's budget left, to start another attempt
 
 
 async def _retry_conflict(reasons: list[Body | None] | None, attempt: int, deadline: float) -> bool:
-    """Whether to run a cancelled transaction again (after a pause): every reason is None or
+    """Whether to run a cancelled transaction again (after a pause): some reason is
     TransactionConflict, attempts and budget remain."""
     if reasons is None or attempt >= CONFLICT_RETRIES_MAX:
         return False
-    codes = {r["Code"] for r in reasons if r is not None and r.get("Code") != "None"}
-    if codes != {"TransactionConflict"}:
+    if not any(r is not None and r.get("Code") == "TransactionConflict" for r in reasons):
         return False
     pause = CONFLICT_PAUSE_SECONDS * (attempt + 1)
     loop = asyncio.get_running_loop()

@@ -572,6 +572,37 @@ async def test_a_transaction_refused_by_timestamp_order_runs_again_with_a_new_ti
 
 
 @in_cluster
+async def test_a_refused_timestamp_beside_a_failed_condition_is_tried_again(pair: Pair) -> None:
+    """Cancelled either way (one item's condition fails), the transaction still runs again
+    past a partition's new-leader floor, so that every item's reason is what its check
+    finds, as on a single node, not a conflict with its early timestamp."""
+    await pair.both("CreateTable", _table("plain"))
+    await pair.both("TransactWriteItems", _transfer(PKS))
+    checks = {
+        "TransactItems": [
+            {
+                "ConditionCheck": {
+                    "TableName": "plain",
+                    "Key": {"pk": {"S": pk}},
+                    "ConditionExpression": "n = :two",
+                    "ExpressionAttributeValues": {":two": {"N": "2"}},
+                }
+            }
+            for pk in PKS
+        ]
+    }
+    partitions = {p for p in pair.spread(checks) if p is not None}
+    assert len(partitions) > 1
+    state = tp.partition_state(pair.partition_db(min(partitions)))
+    state.floor = time.time_ns() // 1000 + 50_000
+    mine, single = await pair.both("TransactWriteItems", checks)
+    assert mine[0] == "error" and single[0] == "error"
+    codes = [r["Code"] for r in mine[1]["CancellationReasons"]]
+    assert codes == ["ConditionalCheckFailed"] * len(PKS), codes
+    assert mine == single
+
+
+@in_cluster
 async def test_an_action_with_a_wrong_key_is_refused_beside_the_others_checked_where_they_are(
     pair: Pair,
 ) -> None:
