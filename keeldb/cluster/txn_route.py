@@ -290,7 +290,11 @@ async def transact_get_across(
     request, gets = transactions._read_transact_get(body)
     assert len(gets) == len(partitions)
     mode = request.get("ReturnConsumedCapacity", "NONE")
-    planned = transactions.plan_gets(router.cache, gets) if mode != "NONE" else None
+    # The request's own errors first, in the order a single node finds them (a duplicate
+    # item before a later Get's empty key, say), not whichever partition answers first; a
+    # key that does not fit its table is a cancellation reason, left to its partition.
+    checked = transactions.plan_gets(router.cache, gets, {})
+    planned = checked if mode != "NONE" else None
     sent = gets
     if planned is not None:
         sent = [

@@ -642,6 +642,33 @@ async def test_an_action_with_a_wrong_key_is_refused_beside_the_others_checked_w
         assert answer["Item"] == {"pk": {"S": pk}}
 
 
+@in_cluster
+async def test_a_read_across_partitions_reports_the_first_error_a_single_node_finds(
+    pair: Pair,
+) -> None:
+    """A TransactGetItems over several partitions is checked whole at the router, in the
+    single node's order: a duplicate item is reported before a later Get's empty key,
+    whichever partition would have answered first."""
+    await pair.both("CreateTable", _table("plain"))
+
+    def get(pk: str) -> dict[str, Any]:
+        return {"Get": {"TableName": "plain", "Key": {"pk": {"S": pk}}}}
+
+    def partition(pk: str) -> int | None:
+        (found,) = pair.spread({"TransactItems": [get(pk)]})
+        return found
+
+    # `near` shares the empty key's partition and `far` lies in another: the share holding
+    # the empty key is then sent first, while the duplicate comes first in the request.
+    near = next(pk for pk in PKS if partition(pk) == partition(""))
+    far = next(pk for pk in PKS if partition(pk) != partition(""))
+    for order in ([near, far, far, ""], ["", far, near, near]):
+        body = {"TransactItems": [get(pk) for pk in order]}
+        mine, single = await pair.both("TransactGetItems", body)
+        assert single[0] == "error", single
+        assert mine == single
+
+
 class LaggingPartitions(_RoutedPartitions):
     """The partition leaders, one of which has not learnt of the table yet for its first
     `lagging` prepares (as a partition whose catalog sync is late answers)."""
