@@ -1,10 +1,11 @@
-"""A single node and a 3-node cluster given the same stream of item requests answer alike.
+"""A single node and a 3-node cluster given the same stream of requests answer alike.
 
-A seeded generator makes a few thousand item requests on one table with a global secondary
-index: PutItem, UpdateItem, DeleteItem, GetItem, BatchGetItem, BatchWriteItem,
-TransactWriteItems, Query (on the table and on the index) and Scan (with Limit and
-ExclusiveStartKey paging), and on a second table with a sort key and a local index, Query
-pages in both directions, with condition, update, filter and projection expressions put
+A seeded generator makes a few thousand requests on two tables. On one, with a global
+secondary index: PutItem, UpdateItem, DeleteItem, GetItem, BatchGetItem, BatchWriteItem,
+TransactWriteItems, TransactGetItems, Query (on the table and the index), Scan (with Limit,
+and segments of parallel scans) and PartiQL statements (ExecuteStatement,
+BatchExecuteStatement). On the other, with a sort key and a local index: writes, and Query
+pages in either direction. Condition, update, filter and projection expressions are put
 together from fragments, many of them wrong on purpose (paths that overlap, operands of the
 wrong type, placeholders that are missing or unused, keys updated). Each request goes, as
 raw signed HTTP, to a single node and to a cluster's router on node 2 (which leads some
@@ -266,8 +267,73 @@ class Requests:
                     values[name] = {"N": str(r.randint(0, 9))}
         return op, body
 
+    def _other(self) -> tuple[str, dict[str, Any]]:
+        """TransactGetItems, a segment of a parallel Scan, and PartiQL statements."""
+        r = self._random
+        op = r.choice(
+            [
+                "TransactGetItems",
+                "ScanSeg",
+                "ExecuteStatement",
+                "ExecuteStatement",
+                "BatchExecuteStatement",
+            ]
+        )
+        if op == "TransactGetItems":
+            gets = []
+            for _ in range(r.randint(1, 4)):
+                g = {"TableName": TABLE, "Key": self._key()}
+                if r.random() < 0.3:
+                    g["ProjectionExpression"] = "a, colour"
+                gets.append({"Get": g})
+            return op, {"TransactItems": gets}
+        if op == "ScanSeg":
+            total = r.choice([1, 2, 3, 4, 7])
+            body = {"TableName": TABLE, "Segment": r.randint(0, total), "TotalSegments": total}
+            if r.random() < 0.5:
+                body["Limit"] = r.randint(1, 5)
+            self._read_mode(body)
+            return "Scan", body
+
+        def stmt():
+            k = f"k{r.randint(0, 7)}"
+            return r.choice(
+                [
+                    (f'SELECT * FROM "{TABLE}" WHERE a = ?', [{"S": k}]),
+                    (f"SELECT a, colour FROM \"{TABLE}\" WHERE a = '{k}'", []),
+                    (f'SELECT * FROM "{TABLE}"', []),
+                    (f"INSERT INTO \"{TABLE}\" VALUE {{'a': ?, 'colour': 'red'}}", [{"S": k}]),
+                    (f'UPDATE "{TABLE}" SET size = ? WHERE a = ?', [{"N": "3"}, {"S": k}]),
+                    (f"UPDATE \"{TABLE}\" SET size = size + 1 WHERE a = '{k}'", []),
+                    (f'DELETE FROM "{TABLE}" WHERE a = ?', [{"S": k}]),
+                    (f'SELECT * FROM "{TABLE}"."{INDEX}" WHERE colour = \'red\'', []),
+                    (f"SELECT * FROM \"{SORTED}\" WHERE pk = 'p1' AND sk > 2", []),
+                ]
+            )
+
+        if op == "ExecuteStatement":
+            text, params = stmt()
+            body = {"Statement": text}
+            if params:
+                body["Parameters"] = params
+            if r.random() < 0.3:
+                body["Limit"] = r.randint(1, 3)
+            self._read_mode(body)
+            return op, body
+        items = []
+        for _ in range(r.randint(1, 3)):
+            text, params = stmt()
+            e = {"Statement": text}
+            if params:
+                e["Parameters"] = params
+            self._read_mode(e)
+            items.append(e)
+        return op, {"Statements": items}
+
     def next(self) -> tuple[str, dict[str, Any]]:
         r = self._random
+        if r.random() < 0.2:
+            return self._other()
         if r.random() < 0.3:
             return self._sorted()
         op = r.choice(
