@@ -11,8 +11,9 @@ wrong type, placeholders that are missing or unused, keys updated). Each request
 raw signed HTTP, to a single node and to a cluster's router on node 2 (which leads some
 partitions and forwards the rest); the two answers must be the same: status, error type,
 message and body, all but ConsumedCapacity (and a batch read's order). Reads are eventually
-consistent as often as not: a router reads its own writes. A second stream, every read
-strongly consistent, goes through the three routers in turn; the same stream against
+consistent as often as not: a router reads its own writes. Streams with every read strongly
+consistent go through all routers in turn, of a `standard` cluster and of an `aurora` one
+whose log replicas leave half its routers without a full replica; the same stream against
 routers broken on purpose to read their own stale replicas must differ.
 """
 
@@ -661,19 +662,37 @@ def _reaches_far(expected: list[dict[str, Any]]) -> None:
     assert sum(1 for answer in expected if answer["status"] == 200) >= REQUESTS // 10
 
 
-# (the routers the cluster's share of the stream goes through in turn, seed, strong)
-STREAMS = [([2], seed, False) for seed in SEEDS] + [([1, 2, 3], STRONG_SEED, True)]
+STANDARD = {"nodes": 3, "profile": "standard", "partitions": 4}
+# Six nodes, two per zone; nodes 4-6 hold only log replicas (docs/cluster.md, "Aurora log
+# replicas"), so their routers have no full replica to read from.
+AURORA_LOG_REPLICAS = {
+    "nodes": 6,
+    "profile": "aurora",
+    "partitions": 3,
+    "extra": {"log_replicas": True},
+}
+# (the cluster, the routers its share of the stream goes through in turn, seed, strong)
+STREAMS = [
+    *((STANDARD, [2], seed, False) for seed in SEEDS),
+    (STANDARD, [1, 2, 3], STRONG_SEED, True),
+    (AURORA_LOG_REPLICAS, [1, 2, 3, 4, 5, 6], STRONG_SEED, True),
+]
 
 
 @pytest.mark.parametrize(
-    ("routers", "seed", "strong"),
+    ("shape", "routers", "seed", "strong"),
     STREAMS,
-    ids=[f"routers{''.join(map(str, r))}-seed{s}" for r, s, _ in STREAMS],
+    ids=[f"{shape['profile']}-routers{''.join(map(str, r))}-seed{s}" for shape, r, s, _ in STREAMS],
 )
 def test_a_cluster_answers_a_stream_of_requests_as_a_single_node_does(
-    cluster_factory: Any, single_node: str, routers: list[int], seed: int, strong: bool
+    cluster_factory: Any,
+    single_node: str,
+    shape: dict[str, Any],
+    routers: list[int],
+    seed: int,
+    strong: bool,
 ) -> None:
-    cluster = cluster_factory(nodes=3, profile="standard", partitions=4)
+    cluster = cluster_factory(**shape)
     expected, got = _run_both(single_node, cluster, routers, seed, strong=strong)
     _reaches_far(expected)
     found = first_difference(expected, got)
