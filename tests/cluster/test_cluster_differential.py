@@ -14,7 +14,8 @@ message and body, all but ConsumedCapacity (and a batch read's order). Reads are
 consistent as often as not: a router reads its own writes. Streams with every read strongly
 consistent go through all routers in turn, of a `standard` cluster and of an `aurora` one
 whose log replicas leave half its routers without a full replica; the same stream against
-routers broken on purpose to read their own stale replicas must differ.
+routers broken on purpose to read their own stale replicas must differ. Both tables have a
+stream: after each run the two streams must hold the same changes of every item, in order.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ SEEDS = (20261129, 7)
 STRONG_SEED = 11
 TABLE = "differential"
 INDEX = "by-colour"
+STREAM = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+STREAMS_TARGET = "DynamoDBStreams_20120810"
+HISTORY_SECONDS_MAX = 10.0
 SORTED = "differential-sorted"  # a partition key and a sort key, and a local index
 LOCAL_INDEX = "by-size"
 START_SECONDS_MAX = 60.0
@@ -444,7 +448,9 @@ class Endpoint:
             parts.hostname, parts.port, timeout=HTTP_SECONDS
         )
 
-    def call(self, op: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def call(
+        self, op: str, body: dict[str, Any], target: str = "DynamoDB_20120810"
+    ) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode()
         request = AWSRequest(
             method="POST",
@@ -452,7 +458,7 @@ class Endpoint:
             data=data,
             headers={
                 "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": f"DynamoDB_20120810.{op}",
+                "X-Amz-Target": f"{target}.{op}",
             },
         )
         SigV4Auth(_CREDENTIALS, "dynamodb", "us-east-1").add_auth(request)
@@ -515,6 +521,7 @@ def _create_tables(endpoint: Endpoint) -> None:
                 }
             ],
             "BillingMode": "PAY_PER_REQUEST",
+            "StreamSpecification": STREAM,
         },
     )
     assert status == 200, answer
@@ -553,6 +560,7 @@ def _create_table(endpoint: Endpoint) -> None:
                 }
             ],
             "BillingMode": "PAY_PER_REQUEST",
+            "StreamSpecification": STREAM,
         },
     )
     assert status == 200, answer
@@ -619,9 +627,68 @@ def _answers(endpoints: list[Endpoint], seed: int, *, strong: bool = False) -> l
     return answers
 
 
+def _histories(endpoint: Endpoint, table: str) -> dict[str, list[Any]]:
+    """Every stream record of `table`, per item (its keys), in stream order: the event, the
+    keys and both images. (Records of different items are in no order across shards.)"""
+    _, described = endpoint.call("DescribeTable", {"TableName": table})
+    arn = described["Table"]["LatestStreamArn"]
+    shards: list[dict[str, Any]] = []
+    start: str | None = None
+    while True:
+        request = {"StreamArn": arn, **({"ExclusiveStartShardId": start} if start else {})}
+        status, answer = endpoint.call("DescribeStream", request, STREAMS_TARGET)
+        assert status == 200, answer
+        shards += answer["StreamDescription"]["Shards"]
+        start = answer["StreamDescription"].get("LastEvaluatedShardId")
+        if start is None:
+            break
+    histories: dict[str, list[Any]] = {}
+    for shard in shards:
+        status, answer = endpoint.call(
+            "GetShardIterator",
+            {"StreamArn": arn, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON"},
+            STREAMS_TARGET,
+        )
+        assert status == 200, answer
+        iterator = answer.get("ShardIterator")
+        while iterator is not None:
+            status, page = endpoint.call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": 1000}, STREAMS_TARGET
+            )
+            assert status == 200, page
+            for record in page["Records"]:
+                change = record["dynamodb"]
+                histories.setdefault(json.dumps(change["Keys"], sort_keys=True), []).append(
+                    [record["eventName"], change.get("NewImage"), change.get("OldImage")]
+                )
+            iterator = page.get("NextShardIterator") if page["Records"] else None
+    return histories
+
+
+def _same_histories(single: Endpoint, cluster: Endpoint) -> None:
+    """The two streams hold the same changes of each item, in the same order (the cluster's
+    partitions may show their last records a moment later)."""
+    for table in (TABLE, SORTED):
+        expected = _histories(single, table)
+        assert sum(map(len, expected.values())) >= 20, expected  # the stream wrote items
+        deadline = time.monotonic() + HISTORY_SECONDS_MAX
+        while (got := _histories(cluster, table)) != expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for key in sorted(set(expected) | set(got)):
+            assert got.get(key) == expected.get(key), (table, key)
+
+
 def _run_both(
-    single_url: str, cluster: Any, routers: list[int], seed: int, *, strong: bool
+    single_url: str,
+    cluster: Any,
+    routers: list[int],
+    seed: int,
+    *,
+    strong: bool,
+    streams: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The answers of the single node and of the cluster's routers to the seed's stream;
+    with `streams`, their DynamoDB Streams must then hold the same changes of each item."""
     single = Endpoint(single_url)
     endpoints = [Endpoint(cluster.endpoint(node)) for node in routers]
     try:
@@ -631,6 +698,8 @@ def _run_both(
             _wait_served(endpoint)
         expected = _answers([single], seed, strong=strong)
         got = _answers(endpoints, seed, strong=strong)
+        if streams and first_difference(expected, got) is None:
+            _same_histories(single, endpoints[-1])
     finally:
         single.close()
         for endpoint in endpoints:
@@ -708,7 +777,9 @@ def test_the_comparison_catches_a_cluster_that_reads_stale_data(
     cluster = cluster_factory(
         nodes=3, profile="standard", partitions=4, env={"KEELDB_BUGGIFY_STALE_READS": "1"}
     )
-    expected, got = _run_both(single_node, cluster, [1, 2, 3], STRONG_SEED, strong=True)
+    expected, got = _run_both(
+        single_node, cluster, [1, 2, 3], STRONG_SEED, strong=True, streams=False
+    )
     found = first_difference(expected, got)
     assert found is not None
     index, _, _ = found
