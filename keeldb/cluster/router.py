@@ -1109,7 +1109,7 @@ class Router:
         description = answer["Table"]
         parts = await asyncio.gather(
             *(
-                self._partition_op(p, "DescribeTable", body, MODE_EVENTUAL, deadline, check=False)
+                self._partition_op(p, "DescribeTable", body, MODE_STRONG, deadline, check=False)
                 for p in range(len(self.ring))
             ),
             return_exceptions=True,
@@ -1125,13 +1125,20 @@ class Router:
                 continue
             items += int(table.get("ItemCount", 0))
             size += int(table.get("TableSizeBytes", 0))
+            held: set[str] = set()
             for group in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
                 for index in table.get(group, ()):
+                    held.add(index["IndexName"])
                     counts = index_counts.setdefault(index["IndexName"], [0, 0])
                     counts[0] += int(index.get("ItemCount", 0))
                     counts[1] += int(index.get("IndexSizeBytes", 0))
                     if index.get("IndexStatus") == "CREATING":
                         building.add(index["IndexName"])
+            # An index the catalog lists that this partition has not taken up yet is still
+            # being built there: its items are not counted, so it is not ACTIVE yet.
+            for index in description.get("GlobalSecondaryIndexes", ()):
+                if index["IndexName"] not in held:
+                    building.add(index["IndexName"])
         description["ItemCount"] = items
         description["TableSizeBytes"] = size
         for group in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
