@@ -88,12 +88,8 @@ def _build_root(plan: dict[str, Any], pid_namespace: bool) -> None:
         _linux.MS_NOSUID | _linux.MS_NODEV,
         f"size={ROOT_TMPFS_BYTES},mode=755",
     )
-    for path in plan["ro_paths"]:
-        if not os.path.isdir(path):
-            continue
-        os.makedirs(root + path, exist_ok=True)
-        _ro_bind(path, root + path)
-    os.makedirs(root + TASK_DIR)
+    # /tmp first: an interpreter or environment that lives under /tmp (a virtual environment
+    # in a checkout there) is then bound inside it, instead of hidden by it.
     os.makedirs(root + "/tmp")
     _linux.mount(
         "tmpfs",
@@ -102,6 +98,12 @@ def _build_root(plan: dict[str, Any], pid_namespace: bool) -> None:
         _linux.MS_NOSUID | _linux.MS_NODEV,
         f"size={plan.get('tmp_bytes', TMP_BYTES_DEFAULT)},mode=1777",
     )
+    for path in plan["ro_paths"]:
+        if not os.path.isdir(path):
+            continue
+        os.makedirs(root + path, exist_ok=True)
+        _ro_bind(path, root + path)
+    os.makedirs(root + TASK_DIR, exist_ok=True)
     # Name resolution from files only: "localhost" resolves, nothing else does (no resolver
     # is configured, and no UDP socket could reach one).
     os.makedirs(root + "/etc")
