@@ -34,7 +34,19 @@ if [ ! -x .venv/bin/python ] || [ "$(base .venv/bin/python)" != "$(base "$python
     rm -rf .venv
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,native]'
+
+# The request path compiled with mypyc (keeldb/native.py): it needs a C compiler and the
+# interpreter's headers. Without them, or if the build fails, KeelDB runs interpreted.
+headers="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+if { [ ! -f "$headers/Python.h" ] || ! command -v cc > /dev/null; } &&
+    command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
+    version="$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    apt-get install -y -qq gcc "python$version-dev" > /dev/null 2>&1 ||
+        { apt-get update -qq > /dev/null 2>&1 &&
+            apt-get install -y -qq gcc "python$version-dev" > /dev/null 2>&1; } || true
+fi
+.venv/bin/keeldb native build || true
 echo "KeelDB is set up in .venv ($(.venv/bin/python -c 'import sys; print(sys.version.split()[0])'), $python)."
 echo "Run the server:  .venv/bin/keeldb serve"
 echo "Run the tests:   .venv/bin/python -m pytest -q"

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from keeldb import native
+
 __version__ = "0.1.0"
+
+# Before any other module of the package is imported: use the compiled modules only if
+# they were built from the sources as they are now (keeldb/native.py).
+native.guard()
 
 
 def embedded(*args: Any, **kwargs: Any) -> Any:

@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "keeldb.bench.cli",
     "keeldb.cluster.cli",
     "keeldb.backup.cli",
+    "keeldb.native",
 )
 
 

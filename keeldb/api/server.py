@@ -283,7 +283,9 @@ class ApiServer:
                 lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
             )
         self._stall_checker = loop.create_task(self._close_stalled_connections())
-        sockname = self._server.sockets[0].getsockname()
+        # uvloop's servers give a list where typeshed says tuple: read it untyped.
+        listening: Any = self._server
+        sockname = listening.sockets[0].getsockname()
         return int(sockname[1])
 
     async def _close_stalled_connections(self) -> None:

@@ -127,6 +127,22 @@ class Database:
         # -> (those bytes, the record). The bytes are held, so their id cannot be reused.
         self._proposed: dict[int, tuple[bytes, dict[str, Any]]] = {}
 
+    def __copy__(self) -> Database:
+        """A second view of this database (the same state, log and pending records); the
+        caller may then give it another store. Spelled out, so that a compiled class copies
+        as the interpreted one does."""
+        view = Database(
+            self.store,
+            region=self.region,
+            account_id=self.account_id,
+            record_codec=self.record_codec,
+        )
+        view._log = self._log
+        view.state = self.state
+        view.requests_in_progress = self.requests_in_progress
+        view._proposed = self._proposed
+        return view
+
     @classmethod
     def in_memory(cls) -> Database:
         """A database over an in-memory store and a log that commits each record as it is

@@ -1,0 +1,219 @@
+"""Compiled modules: the request path built with mypyc, and the switch that keeps them honest.
+
+The modules named in `MODULES` (the HTTP front end, the item operations, the expression
+language and the value model: the code every request runs) can be compiled to C extensions
+with mypyc, from the same sources and their type annotations. The interpreter then loads the
+extension instead of the source, and the request path costs the event loop less CPU
+(docs/performance.md, "Compiled modules").
+
+`keeldb native build` compiles them in place, next to their sources, and writes
+`keeldb/_native.json`: the SHA-256 of each source it compiled. On import, `keeldb` compares
+those digests with the sources as they are now (`guard`): if any source changed since the
+build, or `KEELDB_NATIVE=off` is set, every compiled module is bypassed and the sources run
+(the compiled modules call each other directly, so they are used all together or not at all).
+A build that fails leaves nothing behind: KeelDB then runs interpreted, as it does wherever
+no compiler is available.
+
+    keeldb native build     # compile (needs a C compiler, Python's headers and mypy)
+    keeldb native status    # what this process runs: on, off, stale or absent
+    keeldb native clean     # remove the compiled modules
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MANIFEST = PACKAGE_DIR / "_native.json"
+GROUP = "keeldb._native"  # the shared library holding every compiled module's code
+SWITCH_ENV = "KEELDB_NATIVE"
+
+# Compiled, relative to the package. Leaving a module out is always safe; putting one in
+# needs the suite to pass with it compiled (mypyc enforces the annotations at run time, and
+# a compiled class takes no new attributes).
+MODULES: tuple[str, ...] = (
+    "api/server.py",
+    "engine/database.py",
+    "engine/item_requests.py",
+    "engine/item_store.py",
+    "engine/items.py",
+    "engine/packing.py",
+    "expressions/context.py",
+    "expressions/evaluate.py",
+    "expressions/keycondition.py",
+    "expressions/lexer.py",
+    "expressions/parser.py",
+    "expressions/plan.py",
+    "expressions/printer.py",
+    "expressions/reserved.py",
+    "expressions/resolve.py",
+    "model/capacity.py",
+    "model/errors.py",
+    "model/keys.py",
+    "model/limits.py",
+    "model/numbers.py",
+    "model/request_shapes.py",
+    "model/values.py",
+)
+
+_BUILD_SCRIPT = """
+import sys
+from setuptools import setup
+from mypyc.build import mypycify
+
+temp, files = sys.argv[1], sys.argv[2:]
+setup(
+    name="keeldb-native",
+    ext_modules=mypycify(
+        ["--ignore-missing-imports", *files],
+        opt_level="3",
+        group_name=%r,
+        target_dir=temp + "/c",
+    ),
+    script_args=["-q", "build_ext", "--inplace", "--build-temp", temp + "/o"],
+)
+""" % (GROUP,)
+
+# What the import guard decided for this process: "on", "off" (switched off), "stale" (a
+# source changed since the build) or "absent" (nothing compiled).
+state = "absent"
+
+
+def module_name(source: str) -> str:
+    return "keeldb." + source.removesuffix(".py").replace("/", ".")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _extension(source: str) -> Path:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    return PACKAGE_DIR / (source.removesuffix(".py") + suffix)
+
+
+def _compiled_files() -> list[Path]:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    files = [_extension(source) for source in MODULES]
+    files.append(PACKAGE_DIR / (GROUP.rpartition(".")[2] + "__mypyc" + suffix))
+    return files
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Loads the listed modules from their sources even where an extension is present."""
+
+    def __init__(self, sources: dict[str, Path]) -> None:
+        self.sources = sources
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        source = self.sources.get(fullname)
+        if source is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def guard() -> str:
+    """Decide, before any compiled module is imported, whether this process uses them."""
+    global state
+    try:
+        manifest = json.loads(MANIFEST.read_text())
+        recorded: dict[str, str] = manifest["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = {}
+    compiled = [source for source in recorded if _extension(source).exists()]
+    if not compiled:
+        state = "absent"
+        return state
+    if os.environ.get(SWITCH_ENV, "on") == "off":
+        state = "off"
+    else:
+        fresh = True
+        for source, digest in recorded.items():
+            path = PACKAGE_DIR / source
+            try:
+                fresh = _digest(path) == digest and _extension(source).exists()
+            except OSError:
+                fresh = False
+            if not fresh:
+                break
+        state = "on" if fresh else "stale"
+    if state != "on":
+        sources = {module_name(source): PACKAGE_DIR / source for source in compiled}
+        sys.meta_path.insert(0, _SourcesFirst(sources))
+    return state
+
+
+def clean() -> None:
+    MANIFEST.unlink(missing_ok=True)
+    for path in _compiled_files():
+        path.unlink(missing_ok=True)
+
+
+def build(modules: Sequence[str] = MODULES) -> None:
+    """Compile `modules` in place and record their sources' digests; on failure, leave
+    nothing compiled behind (and raise)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    clean()
+    root = PACKAGE_DIR.parent
+    digests = {source: _digest(PACKAGE_DIR / source) for source in modules}
+    with tempfile.TemporaryDirectory(prefix="keeldb-native-") as temp:
+        files = [str(Path(PACKAGE_DIR.name) / source) for source in modules]
+        try:
+            subprocess.run(
+                [sys.executable, "-c", _BUILD_SCRIPT, temp, *files],
+                cwd=root,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        except BaseException:
+            clean()
+            raise
+    shutil.rmtree(root / "build", ignore_errors=True)
+    missing = [str(path) for path in _compiled_files() if not path.exists()]
+    if missing:
+        clean()
+        raise RuntimeError(f"the build did not produce {', '.join(missing)}")
+    # Written last: without it nothing compiled is used.
+    MANIFEST.write_text(json.dumps({"sources": digests}, indent=1, sort_keys=True) + "\n")
+
+
+def register(commands: Any) -> None:
+    """`keeldb native build|status|clean`."""
+    native = commands.add_parser(
+        "native", help="compile the request path with mypyc, or show whether it is compiled"
+    )
+    native.add_argument("action", choices=("build", "status", "clean"))
+    native.set_defaults(run=run, log_level="warning")
+
+
+def run(args: Any) -> int:
+    import subprocess
+
+    if args.action == "build":
+        try:
+            build()
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as error:
+            print(f"keeldb: compiled modules not built ({error}); KeelDB runs interpreted")
+            return 1
+        print(f"keeldb: {len(MODULES)} modules compiled")
+    elif args.action == "clean":
+        clean()
+        print("keeldb: compiled modules removed")
+    else:
+        print(f"compiled modules: {state}")
+    return 0
