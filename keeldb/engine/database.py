@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import msgpack
 
 from keeldb.engine.packing import pack
-from keeldb.model.errors import UnknownOperationException
+from keeldb.model.errors import SerializationException, UnknownOperationException
 from keeldb.storage.protocols import Entry, ReplicatedLog, Store
 
 Body = dict[str, Any]
@@ -169,10 +169,13 @@ class Database:
         if set_demand is not None:
             set_demand(lambda: self.requests_in_progress)
 
-    async def dispatch(self, operation_name: str, body: Body) -> Body:
+    async def dispatch(self, operation_name: str, body: Any) -> Body:
         handler = OPERATIONS.get(operation_name)
         if handler is None:
             raise UnknownOperationException("")
+        if not isinstance(body, dict):
+            # As the HTTP front end answers a body that is not a JSON object.
+            raise SerializationException("")
         self.requests_in_progress += 1
         try:
             return await handler(self, body)

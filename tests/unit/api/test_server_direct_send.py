@@ -110,6 +110,7 @@ def counting_write(monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingWrite]:
     yield counting
 
 
+@pytest.mark.interpreted
 def test_answers_are_written_straight_to_the_socket(
     port: int, counting_write: CountingWrite
 ) -> None:

@@ -185,6 +185,7 @@ def differences(monkeypatch: pytest.MonkeyPatch, seed: int) -> list[Any]:
     return found
 
 
+@pytest.mark.interpreted
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_update_item_answers_and_stores_the_same_with_and_without_plans(
     monkeypatch: pytest.MonkeyPatch, seed: int
@@ -207,6 +208,7 @@ def _forgetful_apply(self: UpdatePlan, values: dict[str, Any], item: Any) -> Any
 _planned_apply = UpdatePlan.apply
 
 
+@pytest.mark.interpreted
 @pytest.mark.parametrize("broken", [_unordered_apply, _forgetful_apply])
 def test_the_comparison_catches_a_broken_plan(monkeypatch: pytest.MonkeyPatch, broken: Any) -> None:
     monkeypatch.setattr(UpdatePlan, "apply", broken)

@@ -219,6 +219,7 @@ def test_past_the_bound_records_are_decoded(monkeypatch: pytest.MonkeyPatch) -> 
     assert SEEN[0] == record
 
 
+@pytest.mark.interpreted
 def test_put_records_of_the_item_operations_round_trip() -> None:
     """What `items.write_item` proposes with round_trips=True decodes to an equal record."""
     db, _ = _database()

@@ -89,6 +89,7 @@ def test_attribute_type_is_resolved_per_request_since_its_type_name_is_read() ->
         ExpressionContext(None, {":t": {"S": "Q"}}).condition("attribute_type(x, :t)")
 
 
+@pytest.mark.interpreted
 def test_the_cache_keeps_at_most_its_bound_and_drops_the_least_recently_used() -> None:
     cache = _ResolvedCache(2)
     entry = object()

@@ -253,6 +253,7 @@ def test_a_cached_plan_is_reused_only_for_the_same_text_names_and_value_types() 
     assert reuse_mistakes() == []
 
 
+@pytest.mark.interpreted
 @pytest.mark.parametrize(
     ("broken", "caught"),
     [
