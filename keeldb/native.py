@@ -66,7 +66,7 @@ MODULES: tuple[str, ...] = (
     "model/values.py",
 )
 
-_BUILD_SCRIPT = """
+_BUILD_SCRIPT = f"""
 import sys
 from setuptools import setup
 from mypyc.build import mypycify
@@ -77,12 +77,12 @@ setup(
     ext_modules=mypycify(
         ["--ignore-missing-imports", *files],
         opt_level="3",
-        group_name=%r,
+        group_name={GROUP!r},
         target_dir=temp + "/c",
     ),
     script_args=["-q", "build_ext", "--inplace", "--build-temp", temp + "/o"],
 )
-""" % (GROUP,)
+"""
 
 # What the import guard decided for this process: "on", "off" (switched off), "stale" (a
 # source changed since the build) or "absent" (nothing compiled).

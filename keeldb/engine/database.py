@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import msgpack
+from mypy_extensions import mypyc_attr
 
 from keeldb.engine.packing import pack
 from keeldb.model.errors import SerializationException, UnknownOperationException
@@ -96,6 +97,8 @@ class RecordCodec(Protocol):
     def open(self, data: bytes) -> bytes: ...
 
 
+# The cluster's router reads through a subclass (`_RoutedView`), compiled or not.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Database:
     """Holds the store, the log and the in-memory views built on top of them."""
 
