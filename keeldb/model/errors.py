@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from mypy_extensions import mypyc_attr
-
 DYNAMODB_NAMESPACE = "com.amazonaws.dynamodb.v20120810"
 CORAL_SERVICE_NAMESPACE = "com.amazon.coral.service"
 CORAL_VALIDATE_NAMESPACE = "com.amazon.coral.validate"
 
 
-# Other modules subclass it (errors forwarded between processes), compiled or not.
-@mypyc_attr(allow_interpreted_subclasses=True)
 class ClientError(Exception):
     """A request the service refuses; `message` is shown to the client verbatim."""
 
