@@ -36,6 +36,7 @@ from typing import Any
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST = PACKAGE_DIR / "_native.json"
 GROUP = "keeldb._native"  # the shared library holding every compiled module's code
+_LIBRARY = GROUP.rpartition(".")[2] + "__mypyc.py"  # its name in `_extensions_present`
 SWITCH_ENV = "KEELDB_NATIVE"
 
 # Compiled, relative to the package. Leaving a module out is always safe; putting one in
@@ -98,16 +99,15 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _extension(source: str) -> Path:
+def _extensions_present(package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
+    """Every compiled module in the package now, by its source (relative): the package has
+    no C extensions of its own, so each one is from a build (perhaps an older one)."""
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    return PACKAGE_DIR / (source.removesuffix(".py") + suffix)
-
-
-def _compiled_files() -> list[Path]:
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    files = [_extension(source) for source in MODULES]
-    files.append(PACKAGE_DIR / (GROUP.rpartition(".")[2] + "__mypyc" + suffix))
-    return files
+    found = {}
+    for path in package_dir.rglob("*" + suffix):
+        source = path.relative_to(package_dir).as_posix().removesuffix(suffix) + ".py"
+        found[source] = path
+    return found
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):
@@ -125,40 +125,46 @@ class _SourcesFirst(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source)
 
 
+def decide(package_dir: Path, switch: str | None) -> tuple[str, dict[str, Path]]:
+    """What a process should run: ("on", {}) to use the compiled modules, else the reason
+    ("absent", "off" or "stale") and the sources to load instead of the extensions present.
+    "on" only if the extensions present are exactly those the manifest names, each built
+    from the source as it is now, and `switch` (KEELDB_NATIVE) is not "off"."""
+    present = _extensions_present(package_dir)
+    if not present:
+        return "absent", {}
+    bypass = {
+        module_name(source): package_dir / source
+        for source in present
+        if (package_dir / source).exists()
+    }
+    if switch == "off":
+        return "off", bypass
+    try:
+        manifest = json.loads((package_dir / MANIFEST.name).read_text())
+        recorded: dict[str, str] = manifest["sources"]
+        fresh = bool(recorded) and set(recorded) == set(present) - {_LIBRARY}
+        for source, digest in recorded.items():
+            if not fresh:
+                break
+            fresh = _digest(package_dir / source) == digest
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        fresh = False
+    return ("on", {}) if fresh else ("stale", bypass)
+
+
 def guard() -> str:
     """Decide, before any compiled module is imported, whether this process uses them."""
     global state
-    try:
-        manifest = json.loads(MANIFEST.read_text())
-        recorded: dict[str, str] = manifest["sources"]
-    except (OSError, ValueError, KeyError, TypeError):
-        recorded = {}
-    compiled = [source for source in recorded if _extension(source).exists()]
-    if not compiled:
-        state = "absent"
-        return state
-    if os.environ.get(SWITCH_ENV, "on") == "off":
-        state = "off"
-    else:
-        fresh = True
-        for source, digest in recorded.items():
-            path = PACKAGE_DIR / source
-            try:
-                fresh = _digest(path) == digest and _extension(source).exists()
-            except OSError:
-                fresh = False
-            if not fresh:
-                break
-        state = "on" if fresh else "stale"
-    if state != "on":
-        sources = {module_name(source): PACKAGE_DIR / source for source in compiled}
-        sys.meta_path.insert(0, _SourcesFirst(sources))
+    state, bypass = decide(PACKAGE_DIR, os.environ.get(SWITCH_ENV))
+    if bypass:
+        sys.meta_path.insert(0, _SourcesFirst(bypass))
     return state
 
 
 def clean() -> None:
     MANIFEST.unlink(missing_ok=True)
-    for path in _compiled_files():
+    for path in _extensions_present().values():
         path.unlink(missing_ok=True)
 
 
@@ -191,7 +197,8 @@ def build(modules: Sequence[str] = MODULES) -> None:
             lines = (done.stdout + done.stderr).strip().splitlines()
             raise RuntimeError("the build failed:\n" + "\n".join(lines[-40:]))
     shutil.rmtree(root / "build", ignore_errors=True)
-    missing = [str(path) for path in _compiled_files() if not path.exists()]
+    present = _extensions_present()
+    missing = [source for source in [*modules, _LIBRARY] if source not in present]
     if missing:
         clean()
         raise RuntimeError(f"the build did not produce {', '.join(missing)}")
