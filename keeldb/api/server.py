@@ -51,7 +51,8 @@ from keeldb.model.errors import (
 
 log = logging.getLogger("keeldb.api")
 
-Dispatch = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+# An operation's answer: a dict, or an `orjson.Fragment` of one already encoded (a worker's).
+Dispatch = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 class RestResponse:
@@ -425,7 +426,7 @@ class ApiServer:
             response = response[: len(response) - len(answer.body)]
         return response
 
-    async def _evaluate(self, request: Request) -> dict[str, Any]:
+    async def _evaluate(self, request: Request) -> Any:
         data = _parse_json(request.body) if request.body else None
         target = request.headers.get("x-amz-target", "")
         service, dot, operation = target.partition(".")
