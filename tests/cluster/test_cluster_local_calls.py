@@ -9,6 +9,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from keeldb.cluster import inprocess
 from keeldb.model.errors import ClientError
 
@@ -154,6 +156,7 @@ async def _refused_once(directory: Path, *, local: str, error: Exception) -> lis
         return [*outcomes, dict(router.leaders), dict(router.seen), dict(router.stats)]
 
 
+@pytest.mark.interpreted
 def test_a_local_item_request_refused_by_its_group_goes_on_as_through_local_calls(
     tmp_path: Path,
 ) -> None:
