@@ -82,7 +82,9 @@ setup(
         group_name={GROUP!r},
         target_dir=temp + "/c",
     ),
-    script_args=["-q", "build_ext", "--inplace", "--build-temp", temp + "/o"],
+    script_args=[
+        "-q", "build_ext", "--inplace", "--build-temp", temp + "/o", "--build-lib", temp + "/l"
+    ],
 )
 """
 
@@ -171,7 +173,6 @@ def clean() -> None:
 def build(modules: Sequence[str] = MODULES) -> None:
     """Compile `modules` in place and record their sources' digests; on failure, leave
     nothing compiled behind (and raise)."""
-    import shutil
     import subprocess
     import tempfile
 
@@ -196,7 +197,6 @@ def build(modules: Sequence[str] = MODULES) -> None:
             # mypy's and the compiler's complaints, which say what to mend.
             lines = (done.stdout + done.stderr).strip().splitlines()
             raise RuntimeError("the build failed:\n" + "\n".join(lines[-40:]))
-    shutil.rmtree(root / "build", ignore_errors=True)
     present = _extensions_present()
     missing = [source for source in [*modules, _LIBRARY] if source not in present]
     if missing:
