@@ -1,7 +1,8 @@
 """Compiled modules: the request path built with mypyc, and the switch that keeps them honest.
 
 The modules named in `MODULES` (the HTTP front end, the item operations, the expression
-language and the value model: the code every request runs) can be compiled to C extensions
+language, the value model and the local log and store: the code every request runs) can be
+compiled to C extensions
 with mypyc, from the same sources and their type annotations. The interpreter then loads the
 extension instead of the source, and the request path costs the event loop less CPU
 (docs/performance.md, "Compiled modules").
@@ -66,6 +67,9 @@ MODULES: tuple[str, ...] = (
     "model/numbers.py",
     "model/request_shapes.py",
     "model/values.py",
+    "storage/lmdb_store.py",
+    "storage/replog.py",
+    "storage/wal.py",
 )
 
 _BUILD_SCRIPT = f"""

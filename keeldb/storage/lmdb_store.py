@@ -35,12 +35,13 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, cast
 
 import lmdb
 import msgpack  # type: ignore[import-untyped]
+from mypy_extensions import mypyc_attr
 
 from keeldb.storage.wal import fsync_directory, make_directory_durable
 
@@ -94,6 +95,8 @@ class BatchHook(Protocol):
     def aborted(self) -> None: ...
 
 
+# Subclassed by interpreted code (a worker's read-only view of the store).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LmdbStore:
     """A `Store` in an LMDB environment in directory `path`, created if missing."""
 
@@ -286,19 +289,24 @@ class LmdbStore:
 
     # --- writing -------------------------------------------------------------------------
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> _Batch:
         """Group every write made inside into one LMDB transaction (one commit per batch).
 
         The log applies a whole group commit inside one batch. Reads inside see the batch's
         writes. If the block raises, nothing of it is kept.
         """
+        return _Batch(self)
+
+    def _begin_batch(self) -> int:
+        """Open the batch's write transaction; the applied LSN before it."""
         assert self._txn is None, "batches do not nest"
-        txn = self._env.begin(write=True)
-        self._txn = txn
-        applied_before = self._applied_lsn
+        self._txn = self._env.begin(write=True)
+        return self._applied_lsn
+
+    def _commit_batch(self, applied_before: int) -> None:
+        txn = self._txn
+        assert txn is not None
         try:
-            yield
             if self.batch_hook is not None:
                 self.batch_hook.before_commit()
             if self._applied_lsn != applied_before:
@@ -307,16 +315,21 @@ class LmdbStore:
             self._txn = None
             txn.commit()
         except BaseException as error:
-            self._txn = None
-            txn.abort()
-            self._applied_lsn = applied_before
-            if self.batch_hook is not None:
-                self.batch_hook.aborted()
-            if isinstance(error, lmdb.MapFullError):
-                # The batch cannot be redone here (the caller's code ran inside it); make
-                # room so that a restart, which replays the batch from the log, succeeds.
-                self._grow_map()
+            self._abort_batch(txn, applied_before, error)
             raise
+
+    def _abort_batch(
+        self, txn: lmdb.Transaction, applied_before: int, error: BaseException | None
+    ) -> None:
+        self._txn = None
+        txn.abort()
+        self._applied_lsn = applied_before
+        if self.batch_hook is not None:
+            self.batch_hook.aborted()
+        if isinstance(error, lmdb.MapFullError):
+            # The batch cannot be redone here (the caller's code ran inside it); make
+            # room so that a restart, which replays the batch from the log, succeeds.
+            self._grow_map()
 
     def write(
         self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes], applied_lsn: int
@@ -461,3 +474,31 @@ class LmdbStore:
         assert self._txn is None, "close() inside a batch"
         self._closed = True
         self._env.close()
+
+
+class _Batch:
+    """`LmdbStore.batch`: the context of one write transaction (committed when the block
+    ends normally, aborted if it raises)."""
+
+    __slots__ = ("_applied_before", "_store")
+
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+        self._applied_before = 0
+
+    def __enter__(self) -> None:
+        self._applied_before = self._store._begin_batch()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        store = self._store
+        if error is None:
+            store._commit_batch(self._applied_before)
+        else:
+            txn = store._txn
+            assert txn is not None
+            store._abort_batch(txn, self._applied_before, error)

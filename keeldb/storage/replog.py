@@ -112,7 +112,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from keeldb.storage.async_sync import AsyncSyncer, CallSync, open_uring_sync
 from keeldb.storage.protocols import ApplyFn, Entry, Store
@@ -205,7 +205,7 @@ class LocalLog:
         self._in_sync: collections.deque[_Written] = collections.deque()
         # `seal` callers in the "async" mode, which seals between groups (see `seal`).
         self._seal_waiters: list[asyncio.Future[bool]] = []
-        self._inline = sync_mode == "inline"
+        self._sync_inline = sync_mode == "inline"
         # "auto": inline when every request its owner holds is a writer in the group (see
         # `set_demand`), else the disk thread.
         self._auto = sync_mode == "auto"
@@ -524,7 +524,7 @@ class LocalLog:
             self._fail(error)
 
     async def _flush_until_closed(self) -> None:
-        if self._inline:
+        if self._sync_inline:
             await self._flush_inline_until_closed()
         else:
             await self._flush_pipelined_until_closed()
@@ -904,7 +904,7 @@ class LocalLog:
         started = time.perf_counter()
         inline = False
         try:
-            if self._inline and self._files_lock.acquire(blocking=False):
+            if self._sync_inline and self._files_lock.acquire(blocking=False):
                 # The files are free (no seal or checkpoint in the disk thread): write and
                 # fsync here. os.write and os.fdatasync release the interpreter lock, so the
                 # archive thread runs meanwhile; requests that arrive wait in their sockets
@@ -972,9 +972,7 @@ class LocalLog:
             return
         assert self._store.applied_lsn() <= last_lsn
         self._committed_lsn = last_lsn
-        self._committed_time_us = (
-            self._last_time_us if commit_time_us is None else commit_time_us
-        )
+        self._committed_time_us = self._last_time_us if commit_time_us is None else commit_time_us
         self.fsync_count += 1
         self.appended_count += len(entries)
         self._bytes_since_checkpoint += sum(
@@ -1092,7 +1090,8 @@ class GroupTimings:
     The disk fields are added by whichever thread wrote the group.
     """
 
-    __slots__ = (
+    # Its fields, as `as_dict` names them (a compiled class has no `__slots__` to read).
+    FIELDS: ClassVar[tuple[str, ...]] = (
         "apply_seconds",
         "async_groups",
         "commit_seconds",
@@ -1105,6 +1104,7 @@ class GroupTimings:
         "sync_seconds",
         "write_seconds",
     )
+    __slots__ = FIELDS
 
     def __init__(self) -> None:
         self.groups = 0
@@ -1148,7 +1148,7 @@ class GroupTimings:
         self.sync_seconds += sync_seconds
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in GroupTimings.FIELDS}
 
 
 class DiskThread:
@@ -1175,9 +1175,9 @@ class DiskThread:
         # interpreter lock (8.7-9.6 % of its samples in a py-spy --gil profile of A).
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
         self._stopped = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
-        self.native_id = self._thread.native_id  # the kernel's id of the thread (/proc)
+        self._worker_thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker_thread.start()
+        self.native_id = self._worker_thread.native_id  # the kernel's id of the thread (/proc)
 
     def run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         if self._stopped:
@@ -1205,7 +1205,7 @@ class DiskThread:
             self._stopped = True
             self._put(None)
         if wait:
-            self._thread.join()
+            self._worker_thread.join()
 
     def _work(self) -> None:
         jobs = self._jobs

@@ -100,6 +100,8 @@ def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
     run(scenario())
 
 
+# It replaces a method of the write-ahead log.
+@pytest.mark.interpreted
 def test_the_next_group_queues_while_the_disk_works(tmp_path: Path) -> None:
     """Writers arriving during an fsync are committed together in the following group."""
 
@@ -357,6 +359,8 @@ def test_an_oversized_record_is_refused_alone(tmp_path: Path) -> None:
     run(scenario())
 
 
+# It replaces a method of the write-ahead log.
+@pytest.mark.interpreted
 def test_an_unexpected_error_in_the_flusher_fails_writers_instead_of_hanging(
     tmp_path: Path,
 ) -> None:

@@ -276,6 +276,8 @@ def test_records_left_behind_by_a_full_group_are_written_by_the_next(
     asyncio.run(scenario())
 
 
+# It replaces a method of the write-ahead log.
+@pytest.mark.interpreted
 def test_an_inline_group_on_a_full_disk_fails_alone_and_a_broken_write_stops_the_log(
     tmp_path: Path,
 ) -> None:
