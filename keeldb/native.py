@@ -2,10 +2,9 @@
 
 The modules named in `MODULES` (the HTTP front end, the item operations, the expression
 language, the value model and the local log and store: the code every request runs) can be
-compiled to C extensions
-with mypyc, from the same sources and their type annotations. The interpreter then loads the
-extension instead of the source, and the request path costs the event loop less CPU
-(docs/performance.md, "Compiled modules").
+compiled to C extensions with mypyc, from the same sources and their type annotations. The
+interpreter then loads the extension instead of the source, and the request path costs the
+event loop less CPU (docs/performance.md, "Compiled modules").
 
 `keeldb native build` compiles them in place, next to their sources, and writes
 `keeldb/_native.json`: the SHA-256 of each source it compiled. On import, `keeldb` compares
