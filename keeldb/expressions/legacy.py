@@ -494,7 +494,8 @@ def check_constraints(operation: str, body: Body) -> None:
             continue
         if param == "AttributesToGet" or not isinstance(given, dict):
             continue
-        for name in reversed(list(given)):
+        names: list[str] = list(given)
+        for name in reversed(names):
             entry = given[name]
             if not isinstance(entry, dict):
                 continue
