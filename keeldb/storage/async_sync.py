@@ -60,6 +60,12 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+# Results of a ring's fdatasync that say it did not run to its end, not that the disk failed:
+# interrupted by a signal (EINTR), no kernel worker could be started for it (EAGAIN), or
+# cancelled by the kernel (ECANCELED). The file's dirty pages and any write-back error are
+# still pending then, so the sync is done again, blocking, on the loop (it is rare).
+SYNC_NOT_RUN_ERRNOS = frozenset({errno.EINTR, errno.EAGAIN, errno.ECANCELED})
+
 DoneFn = Callable[[OSError | None], None]  # called on the loop: None, or the sync's error
 SyscallFn = Callable[..., int]  # libc's syscall(2): the result, or -1 with errno set
 
@@ -170,7 +176,9 @@ class UringSync:
         self._ring_fd = -1
         self._event_fd = -1
         self._maps: list[mmap.mmap] = []
-        self._done: dict[int, DoneFn] = {}  # user_data -> the callback of a sync in flight
+        # user_data -> the descriptor and the callback of a sync in flight
+        self._done: dict[int, tuple[int, DoneFn]] = {}
+        self.fdatasync_again: Callable[[int], None] = os.fdatasync  # see SYNC_NOT_RUN_ERRNOS
         self._numbers = itertools.count(PROBE_USER_DATA + 1)
         self._watching = False
         try:
@@ -276,7 +284,7 @@ class UringSync:
         assert fd >= 0, fd
         user_data = next(self._numbers)
         self._submit(IORING_OP_FSYNC, fd, IORING_FSYNC_DATASYNC, user_data, IOSQE_IO_DRAIN)
-        self._done[user_data] = done
+        self._done[user_data] = (fd, done)
         try:
             submitted = self._call(SYS_IO_URING_ENTER, *self._submit_one_args)
             if submitted != 1:
@@ -321,10 +329,27 @@ class UringSync:
         except BlockingIOError:
             return
         for user_data, result in self._take_completions():
-            done = self._done.pop(user_data, None)
-            if done is None:
+            pending = self._done.pop(user_data, None)
+            if pending is None:
                 continue
+            fd, done = pending
+            if result < 0 and -result in SYNC_NOT_RUN_ERRNOS:
+                result = self._sync_again(fd, -result)
             done(None if result >= 0 else OSError(-result, os.strerror(-result)))
+
+    def _sync_again(self, fd: int, code: int) -> int:
+        """The sync of `fd` did not run (`code`, one of SYNC_NOT_RUN_ERRNOS): do it now, in
+        this thread. The descriptor is still open (its owner closes it only after `done`),
+        and completions are handed on in order. Returns 0 or minus the errno."""
+        log.warning(
+            "an io_uring fdatasync ended with %s without running; synced again on the loop",
+            errno.errorcode.get(code, str(code)),
+        )
+        try:
+            self.fdatasync_again(fd)
+        except OSError as error:
+            return -(error.errno or errno.EIO)
+        return 0
 
     def close(self) -> None:
         """Stop watching and free the ring. Syncs still in flight complete in the kernel,

@@ -687,7 +687,7 @@ class WriteAheadLog:
         """A caller's fdatasync of `sync_fd` failed: the log refuses all further use, as
         after a failed `sync`; returns the error to report."""
         self._failed = True
-        failed = FsyncFailedError(f"fsync of the log in {self.directory} failed")
+        failed = FsyncFailedError(f"fsync of the log in {self.directory} failed: {error}")
         failed.__cause__ = error
         return failed
 
@@ -696,14 +696,18 @@ class WriteAheadLog:
             self._fsync(fd)
         except OSError as error:
             self._failed = True
-            raise FsyncFailedError(f"fsync of the log in {self.directory} failed") from error
+            raise FsyncFailedError(
+                f"fsync of the log in {self.directory} failed: {error}"
+            ) from error
 
     def _sync_directory(self) -> None:
         try:
             fsync_directory(self.directory, self._fsync)
         except OSError as error:
             self._failed = True
-            raise FsyncFailedError(f"fsync of directory {self.directory} failed") from error
+            raise FsyncFailedError(
+                f"fsync of directory {self.directory} failed: {error}"
+            ) from error
 
     def truncate_before(self, lsn: int) -> int:
         """Remove whole segments whose records all have LSNs below `lsn`; return how many.

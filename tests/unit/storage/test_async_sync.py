@@ -131,6 +131,87 @@ def test_a_failed_fdatasync_reaches_its_callback_as_an_error() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("code", sorted(async_sync.SYNC_NOT_RUN_ERRNOS))
+def test_a_sync_the_kernel_did_not_run_is_done_again_and_reported_in_order(
+    tmp_path: Path, code: int
+) -> None:
+    """An fdatasync that completes with EINTR, EAGAIN or ECANCELED did not run: it is done
+    again on the loop, and its callback (then the next one's) sees success."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        syncer = ring_or_skip(loop)
+        fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT, 0o644)
+        take = syncer._take_completions
+        turned: list[int] = []
+
+        def first_not_run() -> list[tuple[int, int]]:
+            taken = take()
+            if taken and not turned:
+                turned.append(taken[0][0])
+                taken[0] = (taken[0][0], -code)  # as if the kernel had answered so
+            return taken
+
+        again: list[int] = []
+
+        def fdatasync_again(descriptor: int) -> None:
+            again.append(descriptor)
+            os.fdatasync(descriptor)
+
+        syncer._take_completions = first_not_run  # type: ignore[method-assign]
+        syncer.fdatasync_again = fdatasync_again
+        try:
+            results: list[tuple[int, OSError | None]] = []
+            finished = loop.create_future()
+            for number in range(2):
+                os.write(fd, b"record %d\n" % number)
+
+                def done(error: OSError | None, number: int = number) -> None:
+                    results.append((number, error))
+                    if len(results) == 2:
+                        finished.set_result(None)
+
+                syncer.fdatasync(fd, done)
+            await asyncio.wait_for(finished, WAIT_SECONDS_MAX)
+            assert turned, "no completion was seen"
+            assert again == [fd]
+            assert results == [(0, None), (1, None)]
+            assert syncer.in_flight() == 0
+        finally:
+            syncer.close()
+            os.close(fd)
+
+    asyncio.run(scenario())
+
+
+def test_a_sync_done_again_that_fails_reaches_its_callback_as_the_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        syncer = ring_or_skip(loop)
+        fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT, 0o644)
+        take = syncer._take_completions
+
+        def not_run() -> list[tuple[int, int]]:
+            return [(user_data, -errno.EINTR) for user_data, _ in take()]
+
+        def broken_disk(descriptor: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        syncer._take_completions = not_run  # type: ignore[method-assign]
+        syncer.fdatasync_again = broken_disk
+        try:
+            result: asyncio.Future[OSError | None] = loop.create_future()
+            syncer.fdatasync(fd, result.set_result)
+            error = await asyncio.wait_for(result, WAIT_SECONDS_MAX)
+            assert isinstance(error, OSError)
+            assert error.errno == errno.EIO
+        finally:
+            syncer.close()
+            os.close(fd)
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("code", [errno.ENOSYS, errno.EPERM, errno.EACCES, errno.ENOMEM])
 def test_a_refused_ring_is_reported_as_unavailable(code: int) -> None:
     def refusing_syscall(number: int, *args: object) -> int:
