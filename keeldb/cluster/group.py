@@ -439,7 +439,7 @@ class NodeLog:
             raise ValueError(
                 f"{NODE_LOG_SYNC_ENV} must be one of {NODE_LOG_SYNC_MODES}, not {sync_mode!r}"
             )
-        self._inline = sync_mode == "inline"
+        self._sync_inline = sync_mode == "inline"
         self._async = sync_mode == "async"
         # The io_uring ring of the "async" mode, opened with the log (None: not in use).
         self._syncer: AsyncSyncer | None = None
@@ -566,7 +566,7 @@ class NodeLog:
         if self._syncer is not None and self._files_lock.acquire(blocking=False):
             if self._start_async_round(wal, rounds):
                 return
-        elif self._inline and self._files_lock.acquire(blocking=False):
+        elif self._sync_inline and self._files_lock.acquire(blocking=False):
             # os.write and os.fsync release the interpreter lock: other threads run
             # meanwhile, and what arrives waits in its socket for the next round.
             try:
@@ -582,9 +582,7 @@ class NodeLog:
         assert self._disk is not None
         self._disk.run_then(self._round_done, lambda: self._locked(wal.append, rounds))
 
-    def _start_async_round(
-        self, wal: NodeWal, rounds: list[tuple[str, Sequence[Record]]]
-    ) -> bool:
+    def _start_async_round(self, wal: NodeWal, rounds: list[tuple[str, Sequence[Record]]]) -> bool:
         """Holding the files: write the round on the loop and submit its fdatasync; the
         files stay held until `_async_synced`. False (files released) when the round needs
         the disk thread."""
@@ -600,9 +598,7 @@ class NodeLog:
                 self._files_lock.release()
                 return False
             wal.write(round_)
-            syncer.fdatasync(
-                wal.sync_fd(), lambda error: self._async_synced(wal, round_, error)
-            )
+            syncer.fdatasync(wal.sync_fd(), lambda error: self._async_synced(wal, round_, error))
         except Exception as error:  # noqa: BLE001 - every waiting member learns of it
             # A write that failed, or a refused submission (the round is in the file,
             # unsynced): the log stops, as after a failed fsync.
@@ -651,7 +647,11 @@ class NodeLog:
         transport = self._transport() if self._transport is not None else None
         if transport is not None:
             transport.flush_now()
-        if self._queue and self._flushing is None and not (self._inline and self._flush_scheduled):
+        if (
+            self._queue
+            and self._flushing is None
+            and not (self._sync_inline and self._flush_scheduled)
+        ):
             # Queued during this round's fsync: the next round starts at once. (An inline
             # round takes what the members just queued at the end of this loop turn, as
             # `submit` arranged, rather than in a round nested in this one.)
@@ -660,7 +660,7 @@ class NodeLog:
     def start_now(self) -> None:
         """Start the round `submit` scheduled for the end of this loop turn now (with no
         round in flight, and unless rounds run inline)."""
-        if self._flush_scheduled and self._flushing is None and not self._inline:
+        if self._flush_scheduled and self._flushing is None and not self._sync_inline:
             self._start_round()
 
     def _fail_queued(self, error: BaseException) -> None:
@@ -1667,7 +1667,6 @@ class GroupLog:
     async def _on_snapshot_pull(self, sender: str, payload: Any) -> dict[str, Any]:
         """A member installing a snapshot asks for our store's state (read in one go on the
         loop, so it is the state after exactly `lsn`)."""
-        del sender
         needed = payload.get("lsn") if isinstance(payload, dict) else None
         if not isinstance(needed, int) or self._replica is None or self._replica.log_only:
             return {"error": "no state here"}

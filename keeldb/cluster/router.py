@@ -489,7 +489,12 @@ class Router:
         check: bool = True,
         tables: dict[str, str | None] | None = None,
     ) -> dict[str, Any]:
-        payload = {"g": partition_group(partition), "op": op, "body": body, "mode": mode}
+        payload: dict[str, Any] = {
+            "g": partition_group(partition),
+            "op": op,
+            "body": body,
+            "mode": mode,
+        }
         if tables:
             payload["tables"] = tables
             index_name = body.get("IndexName")
@@ -1143,9 +1148,9 @@ class Router:
         description["TableSizeBytes"] = size
         for group in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
             for index in description.get(group, ()):
-                counts = index_counts.get(index["IndexName"])
-                if counts is not None:
-                    index["ItemCount"], index["IndexSizeBytes"] = counts
+                summed = index_counts.get(index["IndexName"])
+                if summed is not None:
+                    index["ItemCount"], index["IndexSizeBytes"] = summed
                 if index["IndexName"] in building and index.get("IndexStatus") == "ACTIVE":
                     index["IndexStatus"] = "CREATING"
                     index["Backfilling"] = True

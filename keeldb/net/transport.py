@@ -823,7 +823,8 @@ class Transport:
             self.port,
             ssl=self.tls.server if self.tls is not None else None,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        listening: Any = self._server  # uvloop gives a list where typeshed says tuple
+        self.port = listening.sockets[0].getsockname()[1]
         if self.local_sockets:
             await self._listen_locally()
         return self.port
@@ -1126,12 +1127,10 @@ class Transport:
         return self.faults.apply_command(command)
 
     async def _on_fault_command(self, sender: str, payload: Any) -> dict[str, Any]:
-        del sender
         try:
             return await self.apply_fault_command(payload)
         except FaultCommandError as error:
             return {"error": str(error)}
 
     async def _on_ping(self, sender: str, payload: Any) -> str:
-        del sender, payload
         return "pong"
