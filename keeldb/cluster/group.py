@@ -377,8 +377,10 @@ class _OwnWal(_MemberDisk):
         self._disk.shutdown(wait=True)
 
 
-# The node log of each transport (one transport per node process).
-_NODE_LOGS: weakref.WeakKeyDictionary[Transport, NodeLog] = weakref.WeakKeyDictionary()
+# The node log of each transport (one transport per node process), from its first
+# member's open to its last member's close. A plain dict: a compiled `Transport` takes no
+# weak references (keeldb/native.py).
+_NODE_LOGS: dict[Transport, NodeLog] = {}
 
 
 # A member's records queued for the node log: (group, records, the future of their fsync or
@@ -456,9 +458,9 @@ class NodeLog:
         # call once a round settled them.
         self._queue: list[_Queued] = []
         self._flush_scheduled = False  # a round starts at the end of this loop turn
-        # The node's transport (weakly: it owns this log), whose peers' queued messages a
-        # round's completion writes at once (`_round_done`).
-        self._transport: weakref.ref[Transport] | None = None
+        # The node's transport, whose peers' queued messages a round's completion writes
+        # at once (`_round_done`).
+        self._transport: Transport | None = None
         self._flushing: list[_Queued] | None = None
         self._open_lock = asyncio.Lock()
         self._failure: BaseException | None = None
@@ -486,7 +488,7 @@ class NodeLog:
         node_log = _NODE_LOGS.get(transport)
         if node_log is None:
             node_log = cls(directory)
-            node_log._transport = weakref.ref(transport)
+            node_log._transport = transport
             _NODE_LOGS[transport] = node_log
         elif node_log.directory != Path(directory):
             raise GroupError(
@@ -644,9 +646,8 @@ class NodeLog:
         _call_each(batch)
         # What they sent (votes, Accepts held back for this round) leaves now, not in a
         # callback of the next turn of the loop.
-        transport = self._transport() if self._transport is not None else None
-        if transport is not None:
-            transport.flush_now()
+        if self._transport is not None:
+            self._transport.flush_now()
         if (
             self._queue
             and self._flushing is None
@@ -698,9 +699,8 @@ class NodeLog:
             disk, self._disk = self._disk, None
             if disk is not None:
                 disk.shutdown(wait=False)
-            for transport, node_log in list(_NODE_LOGS.items()):
-                if node_log is self:
-                    del _NODE_LOGS[transport]
+            if self._transport is not None and _NODE_LOGS.get(self._transport) is self:
+                del _NODE_LOGS[self._transport]
 
 
 class _SharedLog(_MemberDisk):
