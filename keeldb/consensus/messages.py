@@ -14,7 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from keeldb.consensus.types import Ballot, Entry, LogEntry, NodeId, Slot, Snapshot
+from keeldb.consensus.types import (
+    Ballot,
+    Entry,
+    LogEntry,
+    NodeId,
+    Slot,
+    Snapshot,
+    pickle_through_constructor,
+)
 
 # ---------------------------------------------------------------------------------------
 # Election: the pre-check against gray failures.
@@ -243,4 +251,14 @@ class IncarnationRecord:
 
 Record: TypeAlias = (
     PromiseRecord | AcceptRecord | ChosenRecord | CommitRecord | SnapshotRecord | IncarnationRecord
+)
+
+pickle_through_constructor(
+    *MESSAGE_TYPES,
+    PromiseRecord,
+    AcceptRecord,
+    ChosenRecord,
+    CommitRecord,
+    SnapshotRecord,
+    IncarnationRecord,
 )

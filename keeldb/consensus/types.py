@@ -8,10 +8,12 @@ IO: these are values, frozen and picklable, so a driver can encode them as it li
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NewType, assert_never
+from typing import Any, NewType, assert_never
 
 NodeId = NewType("NodeId", int)
 Slot = NewType("Slot", int)
@@ -235,3 +237,18 @@ class Snapshot:
     slot: Slot
     configs: tuple[tuple[Slot, Config], ...]
     state: bytes = b""
+
+
+def pickle_through_constructor(*classes: type) -> None:
+    """Make pickle and `copy` rebuild instances of these frozen dataclasses by calling the
+    class with their fields. Compiled (keeldb/native.py), a dataclass is otherwise
+    unpickled by setting its fields one by one, which a frozen one's `__setattr__` refuses."""
+    for cls in classes:
+        copyreg.pickle(cls, _constructor_call)
+
+
+def _constructor_call(value: Any) -> tuple[type, tuple[Any, ...]]:
+    return type(value), tuple(getattr(value, field.name) for field in dataclasses.fields(value))
+
+
+pickle_through_constructor(Ballot, Member, Config, Entry, LogEntry, Snapshot)
