@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from mypy_extensions import mypyc_attr
 
 from keeldb.cluster.group_codec import decode_message, packed_messages
 from keeldb.cluster.group_storage import MEMBER_TOKEN_FILE, GroupWal, NodeRound, NodeWal
@@ -286,6 +287,8 @@ def _holds_segments(directory: Path) -> bool:
     return directory.is_dir() and any(p.suffix == ".wal" for p in directory.iterdir())
 
 
+# Tests put a disk of their own (a slow one) under a member, compiled or not.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class _MemberDisk:
     """Where one member's records go: its own `GroupWal` (the member's own disk thread), or
     its share of the node's `NodeLog`. Every method is awaited on the event loop."""

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from keeldb.cluster import catalog_sync, keyroute
 from keeldb.cluster.placement import META_GROUP, GroupPlacement, partition_group
@@ -1311,6 +1312,8 @@ class _RoutedView(Database):
         return await self._router.dispatch(operation_name, body)
 
 
+# Tests make a partition answer late through a subclass, compiled or not.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class _RoutedPartitions:
     """`transactions_coordinator.Partitions` over the transport: each step goes to the
     leader of the partition's group (a group id, "p<i>"). With `collect`, the commit answers

@@ -160,6 +160,7 @@ async def _recorded(router: Any, sent: list[Any]) -> None:
     router._group_call = recording
 
 
+@pytest.mark.interpreted  # records the router's calls by replacing its method
 def test_the_router_names_the_index_its_catalog_has(tmp_path: Path) -> None:
     async def main() -> tuple[list[Any], Any]:
         sent: list[Any] = []

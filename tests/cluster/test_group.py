@@ -816,6 +816,7 @@ def test_an_append_without_an_outcome_times_out_after_its_timeout_and_not_long_b
     run(body)
 
 
+@pytest.mark.interpreted  # stops the drivers' ticks by replacing a method
 def test_a_message_that_gives_the_core_nothing_to_do_wakes_no_driver(tmp_path: Path) -> None:
     async def body() -> None:
         cluster = Cluster(tmp_path, Config.standard([1, 2, 3]))
