@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -236,10 +236,12 @@ def decode_message(plain: Any) -> Message:
     except ValueError as error:  # wrong number of fields to unpack
         raise CodecError(f"malformed {tag!r} message: {error}") from None
     if tag == "g" and len(plain) == 2:
-        msg: Message = from_plain(plain[1])
+        # Typed `Message` only once checked: compiled (keeldb/native.py), an annotation is
+        # checked on assignment, and garbage would raise TypeError instead of CodecError.
+        msg = from_plain(plain[1])
         if not isinstance(msg, MESSAGE_TYPES):
             raise CodecError(f"not a message: {type(msg).__name__}")
-        return msg
+        return cast(Message, msg)
     raise CodecError(f"unknown message tag {tag!r}")
 
 
