@@ -688,6 +688,7 @@ async def _connected_pair(node_log_dir: Path) -> tuple[Transport, Transport, Nod
     return a, b, NodeLog.for_transport(a, node_log_dir)
 
 
+@pytest.mark.interpreted  # fakes stand in for GroupLog, whose type compiled code checks
 def test_a_drive_pass_sends_its_messages_and_starts_its_round_before_it_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

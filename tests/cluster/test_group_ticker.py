@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from keeldb.cluster.group import _DrivePass, _Ticker
 
 TICK_SECONDS = 0.01
@@ -31,6 +33,7 @@ async def _until(predicate, seconds: float = 5.0) -> None:  # type: ignore[no-un
         await asyncio.sleep(TICK_SECONDS)
 
 
+@pytest.mark.interpreted  # fakes stand in for GroupLog, whose type compiled code checks
 def test_one_ticker_per_loop_drives_every_driver_even_past_one_that_raises() -> None:
     async def body() -> None:
         loop = asyncio.get_running_loop()
@@ -69,6 +72,7 @@ class FakeGroup:
             raise RuntimeError("a driver bug")
 
 
+@pytest.mark.interpreted  # fakes stand in for GroupLog, whose type compiled code checks
 def test_the_drivers_a_loop_turn_kicks_run_in_one_callback_in_order() -> None:
     async def body() -> None:
         loop = asyncio.get_running_loop()
