@@ -1,7 +1,8 @@
 """Compiled modules: the request path built with mypyc, and the switch that keeps them honest.
 
 The modules named in `MODULES` (the HTTP front end, the item operations, the expression
-language, the value model and the local log and store: the code every request runs) can be
+language, the value model and the local log and store: the code every request runs; and on a
+cluster node, the consensus core, the group driver, the router and the transport) can be
 compiled to C extensions with mypyc, from the same sources and their type annotations. The
 interpreter then loads the extension instead of the source, and the request path costs the
 event loop less CPU (docs/performance.md, "Compiled modules").
@@ -43,9 +44,18 @@ SWITCH_ENV = "KEELDB_NATIVE"
 # needs the suite to pass with it compiled (mypyc enforces the annotations at run time, and
 # a compiled class takes no new attributes). keeldb/model/errors.py stays interpreted: other
 # modules subclass its exceptions, and an interpreted subclass of a compiled exception class
-# has no method table (calling its compiled methods crashed the process).
+# has no method table (calling its compiled methods crashed the process). A compiled class
+# takes no weak references either (this mypyc has no `supports_weakrefs`).
 MODULES: tuple[str, ...] = (
     "api/server.py",
+    "cluster/group.py",
+    "cluster/group_codec.py",
+    "cluster/keyroute.py",
+    "cluster/ring.py",
+    "cluster/router.py",
+    "consensus/messages.py",
+    "consensus/replica.py",
+    "consensus/types.py",
     "engine/catalog.py",
     "engine/database.py",
     "engine/indexes.py",
@@ -70,6 +80,8 @@ MODULES: tuple[str, ...] = (
     "model/numbers.py",
     "model/request_shapes.py",
     "model/values.py",
+    "net/framing.py",
+    "net/transport.py",
     "storage/lmdb_store.py",
     "storage/replog.py",
     "storage/wal.py",
