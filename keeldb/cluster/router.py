@@ -280,17 +280,14 @@ class Router:
             elif node == self.node_id and channel == CHANNEL_OP and self.local_op is not None:
                 answer = await self._call_local(group_id, payload, mode)
             else:
+                unsent = False
+                sent: Any = None
                 try:
-                    answer = await self._call_node(
+                    sent = await self._call_node(
                         node, channel, payload, min(remaining, CALL_SECONDS_MAX), mode
                     )
                 except _Unsent:
-                    unreachable.add(node)
-                    position += 1
-                    node = candidates[position % len(candidates)]
-                    await _pause(waits, deadline)
-                    waits += 1
-                    continue
+                    unsent = True
                 except InternalServerError:
                     # The outcome is unknown (a write that timed out, or whose connection broke
                     # after it was sent): not retried, but the node is no longer taken for the
@@ -301,6 +298,14 @@ class Router:
                     if self.leaders.get(group_id) == node:
                         self._forget_leader(group_id, node)
                     raise
+                if unsent:  # paused outside the `except` block, as everywhere in this module
+                    unreachable.add(node)
+                    position += 1
+                    node = candidates[position % len(candidates)]
+                    await _pause(waits, deadline)
+                    waits += 1
+                    continue
+                answer = sent
             kind = answer[0]
             if kind == OK:
                 if mode != MODE_EVENTUAL:
@@ -455,11 +460,12 @@ class Router:
                 self.stats["reroutes"] += 1
                 if attempt == REROUTES_MAX:
                     break
-                # The first reroute goes at once (the cache was stale); later ones wait for
-                # a partition's catalog sync.
-                if attempt > 0:
-                    await _pause(attempt - 1, deadline)
-                await self.refresh(deadline)
+            # Rerouted (waited for outside the `except` block, as everywhere in this module).
+            # The first reroute goes at once (the cache was stale); later ones wait for a
+            # partition's catalog sync.
+            if attempt > 0:
+                await _pause(attempt - 1, deadline)
+            await self.refresh(deadline)
         self.stats["failures"] += 1
         raise InternalServerError(INTERNAL_MESSAGE)
 
@@ -674,8 +680,10 @@ class Router:
         if table is None or not _valid_scan_shape(body):
             return await self._partition_op(0, "Scan", body, mode, deadline, tables=tables)
         try:
-            source = paging.source_for(table, body.get("IndexName"))
+            source: paging.Source | None = paging.source_for(table, body.get("IndexName"))
         except ValidationException:
+            source = None
+        if source is None:  # one partition answers with the validation error
             return await self._partition_op(0, "Scan", body, mode, deadline, tables=tables)
         if source.is_global:
             return await self._gather("Scan", body, source, deadline)
@@ -939,6 +947,7 @@ class Router:
         # The entries' keys come back too (and are taken off again), so that the pages of
         # several partitions merge in the index's order whatever the projection.
         keyed, added = _with_keys(body, names)
+        refused: ClientError | None = None
         try:
             answers = await asyncio.gather(
                 *(
@@ -948,15 +957,18 @@ class Router:
                     for p, count in parts
                 )
             )
-        except ClientError:
+        except ClientError as error:
             if not added:
                 raise
-            # The request itself is refused: its own error, as the client wrote it.
+            refused = error
+        if refused is not None:
+            # The request itself is refused: its own error, as the client wrote it (asked
+            # outside the `except` block, as everywhere in this module).
             partition, count = parts[0]
             await self._partition_op(
                 partition, op, dict(body, Limit=count), mode, deadline, check=False, tables=tables
             )
-            raise
+            raise refused
         entries: list[tuple[bytes, Any]] = []
         for answer in answers:
             for item in answer.get("Items", ()):

@@ -365,6 +365,16 @@ class _Peer:
         self.queue_bytes = 0
         self.space.set()
 
+    async def _back_off(self) -> None:
+        """Wait before the next connection attempt, longer after each failed one, or until
+        someone kicks the link."""
+        backoff = min(BACKOFF_MAX_SECONDS, BACKOFF_MIN_SECONDS * 2 ** (self.failed_attempts - 1))
+        try:
+            await asyncio.wait_for(self.kick.wait(), backoff * random.uniform(0.5, 1.0))
+        except TimeoutError:
+            pass
+        self.kick.clear()
+
     async def _run(self) -> None:
         while not self.transport.closed:
             try:
@@ -381,14 +391,13 @@ class _Peer:
                     )
                 self.fail_all(f"cannot connect: {error or type(error).__name__}")
                 self._attempt_finished()
-                backoff = min(
-                    BACKOFF_MAX_SECONDS, BACKOFF_MIN_SECONDS * 2 ** (self.failed_attempts - 1)
-                )
-                try:
-                    await asyncio.wait_for(self.kick.wait(), backoff * random.uniform(0.5, 1.0))
-                except TimeoutError:
-                    pass
-                self.kick.clear()
+                connected = False
+            else:
+                connected = True
+            if not connected:
+                # Waited outside the `except` block: compiled, a coroutine suspended inside
+                # one would leave its exception current for every other task meanwhile.
+                await self._back_off()
                 continue
             self.up = True
             self.lost = False
