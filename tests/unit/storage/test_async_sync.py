@@ -38,6 +38,13 @@ def ring_or_skip(loop: asyncio.AbstractEventLoop) -> UringSync:
     return syncer
 
 
+async def sync_result(syncer: UringSync, fd: int) -> OSError | None:
+    """What the callback of one fdatasync of `fd` through `syncer` was given."""
+    result: asyncio.Future[OSError | None] = asyncio.get_running_loop().create_future()
+    syncer.fdatasync(fd, result.set_result)
+    return await asyncio.wait_for(result, WAIT_SECONDS_MAX)
+
+
 class ManualSync:
     """A syncer whose fdatasyncs complete when the test says so."""
 
@@ -120,9 +127,7 @@ def test_a_failed_fdatasync_reaches_its_callback_as_an_error() -> None:
         fd = os.open(os.devnull, os.O_RDONLY)
         os.close(fd)  # a descriptor number that is not open: the kernel answers EBADF
         try:
-            result: asyncio.Future[OSError | None] = loop.create_future()
-            syncer.fdatasync(fd, result.set_result)
-            error = await asyncio.wait_for(result, WAIT_SECONDS_MAX)
+            error = await sync_result(syncer, fd)
             assert isinstance(error, OSError)
             assert error.errno == errno.EBADF
         finally:
@@ -200,9 +205,7 @@ def test_a_sync_done_again_that_fails_reaches_its_callback_as_the_error(tmp_path
         syncer._take_completions = not_run  # type: ignore[method-assign]
         syncer.fdatasync_again = broken_disk
         try:
-            result: asyncio.Future[OSError | None] = loop.create_future()
-            syncer.fdatasync(fd, result.set_result)
-            error = await asyncio.wait_for(result, WAIT_SECONDS_MAX)
+            error = await sync_result(syncer, fd)
             assert isinstance(error, OSError)
             assert error.errno == errno.EIO
         finally:
